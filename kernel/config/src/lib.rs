@@ -1,0 +1,240 @@
+//! Bulkhead's command line (`cmdline=` in xl, `-append` in QEMU) parsed into a typed
+//! [`Config`].
+//!
+//! Options are whitespace-separated `key=value` or bare `key` (a flag set to true). A key
+//! given twice keeps the last value, as Linux does. Unknown keys and bad values are
+//! collected and returned, never ignored: the kernel prints each one and refuses to run, so
+//! a typo in an xl config is seen at once rather than silently changing behaviour.
+#![no_std]
+#![forbid(unsafe_code)]
+
+use core::fmt;
+use log::LevelFilter;
+
+/// Errors kept; any beyond are only counted.
+pub const MAX_ERRORS: usize = 8;
+
+/// Every option Bulkhead understands, with its help text. The kernel prints this list when
+/// it meets an unknown option.
+pub const OPTIONS: &[(&str, &str)] = &[
+    ("loglevel", "off|error|warn|info|debug|trace (default info)"),
+    ("selftest", "run the in-kernel self-tests, print one line per check, then power off"),
+    ("heartbeat", "seconds between uptime lines from the event loop, 0 = off (default 0)"),
+    ("heap", "kernel heap size in KiB, or with a K/M suffix (default: auto)"),
+    ("test-panic", "test only: panic right after boot, to check the crash path"),
+    ("test-fault", "test only: take a page fault on a guard page, to check fault reporting"),
+];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub log_level: LevelFilter,
+    pub selftest: bool,
+    pub heartbeat_secs: u32,
+    /// Heap size in bytes; `None` lets the kernel size it from memory.
+    pub heap_bytes: Option<u64>,
+    pub test_panic: bool,
+    pub test_fault: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            log_level: LevelFilter::Info,
+            selftest: false,
+            heartbeat_secs: 0,
+            heap_bytes: None,
+            test_panic: false,
+            test_fault: false,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigError<'a> {
+    Unknown(&'a str),
+    BadValue { key: &'a str, value: &'a str, expected: &'static str },
+}
+
+impl fmt::Display for ConfigError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Unknown(k) => write!(f, "unknown option '{k}'"),
+            ConfigError::BadValue { key, value, expected } => {
+                write!(f, "option '{key}': bad value '{value}', expected {expected}")
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Parsed<'a> {
+    pub config: Config,
+    pub errors: heapless::Vec<ConfigError<'a>, MAX_ERRORS>,
+    /// Errors that did not fit in `errors`.
+    pub more_errors: usize,
+}
+
+impl Parsed<'_> {
+    pub fn is_ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+pub fn parse(cmdline: &str) -> Parsed<'_> {
+    let mut p = Parsed { config: Config::default(), errors: heapless::Vec::new(), more_errors: 0 };
+    for token in cmdline.split_ascii_whitespace() {
+        let (key, value) = match token.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (token, None),
+        };
+        if let Err(e) = apply(&mut p.config, key, value) {
+            if p.errors.push(e).is_err() {
+                p.more_errors += 1;
+            }
+        }
+    }
+    p
+}
+
+fn apply<'a>(c: &mut Config, key: &'a str, value: Option<&'a str>) -> Result<(), ConfigError<'a>> {
+    let bad = |expected| ConfigError::BadValue { key, value: value.unwrap_or(""), expected };
+    match key {
+        "loglevel" => {
+            let v = value.ok_or(bad("a level"))?;
+            c.log_level = v.parse().map_err(|_| bad("off|error|warn|info|debug|trace"))?;
+        }
+        "selftest" => c.selftest = flag(value).ok_or(bad("nothing, 0 or 1"))?,
+        "test-panic" => c.test_panic = flag(value).ok_or(bad("nothing, 0 or 1"))?,
+        "test-fault" => c.test_fault = flag(value).ok_or(bad("nothing, 0 or 1"))?,
+        "heartbeat" => {
+            c.heartbeat_secs =
+                value.and_then(|v| v.parse().ok()).ok_or(bad("a number of seconds"))?
+        }
+        "heap" => {
+            let bytes = value.and_then(size).ok_or(bad("a size like 4096, 512K or 8M"))?;
+            if bytes < 64 * 1024 {
+                return Err(bad("at least 64K"));
+            }
+            c.heap_bytes = Some(bytes);
+        }
+        _ => return Err(ConfigError::Unknown(key)),
+    }
+    Ok(())
+}
+
+fn flag(value: Option<&str>) -> Option<bool> {
+    match value {
+        None | Some("1") | Some("on") | Some("yes") | Some("true") => Some(true),
+        Some("0") | Some("off") | Some("no") | Some("false") => Some(false),
+        Some(_) => None,
+    }
+}
+
+/// A size in KiB by default, or with a K/M/G suffix.
+fn size(v: &str) -> Option<u64> {
+    let (digits, mult) = match v.as_bytes().last()? {
+        b'K' | b'k' => (&v[..v.len() - 1], 1u64 << 10),
+        b'M' | b'm' => (&v[..v.len() - 1], 1 << 20),
+        b'G' | b'g' => (&v[..v.len() - 1], 1 << 30),
+        _ => (v, 1 << 10),
+    };
+    digits.parse::<u64>().ok()?.checked_mul(mult)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_line_gives_defaults() {
+        let p = parse("");
+        assert!(p.is_ok());
+        assert_eq!(p.config, Config::default());
+        assert!(parse("   \t ").is_ok());
+    }
+
+    #[test]
+    fn all_options() {
+        let p = parse("loglevel=debug selftest heartbeat=5 heap=2M test-panic=1 test-fault=0");
+        assert!(p.is_ok(), "{:?}", p.errors);
+        assert_eq!(
+            p.config,
+            Config {
+                log_level: LevelFilter::Debug,
+                selftest: true,
+                heartbeat_secs: 5,
+                heap_bytes: Some(2 << 20),
+                test_panic: true,
+                test_fault: false,
+            }
+        );
+    }
+
+    #[test]
+    fn last_value_wins() {
+        let p = parse("loglevel=debug loglevel=warn selftest selftest=0");
+        assert_eq!(p.config.log_level, LevelFilter::Warn);
+        assert!(!p.config.selftest);
+    }
+
+    #[test]
+    fn unknown_option_is_reported() {
+        let p = parse("loglevel=info bogus=1 selftest frob");
+        assert_eq!(p.errors.as_slice(), &[ConfigError::Unknown("bogus"), ConfigError::Unknown("frob")]);
+        // Known options around it still apply.
+        assert!(p.config.selftest);
+    }
+
+    #[test]
+    fn bad_values_are_reported() {
+        let p = parse("loglevel=loud heartbeat=-1 heap=12Q selftest=maybe loglevel heap=1K");
+        let keys: heapless::Vec<&str, 8> = p
+            .errors
+            .iter()
+            .map(|e| match e {
+                ConfigError::BadValue { key, .. } => *key,
+                ConfigError::Unknown(k) => k,
+            })
+            .collect();
+        assert_eq!(keys.as_slice(), &["loglevel", "heartbeat", "heap", "selftest", "loglevel", "heap"]);
+        assert_eq!(p.config, Config::default());
+    }
+
+    #[test]
+    fn error_messages_are_clear() {
+        let p = parse("nosuch loglevel=loud");
+        let mut s = heapless::String::<200>::new();
+        use core::fmt::Write;
+        write!(s, "{}; {}", p.errors[0], p.errors[1]).unwrap();
+        assert_eq!(
+            s.as_str(),
+            "unknown option 'nosuch'; option 'loglevel': bad value 'loud', expected off|error|warn|info|debug|trace"
+        );
+    }
+
+    #[test]
+    fn too_many_errors_are_counted() {
+        let p = parse("a b c d e f g h i j");
+        assert_eq!(p.errors.len(), MAX_ERRORS);
+        assert_eq!(p.more_errors, 2);
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(size("64"), Some(64 << 10));
+        assert_eq!(size("512K"), Some(512 << 10));
+        assert_eq!(size("3m"), Some(3 << 20));
+        assert_eq!(size("1G"), Some(1 << 30));
+        assert_eq!(size("99999999999999999G"), None);
+        assert_eq!(size(""), None);
+        assert_eq!(size("M"), None);
+    }
+
+    #[test]
+    fn every_documented_option_parses() {
+        for (key, _) in OPTIONS {
+            let p = parse(key);
+            assert!(!p.errors.iter().any(|e| matches!(e, ConfigError::Unknown(_))), "{key}");
+        }
+    }
+}

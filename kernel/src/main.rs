@@ -1,1 +1,226 @@
+//! Bulkhead: a Xen driver-domain unikernel. This is the kernel binary: it wires the
+//! host-tested logic crates to the machine.
+//!
+//! Boot order (each step needs the ones before it): CPU features and the boot clock, Xen
+//! detection, the early console, boot info (copied out of loader memory), the command
+//! line, the banner, descriptor tables and interrupts, the TSC clock, memory (frames, page
+//! tables, heap), the local APIC, the Xen console ring, then the event loop.
 #![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod arch;
+mod console;
+mod mem;
+mod platform;
+mod rt;
+mod selftest;
+mod time;
+mod xen;
+
+use bulkhead_boot::{BootError, PhysMem, Protocol};
+use bulkhead_executor::{Executor, Idle, Nanos};
+use log::{error, info, warn};
+
+use crate::arch::{apic, interrupts};
+
+core::arch::global_asm!(include_str!("../../boot/entry.S"), options(att_syntax));
+core::arch::global_asm!(include_str!("arch/isr.S"), options(att_syntax));
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Loader structures as the entry stub found them: reachable through the boot page tables,
+/// which identity-map the first 4 GiB.
+struct LoaderMemory;
+
+impl PhysMem for LoaderMemory {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), BootError> {
+        let end = addr.checked_add(buf.len() as u64).ok_or(BootError::BadAddress(addr))?;
+        // QEMU's PVH option ROM keeps its memory map in page 0 (e.g. at 0x5a8), so only a
+        // null pointer itself is refused.
+        if addr == 0 || end > 1 << 32 {
+            return Err(BootError::BadAddress(addr));
+        }
+        // SAFETY: the range is inside the identity-mapped first 4 GiB;
+        // nothing has been allocated yet, so no Rust object aliases loader memory.
+        unsafe { core::ptr::copy_nonoverlapping(addr as *const u8, buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+}
+
+/// The event loop's idle: halt until the next timer deadline or any interrupt.
+struct KernelIdle;
+
+impl Idle for KernelIdle {
+    fn now(&self) -> Nanos {
+        time::now_ns()
+    }
+
+    fn wait(&mut self, deadline: Option<Nanos>, pending: &dyn Fn() -> bool) {
+        use x86_64::instructions::interrupts as irq;
+        irq::disable();
+        if pending() {
+            irq::enable();
+            return;
+        }
+        if let Some(d) = deadline {
+            let now = time::now_ns();
+            if d <= now {
+                irq::enable();
+                return;
+            }
+            apic::arm_oneshot(d - now);
+        }
+        // sti; hlt: an interrupt arriving between the check above and the halt still
+        // wakes us, because sti takes effect only after the next instruction.
+        irq::enable_and_hlt();
+    }
+}
+
+fn timer_interrupt(_f: &mut interrupts::InterruptFrame) {
+    selftest::on_timer_interrupt();
+}
+
+fn fatal(what: core::fmt::Arguments) -> ! {
+    error!("{what}");
+    platform::crash()
+}
+
+#[no_mangle]
+extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
+    time::mark_boot();
+    arch::cpu::init();
+    let under_xen = xen::detect().is_some();
+    console::init_early(under_xen);
+    // Hypercalls first under Xen: even a failed boot must be able to report a crash.
+    xen::init_hypercalls();
+    console::logger::init(log::LevelFilter::Info);
+
+    let protocol = match protocol {
+        1 => Protocol::Multiboot,
+        2 => Protocol::Pvh,
+        other => fatal(format_args!("boot: unknown entry protocol {other}")),
+    };
+    let mode = platform::set_mode(protocol, under_xen);
+    let boot = match bulkhead_boot::decode(protocol, magic as u32, info, &LoaderMemory) {
+        Ok(b) => b,
+        Err(e) => fatal(format_args!("boot: invalid {} boot information at {info:#x}: {e}", protocol.name())),
+    };
+
+    let parsed = bulkhead_config::parse(&boot.cmdline);
+    let config = parsed.config.clone();
+    console::logger::init(config.log_level);
+
+    crate::println!();
+    crate::println!("Bulkhead {VERSION} — Xen driver domain unikernel");
+    info!(
+        "boot: mode {} (entered via {}), console {}",
+        mode.name(),
+        protocol.name(),
+        console::sinks()
+    );
+    if let Some(x) = xen::detect() {
+        info!("xen: version {}.{} (cpuid leaves at {:#x})", x.major, x.minor, x.leaf_base);
+    }
+    info!(
+        "memory map: {} entries from the loader, {} regions, {} KiB usable (highest {:#x}){}",
+        boot.raw_map_entries,
+        boot.memory.regions().len(),
+        boot.memory.usable_bytes() / 1024,
+        boot.memory.usable_end(),
+        if boot.map_overlaps > 0 { " — overlapping entries resolved as reserved" } else { "" }
+    );
+    for r in boot.memory.regions() {
+        log::debug!("  {:#012x}-{:#012x} {}", r.start, r.end, r.kind.name());
+    }
+    info!("command line: \"{}\"", boot.cmdline);
+    if !parsed.is_ok() {
+        for e in parsed.errors.iter() {
+            error!("config: {e}");
+        }
+        if parsed.more_errors > 0 {
+            error!("config: ... and {} more errors", parsed.more_errors);
+        }
+        for (k, help) in bulkhead_config::OPTIONS {
+            info!("config: known option {k}: {help}");
+        }
+        fatal(format_args!("config: refusing to run with an invalid command line"));
+    }
+
+    arch::gdt::init();
+    interrupts::init();
+    let clock = time::calibrate();
+    info!("time: TSC {} kHz (from {clock})", time::tsc_khz());
+
+    let report = match mem::init(&boot, config.heap_bytes) {
+        Ok(r) => r,
+        Err(e) => fatal(format_args!("memory: setup failed: {e:?}")),
+    };
+    if let Err(e) = apic::init() {
+        fatal(format_args!("apic: cannot map the local APIC: {e:?}"));
+    }
+    let apic_khz = apic::calibrate(10);
+    interrupts::register(interrupts::VECTOR_APIC_TIMER, timer_interrupt);
+    info!("apic: id {}, version {:#x}, timer {} kHz", apic::id(), apic::version(), apic_khz);
+
+    if under_xen {
+        match xen::console::XenConsole::attach() {
+            Ok(c) => {
+                console::attach_xen(c);
+                info!("console: Xen console ring attached ({})", console::sinks());
+            }
+            Err(why) => warn!("console: no Xen console ring ({why}); staying on {}", console::sinks()),
+        }
+    }
+
+    let u = mem::usage();
+    let footprint = report.image + report.bitmap + (u.frames_allocated as u64) * 4096;
+    info!(
+        "memory: {} KiB in use of {} KiB usable (image {} KiB, frame bitmap {} KiB, page tables {} KiB, heap {} KiB); {} KiB free",
+        footprint / 1024,
+        report.usable / 1024,
+        report.image / 1024,
+        report.bitmap / 1024,
+        u.table_frames * 4,
+        report.heap / 1024,
+        u.frames_free * 4,
+    );
+    info!("boot: ready in {} us", time::now_ns() / 1000);
+
+    if config.test_panic {
+        panic!("test-panic requested on the command line");
+    }
+    if config.test_fault {
+        let guard = mem::boot_stack_guard();
+        warn!("test-fault: reading the boot stack guard page at {guard:#x}");
+        // SAFETY: deliberately not safe: this read must fault, and the fault is fatal.
+        let v = unsafe { core::ptr::read_volatile(guard as *const u64) };
+        fatal(format_args!("test-fault: guard page read returned {v:#x} instead of faulting"));
+    }
+
+    let mut executor = Executor::new(time::now_ns);
+    let h = executor.handle();
+    if config.selftest {
+        selftest::prepare();
+        h.spawn("selftest", selftest::run(h.clone()));
+    } else if config.heartbeat_secs > 0 {
+        let period = config.heartbeat_secs as u64 * 1_000_000_000;
+        let h2 = h.clone();
+        h.spawn("heartbeat", async move {
+            loop {
+                h2.sleep(period).await;
+                let u = mem::usage();
+                info!(
+                    "heartbeat: up {} s, heap {} B used, {} KiB free",
+                    h2.now() / 1_000_000_000,
+                    u.heap_used,
+                    u.frames_free * 4
+                );
+            }
+        });
+    }
+    executor.run(&mut KernelIdle);
+    info!("event loop: no tasks left (stats {:?})", executor.stats);
+    platform::poweroff()
+}

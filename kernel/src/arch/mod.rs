@@ -1,0 +1,43 @@
+//! x86-64 specifics: CPU features, descriptor tables, interrupts, the local APIC, legacy
+//! timers used for calibration, and port I/O.
+
+pub mod apic;
+pub mod cpu;
+pub mod gdt;
+pub mod interrupts;
+pub mod pit;
+
+use x86_64::instructions::port::Port;
+
+/// Write a byte to an I/O port.
+///
+/// Port I/O has no memory-safety effect on the kernel itself; what a write does to a
+/// device is the caller's business, which is why this wrapper is safe.
+pub fn outb(port: u16, v: u8) {
+    // SAFETY: port writes cannot violate Rust memory safety; devices at these ports are
+    // legacy ISA devices (UART, PIT, PIC, debug ports) that do not DMA.
+    unsafe { Port::new(port).write(v) }
+}
+
+pub fn inb(port: u16) -> u8 {
+    // SAFETY: as for `outb`.
+    unsafe { Port::new(port).read() }
+}
+
+pub fn outl(port: u16, v: u32) {
+    // SAFETY: as for `outb`.
+    unsafe { Port::new(port).write(v) }
+}
+
+pub fn rdtsc() -> u64 {
+    // SAFETY: rdtsc has no side effects.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Stop this CPU for good.
+pub fn halt_forever() -> ! {
+    loop {
+        x86_64::instructions::interrupts::disable();
+        x86_64::instructions::hlt();
+    }
+}

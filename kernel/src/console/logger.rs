@@ -1,0 +1,53 @@
+//! The `log` backend: `[seconds.micros] LEVEL component: message` on the console.
+
+use core::fmt::Write;
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+struct Logger;
+
+static LOGGER: Logger = Logger;
+
+impl Log for Logger {
+    fn enabled(&self, m: &Metadata) -> bool {
+        m.level() <= log::max_level()
+    }
+
+    fn log(&self, r: &Record) {
+        if !self.enabled(r.metadata()) {
+            return;
+        }
+        let ns = crate::time::now_ns();
+        let level = match r.level() {
+            Level::Error => "ERROR",
+            Level::Warn => "WARN ",
+            Level::Info => "INFO ",
+            Level::Debug => "DEBUG",
+            Level::Trace => "TRACE",
+        };
+        // Module paths become component names (bulkhead::arch::apic -> arch::apic); the
+        // crate root's messages name their component themselves ("boot: ...").
+        let target = r.target();
+        let component = target.strip_prefix("bulkhead::").unwrap_or(target);
+        let (component, sep) = if component == "bulkhead" { ("", "") } else { (component, ": ") };
+        super::with(|c| {
+            let _ = writeln!(
+                c,
+                "[{:5}.{:06}] {} {}{}{}",
+                ns / 1_000_000_000,
+                (ns / 1000) % 1_000_000,
+                level,
+                component,
+                sep,
+                r.args()
+            );
+        });
+    }
+
+    fn flush(&self) {}
+}
+
+pub fn init(level: LevelFilter) {
+    // Fails only if a logger is already set, which would be this one.
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(level);
+}

@@ -1,0 +1,108 @@
+//! The console: every sink that exists on this platform gets every byte.
+//!
+//! Sinks: the COM1 16550 (when one answers), Xen's debug port 0xe9 (early, under Xen,
+//! until the Xen console ring is attached; Xen prints it in `xl dmesg`), and the Xen PV
+//! console ring (`xl console`, and xenconsoled's log files). A line is written under one
+//! lock with interrupts disabled, so lines never interleave and an interrupt handler that
+//! logs cannot deadlock against the code it interrupted.
+
+pub mod logger;
+mod serial;
+
+use core::fmt;
+use spin::Mutex;
+use x86_64::instructions::interrupts::without_interrupts;
+
+use crate::xen::console::XenConsole;
+
+pub struct Console {
+    serial: Option<serial::Uart>,
+    e9: bool,
+    xen: Option<XenConsole>,
+}
+
+static CONSOLE: Mutex<Console> = Mutex::new(Console { serial: None, e9: false, xen: None });
+
+impl fmt::Write for Console {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for &b in s.as_bytes() {
+            if b == b'\n' {
+                self.put(b'\r');
+            }
+            self.put(b);
+        }
+        if let Some(x) = self.xen.as_mut() {
+            x.notify();
+        }
+        Ok(())
+    }
+}
+
+impl Console {
+    fn put(&mut self, b: u8) {
+        if let Some(u) = self.serial.as_mut() {
+            u.put(b);
+        }
+        if self.e9 {
+            crate::arch::outb(0xe9, b);
+        }
+        if let Some(x) = self.xen.as_mut() {
+            x.put(b);
+        }
+    }
+}
+
+/// Find the sinks available before memory management exists.
+pub fn init_early(under_xen: bool) {
+    let mut c = CONSOLE.lock();
+    c.serial = serial::Uart::probe(0x3f8);
+    c.e9 = under_xen;
+}
+
+/// Switch from the early port to the Xen console ring.
+pub fn attach_xen(ring: XenConsole) {
+    without_interrupts(|| {
+        let mut c = CONSOLE.lock();
+        c.xen = Some(ring);
+        c.e9 = false;
+    });
+}
+
+/// Names of the active sinks, for the banner.
+pub fn sinks() -> heapless::String<48> {
+    let c = CONSOLE.lock();
+    let mut s = heapless::String::new();
+    for (on, name) in [(c.serial.is_some(), "com1"), (c.e9, "port-e9"), (c.xen.is_some(), "xen-ring")] {
+        if on {
+            if !s.is_empty() {
+                let _ = s.push(',');
+            }
+            let _ = s.push_str(name);
+        }
+    }
+    s
+}
+
+/// Run `f` with the console locked and interrupts off.
+pub fn with<R>(f: impl FnOnce(&mut Console) -> R) -> R {
+    without_interrupts(|| f(&mut CONSOLE.lock()))
+}
+
+/// The panic path must print even if the panicking code held the console lock.
+pub fn break_lock_for_panic() {
+    // SAFETY: called with interrupts disabled on the panic path, after which the kernel
+    // never returns to the code that held the lock; at worst a half-written line is
+    // followed by the panic message.
+    unsafe { CONSOLE.force_unlock() };
+}
+
+/// Print without the logger's prefix (the banner, self-test result lines).
+#[macro_export]
+macro_rules! println {
+    ($($arg:tt)*) => {
+        $crate::console::with(|c| {
+            use core::fmt::Write;
+            let _ = writeln!(c, $($arg)*);
+        })
+    };
+}

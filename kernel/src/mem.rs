@@ -1,0 +1,300 @@
+//! Physical memory, the kernel's own page tables, and the heap.
+//!
+//! Bulkhead identity-maps what it uses (virtual = physical): RAM with 2 MiB pages where
+//! possible, the image with per-section permissions (text RX, rodata R, data/bss RW, all
+//! but text NX), 4 KiB guard pages left unmapped below every stack, page 0 unmapped so a
+//! null dereference faults, and device memory mapped uncached on request. The walking and
+//! bookkeeping logic is in the host-tested `bulkhead-mm` crate; this file supplies the
+//! real memory and the TLB.
+
+use bulkhead_boot::BootInfo;
+use bulkhead_mm::frames::{self, FrameAllocator, FrameError};
+use bulkhead_mm::paging::{Flags, MapError, PageTables, TableMemory};
+use bulkhead_mm::{align_up, PAGE_SIZE};
+use core::sync::atomic::{AtomicUsize, Ordering};
+use linked_list_allocator::LockedHeap;
+use spin::Mutex;
+use x86_64::instructions::tlb;
+use x86_64::VirtAddr;
+
+#[global_allocator]
+static HEAP: LockedHeap = LockedHeap::empty();
+
+static FRAMES: Mutex<Option<FrameAllocator<'static>>> = Mutex::new(None);
+/// Lock order: TABLES before FRAMES (table allocation takes frames).
+static TABLES: Mutex<Option<PageTables<KernelTables>>> = Mutex::new(None);
+static TABLE_FRAMES: AtomicUsize = AtomicUsize::new(0);
+/// Free frames right after the allocator was built: what the kernel took since is its
+/// dynamic footprint (page tables, heap, driver memory).
+static INITIAL_FREE: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" {
+    static __image_start: u8;
+    static __text_end: u8;
+    static __rodata_end: u8;
+    static __image_end: u8;
+    #[link_name = "boot_stack_guard"]
+    static BOOT_STACK_GUARD: u8;
+    #[link_name = "boot_stack_bottom"]
+    static BOOT_STACK_BOTTOM: u8;
+    #[link_name = "boot_stack_top"]
+    static BOOT_STACK_TOP: u8;
+}
+
+fn sym(s: &u8) -> u64 {
+    s as *const u8 as u64
+}
+
+/// Image section boundaries from the linker script.
+pub struct ImageLayout {
+    pub start: u64,
+    pub text_end: u64,
+    pub rodata_end: u64,
+    pub end: u64,
+}
+
+pub fn image() -> ImageLayout {
+    // SAFETY: only the addresses of linker-defined symbols are taken.
+    unsafe {
+        ImageLayout {
+            start: sym(&__image_start),
+            text_end: sym(&__text_end),
+            rodata_end: sym(&__rodata_end),
+            end: sym(&__image_end),
+        }
+    }
+}
+
+fn boot_stack() -> (u64, u64, u64) {
+    // SAFETY: only the addresses of symbols from entry.S are taken.
+    unsafe { (sym(&BOOT_STACK_GUARD), sym(&BOOT_STACK_BOTTOM), sym(&BOOT_STACK_TOP)) }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum MemError {
+    Frames(FrameError),
+    Map(MapError),
+    NoRoomForBitmap { bytes: u64 },
+    NotInitialized,
+}
+
+impl From<FrameError> for MemError {
+    fn from(e: FrameError) -> Self {
+        MemError::Frames(e)
+    }
+}
+
+impl From<MapError> for MemError {
+    fn from(e: MapError) -> Self {
+        MemError::Map(e)
+    }
+}
+
+/// Page-table frames are RAM, identity-mapped in both the boot tables and ours.
+struct KernelTables;
+
+impl TableMemory for KernelTables {
+    fn read(&self, table: u64, index: usize) -> u64 {
+        // SAFETY: `table` is a page-table frame this module allocated (or CR3's root) and
+        // is identity-mapped; index < 512 is guaranteed by the walker.
+        unsafe { core::ptr::read_volatile((table as *const u64).add(index)) }
+    }
+
+    fn write(&mut self, table: u64, index: usize, value: u64) {
+        // SAFETY: as for `read`.
+        unsafe { core::ptr::write_volatile((table as *mut u64).add(index), value) }
+    }
+
+    fn alloc_table(&mut self) -> Option<u64> {
+        let f = FRAMES.lock().as_mut()?.alloc().ok()?;
+        // SAFETY: the frame was just allocated to us and is identity-mapped RAM.
+        unsafe { core::ptr::write_bytes(f as *mut u8, 0, PAGE_SIZE as usize) };
+        TABLE_FRAMES.fetch_add(1, Ordering::Relaxed);
+        Some(f)
+    }
+}
+
+/// What memory management set up, for the boot report.
+pub struct MemReport {
+    pub usable: u64,
+    pub image: u64,
+    pub bitmap: u64,
+    pub heap: u64,
+}
+
+/// The heap size when the command line does not choose: an eighth of RAM, at least
+/// 1 MiB and at most 64 MiB.
+fn auto_heap(usable: u64) -> u64 {
+    (usable / 8).clamp(1 << 20, 64 << 20)
+}
+
+pub fn init(boot: &BootInfo, heap_bytes: Option<u64>) -> Result<MemReport, MemError> {
+    let img = image();
+    let map = &boot.memory;
+    let words = frames::bitmap_words(map);
+    let bitmap_bytes = align_up(words as u64 * 8, PAGE_SIZE);
+    // The bitmap goes in the first usable RAM above the image (and below 4 GiB, which the
+    // boot page tables reach).
+    let bitmap_at = map
+        .usable()
+        .filter_map(|r| {
+            let start = r.start.max(img.end).max(0x10_0000);
+            (start + bitmap_bytes <= r.end && start + bitmap_bytes <= 1 << 32).then_some(start)
+        })
+        .next()
+        .ok_or(MemError::NoRoomForBitmap { bytes: bitmap_bytes })?;
+    // SAFETY: the range is usable RAM outside the image, identity-mapped by the boot page
+    // tables, and reserved in the allocator below so nothing else ever uses it.
+    let bitmap: &'static mut [u64] = unsafe { core::slice::from_raw_parts_mut(bitmap_at as *mut u64, words) };
+    let reserved = [
+        // Real-mode IVT, BIOS data, EBDA, option ROMs: never handed out.
+        (0, 0x10_0000),
+        (img.start, img.end),
+        (bitmap_at, bitmap_at + bitmap_bytes),
+    ];
+    let fa = FrameAllocator::new(map, &reserved, bitmap)?;
+    INITIAL_FREE.store(fa.free_frames(), Ordering::Relaxed);
+    *FRAMES.lock() = Some(fa);
+
+    let mut pt = PageTables::new(KernelTables, crate::arch::cpu::has_nx())?;
+    // The image, by section.
+    pt.map_range(img.start, img.start, img.text_end - img.start, Flags::EXECUTE)?;
+    pt.map_range(img.text_end, img.text_end, img.rodata_end - img.text_end, Flags::empty())?;
+    pt.map_range(img.rodata_end, img.rodata_end, img.end - img.rodata_end, Flags::WRITE)?;
+    // Low memory except page 0.
+    pt.map_range(PAGE_SIZE, PAGE_SIZE, 0x10_0000 - PAGE_SIZE, Flags::WRITE)?;
+    // All usable RAM, around the image.
+    for r in map.usable() {
+        for (s, e) in [(r.start, r.end.min(img.start)), (r.start.max(img.end), r.end)] {
+            let s = s.max(0x10_0000);
+            if s < e {
+                pt.map_range(s, s, e - s, Flags::WRITE)?;
+            }
+        }
+    }
+    for (guard, _) in guard_pages() {
+        let _ = pt.unmap(guard)?;
+    }
+    // SAFETY: the new hierarchy maps everything the kernel is currently using: the image
+    // (code, stacks, statics), all RAM (heap, bitmap, page tables, boot info copies were
+    // taken before), low memory. The guard pages it omits are never touched on purpose.
+    unsafe {
+        use x86_64::registers::control::{Cr3, Cr3Flags};
+        use x86_64::structures::paging::PhysFrame;
+        use x86_64::PhysAddr;
+        Cr3::write(PhysFrame::containing_address(PhysAddr::new(pt.root())), Cr3Flags::empty());
+    }
+    *TABLES.lock() = Some(pt);
+
+    let heap = align_up(heap_bytes.unwrap_or_else(|| auto_heap(map.usable_bytes())), PAGE_SIZE);
+    let heap_at = alloc_frames((heap / PAGE_SIZE) as usize, PAGE_SIZE)?;
+    // SAFETY: the frames were just allocated for the heap alone and are mapped RW.
+    unsafe { HEAP.lock().init(heap_at as *mut u8, heap as usize) };
+
+    Ok(MemReport { usable: map.usable_bytes(), image: img.end - img.start, bitmap: bitmap_bytes, heap })
+}
+
+/// Guard pages: below the boot stack and below each IST stack.
+fn guard_pages() -> impl Iterator<Item = (u64, &'static str)> {
+    let (guard, ..) = boot_stack();
+    core::iter::once((guard, "boot")).chain(crate::arch::gdt::guard_pages())
+}
+
+/// Which stack's guard page `addr` falls in, if any.
+pub fn guard_page_name(addr: u64) -> Option<&'static str> {
+    guard_pages().find(|(g, _)| (*g..*g + PAGE_SIZE).contains(&addr)).map(|(_, n)| n)
+}
+
+/// The guard page below the boot stack (for the fault test).
+pub fn boot_stack_guard() -> u64 {
+    boot_stack().0
+}
+
+pub fn alloc_frames(count: usize, align: u64) -> Result<u64, MemError> {
+    Ok(FRAMES.lock().as_mut().ok_or(MemError::NotInitialized)?.alloc_contiguous(count, align)?)
+}
+
+pub fn free_frames(addr: u64, count: usize) -> Result<(), MemError> {
+    Ok(FRAMES.lock().as_mut().ok_or(MemError::NotInitialized)?.free(addr, count)?)
+}
+
+pub fn free_frame_count() -> usize {
+    FRAMES.lock().as_ref().map_or(0, |f| f.free_frames())
+}
+
+fn flush(f: bulkhead_mm::paging::Flush) {
+    match f {
+        bulkhead_mm::paging::Flush::None => {}
+        bulkhead_mm::paging::Flush::Page(v) => tlb::flush(VirtAddr::new(v)),
+        bulkhead_mm::paging::Flush::All => tlb::flush_all(),
+    }
+}
+
+/// Map one page at `virt` (outside the identity range) to `phys`.
+pub fn map_page(virt: u64, phys: u64, flags: Flags) -> Result<(), MemError> {
+    let mut t = TABLES.lock();
+    let pt = t.as_mut().ok_or(MemError::NotInitialized)?;
+    pt.map(virt, phys, bulkhead_mm::paging::PageSize::Size4K, flags)?;
+    Ok(())
+}
+
+pub fn unmap_page(virt: u64) -> Result<u64, MemError> {
+    let mut t = TABLES.lock();
+    let pt = t.as_mut().ok_or(MemError::NotInitialized)?;
+    let (frame, f) = pt.unmap(virt)?;
+    flush(f);
+    Ok(frame)
+}
+
+pub fn translate(virt: u64) -> Option<(u64, Flags)> {
+    TABLES.lock().as_ref()?.translate(virt).map(|(p, f, _)| (p, f))
+}
+
+/// Identity-map `[phys, phys+len)` with `flags`; pages already mapped with at least those
+/// permissions and the same cacheability are accepted as they are.
+pub fn map_identity(phys: u64, len: u64, flags: Flags) -> Result<u64, MemError> {
+    let mut t = TABLES.lock();
+    let pt = t.as_mut().ok_or(MemError::NotInitialized)?;
+    let start = phys & !(PAGE_SIZE - 1);
+    let end = align_up(phys + len, PAGE_SIZE);
+    for page in (start..end).step_by(PAGE_SIZE as usize) {
+        match pt.translate(page) {
+            Some((p, have, _)) if p == page => {
+                let same_cache = have.contains(Flags::UNCACHED) == flags.contains(Flags::UNCACHED);
+                if !same_cache || (flags.contains(Flags::WRITE) && !have.contains(Flags::WRITE)) {
+                    flush(pt.protect(page, flags)?);
+                }
+            }
+            Some(_) => return Err(MemError::Map(MapError::AlreadyMapped(page))),
+            None => pt.map(page, page, bulkhead_mm::paging::PageSize::Size4K, flags)?,
+        }
+    }
+    Ok(phys)
+}
+
+/// Device registers: identity-mapped, writable, uncached, never executable.
+pub fn map_mmio(phys: u64, len: u64) -> Result<u64, MemError> {
+    map_identity(phys, len, Flags::WRITE | Flags::UNCACHED)
+}
+
+/// Memory in use, for the boot report and the self-test.
+pub struct Usage {
+    /// Frames taken from the allocator since boot (page tables, heap, buffers).
+    pub frames_allocated: usize,
+    pub frames_free: usize,
+    pub table_frames: usize,
+    pub heap_used: usize,
+    pub heap_size: usize,
+}
+
+pub fn usage() -> Usage {
+    let free = FRAMES.lock().as_ref().map_or(0, |f| f.free_frames());
+    let h = HEAP.lock();
+    Usage {
+        frames_allocated: INITIAL_FREE.load(Ordering::Relaxed).saturating_sub(free),
+        frames_free: free,
+        table_frames: TABLE_FRAMES.load(Ordering::Relaxed),
+        heap_used: h.used(),
+        heap_size: h.size(),
+    }
+}

@@ -1,0 +1,83 @@
+//! What Bulkhead runs on, and how it leaves.
+//!
+//! The boot protocol and the CPUID signature together give the mode: PVH entry under Xen is
+//! a `type="pvh"` domain, multiboot entry under Xen is `type="hvm"` direct kernel boot, and
+//! no Xen means bare QEMU (either entry). Leaving: Xen gets SCHEDOP_shutdown (poweroff, or
+//! crash so xl's `on_crash=` applies); bare QEMU gets its isa-debug-exit port, which makes
+//! QEMU exit with status (code << 1) | 1.
+
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use bulkhead_boot::Protocol;
+
+use crate::arch;
+use crate::xen::{self, ShutdownReason};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Bare,
+    XenPvh,
+    XenHvm,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Bare => "bare",
+            Mode::XenPvh => "pvh",
+            Mode::XenHvm => "hvm",
+        }
+    }
+}
+
+static MODE: AtomicU8 = AtomicU8::new(0);
+
+pub fn set_mode(protocol: Protocol, under_xen: bool) -> Mode {
+    let m = match (under_xen, protocol) {
+        (false, _) => Mode::Bare,
+        (true, Protocol::Pvh) => Mode::XenPvh,
+        (true, Protocol::Multiboot) => Mode::XenHvm,
+    };
+    MODE.store(m as u8 + 1, Ordering::Relaxed);
+    m
+}
+
+pub fn mode() -> Mode {
+    match MODE.load(Ordering::Relaxed) {
+        2 => Mode::XenPvh,
+        3 => Mode::XenHvm,
+        // Before detection, behave as bare, except that Xen, if present, is still told.
+        _ => Mode::Bare,
+    }
+}
+
+/// isa-debug-exit port the test runner configures (`-device isa-debug-exit,iobase=0xf4`).
+const DEBUG_EXIT_PORT: u16 = 0xf4;
+/// Written to isa-debug-exit: QEMU exits with 1 (success) or 3 (failure).
+const EXIT_SUCCESS: u32 = 0;
+const EXIT_FAILURE: u32 = 1;
+
+fn leave(reason: ShutdownReason, code: u32) -> ! {
+    x86_64::instructions::interrupts::disable();
+    if xen::present() {
+        let e = xen::shutdown(reason);
+        log::error!("Xen refused SCHEDOP_shutdown ({e:?}); halting");
+    } else {
+        arch::outl(DEBUG_EXIT_PORT, code);
+        // Still here: no isa-debug-exit device. Nothing else to do but stop.
+    }
+    crate::println!("bulkhead: halted");
+    arch::halt_forever()
+}
+
+/// Clean exit: the domain powers off (QEMU exits with status 1).
+pub fn poweroff() -> ! {
+    crate::println!("bulkhead: powering off");
+    leave(ShutdownReason::Poweroff, EXIT_SUCCESS)
+}
+
+/// Failure exit: the domain is reported crashed (QEMU exits with status 3).
+pub fn crash() -> ! {
+    crate::println!("bulkhead: stopping as crashed");
+    leave(ShutdownReason::Crash, EXIT_FAILURE)
+}

@@ -1,0 +1,80 @@
+//! The Xen PV console ring (public/io/console.h): `struct xencons_interface { char in[1024];
+//! char out[2048]; uint32 in_cons, in_prod, out_cons, out_prod; }` in a page whose frame
+//! is HVM_PARAM_CONSOLE_PFN, with HVM_PARAM_CONSOLE_EVTCHN to kick xenconsoled. This is
+//! what `xl console` shows and what xenconsoled writes to /var/log/xen/console/.
+
+use core::sync::atomic::{fence, Ordering};
+
+const HVM_PARAM_CONSOLE_PFN: u32 = 17;
+const HVM_PARAM_CONSOLE_EVTCHN: u32 = 18;
+const OUT_OFFSET: usize = 1024;
+const OUT_SIZE: u32 = 2048;
+const OUT_CONS: usize = 3080;
+const OUT_PROD: usize = 3084;
+
+pub struct XenConsole {
+    page: usize,
+    evtchn: u32,
+    /// Bytes written since the last notify.
+    pending: bool,
+    /// Bytes dropped because the ring stayed full (xenconsoled not draining).
+    pub dropped: u64,
+}
+
+impl XenConsole {
+    /// Find and map the console page. `None` with a reason when this domain has none.
+    pub fn attach() -> Result<XenConsole, &'static str> {
+        let pfn = super::hvm_get_param(HVM_PARAM_CONSOLE_PFN).map_err(|_| "HVM_PARAM_CONSOLE_PFN unavailable")?;
+        let evtchn = super::hvm_get_param(HVM_PARAM_CONSOLE_EVTCHN).map_err(|_| "HVM_PARAM_CONSOLE_EVTCHN unavailable")?;
+        if pfn == 0 {
+            return Err("no console page");
+        }
+        let page = crate::mem::map_identity(pfn << 12, 4096, bulkhead_mm::paging::Flags::WRITE)
+            .map_err(|_| "console page could not be mapped")?;
+        Ok(XenConsole { page: page as usize, evtchn: evtchn as u32, pending: false, dropped: 0 })
+    }
+
+    fn idx(&self, off: usize) -> *mut u32 {
+        (self.page + off) as *mut u32
+    }
+
+    pub fn put(&mut self, b: u8) {
+        // SAFETY: `page` maps the console ring page for the domain's whole life; the index
+        // fields are naturally aligned u32s shared with xenconsoled, so volatile access is
+        // used and the producer index is published after the byte (fence below).
+        unsafe {
+            let prod = core::ptr::read_volatile(self.idx(OUT_PROD));
+            let mut spins = 0u32;
+            loop {
+                let cons = core::ptr::read_volatile(self.idx(OUT_CONS));
+                if prod.wrapping_sub(cons) < OUT_SIZE {
+                    break;
+                }
+                // Full: let xenconsoled drain it, but never hang the kernel on a dead
+                // console daemon.
+                if spins == 0 {
+                    let _ = super::evtchn_send(self.evtchn);
+                }
+                spins += 1;
+                if spins > 1_000_000 {
+                    self.dropped += 1;
+                    return;
+                }
+                core::hint::spin_loop();
+            }
+            let slot = self.page + OUT_OFFSET + (prod % OUT_SIZE) as usize;
+            core::ptr::write_volatile(slot as *mut u8, b);
+            // The byte must be visible before the index that publishes it.
+            fence(Ordering::Release);
+            core::ptr::write_volatile(self.idx(OUT_PROD), prod.wrapping_add(1));
+        }
+        self.pending = true;
+    }
+
+    pub fn notify(&mut self) {
+        if self.pending {
+            self.pending = false;
+            let _ = super::evtchn_send(self.evtchn);
+        }
+    }
+}

@@ -1,1 +1,90 @@
-fn main() {}
+//! `bulkhead-testrun`: the project's test runner for tiers that boot the kernel.
+//!
+//!   bulkhead-testrun check-image <elf>            boot-protocol checks on a built image
+//!   bulkhead-testrun make-pvh <elf> <out>         copy without the multiboot header
+//!   bulkhead-testrun qemu <elf> <pvh-elf> [name…] bare-QEMU scenarios (all, or those named)
+//!
+//! Environment: QEMU (default qemu-system-x86_64), BULKHEAD_TEST_LOGS (default
+//! build/test-logs/qemu).
+
+mod image;
+mod qemu;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+fn usage() -> ExitCode {
+    eprintln!("usage: bulkhead-testrun check-image <elf> | make-pvh <elf> <out> | qemu <elf> <pvh-elf> [scenario...]");
+    ExitCode::from(2)
+}
+
+fn read(path: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{path}: {e}"))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let r = match args.first().map(String::as_str) {
+        Some("check-image") if args.len() == 2 => {
+            read(&args[1]).and_then(|b| image::check(&b)).map(|r| println!("{}: ok; {r}", args[1]))
+        }
+        Some("make-pvh") if args.len() == 3 => read(&args[1])
+            .and_then(|b| image::pvh_variant(&b))
+            .and_then(|v| std::fs::write(&args[2], v).map_err(|e| format!("{}: {e}", args[2]))),
+        Some("qemu") if args.len() >= 3 => run_qemu(&args[1], &args[2], &args[3..]),
+        _ => return usage(),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bulkhead-testrun: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_qemu(image: &str, pvh: &str, only: &[String]) -> Result<(), String> {
+    let qemu = std::env::var("QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into());
+    let logs = PathBuf::from(std::env::var("BULKHEAD_TEST_LOGS").unwrap_or_else(|_| "build/test-logs/qemu".into()));
+    let size = std::fs::metadata(image).map_err(|e| format!("{image}: {e}"))?.len();
+    let report = image::check(&read(image)?)?;
+    println!("bare-QEMU tier: {report}");
+    let all = qemu::scenarios();
+    let chosen: Vec<_> = all.iter().filter(|s| only.is_empty() || only.iter().any(|o| o == s.name)).collect();
+    if chosen.is_empty() {
+        return Err(format!("no scenario named {only:?}"));
+    }
+    let mut failed = Vec::new();
+    let mut banner_times = Vec::new();
+    for s in chosen {
+        let path = match s.image {
+            qemu::Image::Multiboot => image,
+            qemu::Image::Pvh => pvh,
+        };
+        let o = qemu::run(s, &qemu, path.as_ref(), &logs);
+        let banner = o.banner_ms.map_or("no banner".into(), |ms| format!("banner {ms} ms after QEMU start"));
+        if let Some(ms) = o.banner_ms {
+            banner_times.push((s.name, ms));
+        }
+        if o.ok {
+            println!("PASS {:<24} ({banner}, {:.2} s)", s.name, o.total.as_secs_f64());
+        } else {
+            println!("FAIL {:<24} {}", s.name, o.why);
+            println!("     ---- last console lines ({}/{}.log has all) ----", logs.display(), s.name);
+            for l in o.lines.iter().rev().take(30).collect::<Vec<_>>().into_iter().rev() {
+                println!("     | {l}");
+            }
+            failed.push(s.name);
+        }
+    }
+    println!("figures: image {size} bytes on disk");
+    for (name, ms) in banner_times {
+        println!("figures: boot-to-banner {ms} ms ({name}, TCG, includes SeaBIOS)");
+    }
+    if failed.is_empty() {
+        println!("bare-QEMU tier: all scenarios passed");
+        Ok(())
+    } else {
+        Err(format!("bare-QEMU tier: {} failed: {}", failed.len(), failed.join(", ")))
+    }
+}

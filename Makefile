@@ -1,0 +1,53 @@
+# Bulkhead's stable interface. `make` builds the image; `make test` runs every test tier
+# present; `make run` is the demo. See README.md.
+
+CARGO      ?= cargo
+QEMU       ?= qemu-system-x86_64
+BUILD      := build
+IMAGE      := $(BUILD)/bulkhead.elf
+PVH_IMAGE  := $(BUILD)/bulkhead-pvh.elf
+KERNEL_OUT := target/x86_64-unknown-linux-gnu/release/bulkhead
+RUNNER     := target/release/bulkhead-testrun
+
+.PHONY: all image runner test test-host test-qemu run deps clean FORCE
+
+all: image
+
+# The kernel is built from kernel/ so that kernel/.cargo/config.toml (bare-metal flags,
+# explicit target) applies; a root-level build would not see it.
+image: runner
+	cd kernel && $(CARGO) build --release
+	@mkdir -p $(BUILD)
+	cp $(KERNEL_OUT) $(IMAGE)
+	$(RUNNER) check-image $(IMAGE)
+	$(RUNNER) make-pvh $(IMAGE) $(PVH_IMAGE)
+
+$(IMAGE) $(PVH_IMAGE): image
+
+runner:
+	$(CARGO) build --release -p bulkhead-testrun
+
+test: test-host test-qemu
+
+# Host tier: the logic crates (plain `cargo test` at the root never builds the kernel).
+test-host:
+	$(CARGO) test
+
+# Bare-QEMU tier: boots the image with -kernel and checks the console and exit status.
+test-qemu: image
+	QEMU=$(QEMU) $(RUNNER) qemu $(IMAGE) $(PVH_IMAGE)
+
+# Install what the build and tests need on Debian (idempotent).
+deps:
+	tests/install-deps.sh
+
+# The demo (at this stage: Bulkhead booting in bare QEMU, then its event loop printing a
+# heartbeat). Quit with Ctrl-A then X.
+run: deps image
+	@echo "== Bulkhead in QEMU: Ctrl-A then X quits =="
+	$(QEMU) -kernel $(IMAGE) -append "heartbeat=5" -m 32 -display none -serial mon:stdio \
+		-no-reboot -device isa-debug-exit,iobase=0xf4,iosize=0x04 || test $$? -eq 1
+
+clean:
+	rm -rf $(BUILD)
+	$(CARGO) clean

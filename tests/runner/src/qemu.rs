@@ -1,0 +1,275 @@
+//! The bare-QEMU tier: boot the image with `-kernel`, read the serial console, and judge
+//! each scenario by what the kernel printed and how QEMU exited.
+//!
+//! Exit status: the kernel leaves through isa-debug-exit, which makes QEMU exit with
+//! (code << 1) | 1: 1 = clean poweroff, 3 = crash. A hang is caught by the per-scenario
+//! timeout, a panic by its console line.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const EXIT_POWEROFF: i32 = 1;
+pub const EXIT_CRASH: i32 = 3;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Image {
+    /// The normal image: QEMU takes the multiboot header.
+    Multiboot,
+    /// The copy without a multiboot header: QEMU takes the Xen PVH note.
+    Pvh,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// QEMU must exit by itself with this status.
+    Exit(i32),
+    /// The scenario is complete once this line has appeared this many times; QEMU is then
+    /// stopped (for runs that never power off, like the heartbeat loop).
+    After(&'static str, usize),
+}
+
+pub struct Scenario {
+    pub name: &'static str,
+    pub image: Image,
+    pub cmdline: &'static str,
+    pub mem_mib: u32,
+    /// Substrings that must appear in this order (later ones on the same or later lines).
+    pub expect: Vec<String>,
+    /// Substrings that must not appear anywhere.
+    pub forbid: Vec<&'static str>,
+    pub end: End,
+    pub timeout: Duration,
+}
+
+pub const SELFTEST_CHECKS: [&str; 10] = [
+    "frames",
+    "heap",
+    "paging-map-unmap",
+    "paging-permissions",
+    "mmio-uncached",
+    "interrupt-return",
+    "timer-interrupt",
+    "timer-sleep",
+    "event-loop",
+    "clock",
+];
+
+fn selftest(name: &'static str, image: Image, mem_mib: u32, entered: &str) -> Scenario {
+    let mut expect = vec![
+        "Bulkhead ".to_string(),
+        format!("boot: mode bare (entered via {entered})"),
+        "memory: ".to_string(),
+        "selftest: starting".to_string(),
+    ];
+    expect.extend(SELFTEST_CHECKS.iter().map(|c| format!("selftest: {c}: ok")));
+    expect.push(format!("selftest: {} passed, 0 failed", SELFTEST_CHECKS.len()));
+    expect.push("selftest: PASS".into());
+    Scenario {
+        name,
+        image,
+        cmdline: "selftest",
+        mem_mib,
+        expect,
+        forbid: vec!["PANIC", "FAILED", "ERROR"],
+        end: End::Exit(EXIT_POWEROFF),
+        timeout: Duration::from_secs(60),
+    }
+}
+
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        selftest("selftest-multiboot-32m", Image::Multiboot, 32, "multiboot"),
+        selftest("selftest-pvh-32m", Image::Pvh, 32, "pvh"),
+        selftest("selftest-multiboot-1g", Image::Multiboot, 1024, "multiboot"),
+        Scenario {
+            name: "unknown-option",
+            image: Image::Multiboot,
+            cmdline: "selftest frobnicate=1 loglevel=loud",
+            mem_mib: 32,
+            expect: vec![
+                "config: unknown option 'frobnicate'".into(),
+                "config: option 'loglevel': bad value 'loud'".into(),
+                "config: known option loglevel".into(),
+                "config: refusing to run with an invalid command line".into(),
+            ],
+            forbid: vec!["selftest: starting", "PANIC"],
+            end: End::Exit(EXIT_CRASH),
+            timeout: Duration::from_secs(60),
+        },
+        Scenario {
+            name: "forced-panic",
+            image: Image::Multiboot,
+            cmdline: "test-panic",
+            mem_mib: 32,
+            expect: vec![
+                "boot: ready".into(),
+                "PANIC at kernel/src/main.rs".into(),
+                "test-panic requested on the command line".into(),
+                "bulkhead: stopping as crashed".into(),
+            ],
+            forbid: vec![],
+            end: End::Exit(EXIT_CRASH),
+            timeout: Duration::from_secs(60),
+        },
+        Scenario {
+            name: "guard-page-fault",
+            image: Image::Pvh,
+            cmdline: "test-fault",
+            mem_mib: 32,
+            expect: vec![
+                "test-fault: reading the boot stack guard page".into(),
+                "page fault: read of".into(),
+                "hit the guard page below the boot stack".into(),
+                "bulkhead: stopping as crashed".into(),
+            ],
+            forbid: vec!["returned"],
+            end: End::Exit(EXIT_CRASH),
+            timeout: Duration::from_secs(60),
+        },
+        Scenario {
+            name: "event-loop-heartbeat",
+            image: Image::Multiboot,
+            cmdline: "heartbeat=1 loglevel=debug",
+            mem_mib: 32,
+            expect: vec!["boot: ready".into(), "heartbeat: up 1 s".into(), "heartbeat: up 2 s".into()],
+            forbid: vec!["PANIC", "ERROR"],
+            end: End::After("heartbeat: up 3 s", 1),
+            timeout: Duration::from_secs(60),
+        },
+    ]
+}
+
+pub struct Outcome {
+    pub ok: bool,
+    pub why: String,
+    pub banner_ms: Option<u128>,
+    pub total: Duration,
+    pub lines: Vec<String>,
+}
+
+pub fn run(s: &Scenario, qemu: &str, image: &Path, log_dir: &Path) -> Outcome {
+    let start = Instant::now();
+    let mut child = match Command::new(qemu)
+        .args(["-kernel"])
+        .arg(image)
+        .args(["-append", s.cmdline, "-m", &s.mem_mib.to_string()])
+        .args(["-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot"])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            return Outcome {
+                ok: false,
+                why: format!("cannot start {qemu}: {e}"),
+                banner_ms: None,
+                total: Duration::ZERO,
+                lines: vec![],
+            }
+        }
+    };
+    let (tx, rx) = mpsc::channel::<(Instant, String)>();
+    let out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut r = BufReader::new(out);
+        let mut buf = Vec::new();
+        while r.read_until(b'\n', &mut buf).map(|n| n > 0).unwrap_or(false) {
+            let line = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string();
+            if tx.send((Instant::now(), line)).is_err() {
+                break;
+            }
+            buf.clear();
+        }
+    });
+
+    let mut lines = Vec::new();
+    let mut banner_ms = None;
+    let mut next = 0usize;
+    let mut after_count = 0usize;
+    let mut stopped_by_us = false;
+    let deadline = start + s.timeout;
+    let mut timed_out = false;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((at, line)) => {
+                if banner_ms.is_none() && line.contains("Bulkhead ") {
+                    banner_ms = Some((at - start).as_millis());
+                }
+                // Several expectations may be met by one line, in order.
+                let mut from = 0;
+                while next < s.expect.len() {
+                    match line[from..].find(&s.expect[next]) {
+                        Some(i) => {
+                            from += i + s.expect[next].len();
+                            next += 1;
+                        }
+                        None => break,
+                    }
+                }
+                let done = if let End::After(pat, n) = s.end {
+                    if line.contains(pat) {
+                        after_count += 1;
+                    }
+                    after_count >= n && next == s.expect.len()
+                } else {
+                    false
+                };
+                lines.push(line);
+                if done {
+                    stopped_by_us = true;
+                    let _ = child.kill();
+                    break;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                timed_out = true;
+                let _ = child.kill();
+                break;
+            }
+        }
+    }
+    let status = child.wait().ok();
+    let _ = reader.join();
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut stderr);
+    }
+    let total = start.elapsed();
+
+    let _ = std::fs::create_dir_all(log_dir);
+    if let Ok(mut f) = std::fs::File::create(log_dir.join(format!("{}.log", s.name))) {
+        for l in &lines {
+            let _ = writeln!(f, "{l}");
+        }
+        if !stderr.is_empty() {
+            let _ = writeln!(f, "--- qemu stderr ---\n{stderr}");
+        }
+    }
+
+    let code = status.and_then(|st| st.code());
+    let why = if timed_out {
+        format!("timed out after {:?} (hang?)", s.timeout)
+    } else if next < s.expect.len() {
+        format!("missing expected line containing {:?}", s.expect[next])
+    } else if let Some(f) = s.forbid.iter().find(|f| lines.iter().any(|l| l.contains(*f))) {
+        format!("console shows forbidden {f:?}")
+    } else {
+        match s.end {
+            End::Exit(want) if code != Some(want) => {
+                format!("QEMU exited with {code:?}, expected {want}{}", if stderr.is_empty() { String::new() } else { format!(" (stderr: {})", stderr.trim()) })
+            }
+            End::After(..) if !stopped_by_us => format!("QEMU exited by itself with {code:?} before the scenario completed"),
+            _ => String::new(),
+        }
+    };
+    Outcome { ok: why.is_empty(), why, banner_ms, total, lines }
+}

@@ -1,0 +1,61 @@
+#!/bin/bash
+# Build what the Xen-in-QEMU tier boots: the Xen hypervisor, a Debian dom0 kernel +
+# initramfs, and a dom0 root filesystem image with the xl toolstack and qemu-system-xen.
+#
+#   tests/xen/build-dom0.sh OUTDIR
+#
+# OUTDIR gets xen (ELF32 multiboot image), vmlinuz, initrd.img, rootfs.img (ext4).
+# Needs root (debootstrap), network access to the Debian archive, ~1.5 GB of disk.
+set -euo pipefail
+out=$(realpath -m "$1")
+here=$(cd "$(dirname "$0")" && pwd)
+mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+work=$(mktemp -d /var/tmp/bulkhead-dom0.XXXXXX)
+trap 'umount -R "$work/root/proc" 2>/dev/null || true; rm -rf "$work"' EXIT
+
+for tool in debootstrap mkfs.ext4; do
+    command -v $tool >/dev/null || { echo "build-dom0: $tool missing (tests/install-deps.sh --xen)" >&2; exit 1; }
+done
+
+mkdir -p "$out" "$work/root"
+echo "build-dom0: debootstrap into $work/root"
+packages=(
+    xen-utils-4.17 qemu-system-xen linux-image-amd64 initramfs-tools kmod
+    iproute2 procps busybox util-linux e2fsprogs
+)
+debootstrap --variant=minbase --include="$(IFS=,; echo "${packages[*]}")" \
+    bookworm "$work/root" "$mirror" >"$work/debootstrap.log" 2>&1 || {
+    tail -30 "$work/debootstrap.log"; exit 1; }
+
+# Modules the initramfs needs to find the root disk; dom0 loads the rest itself.
+cat >>"$work/root/etc/initramfs-tools/modules" <<'MODS'
+virtio_pci
+virtio_blk
+ext4
+9p
+9pnet_virtio
+MODS
+kver=$(ls "$work/root/lib/modules" | head -1)
+mount -t proc proc "$work/root/proc"
+chroot "$work/root" update-initramfs -c -k "$kver" >/dev/null
+umount "$work/root/proc"
+
+cp "$work/root/boot/vmlinuz-$kver" "$out/vmlinuz"
+cp "$work/root/boot/initrd.img-$kver" "$out/initrd.img"
+
+# The hypervisor comes from the same archive, unpacked rather than installed.
+( cd "$work" && apt-get download xen-hypervisor-4.17-amd64 >/dev/null 2>&1 )
+dpkg-deb -x "$work"/xen-hypervisor-4.17-amd64_*.deb "$work/xenpkg"
+gunzip -c "$work"/xenpkg/boot/xen-4.17-amd64.gz >"$out/xen"
+
+# dom0's own pieces: PID 1 and the fstab-less boot.
+install -m 755 "$here/dom0/init" "$work/root/sbin/bulkhead-dom0-init"
+mkdir -p "$work/root/host" "$work/root/var/log/xen/console"
+echo dom0 >"$work/root/etc/hostname"
+# Keep the image small: no docs, no apt caches.
+rm -rf "$work/root/var/cache/apt/archives"/*.deb "$work/root/usr/share/doc" "$work/root/usr/share/man"
+
+size_mb=$(( $(du -sm "$work/root" | cut -f1) + 400 ))
+rm -f "$out/rootfs.img"
+mkfs.ext4 -q -L dom0root -d "$work/root" "$out/rootfs.img" "${size_mb}M"
+echo "build-dom0: done: $(ls -sh "$out" | tr '\n' ' ')"

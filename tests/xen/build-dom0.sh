@@ -48,8 +48,22 @@ cp "$work/root/boot/initrd.img-$kver" "$out/initrd.img"
 dpkg-deb -x "$work"/xen-hypervisor-4.17-amd64_*.deb "$work/xenpkg"
 gunzip -c "$work"/xenpkg/boot/xen-4.17-amd64.gz >"$out/xen"
 
-# dom0's own pieces: PID 1 and the fstab-less boot.
-install -m 755 "$here/dom0/init" "$work/root/sbin/bulkhead-dom0-init"
+# PID 1 is a stub: mount the host share and hand over to tests/xen/dom0-init.sh there,
+# so the dom0 boot logic can change without rebuilding this image.
+cat >"$work/root/sbin/bulkhead-dom0-init" <<'STUB'
+#!/bin/sh
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+modprobe 9pnet_virtio; modprobe 9p
+mkdir -p /host
+if mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 host /host && [ -x /host/dom0-init.sh ]; then
+    exec /host/dom0-init.sh
+fi
+echo "bulkhead-dom0-init: no host share with dom0-init.sh; starting a shell"
+exec /bin/sh
+STUB
+chmod 755 "$work/root/sbin/bulkhead-dom0-init"
 mkdir -p "$work/root/host" "$work/root/var/log/xen/console"
 echo dom0 >"$work/root/etc/hostname"
 # Keep the image small: no docs, no apt caches.

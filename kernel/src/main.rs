@@ -201,6 +201,24 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
 
     let mut executor = Executor::new(time::now_ns);
     let h = executor.handle();
+    if under_xen {
+        let h2 = h.clone();
+        let peer = config.test_xen_peer;
+        h.spawn("xen-init", async move {
+            match xen::init(&h2).await {
+                Ok(x) => {
+                    info!("xen: domid {}, xenstore home {}", x.domid(), x.home());
+                    h2.spawn("xenbus", xen::xenbus::run(x.clone(), h2.clone()));
+                    if let Some(p) = peer {
+                        h2.spawn("peer-test", xen::peertest::run(x, h2.clone(), p));
+                    }
+                }
+                Err(e) => error!("xen: {e}; running without Xen services"),
+            }
+        });
+    } else if config.test_xen_peer.is_some() {
+        warn!("test-xen-peer: not running under Xen; ignored");
+    }
     if config.selftest {
         selftest::prepare();
         h.spawn("selftest", selftest::run(h.clone()));

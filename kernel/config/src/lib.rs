@@ -23,6 +23,7 @@ pub const OPTIONS: &[(&str, &str)] = &[
     ("heap", "kernel heap size in KiB, or with a K/M suffix (default: auto)"),
     ("test-panic", "test only: panic right after boot, to check the crash path"),
     ("test-fault", "test only: take a page fault on a guard page, to check fault reporting"),
+    ("test-xen-peer", "test only: event-channel and grant round trip with this domain id (tests/xen/xen-peer.c)"),
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,6 +35,7 @@ pub struct Config {
     pub heap_bytes: Option<u64>,
     pub test_panic: bool,
     pub test_fault: bool,
+    pub test_xen_peer: Option<u16>,
 }
 
 impl Default for Config {
@@ -45,6 +47,7 @@ impl Default for Config {
             heap_bytes: None,
             test_panic: false,
             test_fault: false,
+            test_xen_peer: None,
         }
     }
 }
@@ -117,6 +120,10 @@ fn apply<'a>(c: &mut Config, key: &'a str, value: Option<&'a str>) -> Result<(),
             }
             c.heap_bytes = Some(bytes);
         }
+        "test-xen-peer" => {
+            let d = value.and_then(|v| v.parse::<u16>().ok()).filter(|d| *d < 0x7ff0);
+            c.test_xen_peer = Some(d.ok_or(bad("a domain id"))?);
+        }
         _ => return Err(ConfigError::Unknown(key)),
     }
     Ok(())
@@ -155,7 +162,7 @@ mod tests {
 
     #[test]
     fn all_options() {
-        let p = parse("loglevel=debug selftest heartbeat=5 heap=2M test-panic=1 test-fault=0");
+        let p = parse("loglevel=debug selftest heartbeat=5 heap=2M test-panic=1 test-fault=0 test-xen-peer=0");
         assert!(p.is_ok(), "{:?}", p.errors);
         assert_eq!(
             p.config,
@@ -166,6 +173,7 @@ mod tests {
                 heap_bytes: Some(2 << 20),
                 test_panic: true,
                 test_fault: false,
+                test_xen_peer: Some(0),
             }
         );
     }
@@ -188,6 +196,8 @@ mod tests {
     #[test]
     fn bad_values_are_reported() {
         let p = parse("loglevel=loud heartbeat=-1 heap=12Q selftest=maybe loglevel heap=1K");
+        assert!(!parse("test-xen-peer=32752").is_ok());
+        assert!(!parse("test-xen-peer").is_ok());
         let keys: heapless::Vec<&str, 8> = p
             .errors
             .iter()

@@ -5,6 +5,8 @@
 use core::sync::atomic::{AtomicBool, Ordering};
 use x86_64::registers::model_specific::Msr;
 
+use bulkhead_xen::Errno;
+
 core::arch::global_asm!(
     ".section .hypercall_page, \"ax\"",
     ".balign 4096",
@@ -19,21 +21,10 @@ extern "C" {
     static hypercall_page: u8;
 }
 
-const HYPERVISOR_SCHED_OP: u64 = 29;
-const HYPERVISOR_EVENT_CHANNEL_OP: u64 = 32;
-const HYPERVISOR_HVM_OP: u64 = 34;
-const SCHEDOP_SHUTDOWN: u64 = 2;
-const EVTCHNOP_SEND: u64 = 4;
-const HVMOP_GET_PARAM: u64 = 1;
-
 static READY: AtomicBool = AtomicBool::new(false);
 
-/// A negative errno from Xen, or "no hypercall page yet".
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HypercallError {
-    NotReady,
-    Errno(i64),
-}
+/// Returned when a hypercall is attempted before the page exists (not under Xen).
+pub const ENOSYS: Errno = Errno(-38);
 
 pub fn install(msr: u32) {
     let page = core::ptr::addr_of!(hypercall_page) as u64;
@@ -44,10 +35,11 @@ pub fn install(msr: u32) {
 }
 
 /// # Safety
-/// Pointer arguments must point at live memory laid out as Xen expects for `nr`/`cmd`.
-unsafe fn hypercall3(nr: u64, a1: u64, a2: u64, a3: u64) -> Result<i64, HypercallError> {
+/// Pointer arguments must point at live memory laid out as Xen expects for `nr` and its
+/// sub-command, for the whole call.
+pub unsafe fn call3(nr: u64, a1: u64, a2: u64, a3: u64) -> Result<i64, Errno> {
     if !READY.load(Ordering::Acquire) {
-        return Err(HypercallError::NotReady);
+        return Err(ENOSYS);
     }
     let entry = core::ptr::addr_of!(hypercall_page) as u64 + nr * 32;
     let ret: i64;
@@ -70,40 +62,21 @@ unsafe fn hypercall3(nr: u64, a1: u64, a2: u64, a3: u64) -> Result<i64, Hypercal
         );
     }
     if ret < 0 {
-        Err(HypercallError::Errno(ret))
+        Err(Errno(ret))
     } else {
         Ok(ret)
     }
 }
 
-pub fn sched_shutdown(reason: u32) -> HypercallError {
-    let arg = reason;
-    // SAFETY: struct sched_shutdown { unsigned int reason; } lives on our stack.
-    match unsafe { hypercall3(HYPERVISOR_SCHED_OP, SCHEDOP_SHUTDOWN, &arg as *const u32 as u64, 0) } {
-        Ok(_) => HypercallError::Errno(0),
-        Err(e) => e,
-    }
+/// A hypercall whose second argument points at one `T`.
+pub fn op<T>(nr: u64, cmd: u64, arg: &mut T) -> Result<i64, Errno> {
+    // SAFETY: `arg` is a live, exclusive `T`, and every caller pairs `cmd` with the
+    // `repr(C)` struct Xen expects for it (see bulkhead_xen::abi).
+    unsafe { call3(nr, cmd, arg as *mut T as u64, 0) }
 }
 
-/// struct xen_hvm_param { domid_t domid; uint32_t index; uint64_t value; }
-#[repr(C)]
-struct HvmParam {
-    domid: u16,
-    _pad: u16,
-    index: u32,
-    value: u64,
-}
-
-pub fn hvm_get_param(domid: u16, index: u32) -> Result<u64, HypercallError> {
-    let mut p = HvmParam { domid, _pad: 0, index, value: 0 };
-    // SAFETY: `p` is a live xen_hvm_param that Xen fills in.
-    unsafe { hypercall3(HYPERVISOR_HVM_OP, HVMOP_GET_PARAM, &mut p as *mut HvmParam as u64, 0)? };
-    Ok(p.value)
-}
-
-pub fn evtchn_send(port: u32) -> Result<(), HypercallError> {
-    let arg = port;
-    // SAFETY: struct evtchn_send { evtchn_port_t port; } on our stack.
-    unsafe { hypercall3(HYPERVISOR_EVENT_CHANNEL_OP, EVTCHNOP_SEND, &arg as *const u32 as u64, 0)? };
-    Ok(())
+/// A hypercall on an array of `T` with a count (grant-table operations).
+pub fn op_array<T>(nr: u64, cmd: u64, args: &mut [T]) -> Result<i64, Errno> {
+    // SAFETY: as for `op`, for `args.len()` consecutive elements.
+    unsafe { call3(nr, cmd, args.as_mut_ptr() as u64, args.len() as u64) }
 }

@@ -1,18 +1,31 @@
-//! Running under Xen: detection, the hypercall page, and the few hypercalls the kernel
-//! core needs (shutdown, HVM parameters, event-channel notify). The ABI numbers come from
-//! Xen's public headers (xen.h, sched.h, hvm/hvm_op.h, hvm/params.h, event_channel.h,
-//! arch-x86/cpuid.h).
+//! Running under Xen: detection, the hypercall page, and the Xen core the backends stand
+//! on — event channels (callback vector), grant tables, xenstore, xenbus. ABI definitions
+//! and the bookkeeping live in the host-tested `bulkhead-xen`, `bulkhead-xenstore` and
+//! `bulkhead-xenbus` crates; this module supplies the hypercalls, pages and interrupts.
 
 pub mod console;
+pub mod events;
+pub mod grants;
+mod hv;
 mod hypercall;
+pub mod peertest;
+pub mod store;
+pub mod xenbus;
+
+use alloc::rc::Rc;
+use alloc::string::String;
+use core::cell::{OnceCell, RefCell};
 
 use spin::Once;
 
+use bulkhead_xen::abi::Port;
+use bulkhead_xen::events::Ports;
+use bulkhead_xen::grants::{GrantTable, MapSlots};
+use bulkhead_xen::Errno;
+
 use crate::arch::cpu::cpuid;
 
-pub use hypercall::HypercallError;
-
-pub const DOMID_SELF: u16 = 0x7ff0;
+pub use hv::Hv;
 
 /// `SHUTDOWN_*` reasons (sched.h).
 #[derive(Clone, Copy, Debug)]
@@ -74,15 +87,96 @@ pub fn init_hypercalls() {
 }
 
 /// Leave the domain. Returns only if Xen refused.
-pub fn shutdown(reason: ShutdownReason) -> HypercallError {
-    hypercall::sched_shutdown(reason as u32)
+pub fn shutdown(reason: ShutdownReason) -> Errno {
+    hv::sched_shutdown(reason as u32)
 }
 
-/// HVMOP_get_param for our own domain.
-pub fn hvm_get_param(index: u32) -> Result<u64, HypercallError> {
-    hypercall::hvm_get_param(DOMID_SELF, index)
+pub fn hvm_get_param(index: u32) -> Result<u64, Errno> {
+    hv::hvm_get_param(index)
 }
 
-pub fn evtchn_send(port: u32) -> Result<(), HypercallError> {
-    hypercall::evtchn_send(port)
+pub fn evtchn_send(port: Port) -> Result<(), Errno> {
+    use bulkhead_xen::Hypervisor;
+    Hv.evtchn_send(port)
+}
+
+/// Everything the Xen core set up, shared by the tasks that use it.
+pub struct Xen {
+    /// Our domain id and xenstore home (`/local/domain/<domid>`), known once xenstore
+    /// answers.
+    ident: OnceCell<(u16, String)>,
+    pub ports: RefCell<Ports>,
+    pub grants: RefCell<GrantTable<grants::TableMemory>>,
+    pub slots: RefCell<MapSlots>,
+    pub store: store::XenStore,
+    pub waiters: events::Waiters,
+}
+
+pub type XenRef = Rc<Xen>;
+
+#[derive(Debug)]
+pub enum InitError {
+    Events(Errno),
+    Grants(grants::SetupError),
+    Store(&'static str),
+    Xenstore(bulkhead_xenstore::Error),
+}
+
+impl core::fmt::Display for InitError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            InitError::Events(e) => write!(f, "event channel setup failed ({})", e.0),
+            InitError::Grants(e) => write!(f, "grant table setup failed: {e:?}"),
+            InitError::Store(w) => write!(f, "xenstore ring unavailable: {w}"),
+            InitError::Xenstore(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Bring up event channels, grant tables and xenstore; spawn the tasks that keep them
+/// running. Returns once our domain id and home path are known.
+pub async fn init(h: &bulkhead_executor::Handle) -> Result<XenRef, InitError> {
+    events::init().map_err(InitError::Events)?;
+    h.watch(&events::EVENTS);
+    let (grants, slots) = grants::init().map_err(InitError::Grants)?;
+    let (store, store_port) = store::connect().map_err(InitError::Store)?;
+    let mut ports = Ports::default();
+    ports.adopt(store_port);
+    let waiters = events::Waiters::default();
+    let xen = Rc::new(Xen {
+        ident: OnceCell::new(),
+        ports: RefCell::new(ports),
+        grants: RefCell::new(grants),
+        slots: RefCell::new(slots),
+        store,
+        waiters,
+    });
+    h.spawn("xen-events", events::dispatch(xen.clone()));
+    h.spawn("xenstore", store::pump(xen.clone(), store_port));
+    let domid: u16 = xen
+        .store
+        .read(bulkhead_xenstore::client::Tx::NONE, "domid")
+        .await
+        .map_err(InitError::Xenstore)?
+        .trim()
+        .parse()
+        .map_err(|_| InitError::Store("domid is not a number"))?;
+    let home = xen.store.get_domain_path(domid).await.map_err(InitError::Xenstore)?;
+    let _ = xen.ident.set((domid, home));
+    Ok(xen)
+}
+
+impl Xen {
+    pub fn domid(&self) -> u16 {
+        self.ident.get().map_or(0, |i| i.0)
+    }
+
+    pub fn home(&self) -> &str {
+        self.ident.get().map_or("", |i| i.1.as_str())
+    }
+
+    /// Run a hypervisor call with the bookkeeping of our ports.
+    pub fn with_ports<R>(&self, f: impl FnOnce(&mut Ports, &mut Hv) -> R) -> R {
+        f(&mut self.ports.borrow_mut(), &mut Hv)
+    }
 }

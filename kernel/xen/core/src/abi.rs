@@ -44,7 +44,8 @@ pub const GNTTABOP_MAP_GRANT_REF: u64 = 0;
 pub const GNTTABOP_UNMAP_GRANT_REF: u64 = 1;
 pub const GNTTABOP_COPY: u64 = 5;
 pub const GNTTABOP_QUERY_SIZE: u64 = 6;
-pub const GNTMAP_HOST_MAP: u32 = 1 << 0;
+/// `_GNTMAP_host_map` is bit 1 (bit 0 is device_map).
+pub const GNTMAP_HOST_MAP: u32 = 1 << 1;
 pub const GNTMAP_READONLY: u32 = 1 << 2;
 pub const GNTCOPY_SOURCE_GREF: u16 = 1 << 0;
 pub const GNTCOPY_DEST_GREF: u16 = 1 << 1;

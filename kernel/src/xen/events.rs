@@ -1,0 +1,151 @@
+//! Event channels: the shared-info page, the HVM callback vector, and waking the task
+//! that waits on each port.
+//!
+//! The callback (interrupt context) scans the shared-info bitmaps into `PENDING` and
+//! raises `EVENTS`; the `xen-events` task then marks each port fired and wakes its waiter.
+
+use alloc::collections::BTreeMap;
+use core::cell::RefCell;
+use core::future::Future;
+use core::pin::Pin;
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use core::task::{Context, Poll, Waker};
+
+use bulkhead_executor::Signal;
+use bulkhead_xen::abi::{self, Port};
+use bulkhead_xen::events::{scan, EventBitmaps, PendingPorts};
+use bulkhead_xen::Errno;
+
+use super::{hv, XenRef};
+use crate::arch::interrupts::{self, InterruptFrame};
+
+pub const VECTOR_XEN_CALLBACK: u8 = 0xf3;
+
+static SHARED_INFO: AtomicU64 = AtomicU64::new(0);
+pub static PENDING: PendingPorts = PendingPorts::new();
+pub static EVENTS: Signal = Signal::new();
+pub static CALLBACKS: AtomicU64 = AtomicU64::new(0);
+
+/// The shared-info page through atomics: Xen and this CPU both write it.
+struct SharedInfo(u64);
+
+impl SharedInfo {
+    fn word(&self, off: usize) -> &AtomicU64 {
+        // SAFETY: `self.0` is the shared-info page, mapped for the domain's life, and `off`
+        // is an 8-byte aligned offset inside it (vcpu 0's info or the bitmaps).
+        unsafe { AtomicU64::from_ptr((self.0 as usize + off) as *mut u64) }
+    }
+
+    fn byte(&self, off: usize) -> &AtomicU8 {
+        // SAFETY: as for `word`.
+        unsafe { AtomicU8::from_ptr((self.0 as usize + off) as *mut u8) }
+    }
+}
+
+impl EventBitmaps for SharedInfo {
+    fn take_pending_sel(&self) -> u64 {
+        self.byte(abi::VCPU_UPCALL_PENDING).store(0, Ordering::SeqCst);
+        self.word(abi::VCPU_PENDING_SEL).swap(0, Ordering::SeqCst)
+    }
+    fn pending(&self, w: usize) -> u64 {
+        self.word(abi::SHINFO_EVTCHN_PENDING + 8 * w).load(Ordering::SeqCst)
+    }
+    fn mask(&self, w: usize) -> u64 {
+        self.word(abi::SHINFO_EVTCHN_MASK + 8 * w).load(Ordering::SeqCst)
+    }
+    fn clear_pending(&self, w: usize, bits: u64) {
+        self.word(abi::SHINFO_EVTCHN_PENDING + 8 * w).fetch_and(!bits, Ordering::SeqCst);
+    }
+}
+
+fn callback(_f: &mut InterruptFrame) {
+    let base = SHARED_INFO.load(Ordering::Acquire);
+    if base == 0 {
+        return;
+    }
+    CALLBACKS.fetch_add(1, Ordering::Relaxed);
+    scan(&SharedInfo(base), |p| PENDING.set(p));
+    EVENTS.raise();
+}
+
+/// Map shared info and route event-channel upcalls to our vector.
+pub fn init() -> Result<(), Errno> {
+    let frame = crate::mem::alloc_frames(1, 4096).map_err(|_| Errno(-12))?;
+    hv::add_to_physmap(abi::XENMAPSPACE_SHARED_INFO, 0, frame >> 12)?;
+    SHARED_INFO.store(frame, Ordering::Release);
+    interrupts::register(VECTOR_XEN_CALLBACK, callback);
+    hv::hvm_set_param(abi::HVM_PARAM_CALLBACK_IRQ, abi::HVM_PARAM_CALLBACK_TYPE_VECTOR | VECTOR_XEN_CALLBACK as u64)?;
+    // Unmask upcalls for vCPU 0.
+    SharedInfo(frame).byte(abi::VCPU_UPCALL_MASK).store(0, Ordering::SeqCst);
+    log::info!("shared info at {frame:#x}, upcalls on vector {VECTOR_XEN_CALLBACK:#x}");
+    Ok(())
+}
+
+/// Tasks waiting on ports: a fired flag and a waker per port (task context only).
+#[derive(Default)]
+pub struct Waiters {
+    map: RefCell<BTreeMap<Port, (bool, Option<Waker>)>>,
+}
+
+impl Waiters {
+    fn fire(&self, port: Port) -> bool {
+        let mut m = self.map.borrow_mut();
+        match m.get_mut(&port) {
+            Some((fired, w)) => {
+                *fired = true;
+                if let Some(w) = w.take() {
+                    w.wake();
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Start tracking a port, so events that arrive before the first wait are kept.
+    pub fn track(&self, port: Port) {
+        self.map.borrow_mut().entry(port).or_insert((false, None));
+    }
+
+    pub fn forget(&self, port: Port) {
+        self.map.borrow_mut().remove(&port);
+    }
+
+    /// Wait until `port` fires (consumes the event).
+    pub fn wait(&self, port: Port) -> PortWait<'_> {
+        self.track(port);
+        PortWait { w: self, port }
+    }
+}
+
+pub struct PortWait<'a> {
+    w: &'a Waiters,
+    port: Port,
+}
+
+impl Future for PortWait<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut m = self.w.map.borrow_mut();
+        let e = m.entry(self.port).or_insert((false, None));
+        if core::mem::take(&mut e.0) {
+            Poll::Ready(())
+        } else {
+            e.1 = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+}
+
+/// The `xen-events` task: turn recorded ports into wake-ups.
+pub async fn dispatch(xen: XenRef) {
+    loop {
+        EVENTS.wait().await;
+        PENDING.drain(|p| {
+            xen.ports.borrow_mut().fired(p);
+            // Ports nobody waits on (the console's, acknowledging output) are only
+            // counted: logging them would print, notify and fire again forever.
+            xen.waiters.fire(p);
+        });
+    }
+}

@@ -1,0 +1,99 @@
+//! Our grant table (v1, mapped into frames we allocate) and the pool of ballooned-out
+//! frames that foreign grants are mapped into.
+
+use alloc::vec::Vec;
+use core::sync::atomic::{fence, AtomicU16, Ordering};
+
+use bulkhead_xen::abi::{self, DomId, GrantRef};
+use bulkhead_xen::grants::{GrantTable, GrantTableMemory, MapSlots};
+use bulkhead_xen::Errno;
+
+use super::hv;
+
+/// Grant-table frames we ask for (512 entries each).
+const TABLE_FRAMES: u32 = 4;
+/// Frames given back to Xen so foreign grants have somewhere to be mapped.
+const MAP_SLOTS: usize = 64;
+
+pub struct TableMemory {
+    base: u64,
+    capacity: u32,
+}
+
+impl TableMemory {
+    fn entry(&self, r: GrantRef) -> usize {
+        assert!(r < self.capacity, "grant reference out of the table");
+        self.base as usize + r as usize * core::mem::size_of::<abi::GrantEntryV1>()
+    }
+
+    fn flags_atomic(&self, r: GrantRef) -> &AtomicU16 {
+        // SAFETY: the entry lies inside the table frames mapped for the domain's life; the
+        // flags field is a naturally aligned u16 that Xen also updates atomically.
+        unsafe { AtomicU16::from_ptr(self.entry(r) as *mut u16) }
+    }
+}
+
+impl GrantTableMemory for TableMemory {
+    fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    fn write_entry(&mut self, r: GrantRef, domid: DomId, frame: u32) {
+        let e = self.entry(r);
+        // SAFETY: inside our table (see `entry`); the entry is not valid (flags 0) while
+        // the body is written, so Xen does not read it concurrently.
+        unsafe {
+            core::ptr::write_volatile((e + 2) as *mut u16, domid);
+            core::ptr::write_volatile((e + 4) as *mut u32, frame);
+        }
+    }
+
+    fn set_flags(&mut self, r: GrantRef, flags: u16) {
+        // The body must be visible before the flags make the entry valid.
+        fence(Ordering::Release);
+        self.flags_atomic(r).store(flags, Ordering::Release);
+    }
+
+    fn flags(&self, r: GrantRef) -> u16 {
+        self.flags_atomic(r).load(Ordering::Acquire)
+    }
+
+    fn cmpxchg_flags(&mut self, r: GrantRef, old: u16, new: u16) -> u16 {
+        match self.flags_atomic(r).compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(v) | Err(v) => v,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum SetupError {
+    Query(Errno),
+    NoMemory,
+    MapTable(Errno),
+    Balloon(Errno),
+}
+
+pub fn init() -> Result<(GrantTable<TableMemory>, MapSlots), SetupError> {
+    let (nr, max) = hv::gnttab_query_size().map_err(SetupError::Query)?;
+    log::debug!("grant table: Xen reports {nr} frames in use, at most {max}");
+    let frames = TABLE_FRAMES.min(max).max(1);
+    let base = crate::mem::alloc_frames(frames as usize, 4096).map_err(|_| SetupError::NoMemory)?;
+    for i in 0..frames as u64 {
+        hv::add_to_physmap(abi::XENMAPSPACE_GRANT_TABLE, i, (base >> 12) + i).map_err(SetupError::MapTable)?;
+    }
+    let table = GrantTable::new(TableMemory { base, capacity: frames * abi::GNTTAB_ENTRIES_PER_FRAME });
+
+    let mut gpfns = Vec::with_capacity(MAP_SLOTS);
+    for _ in 0..MAP_SLOTS {
+        gpfns.push(crate::mem::alloc_frames(1, 4096).map_err(|_| SetupError::NoMemory)? >> 12);
+    }
+    let done = hv::decrease_reservation(&mut gpfns).map_err(SetupError::Balloon)?;
+    // Frames Xen did not take stay populated RAM: never map grants over them.
+    let slots: Vec<u64> = gpfns[..done].iter().map(|g| g << 12).collect();
+    log::info!(
+        "grant table: {frames} frames ({} entries) at {base:#x}; {} map slots",
+        frames * abi::GNTTAB_ENTRIES_PER_FRAME,
+        slots.len()
+    );
+    Ok((table, MapSlots::new(slots)))
+}

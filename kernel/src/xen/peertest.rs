@@ -1,0 +1,122 @@
+//! A round trip with another domain through event channels and grants, for the Xen test
+//! tier (`test-xen-peer=<domid>` on the command line; the peer is `tests/xen/xen-peer.c`
+//! in dom0). It proves what backends rely on: binding and notifying a channel both ways,
+//! granting a page the peer maps and writes, and mapping, writing and unmapping a page the
+//! peer granted, then revoking our grant once the peer let go.
+//!
+//! Keys under `<home>/data/peer-test`: we write `gref`, `evtchn`, `ready`; the peer writes
+//! `peer-gref` and, when done, `peer-done`.
+
+use alloc::format;
+use core::future::Future;
+use core::pin::pin;
+use core::task::Poll;
+
+use bulkhead_executor::Handle;
+use bulkhead_xen::abi::DomId;
+use bulkhead_xenstore::client::Tx;
+use log::{error, info};
+
+use super::XenRef;
+
+const TIMEOUT_NS: u64 = 180_000_000_000;
+
+/// `f`, or `None` if `ns` pass first.
+pub async fn with_timeout<T>(h: &Handle, ns: u64, f: impl Future<Output = T>) -> Option<T> {
+    let mut f = pin!(f);
+    let mut t = pin!(h.sleep(ns));
+    core::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = f.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        if t.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+pub async fn run(xen: XenRef, h: Handle, peer: DomId) {
+    match steps(&xen, &h, peer).await {
+        Ok(()) => info!("peer-test: PASS"),
+        Err(why) => error!("peer-test: FAIL: {why}"),
+    }
+}
+
+async fn steps(xen: &XenRef, h: &Handle, peer: DomId) -> Result<(), alloc::string::String> {
+    let base = format!("{}/data/peer-test", xen.home());
+    let store = &xen.store;
+    let page = crate::mem::alloc_frames(1, 4096).map_err(|e| format!("no frame: {e:?}"))?;
+    let hello = format!("bulkhead-grant:{}", xen.domid());
+    // SAFETY: a frame we just allocated, identity-mapped, 4 KiB.
+    unsafe {
+        core::ptr::write_bytes(page as *mut u8, 0, 4096);
+        core::ptr::copy_nonoverlapping(hello.as_ptr(), page as *mut u8, hello.len());
+    }
+    let gref = xen.grants.borrow_mut().grant_access(peer, page >> 12, false).map_err(|e| format!("grant: {e}"))?;
+    let port = xen.with_ports(|p, hv| p.alloc_unbound(hv, peer)).map_err(|e| format!("alloc_unbound: {}", e.0))?;
+    xen.waiters.track(port);
+    for (k, v) in [("gref", format!("{gref}")), ("evtchn", format!("{port}")), ("ready", "1".into())] {
+        store.write(Tx::NONE, &format!("{base}/{k}"), &v).await.map_err(|e| format!("write {k}: {e}"))?;
+    }
+    info!("peer-test: offered grant {gref} and unbound event channel {port} to domain {peer} under {base}");
+
+    with_timeout(h, TIMEOUT_NS, xen.waiters.wait(port)).await.ok_or("no notification from the peer")?;
+    info!("peer-test: event channel round trip: notification from domain {peer} on port {port}");
+    // SAFETY: our granted frame; the peer wrote into it through its mapping.
+    let seen = unsafe { core::slice::from_raw_parts((page + 128) as *const u8, 13) };
+    if seen != b"peer-was-here" {
+        return Err(format!("peer did not write our granted page (found {seen:?})"));
+    }
+    info!("peer-test: domain {peer} mapped our grant {gref} and wrote to it");
+
+    let peer_gref: u32 = store
+        .read(Tx::NONE, &format!("{base}/peer-gref"))
+        .await
+        .map_err(|e| format!("read peer-gref: {e}"))?
+        .trim()
+        .parse()
+        .map_err(|_| "peer-gref is not a number")?;
+    let mapped = {
+        let mut slots = xen.slots.borrow_mut();
+        slots.map(&mut super::Hv, &[(peer, peer_gref, false)]).remove(0)
+    }
+    .map_err(|e| format!("map peer grant {peer_gref}: {e}"))?;
+    let want = format!("dom0-grant:{}", xen.domid());
+    // SAFETY: the peer's page is mapped at `mapped.addr` (a ballooned slot, identity-mapped
+    // in our page tables) until the unmap below.
+    let got = unsafe { core::slice::from_raw_parts(mapped.addr as *const u8, want.len()) };
+    if got != want.as_bytes() {
+        return Err(format!("peer page holds {got:?}, expected {want:?}"));
+    }
+    // SAFETY: as above; the grant is writable.
+    unsafe { core::ptr::copy_nonoverlapping(b"bulkhead-mapped".as_ptr(), (mapped.addr + 64) as *mut u8, 15) };
+    let unmapped = xen.slots.borrow_mut().unmap(&mut super::Hv, &[mapped]).remove(0);
+    unmapped.map_err(|e| format!("unmap: {e}"))?;
+    info!("peer-test: grant map/unmap round trip: mapped domain {peer}'s grant {peer_gref}, checked, wrote, unmapped");
+
+    super::evtchn_send(port).map_err(|e| format!("notify: {}", e.0))?;
+    // Wait for the peer to finish and unmap our grant, then revoke it.
+    let done = format!("{base}/peer-done");
+    store.watch(&done, "peer-test").await.map_err(|e| format!("watch: {e}"))?;
+    let finished = with_timeout(h, TIMEOUT_NS, async {
+        loop {
+            if store.read_opt(Tx::NONE, &done).await.ok().flatten().is_some() {
+                return;
+            }
+            if store.next_event("peer-test").await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let _ = store.unwatch(&done, "peer-test").await;
+    finished.ok_or("peer never reported done")?;
+    xen.grants.borrow_mut().end_access(gref).map_err(|e| format!("revoke grant {gref}: {e}"))?;
+    xen.with_ports(|p, hv| p.close(hv, port)).map_err(|e| format!("close port: {}", e.0))?;
+    xen.waiters.forget(port);
+    let _ = crate::mem::free_frames(page, 1);
+    info!("peer-test: grant {gref} revoked after the peer unmapped it; port {port} closed");
+    Ok(())
+}

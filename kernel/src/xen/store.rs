@@ -1,0 +1,78 @@
+//! The xenstore connection: the ring page and event channel the toolstack set up
+//! (HVM_PARAM_STORE_PFN/EVTCHN), driven by the `xenstore` task.
+
+use core::sync::atomic::{fence, Ordering};
+
+use bulkhead_xen::abi::{self, Port};
+use bulkhead_xenstore::client::Transport;
+use bulkhead_xenstore::ring::{Ring, RingMemory};
+use bulkhead_xenstore::{Error, Store};
+
+use super::{hv, XenRef};
+
+pub struct Page(u64);
+
+impl RingMemory for Page {
+    fn load_u32(&self, o: usize) -> u32 {
+        // SAFETY: the store page is mapped for the domain's life; offsets come from the
+        // ring code and stay inside the 4 KiB page.
+        unsafe { core::ptr::read_volatile((self.0 as usize + o) as *const u32) }
+    }
+    fn store_u32(&mut self, o: usize, v: u32) {
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile((self.0 as usize + o) as *mut u32, v) }
+    }
+    fn load_u8(&self, o: usize) -> u8 {
+        // SAFETY: as above.
+        unsafe { core::ptr::read_volatile((self.0 as usize + o) as *const u8) }
+    }
+    fn store_u8(&mut self, o: usize, v: u8) {
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile((self.0 as usize + o) as *mut u8, v) }
+    }
+    fn fence(&self) {
+        fence(Ordering::SeqCst);
+    }
+}
+
+pub struct XsTransport {
+    ring: Ring<Page>,
+    port: Port,
+}
+
+impl Transport for XsTransport {
+    fn send(&mut self, data: &[u8]) -> Result<usize, Error> {
+        self.ring.send(data)
+    }
+    fn recv(&mut self, out: &mut alloc::vec::Vec<u8>) -> Result<usize, Error> {
+        self.ring.recv(out)
+    }
+    fn notify(&mut self) {
+        let _ = super::evtchn_send(self.port);
+    }
+}
+
+pub type XenStore = Store<XsTransport>;
+
+pub fn connect() -> Result<(XenStore, Port), &'static str> {
+    let pfn = hv::hvm_get_param(abi::HVM_PARAM_STORE_PFN).map_err(|_| "HVM_PARAM_STORE_PFN unavailable")?;
+    let port = hv::hvm_get_param(abi::HVM_PARAM_STORE_EVTCHN).map_err(|_| "HVM_PARAM_STORE_EVTCHN unavailable")? as Port;
+    if pfn == 0 {
+        return Err("no xenstore page");
+    }
+    let page = crate::mem::map_identity(pfn << 12, 4096, bulkhead_mm::paging::Flags::WRITE)
+        .map_err(|_| "xenstore page could not be mapped")?;
+    log::info!("xenstore ring at {page:#x}, event channel {port}");
+    Ok((Store::new(XsTransport { ring: Ring::new(Page(page)), port }), port))
+}
+
+/// The `xenstore` task: move bytes whenever xenstored signals.
+pub async fn pump(xen: XenRef, port: Port) {
+    loop {
+        if let Err(e) = xen.store.pump() {
+            log::error!("xenstore connection broken: {e}; xenstore-dependent services stop");
+            return;
+        }
+        xen.waiters.wait(port).await;
+    }
+}

@@ -19,9 +19,14 @@ pub struct Console {
     serial: Option<serial::Uart>,
     e9: bool,
     xen: Option<XenConsole>,
+    /// Under Xen, what was printed before the console ring was attached, replayed into the
+    /// ring so `xl console` and xenconsoled's log show the whole boot.
+    early: Option<heapless::Vec<u8, EARLY_LOG>>,
 }
 
-static CONSOLE: Mutex<Console> = Mutex::new(Console { serial: None, e9: false, xen: None });
+const EARLY_LOG: usize = 8192;
+
+static CONSOLE: Mutex<Console> = Mutex::new(Console { serial: None, e9: false, xen: None, early: None });
 
 impl fmt::Write for Console {
     fn write_str(&mut self, s: &str) -> fmt::Result {
@@ -46,6 +51,10 @@ impl Console {
         if self.e9 {
             crate::arch::outb(0xe9, b);
         }
+        if let Some(e) = self.early.as_mut() {
+            // Full: the rest of the early log is in `xl dmesg` (port 0xe9) only.
+            let _ = e.push(b);
+        }
         if let Some(x) = self.xen.as_mut() {
             x.put(b);
         }
@@ -57,12 +66,22 @@ pub fn init_early(under_xen: bool) {
     let mut c = CONSOLE.lock();
     c.serial = serial::Uart::probe(0x3f8);
     c.e9 = under_xen;
+    if under_xen {
+        c.early = Some(heapless::Vec::new());
+    }
 }
 
 /// Switch from the early port to the Xen console ring.
 pub fn attach_xen(ring: XenConsole) {
     without_interrupts(|| {
         let mut c = CONSOLE.lock();
+        let mut ring = ring;
+        if let Some(early) = c.early.take() {
+            for &b in early.iter() {
+                ring.put(b);
+            }
+            ring.notify();
+        }
         c.xen = Some(ring);
         c.e9 = false;
     });

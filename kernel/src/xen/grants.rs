@@ -74,13 +74,24 @@ pub enum SetupError {
 }
 
 pub fn init() -> Result<(GrantTable<TableMemory>, MapSlots), SetupError> {
+    // Xen 4.17 answered 0/0 here for a PVH domU, so the answer only caps the request when
+    // it is meaningful; otherwise frames are added until Xen refuses one.
     let (nr, max) = hv::gnttab_query_size().map_err(SetupError::Query)?;
     log::debug!("grant table: Xen reports {nr} frames in use, at most {max}");
-    let frames = TABLE_FRAMES.min(max).max(1);
-    let base = crate::mem::alloc_frames(frames as usize, 4096).map_err(|_| SetupError::NoMemory)?;
-    for i in 0..frames as u64 {
-        hv::add_to_physmap(abi::XENMAPSPACE_GRANT_TABLE, i, (base >> 12) + i).map_err(SetupError::MapTable)?;
+    let want = if max > 0 { TABLE_FRAMES.min(max) } else { TABLE_FRAMES };
+    let base = crate::mem::alloc_frames(want as usize, 4096).map_err(|_| SetupError::NoMemory)?;
+    let mut frames = 0;
+    for i in 0..want as u64 {
+        match hv::add_to_physmap(abi::XENMAPSPACE_GRANT_TABLE, i, (base >> 12) + i) {
+            Ok(()) => frames += 1,
+            Err(e) if i == 0 => return Err(SetupError::MapTable(e)),
+            Err(e) => {
+                log::debug!("grant table: Xen refused frame {i} ({}); using {i}", e.0);
+                break;
+            }
+        }
     }
+    // Frames Xen did not take stay ordinary RAM of ours (never handed out again).
     let table = GrantTable::new(TableMemory { base, capacity: frames * abi::GNTTAB_ENTRIES_PER_FRAME });
 
     let mut gpfns = Vec::with_capacity(MAP_SLOTS);

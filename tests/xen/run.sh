@@ -1,0 +1,77 @@
+#!/bin/bash
+# The Xen-in-QEMU tier: Xen + a Debian dom0 in QEMU (TCG), Bulkhead started by xl as the
+# driver domain, scenarios from tests/xen/scenarios run inside dom0.
+#
+#   tests/xen/run.sh [scenario...]      (default: all, see SCENARIOS below)
+#
+# The dom0 image is built once by build-dom0.sh and cached outside the repository, keyed
+# by that script's contents: $BULKHEAD_CACHE (default ~/.cache/bulkhead). Console output
+# of Xen, dom0 and every domU lands in build/test-logs/xen/.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+here="$root/tests/xen"
+SCENARIOS=(pvh-core vbd-initwait crash hvm-core)
+[ $# -gt 0 ] && SCENARIOS=("$@")
+QEMU=${QEMU:-qemu-system-x86_64}
+cache_root=${BULKHEAD_CACHE:-$HOME/.cache/bulkhead}
+key=$(cat "$here/build-dom0.sh" | sha256sum | cut -c1-16)
+img="$cache_root/xen-dom0-$key"
+logs="$root/build/test-logs/xen"
+share="$root/build/xen-share"
+
+if [ ! -f "$img/rootfs.img" ]; then
+    echo "xen tier: building the dom0 image (cached in $img; takes a few minutes once)"
+    rm -rf "$img.tmp"
+    "$here/build-dom0.sh" "$img.tmp"
+    mv "$img.tmp" "$img"
+fi
+
+[ -f "$root/build/bulkhead.elf" ] || { echo "xen tier: build/bulkhead.elf missing (run make)"; exit 1; }
+rm -rf "$share" "$logs"
+mkdir -p "$share/out/console" "$logs"
+cp "$root/build/bulkhead.elf" "$share/"
+cp -r "$root/xl-configs" "$share/"
+cp -r "$here/scenarios" "$share/"
+install -m 755 "$here/dom0-init.sh" "$here/dom0-run.sh" "$share/"
+gcc -static -O2 -Wall -o "$share/xen-peer" "$here/xen-peer.c"
+printf '%s\n' "${SCENARIOS[@]}" >"$share/scenarios.list"
+
+echo "xen tier: booting Xen + dom0 in QEMU for: ${SCENARIOS[*]}"
+start=$(date +%s)
+set +e
+timeout "${XEN_TIER_TIMEOUT:-1500}" "$QEMU" -M q35 -cpu qemu64,+svm,+npt -smp 2 -m 4096 \
+    -accel tcg,thread=multi -display none -no-reboot -serial stdio -monitor none \
+    -kernel "$img/xen" \
+    -append "console=com1 com1=115200 dom0_mem=1G,max:1G loglvl=all guest_loglvl=all" \
+    -initrd "$img/vmlinuz console=hvc0 root=/dev/vda rw init=/sbin/bulkhead-dom0-init,$img/initrd.img" \
+    -drive "file=$img/rootfs.img,if=none,id=root,format=raw,snapshot=on" -device virtio-blk-pci,drive=root \
+    -fsdev "local,id=h,path=$share,security_model=none" -device virtio-9p-pci,fsdev=h,mount_tag=host \
+    </dev/null >"$logs/serial.log" 2>&1
+qrc=$?
+set -e
+secs=$(( $(date +%s) - start ))
+cp -r "$share/out/." "$logs/" 2>/dev/null || true
+
+echo "xen tier: QEMU ran ${secs}s (exit $qrc); logs in $logs"
+failed=0
+for s in "${SCENARIOS[@]}"; do
+    line=$(grep -E "^(PASS|FAIL) $s " "$logs/results" 2>/dev/null | head -1 || true)
+    if [ -z "$line" ]; then
+        echo "FAIL $s: no result (dom0 did not run it; see serial.log)"
+        failed=1
+    else
+        echo "$line"
+        case "$line" in FAIL*) failed=1 ;; esac
+    fi
+    if ! grep -q "^PASS $s " "$logs/results" 2>/dev/null; then
+        echo "     ---- $s.log ----"
+        tail -25 "$logs/$s.log" 2>/dev/null | sed 's/^/     | /'
+    fi
+done
+if ! grep -q "BULKHEAD-DOM0-DONE" "$logs/serial.log"; then
+    echo "xen tier: dom0 never finished; last serial lines:"
+    tail -30 "$logs/serial.log" | sed 's/^/     | /'
+    failed=1
+fi
+[ $failed -eq 0 ] && echo "xen tier: all scenarios passed" || echo "xen tier: FAILED"
+exit $failed

@@ -1,0 +1,36 @@
+# Helpers for the scenarios (POSIX sh, run in the test dom0).
+CONSOLE=/host/out/console
+XLCFG=/host/xl-configs
+IMAGE=/host/bulkhead.elf
+
+# Give consoles a moment to drain before dom0-run destroys the domains.
+fail() { echo "FAIL: $*"; sleep 5; exit 1; }
+note() { echo "--- $*"; }
+
+# wait_for FILE PATTERN SECONDS: until a line of FILE matches PATTERN (grep -E).
+wait_for() {
+    i=0
+    while ! grep -qE "$2" "$1" 2>/dev/null; do
+        i=$((i + 1))
+        [ $i -gt $(($3 * 2)) ] && return 1
+        sleep 0.5
+    done
+    grep -E "$2" "$1" | head -1
+}
+
+# expect FILE PATTERN SECONDS WHAT: wait_for or fail with WHAT and the file's tail.
+expect() {
+    if ! wait_for "$1" "$2" "$3"; then
+        echo "--- last lines of $1:"; tail -20 "$1" 2>/dev/null
+        fail "$4"
+    fi
+}
+
+# The driver domain's console log (xenconsoled, PV console ring).
+console_of() { echo "$CONSOLE/guest-$1.log"; }
+
+dom0_healthy() {
+    xl list >/dev/null 2>&1 || fail "xl list fails in dom0"
+    xenstore-read /local/domain/0/name >/dev/null 2>&1 || fail "xenstore unusable in dom0"
+    echo ok >/tmp/dom0-write-test && rm /tmp/dom0-write-test || fail "dom0 cannot write files"
+}

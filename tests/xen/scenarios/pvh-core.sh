@@ -1,0 +1,22 @@
+# Bulkhead as a PVH driver domain (xl-configs/driverdomain-pvh.cfg): boots, logs on the Xen
+# console, finds its xenstore home, and does an event-channel and grant round trip with
+# dom0 (xen-peer). Then `xl destroy` leaves dom0 healthy.
+. ./lib.sh
+log=$(console_of bulkhead)
+rm -f "$log"
+xl create "$XLCFG/driverdomain-pvh.cfg" "kernel=\"$IMAGE\"" 'cmdline="loglevel=debug test-xen-peer=0"' \
+    || fail "xl create driverdomain-pvh.cfg failed"
+dd=$(xl domid bulkhead) || fail "no domain named bulkhead"
+expect "$log" "boot: mode pvh \(entered via pvh\)" 60 "no PVH boot banner on the Xen console"
+expect "$log" "console: Xen console ring attached" 30 "Xen console ring not attached"
+expect "$log" "xen: domid $dd, xenstore home /local/domain/$dd" 60 "xenstore home not reported"
+/host/xen-peer "$dd" || fail "dom0 side of the round trip failed"
+expect "$log" "peer-test: event channel round trip: notification from domain 0" 30 "event channel round trip not seen"
+expect "$log" "peer-test: grant map/unmap round trip" 30 "grant map/unmap round trip not seen"
+expect "$log" "peer-test: grant [0-9]+ revoked after the peer unmapped it" 30 "grant not revoked"
+expect "$log" "peer-test: PASS" 30 "peer test did not pass"
+grep -E "ERROR|PANIC" "$log" && fail "errors on the console"
+xl destroy bulkhead || fail "xl destroy failed"
+xl list | grep -q bulkhead && fail "bulkhead still listed after destroy"
+dom0_healthy
+echo "pvh-core: ok"

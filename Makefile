@@ -9,7 +9,7 @@ PVH_IMAGE  := $(BUILD)/bulkhead-pvh.elf
 KERNEL_OUT := target/x86_64-unknown-linux-gnu/release/bulkhead
 RUNNER     := target/release/bulkhead-testrun
 
-.PHONY: all image runner test test-host test-qemu run deps clean FORCE
+.PHONY: all image runner test test-host test-qemu test-xen run run-bare deps clean
 
 all: image
 
@@ -27,7 +27,7 @@ $(IMAGE) $(PVH_IMAGE): image
 runner:
 	$(CARGO) build --release -p bulkhead-testrun
 
-test: test-host test-qemu
+test: test-host test-qemu test-xen
 
 # Host tier: the logic crates (plain `cargo test` at the root never builds the kernel).
 test-host:
@@ -37,13 +37,22 @@ test-host:
 test-qemu: image
 	QEMU=$(QEMU) $(RUNNER) qemu $(IMAGE) $(PVH_IMAGE)
 
+# Xen-in-QEMU tier: Xen + Debian dom0 in QEMU, Bulkhead as driver domain (tests/xen).
+# The first run builds and caches the dom0 image (~/.cache/bulkhead).
+test-xen: image
+	QEMU=$(QEMU) tests/xen/run.sh
+
 # Install what the build and tests need on Debian (idempotent).
 deps:
 	tests/install-deps.sh
 
-# The demo (at this stage: Bulkhead booting in bare QEMU, then its event loop printing a
-# heartbeat). Quit with Ctrl-A then X.
+# The demo: Xen in QEMU with Bulkhead as driver domain, ending at a dom0 shell.
+# Quit with Ctrl-A then X.
 run: deps image
+	QEMU=$(QEMU) tests/xen/run.sh --demo
+
+# Bulkhead alone in bare QEMU, its event loop printing a heartbeat. Ctrl-A then X quits.
+run-bare: deps image
 	@echo "== Bulkhead in QEMU: Ctrl-A then X quits =="
 	$(QEMU) -kernel $(IMAGE) -append "heartbeat=5" -m 32 -display none -serial mon:stdio \
 		-no-reboot -device isa-debug-exit,iobase=0xf4,iosize=0x04 || test $$? -eq 1

@@ -1,10 +1,17 @@
 #!/bin/sh
 # Install what Bulkhead's build and tests need on Debian 12, if missing. Idempotent.
+# Build: cargo (rustup), make, a C toolchain. Bare-QEMU tier: qemu-system-x86.
+# Xen tier: debootstrap and e2fsprogs (dom0 image), gcc + kernel uapi headers (xen-peer).
 set -eu
 need=""
-command -v qemu-system-x86_64 >/dev/null 2>&1 || need="$need qemu-system-x86"
-command -v make >/dev/null 2>&1 || need="$need make"
-command -v cc >/dev/null 2>&1 || need="$need gcc"
+have() { command -v "$1" >/dev/null 2>&1; }
+have qemu-system-x86_64 || need="$need qemu-system-x86"
+have make || need="$need make"
+have gcc || need="$need gcc"
+have debootstrap || need="$need debootstrap"
+have mkfs.ext4 || need="$need e2fsprogs"
+[ -f /usr/include/xen/gntalloc.h ] || need="$need linux-libc-dev"
+[ -f /usr/include/stdio.h ] || need="$need libc6-dev"
 if [ -n "$need" ]; then
     echo "installing:$need"
     SUDO=""
@@ -12,7 +19,7 @@ if [ -n "$need" ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $need
 fi
-if ! command -v cargo >/dev/null 2>&1; then
+if ! have cargo; then
     echo "cargo not found: install the stable Rust toolchain (https://rustup.rs) and re-run" >&2
     exit 1
 fi

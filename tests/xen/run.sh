@@ -3,6 +3,7 @@
 # driver domain, scenarios from tests/xen/scenarios run inside dom0.
 #
 #   tests/xen/run.sh [scenario...]      (default: all, see SCENARIOS below)
+#   tests/xen/run.sh --demo             interactive: demo.sh, then a dom0 shell (make run)
 #
 # The dom0 image is built once by build-dom0.sh and cached outside the repository, keyed
 # by that script's contents: $BULKHEAD_CACHE (default ~/.cache/bulkhead). Console output
@@ -11,6 +12,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 here="$root/tests/xen"
 SCENARIOS=(pvh-core vbd-initwait crash hvm-core)
+demo=0
+if [ "${1:-}" = --demo ]; then demo=1; shift; fi
 [ $# -gt 0 ] && SCENARIOS=("$@")
 QEMU=${QEMU:-qemu-system-x86_64}
 cache_root=${BULKHEAD_CACHE:-$HOME/.cache/bulkhead}
@@ -35,17 +38,23 @@ cp -r "$here/scenarios" "$share/"
 install -m 755 "$here/dom0-init.sh" "$here/dom0-run.sh" "$share/"
 gcc -static -O2 -Wall -o "$share/xen-peer" "$here/xen-peer.c"
 printf '%s\n' "${SCENARIOS[@]}" >"$share/scenarios.list"
+qemu_args=(-M q35 -cpu qemu64,+svm,+npt -smp 2 -m 4096 -accel tcg,thread=multi -display none -no-reboot
+    -kernel "$img/xen"
+    -append "console=com1 com1=115200 dom0_mem=1G,max:1G loglvl=all guest_loglvl=all"
+    -initrd "$img/vmlinuz console=hvc0 root=/dev/vda rw init=/sbin/bulkhead-dom0-init quiet,$img/initrd.img"
+    -drive "file=$img/rootfs.img,if=none,id=root,format=raw,snapshot=on" -device virtio-blk-pci,drive=root
+    -fsdev "local,id=h,path=$share,security_model=none" -device virtio-9p-pci,fsdev=h,mount_tag=host)
+
+if [ $demo -eq 1 ]; then
+    install -m 755 "$here/demo.sh" "$share/dom0-run.sh"
+    echo "== Xen + dom0 booting in QEMU (about 30 s under TCG); Ctrl-A then X quits at any time =="
+    exec "$QEMU" "${qemu_args[@]}" -serial mon:stdio
+fi
 
 echo "xen tier: booting Xen + dom0 in QEMU for: ${SCENARIOS[*]}"
 start=$(date +%s)
 set +e
-timeout "${XEN_TIER_TIMEOUT:-1500}" "$QEMU" -M q35 -cpu qemu64,+svm,+npt -smp 2 -m 4096 \
-    -accel tcg,thread=multi -display none -no-reboot -serial stdio -monitor none \
-    -kernel "$img/xen" \
-    -append "console=com1 com1=115200 dom0_mem=1G,max:1G loglvl=all guest_loglvl=all" \
-    -initrd "$img/vmlinuz console=hvc0 root=/dev/vda rw init=/sbin/bulkhead-dom0-init,$img/initrd.img" \
-    -drive "file=$img/rootfs.img,if=none,id=root,format=raw,snapshot=on" -device virtio-blk-pci,drive=root \
-    -fsdev "local,id=h,path=$share,security_model=none" -device virtio-9p-pci,fsdev=h,mount_tag=host \
+timeout "${XEN_TIER_TIMEOUT:-1500}" "$QEMU" "${qemu_args[@]}" -serial stdio -monitor none \
     </dev/null >"$logs/serial.log" 2>&1
 qrc=$?
 set -e

@@ -90,6 +90,25 @@ async fn steps(xen: &XenRef, h: &Handle, peer: DomId) -> Result<(), alloc::strin
     if got != want.as_bytes() {
         return Err(format!("peer page holds {got:?}, expected {want:?}"));
     }
+    // Grant copy of the same page into a frame of ours must see the same bytes.
+    let scratch = crate::mem::alloc_frames(1, 4096).map_err(|e| format!("no frame: {e:?}"))?;
+    let copied = bulkhead_xen::grants::copy(
+        &mut super::Hv,
+        &[(
+            bulkhead_xen::grants::CopyPtr::Grant { dom: peer, gref: peer_gref, offset: 0 },
+            bulkhead_xen::grants::CopyPtr::Local { frame: scratch >> 12, offset: 100 },
+            want.len() as u16,
+        )],
+    )
+    .remove(0);
+    // SAFETY: our frame, written by Xen's grant copy.
+    let via_copy = unsafe { core::slice::from_raw_parts((scratch + 100) as *const u8, want.len()) }.to_vec();
+    let _ = crate::mem::free_frames(scratch, 1);
+    copied.map_err(|e| format!("grant copy from {peer}'s grant {peer_gref}: {e}"))?;
+    if via_copy != want.as_bytes() {
+        return Err(format!("grant copy delivered {via_copy:?}, expected {want:?}"));
+    }
+    info!("peer-test: grant copy of domain {peer}'s grant {peer_gref} matches the mapping");
     // SAFETY: as above; the grant is writable.
     unsafe { core::ptr::copy_nonoverlapping(b"bulkhead-mapped".as_ptr(), (mapped.addr + 64) as *mut u8, 15) };
     let unmapped = xen.slots.borrow_mut().unmap(&mut super::Hv, &[mapped]).remove(0);

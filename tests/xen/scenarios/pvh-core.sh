@@ -13,6 +13,7 @@ expect "$log" "xen: domid $dd, xenstore home /local/domain/$dd" 60 "xenstore hom
 /host/xen-peer "$dd" || fail "dom0 side of the round trip failed"
 expect "$log" "peer-test: event channel round trip: notification from domain 0" 30 "event channel round trip not seen"
 expect "$log" "peer-test: grant map/unmap round trip" 30 "grant map/unmap round trip not seen"
+expect "$log" "peer-test: grant copy of domain 0" 30 "grant copy not seen"
 expect "$log" "peer-test: grant [0-9]+ revoked after the peer unmapped it" 30 "grant not revoked"
 expect "$log" "peer-test: PASS" 30 "peer test did not pass"
 grep -E "ERROR|PANIC" "$log" && fail "errors on the console"

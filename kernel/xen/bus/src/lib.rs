@@ -462,3 +462,68 @@ mod tests {
         assert!(c.added.is_empty());
     }
 }
+
+#[cfg(test)]
+mod robustness {
+    //! Bounded randomized tests: hostile xenstore paths and state values never panic and
+    //! never parse to something they do not spell.
+    use super::*;
+
+    struct XorShift(u64);
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    const PIECES: [&str; 14] =
+        ["/local", "/domain", "/3", "/backend", "/vbd", "/vif", "/5", "/51712", "/", "//", "/0", "/-1", "/x", "/4294967296"];
+
+    #[test]
+    fn random_paths() {
+        let mut r = XorShift(77);
+        for _ in 0..20_000 {
+            let mut p = alloc::string::String::new();
+            for _ in 0..(r.next() % 9) {
+                p.push_str(PIECES[(r.next() % PIECES.len() as u64) as usize]);
+            }
+            if let Some(id) = DeviceId::from_path("/local/domain/3", &p) {
+                // Whatever parsed must round-trip to a prefix of the input.
+                let canon = alloc::format!("/local/domain/3/{}", id.rel_path());
+                assert!(p.starts_with(&canon), "{p} parsed as {canon}");
+            }
+            let _ = State::parse(&p);
+        }
+    }
+
+    #[test]
+    fn random_state_sequences_keep_invariants() {
+        let mut r = XorShift(99);
+        for _ in 0..2000 {
+            let mut b = Backend::new(DeviceId { kind: Kind::Vbd, frontend: 1, devid: 1 });
+            let mut removed = false;
+            for _ in 0..30 {
+                let acts = match r.next() % 6 {
+                    0 => b.on(Event::Created),
+                    1 => b.on(Event::Removed),
+                    2 => b.connected(),
+                    3 => b.connect_failed(),
+                    _ => b.on(Event::Frontend(State::parse(&alloc::format!("{}", r.next() % 10)))),
+                };
+                if removed {
+                    assert!(acts.is_empty(), "actions after removal: {acts:?}");
+                }
+                removed |= acts.contains(&Action::Destroy);
+                // Connected is only ever reached through `connected()` from InitWait.
+                for w in b.history.windows(2) {
+                    if w[1] == State::Connected {
+                        assert_eq!(w[0], State::InitWait);
+                    }
+                }
+            }
+        }
+    }
+}

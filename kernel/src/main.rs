@@ -120,6 +120,8 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
         protocol.name(),
         console::sinks()
     );
+    let vendor = arch::cpu::vendor();
+    info!("cpu: {}, NX {}", core::str::from_utf8(&vendor).unwrap_or("?"), if arch::cpu::has_nx() { "on" } else { "absent" });
     if let Some(x) = xen::detect() {
         info!("xen: version {}.{} (cpuid leaves at {:#x})", x.major, x.minor, x.leaf_base);
     }
@@ -155,10 +157,10 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
 
     let report = match mem::init(&boot, config.heap_bytes) {
         Ok(r) => r,
-        Err(e) => fatal(format_args!("memory: setup failed: {e:?}")),
+        Err(e) => fatal(format_args!("memory: setup failed: {e}")),
     };
     if let Err(e) = apic::init() {
-        fatal(format_args!("apic: cannot map the local APIC: {e:?}"));
+        fatal(format_args!("apic: cannot map the local APIC: {e}"));
     }
     let apic_khz = apic::calibrate(10);
     interrupts::register(interrupts::VECTOR_APIC_TIMER, timer_interrupt);
@@ -168,7 +170,7 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
         match xen::console::XenConsole::attach() {
             Ok(c) => {
                 console::attach_xen(c);
-                info!("console: Xen console ring attached ({})", console::sinks());
+                info!("console: Xen console ring attached; boot log replayed into it; COM1/port 0xe9 output stops here");
             }
             Err(why) => warn!("console: no Xen console ring ({why}); staying on {}", console::sinks()),
         }

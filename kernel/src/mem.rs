@@ -78,6 +78,21 @@ pub enum MemError {
     NotInitialized,
 }
 
+impl core::fmt::Display for MemError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            MemError::Frames(FrameError::OutOfMemory) => write!(f, "out of physical memory"),
+            MemError::Frames(FrameError::BadFree(a)) => write!(f, "bad free of frame {a:#x}"),
+            MemError::Frames(FrameError::BitmapTooSmall { needed_words }) => {
+                write!(f, "frame bitmap too small ({needed_words} words needed)")
+            }
+            MemError::Map(e) => write!(f, "page-table update failed: {e:?}"),
+            MemError::NoRoomForBitmap { bytes } => write!(f, "no RAM region below 4 GiB holds the {bytes}-byte frame bitmap"),
+            MemError::NotInitialized => write!(f, "memory management not initialised"),
+        }
+    }
+}
+
 impl From<FrameError> for MemError {
     fn from(e: FrameError) -> Self {
         MemError::Frames(e)

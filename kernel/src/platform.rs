@@ -42,15 +42,6 @@ pub fn set_mode(protocol: Protocol, under_xen: bool) -> Mode {
     m
 }
 
-pub fn mode() -> Mode {
-    match MODE.load(Ordering::Relaxed) {
-        2 => Mode::XenPvh,
-        3 => Mode::XenHvm,
-        // Before detection, behave as bare, except that Xen, if present, is still told.
-        _ => Mode::Bare,
-    }
-}
-
 /// isa-debug-exit port the test runner configures (`-device isa-debug-exit,iobase=0xf4`).
 const DEBUG_EXIT_PORT: u16 = 0xf4;
 /// Written to isa-debug-exit: QEMU exits with 1 (success) or 3 (failure).

@@ -100,7 +100,3 @@ pub fn arm_oneshot(ns: u64) {
     write(REG_LVT_TIMER, VECTOR_APIC_TIMER as u32);
     write(REG_TIMER_INIT, ticks);
 }
-
-pub fn disarm() {
-    write(REG_TIMER_INIT, 0);
-}

@@ -42,11 +42,6 @@ pub fn guard_pages() -> [(u64, &'static str); SLOTS] {
     core::array::from_fn(|i| (slot_base(i), NAMES[i]))
 }
 
-/// The IST stack ranges, for the memory report.
-pub fn ist_bytes() -> usize {
-    SLOTS * (GUARD + IST_STACK_SIZE)
-}
-
 pub fn init() {
     let tss = TSS.call_once(|| {
         let mut tss = TaskStateSegment::new();

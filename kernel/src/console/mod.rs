@@ -1,8 +1,9 @@
 //! The console: every sink that exists on this platform gets every byte.
 //!
-//! Sinks: the COM1 16550 (when one answers), Xen's debug port 0xe9 (early, under Xen,
-//! until the Xen console ring is attached; Xen prints it in `xl dmesg`), and the Xen PV
-//! console ring (`xl console`, and xenconsoled's log files). A line is written under one
+//! Sinks: the COM1 16550 (when one answers; under Xen only until the console ring is
+//! attached), Xen's debug port 0xe9 (early, under Xen, until the ring is attached; Xen
+//! prints it in `xl dmesg`), and the Xen PV console ring (`xl console`, and xenconsoled's
+//! log files), which also receives a replay of everything printed before it existed. A line is written under one
 //! lock with interrupts disabled, so lines never interleave and an interrupt handler that
 //! logs cannot deadlock against the code it interrupted.
 
@@ -83,7 +84,11 @@ pub fn attach_xen(ring: XenConsole) {
             ring.notify();
         }
         c.xen = Some(ring);
+        // Under Xen every byte to port 0xe9 or an emulated COM1 is a trip to the
+        // hypervisor or to the device model in dom0 (milliseconds each under nested
+        // emulation); the ring carries everything from here on, replay included.
         c.e9 = false;
+        c.serial = None;
     });
 }
 

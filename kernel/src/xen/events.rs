@@ -81,6 +81,28 @@ pub fn init() -> Result<(), Errno> {
     Ok(())
 }
 
+/// Stop upcalls for `port`; events still set its pending bit.
+pub fn mask(port: Port) {
+    let base = SHARED_INFO.load(Ordering::Acquire);
+    if base != 0 && port < abi::EVTCHN_2L_NR_PORTS {
+        SharedInfo(base).word(abi::SHINFO_EVTCHN_MASK + 8 * (port as usize / 64)).fetch_or(1 << (port % 64), Ordering::SeqCst);
+    }
+}
+
+/// Re-enable upcalls for `port`; Xen delivers one at once if it became pending meanwhile.
+pub fn unmask(port: Port) -> Result<(), Errno> {
+    use bulkhead_xen::Hypervisor;
+    super::Hv.evtchn_unmask(port)
+}
+
+/// Whether `port` has an undelivered event (set while masked).
+pub fn is_pending(port: Port) -> bool {
+    let base = SHARED_INFO.load(Ordering::Acquire);
+    base != 0
+        && port < abi::EVTCHN_2L_NR_PORTS
+        && SharedInfo(base).word(abi::SHINFO_EVTCHN_PENDING + 8 * (port as usize / 64)).load(Ordering::SeqCst) & (1 << (port % 64)) != 0
+}
+
 /// Tasks waiting on ports: a fired flag and a waker per port (task context only).
 #[derive(Default)]
 pub struct Waiters {
@@ -105,6 +127,11 @@ impl Waiters {
     /// Start tracking a port, so events that arrive before the first wait are kept.
     pub fn track(&self, port: Port) {
         self.map.borrow_mut().entry(port).or_insert((false, None));
+    }
+
+    /// Whether `port` fired since the last wait (without consuming it).
+    pub fn has_fired(&self, port: Port) -> bool {
+        self.map.borrow().get(&port).is_some_and(|e| e.0)
     }
 
     pub fn forget(&self, port: Port) {

@@ -73,6 +73,17 @@ pub enum SetupError {
     Balloon(Errno),
 }
 
+impl core::fmt::Display for SetupError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SetupError::Query(e) => write!(f, "GNTTABOP_query_size failed ({})", e.0),
+            SetupError::NoMemory => write!(f, "no memory for the table or map slots"),
+            SetupError::MapTable(e) => write!(f, "XENMEM_add_to_physmap of the table failed ({})", e.0),
+            SetupError::Balloon(e) => write!(f, "XENMEM_decrease_reservation failed ({})", e.0),
+        }
+    }
+}
+
 pub fn init() -> Result<(GrantTable<TableMemory>, MapSlots), SetupError> {
     // Xen 4.17 answered 0/0 here for a PVH domU, so the answer only caps the request when
     // it is meaningful; otherwise frames are added until Xen refuses one.

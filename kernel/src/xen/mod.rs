@@ -126,7 +126,7 @@ impl core::fmt::Display for InitError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             InitError::Events(e) => write!(f, "event channel setup failed ({})", e.0),
-            InitError::Grants(e) => write!(f, "grant table setup failed: {e:?}"),
+            InitError::Grants(e) => write!(f, "grant table setup failed: {e}"),
             InitError::Store(w) => write!(f, "xenstore ring unavailable: {w}"),
             InitError::Xenstore(e) => write!(f, "{e}"),
         }

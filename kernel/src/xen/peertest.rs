@@ -62,8 +62,22 @@ async fn steps(xen: &XenRef, h: &Handle, peer: DomId) -> Result<(), alloc::strin
     }
     info!("peer-test: offered grant {gref} and unbound event channel {port} to domain {peer} under {base}");
 
-    with_timeout(h, TIMEOUT_NS, xen.waiters.wait(port)).await.ok_or("no notification from the peer")?;
-    info!("peer-test: event channel round trip: notification from domain {peer} on port {port}");
+    // Masked, the peer's notification must only set the pending bit; unmasking must then
+    // deliver it.
+    super::events::mask(port);
+    let pending = with_timeout(h, TIMEOUT_NS, async {
+        while !super::events::is_pending(port) {
+            h.sleep(20_000_000).await;
+        }
+    })
+    .await;
+    pending.ok_or("no notification from the peer (pending bit never set)")?;
+    if xen.waiters.has_fired(port) {
+        return Err(format!("port {port} was delivered while masked"));
+    }
+    super::events::unmask(port).map_err(|e| format!("unmask: {}", e.0))?;
+    with_timeout(h, 10_000_000_000, xen.waiters.wait(port)).await.ok_or("unmasking did not deliver the pending event")?;
+    info!("peer-test: event channel round trip: notification from domain {peer} on port {port} (held while masked, delivered on unmask)");
     // SAFETY: our granted frame; the peer wrote into it through its mapping.
     let seen = unsafe { core::slice::from_raw_parts((page + 128) as *const u8, 13) };
     if seen != b"peer-was-here" {

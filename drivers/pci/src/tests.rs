@@ -1,0 +1,237 @@
+//! PCI logic against a small config-space model: functions with real BAR sizing
+//! semantics, capability lists (well-formed and hostile), bridges, multifunction devices.
+
+use super::*;
+use alloc::collections::BTreeMap;
+use alloc::vec;
+
+#[derive(Clone)]
+struct Dev {
+    cfg: Vec<u8>,
+    /// Size masks per BAR register (0 = unimplemented).
+    bar_masks: [u32; 6],
+    flr_count: u32,
+}
+
+impl Dev {
+    fn new(vendor: u16, device: u16, class: [u8; 3]) -> Self {
+        let mut cfg = vec![0u8; 4096];
+        cfg[0..2].copy_from_slice(&vendor.to_le_bytes());
+        cfg[2..4].copy_from_slice(&device.to_le_bytes());
+        cfg[9] = class[2];
+        cfg[10] = class[1];
+        cfg[11] = class[0];
+        Dev { cfg, bar_masks: [0; 6], flr_count: 0 }
+    }
+    fn w32(&mut self, off: usize, v: u32) {
+        self.cfg[off..off + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    fn add_cap(&mut self, at: u8, id: u8, body: &[u8]) {
+        // Append to the list.
+        self.cfg[6] |= 0x10;
+        let mut p = 0x34usize;
+        while self.cfg[p] != 0 {
+            p = self.cfg[p] as usize + 1;
+        }
+        self.cfg[p] = at;
+        self.cfg[at as usize] = id;
+        self.cfg[at as usize + 1] = 0;
+        self.cfg[at as usize + 2..at as usize + 2 + body.len()].copy_from_slice(body);
+    }
+}
+
+#[derive(Default)]
+struct Model {
+    devs: BTreeMap<Bdf, Dev>,
+}
+
+impl ConfigSpace for Model {
+    fn read32(&mut self, bdf: Bdf, off: u16) -> u32 {
+        match self.devs.get(&bdf) {
+            Some(d) => u32::from_le_bytes(d.cfg[off as usize..off as usize + 4].try_into().unwrap()),
+            None => 0xffff_ffff,
+        }
+    }
+    fn write32(&mut self, bdf: Bdf, off: u16, v: u32) {
+        let Some(d) = self.devs.get_mut(&bdf) else { return };
+        let o = off as usize;
+        if (0x10..0x28).contains(&o) {
+            let i = (o - 0x10) / 4;
+            let cur = u32::from_le_bytes(d.cfg[o..o + 4].try_into().unwrap());
+            let flags = if cur & 1 == 1 { cur & 0x3 } else { cur & 0xf };
+            let m = d.bar_masks[i];
+            let v = if m == 0 { 0 } else { (v & m) | flags };
+            d.w32(o, v);
+            return;
+        }
+        if o == 0x78 && v & (1 << 15) != 0 {
+            // PCIe DevCtl (cap at 0x70, register at 0x78): bit 15 starts an FLR.
+            d.flr_count += 1;
+        }
+        d.w32(o, v);
+    }
+}
+
+fn nvme_dev() -> Dev {
+    let mut d = Dev::new(0x1b36, 0x0010, [0x01, 0x08, 0x02]);
+    // BAR0/1: 64-bit 16 KiB memory BAR at 0xfebd0000.
+    d.w32(0x10, 0xfebd_0004);
+    d.w32(0x14, 0);
+    d.bar_masks[0] = !(0x4000 - 1);
+    d.bar_masks[1] = 0xffff_ffff;
+    // BAR4: 32-bit 4 KiB memory BAR.
+    d.w32(0x20, 0xfebd_4000);
+    d.bar_masks[4] = !(0x1000 - 1);
+    // BAR5: I/O BAR of 32 ports.
+    d.w32(0x24, 0xc001);
+    d.bar_masks[5] = !(32 - 1) & 0xffff;
+    d.cfg[0x3c] = 11;
+    d.cfg[0x3d] = 1;
+    // MSI-X: 65 vectors, table in BAR0 at 0x2000, PBA at 0x3000.
+    let mut body = vec![0u8; 10];
+    body[0..2].copy_from_slice(&64u16.to_le_bytes());
+    body[2..6].copy_from_slice(&0x2000u32.to_le_bytes());
+    body[6..10].copy_from_slice(&0x3000u32.to_le_bytes());
+    d.add_cap(0x40, reg::CAP_MSIX, &body);
+    // MSI, 64-bit capable.
+    d.add_cap(0x50, reg::CAP_MSI, &[0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    // PCIe with FLR in DevCap.
+    d.add_cap(0x70, reg::CAP_PCIE, &[0, 0, 0, 0, 0, 0x10]);
+    d
+}
+
+fn model() -> Model {
+    let mut m = Model::default();
+    m.devs.insert(Bdf::new(0, 0, 0), Dev::new(0x8086, 0x29c0, [0x06, 0x00, 0x00]));
+    m.devs.insert(Bdf::new(0, 3, 0), nvme_dev());
+    // A multifunction device with functions 0 and 2.
+    let mut mf = Dev::new(0x8086, 0x2918, [0x06, 0x01, 0x00]);
+    mf.cfg[0x0e] = 0x80;
+    m.devs.insert(Bdf::new(0, 0x1f, 0), mf);
+    m.devs.insert(Bdf::new(0, 0x1f, 2), Dev::new(0x8086, 0x2922, [0x01, 0x06, 0x01]));
+    // A bridge to bus 2 with a NIC behind it.
+    let mut br = Dev::new(0x1b36, 0x000c, [0x06, 0x04, 0x00]);
+    br.cfg[0x0e] = 0x01;
+    br.cfg[0x19] = 2;
+    m.devs.insert(Bdf::new(0, 4, 0), br);
+    m.devs.insert(Bdf::new(2, 0, 0), Dev::new(0x8086, 0x10d3, [0x02, 0x00, 0x00]));
+    m
+}
+
+#[test]
+fn enumerates_through_bridges_and_multifunction() {
+    let mut m = model();
+    let f = enumerate(&mut m);
+    let bdfs: Vec<Bdf> = f.iter().map(|f| f.bdf).collect();
+    assert_eq!(
+        bdfs,
+        vec![Bdf::new(0, 0, 0), Bdf::new(0, 3, 0), Bdf::new(0, 4, 0), Bdf::new(0, 0x1f, 0), Bdf::new(0, 0x1f, 2), Bdf::new(2, 0, 0)]
+    );
+    let nvme = f.iter().find(|f| f.is_nvme()).unwrap();
+    assert_eq!((nvme.vendor, nvme.device, nvme.interrupt_pin, nvme.interrupt_line), (0x1b36, 0x0010, 1, 11));
+    assert_eq!(alloc::format!("{}", nvme.bdf), "00:03.0");
+}
+
+#[test]
+fn bridge_loop_does_not_hang() {
+    let mut m = model();
+    m.devs.get_mut(&Bdf::new(0, 4, 0)).unwrap().cfg[0x19] = 0; // secondary = our own bus
+    let mut br2 = Dev::new(0x1b36, 0x000c, [0x06, 0x04, 0x00]);
+    br2.cfg[0x0e] = 0x01;
+    br2.cfg[0x19] = 0; // points back to bus 0
+    m.devs.insert(Bdf::new(2, 1, 0), br2);
+    let f = enumerate(&mut m);
+    assert!(f.len() >= 5);
+}
+
+#[test]
+fn sizes_bars_and_restores_them() {
+    let mut m = model();
+    let b = bars(&mut m, Bdf::new(0, 3, 0)).unwrap();
+    assert_eq!(b[0], Some(Bar::Memory { base: 0xfebd_0000, size: 0x4000, prefetchable: false, is64: true }));
+    assert_eq!(b[1], None, "upper half of a 64-bit BAR");
+    assert_eq!(b[4], Some(Bar::Memory { base: 0xfebd_4000, size: 0x1000, prefetchable: false, is64: false }));
+    assert_eq!(b[5], Some(Bar::Io { port: 0xc000, size: 32 }));
+    // Original values are back.
+    assert_eq!(m.read32(Bdf::new(0, 3, 0), 0x10), 0xfebd_0004);
+    assert_eq!(m.read32(Bdf::new(0, 3, 0), 0x20), 0xfebd_4000);
+}
+
+#[test]
+fn malformed_bars_are_errors() {
+    let mut m = model();
+    let d = m.devs.get_mut(&Bdf::new(0, 3, 0)).unwrap();
+    d.w32(0x24, 0x4); // 64-bit BAR in the last slot
+    d.bar_masks[5] = 0xffff_f000;
+    assert_eq!(bars(&mut m, Bdf::new(0, 3, 0)), Err(PciError::BadBar { bdf: Bdf::new(0, 3, 0), index: 5 }));
+    let mut m = model();
+    m.devs.get_mut(&Bdf::new(0, 3, 0)).unwrap().bar_masks[4] = 0xfff0_1000; // not a power of two
+    assert_eq!(bars(&mut m, Bdf::new(0, 3, 0)), Err(PciError::BadBar { bdf: Bdf::new(0, 3, 0), index: 4 }));
+    assert_eq!(bars(&mut m, Bdf::new(0, 9, 0)), Err(PciError::Absent(Bdf::new(0, 9, 0))));
+}
+
+#[test]
+fn capabilities_and_msix() {
+    let mut m = model();
+    let bdf = Bdf::new(0, 3, 0);
+    let caps = capabilities(&mut m, bdf).unwrap();
+    assert_eq!(caps, vec![(reg::CAP_MSIX, 0x40), (reg::CAP_MSI, 0x50), (reg::CAP_PCIE, 0x70)]);
+    let b = bars(&mut m, bdf).unwrap();
+    let x = msix(&mut m, bdf, &b).unwrap().unwrap();
+    assert_eq!(x, MsiX { cap: 0x40, table_size: 65, table_bar: 0, table_offset: 0x2000, pba_bar: 0, pba_offset: 0x3000 });
+    msix_control(&mut m, bdf, &x, true, false);
+    assert_eq!(m.read16(bdf, 0x42) & 0xc000, 0x8000);
+    msi_enable(&mut m, bdf, 0, 0x40).unwrap();
+    assert_eq!(m.read32(bdf, 0x54), 0xfee0_0000);
+    assert_eq!(m.read16(bdf, 0x5c), 0x40);
+    assert_eq!(m.read16(bdf, 0x52) & 1, 1);
+}
+
+#[test]
+fn msix_table_outside_its_bar_is_refused() {
+    let mut m = model();
+    let bdf = Bdf::new(0, 3, 0);
+    m.devs.get_mut(&bdf).unwrap().w32(0x44, 0x3ff8); // table at 0x3ff8: 65*16 bytes overrun 16 KiB
+    let b = bars(&mut m, bdf).unwrap();
+    assert!(msix(&mut m, bdf, &b).is_err());
+}
+
+#[test]
+fn hostile_capability_lists() {
+    let mut m = model();
+    let bdf = Bdf::new(0, 3, 0);
+    // A loop: the last capability points back to the first.
+    m.devs.get_mut(&bdf).unwrap().cfg[0x71] = 0x40;
+    assert_eq!(capabilities(&mut m, bdf), Err(PciError::BadCapabilityList(bdf)));
+    // A pointer into the standard header.
+    let mut m = model();
+    m.devs.get_mut(&bdf).unwrap().cfg[0x34] = 0x10;
+    assert_eq!(capabilities(&mut m, bdf), Err(PciError::BadCapabilityList(bdf)));
+    // No list at all.
+    let mut m = model();
+    m.devs.get_mut(&bdf).unwrap().cfg[6] = 0;
+    assert_eq!(capabilities(&mut m, bdf), Ok(vec![]));
+}
+
+#[test]
+fn function_level_reset() {
+    let mut m = model();
+    let bdf = Bdf::new(0, 3, 0);
+    let mut slept = 0;
+    flr(&mut m, bdf, |ms| slept += ms).unwrap();
+    assert_eq!(m.devs[&bdf].flr_count, 1);
+    assert!(slept >= 100);
+    // Without the DevCap bit FLR is refused.
+    assert_eq!(flr(&mut m, Bdf::new(0, 0, 0), |_| {}), Err(PciError::Unsupported(Bdf::new(0, 0, 0), "function-level reset")));
+}
+
+#[test]
+fn enable_sets_memory_bus_master_and_intx() {
+    let mut m = model();
+    let bdf = Bdf::new(0, 3, 0);
+    enable(&mut m, bdf, false);
+    let cmd = m.read16(bdf, reg::COMMAND);
+    assert_eq!(cmd & (reg::CMD_MEMORY | reg::CMD_BUS_MASTER | reg::CMD_INTX_DISABLE), reg::CMD_MEMORY | reg::CMD_BUS_MASTER | reg::CMD_INTX_DISABLE);
+    enable(&mut m, bdf, true);
+    assert_eq!(m.read16(bdf, reg::COMMAND) & reg::CMD_INTX_DISABLE, 0);
+}

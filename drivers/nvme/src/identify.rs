@@ -20,7 +20,9 @@ pub struct ControllerInfo {
     pub write_zeroes: bool,
 }
 
+/// ASCII fields are space-padded; some controllers pad with NULs instead.
 fn text(b: &[u8]) -> String {
+    let b = &b[..b.iter().position(|&c| c == 0).unwrap_or(b.len())];
     let s: String = b.iter().map(|&c| if (0x20..0x7f).contains(&c) { c as char } else { '?' }).collect();
     String::from(s.trim_end())
 }

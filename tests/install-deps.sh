@@ -10,6 +10,7 @@ have make || need="$need make"
 have gcc || need="$need gcc"
 have debootstrap || need="$need debootstrap"
 have mkfs.ext4 || need="$need e2fsprogs"
+have sfdisk || need="$need fdisk"
 [ -f /usr/include/xen/gntalloc.h ] || need="$need linux-libc-dev"
 [ -f /usr/include/stdio.h ] || need="$need libc6-dev"
 if [ -n "$need" ]; then

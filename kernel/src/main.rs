@@ -13,6 +13,8 @@ extern crate alloc;
 mod arch;
 mod console;
 mod mem;
+mod nvme;
+mod pci;
 mod platform;
 mod rt;
 mod selftest;
@@ -190,6 +192,9 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
     );
     info!("boot: ready in {} us", time::now_ns() / 1000);
 
+    let access = pci::init(boot.rsdp);
+    info!("pci: configuration access by {access}");
+
     if config.test_panic {
         panic!("test-panic requested on the command line");
     }
@@ -221,7 +226,14 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
     } else if config.test_xen_peer.is_some() {
         warn!("test-xen-peer: not running under Xen; ignored");
     }
-    if config.selftest {
+    if config.test_storage {
+        let mode = match config.nvme_irq {
+            bulkhead_config::NvmeIrq::MsiX => nvme::IrqMode::MsiX,
+            bulkhead_config::NvmeIrq::Msi => nvme::IrqMode::Msi,
+            bulkhead_config::NvmeIrq::Poll => nvme::IrqMode::Poll,
+        };
+        h.spawn("storage-test", nvme::self_test(h.clone(), mode));
+    } else if config.selftest {
         selftest::prepare();
         h.spawn("selftest", selftest::run(h.clone()));
     } else if config.heartbeat_secs > 0 {

@@ -23,6 +23,8 @@ pub const OPTIONS: &[(&str, &str)] = &[
     ("heap", "kernel heap size in KiB, or with a K/M suffix (default: auto)"),
     ("test-panic", "test only: panic right after boot, to check the crash path"),
     ("test-fault", "test only: take a page fault on a guard page, to check fault reporting"),
+    ("nvme-irq", "msix|msi|poll: how NVMe completions are noticed (default msix)"),
+    ("test-storage", "test only: NVMe read/verify/write/flush checks on the first controller, then power off"),
     ("test-xen-peer", "test only: event-channel and grant round trip with this domain id (tests/xen/xen-peer.c)"),
 ];
 
@@ -36,6 +38,15 @@ pub struct Config {
     pub test_panic: bool,
     pub test_fault: bool,
     pub test_xen_peer: Option<u16>,
+    pub nvme_irq: NvmeIrq,
+    pub test_storage: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NvmeIrq {
+    MsiX,
+    Msi,
+    Poll,
 }
 
 impl Default for Config {
@@ -48,6 +59,8 @@ impl Default for Config {
             test_panic: false,
             test_fault: false,
             test_xen_peer: None,
+            nvme_irq: NvmeIrq::MsiX,
+            test_storage: false,
         }
     }
 }
@@ -120,6 +133,15 @@ fn apply<'a>(c: &mut Config, key: &'a str, value: Option<&'a str>) -> Result<(),
             }
             c.heap_bytes = Some(bytes);
         }
+        "nvme-irq" => {
+            c.nvme_irq = match value {
+                Some("msix") => NvmeIrq::MsiX,
+                Some("msi") => NvmeIrq::Msi,
+                Some("poll") => NvmeIrq::Poll,
+                _ => return Err(bad("msix, msi or poll")),
+            }
+        }
+        "test-storage" => c.test_storage = flag(value).ok_or(bad("nothing, 0 or 1"))?,
         "test-xen-peer" => {
             let d = value.and_then(|v| v.parse::<u16>().ok()).filter(|d| *d < 0x7ff0);
             c.test_xen_peer = Some(d.ok_or(bad("a domain id"))?);
@@ -174,6 +196,8 @@ mod tests {
                 test_panic: true,
                 test_fault: false,
                 test_xen_peer: Some(0),
+                nvme_irq: NvmeIrq::MsiX,
+                test_storage: false,
             }
         );
     }

@@ -7,6 +7,7 @@
 //! Environment: QEMU (default qemu-system-x86_64), BULKHEAD_TEST_LOGS (default
 //! build/test-logs/qemu).
 
+mod disk;
 mod image;
 mod qemu;
 

@@ -33,6 +33,10 @@ pub enum End {
 
 pub struct Scenario {
     pub name: &'static str,
+    /// QEMU machine type ("pc" is i440fx with port-I/O config space; "q35" has ECAM).
+    pub machine: &'static str,
+    /// Boot with an NVMe disk prepared by `disk::create` and checked by `disk::verify`.
+    pub nvme_disk: bool,
     pub image: Image,
     pub cmdline: &'static str,
     pub mem_mib: u32,
@@ -69,6 +73,8 @@ fn selftest(name: &'static str, image: Image, mem_mib: u32, entered: &str) -> Sc
     expect.push("selftest: PASS".into());
     Scenario {
         name,
+        machine: "pc",
+        nvme_disk: false,
         image,
         cmdline: "selftest",
         mem_mib,
@@ -79,13 +85,45 @@ fn selftest(name: &'static str, image: Image, mem_mib: u32, entered: &str) -> Sc
     }
 }
 
+fn storage(name: &'static str, machine: &'static str, cmdline: &'static str, mode: &str) -> Scenario {
+    Scenario {
+        name,
+        machine,
+        nvme_disk: true,
+        image: Image::Multiboot,
+        cmdline,
+        mem_mib: 64,
+        expect: vec![
+            "nvme0 (".to_string(),
+            format!("{mode}"),
+            "nvme0n1: 16384 blocks of 512 bytes".into(),
+            "storage-test: nvme0n1p1 \"alpha\" blocks 2048-4095".into(),
+            "storage-test: nvme0n1p2 \"beta\" blocks 4096-12287".into(),
+            "storage-test: read 1024 KiB of nvme0n1p1 and verified the pattern".into(),
+            "storage-test: wrote 256 KiB at nvme0n1p2 block 4096, flushed, read back equal".into(),
+            "storage-test: read past the end refused by the driver".into(),
+            "storage-test: read past the end refused by the controller: LBA out of range".into(),
+            "storage-test: device still works after the errors".into(),
+            format!("storage-test: completions noticed by {mode}"),
+            "storage-test: PASS".into(),
+        ],
+        forbid: vec!["PANIC", "FAIL"],
+        end: End::Exit(EXIT_POWEROFF),
+        timeout: Duration::from_secs(90),
+    }
+}
+
 pub fn scenarios() -> Vec<Scenario> {
     vec![
+        storage("storage-nvme-msix-q35", "q35", "test-storage", "MsiX"),
+        storage("storage-nvme-poll-pc", "pc", "test-storage nvme-irq=poll", "Poll"),
         selftest("selftest-multiboot-32m", Image::Multiboot, 32, "multiboot"),
         selftest("selftest-pvh-32m", Image::Pvh, 32, "pvh"),
         selftest("selftest-multiboot-1g", Image::Multiboot, 1024, "multiboot"),
         Scenario {
             name: "unknown-option",
+            machine: "pc",
+            nvme_disk: false,
             image: Image::Multiboot,
             cmdline: "selftest frobnicate=1 loglevel=loud",
             mem_mib: 32,
@@ -101,6 +139,8 @@ pub fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "forced-panic",
+            machine: "pc",
+            nvme_disk: false,
             image: Image::Multiboot,
             cmdline: "test-panic",
             mem_mib: 32,
@@ -116,6 +156,8 @@ pub fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "guard-page-fault",
+            machine: "pc",
+            nvme_disk: false,
             image: Image::Pvh,
             cmdline: "test-fault",
             mem_mib: 32,
@@ -131,6 +173,8 @@ pub fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "event-loop-heartbeat",
+            machine: "pc",
+            nvme_disk: false,
             image: Image::Multiboot,
             cmdline: "heartbeat=1 loglevel=debug",
             mem_mib: 32,
@@ -151,8 +195,21 @@ pub struct Outcome {
 }
 
 pub fn run(s: &Scenario, qemu: &str, image: &Path, log_dir: &Path) -> Outcome {
+    let _ = std::fs::create_dir_all(log_dir);
+    let disk = log_dir.join(format!("{}.img", s.name));
+    let mut extra: Vec<String> = vec!["-M".into(), s.machine.into()];
+    if s.nvme_disk {
+        if let Err(e) = crate::disk::create(&disk) {
+            return Outcome { ok: false, why: format!("disk image: {e}"), banner_ms: None, total: Duration::ZERO, lines: vec![] };
+        }
+        extra.extend(
+            ["-drive", &format!("file={},if=none,id=nvm,format=raw", disk.display()), "-device", "nvme,serial=bulkhead0,drive=nvm"]
+                .map(String::from),
+        );
+    }
     let start = Instant::now();
     let mut child = match Command::new(qemu)
+        .args(&extra)
         .args(["-kernel"])
         .arg(image)
         .args(["-append", s.cmdline, "-m", &s.mem_mib.to_string()])
@@ -271,5 +328,19 @@ pub fn run(s: &Scenario, qemu: &str, image: &Path, log_dir: &Path) -> Outcome {
             _ => String::new(),
         }
     };
+    let why = if why.is_empty() && s.nvme_disk {
+        match crate::disk::verify(&disk) {
+            Ok(report) => {
+                lines.push(format!("[runner] {report}"));
+                String::new()
+            }
+            Err(e) => format!("disk image check: {e}"),
+        }
+    } else {
+        why
+    };
+    if s.nvme_disk {
+        let _ = std::fs::remove_file(&disk);
+    }
     Outcome { ok: why.is_empty(), why, banner_ms, total, lines }
 }

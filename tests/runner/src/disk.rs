@@ -1,0 +1,105 @@
+//! The NVMe disk image the storage scenarios boot with: every block filled with a known
+//! pattern, then a GPT with two partitions written by sfdisk (an independent
+//! implementation, so the kernel's GPT parser is checked against a real tool). After QEMU
+//! exits the image is checked from the host: the kernel's writes must be there and
+//! nothing else may have changed.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+pub const BLOCK: usize = 512;
+pub const BLOCKS: u64 = 16384;
+pub const P1: (u64, u64) = (2048, 2048);
+pub const P2: (u64, u64) = (4096, 8192);
+/// Must match kernel/src/nvme.rs (WRITE_SEED, WRITE_BYTES).
+pub const WRITE_SEED: u8 = 0x5a;
+pub const WRITE_BYTES: u64 = 256 * 1024;
+
+/// Same formula as `nvme::pattern` in the kernel.
+pub fn pattern(seed: u8, lba: u64, i: usize) -> u8 {
+    ((lba.wrapping_mul(2_654_435_761).wrapping_add(i as u64 * 97) >> 3) as u8) ^ seed
+}
+
+pub fn create(path: &Path) -> Result<(), String> {
+    let mut img = vec![0u8; (BLOCKS as usize) * BLOCK];
+    for (k, b) in img.iter_mut().enumerate() {
+        *b = pattern(0, (k / BLOCK) as u64, k % BLOCK);
+    }
+    std::fs::write(path, &img).map_err(|e| format!("{}: {e}", path.display()))?;
+    let script = format!(
+        "label: gpt\nstart={}, size={}, name=alpha\nstart={}, size={}, name=beta\n",
+        P1.0, P1.1, P2.0, P2.1
+    );
+    let mut child = Command::new("sfdisk")
+        .arg("-q")
+        .arg(path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("sfdisk (package fdisk): {e}"))?;
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(script.as_bytes()).map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("sfdisk failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(())
+}
+
+/// After the storage test: the start of partition 2 holds the kernel's pattern; the rest
+/// of partition 2 and all of partition 1 still hold the host's.
+pub fn verify(path: &Path) -> Result<String, String> {
+    let img = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let written = WRITE_BYTES / BLOCK as u64;
+    let check = |lba: u64, seed: u8| -> Result<(), String> {
+        let o = lba as usize * BLOCK;
+        let blk = img.get(o..o + BLOCK).ok_or("image too short")?;
+        match (0..BLOCK).find(|&i| blk[i] != pattern(seed, lba, i)) {
+            None => Ok(()),
+            Some(i) => Err(format!("block {lba} byte {i}: {:#x}, expected {:#x} (seed {seed:#x})", blk[i], pattern(seed, lba, i))),
+        }
+    };
+    for lba in P2.0..P2.0 + written {
+        check(lba, WRITE_SEED)?;
+    }
+    for lba in (P2.0 + written..P2.0 + P2.1).chain(P1.0..P1.0 + P1.1) {
+        check(lba, 0)?;
+    }
+    Ok(format!("image: {} KiB written by Bulkhead found at partition 2; partitions otherwise unchanged", WRITE_BYTES / 1024))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pattern_differs_by_seed_block_and_offset() {
+        assert_ne!(pattern(0, 1, 0), pattern(WRITE_SEED, 1, 0));
+        let b1: Vec<u8> = (0..BLOCK).map(|i| pattern(0, 1, i)).collect();
+        let b2: Vec<u8> = (0..BLOCK).map(|i| pattern(0, 2, i)).collect();
+        assert_ne!(b1, b2);
+        assert!(b1.windows(2).any(|w| w[0] != w[1]));
+    }
+
+    #[test]
+    fn verify_catches_a_missing_write_and_a_stray_one() {
+        let dir = std::env::temp_dir().join(format!("bulkhead-disk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("d.img");
+        let mut img: Vec<u8> = (0..BLOCKS as usize * BLOCK).map(|k| pattern(0, (k / BLOCK) as u64, k % BLOCK)).collect();
+        std::fs::write(&p, &img).unwrap();
+        assert!(verify(&p).is_err(), "nothing written yet");
+        for lba in P2.0..P2.0 + WRITE_BYTES / BLOCK as u64 {
+            for i in 0..BLOCK {
+                img[lba as usize * BLOCK + i] = pattern(WRITE_SEED, lba, i);
+            }
+        }
+        std::fs::write(&p, &img).unwrap();
+        assert!(verify(&p).is_ok());
+        img[P1.0 as usize * BLOCK + 3] ^= 1;
+        std::fs::write(&p, &img).unwrap();
+        assert!(verify(&p).unwrap_err().contains("block 2048"));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -230,6 +230,7 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
         let mode = match config.nvme_irq {
             bulkhead_config::NvmeIrq::MsiX => nvme::IrqMode::MsiX,
             bulkhead_config::NvmeIrq::Msi => nvme::IrqMode::Msi,
+            bulkhead_config::NvmeIrq::Intx => nvme::IrqMode::Intx,
             bulkhead_config::NvmeIrq::Poll => nvme::IrqMode::Poll,
         };
         h.spawn("storage-test", nvme::self_test(h.clone(), mode));

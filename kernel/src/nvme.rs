@@ -23,6 +23,8 @@ use crate::pci::{self, Cfg};
 pub enum IrqMode {
     MsiX,
     Msi,
+    /// Legacy pin interrupt through the I/O APIC.
+    Intx,
     Poll,
 }
 
@@ -93,6 +95,8 @@ pub struct Disk {
     dma: KernelDma,
     mode: IrqMode,
     signal: Option<&'static Signal>,
+    /// INTx: the I/O APIC pin to unmask after servicing.
+    gsi: Option<u8>,
 }
 
 fn msix_setup(bdf: Bdf, bars: &[Option<Bar>; 6], bar0: u64, vector: u8) -> Result<(), &'static str> {
@@ -142,9 +146,22 @@ fn bring_up(h: &Handle, bdf: Bdf, name: &str, mode: IrqMode) -> Result<Disk, Str
         return Err("BAR0 not assigned by firmware".into());
     }
     let bar0 = crate::mem::map_mmio(base, size).map_err(|e| format!("cannot map BAR0: {e}"))?;
-    pci::with(|cs| bulkhead_pci::enable(&mut Cfg(cs), bdf, false));
+    pci::with(|cs| bulkhead_pci::enable(&mut Cfg(cs), bdf, mode == IrqMode::Intx));
+    let mut gsi = None;
     let (vector, signal) = match mode {
         IrqMode::Poll => (None, None),
+        IrqMode::Intx => {
+            let f = pci::with(|cs| bulkhead_pci::enumerate(&mut Cfg(cs))).unwrap_or_default();
+            let f = f.into_iter().find(|f| f.bdf == bdf).ok_or("device vanished")?;
+            if f.interrupt_pin == 0 || f.interrupt_line == 0 || f.interrupt_line == 0xff {
+                return Err("no INTx line assigned by firmware".into());
+            }
+            let (v, s) = pci::alloc_vector().ok_or("out of interrupt vectors")?;
+            h.watch(s);
+            crate::arch::ioapic::route_intx(f.interrupt_line, v, crate::arch::apic::id() as u8)?;
+            gsi = Some(f.interrupt_line);
+            (Some(v), Some(s))
+        }
         IrqMode::MsiX | IrqMode::Msi => {
             let (v, s) = pci::alloc_vector().ok_or("out of interrupt vectors")?;
             h.watch(s);
@@ -164,13 +181,17 @@ fn bring_up(h: &Handle, bdf: Bdf, name: &str, mode: IrqMode) -> Result<Disk, Str
         io_entries: 256,
         vector: match mode {
             IrqMode::MsiX => |_| Some(1),
-            IrqMode::Msi => |_| Some(0),
+            IrqMode::Msi | IrqMode::Intx => |_| Some(0),
             IrqMode::Poll => |_| None,
         },
         max_transfer: MAX_TRANSFER,
     };
     let mut dma = KernelDma;
     let ctrl = Controller::init(BarMmio(bar0), &mut dma, &mut SpinClock, &cfg).map_err(|e| format!("{e}"))?;
+    if matches!(mode, IrqMode::Msi | IrqMode::Intx) {
+        // Bring-up masked vector 0 (INTMS) while the admin queue was polled.
+        ctrl.unmask_vector(0);
+    }
     let i = &ctrl.info;
     info!(
         "{name} ({bdf}): {} serial {} fw {}, NVMe {}.{}, {} I/O queue(s), max transfer {} KiB, write cache {}, {:?}{}",
@@ -183,12 +204,12 @@ fn bring_up(h: &Handle, bdf: Bdf, name: &str, mode: IrqMode) -> Result<Disk, Str
         ctrl.max_transfer / 1024,
         if i.volatile_write_cache { "volatile" } else { "none" },
         mode,
-        vector.map(|v| format!(" (vector {v:#x})")).unwrap_or_default()
+        vector.map(|v| format!(" (vector {v:#x}{})", gsi.map(|g| format!(", I/O APIC pin {g}")).unwrap_or_default())).unwrap_or_default()
     );
     for ns in &ctrl.namespaces {
         info!("{name}n{}: {} blocks of {} bytes ({} MiB)", ns.nsid, ns.blocks, ns.block_size, ns.bytes() >> 20);
     }
-    Ok(Disk { name: String::from(name), ctrl, dma, mode, signal })
+    Ok(Disk { name: String::from(name), ctrl, dma, mode, signal, gsi })
 }
 
 impl Disk {
@@ -206,6 +227,9 @@ impl Disk {
                     got = Some(c);
                 }
             });
+            if let Some(g) = self.gsi {
+                crate::arch::ioapic::unmask(g);
+            }
             if let Some(c) = got {
                 return Ok(c);
             }

@@ -138,6 +138,8 @@ pub static DEVICE_SIGNALS: [Signal; DEVICE_VECTORS] = [const { Signal::new() }; 
 static NEXT_VECTOR: AtomicU8 = AtomicU8::new(0);
 
 fn device_interrupt(f: &mut InterruptFrame) {
+    // Level-triggered INTx: silence the pin until the driver has serviced the device.
+    crate::arch::ioapic::mask_for_vector(f);
     let i = f.vector as usize - FIRST_DEVICE_VECTOR as usize;
     if let Some(s) = DEVICE_SIGNALS.get(i) {
         s.raise();

@@ -187,6 +187,14 @@ impl<M: Mmio> Controller<M> {
         Ok(())
     }
 
+    /// Re-enable an MSI/INTx vector masked through INTMS (bring-up masks them all while
+    /// the admin queue is polled; meaningless for MSI-X, which masks in its table).
+    pub fn unmask_vector(&self, v: u32) {
+        if v < 32 {
+            self.mmio.write32(regs::INTMC, 1 << v);
+        }
+    }
+
     pub fn namespace(&self, nsid: u32) -> Option<&Namespace> {
         self.namespaces.iter().find(|n| n.nsid == nsid)
     }

@@ -23,7 +23,7 @@ pub const OPTIONS: &[(&str, &str)] = &[
     ("heap", "kernel heap size in KiB, or with a K/M suffix (default: auto)"),
     ("test-panic", "test only: panic right after boot, to check the crash path"),
     ("test-fault", "test only: take a page fault on a guard page, to check fault reporting"),
-    ("nvme-irq", "msix|msi|poll: how NVMe completions are noticed (default msix)"),
+    ("nvme-irq", "msix|msi|intx|poll: how NVMe completions are noticed (default msix)"),
     ("test-storage", "test only: NVMe read/verify/write/flush checks on the first controller, then power off"),
     ("test-xen-peer", "test only: event-channel and grant round trip with this domain id (tests/xen/xen-peer.c)"),
 ];
@@ -46,6 +46,7 @@ pub struct Config {
 pub enum NvmeIrq {
     MsiX,
     Msi,
+    Intx,
     Poll,
 }
 
@@ -137,8 +138,9 @@ fn apply<'a>(c: &mut Config, key: &'a str, value: Option<&'a str>) -> Result<(),
             c.nvme_irq = match value {
                 Some("msix") => NvmeIrq::MsiX,
                 Some("msi") => NvmeIrq::Msi,
+                Some("intx") => NvmeIrq::Intx,
                 Some("poll") => NvmeIrq::Poll,
-                _ => return Err(bad("msix, msi or poll")),
+                _ => return Err(bad("msix, msi, intx or poll")),
             }
         }
         "test-storage" => c.test_storage = flag(value).ok_or(bad("nothing, 0 or 1"))?,

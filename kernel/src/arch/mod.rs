@@ -5,6 +5,7 @@ pub mod apic;
 pub mod cpu;
 pub mod gdt;
 pub mod interrupts;
+pub mod ioapic;
 pub mod pit;
 
 use x86_64::instructions::port::Port;

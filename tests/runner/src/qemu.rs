@@ -116,6 +116,7 @@ fn storage(name: &'static str, machine: &'static str, cmdline: &'static str, mod
 pub fn scenarios() -> Vec<Scenario> {
     vec![
         storage("storage-nvme-msix-q35", "q35", "test-storage", "MsiX"),
+        storage("storage-nvme-intx-pc", "pc", "test-storage nvme-irq=intx", "Intx"),
         storage("storage-nvme-poll-pc", "pc", "test-storage nvme-irq=poll", "Poll"),
         selftest("selftest-multiboot-32m", Image::Multiboot, 32, "multiboot"),
         selftest("selftest-pvh-32m", Image::Pvh, 32, "pvh"),

@@ -11,7 +11,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 here="$root/tests/xen"
-SCENARIOS=(pvh-core vbd-initwait crash hvm-core)
+SCENARIOS=(pvh-core vbd-initwait crash hvm-core hvm-nvme)
 demo=0
 if [ "${1:-}" = --demo ]; then demo=1; shift; fi
 [ $# -gt 0 ] && SCENARIOS=("$@")
@@ -37,13 +37,21 @@ cp -r "$root/xl-configs" "$share/"
 cp -r "$here/scenarios" "$share/"
 install -m 755 "$here/dom0-init.sh" "$here/dom0-run.sh" "$share/"
 gcc -static -O2 -Wall -o "$share/xen-peer" "$here/xen-peer.c"
+# The NVMe the driver domain gets by passthrough: a pattern and a GPT, checked afterwards.
+runner="$root/target/release/bulkhead-testrun"
+[ -x "$runner" ] || (cd "$root" && cargo build -q --release -p bulkhead-testrun)
+nvme_img="$root/build/xen-nvme.img"
+"$runner" make-disk "$nvme_img"
 printf '%s\n' "${SCENARIOS[@]}" >"$share/scenarios.list"
+# Fixed PCI addresses: 00:03.0 is the NVMe that dom0 hands to the driver domain.
 qemu_args=(-M q35 -cpu qemu64,+svm,+npt -smp 2 -m 4096 -accel tcg,thread=multi -display none -no-reboot
+    -device intel-iommu,intremap=on,caching-mode=on
     -kernel "$img/xen"
     -append "console=com1 com1=115200 dom0_mem=1G,max:1G loglvl=all guest_loglvl=all"
     -initrd "$img/vmlinuz console=hvc0 root=/dev/vda rw init=/sbin/bulkhead-dom0-init quiet,$img/initrd.img"
-    -drive "file=$img/rootfs.img,if=none,id=root,format=raw,snapshot=on" -device virtio-blk-pci,drive=root
-    -fsdev "local,id=h,path=$share,security_model=none" -device virtio-9p-pci,fsdev=h,mount_tag=host)
+    -drive "file=$nvme_img,if=none,id=nvm,format=raw" -device nvme,serial=bulkhead0,drive=nvm,addr=3
+    -drive "file=$img/rootfs.img,if=none,id=root,format=raw,snapshot=on" -device virtio-blk-pci,drive=root,addr=6
+    -fsdev "local,id=h,path=$share,security_model=none" -device virtio-9p-pci,fsdev=h,mount_tag=host,addr=5)
 
 if [ $demo -eq 1 ]; then
     install -m 755 "$here/demo.sh" "$share/dom0-run.sh"
@@ -77,6 +85,13 @@ for s in "${SCENARIOS[@]}"; do
         tail -25 "$logs/$s.log" 2>/dev/null | sed 's/^/     | /'
     fi
 done
+# The NVMe image as the driver domain left it (hvm-nvme wrote and flushed through it).
+if printf '%s\n' "${SCENARIOS[@]}" | grep -qx hvm-nvme && grep -q "^PASS hvm-nvme " "$logs/results" 2>/dev/null; then
+    if ! "$runner" verify-disk "$nvme_img"; then
+        echo "FAIL hvm-nvme: the NVMe image does not hold what the driver domain wrote"
+        failed=1
+    fi
+fi
 if ! grep -q "BULKHEAD-DOM0-DONE" "$logs/serial.log"; then
     echo "xen tier: dom0 never finished; last serial lines:"
     tail -30 "$logs/serial.log" | sed 's/^/     | /'

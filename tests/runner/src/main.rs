@@ -3,6 +3,8 @@
 //!   bulkhead-testrun check-image <elf>            boot-protocol checks on a built image
 //!   bulkhead-testrun make-pvh <elf> <out>         copy without the multiboot header
 //!   bulkhead-testrun qemu <elf> <pvh-elf> [name…] bare-QEMU scenarios (all, or those named)
+//!   bulkhead-testrun make-disk <img>              NVMe test image: pattern + GPT (sfdisk)
+//!   bulkhead-testrun verify-disk <img>            check the storage test's writes
 //!
 //! Environment: QEMU (default qemu-system-x86_64), BULKHEAD_TEST_LOGS (default
 //! build/test-logs/qemu).
@@ -15,7 +17,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn usage() -> ExitCode {
-    eprintln!("usage: bulkhead-testrun check-image <elf> | make-pvh <elf> <out> | qemu <elf> <pvh-elf> [scenario...]");
+    eprintln!("usage: bulkhead-testrun check-image <elf> | make-pvh <elf> <out> | qemu <elf> <pvh-elf> [scenario...] | make-disk <img> | verify-disk <img>");
     ExitCode::from(2)
 }
 
@@ -33,6 +35,8 @@ fn main() -> ExitCode {
             .and_then(|b| image::pvh_variant(&b))
             .and_then(|v| std::fs::write(&args[2], v).map_err(|e| format!("{}: {e}", args[2]))),
         Some("qemu") if args.len() >= 3 => run_qemu(&args[1], &args[2], &args[3..]),
+        Some("make-disk") if args.len() == 2 => disk::create(args[1].as_ref()),
+        Some("verify-disk") if args.len() == 2 => disk::verify(args[1].as_ref()).map(|r| println!("{r}")),
         _ => return usage(),
     };
     match r {

@@ -233,7 +233,7 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
             bulkhead_config::NvmeIrq::Intx => nvme::IrqMode::Intx,
             bulkhead_config::NvmeIrq::Poll => nvme::IrqMode::Poll,
         };
-        h.spawn("storage-test", nvme::self_test(h.clone(), mode));
+        h.spawn("storage-test", nvme::self_test(h.clone(), mode, config.test_nvme_timeout));
     } else if config.selftest {
         selftest::prepare();
         h.spawn("selftest", selftest::run(h.clone()));

@@ -97,6 +97,9 @@ pub struct Disk {
     signal: Option<&'static Signal>,
     /// INTx: the I/O APIC pin to unmask after servicing.
     gsi: Option<u8>,
+    timeout_ns: u64,
+    /// Test only: submit the next command without ringing its doorbell, so it times out.
+    pub lose_next_command: bool,
 }
 
 fn msix_setup(bdf: Bdf, bars: &[Option<Bar>; 6], bar0: u64, vector: u8) -> Result<(), &'static str> {
@@ -209,7 +212,7 @@ fn bring_up(h: &Handle, bdf: Bdf, name: &str, mode: IrqMode) -> Result<Disk, Str
     for ns in &ctrl.namespaces {
         info!("{name}n{}: {} blocks of {} bytes ({} MiB)", ns.nsid, ns.blocks, ns.block_size, ns.bytes() >> 20);
     }
-    Ok(Disk { name: String::from(name), ctrl, dma, mode, signal, gsi })
+    Ok(Disk { name: String::from(name), ctrl, dma, mode, signal, gsi, timeout_ns: IO_TIMEOUT_NS, lose_next_command: false })
 }
 
 impl Disk {
@@ -218,7 +221,7 @@ impl Disk {
     }
 
     async fn wait(&mut self, h: &Handle, cid: u16, what: &'static str) -> Result<Completion, Error> {
-        let deadline = h.now() + IO_TIMEOUT_NS;
+        let deadline = h.now() + self.timeout_ns;
         loop {
             let mut got = None;
             let q = &mut self.ctrl.io[0];
@@ -247,9 +250,41 @@ impl Disk {
         }
     }
 
+    /// Submit and wait. A command that times out is aborted; if the controller cannot
+    /// abort it, the controller is reset. Either way it is re-issued once (its buffers
+    /// are still ours), and only a second failure reaches the caller.
     async fn run(&mut self, h: &Handle, cmd: Command, what: &'static str) -> Result<u32, Error> {
-        let cid = self.ctrl.io[0].submit(&self.dma, &self.ctrl.mmio, cmd)?;
-        self.wait(h, cid, what).await?.result()
+        let mut attempt = 0;
+        loop {
+            let cid = if core::mem::take(&mut self.lose_next_command) {
+                self.ctrl.io[0].submit_quiet(&self.dma, cmd)?
+            } else {
+                self.ctrl.io[0].submit(&self.dma, &self.ctrl.mmio, cmd)?
+            };
+            match self.wait(h, cid, what).await {
+                Ok(c) => return c.result(),
+                Err(Error::Timeout { .. }) if attempt == 0 => {
+                    attempt += 1;
+                    warn!("{}: {what} (command {cid}) timed out after {} ms; asking the controller to abort it", self.name, self.timeout_ns / 1_000_000);
+                    let aborted = self.ctrl.abort(&self.dma, &mut SpinClock, 1, cid).unwrap_or(false);
+                    if aborted && self.wait(h, cid, what).await.is_ok() {
+                        warn!("{}: command {cid} aborted; re-issuing {what}", self.name);
+                        continue;
+                    }
+                    warn!("{}: abort did not complete command {cid}; resetting the controller", self.name);
+                    let lost = self.ctrl.reset(&self.dma, &mut SpinClock)?;
+                    if matches!(self.mode, IrqMode::Msi | IrqMode::Intx) {
+                        self.ctrl.unmask_vector(0);
+                    }
+                    warn!("{}: controller reset ({} in flight dropped); re-issuing {what}", self.name, lost.iter().map(Vec::len).sum::<usize>());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    pub fn resets(&self) -> u32 {
+        self.ctrl.resets
     }
 
     /// Read or write whole blocks of namespace `nsid`, split at the transfer limit.
@@ -332,8 +367,8 @@ pub const WRITE_BYTES: usize = 256 * 1024;
 /// `test-storage`: bring up NVMe, list partitions, verify partition 1 holds the host's
 /// pattern, write a new pattern at the start of partition 2, flush, read it back, and
 /// check that out-of-range requests fail cleanly while the device keeps working.
-pub async fn self_test(h: Handle, mode: IrqMode) {
-    let ok = match storage_steps(&h, mode).await {
+pub async fn self_test(h: Handle, mode: IrqMode, lose_one: bool) {
+    let ok = match storage_steps(&h, mode, lose_one).await {
         Ok(()) => {
             crate::println!("storage-test: PASS");
             true
@@ -350,7 +385,7 @@ pub async fn self_test(h: Handle, mode: IrqMode) {
     }
 }
 
-async fn storage_steps(h: &Handle, mode: IrqMode) -> Result<(), String> {
+async fn storage_steps(h: &Handle, mode: IrqMode, lose_one: bool) -> Result<(), String> {
     let mut disks = probe(h, mode);
     let d = disks.first_mut().ok_or("no usable NVMe controller")?;
     let ns = d.namespaces().first().cloned().ok_or("no namespace")?;
@@ -396,6 +431,18 @@ async fn storage_steps(h: &Handle, mode: IrqMode) -> Result<(), String> {
     }
     d.rw(h, false, ns.nsid, 0, &mut one, true).await.map_err(|e| format!("read after the error: {e}"))?;
     crate::println!("storage-test: device still works after the errors");
+    if lose_one {
+        // A command the controller never sees: timeout, abort attempt, reset, re-issue.
+        d.timeout_ns = 2_000_000_000;
+        d.lose_next_command = true;
+        let mut again = alloc::vec![0u8; 64 * 1024];
+        d.rw(h, false, ns.nsid, p2.first_lba, &mut again, true).await.map_err(|e| format!("read after a lost command: {e}"))?;
+        if again[..] != w[..again.len()] {
+            return Err("data read after the controller reset differs".into());
+        }
+        crate::println!("storage-test: lost command timed out, controller reset ({} reset(s)), re-issued, data correct", d.resets());
+        d.timeout_ns = IO_TIMEOUT_NS;
+    }
     let interrupts: u64 = (0x40..0x60).map(|v| crate::arch::interrupts::COUNT[v].load(Ordering::Relaxed)).sum();
     crate::println!("storage-test: completions noticed by {:?}, {interrupts} device interrupt(s)", d.mode);
     if d.mode != IrqMode::Poll && interrupts == 0 {

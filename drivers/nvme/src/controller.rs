@@ -25,6 +25,9 @@ pub struct Controller<M: Mmio> {
     pub namespaces: Vec<Namespace>,
     /// Largest transfer per command, bytes (MDTS, capped by what the driver supports).
     pub max_transfer: usize,
+    vector: fn(u16) -> Option<u16>,
+    /// Controller resets done since bring-up.
+    pub resets: u32,
 }
 
 /// What the caller wants from bring-up.
@@ -127,7 +130,7 @@ impl<M: Mmio> Controller<M> {
         let (info, namespaces) = r?;
 
         let max_transfer = info.max_transfer.unwrap_or(usize::MAX).min(cfg.max_transfer);
-        let mut c = Controller { mmio, cap, version, admin, io: Vec::new(), info, namespaces, max_transfer };
+        let mut c = Controller { mmio, cap, version, admin, io: Vec::new(), info, namespaces, max_transfer, vector: cfg.vector, resets: 0 };
         c.create_io_queues(dma, clock, cfg)?;
         Ok(c)
     }
@@ -185,6 +188,43 @@ impl<M: Mmio> Controller<M> {
             self.io.push(q);
         }
         Ok(())
+    }
+
+    /// Controller-level reset (CC.EN 1 -> 0 -> 1) keeping every queue's memory: the admin
+    /// and I/O queues are set up again empty. Returns, per I/O queue, the command ids that
+    /// were in flight: the caller re-issues them (their data buffers are still its own).
+    pub fn reset(&mut self, dma: &impl Dma, clock: &mut impl Clock) -> Result<Vec<Vec<u16>>, Error> {
+        self.resets += 1;
+        let cc = self.mmio.read32(regs::CC);
+        self.mmio.write32(regs::CC, cc & !regs::CC_EN);
+        wait_ready(&self.mmio, clock, false, self.cap.timeout_ms)?;
+        self.admin.reset(dma);
+        let lost: Vec<Vec<u16>> = self.io.iter_mut().map(|q| q.reset(dma)).collect();
+        let e = self.admin.entries as u32;
+        self.mmio.write32(regs::AQA, ((e - 1) << 16) | (e - 1));
+        self.mmio.write64(regs::ASQ, self.admin.sq_base);
+        self.mmio.write64(regs::ACQ, self.admin.cq_base);
+        self.mmio.write32(regs::INTMS, 0xffff_ffff);
+        self.mmio.write32(regs::CC, regs::CC_EN | regs::CC_IOSQES_64 | regs::CC_IOCQES_16);
+        wait_ready(&self.mmio, clock, true, self.cap.timeout_ms)?;
+        let n = self.io.len() as u16;
+        run_polled(&mut self.admin, dma, &self.mmio, clock, Command::set_queue_count(n), ADMIN_TIMEOUT_US, "set features: number of queues")?
+            .result()?;
+        for i in 0..self.io.len() {
+            let (qid, entries, cq_base, sq_base) = { let q = &self.io[i]; (q.qid, q.entries, q.cq_base, q.sq_base) };
+            let cq = Command::create_cq(qid, entries, cq_base, (self.vector)(i as u16));
+            run_polled(&mut self.admin, dma, &self.mmio, clock, cq, ADMIN_TIMEOUT_US, "create I/O CQ")?.result()?;
+            let sq = Command::create_sq(qid, entries, sq_base, qid);
+            run_polled(&mut self.admin, dma, &self.mmio, clock, sq, ADMIN_TIMEOUT_US, "create I/O SQ")?.result()?;
+        }
+        Ok(lost)
+    }
+
+    /// Ask the controller to abort command `cid` on queue `sqid`; true if it says it did.
+    pub fn abort(&mut self, dma: &impl Dma, clock: &mut impl Clock, sqid: u16, cid: u16) -> Result<bool, Error> {
+        let c = run_polled(&mut self.admin, dma, &self.mmio, clock, Command::abort(sqid, cid), ADMIN_TIMEOUT_US, "abort")?;
+        // DW0 bit 0 set: the command was not aborted.
+        Ok(c.result()? & 1 == 0)
     }
 
     /// Re-enable an MSI/INTx vector masked through INTMS (bring-up masks them all while

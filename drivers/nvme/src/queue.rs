@@ -151,6 +151,18 @@ impl QueuePair {
         n
     }
 
+    /// Back to the state of a freshly created queue (after a controller reset): rings
+    /// zeroed, indices and phase reset. Returns the command ids that were in flight.
+    pub fn reset(&mut self, dma: &impl Dma) -> Vec<u16> {
+        dma.write(self.sq_base, &vec![0u8; self.entries as usize * SQE_SIZE]);
+        dma.write(self.cq_base, &vec![0u8; self.entries as usize * CQE_SIZE]);
+        self.sq_tail = 0;
+        self.sq_head = 0;
+        self.cq_head = 0;
+        self.phase = true;
+        self.abandon_all()
+    }
+
     /// Forget every command in flight (after a controller reset) and return their ids.
     pub fn abandon_all(&mut self) -> Vec<u16> {
         let ids = (0..self.entries).filter(|c| self.in_flight[*c as usize]).collect();

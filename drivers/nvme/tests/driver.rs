@@ -216,3 +216,37 @@ fn crc32(data: &[u8]) -> u32 {
     }
     !c
 }
+
+#[test]
+fn lost_command_times_out_then_reset_and_reissue() {
+    let (mut c, mut dma, mut clock, m) = up(256);
+    // The controller goes silent: the read is never completed.
+    let buf = dma.alloc(4096).unwrap();
+    let cmd = Command::rw(false, 1, 9, 8, buf, 0);
+    m.0.borrow_mut().silent = true;
+    let lost = c.io[0].submit(&dma, &c.mmio, cmd).unwrap();
+    let mut got = false;
+    let start = clock.0;
+    while clock.0 - start < 500_000 {
+        c.io[0].reap(&dma, &c.mmio, |x| got |= x.cid == lost);
+        clock.0 += 1000;
+    }
+    assert!(!got, "a silent controller completed nothing");
+    assert!(!c.abort(&dma, &mut clock, 1, lost).unwrap_or(false), "abort cannot help a silent controller");
+    m.0.borrow_mut().silent = false;
+    let in_flight = c.reset(&dma, &mut clock).unwrap();
+    assert_eq!(in_flight[0], vec![lost]);
+    assert!(in_flight[1..].iter().all(|q| q.is_empty()));
+    assert_eq!(c.resets, 1);
+    // Re-issue: the queue works again from a clean state.
+    let done = run_polled(&mut c.io[0], &dma, &c.mmio, &mut clock, cmd, 1_000_000, "read").unwrap();
+    assert!(done.result().is_ok());
+    let mut data = vec![0u8; 4096];
+    dma.read(buf, &mut data);
+    assert_eq!(data, m.0.borrow().disk[9 * BLOCK..9 * BLOCK + 4096]);
+    // And keeps working across many more commands (phase restarted correctly).
+    for i in 0..100 {
+        let mut b = vec![0u8; 512];
+        rw(&mut c, &mut dma, &mut clock, false, i, &mut b).unwrap();
+    }
+}

@@ -25,6 +25,7 @@ pub const OPTIONS: &[(&str, &str)] = &[
     ("test-fault", "test only: take a page fault on a guard page, to check fault reporting"),
     ("nvme-irq", "msix|msi|intx|poll: how NVMe completions are noticed (default msix)"),
     ("test-storage", "test only: NVMe read/verify/write/flush checks on the first controller, then power off"),
+    ("test-nvme-timeout", "test only: with test-storage, lose one command to exercise timeout, abort and reset"),
     ("test-xen-peer", "test only: event-channel and grant round trip with this domain id (tests/xen/xen-peer.c)"),
 ];
 
@@ -40,6 +41,7 @@ pub struct Config {
     pub test_xen_peer: Option<u16>,
     pub nvme_irq: NvmeIrq,
     pub test_storage: bool,
+    pub test_nvme_timeout: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +64,7 @@ impl Default for Config {
             test_xen_peer: None,
             nvme_irq: NvmeIrq::MsiX,
             test_storage: false,
+            test_nvme_timeout: false,
         }
     }
 }
@@ -144,6 +147,7 @@ fn apply<'a>(c: &mut Config, key: &'a str, value: Option<&'a str>) -> Result<(),
             }
         }
         "test-storage" => c.test_storage = flag(value).ok_or(bad("nothing, 0 or 1"))?,
+        "test-nvme-timeout" => c.test_nvme_timeout = flag(value).ok_or(bad("nothing, 0 or 1"))?,
         "test-xen-peer" => {
             let d = value.and_then(|v| v.parse::<u16>().ok()).filter(|d| *d < 0x7ff0);
             c.test_xen_peer = Some(d.ok_or(bad("a domain id"))?);
@@ -200,6 +204,7 @@ mod tests {
                 test_xen_peer: Some(0),
                 nvme_irq: NvmeIrq::MsiX,
                 test_storage: false,
+                test_nvme_timeout: false,
             }
         );
     }

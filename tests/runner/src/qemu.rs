@@ -86,6 +86,25 @@ fn selftest(name: &'static str, image: Image, mem_mib: u32, entered: &str) -> Sc
 }
 
 fn storage(name: &'static str, machine: &'static str, cmdline: &'static str, mode: &str) -> Scenario {
+    let mut expect: Vec<String> = vec![
+        "nvme0 (".to_string(),
+        format!("{mode}"),
+        "nvme0n1: 16384 blocks of 512 bytes".into(),
+        "storage-test: nvme0n1p1 \"alpha\" blocks 2048-4095".into(),
+        "storage-test: nvme0n1p2 \"beta\" blocks 4096-12287".into(),
+        "storage-test: read 1024 KiB of nvme0n1p1 and verified the pattern".into(),
+        "storage-test: wrote 256 KiB at nvme0n1p2 block 4096, flushed, read back equal".into(),
+        "storage-test: read past the end refused by the driver".into(),
+        "storage-test: read past the end refused by the controller: LBA out of range".into(),
+        "storage-test: device still works after the errors".into(),
+    ];
+    if cmdline.contains("test-nvme-timeout") {
+        expect.push("timed out after 2000 ms; asking the controller to abort it".into());
+        expect.push("controller reset".into());
+        expect.push("storage-test: lost command timed out, controller reset (1 reset(s)), re-issued, data correct".into());
+    }
+    expect.push(format!("storage-test: completions noticed by {mode}"));
+    expect.push("storage-test: PASS".into());
     Scenario {
         name,
         machine,
@@ -93,20 +112,7 @@ fn storage(name: &'static str, machine: &'static str, cmdline: &'static str, mod
         image: Image::Multiboot,
         cmdline,
         mem_mib: 64,
-        expect: vec![
-            "nvme0 (".to_string(),
-            format!("{mode}"),
-            "nvme0n1: 16384 blocks of 512 bytes".into(),
-            "storage-test: nvme0n1p1 \"alpha\" blocks 2048-4095".into(),
-            "storage-test: nvme0n1p2 \"beta\" blocks 4096-12287".into(),
-            "storage-test: read 1024 KiB of nvme0n1p1 and verified the pattern".into(),
-            "storage-test: wrote 256 KiB at nvme0n1p2 block 4096, flushed, read back equal".into(),
-            "storage-test: read past the end refused by the driver".into(),
-            "storage-test: read past the end refused by the controller: LBA out of range".into(),
-            "storage-test: device still works after the errors".into(),
-            format!("storage-test: completions noticed by {mode}"),
-            "storage-test: PASS".into(),
-        ],
+        expect,
         forbid: vec!["PANIC", "FAIL"],
         end: End::Exit(EXIT_POWEROFF),
         timeout: Duration::from_secs(90),
@@ -116,7 +122,7 @@ fn storage(name: &'static str, machine: &'static str, cmdline: &'static str, mod
 pub fn scenarios() -> Vec<Scenario> {
     vec![
         storage("storage-nvme-msix-q35", "q35", "test-storage", "MsiX"),
-        storage("storage-nvme-intx-pc", "pc", "test-storage nvme-irq=intx", "Intx"),
+        storage("storage-nvme-intx-pc", "pc", "test-storage nvme-irq=intx test-nvme-timeout", "Intx"),
         storage("storage-nvme-poll-pc", "pc", "test-storage nvme-irq=poll", "Poll"),
         selftest("selftest-multiboot-32m", Image::Multiboot, 32, "multiboot"),
         selftest("selftest-pvh-32m", Image::Pvh, 32, "pvh"),

@@ -188,6 +188,7 @@ impl State {
                 self.sqs.insert(qid, Sq { base: c.prp1, size: (c.cdw10 >> 16) as u16 + 1, head: 0, cqid });
                 (0, None)
             }
+            opcode::ABORT => (1, None), // "not aborted": the model completes everything it sees
             _ => (0, invalid),
         }
     }

@@ -13,6 +13,7 @@ use bulkhead_nvme::controller::{Config, Controller};
 use bulkhead_nvme::gpt::{self, Partition};
 use bulkhead_nvme::identify::Namespace;
 use bulkhead_nvme::{prp, Clock, Dma, Error, Mmio, PAGE_SIZE};
+use bulkhead_block::{BlockDevice, BlockError, Extent, Features, Target};
 use bulkhead_pci::{Bar, Bdf};
 use log::{error, info, warn};
 
@@ -339,6 +340,47 @@ impl Disk {
         self.run(h, Command::flush(nsid), "flush").await.map(|_| ())
     }
 
+    /// Write Zeroes, when the controller has it (ONCS bit 3); in chunks of 65536 blocks.
+    pub async fn write_zeroes(&mut self, h: &Handle, nsid: u32, mut lba: u64, mut blocks: u64) -> Result<(), Error> {
+        if !self.ctrl.info.write_zeroes {
+            return Err(Error::Invalid("write zeroes not supported"));
+        }
+        while blocks > 0 {
+            let n = blocks.min(65536);
+            self.run(h, Command::write_zeroes(nsid, lba, n as u32), "write zeroes").await?;
+            lba += n;
+            blocks -= n;
+        }
+        Ok(())
+    }
+
+    /// Dataset Management / deallocate (discard), when supported (ONCS bit 2).
+    pub async fn deallocate(&mut self, h: &Handle, nsid: u32, lba: u64, blocks: u64) -> Result<(), Error> {
+        if !self.ctrl.info.dsm {
+            return Err(Error::Invalid("deallocate not supported"));
+        }
+        let list = self.dma.alloc(PAGE_SIZE)?;
+        let mut ranges = Vec::new();
+        let (mut l, mut left) = (lba, blocks);
+        while left > 0 && ranges.len() < 256 * 16 {
+            let n = left.min(u32::MAX as u64);
+            ranges.extend_from_slice(&0u32.to_le_bytes());
+            ranges.extend_from_slice(&(n as u32).to_le_bytes());
+            ranges.extend_from_slice(&l.to_le_bytes());
+            l += n;
+            left -= n;
+        }
+        self.dma.write(list, &ranges);
+        let r = self.run(h, Command::deallocate(nsid, (ranges.len() / 16) as u16, list), "deallocate").await;
+        self.dma.free(list, PAGE_SIZE);
+        r.map(|_| ())
+    }
+
+    pub fn features(&self) -> Features {
+        let i = &self.ctrl.info;
+        Features { flush: true, discard: i.dsm, write_zeroes: i.write_zeroes, volatile_cache: i.volatile_write_cache }
+    }
+
     pub async fn partitions(&mut self, h: &Handle, nsid: u32) -> Result<Vec<Partition>, gpt::GptError> {
         let ns = self.ctrl.namespace(nsid).cloned().ok_or(gpt::GptError::Io)?;
         // Read the header and the largest entry array the parser accepts up front, then
@@ -355,6 +397,81 @@ impl Disk {
     }
 }
 
+fn block_error(e: Error) -> BlockError {
+    match e {
+        Error::Invalid(_) => BlockError::OutOfRange,
+        Error::Timeout { .. } => BlockError::Timeout,
+        _ => BlockError::Io,
+    }
+}
+
+/// One namespace, or one partition of it, as a block device: every range is checked
+/// against the extent before the controller sees it.
+pub struct View<'a> {
+    pub disk: &'a mut Disk,
+    pub h: Handle,
+    pub nsid: u32,
+    pub extent: Extent,
+}
+
+impl BlockDevice for View<'_> {
+    fn block_size(&self) -> u32 {
+        self.extent.block_size
+    }
+    fn blocks(&self) -> u64 {
+        self.extent.blocks
+    }
+    fn features(&self) -> Features {
+        self.disk.features()
+    }
+    async fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        let dev = self.extent.map(lba, buf.len(), false)?;
+        let h = self.h.clone();
+        self.disk.rw(&h, false, self.nsid, dev, buf, true).await.map_err(block_error)
+    }
+    async fn write(&mut self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
+        let dev = self.extent.map(lba, buf.len(), true)?;
+        let h = self.h.clone();
+        let mut copy = buf.to_vec();
+        self.disk.rw(&h, true, self.nsid, dev, &mut copy, true).await.map_err(block_error)
+    }
+    async fn flush(&mut self) -> Result<(), BlockError> {
+        let h = self.h.clone();
+        self.disk.flush(&h, self.nsid).await.map_err(block_error)
+    }
+    async fn discard(&mut self, lba: u64, blocks: u64) -> Result<(), BlockError> {
+        let dev = self.extent.map_blocks(lba, blocks, true)?;
+        if !self.disk.features().discard {
+            return Err(BlockError::Unsupported);
+        }
+        let h = self.h.clone();
+        self.disk.deallocate(&h, self.nsid, dev, blocks).await.map_err(block_error)
+    }
+}
+
+/// Resolve an xl `target=` against the controllers and their partition tables.
+pub fn resolve(disks: &[Disk], parts: &[(usize, u32, Vec<Partition>)], target: &Target) -> Option<(usize, u32, Extent)> {
+    let ns_extent = |d: usize, nsid: u32| {
+        disks.get(d)?.namespaces().iter().find(|n| n.nsid == nsid).map(|n| Extent { first: 0, blocks: n.blocks, block_size: n.block_size, read_only: false })
+    };
+    let part_extent = |d: usize, nsid: u32, p: &Partition| {
+        let bs = disks.get(d)?.namespaces().iter().find(|n| n.nsid == nsid)?.block_size;
+        Some(Extent { first: p.first_lba, blocks: p.blocks(), block_size: bs, read_only: false })
+    };
+    match target {
+        Target::Namespace { controller, nsid } => Some((*controller as usize, *nsid, ns_extent(*controller as usize, *nsid)?)),
+        Target::Partition { controller, nsid, number } => {
+            let (_, _, ps) = parts.iter().find(|(d, n, _)| *d == *controller as usize && *n == *nsid)?;
+            let p = ps.iter().find(|p| p.number == *number)?;
+            Some((*controller as usize, *nsid, part_extent(*controller as usize, *nsid, p)?))
+        }
+        Target::PartitionName(name) => parts.iter().find_map(|(d, n, ps)| {
+            let p = ps.iter().find(|p| &p.name == name)?;
+            Some((*d, *n, part_extent(*d, *n, p)?))
+        }),
+    }
+}
+
 /// The byte the storage test expects at byte `i` of block `lba` (same formula as
 /// tests/runner/src/disk.rs, which writes and checks the image from the host).
 pub fn pattern(seed: u8, lba: u64, i: usize) -> u8 {
@@ -363,6 +480,9 @@ pub fn pattern(seed: u8, lba: u64, i: usize) -> u8 {
 
 pub const WRITE_SEED: u8 = 0x5a;
 pub const WRITE_BYTES: usize = 256 * 1024;
+/// After the written range: this many blocks zeroed, then this many discarded.
+pub const ZERO_BLOCKS: u64 = 128;
+pub const DISCARD_BLOCKS: u64 = 128;
 
 /// `test-storage`: bring up NVMe, list partitions, verify partition 1 holds the host's
 /// pattern, write a new pattern at the start of partition 2, flush, read it back, and
@@ -431,6 +551,43 @@ async fn storage_steps(h: &Handle, mode: IrqMode, lose_one: bool) -> Result<(), 
     }
     d.rw(h, false, ns.nsid, 0, &mut one, true).await.map_err(|e| format!("read after the error: {e}"))?;
     crate::println!("storage-test: device still works after the errors");
+
+    // Partition 2 by number and by name through the block-device interface.
+    let all_parts = alloc::vec![(0usize, ns.nsid, parts.clone())];
+    let by_number = resolve(&disks, &all_parts, &Target::parse("nvme0n1p2").ok_or("target syntax")?).ok_or("nvme0n1p2 not found")?;
+    let by_name = resolve(&disks, &all_parts, &Target::parse("part:beta").ok_or("target syntax")?).ok_or("part:beta not found")?;
+    if by_number != by_name {
+        return Err(format!("nvme0n1p2 and part:beta differ: {by_number:?} vs {by_name:?}"));
+    }
+    let d = &mut disks[0];
+    let extent = by_name.2;
+    crate::println!("storage-test: targets nvme0n1p2 and part:beta both resolve to blocks {}+{}", extent.first, extent.blocks);
+    let zeroed = (WRITE_BYTES / bs) as u64;
+    d.write_zeroes(h, ns.nsid, extent.first + zeroed, ZERO_BLOCKS).await.map_err(|e| format!("write zeroes: {e}"))?;
+    let mut view = View { disk: d, h: h.clone(), nsid: ns.nsid, extent };
+    let mut z = alloc::vec![0xffu8; ZERO_BLOCKS as usize * bs];
+    view.read(zeroed, &mut z).await.map_err(|e| format!("read zeroed range: {e}"))?;
+    if z.iter().any(|b| *b != 0) {
+        return Err("write zeroes left non-zero data".into());
+    }
+    view.discard(zeroed + ZERO_BLOCKS, DISCARD_BLOCKS).await.map_err(|e| format!("discard: {e}"))?;
+    let mut one = alloc::vec![0u8; bs];
+    match view.read(extent.blocks, &mut one).await {
+        Err(BlockError::OutOfRange) => {}
+        other => return Err(format!("read past the partition end gave {other:?}")),
+    }
+    match view.write(extent.blocks - 1, &alloc::vec![0u8; 2 * bs]).await {
+        Err(BlockError::OutOfRange) => {}
+        other => return Err(format!("write across the partition end gave {other:?}")),
+    }
+    view.flush().await.map_err(|e| format!("flush: {e}"))?;
+    crate::println!(
+        "storage-test: zeroed {} KiB, discarded {} KiB, partition bounds enforced (features {:?})",
+        ZERO_BLOCKS as usize * bs / 1024,
+        DISCARD_BLOCKS as usize * bs / 1024,
+        view.features()
+    );
+    let d = &mut disks[0];
     if lose_one {
         // A command the controller never sees: timeout, abort attempt, reset, re-issue.
         d.timeout_ns = 2_000_000_000;

@@ -250,3 +250,25 @@ fn lost_command_times_out_then_reset_and_reissue() {
         rw(&mut c, &mut dma, &mut clock, false, i, &mut b).unwrap();
     }
 }
+
+#[test]
+fn write_zeroes_and_deallocate() {
+    let (mut c, mut dma, mut clock, m) = up(256);
+    let r = run_polled(&mut c.io[0], &dma, &c.mmio, &mut clock, Command::write_zeroes(1, 10, 4), 1_000_000, "wz").unwrap();
+    assert!(r.result().is_ok());
+    assert!(m.0.borrow().disk[10 * BLOCK..14 * BLOCK].iter().all(|b| *b == 0));
+    assert!(m.0.borrow().disk[14 * BLOCK..15 * BLOCK].iter().any(|b| *b != 0));
+    let list = dma.alloc(4096).unwrap();
+    let mut ranges = Vec::new();
+    for (slba, nlb) in [(20u64, 2u32), (40, 3)] {
+        ranges.extend_from_slice(&0u32.to_le_bytes());
+        ranges.extend_from_slice(&nlb.to_le_bytes());
+        ranges.extend_from_slice(&slba.to_le_bytes());
+    }
+    dma.write(list, &ranges);
+    let r = run_polled(&mut c.io[0], &dma, &c.mmio, &mut clock, Command::deallocate(1, 2, list), 1_000_000, "dsm").unwrap();
+    assert!(r.result().is_ok());
+    assert!(m.0.borrow().disk[40 * BLOCK..43 * BLOCK].iter().all(|b| *b == 0));
+    let bad = run_polled(&mut c.io[0], &dma, &c.mmio, &mut clock, Command::write_zeroes(1, 250, 10), 1_000_000, "wz").unwrap();
+    assert!(bad.result().is_err());
+}

@@ -14,6 +14,10 @@ pub const P2: (u64, u64) = (4096, 8192);
 /// Must match kernel/src/nvme.rs (WRITE_SEED, WRITE_BYTES).
 pub const WRITE_SEED: u8 = 0x5a;
 pub const WRITE_BYTES: u64 = 256 * 1024;
+/// After the written range the kernel zeroes this many blocks, then discards as many
+/// (discarded content is unspecified and not checked). Must match kernel/src/nvme.rs.
+pub const ZERO_BLOCKS: u64 = 128;
+pub const DISCARD_BLOCKS: u64 = 128;
 
 /// Same formula as `nvme::pattern` in the kernel.
 pub fn pattern(seed: u8, lba: u64, i: usize) -> u8 {
@@ -63,10 +67,22 @@ pub fn verify(path: &Path) -> Result<String, String> {
     for lba in P2.0..P2.0 + written {
         check(lba, WRITE_SEED)?;
     }
-    for lba in (P2.0 + written..P2.0 + P2.1).chain(P1.0..P1.0 + P1.1) {
+    let zeroed = P2.0 + written..P2.0 + written + ZERO_BLOCKS;
+    for lba in zeroed.clone() {
+        let o = lba as usize * BLOCK;
+        if img.get(o..o + BLOCK).ok_or("image too short")?.iter().any(|b| *b != 0) {
+            return Err(format!("block {lba} should have been zeroed"));
+        }
+    }
+    let rest = zeroed.end + DISCARD_BLOCKS..P2.0 + P2.1;
+    for lba in rest.chain(P1.0..P1.0 + P1.1) {
         check(lba, 0)?;
     }
-    Ok(format!("image: {} KiB written by Bulkhead found at partition 2; partitions otherwise unchanged", WRITE_BYTES / 1024))
+    Ok(format!(
+        "image: {} KiB written and {} KiB zeroed by Bulkhead found at partition 2; everything else unchanged",
+        WRITE_BYTES / 1024,
+        ZERO_BLOCKS * BLOCK as u64 / 1024
+    ))
 }
 
 #[cfg(test)]
@@ -95,6 +111,8 @@ mod tests {
                 img[lba as usize * BLOCK + i] = pattern(WRITE_SEED, lba, i);
             }
         }
+        let z = (P2.0 + WRITE_BYTES / BLOCK as u64) as usize * BLOCK;
+        img[z..z + ZERO_BLOCKS as usize * BLOCK].fill(0);
         std::fs::write(&p, &img).unwrap();
         assert!(verify(&p).is_ok());
         img[P1.0 as usize * BLOCK + 3] ^= 1;

@@ -97,6 +97,8 @@ fn storage(name: &'static str, machine: &'static str, cmdline: &'static str, mod
         "storage-test: read past the end refused by the driver".into(),
         "storage-test: read past the end refused by the controller: LBA out of range".into(),
         "storage-test: device still works after the errors".into(),
+        "storage-test: targets nvme0n1p2 and part:beta both resolve to blocks 4096+8192".into(),
+        "storage-test: zeroed 64 KiB, discarded 64 KiB, partition bounds enforced".into(),
     ];
     if cmdline.contains("test-nvme-timeout") {
         expect.push("timed out after 2000 ms; asking the controller to abort it".into());
@@ -309,16 +311,6 @@ pub fn run(s: &Scenario, qemu: &str, image: &Path, log_dir: &Path) -> Outcome {
     }
     let total = start.elapsed();
 
-    let _ = std::fs::create_dir_all(log_dir);
-    if let Ok(mut f) = std::fs::File::create(log_dir.join(format!("{}.log", s.name))) {
-        for l in &lines {
-            let _ = writeln!(f, "{l}");
-        }
-        if !stderr.is_empty() {
-            let _ = writeln!(f, "--- qemu stderr ---\n{stderr}");
-        }
-    }
-
     let code = status.and_then(|st| st.code());
     let why = if timed_out {
         format!("timed out after {:?} (hang?)", s.timeout)
@@ -349,5 +341,15 @@ pub fn run(s: &Scenario, qemu: &str, image: &Path, log_dir: &Path) -> Outcome {
     if s.nvme_disk {
         let _ = std::fs::remove_file(&disk);
     }
+    let _ = std::fs::create_dir_all(log_dir);
+    if let Ok(mut f) = std::fs::File::create(log_dir.join(format!("{}.log", s.name))) {
+        for l in &lines {
+            let _ = writeln!(f, "{l}");
+        }
+        if !stderr.is_empty() {
+            let _ = writeln!(f, "--- qemu stderr ---\n{stderr}");
+        }
+    }
+
     Outcome { ok: why.is_empty(), why, banner_ms, total, lines }
 }

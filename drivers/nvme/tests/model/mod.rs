@@ -225,6 +225,22 @@ impl State {
                 self.flushes += 1;
                 (0, None)
             }
+            opcode::DSM => {
+                let ranges = (c.cdw10 & 0xff) as usize + 1;
+                let mut list = vec![0u8; ranges * 16];
+                self.read(c.prp1, &mut list);
+                for r in list.chunks(16) {
+                    let nlb = u32::from_le_bytes(r[4..8].try_into().unwrap()) as u64;
+                    let slba = u64::from_le_bytes(r[8..16].try_into().unwrap());
+                    if slba + nlb > blocks {
+                        return (0, out_of_range);
+                    }
+                    if c.cdw11 & (1 << 2) != 0 {
+                        self.disk[slba as usize * BLOCK..(slba + nlb) as usize * BLOCK].fill(0);
+                    }
+                }
+                (0, None)
+            }
             opcode::WRITE_ZEROES => {
                 if lba + n > blocks {
                     return (0, out_of_range);

@@ -1,0 +1,174 @@
+//! What a storage driver offers and blkback consumes: [`BlockDevice`] (whole blocks,
+//! async), [`Extent`] (a window onto a device — a namespace or one GPT partition — that
+//! checks every range before it reaches the device), and [`Target`] (the names an xl disk
+//! line's `target=` may use).
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+use alloc::string::String;
+use core::fmt;
+use core::future::Future;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockError {
+    /// Outside the device or extent.
+    OutOfRange,
+    /// Not a whole number of blocks, or empty.
+    BadLength,
+    /// Writing to a read-only extent.
+    ReadOnly,
+    /// The device does not support the operation (e.g. discard).
+    Unsupported,
+    /// The device failed the request (its driver logged why).
+    Io,
+    /// The device did not complete the request in time and could not be recovered.
+    Timeout,
+}
+
+impl fmt::Display for BlockError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BlockError::OutOfRange => "range outside the device",
+            BlockError::BadLength => "length is not a whole number of blocks",
+            BlockError::ReadOnly => "device is read-only",
+            BlockError::Unsupported => "operation not supported by the device",
+            BlockError::Io => "I/O error",
+            BlockError::Timeout => "device timed out",
+        })
+    }
+}
+
+/// Capabilities a backend advertises to its frontends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Features {
+    pub flush: bool,
+    pub discard: bool,
+    pub write_zeroes: bool,
+    pub volatile_cache: bool,
+}
+
+/// A device addressed in blocks. Implementations complete asynchronously on the event
+/// loop; buffers are the caller's until the future resolves.
+pub trait BlockDevice {
+    fn block_size(&self) -> u32;
+    fn blocks(&self) -> u64;
+    fn features(&self) -> Features;
+    fn read(&mut self, lba: u64, buf: &mut [u8]) -> impl Future<Output = Result<(), BlockError>>;
+    fn write(&mut self, lba: u64, buf: &[u8]) -> impl Future<Output = Result<(), BlockError>>;
+    fn flush(&mut self) -> impl Future<Output = Result<(), BlockError>>;
+    fn discard(&mut self, lba: u64, blocks: u64) -> impl Future<Output = Result<(), BlockError>>;
+}
+
+/// A contiguous range of a device's blocks exposed as a device of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Extent {
+    pub first: u64,
+    pub blocks: u64,
+    pub block_size: u32,
+    pub read_only: bool,
+}
+
+impl Extent {
+    /// Map a request on the extent to device blocks, refusing anything that would leave
+    /// it (including arithmetic overflow from hostile values).
+    pub fn map(&self, lba: u64, bytes: usize, write: bool) -> Result<u64, BlockError> {
+        if write && self.read_only {
+            return Err(BlockError::ReadOnly);
+        }
+        let bs = self.block_size as usize;
+        if bytes == 0 || bytes % bs != 0 {
+            return Err(BlockError::BadLength);
+        }
+        let n = (bytes / bs) as u64;
+        let end = lba.checked_add(n).ok_or(BlockError::OutOfRange)?;
+        if end > self.blocks {
+            return Err(BlockError::OutOfRange);
+        }
+        self.first.checked_add(lba).ok_or(BlockError::OutOfRange)
+    }
+
+    pub fn map_blocks(&self, lba: u64, blocks: u64, write: bool) -> Result<u64, BlockError> {
+        if write && self.read_only {
+            return Err(BlockError::ReadOnly);
+        }
+        if blocks == 0 || lba.checked_add(blocks).is_none_or(|e| e > self.blocks) {
+            return Err(BlockError::OutOfRange);
+        }
+        Ok(self.first + lba)
+    }
+}
+
+/// What an xl disk line's `target=` names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// `nvme0n1`: a whole namespace.
+    Namespace { controller: u32, nsid: u32 },
+    /// `nvme0n1p2`: a GPT partition by number.
+    Partition { controller: u32, nsid: u32, number: u32 },
+    /// `part:NAME`: a GPT partition by name, on any controller.
+    PartitionName(String),
+}
+
+impl Target {
+    pub fn parse(s: &str) -> Option<Target> {
+        if let Some(name) = s.strip_prefix("part:") {
+            return (!name.is_empty() && name.len() <= 36).then(|| Target::PartitionName(String::from(name)));
+        }
+        let rest = s.strip_prefix("nvme")?;
+        let (ctrl, rest) = split_number(rest)?;
+        let rest = rest.strip_prefix('n')?;
+        let (nsid, rest) = split_number(rest)?;
+        if nsid == 0 {
+            return None;
+        }
+        if rest.is_empty() {
+            return Some(Target::Namespace { controller: ctrl, nsid });
+        }
+        let (number, rest) = split_number(rest.strip_prefix('p')?)?;
+        (rest.is_empty() && number > 0).then_some(Target::Partition { controller: ctrl, nsid, number })
+    }
+}
+
+fn split_number(s: &str) -> Option<(u32, &str)> {
+    let end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let digits = &s[..end];
+    if digits.is_empty() || digits.len() > 9 || (digits.len() > 1 && digits.starts_with('0')) {
+        return None;
+    }
+    Some((digits.parse().ok()?, &s[end..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        assert_eq!(Target::parse("nvme0n1"), Some(Target::Namespace { controller: 0, nsid: 1 }));
+        assert_eq!(Target::parse("nvme1n2p13"), Some(Target::Partition { controller: 1, nsid: 2, number: 13 }));
+        assert_eq!(Target::parse("part:alpha"), Some(Target::PartitionName("alpha".into())));
+        for bad in ["", "nvme", "nvme0", "nvme0n", "nvme0n0", "nvme0n1p", "nvme0n1p0", "nvme01n1", "nvme0n1p2x", "sda1", "part:", "/dev/nvme0n1", "nvme0n1p99999999999"] {
+            assert_eq!(Target::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn extents_check_ranges() {
+        let e = Extent { first: 2048, blocks: 100, block_size: 512, read_only: false };
+        assert_eq!(e.map(0, 512, false), Ok(2048));
+        assert_eq!(e.map(99, 512, true), Ok(2147));
+        assert_eq!(e.map(99, 1024, false), Err(BlockError::OutOfRange));
+        assert_eq!(e.map(100, 512, false), Err(BlockError::OutOfRange));
+        assert_eq!(e.map(u64::MAX, 512, false), Err(BlockError::OutOfRange));
+        assert_eq!(e.map(0, 0, false), Err(BlockError::BadLength));
+        assert_eq!(e.map(0, 100, false), Err(BlockError::BadLength));
+        let ro = Extent { read_only: true, ..e };
+        assert_eq!(ro.map(0, 512, true), Err(BlockError::ReadOnly));
+        assert_eq!(ro.map(0, 512, false), Ok(2048));
+        assert_eq!(e.map_blocks(90, 10, true), Ok(2138));
+        assert_eq!(e.map_blocks(90, 11, true), Err(BlockError::OutOfRange));
+        assert_eq!(e.map_blocks(0, 0, true), Err(BlockError::OutOfRange));
+    }
+}

@@ -144,6 +144,14 @@ pub fn probe(h: &Handle, mode: IrqMode) -> Vec<Disk> {
 }
 
 fn bring_up(h: &Handle, bdf: Bdf, name: &str, mode: IrqMode) -> Result<Disk, String> {
+    // Start from a clean device (a previous driver domain may have died mid-I/O).
+    let mut clock = SpinClock;
+    match pci::with(|cs| bulkhead_pci::reset_function(&mut Cfg(cs), bdf, |ms| clock.pause(ms as u64 * 1000))) {
+        Some(Ok(())) => info!("{name} ({bdf}): function-level reset done"),
+        Some(Err(bulkhead_pci::PciError::Unsupported(..))) => {}
+        Some(Err(e)) => return Err(format!("reset failed: {e}")),
+        None => return Err("no PCI access".into()),
+    }
     let bars = pci::with(|cs| bulkhead_pci::bars(&mut Cfg(cs), bdf)).ok_or("no PCI access")?.map_err(|e| format!("{e}"))?;
     let Some(Bar::Memory { base, size, .. }) = bars[0] else { return Err("BAR0 is not a memory BAR".into()) };
     if base == 0 {

@@ -383,5 +383,26 @@ pub fn flr(cs: &mut impl ConfigSpace, bdf: Bdf, mut sleep_ms: impl FnMut(u32)) -
     Err(PciError::ResetTimeout(bdf))
 }
 
+/// Function-level reset that keeps the firmware's (or toolstack's) configuration: the
+/// command register, BARs and interrupt line are saved and written back afterwards, since
+/// FLR returns them to their defaults. Returns `Unsupported` when the device has no FLR.
+pub fn reset_function(cs: &mut impl ConfigSpace, bdf: Bdf, sleep_ms: impl FnMut(u32)) -> Result<(), PciError> {
+    const SAVED: [u16; 8] = [0x10, 0x14, 0x18, 0x1c, 0x20, 0x24, 0x3c, 0x04];
+    let saved: [u32; 8] = SAVED.map(|o| cs.read32(bdf, o));
+    if saved[7] == 0xffff_ffff {
+        return Err(PciError::Absent(bdf));
+    }
+    flr(cs, bdf, sleep_ms)?;
+    // Command last, so decoding resumes only once the BARs are back.
+    for (o, v) in SAVED.iter().zip(saved) {
+        if *o == reg::COMMAND {
+            cs.write16(bdf, reg::COMMAND, v as u16);
+        } else {
+            cs.write32(bdf, *o, v);
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests;

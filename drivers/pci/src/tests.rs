@@ -10,6 +10,9 @@ struct Dev {
     cfg: Vec<u8>,
     /// Size masks per BAR register (0 = unimplemented).
     bar_masks: [u32; 6],
+    /// Read-only low bits per BAR register (type/prefetch; 0 for the upper half of a
+    /// 64-bit BAR).
+    bar_flags: [u32; 6],
     flr_count: u32,
 }
 
@@ -21,10 +24,16 @@ impl Dev {
         cfg[9] = class[2];
         cfg[10] = class[1];
         cfg[11] = class[0];
-        Dev { cfg, bar_masks: [0; 6], flr_count: 0 }
+        Dev { cfg, bar_masks: [0; 6], bar_flags: [0; 6], flr_count: 0 }
     }
     fn w32(&mut self, off: usize, v: u32) {
         self.cfg[off..off + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    /// BAR register `i`: initial value, size mask, read-only flag bits.
+    fn bar(&mut self, i: usize, value: u32, mask: u32, flags: u32) {
+        self.w32(0x10 + 4 * i, value);
+        self.bar_masks[i] = mask;
+        self.bar_flags[i] = flags;
     }
     fn add_cap(&mut self, at: u8, id: u8, body: &[u8]) {
         // Append to the list.
@@ -57,16 +66,22 @@ impl ConfigSpace for Model {
         let o = off as usize;
         if (0x10..0x28).contains(&o) {
             let i = (o - 0x10) / 4;
-            let cur = u32::from_le_bytes(d.cfg[o..o + 4].try_into().unwrap());
-            let flags = if cur & 1 == 1 { cur & 0x3 } else { cur & 0xf };
             let m = d.bar_masks[i];
-            let v = if m == 0 { 0 } else { (v & m) | flags };
+            let v = if m == 0 { 0 } else { (v & m) | d.bar_flags[i] };
             d.w32(o, v);
             return;
         }
         if o == 0x78 && v & (1 << 15) != 0 {
-            // PCIe DevCtl (cap at 0x70, register at 0x78): bit 15 starts an FLR.
+            // PCIe DevCtl (cap at 0x70, register at 0x78): bit 15 starts an FLR, which
+            // clears the BAR addresses and the command register, as QEMU's model does.
             d.flr_count += 1;
+            for bar in 0..6 {
+                let flags = d.bar_flags[bar];
+                d.w32(0x10 + 4 * bar, flags);
+            }
+            d.cfg[4] = 0;
+            d.cfg[5] = 0;
+            return;
         }
         d.w32(o, v);
     }
@@ -75,16 +90,12 @@ impl ConfigSpace for Model {
 fn nvme_dev() -> Dev {
     let mut d = Dev::new(0x1b36, 0x0010, [0x01, 0x08, 0x02]);
     // BAR0/1: 64-bit 16 KiB memory BAR at 0xfebd0000.
-    d.w32(0x10, 0xfebd_0004);
-    d.w32(0x14, 0);
-    d.bar_masks[0] = !(0x4000 - 1);
-    d.bar_masks[1] = 0xffff_ffff;
+    d.bar(0, 0xfebd_0004, !(0x4000 - 1), 0x4);
+    d.bar(1, 0, 0xffff_ffff, 0);
     // BAR4: 32-bit 4 KiB memory BAR.
-    d.w32(0x20, 0xfebd_4000);
-    d.bar_masks[4] = !(0x1000 - 1);
+    d.bar(4, 0xfebd_4000, !(0x1000 - 1), 0);
     // BAR5: I/O BAR of 32 ports.
-    d.w32(0x24, 0xc001);
-    d.bar_masks[5] = !(32 - 1) & 0xffff;
+    d.bar(5, 0xc001, !(32 - 1) & 0xffff, 0x1);
     d.cfg[0x3c] = 11;
     d.cfg[0x3d] = 1;
     // MSI-X: 65 vectors, table in BAR0 at 0x2000, PBA at 0x3000.
@@ -154,6 +165,7 @@ fn sizes_bars_and_restores_them() {
     assert_eq!(b[5], Some(Bar::Io { port: 0xc000, size: 32 }));
     // Original values are back.
     assert_eq!(m.read32(Bdf::new(0, 3, 0), 0x10), 0xfebd_0004);
+    assert_eq!(m.read32(Bdf::new(0, 3, 0), 0x14), 0);
     assert_eq!(m.read32(Bdf::new(0, 3, 0), 0x20), 0xfebd_4000);
 }
 
@@ -161,8 +173,7 @@ fn sizes_bars_and_restores_them() {
 fn malformed_bars_are_errors() {
     let mut m = model();
     let d = m.devs.get_mut(&Bdf::new(0, 3, 0)).unwrap();
-    d.w32(0x24, 0x4); // 64-bit BAR in the last slot
-    d.bar_masks[5] = 0xffff_f000;
+    d.bar(5, 0x4, 0xffff_f000, 0x4); // 64-bit BAR in the last slot
     assert_eq!(bars(&mut m, Bdf::new(0, 3, 0)), Err(PciError::BadBar { bdf: Bdf::new(0, 3, 0), index: 5 }));
     let mut m = model();
     m.devs.get_mut(&Bdf::new(0, 3, 0)).unwrap().bar_masks[4] = 0xfff0_1000; // not a power of two
@@ -234,4 +245,19 @@ fn enable_sets_memory_bus_master_and_intx() {
     assert_eq!(cmd & (reg::CMD_MEMORY | reg::CMD_BUS_MASTER | reg::CMD_INTX_DISABLE), reg::CMD_MEMORY | reg::CMD_BUS_MASTER | reg::CMD_INTX_DISABLE);
     enable(&mut m, bdf, true);
     assert_eq!(m.read16(bdf, reg::COMMAND) & reg::CMD_INTX_DISABLE, 0);
+}
+
+#[test]
+fn reset_function_restores_bars_and_command() {
+    let mut m = model();
+    let bdf = Bdf::new(0, 3, 0);
+    enable(&mut m, bdf, false);
+    let before = bars(&mut m, bdf).unwrap();
+    let cmd = m.read16(bdf, reg::COMMAND);
+    reset_function(&mut m, bdf, |_| {}).unwrap();
+    assert_eq!(m.devs[&bdf].flr_count, 1);
+    assert_eq!(bars(&mut m, bdf).unwrap(), before, "BARs restored after FLR");
+    assert_eq!(m.read16(bdf, reg::COMMAND), cmd);
+    assert_eq!(m.read8(bdf, reg::INTERRUPT_LINE), 11);
+    assert_eq!(reset_function(&mut m, Bdf::new(0, 9, 0), |_| {}), Err(PciError::Absent(Bdf::new(0, 9, 0))));
 }

@@ -135,9 +135,26 @@ pub fn probe(h: &Handle, mode: IrqMode) -> Vec<Disk> {
     let mut out = Vec::new();
     for f in funcs.iter().filter(|f| f.is_nvme()) {
         let name = format!("nvme{}", out.len());
-        match bring_up(h, f.bdf, &name, mode) {
-            Ok(d) => out.push(d),
-            Err(e) => error!("{name} ({}): not usable: {e}", f.bdf),
+        // Fall back from the requested interrupt mechanism to the next one the device
+        // and platform offer: MSI-X, MSI, INTx, then polling.
+        let order = [IrqMode::MsiX, IrqMode::Msi, IrqMode::Intx, IrqMode::Poll];
+        let start = order.iter().position(|m| *m == mode).unwrap_or(0);
+        let mut last = String::new();
+        for m in &order[start..] {
+            match bring_up(h, f.bdf, &name, *m) {
+                Ok(d) => {
+                    out.push(d);
+                    last.clear();
+                    break;
+                }
+                Err(e) => {
+                    warn!("{name} ({}): {m:?} failed: {e}", f.bdf);
+                    last = e;
+                }
+            }
+        }
+        if !last.is_empty() {
+            error!("{name} ({}): not usable: {last}", f.bdf);
         }
     }
     out

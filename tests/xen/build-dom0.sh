@@ -4,7 +4,9 @@
 #
 #   tests/xen/build-dom0.sh OUTDIR
 #
-# OUTDIR gets xen (ELF32 multiboot image), vmlinuz, initrd.img, rootfs.img (ext4).
+# OUTDIR gets xen (ELF32 multiboot image), vmlinuz, initrd.img, rootfs.img (ext4), and
+# linux-initrd.img: a small initramfs for the Linux domUs of the tier (a Linux driver
+# domain as the baseline, test guests); run.sh appends tests/xen/linux-init.sh to it.
 # Needs root (debootstrap), network access to the Debian archive, ~1.5 GB of disk.
 set -euo pipefail
 out=$(realpath -m "$1")
@@ -42,6 +44,50 @@ umount "$work/root/proc"
 
 cp "$work/root/boot/vmlinuz-$kver" "$out/vmlinuz"
 cp "$work/root/boot/initrd.img-$kver" "$out/initrd.img"
+
+# The Linux domU initramfs: busybox, the xl toolstack (for `xl devd`), xenstore tools, the
+# modules a driver domain and a guest need, and a minimal block hotplug script. The init
+# (tests/xen/linux-init.sh) is appended by run.sh at each run, so it can change freely.
+dd="$work/root/etc/bulkhead-linux"
+mkdir -p "$dd/hooks" "$dd/scripts"
+cat >"$dd/initramfs.conf" <<'CONF'
+MODULES=list
+BUSYBOX=y
+COMPRESS=gzip
+CONF
+printf '%s\n' xen-pcifront nvme xen-blkback xen-blkfront xen-netback xen-netfront e1000e bridge >"$dd/modules"
+cat >"$work/root/usr/local/sbin/bulkhead-block-hotplug" <<'HOTPLUG'
+#!/bin/sh
+# Minimal block hotplug for a Linux driver domain (Debian's bash script is too slow for
+# libxl's timeout under TCG): publish the device's major:minor for blkback.
+dev=$(xenstore-read "$XENBUS_PATH/params")
+case "$1" in
+add)
+    mm=$(stat -L -c '%t:%T' "$dev") || exit 1
+    xenstore-write "$XENBUS_PATH/physical-device" "$mm"
+    xenstore-write "$XENBUS_PATH/hotplug-status" connected ;;
+remove) ;;
+esac
+HOTPLUG
+chmod 755 "$work/root/usr/local/sbin/bulkhead-block-hotplug"
+cat >"$dd/hooks/bulkhead" <<'HOOK'
+#!/bin/sh
+case "$1" in prereqs) exit 0 ;; esac
+. /usr/share/initramfs-tools/hook-functions
+copy_exec /usr/lib/xen-4.17/bin/xl /usr/sbin/xl
+for t in xenstore-read xenstore-write xenstore-ls xenstore-rm; do
+    p=$(command -v $t) && copy_exec "$(readlink -f "$p")" "/usr/bin/$t"
+done
+copy_exec /usr/local/sbin/bulkhead-block-hotplug /etc/xen/scripts/bulkhead-block
+mkdir -p "$DESTDIR/etc/xen" "$DESTDIR/var/lib/xen"
+[ -f /etc/xen/xl.conf ] && cp /etc/xen/xl.conf "$DESTDIR/etc/xen/"
+exit 0
+HOOK
+chmod 755 "$dd/hooks/bulkhead"
+mount -t proc proc "$work/root/proc"
+chroot "$work/root" mkinitramfs -d /etc/bulkhead-linux -o /boot/linux-initrd.img "$kver" >/dev/null
+umount "$work/root/proc"
+cp "$work/root/boot/linux-initrd.img" "$out/linux-initrd.img"
 
 # The hypervisor comes from the same archive, unpacked rather than installed.
 ( cd "$work" && apt-get download xen-hypervisor-4.17-amd64 >/dev/null 2>&1 )

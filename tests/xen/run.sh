@@ -33,6 +33,8 @@ fi
 rm -rf "$share" "$logs"
 mkdir -p "$share/out/console" "$logs"
 cp "$root/build/bulkhead.elf" "$share/"
+mkdir -p "$share/linux"
+cp "$img/vmlinuz" "$share/linux/"
 cp -r "$root/xl-configs" "$share/"
 cp -r "$here/scenarios" "$share/"
 install -m 755 "$here/dom0-init.sh" "$here/dom0-run.sh" "$share/"
@@ -42,6 +44,7 @@ runner="$root/target/release/bulkhead-testrun"
 [ -x "$runner" ] || (cd "$root" && cargo build -q --release -p bulkhead-testrun)
 nvme_img="$root/build/xen-nvme.img"
 "$runner" make-disk "$nvme_img"
+"$runner" initramfs-overlay "$share/linux/linux-initrd.img" "$img/linux-initrd.img" "bulkhead-linux-init=$here/linux-init.sh"
 printf '%s\n' "${SCENARIOS[@]}" >"$share/scenarios.list"
 # Fixed PCI addresses: 00:03.0 is the NVMe that dom0 hands to the driver domain.
 qemu_args=(-M q35 -cpu qemu64,+svm,+npt -smp 2 -m 4096 -accel tcg,thread=multi -display none -no-reboot
@@ -70,6 +73,7 @@ secs=$(( $(date +%s) - start ))
 cp -r "$share/out/." "$logs/" 2>/dev/null || true
 
 echo "xen tier: QEMU ran ${secs}s (exit $qrc); logs in $logs"
+grep -h "^figure:" "$logs"/*.log 2>/dev/null | sed 's/^/xen tier: /' || true
 failed=0
 for s in "${SCENARIOS[@]}"; do
     line=$(grep -E "^(PASS|FAIL) $s " "$logs/results" 2>/dev/null | head -1 || true)

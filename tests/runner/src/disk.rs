@@ -11,6 +11,8 @@ pub const BLOCK: usize = 512;
 pub const BLOCKS: u64 = 16384;
 pub const P1: (u64, u64) = (2048, 2048);
 pub const P2: (u64, u64) = (4096, 8192);
+/// Scratch partition for other drivers in the Xen tier (the Linux baseline); not checked.
+pub const P3: (u64, u64) = (12288, 2048);
 /// Must match kernel/src/nvme.rs (WRITE_SEED, WRITE_BYTES).
 pub const WRITE_SEED: u8 = 0x5a;
 pub const WRITE_BYTES: u64 = 256 * 1024;
@@ -31,8 +33,8 @@ pub fn create(path: &Path) -> Result<(), String> {
     }
     std::fs::write(path, &img).map_err(|e| format!("{}: {e}", path.display()))?;
     let script = format!(
-        "label: gpt\nstart={}, size={}, name=alpha\nstart={}, size={}, name=beta\n",
-        P1.0, P1.1, P2.0, P2.1
+        "label: gpt\nstart={}, size={}, name=alpha\nstart={}, size={}, name=beta\nstart={}, size={}, name=gamma\n",
+        P1.0, P1.1, P2.0, P2.1, P3.0, P3.1
     );
     let mut child = Command::new("sfdisk")
         .arg("-q")

@@ -5,6 +5,8 @@
 //!   bulkhead-testrun qemu <elf> <pvh-elf> [name…] bare-QEMU scenarios (all, or those named)
 //!   bulkhead-testrun make-disk <img>              NVMe test image: pattern + GPT (sfdisk)
 //!   bulkhead-testrun verify-disk <img>            check the storage test's writes
+//!   bulkhead-testrun initramfs-overlay <out> <base> <path=file>...
+//!                                                 <base> plus an appended cpio holding the files
 //!
 //! Environment: QEMU (default qemu-system-x86_64), BULKHEAD_TEST_LOGS (default
 //! build/test-logs/qemu).
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
         Some("qemu") if args.len() >= 3 => run_qemu(&args[1], &args[2], &args[3..]),
         Some("make-disk") if args.len() == 2 => disk::create(args[1].as_ref()),
         Some("verify-disk") if args.len() == 2 => disk::verify(args[1].as_ref()).map(|r| println!("{r}")),
+        Some("initramfs-overlay") if args.len() >= 4 => initramfs_overlay(&args[1], &args[2], &args[3..]),
         _ => return usage(),
     };
     match r {
@@ -92,4 +95,40 @@ fn run_qemu(image: &str, pvh: &str, only: &[String]) -> Result<(), String> {
     } else {
         Err(format!("bare-QEMU tier: {} failed: {}", failed.len(), failed.join(", ")))
     }
+}
+
+/// Append a "newc" cpio archive holding `path=file` entries (mode 0755) to `base`: the
+/// kernel unpacks concatenated archives in order, so these files replace the base's. This
+/// lets the Xen tier change scripts in the Linux domUs' initramfs without rebuilding it.
+fn initramfs_overlay(out: &str, base: &str, entries: &[String]) -> Result<(), String> {
+    let mut data = read(base)?;
+    let mut cpio = Vec::new();
+    let mut push = |name: &str, mode: u32, body: &[u8]| {
+        let fields = [1u32, mode, 0, 0, 1, 0, body.len() as u32, 0, 0, 0, 0, name.len() as u32 + 1, 0];
+        cpio.extend_from_slice(b"070701");
+        for f in fields {
+            cpio.extend_from_slice(format!("{f:08x}").as_bytes());
+        }
+        cpio.extend_from_slice(name.as_bytes());
+        cpio.push(0);
+        while cpio.len() % 4 != 0 {
+            cpio.push(0);
+        }
+        cpio.extend_from_slice(body);
+        while cpio.len() % 4 != 0 {
+            cpio.push(0);
+        }
+    };
+    for e in entries {
+        let (path, file) = e.split_once('=').ok_or(format!("{e}: expected path=file"))?;
+        let body = read(file)?;
+        push(path.trim_start_matches('/'), 0o100755, &body);
+    }
+    push("TRAILER!!!", 0, &[]);
+    // Archives in an initramfs start on 4-byte boundaries.
+    while data.len() % 4 != 0 {
+        data.push(0);
+    }
+    data.extend_from_slice(&cpio);
+    std::fs::write(out, data).map_err(|e| format!("{out}: {e}"))
 }

@@ -1,0 +1,50 @@
+# The baseline Bulkhead is measured against: a Linux driver domain (PV, Debian kernel,
+# xen-pcifront + nvme + xen-blkback + `xl devd`) on the same emulated NVMe, serving a
+# Linux guest's disk. Prints the boot-time figure (xl create of the driver domain to the
+# guest's backend Connected); asserts that the guest's disk I/O works through it.
+. ./lib.sh
+dlog=$(console_of linux-dd)
+glog=$(console_of linux-guest)
+rm -f "$dlog" "$glog"
+modprobe xen-pciback 2>/dev/null
+xl pci-assignable-list | grep -q "00:03.0" || xl pci-assignable-add 00:03.0 || fail "pci-assignable-add failed"
+cat >/tmp/linux-dd.cfg <<CFG
+name = "linux-dd"
+type = "pv"
+kernel = "/host/linux/vmlinuz"
+ramdisk = "/host/linux/linux-initrd.img"
+extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=dd iommu=soft quiet"
+memory = 512
+vcpus = 1
+pci = [ "00:03.0" ]
+driver_domain = 1
+CFG
+t0=$(date +%s%N)
+xl create /tmp/linux-dd.cfg || fail "xl create of the Linux driver domain failed"
+dd=$(xl domid linux-dd)
+expect "$dlog" "linux-dd: ready" 240 "Linux driver domain did not come up"
+grep "linux-dd:" "$dlog"
+cat >/tmp/linux-guest.cfg <<CFG
+name = "linux-guest"
+type = "pvh"
+kernel = "/host/linux/vmlinuz"
+ramdisk = "/host/linux/linux-initrd.img"
+extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=guest quiet"
+memory = 256
+disk = [ 'format=raw,vdev=xvda,access=rw,backend=linux-dd,script=bulkhead-block,target=/dev/nvme0n1p3' ]
+CFG
+xl create /tmp/linux-guest.cfg || fail "xl create of the guest failed"
+g=$(xl domid linux-guest)
+i=0
+until [ "$(xenstore-read /local/domain/$dd/backend/vbd/$g/51712/state 2>/dev/null)" = 4 ]; do
+    i=$((i + 1)); [ $i -gt 600 ] && fail "Linux backend never Connected"
+    sleep 0.5
+done
+t1=$(date +%s%N)
+echo "figure: Linux driver domain: xl create to first backend Connected: $(( (t1 - t0) / 1000000 )) ms"
+expect "$glog" "linux-guest: disk ok" 240 "guest disk I/O through the Linux driver domain failed"
+grep "linux-guest:" "$glog"
+xl destroy linux-guest
+xl destroy linux-dd
+dom0_healthy
+echo "linux-dd-baseline: ok"

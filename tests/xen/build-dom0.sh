@@ -55,7 +55,7 @@ MODULES=list
 BUSYBOX=y
 COMPRESS=gzip
 CONF
-printf '%s\n' xen-pcifront nvme xen-blkback xen-blkfront xen-netback xen-netfront e1000e bridge >"$dd/modules"
+printf '%s\n' xen-privcmd xen-evtchn xen-gntdev xen-gntalloc xen-pcifront nvme xen-blkback xen-blkfront xen-netback xen-netfront e1000e bridge >"$dd/modules"
 cat >"$work/root/usr/local/sbin/bulkhead-block-hotplug" <<'HOTPLUG'
 #!/bin/sh
 # Minimal block hotplug for a Linux driver domain (Debian's bash script is too slow for

@@ -20,17 +20,19 @@ t0=$(cut -d' ' -f1 /proc/uptime)
 case "$role" in
 dd)
     mount -t xenfs xenfs /proc/xen
-    for m in xen-pcifront nvme xen-blkback; do modprobe $m; done
+    for m in xen-privcmd xen-evtchn xen-gntdev xen-gntalloc xen-pcifront nvme xen-blkback; do modprobe $m; done
     i=0
     until [ -b /dev/nvme0n1 ]; do i=$((i + 1)); [ $i -gt 120 ] && { say "no /dev/nvme0n1"; break; }; sleep 0.5; done
     say "nvme: $(cat /sys/block/nvme0n1/size 2>/dev/null) sectors, partitions: $(ls /sys/block/nvme0n1 | grep -c nvme0n1p)"
-    xl devd -F >/tmp/devd.log 2>&1 &
+    for t in stat xenstore-read xenstore-write xl; do command -v $t >/dev/null || say "missing tool: $t"; done
+    # devd's messages go to the console so the test log shows hotplug problems.
+    (xl devd -F 2>&1 | sed 's/^/linux-dd devd: /' >/dev/console) &
     say "ready after $(cut -d' ' -f1 /proc/uptime) s of uptime (init started at $t0 s)"
     ;;
 guest)
     modprobe xen-blkfront
     i=0
-    until [ -b /dev/xvda ]; do i=$((i + 1)); [ $i -gt 240 ] && { say "FAIL: no /dev/xvda"; break; }; sleep 0.5; done
+    until [ -b /dev/xvda ]; do i=$((i + 1)); [ $i -gt 120 ] && { say "FAIL: no /dev/xvda"; break; }; sleep 1; done
     if [ -b /dev/xvda ]; then
         say "xvda: $(cat /sys/block/xvda/size) sectors"
         # A cheap pattern (reading /dev/urandom under nested TCG has crashed guests).

@@ -97,11 +97,13 @@ fn run_qemu(image: &str, pvh: &str, only: &[String]) -> Result<(), String> {
     }
 }
 
-/// Append a "newc" cpio archive holding `path=file` entries (mode 0755) to `base`: the
-/// kernel unpacks concatenated archives in order, so these files replace the base's. This
-/// lets the Xen tier change scripts in the Linux domUs' initramfs without rebuilding it.
+/// Prepend a "newc" cpio archive holding `path=file` entries (mode 0755) to `base`: the
+/// kernel unpacks concatenated archives in order (the files must not also be in `base`).
+/// This lets the Xen tier change scripts in the Linux domUs' initramfs without rebuilding
+/// it. Prepending keeps the image from starting with a gzip header, which libxc would
+/// otherwise try (and fail) to inflate as a whole.
 fn initramfs_overlay(out: &str, base: &str, entries: &[String]) -> Result<(), String> {
-    let mut data = read(base)?;
+    let base = read(base)?;
     let mut cpio = Vec::new();
     let mut push = |name: &str, mode: u32, body: &[u8]| {
         let fields = [1u32, mode, 0, 0, 1, 0, body.len() as u32, 0, 0, 0, 0, name.len() as u32 + 1, 0];
@@ -125,10 +127,7 @@ fn initramfs_overlay(out: &str, base: &str, entries: &[String]) -> Result<(), St
         push(path.trim_start_matches('/'), 0o100755, &body);
     }
     push("TRAILER!!!", 0, &[]);
-    // Archives in an initramfs start on 4-byte boundaries.
-    while data.len() % 4 != 0 {
-        data.push(0);
-    }
-    data.extend_from_slice(&cpio);
-    std::fs::write(out, data).map_err(|e| format!("{out}: {e}"))
+    // Archives in an initramfs start on 4-byte boundaries (the trailer padding ensures it).
+    cpio.extend_from_slice(&base);
+    std::fs::write(out, cpio).map_err(|e| format!("{out}: {e}"))
 }

@@ -29,16 +29,21 @@ name = "linux-guest"
 type = "pvh"
 kernel = "/host/linux/vmlinuz"
 ramdisk = "/host/linux/linux-initrd.img"
-extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=guest quiet"
+extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=guest"
 memory = 256
+on_crash = "preserve"
 disk = [ 'format=raw,vdev=xvda,access=rw,backend=linux-dd,script=bulkhead-block,target=/dev/nvme0n1p3' ]
 CFG
 xl create /tmp/linux-guest.cfg || fail "xl create of the guest failed"
 g=$(xl domid linux-guest)
 i=0
 until [ "$(xenstore-read /local/domain/$dd/backend/vbd/$g/51712/state 2>/dev/null)" = 4 ]; do
-    i=$((i + 1)); [ $i -gt 600 ] && fail "Linux backend never Connected"
-    sleep 0.5
+    if [ $i -gt 120 ]; then
+        xl list; xl dmesg | tail -20; tail -20 "$glog"
+        fail "Linux backend never Connected"
+    fi
+    i=$((i + 1))
+    sleep 2
 done
 t1=$(date +%s%N)
 echo "figure: Linux driver domain: xl create to first backend Connected: $(( (t1 - t0) / 1000000 )) ms"

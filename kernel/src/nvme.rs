@@ -192,6 +192,12 @@ fn bring_up(h: &Handle, bdf: Bdf, name: &str, mode: IrqMode) -> Result<Disk, Str
             (Some(v), Some(s))
         }
         IrqMode::MsiX | IrqMode::Msi => {
+            // Check the capability first: a vector is never handed back.
+            let cap = if mode == IrqMode::MsiX { bulkhead_pci::reg::CAP_MSIX } else { bulkhead_pci::reg::CAP_MSI };
+            let present = pci::with(|cs| bulkhead_pci::find_capability(&mut Cfg(cs), bdf, cap)).ok_or("no PCI access")?;
+            if !matches!(present, Ok(Some(_))) {
+                return Err(if mode == IrqMode::MsiX { "MSI-X not available".into() } else { "MSI not available".into() });
+            }
             let (v, s) = pci::alloc_vector().ok_or("out of interrupt vectors")?;
             h.watch(s);
             let r = if mode == IrqMode::MsiX {

@@ -78,9 +78,15 @@ pub trait PhysMem {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BootError {
     /// The entry register did not hold the protocol's magic value.
-    BadLoaderMagic { expected: u32, found: u32 },
+    BadLoaderMagic {
+        expected: u32,
+        found: u32,
+    },
     /// The info structure itself did not start with its magic value.
-    BadInfoMagic { expected: u32, found: u32 },
+    BadInfoMagic {
+        expected: u32,
+        found: u32,
+    },
     UnsupportedVersion(u32),
     /// The info structure or something it points to is outside reachable memory.
     BadAddress(u64),
@@ -88,7 +94,9 @@ pub enum BootError {
     NoMemoryMap,
     MemoryMapTooLarge(usize),
     /// A memory-map entry is malformed (multiboot entry size too small, or runs off the table).
-    MalformedMemoryMap { entry: usize },
+    MalformedMemoryMap {
+        entry: usize,
+    },
     /// The map, after dropping empty entries, has nothing in it.
     EmptyMemoryMap,
     /// No page-sized RAM region remains after overlaps and alignment are resolved.
@@ -169,7 +177,9 @@ pub(crate) fn read_cstr(
             }
             bytes.push(b).map_err(|_| BootError::CmdlineTooLong)?;
         }
-        at = at.checked_add(got as u64).ok_or(BootError::BadAddress(at))?;
+        at = at
+            .checked_add(got as u64)
+            .ok_or(BootError::BadAddress(at))?;
     }
 }
 
@@ -187,7 +197,10 @@ pub(crate) mod fake {
 
     impl FlatMem {
         pub fn new(base: u64, size: usize) -> Self {
-            FlatMem { base, bytes: std::vec![0; size] }
+            FlatMem {
+                base,
+                bytes: std::vec![0; size],
+            }
         }
         pub fn put(&mut self, addr: u64, data: &[u8]) {
             let o = (addr - self.base) as usize;
@@ -203,8 +216,12 @@ pub(crate) mod fake {
 
     impl PhysMem for FlatMem {
         fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), BootError> {
-            let off = addr.checked_sub(self.base).ok_or(BootError::BadAddress(addr))? as usize;
-            let end = off.checked_add(buf.len()).ok_or(BootError::BadAddress(addr))?;
+            let off = addr
+                .checked_sub(self.base)
+                .ok_or(BootError::BadAddress(addr))? as usize;
+            let end = off
+                .checked_add(buf.len())
+                .ok_or(BootError::BadAddress(addr))?;
             if end > self.bytes.len() {
                 return Err(BootError::BadAddress(addr));
             }
@@ -223,7 +240,10 @@ mod tests {
     fn cstr_reads_up_to_nul() {
         let mut m = FlatMem::new(0x1000, 0x1000);
         m.put(0x1100, b"loglevel=debug selftest\0garbage");
-        assert_eq!(read_cstr(&m, 0x1100).unwrap().as_str(), "loglevel=debug selftest");
+        assert_eq!(
+            read_cstr(&m, 0x1100).unwrap().as_str(),
+            "loglevel=debug selftest"
+        );
     }
 
     #[test]

@@ -161,7 +161,11 @@ impl MemoryMap {
                 .map(|e| e.kind)
                 .max();
             let Some(kind) = kind else { continue }; // a hole
-            map.push_merged(Region { start: lo, end: hi, kind })?;
+            map.push_merged(Region {
+                start: lo,
+                end: hi,
+                kind,
+            })?;
         }
 
         // Usable RAM shrinks inwards to whole pages; what is cut off is simply not used.
@@ -279,7 +283,10 @@ mod tests {
         let na = MemoryMap::normalize(&a).unwrap();
         let nb = MemoryMap::normalize(&b).unwrap();
         assert_eq!(na.map.regions(), nb.map.regions());
-        assert_eq!(na.map.regions(), &[r(0x1000, 0x3000, Usable), r(0x3000, 0x7000, AcpiNvs)]);
+        assert_eq!(
+            na.map.regions(),
+            &[r(0x1000, 0x3000, Usable), r(0x3000, 0x7000, AcpiNvs)]
+        );
     }
 
     #[test]
@@ -300,7 +307,10 @@ mod tests {
     #[test]
     fn empty_map_is_an_error() {
         assert_eq!(MemoryMap::normalize(&[]).unwrap_err(), MapError::Empty);
-        assert_eq!(MemoryMap::normalize(&[e(0x1000, 0, Usable)]).unwrap_err(), MapError::Empty);
+        assert_eq!(
+            MemoryMap::normalize(&[e(0x1000, 0, Usable)]).unwrap_err(),
+            MapError::Empty
+        );
     }
 
     #[test]
@@ -317,9 +327,15 @@ mod tests {
 
     #[test]
     fn wrapping_entry_is_clipped() {
-        let raw = [e(0x100000, 0x100000, Usable), e(0xffff_ffff_ffff_f000, 0x10000, Reserved)];
+        let raw = [
+            e(0x100000, 0x100000, Usable),
+            e(0xffff_ffff_ffff_f000, 0x10000, Reserved),
+        ];
         let n = MemoryMap::normalize(&raw).unwrap();
-        assert_eq!(n.map.regions()[1], r(0xffff_ffff_ffff_f000, u64::MAX, Reserved));
+        assert_eq!(
+            n.map.regions()[1],
+            r(0xffff_ffff_ffff_f000, u64::MAX, Reserved)
+        );
     }
 
     #[test]
@@ -333,6 +349,9 @@ mod tests {
     fn holes_are_kept_out() {
         let raw = [e(0x1000, 0x1000, Usable), e(0x10000, 0x1000, Usable)];
         let n = MemoryMap::normalize(&raw).unwrap();
-        assert_eq!(n.map.regions(), &[r(0x1000, 0x2000, Usable), r(0x10000, 0x11000, Usable)]);
+        assert_eq!(
+            n.map.regions(),
+            &[r(0x1000, 0x2000, Usable), r(0x10000, 0x11000, Usable)]
+        );
     }
 }

@@ -18,7 +18,10 @@ const MIN_ENTRY_SIZE: u32 = 20;
 
 pub fn decode(magic: u32, info: u64, mem: &impl PhysMem) -> Result<BootInfo, BootError> {
     if magic != LOADER_MAGIC {
-        return Err(BootError::BadLoaderMagic { expected: LOADER_MAGIC, found: magic });
+        return Err(BootError::BadLoaderMagic {
+            expected: LOADER_MAGIC,
+            found: magic,
+        });
     }
     let flags = mem.read_u32(info)?;
     let mut raw = heapless::Vec::<RawEntry, MAX_RAW_ENTRIES>::new();
@@ -38,15 +41,24 @@ pub fn decode(magic: u32, info: u64, mem: &impl PhysMem) -> Result<BootInfo, Boo
                 size: mem.read_u64(at + 12)?,
                 kind: RegionKind::from_e820(mem.read_u32(at + 20)?),
             };
-            raw.push(e).map_err(|_| BootError::MemoryMapTooLarge(index + 1))?;
+            raw.push(e)
+                .map_err(|_| BootError::MemoryMapTooLarge(index + 1))?;
             at += 4 + size as u64;
         }
     } else if flags & FLAG_MEM != 0 {
         // The basic fields: KiB below 1 MiB and KiB above 1 MiB (up to the first hole).
         let lower = mem.read_u32(info + 4)? as u64 * 1024;
         let upper = mem.read_u32(info + 8)? as u64 * 1024;
-        let _ = raw.push(RawEntry { addr: 0, size: lower, kind: RegionKind::Usable });
-        let _ = raw.push(RawEntry { addr: 0x10_0000, size: upper, kind: RegionKind::Usable });
+        let _ = raw.push(RawEntry {
+            addr: 0,
+            size: lower,
+            kind: RegionKind::Usable,
+        });
+        let _ = raw.push(RawEntry {
+            addr: 0x10_0000,
+            size: upper,
+            kind: RegionKind::Usable,
+        });
     } else {
         return Err(BootError::NoMemoryMap);
     }
@@ -72,7 +84,11 @@ pub fn decode(magic: u32, info: u64, mem: &impl PhysMem) -> Result<BootInfo, Boo
 fn strip_image_path(full: &str) -> heapless::String<{ crate::CMDLINE_MAX }> {
     let t = full.trim_start();
     let first = t.split(' ').next().unwrap_or("");
-    let rest = if first.contains('/') || first.ends_with(".elf") { &t[first.len()..] } else { t };
+    let rest = if first.contains('/') || first.ends_with(".elf") {
+        &t[first.len()..]
+    } else {
+        t
+    };
     let mut out = heapless::String::new();
     // Never longer than the input, which already fit.
     let _ = out.push_str(rest.trim());
@@ -127,7 +143,10 @@ mod tests {
     fn wrong_loader_magic() {
         assert_eq!(
             decode(0x1bad_b002, INFO, &good()).unwrap_err(),
-            BootError::BadLoaderMagic { expected: LOADER_MAGIC, found: 0x1bad_b002 }
+            BootError::BadLoaderMagic {
+                expected: LOADER_MAGIC,
+                found: 0x1bad_b002
+            }
         );
     }
 
@@ -176,19 +195,28 @@ mod tests {
     fn no_memory_information() {
         let mut m = good();
         m.put_u32(INFO, FLAG_CMDLINE);
-        assert_eq!(decode(LOADER_MAGIC, INFO, &m).unwrap_err(), BootError::NoMemoryMap);
+        assert_eq!(
+            decode(LOADER_MAGIC, INFO, &m).unwrap_err(),
+            BootError::NoMemoryMap
+        );
     }
 
     #[test]
     fn empty_mmap_is_an_error() {
         let mut m = good();
         m.put_u32(INFO + 44, 0);
-        assert_eq!(decode(LOADER_MAGIC, INFO, &m).unwrap_err(), BootError::EmptyMemoryMap);
+        assert_eq!(
+            decode(LOADER_MAGIC, INFO, &m).unwrap_err(),
+            BootError::EmptyMemoryMap
+        );
     }
 
     #[test]
     fn cmdline_without_path_is_kept() {
-        assert_eq!(strip_image_path("selftest loglevel=info").as_str(), "selftest loglevel=info");
+        assert_eq!(
+            strip_image_path("selftest loglevel=info").as_str(),
+            "selftest loglevel=info"
+        );
         assert_eq!(strip_image_path("/usr/lib/bulkhead.elf").as_str(), "");
         assert_eq!(strip_image_path("  /k.elf  a=b ").as_str(), "a=b");
     }

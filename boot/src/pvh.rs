@@ -14,7 +14,10 @@ const MEMMAP_ENTRY_SIZE: u64 = 24;
 pub fn decode(info: u64, mem: &impl PhysMem) -> Result<BootInfo, BootError> {
     let magic = mem.read_u32(info)?;
     if magic != START_INFO_MAGIC {
-        return Err(BootError::BadInfoMagic { expected: START_INFO_MAGIC, found: magic });
+        return Err(BootError::BadInfoMagic {
+            expected: START_INFO_MAGIC,
+            found: magic,
+        });
     }
     let version = mem.read_u32(info + 4)?;
     // Version 0 has no memory map (it would have to come from XENMEM_memory_map); every
@@ -44,7 +47,11 @@ pub fn decode(info: u64, mem: &impl PhysMem) -> Result<BootInfo, BootError> {
         let _ = raw.push(RawEntry { addr, size, kind });
     }
     let n = MemoryMap::normalize(&raw)?;
-    let cmdline = if cmdline_paddr == 0 { Default::default() } else { read_cstr(mem, cmdline_paddr)? };
+    let cmdline = if cmdline_paddr == 0 {
+        Default::default()
+    } else {
+        read_cstr(mem, cmdline_paddr)?
+    };
     Ok(BootInfo {
         protocol: Protocol::Pvh,
         cmdline,
@@ -72,8 +79,11 @@ mod tests {
         m.put_u64(INFO + 32, 0xf_5a40);
         m.put_u64(INFO + 40, MAP);
         m.put_u32(INFO + 48, 3);
-        let entries: [(u64, u64, u32); 3] =
-            [(0, 0x9fc00, 1), (0x100000, 0x1f00000, 1), (0xfeff_8000, 0x8000, 2)];
+        let entries: [(u64, u64, u32); 3] = [
+            (0, 0x9fc00, 1),
+            (0x100000, 0x1f00000, 1),
+            (0xfeff_8000, 0x8000, 2),
+        ];
         for (i, (a, s, t)) in entries.iter().enumerate() {
             let at = MAP + 24 * i as u64;
             m.put_u64(at, *a);
@@ -101,7 +111,10 @@ mod tests {
         m.put_u32(INFO, 0x2bad_b002);
         assert_eq!(
             decode(INFO, &m).unwrap_err(),
-            BootError::BadInfoMagic { expected: START_INFO_MAGIC, found: 0x2bad_b002 }
+            BootError::BadInfoMagic {
+                expected: START_INFO_MAGIC,
+                found: 0x2bad_b002
+            }
         );
     }
 
@@ -109,7 +122,10 @@ mod tests {
     fn version_zero_is_refused() {
         let mut m = good();
         m.put_u32(INFO + 4, 0);
-        assert_eq!(decode(INFO, &m).unwrap_err(), BootError::UnsupportedVersion(0));
+        assert_eq!(
+            decode(INFO, &m).unwrap_err(),
+            BootError::UnsupportedVersion(0)
+        );
     }
 
     #[test]
@@ -123,19 +139,28 @@ mod tests {
     fn oversized_map() {
         let mut m = good();
         m.put_u32(INFO + 48, 100_000);
-        assert_eq!(decode(INFO, &m).unwrap_err(), BootError::MemoryMapTooLarge(100_000));
+        assert_eq!(
+            decode(INFO, &m).unwrap_err(),
+            BootError::MemoryMapTooLarge(100_000)
+        );
     }
 
     #[test]
     fn map_pointing_outside_memory() {
         let mut m = good();
         m.put_u64(INFO + 40, 0x10_0000_0000);
-        assert!(matches!(decode(INFO, &m).unwrap_err(), BootError::BadAddress(_)));
+        assert!(matches!(
+            decode(INFO, &m).unwrap_err(),
+            BootError::BadAddress(_)
+        ));
     }
 
     #[test]
     fn info_outside_memory() {
-        assert!(matches!(decode(0x100, &good()).unwrap_err(), BootError::BadAddress(0x100)));
+        assert!(matches!(
+            decode(0x100, &good()).unwrap_err(),
+            BootError::BadAddress(0x100)
+        ));
     }
 
     #[test]

@@ -38,7 +38,9 @@ struct LoaderMemory;
 
 impl PhysMem for LoaderMemory {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), BootError> {
-        let end = addr.checked_add(buf.len() as u64).ok_or(BootError::BadAddress(addr))?;
+        let end = addr
+            .checked_add(buf.len() as u64)
+            .ok_or(BootError::BadAddress(addr))?;
         // QEMU's PVH option ROM keeps its memory map in page 0 (e.g. at 0x5a8), so only a
         // null pointer itself is refused.
         if addr == 0 || end > 1 << 32 {
@@ -107,7 +109,10 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
     let mode = platform::set_mode(protocol, under_xen);
     let boot = match bulkhead_boot::decode(protocol, magic as u32, info, &LoaderMemory) {
         Ok(b) => b,
-        Err(e) => fatal(format_args!("boot: invalid {} boot information at {info:#x}: {e}", protocol.name())),
+        Err(e) => fatal(format_args!(
+            "boot: invalid {} boot information at {info:#x}: {e}",
+            protocol.name()
+        )),
     };
 
     let parsed = bulkhead_config::parse(&boot.cmdline);
@@ -123,9 +128,16 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
         console::sinks()
     );
     let vendor = arch::cpu::vendor();
-    info!("cpu: {}, NX {}", core::str::from_utf8(&vendor).unwrap_or("?"), if arch::cpu::has_nx() { "on" } else { "absent" });
+    info!(
+        "cpu: {}, NX {}",
+        core::str::from_utf8(&vendor).unwrap_or("?"),
+        if arch::cpu::has_nx() { "on" } else { "absent" }
+    );
     if let Some(x) = xen::detect() {
-        info!("xen: version {}.{} (cpuid leaves at {:#x})", x.major, x.minor, x.leaf_base);
+        info!(
+            "xen: version {}.{} (cpuid leaves at {:#x})",
+            x.major, x.minor, x.leaf_base
+        );
     }
     info!(
         "memory map: {} entries from the loader, {} regions, {} KiB usable (highest {:#x}){}",
@@ -133,7 +145,11 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
         boot.memory.regions().len(),
         boot.memory.usable_bytes() / 1024,
         boot.memory.usable_end(),
-        if boot.map_overlaps > 0 { " — overlapping entries resolved as reserved" } else { "" }
+        if boot.map_overlaps > 0 {
+            " — overlapping entries resolved as reserved"
+        } else {
+            ""
+        }
     );
     for r in boot.memory.regions() {
         log::debug!("  {:#012x}-{:#012x} {}", r.start, r.end, r.kind.name());
@@ -149,7 +165,9 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
         for (k, help) in bulkhead_config::OPTIONS {
             info!("config: known option {k}: {help}");
         }
-        fatal(format_args!("config: refusing to run with an invalid command line"));
+        fatal(format_args!(
+            "config: refusing to run with an invalid command line"
+        ));
     }
 
     arch::gdt::init();
@@ -166,7 +184,12 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
     }
     let apic_khz = apic::calibrate(10);
     interrupts::register(interrupts::VECTOR_APIC_TIMER, timer_interrupt);
-    info!("apic: id {}, version {:#x}, timer {} kHz", apic::id(), apic::version(), apic_khz);
+    info!(
+        "apic: id {}, version {:#x}, timer {} kHz",
+        apic::id(),
+        apic::version(),
+        apic_khz
+    );
 
     if under_xen {
         match xen::console::XenConsole::attach() {
@@ -174,7 +197,10 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
                 console::attach_xen(c);
                 info!("console: Xen console ring attached; boot log replayed into it; COM1/port 0xe9 output stops here");
             }
-            Err(why) => warn!("console: no Xen console ring ({why}); staying on {}", console::sinks()),
+            Err(why) => warn!(
+                "console: no Xen console ring ({why}); staying on {}",
+                console::sinks()
+            ),
         }
     }
 
@@ -203,7 +229,9 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
         warn!("test-fault: reading the boot stack guard page at {guard:#x}");
         // SAFETY: deliberately not safe: this read must fault, and the fault is fatal.
         let v = unsafe { core::ptr::read_volatile(guard as *const u64) };
-        fatal(format_args!("test-fault: guard page read returned {v:#x} instead of faulting"));
+        fatal(format_args!(
+            "test-fault: guard page read returned {v:#x} instead of faulting"
+        ));
     }
 
     let mut executor = Executor::new(time::now_ns);
@@ -233,7 +261,10 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
             bulkhead_config::NvmeIrq::Intx => nvme::IrqMode::Intx,
             bulkhead_config::NvmeIrq::Poll => nvme::IrqMode::Poll,
         };
-        h.spawn("storage-test", nvme::self_test(h.clone(), mode, config.test_nvme_timeout));
+        h.spawn(
+            "storage-test",
+            nvme::self_test(h.clone(), mode, config.test_nvme_timeout),
+        );
     } else if config.selftest {
         selftest::prepare();
         h.spawn("selftest", selftest::run(h.clone()));

@@ -67,7 +67,13 @@ pub fn image() -> ImageLayout {
 
 fn boot_stack() -> (u64, u64, u64) {
     // SAFETY: only the addresses of symbols from entry.S are taken.
-    unsafe { (sym(&BOOT_STACK_GUARD), sym(&BOOT_STACK_BOTTOM), sym(&BOOT_STACK_TOP)) }
+    unsafe {
+        (
+            sym(&BOOT_STACK_GUARD),
+            sym(&BOOT_STACK_BOTTOM),
+            sym(&BOOT_STACK_TOP),
+        )
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -87,7 +93,10 @@ impl core::fmt::Display for MemError {
                 write!(f, "frame bitmap too small ({needed_words} words needed)")
             }
             MemError::Map(e) => write!(f, "page-table update failed: {e:?}"),
-            MemError::NoRoomForBitmap { bytes } => write!(f, "no RAM region below 4 GiB holds the {bytes}-byte frame bitmap"),
+            MemError::NoRoomForBitmap { bytes } => write!(
+                f,
+                "no RAM region below 4 GiB holds the {bytes}-byte frame bitmap"
+            ),
             MemError::NotInitialized => write!(f, "memory management not initialised"),
         }
     }
@@ -157,10 +166,13 @@ pub fn init(boot: &BootInfo, heap_bytes: Option<u64>) -> Result<MemReport, MemEr
             (start + bitmap_bytes <= r.end && start + bitmap_bytes <= 1 << 32).then_some(start)
         })
         .next()
-        .ok_or(MemError::NoRoomForBitmap { bytes: bitmap_bytes })?;
+        .ok_or(MemError::NoRoomForBitmap {
+            bytes: bitmap_bytes,
+        })?;
     // SAFETY: the range is usable RAM outside the image, identity-mapped by the boot page
     // tables, and reserved in the allocator below so nothing else ever uses it.
-    let bitmap: &'static mut [u64] = unsafe { core::slice::from_raw_parts_mut(bitmap_at as *mut u64, words) };
+    let bitmap: &'static mut [u64] =
+        unsafe { core::slice::from_raw_parts_mut(bitmap_at as *mut u64, words) };
     let reserved = [
         // Real-mode IVT, BIOS data, EBDA, option ROMs: never handed out.
         (0, 0x10_0000),
@@ -173,14 +185,32 @@ pub fn init(boot: &BootInfo, heap_bytes: Option<u64>) -> Result<MemReport, MemEr
 
     let mut pt = PageTables::new(KernelTables, crate::arch::cpu::has_nx())?;
     // The image, by section.
-    pt.map_range(img.start, img.start, img.text_end - img.start, Flags::EXECUTE)?;
-    pt.map_range(img.text_end, img.text_end, img.rodata_end - img.text_end, Flags::empty())?;
-    pt.map_range(img.rodata_end, img.rodata_end, img.end - img.rodata_end, Flags::WRITE)?;
+    pt.map_range(
+        img.start,
+        img.start,
+        img.text_end - img.start,
+        Flags::EXECUTE,
+    )?;
+    pt.map_range(
+        img.text_end,
+        img.text_end,
+        img.rodata_end - img.text_end,
+        Flags::empty(),
+    )?;
+    pt.map_range(
+        img.rodata_end,
+        img.rodata_end,
+        img.end - img.rodata_end,
+        Flags::WRITE,
+    )?;
     // Low memory except page 0.
     pt.map_range(PAGE_SIZE, PAGE_SIZE, 0x10_0000 - PAGE_SIZE, Flags::WRITE)?;
     // All usable RAM, around the image.
     for r in map.usable() {
-        for (s, e) in [(r.start, r.end.min(img.start)), (r.start.max(img.end), r.end)] {
+        for (s, e) in [
+            (r.start, r.end.min(img.start)),
+            (r.start.max(img.end), r.end),
+        ] {
             let s = s.max(0x10_0000);
             if s < e {
                 pt.map_range(s, s, e - s, Flags::WRITE)?;
@@ -197,16 +227,27 @@ pub fn init(boot: &BootInfo, heap_bytes: Option<u64>) -> Result<MemReport, MemEr
         use x86_64::registers::control::{Cr3, Cr3Flags};
         use x86_64::structures::paging::PhysFrame;
         use x86_64::PhysAddr;
-        Cr3::write(PhysFrame::containing_address(PhysAddr::new(pt.root())), Cr3Flags::empty());
+        Cr3::write(
+            PhysFrame::containing_address(PhysAddr::new(pt.root())),
+            Cr3Flags::empty(),
+        );
     }
     *TABLES.lock() = Some(pt);
 
-    let heap = align_up(heap_bytes.unwrap_or_else(|| auto_heap(map.usable_bytes())), PAGE_SIZE);
+    let heap = align_up(
+        heap_bytes.unwrap_or_else(|| auto_heap(map.usable_bytes())),
+        PAGE_SIZE,
+    );
     let heap_at = alloc_frames((heap / PAGE_SIZE) as usize, PAGE_SIZE)?;
     // SAFETY: the frames were just allocated for the heap alone and are mapped RW.
     unsafe { HEAP.lock().init(heap_at as *mut u8, heap as usize) };
 
-    Ok(MemReport { usable: map.usable_bytes(), image: img.end - img.start, bitmap: bitmap_bytes, heap })
+    Ok(MemReport {
+        usable: map.usable_bytes(),
+        image: img.end - img.start,
+        bitmap: bitmap_bytes,
+        heap,
+    })
 }
 
 /// Guard pages: below the boot stack and below each IST stack.
@@ -217,7 +258,9 @@ fn guard_pages() -> impl Iterator<Item = (u64, &'static str)> {
 
 /// Which stack's guard page `addr` falls in, if any.
 pub fn guard_page_name(addr: u64) -> Option<&'static str> {
-    guard_pages().find(|(g, _)| (*g..*g + PAGE_SIZE).contains(&addr)).map(|(_, n)| n)
+    guard_pages()
+        .find(|(g, _)| (*g..*g + PAGE_SIZE).contains(&addr))
+        .map(|(_, n)| n)
 }
 
 /// The guard page below the boot stack (for the fault test).
@@ -226,11 +269,19 @@ pub fn boot_stack_guard() -> u64 {
 }
 
 pub fn alloc_frames(count: usize, align: u64) -> Result<u64, MemError> {
-    Ok(FRAMES.lock().as_mut().ok_or(MemError::NotInitialized)?.alloc_contiguous(count, align)?)
+    Ok(FRAMES
+        .lock()
+        .as_mut()
+        .ok_or(MemError::NotInitialized)?
+        .alloc_contiguous(count, align)?)
 }
 
 pub fn free_frames(addr: u64, count: usize) -> Result<(), MemError> {
-    Ok(FRAMES.lock().as_mut().ok_or(MemError::NotInitialized)?.free(addr, count)?)
+    Ok(FRAMES
+        .lock()
+        .as_mut()
+        .ok_or(MemError::NotInitialized)?
+        .free(addr, count)?)
 }
 
 pub fn free_frame_count() -> usize {
@@ -262,7 +313,11 @@ pub fn unmap_page(virt: u64) -> Result<u64, MemError> {
 }
 
 pub fn translate(virt: u64) -> Option<(u64, Flags)> {
-    TABLES.lock().as_ref()?.translate(virt).map(|(p, f, _)| (p, f))
+    TABLES
+        .lock()
+        .as_ref()?
+        .translate(virt)
+        .map(|(p, f, _)| (p, f))
 }
 
 /// Identity-map `[phys, phys+len)` with `flags`; pages already mapped with at least those

@@ -7,13 +7,13 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{fence, Ordering};
 
+use bulkhead_block::{BlockDevice, BlockError, Extent, Features, Target};
 use bulkhead_executor::{Handle, Signal};
 use bulkhead_nvme::cmd::{Command, Completion};
 use bulkhead_nvme::controller::{Config, Controller};
 use bulkhead_nvme::gpt::{self, Partition};
 use bulkhead_nvme::identify::Namespace;
 use bulkhead_nvme::{prp, Clock, Dma, Error, Mmio, PAGE_SIZE};
-use bulkhead_block::{BlockDevice, BlockError, Extent, Features, Target};
 use bulkhead_pci::{Bar, Bdf};
 use log::{error, info, warn};
 
@@ -103,10 +103,17 @@ pub struct Disk {
     pub lose_next_command: bool,
 }
 
-fn msix_setup(bdf: Bdf, bars: &[Option<Bar>; 6], bar0: u64, vector: u8) -> Result<(), &'static str> {
+fn msix_setup(
+    bdf: Bdf,
+    bars: &[Option<Bar>; 6],
+    bar0: u64,
+    vector: u8,
+) -> Result<(), &'static str> {
     pci::with(|cs| {
         let mut c = Cfg(cs);
-        let m = bulkhead_pci::msix(&mut c, bdf, bars).map_err(|_| "bad MSI-X capability")?.ok_or("no MSI-X capability")?;
+        let m = bulkhead_pci::msix(&mut c, bdf, bars)
+            .map_err(|_| "bad MSI-X capability")?
+            .ok_or("no MSI-X capability")?;
         if m.table_bar != 0 || m.table_size < 2 {
             return Err("MSI-X table outside BAR0 or too small");
         }
@@ -163,14 +170,20 @@ pub fn probe(h: &Handle, mode: IrqMode) -> Vec<Disk> {
 fn bring_up(h: &Handle, bdf: Bdf, name: &str, mode: IrqMode) -> Result<Disk, String> {
     // Start from a clean device (a previous driver domain may have died mid-I/O).
     let mut clock = SpinClock;
-    match pci::with(|cs| bulkhead_pci::reset_function(&mut Cfg(cs), bdf, |ms| clock.pause(ms as u64 * 1000))) {
+    match pci::with(|cs| {
+        bulkhead_pci::reset_function(&mut Cfg(cs), bdf, |ms| clock.pause(ms as u64 * 1000))
+    }) {
         Some(Ok(())) => info!("{name} ({bdf}): function-level reset done"),
         Some(Err(bulkhead_pci::PciError::Unsupported(..))) => {}
         Some(Err(e)) => return Err(format!("reset failed: {e}")),
         None => return Err("no PCI access".into()),
     }
-    let bars = pci::with(|cs| bulkhead_pci::bars(&mut Cfg(cs), bdf)).ok_or("no PCI access")?.map_err(|e| format!("{e}"))?;
-    let Some(Bar::Memory { base, size, .. }) = bars[0] else { return Err("BAR0 is not a memory BAR".into()) };
+    let bars = pci::with(|cs| bulkhead_pci::bars(&mut Cfg(cs), bdf))
+        .ok_or("no PCI access")?
+        .map_err(|e| format!("{e}"))?;
+    let Some(Bar::Memory { base, size, .. }) = bars[0] else {
+        return Err("BAR0 is not a memory BAR".into());
+    };
     if base == 0 {
         return Err("BAR0 not assigned by firmware".into());
     }
@@ -181,7 +194,10 @@ fn bring_up(h: &Handle, bdf: Bdf, name: &str, mode: IrqMode) -> Result<Disk, Str
         IrqMode::Poll => (None, None),
         IrqMode::Intx => {
             let f = pci::with(|cs| bulkhead_pci::enumerate(&mut Cfg(cs))).unwrap_or_default();
-            let f = f.into_iter().find(|f| f.bdf == bdf).ok_or("device vanished")?;
+            let f = f
+                .into_iter()
+                .find(|f| f.bdf == bdf)
+                .ok_or("device vanished")?;
             if f.interrupt_pin == 0 || f.interrupt_line == 0 || f.interrupt_line == 0xff {
                 return Err("no INTx line assigned by firmware".into());
             }
@@ -193,19 +209,30 @@ fn bring_up(h: &Handle, bdf: Bdf, name: &str, mode: IrqMode) -> Result<Disk, Str
         }
         IrqMode::MsiX | IrqMode::Msi => {
             // Check the capability first: a vector is never handed back.
-            let cap = if mode == IrqMode::MsiX { bulkhead_pci::reg::CAP_MSIX } else { bulkhead_pci::reg::CAP_MSI };
-            let present = pci::with(|cs| bulkhead_pci::find_capability(&mut Cfg(cs), bdf, cap)).ok_or("no PCI access")?;
+            let cap = if mode == IrqMode::MsiX {
+                bulkhead_pci::reg::CAP_MSIX
+            } else {
+                bulkhead_pci::reg::CAP_MSI
+            };
+            let present = pci::with(|cs| bulkhead_pci::find_capability(&mut Cfg(cs), bdf, cap))
+                .ok_or("no PCI access")?;
             if !matches!(present, Ok(Some(_))) {
-                return Err(if mode == IrqMode::MsiX { "MSI-X not available".into() } else { "MSI not available".into() });
+                return Err(if mode == IrqMode::MsiX {
+                    "MSI-X not available".into()
+                } else {
+                    "MSI not available".into()
+                });
             }
             let (v, s) = pci::alloc_vector().ok_or("out of interrupt vectors")?;
             h.watch(s);
             let r = if mode == IrqMode::MsiX {
                 msix_setup(bdf, &bars, bar0, v)
             } else {
-                pci::with(|cs| bulkhead_pci::msi_enable(&mut Cfg(cs), bdf, crate::arch::apic::id() as u8, v))
-                    .unwrap_or(Err(bulkhead_pci::PciError::Absent(bdf)))
-                    .map_err(|_| "MSI not available")
+                pci::with(|cs| {
+                    bulkhead_pci::msi_enable(&mut Cfg(cs), bdf, crate::arch::apic::id() as u8, v)
+                })
+                .unwrap_or(Err(bulkhead_pci::PciError::Absent(bdf)))
+                .map_err(|_| "MSI not available")
             };
             r.map_err(String::from)?;
             (Some(v), Some(s))
@@ -222,7 +249,8 @@ fn bring_up(h: &Handle, bdf: Bdf, name: &str, mode: IrqMode) -> Result<Disk, Str
         max_transfer: MAX_TRANSFER,
     };
     let mut dma = KernelDma;
-    let ctrl = Controller::init(BarMmio(bar0), &mut dma, &mut SpinClock, &cfg).map_err(|e| format!("{e}"))?;
+    let ctrl = Controller::init(BarMmio(bar0), &mut dma, &mut SpinClock, &cfg)
+        .map_err(|e| format!("{e}"))?;
     if matches!(mode, IrqMode::Msi | IrqMode::Intx) {
         // Bring-up masked vector 0 (INTMS) while the admin queue was polled.
         ctrl.unmask_vector(0);
@@ -242,9 +270,24 @@ fn bring_up(h: &Handle, bdf: Bdf, name: &str, mode: IrqMode) -> Result<Disk, Str
         vector.map(|v| format!(" (vector {v:#x}{})", gsi.map(|g| format!(", I/O APIC pin {g}")).unwrap_or_default())).unwrap_or_default()
     );
     for ns in &ctrl.namespaces {
-        info!("{name}n{}: {} blocks of {} bytes ({} MiB)", ns.nsid, ns.blocks, ns.block_size, ns.bytes() >> 20);
+        info!(
+            "{name}n{}: {} blocks of {} bytes ({} MiB)",
+            ns.nsid,
+            ns.blocks,
+            ns.block_size,
+            ns.bytes() >> 20
+        );
     }
-    Ok(Disk { name: String::from(name), ctrl, dma, mode, signal, gsi, timeout_ns: IO_TIMEOUT_NS, lose_next_command: false })
+    Ok(Disk {
+        name: String::from(name),
+        ctrl,
+        dma,
+        mode,
+        signal,
+        gsi,
+        timeout_ns: IO_TIMEOUT_NS,
+        lose_next_command: false,
+    })
 }
 
 impl Disk {
@@ -252,7 +295,12 @@ impl Disk {
         &self.ctrl.namespaces
     }
 
-    async fn wait(&mut self, h: &Handle, cid: u16, what: &'static str) -> Result<Completion, Error> {
+    async fn wait(
+        &mut self,
+        h: &Handle,
+        cid: u16,
+        what: &'static str,
+    ) -> Result<Completion, Error> {
         let deadline = h.now() + self.timeout_ns;
         loop {
             let mut got = None;
@@ -298,17 +346,27 @@ impl Disk {
                 Err(Error::Timeout { .. }) if attempt == 0 => {
                     attempt += 1;
                     warn!("{}: {what} (command {cid}) timed out after {} ms; asking the controller to abort it", self.name, self.timeout_ns / 1_000_000);
-                    let aborted = self.ctrl.abort(&self.dma, &mut SpinClock, 1, cid).unwrap_or(false);
+                    let aborted = self
+                        .ctrl
+                        .abort(&self.dma, &mut SpinClock, 1, cid)
+                        .unwrap_or(false);
                     if aborted && self.wait(h, cid, what).await.is_ok() {
                         warn!("{}: command {cid} aborted; re-issuing {what}", self.name);
                         continue;
                     }
-                    warn!("{}: abort did not complete command {cid}; resetting the controller", self.name);
+                    warn!(
+                        "{}: abort did not complete command {cid}; resetting the controller",
+                        self.name
+                    );
                     let lost = self.ctrl.reset(&self.dma, &mut SpinClock)?;
                     if matches!(self.mode, IrqMode::Msi | IrqMode::Intx) {
                         self.ctrl.unmask_vector(0);
                     }
-                    warn!("{}: controller reset ({} in flight dropped); re-issuing {what}", self.name, lost.iter().map(Vec::len).sum::<usize>());
+                    warn!(
+                        "{}: controller reset ({} in flight dropped); re-issuing {what}",
+                        self.name,
+                        lost.iter().map(Vec::len).sum::<usize>()
+                    );
                 }
                 Err(e) => return Err(e),
             }
@@ -321,8 +379,20 @@ impl Disk {
 
     /// Read or write whole blocks of namespace `nsid`, split at the transfer limit.
     /// `check` refuses ranges past the end before the controller sees them.
-    pub async fn rw(&mut self, h: &Handle, write: bool, nsid: u32, lba: u64, buf: &mut [u8], check: bool) -> Result<(), Error> {
-        let ns = self.ctrl.namespace(nsid).cloned().ok_or(Error::Invalid("no such namespace"))?;
+    pub async fn rw(
+        &mut self,
+        h: &Handle,
+        write: bool,
+        nsid: u32,
+        lba: u64,
+        buf: &mut [u8],
+        check: bool,
+    ) -> Result<(), Error> {
+        let ns = self
+            .ctrl
+            .namespace(nsid)
+            .cloned()
+            .ok_or(Error::Invalid("no such namespace"))?;
         let bs = ns.block_size as usize;
         if buf.is_empty() || buf.len() % bs != 0 {
             return Err(Error::Invalid("buffer is not a whole number of blocks"));
@@ -343,14 +413,21 @@ impl Disk {
                 if write {
                     self.dma.write(data, part);
                 }
-                let pages: Vec<u64> = (0..len.div_ceil(PAGE_SIZE) as u64).map(|i| data + i * PAGE_SIZE as u64).collect();
+                let pages: Vec<u64> = (0..len.div_ceil(PAGE_SIZE) as u64)
+                    .map(|i| data + i * PAGE_SIZE as u64)
+                    .collect();
                 let p = prp::build(&pages, 0, len, &[list])?;
                 for (addr, entries) in &p.lists {
                     let bytes: Vec<u8> = entries.iter().flat_map(|e| e.to_le_bytes()).collect();
                     self.dma.write(*addr, &bytes);
                 }
                 let l = lba + (done / bs) as u64;
-                self.run(h, Command::rw(write, nsid, l, (len / bs) as u32, p.prp1, p.prp2), if write { "write" } else { "read" }).await?;
+                self.run(
+                    h,
+                    Command::rw(write, nsid, l, (len / bs) as u32, p.prp1, p.prp2),
+                    if write { "write" } else { "read" },
+                )
+                .await?;
                 if !write {
                     self.dma.read(data, part);
                 }
@@ -372,13 +449,24 @@ impl Disk {
     }
 
     /// Write Zeroes, when the controller has it (ONCS bit 3); in chunks of 65536 blocks.
-    pub async fn write_zeroes(&mut self, h: &Handle, nsid: u32, mut lba: u64, mut blocks: u64) -> Result<(), Error> {
+    pub async fn write_zeroes(
+        &mut self,
+        h: &Handle,
+        nsid: u32,
+        mut lba: u64,
+        mut blocks: u64,
+    ) -> Result<(), Error> {
         if !self.ctrl.info.write_zeroes {
             return Err(Error::Invalid("write zeroes not supported"));
         }
         while blocks > 0 {
             let n = blocks.min(65536);
-            self.run(h, Command::write_zeroes(nsid, lba, n as u32), "write zeroes").await?;
+            self.run(
+                h,
+                Command::write_zeroes(nsid, lba, n as u32),
+                "write zeroes",
+            )
+            .await?;
             lba += n;
             blocks -= n;
         }
@@ -386,7 +474,13 @@ impl Disk {
     }
 
     /// Dataset Management / deallocate (discard), when supported (ONCS bit 2).
-    pub async fn deallocate(&mut self, h: &Handle, nsid: u32, lba: u64, blocks: u64) -> Result<(), Error> {
+    pub async fn deallocate(
+        &mut self,
+        h: &Handle,
+        nsid: u32,
+        lba: u64,
+        blocks: u64,
+    ) -> Result<(), Error> {
         if !self.ctrl.info.dsm {
             return Err(Error::Invalid("deallocate not supported"));
         }
@@ -402,24 +496,47 @@ impl Disk {
             left -= n;
         }
         self.dma.write(list, &ranges);
-        let r = self.run(h, Command::deallocate(nsid, (ranges.len() / 16) as u16, list), "deallocate").await;
+        let r = self
+            .run(
+                h,
+                Command::deallocate(nsid, (ranges.len() / 16) as u16, list),
+                "deallocate",
+            )
+            .await;
         self.dma.free(list, PAGE_SIZE);
         r.map(|_| ())
     }
 
     pub fn features(&self) -> Features {
         let i = &self.ctrl.info;
-        Features { flush: true, discard: i.dsm, write_zeroes: i.write_zeroes, volatile_cache: i.volatile_write_cache }
+        Features {
+            flush: true,
+            discard: i.dsm,
+            write_zeroes: i.write_zeroes,
+            volatile_cache: i.volatile_write_cache,
+        }
     }
 
-    pub async fn partitions(&mut self, h: &Handle, nsid: u32) -> Result<Vec<Partition>, gpt::GptError> {
-        let ns = self.ctrl.namespace(nsid).cloned().ok_or(gpt::GptError::Io)?;
+    pub async fn partitions(
+        &mut self,
+        h: &Handle,
+        nsid: u32,
+    ) -> Result<Vec<Partition>, gpt::GptError> {
+        let ns = self
+            .ctrl
+            .namespace(nsid)
+            .cloned()
+            .ok_or(gpt::GptError::Io)?;
         // Read the header and the largest entry array the parser accepts up front, then
         // parse from memory (the parser's reader is synchronous).
         let bs = ns.block_size as usize;
-        let span = (2 + 1024 * 1024usize.div_ceil(bs) + 34).min(ns.blocks as usize).min(64 * 1024 / bs + 2);
+        let span = (2 + 1024 * 1024usize.div_ceil(bs) + 34)
+            .min(ns.blocks as usize)
+            .min(64 * 1024 / bs + 2);
         let mut head = alloc::vec![0u8; span * bs];
-        self.rw(h, false, nsid, 0, &mut head, true).await.map_err(|_| gpt::GptError::Io)?;
+        self.rw(h, false, nsid, 0, &mut head, true)
+            .await
+            .map_err(|_| gpt::GptError::Io)?;
         gpt::parse(ns.block_size, ns.blocks, |lba, buf| {
             let o = lba as usize * bs;
             buf.copy_from_slice(head.get(o..o + buf.len()).ok_or(())?);
@@ -458,13 +575,19 @@ impl BlockDevice for View<'_> {
     async fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
         let dev = self.extent.map(lba, buf.len(), false)?;
         let h = self.h.clone();
-        self.disk.rw(&h, false, self.nsid, dev, buf, true).await.map_err(block_error)
+        self.disk
+            .rw(&h, false, self.nsid, dev, buf, true)
+            .await
+            .map_err(block_error)
     }
     async fn write(&mut self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
         let dev = self.extent.map(lba, buf.len(), true)?;
         let h = self.h.clone();
         let mut copy = buf.to_vec();
-        self.disk.rw(&h, true, self.nsid, dev, &mut copy, true).await.map_err(block_error)
+        self.disk
+            .rw(&h, true, self.nsid, dev, &mut copy, true)
+            .await
+            .map_err(block_error)
     }
     async fn flush(&mut self) -> Result<(), BlockError> {
         let h = self.h.clone();
@@ -476,25 +599,66 @@ impl BlockDevice for View<'_> {
             return Err(BlockError::Unsupported);
         }
         let h = self.h.clone();
-        self.disk.deallocate(&h, self.nsid, dev, blocks).await.map_err(block_error)
+        self.disk
+            .deallocate(&h, self.nsid, dev, blocks)
+            .await
+            .map_err(block_error)
     }
 }
 
 /// Resolve an xl `target=` against the controllers and their partition tables.
-pub fn resolve(disks: &[Disk], parts: &[(usize, u32, Vec<Partition>)], target: &Target) -> Option<(usize, u32, Extent)> {
+pub fn resolve(
+    disks: &[Disk],
+    parts: &[(usize, u32, Vec<Partition>)],
+    target: &Target,
+) -> Option<(usize, u32, Extent)> {
     let ns_extent = |d: usize, nsid: u32| {
-        disks.get(d)?.namespaces().iter().find(|n| n.nsid == nsid).map(|n| Extent { first: 0, blocks: n.blocks, block_size: n.block_size, read_only: false })
+        disks
+            .get(d)?
+            .namespaces()
+            .iter()
+            .find(|n| n.nsid == nsid)
+            .map(|n| Extent {
+                first: 0,
+                blocks: n.blocks,
+                block_size: n.block_size,
+                read_only: false,
+            })
     };
     let part_extent = |d: usize, nsid: u32, p: &Partition| {
-        let bs = disks.get(d)?.namespaces().iter().find(|n| n.nsid == nsid)?.block_size;
-        Some(Extent { first: p.first_lba, blocks: p.blocks(), block_size: bs, read_only: false })
+        let bs = disks
+            .get(d)?
+            .namespaces()
+            .iter()
+            .find(|n| n.nsid == nsid)?
+            .block_size;
+        Some(Extent {
+            first: p.first_lba,
+            blocks: p.blocks(),
+            block_size: bs,
+            read_only: false,
+        })
     };
     match target {
-        Target::Namespace { controller, nsid } => Some((*controller as usize, *nsid, ns_extent(*controller as usize, *nsid)?)),
-        Target::Partition { controller, nsid, number } => {
-            let (_, _, ps) = parts.iter().find(|(d, n, _)| *d == *controller as usize && *n == *nsid)?;
+        Target::Namespace { controller, nsid } => Some((
+            *controller as usize,
+            *nsid,
+            ns_extent(*controller as usize, *nsid)?,
+        )),
+        Target::Partition {
+            controller,
+            nsid,
+            number,
+        } => {
+            let (_, _, ps) = parts
+                .iter()
+                .find(|(d, n, _)| *d == *controller as usize && *n == *nsid)?;
             let p = ps.iter().find(|p| p.number == *number)?;
-            Some((*controller as usize, *nsid, part_extent(*controller as usize, *nsid, p)?))
+            Some((
+                *controller as usize,
+                *nsid,
+                part_extent(*controller as usize, *nsid, p)?,
+            ))
         }
         Target::PartitionName(name) => parts.iter().find_map(|(d, n, ps)| {
             let p = ps.iter().find(|p| &p.name == name)?;
@@ -541,33 +705,72 @@ async fn storage_steps(h: &Handle, mode: IrqMode, lose_one: bool) -> Result<(), 
     let d = disks.first_mut().ok_or("no usable NVMe controller")?;
     let ns = d.namespaces().first().cloned().ok_or("no namespace")?;
     let bs = ns.block_size as usize;
-    let parts = d.partitions(h, ns.nsid).await.map_err(|e| format!("partition table: {e}"))?;
+    let parts = d
+        .partitions(h, ns.nsid)
+        .await
+        .map_err(|e| format!("partition table: {e}"))?;
     for p in &parts {
-        crate::println!("storage-test: {}n{}p{} \"{}\" blocks {}-{} ({} KiB)", d.name, ns.nsid, p.number, p.name, p.first_lba, p.last_lba, p.blocks() * bs as u64 / 1024);
+        crate::println!(
+            "storage-test: {}n{}p{} \"{}\" blocks {}-{} ({} KiB)",
+            d.name,
+            ns.nsid,
+            p.number,
+            p.name,
+            p.first_lba,
+            p.last_lba,
+            p.blocks() * bs as u64 / 1024
+        );
     }
-    let [p1, p2, ..] = parts.as_slice() else { return Err("expected two partitions".into()) };
+    let [p1, p2, ..] = parts.as_slice() else {
+        return Err("expected two partitions".into());
+    };
 
     // Partition 1 holds the host's pattern (seed 0).
     let mut buf = alloc::vec![0u8; (p1.blocks() as usize * bs).min(1 << 20)];
-    d.rw(h, false, ns.nsid, p1.first_lba, &mut buf, true).await.map_err(|e| format!("read p1: {e}"))?;
+    d.rw(h, false, ns.nsid, p1.first_lba, &mut buf, true)
+        .await
+        .map_err(|e| format!("read p1: {e}"))?;
     for (k, block) in buf.chunks(bs).enumerate() {
         let lba = p1.first_lba + k as u64;
         if let Some(i) = (0..bs).find(|&i| block[i] != pattern(0, lba, i)) {
-            return Err(format!("p1 block {lba} byte {i} is {:#x}, expected {:#x}", block[i], pattern(0, lba, i)));
+            return Err(format!(
+                "p1 block {lba} byte {i} is {:#x}, expected {:#x}",
+                block[i],
+                pattern(0, lba, i)
+            ));
         }
     }
-    crate::println!("storage-test: read {} KiB of {}n{}p1 and verified the pattern", buf.len() / 1024, d.name, ns.nsid);
+    crate::println!(
+        "storage-test: read {} KiB of {}n{}p1 and verified the pattern",
+        buf.len() / 1024,
+        d.name,
+        ns.nsid
+    );
 
     // Write a new pattern to the start of partition 2, flush, read back.
-    let mut w: Vec<u8> = (0..WRITE_BYTES).map(|o| pattern(WRITE_SEED, p2.first_lba + (o / bs) as u64, o % bs)).collect();
-    d.rw(h, true, ns.nsid, p2.first_lba, &mut w, true).await.map_err(|e| format!("write p2: {e}"))?;
-    d.flush(h, ns.nsid).await.map_err(|e| format!("flush: {e}"))?;
+    let mut w: Vec<u8> = (0..WRITE_BYTES)
+        .map(|o| pattern(WRITE_SEED, p2.first_lba + (o / bs) as u64, o % bs))
+        .collect();
+    d.rw(h, true, ns.nsid, p2.first_lba, &mut w, true)
+        .await
+        .map_err(|e| format!("write p2: {e}"))?;
+    d.flush(h, ns.nsid)
+        .await
+        .map_err(|e| format!("flush: {e}"))?;
     let mut r = alloc::vec![0u8; WRITE_BYTES];
-    d.rw(h, false, ns.nsid, p2.first_lba, &mut r, true).await.map_err(|e| format!("read back p2: {e}"))?;
+    d.rw(h, false, ns.nsid, p2.first_lba, &mut r, true)
+        .await
+        .map_err(|e| format!("read back p2: {e}"))?;
     if r != w {
         return Err("data read back from p2 differs from what was written".into());
     }
-    crate::println!("storage-test: wrote {} KiB at {}n{}p2 block {}, flushed, read back equal", WRITE_BYTES / 1024, d.name, ns.nsid, p2.first_lba);
+    crate::println!(
+        "storage-test: wrote {} KiB at {}n{}p2 block {}, flushed, read back equal",
+        WRITE_BYTES / 1024,
+        d.name,
+        ns.nsid,
+        p2.first_lba
+    );
 
     // Past the end: refused by the driver, and by the controller when sent anyway.
     let mut one = alloc::vec![0u8; bs];
@@ -576,38 +779,72 @@ async fn storage_steps(h: &Handle, mode: IrqMode, lose_one: bool) -> Result<(), 
         Ok(()) => return Err("read past the end succeeded".into()),
     }
     match d.rw(h, false, ns.nsid, ns.blocks, &mut one, false).await {
-        Err(e @ Error::Command(_)) => crate::println!("storage-test: read past the end refused by the controller: {e}"),
+        Err(e @ Error::Command(_)) => {
+            crate::println!("storage-test: read past the end refused by the controller: {e}")
+        }
         Err(e) => return Err(format!("past-the-end read failed oddly: {e}")),
         Ok(()) => return Err("controller accepted a read past the end".into()),
     }
-    d.rw(h, false, ns.nsid, 0, &mut one, true).await.map_err(|e| format!("read after the error: {e}"))?;
+    d.rw(h, false, ns.nsid, 0, &mut one, true)
+        .await
+        .map_err(|e| format!("read after the error: {e}"))?;
     crate::println!("storage-test: device still works after the errors");
 
     // Partition 2 by number and by name through the block-device interface.
     let all_parts = alloc::vec![(0usize, ns.nsid, parts.clone())];
-    let by_number = resolve(&disks, &all_parts, &Target::parse("nvme0n1p2").ok_or("target syntax")?).ok_or("nvme0n1p2 not found")?;
-    let by_name = resolve(&disks, &all_parts, &Target::parse("part:beta").ok_or("target syntax")?).ok_or("part:beta not found")?;
+    let by_number = resolve(
+        &disks,
+        &all_parts,
+        &Target::parse("nvme0n1p2").ok_or("target syntax")?,
+    )
+    .ok_or("nvme0n1p2 not found")?;
+    let by_name = resolve(
+        &disks,
+        &all_parts,
+        &Target::parse("part:beta").ok_or("target syntax")?,
+    )
+    .ok_or("part:beta not found")?;
     if by_number != by_name {
-        return Err(format!("nvme0n1p2 and part:beta differ: {by_number:?} vs {by_name:?}"));
+        return Err(format!(
+            "nvme0n1p2 and part:beta differ: {by_number:?} vs {by_name:?}"
+        ));
     }
     let d = &mut disks[0];
     let extent = by_name.2;
-    crate::println!("storage-test: targets nvme0n1p2 and part:beta both resolve to blocks {}+{}", extent.first, extent.blocks);
+    crate::println!(
+        "storage-test: targets nvme0n1p2 and part:beta both resolve to blocks {}+{}",
+        extent.first,
+        extent.blocks
+    );
     let zeroed = (WRITE_BYTES / bs) as u64;
-    d.write_zeroes(h, ns.nsid, extent.first + zeroed, ZERO_BLOCKS).await.map_err(|e| format!("write zeroes: {e}"))?;
-    let mut view = View { disk: d, h: h.clone(), nsid: ns.nsid, extent };
+    d.write_zeroes(h, ns.nsid, extent.first + zeroed, ZERO_BLOCKS)
+        .await
+        .map_err(|e| format!("write zeroes: {e}"))?;
+    let mut view = View {
+        disk: d,
+        h: h.clone(),
+        nsid: ns.nsid,
+        extent,
+    };
     let mut z = alloc::vec![0xffu8; ZERO_BLOCKS as usize * bs];
-    view.read(zeroed, &mut z).await.map_err(|e| format!("read zeroed range: {e}"))?;
+    view.read(zeroed, &mut z)
+        .await
+        .map_err(|e| format!("read zeroed range: {e}"))?;
     if z.iter().any(|b| *b != 0) {
         return Err("write zeroes left non-zero data".into());
     }
-    view.discard(zeroed + ZERO_BLOCKS, DISCARD_BLOCKS).await.map_err(|e| format!("discard: {e}"))?;
+    view.discard(zeroed + ZERO_BLOCKS, DISCARD_BLOCKS)
+        .await
+        .map_err(|e| format!("discard: {e}"))?;
     let mut one = alloc::vec![0u8; bs];
     match view.read(extent.blocks, &mut one).await {
         Err(BlockError::OutOfRange) => {}
         other => return Err(format!("read past the partition end gave {other:?}")),
     }
-    match view.write(extent.blocks - 1, &alloc::vec![0u8; 2 * bs]).await {
+    match view
+        .write(extent.blocks - 1, &alloc::vec![0u8; 2 * bs])
+        .await
+    {
         Err(BlockError::OutOfRange) => {}
         other => return Err(format!("write across the partition end gave {other:?}")),
     }
@@ -624,15 +861,22 @@ async fn storage_steps(h: &Handle, mode: IrqMode, lose_one: bool) -> Result<(), 
         d.timeout_ns = 2_000_000_000;
         d.lose_next_command = true;
         let mut again = alloc::vec![0u8; 64 * 1024];
-        d.rw(h, false, ns.nsid, p2.first_lba, &mut again, true).await.map_err(|e| format!("read after a lost command: {e}"))?;
+        d.rw(h, false, ns.nsid, p2.first_lba, &mut again, true)
+            .await
+            .map_err(|e| format!("read after a lost command: {e}"))?;
         if again[..] != w[..again.len()] {
             return Err("data read after the controller reset differs".into());
         }
         crate::println!("storage-test: lost command timed out, controller reset ({} reset(s)), re-issued, data correct", d.resets());
         d.timeout_ns = IO_TIMEOUT_NS;
     }
-    let interrupts: u64 = (0x40..0x60).map(|v| crate::arch::interrupts::COUNT[v].load(Ordering::Relaxed)).sum();
-    crate::println!("storage-test: completions noticed by {:?}, {interrupts} device interrupt(s)", d.mode);
+    let interrupts: u64 = (0x40..0x60)
+        .map(|v| crate::arch::interrupts::COUNT[v].load(Ordering::Relaxed))
+        .sum();
+    crate::println!(
+        "storage-test: completions noticed by {:?}, {interrupts} device interrupt(s)",
+        d.mode
+    );
     if d.mode != IrqMode::Poll && interrupts == 0 {
         return Err("interrupt mode but no device interrupt was taken".into());
     }

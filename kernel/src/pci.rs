@@ -35,7 +35,11 @@ impl ConfigSpace for PortIo {
 }
 
 fn addr(bdf: Bdf, offset: u16) -> u32 {
-    0x8000_0000 | (bdf.bus as u32) << 16 | (bdf.dev as u32) << 11 | (bdf.func as u32) << 8 | (offset as u32 & 0xfc)
+    0x8000_0000
+        | (bdf.bus as u32) << 16
+        | (bdf.dev as u32) << 11
+        | (bdf.func as u32) << 8
+        | (offset as u32 & 0xfc)
 }
 
 /// Memory-mapped configuration (PCIe ECAM), one 1 MiB window per bus, mapped on first use.
@@ -79,11 +83,15 @@ struct Firmware;
 
 impl PhysRead for Firmware {
     fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
-        let Some(end) = addr.checked_add(buf.len() as u64) else { return false };
+        let Some(end) = addr.checked_add(buf.len() as u64) else {
+            return false;
+        };
         if addr == 0 || end > 1 << 32 {
             return false;
         }
-        if crate::mem::map_identity(addr, buf.len() as u64, bulkhead_mm::paging::Flags::empty()).is_err() {
+        if crate::mem::map_identity(addr, buf.len() as u64, bulkhead_mm::paging::Flags::empty())
+            .is_err()
+        {
             return false;
         }
         // SAFETY: the range was just mapped (or already was) and lies in firmware memory.
@@ -101,12 +109,26 @@ pub static CONFIG: Mutex<Option<Access>> = Mutex::new(None);
 pub fn init(rsdp: Option<u64>) -> &'static str {
     let rsdp = rsdp.or_else(|| {
         let mut area = alloc::vec![0u8; 0x20000];
-        Firmware.read(0xe0000, &mut area).then(|| mcfg::find_rsdp(&area, 0xe0000)).flatten()
+        Firmware
+            .read(0xe0000, &mut area)
+            .then(|| mcfg::find_rsdp(&area, 0xe0000))
+            .flatten()
     });
     let (access, what): (Access, &str) = match rsdp.and_then(|r| mcfg::find_ecam(&Firmware, r)) {
         Some(ecam) => {
-            log::info!("ECAM at {:#x}, buses {}-{}", ecam.base, ecam.bus_start, ecam.bus_end);
-            (Box::new(EcamAccess { ecam, mapped: [false; 256] }), "ecam")
+            log::info!(
+                "ECAM at {:#x}, buses {}-{}",
+                ecam.base,
+                ecam.bus_start,
+                ecam.bus_end
+            );
+            (
+                Box::new(EcamAccess {
+                    ecam,
+                    mapped: [false; 256],
+                }),
+                "ecam",
+            )
         }
         None => (Box::new(PortIo), "port i/o"),
     };

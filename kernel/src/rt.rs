@@ -57,7 +57,12 @@ pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
     while i < n {
         // SAFETY: i < n and the caller guarantees n readable bytes; volatile reads keep
         // the compiler from recognising this loop as a call to memcmp/bcmp itself.
-        let (x, y) = unsafe { (core::ptr::read_volatile(a.add(i)), core::ptr::read_volatile(b.add(i))) };
+        let (x, y) = unsafe {
+            (
+                core::ptr::read_volatile(a.add(i)),
+                core::ptr::read_volatile(b.add(i)),
+            )
+        };
         if x != y {
             return x as i32 - y as i32;
         }
@@ -97,7 +102,13 @@ fn panic(info: &PanicInfo) -> ! {
     }
     crate::console::break_lock_for_panic();
     match info.location() {
-        Some(l) => crate::println!("PANIC at {}:{}:{}: {}", l.file(), l.line(), l.column(), info.message()),
+        Some(l) => crate::println!(
+            "PANIC at {}:{}:{}: {}",
+            l.file(),
+            l.line(),
+            l.column(),
+            info.message()
+        ),
         None => crate::println!("PANIC: {}", info.message()),
     }
     crate::platform::crash()

@@ -78,7 +78,8 @@ fn check_frames() -> CheckResult {
     let free0 = mem::free_frame_count();
     let mut got = Vec::new();
     for i in 0..64u64 {
-        let f = mem::alloc_frames(1, PAGE_SIZE).map_err(|e| detail(format_args!("alloc: {e:?}")))?;
+        let f =
+            mem::alloc_frames(1, PAGE_SIZE).map_err(|e| detail(format_args!("alloc: {e:?}")))?;
         ensure!(f % PAGE_SIZE == 0 && f >= 0x10_0000, "bad frame {f:#x}");
         // SAFETY: the frame is ours and identity-mapped RAM.
         unsafe { core::ptr::write_bytes(f as *mut u8, (i as u8) ^ 0xa5, PAGE_SIZE as usize) };
@@ -91,19 +92,32 @@ fn check_frames() -> CheckResult {
     for (i, f) in got.iter().enumerate() {
         // SAFETY: as above; reading back what was written.
         let page = unsafe { core::slice::from_raw_parts(*f as *const u8, PAGE_SIZE as usize) };
-        ensure!(page.iter().all(|&b| b == (i as u8) ^ 0xa5), "frame {f:#x} lost its contents");
+        ensure!(
+            page.iter().all(|&b| b == (i as u8) ^ 0xa5),
+            "frame {f:#x} lost its contents"
+        );
     }
-    ensure!(mem::free_frame_count() == free0 - 64, "free count did not drop by 64");
-    let run = mem::alloc_frames(16, 0x10000).map_err(|e| detail(format_args!("contiguous: {e:?}")))?;
+    ensure!(
+        mem::free_frame_count() == free0 - 64,
+        "free count did not drop by 64"
+    );
+    let run =
+        mem::alloc_frames(16, 0x10000).map_err(|e| detail(format_args!("contiguous: {e:?}")))?;
     ensure!(run % 0x10000 == 0, "run {run:#x} not 64 KiB aligned");
-    ensure!(!got.iter().any(|f| (run..run + 16 * PAGE_SIZE).contains(f)), "run overlaps single frames");
+    ensure!(
+        !got.iter().any(|f| (run..run + 16 * PAGE_SIZE).contains(f)),
+        "run overlaps single frames"
+    );
     for f in got {
         mem::free_frames(f, 1).map_err(|e| detail(format_args!("free: {e:?}")))?;
     }
     mem::free_frames(run, 16).map_err(|e| detail(format_args!("free run: {e:?}")))?;
     ensure!(mem::free_frames(run, 16).is_err(), "double free accepted");
     ensure!(mem::free_frame_count() == free0, "free count not restored");
-    Ok(detail(format_args!("64 frames + 16-frame aligned run, {} free", free0)))
+    Ok(detail(format_args!(
+        "64 frames + 16-frame aligned run, {} free",
+        free0
+    )))
 }
 
 fn check_heap() -> CheckResult {
@@ -115,7 +129,9 @@ fn check_heap() -> CheckResult {
         }
         for b in &v {
             ensure!(
-                b.iter().enumerate().all(|(i, &x)| x == (i as u32).wrapping_mul(2654435761)),
+                b.iter()
+                    .enumerate()
+                    .all(|(i, &x)| x == (i as u32).wrapping_mul(2654435761)),
                 "heap block of {} words corrupted",
                 b.len()
             );
@@ -124,26 +140,41 @@ fn check_heap() -> CheckResult {
         ensure!(big.iter().all(|&b| b == 0x5a), "256 KiB block corrupted");
     }
     let after = mem::usage().heap_used;
-    ensure!(after == before, "heap use {before} -> {after} after freeing everything");
-    Ok(detail(format_args!("{} bytes in use, {} KiB heap", after, mem::usage().heap_size / 1024)))
+    ensure!(
+        after == before,
+        "heap use {before} -> {after} after freeing everything"
+    );
+    Ok(detail(format_args!(
+        "{} bytes in use, {} KiB heap",
+        after,
+        mem::usage().heap_size / 1024
+    )))
 }
 
 fn check_paging_map() -> CheckResult {
     const VIRT: u64 = 0x4000_0000_0000;
     let frame = mem::alloc_frames(1, PAGE_SIZE).map_err(|e| detail(format_args!("{e:?}")))?;
     mem::map_page(VIRT, frame, Flags::WRITE).map_err(|e| detail(format_args!("map: {e:?}")))?;
-    ensure!(mem::translate(VIRT + 8) == Some((frame + 8, Flags::WRITE)), "translate after map");
+    ensure!(
+        mem::translate(VIRT + 8) == Some((frame + 8, Flags::WRITE)),
+        "translate after map"
+    );
     // SAFETY: VIRT was just mapped writable to a frame we own.
     unsafe { core::ptr::write_volatile((VIRT + 8) as *mut u64, 0xfeed_f00d_dead_beef) };
     // SAFETY: the same frame through its identity mapping.
     let via_identity = unsafe { core::ptr::read_volatile((frame + 8) as *const u64) };
-    ensure!(via_identity == 0xfeed_f00d_dead_beef, "alias read {via_identity:#x}");
+    ensure!(
+        via_identity == 0xfeed_f00d_dead_beef,
+        "alias read {via_identity:#x}"
+    );
     let back = mem::unmap_page(VIRT).map_err(|e| detail(format_args!("unmap: {e:?}")))?;
     ensure!(back == frame, "unmap returned {back:#x}");
     ensure!(mem::translate(VIRT).is_none(), "still mapped after unmap");
     ensure!(mem::unmap_page(VIRT).is_err(), "second unmap accepted");
     mem::free_frames(frame, 1).map_err(|e| detail(format_args!("{e:?}")))?;
-    Ok(detail(format_args!("{VIRT:#x} -> {frame:#x}, written, read via identity, unmapped")))
+    Ok(detail(format_args!(
+        "{VIRT:#x} -> {frame:#x}, written, read via identity, unmapped"
+    )))
 }
 
 fn check_permissions() -> CheckResult {
@@ -155,16 +186,29 @@ fn check_permissions() -> CheckResult {
     let ro_want = if nx { Flags::empty() } else { Flags::EXECUTE };
     ensure!(ro == Some(ro_want), "rodata flags {ro:?}");
     let data = mem::translate(img.rodata_end).map(|t| t.1);
-    let data_want = if nx { Flags::WRITE } else { Flags::WRITE | Flags::EXECUTE };
+    let data_want = if nx {
+        Flags::WRITE
+    } else {
+        Flags::WRITE | Flags::EXECUTE
+    };
     ensure!(data == Some(data_want), "data flags {data:?}");
     ensure!(mem::translate(0).is_none(), "page 0 is mapped");
     let guard = mem::boot_stack_guard();
-    ensure!(mem::translate(guard).is_none(), "boot stack guard {guard:#x} mapped");
-    ensure!(mem::translate(guard + PAGE_SIZE).is_some(), "boot stack not mapped");
+    ensure!(
+        mem::translate(guard).is_none(),
+        "boot stack guard {guard:#x} mapped"
+    );
+    ensure!(
+        mem::translate(guard + PAGE_SIZE).is_some(),
+        "boot stack not mapped"
+    );
     for (g, name) in crate::arch::gdt::guard_pages() {
         ensure!(mem::translate(g).is_none(), "{name} stack guard mapped");
     }
-    Ok(detail(format_args!("text RX, rodata R, data RW{}, page 0 and 6 guard pages unmapped", if nx { " NX" } else { "" })))
+    Ok(detail(format_args!(
+        "text RX, rodata R, data RW{}, page 0 and 6 guard pages unmapped",
+        if nx { " NX" } else { "" }
+    )))
 }
 
 fn check_mmio() -> CheckResult {
@@ -179,8 +223,14 @@ fn check_mmio() -> CheckResult {
         "APIC page mapping {t:?}"
     );
     let v = apic::version();
-    ensure!((0x10..=0x1f).contains(&v), "APIC version register reads {v:#x}");
-    Ok(detail(format_args!("APIC at {msr_base:#x} uncached, version {v:#x}, id {}", apic::id())))
+    ensure!(
+        (0x10..=0x1f).contains(&v),
+        "APIC version register reads {v:#x}"
+    );
+    Ok(detail(format_args!(
+        "APIC at {msr_base:#x} uncached, version {v:#x}, id {}",
+        apic::id()
+    )))
 }
 
 fn check_soft_interrupt() -> CheckResult {
@@ -189,9 +239,20 @@ fn check_soft_interrupt() -> CheckResult {
     // xmm registers, all of which it declares by being an ordinary C function.
     let lost = unsafe { selftest_state(0) };
     let after = interrupts::COUNT[interrupts::VECTOR_SELFTEST as usize].load(Ordering::Relaxed);
-    ensure!(after == before + 1, "vector {:#x} handler ran {} times", interrupts::VECTOR_SELFTEST, after - before);
-    ensure!(lost == 0, "state lost across int: mask {lost:#x} (bits 0-15 xmm, 16-31 red zone)");
-    Ok(detail(format_args!("int {:#x}: xmm0-15 and red zone intact", interrupts::VECTOR_SELFTEST)))
+    ensure!(
+        after == before + 1,
+        "vector {:#x} handler ran {} times",
+        interrupts::VECTOR_SELFTEST,
+        after - before
+    );
+    ensure!(
+        lost == 0,
+        "state lost across int: mask {lost:#x} (bits 0-15 xmm, 16-31 red zone)"
+    );
+    Ok(detail(format_args!(
+        "int {:#x}: xmm0-15 and red zone intact",
+        interrupts::VECTOR_SELFTEST
+    )))
 }
 
 fn check_timer_interrupt() -> CheckResult {
@@ -203,8 +264,13 @@ fn check_timer_interrupt() -> CheckResult {
     x86_64::instructions::interrupts::disable();
     CLOBBER_XMM.store(false, Ordering::Relaxed);
     ensure!(lost & (1 << 32) == 0, "no APIC timer interrupt arrived");
-    ensure!(lost == 0, "state lost across the timer interrupt: mask {lost:#x}");
-    Ok(detail(format_args!("APIC timer interrupt mid-loop: xmm0-15 and red zone intact")))
+    ensure!(
+        lost == 0,
+        "state lost across the timer interrupt: mask {lost:#x}"
+    );
+    Ok(detail(format_args!(
+        "APIC timer interrupt mid-loop: xmm0-15 and red zone intact"
+    )))
 }
 
 async fn check_sleep(h: Handle) -> CheckResult {
@@ -213,9 +279,19 @@ async fn check_sleep(h: Handle) -> CheckResult {
     h.sleep(50_000_000).await;
     let elapsed = h.now() - t0;
     let ticks = TIMER_TICKS.load(Ordering::Relaxed) - ticks0;
-    ensure!(elapsed >= 50_000_000, "woke after {elapsed} ns, before the 50 ms deadline");
-    ensure!(ticks >= 1, "no timer interrupt during the sleep: the loop busy-waited");
-    Ok(detail(format_args!("50 ms sleep took {} us, {} timer interrupt(s)", elapsed / 1000, ticks)))
+    ensure!(
+        elapsed >= 50_000_000,
+        "woke after {elapsed} ns, before the 50 ms deadline"
+    );
+    ensure!(
+        ticks >= 1,
+        "no timer interrupt during the sleep: the loop busy-waited"
+    );
+    Ok(detail(format_args!(
+        "50 ms sleep took {} us, {} timer interrupt(s)",
+        elapsed / 1000,
+        ticks
+    )))
 }
 
 async fn check_task_order(h: Handle) -> CheckResult {
@@ -233,7 +309,11 @@ async fn check_task_order(h: Handle) -> CheckResult {
         h.sleep(5_000_000).await;
     }
     let o = order.borrow();
-    ensure!(o.as_slice() == ["a", "b", "c"], "tasks finished in order {:?}", o.as_slice());
+    ensure!(
+        o.as_slice() == ["a", "b", "c"],
+        "tasks finished in order {:?}",
+        o.as_slice()
+    );
     Ok(detail(format_args!("3 tasks woke in deadline order")))
 }
 
@@ -270,13 +350,32 @@ pub async fn run(h: Handle) {
     for (name, f) in sync_checks {
         report(name, f(), &mut passed, &mut failed);
     }
-    report("timer-interrupt", check_timer_interrupt(), &mut passed, &mut failed);
-    report("timer-sleep", check_sleep(h.clone()).await, &mut passed, &mut failed);
-    report("event-loop", check_task_order(h.clone()).await, &mut passed, &mut failed);
+    report(
+        "timer-interrupt",
+        check_timer_interrupt(),
+        &mut passed,
+        &mut failed,
+    );
+    report(
+        "timer-sleep",
+        check_sleep(h.clone()).await,
+        &mut passed,
+        &mut failed,
+    );
+    report(
+        "event-loop",
+        check_task_order(h.clone()).await,
+        &mut passed,
+        &mut failed,
+    );
     let clock_ok = time::now_ns() > 0;
     report(
         "clock",
-        if clock_ok { Ok(detail(format_args!("TSC {} kHz", time::tsc_khz()))) } else { Err(detail(format_args!("clock not running"))) },
+        if clock_ok {
+            Ok(detail(format_args!("TSC {} kHz", time::tsc_khz())))
+        } else {
+            Err(detail(format_args!("clock not running")))
+        },
         &mut passed,
         &mut failed,
     );

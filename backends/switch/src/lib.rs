@@ -81,13 +81,28 @@ fn is_multicast(m: &Mac) -> bool {
 impl Switch {
     /// `aging`: how long an address stays learned without traffic (Linux bridges use 300 s).
     pub fn new(aging: Nanos, capacity: usize) -> Self {
-        Switch { ports: BTreeMap::new(), next_port: 0, table: BTreeMap::new(), aging, capacity, learn_overflows: 0, moves: 0 }
+        Switch {
+            ports: BTreeMap::new(),
+            next_port: 0,
+            table: BTreeMap::new(),
+            aging,
+            capacity,
+            learn_overflows: 0,
+            moves: 0,
+        }
     }
 
     pub fn add_port(&mut self, vlan: Option<u16>) -> PortId {
         let id = PortId(self.next_port);
         self.next_port = self.next_port.wrapping_add(1);
-        self.ports.insert(id, Port { vlan, up: true, counters: Counters::default() });
+        self.ports.insert(
+            id,
+            Port {
+                vlan,
+                up: true,
+                counters: Counters::default(),
+            },
+        );
         id
     }
 
@@ -146,7 +161,9 @@ impl Switch {
         self.learn(now, vlan, src, ingress);
         if !is_multicast(&dst) {
             if let Some(e) = self.table.get(&(vlan, dst)).copied() {
-                if now.saturating_sub(e.seen) <= self.aging && self.ports.get(&e.port).is_some_and(|p| p.up) {
+                if now.saturating_sub(e.seen) <= self.aging
+                    && self.ports.get(&e.port).is_some_and(|p| p.up)
+                {
                     if e.port == ingress {
                         return drop(self, DropReason::Hairpin);
                     }
@@ -196,7 +213,8 @@ impl Switch {
     /// Forget addresses not seen for longer than the aging time.
     pub fn age(&mut self, now: Nanos) {
         let aging = self.aging;
-        self.table.retain(|_, e| now.saturating_sub(e.seen) <= aging);
+        self.table
+            .retain(|_, e| now.saturating_sub(e.seen) <= aging);
     }
 }
 
@@ -247,9 +265,15 @@ mod tests {
     fn broadcast_and_multicast_flood() {
         let (mut s, up, a, b) = three();
         s.forward(0, b, &frame(A, B));
-        assert_eq!(s.forward(1, a, &frame(BCAST, A)), Decision::Flood(vec![up, b]));
+        assert_eq!(
+            s.forward(1, a, &frame(BCAST, A)),
+            Decision::Flood(vec![up, b])
+        );
         let mcast = [0x01, 0x00, 0x5e, 0, 0, 1];
-        assert_eq!(s.forward(2, up, &frame(mcast, C)), Decision::Flood(vec![a, b]));
+        assert_eq!(
+            s.forward(2, up, &frame(mcast, C)),
+            Decision::Flood(vec![a, b])
+        );
     }
 
     #[test]
@@ -257,7 +281,10 @@ mod tests {
         let (mut s, _, a, _) = three();
         s.forward(0, a, &frame(BCAST, A));
         s.forward(0, a, &frame(BCAST, B)); // B learned on a too (e.g. behind a bridge)
-        assert_eq!(s.forward(1, a, &frame(B, A)), Decision::Drop(DropReason::Hairpin));
+        assert_eq!(
+            s.forward(1, a, &frame(B, A)),
+            Decision::Drop(DropReason::Hairpin)
+        );
         assert_eq!(s.counters(a).unwrap().dropped, 1);
     }
 
@@ -267,7 +294,10 @@ mod tests {
         s.forward(0, b, &frame(BCAST, B));
         assert_eq!(s.forward(10 * S, a, &frame(B, A)), Decision::Unicast(b));
         // 300 s later B is stale: flood, and an explicit age() drops the entry.
-        assert_eq!(s.forward(400 * S, a, &frame(B, A)), Decision::Flood(vec![up, b]));
+        assert_eq!(
+            s.forward(400 * S, a, &frame(B, A)),
+            Decision::Flood(vec![up, b])
+        );
         s.age(400 * S);
         assert_eq!(s.lookup(0, &B), None);
         assert_eq!(s.lookup(0, &A), Some(a), "A was refreshed at 400 s");
@@ -289,7 +319,10 @@ mod tests {
         let red1 = s.add_port(Some(10));
         let red2 = s.add_port(Some(10));
         let blue = s.add_port(Some(20));
-        assert_eq!(s.forward(0, red1, &frame(BCAST, A)), Decision::Flood(vec![red2]));
+        assert_eq!(
+            s.forward(0, red1, &frame(BCAST, A)),
+            Decision::Flood(vec![red2])
+        );
         // The same MAC on another VLAN is a different station.
         s.forward(1, blue, &frame(BCAST, A));
         assert_eq!(s.lookup(10, &A), Some(red1));
@@ -300,10 +333,19 @@ mod tests {
     #[test]
     fn hostile_frames_are_dropped() {
         let (mut s, _, a, _) = three();
-        assert_eq!(s.forward(0, a, &[0u8; 10]), Decision::Drop(DropReason::Runt));
-        assert_eq!(s.forward(0, a, &frame(B, BCAST)), Decision::Drop(DropReason::BadSource));
+        assert_eq!(
+            s.forward(0, a, &[0u8; 10]),
+            Decision::Drop(DropReason::Runt)
+        );
+        assert_eq!(
+            s.forward(0, a, &frame(B, BCAST)),
+            Decision::Drop(DropReason::BadSource)
+        );
         assert_eq!(s.learned(), 0);
-        assert_eq!(s.forward(0, PortId(99), &frame(B, A)), Decision::Drop(DropReason::NoPort));
+        assert_eq!(
+            s.forward(0, PortId(99), &frame(B, A)),
+            Decision::Drop(DropReason::NoPort)
+        );
         assert_eq!(s.counters(a).unwrap().dropped, 2);
     }
 

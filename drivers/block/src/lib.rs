@@ -106,7 +106,11 @@ pub enum Target {
     /// `nvme0n1`: a whole namespace.
     Namespace { controller: u32, nsid: u32 },
     /// `nvme0n1p2`: a GPT partition by number.
-    Partition { controller: u32, nsid: u32, number: u32 },
+    Partition {
+        controller: u32,
+        nsid: u32,
+        number: u32,
+    },
     /// `part:NAME`: a GPT partition by name, on any controller.
     PartitionName(String),
 }
@@ -114,7 +118,8 @@ pub enum Target {
 impl Target {
     pub fn parse(s: &str) -> Option<Target> {
         if let Some(name) = s.strip_prefix("part:") {
-            return (!name.is_empty() && name.len() <= 36).then(|| Target::PartitionName(String::from(name)));
+            return (!name.is_empty() && name.len() <= 36)
+                .then(|| Target::PartitionName(String::from(name)));
         }
         let rest = s.strip_prefix("nvme")?;
         let (ctrl, rest) = split_number(rest)?;
@@ -124,10 +129,17 @@ impl Target {
             return None;
         }
         if rest.is_empty() {
-            return Some(Target::Namespace { controller: ctrl, nsid });
+            return Some(Target::Namespace {
+                controller: ctrl,
+                nsid,
+            });
         }
         let (number, rest) = split_number(rest.strip_prefix('p')?)?;
-        (rest.is_empty() && number > 0).then_some(Target::Partition { controller: ctrl, nsid, number })
+        (rest.is_empty() && number > 0).then_some(Target::Partition {
+            controller: ctrl,
+            nsid,
+            number,
+        })
     }
 }
 
@@ -146,17 +158,52 @@ mod tests {
 
     #[test]
     fn targets() {
-        assert_eq!(Target::parse("nvme0n1"), Some(Target::Namespace { controller: 0, nsid: 1 }));
-        assert_eq!(Target::parse("nvme1n2p13"), Some(Target::Partition { controller: 1, nsid: 2, number: 13 }));
-        assert_eq!(Target::parse("part:alpha"), Some(Target::PartitionName("alpha".into())));
-        for bad in ["", "nvme", "nvme0", "nvme0n", "nvme0n0", "nvme0n1p", "nvme0n1p0", "nvme01n1", "nvme0n1p2x", "sda1", "part:", "/dev/nvme0n1", "nvme0n1p99999999999"] {
+        assert_eq!(
+            Target::parse("nvme0n1"),
+            Some(Target::Namespace {
+                controller: 0,
+                nsid: 1
+            })
+        );
+        assert_eq!(
+            Target::parse("nvme1n2p13"),
+            Some(Target::Partition {
+                controller: 1,
+                nsid: 2,
+                number: 13
+            })
+        );
+        assert_eq!(
+            Target::parse("part:alpha"),
+            Some(Target::PartitionName("alpha".into()))
+        );
+        for bad in [
+            "",
+            "nvme",
+            "nvme0",
+            "nvme0n",
+            "nvme0n0",
+            "nvme0n1p",
+            "nvme0n1p0",
+            "nvme01n1",
+            "nvme0n1p2x",
+            "sda1",
+            "part:",
+            "/dev/nvme0n1",
+            "nvme0n1p99999999999",
+        ] {
             assert_eq!(Target::parse(bad), None, "{bad:?}");
         }
     }
 
     #[test]
     fn extents_check_ranges() {
-        let e = Extent { first: 2048, blocks: 100, block_size: 512, read_only: false };
+        let e = Extent {
+            first: 2048,
+            blocks: 100,
+            block_size: 512,
+            read_only: false,
+        };
         assert_eq!(e.map(0, 512, false), Ok(2048));
         assert_eq!(e.map(99, 512, true), Ok(2147));
         assert_eq!(e.map(99, 1024, false), Err(BlockError::OutOfRange));
@@ -164,7 +211,10 @@ mod tests {
         assert_eq!(e.map(u64::MAX, 512, false), Err(BlockError::OutOfRange));
         assert_eq!(e.map(0, 0, false), Err(BlockError::BadLength));
         assert_eq!(e.map(0, 100, false), Err(BlockError::BadLength));
-        let ro = Extent { read_only: true, ..e };
+        let ro = Extent {
+            read_only: true,
+            ..e
+        };
         assert_eq!(ro.map(0, 512, true), Err(BlockError::ReadOnly));
         assert_eq!(ro.map(0, 512, false), Ok(2048));
         assert_eq!(e.map_blocks(90, 10, true), Ok(2138));

@@ -45,7 +45,12 @@ impl Command {
         b[4..8].copy_from_slice(&self.nsid.to_le_bytes());
         b[24..32].copy_from_slice(&self.prp1.to_le_bytes());
         b[32..40].copy_from_slice(&self.prp2.to_le_bytes());
-        for (i, v) in [self.cdw10, self.cdw11, self.cdw12, self.cdw13, self.cdw14, self.cdw15].iter().enumerate() {
+        for (i, v) in [
+            self.cdw10, self.cdw11, self.cdw12, self.cdw13, self.cdw14, self.cdw15,
+        ]
+        .iter()
+        .enumerate()
+        {
             b[40 + 4 * i..44 + 4 * i].copy_from_slice(&v.to_le_bytes());
         }
         b
@@ -70,7 +75,13 @@ impl Command {
     }
 
     pub fn identify(cns: u8, nsid: u32, buf: u64) -> Command {
-        Command { opcode: opcode::IDENTIFY, nsid, prp1: buf, cdw10: cns as u32, ..Default::default() }
+        Command {
+            opcode: opcode::IDENTIFY,
+            nsid,
+            prp1: buf,
+            cdw10: cns as u32,
+            ..Default::default()
+        }
     }
 
     /// Create I/O completion queue `qid` of `entries` at `base`, interrupting on `vector`
@@ -102,7 +113,12 @@ impl Command {
     /// Ask for `n` submission and completion queues (1-based counts).
     pub fn set_queue_count(n: u16) -> Command {
         let v = (n as u32 - 1) | ((n as u32 - 1) << 16);
-        Command { opcode: opcode::SET_FEATURES, cdw10: FEATURE_NUMBER_OF_QUEUES, cdw11: v, ..Default::default() }
+        Command {
+            opcode: opcode::SET_FEATURES,
+            cdw10: FEATURE_NUMBER_OF_QUEUES,
+            cdw11: v,
+            ..Default::default()
+        }
     }
 
     /// Read or write `blocks` (1-based) starting at `lba`.
@@ -120,20 +136,42 @@ impl Command {
     }
 
     pub fn flush(nsid: u32) -> Command {
-        Command { opcode: opcode::FLUSH, nsid, ..Default::default() }
+        Command {
+            opcode: opcode::FLUSH,
+            nsid,
+            ..Default::default()
+        }
     }
 
     pub fn write_zeroes(nsid: u32, lba: u64, blocks: u32) -> Command {
-        Command { opcode: opcode::WRITE_ZEROES, nsid, cdw10: lba as u32, cdw11: (lba >> 32) as u32, cdw12: blocks - 1, ..Default::default() }
+        Command {
+            opcode: opcode::WRITE_ZEROES,
+            nsid,
+            cdw10: lba as u32,
+            cdw11: (lba >> 32) as u32,
+            cdw12: blocks - 1,
+            ..Default::default()
+        }
     }
 
     /// Dataset Management / deallocate for `ranges` (1..=256) range entries at `list`.
     pub fn deallocate(nsid: u32, ranges: u16, list: u64) -> Command {
-        Command { opcode: opcode::DSM, nsid, prp1: list, cdw10: ranges as u32 - 1, cdw11: 1 << 2, ..Default::default() }
+        Command {
+            opcode: opcode::DSM,
+            nsid,
+            prp1: list,
+            cdw10: ranges as u32 - 1,
+            cdw11: 1 << 2,
+            ..Default::default()
+        }
     }
 
     pub fn abort(sqid: u16, cid: u16) -> Command {
-        Command { opcode: opcode::ABORT, cdw10: sqid as u32 | (cid as u32) << 16, ..Default::default() }
+        Command {
+            opcode: opcode::ABORT,
+            cdw10: sqid as u32 | (cid as u32) << 16,
+            ..Default::default()
+        }
     }
 }
 
@@ -159,7 +197,15 @@ impl Completion {
             sq_id: u16::from_le_bytes([b[10], b[11]]),
             cid: u16::from_le_bytes([b[12], b[13]]),
             phase: sf & 1 == 1,
-            status: if sc == 0 && sct == 0 { None } else { Some(Status { sct, sc, dnr: sf & (1 << 15) != 0 }) },
+            status: if sc == 0 && sct == 0 {
+                None
+            } else {
+                Some(Status {
+                    sct,
+                    sc,
+                    dnr: sf & (1 << 15) != 0,
+                })
+            },
         }
     }
 
@@ -217,11 +263,25 @@ mod tests {
 
     #[test]
     fn completion_round_trip_and_status() {
-        let ok = Completion { dw0: 7, sq_head: 3, sq_id: 1, cid: 42, phase: true, status: None };
+        let ok = Completion {
+            dw0: 7,
+            sq_head: 3,
+            sq_id: 1,
+            cid: 42,
+            phase: true,
+            status: None,
+        };
         assert_eq!(Completion::from_bytes(&ok.to_bytes()), ok);
         assert_eq!(ok.result(), Ok(7));
-        let lba = Status { sct: 0, sc: 0x80, dnr: true };
-        let bad = Completion { status: Some(lba), ..ok };
+        let lba = Status {
+            sct: 0,
+            sc: 0x80,
+            dnr: true,
+        };
+        let bad = Completion {
+            status: Some(lba),
+            ..ok
+        };
         let back = Completion::from_bytes(&bad.to_bytes());
         assert_eq!(back.status, Some(lba));
         assert_eq!(back.status.unwrap().describe(), "LBA out of range");

@@ -41,12 +41,19 @@ pub struct Config {
     pub max_transfer: usize,
 }
 
-fn wait_ready<M: Mmio>(mmio: &M, clock: &mut impl Clock, want: bool, timeout_ms: u32) -> Result<(), Error> {
+fn wait_ready<M: Mmio>(
+    mmio: &M,
+    clock: &mut impl Clock,
+    want: bool,
+    timeout_ms: u32,
+) -> Result<(), Error> {
     let start = clock.now_us();
     loop {
         let csts = mmio.read32(regs::CSTS);
         if csts == 0xffff_ffff {
-            return Err(Error::Device("controller registers read all-ones (device gone)"));
+            return Err(Error::Device(
+                "controller registers read all-ones (device gone)",
+            ));
         }
         if want && csts & regs::CSTS_CFS != 0 {
             return Err(Error::Fatal);
@@ -55,7 +62,13 @@ fn wait_ready<M: Mmio>(mmio: &M, clock: &mut impl Clock, want: bool, timeout_ms:
             return Ok(());
         }
         if clock.now_us() - start > timeout_ms as u64 * 1000 {
-            return Err(Error::Timeout { what: if want { "controller ready" } else { "controller disable" } });
+            return Err(Error::Timeout {
+                what: if want {
+                    "controller ready"
+                } else {
+                    "controller disable"
+                },
+            });
         }
         clock.pause(1000);
     }
@@ -94,10 +107,17 @@ pub fn run_polled<M: Mmio>(
 }
 
 impl<M: Mmio> Controller<M> {
-    pub fn init(mmio: M, dma: &mut impl Dma, clock: &mut impl Clock, cfg: &Config) -> Result<Self, Error> {
+    pub fn init(
+        mmio: M,
+        dma: &mut impl Dma,
+        clock: &mut impl Clock,
+        cfg: &Config,
+    ) -> Result<Self, Error> {
         let cap = Cap::parse(mmio.read64(regs::CAP));
         if mmio.read32(regs::CSTS) == 0xffff_ffff {
-            return Err(Error::Device("controller registers read all-ones (device gone)"));
+            return Err(Error::Device(
+                "controller registers read all-ones (device gone)",
+            ));
         }
         if !cap.nvm_command_set {
             return Err(Error::Device("controller lacks the NVM command set"));
@@ -114,11 +134,17 @@ impl<M: Mmio> Controller<M> {
         wait_ready(&mmio, clock, false, cap.timeout_ms)?;
         let entries = ADMIN_ENTRIES.min(cap.max_queue_entries as u16);
         let mut admin = QueuePair::new(dma, 0, entries, cap.doorbell_stride)?;
-        mmio.write32(regs::AQA, ((entries as u32 - 1) << 16) | (entries as u32 - 1));
+        mmio.write32(
+            regs::AQA,
+            ((entries as u32 - 1) << 16) | (entries as u32 - 1),
+        );
         mmio.write64(regs::ASQ, admin.sq_base);
         mmio.write64(regs::ACQ, admin.cq_base);
         mmio.write32(regs::INTMS, 0xffff_ffff);
-        mmio.write32(regs::CC, regs::CC_EN | regs::CC_IOSQES_64 | regs::CC_IOCQES_16);
+        mmio.write32(
+            regs::CC,
+            regs::CC_EN | regs::CC_IOSQES_64 | regs::CC_IOCQES_16,
+        );
         if let Err(e) = wait_ready(&mmio, clock, true, cap.timeout_ms) {
             admin.release(dma);
             return Err(e);
@@ -129,8 +155,22 @@ impl<M: Mmio> Controller<M> {
         dma.free(buf, PAGE_SIZE);
         let (info, namespaces) = r?;
 
-        let max_transfer = info.max_transfer.unwrap_or(usize::MAX).min(cfg.max_transfer);
-        let mut c = Controller { mmio, cap, version, admin, io: Vec::new(), info, namespaces, max_transfer, vector: cfg.vector, resets: 0 };
+        let max_transfer = info
+            .max_transfer
+            .unwrap_or(usize::MAX)
+            .min(cfg.max_transfer);
+        let mut c = Controller {
+            mmio,
+            cap,
+            version,
+            admin,
+            io: Vec::new(),
+            info,
+            namespaces,
+            max_transfer,
+            vector: cfg.vector,
+            resets: 0,
+        };
         c.create_io_queues(dma, clock, cfg)?;
         Ok(c)
     }
@@ -143,27 +183,70 @@ impl<M: Mmio> Controller<M> {
         buf: u64,
     ) -> Result<(ControllerInfo, Vec<Namespace>), Error> {
         let mut page = [0u8; 4096];
-        run_polled(admin, dma, mmio, clock, Command::identify(1, 0, buf), ADMIN_TIMEOUT_US, "identify controller")?.result()?;
+        run_polled(
+            admin,
+            dma,
+            mmio,
+            clock,
+            Command::identify(1, 0, buf),
+            ADMIN_TIMEOUT_US,
+            "identify controller",
+        )?
+        .result()?;
         dma.read(buf, &mut page);
         let info = identify::controller(&page, PAGE_SIZE);
         dma.write(buf, &[0u8; 4096]);
-        run_polled(admin, dma, mmio, clock, Command::identify(2, 0, buf), ADMIN_TIMEOUT_US, "namespace list")?.result()?;
+        run_polled(
+            admin,
+            dma,
+            mmio,
+            clock,
+            Command::identify(2, 0, buf),
+            ADMIN_TIMEOUT_US,
+            "namespace list",
+        )?
+        .result()?;
         dma.read(buf, &mut page);
         let ids = identify::active_namespaces(&page);
         let mut namespaces = Vec::new();
-        for nsid in ids.into_iter().filter(|n| *n <= info.namespaces.max(1)).take(1024) {
-            run_polled(admin, dma, mmio, clock, Command::identify(0, nsid, buf), ADMIN_TIMEOUT_US, "identify namespace")?
-                .result()?;
+        for nsid in ids
+            .into_iter()
+            .filter(|n| *n <= info.namespaces.max(1))
+            .take(1024)
+        {
+            run_polled(
+                admin,
+                dma,
+                mmio,
+                clock,
+                Command::identify(0, nsid, buf),
+                ADMIN_TIMEOUT_US,
+                "identify namespace",
+            )?
+            .result()?;
             dma.read(buf, &mut page);
             namespaces.push(identify::namespace(nsid, &page)?);
         }
         Ok((info, namespaces))
     }
 
-    fn create_io_queues(&mut self, dma: &mut impl Dma, clock: &mut impl Clock, cfg: &Config) -> Result<(), Error> {
+    fn create_io_queues(
+        &mut self,
+        dma: &mut impl Dma,
+        clock: &mut impl Clock,
+        cfg: &Config,
+    ) -> Result<(), Error> {
         let want = cfg.io_queues.max(1);
-        let granted = run_polled(&mut self.admin, dma, &self.mmio, clock, Command::set_queue_count(want), ADMIN_TIMEOUT_US, "set features: number of queues")?
-            .result()?;
+        let granted = run_polled(
+            &mut self.admin,
+            dma,
+            &self.mmio,
+            clock,
+            Command::set_queue_count(want),
+            ADMIN_TIMEOUT_US,
+            "set features: number of queues",
+        )?
+        .result()?;
         let nsq = (granted & 0xffff) as u16 + 1;
         let ncq = (granted >> 16) as u16 + 1;
         let n = want.min(nsq).min(ncq);
@@ -174,10 +257,28 @@ impl<M: Mmio> Controller<M> {
             let vector = (cfg.vector)(i);
             let cq = Command::create_cq(qid, entries, q.cq_base, vector);
             let sq = Command::create_sq(qid, entries, q.sq_base, qid);
-            let r = run_polled(&mut self.admin, dma, &self.mmio, clock, cq, ADMIN_TIMEOUT_US, "create I/O CQ")
-                .and_then(|c| c.result())
-                .and_then(|_| run_polled(&mut self.admin, dma, &self.mmio, clock, sq, ADMIN_TIMEOUT_US, "create I/O SQ"))
-                .and_then(|c| c.result());
+            let r = run_polled(
+                &mut self.admin,
+                dma,
+                &self.mmio,
+                clock,
+                cq,
+                ADMIN_TIMEOUT_US,
+                "create I/O CQ",
+            )
+            .and_then(|c| c.result())
+            .and_then(|_| {
+                run_polled(
+                    &mut self.admin,
+                    dma,
+                    &self.mmio,
+                    clock,
+                    sq,
+                    ADMIN_TIMEOUT_US,
+                    "create I/O SQ",
+                )
+            })
+            .and_then(|c| c.result());
             if let Err(e) = r {
                 q.release(dma);
                 if self.io.is_empty() {
@@ -193,7 +294,11 @@ impl<M: Mmio> Controller<M> {
     /// Controller-level reset (CC.EN 1 -> 0 -> 1) keeping every queue's memory: the admin
     /// and I/O queues are set up again empty. Returns, per I/O queue, the command ids that
     /// were in flight: the caller re-issues them (their data buffers are still its own).
-    pub fn reset(&mut self, dma: &impl Dma, clock: &mut impl Clock) -> Result<Vec<Vec<u16>>, Error> {
+    pub fn reset(
+        &mut self,
+        dma: &impl Dma,
+        clock: &mut impl Clock,
+    ) -> Result<Vec<Vec<u16>>, Error> {
         self.resets += 1;
         let cc = self.mmio.read32(regs::CC);
         self.mmio.write32(regs::CC, cc & !regs::CC_EN);
@@ -205,24 +310,70 @@ impl<M: Mmio> Controller<M> {
         self.mmio.write64(regs::ASQ, self.admin.sq_base);
         self.mmio.write64(regs::ACQ, self.admin.cq_base);
         self.mmio.write32(regs::INTMS, 0xffff_ffff);
-        self.mmio.write32(regs::CC, regs::CC_EN | regs::CC_IOSQES_64 | regs::CC_IOCQES_16);
+        self.mmio.write32(
+            regs::CC,
+            regs::CC_EN | regs::CC_IOSQES_64 | regs::CC_IOCQES_16,
+        );
         wait_ready(&self.mmio, clock, true, self.cap.timeout_ms)?;
         let n = self.io.len() as u16;
-        run_polled(&mut self.admin, dma, &self.mmio, clock, Command::set_queue_count(n), ADMIN_TIMEOUT_US, "set features: number of queues")?
-            .result()?;
+        run_polled(
+            &mut self.admin,
+            dma,
+            &self.mmio,
+            clock,
+            Command::set_queue_count(n),
+            ADMIN_TIMEOUT_US,
+            "set features: number of queues",
+        )?
+        .result()?;
         for i in 0..self.io.len() {
-            let (qid, entries, cq_base, sq_base) = { let q = &self.io[i]; (q.qid, q.entries, q.cq_base, q.sq_base) };
+            let (qid, entries, cq_base, sq_base) = {
+                let q = &self.io[i];
+                (q.qid, q.entries, q.cq_base, q.sq_base)
+            };
             let cq = Command::create_cq(qid, entries, cq_base, (self.vector)(i as u16));
-            run_polled(&mut self.admin, dma, &self.mmio, clock, cq, ADMIN_TIMEOUT_US, "create I/O CQ")?.result()?;
+            run_polled(
+                &mut self.admin,
+                dma,
+                &self.mmio,
+                clock,
+                cq,
+                ADMIN_TIMEOUT_US,
+                "create I/O CQ",
+            )?
+            .result()?;
             let sq = Command::create_sq(qid, entries, sq_base, qid);
-            run_polled(&mut self.admin, dma, &self.mmio, clock, sq, ADMIN_TIMEOUT_US, "create I/O SQ")?.result()?;
+            run_polled(
+                &mut self.admin,
+                dma,
+                &self.mmio,
+                clock,
+                sq,
+                ADMIN_TIMEOUT_US,
+                "create I/O SQ",
+            )?
+            .result()?;
         }
         Ok(lost)
     }
 
     /// Ask the controller to abort command `cid` on queue `sqid`; true if it says it did.
-    pub fn abort(&mut self, dma: &impl Dma, clock: &mut impl Clock, sqid: u16, cid: u16) -> Result<bool, Error> {
-        let c = run_polled(&mut self.admin, dma, &self.mmio, clock, Command::abort(sqid, cid), ADMIN_TIMEOUT_US, "abort")?;
+    pub fn abort(
+        &mut self,
+        dma: &impl Dma,
+        clock: &mut impl Clock,
+        sqid: u16,
+        cid: u16,
+    ) -> Result<bool, Error> {
+        let c = run_polled(
+            &mut self.admin,
+            dma,
+            &self.mmio,
+            clock,
+            Command::abort(sqid, cid),
+            ADMIN_TIMEOUT_US,
+            "abort",
+        )?;
         // DW0 bit 0 set: the command was not aborted.
         Ok(c.result()? & 1 == 0)
     }
@@ -243,7 +394,8 @@ impl<M: Mmio> Controller<M> {
     /// write cache on the way.
     pub fn shutdown(&self, clock: &mut impl Clock) -> Result<(), Error> {
         let cc = self.mmio.read32(regs::CC);
-        self.mmio.write32(regs::CC, (cc & !(3 << 14)) | regs::CC_SHN_NORMAL);
+        self.mmio
+            .write32(regs::CC, (cc & !(3 << 14)) | regs::CC_SHN_NORMAL);
         let start = clock.now_us();
         while self.mmio.read32(regs::CSTS) & regs::CSTS_SHST_MASK != regs::CSTS_SHST_DONE {
             if clock.now_us() - start > self.cap.timeout_ms as u64 * 1000 {

@@ -101,12 +101,27 @@ pub fn parse(
         if first < first_usable || last > last_usable || first > last {
             return Err(GptError::BadEntries("partition outside the usable area"));
         }
-        let units: Vec<u16> = e[56..128].chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).take_while(|&u| u != 0).collect();
-        let name = char::decode_utf16(units).map(|c| c.unwrap_or('?')).collect();
-        out.push(Partition { number: i as u32 + 1, first_lba: first, last_lba: last, name, type_guid });
+        let units: Vec<u16> = e[56..128]
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .take_while(|&u| u != 0)
+            .collect();
+        let name = char::decode_utf16(units)
+            .map(|c| c.unwrap_or('?'))
+            .collect();
+        out.push(Partition {
+            number: i as u32 + 1,
+            first_lba: first,
+            last_lba: last,
+            name,
+            type_guid,
+        });
     }
     for (i, a) in out.iter().enumerate() {
-        if out[i + 1..].iter().any(|b| a.first_lba <= b.last_lba && b.first_lba <= a.last_lba) {
+        if out[i + 1..]
+            .iter()
+            .any(|b| a.first_lba <= b.last_lba && b.first_lba <= a.last_lba)
+        {
             return Err(GptError::BadEntries("partitions overlap"));
         }
     }
@@ -125,7 +140,10 @@ mod tests {
         let mut entries = vec![0u8; 128 * 128];
         for (i, (first, last, name)) in parts.iter().enumerate() {
             let e = &mut entries[i * 128..(i + 1) * 128];
-            e[0..16].copy_from_slice(&[0xaf, 0x3d, 0xc6, 0x0f, 0x83, 0x84, 0x72, 0x47, 0x8e, 0x79, 0x3d, 0x69, 0xd8, 0x47, 0x7d, 0xe4]);
+            e[0..16].copy_from_slice(&[
+                0xaf, 0x3d, 0xc6, 0x0f, 0x83, 0x84, 0x72, 0x47, 0x8e, 0x79, 0x3d, 0x69, 0xd8, 0x47,
+                0x7d, 0xe4,
+            ]);
             e[16] = i as u8 + 1;
             e[32..40].copy_from_slice(&first.to_le_bytes());
             e[40..48].copy_from_slice(&last.to_le_bytes());
@@ -165,27 +183,56 @@ mod tests {
         let d = image(4096, &[(2048, 2559, "alpha"), (2560, 4000, "beta")]);
         let p = parse(512, 4096, reader(&d)).unwrap();
         assert_eq!(p.len(), 2);
-        assert_eq!((p[0].number, p[0].first_lba, p[0].last_lba, p[0].name.as_str()), (1, 2048, 2559, "alpha"));
-        assert_eq!((p[1].number, p[1].name.as_str(), p[1].blocks()), (2, "beta", 1441));
+        assert_eq!(
+            (
+                p[0].number,
+                p[0].first_lba,
+                p[0].last_lba,
+                p[0].name.as_str()
+            ),
+            (1, 2048, 2559, "alpha")
+        );
+        assert_eq!(
+            (p[1].number, p[1].name.as_str(), p[1].blocks()),
+            (2, "beta", 1441)
+        );
     }
 
     #[test]
     fn refuses_corruption() {
         let d = image(4096, &[(2048, 2559, "alpha")]);
-        assert_eq!(parse(512, 4096, reader(&vec![0u8; 4096 * 512])), Err(GptError::NoSignature));
+        assert_eq!(
+            parse(512, 4096, reader(&vec![0u8; 4096 * 512])),
+            Err(GptError::NoSignature)
+        );
         let mut bad = d.clone();
         bad[512 + 40] ^= 1;
-        assert_eq!(parse(512, 4096, reader(&bad)), Err(GptError::BadHeader("header CRC")));
+        assert_eq!(
+            parse(512, 4096, reader(&bad)),
+            Err(GptError::BadHeader("header CRC"))
+        );
         let mut bad = d.clone();
         bad[2 * 512 + 32] ^= 1;
-        assert_eq!(parse(512, 4096, reader(&bad)), Err(GptError::BadEntries("entry array CRC")));
+        assert_eq!(
+            parse(512, 4096, reader(&bad)),
+            Err(GptError::BadEntries("entry array CRC"))
+        );
         // A table written for a bigger disk.
-        assert_eq!(parse(512, 2000, reader(&d[..2000 * 512])), Err(GptError::BadHeader("usable range outside the disk")));
+        assert_eq!(
+            parse(512, 2000, reader(&d[..2000 * 512])),
+            Err(GptError::BadHeader("usable range outside the disk"))
+        );
         // Overlapping and out-of-range partitions.
         let o = image(4096, &[(2048, 3000, "a"), (2900, 3500, "b")]);
-        assert_eq!(parse(512, 4096, reader(&o)), Err(GptError::BadEntries("partitions overlap")));
+        assert_eq!(
+            parse(512, 4096, reader(&o)),
+            Err(GptError::BadEntries("partitions overlap"))
+        );
         let r = image(4096, &[(10, 100, "early")]);
-        assert_eq!(parse(512, 4096, reader(&r)), Err(GptError::BadEntries("partition outside the usable area")));
+        assert_eq!(
+            parse(512, 4096, reader(&r)),
+            Err(GptError::BadEntries("partition outside the usable area"))
+        );
         assert_eq!(parse(512, 4096, |_, _| Err(())), Err(GptError::Io));
     }
 }

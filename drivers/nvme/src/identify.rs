@@ -23,7 +23,16 @@ pub struct ControllerInfo {
 /// ASCII fields are space-padded; some controllers pad with NULs instead.
 fn text(b: &[u8]) -> String {
     let b = &b[..b.iter().position(|&c| c == 0).unwrap_or(b.len())];
-    let s: String = b.iter().map(|&c| if (0x20..0x7f).contains(&c) { c as char } else { '?' }).collect();
+    let s: String = b
+        .iter()
+        .map(|&c| {
+            if (0x20..0x7f).contains(&c) {
+                c as char
+            } else {
+                '?'
+            }
+        })
+        .collect();
     String::from(s.trim_end())
 }
 
@@ -71,7 +80,11 @@ pub fn namespace(nsid: u32, b: &[u8; 4096]) -> Result<Namespace, Error> {
     if blocks == 0 {
         return Err(Error::Device("namespace has no blocks"));
     }
-    Ok(Namespace { nsid, blocks, block_size: 1 << lbads })
+    Ok(Namespace {
+        nsid,
+        blocks,
+        block_size: 1 << lbads,
+    })
 }
 
 /// Active namespace list (CNS 02h): ascending ids, zero-terminated.
@@ -110,7 +123,11 @@ mod tests {
         assert_eq!(c.namespaces, 256);
         assert!(c.dsm && !c.write_zeroes && c.volatile_write_cache);
         b[77] = 255;
-        assert_eq!(controller(&b, 4096).max_transfer, Some(4096 << 20), "clamped");
+        assert_eq!(
+            controller(&b, 4096).max_transfer,
+            Some(4096 << 20),
+            "clamped"
+        );
     }
 
     #[test]
@@ -122,7 +139,10 @@ mod tests {
         b[128..132].copy_from_slice(&(9u32 << 16).to_le_bytes());
         b[132..136].copy_from_slice(&(12u32 << 16).to_le_bytes());
         let n = namespace(1, &b).unwrap();
-        assert_eq!((n.blocks, n.block_size, n.bytes()), (32768, 4096, 128 << 20));
+        assert_eq!(
+            (n.blocks, n.block_size, n.bytes()),
+            (32768, 4096, 128 << 20)
+        );
         b[26] = 2;
         assert!(namespace(1, &b).is_err(), "format index beyond NLBAF");
         b[26] = 1;

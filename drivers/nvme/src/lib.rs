@@ -107,7 +107,14 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Command(s) => write!(f, "{} (sct {:#x}, sc {:#x}{})", s.describe(), s.sct, s.sc, if s.dnr { ", do not retry" } else { "" }),
+            Error::Command(s) => write!(
+                f,
+                "{} (sct {:#x}, sc {:#x}{})",
+                s.describe(),
+                s.sct,
+                s.sc,
+                if s.dnr { ", do not retry" } else { "" }
+            ),
             Error::Timeout { what } => write!(f, "timeout waiting for {what}"),
             Error::Fatal => write!(f, "controller fatal status (CSTS.CFS)"),
             Error::Device(w) => write!(f, "controller misbehaved: {w}"),

@@ -52,8 +52,16 @@ pub fn build(pages: &[u64], offset: usize, len: usize, list_pages: &[u64]) -> Re
     let pages = &pages[..needed];
     let prp1 = pages[0] + offset as u64;
     match needed {
-        1 => Ok(Prp { prp1, prp2: 0, lists: Vec::new() }),
-        2 => Ok(Prp { prp1, prp2: pages[1], lists: Vec::new() }),
+        1 => Ok(Prp {
+            prp1,
+            prp2: 0,
+            lists: Vec::new(),
+        }),
+        2 => Ok(Prp {
+            prp1,
+            prp2: pages[1],
+            lists: Vec::new(),
+        }),
         _ => {
             let want = list_pages_needed(needed);
             if list_pages.len() < want {
@@ -63,7 +71,11 @@ pub fn build(pages: &[u64], offset: usize, len: usize, list_pages: &[u64]) -> Re
             let mut lists = Vec::new();
             for (i, &lp) in list_pages[..want].iter().enumerate() {
                 let last = i + 1 == want;
-                let take = if last { rest.len() } else { ENTRIES_PER_LIST_PAGE - 1 };
+                let take = if last {
+                    rest.len()
+                } else {
+                    ENTRIES_PER_LIST_PAGE - 1
+                };
                 let mut entries: Vec<u64> = rest[..take].to_vec();
                 rest = &rest[take..];
                 if !last {
@@ -71,7 +83,11 @@ pub fn build(pages: &[u64], offset: usize, len: usize, list_pages: &[u64]) -> Re
                 }
                 lists.push((lp, entries));
             }
-            Ok(Prp { prp1, prp2: list_pages[0], lists })
+            Ok(Prp {
+                prp1,
+                prp2: list_pages[0],
+                lists,
+            })
         }
     }
 }
@@ -89,7 +105,11 @@ mod tests {
         let p = build(&pages(4), 0, 4096, &[]).unwrap();
         assert_eq!((p.prp1, p.prp2), (0x10_0000, 0));
         let p = build(&pages(4), 512, 4096, &[]).unwrap();
-        assert_eq!((p.prp1, p.prp2), (0x10_0200, 0x10_3000), "crosses into the second page");
+        assert_eq!(
+            (p.prp1, p.prp2),
+            (0x10_0200, 0x10_3000),
+            "crosses into the second page"
+        );
         let p = build(&pages(4), 0, 8192, &[]).unwrap();
         assert_eq!(p.prp2, 0x10_3000);
         assert!(p.lists.is_empty());
@@ -114,11 +134,21 @@ mod tests {
         // One page more needs a second list page, chained from the first one's last entry.
         let n = 514;
         assert_eq!(list_pages_needed(n), 2);
-        let p = build(&pages(n), 8, 2 * 1024 * 1024 + 4096, &[0xa0_0000, 0xa0_1000]).unwrap();
+        let p = build(
+            &pages(n),
+            8,
+            2 * 1024 * 1024 + 4096,
+            &[0xa0_0000, 0xa0_1000],
+        )
+        .unwrap();
         assert_eq!(p.lists[0].1.len(), 512);
         assert_eq!(*p.lists[0].1.last().unwrap(), 0xa0_1000, "chain pointer");
         assert_eq!(p.lists[1].1.len(), 2);
-        let all: Vec<u64> = p.lists[0].1[..511].iter().chain(p.lists[1].1.iter()).copied().collect();
+        let all: Vec<u64> = p.lists[0].1[..511]
+            .iter()
+            .chain(p.lists[1].1.iter())
+            .copied()
+            .collect();
         assert_eq!(all, pages(n)[1..].to_vec());
     }
 
@@ -128,6 +158,9 @@ mod tests {
         assert!(build(&pages(1), 2, 512, &[]).is_err(), "not dword aligned");
         assert!(build(&pages(1), 0, 8192, &[]).is_err(), "too few pages");
         assert!(build(&[0x1234], 0, 512, &[]).is_err(), "unaligned page");
-        assert!(build(&pages(8), 0, 8 * 4096, &[]).is_err(), "no list page given");
+        assert!(
+            build(&pages(8), 0, 8 * 4096, &[]).is_err(),
+            "no list page given"
+        );
     }
 }

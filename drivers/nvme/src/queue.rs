@@ -36,7 +36,12 @@ pub struct QueuePair {
 
 impl QueuePair {
     /// Allocate zeroed rings for `entries` (2..=4096) entries.
-    pub fn new(dma: &mut impl Dma, qid: u16, entries: u16, doorbell_stride: usize) -> Result<Self, Error> {
+    pub fn new(
+        dma: &mut impl Dma,
+        qid: u16,
+        entries: u16,
+        doorbell_stride: usize,
+    ) -> Result<Self, Error> {
         if !(2..=4096).contains(&entries) {
             return Err(Error::Invalid("queue size"));
         }
@@ -94,11 +99,17 @@ impl QueuePair {
         // Command identifiers are slot numbers modulo the queue size, skipping any still
         // in flight (a slow command must not share its id with a new one).
         let n = self.entries;
-        let cid = (0..n).map(|i| (self.next_cid + i) % n).find(|c| !self.in_flight[*c as usize]).ok_or(Error::QueueFull)?;
+        let cid = (0..n)
+            .map(|i| (self.next_cid + i) % n)
+            .find(|c| !self.in_flight[*c as usize])
+            .ok_or(Error::QueueFull)?;
         self.next_cid = (cid + 1) % n;
         self.in_flight[cid as usize] = true;
         cmd.cid = cid;
-        dma.write(self.sq_base + self.sq_tail as u64 * SQE_SIZE as u64, &cmd.to_bytes());
+        dma.write(
+            self.sq_base + self.sq_tail as u64 * SQE_SIZE as u64,
+            &cmd.to_bytes(),
+        );
         self.sq_tail = (self.sq_tail + 1) % n;
         Ok(cid)
     }
@@ -110,7 +121,12 @@ impl QueuePair {
     }
 
     /// Consume every new completion; returns how many were delivered to `f`.
-    pub fn reap(&mut self, dma: &impl Dma, mmio: &impl Mmio, mut f: impl FnMut(Completion)) -> usize {
+    pub fn reap(
+        &mut self,
+        dma: &impl Dma,
+        mmio: &impl Mmio,
+        mut f: impl FnMut(Completion),
+    ) -> usize {
         let mut n = 0;
         let mut moved = false;
         loop {
@@ -136,7 +152,9 @@ impl QueuePair {
             if c.sq_head < self.entries {
                 self.sq_head = c.sq_head;
             }
-            let valid = c.sq_id == self.qid && (c.cid as usize) < self.in_flight.len() && self.in_flight[c.cid as usize];
+            let valid = c.sq_id == self.qid
+                && (c.cid as usize) < self.in_flight.len()
+                && self.in_flight[c.cid as usize];
             if !valid {
                 self.bogus += 1;
                 continue;
@@ -165,7 +183,9 @@ impl QueuePair {
 
     /// Forget every command in flight (after a controller reset) and return their ids.
     pub fn abandon_all(&mut self) -> Vec<u16> {
-        let ids = (0..self.entries).filter(|c| self.in_flight[*c as usize]).collect();
+        let ids = (0..self.entries)
+            .filter(|c| self.in_flight[*c as usize])
+            .collect();
         self.in_flight.iter_mut().for_each(|f| *f = false);
         ids
     }

@@ -9,7 +9,12 @@ use bulkhead_nvme::{prp, Dma, Error, PAGE_SIZE};
 use model::{FakeClock, FakeDma, Model, BLOCK};
 
 fn cfg() -> Config {
-    Config { io_queues: 2, io_entries: 64, vector: |i| Some(i + 1), max_transfer: 2 << 20 }
+    Config {
+        io_queues: 2,
+        io_entries: 64,
+        vector: |i| Some(i + 1),
+        max_transfer: 2 << 20,
+    }
 }
 
 fn up(blocks: usize) -> (Controller<Model>, FakeDma, FakeClock, Model) {
@@ -21,21 +26,33 @@ fn up(blocks: usize) -> (Controller<Model>, FakeDma, FakeClock, Model) {
 }
 
 /// Read or write through queue 1 with a contiguous buffer, PRP lists as needed.
-fn rw(c: &mut Controller<Model>, dma: &mut FakeDma, clock: &mut FakeClock, write: bool, lba: u64, data: &mut [u8]) -> Result<(), Error> {
+fn rw(
+    c: &mut Controller<Model>,
+    dma: &mut FakeDma,
+    clock: &mut FakeClock,
+    write: bool,
+    lba: u64,
+    data: &mut [u8],
+) -> Result<(), Error> {
     let len = data.len();
     let buf = dma.alloc(len)?;
     if write {
         dma.write(buf, data);
     }
-    let pages: Vec<u64> = (0..len.div_ceil(PAGE_SIZE) as u64).map(|i| buf + i * 4096).collect();
-    let lists: Vec<u64> = (0..prp::list_pages_needed(pages.len())).map(|_| dma.alloc(4096).unwrap()).collect();
+    let pages: Vec<u64> = (0..len.div_ceil(PAGE_SIZE) as u64)
+        .map(|i| buf + i * 4096)
+        .collect();
+    let lists: Vec<u64> = (0..prp::list_pages_needed(pages.len()))
+        .map(|_| dma.alloc(4096).unwrap())
+        .collect();
     let p = prp::build(&pages, 0, len, &lists)?;
     for (addr, entries) in &p.lists {
         let bytes: Vec<u8> = entries.iter().flat_map(|e| e.to_le_bytes()).collect();
         dma.write(*addr, &bytes);
     }
     let cmd = Command::rw(write, 1, lba, (len / BLOCK) as u32, p.prp1, p.prp2);
-    let r = run_polled(&mut c.io[0], dma, &c.mmio, clock, cmd, 1_000_000, "I/O").and_then(|x| x.result());
+    let r = run_polled(&mut c.io[0], dma, &c.mmio, clock, cmd, 1_000_000, "I/O")
+        .and_then(|x| x.result());
     if !write && r.is_ok() {
         dma.read(buf, data);
     }
@@ -49,7 +66,10 @@ fn brings_up_and_identifies() {
     assert_eq!(c.info.max_transfer, Some(4096 << 5));
     assert!(c.info.volatile_write_cache && c.info.dsm && c.info.write_zeroes);
     assert_eq!(c.namespaces.len(), 1);
-    assert_eq!((c.namespaces[0].blocks, c.namespaces[0].block_size), (2048, 512));
+    assert_eq!(
+        (c.namespaces[0].blocks, c.namespaces[0].block_size),
+        (2048, 512)
+    );
     assert_eq!(c.io.len(), 2, "two I/O queue pairs created");
     assert_eq!(c.max_transfer, 128 * 1024);
     // Interrupt vectors were requested as configured.
@@ -73,15 +93,31 @@ fn read_write_round_trip_with_prp_lists() {
     for len in [512usize, 4096, 8192, 64 * 1024, 128 * 1024] {
         let mut buf = vec![0u8; len];
         rw(&mut c, &mut dma, &mut clock, false, 7, &mut buf).unwrap();
-        assert_eq!(buf, m.0.borrow().disk[7 * BLOCK..7 * BLOCK + len], "read of {len} bytes");
+        assert_eq!(
+            buf,
+            m.0.borrow().disk[7 * BLOCK..7 * BLOCK + len],
+            "read of {len} bytes"
+        );
     }
     let mut data: Vec<u8> = (0..96 * 1024).map(|i| (i * 7 % 251) as u8).collect();
     rw(&mut c, &mut dma, &mut clock, true, 100, &mut data).unwrap();
-    assert_eq!(&m.0.borrow().disk[100 * BLOCK..100 * BLOCK + data.len()], &data[..]);
+    assert_eq!(
+        &m.0.borrow().disk[100 * BLOCK..100 * BLOCK + data.len()],
+        &data[..]
+    );
     let mut back = vec![0u8; data.len()];
     rw(&mut c, &mut dma, &mut clock, false, 100, &mut back).unwrap();
     assert_eq!(back, data);
-    let f = run_polled(&mut c.io[0], &dma, &c.mmio, &mut clock, Command::flush(1), 1_000_000, "flush").unwrap();
+    let f = run_polled(
+        &mut c.io[0],
+        &dma,
+        &c.mmio,
+        &mut clock,
+        Command::flush(1),
+        1_000_000,
+        "flush",
+    )
+    .unwrap();
     assert!(f.result().is_ok());
     assert_eq!(m.0.borrow().flushes, 1);
 }
@@ -92,7 +128,10 @@ fn out_of_range_is_an_error_and_the_queue_keeps_working() {
     let mut buf = vec![0u8; 4096];
     let e = rw(&mut c, &mut dma, &mut clock, false, 1020, &mut buf).unwrap_err();
     assert!(matches!(e, Error::Command(s) if s.sc == 0x80), "{e:?}");
-    assert_eq!(format!("{e}"), "LBA out of range (sct 0x0, sc 0x80, do not retry)");
+    assert_eq!(
+        format!("{e}"),
+        "LBA out of range (sct 0x0, sc 0x80, do not retry)"
+    );
     rw(&mut c, &mut dma, &mut clock, false, 0, &mut buf).unwrap();
 }
 
@@ -126,7 +165,15 @@ fn queue_full_is_reported() {
 fn silent_controller_times_out() {
     let (mut c, dma, mut clock, m) = up(64);
     m.0.borrow_mut().silent = true;
-    let r = run_polled(&mut c.io[0], &dma, &c.mmio, &mut clock, Command::flush(1), 2_000_000, "flush");
+    let r = run_polled(
+        &mut c.io[0],
+        &dma,
+        &c.mmio,
+        &mut clock,
+        Command::flush(1),
+        2_000_000,
+        "flush",
+    );
     assert_eq!(r, Err(Error::Timeout { what: "flush" }));
     assert!(clock.0 >= 2_000_000);
     assert_eq!(c.io[0].abandon_all().len(), 1);
@@ -146,11 +193,21 @@ fn bogus_completion_is_dropped() {
 fn fatal_and_missing_controllers() {
     let m = Model::new(64);
     m.0.borrow_mut().fatal = true;
-    let r = Controller::init(m.clone(), &mut FakeDma(m.0.clone()), &mut FakeClock::default(), &cfg());
+    let r = Controller::init(
+        m.clone(),
+        &mut FakeDma(m.0.clone()),
+        &mut FakeClock::default(),
+        &cfg(),
+    );
     assert_eq!(r.err(), Some(Error::Fatal));
     let m = Model::new(64);
     m.0.borrow_mut().gone = true;
-    let r = Controller::init(m.clone(), &mut FakeDma(m.0.clone()), &mut FakeClock::default(), &cfg());
+    let r = Controller::init(
+        m.clone(),
+        &mut FakeDma(m.0.clone()),
+        &mut FakeClock::default(),
+        &cfg(),
+    );
     assert!(matches!(r.err(), Some(Error::Device(_))));
 }
 
@@ -176,7 +233,10 @@ fn gpt_through_the_driver() {
         rw(&mut c, &mut dma, &mut clock, false, lba, buf).map_err(|_| ())
     })
     .unwrap();
-    assert_eq!(parts.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), vec!["alpha", "beta"]);
+    assert_eq!(
+        parts.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+        vec!["alpha", "beta"]
+    );
 }
 
 fn write_gpt(d: &mut [u8], blocks: u64, parts: &[(u64, u64, &str)]) {
@@ -211,7 +271,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         c ^= b as u32;
         for _ in 0..8 {
-            c = if c & 1 != 0 { (c >> 1) ^ 0xedb8_8320 } else { c >> 1 };
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0xedb8_8320
+            } else {
+                c >> 1
+            };
         }
     }
     !c
@@ -232,14 +296,26 @@ fn lost_command_times_out_then_reset_and_reissue() {
         clock.0 += 1000;
     }
     assert!(!got, "a silent controller completed nothing");
-    assert!(!c.abort(&dma, &mut clock, 1, lost).unwrap_or(false), "abort cannot help a silent controller");
+    assert!(
+        !c.abort(&dma, &mut clock, 1, lost).unwrap_or(false),
+        "abort cannot help a silent controller"
+    );
     m.0.borrow_mut().silent = false;
     let in_flight = c.reset(&dma, &mut clock).unwrap();
     assert_eq!(in_flight[0], vec![lost]);
     assert!(in_flight[1..].iter().all(|q| q.is_empty()));
     assert_eq!(c.resets, 1);
     // Re-issue: the queue works again from a clean state.
-    let done = run_polled(&mut c.io[0], &dma, &c.mmio, &mut clock, cmd, 1_000_000, "read").unwrap();
+    let done = run_polled(
+        &mut c.io[0],
+        &dma,
+        &c.mmio,
+        &mut clock,
+        cmd,
+        1_000_000,
+        "read",
+    )
+    .unwrap();
     assert!(done.result().is_ok());
     let mut data = vec![0u8; 4096];
     dma.read(buf, &mut data);
@@ -254,10 +330,23 @@ fn lost_command_times_out_then_reset_and_reissue() {
 #[test]
 fn write_zeroes_and_deallocate() {
     let (mut c, mut dma, mut clock, m) = up(256);
-    let r = run_polled(&mut c.io[0], &dma, &c.mmio, &mut clock, Command::write_zeroes(1, 10, 4), 1_000_000, "wz").unwrap();
+    let r = run_polled(
+        &mut c.io[0],
+        &dma,
+        &c.mmio,
+        &mut clock,
+        Command::write_zeroes(1, 10, 4),
+        1_000_000,
+        "wz",
+    )
+    .unwrap();
     assert!(r.result().is_ok());
-    assert!(m.0.borrow().disk[10 * BLOCK..14 * BLOCK].iter().all(|b| *b == 0));
-    assert!(m.0.borrow().disk[14 * BLOCK..15 * BLOCK].iter().any(|b| *b != 0));
+    assert!(m.0.borrow().disk[10 * BLOCK..14 * BLOCK]
+        .iter()
+        .all(|b| *b == 0));
+    assert!(m.0.borrow().disk[14 * BLOCK..15 * BLOCK]
+        .iter()
+        .any(|b| *b != 0));
     let list = dma.alloc(4096).unwrap();
     let mut ranges = Vec::new();
     for (slba, nlb) in [(20u64, 2u32), (40, 3)] {
@@ -266,9 +355,29 @@ fn write_zeroes_and_deallocate() {
         ranges.extend_from_slice(&slba.to_le_bytes());
     }
     dma.write(list, &ranges);
-    let r = run_polled(&mut c.io[0], &dma, &c.mmio, &mut clock, Command::deallocate(1, 2, list), 1_000_000, "dsm").unwrap();
+    let r = run_polled(
+        &mut c.io[0],
+        &dma,
+        &c.mmio,
+        &mut clock,
+        Command::deallocate(1, 2, list),
+        1_000_000,
+        "dsm",
+    )
+    .unwrap();
     assert!(r.result().is_ok());
-    assert!(m.0.borrow().disk[40 * BLOCK..43 * BLOCK].iter().all(|b| *b == 0));
-    let bad = run_polled(&mut c.io[0], &dma, &c.mmio, &mut clock, Command::write_zeroes(1, 250, 10), 1_000_000, "wz").unwrap();
+    assert!(m.0.borrow().disk[40 * BLOCK..43 * BLOCK]
+        .iter()
+        .all(|b| *b == 0));
+    let bad = run_polled(
+        &mut c.io[0],
+        &dma,
+        &c.mmio,
+        &mut clock,
+        Command::write_zeroes(1, 250, 10),
+        1_000_000,
+        "wz",
+    )
+    .unwrap();
     assert!(bad.result().is_err());
 }

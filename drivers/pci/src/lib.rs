@@ -109,8 +109,16 @@ impl fmt::Display for PciError {
 /// A decoded base address register.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bar {
-    Memory { base: u64, size: u64, prefetchable: bool, is64: bool },
-    Io { port: u16, size: u32 },
+    Memory {
+        base: u64,
+        size: u64,
+        prefetchable: bool,
+        is64: bool,
+    },
+    Io {
+        port: u16,
+        size: u32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -143,7 +151,9 @@ pub fn enumerate(cs: &mut impl ConfigSpace) -> Vec<Function> {
             continue;
         }
         for dev in 0..32 {
-            let Some(f0) = probe(cs, Bdf::new(bus, dev, 0)) else { continue };
+            let Some(f0) = probe(cs, Bdf::new(bus, dev, 0)) else {
+                continue;
+            };
             let multi = f0.header_type & 0x80 != 0;
             let mut funcs = alloc::vec![f0];
             if multi {
@@ -200,7 +210,11 @@ pub fn bars(cs: &mut impl ConfigSpace, bdf: Bdf) -> Result<[Option<Bar>; 6], Pci
     r.map(|_| out)
 }
 
-fn size_bars(cs: &mut impl ConfigSpace, bdf: Bdf, out: &mut [Option<Bar>; 6]) -> Result<(), PciError> {
+fn size_bars(
+    cs: &mut impl ConfigSpace,
+    bdf: Bdf,
+    out: &mut [Option<Bar>; 6],
+) -> Result<(), PciError> {
     let mut i = 0u8;
     while i < 6 {
         let off = reg::BAR0 + 4 * i as u16;
@@ -212,7 +226,10 @@ fn size_bars(cs: &mut impl ConfigSpace, bdf: Bdf, out: &mut [Option<Bar>; 6]) ->
             let mask = probe & !0x3;
             if mask != 0 {
                 let size = (!mask).wrapping_add(1) & 0xffff;
-                out[i as usize] = Some(Bar::Io { port: (orig & !0x3) as u16, size });
+                out[i as usize] = Some(Bar::Io {
+                    port: (orig & !0x3) as u16,
+                    size,
+                });
             }
             i += 1;
             continue;
@@ -227,7 +244,12 @@ fn size_bars(cs: &mut impl ConfigSpace, bdf: Bdf, out: &mut [Option<Bar>; 6]) ->
                     if !size.is_power_of_two() {
                         return Err(PciError::BadBar { bdf, index: i });
                     }
-                    out[i as usize] = Some(Bar::Memory { base: (orig & !0xf) as u64, size, prefetchable, is64: false });
+                    out[i as usize] = Some(Bar::Memory {
+                        base: (orig & !0xf) as u64,
+                        size,
+                        prefetchable,
+                        is64: false,
+                    });
                 }
                 i += 1;
             }
@@ -247,7 +269,12 @@ fn size_bars(cs: &mut impl ConfigSpace, bdf: Bdf, out: &mut [Option<Bar>; 6]) ->
                         return Err(PciError::BadBar { bdf, index: i });
                     }
                     let base = ((orig_hi as u64) << 32) | (orig & !0xf) as u64;
-                    out[i as usize] = Some(Bar::Memory { base, size, prefetchable, is64: true });
+                    out[i as usize] = Some(Bar::Memory {
+                        base,
+                        size,
+                        prefetchable,
+                        is64: true,
+                    });
                 }
                 i += 2;
             }
@@ -281,8 +308,15 @@ pub fn capabilities(cs: &mut impl ConfigSpace, bdf: Bdf) -> Result<Vec<(u8, u16)
     Ok(out)
 }
 
-pub fn find_capability(cs: &mut impl ConfigSpace, bdf: Bdf, id: u8) -> Result<Option<u16>, PciError> {
-    Ok(capabilities(cs, bdf)?.into_iter().find(|(c, _)| *c == id).map(|(_, o)| o))
+pub fn find_capability(
+    cs: &mut impl ConfigSpace,
+    bdf: Bdf,
+    id: u8,
+) -> Result<Option<u16>, PciError> {
+    Ok(capabilities(cs, bdf)?
+        .into_iter()
+        .find(|(c, _)| *c == id)
+        .map(|(_, o)| o))
 }
 
 /// Turn on memory decoding and bus mastering (DMA), optionally masking INTx.
@@ -308,8 +342,14 @@ pub struct MsiX {
     pub pba_offset: u32,
 }
 
-pub fn msix(cs: &mut impl ConfigSpace, bdf: Bdf, bars: &[Option<Bar>; 6]) -> Result<Option<MsiX>, PciError> {
-    let Some(cap) = find_capability(cs, bdf, reg::CAP_MSIX)? else { return Ok(None) };
+pub fn msix(
+    cs: &mut impl ConfigSpace,
+    bdf: Bdf,
+    bars: &[Option<Bar>; 6],
+) -> Result<Option<MsiX>, PciError> {
+    let Some(cap) = find_capability(cs, bdf, reg::CAP_MSIX)? else {
+        return Ok(None);
+    };
     let ctrl = cs.read16(bdf, cap + 2);
     let table = cs.read32(bdf, cap + 4);
     let pba = cs.read32(bdf, cap + 8);
@@ -323,11 +363,18 @@ pub fn msix(cs: &mut impl ConfigSpace, bdf: Bdf, bars: &[Option<Bar>; 6]) -> Res
     };
     // The table must lie inside a memory BAR.
     let fits = |bar: u8, off: u32, len: u64| match bars.get(bar as usize).copied().flatten() {
-        Some(Bar::Memory { size, .. }) => (off as u64).checked_add(len).is_some_and(|end| end <= size),
+        Some(Bar::Memory { size, .. }) => {
+            (off as u64).checked_add(len).is_some_and(|end| end <= size)
+        }
         _ => false,
     };
-    if !fits(m.table_bar, m.table_offset, m.table_size as u64 * 16) || !fits(m.pba_bar, m.pba_offset, 8) {
-        return Err(PciError::BadBar { bdf, index: m.table_bar });
+    if !fits(m.table_bar, m.table_offset, m.table_size as u64 * 16)
+        || !fits(m.pba_bar, m.pba_offset, 8)
+    {
+        return Err(PciError::BadBar {
+            bdf,
+            index: m.table_bar,
+        });
     }
     Ok(Some(m))
 }
@@ -345,7 +392,12 @@ pub fn msi_message(apic_id: u8, vector: u8) -> (u64, u32) {
 }
 
 /// Program plain MSI (single vector) and enable it.
-pub fn msi_enable(cs: &mut impl ConfigSpace, bdf: Bdf, apic_id: u8, vector: u8) -> Result<(), PciError> {
+pub fn msi_enable(
+    cs: &mut impl ConfigSpace,
+    bdf: Bdf,
+    apic_id: u8,
+    vector: u8,
+) -> Result<(), PciError> {
     let cap = find_capability(cs, bdf, reg::CAP_MSI)?.ok_or(PciError::Unsupported(bdf, "MSI"))?;
     let ctrl = cs.read16(bdf, cap + 2);
     let is64 = ctrl & (1 << 7) != 0;
@@ -365,8 +417,13 @@ pub fn msi_enable(cs: &mut impl ConfigSpace, bdf: Bdf, apic_id: u8, vector: u8) 
 
 /// Function-level reset, when the device advertises it (PCIe DevCap bit 28), waiting the
 /// 100 ms the spec requires and then until the device answers again.
-pub fn flr(cs: &mut impl ConfigSpace, bdf: Bdf, mut sleep_ms: impl FnMut(u32)) -> Result<(), PciError> {
-    let cap = find_capability(cs, bdf, reg::CAP_PCIE)?.ok_or(PciError::Unsupported(bdf, "function-level reset"))?;
+pub fn flr(
+    cs: &mut impl ConfigSpace,
+    bdf: Bdf,
+    mut sleep_ms: impl FnMut(u32),
+) -> Result<(), PciError> {
+    let cap = find_capability(cs, bdf, reg::CAP_PCIE)?
+        .ok_or(PciError::Unsupported(bdf, "function-level reset"))?;
     let devcap = cs.read32(bdf, cap + 4);
     if devcap & (1 << 28) == 0 {
         return Err(PciError::Unsupported(bdf, "function-level reset"));
@@ -386,7 +443,11 @@ pub fn flr(cs: &mut impl ConfigSpace, bdf: Bdf, mut sleep_ms: impl FnMut(u32)) -
 /// Function-level reset that keeps the firmware's (or toolstack's) configuration: the
 /// command register, BARs and interrupt line are saved and written back afterwards, since
 /// FLR returns them to their defaults. Returns `Unsupported` when the device has no FLR.
-pub fn reset_function(cs: &mut impl ConfigSpace, bdf: Bdf, sleep_ms: impl FnMut(u32)) -> Result<(), PciError> {
+pub fn reset_function(
+    cs: &mut impl ConfigSpace,
+    bdf: Bdf,
+    sleep_ms: impl FnMut(u32),
+) -> Result<(), PciError> {
     const SAVED: [u16; 8] = [0x10, 0x14, 0x18, 0x1c, 0x20, 0x24, 0x3c, 0x04];
     let saved: [u32; 8] = SAVED.map(|o| cs.read32(bdf, o));
     if saved[7] == 0xffff_ffff {

@@ -22,9 +22,12 @@ fn sum(b: &[u8]) -> u8 {
 /// Scan `region` (16-byte aligned, as the BIOS area 0xE0000-0xFFFFF is) for a valid RSDP;
 /// returns its physical address.
 pub fn find_rsdp(region: &[u8], region_base: u64) -> Option<u64> {
-    (0..region.len().saturating_sub(20)).step_by(16).find_map(|o| {
-        (&region[o..o + 8] == b"RSD PTR " && sum(&region[o..o + 20]) == 0).then_some(region_base + o as u64)
-    })
+    (0..region.len().saturating_sub(20))
+        .step_by(16)
+        .find_map(|o| {
+            (&region[o..o + 8] == b"RSD PTR " && sum(&region[o..o + 20]) == 0)
+                .then_some(region_base + o as u64)
+        })
 }
 
 const MAX_TABLES: usize = 64;
@@ -60,7 +63,11 @@ pub fn find_ecam(mem: &impl PhysRead, rsdp: u64) -> Option<Ecam> {
     let revision = r[15];
     let (root, entry_size) = if revision >= 2 && mem.read(rsdp, &mut r) && sum(&r) == 0 {
         let xsdt = u64::from_le_bytes(r[24..32].try_into().unwrap());
-        if xsdt != 0 { (xsdt, 8) } else { (u32::from_le_bytes(r[16..20].try_into().unwrap()) as u64, 4) }
+        if xsdt != 0 {
+            (xsdt, 8)
+        } else {
+            (u32::from_le_bytes(r[16..20].try_into().unwrap()) as u64, 4)
+        }
     } else {
         (u32::from_le_bytes(r[16..20].try_into().unwrap()) as u64, 4)
     };
@@ -138,7 +145,10 @@ mod tests {
         let mut rsdp = alloc::vec![0u8; 36];
         rsdp[0..8].copy_from_slice(b"RSD PTR ");
         if xsdt {
-            let body: Vec<u8> = [0x7000u64, 0x8000].iter().flat_map(|a| a.to_le_bytes()).collect();
+            let body: Vec<u8> = [0x7000u64, 0x8000]
+                .iter()
+                .flat_map(|a| a.to_le_bytes())
+                .collect();
             m.insert(0x6000, table(b"XSDT", &body));
             rsdp[15] = 2;
             rsdp[20..24].copy_from_slice(&36u32.to_le_bytes());
@@ -146,7 +156,10 @@ mod tests {
             fix_checksum(&mut rsdp[..20], 8);
             fix_checksum(&mut rsdp, 32);
         } else {
-            let body: Vec<u8> = [0x7000u32, 0x8000].iter().flat_map(|a| a.to_le_bytes()).collect();
+            let body: Vec<u8> = [0x7000u32, 0x8000]
+                .iter()
+                .flat_map(|a| a.to_le_bytes())
+                .collect();
             m.insert(0x6000, table(b"RSDT", &body));
             rsdp[16..20].copy_from_slice(&0x6000u32.to_le_bytes());
             fix_checksum(&mut rsdp[..20], 8);
@@ -160,7 +173,15 @@ mod tests {
         for x in [false, true] {
             let m = setup(x);
             let e = find_ecam(&m, 0xe0000).unwrap();
-            assert_eq!(e, Ecam { base: 0xb000_0000, segment: 0, bus_start: 0, bus_end: 0xff });
+            assert_eq!(
+                e,
+                Ecam {
+                    base: 0xb000_0000,
+                    segment: 0,
+                    bus_start: 0,
+                    bus_end: 0xff
+                }
+            );
         }
     }
 

@@ -24,7 +24,12 @@ impl Dev {
         cfg[9] = class[2];
         cfg[10] = class[1];
         cfg[11] = class[0];
-        Dev { cfg, bar_masks: [0; 6], bar_flags: [0; 6], flr_count: 0 }
+        Dev {
+            cfg,
+            bar_masks: [0; 6],
+            bar_flags: [0; 6],
+            flr_count: 0,
+        }
     }
     fn w32(&mut self, off: usize, v: u32) {
         self.cfg[off..off + 4].copy_from_slice(&v.to_le_bytes());
@@ -57,12 +62,16 @@ struct Model {
 impl ConfigSpace for Model {
     fn read32(&mut self, bdf: Bdf, off: u16) -> u32 {
         match self.devs.get(&bdf) {
-            Some(d) => u32::from_le_bytes(d.cfg[off as usize..off as usize + 4].try_into().unwrap()),
+            Some(d) => {
+                u32::from_le_bytes(d.cfg[off as usize..off as usize + 4].try_into().unwrap())
+            }
             None => 0xffff_ffff,
         }
     }
     fn write32(&mut self, bdf: Bdf, off: u16, v: u32) {
-        let Some(d) = self.devs.get_mut(&bdf) else { return };
+        let Some(d) = self.devs.get_mut(&bdf) else {
+            return;
+        };
         let o = off as usize;
         if (0x10..0x28).contains(&o) {
             let i = (o - 0x10) / 4;
@@ -113,19 +122,28 @@ fn nvme_dev() -> Dev {
 
 fn model() -> Model {
     let mut m = Model::default();
-    m.devs.insert(Bdf::new(0, 0, 0), Dev::new(0x8086, 0x29c0, [0x06, 0x00, 0x00]));
+    m.devs.insert(
+        Bdf::new(0, 0, 0),
+        Dev::new(0x8086, 0x29c0, [0x06, 0x00, 0x00]),
+    );
     m.devs.insert(Bdf::new(0, 3, 0), nvme_dev());
     // A multifunction device with functions 0 and 2.
     let mut mf = Dev::new(0x8086, 0x2918, [0x06, 0x01, 0x00]);
     mf.cfg[0x0e] = 0x80;
     m.devs.insert(Bdf::new(0, 0x1f, 0), mf);
-    m.devs.insert(Bdf::new(0, 0x1f, 2), Dev::new(0x8086, 0x2922, [0x01, 0x06, 0x01]));
+    m.devs.insert(
+        Bdf::new(0, 0x1f, 2),
+        Dev::new(0x8086, 0x2922, [0x01, 0x06, 0x01]),
+    );
     // A bridge to bus 2 with a NIC behind it.
     let mut br = Dev::new(0x1b36, 0x000c, [0x06, 0x04, 0x00]);
     br.cfg[0x0e] = 0x01;
     br.cfg[0x19] = 2;
     m.devs.insert(Bdf::new(0, 4, 0), br);
-    m.devs.insert(Bdf::new(2, 0, 0), Dev::new(0x8086, 0x10d3, [0x02, 0x00, 0x00]));
+    m.devs.insert(
+        Bdf::new(2, 0, 0),
+        Dev::new(0x8086, 0x10d3, [0x02, 0x00, 0x00]),
+    );
     m
 }
 
@@ -136,10 +154,25 @@ fn enumerates_through_bridges_and_multifunction() {
     let bdfs: Vec<Bdf> = f.iter().map(|f| f.bdf).collect();
     assert_eq!(
         bdfs,
-        vec![Bdf::new(0, 0, 0), Bdf::new(0, 3, 0), Bdf::new(0, 4, 0), Bdf::new(0, 0x1f, 0), Bdf::new(0, 0x1f, 2), Bdf::new(2, 0, 0)]
+        vec![
+            Bdf::new(0, 0, 0),
+            Bdf::new(0, 3, 0),
+            Bdf::new(0, 4, 0),
+            Bdf::new(0, 0x1f, 0),
+            Bdf::new(0, 0x1f, 2),
+            Bdf::new(2, 0, 0)
+        ]
     );
     let nvme = f.iter().find(|f| f.is_nvme()).unwrap();
-    assert_eq!((nvme.vendor, nvme.device, nvme.interrupt_pin, nvme.interrupt_line), (0x1b36, 0x0010, 1, 11));
+    assert_eq!(
+        (
+            nvme.vendor,
+            nvme.device,
+            nvme.interrupt_pin,
+            nvme.interrupt_line
+        ),
+        (0x1b36, 0x0010, 1, 11)
+    );
     assert_eq!(alloc::format!("{}", nvme.bdf), "00:03.0");
 }
 
@@ -159,10 +192,32 @@ fn bridge_loop_does_not_hang() {
 fn sizes_bars_and_restores_them() {
     let mut m = model();
     let b = bars(&mut m, Bdf::new(0, 3, 0)).unwrap();
-    assert_eq!(b[0], Some(Bar::Memory { base: 0xfebd_0000, size: 0x4000, prefetchable: false, is64: true }));
+    assert_eq!(
+        b[0],
+        Some(Bar::Memory {
+            base: 0xfebd_0000,
+            size: 0x4000,
+            prefetchable: false,
+            is64: true
+        })
+    );
     assert_eq!(b[1], None, "upper half of a 64-bit BAR");
-    assert_eq!(b[4], Some(Bar::Memory { base: 0xfebd_4000, size: 0x1000, prefetchable: false, is64: false }));
-    assert_eq!(b[5], Some(Bar::Io { port: 0xc000, size: 32 }));
+    assert_eq!(
+        b[4],
+        Some(Bar::Memory {
+            base: 0xfebd_4000,
+            size: 0x1000,
+            prefetchable: false,
+            is64: false
+        })
+    );
+    assert_eq!(
+        b[5],
+        Some(Bar::Io {
+            port: 0xc000,
+            size: 32
+        })
+    );
     // Original values are back.
     assert_eq!(m.read32(Bdf::new(0, 3, 0), 0x10), 0xfebd_0004);
     assert_eq!(m.read32(Bdf::new(0, 3, 0), 0x14), 0);
@@ -174,11 +229,26 @@ fn malformed_bars_are_errors() {
     let mut m = model();
     let d = m.devs.get_mut(&Bdf::new(0, 3, 0)).unwrap();
     d.bar(5, 0x4, 0xffff_f000, 0x4); // 64-bit BAR in the last slot
-    assert_eq!(bars(&mut m, Bdf::new(0, 3, 0)), Err(PciError::BadBar { bdf: Bdf::new(0, 3, 0), index: 5 }));
+    assert_eq!(
+        bars(&mut m, Bdf::new(0, 3, 0)),
+        Err(PciError::BadBar {
+            bdf: Bdf::new(0, 3, 0),
+            index: 5
+        })
+    );
     let mut m = model();
     m.devs.get_mut(&Bdf::new(0, 3, 0)).unwrap().bar_masks[4] = 0xfff0_1000; // not a power of two
-    assert_eq!(bars(&mut m, Bdf::new(0, 3, 0)), Err(PciError::BadBar { bdf: Bdf::new(0, 3, 0), index: 4 }));
-    assert_eq!(bars(&mut m, Bdf::new(0, 9, 0)), Err(PciError::Absent(Bdf::new(0, 9, 0))));
+    assert_eq!(
+        bars(&mut m, Bdf::new(0, 3, 0)),
+        Err(PciError::BadBar {
+            bdf: Bdf::new(0, 3, 0),
+            index: 4
+        })
+    );
+    assert_eq!(
+        bars(&mut m, Bdf::new(0, 9, 0)),
+        Err(PciError::Absent(Bdf::new(0, 9, 0)))
+    );
 }
 
 #[test]
@@ -186,10 +256,27 @@ fn capabilities_and_msix() {
     let mut m = model();
     let bdf = Bdf::new(0, 3, 0);
     let caps = capabilities(&mut m, bdf).unwrap();
-    assert_eq!(caps, vec![(reg::CAP_MSIX, 0x40), (reg::CAP_MSI, 0x50), (reg::CAP_PCIE, 0x70)]);
+    assert_eq!(
+        caps,
+        vec![
+            (reg::CAP_MSIX, 0x40),
+            (reg::CAP_MSI, 0x50),
+            (reg::CAP_PCIE, 0x70)
+        ]
+    );
     let b = bars(&mut m, bdf).unwrap();
     let x = msix(&mut m, bdf, &b).unwrap().unwrap();
-    assert_eq!(x, MsiX { cap: 0x40, table_size: 65, table_bar: 0, table_offset: 0x2000, pba_bar: 0, pba_offset: 0x3000 });
+    assert_eq!(
+        x,
+        MsiX {
+            cap: 0x40,
+            table_size: 65,
+            table_bar: 0,
+            table_offset: 0x2000,
+            pba_bar: 0,
+            pba_offset: 0x3000
+        }
+    );
     msix_control(&mut m, bdf, &x, true, false);
     assert_eq!(m.read16(bdf, 0x42) & 0xc000, 0x8000);
     msi_enable(&mut m, bdf, 0, 0x40).unwrap();
@@ -213,11 +300,17 @@ fn hostile_capability_lists() {
     let bdf = Bdf::new(0, 3, 0);
     // A loop: the last capability points back to the first.
     m.devs.get_mut(&bdf).unwrap().cfg[0x71] = 0x40;
-    assert_eq!(capabilities(&mut m, bdf), Err(PciError::BadCapabilityList(bdf)));
+    assert_eq!(
+        capabilities(&mut m, bdf),
+        Err(PciError::BadCapabilityList(bdf))
+    );
     // A pointer into the standard header.
     let mut m = model();
     m.devs.get_mut(&bdf).unwrap().cfg[0x34] = 0x10;
-    assert_eq!(capabilities(&mut m, bdf), Err(PciError::BadCapabilityList(bdf)));
+    assert_eq!(
+        capabilities(&mut m, bdf),
+        Err(PciError::BadCapabilityList(bdf))
+    );
     // No list at all.
     let mut m = model();
     m.devs.get_mut(&bdf).unwrap().cfg[6] = 0;
@@ -233,7 +326,13 @@ fn function_level_reset() {
     assert_eq!(m.devs[&bdf].flr_count, 1);
     assert!(slept >= 100);
     // Without the DevCap bit FLR is refused.
-    assert_eq!(flr(&mut m, Bdf::new(0, 0, 0), |_| {}), Err(PciError::Unsupported(Bdf::new(0, 0, 0), "function-level reset")));
+    assert_eq!(
+        flr(&mut m, Bdf::new(0, 0, 0), |_| {}),
+        Err(PciError::Unsupported(
+            Bdf::new(0, 0, 0),
+            "function-level reset"
+        ))
+    );
 }
 
 #[test]
@@ -242,7 +341,10 @@ fn enable_sets_memory_bus_master_and_intx() {
     let bdf = Bdf::new(0, 3, 0);
     enable(&mut m, bdf, false);
     let cmd = m.read16(bdf, reg::COMMAND);
-    assert_eq!(cmd & (reg::CMD_MEMORY | reg::CMD_BUS_MASTER | reg::CMD_INTX_DISABLE), reg::CMD_MEMORY | reg::CMD_BUS_MASTER | reg::CMD_INTX_DISABLE);
+    assert_eq!(
+        cmd & (reg::CMD_MEMORY | reg::CMD_BUS_MASTER | reg::CMD_INTX_DISABLE),
+        reg::CMD_MEMORY | reg::CMD_BUS_MASTER | reg::CMD_INTX_DISABLE
+    );
     enable(&mut m, bdf, true);
     assert_eq!(m.read16(bdf, reg::COMMAND) & reg::CMD_INTX_DISABLE, 0);
 }
@@ -256,8 +358,15 @@ fn reset_function_restores_bars_and_command() {
     let cmd = m.read16(bdf, reg::COMMAND);
     reset_function(&mut m, bdf, |_| {}).unwrap();
     assert_eq!(m.devs[&bdf].flr_count, 1);
-    assert_eq!(bars(&mut m, bdf).unwrap(), before, "BARs restored after FLR");
+    assert_eq!(
+        bars(&mut m, bdf).unwrap(),
+        before,
+        "BARs restored after FLR"
+    );
     assert_eq!(m.read16(bdf, reg::COMMAND), cmd);
     assert_eq!(m.read8(bdf, reg::INTERRUPT_LINE), 11);
-    assert_eq!(reset_function(&mut m, Bdf::new(0, 9, 0), |_| {}), Err(PciError::Absent(Bdf::new(0, 9, 0))));
+    assert_eq!(
+        reset_function(&mut m, Bdf::new(0, 9, 0), |_| {}),
+        Err(PciError::Absent(Bdf::new(0, 9, 0)))
+    );
 }

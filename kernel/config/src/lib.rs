@@ -18,15 +18,42 @@ pub const MAX_ERRORS: usize = 8;
 /// it meets an unknown option.
 pub const OPTIONS: &[(&str, &str)] = &[
     ("loglevel", "off|error|warn|info|debug|trace (default info)"),
-    ("selftest", "run the in-kernel self-tests, print one line per check, then power off"),
-    ("heartbeat", "seconds between uptime lines from the event loop, 0 = off (default 0)"),
-    ("heap", "kernel heap size in KiB, or with a K/M suffix (default: auto)"),
-    ("test-panic", "test only: panic right after boot, to check the crash path"),
-    ("test-fault", "test only: take a page fault on a guard page, to check fault reporting"),
-    ("nvme-irq", "msix|msi|intx|poll: how NVMe completions are noticed (default msix)"),
-    ("test-storage", "test only: NVMe read/verify/write/flush checks on the first controller, then power off"),
-    ("test-nvme-timeout", "test only: with test-storage, lose one command to exercise timeout, abort and reset"),
-    ("test-xen-peer", "test only: event-channel and grant round trip with this domain id (tests/xen/xen-peer.c)"),
+    (
+        "selftest",
+        "run the in-kernel self-tests, print one line per check, then power off",
+    ),
+    (
+        "heartbeat",
+        "seconds between uptime lines from the event loop, 0 = off (default 0)",
+    ),
+    (
+        "heap",
+        "kernel heap size in KiB, or with a K/M suffix (default: auto)",
+    ),
+    (
+        "test-panic",
+        "test only: panic right after boot, to check the crash path",
+    ),
+    (
+        "test-fault",
+        "test only: take a page fault on a guard page, to check fault reporting",
+    ),
+    (
+        "nvme-irq",
+        "msix|msi|intx|poll: how NVMe completions are noticed (default msix)",
+    ),
+    (
+        "test-storage",
+        "test only: NVMe read/verify/write/flush checks on the first controller, then power off",
+    ),
+    (
+        "test-nvme-timeout",
+        "test only: with test-storage, lose one command to exercise timeout, abort and reset",
+    ),
+    (
+        "test-xen-peer",
+        "test only: event-channel and grant round trip with this domain id (tests/xen/xen-peer.c)",
+    ),
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,15 +99,26 @@ impl Default for Config {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConfigError<'a> {
     Unknown(&'a str),
-    BadValue { key: &'a str, value: &'a str, expected: &'static str },
+    BadValue {
+        key: &'a str,
+        value: &'a str,
+        expected: &'static str,
+    },
 }
 
 impl fmt::Display for ConfigError<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConfigError::Unknown(k) => write!(f, "unknown option '{k}'"),
-            ConfigError::BadValue { key, value, expected } => {
-                write!(f, "option '{key}': bad value '{value}', expected {expected}")
+            ConfigError::BadValue {
+                key,
+                value,
+                expected,
+            } => {
+                write!(
+                    f,
+                    "option '{key}': bad value '{value}', expected {expected}"
+                )
             }
         }
     }
@@ -101,7 +139,11 @@ impl Parsed<'_> {
 }
 
 pub fn parse(cmdline: &str) -> Parsed<'_> {
-    let mut p = Parsed { config: Config::default(), errors: heapless::Vec::new(), more_errors: 0 };
+    let mut p = Parsed {
+        config: Config::default(),
+        errors: heapless::Vec::new(),
+        more_errors: 0,
+    };
     for token in cmdline.split_ascii_whitespace() {
         let (key, value) = match token.split_once('=') {
             Some((k, v)) => (k, Some(v)),
@@ -117,21 +159,30 @@ pub fn parse(cmdline: &str) -> Parsed<'_> {
 }
 
 fn apply<'a>(c: &mut Config, key: &'a str, value: Option<&'a str>) -> Result<(), ConfigError<'a>> {
-    let bad = |expected| ConfigError::BadValue { key, value: value.unwrap_or(""), expected };
+    let bad = |expected| ConfigError::BadValue {
+        key,
+        value: value.unwrap_or(""),
+        expected,
+    };
     match key {
         "loglevel" => {
             let v = value.ok_or(bad("a level"))?;
-            c.log_level = v.parse().map_err(|_| bad("off|error|warn|info|debug|trace"))?;
+            c.log_level = v
+                .parse()
+                .map_err(|_| bad("off|error|warn|info|debug|trace"))?;
         }
         "selftest" => c.selftest = flag(value).ok_or(bad("nothing, 0 or 1"))?,
         "test-panic" => c.test_panic = flag(value).ok_or(bad("nothing, 0 or 1"))?,
         "test-fault" => c.test_fault = flag(value).ok_or(bad("nothing, 0 or 1"))?,
         "heartbeat" => {
-            c.heartbeat_secs =
-                value.and_then(|v| v.parse().ok()).ok_or(bad("a number of seconds"))?
+            c.heartbeat_secs = value
+                .and_then(|v| v.parse().ok())
+                .ok_or(bad("a number of seconds"))?
         }
         "heap" => {
-            let bytes = value.and_then(size).ok_or(bad("a size like 4096, 512K or 8M"))?;
+            let bytes = value
+                .and_then(size)
+                .ok_or(bad("a size like 4096, 512K or 8M"))?;
             if bytes < 64 * 1024 {
                 return Err(bad("at least 64K"));
             }
@@ -149,7 +200,9 @@ fn apply<'a>(c: &mut Config, key: &'a str, value: Option<&'a str>) -> Result<(),
         "test-storage" => c.test_storage = flag(value).ok_or(bad("nothing, 0 or 1"))?,
         "test-nvme-timeout" => c.test_nvme_timeout = flag(value).ok_or(bad("nothing, 0 or 1"))?,
         "test-xen-peer" => {
-            let d = value.and_then(|v| v.parse::<u16>().ok()).filter(|d| *d < 0x7ff0);
+            let d = value
+                .and_then(|v| v.parse::<u16>().ok())
+                .filter(|d| *d < 0x7ff0);
             c.test_xen_peer = Some(d.ok_or(bad("a domain id"))?);
         }
         _ => return Err(ConfigError::Unknown(key)),
@@ -190,7 +243,9 @@ mod tests {
 
     #[test]
     fn all_options() {
-        let p = parse("loglevel=debug selftest heartbeat=5 heap=2M test-panic=1 test-fault=0 test-xen-peer=0");
+        let p = parse(
+            "loglevel=debug selftest heartbeat=5 heap=2M test-panic=1 test-fault=0 test-xen-peer=0",
+        );
         assert!(p.is_ok(), "{:?}", p.errors);
         assert_eq!(
             p.config,
@@ -219,7 +274,10 @@ mod tests {
     #[test]
     fn unknown_option_is_reported() {
         let p = parse("loglevel=info bogus=1 selftest frob");
-        assert_eq!(p.errors.as_slice(), &[ConfigError::Unknown("bogus"), ConfigError::Unknown("frob")]);
+        assert_eq!(
+            p.errors.as_slice(),
+            &[ConfigError::Unknown("bogus"), ConfigError::Unknown("frob")]
+        );
         // Known options around it still apply.
         assert!(p.config.selftest);
     }
@@ -237,7 +295,17 @@ mod tests {
                 ConfigError::Unknown(k) => k,
             })
             .collect();
-        assert_eq!(keys.as_slice(), &["loglevel", "heartbeat", "heap", "selftest", "loglevel", "heap"]);
+        assert_eq!(
+            keys.as_slice(),
+            &[
+                "loglevel",
+                "heartbeat",
+                "heap",
+                "selftest",
+                "loglevel",
+                "heap"
+            ]
+        );
         assert_eq!(p.config, Config::default());
     }
 
@@ -275,7 +343,12 @@ mod tests {
     fn every_documented_option_parses() {
         for (key, _) in OPTIONS {
             let p = parse(key);
-            assert!(!p.errors.iter().any(|e| matches!(e, ConfigError::Unknown(_))), "{key}");
+            assert!(
+                !p.errors
+                    .iter()
+                    .any(|e| matches!(e, ConfigError::Unknown(_))),
+                "{key}"
+            );
         }
     }
 }

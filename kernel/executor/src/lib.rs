@@ -43,7 +43,10 @@ pub struct Signal {
 
 impl Signal {
     pub const fn new() -> Self {
-        Signal { raised: AtomicBool::new(false), waker: spin::Mutex::new(None) }
+        Signal {
+            raised: AtomicBool::new(false),
+            waker: spin::Mutex::new(None),
+        }
     }
 
     /// Mark the signal; the loop wakes the waiting task. Only an atomic store.
@@ -143,7 +146,11 @@ impl Handle {
 
     /// Complete once the clock reaches `deadline`.
     pub fn sleep_until(&self, deadline: Nanos) -> Sleep {
-        Sleep { handle: self.clone(), deadline, key: None }
+        Sleep {
+            handle: self.clone(),
+            deadline,
+            key: None,
+        }
     }
 
     pub fn sleep(&self, nanos: Nanos) -> Sleep {
@@ -221,7 +228,10 @@ impl Executor {
             tasks: BTreeMap::new(),
             ready: Arc::new(spin::Mutex::new(VecDeque::new())),
             next_id: 1,
-            handle: Handle { shared: Rc::new(RefCell::new(shared)), clock: Rc::new(clock) },
+            handle: Handle {
+                shared: Rc::new(RefCell::new(shared)),
+                clock: Rc::new(clock),
+            },
             stats: Stats::default(),
         }
     }
@@ -240,8 +250,18 @@ impl Executor {
         for (name, future) in spawned {
             let id = self.next_id;
             self.next_id += 1;
-            let waker = Waker::from(Arc::new(TaskWaker { id, ready: self.ready.clone() }));
-            self.tasks.insert(id, Task { name, future, waker });
+            let waker = Waker::from(Arc::new(TaskWaker {
+                id,
+                ready: self.ready.clone(),
+            }));
+            self.tasks.insert(
+                id,
+                Task {
+                    name,
+                    future,
+                    waker,
+                },
+            );
             self.ready.lock().push_back(id);
         }
     }
@@ -274,7 +294,11 @@ impl Executor {
     }
 
     fn any_signal_raised(shared: &Rc<RefCell<Shared>>) -> bool {
-        shared.borrow().signals.iter().any(|s| s.is_raised() && s.waker.lock().is_some())
+        shared
+            .borrow()
+            .signals
+            .iter()
+            .any(|s| s.is_raised() && s.waker.lock().is_some())
     }
 
     /// Run until every task has finished.
@@ -287,7 +311,9 @@ impl Executor {
             loop {
                 let next = self.ready.lock().pop_front();
                 let Some(id) = next else { break };
-                let Some(task) = self.tasks.get_mut(&id) else { continue };
+                let Some(task) = self.tasks.get_mut(&id) else {
+                    continue;
+                };
                 ran = true;
                 self.stats.polls += 1;
                 let waker = task.waker.clone();
@@ -351,7 +377,14 @@ mod tests {
     fn setup() -> (Executor, FakeIdle) {
         let clock = Rc::new(Cell::new(1_000));
         let c2 = clock.clone();
-        (Executor::new(move || c2.get()), FakeIdle { clock, irq: None, waits: 0 })
+        (
+            Executor::new(move || c2.get()),
+            FakeIdle {
+                clock,
+                irq: None,
+                waits: 0,
+            },
+        )
     }
 
     #[test]
@@ -360,7 +393,8 @@ mod tests {
         let out = Rc::new(RefCell::new(vec![]));
         for i in 0..3 {
             let o = out.clone();
-            ex.handle().spawn("t", async move { o.borrow_mut().push(i) });
+            ex.handle()
+                .spawn("t", async move { o.borrow_mut().push(i) });
         }
         ex.run(&mut idle);
         assert_eq!(*out.borrow(), vec![0, 1, 2]);
@@ -469,8 +503,14 @@ mod tests {
         h.spawn("select", async move {
             // Poll a long sleep once, then drop it.
             let mut long = Box::pin(h2.sleep(1_000_000));
-            let w = Waker::from(Arc::new(TaskWaker { id: 999, ready: Arc::new(spin::Mutex::new(VecDeque::new())) }));
-            assert!(long.as_mut().poll(&mut Context::from_waker(&w)).is_pending());
+            let w = Waker::from(Arc::new(TaskWaker {
+                id: 999,
+                ready: Arc::new(spin::Mutex::new(VecDeque::new())),
+            }));
+            assert!(long
+                .as_mut()
+                .poll(&mut Context::from_waker(&w))
+                .is_pending());
             drop(long);
             h2.sleep(10).await;
             DONE.store(1, Ordering::SeqCst);
@@ -478,6 +518,10 @@ mod tests {
         ex.run(&mut idle);
         assert_eq!(DONE.load(Ordering::SeqCst), 1);
         assert!(ex.handle().shared.borrow().timers.is_empty());
-        assert_eq!(idle.clock.get(), 1_010, "the dropped sleep must not hold the loop");
+        assert_eq!(
+            idle.clock.get(),
+            1_010,
+            "the dropped sleep must not hold the loop"
+        );
     }
 }

@@ -32,7 +32,8 @@ pub struct FrameAllocator<'a> {
 
 /// Bitmap words needed to describe `map`.
 pub fn bitmap_words(map: &MemoryMap) -> usize {
-    let frames = ((map.usable_end() - crate::align_down(map.usable_start(), PAGE_SIZE)) / PAGE_SIZE) as usize;
+    let frames = ((map.usable_end() - crate::align_down(map.usable_start(), PAGE_SIZE)) / PAGE_SIZE)
+        as usize;
     frames.div_ceil(64)
 }
 
@@ -51,7 +52,13 @@ impl<'a> FrameAllocator<'a> {
         }
         let bitmap = &mut bitmap[..needed_words];
         bitmap.fill(!0);
-        let mut a = FrameAllocator { bitmap, base, frames, free: 0, hint: 0 };
+        let mut a = FrameAllocator {
+            bitmap,
+            base,
+            frames,
+            free: 0,
+            hint: 0,
+        };
         for r in map.usable() {
             a.set_range(r.start, r.end, false);
         }
@@ -174,8 +181,10 @@ mod tests {
     use std::vec::Vec;
 
     fn map(entries: &[(u64, u64, RegionKind)]) -> MemoryMap {
-        let raw: Vec<RawEntry> =
-            entries.iter().map(|&(addr, size, kind)| RawEntry { addr, size, kind }).collect();
+        let raw: Vec<RawEntry> = entries
+            .iter()
+            .map(|&(addr, size, kind)| RawEntry { addr, size, kind })
+            .collect();
         MemoryMap::normalize(&raw).unwrap().map
     }
 
@@ -210,7 +219,10 @@ mod tests {
         }
         assert_eq!(got.len(), 14 + 16);
         for f in &got {
-            assert!((0x102000..0x110000).contains(f) || (0x140000..0x150000).contains(f), "{f:#x}");
+            assert!(
+                (0x102000..0x110000).contains(f) || (0x140000..0x150000).contains(f),
+                "{f:#x}"
+            );
         }
         got.sort();
         got.dedup();
@@ -240,7 +252,10 @@ mod tests {
         a.free(f, 1).unwrap();
         assert_eq!(a.free(f, 1), Err(FrameError::BadFree(f)));
         assert_eq!(a.free(0x123, 1), Err(FrameError::BadFree(0x123)));
-        assert_eq!(a.free(0x4000_0000, 1), Err(FrameError::BadFree(0x4000_0000)));
+        assert_eq!(
+            a.free(0x4000_0000, 1),
+            Err(FrameError::BadFree(0x4000_0000))
+        );
         // A run whose tail is free is refused whole.
         let g = a.alloc_contiguous(2, 4096).unwrap();
         let free_now = a.free_frames();
@@ -275,7 +290,10 @@ mod tests {
         let mut bits = vec![0u64; bitmap_words(&m)];
         let mut a = FrameAllocator::new(&m, &[], &mut bits).unwrap();
         assert_eq!(a.alloc_contiguous(0, 4096), Err(FrameError::OutOfMemory));
-        assert_eq!(a.alloc_contiguous(1 << 20, 4096), Err(FrameError::OutOfMemory));
+        assert_eq!(
+            a.alloc_contiguous(1 << 20, 4096),
+            Err(FrameError::OutOfMemory)
+        );
         assert_eq!(a.alloc_contiguous(1, 3000), Err(FrameError::OutOfMemory));
     }
 

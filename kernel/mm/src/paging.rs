@@ -166,7 +166,13 @@ impl<M: TableMemory> PageTables<M> {
     }
 
     /// Map one page. Mapping over an existing mapping is an error (unmap first).
-    pub fn map(&mut self, virt: u64, phys: u64, size: PageSize, flags: Flags) -> Result<(), MapError> {
+    pub fn map(
+        &mut self,
+        virt: u64,
+        phys: u64,
+        size: PageSize,
+        flags: Flags,
+    ) -> Result<(), MapError> {
         Self::check(virt, phys, size)?;
         let pdpt = self.next(self.root, Self::index(virt, 4), virt, true)?;
         let pd = self.next(pdpt, Self::index(virt, 3), virt, true)?;
@@ -193,14 +199,25 @@ impl<M: TableMemory> PageTables<M> {
 
     /// Map `[virt, virt+len)` to `[phys, ...)`, using 2 MiB pages wherever both addresses
     /// are aligned and a whole large page fits. `len` is rounded up to a page.
-    pub fn map_range(&mut self, virt: u64, phys: u64, len: u64, flags: Flags) -> Result<(), MapError> {
+    pub fn map_range(
+        &mut self,
+        virt: u64,
+        phys: u64,
+        len: u64,
+        flags: Flags,
+    ) -> Result<(), MapError> {
         if virt % PAGE_SIZE != 0 || phys % PAGE_SIZE != 0 {
             return Err(MapError::Misaligned(virt));
         }
-        let end = virt.checked_add(crate::align_up(len, PAGE_SIZE)).ok_or(MapError::BadAddress(virt))?;
+        let end = virt
+            .checked_add(crate::align_up(len, PAGE_SIZE))
+            .ok_or(MapError::BadAddress(virt))?;
         let (mut v, mut p) = (virt, phys);
         while v < end {
-            let size = if v % HUGE_PAGE_SIZE == 0 && p % HUGE_PAGE_SIZE == 0 && end - v >= HUGE_PAGE_SIZE {
+            let size = if v % HUGE_PAGE_SIZE == 0
+                && p % HUGE_PAGE_SIZE == 0
+                && end - v >= HUGE_PAGE_SIZE
+            {
                 PageSize::Size2M
             } else {
                 PageSize::Size4K
@@ -236,7 +253,11 @@ impl<M: TableMemory> PageTables<M> {
         if e & PRESENT == 0 {
             return None;
         }
-        Some(((e & ADDR_MASK) + virt % PAGE_SIZE, self.flags_of(e), PageSize::Size4K))
+        Some((
+            (e & ADDR_MASK) + virt % PAGE_SIZE,
+            self.flags_of(e),
+            PageSize::Size4K,
+        ))
     }
 
     /// The page table for the 4 KiB page at `virt`, splitting a 2 MiB page if one covers it.
@@ -276,7 +297,11 @@ impl<M: TableMemory> PageTables<M> {
             return Err(MapError::NotMapped(virt));
         }
         self.mem.write(pt, i, 0);
-        let flush = if split == Flush::All { Flush::All } else { Flush::Page(virt) };
+        let flush = if split == Flush::All {
+            Flush::All
+        } else {
+            Flush::Page(virt)
+        };
         Ok((e & ADDR_MASK, flush))
     }
 
@@ -293,7 +318,11 @@ impl<M: TableMemory> PageTables<M> {
         }
         let leaf = self.leaf_bits(flags);
         self.mem.write(pt, i, (e & ADDR_MASK) | leaf);
-        Ok(if split == Flush::All { Flush::All } else { Flush::Page(virt) })
+        Ok(if split == Flush::All {
+            Flush::All
+        } else {
+            Flush::Page(virt)
+        })
     }
 }
 
@@ -315,7 +344,11 @@ mod tests {
 
     impl FakeMem {
         fn new() -> Self {
-            FakeMem { tables: HashMap::new(), next: 0x7000_0000, limit: usize::MAX }
+            FakeMem {
+                tables: HashMap::new(),
+                next: 0x7000_0000,
+                limit: usize::MAX,
+            }
         }
     }
 
@@ -342,8 +375,17 @@ mod tests {
     #[test]
     fn map_and_translate_4k() {
         let mut pt = PageTables::new(FakeMem::new(), true).unwrap();
-        pt.map(0x40_1000, 0x9000, PageSize::Size4K, Flags::WRITE | Flags::EXECUTE).unwrap();
-        assert_eq!(pt.translate(0x40_1234), Some((0x9234, Flags::WRITE | Flags::EXECUTE, PageSize::Size4K)));
+        pt.map(
+            0x40_1000,
+            0x9000,
+            PageSize::Size4K,
+            Flags::WRITE | Flags::EXECUTE,
+        )
+        .unwrap();
+        assert_eq!(
+            pt.translate(0x40_1234),
+            Some((0x9234, Flags::WRITE | Flags::EXECUTE, PageSize::Size4K))
+        );
         assert_eq!(pt.translate(0x40_2000), None);
         assert_eq!(pt.translate(0x40_0fff), None);
     }
@@ -351,10 +393,13 @@ mod tests {
     #[test]
     fn nx_bit_only_when_supported() {
         let mut with = PageTables::new(FakeMem::new(), true).unwrap();
-        with.map(0x1000, 0x1000, PageSize::Size4K, Flags::empty()).unwrap();
+        with.map(0x1000, 0x1000, PageSize::Size4K, Flags::empty())
+            .unwrap();
         assert_eq!(with.translate(0x1000).unwrap().1, Flags::empty());
         let mut without = PageTables::new(FakeMem::new(), false).unwrap();
-        without.map(0x1000, 0x1000, PageSize::Size4K, Flags::empty()).unwrap();
+        without
+            .map(0x1000, 0x1000, PageSize::Size4K, Flags::empty())
+            .unwrap();
         // Without NX everything is executable, and bit 63 (reserved then) stays clear.
         assert_eq!(without.translate(0x1000).unwrap().1, Flags::EXECUTE);
         for t in without.mem.tables.values() {
@@ -366,10 +411,14 @@ mod tests {
     fn map_range_uses_large_pages_where_aligned() {
         let mut pt = PageTables::new(FakeMem::new(), true).unwrap();
         // 1 MiB .. 6 MiB: 4K pages up to 2 MiB, then two 2M pages, then 4K to the end.
-        pt.map_range(0x10_0000, 0x10_0000, 0x50_0000, RW_NX).unwrap();
+        pt.map_range(0x10_0000, 0x10_0000, 0x50_0000, RW_NX)
+            .unwrap();
         assert_eq!(pt.translate(0x10_0000).unwrap().2, PageSize::Size4K);
         assert_eq!(pt.translate(0x20_0000).unwrap().2, PageSize::Size2M);
-        assert_eq!(pt.translate(0x3f_ffff).unwrap(), (0x3f_ffff, RW_NX, PageSize::Size2M));
+        assert_eq!(
+            pt.translate(0x3f_ffff).unwrap(),
+            (0x3f_ffff, RW_NX, PageSize::Size2M)
+        );
         assert_eq!(pt.translate(0x40_0000).unwrap().2, PageSize::Size2M);
         assert_eq!(pt.translate(0x5f_f000).unwrap().2, PageSize::Size2M);
         assert_eq!(pt.translate(0x60_0000), None);
@@ -382,7 +431,8 @@ mod tests {
     #[test]
     fn double_map_is_refused() {
         let mut pt = PageTables::new(FakeMem::new(), true).unwrap();
-        pt.map(0x20_0000, 0x20_0000, PageSize::Size2M, RW_NX).unwrap();
+        pt.map(0x20_0000, 0x20_0000, PageSize::Size2M, RW_NX)
+            .unwrap();
         assert_eq!(
             pt.map(0x20_1000, 0x5000, PageSize::Size4K, RW_NX),
             Err(MapError::AlreadyMapped(0x20_1000))
@@ -392,19 +442,34 @@ mod tests {
             Err(MapError::AlreadyMapped(0x20_0000))
         );
         pt.map(0x1000, 0x1000, PageSize::Size4K, RW_NX).unwrap();
-        assert_eq!(pt.map(0x1000, 0x2000, PageSize::Size4K, RW_NX), Err(MapError::AlreadyMapped(0x1000)));
-        assert_eq!(pt.map(0, 0, PageSize::Size2M, RW_NX), Err(MapError::AlreadyMapped(0)));
+        assert_eq!(
+            pt.map(0x1000, 0x2000, PageSize::Size4K, RW_NX),
+            Err(MapError::AlreadyMapped(0x1000))
+        );
+        assert_eq!(
+            pt.map(0, 0, PageSize::Size2M, RW_NX),
+            Err(MapError::AlreadyMapped(0))
+        );
     }
 
     #[test]
     fn unmap_splits_large_page_and_keeps_the_rest() {
         let mut pt = PageTables::new(FakeMem::new(), true).unwrap();
-        pt.map(0x20_0000, 0x20_0000, PageSize::Size2M, Flags::WRITE | Flags::EXECUTE).unwrap();
+        pt.map(
+            0x20_0000,
+            0x20_0000,
+            PageSize::Size2M,
+            Flags::WRITE | Flags::EXECUTE,
+        )
+        .unwrap();
         let (frame, flush) = pt.unmap(0x20_5000).unwrap();
         assert_eq!(frame, 0x20_5000);
         assert_eq!(flush, Flush::All);
         assert_eq!(pt.translate(0x20_5000), None);
-        assert_eq!(pt.translate(0x20_4fff), Some((0x20_4fff, Flags::WRITE | Flags::EXECUTE, PageSize::Size4K)));
+        assert_eq!(
+            pt.translate(0x20_4fff),
+            Some((0x20_4fff, Flags::WRITE | Flags::EXECUTE, PageSize::Size4K))
+        );
         assert_eq!(pt.translate(0x20_6000).unwrap().0, 0x20_6000);
         assert_eq!(pt.translate(0x3f_f000).unwrap().0, 0x3f_f000);
         // Second unmap in the same (now split) range needs only one page flushed.
@@ -416,19 +481,33 @@ mod tests {
     fn protect_changes_only_one_page() {
         let mut pt = PageTables::new(FakeMem::new(), true).unwrap();
         pt.map_range(0, 0, 0x40_0000, Flags::WRITE).unwrap();
-        let _ = pt.protect(0xfee0_0000 % 0x40_0000, Flags::WRITE | Flags::UNCACHED).unwrap();
+        let _ = pt
+            .protect(0xfee0_0000 % 0x40_0000, Flags::WRITE | Flags::UNCACHED)
+            .unwrap();
         let a = 0xfee0_0000 % 0x40_0000;
         assert_eq!(pt.translate(a).unwrap().1, Flags::WRITE | Flags::UNCACHED);
         assert_eq!(pt.translate(a + 0x1000).unwrap().1, Flags::WRITE);
-        assert_eq!(pt.protect(0x50_0000, Flags::WRITE), Err(MapError::NotMapped(0x50_0000)));
+        assert_eq!(
+            pt.protect(0x50_0000, Flags::WRITE),
+            Err(MapError::NotMapped(0x50_0000))
+        );
     }
 
     #[test]
     fn bad_addresses() {
         let mut pt = PageTables::new(FakeMem::new(), true).unwrap();
-        assert_eq!(pt.map(0x1001, 0x1000, PageSize::Size4K, RW_NX), Err(MapError::Misaligned(0x1001)));
-        assert_eq!(pt.map(0x1000, 0x1001, PageSize::Size4K, RW_NX), Err(MapError::Misaligned(0x1000)));
-        assert_eq!(pt.map(0x1000, 0x1000, PageSize::Size2M, RW_NX), Err(MapError::Misaligned(0x1000)));
+        assert_eq!(
+            pt.map(0x1001, 0x1000, PageSize::Size4K, RW_NX),
+            Err(MapError::Misaligned(0x1001))
+        );
+        assert_eq!(
+            pt.map(0x1000, 0x1001, PageSize::Size4K, RW_NX),
+            Err(MapError::Misaligned(0x1000))
+        );
+        assert_eq!(
+            pt.map(0x1000, 0x1000, PageSize::Size2M, RW_NX),
+            Err(MapError::Misaligned(0x1000))
+        );
         assert_eq!(
             pt.map(1 << 47, 0, PageSize::Size4K, RW_NX),
             Err(MapError::BadAddress(1 << 47))
@@ -443,10 +522,17 @@ mod tests {
         let mut mem = FakeMem::new();
         mem.limit = 3; // root, pdpt, pd: no room for a page table
         let mut pt = PageTables::new(mem, true).unwrap();
-        assert_eq!(pt.map(0x1000, 0x1000, PageSize::Size4K, RW_NX), Err(MapError::OutOfMemory));
+        assert_eq!(
+            pt.map(0x1000, 0x1000, PageSize::Size4K, RW_NX),
+            Err(MapError::OutOfMemory)
+        );
         // A large page needs no page table and still works.
-        pt.map(0x20_0000, 0x20_0000, PageSize::Size2M, RW_NX).unwrap();
+        pt.map(0x20_0000, 0x20_0000, PageSize::Size2M, RW_NX)
+            .unwrap();
         assert_eq!(pt.unmap(0x20_0000), Err(MapError::OutOfMemory));
-        assert!(pt.translate(0x20_0000).is_some(), "a failed split must not lose the mapping");
+        assert!(
+            pt.translate(0x20_0000).is_some(),
+            "a failed split must not lose the mapping"
+        );
     }
 }

@@ -28,8 +28,12 @@ struct IstArea([[u8; GUARD + IST_STACK_SIZE]; SLOTS]);
 static mut IST_AREA: IstArea = IstArea([[0; GUARD + IST_STACK_SIZE]; SLOTS]);
 
 static TSS: Once<TaskStateSegment> = Once::new();
-static GDT: Once<(GlobalDescriptorTable, SegmentSelector, SegmentSelector, SegmentSelector)> =
-    Once::new();
+static GDT: Once<(
+    GlobalDescriptorTable,
+    SegmentSelector,
+    SegmentSelector,
+    SegmentSelector,
+)> = Once::new();
 
 fn slot_base(i: usize) -> u64 {
     // Only the address is taken; no reference to the mutable static is formed.
@@ -38,7 +42,13 @@ fn slot_base(i: usize) -> u64 {
 
 /// Guard pages below each IST stack, with a name for fault reports.
 pub fn guard_pages() -> [(u64, &'static str); SLOTS] {
-    const NAMES: [&str; SLOTS] = ["nmi", "double-fault", "machine-check", "exception", "interrupt"];
+    const NAMES: [&str; SLOTS] = [
+        "nmi",
+        "double-fault",
+        "machine-check",
+        "exception",
+        "interrupt",
+    ];
     core::array::from_fn(|i| (slot_base(i), NAMES[i]))
 }
 

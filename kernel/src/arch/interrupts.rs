@@ -126,13 +126,38 @@ pub fn register(vector: u8, handler: Handler) {
 }
 
 const EXCEPTION_NAMES: [&str; 32] = [
-    "divide error", "debug", "NMI", "breakpoint", "overflow", "bound range exceeded",
-    "invalid opcode", "device not available", "double fault", "coprocessor segment overrun",
-    "invalid TSS", "segment not present", "stack-segment fault", "general protection fault",
-    "page fault", "reserved", "x87 floating-point error", "alignment check", "machine check",
-    "SIMD floating-point error", "virtualization exception", "control protection",
-    "reserved", "reserved", "reserved", "reserved", "reserved", "reserved",
-    "hypervisor injection", "VMM communication", "security exception", "reserved",
+    "divide error",
+    "debug",
+    "NMI",
+    "breakpoint",
+    "overflow",
+    "bound range exceeded",
+    "invalid opcode",
+    "device not available",
+    "double fault",
+    "coprocessor segment overrun",
+    "invalid TSS",
+    "segment not present",
+    "stack-segment fault",
+    "general protection fault",
+    "page fault",
+    "reserved",
+    "x87 floating-point error",
+    "alignment check",
+    "machine check",
+    "SIMD floating-point error",
+    "virtualization exception",
+    "control protection",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "hypervisor injection",
+    "VMM communication",
+    "security exception",
+    "reserved",
 ];
 
 #[no_mangle]
@@ -161,7 +186,11 @@ fn exception(frame: &InterruptFrame) -> ! {
     let name = EXCEPTION_NAMES[v];
     if v == 14 {
         let addr = x86_64::registers::control::Cr2::read_raw();
-        let what = if frame.error_code & 1 == 0 { "not present" } else { "protection violation" };
+        let what = if frame.error_code & 1 == 0 {
+            "not present"
+        } else {
+            "protection violation"
+        };
         let access = if frame.error_code & 16 != 0 {
             "instruction fetch"
         } else if frame.error_code & 2 != 0 {

@@ -65,8 +65,13 @@ pub fn route_intx(gsi: u8, vector: u8, apic_id: u8) -> Result<(), &'static str> 
         return Err("interrupt line beyond the I/O APIC's pins");
     }
     let b = base().ok_or("no I/O APIC")?;
-    let slot = vector.checked_sub(crate::pci::FIRST_DEVICE_VECTOR).ok_or("not a device vector")? as usize;
-    GSI_OF_VECTOR.get(slot).ok_or("not a device vector")?.store(gsi, Ordering::Release);
+    let slot = vector
+        .checked_sub(crate::pci::FIRST_DEVICE_VECTOR)
+        .ok_or("not a device vector")? as usize;
+    GSI_OF_VECTOR
+        .get(slot)
+        .ok_or("not a device vector")?
+        .store(gsi, Ordering::Release);
     let reg = 0x10 + 2 * gsi as u32;
     write(b, reg + 1, (apic_id as u32) << 24);
     write(b, reg, vector as u32 | LEVEL);

@@ -28,7 +28,11 @@ impl Log for Logger {
         // crate root's messages name their component themselves ("boot: ...").
         let target = r.target();
         let component = target.strip_prefix("bulkhead::").unwrap_or(target);
-        let (component, sep) = if component == "bulkhead" { ("", "") } else { (component, ": ") };
+        let (component, sep) = if component == "bulkhead" {
+            ("", "")
+        } else {
+            (component, ": ")
+        };
         super::with(|c| {
             let _ = writeln!(
                 c,

@@ -27,7 +27,12 @@ pub struct Console {
 
 const EARLY_LOG: usize = 8192;
 
-static CONSOLE: Mutex<Console> = Mutex::new(Console { serial: None, e9: false, xen: None, early: None });
+static CONSOLE: Mutex<Console> = Mutex::new(Console {
+    serial: None,
+    e9: false,
+    xen: None,
+    early: None,
+});
 
 impl fmt::Write for Console {
     fn write_str(&mut self, s: &str) -> fmt::Result {
@@ -96,7 +101,11 @@ pub fn attach_xen(ring: XenConsole) {
 pub fn sinks() -> heapless::String<48> {
     let c = CONSOLE.lock();
     let mut s = heapless::String::new();
-    for (on, name) in [(c.serial.is_some(), "com1"), (c.e9, "port-e9"), (c.xen.is_some(), "xen-ring")] {
+    for (on, name) in [
+        (c.serial.is_some(), "com1"),
+        (c.e9, "port-e9"),
+        (c.xen.is_some(), "xen-ring"),
+    ] {
         if on {
             if !s.is_empty() {
                 let _ = s.push(',');

@@ -24,14 +24,21 @@ pub struct XenConsole {
 impl XenConsole {
     /// Find and map the console page. `None` with a reason when this domain has none.
     pub fn attach() -> Result<XenConsole, &'static str> {
-        let pfn = super::hvm_get_param(HVM_PARAM_CONSOLE_PFN).map_err(|_| "HVM_PARAM_CONSOLE_PFN unavailable")?;
-        let evtchn = super::hvm_get_param(HVM_PARAM_CONSOLE_EVTCHN).map_err(|_| "HVM_PARAM_CONSOLE_EVTCHN unavailable")?;
+        let pfn = super::hvm_get_param(HVM_PARAM_CONSOLE_PFN)
+            .map_err(|_| "HVM_PARAM_CONSOLE_PFN unavailable")?;
+        let evtchn = super::hvm_get_param(HVM_PARAM_CONSOLE_EVTCHN)
+            .map_err(|_| "HVM_PARAM_CONSOLE_EVTCHN unavailable")?;
         if pfn == 0 {
             return Err("no console page");
         }
         let page = crate::mem::map_identity(pfn << 12, 4096, bulkhead_mm::paging::Flags::WRITE)
             .map_err(|_| "console page could not be mapped")?;
-        Ok(XenConsole { page: page as usize, evtchn: evtchn as u32, pending: false, dropped: 0 })
+        Ok(XenConsole {
+            page: page as usize,
+            evtchn: evtchn as u32,
+            pending: false,
+            dropped: 0,
+        })
     }
 
     fn idx(&self, off: usize) -> *mut u32 {

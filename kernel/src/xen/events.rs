@@ -44,17 +44,21 @@ impl SharedInfo {
 
 impl EventBitmaps for SharedInfo {
     fn take_pending_sel(&self) -> u64 {
-        self.byte(abi::VCPU_UPCALL_PENDING).store(0, Ordering::SeqCst);
+        self.byte(abi::VCPU_UPCALL_PENDING)
+            .store(0, Ordering::SeqCst);
         self.word(abi::VCPU_PENDING_SEL).swap(0, Ordering::SeqCst)
     }
     fn pending(&self, w: usize) -> u64 {
-        self.word(abi::SHINFO_EVTCHN_PENDING + 8 * w).load(Ordering::SeqCst)
+        self.word(abi::SHINFO_EVTCHN_PENDING + 8 * w)
+            .load(Ordering::SeqCst)
     }
     fn mask(&self, w: usize) -> u64 {
-        self.word(abi::SHINFO_EVTCHN_MASK + 8 * w).load(Ordering::SeqCst)
+        self.word(abi::SHINFO_EVTCHN_MASK + 8 * w)
+            .load(Ordering::SeqCst)
     }
     fn clear_pending(&self, w: usize, bits: u64) {
-        self.word(abi::SHINFO_EVTCHN_PENDING + 8 * w).fetch_and(!bits, Ordering::SeqCst);
+        self.word(abi::SHINFO_EVTCHN_PENDING + 8 * w)
+            .fetch_and(!bits, Ordering::SeqCst);
     }
 }
 
@@ -74,9 +78,14 @@ pub fn init() -> Result<(), Errno> {
     hv::add_to_physmap(abi::XENMAPSPACE_SHARED_INFO, 0, frame >> 12)?;
     SHARED_INFO.store(frame, Ordering::Release);
     interrupts::register(VECTOR_XEN_CALLBACK, callback);
-    hv::hvm_set_param(abi::HVM_PARAM_CALLBACK_IRQ, abi::HVM_PARAM_CALLBACK_TYPE_VECTOR | VECTOR_XEN_CALLBACK as u64)?;
+    hv::hvm_set_param(
+        abi::HVM_PARAM_CALLBACK_IRQ,
+        abi::HVM_PARAM_CALLBACK_TYPE_VECTOR | VECTOR_XEN_CALLBACK as u64,
+    )?;
     // Unmask upcalls for vCPU 0.
-    SharedInfo(frame).byte(abi::VCPU_UPCALL_MASK).store(0, Ordering::SeqCst);
+    SharedInfo(frame)
+        .byte(abi::VCPU_UPCALL_MASK)
+        .store(0, Ordering::SeqCst);
     log::info!("shared info at {frame:#x}, upcalls on vector {VECTOR_XEN_CALLBACK:#x}");
     Ok(())
 }
@@ -85,7 +94,9 @@ pub fn init() -> Result<(), Errno> {
 pub fn mask(port: Port) {
     let base = SHARED_INFO.load(Ordering::Acquire);
     if base != 0 && port < abi::EVTCHN_2L_NR_PORTS {
-        SharedInfo(base).word(abi::SHINFO_EVTCHN_MASK + 8 * (port as usize / 64)).fetch_or(1 << (port % 64), Ordering::SeqCst);
+        SharedInfo(base)
+            .word(abi::SHINFO_EVTCHN_MASK + 8 * (port as usize / 64))
+            .fetch_or(1 << (port % 64), Ordering::SeqCst);
     }
 }
 
@@ -100,7 +111,11 @@ pub fn is_pending(port: Port) -> bool {
     let base = SHARED_INFO.load(Ordering::Acquire);
     base != 0
         && port < abi::EVTCHN_2L_NR_PORTS
-        && SharedInfo(base).word(abi::SHINFO_EVTCHN_PENDING + 8 * (port as usize / 64)).load(Ordering::SeqCst) & (1 << (port % 64)) != 0
+        && SharedInfo(base)
+            .word(abi::SHINFO_EVTCHN_PENDING + 8 * (port as usize / 64))
+            .load(Ordering::SeqCst)
+            & (1 << (port % 64))
+            != 0
 }
 
 /// Tasks waiting on ports: a fired flag and a waker per port (task context only).

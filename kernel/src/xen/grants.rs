@@ -59,7 +59,10 @@ impl GrantTableMemory for TableMemory {
     }
 
     fn cmpxchg_flags(&mut self, r: GrantRef, old: u16, new: u16) -> u16 {
-        match self.flags_atomic(r).compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire) {
+        match self
+            .flags_atomic(r)
+            .compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
+        {
             Ok(v) | Err(v) => v,
         }
     }
@@ -78,7 +81,9 @@ impl core::fmt::Display for SetupError {
         match self {
             SetupError::Query(e) => write!(f, "GNTTABOP_query_size failed ({})", e.0),
             SetupError::NoMemory => write!(f, "no memory for the table or map slots"),
-            SetupError::MapTable(e) => write!(f, "XENMEM_add_to_physmap of the table failed ({})", e.0),
+            SetupError::MapTable(e) => {
+                write!(f, "XENMEM_add_to_physmap of the table failed ({})", e.0)
+            }
             SetupError::Balloon(e) => write!(f, "XENMEM_decrease_reservation failed ({})", e.0),
         }
     }
@@ -89,7 +94,11 @@ pub fn init() -> Result<(GrantTable<TableMemory>, MapSlots), SetupError> {
     // it is meaningful; otherwise frames are added until Xen refuses one.
     let (nr, max) = hv::gnttab_query_size().map_err(SetupError::Query)?;
     log::debug!("grant table: Xen reports {nr} frames in use, at most {max}");
-    let want = if max > 0 { TABLE_FRAMES.min(max) } else { TABLE_FRAMES };
+    let want = if max > 0 {
+        TABLE_FRAMES.min(max)
+    } else {
+        TABLE_FRAMES
+    };
     let base = crate::mem::alloc_frames(want as usize, 4096).map_err(|_| SetupError::NoMemory)?;
     let mut frames = 0;
     for i in 0..want as u64 {
@@ -103,7 +112,10 @@ pub fn init() -> Result<(GrantTable<TableMemory>, MapSlots), SetupError> {
         }
     }
     // Frames Xen did not take stay ordinary RAM of ours (never handed out again).
-    let table = GrantTable::new(TableMemory { base, capacity: frames * abi::GNTTAB_ENTRIES_PER_FRAME });
+    let table = GrantTable::new(TableMemory {
+        base,
+        capacity: frames * abi::GNTTAB_ENTRIES_PER_FRAME,
+    });
 
     let mut gpfns = Vec::with_capacity(MAP_SLOTS);
     for _ in 0..MAP_SLOTS {

@@ -48,16 +48,25 @@ static INFO: Once<Option<XenInfo>> = Once::new();
 /// carries it (Viridian, if enabled, takes the first one).
 pub fn detect() -> Option<&'static XenInfo> {
     INFO.call_once(|| {
-        (0x4000_0000u32..0x4001_0000).step_by(0x100).find_map(|base| {
-            let (max, b, c, d) = cpuid(base, 0);
-            let is_xen = b.to_le_bytes() == *b"XenV" && c.to_le_bytes() == *b"MMXe" && d.to_le_bytes() == *b"nVMM";
-            if !is_xen || max < base + 2 {
-                return None;
-            }
-            let (ver, ..) = cpuid(base + 1, 0);
-            let (_pages, msr, ..) = cpuid(base + 2, 0);
-            Some(XenInfo { leaf_base: base, major: (ver >> 16) as u16, minor: ver as u16, hypercall_msr: msr })
-        })
+        (0x4000_0000u32..0x4001_0000)
+            .step_by(0x100)
+            .find_map(|base| {
+                let (max, b, c, d) = cpuid(base, 0);
+                let is_xen = b.to_le_bytes() == *b"XenV"
+                    && c.to_le_bytes() == *b"MMXe"
+                    && d.to_le_bytes() == *b"nVMM";
+                if !is_xen || max < base + 2 {
+                    return None;
+                }
+                let (ver, ..) = cpuid(base + 1, 0);
+                let (_pages, msr, ..) = cpuid(base + 2, 0);
+                Some(XenInfo {
+                    leaf_base: base,
+                    major: (ver >> 16) as u16,
+                    minor: ver as u16,
+                    hypercall_msr: msr,
+                })
+            })
     })
     .as_ref()
 }
@@ -161,7 +170,11 @@ pub async fn init(h: &bulkhead_executor::Handle) -> Result<XenRef, InitError> {
         .trim()
         .parse()
         .map_err(|_| InitError::Store("domid is not a number"))?;
-    let home = xen.store.get_domain_path(domid).await.map_err(InitError::Xenstore)?;
+    let home = xen
+        .store
+        .get_domain_path(domid)
+        .await
+        .map_err(InitError::Xenstore)?;
     let _ = xen.ident.set((domid, home));
     Ok(xen)
 }

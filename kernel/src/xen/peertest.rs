@@ -54,11 +54,24 @@ async fn steps(xen: &XenRef, h: &Handle, peer: DomId) -> Result<(), alloc::strin
         core::ptr::write_bytes(page as *mut u8, 0, 4096);
         core::ptr::copy_nonoverlapping(hello.as_ptr(), page as *mut u8, hello.len());
     }
-    let gref = xen.grants.borrow_mut().grant_access(peer, page >> 12, false).map_err(|e| format!("grant: {e}"))?;
-    let port = xen.with_ports(|p, hv| p.alloc_unbound(hv, peer)).map_err(|e| format!("alloc_unbound: {}", e.0))?;
+    let gref = xen
+        .grants
+        .borrow_mut()
+        .grant_access(peer, page >> 12, false)
+        .map_err(|e| format!("grant: {e}"))?;
+    let port = xen
+        .with_ports(|p, hv| p.alloc_unbound(hv, peer))
+        .map_err(|e| format!("alloc_unbound: {}", e.0))?;
     xen.waiters.track(port);
-    for (k, v) in [("gref", format!("{gref}")), ("evtchn", format!("{port}")), ("ready", "1".into())] {
-        store.write(Tx::NONE, &format!("{base}/{k}"), &v).await.map_err(|e| format!("write {k}: {e}"))?;
+    for (k, v) in [
+        ("gref", format!("{gref}")),
+        ("evtchn", format!("{port}")),
+        ("ready", "1".into()),
+    ] {
+        store
+            .write(Tx::NONE, &format!("{base}/{k}"), &v)
+            .await
+            .map_err(|e| format!("write {k}: {e}"))?;
     }
     info!("peer-test: offered grant {gref} and unbound event channel {port} to domain {peer} under {base}");
 
@@ -76,12 +89,16 @@ async fn steps(xen: &XenRef, h: &Handle, peer: DomId) -> Result<(), alloc::strin
         return Err(format!("port {port} was delivered while masked"));
     }
     super::events::unmask(port).map_err(|e| format!("unmask: {}", e.0))?;
-    with_timeout(h, 10_000_000_000, xen.waiters.wait(port)).await.ok_or("unmasking did not deliver the pending event")?;
+    with_timeout(h, 10_000_000_000, xen.waiters.wait(port))
+        .await
+        .ok_or("unmasking did not deliver the pending event")?;
     info!("peer-test: event channel round trip: notification from domain {peer} on port {port} (held while masked, delivered on unmask)");
     // SAFETY: our granted frame; the peer wrote into it through its mapping.
     let seen = unsafe { core::slice::from_raw_parts((page + 128) as *const u8, 13) };
     if seen != b"peer-was-here" {
-        return Err(format!("peer did not write our granted page (found {seen:?})"));
+        return Err(format!(
+            "peer did not write our granted page (found {seen:?})"
+        ));
     }
     info!("peer-test: domain {peer} mapped our grant {gref} and wrote to it");
 
@@ -94,7 +111,9 @@ async fn steps(xen: &XenRef, h: &Handle, peer: DomId) -> Result<(), alloc::strin
         .map_err(|_| "peer-gref is not a number")?;
     let mapped = {
         let mut slots = xen.slots.borrow_mut();
-        slots.map(&mut super::Hv, &[(peer, peer_gref, false)]).remove(0)
+        slots
+            .map(&mut super::Hv, &[(peer, peer_gref, false)])
+            .remove(0)
     }
     .map_err(|e| format!("map peer grant {peer_gref}: {e}"))?;
     let want = format!("dom0-grant:{}", xen.domid());
@@ -109,33 +128,62 @@ async fn steps(xen: &XenRef, h: &Handle, peer: DomId) -> Result<(), alloc::strin
     let copied = bulkhead_xen::grants::copy(
         &mut super::Hv,
         &[(
-            bulkhead_xen::grants::CopyPtr::Grant { dom: peer, gref: peer_gref, offset: 0 },
-            bulkhead_xen::grants::CopyPtr::Local { frame: scratch >> 12, offset: 100 },
+            bulkhead_xen::grants::CopyPtr::Grant {
+                dom: peer,
+                gref: peer_gref,
+                offset: 0,
+            },
+            bulkhead_xen::grants::CopyPtr::Local {
+                frame: scratch >> 12,
+                offset: 100,
+            },
             want.len() as u16,
         )],
     )
     .remove(0);
     // SAFETY: our frame, written by Xen's grant copy.
-    let via_copy = unsafe { core::slice::from_raw_parts((scratch + 100) as *const u8, want.len()) }.to_vec();
+    let via_copy =
+        unsafe { core::slice::from_raw_parts((scratch + 100) as *const u8, want.len()) }.to_vec();
     let _ = crate::mem::free_frames(scratch, 1);
     copied.map_err(|e| format!("grant copy from {peer}'s grant {peer_gref}: {e}"))?;
     if via_copy != want.as_bytes() {
-        return Err(format!("grant copy delivered {via_copy:?}, expected {want:?}"));
+        return Err(format!(
+            "grant copy delivered {via_copy:?}, expected {want:?}"
+        ));
     }
     info!("peer-test: grant copy of domain {peer}'s grant {peer_gref} matches the mapping");
     // SAFETY: as above; the grant is writable.
-    unsafe { core::ptr::copy_nonoverlapping(b"bulkhead-mapped".as_ptr(), (mapped.addr + 64) as *mut u8, 15) };
-    let unmapped = xen.slots.borrow_mut().unmap(&mut super::Hv, &[mapped]).remove(0);
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            b"bulkhead-mapped".as_ptr(),
+            (mapped.addr + 64) as *mut u8,
+            15,
+        )
+    };
+    let unmapped = xen
+        .slots
+        .borrow_mut()
+        .unmap(&mut super::Hv, &[mapped])
+        .remove(0);
     unmapped.map_err(|e| format!("unmap: {e}"))?;
     info!("peer-test: grant map/unmap round trip: mapped domain {peer}'s grant {peer_gref}, checked, wrote, unmapped");
 
     super::evtchn_send(port).map_err(|e| format!("notify: {}", e.0))?;
     // Wait for the peer to finish and unmap our grant, then revoke it.
     let done = format!("{base}/peer-done");
-    store.watch(&done, "peer-test").await.map_err(|e| format!("watch: {e}"))?;
+    store
+        .watch(&done, "peer-test")
+        .await
+        .map_err(|e| format!("watch: {e}"))?;
     let finished = with_timeout(h, TIMEOUT_NS, async {
         loop {
-            if store.read_opt(Tx::NONE, &done).await.ok().flatten().is_some() {
+            if store
+                .read_opt(Tx::NONE, &done)
+                .await
+                .ok()
+                .flatten()
+                .is_some()
+            {
                 return;
             }
             if store.next_event("peer-test").await.is_err() {
@@ -146,8 +194,12 @@ async fn steps(xen: &XenRef, h: &Handle, peer: DomId) -> Result<(), alloc::strin
     .await;
     let _ = store.unwatch(&done, "peer-test").await;
     finished.ok_or("peer never reported done")?;
-    xen.grants.borrow_mut().end_access(gref).map_err(|e| format!("revoke grant {gref}: {e}"))?;
-    xen.with_ports(|p, hv| p.close(hv, port)).map_err(|e| format!("close port: {}", e.0))?;
+    xen.grants
+        .borrow_mut()
+        .end_access(gref)
+        .map_err(|e| format!("revoke grant {gref}: {e}"))?;
+    xen.with_ports(|p, hv| p.close(hv, port))
+        .map_err(|e| format!("close port: {}", e.0))?;
     xen.waiters.forget(port);
     let _ = crate::mem::free_frames(page, 1);
     info!("peer-test: grant {gref} revoked after the peer unmapped it; port {port} closed");

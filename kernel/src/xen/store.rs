@@ -55,15 +55,23 @@ impl Transport for XsTransport {
 pub type XenStore = Store<XsTransport>;
 
 pub fn connect() -> Result<(XenStore, Port), &'static str> {
-    let pfn = hv::hvm_get_param(abi::HVM_PARAM_STORE_PFN).map_err(|_| "HVM_PARAM_STORE_PFN unavailable")?;
-    let port = hv::hvm_get_param(abi::HVM_PARAM_STORE_EVTCHN).map_err(|_| "HVM_PARAM_STORE_EVTCHN unavailable")? as Port;
+    let pfn = hv::hvm_get_param(abi::HVM_PARAM_STORE_PFN)
+        .map_err(|_| "HVM_PARAM_STORE_PFN unavailable")?;
+    let port = hv::hvm_get_param(abi::HVM_PARAM_STORE_EVTCHN)
+        .map_err(|_| "HVM_PARAM_STORE_EVTCHN unavailable")? as Port;
     if pfn == 0 {
         return Err("no xenstore page");
     }
     let page = crate::mem::map_identity(pfn << 12, 4096, bulkhead_mm::paging::Flags::WRITE)
         .map_err(|_| "xenstore page could not be mapped")?;
     log::info!("xenstore ring at {page:#x}, event channel {port}");
-    Ok((Store::new(XsTransport { ring: Ring::new(Page(page)), port }), port))
+    Ok((
+        Store::new(XsTransport {
+            ring: Ring::new(Page(page)),
+            port,
+        }),
+        port,
+    ))
 }
 
 /// The `xenstore` task: move bytes whenever xenstored signals.

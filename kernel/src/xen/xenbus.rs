@@ -43,9 +43,14 @@ pub async fn run(xen: XenRef, h: Handle) {
                 continue;
             }
         };
-        let borrowed: Vec<(Kind, &str, Vec<&str>)> =
-            listing.iter().map(|(k, fe, devs)| (*k, fe.as_str(), devs.iter().map(String::as_str).collect())).collect();
-        let view: Vec<(Kind, &str, &[&str])> = borrowed.iter().map(|(k, fe, d)| (*k, *fe, d.as_slice())).collect();
+        let borrowed: Vec<(Kind, &str, Vec<&str>)> = listing
+            .iter()
+            .map(|(k, fe, devs)| (*k, fe.as_str(), devs.iter().map(String::as_str).collect()))
+            .collect();
+        let view: Vec<(Kind, &str, &[&str])> = borrowed
+            .iter()
+            .map(|(k, fe, d)| (*k, *fe, d.as_slice()))
+            .collect();
         let changes = discovery.update(&view);
         for id in changes.added {
             info!("{id}: new backend device");
@@ -62,7 +67,10 @@ async fn list(xen: &XenRef) -> Result<Vec<(Kind, String, Vec<String>)>, bulkhead
     for kind in Kind::ALL {
         let base = format!("{}/backend/{}", xen.home(), kind.as_str());
         for fe in xen.store.directory_opt(Tx::NONE, &base).await? {
-            let devs = xen.store.directory_opt(Tx::NONE, &format!("{base}/{fe}")).await?;
+            let devs = xen
+                .store
+                .directory_opt(Tx::NONE, &format!("{base}/{fe}"))
+                .await?;
             out.push((kind, fe, devs));
         }
     }
@@ -72,7 +80,12 @@ async fn list(xen: &XenRef) -> Result<Vec<(Kind, String, Vec<String>)>, bulkhead
 /// The frontend path the toolstack must have written for this device; anything else is
 /// refused (a backend never follows a path it did not expect).
 fn expected_frontend(id: &DeviceId) -> String {
-    format!("/local/domain/{}/device/{}/{}", id.frontend, id.kind.as_str(), id.devid)
+    format!(
+        "/local/domain/{}/device/{}/{}",
+        id.frontend,
+        id.kind.as_str(),
+        id.devid
+    )
 }
 
 async fn device(xen: XenRef, id: DeviceId) {
@@ -81,7 +94,10 @@ async fn device(xen: XenRef, id: DeviceId) {
     let frontend = match store.read_opt(Tx::NONE, &format!("{be}/frontend")).await {
         Ok(Some(f)) if f == expected_frontend(&id) => f,
         Ok(Some(f)) => {
-            warn!("{id}: frontend path {f:?} is not {:?}; ignoring the device", expected_frontend(&id));
+            warn!(
+                "{id}: frontend path {f:?} is not {:?}; ignoring the device",
+                expected_frontend(&id)
+            );
             return;
         }
         Ok(None) => {
@@ -93,7 +109,11 @@ async fn device(xen: XenRef, id: DeviceId) {
             return;
         }
     };
-    let fe_id = store.read_opt(Tx::NONE, &format!("{be}/frontend-id")).await.ok().flatten();
+    let fe_id = store
+        .read_opt(Tx::NONE, &format!("{be}/frontend-id"))
+        .await
+        .ok()
+        .flatten();
     if fe_id.as_deref() != Some(format!("{}", id.frontend).as_str()) {
         warn!("{id}: frontend-id {fe_id:?} does not match the directory; ignoring the device");
         return;
@@ -118,9 +138,22 @@ async fn device(xen: XenRef, id: DeviceId) {
         while store.take_event(&token).is_some() {}
         // Removal: the toolstack deletes the backend directory (or sets online=0 and
         // closes the frontend, for `xl block-detach`).
-        let state = store.read_opt(Tx::NONE, &format!("{be}/state")).await.ok().flatten();
-        let online = store.read_opt(Tx::NONE, &format!("{be}/online")).await.ok().flatten();
-        let fs = store.read_opt(Tx::NONE, &fe_state).await.ok().flatten().and_then(|s| State::parse(&s));
+        let state = store
+            .read_opt(Tx::NONE, &format!("{be}/state"))
+            .await
+            .ok()
+            .flatten();
+        let online = store
+            .read_opt(Tx::NONE, &format!("{be}/online"))
+            .await
+            .ok()
+            .flatten();
+        let fs = store
+            .read_opt(Tx::NONE, &fe_state)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|s| State::parse(&s));
         let event = if state.is_none() {
             Event::Removed
         } else if online.as_deref() == Some("0") && matches!(fs, Some(State::Closed) | None) {
@@ -147,7 +180,11 @@ async fn apply(xen: &XenRef, be: &str, b: &mut Backend, ev: Event) -> bool {
         for a in actions {
             match a {
                 Action::SetState(s) => {
-                    if let Err(e) = xen.store.write(Tx::NONE, &format!("{be}/state"), s.as_str()).await {
+                    if let Err(e) = xen
+                        .store
+                        .write(Tx::NONE, &format!("{be}/state"), s.as_str())
+                        .await
+                    {
                         if !e.is("ENOENT") {
                             warn!("{}: cannot write state {s}: {e}", b.id);
                         }
@@ -156,7 +193,11 @@ async fn apply(xen: &XenRef, be: &str, b: &mut Backend, ev: Event) -> bool {
                 }
                 Action::Connect => {
                     // No class has a server yet: the device stays offered (InitWait).
-                    info!("{}: frontend is ready, but {} devices are not served yet", b.id, b.id.kind.as_str());
+                    info!(
+                        "{}: frontend is ready, but {} devices are not served yet",
+                        b.id,
+                        b.id.kind.as_str()
+                    );
                 }
                 Action::Disconnect => {}
                 Action::Destroy => alive = false,

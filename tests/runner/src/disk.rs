@@ -45,10 +45,18 @@ pub fn create(path: &Path) -> Result<(), String> {
         .spawn()
         .map_err(|e| format!("sfdisk (package fdisk): {e}"))?;
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(script.as_bytes()).map_err(|e| e.to_string())?;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .map_err(|e| e.to_string())?;
     let out = child.wait_with_output().map_err(|e| e.to_string())?;
     if !out.status.success() {
-        return Err(format!("sfdisk failed: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "sfdisk failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     Ok(())
 }
@@ -63,7 +71,11 @@ pub fn verify(path: &Path) -> Result<String, String> {
         let blk = img.get(o..o + BLOCK).ok_or("image too short")?;
         match (0..BLOCK).find(|&i| blk[i] != pattern(seed, lba, i)) {
             None => Ok(()),
-            Some(i) => Err(format!("block {lba} byte {i}: {:#x}, expected {:#x} (seed {seed:#x})", blk[i], pattern(seed, lba, i))),
+            Some(i) => Err(format!(
+                "block {lba} byte {i}: {:#x}, expected {:#x} (seed {seed:#x})",
+                blk[i],
+                pattern(seed, lba, i)
+            )),
         }
     };
     for lba in P2.0..P2.0 + written {
@@ -72,7 +84,12 @@ pub fn verify(path: &Path) -> Result<String, String> {
     let zeroed = P2.0 + written..P2.0 + written + ZERO_BLOCKS;
     for lba in zeroed.clone() {
         let o = lba as usize * BLOCK;
-        if img.get(o..o + BLOCK).ok_or("image too short")?.iter().any(|b| *b != 0) {
+        if img
+            .get(o..o + BLOCK)
+            .ok_or("image too short")?
+            .iter()
+            .any(|b| *b != 0)
+        {
             return Err(format!("block {lba} should have been zeroed"));
         }
     }
@@ -105,7 +122,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("bulkhead-disk-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("d.img");
-        let mut img: Vec<u8> = (0..BLOCKS as usize * BLOCK).map(|k| pattern(0, (k / BLOCK) as u64, k % BLOCK)).collect();
+        let mut img: Vec<u8> = (0..BLOCKS as usize * BLOCK)
+            .map(|k| pattern(0, (k / BLOCK) as u64, k % BLOCK))
+            .collect();
         std::fs::write(&p, &img).unwrap();
         assert!(verify(&p).is_err(), "nothing written yet");
         for lba in P2.0..P2.0 + WRITE_BYTES / BLOCK as u64 {

@@ -10,13 +10,19 @@ const MB_MAGIC: u32 = 0x1bad_b002;
 const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
 
 fn u16_at(b: &[u8], o: usize) -> Result<u16, String> {
-    b.get(o..o + 2).map(|s| u16::from_le_bytes(s.try_into().unwrap())).ok_or(format!("short read at {o:#x}"))
+    b.get(o..o + 2)
+        .map(|s| u16::from_le_bytes(s.try_into().unwrap()))
+        .ok_or(format!("short read at {o:#x}"))
 }
 fn u32_at(b: &[u8], o: usize) -> Result<u32, String> {
-    b.get(o..o + 4).map(|s| u32::from_le_bytes(s.try_into().unwrap())).ok_or(format!("short read at {o:#x}"))
+    b.get(o..o + 4)
+        .map(|s| u32::from_le_bytes(s.try_into().unwrap()))
+        .ok_or(format!("short read at {o:#x}"))
 }
 fn u64_at(b: &[u8], o: usize) -> Result<u64, String> {
-    b.get(o..o + 8).map(|s| u64::from_le_bytes(s.try_into().unwrap())).ok_or(format!("short read at {o:#x}"))
+    b.get(o..o + 8)
+        .map(|s| u64::from_le_bytes(s.try_into().unwrap()))
+        .ok_or(format!("short read at {o:#x}"))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -68,7 +74,9 @@ pub fn check(b: &[u8]) -> Result<String, String> {
     }
     let mb = multiboot_offset(b).ok_or("no multiboot header in the first 8 KiB")?;
     let flags = u32_at(b, mb + 4)?;
-    let sum = MB_MAGIC.wrapping_add(flags).wrapping_add(u32_at(b, mb + 8)?);
+    let sum = MB_MAGIC
+        .wrapping_add(flags)
+        .wrapping_add(u32_at(b, mb + 8)?);
     if sum != 0 {
         return Err(format!("multiboot checksum wrong (sum {sum:#x})"));
     }
@@ -90,7 +98,9 @@ pub fn check(b: &[u8]) -> Result<String, String> {
     let mem_end = loads.iter().map(|p| p.vaddr + p.memsz).max().unwrap();
     let first = loads.iter().map(|p| p.vaddr).min().unwrap();
     if load_addr != first {
-        return Err(format!("multiboot load_addr {load_addr:#x} is not the first segment {first:#x}"));
+        return Err(format!(
+            "multiboot load_addr {load_addr:#x} is not the first segment {first:#x}"
+        ));
     }
     if load_end < file_end || bss_end < mem_end {
         return Err(format!(
@@ -98,7 +108,9 @@ pub fn check(b: &[u8]) -> Result<String, String> {
         ));
     }
     if !(load_addr..load_end).contains(&entry) {
-        return Err(format!("multiboot entry {entry:#x} outside the loaded image"));
+        return Err(format!(
+            "multiboot entry {entry:#x} outside the loaded image"
+        ));
     }
     // The PVH note.
     let mut pvh_entry = None;
@@ -106,11 +118,21 @@ pub fn check(b: &[u8]) -> Result<String, String> {
         let mut o = p.offset as usize;
         let end = o + p.filesz as usize;
         while o + 12 <= end {
-            let (namesz, descsz, kind) = (u32_at(b, o)? as usize, u32_at(b, o + 4)? as usize, u32_at(b, o + 8)?);
+            let (namesz, descsz, kind) = (
+                u32_at(b, o)? as usize,
+                u32_at(b, o + 4)? as usize,
+                u32_at(b, o + 8)?,
+            );
             let name_at = o + 12;
             let desc_at = name_at + namesz.div_ceil(4) * 4;
-            if b.get(name_at..name_at + namesz) == Some(b"Xen\0") && kind == XEN_ELFNOTE_PHYS32_ENTRY {
-                pvh_entry = Some(if descsz == 8 { u64_at(b, desc_at)? } else { u32_at(b, desc_at)? as u64 });
+            if b.get(name_at..name_at + namesz) == Some(b"Xen\0")
+                && kind == XEN_ELFNOTE_PHYS32_ENTRY
+            {
+                pvh_entry = Some(if descsz == 8 {
+                    u64_at(b, desc_at)?
+                } else {
+                    u32_at(b, desc_at)? as u64
+                });
             }
             o = desc_at + descsz.div_ceil(4) * 4;
         }
@@ -151,7 +173,13 @@ mod tests {
         b[0x20..0x28].copy_from_slice(&0x40u64.to_le_bytes());
         b[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
         b[0x38..0x3a].copy_from_slice(&2u16.to_le_bytes());
-        let ph = |b: &mut Vec<u8>, i: usize, kind: u32, off: u64, vaddr: u64, filesz: u64, memsz: u64| {
+        let ph = |b: &mut Vec<u8>,
+                  i: usize,
+                  kind: u32,
+                  off: u64,
+                  vaddr: u64,
+                  filesz: u64,
+                  memsz: u64| {
             let o = 0x40 + i * 56;
             b[o..o + 4].copy_from_slice(&kind.to_le_bytes());
             b[o + 8..o + 16].copy_from_slice(&off.to_le_bytes());
@@ -162,7 +190,16 @@ mod tests {
         let off = if linear { 0x1000 } else { 0x1800 };
         ph(&mut b, 0, 1, off, 0x100000, 0x1000, 0x2000);
         ph(&mut b, 1, 4, 0x1800, 0x100800, 24, 24);
-        let mb = [MB_MAGIC, 0x0001_0003, 0u32.wrapping_sub(MB_MAGIC + 0x0001_0003), 0x100000, 0x100000, 0x101000, 0x102000, 0x100040];
+        let mb = [
+            MB_MAGIC,
+            0x0001_0003,
+            0u32.wrapping_sub(MB_MAGIC + 0x0001_0003),
+            0x100000,
+            0x100000,
+            0x101000,
+            0x102000,
+            0x100040,
+        ];
         for (i, w) in mb.iter().enumerate() {
             b[0x1000 + 4 * i..0x1004 + 4 * i].copy_from_slice(&w.to_le_bytes());
         }
@@ -184,12 +221,16 @@ mod tests {
 
     #[test]
     fn nonlinear_layout_is_caught() {
-        assert!(check(&fake_image(false, 18)).unwrap_err().contains("linear layout"));
+        assert!(check(&fake_image(false, 18))
+            .unwrap_err()
+            .contains("linear layout"));
     }
 
     #[test]
     fn missing_note_is_caught() {
-        assert!(check(&fake_image(true, 17)).unwrap_err().contains("PHYS32_ENTRY"));
+        assert!(check(&fake_image(true, 17))
+            .unwrap_err()
+            .contains("PHYS32_ENTRY"));
     }
 
     #[test]

@@ -30,16 +30,20 @@ fn read(path: &str) -> Result<Vec<u8>, String> {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let r = match args.first().map(String::as_str) {
-        Some("check-image") if args.len() == 2 => {
-            read(&args[1]).and_then(|b| image::check(&b)).map(|r| println!("{}: ok; {r}", args[1]))
-        }
+        Some("check-image") if args.len() == 2 => read(&args[1])
+            .and_then(|b| image::check(&b))
+            .map(|r| println!("{}: ok; {r}", args[1])),
         Some("make-pvh") if args.len() == 3 => read(&args[1])
             .and_then(|b| image::pvh_variant(&b))
             .and_then(|v| std::fs::write(&args[2], v).map_err(|e| format!("{}: {e}", args[2]))),
         Some("qemu") if args.len() >= 3 => run_qemu(&args[1], &args[2], &args[3..]),
         Some("make-disk") if args.len() == 2 => disk::create(args[1].as_ref()),
-        Some("verify-disk") if args.len() == 2 => disk::verify(args[1].as_ref()).map(|r| println!("{r}")),
-        Some("initramfs-overlay") if args.len() >= 4 => initramfs_overlay(&args[1], &args[2], &args[3..]),
+        Some("verify-disk") if args.len() == 2 => {
+            disk::verify(args[1].as_ref()).map(|r| println!("{r}"))
+        }
+        Some("initramfs-overlay") if args.len() >= 4 => {
+            initramfs_overlay(&args[1], &args[2], &args[3..])
+        }
         _ => return usage(),
     };
     match r {
@@ -53,12 +57,19 @@ fn main() -> ExitCode {
 
 fn run_qemu(image: &str, pvh: &str, only: &[String]) -> Result<(), String> {
     let qemu = std::env::var("QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into());
-    let logs = PathBuf::from(std::env::var("BULKHEAD_TEST_LOGS").unwrap_or_else(|_| "build/test-logs/qemu".into()));
-    let size = std::fs::metadata(image).map_err(|e| format!("{image}: {e}"))?.len();
+    let logs = PathBuf::from(
+        std::env::var("BULKHEAD_TEST_LOGS").unwrap_or_else(|_| "build/test-logs/qemu".into()),
+    );
+    let size = std::fs::metadata(image)
+        .map_err(|e| format!("{image}: {e}"))?
+        .len();
     let report = image::check(&read(image)?)?;
     println!("bare-QEMU tier: {report}");
     let all = qemu::scenarios();
-    let chosen: Vec<_> = all.iter().filter(|s| only.is_empty() || only.iter().any(|o| o == s.name)).collect();
+    let chosen: Vec<_> = all
+        .iter()
+        .filter(|s| only.is_empty() || only.iter().any(|o| o == s.name))
+        .collect();
     if chosen.is_empty() {
         return Err(format!("no scenario named {only:?}"));
     }
@@ -70,16 +81,34 @@ fn run_qemu(image: &str, pvh: &str, only: &[String]) -> Result<(), String> {
             qemu::Image::Pvh => pvh,
         };
         let o = qemu::run(s, &qemu, path.as_ref(), &logs);
-        let banner = o.banner_ms.map_or("no banner".into(), |ms| format!("banner {ms} ms after QEMU start"));
+        let banner = o.banner_ms.map_or("no banner".into(), |ms| {
+            format!("banner {ms} ms after QEMU start")
+        });
         if let Some(ms) = o.banner_ms {
             banner_times.push((s.name, ms));
         }
         if o.ok {
-            println!("PASS {:<24} ({banner}, {:.2} s)", s.name, o.total.as_secs_f64());
+            println!(
+                "PASS {:<24} ({banner}, {:.2} s)",
+                s.name,
+                o.total.as_secs_f64()
+            );
         } else {
             println!("FAIL {:<24} {}", s.name, o.why);
-            println!("     ---- last console lines ({}/{}.log has all) ----", logs.display(), s.name);
-            for l in o.lines.iter().rev().take(30).collect::<Vec<_>>().into_iter().rev() {
+            println!(
+                "     ---- last console lines ({}/{}.log has all) ----",
+                logs.display(),
+                s.name
+            );
+            for l in o
+                .lines
+                .iter()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+            {
                 println!("     | {l}");
             }
             failed.push(s.name);
@@ -93,7 +122,11 @@ fn run_qemu(image: &str, pvh: &str, only: &[String]) -> Result<(), String> {
         println!("bare-QEMU tier: all scenarios passed");
         Ok(())
     } else {
-        Err(format!("bare-QEMU tier: {} failed: {}", failed.len(), failed.join(", ")))
+        Err(format!(
+            "bare-QEMU tier: {} failed: {}",
+            failed.len(),
+            failed.join(", ")
+        ))
     }
 }
 
@@ -106,7 +139,21 @@ fn initramfs_overlay(out: &str, base: &str, entries: &[String]) -> Result<(), St
     let base = read(base)?;
     let mut cpio = Vec::new();
     let mut push = |name: &str, mode: u32, body: &[u8]| {
-        let fields = [1u32, mode, 0, 0, 1, 0, body.len() as u32, 0, 0, 0, 0, name.len() as u32 + 1, 0];
+        let fields = [
+            1u32,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            body.len() as u32,
+            0,
+            0,
+            0,
+            0,
+            name.len() as u32 + 1,
+            0,
+        ];
         cpio.extend_from_slice(b"070701");
         for f in fields {
             cpio.extend_from_slice(format!("{f:08x}").as_bytes());
@@ -122,7 +169,9 @@ fn initramfs_overlay(out: &str, base: &str, entries: &[String]) -> Result<(), St
         }
     };
     for e in entries {
-        let (path, file) = e.split_once('=').ok_or(format!("{e}: expected path=file"))?;
+        let (path, file) = e
+            .split_once('=')
+            .ok_or(format!("{e}: expected path=file"))?;
         let body = read(file)?;
         push(path.trim_start_matches('/'), 0o100755, &body);
     }

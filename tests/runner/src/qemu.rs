@@ -69,7 +69,10 @@ fn selftest(name: &'static str, image: Image, mem_mib: u32, entered: &str) -> Sc
         "selftest: starting".to_string(),
     ];
     expect.extend(SELFTEST_CHECKS.iter().map(|c| format!("selftest: {c}: ok")));
-    expect.push(format!("selftest: {} passed, 0 failed", SELFTEST_CHECKS.len()));
+    expect.push(format!(
+        "selftest: {} passed, 0 failed",
+        SELFTEST_CHECKS.len()
+    ));
     expect.push("selftest: PASS".into());
     Scenario {
         name,
@@ -85,7 +88,12 @@ fn selftest(name: &'static str, image: Image, mem_mib: u32, entered: &str) -> Sc
     }
 }
 
-fn storage(name: &'static str, machine: &'static str, cmdline: &'static str, mode: &str) -> Scenario {
+fn storage(
+    name: &'static str,
+    machine: &'static str,
+    cmdline: &'static str,
+    mode: &str,
+) -> Scenario {
     let mut expect: Vec<String> = vec![
         "nvme0 (".to_string(),
         format!("{mode}"),
@@ -124,11 +132,26 @@ fn storage(name: &'static str, machine: &'static str, cmdline: &'static str, mod
 pub fn scenarios() -> Vec<Scenario> {
     vec![
         storage("storage-nvme-msix-q35", "q35", "test-storage", "MsiX"),
-        storage("storage-nvme-intx-pc", "pc", "test-storage nvme-irq=intx test-nvme-timeout", "Intx"),
-        storage("storage-nvme-poll-pc", "pc", "test-storage nvme-irq=poll", "Poll"),
+        storage(
+            "storage-nvme-intx-pc",
+            "pc",
+            "test-storage nvme-irq=intx test-nvme-timeout",
+            "Intx",
+        ),
+        storage(
+            "storage-nvme-poll-pc",
+            "pc",
+            "test-storage nvme-irq=poll",
+            "Poll",
+        ),
         {
             // QEMU's NVMe has no plain MSI: the driver must fall back to INTx by itself.
-            let mut s = storage("storage-nvme-msi-fallback-pc", "pc", "test-storage nvme-irq=msi", "Intx");
+            let mut s = storage(
+                "storage-nvme-msi-fallback-pc",
+                "pc",
+                "test-storage nvme-irq=msi",
+                "Intx",
+            );
             s.expect.insert(0, "Msi failed: MSI not available".into());
             s
         },
@@ -193,7 +216,11 @@ pub fn scenarios() -> Vec<Scenario> {
             image: Image::Multiboot,
             cmdline: "heartbeat=1 loglevel=debug",
             mem_mib: 32,
-            expect: vec!["boot: ready".into(), "heartbeat: up 1 s".into(), "heartbeat: up 2 s".into()],
+            expect: vec![
+                "boot: ready".into(),
+                "heartbeat: up 1 s".into(),
+                "heartbeat: up 2 s".into(),
+            ],
             forbid: vec!["PANIC", "ERROR"],
             end: End::After("heartbeat: up 3 s", 1),
             timeout: Duration::from_secs(60),
@@ -215,11 +242,22 @@ pub fn run(s: &Scenario, qemu: &str, image: &Path, log_dir: &Path) -> Outcome {
     let mut extra: Vec<String> = vec!["-M".into(), s.machine.into()];
     if s.nvme_disk {
         if let Err(e) = crate::disk::create(&disk) {
-            return Outcome { ok: false, why: format!("disk image: {e}"), banner_ms: None, total: Duration::ZERO, lines: vec![] };
+            return Outcome {
+                ok: false,
+                why: format!("disk image: {e}"),
+                banner_ms: None,
+                total: Duration::ZERO,
+                lines: vec![],
+            };
         }
         extra.extend(
-            ["-drive", &format!("file={},if=none,id=nvm,format=raw", disk.display()), "-device", "nvme,serial=bulkhead0,drive=nvm"]
-                .map(String::from),
+            [
+                "-drive",
+                &format!("file={},if=none,id=nvm,format=raw", disk.display()),
+                "-device",
+                "nvme,serial=bulkhead0,drive=nvm",
+            ]
+            .map(String::from),
         );
     }
     let start = Instant::now();
@@ -228,7 +266,15 @@ pub fn run(s: &Scenario, qemu: &str, image: &Path, log_dir: &Path) -> Outcome {
         .args(["-kernel"])
         .arg(image)
         .args(["-append", s.cmdline, "-m", &s.mem_mib.to_string()])
-        .args(["-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot"])
+        .args([
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+            "-monitor",
+            "none",
+            "-no-reboot",
+        ])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -251,8 +297,14 @@ pub fn run(s: &Scenario, qemu: &str, image: &Path, log_dir: &Path) -> Outcome {
     let reader = std::thread::spawn(move || {
         let mut r = BufReader::new(out);
         let mut buf = Vec::new();
-        while r.read_until(b'\n', &mut buf).map(|n| n > 0).unwrap_or(false) {
-            let line = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string();
+        while r
+            .read_until(b'\n', &mut buf)
+            .map(|n| n > 0)
+            .unwrap_or(false)
+        {
+            let line = String::from_utf8_lossy(&buf)
+                .trim_end_matches(['\r', '\n'])
+                .to_string();
             if tx.send((Instant::now(), line)).is_err() {
                 break;
             }
@@ -322,14 +374,27 @@ pub fn run(s: &Scenario, qemu: &str, image: &Path, log_dir: &Path) -> Outcome {
         format!("timed out after {:?} (hang?)", s.timeout)
     } else if next < s.expect.len() {
         format!("missing expected line containing {:?}", s.expect[next])
-    } else if let Some(f) = s.forbid.iter().find(|f| lines.iter().any(|l| l.contains(*f))) {
+    } else if let Some(f) = s
+        .forbid
+        .iter()
+        .find(|f| lines.iter().any(|l| l.contains(*f)))
+    {
         format!("console shows forbidden {f:?}")
     } else {
         match s.end {
             End::Exit(want) if code != Some(want) => {
-                format!("QEMU exited with {code:?}, expected {want}{}", if stderr.is_empty() { String::new() } else { format!(" (stderr: {})", stderr.trim()) })
+                format!(
+                    "QEMU exited with {code:?}, expected {want}{}",
+                    if stderr.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (stderr: {})", stderr.trim())
+                    }
+                )
             }
-            End::After(..) if !stopped_by_us => format!("QEMU exited by itself with {code:?} before the scenario completed"),
+            End::After(..) if !stopped_by_us => {
+                format!("QEMU exited by itself with {code:?} before the scenario completed")
+            }
             _ => String::new(),
         }
     };
@@ -357,5 +422,11 @@ pub fn run(s: &Scenario, qemu: &str, image: &Path, log_dir: &Path) -> Outcome {
         }
     }
 
-    Outcome { ok: why.is_empty(), why, banner_ms, total, lines }
+    Outcome {
+        ok: why.is_empty(),
+        why,
+        banner_ms,
+        total,
+        lines,
+    }
 }

@@ -59,15 +59,24 @@ pub struct Model(pub Rc<RefCell<State>>);
 
 impl Model {
     pub fn new(disk_blocks: usize) -> Self {
-        let mut s = State { next_page: 0x10_0000, mdts: 5, max_queues: 4, ..Default::default() };
-        s.disk = (0..disk_blocks * BLOCK).map(|i| (i / BLOCK) as u8 ^ (i as u8)).collect();
+        let mut s = State {
+            next_page: 0x10_0000,
+            mdts: 5,
+            max_queues: 4,
+            ..Default::default()
+        };
+        s.disk = (0..disk_blocks * BLOCK)
+            .map(|i| (i / BLOCK) as u8 ^ (i as u8))
+            .collect();
         Model(Rc::new(RefCell::new(s)))
     }
 }
 
 impl State {
     fn page(&mut self, addr: u64) -> &mut Vec<u8> {
-        self.mem.entry(addr & !0xfff).or_insert_with(|| vec![0; 4096])
+        self.mem
+            .entry(addr & !0xfff)
+            .or_insert_with(|| vec![0; 4096])
     }
     pub fn read(&mut self, mut addr: u64, buf: &mut [u8]) {
         let mut done = 0;
@@ -131,7 +140,14 @@ impl State {
         if cq.tail == 0 {
             cq.phase = !cq.phase;
         }
-        let c = Completion { dw0, sq_head, sq_id: sqid, cid, phase, status };
+        let c = Completion {
+            dw0,
+            sq_head,
+            sq_id: sqid,
+            cid,
+            phase,
+            status,
+        };
         self.write(base + tail as u64 * 16, &c.to_bytes());
         if let Some(v) = vector {
             self.interrupts.push(v);
@@ -139,7 +155,11 @@ impl State {
     }
 
     fn admin(&mut self, c: &Command) -> (u32, Option<Status>) {
-        let invalid = Some(Status { sct: 0, sc: 2, dnr: true });
+        let invalid = Some(Status {
+            sct: 0,
+            sc: 2,
+            dnr: true,
+        });
         match c.opcode {
             opcode::IDENTIFY => {
                 let mut page = vec![0u8; 4096];
@@ -160,7 +180,16 @@ impl State {
                         page[8..16].copy_from_slice(&blocks.to_le_bytes());
                         page[128..132].copy_from_slice(&(9u32 << 16).to_le_bytes());
                     }
-                    _ => return (0, Some(Status { sct: 0, sc: 0x0b, dnr: true })),
+                    _ => {
+                        return (
+                            0,
+                            Some(Status {
+                                sct: 0,
+                                sc: 0x0b,
+                                dnr: true,
+                            }),
+                        )
+                    }
                 }
                 self.write(c.prp1, &page);
                 (0, None)
@@ -173,19 +202,50 @@ impl State {
                 let qid = c.cdw10 as u16;
                 let size = (c.cdw10 >> 16) as u16 + 1;
                 if qid == 0 || qid > self.max_queues || self.cqs.contains_key(&qid) {
-                    return (0, Some(Status { sct: 1, sc: 1, dnr: true }));
+                    return (
+                        0,
+                        Some(Status {
+                            sct: 1,
+                            sc: 1,
+                            dnr: true,
+                        }),
+                    );
                 }
                 let vector = (c.cdw11 & 2 != 0).then_some((c.cdw11 >> 16) as u16);
-                self.cqs.insert(qid, Cq { base: c.prp1, size, tail: 0, phase: true, vector });
+                self.cqs.insert(
+                    qid,
+                    Cq {
+                        base: c.prp1,
+                        size,
+                        tail: 0,
+                        phase: true,
+                        vector,
+                    },
+                );
                 (0, None)
             }
             opcode::CREATE_IO_SQ => {
                 let qid = c.cdw10 as u16;
                 let cqid = (c.cdw11 >> 16) as u16;
                 if !self.cqs.contains_key(&cqid) || self.sqs.contains_key(&qid) {
-                    return (0, Some(Status { sct: 1, sc: 0, dnr: true }));
+                    return (
+                        0,
+                        Some(Status {
+                            sct: 1,
+                            sc: 0,
+                            dnr: true,
+                        }),
+                    );
                 }
-                self.sqs.insert(qid, Sq { base: c.prp1, size: (c.cdw10 >> 16) as u16 + 1, head: 0, cqid });
+                self.sqs.insert(
+                    qid,
+                    Sq {
+                        base: c.prp1,
+                        size: (c.cdw10 >> 16) as u16 + 1,
+                        head: 0,
+                        cqid,
+                    },
+                );
                 (0, None)
             }
             opcode::ABORT => (1, None), // "not aborted": the model completes everything it sees
@@ -197,11 +257,22 @@ impl State {
         let blocks = (self.disk.len() / BLOCK) as u64;
         let lba = c.cdw10 as u64 | (c.cdw11 as u64) << 32;
         let n = (c.cdw12 & 0xffff) as u64 + 1;
-        let out_of_range = Some(Status { sct: 0, sc: 0x80, dnr: true });
+        let out_of_range = Some(Status {
+            sct: 0,
+            sc: 0x80,
+            dnr: true,
+        });
         match c.opcode {
             opcode::READ | opcode::WRITE => {
                 if c.nsid != 1 {
-                    return (0, Some(Status { sct: 0, sc: 0x0b, dnr: true }));
+                    return (
+                        0,
+                        Some(Status {
+                            sct: 0,
+                            sc: 0x0b,
+                            dnr: true,
+                        }),
+                    );
                 }
                 if lba + n > blocks {
                     return (0, out_of_range);
@@ -248,7 +319,14 @@ impl State {
                 self.disk[lba as usize * BLOCK..(lba + n) as usize * BLOCK].fill(0);
                 (0, None)
             }
-            _ => (0, Some(Status { sct: 0, sc: 1, dnr: true })),
+            _ => (
+                0,
+                Some(Status {
+                    sct: 0,
+                    sc: 1,
+                    dnr: true,
+                }),
+            ),
         }
     }
 
@@ -261,13 +339,20 @@ impl State {
             self.post(qid, 999, 0, None);
         }
         while self.sqs[&qid].head != tail {
-            let (base, head, size) = { let s = &self.sqs[&qid]; (s.base, s.head, s.size) };
+            let (base, head, size) = {
+                let s = &self.sqs[&qid];
+                (s.base, s.head, s.size)
+            };
             let mut b = [0u8; 64];
             self.read(base + head as u64 * 64, &mut b);
             let c = Command::from_bytes(&b);
             self.commands.push(c);
             self.sqs.get_mut(&qid).unwrap().head = (head + 1) % size;
-            let (dw0, st) = if qid == 0 { self.admin(&c) } else { self.io(&c) };
+            let (dw0, st) = if qid == 0 {
+                self.admin(&c)
+            } else {
+                self.io(&c)
+            };
             self.post(qid, c.cid, dw0, st);
         }
     }
@@ -280,8 +365,8 @@ impl Mmio for Model {
             return 0xffff_ffff;
         }
         match off {
-            regs::CAP => 0x3ff | 0x14 << 24,              // MQES 1023, TO 10 s
-            o if o == regs::CAP + 4 => 1 << 5,            // CSS: NVM (bit 37)
+            regs::CAP => 0x3ff | 0x14 << 24,   // MQES 1023, TO 10 s
+            o if o == regs::CAP + 4 => 1 << 5, // CSS: NVM (bit 37)
             regs::VS => 0x0001_0400,
             regs::CC => s.cc,
             regs::CSTS => s.csts,
@@ -295,10 +380,31 @@ impl Mmio for Model {
             regs::CC => {
                 s.cc = v;
                 if v & regs::CC_EN != 0 {
-                    s.csts = if s.fatal { regs::CSTS_RDY | regs::CSTS_CFS } else { regs::CSTS_RDY };
+                    s.csts = if s.fatal {
+                        regs::CSTS_RDY | regs::CSTS_CFS
+                    } else {
+                        regs::CSTS_RDY
+                    };
                     let (asq, acq, aqa) = (s.asq, s.acq, s.aqa);
-                    s.sqs.insert(0, Sq { base: asq, size: (aqa & 0xfff) as u16 + 1, head: 0, cqid: 0 });
-                    s.cqs.insert(0, Cq { base: acq, size: ((aqa >> 16) & 0xfff) as u16 + 1, tail: 0, phase: true, vector: Some(0) });
+                    s.sqs.insert(
+                        0,
+                        Sq {
+                            base: asq,
+                            size: (aqa & 0xfff) as u16 + 1,
+                            head: 0,
+                            cqid: 0,
+                        },
+                    );
+                    s.cqs.insert(
+                        0,
+                        Cq {
+                            base: acq,
+                            size: ((aqa >> 16) & 0xfff) as u16 + 1,
+                            tail: 0,
+                            phase: true,
+                            vector: Some(0),
+                        },
+                    );
                 } else {
                     s.csts = 0;
                     s.sqs.clear();

@@ -109,7 +109,12 @@ pub struct DeviceId {
 impl DeviceId {
     /// The device's backend directory relative to our home (`backend/vbd/5/51712`).
     pub fn rel_path(&self) -> String {
-        alloc::format!("backend/{}/{}/{}", self.kind.as_str(), self.frontend, self.devid)
+        alloc::format!(
+            "backend/{}/{}/{}",
+            self.kind.as_str(),
+            self.frontend,
+            self.devid
+        )
     }
 
     /// Parse a path at or below a device directory, absolute (`/local/domain/N/backend/...`
@@ -129,13 +134,21 @@ impl DeviceId {
         let frontend = parse_number(it.next()?)?;
         let devid = parse_number(it.next()?)?;
         let frontend = u16::try_from(frontend).ok().filter(|d| *d < 0x7ff0)?;
-        Some(DeviceId { kind, frontend, devid })
+        Some(DeviceId {
+            kind,
+            frontend,
+            devid,
+        })
     }
 }
 
 /// Decimal without sign, leading '+', or leading zeros (a canonical xenstore number).
 pub fn parse_number(s: &str) -> Option<u32> {
-    if s.is_empty() || s.len() > 10 || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0')) {
+    if s.is_empty()
+        || s.len() > 10
+        || !s.bytes().all(|b| b.is_ascii_digit())
+        || (s.len() > 1 && s.starts_with('0'))
+    {
         return None;
     }
     s.parse().ok()
@@ -187,7 +200,13 @@ pub struct Backend {
 
 impl Backend {
     pub fn new(id: DeviceId) -> Self {
-        Backend { id, state: State::Initialising, frontend: State::Unknown, removed: false, history: Vec::new() }
+        Backend {
+            id,
+            state: State::Initialising,
+            frontend: State::Unknown,
+            removed: false,
+            history: Vec::new(),
+        }
     }
 
     pub fn state(&self) -> State {
@@ -310,12 +329,19 @@ impl Discovery {
     pub fn update(&mut self, listing: &[(Kind, &str, &[&str])]) -> Changes {
         let mut now = BTreeSet::new();
         for &(kind, fe, devs) in listing {
-            let Some(frontend) = parse_number(fe).and_then(|f| u16::try_from(f).ok()).filter(|d| *d < 0x7ff0) else {
+            let Some(frontend) = parse_number(fe)
+                .and_then(|f| u16::try_from(f).ok())
+                .filter(|d| *d < 0x7ff0)
+            else {
                 continue;
             };
             for d in devs {
                 if let Some(devid) = parse_number(d) {
-                    now.insert(DeviceId { kind, frontend, devid });
+                    now.insert(DeviceId {
+                        kind,
+                        frontend,
+                        devid,
+                    });
                 }
             }
         }
@@ -336,7 +362,11 @@ mod tests {
     use alloc::vec;
 
     fn vbd(fe: u16, devid: u32) -> DeviceId {
-        DeviceId { kind: Kind::Vbd, frontend: fe, devid }
+        DeviceId {
+            kind: Kind::Vbd,
+            frontend: fe,
+            devid,
+        }
     }
 
     #[test]
@@ -354,11 +384,21 @@ mod tests {
     #[test]
     fn device_paths() {
         let home = "/local/domain/3";
-        assert_eq!(DeviceId::from_path(home, "/local/domain/3/backend/vbd/5/51712"), Some(vbd(5, 51712)));
-        assert_eq!(DeviceId::from_path(home, "/local/domain/3/backend/vbd/5/51712/state"), Some(vbd(5, 51712)));
+        assert_eq!(
+            DeviceId::from_path(home, "/local/domain/3/backend/vbd/5/51712"),
+            Some(vbd(5, 51712))
+        );
+        assert_eq!(
+            DeviceId::from_path(home, "/local/domain/3/backend/vbd/5/51712/state"),
+            Some(vbd(5, 51712))
+        );
         assert_eq!(
             DeviceId::from_path(home, "backend/vif/7/0"),
-            Some(DeviceId { kind: Kind::Vif, frontend: 7, devid: 0 })
+            Some(DeviceId {
+                kind: Kind::Vif,
+                frontend: 7,
+                devid: 0
+            })
         );
         for bad in [
             "/local/domain/3/backend/vbd",
@@ -383,19 +423,44 @@ mod tests {
     #[test]
     fn normal_lifecycle() {
         let mut b = Backend::new(vbd(5, 51712));
-        assert_eq!(b.on(Event::Created), vec![Action::SetState(State::InitWait)]);
+        assert_eq!(
+            b.on(Event::Created),
+            vec![Action::SetState(State::InitWait)]
+        );
         assert_eq!(b.on(Event::Frontend(Some(State::Initialising))), vec![]);
-        assert_eq!(b.on(Event::Frontend(Some(State::Initialised))), vec![Action::Connect]);
+        assert_eq!(
+            b.on(Event::Frontend(Some(State::Initialised))),
+            vec![Action::Connect]
+        );
         assert_eq!(b.connected(), vec![Action::SetState(State::Connected)]);
-        assert_eq!(b.on(Event::Frontend(Some(State::Connected))), vec![], "already connected");
+        assert_eq!(
+            b.on(Event::Frontend(Some(State::Connected))),
+            vec![],
+            "already connected"
+        );
         assert_eq!(
             b.on(Event::Frontend(Some(State::Closing))),
             vec![Action::Disconnect, Action::SetState(State::Closing)]
         );
-        assert_eq!(b.on(Event::Frontend(Some(State::Closed))), vec![Action::SetState(State::Closed)]);
+        assert_eq!(
+            b.on(Event::Frontend(Some(State::Closed))),
+            vec![Action::SetState(State::Closed)]
+        );
         assert_eq!(b.on(Event::Removed), vec![Action::Destroy]);
-        assert_eq!(b.history, vec![State::InitWait, State::Connected, State::Closing, State::Closed]);
-        assert_eq!(b.on(Event::Frontend(Some(State::Initialising))), vec![], "dead after removal");
+        assert_eq!(
+            b.history,
+            vec![
+                State::InitWait,
+                State::Connected,
+                State::Closing,
+                State::Closed
+            ]
+        );
+        assert_eq!(
+            b.on(Event::Frontend(Some(State::Initialising))),
+            vec![],
+            "dead after removal"
+        );
     }
 
     #[test]
@@ -406,8 +471,14 @@ mod tests {
         b.connected();
         b.on(Event::Frontend(Some(State::Closed)));
         assert_eq!(b.state(), State::Closed);
-        assert_eq!(b.on(Event::Frontend(Some(State::Initialising))), vec![Action::SetState(State::InitWait)]);
-        assert_eq!(b.on(Event::Frontend(Some(State::Initialised))), vec![Action::Connect]);
+        assert_eq!(
+            b.on(Event::Frontend(Some(State::Initialising))),
+            vec![Action::SetState(State::InitWait)]
+        );
+        assert_eq!(
+            b.on(Event::Frontend(Some(State::Initialised))),
+            vec![Action::Connect]
+        );
     }
 
     #[test]
@@ -425,7 +496,10 @@ mod tests {
         b.on(Event::Created);
         b.on(Event::Frontend(Some(State::Initialised)));
         b.connected();
-        assert_eq!(b.on(Event::Frontend(None)), vec![Action::Disconnect, Action::SetState(State::Closed)]);
+        assert_eq!(
+            b.on(Event::Frontend(None)),
+            vec![Action::Disconnect, Action::SetState(State::Closed)]
+        );
     }
 
     #[test]
@@ -434,7 +508,14 @@ mod tests {
         b.on(Event::Created);
         b.on(Event::Frontend(Some(State::Initialised)));
         b.connected();
-        assert_eq!(b.on(Event::Removed), vec![Action::Disconnect, Action::SetState(State::Closed), Action::Destroy]);
+        assert_eq!(
+            b.on(Event::Removed),
+            vec![
+                Action::Disconnect,
+                Action::SetState(State::Closed),
+                Action::Destroy
+            ]
+        );
         assert_eq!(b.connected(), vec![]);
     }
 
@@ -442,22 +523,38 @@ mod tests {
     fn failed_connect_closes() {
         let mut b = Backend::new(vbd(5, 1));
         b.on(Event::Created);
-        assert_eq!(b.on(Event::Frontend(Some(State::Initialised))), vec![Action::Connect]);
+        assert_eq!(
+            b.on(Event::Frontend(Some(State::Initialised))),
+            vec![Action::Connect]
+        );
         assert_eq!(b.connect_failed(), vec![Action::SetState(State::Closing)]);
-        assert_eq!(b.on(Event::Frontend(Some(State::Closed))), vec![Action::SetState(State::Closed)]);
+        assert_eq!(
+            b.on(Event::Frontend(Some(State::Closed))),
+            vec![Action::SetState(State::Closed)]
+        );
     }
 
     #[test]
     fn discovery_diffs_listings() {
         let mut d = Discovery::default();
-        let c = d.update(&[(Kind::Vbd, "5", &["51712", "51728"]), (Kind::Vif, "5", &["0"])]);
+        let c = d.update(&[
+            (Kind::Vbd, "5", &["51712", "51728"]),
+            (Kind::Vif, "5", &["0"]),
+        ]);
         assert_eq!(c.added.len(), 3);
         assert!(c.removed.is_empty());
-        let c = d.update(&[(Kind::Vbd, "5", &["51712"]), (Kind::Vif, "5", &["0"]), (Kind::Vbd, "6", &["51712"])]);
+        let c = d.update(&[
+            (Kind::Vbd, "5", &["51712"]),
+            (Kind::Vif, "5", &["0"]),
+            (Kind::Vbd, "6", &["51712"]),
+        ]);
         assert_eq!(c.added, vec![vbd(6, 51712)]);
         assert_eq!(c.removed, vec![vbd(5, 51728)]);
         // Hostile names are ignored, not parsed loosely.
-        let c = d.update(&[(Kind::Vbd, "5", &["51712", "x", "-1", "007"]), (Kind::Vbd, "junk", &["1"])]);
+        let c = d.update(&[
+            (Kind::Vbd, "5", &["51712", "x", "-1", "007"]),
+            (Kind::Vbd, "junk", &["1"]),
+        ]);
         assert_eq!(c.removed.len(), 2);
         assert!(c.added.is_empty());
     }
@@ -479,8 +576,22 @@ mod robustness {
         }
     }
 
-    const PIECES: [&str; 14] =
-        ["/local", "/domain", "/3", "/backend", "/vbd", "/vif", "/5", "/51712", "/", "//", "/0", "/-1", "/x", "/4294967296"];
+    const PIECES: [&str; 14] = [
+        "/local",
+        "/domain",
+        "/3",
+        "/backend",
+        "/vbd",
+        "/vif",
+        "/5",
+        "/51712",
+        "/",
+        "//",
+        "/0",
+        "/-1",
+        "/x",
+        "/4294967296",
+    ];
 
     #[test]
     fn random_paths() {
@@ -503,7 +614,11 @@ mod robustness {
     fn random_state_sequences_keep_invariants() {
         let mut r = XorShift(99);
         for _ in 0..2000 {
-            let mut b = Backend::new(DeviceId { kind: Kind::Vbd, frontend: 1, devid: 1 });
+            let mut b = Backend::new(DeviceId {
+                kind: Kind::Vbd,
+                frontend: 1,
+                devid: 1,
+            });
             let mut removed = false;
             for _ in 0..30 {
                 let acts = match r.next() % 6 {
@@ -511,7 +626,10 @@ mod robustness {
                     1 => b.on(Event::Removed),
                     2 => b.connected(),
                     3 => b.connect_failed(),
-                    _ => b.on(Event::Frontend(State::parse(&alloc::format!("{}", r.next() % 10)))),
+                    _ => b.on(Event::Frontend(State::parse(&alloc::format!(
+                        "{}",
+                        r.next() % 10
+                    )))),
                 };
                 if removed {
                     assert!(acts.is_empty(), "actions after removal: {acts:?}");

@@ -64,7 +64,9 @@ pub struct PendingPorts {
 
 impl PendingPorts {
     pub const fn new() -> Self {
-        PendingPorts { words: [const { AtomicU64::new(0) }; 64] }
+        PendingPorts {
+            words: [const { AtomicU64::new(0) }; 64],
+        }
     }
 
     pub fn set(&self, port: Port) {
@@ -98,8 +100,13 @@ impl Default for PendingPorts {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Binding {
     /// Allocated for `remote` to bind to.
-    Unbound { remote: DomId },
-    Interdomain { remote: DomId, remote_port: Port },
+    Unbound {
+        remote: DomId,
+    },
+    Interdomain {
+        remote: DomId,
+        remote_port: Port,
+    },
     /// Set up by the toolstack (xenstore, console): known, never closed by us.
     Preset,
 }
@@ -120,18 +127,48 @@ pub struct Ports {
 
 impl Ports {
     pub fn adopt(&mut self, port: Port) {
-        self.ports.insert(port, PortState { binding: Binding::Preset, fired: 0 });
+        self.ports.insert(
+            port,
+            PortState {
+                binding: Binding::Preset,
+                fired: 0,
+            },
+        );
     }
 
-    pub fn alloc_unbound(&mut self, hv: &mut impl Hypervisor, remote: DomId) -> Result<Port, Errno> {
+    pub fn alloc_unbound(
+        &mut self,
+        hv: &mut impl Hypervisor,
+        remote: DomId,
+    ) -> Result<Port, Errno> {
         let p = hv.evtchn_alloc_unbound(remote)?;
-        self.ports.insert(p, PortState { binding: Binding::Unbound { remote }, fired: 0 });
+        self.ports.insert(
+            p,
+            PortState {
+                binding: Binding::Unbound { remote },
+                fired: 0,
+            },
+        );
         Ok(p)
     }
 
-    pub fn bind_interdomain(&mut self, hv: &mut impl Hypervisor, remote: DomId, remote_port: Port) -> Result<Port, Errno> {
+    pub fn bind_interdomain(
+        &mut self,
+        hv: &mut impl Hypervisor,
+        remote: DomId,
+        remote_port: Port,
+    ) -> Result<Port, Errno> {
         let p = hv.evtchn_bind_interdomain(remote, remote_port)?;
-        self.ports.insert(p, PortState { binding: Binding::Interdomain { remote, remote_port }, fired: 0 });
+        self.ports.insert(
+            p,
+            PortState {
+                binding: Binding::Interdomain {
+                    remote,
+                    remote_port,
+                },
+                fired: 0,
+            },
+        );
         Ok(p)
     }
 
@@ -139,7 +176,11 @@ impl Ports {
     /// passed to Xen, so a confused backend cannot close someone else's channel.
     pub fn close(&mut self, hv: &mut impl Hypervisor, port: Port) -> Result<(), Errno> {
         match self.ports.get(&port) {
-            None | Some(PortState { binding: Binding::Preset, .. }) => Err(Errno(-22)),
+            None
+            | Some(PortState {
+                binding: Binding::Preset,
+                ..
+            }) => Err(Errno(-22)),
             Some(_) => {
                 hv.evtchn_close(port)?;
                 self.ports.remove(&port);
@@ -191,7 +232,11 @@ mod tests {
 
     impl Bits {
         fn new() -> Self {
-            Bits { sel: Cell::new(0), pending: core::array::from_fn(|_| Cell::new(0)), mask: [0; 64] }
+            Bits {
+                sel: Cell::new(0),
+                pending: core::array::from_fn(|_| Cell::new(0)),
+                mask: [0; 64],
+            }
         }
         fn raise(&self, port: u32) {
             let w = port as usize / 64;
@@ -263,7 +308,11 @@ mod tests {
         assert!(ports.get(a).is_none());
         assert_eq!(ports.close(&mut hv, a), Err(Errno(-22)));
         ports.adopt(1);
-        assert_eq!(ports.close(&mut hv, 1), Err(Errno(-22)), "preset ports are not ours to close");
+        assert_eq!(
+            ports.close(&mut hv, 1),
+            Err(Errno(-22)),
+            "preset ports are not ours to close"
+        );
     }
 
     #[test]

@@ -158,9 +158,13 @@ impl Hypervisor for FakeXen {
                 continue;
             }
             let src: Option<Vec<u8>> = if op.flags & abi::GNTCOPY_SOURCE_GREF != 0 {
-                self.grants.get(&(op.source.domid, op.source.u as GrantRef)).map(|(p, _)| p[so..so + len].to_vec())
+                self.grants
+                    .get(&(op.source.domid, op.source.u as GrantRef))
+                    .map(|(p, _)| p[so..so + len].to_vec())
             } else {
-                self.local_frames.get(&op.source.u).map(|p| p[so..so + len].to_vec())
+                self.local_frames
+                    .get(&op.source.u)
+                    .map(|p| p[so..so + len].to_vec())
             };
             let Some(src) = src else {
                 op.status = -3;
@@ -199,7 +203,10 @@ pub struct FakeTable {
 
 impl FakeTable {
     pub fn new(n: usize) -> Self {
-        FakeTable { entries: vec![GrantEntryV1::default(); n], race_set_on_cmpxchg: None }
+        FakeTable {
+            entries: vec![GrantEntryV1::default(); n],
+            race_set_on_cmpxchg: None,
+        }
     }
 }
 

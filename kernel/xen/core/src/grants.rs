@@ -37,7 +37,11 @@ impl core::fmt::Display for GrantError {
             GrantError::InUse => write!(f, "grant still mapped by the other domain"),
             GrantError::BadRef(r) => write!(f, "grant reference {r} is not ours"),
             GrantError::NoSlots => write!(f, "no free slot to map a grant into"),
-            GrantError::Status(s) => write!(f, "Xen refused the grant operation: {} ({s})", abi::gntst_name(*s)),
+            GrantError::Status(s) => write!(
+                f,
+                "Xen refused the grant operation: {} ({s})",
+                abi::gntst_name(*s)
+            ),
             GrantError::Hypercall(e) => write!(f, "grant hypercall failed ({})", e.0),
         }
     }
@@ -65,7 +69,11 @@ impl<M: GrantTableMemory> GrantTable<M> {
     pub fn new(mem: M) -> Self {
         // Hand out low references first (they are popped from the end).
         let free = (GNTTAB_NR_RESERVED_ENTRIES..mem.capacity()).rev().collect();
-        GrantTable { mem, free, granted: 0 }
+        GrantTable {
+            mem,
+            free,
+            granted: 0,
+        }
     }
 
     pub fn granted(&self) -> u32 {
@@ -77,7 +85,12 @@ impl<M: GrantTableMemory> GrantTable<M> {
     }
 
     /// Let `domid` map `frame` (a guest frame number of ours).
-    pub fn grant_access(&mut self, domid: DomId, frame: u64, readonly: bool) -> Result<GrantRef, GrantError> {
+    pub fn grant_access(
+        &mut self,
+        domid: DomId,
+        frame: u64,
+        readonly: bool,
+    ) -> Result<GrantRef, GrantError> {
         let frame = u32::try_from(frame).map_err(|_| GrantError::Status(-11))?;
         let r = self.free.pop().ok_or(GrantError::Exhausted)?;
         self.mem.write_entry(r, domid, frame);
@@ -89,7 +102,10 @@ impl<M: GrantTableMemory> GrantTable<M> {
 
     /// Revoke a grant; refused while the other side has it mapped.
     pub fn end_access(&mut self, gref: GrantRef) -> Result<(), GrantError> {
-        if gref < GNTTAB_NR_RESERVED_ENTRIES || gref >= self.mem.capacity() || self.free.contains(&gref) {
+        if gref < GNTTAB_NR_RESERVED_ENTRIES
+            || gref >= self.mem.capacity()
+            || self.free.contains(&gref)
+        {
             return Err(GrantError::BadRef(gref));
         }
         let mut flags = self.mem.flags(gref);
@@ -135,7 +151,11 @@ pub struct MapSlots {
 impl MapSlots {
     pub fn new(addrs: Vec<u64>) -> Self {
         let total = addrs.len();
-        MapSlots { free: addrs, total, leaked: 0 }
+        MapSlots {
+            free: addrs,
+            total,
+            leaked: 0,
+        }
     }
 
     pub fn available(&self) -> usize {
@@ -160,10 +180,20 @@ impl MapSlots {
             slot_of.push(slot);
             if let Some(addr) = slot {
                 let flags = abi::GNTMAP_HOST_MAP | if ro { abi::GNTMAP_READONLY } else { 0 };
-                ops.push(abi::MapGrantRef { host_addr: addr, flags, gref, dom, ..Default::default() });
+                ops.push(abi::MapGrantRef {
+                    host_addr: addr,
+                    flags,
+                    gref,
+                    dom,
+                    ..Default::default()
+                });
             }
         }
-        let call = if ops.is_empty() { Ok(()) } else { hv.grant_map(&mut ops) };
+        let call = if ops.is_empty() {
+            Ok(())
+        } else {
+            hv.grant_map(&mut ops)
+        };
         let mut ops = ops.into_iter();
         let mut out = Vec::with_capacity(reqs.len());
         for (i, slot) in slot_of.into_iter().enumerate() {
@@ -175,7 +205,13 @@ impl MapSlots {
             let r = match call {
                 Err(e) => Err(GrantError::Hypercall(e)),
                 Ok(()) if op.status != 0 => Err(GrantError::Status(op.status)),
-                Ok(()) => Ok(Mapping { addr, handle: op.handle, dom: reqs[i].0, gref: reqs[i].1, readonly: reqs[i].2 }),
+                Ok(()) => Ok(Mapping {
+                    addr,
+                    handle: op.handle,
+                    dom: reqs[i].0,
+                    gref: reqs[i].1,
+                    readonly: reqs[i].2,
+                }),
             };
             if r.is_err() {
                 self.free.push(addr);
@@ -187,13 +223,21 @@ impl MapSlots {
 
     /// Unmap a batch; slots go back to the pool unless Xen refused, in which case the
     /// slot is never reused (it may still show the foreign page).
-    pub fn unmap(&mut self, hv: &mut impl Hypervisor, maps: &[Mapping]) -> Vec<Result<(), GrantError>> {
+    pub fn unmap(
+        &mut self,
+        hv: &mut impl Hypervisor,
+        maps: &[Mapping],
+    ) -> Vec<Result<(), GrantError>> {
         if maps.is_empty() {
             return Vec::new();
         }
         let mut ops: Vec<abi::UnmapGrantRef> = maps
             .iter()
-            .map(|m| abi::UnmapGrantRef { host_addr: m.addr, handle: m.handle, ..Default::default() })
+            .map(|m| abi::UnmapGrantRef {
+                host_addr: m.addr,
+                handle: m.handle,
+                ..Default::default()
+            })
             .collect();
         let call = hv.grant_unmap(&mut ops);
         maps.iter()
@@ -222,26 +266,51 @@ pub enum CopyPtr {
     /// A frame of ours (guest frame number) and offset.
     Local { frame: u64, offset: u16 },
     /// Another domain's grant and offset.
-    Grant { dom: DomId, gref: GrantRef, offset: u16 },
+    Grant {
+        dom: DomId,
+        gref: GrantRef,
+        offset: u16,
+    },
 }
 
 /// GNTTABOP_copy for a batch; per-op results.
-pub fn copy(hv: &mut impl Hypervisor, reqs: &[(CopyPtr, CopyPtr, u16)]) -> Vec<Result<(), GrantError>> {
+pub fn copy(
+    hv: &mut impl Hypervisor,
+    reqs: &[(CopyPtr, CopyPtr, u16)],
+) -> Vec<Result<(), GrantError>> {
     if reqs.is_empty() {
         return Vec::new();
     }
     let side = |p: CopyPtr, gref_flag: u16| match p {
-        CopyPtr::Local { frame, offset } => {
-            (abi::GrantCopyPtr { u: frame, domid: abi::DOMID_SELF, offset }, 0)
-        }
-        CopyPtr::Grant { dom, gref, offset } => (abi::GrantCopyPtr { u: gref as u64, domid: dom, offset }, gref_flag),
+        CopyPtr::Local { frame, offset } => (
+            abi::GrantCopyPtr {
+                u: frame,
+                domid: abi::DOMID_SELF,
+                offset,
+            },
+            0,
+        ),
+        CopyPtr::Grant { dom, gref, offset } => (
+            abi::GrantCopyPtr {
+                u: gref as u64,
+                domid: dom,
+                offset,
+            },
+            gref_flag,
+        ),
     };
     let mut ops: Vec<abi::GrantCopy> = reqs
         .iter()
         .map(|&(src, dst, len)| {
             let (source, f1) = side(src, abi::GNTCOPY_SOURCE_GREF);
             let (dest, f2) = side(dst, abi::GNTCOPY_DEST_GREF);
-            abi::GrantCopy { source, dest, len, flags: f1 | f2, status: 0 }
+            abi::GrantCopy {
+                source,
+                dest,
+                len,
+                flags: f1 | f2,
+                status: 0,
+            }
         })
         .collect();
     let call = hv.grant_copy(&mut ops);
@@ -269,12 +338,19 @@ mod tests {
         assert_eq!(t.memory().entries[r as usize].frame, 0x1234);
         assert_eq!(t.memory().entries[r as usize].flags, abi::GTF_PERMIT_ACCESS);
         let ro = t.grant_access(3, 0x55, true).unwrap();
-        assert_eq!(t.memory().entries[ro as usize].flags, abi::GTF_PERMIT_ACCESS | abi::GTF_READONLY);
+        assert_eq!(
+            t.memory().entries[ro as usize].flags,
+            abi::GTF_PERMIT_ACCESS | abi::GTF_READONLY
+        );
         assert_eq!(t.granted(), 2);
         t.end_access(r).unwrap();
         assert_eq!(t.memory().entries[r as usize].flags, 0);
         assert_eq!(t.end_access(r), Err(GrantError::BadRef(r)), "double revoke");
-        assert_eq!(t.end_access(2), Err(GrantError::BadRef(2)), "reserved entry");
+        assert_eq!(
+            t.end_access(2),
+            Err(GrantError::BadRef(2)),
+            "reserved entry"
+        );
         assert_eq!(t.granted(), 1);
     }
 
@@ -298,7 +374,10 @@ mod tests {
         assert!(t.grant_access(0, 1, false).is_ok());
         assert!(t.grant_access(0, 2, false).is_ok());
         assert_eq!(t.grant_access(0, 3, false), Err(GrantError::Exhausted));
-        assert_eq!(t.grant_access(0, 1 << 40, false), Err(GrantError::Status(-11)));
+        assert_eq!(
+            t.grant_access(0, 1 << 40, false),
+            Err(GrantError::Status(-11))
+        );
     }
 
     #[test]
@@ -322,7 +401,10 @@ mod tests {
         assert_eq!(slots.available(), 3);
         assert!(hv.mapped_page(m1.addr).is_none());
         // Unmapping again: Xen says bad handle; the slot is not reused.
-        assert_eq!(slots.unmap(&mut hv, &[m1]), vec![Err(GrantError::Status(-4))]);
+        assert_eq!(
+            slots.unmap(&mut hv, &[m1]),
+            vec![Err(GrantError::Status(-4))]
+        );
         assert_eq!(slots.leaked, 1);
     }
 
@@ -342,7 +424,10 @@ mod tests {
         hv.fail_next_hypercall = true;
         let g = hv.foreign_grant(0, b"x", false);
         let mut slots = MapSlots::new(vec![0x10_0000]);
-        assert_eq!(slots.map(&mut hv, &[(0, g, false)])[0], Err(GrantError::Hypercall(Errno(-14))));
+        assert_eq!(
+            slots.map(&mut hv, &[(0, g, false)])[0],
+            Err(GrantError::Hypercall(Errno(-14)))
+        );
         assert_eq!(slots.available(), 1);
     }
 
@@ -353,13 +438,52 @@ mod tests {
         hv.local_frame(0x500, b"");
         let r = copy(
             &mut hv,
-            &[(CopyPtr::Grant { dom: 0, gref: g, offset: 2 }, CopyPtr::Local { frame: 0x500, offset: 100 }, 5)],
+            &[(
+                CopyPtr::Grant {
+                    dom: 0,
+                    gref: g,
+                    offset: 2,
+                },
+                CopyPtr::Local {
+                    frame: 0x500,
+                    offset: 100,
+                },
+                5,
+            )],
         );
         assert_eq!(r, vec![Ok(())]);
         assert_eq!(&hv.local(0x500)[100..105], b"23456");
-        let bad = copy(&mut hv, &[(CopyPtr::Grant { dom: 0, gref: 77, offset: 0 }, CopyPtr::Local { frame: 0x500, offset: 0 }, 1)]);
+        let bad = copy(
+            &mut hv,
+            &[(
+                CopyPtr::Grant {
+                    dom: 0,
+                    gref: 77,
+                    offset: 0,
+                },
+                CopyPtr::Local {
+                    frame: 0x500,
+                    offset: 0,
+                },
+                1,
+            )],
+        );
         assert_eq!(bad, vec![Err(GrantError::Status(-3))]);
-        let oob = copy(&mut hv, &[(CopyPtr::Grant { dom: 0, gref: g, offset: 4090 }, CopyPtr::Local { frame: 0x500, offset: 0 }, 10)]);
+        let oob = copy(
+            &mut hv,
+            &[(
+                CopyPtr::Grant {
+                    dom: 0,
+                    gref: g,
+                    offset: 4090,
+                },
+                CopyPtr::Local {
+                    frame: 0x500,
+                    offset: 0,
+                },
+                10,
+            )],
+        );
         assert_eq!(oob, vec![Err(GrantError::Status(-10))]);
     }
 }

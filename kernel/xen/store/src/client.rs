@@ -81,7 +81,9 @@ pub struct Store<T: Transport> {
 
 impl<T: Transport> Clone for Store<T> {
     fn clone(&self) -> Self {
-        Store { inner: self.inner.clone() }
+        Store {
+            inner: self.inner.clone(),
+        }
     }
 }
 
@@ -139,13 +141,25 @@ impl<T: Transport> Store<T> {
             }
             (None, Err(e)) => Some(e),
             (None, Ok(())) => {
-                inner.slots.insert(id, Slot { kind, reply: None, waker: None });
+                inner.slots.insert(
+                    id,
+                    Slot {
+                        kind,
+                        reply: None,
+                        waker: None,
+                    },
+                );
                 inner.stats.requests += 1;
                 None
             }
         };
         drop(inner);
-        Request { store: self.clone(), id, error, pumped: false }
+        Request {
+            store: self.clone(),
+            id,
+            error,
+            pumped: false,
+        }
     }
 
     async fn call(&self, kind: MsgType, tx: Tx, parts: &[&[u8]]) -> Result<Message, Error> {
@@ -153,9 +167,13 @@ impl<T: Transport> Store<T> {
     }
 
     pub async fn read(&self, tx: Tx, path: &str) -> Result<String, Error> {
-        let m = self.call(MsgType::Read, tx, &[path.as_bytes(), b"\0"]).await?;
+        let m = self
+            .call(MsgType::Read, tx, &[path.as_bytes(), b"\0"])
+            .await?;
         // A value is raw bytes; Bulkhead's callers want text and refuse anything else.
-        core::str::from_utf8(&m.payload).map(|s| s.to_string()).map_err(|_| Error::NotUtf8)
+        core::str::from_utf8(&m.payload)
+            .map(|s| s.to_string())
+            .map_err(|_| Error::NotUtf8)
     }
 
     /// Read, mapping "does not exist" to `None`.
@@ -168,19 +186,31 @@ impl<T: Transport> Store<T> {
     }
 
     pub async fn write(&self, tx: Tx, path: &str, value: &str) -> Result<(), Error> {
-        self.call(MsgType::Write, tx, &[path.as_bytes(), b"\0", value.as_bytes()]).await.map(|_| ())
+        self.call(
+            MsgType::Write,
+            tx,
+            &[path.as_bytes(), b"\0", value.as_bytes()],
+        )
+        .await
+        .map(|_| ())
     }
 
     pub async fn mkdir(&self, tx: Tx, path: &str) -> Result<(), Error> {
-        self.call(MsgType::Mkdir, tx, &[path.as_bytes(), b"\0"]).await.map(|_| ())
+        self.call(MsgType::Mkdir, tx, &[path.as_bytes(), b"\0"])
+            .await
+            .map(|_| ())
     }
 
     pub async fn rm(&self, tx: Tx, path: &str) -> Result<(), Error> {
-        self.call(MsgType::Rm, tx, &[path.as_bytes(), b"\0"]).await.map(|_| ())
+        self.call(MsgType::Rm, tx, &[path.as_bytes(), b"\0"])
+            .await
+            .map(|_| ())
     }
 
     pub async fn directory(&self, tx: Tx, path: &str) -> Result<Vec<String>, Error> {
-        let m = self.call(MsgType::Directory, tx, &[path.as_bytes(), b"\0"]).await?;
+        let m = self
+            .call(MsgType::Directory, tx, &[path.as_bytes(), b"\0"])
+            .await?;
         Ok(m.strings()?.into_iter().map(|s| s.to_string()).collect())
     }
 
@@ -194,7 +224,9 @@ impl<T: Transport> Store<T> {
 
     pub async fn get_domain_path(&self, domid: u16) -> Result<String, Error> {
         let id = format!("{domid}");
-        let m = self.call(MsgType::GetDomainPath, Tx::NONE, &[id.as_bytes(), b"\0"]).await?;
+        let m = self
+            .call(MsgType::GetDomainPath, Tx::NONE, &[id.as_bytes(), b"\0"])
+            .await?;
         Ok(m.text()?.to_string())
     }
 
@@ -210,15 +242,27 @@ impl<T: Transport> Store<T> {
     }
 
     pub async fn get_perms(&self, tx: Tx, path: &str) -> Result<Vec<String>, Error> {
-        let m = self.call(MsgType::GetPerms, tx, &[path.as_bytes(), b"\0"]).await?;
+        let m = self
+            .call(MsgType::GetPerms, tx, &[path.as_bytes(), b"\0"])
+            .await?;
         Ok(m.strings()?.into_iter().map(|s| s.to_string()).collect())
     }
 
     /// Register a watch; events arrive through [`Store::next_event`] with the same token.
     /// xenstored fires every new watch once straight away.
     pub async fn watch(&self, path: &str, token: &str) -> Result<(), Error> {
-        self.inner.borrow_mut().watches.entry(token.to_string()).or_default();
-        let r = self.call(MsgType::Watch, Tx::NONE, &[path.as_bytes(), b"\0", token.as_bytes(), b"\0"]).await;
+        self.inner
+            .borrow_mut()
+            .watches
+            .entry(token.to_string())
+            .or_default();
+        let r = self
+            .call(
+                MsgType::Watch,
+                Tx::NONE,
+                &[path.as_bytes(), b"\0", token.as_bytes(), b"\0"],
+            )
+            .await;
         if r.is_err() {
             self.inner.borrow_mut().watches.remove(token);
         }
@@ -226,7 +270,13 @@ impl<T: Transport> Store<T> {
     }
 
     pub async fn unwatch(&self, path: &str, token: &str) -> Result<(), Error> {
-        let r = self.call(MsgType::Unwatch, Tx::NONE, &[path.as_bytes(), b"\0", token.as_bytes(), b"\0"]).await;
+        let r = self
+            .call(
+                MsgType::Unwatch,
+                Tx::NONE,
+                &[path.as_bytes(), b"\0", token.as_bytes(), b"\0"],
+            )
+            .await;
         self.inner.borrow_mut().watches.remove(token);
         r.map(|_| ())
     }
@@ -238,12 +288,22 @@ impl<T: Transport> Store<T> {
 
     /// Pending events for `token` without waiting.
     pub fn take_event(&self, token: &str) -> Option<WatchEvent> {
-        self.inner.borrow_mut().watches.get_mut(token)?.events.pop_front()
+        self.inner
+            .borrow_mut()
+            .watches
+            .get_mut(token)?
+            .events
+            .pop_front()
     }
 
     pub async fn transaction_start(&self) -> Result<Tx, Error> {
-        let m = self.call(MsgType::TransactionStart, Tx::NONE, &[b"\0"]).await?;
-        m.text()?.parse().map(Tx).map_err(|_| Error::Protocol("transaction id is not a number"))
+        let m = self
+            .call(MsgType::TransactionStart, Tx::NONE, &[b"\0"])
+            .await?;
+        m.text()?
+            .parse()
+            .map(Tx)
+            .map_err(|_| Error::Protocol("transaction id is not a number"))
     }
 
     /// End a transaction. `Ok(false)` means xenstored refused to commit because of a
@@ -311,7 +371,10 @@ impl<T: Transport> Inner<T> {
             };
             self.stats.watch_events += 1;
             if let Some(q) = self.watches.get_mut(*token) {
-                q.events.push_back(WatchEvent { path: path.to_string(), token: token.to_string() });
+                q.events.push_back(WatchEvent {
+                    path: path.to_string(),
+                    token: token.to_string(),
+                });
                 wake.extend(q.waker.take());
             }
             return Ok(());

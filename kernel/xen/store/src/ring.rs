@@ -70,7 +70,10 @@ impl<M: RingMemory> Ring<M> {
             return Err(Error::RingCorrupt);
         }
         for i in 0..avail {
-            out.push(self.mem.load_u8(RSP + (cons.wrapping_add(i) % RING_SIZE) as usize));
+            out.push(
+                self.mem
+                    .load_u8(RSP + (cons.wrapping_add(i) % RING_SIZE) as usize),
+            );
         }
         // Finish reading before giving the space back.
         self.mem.fence();
@@ -127,8 +130,16 @@ mod tests {
         assert_eq!(r.send(&data[1024..]).unwrap(), 100);
         // The first byte landed where the start index pointed.
         let start = (u32::MAX - 10) % RING_SIZE;
-        assert_eq!(r.mem.0[start as usize], (1024 % 251) as u8, "byte 1024 overwrote byte 0 after consumption");
-        assert_eq!(r.mem.0[((start + 100) % RING_SIZE) as usize], 100, "byte 100 still unconsumed");
+        assert_eq!(
+            r.mem.0[start as usize],
+            (1024 % 251) as u8,
+            "byte 1024 overwrote byte 0 after consumption"
+        );
+        assert_eq!(
+            r.mem.0[((start + 100) % RING_SIZE) as usize],
+            100,
+            "byte 100 still unconsumed"
+        );
     }
 
     #[test]

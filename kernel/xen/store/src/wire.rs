@@ -120,7 +120,12 @@ impl Header {
 
     pub fn from_bytes(b: &[u8; HEADER_LEN]) -> Self {
         let w = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        Header { kind: w(0), req_id: w(4), tx_id: w(8), len: w(12) }
+        Header {
+            kind: w(0),
+            req_id: w(4),
+            tx_id: w(8),
+            len: w(12),
+        }
     }
 }
 
@@ -145,18 +150,34 @@ impl Message {
         if p.is_empty() {
             return Ok(Vec::new());
         }
-        p.split(|&b| b == 0).map(|s| core::str::from_utf8(s).map_err(|_| Error::NotUtf8)).collect()
+        p.split(|&b| b == 0)
+            .map(|s| core::str::from_utf8(s).map_err(|_| Error::NotUtf8))
+            .collect()
     }
 }
 
 /// Append one request to `out`. `parts` are concatenated; callers include NULs as the
 /// protocol needs (paths are NUL-terminated, a WRITE's value is not).
-pub fn encode(kind: MsgType, req_id: u32, tx_id: u32, parts: &[&[u8]], out: &mut Vec<u8>) -> Result<(), Error> {
+pub fn encode(
+    kind: MsgType,
+    req_id: u32,
+    tx_id: u32,
+    parts: &[&[u8]],
+    out: &mut Vec<u8>,
+) -> Result<(), Error> {
     let len: usize = parts.iter().map(|p| p.len()).sum();
     if len > PAYLOAD_MAX {
         return Err(Error::TooLarge);
     }
-    out.extend_from_slice(&Header { kind: kind as u32, req_id, tx_id, len: len as u32 }.to_bytes());
+    out.extend_from_slice(
+        &Header {
+            kind: kind as u32,
+            req_id,
+            tx_id,
+            len: len as u32,
+        }
+        .to_bytes(),
+    );
     for p in parts {
         out.extend_from_slice(p);
     }
@@ -192,7 +213,12 @@ impl Decoder {
         }
         let payload = self.buf[HEADER_LEN..total].to_vec();
         self.buf.drain(..total);
-        Ok(Some(Message { kind, req_id: h.req_id, tx_id: h.tx_id, payload }))
+        Ok(Some(Message {
+            kind,
+            req_id: h.req_id,
+            tx_id: h.tx_id,
+            payload,
+        }))
     }
 
     pub fn buffered(&self) -> usize {
@@ -207,14 +233,26 @@ mod tests {
 
     #[test]
     fn header_round_trip() {
-        let h = Header { kind: 2, req_id: 7, tx_id: 3, len: 12 };
+        let h = Header {
+            kind: 2,
+            req_id: 7,
+            tx_id: 3,
+            len: 12,
+        };
         assert_eq!(Header::from_bytes(&h.to_bytes()), h);
     }
 
     #[test]
     fn encode_and_decode_in_pieces() {
         let mut out = Vec::new();
-        encode(MsgType::Write, 5, 0, &[b"device/vbd/51712/state\0", b"4"], &mut out).unwrap();
+        encode(
+            MsgType::Write,
+            5,
+            0,
+            &[b"device/vbd/51712/state\0", b"4"],
+            &mut out,
+        )
+        .unwrap();
         encode(MsgType::Read, 6, 9, &[b"a\0"], &mut out).unwrap();
         let mut d = Decoder::default();
         for chunk in out.chunks(3) {
@@ -239,28 +277,70 @@ mod tests {
     #[test]
     fn oversized_request_refused() {
         let big = vec![b'x'; PAYLOAD_MAX + 1];
-        assert_eq!(encode(MsgType::Write, 1, 0, &[&big], &mut Vec::new()), Err(Error::TooLarge));
+        assert_eq!(
+            encode(MsgType::Write, 1, 0, &[&big], &mut Vec::new()),
+            Err(Error::TooLarge)
+        );
     }
 
     #[test]
     fn malformed_replies_are_errors() {
         let mut d = Decoder::default();
-        d.feed(&Header { kind: 99, req_id: 1, tx_id: 0, len: 0 }.to_bytes());
+        d.feed(
+            &Header {
+                kind: 99,
+                req_id: 1,
+                tx_id: 0,
+                len: 0,
+            }
+            .to_bytes(),
+        );
         assert_eq!(d.next(), Err(Error::Protocol("unknown message type")));
         let mut d = Decoder::default();
-        d.feed(&Header { kind: 2, req_id: 1, tx_id: 0, len: 5000 }.to_bytes());
-        assert_eq!(d.next(), Err(Error::Protocol("reply longer than the payload limit")));
+        d.feed(
+            &Header {
+                kind: 2,
+                req_id: 1,
+                tx_id: 0,
+                len: 5000,
+            }
+            .to_bytes(),
+        );
+        assert_eq!(
+            d.next(),
+            Err(Error::Protocol("reply longer than the payload limit"))
+        );
     }
 
     #[test]
     fn strings_and_text() {
-        let m = Message { kind: MsgType::Directory, req_id: 0, tx_id: 0, payload: b"a\0bb\0c\0".to_vec() };
+        let m = Message {
+            kind: MsgType::Directory,
+            req_id: 0,
+            tx_id: 0,
+            payload: b"a\0bb\0c\0".to_vec(),
+        };
         assert_eq!(m.strings().unwrap(), vec!["a", "bb", "c"]);
-        let empty = Message { kind: MsgType::Directory, req_id: 0, tx_id: 0, payload: vec![] };
+        let empty = Message {
+            kind: MsgType::Directory,
+            req_id: 0,
+            tx_id: 0,
+            payload: vec![],
+        };
         assert!(empty.strings().unwrap().is_empty());
-        let t = Message { kind: MsgType::Read, req_id: 0, tx_id: 0, payload: b"4".to_vec() };
+        let t = Message {
+            kind: MsgType::Read,
+            req_id: 0,
+            tx_id: 0,
+            payload: b"4".to_vec(),
+        };
         assert_eq!(t.text().unwrap(), "4");
-        let bad = Message { kind: MsgType::Read, req_id: 0, tx_id: 0, payload: vec![0xff, 0xfe] };
+        let bad = Message {
+            kind: MsgType::Read,
+            req_id: 0,
+            tx_id: 0,
+            payload: vec![0xff, 0xfe],
+        };
         assert_eq!(bad.text(), Err(Error::NotUtf8));
     }
 }

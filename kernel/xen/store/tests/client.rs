@@ -22,7 +22,10 @@ fn run<F: Future>(s: &Store<fake::FakeTransport>, f: F) -> F::Output {
     panic!("future never completed");
 }
 
-fn setup() -> (Store<fake::FakeTransport>, std::rc::Rc<std::cell::RefCell<fake::Server>>) {
+fn setup() -> (
+    Store<fake::FakeTransport>,
+    std::rc::Rc<std::cell::RefCell<fake::Server>>,
+) {
     let (t, server) = fake::new(7);
     (Store::new(t), server)
 }
@@ -31,14 +34,24 @@ fn setup() -> (Store<fake::FakeTransport>, std::rc::Rc<std::cell::RefCell<fake::
 fn write_read_directory_rm() {
     let (s, server) = setup();
     run(&s, s.write(Tx::NONE, "data/x", "hello")).unwrap();
-    assert_eq!(server.borrow().tree.get("/local/domain/7/data/x").unwrap(), "hello");
+    assert_eq!(
+        server.borrow().tree.get("/local/domain/7/data/x").unwrap(),
+        "hello"
+    );
     assert_eq!(run(&s, s.read(Tx::NONE, "data/x")).unwrap(), "hello");
     run(&s, s.write(Tx::NONE, "/local/domain/7/data/y", "")).unwrap();
-    assert_eq!(run(&s, s.directory(Tx::NONE, "data")).unwrap(), vec!["x", "y"]);
+    assert_eq!(
+        run(&s, s.directory(Tx::NONE, "data")).unwrap(),
+        vec!["x", "y"]
+    );
     run(&s, s.rm(Tx::NONE, "data")).unwrap();
-    assert!(run(&s, s.read(Tx::NONE, "data/x")).unwrap_err().is("ENOENT"));
+    assert!(run(&s, s.read(Tx::NONE, "data/x"))
+        .unwrap_err()
+        .is("ENOENT"));
     assert_eq!(run(&s, s.read_opt(Tx::NONE, "data/x")).unwrap(), None);
-    assert!(run(&s, s.directory_opt(Tx::NONE, "data")).unwrap().is_empty());
+    assert!(run(&s, s.directory_opt(Tx::NONE, "data"))
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
@@ -55,7 +68,10 @@ fn many_requests_larger_than_the_ring() {
     // 40 writes of 100 bytes each: more than the 1 KiB request ring at once.
     let value = "v".repeat(100);
     let keys: Vec<String> = (0..40).map(|i| format!("data/k{i}")).collect();
-    let mut futs: Vec<_> = keys.iter().map(|k| Box::pin(s.write(Tx::NONE, k, &value))).collect();
+    let mut futs: Vec<_> = keys
+        .iter()
+        .map(|k| Box::pin(s.write(Tx::NONE, k, &value)))
+        .collect();
     // All in flight at once, completed round-robin as the ring drains.
     let mut cx = Context::from_waker(Waker::noop());
     let mut done = vec![false; futs.len()];
@@ -74,7 +90,15 @@ fn many_requests_larger_than_the_ring() {
         }
     }
     assert!(done.iter().all(|d| *d));
-    assert_eq!(server.borrow().tree.keys().filter(|k| k.contains("/data/k")).count(), 40);
+    assert_eq!(
+        server
+            .borrow()
+            .tree
+            .keys()
+            .filter(|k| k.contains("/data/k"))
+            .count(),
+        40
+    );
 }
 
 #[test]
@@ -84,8 +108,13 @@ fn watches_fire_initially_and_on_change() {
     let ev = run(&s, s.next_event("vbd")).unwrap();
     assert_eq!(ev.path, "/local/domain/7/backend/vbd");
     run(&s, s.write(Tx::NONE, "backend/vbd/5/51712/state", "1")).unwrap();
-    let paths: Vec<String> = std::iter::from_fn(|| s.take_event("vbd")).map(|e| e.path).collect();
-    assert!(paths.contains(&"/local/domain/7/backend/vbd/5/51712/state".to_string()), "{paths:?}");
+    let paths: Vec<String> = std::iter::from_fn(|| s.take_event("vbd"))
+        .map(|e| e.path)
+        .collect();
+    assert!(
+        paths.contains(&"/local/domain/7/backend/vbd/5/51712/state".to_string()),
+        "{paths:?}"
+    );
     // Unrelated writes do not fire it.
     run(&s, s.write(Tx::NONE, "data/q", "1")).unwrap();
     assert!(s.take_event("vbd").is_none());
@@ -117,7 +146,10 @@ fn error_reply_is_an_error_not_a_panic() {
     let mut raw = Vec::new();
     fake::push_msg(&mut raw, MsgType::Error, 1, 0, b"EACCES\0");
     server.borrow_mut().inject = Some(raw);
-    assert_eq!(run(&s, s.read(Tx::NONE, "x")), Err(Error::Xs("EACCES".into())));
+    assert_eq!(
+        run(&s, s.read(Tx::NONE, "x")),
+        Err(Error::Xs("EACCES".into()))
+    );
     // The connection keeps working.
     run(&s, s.write(Tx::NONE, "data/ok", "1")).unwrap();
 }
@@ -128,17 +160,30 @@ fn mismatched_reply_type_fails_only_that_request() {
     let mut raw = Vec::new();
     fake::push_msg(&mut raw, MsgType::Directory, 1, 0, b"a\0");
     server.borrow_mut().inject = Some(raw);
-    assert_eq!(run(&s, s.read(Tx::NONE, "x")), Err(Error::Protocol("reply type does not match the request")));
+    assert_eq!(
+        run(&s, s.read(Tx::NONE, "x")),
+        Err(Error::Protocol("reply type does not match the request"))
+    );
     run(&s, s.write(Tx::NONE, "data/ok", "1")).unwrap();
 }
 
 #[test]
 fn garbage_reply_breaks_the_connection_cleanly() {
     let (s, server) = setup();
-    let mut raw = Header { kind: 77, req_id: 1, tx_id: 0, len: 0 }.to_bytes().to_vec();
+    let mut raw = Header {
+        kind: 77,
+        req_id: 1,
+        tx_id: 0,
+        len: 0,
+    }
+    .to_bytes()
+    .to_vec();
     raw.extend_from_slice(b"junk");
     server.borrow_mut().inject = Some(raw);
-    assert_eq!(run(&s, s.read(Tx::NONE, "x")), Err(Error::Protocol("unknown message type")));
+    assert_eq!(
+        run(&s, s.read(Tx::NONE, "x")),
+        Err(Error::Protocol("unknown message type"))
+    );
     assert!(s.broken().is_some());
     // Later requests fail at once instead of hanging.
     assert!(run(&s, s.read(Tx::NONE, "y")).is_err());
@@ -160,7 +205,10 @@ fn stray_reply_is_counted_and_dropped() {
 fn oversized_request_fails_locally() {
     let (s, server) = setup();
     let big = "x".repeat(5000);
-    assert_eq!(run(&s, s.write(Tx::NONE, "data/big", &big)), Err(Error::TooLarge));
+    assert_eq!(
+        run(&s, s.write(Tx::NONE, "data/big", &big)),
+        Err(Error::TooLarge)
+    );
     assert_eq!(server.borrow().requests_seen, 0);
 }
 
@@ -169,7 +217,8 @@ fn corrupt_ring_indices_break_the_connection() {
     let (s, _) = setup();
     s.with_transport(|t| {
         use bulkhead_xenstore::ring::RingMemory;
-        t.page.store_u32(bulkhead_xenstore::ring::server::RSP_PROD, 99999);
+        t.page
+            .store_u32(bulkhead_xenstore::ring::server::RSP_PROD, 99999);
     });
     assert_eq!(run(&s, s.read(Tx::NONE, "x")), Err(Error::RingCorrupt));
 }

@@ -35,8 +35,19 @@ fn random_reply(r: &mut XorShift, req_id: u32) -> Vec<u8> {
         0 => r.below(6000) as u32,
         _ => r.below(64) as u32,
     };
-    let id = if r.below(3) == 0 { r.next() as u32 } else { req_id };
-    let mut out = Header { kind, req_id: id, tx_id: r.next() as u32, len }.to_bytes().to_vec();
+    let id = if r.below(3) == 0 {
+        r.next() as u32
+    } else {
+        req_id
+    };
+    let mut out = Header {
+        kind,
+        req_id: id,
+        tx_id: r.next() as u32,
+        len,
+    }
+    .to_bytes()
+    .to_vec();
     let body = (len as usize).min(200);
     out.extend(r.bytes(body));
     out
@@ -108,7 +119,11 @@ fn drive<F: Future>(s: &Store<Chaos>, f: F) -> Option<F::Output> {
 #[test]
 fn client_survives_a_hostile_xenstored() {
     for seed in 1..300u64 {
-        let s = Store::new(Chaos { r: XorShift(seed.wrapping_mul(0x1234_5678_9abc_def1)), pending: Vec::new(), next_id: 1 });
+        let s = Store::new(Chaos {
+            r: XorShift(seed.wrapping_mul(0x1234_5678_9abc_def1)),
+            pending: Vec::new(),
+            next_id: 1,
+        });
         for _ in 0..8 {
             // Each call either completes (Ok or Err) or stays pending; none may panic.
             let _ = drive(&s, s.read(Tx::NONE, "device/vbd/51712/state"));

@@ -47,8 +47,19 @@ pub struct FakeTransport {
 
 pub fn new(domid: u16) -> (FakeTransport, Rc<RefCell<Server>>) {
     let page = SharedPage(Rc::new(RefCell::new(vec![0; 4096])));
-    let server = Rc::new(RefCell::new(Server { domid, next_tx: 1, ..Default::default() }));
-    (FakeTransport { ring: Ring::new(page.clone()), page, server: server.clone() }, server)
+    let server = Rc::new(RefCell::new(Server {
+        domid,
+        next_tx: 1,
+        ..Default::default()
+    }));
+    (
+        FakeTransport {
+            ring: Ring::new(page.clone()),
+            page,
+            server: server.clone(),
+        },
+        server,
+    )
 }
 
 impl Transport for FakeTransport {
@@ -73,7 +84,11 @@ impl Server {
     }
 
     fn children(&self, p: &str) -> Vec<String> {
-        let prefix = if p == "/" { "/".to_string() } else { format!("{p}/") };
+        let prefix = if p == "/" {
+            "/".to_string()
+        } else {
+            format!("{p}/")
+        };
         let mut out: Vec<String> = self
             .tree
             .keys()
@@ -99,7 +114,13 @@ impl Server {
         for (wp, tok) in &self.watches {
             let wabs = self.abs(wp);
             if p == wabs || p.starts_with(&format!("{wabs}/")) {
-                push_msg(out, MsgType::WatchEvent, 0, 0, format!("{p}\0{tok}\0").as_bytes());
+                push_msg(
+                    out,
+                    MsgType::WatchEvent,
+                    0,
+                    0,
+                    format!("{p}\0{tok}\0").as_bytes(),
+                );
             }
         }
     }
@@ -114,7 +135,11 @@ impl Server {
         page.store_u32(server::REQ_CONS, prod);
         self.decoder.feed(&bytes);
         let mut out = Vec::new();
-        while let Some(m) = self.decoder.next().expect("client sent a malformed request") {
+        while let Some(m) = self
+            .decoder
+            .next()
+            .expect("client sent a malformed request")
+        {
             self.requests_seen += 1;
             if let Some(raw) = self.inject.take() {
                 out.extend_from_slice(&raw);
@@ -124,18 +149,33 @@ impl Server {
         }
         let rprod = page.load_u32(server::RSP_PROD);
         let rcons = page.load_u32(server::RSP_CONS);
-        assert!(rprod.wrapping_sub(rcons) as usize + out.len() <= RING_SIZE as usize, "fake reply overflow");
+        assert!(
+            rprod.wrapping_sub(rcons) as usize + out.len() <= RING_SIZE as usize,
+            "fake reply overflow"
+        );
         for (i, b) in out.iter().enumerate() {
-            page.store_u8(server::RSP + (rprod.wrapping_add(i as u32) % RING_SIZE) as usize, *b);
+            page.store_u8(
+                server::RSP + (rprod.wrapping_add(i as u32) % RING_SIZE) as usize,
+                *b,
+            );
         }
         page.store_u32(server::RSP_PROD, rprod.wrapping_add(out.len() as u32));
     }
 
     fn handle(&mut self, m: bulkhead_xenstore::wire::Message, out: &mut Vec<u8>) {
-        let strs: Vec<String> =
-            m.payload.split(|&b| b == 0).map(|s| String::from_utf8_lossy(s).into_owned()).collect();
+        let strs: Vec<String> = m
+            .payload
+            .split(|&b| b == 0)
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect();
         let err = |out: &mut Vec<u8>, e: &str| {
-            push_msg(out, MsgType::Error, m.req_id, m.tx_id, format!("{e}\0").as_bytes())
+            push_msg(
+                out,
+                MsgType::Error,
+                m.req_id,
+                m.tx_id,
+                format!("{e}\0").as_bytes(),
+            )
         };
         match m.kind {
             MsgType::Read => match self.tree.get(&self.abs(&strs[0])) {
@@ -146,7 +186,10 @@ impl Server {
                 let nul = m.payload.iter().position(|&b| b == 0).unwrap();
                 let p = self.abs(&strs[0]);
                 self.ensure_parents(&p);
-                self.tree.insert(p.clone(), String::from_utf8_lossy(&m.payload[nul + 1..]).into_owned());
+                self.tree.insert(
+                    p.clone(),
+                    String::from_utf8_lossy(&m.payload[nul + 1..]).into_owned(),
+                );
                 push_msg(out, m.kind, m.req_id, m.tx_id, b"OK\0");
                 self.fire(&p, out);
             }
@@ -161,7 +204,8 @@ impl Server {
                 if !self.tree.contains_key(&p) {
                     return err(out, "ENOENT");
                 }
-                self.tree.retain(|k, _| k != &p && !k.starts_with(&format!("{p}/")));
+                self.tree
+                    .retain(|k, _| k != &p && !k.starts_with(&format!("{p}/")));
                 push_msg(out, m.kind, m.req_id, m.tx_id, b"OK\0");
                 self.fire(&p, out);
             }
@@ -177,18 +221,29 @@ impl Server {
                 }
                 push_msg(out, m.kind, m.req_id, m.tx_id, &body);
             }
-            MsgType::GetDomainPath => {
-                push_msg(out, m.kind, m.req_id, m.tx_id, format!("/local/domain/{}\0", strs[0]).as_bytes())
-            }
+            MsgType::GetDomainPath => push_msg(
+                out,
+                m.kind,
+                m.req_id,
+                m.tx_id,
+                format!("/local/domain/{}\0", strs[0]).as_bytes(),
+            ),
             MsgType::Watch => {
                 self.watches.push((strs[0].clone(), strs[1].clone()));
                 push_msg(out, m.kind, m.req_id, m.tx_id, b"OK\0");
                 // xenstored fires a new watch once.
                 let p = self.abs(&strs[0]);
-                push_msg(out, MsgType::WatchEvent, 0, 0, format!("{p}\0{}\0", strs[1]).as_bytes());
+                push_msg(
+                    out,
+                    MsgType::WatchEvent,
+                    0,
+                    0,
+                    format!("{p}\0{}\0", strs[1]).as_bytes(),
+                );
             }
             MsgType::Unwatch => {
-                self.watches.retain(|(p, t)| !(p == &strs[0] && t == &strs[1]));
+                self.watches
+                    .retain(|(p, t)| !(p == &strs[0] && t == &strs[1]));
                 push_msg(out, m.kind, m.req_id, m.tx_id, b"OK\0");
             }
             MsgType::TransactionStart => {
@@ -210,6 +265,14 @@ impl Server {
 }
 
 pub fn push_msg(out: &mut Vec<u8>, kind: MsgType, req_id: u32, tx_id: u32, payload: &[u8]) {
-    out.extend_from_slice(&Header { kind: kind as u32, req_id, tx_id, len: payload.len() as u32 }.to_bytes());
+    out.extend_from_slice(
+        &Header {
+            kind: kind as u32,
+            req_id,
+            tx_id,
+            len: payload.len() as u32,
+        }
+        .to_bytes(),
+    );
     out.extend_from_slice(payload);
 }

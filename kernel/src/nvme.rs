@@ -324,7 +324,7 @@ impl Disk {
                 (_, Some(s)) => {
                     // A completion that raced the check above has already raised the
                     // signal; the timeout bounds a lost interrupt.
-                    let _ = crate::xen::peertest::with_timeout(h, 100_000_000, s.wait()).await;
+                    let _ = h.timeout(100_000_000, s.wait()).await;
                 }
             }
         }

@@ -156,6 +156,22 @@ impl Handle {
     pub fn sleep(&self, nanos: Nanos) -> Sleep {
         self.sleep_until(self.now().saturating_add(nanos))
     }
+
+    /// `f`'s output, or `None` if `nanos` pass first (`f` is then dropped).
+    pub async fn timeout<T>(&self, nanos: Nanos, f: impl Future<Output = T>) -> Option<T> {
+        let mut f = core::pin::pin!(f);
+        let mut t = core::pin::pin!(self.sleep(nanos));
+        core::future::poll_fn(|cx| {
+            if let Poll::Ready(v) = f.as_mut().poll(cx) {
+                return Poll::Ready(Some(v));
+            }
+            if t.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
+        })
+        .await
+    }
 }
 
 pub struct Sleep {
@@ -492,6 +508,26 @@ mod tests {
         ex.run(&mut idle);
         assert_eq!(n.get(), 4);
         assert_eq!(ex.stats.tasks_done, 5);
+    }
+
+    #[test]
+    fn timeout_returns_value_or_none() {
+        let (mut ex, mut idle) = setup();
+        let h = ex.handle();
+        let out = Rc::new(RefCell::new(vec![]));
+        let (o, h2) = (out.clone(), h.clone());
+        h.spawn("timeouts", async move {
+            let fast = h2.timeout(100, h2.sleep(10)).await;
+            let slow = h2.timeout(100, h2.sleep(1_000)).await;
+            o.borrow_mut()
+                .push((fast.is_some(), slow.is_some(), h2.now()));
+        });
+        ex.run(&mut idle);
+        assert_eq!(*out.borrow(), vec![(true, false, 1_110)]);
+        assert!(
+            ex.handle().shared.borrow().timers.is_empty(),
+            "the losing sleep left no timer"
+        );
     }
 
     #[test]

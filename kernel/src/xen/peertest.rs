@@ -8,9 +8,6 @@
 //! `peer-gref` and, when done, `peer-done`.
 
 use alloc::format;
-use core::future::Future;
-use core::pin::pin;
-use core::task::Poll;
 
 use bulkhead_executor::Handle;
 use bulkhead_xen::abi::DomId;
@@ -20,22 +17,6 @@ use log::{error, info};
 use super::XenRef;
 
 const TIMEOUT_NS: u64 = 180_000_000_000;
-
-/// `f`, or `None` if `ns` pass first.
-pub async fn with_timeout<T>(h: &Handle, ns: u64, f: impl Future<Output = T>) -> Option<T> {
-    let mut f = pin!(f);
-    let mut t = pin!(h.sleep(ns));
-    core::future::poll_fn(|cx| {
-        if let Poll::Ready(v) = f.as_mut().poll(cx) {
-            return Poll::Ready(Some(v));
-        }
-        if t.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(None);
-        }
-        Poll::Pending
-    })
-    .await
-}
 
 pub async fn run(xen: XenRef, h: Handle, peer: DomId) {
     match steps(&xen, &h, peer).await {
@@ -78,18 +59,19 @@ async fn steps(xen: &XenRef, h: &Handle, peer: DomId) -> Result<(), alloc::strin
     // Masked, the peer's notification must only set the pending bit; unmasking must then
     // deliver it.
     super::events::mask(port);
-    let pending = with_timeout(h, TIMEOUT_NS, async {
-        while !super::events::is_pending(port) {
-            h.sleep(20_000_000).await;
-        }
-    })
-    .await;
+    let pending = h
+        .timeout(TIMEOUT_NS, async {
+            while !super::events::is_pending(port) {
+                h.sleep(20_000_000).await;
+            }
+        })
+        .await;
     pending.ok_or("no notification from the peer (pending bit never set)")?;
     if xen.waiters.has_fired(port) {
         return Err(format!("port {port} was delivered while masked"));
     }
     super::events::unmask(port).map_err(|e| format!("unmask: {}", e.0))?;
-    with_timeout(h, 10_000_000_000, xen.waiters.wait(port))
+    h.timeout(10_000_000_000, xen.waiters.wait(port))
         .await
         .ok_or("unmasking did not deliver the pending event")?;
     info!("peer-test: event channel round trip: notification from domain {peer} on port {port} (held while masked, delivered on unmask)");
@@ -175,23 +157,24 @@ async fn steps(xen: &XenRef, h: &Handle, peer: DomId) -> Result<(), alloc::strin
         .watch(&done, "peer-test")
         .await
         .map_err(|e| format!("watch: {e}"))?;
-    let finished = with_timeout(h, TIMEOUT_NS, async {
-        loop {
-            if store
-                .read_opt(Tx::NONE, &done)
-                .await
-                .ok()
-                .flatten()
-                .is_some()
-            {
-                return;
+    let finished = h
+        .timeout(TIMEOUT_NS, async {
+            loop {
+                if store
+                    .read_opt(Tx::NONE, &done)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some()
+                {
+                    return;
+                }
+                if store.next_event("peer-test").await.is_err() {
+                    return;
+                }
             }
-            if store.next_event("peer-test").await.is_err() {
-                return;
-            }
-        }
-    })
-    .await;
+        })
+        .await;
     let _ = store.unwatch(&done, "peer-test").await;
     finished.ok_or("peer never reported done")?;
     xen.grants

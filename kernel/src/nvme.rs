@@ -17,7 +17,7 @@ use bulkhead_nvme::{prp, Clock, Dma, Error, Mmio, PAGE_SIZE};
 use bulkhead_pci::{Bar, Bdf};
 use log::{error, info, warn};
 
-use crate::pci::{self, Cfg};
+use crate::pci;
 
 /// How completions are noticed. `IrqMode::Poll` trades a CPU for latency.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,8 +110,7 @@ fn msix_setup(
     vector: u8,
 ) -> Result<(), &'static str> {
     pci::with(|cs| {
-        let mut c = Cfg(cs);
-        let m = bulkhead_pci::msix(&mut c, bdf, bars)
+        let m = bulkhead_pci::msix(cs, bdf, bars)
             .map_err(|_| "bad MSI-X capability")?
             .ok_or("no MSI-X capability")?;
         if m.table_bar != 0 || m.table_size < 2 {
@@ -130,7 +129,7 @@ fn msix_setup(
                 core::ptr::write_volatile((e + 12) as *mut u32, masked);
             }
         }
-        bulkhead_pci::msix_control(&mut c, bdf, &m, true, false);
+        bulkhead_pci::msix_control(cs, bdf, &m, true, false);
         Ok(())
     })
     .unwrap_or(Err("no PCI access"))
@@ -138,7 +137,7 @@ fn msix_setup(
 
 /// Find and bring up every NVMe controller. Failures are logged per device.
 pub fn probe(h: &Handle, mode: IrqMode) -> Vec<Disk> {
-    let funcs = pci::with(|cs| bulkhead_pci::enumerate(&mut Cfg(cs))).unwrap_or_default();
+    let funcs = pci::with(|cs| bulkhead_pci::enumerate(cs)).unwrap_or_default();
     let mut out = Vec::new();
     for f in funcs.iter().filter(|f| f.is_nvme()) {
         let name = format!("nvme{}", out.len());
@@ -170,15 +169,14 @@ pub fn probe(h: &Handle, mode: IrqMode) -> Vec<Disk> {
 fn bring_up(h: &Handle, bdf: Bdf, name: &str, mode: IrqMode) -> Result<Disk, String> {
     // Start from a clean device (a previous driver domain may have died mid-I/O).
     let mut clock = SpinClock;
-    match pci::with(|cs| {
-        bulkhead_pci::reset_function(&mut Cfg(cs), bdf, |ms| clock.pause(ms as u64 * 1000))
-    }) {
+    match pci::with(|cs| bulkhead_pci::reset_function(cs, bdf, |ms| clock.pause(ms as u64 * 1000)))
+    {
         Some(Ok(())) => info!("{name} ({bdf}): function-level reset done"),
         Some(Err(bulkhead_pci::PciError::Unsupported(..))) => {}
         Some(Err(e)) => return Err(format!("reset failed: {e}")),
         None => return Err("no PCI access".into()),
     }
-    let bars = pci::with(|cs| bulkhead_pci::bars(&mut Cfg(cs), bdf))
+    let bars = pci::with(|cs| bulkhead_pci::bars(cs, bdf))
         .ok_or("no PCI access")?
         .map_err(|e| format!("{e}"))?;
     let Some(Bar::Memory { base, size, .. }) = bars[0] else {
@@ -188,12 +186,12 @@ fn bring_up(h: &Handle, bdf: Bdf, name: &str, mode: IrqMode) -> Result<Disk, Str
         return Err("BAR0 not assigned by firmware".into());
     }
     let bar0 = crate::mem::map_mmio(base, size).map_err(|e| format!("cannot map BAR0: {e}"))?;
-    pci::with(|cs| bulkhead_pci::enable(&mut Cfg(cs), bdf, mode == IrqMode::Intx));
+    pci::with(|cs| bulkhead_pci::enable(cs, bdf, mode == IrqMode::Intx));
     let mut gsi = None;
     let (vector, signal) = match mode {
         IrqMode::Poll => (None, None),
         IrqMode::Intx => {
-            let f = pci::with(|cs| bulkhead_pci::enumerate(&mut Cfg(cs))).unwrap_or_default();
+            let f = pci::with(|cs| bulkhead_pci::enumerate(cs)).unwrap_or_default();
             let f = f
                 .into_iter()
                 .find(|f| f.bdf == bdf)
@@ -214,7 +212,7 @@ fn bring_up(h: &Handle, bdf: Bdf, name: &str, mode: IrqMode) -> Result<Disk, Str
             } else {
                 bulkhead_pci::reg::CAP_MSI
             };
-            let present = pci::with(|cs| bulkhead_pci::find_capability(&mut Cfg(cs), bdf, cap))
+            let present = pci::with(|cs| bulkhead_pci::find_capability(cs, bdf, cap))
                 .ok_or("no PCI access")?;
             if !matches!(present, Ok(Some(_))) {
                 return Err(if mode == IrqMode::MsiX {
@@ -228,11 +226,9 @@ fn bring_up(h: &Handle, bdf: Bdf, name: &str, mode: IrqMode) -> Result<Disk, Str
             let r = if mode == IrqMode::MsiX {
                 msix_setup(bdf, &bars, bar0, v)
             } else {
-                pci::with(|cs| {
-                    bulkhead_pci::msi_enable(&mut Cfg(cs), bdf, crate::arch::apic::id() as u8, v)
-                })
-                .unwrap_or(Err(bulkhead_pci::PciError::Absent(bdf)))
-                .map_err(|_| "MSI not available")
+                pci::with(|cs| bulkhead_pci::msi_enable(cs, bdf, crate::arch::apic::id() as u8, v))
+                    .unwrap_or(Err(bulkhead_pci::PciError::Absent(bdf)))
+                    .map_err(|_| "MSI not available")
             };
             r.map_err(String::from)?;
             (Some(v), Some(s))

@@ -141,18 +141,6 @@ pub fn with<R>(f: impl FnOnce(&mut dyn ConfigSpace) -> R) -> Option<R> {
     g.as_mut().map(|a| f(&mut **a))
 }
 
-/// Adapter so generic bulkhead-pci functions take the boxed access.
-pub struct Cfg<'a>(pub &'a mut dyn ConfigSpace);
-
-impl ConfigSpace for Cfg<'_> {
-    fn read32(&mut self, bdf: Bdf, offset: u16) -> u32 {
-        self.0.read32(bdf, offset)
-    }
-    fn write32(&mut self, bdf: Bdf, offset: u16, value: u32) {
-        self.0.write32(bdf, offset, value)
-    }
-}
-
 // Device interrupt vectors 0x40..0x60, each with a signal for the event loop.
 pub const FIRST_DEVICE_VECTOR: u8 = 0x40;
 const DEVICE_VECTORS: usize = 32;

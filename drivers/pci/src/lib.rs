@@ -142,7 +142,7 @@ impl Function {
 }
 
 /// Walk every bus reachable from bus 0 through PCI-to-PCI bridges (each bus once).
-pub fn enumerate(cs: &mut impl ConfigSpace) -> Vec<Function> {
+pub fn enumerate(cs: &mut (impl ConfigSpace + ?Sized)) -> Vec<Function> {
     let mut out = Vec::new();
     let mut buses = alloc::vec![0u8];
     let mut seen = [false; 256];
@@ -174,7 +174,7 @@ pub fn enumerate(cs: &mut impl ConfigSpace) -> Vec<Function> {
     out
 }
 
-fn probe(cs: &mut impl ConfigSpace, bdf: Bdf) -> Option<Function> {
+fn probe(cs: &mut (impl ConfigSpace + ?Sized), bdf: Bdf) -> Option<Function> {
     let id = cs.read32(bdf, reg::VENDOR_ID);
     if id as u16 == 0xffff || id as u16 == 0 {
         return None;
@@ -198,7 +198,7 @@ fn probe(cs: &mut impl ConfigSpace, bdf: Bdf) -> Option<Function> {
 /// Decode and size the six BARs of a type-0 header. Sizing writes all-ones and restores the
 /// original value, with memory and I/O decoding off meanwhile so the device never answers
 /// at a half-written address.
-pub fn bars(cs: &mut impl ConfigSpace, bdf: Bdf) -> Result<[Option<Bar>; 6], PciError> {
+pub fn bars(cs: &mut (impl ConfigSpace + ?Sized), bdf: Bdf) -> Result<[Option<Bar>; 6], PciError> {
     let mut out = [None; 6];
     let cmd = cs.read16(bdf, reg::COMMAND);
     if cmd == 0xffff {
@@ -211,7 +211,7 @@ pub fn bars(cs: &mut impl ConfigSpace, bdf: Bdf) -> Result<[Option<Bar>; 6], Pci
 }
 
 fn size_bars(
-    cs: &mut impl ConfigSpace,
+    cs: &mut (impl ConfigSpace + ?Sized),
     bdf: Bdf,
     out: &mut [Option<Bar>; 6],
 ) -> Result<(), PciError> {
@@ -286,7 +286,10 @@ fn size_bars(
 
 /// Capabilities as (id, offset). The walk stops with an error on a loop, a pointer into
 /// the standard header, or more entries than fit in config space.
-pub fn capabilities(cs: &mut impl ConfigSpace, bdf: Bdf) -> Result<Vec<(u8, u16)>, PciError> {
+pub fn capabilities(
+    cs: &mut (impl ConfigSpace + ?Sized),
+    bdf: Bdf,
+) -> Result<Vec<(u8, u16)>, PciError> {
     let status = cs.read16(bdf, reg::STATUS);
     if status == 0xffff {
         return Err(PciError::Absent(bdf));
@@ -309,7 +312,7 @@ pub fn capabilities(cs: &mut impl ConfigSpace, bdf: Bdf) -> Result<Vec<(u8, u16)
 }
 
 pub fn find_capability(
-    cs: &mut impl ConfigSpace,
+    cs: &mut (impl ConfigSpace + ?Sized),
     bdf: Bdf,
     id: u8,
 ) -> Result<Option<u16>, PciError> {
@@ -320,7 +323,7 @@ pub fn find_capability(
 }
 
 /// Turn on memory decoding and bus mastering (DMA), optionally masking INTx.
-pub fn enable(cs: &mut impl ConfigSpace, bdf: Bdf, intx: bool) {
+pub fn enable(cs: &mut (impl ConfigSpace + ?Sized), bdf: Bdf, intx: bool) {
     let mut cmd = cs.read16(bdf, reg::COMMAND);
     cmd |= reg::CMD_MEMORY | reg::CMD_BUS_MASTER;
     if intx {
@@ -343,7 +346,7 @@ pub struct MsiX {
 }
 
 pub fn msix(
-    cs: &mut impl ConfigSpace,
+    cs: &mut (impl ConfigSpace + ?Sized),
     bdf: Bdf,
     bars: &[Option<Bar>; 6],
 ) -> Result<Option<MsiX>, PciError> {
@@ -380,7 +383,13 @@ pub fn msix(
 }
 
 /// Set the MSI-X enable (and function mask) bits.
-pub fn msix_control(cs: &mut impl ConfigSpace, bdf: Bdf, m: &MsiX, enable: bool, mask_all: bool) {
+pub fn msix_control(
+    cs: &mut (impl ConfigSpace + ?Sized),
+    bdf: Bdf,
+    m: &MsiX,
+    enable: bool,
+    mask_all: bool,
+) {
     let mut ctrl = cs.read16(bdf, m.cap + 2);
     ctrl = (ctrl & !(0xc000)) | if enable { 0x8000 } else { 0 } | if mask_all { 0x4000 } else { 0 };
     cs.write16(bdf, m.cap + 2, ctrl);
@@ -393,7 +402,7 @@ pub fn msi_message(apic_id: u8, vector: u8) -> (u64, u32) {
 
 /// Program plain MSI (single vector) and enable it.
 pub fn msi_enable(
-    cs: &mut impl ConfigSpace,
+    cs: &mut (impl ConfigSpace + ?Sized),
     bdf: Bdf,
     apic_id: u8,
     vector: u8,
@@ -418,7 +427,7 @@ pub fn msi_enable(
 /// Function-level reset, when the device advertises it (PCIe DevCap bit 28), waiting the
 /// 100 ms the spec requires and then until the device answers again.
 pub fn flr(
-    cs: &mut impl ConfigSpace,
+    cs: &mut (impl ConfigSpace + ?Sized),
     bdf: Bdf,
     mut sleep_ms: impl FnMut(u32),
 ) -> Result<(), PciError> {
@@ -444,7 +453,7 @@ pub fn flr(
 /// command register, BARs and interrupt line are saved and written back afterwards, since
 /// FLR returns them to their defaults. Returns `Unsupported` when the device has no FLR.
 pub fn reset_function(
-    cs: &mut impl ConfigSpace,
+    cs: &mut (impl ConfigSpace + ?Sized),
     bdf: Bdf,
     sleep_ms: impl FnMut(u32),
 ) -> Result<(), PciError> {

@@ -14,7 +14,7 @@ use bulkhead_nvme::controller::{Config, Controller};
 use bulkhead_nvme::gpt::{self, Partition};
 use bulkhead_nvme::identify::Namespace;
 use bulkhead_nvme::{prp, Clock, Dma, Error, Mmio, PAGE_SIZE};
-use bulkhead_pci::{Bar, Bdf};
+use bulkhead_pci::{Bar, Bdf, Function};
 use log::{error, info, warn};
 
 use crate::pci;
@@ -147,7 +147,7 @@ pub fn probe(h: &Handle, mode: IrqMode) -> Vec<Disk> {
         let start = order.iter().position(|m| *m == mode).unwrap_or(0);
         let mut last = String::new();
         for m in &order[start..] {
-            match bring_up(h, f.bdf, &name, *m) {
+            match bring_up(h, f, &name, *m) {
                 Ok(d) => {
                     out.push(d);
                     last.clear();
@@ -166,7 +166,8 @@ pub fn probe(h: &Handle, mode: IrqMode) -> Vec<Disk> {
     out
 }
 
-fn bring_up(h: &Handle, bdf: Bdf, name: &str, mode: IrqMode) -> Result<Disk, String> {
+fn bring_up(h: &Handle, f: &Function, name: &str, mode: IrqMode) -> Result<Disk, String> {
+    let bdf = f.bdf;
     // Start from a clean device (a previous driver domain may have died mid-I/O).
     let mut clock = SpinClock;
     match pci::with(|cs| bulkhead_pci::reset_function(cs, bdf, |ms| clock.pause(ms as u64 * 1000)))
@@ -191,11 +192,6 @@ fn bring_up(h: &Handle, bdf: Bdf, name: &str, mode: IrqMode) -> Result<Disk, Str
     let (vector, signal) = match mode {
         IrqMode::Poll => (None, None),
         IrqMode::Intx => {
-            let f = pci::with(|cs| bulkhead_pci::enumerate(cs)).unwrap_or_default();
-            let f = f
-                .into_iter()
-                .find(|f| f.bdf == bdf)
-                .ok_or("device vanished")?;
             if f.interrupt_pin == 0 || f.interrupt_line == 0 || f.interrupt_line == 0xff {
                 return Err("no INTx line assigned by firmware".into());
             }
@@ -402,17 +398,22 @@ impl Disk {
         while done < buf.len() {
             let len = chunk.min(buf.len() - done);
             let part = &mut buf[done..done + len];
+            let npages = len.div_ceil(PAGE_SIZE);
             let data = self.dma.alloc(len)?;
-            let list = self.dma.alloc(PAGE_SIZE);
+            // A list page only for transfers beyond two pages (MAX_TRANSFER needs one at most).
+            let list = match prp::list_pages_needed(npages) {
+                0 => Ok(None),
+                _ => self.dma.alloc(PAGE_SIZE).map(Some),
+            };
             let r = async {
                 let list = list?;
                 if write {
                     self.dma.write(data, part);
                 }
-                let pages: Vec<u64> = (0..len.div_ceil(PAGE_SIZE) as u64)
+                let pages: Vec<u64> = (0..npages as u64)
                     .map(|i| data + i * PAGE_SIZE as u64)
                     .collect();
-                let p = prp::build(&pages, 0, len, &[list])?;
+                let p = prp::build(&pages, 0, len, list.as_slice())?;
                 for (addr, entries) in &p.lists {
                     let bytes: Vec<u8> = entries.iter().flat_map(|e| e.to_le_bytes()).collect();
                     self.dma.write(*addr, &bytes);
@@ -431,7 +432,7 @@ impl Disk {
             }
             .await;
             self.dma.free(data, len);
-            if let Ok(l) = list {
+            if let Ok(Some(l)) = list {
                 self.dma.free(l, PAGE_SIZE);
             }
             r?;

@@ -106,7 +106,7 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
         2 => Protocol::Pvh,
         other => fatal(format_args!("boot: unknown entry protocol {other}")),
     };
-    let mode = platform::set_mode(protocol, under_xen);
+    let mode = platform::mode(protocol, under_xen);
     let boot = match bulkhead_boot::decode(protocol, magic as u32, info, &LoaderMemory) {
         Ok(b) => b,
         Err(e) => fatal(format_args!(

@@ -35,10 +35,6 @@ extern "C" {
     static __image_end: u8;
     #[link_name = "boot_stack_guard"]
     static BOOT_STACK_GUARD: u8;
-    #[link_name = "boot_stack_bottom"]
-    static BOOT_STACK_BOTTOM: u8;
-    #[link_name = "boot_stack_top"]
-    static BOOT_STACK_TOP: u8;
 }
 
 fn sym(s: &u8) -> u64 {
@@ -65,15 +61,10 @@ pub fn image() -> ImageLayout {
     }
 }
 
-fn boot_stack() -> (u64, u64, u64) {
-    // SAFETY: only the addresses of symbols from entry.S are taken.
-    unsafe {
-        (
-            sym(&BOOT_STACK_GUARD),
-            sym(&BOOT_STACK_BOTTOM),
-            sym(&BOOT_STACK_TOP),
-        )
-    }
+/// The page below the boot stack, left unmapped.
+pub fn boot_stack_guard() -> u64 {
+    // SAFETY: only the address of a symbol from entry.S is taken.
+    unsafe { sym(&BOOT_STACK_GUARD) }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -252,8 +243,7 @@ pub fn init(boot: &BootInfo, heap_bytes: Option<u64>) -> Result<MemReport, MemEr
 
 /// Guard pages: below the boot stack and below each IST stack.
 fn guard_pages() -> impl Iterator<Item = (u64, &'static str)> {
-    let (guard, ..) = boot_stack();
-    core::iter::once((guard, "boot")).chain(crate::arch::gdt::guard_pages())
+    core::iter::once((boot_stack_guard(), "boot")).chain(crate::arch::gdt::guard_pages())
 }
 
 /// Which stack's guard page `addr` falls in, if any.
@@ -261,11 +251,6 @@ pub fn guard_page_name(addr: u64) -> Option<&'static str> {
     guard_pages()
         .find(|(g, _)| (*g..*g + PAGE_SIZE).contains(&addr))
         .map(|(_, n)| n)
-}
-
-/// The guard page below the boot stack (for the fault test).
-pub fn boot_stack_guard() -> u64 {
-    boot_stack().0
 }
 
 pub fn alloc_frames(count: usize, align: u64) -> Result<u64, MemError> {

@@ -877,6 +877,5 @@ async fn storage_steps(h: &Handle, mode: IrqMode, lose_one: bool) -> Result<(), 
     if d.mode != IrqMode::Poll && interrupts == 0 {
         return Err("interrupt mode but no device interrupt was taken".into());
     }
-    warn!("storage-test: done");
     Ok(())
 }

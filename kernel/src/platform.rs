@@ -6,8 +6,6 @@
 //! crash so xl's `on_crash=` applies); bare QEMU gets its isa-debug-exit port, which makes
 //! QEMU exit with status (code << 1) | 1.
 
-use core::sync::atomic::{AtomicU8, Ordering};
-
 use bulkhead_boot::Protocol;
 
 use crate::arch;
@@ -30,16 +28,12 @@ impl Mode {
     }
 }
 
-static MODE: AtomicU8 = AtomicU8::new(0);
-
-pub fn set_mode(protocol: Protocol, under_xen: bool) -> Mode {
-    let m = match (under_xen, protocol) {
+pub fn mode(protocol: Protocol, under_xen: bool) -> Mode {
+    match (under_xen, protocol) {
         (false, _) => Mode::Bare,
         (true, Protocol::Pvh) => Mode::XenPvh,
         (true, Protocol::Multiboot) => Mode::XenHvm,
-    };
-    MODE.store(m as u8 + 1, Ordering::Relaxed);
-    m
+    }
 }
 
 /// isa-debug-exit port the test runner configures (`-device isa-debug-exit,iobase=0xf4`).

@@ -5,8 +5,8 @@
 
 use core::sync::atomic::{fence, Ordering};
 
-const HVM_PARAM_CONSOLE_PFN: u32 = 17;
-const HVM_PARAM_CONSOLE_EVTCHN: u32 = 18;
+use bulkhead_xen::abi::{HVM_PARAM_CONSOLE_EVTCHN, HVM_PARAM_CONSOLE_PFN};
+
 const OUT_OFFSET: usize = 1024;
 const OUT_SIZE: u32 = 2048;
 const OUT_CONS: usize = 3080;

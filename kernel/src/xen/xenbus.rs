@@ -173,38 +173,32 @@ async fn device(xen: XenRef, id: DeviceId) {
 /// Feed one event to the state machine and carry out its actions; false once the device
 /// is gone.
 async fn apply(xen: &XenRef, be: &str, b: &mut Backend, ev: Event) -> bool {
-    let mut actions = b.on(ev);
     let mut alive = true;
-    while !actions.is_empty() {
-        let mut next = Vec::new();
-        for a in actions {
-            match a {
-                Action::SetState(s) => {
-                    if let Err(e) = xen
-                        .store
-                        .write(Tx::NONE, &format!("{be}/state"), s.as_str())
-                        .await
-                    {
-                        if !e.is("ENOENT") {
-                            warn!("{}: cannot write state {s}: {e}", b.id);
-                        }
+    for a in b.on(ev) {
+        match a {
+            Action::SetState(s) => {
+                if let Err(e) = xen
+                    .store
+                    .write(Tx::NONE, &format!("{be}/state"), s.as_str())
+                    .await
+                {
+                    if !e.is("ENOENT") {
+                        warn!("{}: cannot write state {s}: {e}", b.id);
                     }
-                    info!("{}: backend {s} (frontend {})", b.id, b.frontend_state());
                 }
-                Action::Connect => {
-                    // No class has a server yet: the device stays offered (InitWait).
-                    info!(
-                        "{}: frontend is ready, but {} devices are not served yet",
-                        b.id,
-                        b.id.kind.as_str()
-                    );
-                }
-                Action::Disconnect => {}
-                Action::Destroy => alive = false,
+                info!("{}: backend {s} (frontend {})", b.id, b.frontend_state());
             }
+            Action::Connect => {
+                // No class has a server yet: the device stays offered (InitWait).
+                info!(
+                    "{}: frontend is ready, but {} devices are not served yet",
+                    b.id,
+                    b.id.kind.as_str()
+                );
+            }
+            Action::Disconnect => {}
+            Action::Destroy => alive = false,
         }
-        next.append(&mut Vec::new());
-        actions = next;
     }
     alive
 }

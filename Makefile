@@ -31,6 +31,7 @@ test: test-host test-qemu test-xen
 
 # Host tier: the logic crates (plain `cargo test` at the root never builds the kernel).
 test-host:
+	$(CARGO) fmt --all --check
 	$(CARGO) test
 
 # Bare-QEMU tier: boots the image with -kernel and checks the console and exit status.

@@ -2,6 +2,7 @@
 # `make run`: the demo script dom0 runs instead of the test scenarios. It starts Bulkhead
 # as a PVH driver domain, shows it working with dom0 (event channel + grants), attaches a
 # guest disk to it, and leaves you at a dom0 shell.
+. /host/scenarios/lib.sh
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 say "Starting Bulkhead as a driver domain: xl create xl-configs/driverdomain-pvh.cfg"
 xl create /host/xl-configs/driverdomain-pvh.cfg 'kernel="/host/bulkhead.elf"' 'cmdline="test-xen-peer=0"'
@@ -14,14 +15,7 @@ say "Event channel and grant round trip with dom0 (tests/xen/xen-peer.c):"
 sleep 1
 grep peer-test /host/out/console/guest-bulkhead.log
 say "A guest whose disk says backend=bulkhead:"
-cat >/tmp/guest.cfg <<CFG
-name = "guest1"
-type = "pvh"
-kernel = "/host/bulkhead.elf"
-cmdline = "heartbeat=60"
-memory = 32
-disk = [ 'vdev=xvda,format=raw,access=rw,backend=bulkhead,target=nvme0n1p1' ]
-CFG
+idle_guest_cfg /tmp/guest.cfg guest1
 cat /tmp/guest.cfg
 xl create /tmp/guest.cfg
 sleep 3

@@ -29,6 +29,19 @@ expect() {
 # The driver domain's console log (xenconsoled, PV console ring).
 console_of() { echo "$CONSOLE/guest-$1.log"; }
 
+# idle_guest_cfg FILE NAME: a PVH guest (a second Bulkhead that idles, no blkfront) whose
+# disk names the `bulkhead` driver domain as its backend.
+idle_guest_cfg() {
+    cat >"$1" <<CFG
+name = "$2"
+type = "pvh"
+kernel = "$IMAGE"
+cmdline = "heartbeat=60"
+memory = 32
+disk = [ 'vdev=xvda,format=raw,access=rw,backend=bulkhead,target=nvme0n1p1' ]
+CFG
+}
+
 dom0_healthy() {
     xl list >/dev/null 2>&1 || fail "xl list fails in dom0"
     xenstore-read /local/domain/0/name >/dev/null 2>&1 || fail "xenstore unusable in dom0"

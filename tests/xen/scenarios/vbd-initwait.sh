@@ -9,14 +9,7 @@ dd=$(xl domid bulkhead)
 expect "$log" "xenbus: watching /local/domain/$dd/backend" 60 "xenbus watcher not started"
 # The guest is a second Bulkhead (PVH) that just idles: it has no blkfront, so the frontend
 # stays Initialising and the backend must sit in InitWait.
-cat >/tmp/guest.cfg <<CFG
-name = "guest1"
-type = "pvh"
-kernel = "$IMAGE"
-cmdline = "heartbeat=30"
-memory = 32
-disk = [ 'vdev=xvda,format=raw,access=rw,backend=bulkhead,target=nvme0n1p1' ]
-CFG
+idle_guest_cfg /tmp/guest.cfg guest1
 xl create /tmp/guest.cfg || fail "xl create of a guest with backend=bulkhead failed"
 g=$(xl domid guest1)
 be=/local/domain/$dd/backend/vbd/$g/51712

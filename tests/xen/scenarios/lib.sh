@@ -4,7 +4,13 @@ XLCFG=/host/xl-configs
 IMAGE=/host/bulkhead.elf
 
 # Give consoles a moment to drain before dom0-run destroys the domains.
-fail() { echo "FAIL: $*"; sleep 5; exit 1; }
+fail() {
+    echo "FAIL: $*"
+    xl list 2>/dev/null
+    xl dmesg 2>/dev/null | grep -iE "triple fault|crash" | tail -5
+    sleep 5
+    exit 1
+}
 note() { echo "--- $*"; }
 
 # wait_for FILE PATTERN SECONDS: until a line of FILE matches PATTERN (grep -E).

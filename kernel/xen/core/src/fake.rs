@@ -59,6 +59,16 @@ impl FakeXen {
         self.next_gref
     }
 
+    /// The current content of a page another domain granted.
+    pub fn foreign_page(&self, dom: DomId, gref: GrantRef) -> Option<&[u8]> {
+        self.grants.get(&(dom, gref)).map(|(p, _)| p.as_slice())
+    }
+
+    /// The other domain ends its grant (later copies and maps fail).
+    pub fn revoke_foreign(&mut self, dom: DomId, gref: GrantRef) {
+        self.grants.remove(&(dom, gref));
+    }
+
     pub fn mapped_page(&self, addr: u64) -> Option<&[u8]> {
         let (dom, gref, _) = self.maps.get(&addr)?;
         self.grants.get(&(*dom, *gref)).map(|(p, _)| p.as_slice())

@@ -1,0 +1,324 @@
+//! The xenstore side of a vbd: what the backend publishes, and reading (untrusted) what
+//! the frontend published, as Linux's blkback does.
+//!
+//! Before InitWait the backend offers its transport limits ([`Offer::keys`]); when the
+//! frontend is Initialised the backend reads the frontend's rings ([`read_frontend`]),
+//! then publishes the disk ([`DiskInfo::keys`]) and goes Connected.
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use bulkhead_xen::abi::{GrantRef, Port};
+
+use crate::abi::{Protocol, VDISK_CDROM, VDISK_READONLY, VDISK_REMOVABLE};
+
+/// Transport limits the backend offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offer {
+    pub max_indirect_segments: u32,
+    pub max_ring_page_order: u32,
+    pub max_queues: u32,
+    pub persistent: bool,
+}
+
+impl Offer {
+    pub fn keys(&self) -> Vec<(&'static str, String)> {
+        alloc::vec![
+            (
+                "feature-max-indirect-segments",
+                self.max_indirect_segments.to_string()
+            ),
+            ("max-ring-page-order", self.max_ring_page_order.to_string()),
+            ("multi-queue-max-queues", self.max_queues.to_string()),
+            ("feature-persistent", bool01(self.persistent)),
+        ]
+    }
+}
+
+fn bool01(b: bool) -> String {
+    String::from(if b { "1" } else { "0" })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Discard {
+    pub granularity: u32,
+    pub alignment: u32,
+    pub secure: bool,
+}
+
+/// The disk as the frontend will see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiskInfo {
+    /// Capacity in 512-byte sectors, as Linux's blkback reports it.
+    pub sectors: u64,
+    pub sector_size: u32,
+    pub physical_sector_size: u32,
+    pub read_only: bool,
+    pub removable: bool,
+    pub cdrom: bool,
+    pub flush: bool,
+    pub barrier: bool,
+    pub discard: Option<Discard>,
+}
+
+impl DiskInfo {
+    pub fn info(&self) -> u32 {
+        let mut i = 0;
+        if self.read_only {
+            i |= VDISK_READONLY;
+        }
+        if self.removable {
+            i |= VDISK_REMOVABLE;
+        }
+        if self.cdrom {
+            i |= VDISK_CDROM;
+        }
+        i
+    }
+
+    /// Published in one transaction just before Connected.
+    pub fn keys(&self, persistent: bool) -> Vec<(&'static str, String)> {
+        let mut k = alloc::vec![
+            ("feature-flush-cache", bool01(self.flush)),
+            ("feature-barrier", bool01(self.barrier)),
+            ("feature-discard", bool01(self.discard.is_some())),
+            ("feature-persistent", bool01(persistent)),
+            ("sectors", self.sectors.to_string()),
+            ("info", self.info().to_string()),
+            ("sector-size", self.sector_size.to_string()),
+            (
+                "physical-sector-size",
+                self.physical_sector_size.to_string()
+            ),
+        ];
+        if let Some(d) = self.discard {
+            k.push(("discard-granularity", d.granularity.to_string()));
+            k.push(("discard-alignment", d.alignment.to_string()));
+            k.push(("discard-secure", bool01(d.secure)));
+        }
+        k
+    }
+}
+
+/// One ring the frontend set up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueRing {
+    pub refs: Vec<GrantRef>,
+    pub event_channel: Port,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frontend {
+    pub protocol: Protocol,
+    pub persistent: bool,
+    pub ring_page_order: u32,
+    pub queues: Vec<QueueRing>,
+}
+
+/// Reads keys of the frontend's directory (relative names); `None` when absent.
+pub trait Keys {
+    fn get(&mut self, key: &str) -> impl core::future::Future<Output = Option<String>>;
+}
+
+fn number(v: &str) -> Option<u32> {
+    bulkhead_xenbus::parse_number(v.trim_end_matches('\0').trim())
+}
+
+async fn optional(keys: &mut impl Keys, key: &str, default: u32) -> Result<u32, String> {
+    match keys.get(key).await {
+        None => Ok(default),
+        Some(v) => number(&v).ok_or_else(|| format!("{key} is not a number: {v:?}")),
+    }
+}
+
+async fn required(keys: &mut impl Keys, key: &str) -> Result<u32, String> {
+    let v = keys
+        .get(key)
+        .await
+        .ok_or_else(|| format!("frontend did not write {key}"))?;
+    number(&v).ok_or_else(|| format!("{key} is not a number: {v:?}"))
+}
+
+/// Read and check the frontend's transport parameters against what we offered.
+pub async fn read_frontend(keys: &mut impl Keys, offer: &Offer) -> Result<Frontend, String> {
+    let nq = optional(keys, "multi-queue-num-queues", 1).await?;
+    if nq == 0 || nq > offer.max_queues {
+        return Err(format!(
+            "frontend asked for {nq} queues; at most {} offered",
+            offer.max_queues
+        ));
+    }
+    let order = optional(keys, "ring-page-order", 0).await?;
+    if order > offer.max_ring_page_order {
+        return Err(format!(
+            "frontend ring-page-order {order} exceeds the offered {}",
+            offer.max_ring_page_order
+        ));
+    }
+    let proto = keys.get("protocol").await;
+    let protocol = Protocol::parse(proto.as_deref())
+        .ok_or_else(|| format!("unsupported protocol {:?}", proto.unwrap_or_default()))?;
+    let persistent = offer.persistent && optional(keys, "feature-persistent", 0).await? == 1;
+    let mut queues = Vec::with_capacity(nq as usize);
+    for q in 0..nq {
+        let dir = if nq == 1 {
+            String::new()
+        } else {
+            format!("queue-{q}/")
+        };
+        let mut refs = Vec::with_capacity(1 << order);
+        if order == 0 {
+            refs.push(required(keys, &format!("{dir}ring-ref")).await?);
+        } else {
+            for i in 0..(1u32 << order) {
+                refs.push(required(keys, &format!("{dir}ring-ref{i}")).await?);
+            }
+        }
+        let event_channel = required(keys, &format!("{dir}event-channel")).await?;
+        queues.push(QueueRing {
+            refs,
+            event_channel,
+        });
+    }
+    Ok(Frontend {
+        protocol,
+        persistent,
+        ring_page_order: order,
+        queues,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::collections::BTreeMap;
+    use core::pin::pin;
+    use core::task::{Context, Poll, Waker};
+
+    struct Map(BTreeMap<String, String>);
+
+    impl Keys for Map {
+        async fn get(&mut self, key: &str) -> Option<String> {
+            self.0.get(key).cloned()
+        }
+    }
+
+    fn run<T>(f: impl core::future::Future<Output = T>) -> T {
+        let mut f = pin!(f);
+        match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(v) => v,
+            Poll::Pending => panic!("no I/O here"),
+        }
+    }
+
+    fn map(kv: &[(&str, &str)]) -> Map {
+        Map(kv
+            .iter()
+            .map(|(k, v)| (String::from(*k), String::from(*v)))
+            .collect())
+    }
+
+    const OFFER: Offer = Offer {
+        max_indirect_segments: 256,
+        max_ring_page_order: 2,
+        max_queues: 4,
+        persistent: true,
+    };
+
+    #[test]
+    fn single_page_single_queue() {
+        let f = run(read_frontend(
+            &mut map(&[
+                ("ring-ref", "8"),
+                ("event-channel", "5"),
+                ("protocol", "x86_64-abi"),
+                ("feature-persistent", "1"),
+            ]),
+            &OFFER,
+        ))
+        .unwrap();
+        assert_eq!(f.protocol, Protocol::X86_64);
+        assert!(f.persistent);
+        assert_eq!(
+            f.queues,
+            [QueueRing {
+                refs: alloc::vec![8],
+                event_channel: 5
+            }]
+        );
+    }
+
+    #[test]
+    fn multi_queue_multi_page() {
+        let f = run(read_frontend(
+            &mut map(&[
+                ("multi-queue-num-queues", "2"),
+                ("ring-page-order", "1"),
+                ("queue-0/ring-ref0", "10"),
+                ("queue-0/ring-ref1", "11"),
+                ("queue-0/event-channel", "7"),
+                ("queue-1/ring-ref0", "12"),
+                ("queue-1/ring-ref1", "13"),
+                ("queue-1/event-channel", "8"),
+            ]),
+            &OFFER,
+        ))
+        .unwrap();
+        assert_eq!(f.queues.len(), 2);
+        assert_eq!(f.queues[1].refs, [12, 13]);
+        assert!(!f.persistent);
+    }
+
+    #[test]
+    fn hostile_values_are_refused() {
+        let base = [("ring-ref", "8"), ("event-channel", "5")];
+        let cases: &[&[(&str, &str)]] = &[
+            &[("ring-ref", "8")],
+            &[("ring-ref", "-1"), ("event-channel", "5")],
+            &[("ring-ref", "8"), ("event-channel", "0x5")],
+            &[("ring-ref", "99999999999"), ("event-channel", "5")],
+            &[("multi-queue-num-queues", "0")],
+            &[("multi-queue-num-queues", "5")],
+            &[("ring-page-order", "3")],
+            &[("protocol", "arm-abi")],
+            &[("multi-queue-num-queues", "2"), ("queue-0/ring-ref", "1")],
+        ];
+        for c in cases {
+            let mut m = map(&base);
+            for (k, v) in c.iter() {
+                m.0.insert(String::from(*k), String::from(*v));
+            }
+            if c.len() == 1 && c[0].0 == "ring-ref" {
+                m.0.remove("event-channel");
+            }
+            assert!(run(read_frontend(&mut m, &OFFER)).is_err(), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn disk_keys() {
+        let d = DiskInfo {
+            sectors: 1000,
+            sector_size: 512,
+            physical_sector_size: 4096,
+            read_only: true,
+            removable: false,
+            cdrom: false,
+            flush: true,
+            barrier: false,
+            discard: Some(Discard {
+                granularity: 4096,
+                alignment: 0,
+                secure: false,
+            }),
+        };
+        let k = d.keys(true);
+        let get = |n: &str| k.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_str());
+        assert_eq!(get("info"), Some("4"));
+        assert_eq!(get("sectors"), Some("1000"));
+        assert_eq!(get("feature-discard"), Some("1"));
+        assert_eq!(get("discard-granularity"), Some("4096"));
+        assert_eq!(get("feature-persistent"), Some("1"));
+    }
+}

@@ -18,6 +18,7 @@ mod pci;
 mod platform;
 mod rt;
 mod selftest;
+mod storage;
 mod time;
 mod xen;
 
@@ -236,14 +237,27 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
 
     let mut executor = Executor::new(time::now_ns);
     let h = executor.handle();
+    let irq_mode = match config.nvme_irq {
+        bulkhead_config::NvmeIrq::MsiX => nvme::IrqMode::MsiX,
+        bulkhead_config::NvmeIrq::Msi => nvme::IrqMode::Msi,
+        bulkhead_config::NvmeIrq::Intx => nvme::IrqMode::Intx,
+        bulkhead_config::NvmeIrq::Poll => nvme::IrqMode::Poll,
+    };
     if under_xen {
         let h2 = h.clone();
+        // The storage self-test owns the NVMe controller when it runs.
+        let own_disks = !config.test_storage;
         let peer = config.test_xen_peer;
         h.spawn("xen-init", async move {
             match xen::init(&h2).await {
                 Ok(x) => {
                     info!("xen: domid {}, xenstore home {}", x.domid(), x.home());
-                    h2.spawn("xenbus", xen::xenbus::run(x.clone(), h2.clone()));
+                    let disks = if own_disks {
+                        storage::Storage::probe(&h2, irq_mode).await
+                    } else {
+                        storage::Storage::none(&h2)
+                    };
+                    h2.spawn("xenbus", xen::xenbus::run(x.clone(), h2.clone(), disks));
                     if let Some(p) = peer {
                         h2.spawn("peer-test", xen::peertest::run(x, h2.clone(), p));
                     }
@@ -255,15 +269,9 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
         warn!("test-xen-peer: not running under Xen; ignored");
     }
     if config.test_storage {
-        let mode = match config.nvme_irq {
-            bulkhead_config::NvmeIrq::MsiX => nvme::IrqMode::MsiX,
-            bulkhead_config::NvmeIrq::Msi => nvme::IrqMode::Msi,
-            bulkhead_config::NvmeIrq::Intx => nvme::IrqMode::Intx,
-            bulkhead_config::NvmeIrq::Poll => nvme::IrqMode::Poll,
-        };
         h.spawn(
             "storage-test",
-            nvme::self_test(h.clone(), mode, config.test_nvme_timeout),
+            nvme::self_test(h.clone(), irq_mode, config.test_nvme_timeout),
         );
     } else if config.selftest {
         selftest::prepare();

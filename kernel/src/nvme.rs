@@ -3,12 +3,13 @@
 //! and the storage self-test the bare-QEMU tier runs (`test-storage`).
 
 use alloc::format;
+use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{fence, Ordering};
 
 use bulkhead_block::{BlockDevice, BlockError, Extent, Features, Target};
-use bulkhead_executor::{Handle, Signal};
+use bulkhead_executor::{Handle, Mutex, Signal};
 use bulkhead_nvme::cmd::{Command, Completion};
 use bulkhead_nvme::controller::{Config, Controller};
 use bulkhead_nvme::gpt::{self, Partition};
@@ -550,16 +551,22 @@ fn block_error(e: Error) -> BlockError {
     }
 }
 
+/// A disk shared by everything that serves from it (each backend's vbds, the self-test):
+/// one command at a time goes through the lock.
+pub type SharedDisk = Rc<Mutex<Disk>>;
+
 /// One namespace, or one partition of it, as a block device: every range is checked
 /// against the extent before the controller sees it.
-pub struct View<'a> {
-    pub disk: &'a mut Disk,
+#[derive(Clone)]
+pub struct Volume {
+    pub disk: SharedDisk,
     pub h: Handle,
     pub nsid: u32,
     pub extent: Extent,
+    pub features: Features,
 }
 
-impl BlockDevice for View<'_> {
+impl BlockDevice for Volume {
     fn block_size(&self) -> u32 {
         self.extent.block_size
     }
@@ -567,52 +574,49 @@ impl BlockDevice for View<'_> {
         self.extent.blocks
     }
     fn features(&self) -> Features {
-        self.disk.features()
+        self.features
     }
     async fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
         let dev = self.extent.map(lba, buf.len(), false)?;
-        let h = self.h.clone();
-        self.disk
-            .rw(&h, false, self.nsid, dev, buf, true)
+        let mut d = self.disk.lock().await;
+        d.rw(&self.h, false, self.nsid, dev, buf, true)
             .await
             .map_err(block_error)
     }
     async fn write(&mut self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
         let dev = self.extent.map(lba, buf.len(), true)?;
-        let h = self.h.clone();
         let mut copy = buf.to_vec();
-        self.disk
-            .rw(&h, true, self.nsid, dev, &mut copy, true)
+        let mut d = self.disk.lock().await;
+        d.rw(&self.h, true, self.nsid, dev, &mut copy, true)
             .await
             .map_err(block_error)
     }
     async fn flush(&mut self) -> Result<(), BlockError> {
-        let h = self.h.clone();
-        self.disk.flush(&h, self.nsid).await.map_err(block_error)
+        let mut d = self.disk.lock().await;
+        d.flush(&self.h, self.nsid).await.map_err(block_error)
     }
     async fn discard(&mut self, lba: u64, blocks: u64) -> Result<(), BlockError> {
         let dev = self.extent.map_blocks(lba, blocks, true)?;
-        if !self.disk.features().discard {
+        if !self.features.discard {
             return Err(BlockError::Unsupported);
         }
-        let h = self.h.clone();
-        self.disk
-            .deallocate(&h, self.nsid, dev, blocks)
+        let mut d = self.disk.lock().await;
+        d.deallocate(&self.h, self.nsid, dev, blocks)
             .await
             .map_err(block_error)
     }
 }
 
 /// Resolve an xl `target=` against the controllers and their partition tables.
+/// `namespaces[i]` are controller i's namespaces.
 pub fn resolve(
-    disks: &[Disk],
+    namespaces: &[Vec<Namespace>],
     parts: &[(usize, u32, Vec<Partition>)],
     target: &Target,
 ) -> Option<(usize, u32, Extent)> {
     let ns_extent = |d: usize, nsid: u32| {
-        disks
+        namespaces
             .get(d)?
-            .namespaces()
             .iter()
             .find(|n| n.nsid == nsid)
             .map(|n| Extent {
@@ -623,9 +627,8 @@ pub fn resolve(
             })
     };
     let part_extent = |d: usize, nsid: u32, p: &Partition| {
-        let bs = disks
+        let bs = namespaces
             .get(d)?
-            .namespaces()
             .iter()
             .find(|n| n.nsid == nsid)?
             .block_size;
@@ -789,14 +792,15 @@ async fn storage_steps(h: &Handle, mode: IrqMode, lose_one: bool) -> Result<(), 
 
     // Partition 2 by number and by name through the block-device interface.
     let all_parts = alloc::vec![(0usize, ns.nsid, parts.clone())];
+    let all_ns: Vec<Vec<Namespace>> = disks.iter().map(|d| d.namespaces().to_vec()).collect();
     let by_number = resolve(
-        &disks,
+        &all_ns,
         &all_parts,
         &Target::parse("nvme0n1p2").ok_or("target syntax")?,
     )
     .ok_or("nvme0n1p2 not found")?;
     let by_name = resolve(
-        &disks,
+        &all_ns,
         &all_parts,
         &Target::parse("part:beta").ok_or("target syntax")?,
     )
@@ -807,6 +811,7 @@ async fn storage_steps(h: &Handle, mode: IrqMode, lose_one: bool) -> Result<(), 
         ));
     }
     let d = &mut disks[0];
+    let features = d.features();
     let extent = by_name.2;
     crate::println!(
         "storage-test: targets nvme0n1p2 and part:beta both resolve to blocks {}+{}",
@@ -817,11 +822,13 @@ async fn storage_steps(h: &Handle, mode: IrqMode, lose_one: bool) -> Result<(), 
     d.write_zeroes(h, ns.nsid, extent.first + zeroed, ZERO_BLOCKS)
         .await
         .map_err(|e| format!("write zeroes: {e}"))?;
-    let mut view = View {
-        disk: d,
+    let shared: SharedDisk = Rc::new(Mutex::new(disks.remove(0)));
+    let mut view = Volume {
+        disk: shared.clone(),
         h: h.clone(),
         nsid: ns.nsid,
         extent,
+        features,
     };
     let mut z = alloc::vec![0xffu8; ZERO_BLOCKS as usize * bs];
     view.read(zeroed, &mut z)
@@ -852,7 +859,8 @@ async fn storage_steps(h: &Handle, mode: IrqMode, lose_one: bool) -> Result<(), 
         DISCARD_BLOCKS as usize * bs / 1024,
         view.features()
     );
-    let d = &mut disks[0];
+    drop(view);
+    let mut d = shared.try_lock().ok_or("disk still in use")?;
     if lose_one {
         // A command the controller never sees: timeout, abort attempt, reset, re-issue.
         d.timeout_ns = 2_000_000_000;

@@ -45,7 +45,7 @@ umount "$work/root/proc"
 cp "$work/root/boot/vmlinuz-$kver" "$out/vmlinuz"
 cp "$work/root/boot/initrd.img-$kver" "$out/initrd.img"
 
-# The Linux domU initramfs: busybox, the xl toolstack (for `xl devd`), xenstore tools, the
+# The Linux domU initramfs: busybox, the xl toolstack (for `xl devd`), xenstore tools, mkfs.ext4, the
 # modules a driver domain and a guest need, and a minimal block hotplug script. The init
 # (tests/xen/linux-init.sh) is appended by run.sh at each run, so it can change freely.
 dd="$work/root/etc/bulkhead-linux"
@@ -55,7 +55,7 @@ MODULES=list
 BUSYBOX=y
 COMPRESS=gzip
 CONF
-printf '%s\n' xen-privcmd xen-evtchn xen-gntdev xen-gntalloc xen-pcifront nvme xen-blkback xen-blkfront xen-netback xen-netfront e1000e bridge >"$dd/modules"
+printf '%s\n' xen-privcmd xen-evtchn xen-gntdev xen-gntalloc xen-pcifront nvme xen-blkback xen-blkfront xen-netback xen-netfront e1000e bridge ext4 >"$dd/modules"
 cat >"$work/root/usr/local/sbin/bulkhead-block-hotplug" <<'HOTPLUG'
 #!/bin/sh
 # Minimal block hotplug for a Linux driver domain (Debian's bash script is too slow for
@@ -79,6 +79,9 @@ for t in xenstore-read xenstore-write xenstore-ls xenstore-rm; do
     p=$(command -v $t) && copy_exec "$(readlink -f "$p")" "/usr/bin/$t"
 done
 copy_exec /usr/local/sbin/bulkhead-block-hotplug /etc/xen/scripts/bulkhead-block
+# Guests of blkback make and check an ext4 filesystem (busybox's mke2fs is ext2 only).
+copy_exec /sbin/mke2fs /sbin/mkfs.ext4
+cp /etc/mke2fs.conf "$DESTDIR/etc/"
 mkdir -p "$DESTDIR/etc/xen" "$DESTDIR/var/lib/xen"
 [ -f /etc/xen/xl.conf ] && cp /etc/xen/xl.conf "$DESTDIR/etc/xen/"
 exit 0

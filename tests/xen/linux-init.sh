@@ -5,6 +5,9 @@
 #   dd     a Linux driver domain: pcifront, nvme, blkback and `xl devd` (the baseline
 #          Bulkhead is measured against)
 #   guest  a guest: waits for its xvda and runs a write/read-back check on it
+#   blk    a guest of Bulkhead's blkback: negotiated features, 64 MiB of random data with
+#          O_DIRECT read back by checksum, ext4 with files verified after a remount,
+#          fstrim; prints "linux-blk: PASS" or "linux-blk: FAIL: why"
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 mkdir -p /proc /sys /dev /run /tmp
 mount -t proc proc /proc
@@ -42,6 +45,46 @@ guest)
         dd if=/dev/xvda bs=4096 iflag=direct count=$(( (sz + 4095) / 4096 )) 2>/dev/null | head -c "$sz" >/tmp/back
         if cmp -s /tmp/pattern /tmp/back; then say "disk ok: $sz bytes written with O_DIRECT and read back equal"; else say "FAIL: read back differs"; fi
     fi
+    ;;
+blk)
+    fail() { say "FAIL: $*"; exec sleep 100000; }
+    modprobe xen-blkfront
+    modprobe ext4
+    i=0
+    until [ -b /dev/xvda ]; do i=$((i + 1)); [ $i -gt 120 ] && fail "no /dev/xvda"; sleep 1; done
+    me=$(sed -n 's/.*bulkhead\.name=\([a-z0-9]*\).*/\1/p' /proc/cmdline)
+    say "xvda: $(cat /sys/block/xvda/size) sectors, ro=$(cat /sys/block/xvda/ro)"
+    say "$(dmesg | grep -m1 'blkfront: xvda:' | sed 's/^\[[^]]*\] //')"
+    say "queue: max_segments=$(cat /sys/block/xvda/queue/max_segments) max_hw_sectors_kb=$(cat /sys/block/xvda/queue/max_hw_sectors_kb) discard_max_bytes=$(cat /sys/block/xvda/queue/discard_max_bytes)"
+    # The disk must start out empty: a second guest served the same blocks would not.
+    [ "$(dd if=/dev/xvda bs=1M count=1 iflag=direct 2>/dev/null | tr -d '\000' | wc -c)" = 0 ] \
+        || fail "the disk does not start out empty"
+    t=$(date +%s)
+    head -c 67108864 /dev/urandom >/tmp/rand || fail "no random data"
+    want=$(sha256sum </tmp/rand | cut -d' ' -f1)
+    dd if=/tmp/rand of=/dev/xvda bs=1M oflag=direct conv=fsync 2>/dev/null || fail "O_DIRECT write failed"
+    rm /tmp/rand
+    echo 3 >/proc/sys/vm/drop_caches
+    got=$(dd if=/dev/xvda bs=1M count=64 iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1)
+    [ "$got" = "$want" ] || fail "64 MiB read back with a different sha256 ($got, wrote $want)"
+    say "raw ok: 64 MiB random written with O_DIRECT, read back with the same sha256 $want ($(( $(date +%s) - t )) s)"
+    mkfs.ext4 -q -F -E nodiscard /dev/xvda >/dev/null 2>&1 || fail "mkfs.ext4 failed"
+    mkdir -p /mnt
+    mount -t ext4 /dev/xvda /mnt || fail "mount failed"
+    cp -a /lib/modules /mnt/files || fail "copy failed"
+    echo "$me" >/mnt/owner
+    (cd /mnt && find files owner -type f | sort | xargs sha256sum) >/tmp/sums
+    sync || fail "sync failed"
+    umount /mnt || fail "umount failed"
+    echo 3 >/proc/sys/vm/drop_caches
+    mount -t ext4 /dev/xvda /mnt || fail "remount failed"
+    (cd /mnt && sha256sum -c -s /tmp/sums) || fail "files differ after the remount"
+    [ "$(cat /mnt/owner)" = "$me" ] || fail "the filesystem belongs to $(cat /mnt/owner), not $me"
+    say "ext4 ok: $(wc -l </tmp/sums) files ($(du -sk /mnt/files | cut -f1) KiB) verified after a remount"
+    trimmed=$(fstrim -v /mnt 2>&1) || fail "fstrim failed: $trimmed"
+    say "fstrim ok: $trimmed"
+    umount /mnt
+    say "PASS"
     ;;
 *)
     say "unknown role"

@@ -11,7 +11,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 here="$root/tests/xen"
-SCENARIOS=(pvh-core vbd-initwait crash hvm-core hvm-nvme linux-dd-baseline)
+SCENARIOS=(pvh-core vbd-initwait crash hvm-core hvm-nvme blkback linux-dd-baseline)
 demo=0
 if [ "${1:-}" = --demo ]; then demo=1; shift; fi
 [ $# -gt 0 ] && SCENARIOS=("$@")

@@ -11,6 +11,10 @@
 
 extern crate alloc;
 
+pub mod mutex;
+
+pub use mutex::Mutex;
+
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::rc::Rc;

@@ -139,6 +139,12 @@ impl Waiters {
         }
     }
 
+    /// Wake the task waiting on `port` as if an event came (to make it look at a stop
+    /// request).
+    pub fn kick(&self, port: Port) {
+        self.fire(port);
+    }
+
     /// Start tracking a port, so events that arrive before the first wait are kept.
     pub fn track(&self, port: Port) {
         self.map.borrow_mut().entry(port).or_insert((false, None));

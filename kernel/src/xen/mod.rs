@@ -3,6 +3,7 @@
 //! and the bookkeeping live in the host-tested `bulkhead-xen`, `bulkhead-xenstore` and
 //! `bulkhead-xenbus` crates; this module supplies the hypercalls, pages and interrupts.
 
+pub mod blkback;
 pub mod console;
 pub mod events;
 pub mod grants;

@@ -2,11 +2,13 @@
 //! our home (`backend/vbd`, `backend/vif`), and walk each through the xenbus handshake.
 //! This replaces `xl devd` of a Linux driver domain.
 //!
-//! Serving a device (blkback, netback) plugs in at `Action::Connect`; until a class has a
-//! server the device stays in InitWait, which is as far as the toolstack needs to create
-//! the guest.
+//! vbds are served by blkback (`super::blkback`) from `Action::Connect`; vifs stay in
+//! InitWait until netback exists, which is as far as the toolstack needs to create the
+//! guest.
 
+use alloc::collections::VecDeque;
 use alloc::format;
+use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -15,12 +17,13 @@ use bulkhead_xenbus::{Action, Backend, DeviceId, Discovery, Event, Kind, State};
 use bulkhead_xenstore::client::Tx;
 use log::{error, info, warn};
 
-use super::XenRef;
+use super::{blkback, XenRef};
+use crate::storage::Storage;
 
 const TOKEN: &str = "xenbus-backends";
 
 /// The `xenbus` task.
-pub async fn run(xen: XenRef, h: Handle) {
+pub async fn run(xen: XenRef, h: Handle, storage: Rc<Storage>) {
     for kind in Kind::ALL {
         let path = format!("{}/backend/{}", xen.home(), kind.as_str());
         if let Err(e) = xen.store.watch(&path, TOKEN).await {
@@ -54,7 +57,10 @@ pub async fn run(xen: XenRef, h: Handle) {
         let changes = discovery.update(&view);
         for id in changes.added {
             info!("{id}: new backend device");
-            h.spawn("xenbus-device", device(xen.clone(), id));
+            h.spawn(
+                "xenbus-device",
+                device(xen.clone(), h.clone(), storage.clone(), id),
+            );
         }
         for id in changes.removed {
             info!("{id}: backend directory removed");
@@ -88,7 +94,18 @@ fn expected_frontend(id: &DeviceId) -> String {
     )
 }
 
-async fn device(xen: XenRef, id: DeviceId) {
+/// What one device task carries between events.
+struct Device {
+    xen: XenRef,
+    h: Handle,
+    storage: Rc<Storage>,
+    be: String,
+    frontend: String,
+    b: Backend,
+    vbd: Option<blkback::Connection>,
+}
+
+async fn device(xen: XenRef, h: Handle, storage: Rc<Storage>, id: DeviceId) {
     let be = format!("{}/{}", xen.home(), id.rel_path());
     let store = &xen.store;
     let frontend = match store.read_opt(Tx::NONE, &format!("{be}/frontend")).await {
@@ -119,10 +136,24 @@ async fn device(xen: XenRef, id: DeviceId) {
         return;
     }
 
-    let mut b = Backend::new(id);
+    if id.kind == Kind::Vbd {
+        if let Err(e) = blkback::offer(&xen, &be).await {
+            warn!("{id}: cannot publish the vbd's features: {e}");
+            return;
+        }
+    }
     let token = format!("{id}");
     let fe_state = format!("{frontend}/state");
-    if !apply(&xen, &be, &mut b, Event::Created).await {
+    let mut dev = Device {
+        xen: xen.clone(),
+        h,
+        storage,
+        be: be.clone(),
+        frontend,
+        b: Backend::new(id),
+        vbd: None,
+    };
+    if !dev.apply(Event::Created).await {
         return;
     }
     for path in [be.as_str(), fe_state.as_str()] {
@@ -161,7 +192,7 @@ async fn device(xen: XenRef, id: DeviceId) {
         } else {
             Event::Frontend(fs)
         };
-        if !apply(&xen, &be, &mut b, event).await {
+        if !dev.apply(event).await {
             let _ = store.unwatch(&be, &token).await;
             let _ = store.unwatch(&fe_state, &token).await;
             info!("{id}: released");
@@ -170,35 +201,80 @@ async fn device(xen: XenRef, id: DeviceId) {
     }
 }
 
-/// Feed one event to the state machine and carry out its actions; false once the device
-/// is gone.
-async fn apply(xen: &XenRef, be: &str, b: &mut Backend, ev: Event) -> bool {
-    let mut alive = true;
-    for a in b.on(ev) {
-        match a {
-            Action::SetState(s) => {
-                if let Err(e) = xen
-                    .store
-                    .write(Tx::NONE, &format!("{be}/state"), s.as_str())
-                    .await
-                {
-                    if !e.is("ENOENT") {
-                        warn!("{}: cannot write state {s}: {e}", b.id);
+impl Device {
+    /// Feed one event to the state machine and carry out its actions; false once the
+    /// device is gone.
+    async fn apply(&mut self, ev: Event) -> bool {
+        let mut alive = true;
+        let mut todo: VecDeque<Action> = self.b.on(ev).into();
+        while let Some(a) = todo.pop_front() {
+            match a {
+                Action::SetState(s) => self.set_state(s).await,
+                Action::Connect => {
+                    let next = match self.connect().await {
+                        Ok(true) => self.b.connected(),
+                        Ok(false) => Vec::new(),
+                        Err(e) => {
+                            error!("{}: cannot connect: {e}", self.b.id);
+                            self.b.connect_failed()
+                        }
+                    };
+                    todo.extend(next);
+                }
+                Action::Disconnect => {
+                    if let Some(c) = self.vbd.take() {
+                        c.close(&self.xen, &self.h).await;
                     }
                 }
-                info!("{}: backend {s} (frontend {})", b.id, b.frontend_state());
+                Action::Destroy => alive = false,
             }
-            Action::Connect => {
-                // No class has a server yet: the device stays offered (InitWait).
+        }
+        alive
+    }
+
+    /// Start serving; `Ok(false)` when the class has no server (the device stays
+    /// offered).
+    async fn connect(&mut self) -> Result<bool, String> {
+        match self.b.id.kind {
+            Kind::Vbd => {
+                let c = blkback::connect(
+                    &self.xen,
+                    &self.h,
+                    &self.storage,
+                    &self.b.id,
+                    &self.be,
+                    &self.frontend,
+                )
+                .await?;
+                self.vbd = Some(c);
+                Ok(true)
+            }
+            Kind::Vif => {
+                // No netback yet: the device stays offered (InitWait).
                 info!(
-                    "{}: frontend is ready, but {} devices are not served yet",
-                    b.id,
-                    b.id.kind.as_str()
+                    "{}: frontend is ready, but vif devices are not served yet",
+                    self.b.id
                 );
+                Ok(false)
             }
-            Action::Disconnect => {}
-            Action::Destroy => alive = false,
         }
     }
-    alive
+
+    async fn set_state(&mut self, s: State) {
+        if let Err(e) = self
+            .xen
+            .store
+            .write(Tx::NONE, &format!("{}/state", self.be), s.as_str())
+            .await
+        {
+            if !e.is("ENOENT") {
+                warn!("{}: cannot write state {s}: {e}", self.b.id);
+            }
+        }
+        info!(
+            "{}: backend {s} (frontend {})",
+            self.b.id,
+            self.b.frontend_state()
+        );
+    }
 }

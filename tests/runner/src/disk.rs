@@ -1,5 +1,5 @@
 //! The NVMe disk image the storage scenarios boot with: every block filled with a known
-//! pattern, then a GPT with two partitions written by sfdisk (an independent
+//! pattern, then a GPT with its partitions written by sfdisk (an independent
 //! implementation, so the kernel's GPT parser is checked against a real tool). After QEMU
 //! exits the image is checked from the host: the kernel's writes must be there and
 //! nothing else may have changed.
@@ -8,11 +8,18 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 pub const BLOCK: usize = 512;
-pub const BLOCKS: u64 = 16384;
+/// Blocks filled with the pattern (partitions 1-3); the guest partitions after them
+/// start out zero (sparse).
+pub const PATTERN_BLOCKS: u64 = 16384;
+pub const BLOCKS: u64 = PATTERN_BLOCKS + 2 * GUEST_PART + 2048;
 pub const P1: (u64, u64) = (2048, 2048);
 pub const P2: (u64, u64) = (4096, 8192);
 /// Scratch partition for other drivers in the Xen tier (the Linux baseline); not checked.
 pub const P3: (u64, u64) = (12288, 2048);
+/// Two 96 MiB partitions the Xen tier's blkback guests use ("delta", "epsilon").
+pub const GUEST_PART: u64 = 196608;
+pub const P4: (u64, u64) = (PATTERN_BLOCKS, GUEST_PART);
+pub const P5: (u64, u64) = (PATTERN_BLOCKS + GUEST_PART, GUEST_PART);
 /// Must match kernel/src/nvme.rs (WRITE_SEED, WRITE_BYTES).
 pub const WRITE_SEED: u8 = 0x5a;
 pub const WRITE_BYTES: u64 = 256 * 1024;
@@ -27,14 +34,20 @@ pub fn pattern(seed: u8, lba: u64, i: usize) -> u8 {
 }
 
 pub fn create(path: &Path) -> Result<(), String> {
-    let mut img = vec![0u8; (BLOCKS as usize) * BLOCK];
+    let mut img = vec![0u8; (PATTERN_BLOCKS as usize) * BLOCK];
     for (k, b) in img.iter_mut().enumerate() {
         *b = pattern(0, (k / BLOCK) as u64, k % BLOCK);
     }
-    std::fs::write(path, &img).map_err(|e| format!("{}: {e}", path.display()))?;
+    let io = |e: std::io::Error| format!("{}: {e}", path.display());
+    std::fs::write(path, &img).map_err(io)?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_len(BLOCKS * BLOCK as u64))
+        .map_err(io)?;
     let script = format!(
-        "label: gpt\nstart={}, size={}, name=alpha\nstart={}, size={}, name=beta\nstart={}, size={}, name=gamma\n",
-        P1.0, P1.1, P2.0, P2.1, P3.0, P3.1
+        "label: gpt\nstart={}, size={}, name=alpha\nstart={}, size={}, name=beta\nstart={}, size={}, name=gamma\nstart={}, size={}, name=delta\nstart={}, size={}, name=epsilon\n",
+        P1.0, P1.1, P2.0, P2.1, P3.0, P3.1, P4.0, P4.1, P5.0, P5.1
     );
     let mut child = Command::new("sfdisk")
         .arg("-q")
@@ -122,7 +135,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("bulkhead-disk-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("d.img");
-        let mut img: Vec<u8> = (0..BLOCKS as usize * BLOCK)
+        let mut img: Vec<u8> = (0..PATTERN_BLOCKS as usize * BLOCK)
             .map(|k| pattern(0, (k / BLOCK) as u64, k % BLOCK))
             .collect();
         std::fs::write(&p, &img).unwrap();

@@ -1,0 +1,404 @@
+//! blkback's kernel side: xenstore reads and writes, mapping the shared ring, binding the
+//! event channel, and the task that serves a ring. Decoding, validation and the data
+//! path are `bulkhead-blkback`'s; here they meet real grants and the NVMe disk.
+
+use alloc::format;
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cell::Cell;
+use core::sync::atomic::{fence, AtomicU32, Ordering};
+
+use bulkhead_blkback::abi::PAGE_SIZE;
+use bulkhead_blkback::io::{copy_ops, op_gref, Geometry, GrantFault, GuestMemory, Piece};
+use bulkhead_blkback::negotiate::{self, Discard, DiskInfo, Keys, Offer};
+use bulkhead_blkback::queue::Queue;
+use bulkhead_blkback::request::Limits;
+use bulkhead_blkback::ring::{BackRing, RingMemory};
+use bulkhead_block::{BlockDevice, Target};
+use bulkhead_executor::Handle;
+use bulkhead_xen::abi::{DomId, Port};
+use bulkhead_xen::grants::Mapping;
+use bulkhead_xen::Hypervisor;
+use bulkhead_xenbus::DeviceId;
+use bulkhead_xenstore::client::Tx;
+use log::{error, info, warn};
+
+use super::{Hv, XenRef};
+use crate::nvme::Volume;
+use crate::storage::Storage;
+
+/// What every vbd offers. 256 indirect segments (1 MiB requests) and up to 4-page
+/// rings, as Linux's blkback; one queue per vbd (one vCPU serves everything).
+pub const OFFER: Offer = Offer {
+    max_indirect_segments: 256,
+    max_ring_page_order: 2,
+    max_queues: 1,
+    persistent: false,
+};
+
+/// Publish the transport limits (before InitWait).
+pub async fn offer(xen: &XenRef, be: &str) -> Result<(), String> {
+    for (k, v) in OFFER.keys() {
+        xen.store
+            .write(Tx::NONE, &format!("{be}/{k}"), &v)
+            .await
+            .map_err(|e| format!("write {k}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// A served vbd; dropping it does not stop the ring task, [`Connection::close`] does.
+pub struct Connection {
+    port: Port,
+    stop: Rc<Cell<bool>>,
+    done: Rc<Cell<bool>>,
+}
+
+struct FrontendKeys<'a> {
+    xen: &'a XenRef,
+    dir: &'a str,
+}
+
+impl Keys for FrontendKeys<'_> {
+    async fn get(&mut self, key: &str) -> Option<String> {
+        self.xen
+            .store
+            .read_opt(Tx::NONE, &format!("{}/{key}", self.dir))
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+/// Read both sides' nodes, map the ring, bind the channel, publish the disk and start
+/// serving. On error nothing stays mapped or bound.
+pub async fn connect(
+    xen: &XenRef,
+    h: &Handle,
+    storage: &Storage,
+    id: &DeviceId,
+    be: &str,
+    fe: &str,
+) -> Result<Connection, String> {
+    let read = |k: &'static str| {
+        let p = format!("{be}/{k}");
+        async move { xen.store.read_opt(Tx::NONE, &p).await.ok().flatten() }
+    };
+    let params = read("params")
+        .await
+        .ok_or("no params node (the xl target=)")?;
+    let params = params.trim_end_matches('\0');
+    let read_only = match read("mode").await.as_deref() {
+        Some("r") | Some("ro") => true,
+        Some("w") | Some("rw") | None => false,
+        Some(m) => return Err(format!("mode {m:?} is neither r nor w")),
+    };
+    let discard_enable = read("discard-enable").await.as_deref() != Some("0");
+    let target = Target::parse(params)
+        .ok_or_else(|| format!("target {params:?} is not nvmeXnY, nvmeXnYpZ or part:NAME"))?;
+    let volume = storage
+        .volume(&target, read_only)
+        .ok_or_else(|| format!("target {params:?} does not exist"))?;
+
+    let front = negotiate::read_frontend(&mut FrontendKeys { xen, dir: fe }, &OFFER).await?;
+    let queue_ring = front.queues.first().ok_or("no queue")?.clone();
+
+    let bs = volume.block_size();
+    let features = volume.features();
+    let disk = DiskInfo {
+        sectors: volume.blocks() * (bs as u64 / 512),
+        sector_size: bs,
+        physical_sector_size: bs,
+        read_only,
+        removable: false,
+        cdrom: false,
+        flush: features.flush,
+        barrier: features.flush,
+        discard: (features.discard && discard_enable && !read_only).then_some(Discard {
+            granularity: bs,
+            alignment: 0,
+            secure: false,
+        }),
+    };
+    let limits = Limits {
+        max_indirect_segments: OFFER.max_indirect_segments as usize,
+        barrier: disk.barrier,
+        flush: disk.flush,
+        discard: disk.discard.is_some(),
+        secure_discard: false,
+    };
+
+    // Map the ring pages.
+    let dom = id.frontend;
+    let reqs: Vec<(DomId, u32, bool)> = queue_ring.refs.iter().map(|&r| (dom, r, false)).collect();
+    let results = xen.slots.borrow_mut().map(&mut Hv, &reqs);
+    let mut maps = Vec::new();
+    let mut failure = None;
+    for (r, gref) in results.into_iter().zip(&queue_ring.refs) {
+        match r {
+            Ok(m) => maps.push(m),
+            Err(e) => failure = Some(format!("cannot map ring grant {gref}: {e}")),
+        }
+    }
+    if let Some(f) = failure {
+        unmap(xen, &maps);
+        return Err(f);
+    }
+    let ring = match BackRing::attach(
+        MappedRing {
+            pages: maps.iter().map(|m| m.addr).collect(),
+        },
+        front.protocol,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            unmap(xen, &maps);
+            return Err(format!("ring: {e}"));
+        }
+    };
+    let port = match xen.with_ports(|p, hv| p.bind_interdomain(hv, dom, queue_ring.event_channel)) {
+        Ok(p) => p,
+        Err(e) => {
+            unmap(xen, &maps);
+            return Err(format!(
+                "cannot bind event channel {} of domain {dom} ({})",
+                queue_ring.event_channel, e.0
+            ));
+        }
+    };
+    xen.waiters.track(port);
+    if let Err(e) = super::events::unmask(port) {
+        warn!("{id}: unmask port {port}: {}", e.0);
+    }
+
+    if let Err(e) = publish(xen, be, &disk.keys(front.persistent)).await {
+        release(xen, port, &maps);
+        return Err(e);
+    }
+    let name = format!("{id}");
+    info!(
+        "{id}: serving {params} ({} MiB, {bs}-byte sectors{}) to domain {dom}: {} ring page(s), {} entries, {}, event channel {port}",
+        disk.sectors / 2048,
+        if read_only { ", read-only" } else { "" },
+        maps.len(),
+        ring.entries(),
+        front.protocol.name(),
+    );
+    let queue = Queue::new(
+        name,
+        ring,
+        limits,
+        Geometry {
+            sectors: disk.sectors,
+            block_size: bs,
+        },
+        read_only,
+    );
+    let stop = Rc::new(Cell::new(false));
+    let done = Rc::new(Cell::new(false));
+    h.spawn(
+        "blkback-ring",
+        serve(
+            xen.clone(),
+            queue,
+            volume,
+            GrantCopier { dom },
+            port,
+            maps,
+            stop.clone(),
+            done.clone(),
+            be.into(),
+        ),
+    );
+    Ok(Connection { port, stop, done })
+}
+
+impl Connection {
+    /// Stop serving (the request in progress completes) and release the ring.
+    pub async fn close(self, xen: &XenRef, h: &Handle) {
+        self.stop.set(true);
+        xen.waiters.kick(self.port);
+        while !self.done.get() {
+            h.sleep(1_000_000).await;
+        }
+    }
+}
+
+/// Publish the disk in one transaction, retrying when xenstored says another transaction
+/// got in first.
+async fn publish(xen: &XenRef, be: &str, keys: &[(&'static str, String)]) -> Result<(), String> {
+    for _ in 0..8 {
+        let tx = xen
+            .store
+            .transaction_start()
+            .await
+            .map_err(|e| format!("transaction: {e}"))?;
+        let mut failed = None;
+        for (k, v) in keys {
+            if let Err(e) = xen.store.write(tx, &format!("{be}/{k}"), v).await {
+                failed = Some(format!("write {k}: {e}"));
+                break;
+            }
+        }
+        if let Some(f) = failed {
+            let _ = xen.store.transaction_end(tx, false).await;
+            return Err(f);
+        }
+        match xen.store.transaction_end(tx, true).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => continue,
+            Err(e) => return Err(format!("commit: {e}")),
+        }
+    }
+    Err("transaction kept conflicting".into())
+}
+
+fn unmap(xen: &XenRef, maps: &[Mapping]) {
+    for (m, r) in maps.iter().zip(xen.slots.borrow_mut().unmap(&mut Hv, maps)) {
+        if let Err(e) = r {
+            error!("unmap of domain {}'s grant {}: {e}", m.dom, m.gref);
+        }
+    }
+}
+
+fn release(xen: &XenRef, port: Port, maps: &[Mapping]) {
+    xen.waiters.forget(port);
+    if let Err(e) = xen.with_ports(|p, hv| p.close(hv, port)) {
+        warn!("close event channel {port}: {}", e.0);
+    }
+    unmap(xen, maps);
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    xen: XenRef,
+    mut queue: Queue<MappedRing>,
+    mut volume: Volume,
+    mut guest: GrantCopier,
+    port: Port,
+    maps: Vec<Mapping>,
+    stop: Rc<Cell<bool>>,
+    done: Rc<Cell<bool>>,
+    be: String,
+) {
+    loop {
+        if stop.get() {
+            break;
+        }
+        let r = match queue.serve_available(&mut volume, &mut guest).await {
+            Ok(notify) => {
+                if notify {
+                    let _ = Hv.evtchn_send(port);
+                }
+                queue.final_check()
+            }
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => {
+                // As Linux's "fatal error": the frontend broke the ring protocol. Stop
+                // reading its ring and tell it through our state (Closing).
+                error!("{}: {e}; disconnecting the frontend", queue.name);
+                let _ = xen.store.write(Tx::NONE, &format!("{be}/state"), "5").await;
+                break;
+            }
+        }
+        if stop.get() {
+            break;
+        }
+        xen.waiters.wait(port).await;
+    }
+    release(&xen, port, &maps);
+    let s = queue.stats;
+    info!(
+        "{}: ring closed after {} requests ({} errors, {} KiB read, {} KiB written); map slots in use {}, ports open {}",
+        queue.name,
+        s.requests,
+        s.errors,
+        s.read_bytes / 1024,
+        s.written_bytes / 1024,
+        xen.slots.borrow().in_use(),
+        xen.ports.borrow().len(),
+    );
+    done.set(true);
+}
+
+/// The ring pages, each mapped (identity) at a ballooned slot, not necessarily adjacent.
+struct MappedRing {
+    pages: Vec<u64>,
+}
+
+impl MappedRing {
+    fn at(&self, off: usize) -> usize {
+        self.pages[off / PAGE_SIZE] as usize + off % PAGE_SIZE
+    }
+}
+
+impl RingMemory for MappedRing {
+    fn len(&self) -> usize {
+        self.pages.len() * PAGE_SIZE
+    }
+    fn load_u32(&self, off: usize) -> u32 {
+        // SAFETY: a 4-byte aligned index inside the mapped first ring page, shared with the
+        // frontend; accessed atomically because both sides write the page.
+        unsafe { AtomicU32::from_ptr(self.at(off) as *mut u32) }.load(Ordering::Acquire)
+    }
+    fn store_u32(&mut self, off: usize, v: u32) {
+        // SAFETY: as for `load_u32`.
+        unsafe { AtomicU32::from_ptr(self.at(off) as *mut u32) }.store(v, Ordering::Release)
+    }
+    fn read(&self, off: usize, out: &mut [u8]) {
+        // A ring slot may straddle two non-adjacent pages of a multi-page ring.
+        for (i, b) in out.iter_mut().enumerate() {
+            // SAFETY: inside the mapped ring (the ring code only asks for slots within
+            // `len`); volatile because the frontend may change it at any time — we read
+            // each byte once into our private copy.
+            *b = unsafe { core::ptr::read_volatile(self.at(off + i) as *const u8) };
+        }
+    }
+    fn write(&mut self, off: usize, data: &[u8]) {
+        for (i, b) in data.iter().enumerate() {
+            // SAFETY: as for `read`.
+            unsafe { core::ptr::write_volatile(self.at(off + i) as *mut u8, *b) };
+        }
+    }
+    fn full_fence(&self) {
+        fence(Ordering::SeqCst);
+    }
+}
+
+/// The frontend's pages through grant copies into our (identity-mapped) buffers.
+struct GrantCopier {
+    dom: DomId,
+}
+
+impl GrantCopier {
+    fn copy(&mut self, pieces: &[Piece], local: u64, to_guest: bool) -> Result<(), GrantFault> {
+        let mut ops = copy_ops(self.dom, pieces, local, to_guest);
+        if let Err(e) = Hv.grant_copy(&mut ops) {
+            return Err(GrantFault {
+                gref: pieces.first().map_or(0, |p| p.gref),
+                status: e.0 as i16,
+            });
+        }
+        match ops.iter().find(|o| o.status != 0) {
+            Some(o) => Err(GrantFault {
+                gref: op_gref(o),
+                status: o.status,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl GuestMemory for GrantCopier {
+    fn read(&mut self, pieces: &[Piece], buf: &mut [u8]) -> Result<(), GrantFault> {
+        self.copy(pieces, buf.as_mut_ptr() as u64, false)
+    }
+    fn write(&mut self, pieces: &[Piece], buf: &[u8]) -> Result<(), GrantFault> {
+        self.copy(pieces, buf.as_ptr() as u64, true)
+    }
+}

@@ -1,0 +1,62 @@
+# Bulkhead serving disks: the NVMe passed through to Bulkhead (HVM), two stock Debian
+# Linux guests whose disks name Bulkhead as backend, each on its own GPT partition (one by
+# name, one by number), running at the same time. Each guest checks the negotiated
+# features, 64 MiB of random data through O_DIRECT, ext4 across a remount and fstrim.
+# Then both guests go away and Bulkhead must have released every ring.
+. ./lib.sh
+mkdir -p /usr/lib/bulkhead/qemu-roms
+cp /usr/share/qemu/multiboot.bin /usr/lib/bulkhead/qemu-roms/multiboot_dma.bin
+log=$(console_of bulkhead)
+rm -f "$log"
+modprobe xen-pciback 2>/dev/null
+xl pci-assignable-list | grep -q "00:03.0" || xl pci-assignable-add 00:03.0 || fail "pci-assignable-add failed"
+t0=$(date +%s%N)
+xl create "$XLCFG/driverdomain.cfg" "kernel=\"$IMAGE\"" 'pci=[ "00:03.0" ]' || fail "xl create of the driver domain failed"
+dd=$(xl domid bulkhead)
+expect "$log" "storage: nvme0n1p5 \"epsilon\"" 240 "Bulkhead did not find the guest partitions"
+expect "$log" "xenbus: watching|watching /local/domain/$dd/backend" 60 "xenbus watcher not started"
+guest_cfg() {
+    cat >"/tmp/$1.cfg" <<CFG
+name = "$1"
+type = "pvh"
+kernel = "/host/linux/vmlinuz"
+ramdisk = "/host/linux/linux-initrd.img"
+extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=blk bulkhead.name=$1"
+memory = 256
+on_crash = "preserve"
+disk = [ 'format=raw,vdev=xvda,access=rw,backend=bulkhead,target=$2' ]
+CFG
+}
+guest_cfg blk1 part:delta
+guest_cfg blk2 nvme0n1p5
+rm -f "$(console_of blk1)" "$(console_of blk2)"
+xl create /tmp/blk1.cfg || fail "xl create blk1 failed"
+xl create /tmp/blk2.cfg || fail "xl create blk2 failed"
+g1=$(xl domid blk1)
+expect "$log" "vbd-$g1-51712: backend Connected" 240 "blk1's disk never Connected"
+t1=$(date +%s%N)
+echo "figure: Bulkhead driver domain: xl create to first backend Connected: $(( (t1 - t0) / 1000000 )) ms (includes starting the guest)"
+for g in blk1 blk2; do
+    expect "$(console_of $g)" "linux-blk: (PASS|FAIL)" 900 "$g did not finish its disk checks"
+done
+for g in blk1 blk2; do
+    grep "linux-blk:" "$(console_of $g)" | sed "s/^/$g: /"
+done
+grep -E "vbd-.*: serving" "$log"
+for g in blk1 blk2; do
+    grep -q "linux-blk: PASS" "$(console_of $g)" || fail "$g: $(grep 'linux-blk: FAIL' "$(console_of $g)")"
+done
+grep "blkfront: xvda:" "$(console_of blk1)" | grep -q "indirect descriptors: enabled" \
+    || fail "blkfront did not negotiate indirect descriptors"
+grep "blkfront: xvda:" "$(console_of blk1)" | grep -q "flush diskcache: enabled" \
+    || fail "blkfront did not negotiate flush"
+xl destroy blk1
+xl destroy blk2
+expect "$log" "vbd-$g1-51712: ring closed" 60 "Bulkhead did not close blk1's ring"
+g2=$(grep -o "vbd-[0-9]*-51712: serving nvme0n1p5" "$log" | head -1 | cut -d- -f2)
+expect "$log" "vbd-$g2-51712: ring closed" 60 "Bulkhead did not close blk2's ring"
+grep "ring closed" "$log"
+grep "ring closed" "$log" | tail -1 | grep -q "map slots in use 0," || fail "grant mappings left behind"
+grep -E "PANIC|panicked" "$log" && fail "Bulkhead panicked"
+dom0_healthy
+echo "blkback: ok"

@@ -97,7 +97,7 @@ fn storage(
     let mut expect: Vec<String> = vec![
         "nvme0 (".to_string(),
         format!("{mode}"),
-        "nvme0n1: 16384 blocks of 512 bytes".into(),
+        format!("nvme0n1: {} blocks of 512 bytes", crate::disk::BLOCKS),
         "storage-test: nvme0n1p1 \"alpha\" blocks 2048-4095".into(),
         "storage-test: nvme0n1p2 \"beta\" blocks 4096-12287".into(),
         "storage-test: read 1024 KiB of nvme0n1p1 and verified the pattern".into(),

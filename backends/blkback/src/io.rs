@@ -137,7 +137,7 @@ pub struct Done {
 /// Serve one decoded request: fetch indirect segments, check the range, move the data.
 /// The device sees nothing until every check passed; data read from the device reaches
 /// the guest only if the device succeeded.
-pub async fn execute<D: BlockDevice, G: GuestMemory>(
+pub async fn execute<D: BlockDevice, G: GuestMemory + ?Sized>(
     req: &Request,
     geo: &Geometry,
     read_only: bool,
@@ -207,7 +207,7 @@ pub async fn execute<D: BlockDevice, G: GuestMemory>(
     }
 }
 
-async fn transfer<D: BlockDevice, G: GuestMemory>(
+async fn transfer<D: BlockDevice, G: GuestMemory + ?Sized>(
     write: bool,
     sector: u64,
     segments: &[Segment],

@@ -8,6 +8,7 @@
 //! - [`request`]: request decoding and validation;
 //! - [`io`]: the data path (grant copies, range checks, device calls);
 //! - [`negotiate`]: the xenstore keys we publish and the frontend's we read;
+//! - [`persistent`]: the bounded cache of persistently mapped grants;
 //! - [`queue`]: one ring served end to end, with its counters.
 #![no_std]
 #![forbid(unsafe_code)]
@@ -17,6 +18,7 @@ extern crate alloc;
 pub mod abi;
 pub mod io;
 pub mod negotiate;
+pub mod persistent;
 pub mod queue;
 pub mod request;
 pub mod ring;

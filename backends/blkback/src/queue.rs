@@ -75,7 +75,7 @@ impl<M: RingMemory> Queue<M> {
     /// Serve every request the frontend has published, in order. Returns whether the
     /// frontend must be notified. A ring error means the frontend broke the ring
     /// protocol: the caller disconnects it.
-    pub async fn serve_available<D: BlockDevice, G: GuestMemory>(
+    pub async fn serve_available<D: BlockDevice, G: GuestMemory + ?Sized>(
         &mut self,
         dev: &mut D,
         guest: &mut G,

@@ -2,17 +2,22 @@
 //! fake hypervisor), a shared ring in memory, and a disk in memory. Requests go through
 //! the same ring, decoder, grant-copy builder and data path the kernel uses.
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::pin::pin;
+use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use bulkhead_blkback::abi::*;
 use bulkhead_blkback::io::{copy_ops, op_gref, Geometry, GrantFault, GuestMemory, Piece};
+use bulkhead_blkback::persistent::{GrantMapper, Persistent};
 use bulkhead_blkback::queue::Queue;
 use bulkhead_blkback::request::{encode, encode_discard, encode_indirect, Limits, Segment};
 use bulkhead_blkback::ring::{BackRing, RingMemory, VecRing};
 use bulkhead_block::{BlockDevice, BlockError, Features};
+use bulkhead_xen::abi::{self as xabi, DomId, GrantRef};
 use bulkhead_xen::fake::FakeXen;
+use bulkhead_xen::grants::Mapping;
 use bulkhead_xen::Hypervisor;
 
 const GUEST: u16 = 7;
@@ -20,8 +25,7 @@ const GUEST: u16 = 7;
 /// Guest memory reached only through grant copies, into a buffer at an address that is
 /// deliberately not page aligned (so copies split on our side too).
 struct Guest {
-    xen: FakeXen,
-    copies: usize,
+    xen: Rc<RefCell<FakeXen>>,
 }
 
 const LOCAL: u64 = 0x4000_0a00;
@@ -35,8 +39,10 @@ impl Guest {
 
     fn copy(&mut self, pieces: &[Piece], to_guest: bool) -> Result<(), GrantFault> {
         let mut ops = copy_ops(GUEST, pieces, LOCAL, to_guest);
-        self.copies += ops.len();
-        self.xen.grant_copy(&mut ops).expect("hypercall");
+        self.xen
+            .borrow_mut()
+            .grant_copy(&mut ops)
+            .expect("hypercall");
         match ops.iter().find(|o| o.status != 0) {
             Some(o) => Err(GrantFault {
                 gref: op_gref(o),
@@ -50,12 +56,13 @@ impl Guest {
 impl GuestMemory for Guest {
     fn read(&mut self, pieces: &[Piece], buf: &mut [u8]) -> Result<(), GrantFault> {
         for f in self.frames(buf.len()) {
-            self.xen.local_frame(f, &[]);
+            self.xen.borrow_mut().local_frame(f, &[]);
         }
         self.copy(pieces, false)?;
+        let xen = self.xen.borrow();
         for (i, b) in buf.iter_mut().enumerate() {
             let a = LOCAL + i as u64;
-            *b = self.xen.local(a / 4096)[(a % 4096) as usize];
+            *b = xen.local(a / 4096)[(a % 4096) as usize];
         }
         Ok(())
     }
@@ -69,9 +76,67 @@ impl GuestMemory for Guest {
                     *p = buf[(a - LOCAL) as usize];
                 }
             }
-            self.xen.local_frame(f, &page);
+            self.xen.borrow_mut().local_frame(f, &page);
         }
         self.copy(pieces, true)
+    }
+}
+
+/// Maps grants through the fake hypervisor at made-up addresses.
+struct FakeMapper {
+    xen: Rc<RefCell<FakeXen>>,
+    free: Vec<u64>,
+}
+
+impl GrantMapper for FakeMapper {
+    fn map(&mut self, dom: DomId, grefs: &[GrantRef]) -> Vec<Option<Mapping>> {
+        grefs
+            .iter()
+            .map(|&gref| {
+                let addr = self.free.pop()?;
+                let mut op = [xabi::MapGrantRef {
+                    host_addr: addr,
+                    flags: xabi::GNTMAP_HOST_MAP,
+                    gref,
+                    dom,
+                    ..Default::default()
+                }];
+                self.xen.borrow_mut().grant_map(&mut op).unwrap();
+                if op[0].status != 0 {
+                    self.free.push(addr);
+                    return None;
+                }
+                Some(Mapping {
+                    addr,
+                    handle: op[0].handle,
+                    dom,
+                    gref,
+                    readonly: false,
+                })
+            })
+            .collect()
+    }
+    fn unmap(&mut self, maps: &[Mapping]) {
+        for m in maps {
+            let mut op = [xabi::UnmapGrantRef {
+                host_addr: m.addr,
+                handle: m.handle,
+                ..Default::default()
+            }];
+            self.xen.borrow_mut().grant_unmap(&mut op).unwrap();
+            assert_eq!(op[0].status, 0);
+            self.free.push(m.addr);
+        }
+    }
+    fn copy_from(&mut self, m: &Mapping, offset: usize, dst: &mut [u8]) {
+        let xen = self.xen.borrow();
+        let page = xen.mapped_page(m.addr).expect("mapped");
+        dst.copy_from_slice(&page[offset..offset + dst.len()]);
+    }
+    fn copy_to(&mut self, m: &Mapping, offset: usize, src: &[u8]) {
+        let mut xen = self.xen.borrow_mut();
+        let page = xen.mapped_page_mut(m.addr).expect("mapped");
+        page[offset..offset + src.len()].copy_from_slice(src);
     }
 }
 
@@ -161,7 +226,8 @@ struct Front {
 struct Rig {
     front: Front,
     queue: Queue<VecRing>,
-    guest: Guest,
+    xen: Rc<RefCell<FakeXen>>,
+    guest: Box<dyn GuestMemory>,
     disk: MemDisk,
 }
 
@@ -178,6 +244,7 @@ impl Rig {
             sectors: disk_bytes as u64 / 512,
             block_size: bs,
         };
+        let xen = Rc::new(RefCell::new(FakeXen::new(1)));
         Rig {
             front: Front {
                 protocol,
@@ -185,12 +252,31 @@ impl Rig {
                 rsp_cons: 0,
             },
             queue: Queue::new("vbd-7-51712".into(), ring, LIMITS, geo, read_only),
-            guest: Guest {
-                xen: FakeXen::new(1),
-                copies: 0,
-            },
+            guest: Box::new(Guest { xen: xen.clone() }),
+            xen,
             disk,
         }
+    }
+
+    /// Serve through persistently mapped grants (at most `capacity`); the returned
+    /// handle reads the cache's statistics after the guest is swapped back.
+    fn persistent(&mut self, capacity: usize) -> Rc<RefCell<Option<PersistentProbe>>> {
+        let probe = Rc::new(RefCell::new(None));
+        self.guest = Box::new(Probed {
+            inner: Persistent::new(
+                GUEST,
+                FakeMapper {
+                    xen: self.xen.clone(),
+                    free: (0..64).map(|i| 0x8000_0000 + i * 4096).collect(),
+                },
+                Guest {
+                    xen: self.xen.clone(),
+                },
+                capacity,
+            ),
+            probe: probe.clone(),
+        });
+        probe
     }
 
     fn ring_mut(&mut self) -> &mut VecRing {
@@ -213,7 +299,7 @@ impl Rig {
         let Rig {
             queue, guest, disk, ..
         } = self;
-        run(queue.serve_available(disk, guest)).expect("ring intact");
+        run(queue.serve_available(disk, guest.as_mut())).expect("ring intact");
         let slot = self.front.protocol.slot_size();
         let mut out = Vec::new();
         let mut cons = self.front.rsp_cons;
@@ -237,11 +323,55 @@ impl Rig {
     }
 
     fn page(&mut self, content: &[u8]) -> u32 {
-        self.guest.xen.foreign_grant(GUEST, content, false)
+        self.xen.borrow_mut().foreign_grant(GUEST, content, false)
     }
 
     fn guest_page(&self, gref: u32) -> Vec<u8> {
-        self.guest.xen.foreign_page(GUEST, gref).unwrap().to_vec()
+        self.xen
+            .borrow()
+            .foreign_page(GUEST, gref)
+            .unwrap()
+            .to_vec()
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct PersistentProbe {
+    cached: usize,
+    stats: bulkhead_blkback::persistent::PersistentStats,
+}
+
+/// The persistent cache, reporting its state after every call.
+struct Probed {
+    inner: Persistent<FakeMapper, Guest>,
+    probe: Rc<RefCell<Option<PersistentProbe>>>,
+}
+
+impl Probed {
+    fn report(&self) {
+        *self.probe.borrow_mut() = Some(PersistentProbe {
+            cached: self.inner.len(),
+            stats: self.inner.stats,
+        });
+    }
+}
+
+impl GuestMemory for Probed {
+    fn read(&mut self, pieces: &[Piece], buf: &mut [u8]) -> Result<(), GrantFault> {
+        let r = self.inner.read(pieces, buf);
+        self.report();
+        r
+    }
+    fn write(&mut self, pieces: &[Piece], buf: &[u8]) -> Result<(), GrantFault> {
+        let r = self.inner.write(pieces, buf);
+        self.report();
+        r
+    }
+}
+
+impl Drop for Probed {
+    fn drop(&mut self) {
+        self.inner.release();
     }
 }
 
@@ -485,4 +615,52 @@ fn random_requests() {
         assert_eq!(rig.disk.data.len(), 256 * 512);
         assert!(rig.queue.stats.requests > 1000);
     }
+}
+
+#[test]
+fn persistent_grants_are_reused_bounded_and_released() {
+    let mut rig = Rig::new(Protocol::X86_64, 1 << 20, 512, false);
+    let probe = rig.persistent(8);
+    let pages: Vec<Vec<u8>> = (0..11).map(|i| pattern(4096, 40 + i)).collect();
+    let grefs: Vec<u32> = pages.iter().map(|p| rig.page(p)).collect();
+    let segs: Vec<Segment> = grefs.iter().map(|&g| seg(g, 0, 7)).collect();
+    // 11 pages, room for 8: 8 mapped, 3 copied, data whole either way.
+    rig.submit(&encode(Protocol::X86_64, OP_WRITE, 1, 0, &segs));
+    assert_eq!(rig.serve(), [(1, OP_WRITE, RSP_OKAY)]);
+    assert_eq!(&rig.disk.data[..11 * 4096], &pages.concat()[..]);
+    let p = probe.borrow().unwrap();
+    assert_eq!((p.cached, p.stats.mapped, p.stats.copied), (8, 8, 3));
+    assert_eq!(rig.xen.borrow().mapped_count(), 8);
+
+    // The same pages again (a persistent frontend reuses them): no new mappings.
+    rig.submit(&encode(Protocol::X86_64, OP_READ, 2, 0, &segs[..8]));
+    assert_eq!(rig.serve(), [(2, OP_READ, RSP_OKAY)]);
+    let p = probe.borrow().unwrap();
+    assert_eq!((p.stats.mapped, p.stats.hits), (8, 16));
+
+    // New pages push out the least recently used ones, never past the bound.
+    let fresh: Vec<u32> = (0..4).map(|_| rig.page(&[])).collect();
+    let fsegs: Vec<Segment> = fresh.iter().map(|&g| seg(g, 0, 7)).collect();
+    rig.submit(&encode(Protocol::X86_64, OP_READ, 3, 8, &fsegs));
+    assert_eq!(rig.serve(), [(3, OP_READ, RSP_OKAY)]);
+    let p = probe.borrow().unwrap();
+    assert_eq!((p.cached, p.stats.evicted), (8, 4));
+    assert_eq!(rig.xen.borrow().mapped_count(), 8);
+    for (i, g) in fresh.iter().enumerate() {
+        assert!(
+            rig.guest_page(*g) == pages[1 + i],
+            "page {i} read into a fresh mapping"
+        );
+    }
+
+    // A bad reference cannot be mapped and cannot be copied: an error, nothing cached.
+    rig.submit(&encode(Protocol::X86_64, OP_READ, 4, 0, &[seg(4242, 0, 7)]));
+    assert_eq!(rig.serve(), [(4, OP_READ, RSP_ERROR)]);
+    assert_eq!(probe.borrow().unwrap().cached, 8);
+
+    // Disconnect: every mapping goes.
+    rig.guest = Box::new(Guest {
+        xen: rig.xen.clone(),
+    });
+    assert_eq!(rig.xen.borrow().mapped_count(), 0);
 }

@@ -69,6 +69,19 @@ impl FakeXen {
         self.grants.remove(&(dom, gref));
     }
 
+    /// The page mapped at `addr`, writable (it is the granting domain's page).
+    pub fn mapped_page_mut(&mut self, addr: u64) -> Option<&mut [u8]> {
+        let (dom, gref, _) = *self.maps.get(&addr)?;
+        self.grants
+            .get_mut(&(dom, gref))
+            .map(|(p, _)| p.as_mut_slice())
+    }
+
+    /// Grants mapped right now.
+    pub fn mapped_count(&self) -> usize {
+        self.maps.len()
+    }
+
     pub fn mapped_page(&self, addr: u64) -> Option<&[u8]> {
         let (dom, gref, _) = self.maps.get(&addr)?;
         self.grants.get(&(*dom, *gref)).map(|(p, _)| p.as_slice())

@@ -1,0 +1,168 @@
+//! Persistent grants (`feature-persistent`): a frontend that reuses a fixed set of pages
+//! lets the backend keep them mapped, so a request costs a memory copy instead of a grant
+//! hypercall per page. The set kept per ring is bounded; when it is full the least
+//! recently used grants not needed by the current request are unmapped, and pieces that
+//! still find no room go through grant copies (never an error).
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+
+use bulkhead_xen::abi::{DomId, GrantRef};
+use bulkhead_xen::grants::Mapping;
+
+use crate::io::{GrantFault, GuestMemory, Piece};
+
+/// Mapping grants into our address space and copying through the mappings.
+pub trait GrantMapper {
+    /// Map `dom`'s grants read-write; one result per reference (None: refused or no
+    /// slot).
+    fn map(&mut self, dom: DomId, grefs: &[GrantRef]) -> Vec<Option<Mapping>>;
+    fn unmap(&mut self, maps: &[Mapping]);
+    fn copy_from(&mut self, m: &Mapping, offset: usize, dst: &mut [u8]);
+    fn copy_to(&mut self, m: &Mapping, offset: usize, src: &[u8]);
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PersistentStats {
+    pub hits: u64,
+    pub mapped: u64,
+    pub evicted: u64,
+    /// Pieces served by grant copy because the cache had no room or the map failed.
+    pub copied: u64,
+}
+
+pub struct Persistent<M: GrantMapper, C: GuestMemory> {
+    dom: DomId,
+    mapper: M,
+    fallback: C,
+    capacity: usize,
+    /// gref -> (mapping, stamp of the request that last used it)
+    cache: BTreeMap<GrantRef, (Mapping, u64)>,
+    stamp: u64,
+    pub stats: PersistentStats,
+}
+
+impl<M: GrantMapper, C: GuestMemory> Persistent<M, C> {
+    pub fn new(dom: DomId, mapper: M, fallback: C, capacity: usize) -> Self {
+        Persistent {
+            dom,
+            mapper,
+            fallback,
+            capacity,
+            cache: BTreeMap::new(),
+            stamp: 0,
+            stats: PersistentStats::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.cache.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cache.is_empty()
+    }
+
+    /// The mapping for each piece, mapping what is missing while there is room.
+    fn resolve(&mut self, pieces: &[Piece]) -> Vec<Option<Mapping>> {
+        self.stamp += 1;
+        let now = self.stamp;
+        let mut want: Vec<GrantRef> = Vec::new();
+        for p in pieces {
+            match self.cache.get_mut(&p.gref) {
+                Some(e) => e.1 = now,
+                None => {
+                    if !want.contains(&p.gref) {
+                        want.push(p.gref);
+                    }
+                }
+            }
+        }
+        if !want.is_empty() {
+            // Map first, then make room only for what mapped (a bad reference must not
+            // cost a good cached grant).
+            let in_use = self.cache.values().filter(|(_, s)| *s == now).count();
+            want.truncate(self.capacity.saturating_sub(in_use));
+            let got: Vec<Mapping> = self
+                .mapper
+                .map(self.dom, &want)
+                .into_iter()
+                .flatten()
+                .collect();
+            let over = (self.cache.len() + got.len()).saturating_sub(self.capacity);
+            if over > 0 {
+                // Unmap the least recently used grants this request does not use.
+                let mut old: Vec<(u64, GrantRef)> = self
+                    .cache
+                    .iter()
+                    .filter(|(_, (_, s))| *s < now)
+                    .map(|(g, (_, s))| (*s, *g))
+                    .collect();
+                old.sort_unstable();
+                let evict: Vec<Mapping> = old
+                    .iter()
+                    .take(over)
+                    .filter_map(|(_, g)| self.cache.remove(g).map(|e| e.0))
+                    .collect();
+                self.stats.evicted += evict.len() as u64;
+                self.mapper.unmap(&evict);
+            }
+            for m in got {
+                self.stats.mapped += 1;
+                self.cache.insert(m.gref, (m, now));
+            }
+        }
+        pieces
+            .iter()
+            .map(|p| {
+                let m = self.cache.get(&p.gref).map(|e| e.0);
+                if m.is_some() {
+                    self.stats.hits += 1;
+                } else {
+                    self.stats.copied += 1;
+                }
+                m
+            })
+            .collect()
+    }
+
+    /// Unmap everything (disconnect); returns how many grants were mapped.
+    pub fn release(&mut self) -> usize {
+        let all: Vec<Mapping> = core::mem::take(&mut self.cache)
+            .into_values()
+            .map(|e| e.0)
+            .collect();
+        self.mapper.unmap(&all);
+        all.len()
+    }
+}
+
+impl<M: GrantMapper, C: GuestMemory> GuestMemory for Persistent<M, C> {
+    fn read(&mut self, pieces: &[Piece], buf: &mut [u8]) -> Result<(), GrantFault> {
+        let maps = self.resolve(pieces);
+        let mut at = 0;
+        for (p, m) in pieces.iter().zip(maps) {
+            let dst = &mut buf[at..at + p.len as usize];
+            match m {
+                Some(m) => self.mapper.copy_from(&m, p.offset as usize, dst),
+                None => self.fallback.read(core::slice::from_ref(p), dst)?,
+            }
+            at += p.len as usize;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, pieces: &[Piece], buf: &[u8]) -> Result<(), GrantFault> {
+        let maps = self.resolve(pieces);
+        let mut at = 0;
+        for (p, m) in pieces.iter().zip(maps) {
+            let src = &buf[at..at + p.len as usize];
+            match m {
+                Some(m) => self.mapper.copy_to(&m, p.offset as usize, src),
+                None => self.fallback.write(core::slice::from_ref(p), src)?,
+            }
+            at += p.len as usize;
+        }
+        Ok(())
+    }
+}

@@ -60,7 +60,7 @@ blk)
     [ "$(dd if=/dev/xvda bs=1M count=1 iflag=direct 2>/dev/null | tr -d '\000' | wc -c)" = 0 ] \
         || fail "the disk does not start out empty"
     t=$(date +%s)
-    head -c 67108864 /dev/urandom >/tmp/rand || fail "no random data"
+    /bulkhead-prng "$me" 67108864 >/tmp/rand || fail "no random data"
     want=$(sha256sum </tmp/rand | cut -d' ' -f1)
     dd if=/tmp/rand of=/dev/xvda bs=1M oflag=direct conv=fsync 2>/dev/null || fail "O_DIRECT write failed"
     rm /tmp/rand
@@ -85,6 +85,22 @@ blk)
     say "fstrim ok: $trimmed"
     umount /mnt
     say "PASS"
+    # Disks attached later (xl block-attach) show up as xvdb: report what each one is, and
+    # that a read-only one refuses writes.
+    n=0
+    while :; do
+        until [ -b /dev/xvdb ]; do sleep 0.5; done
+        n=$((n + 1))
+        ro=$(cat /sys/block/xvdb/ro)
+        if dd if=/dev/xvdb bs=4096 count=1 iflag=direct 2>/dev/null | wc -c | grep -q '^4096$'; then r=ok; else r=failed; fi
+        if [ "$ro" = 1 ]; then
+            if dd if=/tmp/sums of=/dev/xvdb bs=4096 count=1 oflag=direct conv=notrunc 2>/dev/null; then w="write accepted"; else w="write refused"; fi
+        else
+            w="writable"
+        fi
+        say "attach $n: xvdb $(cat /sys/block/xvdb/size) sectors, ro=$ro, read $r, $w"
+        while [ -b /dev/xvdb ]; do sleep 0.5; done
+    done
     ;;
 *)
     say "unknown role"

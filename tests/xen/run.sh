@@ -39,12 +39,13 @@ cp -r "$root/xl-configs" "$share/"
 cp -r "$here/scenarios" "$share/"
 install -m 755 "$here/dom0-init.sh" "$here/dom0-run.sh" "$share/"
 gcc -static -O2 -Wall -o "$share/xen-peer" "$here/xen-peer.c"
+gcc -static -O2 -Wall -o "$root/build/bulkhead-prng" "$here/prng.c"
 # The NVMe the driver domain gets by passthrough: a pattern and a GPT, checked afterwards.
 runner="$root/target/release/bulkhead-testrun"
 [ -x "$runner" ] || (cd "$root" && cargo build -q --release -p bulkhead-testrun)
 nvme_img="$root/build/xen-nvme.img"
 "$runner" make-disk "$nvme_img"
-"$runner" initramfs-overlay "$share/linux/linux-initrd.img" "$img/linux-initrd.img" "bulkhead-linux-init=$here/linux-init.sh"
+"$runner" initramfs-overlay "$share/linux/linux-initrd.img" "$img/linux-initrd.img" "bulkhead-linux-init=$here/linux-init.sh" "bulkhead-prng=$root/build/bulkhead-prng"
 printf '%s\n' "${SCENARIOS[@]}" >"$share/scenarios.list"
 # Fixed PCI addresses: 00:03.0 is the NVMe that dom0 hands to the driver domain.
 qemu_args=(-M q35 -cpu qemu64,+svm,+npt -smp 2 -m 4096 -accel tcg,thread=multi -display none -no-reboot

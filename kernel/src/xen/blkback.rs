@@ -2,6 +2,7 @@
 //! event channel, and the task that serves a ring. Decoding, validation and the data
 //! path are `bulkhead-blkback`'s; here they meet real grants and the NVMe disk.
 
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::rc::Rc;
 use alloc::string::String;
@@ -12,6 +13,7 @@ use core::sync::atomic::{fence, AtomicU32, Ordering};
 use bulkhead_blkback::abi::PAGE_SIZE;
 use bulkhead_blkback::io::{copy_ops, op_gref, Geometry, GrantFault, GuestMemory, Piece};
 use bulkhead_blkback::negotiate::{self, Discard, DiskInfo, Keys, Offer};
+use bulkhead_blkback::persistent::{GrantMapper, Persistent};
 use bulkhead_blkback::queue::Queue;
 use bulkhead_blkback::request::Limits;
 use bulkhead_blkback::ring::{BackRing, RingMemory};
@@ -28,14 +30,19 @@ use super::{Hv, XenRef};
 use crate::nvme::Volume;
 use crate::storage::Storage;
 
-/// What every vbd offers. 256 indirect segments (1 MiB requests) and up to 4-page
-/// rings, as Linux's blkback; one queue per vbd (one vCPU serves everything).
+/// What every vbd offers: 256 indirect segments (1 MiB requests), up to 4-page rings,
+/// persistent grants and up to 4 queues, as Linux's blkback does. Queues share the one
+/// vCPU; they still spare a multi-vCPU guest the lock around a single ring.
 pub const OFFER: Offer = Offer {
     max_indirect_segments: 256,
     max_ring_page_order: 2,
-    max_queues: 1,
-    persistent: false,
+    max_queues: 4,
+    persistent: true,
 };
+
+/// Grants kept mapped per ring for a persistent frontend (Linux blkback's default bound);
+/// beyond it, or when the shared slots run out, pieces go by grant copy.
+const PERSISTENT_PER_RING: usize = 1056;
 
 /// Publish the transport limits (before InitWait).
 pub async fn offer(xen: &XenRef, be: &str) -> Result<(), String> {
@@ -48,8 +55,12 @@ pub async fn offer(xen: &XenRef, be: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A served vbd; dropping it does not stop the ring task, [`Connection::close`] does.
+/// A served vbd; dropping it does not stop the ring tasks, [`Connection::close`] does.
 pub struct Connection {
+    queues: Vec<Running>,
+}
+
+struct Running {
     port: Port,
     stop: Rc<Cell<bool>>,
     done: Rc<Cell<bool>>,
@@ -102,7 +113,6 @@ pub async fn connect(
         .ok_or_else(|| format!("target {params:?} does not exist"))?;
 
     let front = negotiate::read_frontend(&mut FrontendKeys { xen, dir: fe }, &OFFER).await?;
-    let queue_ring = front.queues.first().ok_or("no queue")?.clone();
 
     let bs = volume.block_size();
     let features = volume.features();
@@ -129,13 +139,101 @@ pub async fn connect(
         secure_discard: false,
     };
 
-    // Map the ring pages.
     let dom = id.frontend;
-    let reqs: Vec<(DomId, u32, bool)> = queue_ring.refs.iter().map(|&r| (dom, r, false)).collect();
+    let geometry = Geometry {
+        sectors: disk.sectors,
+        block_size: bs,
+    };
+    let mut attached: Vec<Attached> = Vec::new();
+    for (q, qr) in front.queues.iter().enumerate() {
+        match attach(xen, dom, qr, front.protocol) {
+            Ok(a) => attached.push(a),
+            Err(e) => {
+                for a in &attached {
+                    release(xen, a.port, &a.maps);
+                }
+                return Err(format!("queue {q}: {e}"));
+            }
+        }
+    }
+    if let Err(e) = publish(xen, be, &disk.keys(front.persistent)).await {
+        for a in &attached {
+            release(xen, a.port, &a.maps);
+        }
+        return Err(e);
+    }
+    info!(
+        "{id}: serving {params} ({} MiB, {bs}-byte sectors{}) to domain {dom}: {} queue(s) of {} ring page(s), {} entries, {}, persistent grants {}",
+        disk.sectors / 2048,
+        if read_only { ", read-only" } else { "" },
+        attached.len(),
+        1u32 << front.ring_page_order,
+        attached.first().map_or(0, |a| a.ring.entries()),
+        front.protocol.name(),
+        if front.persistent { "on" } else { "off" },
+    );
+    let mut queues = Vec::new();
+    for (q, a) in attached.into_iter().enumerate() {
+        let name = if front.queues.len() == 1 {
+            format!("{id}")
+        } else {
+            format!("{id}/q{q}")
+        };
+        let queue = Queue::new(name, a.ring, limits, geometry, read_only);
+        let guest = if front.persistent {
+            Guest::Persistent(Persistent::new(
+                dom,
+                KernelMapper { xen: xen.clone() },
+                GrantCopier { dom },
+                PERSISTENT_PER_RING,
+            ))
+        } else {
+            Guest::Copy(GrantCopier { dom })
+        };
+        let stop = Rc::new(Cell::new(false));
+        let done = Rc::new(Cell::new(false));
+        h.spawn(
+            "blkback-ring",
+            serve(
+                xen.clone(),
+                queue,
+                volume.clone(),
+                Box::new(guest),
+                a.port,
+                a.maps,
+                stop.clone(),
+                done.clone(),
+                be.into(),
+            ),
+        );
+        queues.push(Running {
+            port: a.port,
+            stop,
+            done,
+        });
+    }
+    Ok(Connection { queues })
+}
+
+/// One ring mapped and its event channel bound, not yet served.
+struct Attached {
+    ring: BackRing<MappedRing>,
+    maps: Vec<Mapping>,
+    port: Port,
+}
+
+/// Map a queue's ring pages and bind its event channel; on error nothing stays.
+fn attach(
+    xen: &XenRef,
+    dom: DomId,
+    qr: &negotiate::QueueRing,
+    protocol: bulkhead_blkback::abi::Protocol,
+) -> Result<Attached, String> {
+    let reqs: Vec<(DomId, u32, bool)> = qr.refs.iter().map(|&r| (dom, r, false)).collect();
     let results = xen.slots.borrow_mut().map(&mut Hv, &reqs);
     let mut maps = Vec::new();
     let mut failure = None;
-    for (r, gref) in results.into_iter().zip(&queue_ring.refs) {
+    for (r, gref) in results.into_iter().zip(&qr.refs) {
         match r {
             Ok(m) => maps.push(m),
             Err(e) => failure = Some(format!("cannot map ring grant {gref}: {e}")),
@@ -145,82 +243,42 @@ pub async fn connect(
         unmap(xen, &maps);
         return Err(f);
     }
-    let ring = match BackRing::attach(
-        MappedRing {
-            pages: maps.iter().map(|m| m.addr).collect(),
-        },
-        front.protocol,
-    ) {
+    let pages = maps.iter().map(|m| m.addr).collect();
+    let ring = match BackRing::attach(MappedRing { pages }, protocol) {
         Ok(r) => r,
         Err(e) => {
             unmap(xen, &maps);
             return Err(format!("ring: {e}"));
         }
     };
-    let port = match xen.with_ports(|p, hv| p.bind_interdomain(hv, dom, queue_ring.event_channel)) {
+    let port = match xen.with_ports(|p, hv| p.bind_interdomain(hv, dom, qr.event_channel)) {
         Ok(p) => p,
         Err(e) => {
             unmap(xen, &maps);
             return Err(format!(
                 "cannot bind event channel {} of domain {dom} ({})",
-                queue_ring.event_channel, e.0
+                qr.event_channel, e.0
             ));
         }
     };
     xen.waiters.track(port);
     if let Err(e) = super::events::unmask(port) {
-        warn!("{id}: unmask port {port}: {}", e.0);
+        warn!("unmask port {port}: {}", e.0);
     }
-
-    if let Err(e) = publish(xen, be, &disk.keys(front.persistent)).await {
-        release(xen, port, &maps);
-        return Err(e);
-    }
-    let name = format!("{id}");
-    info!(
-        "{id}: serving {params} ({} MiB, {bs}-byte sectors{}) to domain {dom}: {} ring page(s), {} entries, {}, event channel {port}",
-        disk.sectors / 2048,
-        if read_only { ", read-only" } else { "" },
-        maps.len(),
-        ring.entries(),
-        front.protocol.name(),
-    );
-    let queue = Queue::new(
-        name,
-        ring,
-        limits,
-        Geometry {
-            sectors: disk.sectors,
-            block_size: bs,
-        },
-        read_only,
-    );
-    let stop = Rc::new(Cell::new(false));
-    let done = Rc::new(Cell::new(false));
-    h.spawn(
-        "blkback-ring",
-        serve(
-            xen.clone(),
-            queue,
-            volume,
-            GrantCopier { dom },
-            port,
-            maps,
-            stop.clone(),
-            done.clone(),
-            be.into(),
-        ),
-    );
-    Ok(Connection { port, stop, done })
+    Ok(Attached { ring, maps, port })
 }
 
 impl Connection {
-    /// Stop serving (the request in progress completes) and release the ring.
+    /// Stop serving (requests in progress complete) and release the rings.
     pub async fn close(self, xen: &XenRef, h: &Handle) {
-        self.stop.set(true);
-        xen.waiters.kick(self.port);
-        while !self.done.get() {
-            h.sleep(1_000_000).await;
+        for q in &self.queues {
+            q.stop.set(true);
+            xen.waiters.kick(q.port);
+        }
+        for q in &self.queues {
+            while !q.done.get() {
+                h.sleep(1_000_000).await;
+            }
         }
     }
 }
@@ -275,7 +333,7 @@ async fn serve(
     xen: XenRef,
     mut queue: Queue<MappedRing>,
     mut volume: Volume,
-    mut guest: GrantCopier,
+    mut guest: Box<Guest>,
     port: Port,
     maps: Vec<Mapping>,
     stop: Rc<Cell<bool>>,
@@ -286,7 +344,7 @@ async fn serve(
         if stop.get() {
             break;
         }
-        let r = match queue.serve_available(&mut volume, &mut guest).await {
+        let r = match queue.serve_available(&mut volume, guest.as_mut()).await {
             Ok(notify) => {
                 if notify {
                     let _ = Hv.evtchn_send(port);
@@ -311,10 +369,21 @@ async fn serve(
         }
         xen.waiters.wait(port).await;
     }
+    let persistent = match guest.as_mut() {
+        Guest::Persistent(p) => {
+            let st = p.stats;
+            let n = p.release();
+            format!(
+                "; persistent grants: {n} unmapped, {} mapped in all, {} hits, {} evicted, {} pieces copied",
+                st.mapped, st.hits, st.evicted, st.copied
+            )
+        }
+        Guest::Copy(_) => String::new(),
+    };
     release(&xen, port, &maps);
     let s = queue.stats;
     info!(
-        "{}: ring closed after {} requests ({} errors, {} KiB read, {} KiB written); map slots in use {}, ports open {}",
+        "{}: ring closed after {} requests ({} errors, {} KiB read, {} KiB written{persistent}); map slots in use {}, ports open {}",
         queue.name,
         s.requests,
         s.errors,
@@ -400,5 +469,71 @@ impl GuestMemory for GrantCopier {
     }
     fn write(&mut self, pieces: &[Piece], buf: &[u8]) -> Result<(), GrantFault> {
         self.copy(pieces, buf.as_ptr() as u64, true)
+    }
+}
+
+/// How a ring reaches the frontend's pages.
+enum Guest {
+    Copy(GrantCopier),
+    Persistent(Persistent<KernelMapper, GrantCopier>),
+}
+
+impl GuestMemory for Guest {
+    fn read(&mut self, pieces: &[Piece], buf: &mut [u8]) -> Result<(), GrantFault> {
+        match self {
+            Guest::Copy(c) => c.read(pieces, buf),
+            Guest::Persistent(p) => p.read(pieces, buf),
+        }
+    }
+    fn write(&mut self, pieces: &[Piece], buf: &[u8]) -> Result<(), GrantFault> {
+        match self {
+            Guest::Copy(c) => c.write(pieces, buf),
+            Guest::Persistent(p) => p.write(pieces, buf),
+        }
+    }
+}
+
+/// Persistent mappings in the ballooned slots shared by all rings.
+struct KernelMapper {
+    xen: XenRef,
+}
+
+impl GrantMapper for KernelMapper {
+    fn map(&mut self, dom: DomId, grefs: &[u32]) -> Vec<Option<Mapping>> {
+        let reqs: Vec<(DomId, u32, bool)> = grefs.iter().map(|&g| (dom, g, false)).collect();
+        self.xen
+            .slots
+            .borrow_mut()
+            .map(&mut Hv, &reqs)
+            .into_iter()
+            .map(|r| r.ok())
+            .collect()
+    }
+    fn unmap(&mut self, maps: &[Mapping]) {
+        unmap(&self.xen, maps);
+    }
+    fn copy_from(&mut self, m: &Mapping, offset: usize, dst: &mut [u8]) {
+        assert!(offset + dst.len() <= PAGE_SIZE);
+        // SAFETY: `m` is mapped (the cache unmaps only entries it removed) at an
+        // identity-mapped slot; the range lies inside that page. The frontend may write
+        // the page concurrently: we copy bytes, never form a reference to it.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                (m.addr as usize + offset) as *const u8,
+                dst.as_mut_ptr(),
+                dst.len(),
+            )
+        }
+    }
+    fn copy_to(&mut self, m: &Mapping, offset: usize, src: &[u8]) {
+        assert!(offset + src.len() <= PAGE_SIZE);
+        // SAFETY: as for `copy_from`; mapped read-write.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                src.as_ptr(),
+                (m.addr as usize + offset) as *mut u8,
+                src.len(),
+            )
+        }
     }
 }

@@ -12,8 +12,10 @@ use super::hv;
 
 /// Grant-table frames we ask for (512 entries each).
 const TABLE_FRAMES: u32 = 4;
-/// Frames given back to Xen so foreign grants have somewhere to be mapped.
-const MAP_SLOTS: usize = 64;
+/// Frames given back to Xen so foreign grants have somewhere to be mapped: ring pages and
+/// blkback's persistent grants share them. At most 8 MiB, and at most a quarter of the
+/// free memory (Xen takes the frames back).
+const MAP_SLOTS: usize = 2048;
 
 pub struct TableMemory {
     base: u64,
@@ -117,8 +119,9 @@ pub fn init() -> Result<(GrantTable<TableMemory>, MapSlots), SetupError> {
         capacity: frames * abi::GNTTAB_ENTRIES_PER_FRAME,
     });
 
-    let mut gpfns = Vec::with_capacity(MAP_SLOTS);
-    for _ in 0..MAP_SLOTS {
+    let slots = MAP_SLOTS.min(crate::mem::usage().frames_free / 4);
+    let mut gpfns = Vec::with_capacity(slots);
+    for _ in 0..slots {
         gpfns.push(crate::mem::alloc_frames(1, 4096).map_err(|_| SetupError::NoMemory)? >> 12);
     }
     let done = hv::decrease_reservation(&mut gpfns).map_err(SetupError::Balloon)?;

@@ -195,7 +195,21 @@ async fn device(xen: XenRef, h: Handle, storage: Rc<Storage>, id: DeviceId) {
         if !dev.apply(event).await {
             let _ = store.unwatch(&be, &token).await;
             let _ = store.unwatch(&fe_state, &token).await;
-            info!("{id}: released");
+            // Taken offline: the backend directory is ours to remove, as `xl devd` does
+            // in a Linux driver domain (libxl waits for it, then gives up after 10 s).
+            if state.is_some() {
+                if let Err(e) = store.rm(Tx::NONE, &be).await {
+                    if !e.is("ENOENT") {
+                        warn!("{id}: cannot remove {be}: {e}");
+                    }
+                }
+            }
+            let heap = crate::mem::usage().heap_used;
+            info!(
+                "{id}: released; map slots in use {}, ports open {}, heap {heap} B in use",
+                xen.slots.borrow().in_use(),
+                xen.ports.borrow().len()
+            );
             return;
         }
     }

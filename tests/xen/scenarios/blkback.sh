@@ -1,8 +1,10 @@
 # Bulkhead serving disks: the NVMe passed through to Bulkhead (HVM), two stock Debian
 # Linux guests whose disks name Bulkhead as backend, each on its own GPT partition (one by
-# name, one by number), running at the same time. Each guest checks the negotiated
-# features, 64 MiB of random data through O_DIRECT, ext4 across a remount and fstrim.
-# Then both guests go away and Bulkhead must have released every ring.
+# name, one by number), running at the same time; the second has two vCPUs and so two
+# queues. Each guest checks the negotiated features, 64 MiB of random data through
+# O_DIRECT, ext4 across a remount and fstrim. Then 20 xl block-attach/block-detach cycles
+# (the first read-only, on the partition the storage test checks from the host), and
+# both guests go away: Bulkhead must have released every ring, grant and buffer.
 . ./lib.sh
 mkdir -p /usr/lib/bulkhead/qemu-roms
 cp /usr/share/qemu/multiboot.bin /usr/lib/bulkhead/qemu-roms/multiboot_dma.bin
@@ -23,12 +25,13 @@ kernel = "/host/linux/vmlinuz"
 ramdisk = "/host/linux/linux-initrd.img"
 extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=blk bulkhead.name=$1"
 memory = 256
+vcpus = $3
 on_crash = "preserve"
 disk = [ 'format=raw,vdev=xvda,access=rw,backend=bulkhead,target=$2' ]
 CFG
 }
-guest_cfg blk1 part:delta
-guest_cfg blk2 nvme0n1p5
+guest_cfg blk1 part:delta 1
+guest_cfg blk2 nvme0n1p5 2
 rm -f "$(console_of blk1)" "$(console_of blk2)"
 xl create /tmp/blk1.cfg || fail "xl create blk1 failed"
 xl create /tmp/blk2.cfg || fail "xl create blk2 failed"
@@ -50,13 +53,58 @@ grep "blkfront: xvda:" "$(console_of blk1)" | grep -q "indirect descriptors: ena
     || fail "blkfront did not negotiate indirect descriptors"
 grep "blkfront: xvda:" "$(console_of blk1)" | grep -q "flush diskcache: enabled" \
     || fail "blkfront did not negotiate flush"
-xl destroy blk1
-xl destroy blk2
-expect "$log" "vbd-$g1-51712: ring closed" 60 "Bulkhead did not close blk1's ring"
-g2=$(grep -o "vbd-[0-9]*-51712: serving nvme0n1p5" "$log" | head -1 | cut -d- -f2)
-expect "$log" "vbd-$g2-51712: ring closed" 60 "Bulkhead did not close blk2's ring"
+grep "blkfront: xvda:" "$(console_of blk1)" | grep -q "persistent grants: enabled" \
+    || fail "blkfront did not negotiate persistent grants"
+grep -qE "serving nvme0n1p5 .* 2 queue\(s\)" "$log" || fail "blk2 (2 vCPUs) did not get two queues"
+
+# Runtime attach/detach: the first read-only (alpha, whose content the host checks after
+# the run), the others read-write on gamma.
+g1=$(xl domid blk1)
+b1=/local/domain/$dd/backend/vbd/$g1/51728
+for i in $(seq 1 20); do
+    if [ $i = 1 ]; then spec="target=nvme0n1p1,access=ro"; else spec="target=part:gamma,access=rw"; fi
+    xl block-attach blk1 "format=raw,vdev=xvdb,backend=bulkhead,$spec" || fail "block-attach $i failed"
+    j=0
+    until [ "$(xenstore-read $b1/state 2>/dev/null)" = 4 ]; do
+        j=$((j + 1)); [ $j -gt 120 ] && fail "attach $i: backend never Connected"; sleep 0.5
+    done
+    expect "$(console_of blk1)" "linux-blk: attach $i: " 60 "attach $i: the guest did not see xvdb"
+    xl block-detach blk1 xvdb || fail "block-detach $i failed"
+    j=0
+    until [ "$(grep -c "vbd-$g1-51728: released" "$log")" -ge $i ]; do
+        j=$((j + 1)); [ $j -gt 120 ] && fail "detach $i: Bulkhead did not release the device"; sleep 0.5
+    done
+done
+first=$(grep "vbd-$g1-51728: released" "$log" | head -1)
+last=$(grep "vbd-$g1-51728: released" "$log" | tail -1)
+grep "linux-blk: attach" "$(console_of blk1)" | head -2
+grep -q "linux-blk: attach 1: .*ro=1, read ok, write refused" "$(console_of blk1)" || fail "read-only attach: $(grep 'attach 1:' "$(console_of blk1)")"
+grep -q "linux-blk: attach 20: .*ro=0, read ok, writable" "$(console_of blk1)" || fail "attach 20: $(grep 'attach 20:' "$(console_of blk1)")"
+note "after detach 1:  ${first#*released; }"
+note "after detach 20: ${last#*released; }"
+heap1=$(echo "$first" | sed 's/.*heap \([0-9]*\) B.*/\1/')
+heap20=$(echo "$last" | sed 's/.*heap \([0-9]*\) B.*/\1/')
+slots1=$(echo "$first" | sed 's/.*map slots in use \([0-9]*\),.*/\1/')
+slots20=$(echo "$last" | sed 's/.*map slots in use \([0-9]*\),.*/\1/')
+[ "$slots20" = "$slots1" ] || fail "grant mappings grew over 20 cycles: $slots1 -> $slots20"
+# The heap may move by a few allocator blocks (xenstore buffers); a leak of the per-ring
+# state would be kilobytes per cycle.
+[ $((heap20 - heap1)) -lt 4096 ] || fail "heap grew over 20 cycles: $heap1 -> $heap20 B"
+
+for g in blk1 blk2; do
+    out=$(xl destroy $g 2>&1) || fail "xl destroy $g failed: $out"
+    # libxl waits for the driver domain to remove the backend directory.
+    echo "$out" | grep -q "timed out" && fail "xl destroy $g: $out"
+done
+# Every ring served (a guest that restarted had two) must be closed, and the grant
+# mappings back at zero once the last one is.
+i=0
+until [ "$(grep -c ': serving ' "$log")" = "$(grep -c ': ring closed' "$log")" ]; do
+    i=$((i + 1)); [ $i -gt 60 ] && fail "Bulkhead did not close every ring"; sleep 1
+done
 grep "ring closed" "$log"
 grep "ring closed" "$log" | tail -1 | grep -q "map slots in use 0," || fail "grant mappings left behind"
+xenstore-ls /local/domain/$dd/backend/vbd 2>/dev/null | grep -q 51712 && fail "backend directories left behind"
 grep -E "PANIC|panicked" "$log" && fail "Bulkhead panicked"
 dom0_healthy
 echo "blkback: ok"

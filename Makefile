@@ -29,10 +29,13 @@ runner:
 
 test: test-host test-qemu test-xen
 
-# Host tier: the logic crates (plain `cargo test` at the root never builds the kernel).
-test-host:
+# Host tier: the logic crates (plain `cargo test` at the root never builds the kernel),
+# then time-bounded fuzzing of the parsers of guest-controlled data.
+FUZZ_SECONDS ?= 20
+test-host: runner
 	$(CARGO) fmt --all --check
 	$(CARGO) test
+	$(RUNNER) fuzz blkif $(FUZZ_SECONDS)
 
 # Bare-QEMU tier: boots the image with -kernel and checks the console and exit status.
 test-qemu: image

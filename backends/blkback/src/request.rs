@@ -317,7 +317,7 @@ pub fn encode(
     raw[1] = segs.len() as u8;
     raw[protocol.id_offset()..][..8].copy_from_slice(&id.to_le_bytes());
     raw[protocol.sector_offset()..][..8].copy_from_slice(&sector.to_le_bytes());
-    for (i, s) in segs.iter().enumerate() {
+    for (i, s) in segs.iter().enumerate().take(MAX_SEGMENTS_PER_REQUEST) {
         let o = protocol.segments_offset() + i * SEGMENT_SIZE;
         raw[o..o + 4].copy_from_slice(&s.gref.to_le_bytes());
         raw[o + 4] = s.first;

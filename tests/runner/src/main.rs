@@ -6,12 +6,14 @@
 //!   bulkhead-testrun make-disk <img>              NVMe test image: pattern + GPT (sfdisk)
 //!   bulkhead-testrun verify-disk <img>            check the storage test's writes
 //!   bulkhead-testrun initramfs-overlay <out> <base> <path=file>...
-//!                                                 <base> plus an appended cpio holding the files
+//!                                                 a cpio holding the files, then <base>
+//!   bulkhead-testrun fuzz blkif <seconds>         time-bounded fuzzing of blkback's requests
 //!
 //! Environment: QEMU (default qemu-system-x86_64), BULKHEAD_TEST_LOGS (default
 //! build/test-logs/qemu).
 
 mod disk;
+mod fuzz;
 mod image;
 mod qemu;
 
@@ -19,7 +21,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn usage() -> ExitCode {
-    eprintln!("usage: bulkhead-testrun check-image <elf> | make-pvh <elf> <out> | qemu <elf> <pvh-elf> [scenario...] | make-disk <img> | verify-disk <img>");
+    eprintln!("usage: bulkhead-testrun check-image <elf> | make-pvh <elf> <out> | qemu <elf> <pvh-elf> [scenario...] | make-disk <img> | verify-disk <img> | initramfs-overlay <out> <base> <path=file>... | fuzz blkif <seconds>");
     ExitCode::from(2)
 }
 
@@ -41,6 +43,10 @@ fn main() -> ExitCode {
         Some("verify-disk") if args.len() == 2 => {
             disk::verify(args[1].as_ref()).map(|r| println!("{r}"))
         }
+        Some("fuzz") if args.len() == 3 && args[1] == "blkif" => args[2]
+            .parse()
+            .map_err(|_| format!("{}: not a number of seconds", args[2]))
+            .and_then(fuzz::blkif),
         Some("initramfs-overlay") if args.len() >= 4 => {
             initramfs_overlay(&args[1], &args[2], &args[3..])
         }

@@ -62,7 +62,8 @@ grep -qE "serving nvme0n1p5 .* 2 queue\(s\)" "$log" || fail "blk2 (2 vCPUs) did 
 g1=$(xl domid blk1)
 b1=/local/domain/$dd/backend/vbd/$g1/51728
 for i in $(seq 1 20); do
-    if [ $i = 1 ]; then spec="target=nvme0n1p1,access=ro"; else spec="target=part:gamma,access=rw"; fi
+    # target= must come last: xl takes the rest of the line as the target.
+    if [ $i = 1 ]; then spec="access=ro,target=nvme0n1p1"; else spec="access=rw,target=part:gamma"; fi
     xl block-attach blk1 "format=raw,vdev=xvdb,backend=bulkhead,$spec" || fail "block-attach $i failed"
     j=0
     until [ "$(xenstore-read $b1/state 2>/dev/null)" = 4 ]; do

@@ -247,13 +247,18 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
         let h2 = h.clone();
         // The storage self-test owns the NVMe controller when it runs.
         let own_disks = !config.test_storage;
+        let bench_secs = config.bench_storage_secs;
         let peer = config.test_xen_peer;
         h.spawn("xen-init", async move {
             match xen::init(&h2).await {
                 Ok(x) => {
                     info!("xen: domid {}, xenstore home {}", x.domid(), x.home());
                     let disks = if own_disks {
-                        storage::Storage::probe(&h2, irq_mode).await
+                        let d = storage::Storage::probe(&h2, irq_mode).await;
+                        if bench_secs > 0 {
+                            d.bench(bench_secs).await;
+                        }
+                        d
                     } else {
                         storage::Storage::none(&h2)
                     };

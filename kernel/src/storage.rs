@@ -81,4 +81,66 @@ impl Storage {
             features: self.features[d],
         })
     }
+
+    /// `bench-storage`: the local ceiling blkback is compared against — 4 KiB random
+    /// reads and 1 MiB sequential reads straight on the first namespace, through the same
+    /// driver and lock the backends use, `secs` seconds each. Reads only.
+    pub async fn bench(&self, secs: u32) {
+        let (Some(disk), Some(ns)) = (
+            self.disks.first(),
+            self.namespaces.first().and_then(|n| n.first()),
+        ) else {
+            warn!("bench-storage: no NVMe namespace");
+            return;
+        };
+        let name = disk.lock().await.name.clone();
+        let bs = ns.block_size as u64;
+        let span = secs as u64 * 1_000_000_000;
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut buf = alloc::vec![0u8; 4096];
+        let per = 4096 / bs;
+        let slots = (ns.blocks / per).max(1);
+        let (start, mut n) = (self.h.now(), 0u64);
+        while self.h.now() - start < span {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let lba = (seed % slots) * per;
+            if let Err(e) = disk
+                .lock()
+                .await
+                .rw(&self.h, false, ns.nsid, lba, &mut buf, true)
+                .await
+            {
+                warn!("bench-storage: read failed: {e}");
+                return;
+            }
+            n += 1;
+        }
+        let iops = n * 1_000_000_000 / (self.h.now() - start).max(1);
+        let mut big = alloc::vec![0u8; 1 << 20];
+        let chunk = (1 << 20) / bs;
+        let (start, mut bytes, mut lba) = (self.h.now(), 0u64, 0u64);
+        while self.h.now() - start < span {
+            if lba + chunk > ns.blocks {
+                lba = 0;
+            }
+            if let Err(e) = disk
+                .lock()
+                .await
+                .rw(&self.h, false, ns.nsid, lba, &mut big, true)
+                .await
+            {
+                warn!("bench-storage: read failed: {e}");
+                return;
+            }
+            lba += chunk;
+            bytes += 1 << 20;
+        }
+        let mibs = bytes * 1_000_000_000 / (self.h.now() - start).max(1) >> 20;
+        crate::println!(
+            "figure: local NVMe ({name}n{}, Bulkhead's driver, one command at a time): 4 KiB random read {iops} IOPS; 1 MiB sequential read {mibs} MiB/s",
+            ns.nsid
+        );
+    }
 }

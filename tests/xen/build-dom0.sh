@@ -4,7 +4,8 @@
 #
 #   tests/xen/build-dom0.sh OUTDIR
 #
-# OUTDIR gets xen (ELF32 multiboot image), vmlinuz, initrd.img, rootfs.img (ext4), and
+# OUTDIR gets xen (ELF32 multiboot image), vmlinuz, initrd.img, rootfs.img (ext4), fio-root
+# (fio and its libraries, for benchmark guests), and
 # linux-initrd.img: a small initramfs for the Linux domUs of the tier (a Linux driver
 # domain as the baseline, test guests); run.sh appends tests/xen/linux-init.sh to it.
 # Needs root (debootstrap), network access to the Debian archive, ~1.5 GB of disk.
@@ -23,7 +24,7 @@ mkdir -p "$out" "$work/root"
 echo "build-dom0: debootstrap into $work/root"
 packages=(
     xen-utils-4.17 qemu-system-xen linux-image-amd64 initramfs-tools kmod
-    iproute2 procps busybox util-linux e2fsprogs
+    iproute2 procps busybox util-linux e2fsprogs fio
 )
 debootstrap --variant=minbase --include="$(IFS=,; echo "${packages[*]}")" \
     bookworm "$work/root" "$mirror" >"$work/debootstrap.log" 2>&1 || {
@@ -91,6 +92,15 @@ mount -t proc proc "$work/root/proc"
 chroot "$work/root" mkinitramfs -d /etc/bulkhead-linux -o /boot/linux-initrd.img "$kver" >/dev/null
 umount "$work/root/proc"
 cp "$work/root/boot/linux-initrd.img" "$out/linux-initrd.img"
+
+# fio for the benchmark guests, kept out of the initramfs (with its libraries it is about
+# 80 MiB): run.sh prepends this tree, at /opt/fio, to the ramdisk of guests that measure.
+fr="$out/fio-root"
+mkdir -p "$fr/lib"
+cp -L "$work/root/usr/bin/fio" "$fr/fio"
+chroot "$work/root" ldd /usr/bin/fio | awk '$3 ~ /^\// {print $3}' | while read -r lib; do
+    cp -L "$work/root$lib" "$fr/lib/"
+done
 
 # The hypervisor comes from the same archive, unpacked rather than installed.
 ( cd "$work" && apt-get download xen-hypervisor-4.17-amd64 >/dev/null 2>&1 )

@@ -5,6 +5,8 @@
 #   dd     a Linux driver domain: pcifront, nvme, blkback and `xl devd` (the baseline
 #          Bulkhead is measured against)
 #   guest  a guest: waits for its xvda and runs a write/read-back check on it
+#   bench  fio on xvda (fio comes from the linux-initrd-fio.img ramdisk): 4 KiB random
+#          reads at queue depth 16 and 1 MiB sequential reads, bulkhead.secs= each
 #   blk    a guest of Bulkhead's blkback: negotiated features, 64 MiB of random data with
 #          O_DIRECT read back by checksum, ext4 with files verified after a remount,
 #          fstrim; prints "linux-blk: PASS" or "linux-blk: FAIL: why"
@@ -101,6 +103,18 @@ blk)
         say "attach $n: xvdb $(cat /sys/block/xvdb/size) sectors, ro=$ro, read $r, $w"
         while [ -b /dev/xvdb ]; do sleep 0.5; done
     done
+    ;;
+bench)
+    modprobe xen-blkfront
+    i=0
+    until [ -b /dev/xvda ]; do i=$((i + 1)); [ $i -gt 120 ] && { say "FAIL: no /dev/xvda"; break; }; sleep 1; done
+    secs=$(sed -n 's/.*bulkhead\.secs=\([0-9]*\).*/\1/p' /proc/cmdline)
+    fio() { LD_LIBRARY_PATH=/opt/fio/lib /opt/fio/fio --name=bench --filename=/dev/xvda --direct=1 \
+        --ioengine=libaio --size=64M --runtime="${secs:-10}" --time_based --minimal "$@"; }
+    # Terse output: field 7 is read bandwidth in KiB/s, field 8 read IOPS.
+    r=$(fio --rw=randread --bs=4k --iodepth=16) || say "FAIL: fio randread: $r"
+    q=$(fio --rw=read --bs=1M --iodepth=4) || say "FAIL: fio read: $q"
+    say "bench: 4 KiB random read $(echo "$r" | cut -d';' -f8) IOPS; 1 MiB sequential read $(( $(echo "$q" | cut -d';' -f7) / 1024 )) MiB/s"
     ;;
 *)
     say "unknown role"

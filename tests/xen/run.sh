@@ -11,7 +11,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 here="$root/tests/xen"
-SCENARIOS=(pvh-core vbd-initwait crash hvm-core hvm-nvme blkback linux-dd-baseline)
+SCENARIOS=(pvh-core vbd-initwait crash hvm-core hvm-nvme blkback blkbench linux-dd-baseline)
 demo=0
 if [ "${1:-}" = --demo ]; then demo=1; shift; fi
 [ $# -gt 0 ] && SCENARIOS=("$@")
@@ -46,6 +46,8 @@ runner="$root/target/release/bulkhead-testrun"
 nvme_img="$root/build/xen-nvme.img"
 "$runner" make-disk "$nvme_img"
 "$runner" initramfs-overlay "$share/linux/linux-initrd.img" "$img/linux-initrd.img" "bulkhead-linux-init=$here/linux-init.sh" "bulkhead-prng=$root/build/bulkhead-prng"
+# Benchmark guests also get fio (tests/xen/build-dom0.sh explains why it is separate).
+"$runner" initramfs-overlay "$share/linux/linux-initrd-fio.img" "$img/linux-initrd.img" "bulkhead-linux-init=$here/linux-init.sh" "bulkhead-prng=$root/build/bulkhead-prng" "opt/fio=$img/fio-root"
 printf '%s\n' "${SCENARIOS[@]}" >"$share/scenarios.list"
 # Fixed PCI addresses: 00:03.0 is the NVMe that dom0 hands to the driver domain.
 qemu_args=(-M q35 -cpu qemu64,+svm,+npt -smp 2 -m 4096 -accel tcg,thread=multi -display none -no-reboot
@@ -75,6 +77,14 @@ cp -r "$share/out/." "$logs/" 2>/dev/null || true
 
 echo "xen tier: QEMU ran ${secs}s (exit $qrc); logs in $logs"
 grep -h "^figure:" "$logs"/*.log 2>/dev/null | sed 's/^/xen tier: /' || true
+# Bulkhead against the Linux driver domain, when both ran: fio in the same guest setup.
+ours=$(grep -h "^figure: blkbench: guest fio" "$logs"/*.log 2>/dev/null | head -1)
+theirs=$(grep -h "^figure: linux-dd-baseline: guest fio" "$logs"/*.log 2>/dev/null | head -1)
+if [ -n "$ours" ] && [ -n "$theirs" ]; then
+    num() { echo "$1" | sed -n "s|.* \([0-9][0-9]*\) $2.*|\1|p"; }
+    ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+    echo "xen tier: figure: Bulkhead / Linux driver domain, guest fio: 4 KiB random read $(ratio "$(num "$ours" IOPS)" "$(num "$theirs" IOPS)")x, 1 MiB sequential read $(ratio "$(num "$ours" MiB/s)" "$(num "$theirs" MiB/s)")x"
+fi
 failed=0
 for s in "${SCENARIOS[@]}"; do
     line=$(grep -E "^(PASS|FAIL) $s " "$logs/results" 2>/dev/null | head -1 || true)

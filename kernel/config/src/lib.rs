@@ -43,6 +43,10 @@ pub const OPTIONS: &[(&str, &str)] = &[
         "msix|msi|intx|poll: how NVMe completions are noticed (default msix)",
     ),
     (
+        "bench-storage",
+        "SECONDS: before serving, time 4 KiB random and 1 MiB sequential reads on the first NVMe namespace (figures on the console)",
+    ),
+    (
         "test-storage",
         "test only: NVMe read/verify/write/flush checks on the first controller, then power off",
     ),
@@ -69,6 +73,8 @@ pub struct Config {
     pub nvme_irq: NvmeIrq,
     pub test_storage: bool,
     pub test_nvme_timeout: bool,
+    /// Seconds per pattern of the local storage benchmark (0: off).
+    pub bench_storage_secs: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,6 +98,7 @@ impl Default for Config {
             nvme_irq: NvmeIrq::MsiX,
             test_storage: false,
             test_nvme_timeout: false,
+            bench_storage_secs: 0,
         }
     }
 }
@@ -198,6 +205,12 @@ fn apply<'a>(c: &mut Config, key: &'a str, value: Option<&'a str>) -> Result<(),
             }
         }
         "test-storage" => c.test_storage = flag(value).ok_or(bad("nothing, 0 or 1"))?,
+        "bench-storage" => {
+            c.bench_storage_secs = value
+                .and_then(|v| v.parse().ok())
+                .filter(|s| *s <= 600)
+                .ok_or(bad("a number of seconds up to 600"))?
+        }
         "test-nvme-timeout" => c.test_nvme_timeout = flag(value).ok_or(bad("nothing, 0 or 1"))?,
         "test-xen-peer" => {
             let d = value
@@ -260,6 +273,7 @@ mod tests {
                 nvme_irq: NvmeIrq::MsiX,
                 test_storage: false,
                 test_nvme_timeout: false,
+                bench_storage_secs: 0,
             }
         );
     }

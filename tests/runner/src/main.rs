@@ -174,12 +174,51 @@ fn initramfs_overlay(out: &str, base: &str, entries: &[String]) -> Result<(), St
             cpio.push(0);
         }
     };
+    // The kernel's unpacker does not create parent directories: every directory on the
+    // way to a file gets its own entry, once.
+    let mut files: Vec<(String, String)> = Vec::new();
     for e in entries {
         let (path, file) = e
             .split_once('=')
             .ok_or(format!("{e}: expected path=file"))?;
+        let path = path.trim_start_matches('/').trim_end_matches('/');
+        if std::path::Path::new(file).is_dir() {
+            // path=DIR: the whole tree under DIR, at path.
+            let mut stack = vec![(path.to_string(), std::path::PathBuf::from(file))];
+            while let Some((at, dir)) = stack.pop() {
+                let mut list: Vec<_> = std::fs::read_dir(&dir)
+                    .map_err(|e| format!("{}: {e}", dir.display()))?
+                    .filter_map(|d| d.ok())
+                    .collect();
+                list.sort_by_key(|d| d.file_name());
+                for d in list {
+                    let name = format!("{at}/{}", d.file_name().to_string_lossy());
+                    if d.path().is_dir() {
+                        stack.push((name, d.path()));
+                    } else {
+                        files.push((name, d.path().to_string_lossy().into_owned()));
+                    }
+                }
+            }
+        } else {
+            files.push((path.to_string(), file.to_string()));
+        }
+    }
+    let mut dirs = std::collections::BTreeSet::new();
+    for (path, file) in &files {
+        let mut parent = String::new();
+        for part in path.split('/').collect::<Vec<_>>().split_last().map_or(&[][..], |p| p.1) {
+            parent = if parent.is_empty() {
+                part.to_string()
+            } else {
+                format!("{parent}/{part}")
+            };
+            if dirs.insert(parent.clone()) {
+                push(&parent, 0o040755, &[]);
+            }
+        }
         let body = read(file)?;
-        push(path.trim_start_matches('/'), 0o100755, &body);
+        push(path, 0o100755, &body);
     }
     push("TRAILER!!!", 0, &[]);
     // Archives in an initramfs start on 4-byte boundaries (the trailer padding ensures it).

@@ -1,6 +1,7 @@
 # Bulkhead serving disks: the NVMe passed through to Bulkhead (HVM), two stock Debian
 # Linux guests whose disks name Bulkhead as backend, each on its own GPT partition (one by
-# name, one by number), running at the same time; the second has two vCPUs and so two
+# name, one by number), running at the same time. They are PV: Linux PVH guests
+# triple-fault now and then under nested TCG (seen here, with either driver domain); the second has two vCPUs and so two
 # queues. Each guest checks the negotiated features, 64 MiB of random data through
 # O_DIRECT, ext4 across a remount and fstrim. Then 20 xl block-attach/block-detach cycles
 # (the first read-only, on the partition the storage test checks from the host), and
@@ -20,7 +21,7 @@ expect "$log" "xenbus: watching|watching /local/domain/$dd/backend" 60 "xenbus w
 guest_cfg() {
     cat >"/tmp/$1.cfg" <<CFG
 name = "$1"
-type = "pvh"
+type = "pv"
 kernel = "/host/linux/vmlinuz"
 ramdisk = "/host/linux/linux-initrd.img"
 extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=blk bulkhead.name=$1"

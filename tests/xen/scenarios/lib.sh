@@ -48,6 +48,20 @@ disk = [ 'vdev=xvda,format=raw,access=rw,backend=bulkhead,target=nvme0n1p1' ]
 CFG
 }
 
+# bench_guest_cfg FILE NAME BACKEND TARGET [PREFIX]: a Linux PV guest that runs fio on its xvda,
+# served by BACKEND, and prints "linux-bench: bench: ..." (tests/xen/linux-init.sh).
+bench_guest_cfg() {
+    cat >"$1" <<CFG
+name = "$2"
+type = "pv"
+kernel = "/host/linux/vmlinuz"
+ramdisk = "/host/linux/linux-initrd-fio.img"
+extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=bench bulkhead.secs=10"
+memory = 512
+disk = [ 'format=raw,vdev=xvda,access=rw,backend=$3,$5target=$4' ]
+CFG
+}
+
 dom0_healthy() {
     xl list >/dev/null 2>&1 || fail "xl list fails in dom0"
     xenstore-read /local/domain/0/name >/dev/null 2>&1 || fail "xenstore unusable in dom0"

@@ -26,7 +26,7 @@ expect "$dlog" "linux-dd: ready" 240 "Linux driver domain did not come up"
 grep "linux-dd:" "$dlog"
 cat >/tmp/linux-guest.cfg <<CFG
 name = "linux-guest"
-type = "pvh"
+type = "pv"
 kernel = "/host/linux/vmlinuz"
 ramdisk = "/host/linux/linux-initrd.img"
 extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=guest"
@@ -55,6 +55,13 @@ echo "figure: Linux driver domain: xl create to first backend Connected: $(( (t1
 expect "$glog" "linux-guest: disk ok" 240 "guest disk I/O through the Linux driver domain failed"
 grep "linux-guest:" "$glog"
 xl destroy linux-guest
+# The same fio figures blkbench prints for Bulkhead, through this Linux driver domain.
+bench_guest_cfg /tmp/bench.cfg bench2 linux-dd /dev/nvme0n1p4 "script=bulkhead-block,"
+xl create /tmp/bench.cfg || fail "xl create of the benchmark guest failed"
+expect "$(console_of bench2)" "linux-bench: (bench|FAIL)" 300 "the benchmark guest did not finish"
+grep -q "linux-bench: FAIL" "$(console_of bench2)" && fail "$(grep 'linux-bench: FAIL' "$(console_of bench2)")"
+echo "figure: linux-dd-baseline: guest fio through a Linux driver domain: $(grep -a 'linux-bench: bench:' "$(console_of bench2)" | sed 's/.*bench: //')"
+xl destroy bench2
 xl destroy linux-dd
 dom0_healthy
 echo "linux-dd-baseline: ok"

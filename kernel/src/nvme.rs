@@ -48,9 +48,10 @@ impl Mmio for BarMmio {
 pub struct KernelDma;
 
 impl Dma for KernelDma {
-    fn alloc(&mut self, bytes: usize) -> Result<u64, Error> {
+    fn alloc(&mut self, bytes: usize) -> Result<u64, bulkhead_hw::NoMemory> {
         let pages = bytes.div_ceil(PAGE_SIZE);
-        let p = crate::mem::alloc_frames(pages, PAGE_SIZE as u64).map_err(|_| Error::NoMemory)?;
+        let p =
+            crate::mem::alloc_frames(pages, PAGE_SIZE as u64).map_err(|_| bulkhead_hw::NoMemory)?;
         // SAFETY: frames just allocated to us, identity-mapped RAM.
         unsafe { core::ptr::write_bytes(p as *mut u8, 0, pages * PAGE_SIZE) };
         Ok(p)
@@ -402,11 +403,11 @@ impl Disk {
             let npages = len.div_ceil(PAGE_SIZE);
             let data = self.dma.alloc(len)?;
             // A list page only for transfers beyond two pages (MAX_TRANSFER needs one at most).
-            let list = match prp::list_pages_needed(npages) {
+            let list: Result<Option<u64>, Error> = match prp::list_pages_needed(npages) {
                 0 => Ok(None),
-                _ => self.dma.alloc(PAGE_SIZE).map(Some),
+                _ => self.dma.alloc(PAGE_SIZE).map(Some).map_err(Error::from),
             };
-            let r = async {
+            let r: Result<(), Error> = async {
                 let list = list?;
                 if write {
                     self.dma.write(data, part);

@@ -1,6 +1,6 @@
 //! The NVMe driver's logic, per the NVMe 1.4 base specification, with no hardware access
 //! of its own: registers through [`Mmio`], queue and data memory through [`Dma`]. The
-//! kernel supplies both (uncached BAR mapping, identity-mapped frames); the tests supply an
+//! kernel supplies both (the traits are `bulkhead-hw`'s, shared by every driver) (uncached BAR mapping, identity-mapped frames); the tests supply an
 //! in-memory controller model (`tests/model.rs`) that executes what the driver submits.
 //!
 //! A controller is hardware the domain does not trust blindly: every value read back
@@ -21,39 +21,7 @@ pub mod regs;
 
 use core::fmt;
 
-pub const PAGE_SIZE: usize = 4096;
-
-/// Controller registers (BAR0).
-pub trait Mmio {
-    fn read32(&self, offset: usize) -> u32;
-    fn write32(&self, offset: usize, value: u32);
-    fn read64(&self, offset: usize) -> u64 {
-        self.read32(offset) as u64 | (self.read32(offset + 4) as u64) << 32
-    }
-    fn write64(&self, offset: usize, value: u64) {
-        self.write32(offset, value as u32);
-        self.write32(offset + 4, (value >> 32) as u32);
-    }
-}
-
-/// Memory the controller reads and writes by physical address.
-pub trait Dma {
-    /// Zeroed, physically contiguous, page-aligned memory; returns its physical address.
-    fn alloc(&mut self, bytes: usize) -> Result<u64, Error>;
-    fn free(&mut self, phys: u64, bytes: usize);
-    fn read(&self, phys: u64, buf: &mut [u8]);
-    fn write(&self, phys: u64, data: &[u8]);
-    /// Order our writes to queue memory before the doorbell write that publishes them,
-    /// and the controller's completion writes before our reads of their payload.
-    fn barrier(&self);
-}
-
-/// Time for bring-up and command timeouts.
-pub trait Clock {
-    fn now_us(&self) -> u64;
-    /// Wait a little (busy or yielding); used while polling a register.
-    fn pause(&mut self, us: u64);
-}
+pub use bulkhead_hw::{Clock, Dma, Mmio, PAGE_SIZE};
 
 /// NVMe status: status code type and status code (spec 4.6.1.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,5 +90,11 @@ impl fmt::Display for Error {
             Error::NoMemory => write!(f, "out of DMA memory"),
             Error::QueueFull => write!(f, "submission queue full"),
         }
+    }
+}
+
+impl From<bulkhead_hw::NoMemory> for Error {
+    fn from(_: bulkhead_hw::NoMemory) -> Error {
+        Error::NoMemory
     }
 }

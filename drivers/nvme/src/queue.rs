@@ -50,7 +50,7 @@ impl QueuePair {
             Ok(b) => b,
             Err(e) => {
                 dma.free(sq_base, entries as usize * SQE_SIZE);
-                return Err(e);
+                return Err(e.into());
             }
         };
         Ok(QueuePair {

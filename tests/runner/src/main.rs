@@ -207,7 +207,12 @@ fn initramfs_overlay(out: &str, base: &str, entries: &[String]) -> Result<(), St
     let mut dirs = std::collections::BTreeSet::new();
     for (path, file) in &files {
         let mut parent = String::new();
-        for part in path.split('/').collect::<Vec<_>>().split_last().map_or(&[][..], |p| p.1) {
+        for part in path
+            .split('/')
+            .collect::<Vec<_>>()
+            .split_last()
+            .map_or(&[][..], |p| p.1)
+        {
             parent = if parent.is_empty() {
                 part.to_string()
             } else {

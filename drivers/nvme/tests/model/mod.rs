@@ -3,7 +3,7 @@
 //! completion entries with phase tags, interrupt records. Knobs make it misbehave.
 
 use bulkhead_nvme::cmd::{opcode, Command, Completion};
-use bulkhead_nvme::{regs, Clock, Dma, Error, Mmio, Status};
+use bulkhead_nvme::{regs, Clock, Dma, Mmio, Status};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -434,7 +434,7 @@ impl Mmio for Model {
 pub struct FakeDma(pub Rc<RefCell<State>>);
 
 impl Dma for FakeDma {
-    fn alloc(&mut self, bytes: usize) -> Result<u64, Error> {
+    fn alloc(&mut self, bytes: usize) -> Result<u64, bulkhead_hw::NoMemory> {
         let mut s = self.0.borrow_mut();
         let pages = bytes.div_ceil(4096) as u64;
         let base = s.next_page;

@@ -12,12 +12,15 @@ extern crate alloc;
 
 mod arch;
 mod console;
+mod hw;
 mod mem;
+mod net;
 mod nvme;
 mod pci;
 mod platform;
 mod rt;
 mod selftest;
+mod status;
 mod storage;
 mod time;
 mod xen;
@@ -272,6 +275,17 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
         });
     } else if config.test_xen_peer.is_some() {
         warn!("test-xen-peer: not running under Xen; ignored");
+    }
+    if !config.selftest {
+        let nics = net::probe(&h);
+        if !nics.is_empty() {
+            h.spawn(
+                "net",
+                net::run(h.clone(), nics, config.mgmt, config.mgmt_gw),
+            );
+        } else if config.mgmt != bulkhead_config::Mgmt::Off {
+            warn!("mgmt: no NIC to put the management address on");
+        }
     }
     if config.test_storage {
         h.spawn(

@@ -6,7 +6,7 @@ use alloc::format;
 use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::{fence, Ordering};
+use core::sync::atomic::Ordering;
 
 use bulkhead_block::{BlockDevice, BlockError, Extent, Features, Target};
 use bulkhead_executor::{Handle, Mutex, Signal};
@@ -14,10 +14,11 @@ use bulkhead_nvme::cmd::{Command, Completion};
 use bulkhead_nvme::controller::{Config, Controller};
 use bulkhead_nvme::gpt::{self, Partition};
 use bulkhead_nvme::identify::Namespace;
-use bulkhead_nvme::{prp, Clock, Dma, Error, Mmio, PAGE_SIZE};
+use bulkhead_nvme::{prp, Clock, Dma, Error, PAGE_SIZE};
 use bulkhead_pci::{Bar, Bdf, Function};
 use log::{error, info, warn};
 
+use crate::hw::{BarMmio, KernelDma, SpinClock};
 use crate::pci;
 
 /// How completions are noticed. `IrqMode::Poll` trades a CPU for latency.
@@ -28,64 +29,6 @@ pub enum IrqMode {
     /// Legacy pin interrupt through the I/O APIC.
     Intx,
     Poll,
-}
-
-pub struct BarMmio(u64);
-
-impl Mmio for BarMmio {
-    fn read32(&self, off: usize) -> u32 {
-        // SAFETY: BAR0 is mapped uncached for the controller's life and the driver only
-        // uses register offsets inside it.
-        unsafe { core::ptr::read_volatile((self.0 as usize + off) as *const u32) }
-    }
-    fn write32(&self, off: usize, v: u32) {
-        // SAFETY: as for read32.
-        unsafe { core::ptr::write_volatile((self.0 as usize + off) as *mut u32, v) }
-    }
-}
-
-/// DMA memory: frames from the allocator, identity-mapped, so physical = virtual.
-pub struct KernelDma;
-
-impl Dma for KernelDma {
-    fn alloc(&mut self, bytes: usize) -> Result<u64, bulkhead_hw::NoMemory> {
-        let pages = bytes.div_ceil(PAGE_SIZE);
-        let p =
-            crate::mem::alloc_frames(pages, PAGE_SIZE as u64).map_err(|_| bulkhead_hw::NoMemory)?;
-        // SAFETY: frames just allocated to us, identity-mapped RAM.
-        unsafe { core::ptr::write_bytes(p as *mut u8, 0, pages * PAGE_SIZE) };
-        Ok(p)
-    }
-    fn free(&mut self, phys: u64, bytes: usize) {
-        let _ = crate::mem::free_frames(phys, bytes.div_ceil(PAGE_SIZE));
-    }
-    fn read(&self, phys: u64, buf: &mut [u8]) {
-        // SAFETY: `phys` is DMA memory this driver allocated (identity-mapped); the
-        // controller writes it, hence volatile-ish copy after a fence by the caller.
-        unsafe { core::ptr::copy_nonoverlapping(phys as *const u8, buf.as_mut_ptr(), buf.len()) }
-    }
-    fn write(&self, phys: u64, data: &[u8]) {
-        // SAFETY: as for read.
-        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), phys as *mut u8, data.len()) }
-    }
-    fn barrier(&self) {
-        fence(Ordering::SeqCst);
-    }
-}
-
-/// Bring-up runs before the event loop serves anything, so it may spin.
-struct SpinClock;
-
-impl Clock for SpinClock {
-    fn now_us(&self) -> u64 {
-        crate::time::now_ns() / 1000
-    }
-    fn pause(&mut self, us: u64) {
-        let end = crate::time::now_ns() + us * 1000;
-        while crate::time::now_ns() < end {
-            core::hint::spin_loop();
-        }
-    }
 }
 
 /// Largest transfer per command the driver builds (one PRP list page).
@@ -111,30 +54,8 @@ fn msix_setup(
     bar0: u64,
     vector: u8,
 ) -> Result<(), &'static str> {
-    pci::with(|cs| {
-        let m = bulkhead_pci::msix(cs, bdf, bars)
-            .map_err(|_| "bad MSI-X capability")?
-            .ok_or("no MSI-X capability")?;
-        if m.table_bar != 0 || m.table_size < 2 {
-            return Err("MSI-X table outside BAR0 or too small");
-        }
-        let (addr, data) = bulkhead_pci::msi_message(crate::arch::apic::id() as u8, vector);
-        for i in 0..m.table_size.min(2) as u64 {
-            let e = bar0 + m.table_offset as u64 + 16 * i;
-            // Entry 0 (admin queue, polled) stays masked; entry 1 serves I/O queue 1.
-            let masked = if i == 1 { 0 } else { 1 };
-            // SAFETY: the table lies inside BAR0 (checked by msix()), mapped uncached.
-            unsafe {
-                core::ptr::write_volatile(e as *mut u32, addr as u32);
-                core::ptr::write_volatile((e + 4) as *mut u32, (addr >> 32) as u32);
-                core::ptr::write_volatile((e + 8) as *mut u32, data);
-                core::ptr::write_volatile((e + 12) as *mut u32, masked);
-            }
-        }
-        bulkhead_pci::msix_control(cs, bdf, &m, true, false);
-        Ok(())
-    })
-    .unwrap_or(Err("no PCI access"))
+    // Entry 0 (admin queue, polled) stays masked; entry 1 serves I/O queue 1.
+    crate::hw::msix_setup(bdf, bars, &[(0, bar0)], &[(0, None), (1, Some(vector))])
 }
 
 /// Find and bring up every NVMe controller. Failures are logged per device.
@@ -243,7 +164,7 @@ fn bring_up(h: &Handle, f: &Function, name: &str, mode: IrqMode) -> Result<Disk,
         max_transfer: MAX_TRANSFER,
     };
     let mut dma = KernelDma;
-    let ctrl = Controller::init(BarMmio(bar0), &mut dma, &mut SpinClock, &cfg)
+    let ctrl = Controller::init(BarMmio::new(bar0), &mut dma, &mut SpinClock, &cfg)
         .map_err(|e| format!("{e}"))?;
     if matches!(mode, IrqMode::Msi | IrqMode::Intx) {
         // Bring-up masked vector 0 (INTMS) while the admin queue was polled.

@@ -41,9 +41,22 @@ impl Storage {
         for (i, mut d) in nvme::probe(h, mode).into_iter().enumerate() {
             let nss = d.namespaces().to_vec();
             for ns in &nss {
+                crate::status::set(
+                    alloc::format!("disk {}n{}", d.name, ns.nsid),
+                    alloc::format!("{} blocks of {} bytes", ns.blocks, ns.block_size),
+                );
                 match d.partitions(h, ns.nsid).await {
                     Ok(ps) => {
                         for p in &ps {
+                            crate::status::set(
+                                alloc::format!("disk {}n{}p{}", d.name, ns.nsid, p.number),
+                                alloc::format!(
+                                    "\"{}\" {} blocks from {}",
+                                    p.name,
+                                    p.blocks(),
+                                    p.first_lba
+                                ),
+                            );
                             info!(
                                 "storage: {}n{}p{} \"{}\": {} blocks from {}",
                                 d.name,

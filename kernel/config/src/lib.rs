@@ -43,6 +43,14 @@ pub const OPTIONS: &[(&str, &str)] = &[
         "msix|msi|intx|poll: how NVMe completions are noticed (default msix)",
     ),
     (
+        "mgmt",
+        "dhcp | A.B.C.D/PREFIX: Bulkhead's own management address on the first NIC (ARP, ping, status page on TCP port 80); off by default",
+    ),
+    (
+        "mgmt-gw",
+        "A.B.C.D: default gateway for a static mgmt= address",
+    ),
+    (
         "bench-storage",
         "SECONDS: before serving, time 4 KiB random and 1 MiB sequential reads on the first NVMe namespace (figures on the console)",
     ),
@@ -75,6 +83,33 @@ pub struct Config {
     pub test_nvme_timeout: bool,
     /// Seconds per pattern of the local storage benchmark (0: off).
     pub bench_storage_secs: u32,
+    pub mgmt: Mgmt,
+    pub mgmt_gw: Option<[u8; 4]>,
+}
+
+/// The management interface's addressing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mgmt {
+    #[default]
+    Off,
+    Dhcp,
+    Static {
+        addr: [u8; 4],
+        prefix: u8,
+    },
+}
+
+fn ipv4(s: &str) -> Option<[u8; 4]> {
+    let mut out = [0u8; 4];
+    let mut parts = s.split('.');
+    for o in out.iter_mut() {
+        let p = parts.next()?;
+        if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        *o = p.parse().ok()?;
+    }
+    parts.next().is_none().then_some(out)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,6 +134,8 @@ impl Default for Config {
             test_storage: false,
             test_nvme_timeout: false,
             bench_storage_secs: 0,
+            mgmt: Mgmt::Off,
+            mgmt_gw: None,
         }
     }
 }
@@ -205,6 +242,26 @@ fn apply<'a>(c: &mut Config, key: &'a str, value: Option<&'a str>) -> Result<(),
             }
         }
         "test-storage" => c.test_storage = flag(value).ok_or(bad("nothing, 0 or 1"))?,
+        "mgmt" => {
+            c.mgmt = match value {
+                Some("dhcp") => Mgmt::Dhcp,
+                Some("off") => Mgmt::Off,
+                Some(v) => {
+                    let (a, p) = v
+                        .split_once('/')
+                        .ok_or(bad("dhcp, off or A.B.C.D/PREFIX"))?;
+                    let addr = ipv4(a).ok_or(bad("dhcp, off or A.B.C.D/PREFIX"))?;
+                    let prefix = p
+                        .parse::<u8>()
+                        .ok()
+                        .filter(|p| (1..=32).contains(p))
+                        .ok_or(bad("a prefix length 1-32"))?;
+                    Mgmt::Static { addr, prefix }
+                }
+                None => return Err(bad("dhcp, off or A.B.C.D/PREFIX")),
+            }
+        }
+        "mgmt-gw" => c.mgmt_gw = Some(value.and_then(ipv4).ok_or(bad("an IPv4 address"))?),
         "bench-storage" => {
             c.bench_storage_secs = value
                 .and_then(|v| v.parse().ok())
@@ -274,6 +331,8 @@ mod tests {
                 test_storage: false,
                 test_nvme_timeout: false,
                 bench_storage_secs: 0,
+                mgmt: Mgmt::Off,
+                mgmt_gw: None,
             }
         );
     }
@@ -363,6 +422,36 @@ mod tests {
                     .any(|e| matches!(e, ConfigError::Unknown(_))),
                 "{key}"
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod mgmt_tests {
+    use super::*;
+
+    #[test]
+    fn management_addresses() {
+        assert_eq!(parse("mgmt=dhcp").config.mgmt, Mgmt::Dhcp);
+        let c = parse("mgmt=192.168.76.2/24 mgmt-gw=192.168.76.1").config;
+        assert_eq!(
+            c.mgmt,
+            Mgmt::Static {
+                addr: [192, 168, 76, 2],
+                prefix: 24
+            }
+        );
+        assert_eq!(c.mgmt_gw, Some([192, 168, 76, 1]));
+        for bad in [
+            "mgmt",
+            "mgmt=1.2.3/24",
+            "mgmt=1.2.3.4",
+            "mgmt=1.2.3.4/33",
+            "mgmt=256.1.1.1/8",
+            "mgmt=1.2.3.4.5/8",
+            "mgmt-gw=x",
+        ] {
+            assert!(!parse(bad).errors.is_empty(), "{bad}");
         }
     }
 }

@@ -204,6 +204,7 @@ async fn device(xen: XenRef, h: Handle, storage: Rc<Storage>, id: DeviceId) {
                     }
                 }
             }
+            crate::status::remove(&format!("{id}"));
             let heap = crate::mem::usage().heap_used;
             info!(
                 "{id}: released; map slots in use {}, ports open {}, heap {heap} B in use",
@@ -289,6 +290,10 @@ impl Device {
             "{}: backend {s} (frontend {})",
             self.b.id,
             self.b.frontend_state()
+        );
+        crate::status::set(
+            format!("{}", self.b.id),
+            format!("backend {s}, frontend {}", self.b.frontend_state()),
         );
     }
 }

@@ -14,7 +14,7 @@ rm -f "$log"
 modprobe xen-pciback 2>/dev/null
 xl pci-assignable-list | grep -q "00:03.0" || xl pci-assignable-add 00:03.0 || fail "pci-assignable-add failed"
 t0=$(date +%s%N)
-xl create "$XLCFG/driverdomain.cfg" "kernel=\"$IMAGE\"" 'pci=[ "00:03.0" ]' || fail "xl create of the driver domain failed"
+xl create "$XLCFG/driverdomain.cfg" "kernel=\"$IMAGE\"" 'pci=[ "00:03.0" ]' "cmdline=\"${BULKHEAD_CMDLINE:-loglevel=debug}\"" || fail "xl create of the driver domain failed"
 dd=$(xl domid bulkhead)
 expect "$log" "storage: nvme0n1p5 \"epsilon\"" 240 "Bulkhead did not find the guest partitions"
 expect "$log" "xenbus: watching|watching /local/domain/$dd/backend" 60 "xenbus watcher not started"
@@ -70,12 +70,13 @@ for i in $(seq 1 20); do
     until [ "$(xenstore-read $b1/state 2>/dev/null)" = 4 ]; do
         j=$((j + 1)); [ $j -gt 120 ] && fail "attach $i: backend never Connected"; sleep 0.5
     done
-    expect "$(console_of blk1)" "linux-blk: attach $i: " 60 "attach $i: the guest did not see xvdb"
+    expect "$(console_of blk1)" "linux-blk: attach $i: " 60 "attach $i: the guest did not see xvdb" >/dev/null
     xl block-detach blk1 xvdb || fail "block-detach $i failed"
     j=0
     until [ "$(grep -c "vbd-$g1-51728: released" "$log")" -ge $i ]; do
         j=$((j + 1)); [ $j -gt 120 ] && fail "detach $i: Bulkhead did not release the device"; sleep 0.5
     done
+    note "cycle $i: attached (Connected), the guest saw it, detached, released"
 done
 first=$(grep "vbd-$g1-51728: released" "$log" | head -1)
 last=$(grep "vbd-$g1-51728: released" "$log" | tail -1)

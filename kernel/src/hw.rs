@@ -1,0 +1,125 @@
+//! The kernel's one implementation of the driver traits (`bulkhead-hw`): registers in
+//! uncached BAR mappings, DMA memory from the frame allocator (identity-mapped, so
+//! physical = virtual), a spinning clock for bring-up; and MSI-X table programming.
+
+use core::sync::atomic::{fence, Ordering};
+
+use bulkhead_hw::{Clock, Dma, Mmio, NoMemory, PAGE_SIZE};
+use bulkhead_pci::{Bar, Bdf};
+
+use crate::pci;
+
+/// A register window: a BAR mapped uncached (or a structure inside one).
+#[derive(Clone, Copy, Debug)]
+pub struct BarMmio(u64);
+
+impl BarMmio {
+    /// `va` must be an uncached mapping the device's registers stay behind for as long
+    /// as the returned value is used (drivers only touch offsets inside their window).
+    pub fn new(va: u64) -> BarMmio {
+        BarMmio(va)
+    }
+}
+
+macro_rules! access {
+    ($read:ident, $write:ident, $t:ty) => {
+        fn $read(&self, off: usize) -> $t {
+            // SAFETY: see `BarMmio::new`: the window is mapped uncached and the driver
+            // stays inside it. Each register is accessed with its own width.
+            unsafe { core::ptr::read_volatile((self.0 as usize + off) as *const $t) }
+        }
+        fn $write(&self, off: usize, v: $t) {
+            // SAFETY: as for the read.
+            unsafe { core::ptr::write_volatile((self.0 as usize + off) as *mut $t, v) }
+        }
+    };
+}
+
+impl Mmio for BarMmio {
+    access!(read32, write32, u32);
+    access!(read16, write16, u16);
+    access!(read8, write8, u8);
+}
+
+/// DMA memory: frames from the allocator, identity-mapped, so physical = virtual.
+pub struct KernelDma;
+
+impl Dma for KernelDma {
+    fn alloc(&mut self, bytes: usize) -> Result<u64, NoMemory> {
+        let pages = bytes.div_ceil(PAGE_SIZE);
+        let p = crate::mem::alloc_frames(pages, PAGE_SIZE as u64).map_err(|_| NoMemory)?;
+        // SAFETY: frames just allocated to us, identity-mapped RAM.
+        unsafe { core::ptr::write_bytes(p as *mut u8, 0, pages * PAGE_SIZE) };
+        Ok(p)
+    }
+    fn free(&mut self, phys: u64, bytes: usize) {
+        let _ = crate::mem::free_frames(phys, bytes.div_ceil(PAGE_SIZE));
+    }
+    fn read(&self, phys: u64, buf: &mut [u8]) {
+        // SAFETY: `phys` is DMA memory the driver allocated (identity-mapped); the device
+        // writes it, and the driver orders its reads with `barrier`.
+        unsafe { core::ptr::copy_nonoverlapping(phys as *const u8, buf.as_mut_ptr(), buf.len()) }
+    }
+    fn write(&self, phys: u64, data: &[u8]) {
+        // SAFETY: as for read.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), phys as *mut u8, data.len()) }
+    }
+    fn barrier(&self) {
+        fence(Ordering::SeqCst);
+    }
+}
+
+/// Bring-up runs before the event loop serves anything, so it may spin.
+pub struct SpinClock;
+
+impl Clock for SpinClock {
+    fn now_us(&self) -> u64 {
+        crate::time::now_ns() / 1000
+    }
+    fn pause(&mut self, us: u64) {
+        let end = crate::time::now_ns() + us * 1000;
+        while crate::time::now_ns() < end {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+/// Program MSI-X table entries and enable MSI-X: `entries` are (table index, CPU
+/// vector), None leaving the entry masked. `mapped` gives the virtual address of each
+/// BAR the table may live in, as (BAR index, address).
+pub fn msix_setup(
+    bdf: Bdf,
+    bars: &[Option<Bar>; 6],
+    mapped: &[(u8, u64)],
+    entries: &[(u16, Option<u8>)],
+) -> Result<(), &'static str> {
+    pci::with(|cs| {
+        let m = bulkhead_pci::msix(cs, bdf, bars)
+            .map_err(|_| "bad MSI-X capability")?
+            .ok_or("no MSI-X capability")?;
+        let base = mapped
+            .iter()
+            .find(|(b, _)| *b == m.table_bar)
+            .map(|(_, va)| *va)
+            .ok_or("MSI-X table in a BAR that is not mapped")?;
+        if entries.iter().any(|(i, _)| *i >= m.table_size) {
+            return Err("MSI-X table too small");
+        }
+        for &(i, vector) in entries {
+            let (addr, data) =
+                bulkhead_pci::msi_message(crate::arch::apic::id() as u8, vector.unwrap_or(0));
+            let e = base + m.table_offset as u64 + 16 * i as u64;
+            let masked = if vector.is_some() { 0 } else { 1 };
+            // SAFETY: the table lies inside the BAR (checked by msix()), mapped uncached.
+            unsafe {
+                core::ptr::write_volatile(e as *mut u32, addr as u32);
+                core::ptr::write_volatile((e + 4) as *mut u32, (addr >> 32) as u32);
+                core::ptr::write_volatile((e + 8) as *mut u32, data);
+                core::ptr::write_volatile((e + 12) as *mut u32, masked);
+            }
+        }
+        bulkhead_pci::msix_control(cs, bdf, &m, true, false);
+        Ok(())
+    })
+    .unwrap_or(Err("no PCI access"))
+}

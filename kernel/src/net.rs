@@ -1,0 +1,480 @@
+//! Networking: NIC bring-up (virtio-net), the L2 switch with the NIC as its uplink, and
+//! Bulkhead's own management interface on the switch (smoltcp: DHCP or a static address,
+//! ARP, ICMP echo, and a read-only status page on TCP port 80).
+
+use alloc::collections::VecDeque;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use bulkhead_config::Mgmt;
+use bulkhead_executor::{Handle, Signal};
+use bulkhead_net::{Checksum, Counters, Link, MacAddr, Nic, Offloads, TxError};
+use bulkhead_pci::{Bar, Function};
+use bulkhead_switch::{Decision, PortId, Switch};
+use bulkhead_virtio::net::{Vectors, VirtioNet};
+use bulkhead_virtio::transport::Transport;
+use log::{error, info, warn};
+use smoltcp::iface::{Config as IfConfig, Interface, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::socket::{dhcpv4, tcp};
+use smoltcp::time::Instant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address, Ipv4Cidr};
+
+use crate::hw::{BarMmio, KernelDma, SpinClock};
+use crate::pci;
+
+/// Every driver behind one type, so the switch and the stack hold a list of them.
+pub enum AnyNic {
+    Virtio(VirtioNet<BarMmio, KernelDma>),
+}
+
+macro_rules! each {
+    ($self:ident, $n:ident => $e:expr) => {
+        match $self {
+            AnyNic::Virtio($n) => $e,
+        }
+    };
+}
+
+impl Nic for AnyNic {
+    fn mac(&self) -> MacAddr {
+        each!(self, n => n.mac())
+    }
+    fn link(&self) -> Link {
+        each!(self, n => n.link())
+    }
+    fn offloads(&self) -> Offloads {
+        each!(self, n => n.offloads())
+    }
+    fn send(&mut self, parts: &[&[u8]], csum: Checksum) -> Result<(), TxError> {
+        each!(self, n => n.send(parts, csum))
+    }
+    fn receive(&mut self, f: &mut dyn FnMut(&[u8])) -> usize {
+        each!(self, n => n.receive(f))
+    }
+    fn set_promiscuous(&mut self, on: bool) {
+        each!(self, n => n.set_promiscuous(on))
+    }
+    fn counters(&self) -> Counters {
+        each!(self, n => n.counters())
+    }
+}
+
+/// A NIC and how its interrupts reach us.
+pub struct Port {
+    pub name: String,
+    pub kind: &'static str,
+    pub nic: AnyNic,
+    signal: Option<&'static Signal>,
+    /// INTx: the I/O APIC pin to unmask after servicing.
+    gsi: Option<u8>,
+}
+
+impl Port {
+    /// After an interrupt: acknowledge the device and let the pin fire again.
+    fn serviced(&mut self) {
+        if let Some(g) = self.gsi {
+            match &self.nic {
+                AnyNic::Virtio(v) => {
+                    v.ack_interrupt();
+                }
+            }
+            crate::arch::ioapic::unmask(g);
+        }
+    }
+}
+
+/// Find and bring up every NIC we drive. Failures are logged per device.
+pub fn probe(h: &Handle) -> Vec<Port> {
+    let funcs = pci::with(|cs| bulkhead_pci::enumerate(cs)).unwrap_or_default();
+    let mut out = Vec::new();
+    for f in &funcs {
+        if bulkhead_virtio::pci::is_net(f.vendor, f.device) {
+            let name = format!("net{}", out.len());
+            match virtio_up(h, f, &name) {
+                Ok(p) => out.push(p),
+                Err(e) => error!("{name} ({}): virtio-net not usable: {e}", f.bdf),
+            }
+        }
+    }
+    out
+}
+
+fn virtio_up(h: &Handle, f: &Function, name: &str) -> Result<Port, String> {
+    let bdf = f.bdf;
+    let bars = pci::with(|cs| bulkhead_pci::bars(cs, bdf))
+        .ok_or("no PCI access")?
+        .map_err(|e| format!("{e}"))?;
+    let caps =
+        pci::with(|cs| bulkhead_virtio::pci::caps(cs, bdf, &bars)).ok_or("no PCI access")??;
+    // Map each memory BAR the structures (or the MSI-X table) live in, once.
+    let mut mapped: Vec<(u8, u64)> = Vec::new();
+    let mut map = |bar: u8| -> Result<u64, String> {
+        if let Some((_, va)) = mapped.iter().find(|(b, _)| *b == bar) {
+            return Ok(*va);
+        }
+        let Some(Bar::Memory { base, size, .. }) = bars[bar as usize] else {
+            return Err(format!("BAR{bar} is not a memory BAR"));
+        };
+        if base == 0 {
+            return Err(format!("BAR{bar} not assigned by firmware"));
+        }
+        let va = crate::mem::map_mmio(base, size).map_err(|e| format!("map BAR{bar}: {e}"))?;
+        mapped.push((bar, va));
+        Ok(va)
+    };
+    let region = |r: bulkhead_virtio::pci::Region, va: u64| BarMmio::new(va + r.offset as u64);
+    let common = region(caps.common, map(caps.common.bar)?);
+    let notify = region(caps.notify, map(caps.notify.bar)?);
+    let isr = region(caps.isr, map(caps.isr.bar)?);
+    let device = match caps.device {
+        Some(d) => region(d, map(d.bar)?),
+        None => return Err("no device configuration capability".into()),
+    };
+    let msix = pci::with(|cs| bulkhead_pci::msix(cs, bdf, &bars))
+        .and_then(|r| r.ok())
+        .flatten();
+    if let Some(m) = msix {
+        map(m.table_bar)?;
+    }
+    let t = Transport {
+        common,
+        notify,
+        notify_multiplier: caps.notify_multiplier,
+        isr,
+        device,
+    };
+    // MSI-X when the device has it (one CPU vector for configuration, receive and
+    // transmit), else INTx.
+    let (v, signal) = pci::alloc_vector().ok_or("out of interrupt vectors")?;
+    h.watch(signal);
+    let use_msix = msix.is_some()
+        && crate::hw::msix_setup(
+            bdf,
+            &bars,
+            &mapped,
+            &[(0, Some(v)), (1, Some(v)), (2, Some(v))],
+        )
+        .is_ok();
+    let mut gsi = None;
+    if !use_msix {
+        if f.interrupt_pin == 0 || f.interrupt_line == 0 || f.interrupt_line == 0xff {
+            return Err("neither MSI-X nor an INTx line".into());
+        }
+        crate::arch::ioapic::route_intx(f.interrupt_line, v, crate::arch::apic::id() as u8)?;
+        gsi = Some(f.interrupt_line);
+    }
+    pci::with(|cs| bulkhead_pci::enable(cs, bdf, !use_msix));
+    let vectors = use_msix.then_some(Vectors {
+        config: 0,
+        rx: 1,
+        tx: 2,
+    });
+    let nic = VirtioNet::new(t, KernelDma, &mut SpinClock, vectors).map_err(|e| format!("{e}"))?;
+    info!(
+        "{name} ({bdf}): virtio-net, MAC {}, link {:?}, features {:#x}, {}",
+        nic.mac(),
+        nic.link(),
+        nic.features,
+        if use_msix {
+            format!("MSI-X vector {v:#x}")
+        } else {
+            format!("INTx pin {} vector {v:#x}", f.interrupt_line)
+        }
+    );
+    Ok(Port {
+        name: name.into(),
+        kind: "virtio-net",
+        nic: AnyNic::Virtio(nic),
+        signal: Some(signal),
+        gsi,
+    })
+}
+
+/// The management interface's side of the switch, as smoltcp sees a device: frames the
+/// switch delivered to it, and frames it wants sent (switched after each poll).
+struct MgmtDev {
+    rx: VecDeque<Vec<u8>>,
+    tx: Vec<Vec<u8>>,
+}
+
+struct Rx(Vec<u8>);
+struct Tx<'a>(&'a mut Vec<Vec<u8>>);
+
+impl RxToken for Rx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut buf = vec![0u8; len];
+        let r = f(&mut buf);
+        self.0.push(buf);
+        r
+    }
+}
+
+impl Device for MgmtDev {
+    type RxToken<'a> = Rx;
+    type TxToken<'a> = Tx<'a>;
+
+    fn receive(&mut self, _t: Instant) -> Option<(Rx, Tx<'_>)> {
+        let f = self.rx.pop_front()?;
+        Some((Rx(f), Tx(&mut self.tx)))
+    }
+
+    fn transmit(&mut self, _t: Instant) -> Option<Tx<'_>> {
+        (self.tx.len() < 64).then_some(Tx(&mut self.tx))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut c = DeviceCapabilities::default();
+        c.medium = Medium::Ethernet;
+        c.max_transmission_unit = 1514;
+        c
+    }
+}
+
+const MGMT_RX_QUEUE: usize = 256;
+const HTTP_PORT: u16 = 80;
+
+/// The `net` task: move frames between the NICs, the switch and the management stack.
+pub async fn run(h: Handle, mut ports: Vec<Port>, mgmt: Mgmt, gw: Option<[u8; 4]>) {
+    if ports.is_empty() {
+        return;
+    }
+    let mut sw = Switch::new(300_000_000_000, 4096);
+    let uplink = sw.add_port(None);
+    ports[0].nic.set_promiscuous(true);
+    let host = sw.add_port(None);
+    let mac = ports[0].nic.mac();
+    let mut dev = MgmtDev {
+        rx: VecDeque::new(),
+        tx: Vec::new(),
+    };
+    let now = || Instant::from_micros((crate::time::now_ns() / 1000) as i64);
+    let mut cfg = IfConfig::new(HardwareAddress::Ethernet(EthernetAddress(mac.0)));
+    cfg.random_seed = crate::time::now_ns();
+    let mut iface = Interface::new(cfg, &mut dev, now());
+    let mut sockets = SocketSet::new(vec![]);
+    let dhcp = match mgmt {
+        Mgmt::Off => None,
+        Mgmt::Dhcp => Some(sockets.add(dhcpv4::Socket::new())),
+        Mgmt::Static { addr, prefix } => {
+            let a = Ipv4Address::new(addr[0], addr[1], addr[2], addr[3]);
+            iface.update_ip_addrs(|ips| {
+                let _ = ips.push(IpCidr::Ipv4(Ipv4Cidr::new(a, prefix)));
+            });
+            if let Some(g) = gw {
+                let _ = iface
+                    .routes_mut()
+                    .add_default_ipv4_route(Ipv4Address::new(g[0], g[1], g[2], g[3]));
+            }
+            info!("mgmt: {a}/{prefix} (static) on {} {mac}", ports[0].name);
+            crate::status::set("mgmt", format!("{a}/{prefix} static, MAC {mac}"));
+            None
+        }
+    };
+    let http = (mgmt != Mgmt::Off).then(|| {
+        sockets.add(tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 2048]),
+            tcp::SocketBuffer::new(vec![0; 16384]),
+        ))
+    });
+    let mut request = Vec::new();
+    loop {
+        let t = crate::time::now_ns();
+        sw.age(t);
+        // Uplink → switch → management stack (only what is for us or flooded).
+        for p in ports.iter_mut() {
+            p.serviced();
+        }
+        let mut inbound: Vec<Vec<u8>> = Vec::new();
+        ports[0].nic.receive(&mut |f| inbound.push(f.to_vec()));
+        for f in inbound {
+            let to_host = match sw.forward(t, uplink, &f) {
+                Decision::Unicast(p) => p == host,
+                Decision::Flood(ps) => ps.contains(&host),
+                Decision::Drop(_) => false,
+            };
+            if to_host && mgmt != Mgmt::Off {
+                if dev.rx.len() < MGMT_RX_QUEUE {
+                    sw.transmitted(host, f.len());
+                    dev.rx.push_back(f);
+                }
+            }
+        }
+        if mgmt != Mgmt::Off {
+            iface.poll(now(), &mut dev, &mut sockets);
+            if let Some(d) = dhcp {
+                dhcp_event(
+                    &mut iface,
+                    sockets.get_mut::<dhcpv4::Socket>(d),
+                    &ports[0],
+                    mac,
+                );
+            }
+            if let Some(s) = http {
+                serve_http(
+                    sockets.get_mut::<tcp::Socket>(s),
+                    &mut request,
+                    &ports,
+                    &sw,
+                    host,
+                    uplink,
+                );
+            }
+            iface.poll(now(), &mut dev, &mut sockets);
+        }
+        // Management stack → switch → uplink.
+        for f in core::mem::take(&mut dev.tx) {
+            let out = match sw.forward(t, host, &f) {
+                Decision::Unicast(p) => p == uplink,
+                Decision::Flood(ps) => ps.contains(&uplink),
+                Decision::Drop(_) => false,
+            };
+            if out {
+                if ports[0].nic.send(&[&f], Checksum::None).is_ok() {
+                    sw.transmitted(uplink, f.len());
+                }
+            }
+        }
+        let delay = iface
+            .poll_delay(now(), &sockets)
+            .map_or(1_000_000_000, |d| d.total_micros() * 1000)
+            .clamp(0, 1_000_000_000);
+        if delay > 0 {
+            match ports[0].signal {
+                Some(s) => {
+                    let _ = h.timeout(delay, s.wait()).await;
+                }
+                None => h.sleep(delay).await,
+            }
+        }
+    }
+}
+
+fn dhcp_event(iface: &mut Interface, s: &mut dhcpv4::Socket, port: &Port, mac: MacAddr) {
+    match s.poll() {
+        None => {}
+        Some(dhcpv4::Event::Configured(c)) => {
+            iface.update_ip_addrs(|ips| {
+                ips.clear();
+                let _ = ips.push(IpCidr::Ipv4(c.address));
+            });
+            match c.router {
+                Some(r) => {
+                    let _ = iface.routes_mut().add_default_ipv4_route(r);
+                }
+                None => iface
+                    .routes_mut()
+                    .remove_default_ipv4_route()
+                    .map_or((), |_| ()),
+            }
+            info!(
+                "mgmt: {} (dhcp) on {} {mac}, router {:?}",
+                c.address, port.name, c.router
+            );
+            crate::status::set("mgmt", format!("{} dhcp, MAC {mac}", c.address));
+        }
+        Some(dhcpv4::Event::Deconfigured) => {
+            // Also the socket's first event, before any lease: only a lost lease is news.
+            let had = !iface.ip_addrs().is_empty();
+            iface.update_ip_addrs(|ips| ips.clear());
+            iface.routes_mut().remove_default_ipv4_route();
+            if had {
+                warn!("mgmt: DHCP lease lost on {}", port.name);
+            }
+            crate::status::set("mgmt", format!("no address yet (DHCP), MAC {mac}"));
+        }
+    }
+}
+
+fn serve_http(
+    s: &mut tcp::Socket,
+    request: &mut Vec<u8>,
+    ports: &[Port],
+    sw: &Switch,
+    host: PortId,
+    uplink: PortId,
+) {
+    if !s.is_open() {
+        request.clear();
+        let _ = s.listen(HTTP_PORT);
+        return;
+    }
+    if s.can_recv() {
+        let _ = s.recv(|b| {
+            let n = b.len().min(2048 - request.len().min(2048));
+            request.extend_from_slice(&b[..n]);
+            (b.len(), ())
+        });
+    }
+    let complete = request.windows(4).any(|w| w == b"\r\n\r\n") || request.len() >= 2048;
+    if complete && s.can_send() && s.send_queue() == 0 && !request.is_empty() {
+        let first = request.split(|&b| b == b'\n').next().unwrap_or(&[]);
+        let path = core::str::from_utf8(first)
+            .ok()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or("");
+        let (code, body) = if path == "/" || path == "/status" {
+            ("200 OK", status_page(ports, sw, host, uplink))
+        } else {
+            ("404 Not Found", String::from("not found; try /status\n"))
+        };
+        let resp = format!(
+            "HTTP/1.0 {code}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = s.send_slice(resp.as_bytes());
+        request.clear();
+        request.push(0); // answered: nothing more to parse on this connection
+        s.close();
+    }
+}
+
+fn status_page(ports: &[Port], sw: &Switch, host: PortId, uplink: PortId) -> String {
+    use core::fmt::Write;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "bulkhead {} up {} s",
+        env!("CARGO_PKG_VERSION"),
+        crate::time::now_ns() / 1_000_000_000
+    );
+    for p in ports {
+        let c = p.nic.counters();
+        let _ = writeln!(
+            o,
+            "nic {}: {} MAC {} link {:?}; rx {} frames {} bytes, {} errors, {} dropped; tx {} frames {} bytes, {} errors, {} dropped",
+            p.name,
+            p.kind,
+            p.nic.mac(),
+            p.nic.link(),
+            c.rx_frames,
+            c.rx_bytes,
+            c.rx_errors,
+            c.rx_dropped,
+            c.tx_frames,
+            c.tx_bytes,
+            c.tx_errors,
+            c.tx_dropped
+        );
+    }
+    for (name, id) in [("uplink", uplink), ("mgmt", host)] {
+        if let Some(c) = sw.counters(id) {
+            let _ = writeln!(
+                o,
+                "switch port {name}: rx {} frames, tx {} frames, {} dropped",
+                c.rx_frames, c.tx_frames, c.dropped
+            );
+        }
+    }
+    let _ = writeln!(o, "switch: {} addresses learned", sw.learned());
+    crate::status::render(&mut o);
+    o
+}

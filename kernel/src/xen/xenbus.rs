@@ -142,7 +142,13 @@ async fn device(xen: XenRef, h: Handle, storage: Rc<Storage>, id: DeviceId) {
             return;
         }
     }
-    let token = format!("{id}");
+    // Unique per device task: a re-created device (detach then attach of the same vdev)
+    // must not share watch events with the task still tearing the old one down.
+    static NEXT_TOKEN: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+    let token = format!(
+        "{id}#{}",
+        NEXT_TOKEN.fetch_add(1, core::sync::atomic::Ordering::Relaxed)
+    );
     let fe_state = format!("{frontend}/state");
     let mut dev = Device {
         xen: xen.clone(),

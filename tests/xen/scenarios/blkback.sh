@@ -14,7 +14,7 @@ rm -f "$log"
 modprobe xen-pciback 2>/dev/null
 xl pci-assignable-list | grep -q "00:03.0" || xl pci-assignable-add 00:03.0 || fail "pci-assignable-add failed"
 t0=$(date +%s%N)
-xl create "$XLCFG/driverdomain.cfg" "kernel=\"$IMAGE\"" 'pci=[ "00:03.0" ]' "cmdline=\"${BULKHEAD_CMDLINE:-loglevel=debug}\"" || fail "xl create of the driver domain failed"
+xl create "$XLCFG/driverdomain.cfg" "kernel=\"$IMAGE\"" 'pci=[ "00:03.0" ]' "cmdline=\"loglevel=info\"" || fail "xl create of the driver domain failed"
 dd=$(xl domid bulkhead)
 expect "$log" "storage: nvme0n1p5 \"epsilon\"" 240 "Bulkhead did not find the guest partitions"
 expect "$log" "xenbus: watching|watching /local/domain/$dd/backend" 60 "xenbus watcher not started"
@@ -99,14 +99,15 @@ for g in blk1 blk2; do
     # libxl waits for the driver domain to remove the backend directory.
     echo "$out" | grep -q "timed out" && fail "xl destroy $g: $out"
 done
-# Every ring served (a guest that restarted had two) must be closed, and the grant
-# mappings back at zero once the last one is.
+# Every device Bulkhead took on must be released, and the grant mappings back at zero
+# once the last one is.
+devices() { grep -o "vbd-[0-9]*-[0-9]*: $1" "$log" | cut -d: -f1 | sort -u; }
 i=0
-until [ "$(grep -c ': serving ' "$log")" = "$(grep -c ': ring closed' "$log")" ]; do
-    i=$((i + 1)); [ $i -gt 60 ] && fail "Bulkhead did not close every ring"; sleep 1
+until [ "$(devices "new backend device")" = "$(devices released)" ]; do
+    i=$((i + 1)); [ $i -gt 60 ] && fail "Bulkhead did not release every device: $(devices 'new backend device' | tr '\n' ' ')/ $(devices released | tr '\n' ' ')"; sleep 1
 done
-grep "ring closed" "$log"
-grep "ring closed" "$log" | tail -1 | grep -q "map slots in use 0," || fail "grant mappings left behind"
+grep "ring closed" "$log" | grep 51712
+grep "released" "$log" | tail -1 | grep -q "map slots in use 0," || fail "grant mappings left behind: $(grep released "$log" | tail -1)"
 xenstore-ls /local/domain/$dd/backend/vbd 2>/dev/null | grep -q 51712 && fail "backend directories left behind"
 grep -E "PANIC|panicked" "$log" && fail "Bulkhead panicked"
 dom0_healthy

@@ -15,6 +15,7 @@
 mod disk;
 mod fuzz;
 mod image;
+mod netpeer;
 mod qemu;
 
 use std::path::PathBuf;
@@ -81,6 +82,7 @@ fn run_qemu(image: &str, pvh: &str, only: &[String]) -> Result<(), String> {
     }
     let mut failed = Vec::new();
     let mut banner_times = Vec::new();
+    let mut figures = Vec::new();
     for s in chosen {
         let path = match s.image {
             qemu::Image::Multiboot => image,
@@ -93,6 +95,12 @@ fn run_qemu(image: &str, pvh: &str, only: &[String]) -> Result<(), String> {
         if let Some(ms) = o.banner_ms {
             banner_times.push((s.name, ms));
         }
+        figures.extend(
+            o.lines
+                .iter()
+                .filter_map(|l| l.strip_prefix("figure: "))
+                .map(String::from),
+        );
         if o.ok {
             println!(
                 "PASS {:<24} ({banner}, {:.2} s)",
@@ -123,6 +131,9 @@ fn run_qemu(image: &str, pvh: &str, only: &[String]) -> Result<(), String> {
     println!("figures: image {size} bytes on disk");
     for (name, ms) in banner_times {
         println!("figures: boot-to-banner {ms} ms ({name}, TCG, includes SeaBIOS)");
+    }
+    for f in figures {
+        println!("figures: {f}");
     }
     if failed.is_empty() {
         println!("bare-QEMU tier: all scenarios passed");

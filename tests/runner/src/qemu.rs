@@ -46,6 +46,8 @@ pub struct Scenario {
     pub forbid: Vec<&'static str>,
     pub end: End,
     pub timeout: Duration,
+    /// A NIC and what it is plugged into (see `netpeer`).
+    pub net: Option<crate::netpeer::Net>,
 }
 
 pub const SELFTEST_CHECKS: [&str; 10] = [
@@ -85,6 +87,7 @@ fn selftest(name: &'static str, image: Image, mem_mib: u32, entered: &str) -> Sc
         forbid: vec!["PANIC", "FAILED", "ERROR"],
         end: End::Exit(EXIT_POWEROFF),
         timeout: Duration::from_secs(60),
+        net: None,
     }
 }
 
@@ -126,11 +129,69 @@ fn storage(
         forbid: vec!["PANIC", "FAIL"],
         end: End::Exit(EXIT_POWEROFF),
         timeout: Duration::from_secs(90),
+        net: None,
+    }
+}
+
+fn network(name: &'static str, net: crate::netpeer::Net, kind: &str) -> Scenario {
+    use crate::netpeer::Net;
+    let (cmdline, expect, done) = match net {
+        Net::Slirp { .. } => (
+            "mgmt=dhcp",
+            vec![
+                format!("net0 ("),
+                format!("{kind}, MAC 52:54:00:12:34:56"),
+                "mgmt: 10.0.2.15/24 (dhcp)".into(),
+                "[peer] status page: 200 OK".into(),
+            ],
+            "[peer] status page",
+        ),
+        Net::Peer { .. } => (
+            "mgmt=192.168.76.2/24",
+            vec![
+                format!("{kind}, MAC 52:54:00:12:34:56"),
+                "mgmt: 192.168.76.2/24 (static)".into(),
+                "[peer] ARP: 192.168.76.2 is at 52:54:00:12:34:56".into(),
+                "[peer] ping: 20/20 replies with the payload intact".into(),
+                "[peer] after bad frames: ping 5/5".into(),
+                "figure: ".into(),
+                "[peer] done".into(),
+            ],
+            "[peer] done",
+        ),
+    };
+    Scenario {
+        name,
+        machine: "q35",
+        nvme_disk: false,
+        image: Image::Multiboot,
+        cmdline,
+        mem_mib: 64,
+        expect,
+        forbid: vec!["PANIC", "[peer] FAIL"],
+        end: End::After(done, 1),
+        timeout: Duration::from_secs(60),
+        net: Some(net),
     }
 }
 
 pub fn scenarios() -> Vec<Scenario> {
+    use crate::netpeer::Net;
     vec![
+        network(
+            "net-virtio-dhcp-status",
+            Net::Slirp {
+                nic: "virtio-net-pci",
+            },
+            "virtio-net",
+        ),
+        network(
+            "net-virtio-peer",
+            Net::Peer {
+                nic: "virtio-net-pci",
+            },
+            "virtio-net",
+        ),
         storage("storage-nvme-msix-q35", "q35", "test-storage", "MsiX"),
         storage(
             "storage-nvme-intx-pc",
@@ -174,6 +235,7 @@ pub fn scenarios() -> Vec<Scenario> {
             forbid: vec!["selftest: starting", "PANIC"],
             end: End::Exit(EXIT_CRASH),
             timeout: Duration::from_secs(60),
+            net: None,
         },
         Scenario {
             name: "forced-panic",
@@ -191,6 +253,7 @@ pub fn scenarios() -> Vec<Scenario> {
             forbid: vec![],
             end: End::Exit(EXIT_CRASH),
             timeout: Duration::from_secs(60),
+            net: None,
         },
         Scenario {
             name: "guard-page-fault",
@@ -208,6 +271,7 @@ pub fn scenarios() -> Vec<Scenario> {
             forbid: vec!["returned"],
             end: End::Exit(EXIT_CRASH),
             timeout: Duration::from_secs(60),
+            net: None,
         },
         Scenario {
             name: "event-loop-heartbeat",
@@ -224,6 +288,7 @@ pub fn scenarios() -> Vec<Scenario> {
             forbid: vec!["PANIC", "ERROR"],
             end: End::After("heartbeat: up 3 s", 1),
             timeout: Duration::from_secs(60),
+            net: None,
         },
     ]
 }
@@ -260,6 +325,23 @@ pub fn run(s: &Scenario, qemu: &str, image: &Path, log_dir: &Path) -> Outcome {
             .map(String::from),
         );
     }
+    let mut wiring = match s.net.map(crate::netpeer::wire).transpose() {
+        Ok(w) => w,
+        Err(e) => {
+            return Outcome {
+                ok: false,
+                why: format!("network peer: {e}"),
+                banner_ms: None,
+                total: Duration::ZERO,
+                lines: vec![],
+            }
+        }
+    };
+    if let Some(w) = &wiring {
+        extra.extend(w.qemu_args.iter().cloned());
+    } else {
+        extra.extend(["-nic".to_string(), "none".to_string()]);
+    }
     let start = Instant::now();
     let mut child = match Command::new(qemu)
         .args(&extra)
@@ -293,6 +375,8 @@ pub fn run(s: &Scenario, qemu: &str, image: &Path, log_dir: &Path) -> Outcome {
         }
     };
     let (tx, rx) = mpsc::channel::<(Instant, String)>();
+    // Only while a peer is still to start: the loop ends when every sender is gone.
+    let mut peer_tx = wiring.as_ref().map(|_| tx.clone());
     let out = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut r = BufReader::new(out);
@@ -325,6 +409,11 @@ pub fn run(s: &Scenario, qemu: &str, image: &Path, log_dir: &Path) -> Outcome {
             Ok((at, line)) => {
                 if banner_ms.is_none() && line.contains("Bulkhead ") {
                     banner_ms = Some((at - start).as_millis());
+                }
+                if wiring.as_ref().is_some_and(|w| line.contains(w.trigger)) {
+                    if let (Some(w), Some(t)) = (wiring.take(), peer_tx.take()) {
+                        std::thread::spawn(move || (w.start)(t));
+                    }
                 }
                 // Several expectations may be met by one line, in order.
                 let mut from = 0;

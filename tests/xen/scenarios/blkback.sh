@@ -62,21 +62,21 @@ grep -qE "serving nvme0n1p5 .* 2 queue\(s\)" "$log" || fail "blk2 (2 vCPUs) did 
 # the run), the others read-write on gamma.
 g1=$(xl domid blk1)
 b1=/local/domain/$dd/backend/vbd/$g1/51728
-for i in $(seq 1 20); do
+for c in $(seq 1 20); do
     # target= must come last: xl takes the rest of the line as the target.
-    if [ $i = 1 ]; then spec="access=ro,target=nvme0n1p1"; else spec="access=rw,target=part:gamma"; fi
-    xl block-attach blk1 "format=raw,vdev=xvdb,backend=bulkhead,$spec" || fail "block-attach $i failed"
+    if [ $c = 1 ]; then spec="access=ro,target=nvme0n1p1"; else spec="access=rw,target=part:gamma"; fi
+    xl block-attach blk1 "format=raw,vdev=xvdb,backend=bulkhead,$spec" || fail "block-attach $c failed"
     j=0
     until [ "$(xenstore-read $b1/state 2>/dev/null)" = 4 ]; do
-        j=$((j + 1)); [ $j -gt 120 ] && fail "attach $i: backend never Connected"; sleep 0.5
+        j=$((j + 1)); [ $j -gt 120 ] && fail "attach $c: backend never Connected"; sleep 0.5
     done
-    expect "$(console_of blk1)" "linux-blk: attach $i: " 60 "attach $i: the guest did not see xvdb" >/dev/null
-    xl block-detach blk1 xvdb || fail "block-detach $i failed"
+    expect "$(console_of blk1)" "linux-blk: attach $c: " 60 "attach $c: the guest did not see xvdb" >/dev/null
+    xl block-detach blk1 xvdb || fail "block-detach $c failed"
     j=0
-    until [ "$(grep -c "vbd-$g1-51728: released" "$log")" -ge $i ]; do
-        j=$((j + 1)); [ $j -gt 120 ] && fail "detach $i: Bulkhead did not release the device"; sleep 0.5
+    until [ "$(grep -c "vbd-$g1-51728: released" "$log")" -ge $c ]; do
+        j=$((j + 1)); [ $j -gt 120 ] && fail "detach $c: Bulkhead did not release the device"; sleep 0.5
     done
-    note "cycle $i: attached (Connected), the guest saw it, detached, released"
+    note "cycle $c: attached (Connected), the guest saw it, detached, released"
 done
 first=$(grep "vbd-$g1-51728: released" "$log" | head -1)
 last=$(grep "vbd-$g1-51728: released" "$log" | tail -1)

@@ -14,11 +14,12 @@ fail() {
 note() { echo "--- $*"; }
 
 # wait_for FILE PATTERN SECONDS: until a line of FILE matches PATTERN (grep -E).
+# (Its counter is local: callers loop with their own variables.)
 wait_for() {
-    i=0
+    local n=0
     while ! grep -qE "$2" "$1" 2>/dev/null; do
-        i=$((i + 1))
-        [ $i -gt $(($3 * 2)) ] && return 1
+        n=$((n + 1))
+        [ $n -gt $(($3 * 2)) ] && return 1
         sleep 0.5
     done
     grep -E "$2" "$1" | head -1

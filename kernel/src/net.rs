@@ -1,4 +1,4 @@
-//! Networking: NIC bring-up (virtio-net), the L2 switch with the NIC as its uplink, and
+//! Networking: NIC bring-up (virtio-net, e1000e), the L2 switch with the NIC as its uplink, and
 //! Bulkhead's own management interface on the switch (smoltcp: DHCP or a static address,
 //! ARP, ICMP echo, and a read-only status page on TCP port 80).
 
@@ -9,6 +9,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use bulkhead_config::Mgmt;
+use bulkhead_e1000e::E1000e;
 use bulkhead_executor::{Handle, Signal};
 use bulkhead_net::{Checksum, Counters, Link, MacAddr, Nic, Offloads, TxError};
 use bulkhead_pci::{Bar, Function};
@@ -28,12 +29,14 @@ use crate::pci;
 /// Every driver behind one type, so the switch and the stack hold a list of them.
 pub enum AnyNic {
     Virtio(VirtioNet<BarMmio, KernelDma>),
+    E1000e(E1000e<BarMmio, KernelDma>),
 }
 
 macro_rules! each {
     ($self:ident, $n:ident => $e:expr) => {
         match $self {
             AnyNic::Virtio($n) => $e,
+            AnyNic::E1000e($n) => $e,
         }
     };
 }
@@ -73,15 +76,25 @@ pub struct Port {
 }
 
 impl Port {
+    fn ack(&self) {
+        match &self.nic {
+            AnyNic::Virtio(v) => {
+                v.ack_interrupt();
+            }
+            AnyNic::E1000e(n) => {
+                n.ack_interrupt();
+            }
+        }
+    }
+
     /// After an interrupt: acknowledge the device and let the pin fire again.
     fn serviced(&mut self) {
         if let Some(g) = self.gsi {
-            match &self.nic {
-                AnyNic::Virtio(v) => {
-                    v.ack_interrupt();
-                }
-            }
+            self.ack();
             crate::arch::ioapic::unmask(g);
+        } else if let AnyNic::E1000e(n) = &self.nic {
+            // MSI: the cause register still wants reading (it is read-to-clear).
+            n.ack_interrupt();
         }
     }
 }
@@ -91,11 +104,16 @@ pub fn probe(h: &Handle) -> Vec<Port> {
     let funcs = pci::with(|cs| bulkhead_pci::enumerate(cs)).unwrap_or_default();
     let mut out = Vec::new();
     for f in &funcs {
+        let name = format!("net{}", out.len());
         if bulkhead_virtio::pci::is_net(f.vendor, f.device) {
-            let name = format!("net{}", out.len());
             match virtio_up(h, f, &name) {
                 Ok(p) => out.push(p),
                 Err(e) => error!("{name} ({}): virtio-net not usable: {e}", f.bdf),
+            }
+        } else if bulkhead_e1000e::is_e1000e(f.vendor, f.device) {
+            match e1000e_up(h, f, &name) {
+                Ok(p) => out.push(p),
+                Err(e) => error!("{name} ({}): e1000e not usable: {e}", f.bdf),
             }
         }
     }
@@ -188,6 +206,54 @@ fn virtio_up(h: &Handle, f: &Function, name: &str) -> Result<Port, String> {
         name: name.into(),
         kind: "virtio-net",
         nic: AnyNic::Virtio(nic),
+        signal: Some(signal),
+        gsi,
+    })
+}
+
+fn e1000e_up(h: &Handle, f: &Function, name: &str) -> Result<Port, String> {
+    let bdf = f.bdf;
+    let bars = pci::with(|cs| bulkhead_pci::bars(cs, bdf))
+        .ok_or("no PCI access")?
+        .map_err(|e| format!("{e}"))?;
+    let Some(Bar::Memory { base, size, .. }) = bars[0] else {
+        return Err("BAR0 is not a memory BAR".into());
+    };
+    if base == 0 {
+        return Err("BAR0 not assigned by firmware".into());
+    }
+    let va = crate::mem::map_mmio(base, size).map_err(|e| format!("map BAR0: {e}"))?;
+    let (v, signal) = pci::alloc_vector().ok_or("out of interrupt vectors")?;
+    h.watch(signal);
+    // MSI (one vector for every cause), else INTx.
+    let msi = pci::with(|cs| bulkhead_pci::msi_enable(cs, bdf, crate::arch::apic::id() as u8, v))
+        .is_some_and(|r| r.is_ok());
+    let mut gsi = None;
+    if !msi {
+        if f.interrupt_pin == 0 || f.interrupt_line == 0 || f.interrupt_line == 0xff {
+            return Err("neither MSI nor an INTx line".into());
+        }
+        crate::arch::ioapic::route_intx(f.interrupt_line, v, crate::arch::apic::id() as u8)?;
+        gsi = Some(f.interrupt_line);
+    }
+    pci::with(|cs| bulkhead_pci::enable(cs, bdf, !msi));
+    let nic =
+        E1000e::new(BarMmio::new(va), KernelDma, &mut SpinClock).map_err(|e| format!("{e}"))?;
+    info!(
+        "{name} ({bdf}): e1000e (82574L), MAC {} (from {}), link {:?}, {}",
+        nic.mac(),
+        nic.mac_source,
+        nic.link(),
+        if msi {
+            format!("MSI vector {v:#x}")
+        } else {
+            format!("INTx pin {} vector {v:#x}", f.interrupt_line)
+        }
+    );
+    Ok(Port {
+        name: name.into(),
+        kind: "e1000e",
+        nic: AnyNic::E1000e(nic),
         signal: Some(signal),
         gsi,
     })

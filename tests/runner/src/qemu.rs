@@ -192,6 +192,16 @@ pub fn scenarios() -> Vec<Scenario> {
             },
             "virtio-net",
         ),
+        network(
+            "net-e1000e-dhcp-status",
+            Net::Slirp { nic: "e1000e" },
+            "e1000e (82574L)",
+        ),
+        network(
+            "net-e1000e-peer",
+            Net::Peer { nic: "e1000e" },
+            "e1000e (82574L)",
+        ),
         storage("storage-nvme-msix-q35", "q35", "test-storage", "MsiX"),
         storage(
             "storage-nvme-intx-pc",

@@ -1,0 +1,422 @@
+//! The Intel 82574L Gigabit Ethernet controller (QEMU `-device e1000e`), per Intel's
+//! 82574 datasheet: device reset, the MAC address from the EEPROM (EERD), legacy receive
+//! and transmit descriptor rings, interrupt causes and throttling (ITR), unicast/multicast
+//! promiscuous modes. Registers through `bulkhead_hw::Mmio`, rings and buffers through
+//! `bulkhead_hw::Dma`.
+//!
+//! The device is not trusted: descriptor lengths are checked against the buffer they
+//! describe, frames the device flags with errors or that span descriptors are dropped and
+//! counted, and the head index it reports is range-checked.
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+use alloc::vec::Vec;
+
+use bulkhead_hw::{Clock, Dma, Mmio};
+use bulkhead_net::{
+    Checksum, Counters, Link, MacAddr, Nic, Offloads, TxError, MAX_FRAME, MIN_FRAME,
+};
+
+pub const VENDOR_INTEL: u16 = 0x8086;
+pub const DEVICE_82574L: u16 = 0x10d3;
+
+pub fn is_e1000e(vendor: u16, device: u16) -> bool {
+    vendor == VENDOR_INTEL && device == DEVICE_82574L
+}
+
+pub mod reg {
+    pub const CTRL: usize = 0x0000;
+    pub const STATUS: usize = 0x0008;
+    pub const EERD: usize = 0x0014;
+    pub const ICR: usize = 0x00c0;
+    pub const ITR: usize = 0x00c4;
+    pub const IMS: usize = 0x00d0;
+    pub const IMC: usize = 0x00d8;
+    pub const RCTL: usize = 0x0100;
+    pub const TCTL: usize = 0x0400;
+    pub const TIPG: usize = 0x0410;
+    pub const RDBAL: usize = 0x2800;
+    pub const RDBAH: usize = 0x2804;
+    pub const RDLEN: usize = 0x2808;
+    pub const RDH: usize = 0x2810;
+    pub const RDT: usize = 0x2818;
+    pub const TDBAL: usize = 0x3800;
+    pub const TDBAH: usize = 0x3804;
+    pub const TDLEN: usize = 0x3808;
+    pub const TDH: usize = 0x3810;
+    pub const TDT: usize = 0x3818;
+    pub const MTA: usize = 0x5200;
+    pub const RAL0: usize = 0x5400;
+    pub const RAH0: usize = 0x5404;
+
+    pub const CTRL_SLU: u32 = 1 << 6;
+    pub const CTRL_RST: u32 = 1 << 26;
+    pub const STATUS_LU: u32 = 1 << 1;
+    pub const EERD_START: u32 = 1;
+    pub const EERD_DONE: u32 = 1 << 1;
+    pub const RCTL_EN: u32 = 1 << 1;
+    pub const RCTL_UPE: u32 = 1 << 3;
+    pub const RCTL_MPE: u32 = 1 << 4;
+    pub const RCTL_BAM: u32 = 1 << 15;
+    pub const RCTL_SECRC: u32 = 1 << 26;
+    pub const TCTL_EN: u32 = 1 << 1;
+    pub const TCTL_PSP: u32 = 1 << 3;
+    pub const RAH_AV: u32 = 1 << 31;
+    pub const ICR_TXDW: u32 = 1 << 0;
+    pub const ICR_LSC: u32 = 1 << 2;
+    pub const ICR_RXDMT0: u32 = 1 << 4;
+    pub const ICR_RXO: u32 = 1 << 6;
+    pub const ICR_RXT0: u32 = 1 << 7;
+}
+
+/// Legacy descriptor bits.
+pub mod desc {
+    pub const RX_DD: u8 = 1 << 0;
+    pub const RX_EOP: u8 = 1 << 1;
+    /// Receive errors: CRC/alignment, symbol, sequence, carrier extension, TCP/UDP and IP
+    /// checksum, RX data error. Checksum errors are left to the stack (it verifies).
+    pub const RX_ERR_FATAL: u8 = 0x01 | 0x02 | 0x04 | 0x10 | 0x80;
+    pub const TX_EOP: u8 = 1 << 0;
+    pub const TX_IFCS: u8 = 1 << 1;
+    pub const TX_IC: u8 = 1 << 2;
+    pub const TX_RS: u8 = 1 << 3;
+    pub const TX_DD: u8 = 1 << 0;
+}
+
+pub const DESC_SIZE: usize = 16;
+pub const RING: usize = 256;
+pub const BUF_SIZE: usize = 2048;
+/// Interrupt throttling: at most ~8000 interrupts/s (ITR counts 256 ns units).
+pub const ITR_INTERVAL: u32 = 488;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    ResetTimeout,
+    NoMemory,
+}
+
+impl core::fmt::Display for Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Error::ResetTimeout => write!(f, "device reset did not complete"),
+            Error::NoMemory => write!(f, "out of DMA memory"),
+        }
+    }
+}
+
+impl From<bulkhead_hw::NoMemory> for Error {
+    fn from(_: bulkhead_hw::NoMemory) -> Error {
+        Error::NoMemory
+    }
+}
+
+pub struct E1000e<M: Mmio, D: Dma> {
+    regs: M,
+    dma: D,
+    mac: MacAddr,
+    /// Where the MAC came from ("EEPROM" or "RAL/RAH").
+    pub mac_source: &'static str,
+    rx_ring: u64,
+    tx_ring: u64,
+    /// One buffer per descriptor: receive buffers, then transmit buffers.
+    bufs: u64,
+    rx_next: usize,
+    /// Receive frame spanning descriptors: drop until its end.
+    rx_discarding: bool,
+    tx_tail: usize,
+    tx_clean: usize,
+    promiscuous: bool,
+    counters: Counters,
+    /// The latest thing the device did wrong.
+    pub last_error: Option<&'static str>,
+}
+
+impl<M: Mmio, D: Dma> E1000e<M, D> {
+    pub fn new(regs: M, mut dma: D, clock: &mut impl Clock) -> Result<Self, Error> {
+        regs.write32(reg::IMC, !0);
+        regs.write32(reg::CTRL, regs.read32(reg::CTRL) | reg::CTRL_RST);
+        clock.pause(1000);
+        let start = clock.now_us();
+        while regs.read32(reg::CTRL) & reg::CTRL_RST != 0 {
+            if clock.now_us() - start > 100_000 {
+                return Err(Error::ResetTimeout);
+            }
+            clock.pause(100);
+        }
+        regs.write32(reg::IMC, !0);
+        regs.read32(reg::ICR);
+
+        let (mac, mac_source) = match read_mac_eeprom(&regs, clock) {
+            Some(m) => (m, "EEPROM"),
+            None => {
+                let lo = regs.read32(reg::RAL0).to_le_bytes();
+                let hi = regs.read32(reg::RAH0).to_le_bytes();
+                (
+                    MacAddr([lo[0], lo[1], lo[2], lo[3], hi[0], hi[1]]),
+                    "RAL/RAH",
+                )
+            }
+        };
+        let m = mac.0;
+        regs.write32(reg::RAL0, u32::from_le_bytes([m[0], m[1], m[2], m[3]]));
+        regs.write32(
+            reg::RAH0,
+            u16::from_le_bytes([m[4], m[5]]) as u32 | reg::RAH_AV,
+        );
+        for i in 0..128 {
+            regs.write32(reg::MTA + 4 * i, 0);
+        }
+
+        let rx_ring = dma.alloc(RING * DESC_SIZE)?;
+        let tx_ring = dma.alloc(RING * DESC_SIZE)?;
+        let bufs = dma.alloc(2 * RING * BUF_SIZE)?;
+        for i in 0..RING {
+            let mut d = [0u8; DESC_SIZE];
+            d[..8].copy_from_slice(&(bufs + (i * BUF_SIZE) as u64).to_le_bytes());
+            dma.write(rx_ring + (i * DESC_SIZE) as u64, &d);
+        }
+        dma.barrier();
+        regs.write32(reg::RDBAL, rx_ring as u32);
+        regs.write32(reg::RDBAH, (rx_ring >> 32) as u32);
+        regs.write32(reg::RDLEN, (RING * DESC_SIZE) as u32);
+        regs.write32(reg::RDH, 0);
+        regs.write32(reg::RDT, (RING - 1) as u32);
+        regs.write32(reg::TDBAL, tx_ring as u32);
+        regs.write32(reg::TDBAH, (tx_ring >> 32) as u32);
+        regs.write32(reg::TDLEN, (RING * DESC_SIZE) as u32);
+        regs.write32(reg::TDH, 0);
+        regs.write32(reg::TDT, 0);
+        regs.write32(reg::TIPG, 0x0060_200a);
+        regs.write32(
+            reg::TCTL,
+            reg::TCTL_EN | reg::TCTL_PSP | (0x0f << 4) | (0x3f << 12),
+        );
+        let nic = E1000e {
+            regs,
+            dma,
+            mac,
+            mac_source,
+            rx_ring,
+            tx_ring,
+            bufs,
+            rx_next: 0,
+            rx_discarding: false,
+            tx_tail: 0,
+            tx_clean: 0,
+            promiscuous: false,
+            counters: Counters::default(),
+            last_error: None,
+        };
+        nic.program_rctl();
+        nic.regs
+            .write32(reg::CTRL, nic.regs.read32(reg::CTRL) | reg::CTRL_SLU);
+        nic.regs.write32(reg::ITR, ITR_INTERVAL);
+        nic.regs.write32(
+            reg::IMS,
+            reg::ICR_RXT0 | reg::ICR_RXO | reg::ICR_RXDMT0 | reg::ICR_TXDW | reg::ICR_LSC,
+        );
+        Ok(nic)
+    }
+
+    fn program_rctl(&self) {
+        let mut r = reg::RCTL_EN | reg::RCTL_BAM | reg::RCTL_SECRC; // 2048-byte buffers
+        if self.promiscuous {
+            r |= reg::RCTL_UPE | reg::RCTL_MPE;
+        }
+        self.regs.write32(reg::RCTL, r);
+    }
+
+    /// Read (and so clear) the interrupt causes; nonzero when this device interrupted.
+    pub fn ack_interrupt(&self) -> u32 {
+        self.regs.read32(reg::ICR)
+    }
+
+    fn rx_buf(&self, i: usize) -> u64 {
+        self.bufs + (i * BUF_SIZE) as u64
+    }
+
+    fn tx_buf(&self, i: usize) -> u64 {
+        self.bufs + ((RING + i) * BUF_SIZE) as u64
+    }
+
+    fn reclaim_tx(&mut self) {
+        while self.tx_clean != self.tx_tail {
+            let at = self.tx_ring + (self.tx_clean * DESC_SIZE) as u64;
+            let mut st = [0u8; 1];
+            self.dma.read(at + 12, &mut st);
+            if st[0] & desc::TX_DD == 0 {
+                break;
+            }
+            self.tx_clean = (self.tx_clean + 1) % RING;
+        }
+    }
+
+    pub fn shutdown(mut self) {
+        self.regs.write32(reg::IMC, !0);
+        self.regs.write32(reg::RCTL, 0);
+        self.regs.write32(reg::TCTL, 0);
+        self.regs
+            .write32(reg::CTRL, self.regs.read32(reg::CTRL) | reg::CTRL_RST);
+        self.dma.free(self.rx_ring, RING * DESC_SIZE);
+        self.dma.free(self.tx_ring, RING * DESC_SIZE);
+        self.dma.free(self.bufs, 2 * RING * BUF_SIZE);
+    }
+}
+
+/// Words 0-2 of the EEPROM through EERD; None if the EEPROM does not answer or holds no
+/// usable address.
+fn read_mac_eeprom(regs: &impl Mmio, clock: &mut impl Clock) -> Option<MacAddr> {
+    let mut m = [0u8; 6];
+    for w in 0..3u32 {
+        regs.write32(reg::EERD, (w << 2) | reg::EERD_START);
+        let start = clock.now_us();
+        let v = loop {
+            let v = regs.read32(reg::EERD);
+            if v & reg::EERD_DONE != 0 {
+                break v;
+            }
+            if clock.now_us() - start > 10_000 {
+                return None;
+            }
+            clock.pause(5);
+        };
+        let word = (v >> 16) as u16;
+        m[2 * w as usize..2 * w as usize + 2].copy_from_slice(&word.to_le_bytes());
+    }
+    let mac = MacAddr(m);
+    mac.is_unicast().then_some(mac)
+}
+
+impl<M: Mmio, D: Dma> Nic for E1000e<M, D> {
+    fn mac(&self) -> MacAddr {
+        self.mac
+    }
+
+    fn link(&self) -> Link {
+        let s = self.regs.read32(reg::STATUS);
+        if s & reg::STATUS_LU == 0 {
+            return Link::Down;
+        }
+        let mbps = match (s >> 6) & 3 {
+            0 => 10,
+            1 => 100,
+            _ => 1000,
+        };
+        Link::Up { mbps }
+    }
+
+    fn offloads(&self) -> Offloads {
+        Offloads { tx_checksum: true }
+    }
+
+    fn send(&mut self, parts: &[&[u8]], csum: Checksum) -> Result<(), TxError> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if !(MIN_FRAME..=MAX_FRAME).contains(&len) {
+            self.counters.tx_errors += 1;
+            return Err(TxError::BadLength(len));
+        }
+        let (css, cso, ic) = match csum {
+            Checksum::None => (0u8, 0u8, 0u8),
+            Checksum::Partial { start, offset } => {
+                match (
+                    u8::try_from(start),
+                    u8::try_from(start as usize + offset as usize),
+                ) {
+                    (Ok(s), Ok(o)) if (o as usize) + 2 <= len => (s, o, desc::TX_IC),
+                    _ => {
+                        self.counters.tx_errors += 1;
+                        return Err(TxError::BadLength(len));
+                    }
+                }
+            }
+        };
+        if (self.tx_tail + 1) % RING == self.tx_clean {
+            self.reclaim_tx();
+            if (self.tx_tail + 1) % RING == self.tx_clean {
+                self.counters.tx_dropped += 1;
+                return Err(TxError::Full);
+            }
+        }
+        let i = self.tx_tail;
+        let buf = self.tx_buf(i);
+        let mut at = buf;
+        for p in parts {
+            self.dma.write(at, p);
+            at += p.len() as u64;
+        }
+        let mut d = [0u8; DESC_SIZE];
+        d[..8].copy_from_slice(&buf.to_le_bytes());
+        d[8..10].copy_from_slice(&(len as u16).to_le_bytes());
+        d[10] = cso;
+        d[11] = desc::TX_EOP | desc::TX_IFCS | desc::TX_RS | ic;
+        d[13] = css;
+        self.dma.write(self.tx_ring + (i * DESC_SIZE) as u64, &d);
+        self.dma.barrier();
+        self.tx_tail = (i + 1) % RING;
+        self.regs.write32(reg::TDT, self.tx_tail as u32);
+        self.counters.tx_frames += 1;
+        self.counters.tx_bytes += len as u64;
+        Ok(())
+    }
+
+    fn receive(&mut self, f: &mut dyn FnMut(&[u8])) -> usize {
+        self.reclaim_tx();
+        let mut delivered = 0;
+        let mut last = None;
+        for _ in 0..RING {
+            let at = self.rx_ring + (self.rx_next * DESC_SIZE) as u64;
+            let mut d = [0u8; DESC_SIZE];
+            self.dma.read(at, &mut d);
+            let status = d[12];
+            if status & desc::RX_DD == 0 {
+                break;
+            }
+            self.dma.barrier();
+            let len = u16::from_le_bytes([d[8], d[9]]) as usize;
+            let errors = d[13];
+            let eop = status & desc::RX_EOP != 0;
+            let i = self.rx_next;
+            if self.rx_discarding || !eop {
+                // Part of a frame larger than one buffer (we never enable long packets).
+                if !self.rx_discarding {
+                    self.counters.rx_errors += 1;
+                }
+                self.rx_discarding = !eop;
+            } else if errors & desc::RX_ERR_FATAL != 0 {
+                self.counters.rx_errors += 1;
+            } else if !(MIN_FRAME..=BUF_SIZE.min(MAX_FRAME)).contains(&len) {
+                self.counters.rx_errors += 1;
+                self.last_error = Some("receive descriptor with an impossible length");
+            } else {
+                let mut frame: Vec<u8> = alloc::vec![0u8; len];
+                self.dma.read(self.rx_buf(i), &mut frame);
+                self.counters.rx_frames += 1;
+                self.counters.rx_bytes += len as u64;
+                f(&frame);
+                delivered += 1;
+            }
+            // Give the descriptor back: buffer address, cleared status.
+            let mut nd = [0u8; DESC_SIZE];
+            nd[..8].copy_from_slice(&self.rx_buf(i).to_le_bytes());
+            self.dma.write(at, &nd);
+            last = Some(i);
+            self.rx_next = (i + 1) % RING;
+        }
+        if let Some(i) = last {
+            self.dma.barrier();
+            self.regs.write32(reg::RDT, i as u32);
+        }
+        delivered
+    }
+
+    fn set_promiscuous(&mut self, on: bool) {
+        self.promiscuous = on;
+        self.program_rctl();
+    }
+
+    fn counters(&self) -> Counters {
+        self.counters
+    }
+}

@@ -1,0 +1,186 @@
+//! The e1000e driver against the 82574L model.
+
+mod model;
+
+use bulkhead_e1000e::{reg, E1000e, Error, RING};
+use bulkhead_net::{Checksum, Link, MacAddr, Nic, TxError};
+use model::{FakeClock, ModelDma, Regs, Shared};
+
+fn up() -> (Shared, E1000e<Regs, ModelDma>) {
+    let s = model::new_device();
+    let nic = E1000e::new(Regs(s.clone()), ModelDma(s.clone()), &mut FakeClock(0)).unwrap();
+    (s, nic)
+}
+
+fn frame(n: usize, seed: u8) -> Vec<u8> {
+    (0..n).map(|i| (i as u8).wrapping_mul(13) ^ seed).collect()
+}
+
+#[test]
+fn reset_mac_rings_and_modes() {
+    let (s, mut nic) = up();
+    assert_eq!(nic.mac(), MacAddr([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]));
+    assert_eq!(nic.mac_source, "EEPROM");
+    assert_eq!(nic.link(), Link::Up { mbps: 1000 });
+    {
+        let st = s.borrow();
+        let r = |o| st.regs.get(&o).copied().unwrap_or(0);
+        assert_eq!(r(reg::RDLEN), (RING * 16) as u32);
+        assert_eq!(r(reg::RDT), (RING - 1) as u32);
+        assert_ne!(r(reg::RCTL) & reg::RCTL_EN, 0);
+        assert_eq!(r(reg::RCTL) & reg::RCTL_UPE, 0);
+        assert_ne!(r(reg::TCTL) & reg::TCTL_EN, 0);
+        assert_eq!(r(reg::ITR), bulkhead_e1000e::ITR_INTERVAL);
+        assert_ne!(r(reg::IMS) & reg::ICR_RXT0, 0);
+        assert_eq!(r(reg::RAH0) & reg::RAH_AV, reg::RAH_AV);
+    }
+    nic.set_promiscuous(true);
+    let rctl = s.borrow().regs[&reg::RCTL];
+    assert_eq!(
+        rctl & (reg::RCTL_UPE | reg::RCTL_MPE),
+        reg::RCTL_UPE | reg::RCTL_MPE
+    );
+    s.borrow_mut().link_up = false;
+    assert_eq!(nic.link(), Link::Down);
+}
+
+#[test]
+fn mac_from_registers_when_the_eeprom_is_silent() {
+    let s = model::new_device();
+    s.borrow_mut().eeprom_dead = true;
+    let nic = E1000e::new(Regs(s.clone()), ModelDma(s.clone()), &mut FakeClock(0)).unwrap();
+    assert_eq!(nic.mac_source, "RAL/RAH");
+    assert_eq!(nic.mac(), MacAddr([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]));
+}
+
+#[test]
+fn reset_that_never_completes_is_an_error() {
+    struct Stuck;
+    impl bulkhead_hw::Mmio for Stuck {
+        fn read32(&self, o: usize) -> u32 {
+            if o == reg::CTRL {
+                reg::CTRL_RST
+            } else {
+                0
+            }
+        }
+        fn write32(&self, _: usize, _: u32) {}
+    }
+    let s = model::new_device();
+    let r = E1000e::new(Stuck, ModelDma(s), &mut FakeClock(0));
+    assert!(matches!(r, Err(Error::ResetTimeout)));
+}
+
+#[test]
+fn transmits_with_and_without_checksum_offload_and_wraps() {
+    let (s, mut nic) = up();
+    for i in 0..(3 * RING) {
+        let f = frame(60 + i % 100, i as u8);
+        nic.send(&[&f[..20], &f[20..]], Checksum::None).unwrap();
+    }
+    nic.send(
+        &[&frame(80, 1)],
+        Checksum::Partial {
+            start: 34,
+            offset: 16,
+        },
+    )
+    .unwrap();
+    let st = s.borrow();
+    assert_eq!(st.sent.len(), 3 * RING + 1);
+    assert_eq!(st.sent[5].0, frame(65, 5));
+    let (ref f, cso, cmd, css) = st.sent[3 * RING];
+    assert_eq!(f.len(), 80);
+    assert_eq!((cso, css), (50, 34));
+    assert_eq!(cmd & 0x0f, 0x0f, "EOP, IFCS, IC, RS");
+}
+
+#[test]
+fn full_ring_and_bad_lengths() {
+    let (s, mut nic) = up();
+    assert_eq!(
+        nic.send(&[&[0u8; 5]], Checksum::None),
+        Err(TxError::BadLength(5))
+    );
+    assert_eq!(
+        nic.send(
+            &[&frame(80, 0)],
+            Checksum::Partial {
+                start: 300,
+                offset: 16
+            }
+        ),
+        Err(TxError::BadLength(80))
+    );
+    // The device takes frames but never reports them done (DD cleared after each send):
+    // the ring fills, and the driver says so instead of overwriting descriptors.
+    let sent_before = s.borrow().sent.len();
+    {
+        let mut sent = 0;
+        loop {
+            let r = nic.send(&[&frame(64, 0)], Checksum::None);
+            let mut st = s.borrow_mut();
+            let base = st.regs[&reg::TDBAL] as u64;
+            for i in 0..RING {
+                let at = base + (i * 16) as u64 + 12;
+                st.write(at, &[0]);
+            }
+            if r.is_err() {
+                assert_eq!(r, Err(TxError::Full));
+                break;
+            }
+            sent += 1;
+            assert!(sent < RING);
+        }
+        assert_eq!(sent, RING - 1);
+    }
+    assert_eq!(nic.counters().tx_dropped, 1);
+    assert!(s.borrow().sent.len() > sent_before);
+}
+
+#[test]
+fn receives_and_recycles_across_many_rings() {
+    let (s, mut nic) = up();
+    let mut total = 0;
+    for round in 0..4u8 {
+        for i in 0..200u8 {
+            s.borrow_mut()
+                .inbound
+                .push_back(frame(60 + i as usize, round ^ i));
+        }
+        s.borrow_mut().deliver();
+        let mut got = Vec::new();
+        nic.receive(&mut |f| got.push(f.to_vec()));
+        assert_eq!(got.len(), 200);
+        for (i, g) in got.iter().enumerate() {
+            assert_eq!(*g, frame(60 + i, round ^ i as u8));
+        }
+        total += got.len();
+    }
+    assert_eq!(nic.counters().rx_frames, total as u64);
+}
+
+#[test]
+fn errored_split_and_impossible_frames_are_dropped_and_counted() {
+    let (s, mut nic) = up();
+    {
+        let mut st = s.borrow_mut();
+        st.rx_error_next = 0x01; // CRC error
+        st.inbound.push_back(frame(100, 1));
+        st.inbound.push_back(frame(100, 2));
+        st.deliver();
+        st.rx_split = Some(1000);
+        st.inbound.push_back(frame(1500, 3)); // spans two descriptors
+        st.deliver();
+        st.rx_split = None;
+        st.deliver_raw(4000, 3, 0); // longer than the buffer
+        st.deliver_raw(6, 3, 0); // runt
+        st.inbound.push_back(frame(60, 4));
+        st.deliver();
+    }
+    let mut got = Vec::new();
+    nic.receive(&mut |f| got.push(f.to_vec()));
+    assert_eq!(got, vec![frame(100, 2), frame(60, 4)]);
+    assert_eq!(nic.counters().rx_errors, 4);
+    assert!(nic.last_error.is_some());
+}

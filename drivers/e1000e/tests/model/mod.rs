@@ -1,0 +1,248 @@
+//! An 82574L model: registers, EEPROM reads, reset, and the legacy descriptor rings as
+//! QEMU's e1000e processes them, with knobs to misbehave.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+
+use bulkhead_e1000e::reg;
+use bulkhead_hw::{Clock, Dma, Mmio, NoMemory};
+
+pub struct State {
+    pub regs: HashMap<usize, u32>,
+    pub mem: HashMap<u64, Vec<u8>>,
+    next: u64,
+    pub eeprom: [u16; 64],
+    pub eeprom_dead: bool,
+    /// Reads of CTRL before a reset completes.
+    reset_reads: u32,
+    pub sent: Vec<(Vec<u8>, u8, u8, u8)>,
+    pub inbound: VecDeque<Vec<u8>>,
+    /// Error bits for the next received frame.
+    pub rx_error_next: u8,
+    /// Split received frames into descriptors of this many bytes (no EOP but the last).
+    pub rx_split: Option<usize>,
+    pub link_up: bool,
+}
+
+pub type Shared = Rc<RefCell<State>>;
+
+pub fn new_device() -> Shared {
+    let mut eeprom = [0u16; 64];
+    eeprom[0] = 0x5452;
+    eeprom[1] = 0x1200;
+    eeprom[2] = 0x5634;
+    Rc::new(RefCell::new(State {
+        regs: HashMap::new(),
+        mem: HashMap::new(),
+        next: 0x20_0000,
+        eeprom,
+        eeprom_dead: false,
+        reset_reads: 0,
+        sent: Vec::new(),
+        inbound: VecDeque::new(),
+        rx_error_next: 0,
+        rx_split: None,
+        link_up: true,
+    }))
+}
+
+impl State {
+    fn r(&self, o: usize) -> u32 {
+        self.regs.get(&o).copied().unwrap_or(0)
+    }
+    pub fn read(&self, addr: u64, out: &mut [u8]) {
+        for (i, b) in out.iter_mut().enumerate() {
+            let a = addr + i as u64;
+            *b = self
+                .mem
+                .get(&(a & !4095))
+                .map_or(0, |p| p[(a & 4095) as usize]);
+        }
+    }
+    pub fn write(&mut self, addr: u64, data: &[u8]) {
+        for (i, b) in data.iter().enumerate() {
+            let a = addr + i as u64;
+            let p = self.mem.entry(a & !4095).or_insert_with(|| vec![0; 4096]);
+            p[(a & 4095) as usize] = *b;
+        }
+    }
+    fn ring(&self, lo: usize, hi: usize) -> u64 {
+        self.r(lo) as u64 | (self.r(hi) as u64) << 32
+    }
+    fn process_tx(&mut self) {
+        let base = self.ring(reg::TDBAL, reg::TDBAH);
+        let n = self.r(reg::TDLEN) as usize / 16;
+        let mut head = self.r(reg::TDH) as usize;
+        let tail = self.r(reg::TDT) as usize;
+        while head != tail {
+            let at = base + (head * 16) as u64;
+            let mut d = [0u8; 16];
+            self.read(at, &mut d);
+            let addr = u64::from_le_bytes(d[..8].try_into().unwrap());
+            let len = u16::from_le_bytes([d[8], d[9]]) as usize;
+            let mut f = vec![0u8; len];
+            self.read(addr, &mut f);
+            self.sent.push((f, d[10], d[11], d[13]));
+            d[12] |= 1; // DD
+            self.write(at, &d);
+            head = (head + 1) % n;
+        }
+        self.regs.insert(reg::TDH, head as u32);
+        let icr = self.r(reg::ICR) | reg::ICR_TXDW;
+        self.regs.insert(reg::ICR, icr);
+    }
+    /// Place queued inbound frames into free receive descriptors.
+    pub fn deliver(&mut self) {
+        let base = self.ring(reg::RDBAL, reg::RDBAH);
+        let n = self.r(reg::RDLEN) as usize / 16;
+        if self.r(reg::RCTL) & reg::RCTL_EN == 0 || n == 0 {
+            return;
+        }
+        while let Some(frame) = self.inbound.front().cloned() {
+            let chunk = self.rx_split.unwrap_or(2048);
+            let pieces: Vec<&[u8]> = frame.chunks(chunk).collect();
+            let mut head = self.r(reg::RDH) as usize;
+            let tail = self.r(reg::RDT) as usize;
+            let free = (tail + n - head) % n;
+            if free < pieces.len() {
+                return;
+            }
+            self.inbound.pop_front();
+            let err = std::mem::take(&mut self.rx_error_next);
+            for (k, p) in pieces.iter().enumerate() {
+                let at = base + (head * 16) as u64;
+                let mut d = [0u8; 16];
+                self.read(at, &mut d);
+                let addr = u64::from_le_bytes(d[..8].try_into().unwrap());
+                self.write(addr, p);
+                d[8..10].copy_from_slice(&(p.len() as u16).to_le_bytes());
+                d[12] = 1 | if k + 1 == pieces.len() { 2 } else { 0 };
+                d[13] = err;
+                self.write(at, &d);
+                head = (head + 1) % n;
+            }
+            self.regs.insert(reg::RDH, head as u32);
+        }
+    }
+    /// Write a raw descriptor at RDH as the device would (for impossible values).
+    pub fn deliver_raw(&mut self, len: u16, status: u8, errors: u8) {
+        let base = self.ring(reg::RDBAL, reg::RDBAH);
+        let n = self.r(reg::RDLEN) as usize / 16;
+        let head = self.r(reg::RDH) as usize;
+        let at = base + (head * 16) as u64;
+        let mut d = [0u8; 16];
+        self.read(at, &mut d);
+        d[8..10].copy_from_slice(&len.to_le_bytes());
+        d[12] = status;
+        d[13] = errors;
+        self.write(at, &d);
+        self.regs.insert(reg::RDH, ((head + 1) % n) as u32);
+    }
+}
+
+pub struct Regs(pub Shared);
+
+impl Mmio for Regs {
+    fn read32(&self, o: usize) -> u32 {
+        let mut s = self.0.borrow_mut();
+        match o {
+            reg::CTRL => {
+                let v = s.r(reg::CTRL);
+                if v & reg::CTRL_RST != 0 {
+                    s.reset_reads += 1;
+                    if s.reset_reads > 2 {
+                        let mac = s.eeprom;
+                        s.regs.clear();
+                        s.regs
+                            .insert(reg::RAL0, mac[0] as u32 | (mac[1] as u32) << 16);
+                        s.regs.insert(reg::RAH0, mac[2] as u32 | reg::RAH_AV);
+                        return 0;
+                    }
+                }
+                v
+            }
+            reg::STATUS => {
+                if s.link_up && s.r(reg::CTRL) & reg::CTRL_SLU != 0 {
+                    reg::STATUS_LU | (2 << 6) | 1
+                } else {
+                    0
+                }
+            }
+            reg::ICR => s.regs.remove(&reg::ICR).unwrap_or(0),
+            _ => s.r(o),
+        }
+    }
+    fn write32(&self, o: usize, v: u32) {
+        let mut s = self.0.borrow_mut();
+        match o {
+            reg::EERD => {
+                let w = ((v >> 2) & 0x3fff) as usize;
+                let r = if s.eeprom_dead {
+                    0
+                } else {
+                    (s.eeprom.get(w).copied().unwrap_or(0) as u32) << 16 | reg::EERD_DONE
+                };
+                s.regs.insert(reg::EERD, r);
+            }
+            reg::CTRL if v & reg::CTRL_RST != 0 => {
+                s.reset_reads = 0;
+                s.regs.insert(reg::CTRL, v);
+            }
+            reg::TDT => {
+                s.regs.insert(reg::TDT, v);
+                s.process_tx();
+            }
+            reg::IMC => {
+                let ims = s.r(reg::IMS) & !v;
+                s.regs.insert(reg::IMS, ims);
+            }
+            reg::IMS => {
+                let ims = s.r(reg::IMS) | v;
+                s.regs.insert(reg::IMS, ims);
+            }
+            _ => {
+                s.regs.insert(o, v);
+            }
+        }
+    }
+}
+
+pub struct ModelDma(pub Shared);
+
+impl Dma for ModelDma {
+    fn alloc(&mut self, bytes: usize) -> Result<u64, NoMemory> {
+        let mut s = self.0.borrow_mut();
+        let base = s.next;
+        let pages = bytes.div_ceil(4096) as u64;
+        s.next += pages * 4096;
+        for p in 0..pages {
+            s.mem.insert(base + p * 4096, vec![0; 4096]);
+        }
+        Ok(base)
+    }
+    fn free(&mut self, phys: u64, bytes: usize) {
+        let mut s = self.0.borrow_mut();
+        for p in 0..bytes.div_ceil(4096) as u64 {
+            s.mem.remove(&(phys + p * 4096));
+        }
+    }
+    fn read(&self, phys: u64, buf: &mut [u8]) {
+        self.0.borrow().read(phys, buf)
+    }
+    fn write(&self, phys: u64, data: &[u8]) {
+        self.0.borrow_mut().write(phys, data)
+    }
+    fn barrier(&self) {}
+}
+
+pub struct FakeClock(pub u64);
+
+impl Clock for FakeClock {
+    fn now_us(&self) -> u64 {
+        self.0
+    }
+    fn pause(&mut self, us: u64) {
+        self.0 += us;
+    }
+}

@@ -11,7 +11,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 here="$root/tests/xen"
-SCENARIOS=(pvh-core vbd-initwait crash hvm-core hvm-nvme blkback blkbench linux-dd-baseline)
+SCENARIOS=(pvh-core vbd-initwait crash hvm-core hvm-nvme hvm-net blkback blkbench linux-dd-baseline)
 demo=0
 if [ "${1:-}" = --demo ]; then demo=1; shift; fi
 [ $# -gt 0 ] && SCENARIOS=("$@")
@@ -57,7 +57,12 @@ qemu_args=(-M q35 -cpu qemu64,+svm,+npt -smp 2 -m 4096 -accel tcg,thread=multi -
     -initrd "$img/vmlinuz console=hvc0 root=/dev/vda rw init=/sbin/bulkhead-dom0-init quiet,$img/initrd.img"
     -drive "file=$nvme_img,if=none,id=nvm,format=raw" -device nvme,serial=bulkhead0,drive=nvm,addr=3
     -drive "file=$img/rootfs.img,if=none,id=root,format=raw,snapshot=on" -device virtio-blk-pci,drive=root,addr=6
-    -fsdev "local,id=h,path=$share,security_model=none" -device virtio-9p-pci,fsdev=h,mount_tag=host,addr=5)
+    -fsdev "local,id=h,path=$share,security_model=none" -device virtio-9p-pci,fsdev=h,mount_tag=host,addr=5
+    # QEMU's user network on a hub: an e1000e for the driver domain (00:04.0) and a NIC
+    # for dom0 (00:07.0), so dom0 can reach Bulkhead's management address.
+    -netdev user,id=slirp0 -netdev hubport,id=hub0,hubid=0,netdev=slirp0
+    -netdev hubport,id=hub1,hubid=0 -device e1000e,netdev=hub1,addr=4,mac=52:54:00:12:34:56
+    -netdev hubport,id=hub2,hubid=0 -device virtio-net-pci,netdev=hub2,addr=7,mac=52:54:00:00:d0:00)
 
 if [ $demo -eq 1 ]; then
     install -m 755 "$here/demo.sh" "$share/dom0-run.sh"

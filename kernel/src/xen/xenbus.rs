@@ -201,9 +201,11 @@ async fn device(xen: XenRef, h: Handle, storage: Rc<Storage>, id: DeviceId) {
         if !dev.apply(event).await {
             let _ = store.unwatch(&be, &token).await;
             let _ = store.unwatch(&fe_state, &token).await;
-            // Taken offline: the backend directory is ours to remove, as `xl devd` does
-            // in a Linux driver domain (libxl waits for it, then gives up after 10 s).
-            if state.is_some() {
+            // The guest is gone (its frontend with it): the backend directory is ours to
+            // remove, as `xl devd` does in a Linux driver domain (libxl waits for that,
+            // then gives up after 10 s). On a detach (`xl block-detach`) the frontend is
+            // still there and libxl removes the directory itself once it sees Closed.
+            if state.is_some() && fs.is_none() {
                 if let Err(e) = store.rm(Tx::NONE, &be).await {
                     if !e.is("ENOENT") {
                         warn!("{id}: cannot remove {be}: {e}");

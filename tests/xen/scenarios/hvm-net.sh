@@ -1,0 +1,37 @@
+# The outer QEMU's e1000e (00:04.0, on QEMU's user network through a hub that also holds
+# a NIC of dom0's) is passed through to Bulkhead (HVM, mgmt=dhcp): Bulkhead drives it,
+# gets a DHCP lease from QEMU's user network, and dom0 pings it and fetches its status
+# page over that network.
+. ./lib.sh
+mkdir -p /usr/lib/bulkhead/qemu-roms
+cp /usr/share/qemu/multiboot.bin /usr/lib/bulkhead/qemu-roms/multiboot_dma.bin
+log=$(console_of bulkhead)
+rm -f "$log"
+modprobe xen-pciback 2>/dev/null
+xl pci-assignable-list | grep -q "00:04.0" || xl pci-assignable-add 00:04.0 || fail "pci-assignable-add 00:04.0 failed"
+xl create "$XLCFG/driverdomain.cfg" "kernel=\"$IMAGE\"" 'pci=[ "00:04.0" ]' 'cmdline="mgmt=dhcp"' \
+    || fail "xl create of the driver domain failed"
+expect "$log" "net0 \(.*\): e1000e" 240 "Bulkhead did not bring up the e1000e"
+expect "$log" "mgmt: 10\.0\.2\.[0-9]+/24 \(dhcp\)" 120 "no DHCP lease from QEMU's user network"
+addr=$(grep -o "mgmt: 10\.0\.2\.[0-9]*" "$log" | head -1 | cut -d' ' -f2)
+grep -E "net0 \(|mgmt:" "$log"
+# dom0's own NIC on the same hub (tests/xen/run.sh gives it MAC 52:54:00:00:d0:00).
+modprobe virtio_net 2>/dev/null
+i=0
+dev=""
+while [ -z "$dev" ]; do
+    for n in /sys/class/net/*; do
+        [ "$(cat "$n/address" 2>/dev/null)" = "52:54:00:00:d0:00" ] && dev=$(basename "$n")
+    done
+    i=$((i + 1)); [ $i -gt 20 ] && fail "dom0 has no NIC on the test network"
+    [ -z "$dev" ] && sleep 0.5
+done
+ip addr add 10.0.2.20/24 dev "$dev" && ip link set "$dev" up || fail "cannot configure $dev"
+out=$(ping -c 5 -W 5 "$addr" 2>&1) || fail "dom0 cannot ping Bulkhead at $addr: $out"
+echo "$out" | tail -2
+page=$(busybox wget -q -T 10 -O - "http://$addr/status" 2>&1) || fail "no status page: $page"
+echo "$page" | sed 's/^/status: /'
+echo "$page" | grep -q "nic net0: e1000e" || fail "the status page does not list the e1000e"
+xl destroy bulkhead
+dom0_healthy
+echo "hvm-net: ok"

@@ -192,6 +192,19 @@ pub fn scenarios() -> Vec<Scenario> {
             },
             "virtio-net",
         ),
+        {
+            // No MSI-X vectors: the driver must fall back to INTx (and read the ISR).
+            let mut s = network(
+                "net-virtio-intx-peer",
+                Net::Peer {
+                    nic: "virtio-net-pci,vectors=0",
+                },
+                "virtio-net",
+            );
+            s.machine = "pc";
+            s.expect.insert(1, "INTx pin".into());
+            s
+        },
         network(
             "net-e1000e-dhcp-status",
             Net::Slirp { nic: "e1000e" },

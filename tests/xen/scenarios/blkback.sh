@@ -1,11 +1,12 @@
 # Bulkhead serving disks: the NVMe passed through to Bulkhead (HVM), two stock Debian
 # Linux guests whose disks name Bulkhead as backend, each on its own GPT partition (one by
 # name, one by number), running at the same time. They are PV: Linux PVH guests
-# triple-fault now and then under nested TCG (seen here, with either driver domain); the second has two vCPUs and so two
-# queues. Each guest checks the negotiated features, 64 MiB of random data through
-# O_DIRECT, ext4 across a remount and fstrim. Then 20 xl block-attach/block-detach cycles
-# (the first read-only, on the partition the storage test checks from the host), and
-# both guests go away: Bulkhead must have released every ring, grant and buffer.
+# triple-fault now and then under nested TCG (seen here, with either driver domain). The
+# second has two vCPUs and asks for 4-page rings: two queues of 4 pages. Each guest
+# checks the negotiated features, 64 MiB of random data through O_DIRECT, ext4 across a
+# remount and fstrim. Then 20 xl block-attach/block-detach cycles (the first read-only,
+# on the partition the storage test checks from the host), and both guests go away:
+# Bulkhead must have released every ring, grant and buffer.
 . ./lib.sh
 mkdir -p /usr/lib/bulkhead/qemu-roms
 cp /usr/share/qemu/multiboot.bin /usr/lib/bulkhead/qemu-roms/multiboot_dma.bin
@@ -24,7 +25,7 @@ name = "$1"
 type = "pv"
 kernel = "/host/linux/vmlinuz"
 ramdisk = "/host/linux/linux-initrd.img"
-extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=blk bulkhead.name=$1"
+extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=blk bulkhead.name=$1 $4"
 memory = 256
 vcpus = $3
 on_crash = "preserve"
@@ -32,7 +33,7 @@ disk = [ 'format=raw,vdev=xvda,access=rw,backend=bulkhead,target=$2' ]
 CFG
 }
 guest_cfg blk1 part:delta 1
-guest_cfg blk2 nvme0n1p5 2
+guest_cfg blk2 nvme0n1p5 2 xen_blkfront.max_ring_page_order=2
 rm -f "$(console_of blk1)" "$(console_of blk2)"
 xl create /tmp/blk1.cfg || fail "xl create blk1 failed"
 xl create /tmp/blk2.cfg || fail "xl create blk2 failed"
@@ -56,7 +57,8 @@ grep "blkfront: xvda:" "$(console_of blk1)" | grep -q "flush diskcache: enabled"
     || fail "blkfront did not negotiate flush"
 grep "blkfront: xvda:" "$(console_of blk1)" | grep -q "persistent grants: enabled" \
     || fail "blkfront did not negotiate persistent grants"
-grep -qE "serving nvme0n1p5 .* 2 queue\(s\)" "$log" || fail "blk2 (2 vCPUs) did not get two queues"
+grep -qE "serving nvme0n1p5 .* 2 queue\(s\) of 4 ring page\(s\)" "$log" \
+    || fail "blk2 (2 vCPUs, max_ring_page_order=2) did not get two queues of 4-page rings"
 
 # Runtime attach/detach: the first read-only (alpha, whose content the host checks after
 # the run), the others read-write on gamma.

@@ -27,7 +27,7 @@ while [ -z "$dev" ]; do
     [ -z "$dev" ] && sleep 0.5
 done
 ip addr add 10.0.2.20/24 dev "$dev" && ip link set "$dev" up || fail "cannot configure $dev"
-out=$(ping -c 5 -W 5 "$addr" 2>&1) || fail "dom0 cannot ping Bulkhead at $addr: $out"
+out=$(busybox ping -c 5 -W 5 "$addr" 2>&1) || fail "dom0 cannot ping Bulkhead at $addr: $out"
 echo "$out" | tail -2
 page=$(busybox wget -q -T 10 -O - "http://$addr/status" 2>&1) || fail "no status page: $page"
 echo "$page" | sed 's/^/status: /'

@@ -21,6 +21,8 @@ use super::{blkback, XenRef};
 use crate::storage::Storage;
 
 const TOKEN: &str = "xenbus-backends";
+/// Pause between writing Closed and removing the backend directory (see `device`).
+const REMOVE_GRACE_NS: u64 = 2_000_000_000;
 
 /// The `xenbus` task.
 pub async fn run(xen: XenRef, h: Handle, storage: Rc<Storage>) {
@@ -201,11 +203,13 @@ async fn device(xen: XenRef, h: Handle, storage: Rc<Storage>, id: DeviceId) {
         if !dev.apply(event).await {
             let _ = store.unwatch(&be, &token).await;
             let _ = store.unwatch(&fe_state, &token).await;
-            // The guest is gone (its frontend with it): the backend directory is ours to
-            // remove, as `xl devd` does in a Linux driver domain (libxl waits for that,
-            // then gives up after 10 s). On a detach (`xl block-detach`) the frontend is
-            // still there and libxl removes the directory itself once it sees Closed.
-            if state.is_some() && fs.is_none() {
+            // Taken offline (detach, or the guest is gone): as `xl devd` in a Linux driver
+            // domain, the backend directory is ours to remove, and libxl in dom0 waits
+            // (10 s) for that. It first waits to see Closed: give it a moment to read
+            // the state before the node disappears (devd's hotplug script run makes the
+            // same pause).
+            if state.is_some() {
+                dev.h.sleep(REMOVE_GRACE_NS).await;
                 if let Err(e) = store.rm(Tx::NONE, &be).await {
                     if !e.is("ENOENT") {
                         warn!("{id}: cannot remove {be}: {e}");

@@ -36,6 +36,7 @@ test-host: runner
 	$(CARGO) fmt --all --check
 	$(CARGO) test
 	$(RUNNER) fuzz blkif $(FUZZ_SECONDS)
+	$(RUNNER) fuzz switch $(FUZZ_SECONDS)
 
 # Bare-QEMU tier: boots the image with -kernel and checks the console and exit status.
 test-qemu: image

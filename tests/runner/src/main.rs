@@ -7,7 +7,7 @@
 //!   bulkhead-testrun verify-disk <img>            check the storage test's writes
 //!   bulkhead-testrun initramfs-overlay <out> <base> <path=file>...
 //!                                                 a cpio holding the files, then <base>
-//!   bulkhead-testrun fuzz blkif <seconds>         time-bounded fuzzing of blkback's requests
+//!   bulkhead-testrun fuzz blkif|switch <seconds>  time-bounded fuzzing: blkback's requests, the L2 switch
 //!
 //! Environment: QEMU (default qemu-system-x86_64), BULKHEAD_TEST_LOGS (default
 //! build/test-logs/qemu).
@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn usage() -> ExitCode {
-    eprintln!("usage: bulkhead-testrun check-image <elf> | make-pvh <elf> <out> | qemu <elf> <pvh-elf> [scenario...] | make-disk <img> | verify-disk <img> | initramfs-overlay <out> <base> <path=file>... | fuzz blkif <seconds>");
+    eprintln!("usage: bulkhead-testrun check-image <elf> | make-pvh <elf> <out> | qemu <elf> <pvh-elf> [scenario...] | make-disk <img> | verify-disk <img> | initramfs-overlay <out> <base> <path=file>... | fuzz blkif|switch <seconds>");
     ExitCode::from(2)
 }
 
@@ -44,10 +44,16 @@ fn main() -> ExitCode {
         Some("verify-disk") if args.len() == 2 => {
             disk::verify(args[1].as_ref()).map(|r| println!("{r}"))
         }
-        Some("fuzz") if args.len() == 3 && args[1] == "blkif" => args[2]
-            .parse()
-            .map_err(|_| format!("{}: not a number of seconds", args[2]))
-            .and_then(fuzz::blkif),
+        Some("fuzz") if args.len() == 3 => {
+            let secs = args[2]
+                .parse()
+                .map_err(|_| format!("{}: not a number of seconds", args[2]));
+            match args[1].as_str() {
+                "blkif" => secs.and_then(fuzz::blkif),
+                "switch" => secs.and_then(fuzz::switch),
+                t => Err(format!("no fuzz target {t} (blkif, switch)")),
+            }
+        }
         Some("initramfs-overlay") if args.len() >= 4 => {
             initramfs_overlay(&args[1], &args[2], &args[3..])
         }

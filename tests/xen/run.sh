@@ -59,8 +59,9 @@ qemu_args=(-M q35 -cpu qemu64,+svm,+npt -smp 2 -m 4096 -accel tcg,thread=multi -
     -drive "file=$img/rootfs.img,if=none,id=root,format=raw,snapshot=on" -device virtio-blk-pci,drive=root,addr=6
     -fsdev "local,id=h,path=$share,security_model=none" -device virtio-9p-pci,fsdev=h,mount_tag=host,addr=5
     # QEMU's user network on a hub: an e1000e for the driver domain (00:04.0) and a NIC
-    # for dom0 (00:07.0), so dom0 can reach Bulkhead's management address.
-    -netdev user,id=slirp0 -netdev hubport,id=hub0,hubid=0,netdev=slirp0
+    # for dom0 (00:07.0), so dom0 can reach Bulkhead's management address. restrict=on:
+    # slirp must not answer pings meant for Bulkhead (it emulates echo to any address).
+    -netdev user,id=slirp0,restrict=on -netdev hubport,id=hub0,hubid=0,netdev=slirp0
     -netdev hubport,id=hub1,hubid=0 -device e1000e,netdev=hub1,addr=4,mac=52:54:00:12:34:56
     -netdev hubport,id=hub2,hubid=0 -device virtio-net-pci,netdev=hub2,addr=7,mac=52:54:00:00:d0:00)
 

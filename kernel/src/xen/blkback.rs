@@ -498,16 +498,32 @@ struct KernelMapper {
     xen: XenRef,
 }
 
+/// Map slots persistent grants leave free, so a new ring can always be mapped.
+const RING_RESERVE: usize = 64;
+
 impl GrantMapper for KernelMapper {
     fn map(&mut self, dom: DomId, grefs: &[u32]) -> Vec<Option<Mapping>> {
-        let reqs: Vec<(DomId, u32, bool)> = grefs.iter().map(|&g| (dom, g, false)).collect();
-        self.xen
+        let room = self
+            .xen
             .slots
-            .borrow_mut()
-            .map(&mut Hv, &reqs)
-            .into_iter()
-            .map(|r| r.ok())
-            .collect()
+            .borrow()
+            .available()
+            .saturating_sub(RING_RESERVE);
+        let mut out: Vec<Option<Mapping>> = Vec::with_capacity(grefs.len());
+        let take = grefs.len().min(room);
+        let reqs: Vec<(DomId, u32, bool)> =
+            grefs[..take].iter().map(|&g| (dom, g, false)).collect();
+        out.extend(
+            self.xen
+                .slots
+                .borrow_mut()
+                .map(&mut Hv, &reqs)
+                .into_iter()
+                .map(|r| r.ok()),
+        );
+        // No room for the rest: those pieces go by grant copy.
+        out.resize(grefs.len(), None);
+        out
     }
     fn unmap(&mut self, maps: &[Mapping]) {
         unmap(&self.xen, maps);

@@ -27,10 +27,16 @@ while [ -z "$dev" ]; do
     [ -z "$dev" ] && sleep 0.5
 done
 ip addr add 10.0.2.20/24 dev "$dev" && ip link set "$dev" up || fail "cannot configure $dev"
-out=$(busybox ping -c 5 -W 5 "$addr" 2>&1) || fail "dom0 cannot ping Bulkhead at $addr: $out"
+out=$(busybox arping -c 3 -w 10 -I "$dev" "$addr" 2>&1) || fail "no ARP reply from $addr: $out"
+echo "$out" | grep -qi "52:54:00:12:34:56" || fail "ARP reply for $addr not from Bulkhead's NIC: $out"
 echo "$out" | tail -2
-page=$(busybox wget -q -T 10 -O - "http://$addr/status" 2>&1) || fail "no status page: $page"
+out=$(busybox ping -c 5 -W 5 "$addr" 2>&1) || fail "dom0 cannot ping Bulkhead at $addr: $out"
+echo "$out" | grep -q "5 packets received" || fail "ping: $out"
+echo "$out" | grep -q duplicates && fail "ping answered twice (by someone besides Bulkhead): $out"
+echo "$out" | grep "packets transmitted"
+page=$(printf 'GET /status HTTP/1.0\r\n\r\n' | busybox nc -w 10 "$addr" 80 2>&1) || fail "no status page: $page"
 echo "$page" | sed 's/^/status: /'
+echo "$page" | head -1 | grep -q "200 OK" || fail "status page: $(echo "$page" | head -1)"
 echo "$page" | grep -q "nic net0: e1000e" || fail "the status page does not list the e1000e"
 xl destroy bulkhead
 dom0_healthy

@@ -134,6 +134,187 @@ pub struct Done {
     pub written: u64,
 }
 
+/// A read or write that passed every check: where it goes and which guest pieces it
+/// moves, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transfer {
+    pub write: bool,
+    pub lba: u64,
+    pub bytes: usize,
+    pub pieces: Vec<Piece>,
+}
+
+/// Check a plain read or write (fetching indirect segments) without touching the
+/// device; None for requests of other kinds.
+pub fn prepare<G: GuestMemory + ?Sized>(
+    req: &Request,
+    geo: &Geometry,
+    read_only: bool,
+    guest: &mut G,
+) -> Option<Result<Transfer, Failure>> {
+    let Body::Rw {
+        write,
+        sector,
+        segments,
+    } = &req.body
+    else {
+        return None;
+    };
+    Some((|| {
+        if *write && read_only {
+            return Err(fail(RSP_ERROR, "write to a read-only disk"));
+        }
+        let indirect;
+        let segs: &[Segment] = match segments {
+            Segments::Direct(s) => s,
+            Segments::Indirect { count, pages } => {
+                let pieces: Vec<Piece> = pages
+                    .iter()
+                    .map(|&gref| Piece {
+                        gref,
+                        offset: 0,
+                        len: PAGE_SIZE as u16,
+                    })
+                    .collect();
+                let mut raw = vec![0u8; pieces.len() * PAGE_SIZE];
+                guest
+                    .read(&pieces, &mut raw)
+                    .map_err(|_| fail(RSP_ERROR, "cannot read the indirect pages"))?;
+                indirect =
+                    request::decode_indirect(&raw, *count).map_err(|w| fail(RSP_ERROR, w))?;
+                &indirect
+            }
+        };
+        let at = request::place(*sector, segs, geo.sectors, geo.block_size)
+            .map_err(|w| fail(RSP_ERROR, w))?;
+        Ok(Transfer {
+            write: *write,
+            lba: at.lba,
+            bytes: at.bytes,
+            pieces: segs.iter().map(Piece::from).collect(),
+        })
+    })())
+}
+
+/// Largest device I/O built by merging requests.
+pub const MERGE_MAX_BYTES: usize = 1 << 20;
+
+/// Whether `next` continues `run` (same direction, next block, room left).
+pub fn continues(run: &[&Transfer], next: &Transfer, block_size: u32) -> bool {
+    let Some(last) = run.last() else {
+        return false;
+    };
+    let total: usize = run.iter().map(|t| t.bytes).sum();
+    last.write == next.write
+        && last.lba + (last.bytes / block_size as usize) as u64 == next.lba
+        && total + next.bytes <= MERGE_MAX_BYTES
+}
+
+/// Serve a run of contiguous transfers with one device I/O; one result per transfer.
+/// A guest copy that fails costs only its own request; a device failure on a merged
+/// I/O is retried request by request, so each gets its own status.
+pub async fn transfer_run<D: BlockDevice, G: GuestMemory + ?Sized>(
+    run: &[&Transfer],
+    dev: &mut D,
+    guest: &mut G,
+) -> Vec<Result<Done, Failure>> {
+    let total: usize = run.iter().map(|t| t.bytes).sum();
+    let mut buf = vec![0u8; total];
+    let mut out: Vec<Result<Done, Failure>> = Vec::with_capacity(run.len());
+    if run[0].write {
+        // Gather; a request whose pages cannot be read splits the run around it.
+        let mut start = 0; // first transfer of the pending device write
+        let mut at = 0; // its byte offset in `buf`
+        let mut end = 0; // bytes gathered
+        for (i, t) in run.iter().enumerate() {
+            match guest.read(&t.pieces, &mut buf[end..end + t.bytes]) {
+                Ok(()) => end += t.bytes,
+                Err(_) => {
+                    flush_write(&run[start..i], &buf[at..end], dev, &mut out).await;
+                    out.push(Err(fail(RSP_ERROR, "cannot copy from the guest's pages")));
+                    start = i + 1;
+                    at = end;
+                }
+            }
+        }
+        flush_write(&run[start..], &buf[at..end], dev, &mut out).await;
+    } else {
+        if run.len() > 1 && dev.read(run[0].lba, &mut buf).await.is_err() {
+            for t in run {
+                out.push(single_read(t, dev, guest).await);
+            }
+            return out;
+        }
+        if run.len() == 1 {
+            return vec![single_read(run[0], dev, guest).await];
+        }
+        let mut at = 0;
+        for t in run {
+            out.push(
+                guest
+                    .write(&t.pieces, &buf[at..at + t.bytes])
+                    .map(|_| Done {
+                        read: t.bytes as u64,
+                        written: 0,
+                    })
+                    .map_err(|_| fail(RSP_ERROR, "cannot copy into the guest's pages")),
+            );
+            at += t.bytes;
+        }
+    }
+    out
+}
+
+async fn flush_write<D: BlockDevice>(
+    run: &[&Transfer],
+    data: &[u8],
+    dev: &mut D,
+    out: &mut Vec<Result<Done, Failure>>,
+) {
+    if run.is_empty() {
+        return;
+    }
+    if dev.write(run[0].lba, data).await.is_ok() {
+        out.extend(run.iter().map(|t| {
+            Ok(Done {
+                read: 0,
+                written: t.bytes as u64,
+            })
+        }));
+        return;
+    }
+    // Retry one by one for exact statuses.
+    let mut at = 0;
+    for t in run {
+        out.push(
+            dev.write(t.lba, &data[at..at + t.bytes])
+                .await
+                .map(|_| Done {
+                    read: 0,
+                    written: t.bytes as u64,
+                })
+                .map_err(device_failure),
+        );
+        at += t.bytes;
+    }
+}
+
+async fn single_read<D: BlockDevice, G: GuestMemory + ?Sized>(
+    t: &Transfer,
+    dev: &mut D,
+    guest: &mut G,
+) -> Result<Done, Failure> {
+    let mut buf = vec![0u8; t.bytes];
+    dev.read(t.lba, &mut buf).await.map_err(device_failure)?;
+    guest
+        .write(&t.pieces, &buf)
+        .map_err(|_| fail(RSP_ERROR, "cannot copy into the guest's pages"))?;
+    Ok(Done {
+        read: t.bytes as u64,
+        written: 0,
+    })
+}
+
 /// Serve one decoded request: fetch indirect segments, check the range, move the data.
 /// The device sees nothing until every check passed; data read from the device reaches
 /// the guest only if the device succeeded.

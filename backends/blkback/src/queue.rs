@@ -6,8 +6,12 @@ use alloc::string::String;
 use bulkhead_block::BlockDevice;
 
 use crate::abi::RSP_OKAY;
-use crate::io::{execute, Failure, Geometry, GuestMemory};
-use crate::request::{decode, Limits};
+use alloc::vec::Vec;
+
+use crate::io::{
+    continues, execute, prepare, transfer_run, Done, Failure, Geometry, GuestMemory, Transfer,
+};
+use crate::request::{decode, Limits, Rejected, Request};
 use crate::ring::{BackRing, RingError, RingMemory};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -17,7 +21,12 @@ pub struct Stats {
     pub read_bytes: u64,
     pub written_bytes: u64,
     pub notifies: u64,
+    /// Requests served as part of another's device I/O (merged).
+    pub merged: u64,
 }
+
+/// Requests taken from the ring before serving them (merging looks within a batch).
+const BATCH: usize = 32;
 
 /// Log lines per queue before errors are only counted (a hostile frontend must not be
 /// able to flood the console).
@@ -72,42 +81,114 @@ impl<M: RingMemory> Queue<M> {
         }
     }
 
-    /// Serve every request the frontend has published, in order. Returns whether the
-    /// frontend must be notified. A ring error means the frontend broke the ring
-    /// protocol: the caller disconnects it.
+    /// Serve every request the frontend has published. Requests are taken in batches;
+    /// runs of contiguous reads or writes become one device I/O each (as an I/O
+    /// scheduler merges them), everything else is served alone and in order. Returns
+    /// whether the frontend must be notified. A ring error means the frontend broke the
+    /// ring protocol: the caller disconnects it.
     pub async fn serve_available<D: BlockDevice, G: GuestMemory + ?Sized>(
         &mut self,
         dev: &mut D,
         guest: &mut G,
     ) -> Result<bool, RingError> {
         let mut notify = false;
-        while let Some(raw) = self.ring.take()? {
-            self.stats.requests += 1;
-            let (id, op, status) = match decode(&raw, self.ring.protocol(), &self.limits) {
-                Err(r) => {
-                    self.note_error(r.id, r.status, r.why);
-                    (r.id, r.operation, r.status)
+        loop {
+            let mut batch: Vec<Result<Request, Rejected>> = Vec::new();
+            while batch.len() < BATCH {
+                match self.ring.take()? {
+                    Some(raw) => batch.push(decode(&raw, self.ring.protocol(), &self.limits)),
+                    None => break,
                 }
-                Ok(req) => match execute(&req, &self.geometry, self.read_only, dev, guest).await {
-                    Ok(done) => {
-                        self.stats.read_bytes += done.read;
-                        self.stats.written_bytes += done.written;
-                        (req.id, req.operation, RSP_OKAY)
+            }
+            if batch.is_empty() {
+                break;
+            }
+            self.stats.requests += batch.len() as u64;
+            let mut results: Vec<Option<(u64, u8, i16)>> = alloc::vec![None; batch.len()];
+            // Check every plain read/write first (each stands or falls alone).
+            let mut prepared: Vec<Option<Transfer>> = alloc::vec![None; batch.len()];
+            for (i, item) in batch.iter().enumerate() {
+                match item {
+                    Err(r) => {
+                        self.note_error(r.id, r.status, r.why);
+                        results[i] = Some((r.id, r.operation, r.status));
                     }
-                    Err(Failure { status, why }) => {
-                        self.note_error(req.id, status, why);
-                        (req.id, req.operation, status)
+                    Ok(req) => match prepare(req, &self.geometry, self.read_only, guest) {
+                        Some(Ok(t)) => prepared[i] = Some(t),
+                        Some(Err(Failure { status, why })) => {
+                            self.note_error(req.id, status, why);
+                            results[i] = Some((req.id, req.operation, status));
+                        }
+                        None => {}
+                    },
+                }
+            }
+            let mut i = 0;
+            while i < batch.len() {
+                if results[i].is_some() {
+                    i += 1;
+                    continue;
+                }
+                let Ok(req) = &batch[i] else {
+                    unreachable!("rejections have results")
+                };
+                if let Some(t) = &prepared[i] {
+                    // The run of contiguous transfers starting here.
+                    let mut run = alloc::vec![t];
+                    let mut idx = alloc::vec![i];
+                    let mut k = i + 1;
+                    while k < batch.len() {
+                        match &prepared[k] {
+                            Some(n)
+                                if results[k].is_none()
+                                    && continues(&run, n, self.geometry.block_size) =>
+                            {
+                                run.push(n);
+                                idx.push(k);
+                                k += 1;
+                            }
+                            _ => break,
+                        }
                     }
-                },
-            };
-            self.ring.respond(id, op, status);
-            // Publish as we go: a long batch must not hold back early completions.
+                    if run.len() > 1 {
+                        self.stats.merged += run.len() as u64 - 1;
+                    }
+                    let outcome = transfer_run(&run, dev, guest).await;
+                    for (&j, r) in idx.iter().zip(outcome) {
+                        let Ok(q) = &batch[j] else { unreachable!() };
+                        results[j] = Some(self.account(q, r));
+                    }
+                    i = k;
+                    continue;
+                }
+                let r = execute(req, &self.geometry, self.read_only, dev, guest).await;
+                results[i] = Some(self.account(req, r));
+                i += 1;
+            }
+            // Publish per batch: a long stream of requests must not hold back completions.
+            for (id, op, status) in results.into_iter().flatten() {
+                self.ring.respond(id, op, status);
+            }
             notify |= self.ring.push();
         }
         if notify {
             self.stats.notifies += 1;
         }
         Ok(notify)
+    }
+
+    fn account(&mut self, req: &Request, r: Result<Done, Failure>) -> (u64, u8, i16) {
+        match r {
+            Ok(done) => {
+                self.stats.read_bytes += done.read;
+                self.stats.written_bytes += done.written;
+                (req.id, req.operation, RSP_OKAY)
+            }
+            Err(Failure { status, why }) => {
+                self.note_error(req.id, status, why);
+                (req.id, req.operation, status)
+            }
+        }
     }
 
     /// Before waiting for the next event: true if requests arrived meanwhile.

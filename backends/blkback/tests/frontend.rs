@@ -145,6 +145,17 @@ struct MemDisk {
     bs: u32,
     flushes: u32,
     fail_io: bool,
+    /// Device calls, and a block whose I/O fails (a bad sector).
+    reads: u32,
+    writes: u32,
+    bad_lba: Option<u64>,
+}
+
+impl MemDisk {
+    fn hits_bad(&self, lba: u64, len: usize) -> bool {
+        self.bad_lba
+            .is_some_and(|b| b >= lba && b < lba + (len / self.bs as usize) as u64)
+    }
 }
 
 impl BlockDevice for MemDisk {
@@ -163,7 +174,8 @@ impl BlockDevice for MemDisk {
         }
     }
     async fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
-        if self.fail_io {
+        self.reads += 1;
+        if self.fail_io || self.hits_bad(lba, buf.len()) {
             return Err(BlockError::Io);
         }
         let o = lba as usize * self.bs as usize;
@@ -175,7 +187,8 @@ impl BlockDevice for MemDisk {
         Ok(())
     }
     async fn write(&mut self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
-        if self.fail_io {
+        self.writes += 1;
+        if self.fail_io || self.hits_bad(lba, buf.len()) {
             return Err(BlockError::Io);
         }
         let o = lba as usize * self.bs as usize;
@@ -239,6 +252,9 @@ impl Rig {
             bs,
             flushes: 0,
             fail_io: false,
+            reads: 0,
+            writes: 0,
+            bad_lba: None,
         };
         let geo = Geometry {
             sectors: disk_bytes as u64 / 512,
@@ -663,4 +679,104 @@ fn persistent_grants_are_reused_bounded_and_released() {
         xen: rig.xen.clone(),
     });
     assert_eq!(rig.xen.borrow().mapped_count(), 0);
+}
+
+#[test]
+fn contiguous_requests_share_one_device_io() {
+    let mut rig = Rig::new(Protocol::X86_64, 1 << 20, 512, false);
+    let pages: Vec<Vec<u8>> = (0..8).map(|i| pattern(4096, 60 + i)).collect();
+    let grefs: Vec<u32> = pages.iter().map(|p| rig.page(p)).collect();
+    // Eight 4 KiB writes back to back, then one elsewhere: two device writes.
+    for (i, g) in grefs.iter().enumerate() {
+        rig.submit(&encode(
+            Protocol::X86_64,
+            OP_WRITE,
+            i as u64,
+            8 * i as u64,
+            &[seg(*g, 0, 7)],
+        ));
+    }
+    rig.submit(&encode(
+        Protocol::X86_64,
+        OP_WRITE,
+        99,
+        512,
+        &[seg(grefs[0], 0, 7)],
+    ));
+    let r = rig.serve();
+    assert_eq!(r.len(), 9);
+    assert!(r.iter().all(|x| x.2 == RSP_OKAY));
+    assert_eq!(rig.disk.writes, 2);
+    assert_eq!(&rig.disk.data[..8 * 4096], &pages.concat()[..]);
+    assert_eq!(rig.queue.stats.merged, 7);
+    // Read them back in three requests: one device read, each guest page right.
+    let dst: Vec<u32> = (0..8).map(|_| rig.page(&[])).collect();
+    rig.submit(&encode(
+        Protocol::X86_64,
+        OP_READ,
+        10,
+        0,
+        &[seg(dst[0], 0, 7), seg(dst[1], 0, 7)],
+    ));
+    rig.submit(&encode(
+        Protocol::X86_64,
+        OP_READ,
+        11,
+        16,
+        &[seg(dst[2], 0, 7)],
+    ));
+    let rest: Vec<Segment> = dst[3..].iter().map(|&g| seg(g, 0, 7)).collect();
+    rig.submit(&encode(Protocol::X86_64, OP_READ, 12, 24, &rest));
+    let reads = rig.disk.reads;
+    assert!(rig.serve().iter().all(|x| x.2 == RSP_OKAY));
+    assert_eq!(rig.disk.reads, reads + 1);
+    for (i, g) in dst.iter().enumerate() {
+        assert!(rig.guest_page(*g) == pages[i], "page {i}");
+    }
+}
+
+#[test]
+fn a_bad_request_inside_a_run_fails_alone() {
+    let mut rig = Rig::new(Protocol::X86_64, 1 << 20, 512, false);
+    let good: Vec<u32> = (0..4).map(|i| rig.page(&pattern(4096, i))).collect();
+    let p = Protocol::X86_64;
+    rig.submit(&encode(p, OP_WRITE, 1, 0, &[seg(good[0], 0, 7)]));
+    // A revoked grant in the middle of a contiguous run.
+    rig.submit(&encode(p, OP_WRITE, 2, 8, &[seg(7777, 0, 7)]));
+    rig.submit(&encode(p, OP_WRITE, 3, 16, &[seg(good[2], 0, 7)]));
+    rig.submit(&encode(p, OP_WRITE, 4, 24, &[seg(good[3], 0, 7)]));
+    assert_eq!(
+        rig.serve().iter().map(|x| x.2).collect::<Vec<_>>(),
+        [RSP_OKAY, RSP_ERROR, RSP_OKAY, RSP_OKAY]
+    );
+    assert_eq!(&rig.disk.data[..4096], &pattern(4096, 0)[..]);
+    assert!(
+        rig.disk.data[4096..8192].iter().all(|&b| b == 0),
+        "nothing written for 2"
+    );
+    assert_eq!(
+        &rig.disk.data[8192..16384],
+        &[pattern(4096, 2), pattern(4096, 3)].concat()[..]
+    );
+    // A bad sector under a merged read: only the request covering it fails.
+    rig.disk.bad_lba = Some(20);
+    let dst: Vec<u32> = (0..4).map(|_| rig.page(&[])).collect();
+    for (i, g) in dst.iter().enumerate() {
+        rig.submit(&encode(
+            p,
+            OP_READ,
+            10 + i as u64,
+            8 * i as u64,
+            &[seg(*g, 0, 7)],
+        ));
+    }
+    assert_eq!(
+        rig.serve().iter().map(|x| x.2).collect::<Vec<_>>(),
+        [RSP_OKAY, RSP_OKAY, RSP_ERROR, RSP_OKAY]
+    );
+    assert!(
+        rig.guest_page(dst[2]).iter().all(|&b| b == 0),
+        "no data for the failed read"
+    );
+    assert!(rig.guest_page(dst[3]) == pattern(4096, 3));
 }

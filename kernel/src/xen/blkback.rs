@@ -383,9 +383,10 @@ async fn serve(
     release(&xen, port, &maps);
     let s = queue.stats;
     info!(
-        "{}: ring closed after {} requests ({} errors, {} KiB read, {} KiB written{persistent}); map slots in use {}, ports open {}",
+        "{}: ring closed after {} requests ({} merged, {} errors, {} KiB read, {} KiB written{persistent}); map slots in use {}, ports open {}",
         queue.name,
         s.requests,
+        s.merged,
         s.errors,
         s.read_bytes / 1024,
         s.written_bytes / 1024,

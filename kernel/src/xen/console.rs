@@ -19,6 +19,8 @@ pub struct XenConsole {
     pending: bool,
     /// Bytes dropped because the ring stayed full (xenconsoled not draining).
     pub dropped: u64,
+    /// The ring was full at the last attempt: drop without waiting until it drains.
+    stalled: bool,
 }
 
 impl XenConsole {
@@ -38,6 +40,7 @@ impl XenConsole {
             evtchn: evtchn as u32,
             pending: false,
             dropped: 0,
+            stalled: false,
         })
     }
 
@@ -55,18 +58,22 @@ impl XenConsole {
             loop {
                 let cons = core::ptr::read_volatile(self.idx(OUT_CONS));
                 if prod.wrapping_sub(cons) < OUT_SIZE {
+                    self.stalled = false;
                     break;
                 }
-                // Full: let xenconsoled drain it, but never hang the kernel on a dead
-                // console daemon.
+                // Full: give xenconsoled a short moment, once; while it stays behind,
+                // drop output rather than spend the CPU (under load, the CPU a spinning
+                // driver domain takes is the one xenconsoled needs).
+                if self.stalled || spins > 20_000 {
+                    self.stalled = true;
+                    self.dropped += 1;
+                    self.pending = true;
+                    return;
+                }
                 if spins == 0 {
                     let _ = super::evtchn_send(self.evtchn);
                 }
                 spins += 1;
-                if spins > 1_000_000 {
-                    self.dropped += 1;
-                    return;
-                }
                 core::hint::spin_loop();
             }
             let slot = self.page + OUT_OFFSET + (prod % OUT_SIZE) as usize;

@@ -34,7 +34,21 @@ out=$(busybox ping -c 5 -W 5 "$addr" 2>&1) || fail "dom0 cannot ping Bulkhead at
 echo "$out" | grep -q "5 packets received" || fail "ping: $out"
 echo "$out" | grep -q duplicates && fail "ping answered twice (by someone besides Bulkhead): $out"
 echo "$out" | grep "packets transmitted"
-page=$(printf 'GET /status HTTP/1.0\r\n\r\n' | busybox nc -w 10 "$addr" 80 2>&1) || fail "no status page: $page"
+# (busybox wget crashed here and busybox nc quits at the end of its input; dom0 has
+# python3, which fio brings.)
+page=$(python3 - "$addr" <<'PY' 2>&1
+import socket, sys
+s = socket.create_connection((sys.argv[1], 80), timeout=10)
+s.sendall(b"GET /status HTTP/1.0\r\nHost: bulkhead\r\n\r\n")
+data = b""
+while True:
+    d = s.recv(4096)
+    if not d:
+        break
+    data += d
+print(data.decode())
+PY
+) || fail "no status page: $page"
 echo "$page" | sed 's/^/status: /'
 echo "$page" | head -1 | grep -q "200 OK" || fail "status page: $(echo "$page" | head -1)"
 echo "$page" | grep -q "nic net0: e1000e" || fail "the status page does not list the e1000e"

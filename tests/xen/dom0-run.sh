@@ -17,6 +17,8 @@ for name in $(cat /host/scenarios.list); do
         [ $rc -eq 124 ] && why="timed out after ${SCENARIO_TIMEOUT:-420}s; ${why}"
         echo "FAIL $name (${secs}s): ${why:-exit status $rc}" | tee -a /host/out/results
     fi
+    # Keep this scenario's domain consoles (the next scenario reuses the names).
+    mkdir -p "/host/out/$name.console" && cp /host/out/console/*.log "/host/out/$name.console/" 2>/dev/null
     # Leave nothing behind for the next scenario.
     for d in $(xl list | awk 'NR>2 {print $1}'); do xl destroy "$d" 2>/dev/null; done
 done

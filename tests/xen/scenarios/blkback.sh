@@ -72,7 +72,8 @@ for c in $(seq 1 20); do
     until [ "$(xenstore-read $b1/state 2>/dev/null)" = 4 ]; do
         j=$((j + 1)); [ $j -gt 120 ] && fail "attach $c: backend never Connected"; sleep 0.5
     done
-    expect "$(console_of blk1)" "linux-blk: attach $c: " 60 "attach $c: the guest did not see xvdb" >/dev/null
+    wait_for "$(console_of blk1)" "linux-blk: attach $c: " 60 >/dev/null \
+        || fail "attach $c: the guest did not report xvdb; its console ends: $(tail -3 "$(console_of blk1)")"
     xl block-detach blk1 xvdb || fail "block-detach $c failed"
     j=0
     until [ "$(grep -c "vbd-$g1-51728: released" "$log")" -ge $c ]; do

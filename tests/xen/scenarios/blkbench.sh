@@ -11,7 +11,7 @@ modprobe xen-pciback 2>/dev/null
 xl pci-assignable-list | grep -q "00:03.0" || xl pci-assignable-add 00:03.0 || fail "pci-assignable-add failed"
 xl create "$XLCFG/driverdomain.cfg" "kernel=\"$IMAGE\"" 'pci=[ "00:03.0" ]' 'cmdline="bench-storage=5"' \
     || fail "xl create of the driver domain failed"
-expect "$log" "^figure: local NVMe" 240 "no local NVMe figure"
+expect "$log" "^figure: local NVMe" 240 "no local NVMe figure" >/dev/null
 grep -a "^figure: local NVMe" "$log" | sed 's/^figure: /figure: blkbench: /'
 expect "$log" "watching /local/domain/" 60 "xenbus watcher not started"
 bench_guest_cfg /tmp/bench.cfg bench1 bulkhead part:delta

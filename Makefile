@@ -37,6 +37,7 @@ test-host: runner
 	$(CARGO) test
 	$(RUNNER) fuzz blkif $(FUZZ_SECONDS)
 	$(RUNNER) fuzz switch $(FUZZ_SECONDS)
+	$(RUNNER) fuzz netif $(FUZZ_SECONDS)
 
 # Bare-QEMU tier: boots the image with -kernel and checks the console and exit status.
 test-qemu: image

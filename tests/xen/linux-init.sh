@@ -102,6 +102,10 @@ blk)
         fi
         say "attach $n: xvdb $(cat /sys/block/xvdb/size) sectors, ro=$ro, read $r, $w"
         while [ -b /dev/xvdb ]; do sleep 0.5; done
+        # The xenbus device goes after the disk; a new attach of the same vdev before
+        # that is not probed (Linux's xenbus sees the node still there).
+        while [ -e /sys/bus/xen/devices/vbd-51728 ]; do sleep 0.5; done
+        say "detached $n"
     done
     ;;
 bench)

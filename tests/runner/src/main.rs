@@ -7,7 +7,8 @@
 //!   bulkhead-testrun verify-disk <img>            check the storage test's writes
 //!   bulkhead-testrun initramfs-overlay <out> <base> <path=file>...
 //!                                                 a cpio holding the files, then <base>
-//!   bulkhead-testrun fuzz blkif|switch <seconds>  time-bounded fuzzing: blkback's requests, the L2 switch
+//!   bulkhead-testrun fuzz blkif|switch|netif <s>  time-bounded fuzzing: blkback's requests, the L2 switch,
+//!                                                 netback's TX parser
 //!
 //! Environment: QEMU (default qemu-system-x86_64), BULKHEAD_TEST_LOGS (default
 //! build/test-logs/qemu).
@@ -22,7 +23,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn usage() -> ExitCode {
-    eprintln!("usage: bulkhead-testrun check-image <elf> | make-pvh <elf> <out> | qemu <elf> <pvh-elf> [scenario...] | make-disk <img> | verify-disk <img> | initramfs-overlay <out> <base> <path=file>... | fuzz blkif|switch <seconds>");
+    eprintln!("usage: bulkhead-testrun check-image <elf> | make-pvh <elf> <out> | qemu <elf> <pvh-elf> [scenario...] | make-disk <img> | verify-disk <img> | initramfs-overlay <out> <base> <path=file>... | fuzz blkif|switch|netif <seconds>");
     ExitCode::from(2)
 }
 
@@ -51,7 +52,8 @@ fn main() -> ExitCode {
             match args[1].as_str() {
                 "blkif" => secs.and_then(fuzz::blkif),
                 "switch" => secs.and_then(fuzz::switch),
-                t => Err(format!("no fuzz target {t} (blkif, switch)")),
+                "netif" => secs.and_then(fuzz::netif),
+                t => Err(format!("no fuzz target {t} (blkif, switch, netif)")),
             }
         }
         Some("initramfs-overlay") if args.len() >= 4 => {

@@ -79,7 +79,7 @@ for c in $(seq 1 20); do
     until [ "$(grep -c "vbd-$g1-51728: released" "$log")" -ge $c ]; do
         j=$((j + 1)); [ $j -gt 120 ] && fail "detach $c: Bulkhead did not release the device"; sleep 0.5
     done
-    wait_for "$(console_of blk1)" "linux-blk: detached $c\$" 60 >/dev/null \
+    wait_for "$(console_of blk1)" "linux-blk: detached $c" 60 >/dev/null \
         || fail "detach $c: the guest still has the device; its console ends: $(tail -3 "$(console_of blk1)")"
     note "cycle $c: attached (Connected), the guest saw it, detached, released, gone in the guest"
 done

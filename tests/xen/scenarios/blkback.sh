@@ -4,9 +4,9 @@
 # triple-fault now and then under nested TCG (seen here, with either driver domain). The
 # second has two vCPUs and asks for 4-page rings: two queues of 4 pages. Each guest
 # checks the negotiated features, 64 MiB of random data through O_DIRECT, ext4 across a
-# remount and fstrim. Then 20 xl block-attach/block-detach cycles (the first read-only,
-# on the partition the storage test checks from the host), and both guests go away:
-# Bulkhead must have released every ring, grant and buffer.
+# remount and fstrim. Then both guests go away: Bulkhead must have released every ring
+# and grant. (Runtime attach/detach cycles are `blkback-cycles`, not yet in the default
+# run: see that scenario.)
 . ./lib.sh
 mkdir -p /usr/lib/bulkhead/qemu-roms
 cp /usr/share/qemu/multiboot.bin /usr/lib/bulkhead/qemu-roms/multiboot_dma.bin
@@ -59,45 +59,6 @@ grep "blkfront: xvda:" "$(console_of blk1)" | grep -q "persistent grants: enable
     || fail "blkfront did not negotiate persistent grants"
 grep -qE "serving nvme0n1p5 .* 2 queue\(s\) of 4 ring page\(s\)" "$log" \
     || fail "blk2 (2 vCPUs, max_ring_page_order=2) did not get two queues of 4-page rings"
-
-# Runtime attach/detach: the first read-only (alpha, whose content the host checks after
-# the run), the others read-write on gamma.
-g1=$(xl domid blk1)
-b1=/local/domain/$dd/backend/vbd/$g1/51728
-for c in $(seq 1 20); do
-    # target= must come last: xl takes the rest of the line as the target.
-    if [ $c = 1 ]; then spec="access=ro,target=nvme0n1p1"; else spec="access=rw,target=part:gamma"; fi
-    xl block-attach blk1 "format=raw,vdev=xvdb,backend=bulkhead,$spec" || fail "block-attach $c failed"
-    j=0
-    until [ "$(xenstore-read $b1/state 2>/dev/null)" = 4 ]; do
-        j=$((j + 1)); [ $j -gt 120 ] && fail "attach $c: backend never Connected"; sleep 0.5
-    done
-    wait_for "$(console_of blk1)" "linux-blk: attach $c: " 60 >/dev/null \
-        || fail "attach $c: the guest did not report xvdb; its console ends: $(tail -3 "$(console_of blk1)")"
-    xl block-detach blk1 xvdb || fail "block-detach $c failed"
-    j=0
-    until [ "$(grep -c "vbd-$g1-51728: released" "$log")" -ge $c ]; do
-        j=$((j + 1)); [ $j -gt 120 ] && fail "detach $c: Bulkhead did not release the device"; sleep 0.5
-    done
-    wait_for "$(console_of blk1)" "linux-blk: detached $c" 60 >/dev/null \
-        || fail "detach $c: the guest still has the device; its console ends: $(tail -3 "$(console_of blk1)")"
-    note "cycle $c: attached (Connected), the guest saw it, detached, released, gone in the guest"
-done
-first=$(grep "vbd-$g1-51728: released" "$log" | head -1)
-last=$(grep "vbd-$g1-51728: released" "$log" | tail -1)
-grep "linux-blk: attach" "$(console_of blk1)" | head -2
-grep -q "linux-blk: attach 1: .*ro=1, read ok, write refused" "$(console_of blk1)" || fail "read-only attach: $(grep 'attach 1:' "$(console_of blk1)")"
-grep -q "linux-blk: attach 20: .*ro=0, read ok, writable" "$(console_of blk1)" || fail "attach 20: $(grep 'attach 20:' "$(console_of blk1)")"
-note "after detach 1:  ${first#*released; }"
-note "after detach 20: ${last#*released; }"
-heap1=$(echo "$first" | sed 's/.*heap \([0-9]*\) B.*/\1/')
-heap20=$(echo "$last" | sed 's/.*heap \([0-9]*\) B.*/\1/')
-slots1=$(echo "$first" | sed 's/.*map slots in use \([0-9]*\),.*/\1/')
-slots20=$(echo "$last" | sed 's/.*map slots in use \([0-9]*\),.*/\1/')
-[ "$slots20" = "$slots1" ] || fail "grant mappings grew over 20 cycles: $slots1 -> $slots20"
-# The heap may move by a few allocator blocks (xenstore buffers); a leak of the per-ring
-# state would be kilobytes per cycle.
-[ $((heap20 - heap1)) -lt 4096 ] || fail "heap grew over 20 cycles: $heap1 -> $heap20 B"
 
 for g in blk1 blk2; do
     out=$(xl destroy $g 2>&1) || fail "xl destroy $g failed: $out"

@@ -1,0 +1,79 @@
+# xl block-attach/block-detach at runtime, 20 cycles, the first read-only (alpha, whose
+# content the host checks after the run): each attach must reach Connected and be seen by
+# the guest, each detach released by Bulkhead and gone in the guest; grant mappings and
+# heap must be the same after cycle 1 and cycle 20.
+#
+# Not in the default run yet: about one run in three, one cycle's attach is never seen
+# through (libxl "Unable to add vbd" or the backend stuck in InitWait); the cause is open
+# (session notes). Run it with `tests/xen/run.sh blkback-cycles`.
+. ./lib.sh
+mkdir -p /usr/lib/bulkhead/qemu-roms
+cp /usr/share/qemu/multiboot.bin /usr/lib/bulkhead/qemu-roms/multiboot_dma.bin
+log=$(console_of bulkhead)
+rm -f "$log"
+modprobe xen-pciback 2>/dev/null
+xl pci-assignable-list | grep -q "00:03.0" || xl pci-assignable-add 00:03.0 || fail "pci-assignable-add failed"
+xl create "$XLCFG/driverdomain.cfg" "kernel=\"$IMAGE\"" 'pci=[ "00:03.0" ]' "cmdline=\"loglevel=info\"" || fail "xl create of the driver domain failed"
+dd=$(xl domid bulkhead)
+expect "$log" "storage: nvme0n1p5 \"epsilon\"" 240 "Bulkhead did not find the guest partitions"
+expect "$log" "xenbus: watching|watching /local/domain/$dd/backend" 60 "xenbus watcher not started"
+guest_cfg() {
+    cat >"/tmp/$1.cfg" <<CFG
+name = "$1"
+type = "pv"
+kernel = "/host/linux/vmlinuz"
+ramdisk = "/host/linux/linux-initrd.img"
+extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=blk bulkhead.name=$1 $4"
+memory = 256
+vcpus = $3
+on_crash = "preserve"
+disk = [ 'format=raw,vdev=xvda,access=rw,backend=bulkhead,target=$2' ]
+CFG
+}
+guest_cfg blk1 part:delta 1
+rm -f "$(console_of blk1)"
+xl create /tmp/blk1.cfg || fail "xl create blk1 failed"
+expect "$(console_of blk1)" "linux-blk: (PASS|FAIL)" 900 "blk1 did not finish its disk checks"
+# Runtime attach/detach: the first read-only (alpha, whose content the host checks after
+# the run), the others read-write on gamma.
+g1=$(xl domid blk1)
+b1=/local/domain/$dd/backend/vbd/$g1/51728
+for c in $(seq 1 20); do
+    # target= must come last: xl takes the rest of the line as the target.
+    if [ $c = 1 ]; then spec="access=ro,target=nvme0n1p1"; else spec="access=rw,target=part:gamma"; fi
+    xl block-attach blk1 "format=raw,vdev=xvdb,backend=bulkhead,$spec" || fail "block-attach $c failed"
+    j=0
+    until [ "$(xenstore-read $b1/state 2>/dev/null)" = 4 ]; do
+        j=$((j + 1)); [ $j -gt 120 ] && fail "attach $c: backend never Connected"; sleep 0.5
+    done
+    wait_for "$(console_of blk1)" "linux-blk: attach $c: " 60 >/dev/null \
+        || fail "attach $c: the guest did not report xvdb; its console ends: $(tail -3 "$(console_of blk1)")"
+    xl block-detach blk1 xvdb || fail "block-detach $c failed"
+    j=0
+    until [ "$(grep -c "vbd-$g1-51728: released" "$log")" -ge $c ]; do
+        j=$((j + 1)); [ $j -gt 120 ] && fail "detach $c: Bulkhead did not release the device"; sleep 0.5
+    done
+    wait_for "$(console_of blk1)" "linux-blk: detached $c" 60 >/dev/null \
+        || fail "detach $c: the guest still has the device; its console ends: $(tail -3 "$(console_of blk1)")"
+    note "cycle $c: attached (Connected), the guest saw it, detached, released, gone in the guest"
+done
+first=$(grep "vbd-$g1-51728: released" "$log" | head -1)
+last=$(grep "vbd-$g1-51728: released" "$log" | tail -1)
+grep "linux-blk: attach" "$(console_of blk1)" | head -2
+grep -q "linux-blk: attach 1: .*ro=1, read ok, write refused" "$(console_of blk1)" || fail "read-only attach: $(grep 'attach 1:' "$(console_of blk1)")"
+grep -q "linux-blk: attach 20: .*ro=0, read ok, writable" "$(console_of blk1)" || fail "attach 20: $(grep 'attach 20:' "$(console_of blk1)")"
+note "after detach 1:  ${first#*released; }"
+note "after detach 20: ${last#*released; }"
+heap1=$(echo "$first" | sed 's/.*heap \([0-9]*\) B.*/\1/')
+heap20=$(echo "$last" | sed 's/.*heap \([0-9]*\) B.*/\1/')
+slots1=$(echo "$first" | sed 's/.*map slots in use \([0-9]*\),.*/\1/')
+slots20=$(echo "$last" | sed 's/.*map slots in use \([0-9]*\),.*/\1/')
+[ "$slots20" = "$slots1" ] || fail "grant mappings grew over 20 cycles: $slots1 -> $slots20"
+# The heap may move by a few allocator blocks (xenstore buffers); a leak of the per-ring
+# state would be kilobytes per cycle.
+[ $((heap20 - heap1)) -lt 4096 ] || fail "heap grew over 20 cycles: $heap1 -> $heap20 B"
+
+xl destroy blk1 || fail "xl destroy blk1 failed"
+grep -E "PANIC|panicked" "$log" && fail "Bulkhead panicked"
+dom0_healthy
+echo "blkback-cycles: ok"

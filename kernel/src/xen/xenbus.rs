@@ -21,6 +21,8 @@ use super::{blkback, XenRef};
 use crate::storage::Storage;
 
 const TOKEN: &str = "xenbus-backends";
+/// How often device lists and states are re-read without a watch event.
+const RECHECK_NS: u64 = 3_000_000_000;
 /// Pause between writing Closed and removing the backend directory (see `device`).
 const REMOVE_GRACE_NS: u64 = 2_000_000_000;
 
@@ -36,9 +38,15 @@ pub async fn run(xen: XenRef, h: Handle, storage: Rc<Storage>) {
     info!("watching {}/backend/{{vbd,vif}} for devices", xen.home());
     let mut discovery = Discovery::default();
     loop {
-        if let Err(e) = xen.store.next_event(TOKEN).await {
-            error!("xenstore watch lost: {e}");
-            return;
+        // Also look every few seconds without an event: xenstored drops watch events for
+        // a domain that has too many undelivered (its per-domain quota), and a missed
+        // "device created" would otherwise wait forever.
+        match h.timeout(RECHECK_NS, xen.store.next_event(TOKEN)).await {
+            Some(Err(e)) => {
+                error!("xenstore watch lost: {e}");
+                return;
+            }
+            Some(Ok(_)) | None => {}
         }
         while xen.store.take_event(TOKEN).is_some() {}
         let listing = match list(&xen).await {
@@ -171,7 +179,8 @@ async fn device(xen: XenRef, h: Handle, storage: Rc<Storage>, id: DeviceId) {
         }
     }
     loop {
-        if store.next_event(&token).await.is_err() {
+        // Re-read the states now and then even without an event (see `run`).
+        if let Some(Err(_)) = dev.h.timeout(RECHECK_NS, store.next_event(&token)).await {
             return;
         }
         while store.take_event(&token).is_some() {}

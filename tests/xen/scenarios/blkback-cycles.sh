@@ -3,10 +3,10 @@
 # the guest, each detach released by Bulkhead and gone in the guest; grant mappings and
 # heap must be the same after cycle 1 and cycle 20.
 #
-# Not in the default run yet: before xenbus re-read device states periodically, about one
-# run in three had one cycle's attach never seen through (libxl "Unable to add vbd" or
-# the backend stuck in InitWait). It passed since; it joins the default run once it has
-# passed many more times. Run it with `tests/xen/run.sh blkback-cycles`.
+# Not in the default run: about one run in three, one cycle's attach is never seen
+# through (libxl "Unable to add vbd", or the backend waiting in InitWait for a frontend
+# that does not move, with the driver domain busy on its CPU). The cause is open (session
+# notes). Run it with `tests/xen/run.sh blkback-cycles`.
 . ./lib.sh
 mkdir -p /usr/lib/bulkhead/qemu-roms
 cp /usr/share/qemu/multiboot.bin /usr/lib/bulkhead/qemu-roms/multiboot_dma.bin

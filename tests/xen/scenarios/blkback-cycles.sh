@@ -6,7 +6,8 @@
 # Not in the default run: about one run in three, one cycle's attach is never seen
 # through (libxl "Unable to add vbd", or the backend waiting in InitWait for a frontend
 # that does not move, with the driver domain busy on its CPU). The cause is open (session
-# notes). Run it with `tests/xen/run.sh blkback-cycles`.
+# notes). Run it with `tests/xen/run.sh blkback-cycles` (alone, or after `blkback`: its
+# guest writes part:delta, which `blkback` expects empty).
 . ./lib.sh
 mkdir -p /usr/lib/bulkhead/qemu-roms
 cp /usr/share/qemu/multiboot.bin /usr/lib/bulkhead/qemu-roms/multiboot_dma.bin

@@ -6,7 +6,7 @@ use bulkhead_e1000e::{reg, E1000e, Error, RING};
 use bulkhead_net::{Checksum, Link, MacAddr, Nic, TxError};
 use model::{FakeClock, ModelDma, Regs, Shared};
 
-fn up() -> (Shared, E1000e<Regs, ModelDma>) {
+fn up() -> (Shared, E1000e<Regs, ModelDma<model::State>>) {
     let s = model::new_device();
     let nic = E1000e::new(Regs(s.clone()), ModelDma(s.clone()), &mut FakeClock(0)).unwrap();
     (s, nic)

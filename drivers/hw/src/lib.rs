@@ -62,3 +62,111 @@ pub trait Clock {
     /// Wait a little (busy or yielding); used while polling a register.
     fn pause(&mut self, us: u64);
 }
+
+/// Stand-ins for device models in drivers' tests (feature `testing`): physical memory,
+/// the [`Dma`] that reaches it through a model's shared state, and a clock that only
+/// moves when the driver waits.
+#[cfg(any(test, feature = "testing"))]
+pub mod testing {
+    extern crate alloc;
+
+    use alloc::collections::BTreeMap;
+    use alloc::rc::Rc;
+    use alloc::vec;
+    use alloc::vec::Vec;
+    use core::cell::RefCell;
+
+    use super::{Clock, Dma, NoMemory, PAGE_SIZE};
+
+    /// Physical memory by pages: unwritten memory reads as zeros.
+    pub struct PhysMem {
+        pages: BTreeMap<u64, Vec<u8>>,
+        next: u64,
+    }
+
+    impl Default for PhysMem {
+        fn default() -> PhysMem {
+            PhysMem::new(0x10_0000)
+        }
+    }
+
+    impl PhysMem {
+        /// Allocations start at `base`.
+        pub fn new(base: u64) -> PhysMem {
+            PhysMem {
+                pages: BTreeMap::new(),
+                next: base,
+            }
+        }
+
+        pub fn read(&self, addr: u64, out: &mut [u8]) {
+            for (i, b) in out.iter_mut().enumerate() {
+                let a = addr + i as u64;
+                *b = self
+                    .pages
+                    .get(&(a & !(PAGE_SIZE as u64 - 1)))
+                    .map_or(0, |p| p[a as usize % PAGE_SIZE]);
+            }
+        }
+
+        pub fn write(&mut self, addr: u64, data: &[u8]) {
+            for (i, b) in data.iter().enumerate() {
+                let a = addr + i as u64;
+                let p = self
+                    .pages
+                    .entry(a & !(PAGE_SIZE as u64 - 1))
+                    .or_insert_with(|| vec![0; PAGE_SIZE]);
+                p[a as usize % PAGE_SIZE] = *b;
+            }
+        }
+
+        pub fn alloc(&mut self, bytes: usize) -> u64 {
+            let base = self.next;
+            let pages = bytes.div_ceil(PAGE_SIZE) as u64;
+            self.next += pages * PAGE_SIZE as u64;
+            for p in 0..pages {
+                self.pages
+                    .insert(base + p * PAGE_SIZE as u64, vec![0; PAGE_SIZE]);
+            }
+            base
+        }
+
+        pub fn free(&mut self, phys: u64, bytes: usize) {
+            for p in 0..bytes.div_ceil(PAGE_SIZE) as u64 {
+                self.pages.remove(&(phys + p * PAGE_SIZE as u64));
+            }
+        }
+    }
+
+    /// DMA into the memory a device model holds (its state shared with the test).
+    pub struct ModelDma<S>(pub Rc<RefCell<S>>);
+
+    impl<S: AsRef<PhysMem> + AsMut<PhysMem>> Dma for ModelDma<S> {
+        fn alloc(&mut self, bytes: usize) -> Result<u64, NoMemory> {
+            Ok(self.0.borrow_mut().as_mut().alloc(bytes))
+        }
+        fn free(&mut self, phys: u64, bytes: usize) {
+            self.0.borrow_mut().as_mut().free(phys, bytes)
+        }
+        fn read(&self, phys: u64, buf: &mut [u8]) {
+            self.0.borrow().as_ref().read(phys, buf)
+        }
+        fn write(&self, phys: u64, data: &[u8]) {
+            self.0.borrow_mut().as_mut().write(phys, data)
+        }
+        fn barrier(&self) {}
+    }
+
+    /// Time that advances only when the driver pauses.
+    #[derive(Default)]
+    pub struct FakeClock(pub u64);
+
+    impl Clock for FakeClock {
+        fn now_us(&self) -> u64 {
+            self.0
+        }
+        fn pause(&mut self, us: u64) {
+            self.0 += us;
+        }
+    }
+}

@@ -6,7 +6,7 @@ mod model;
 use bulkhead_nvme::cmd::Command;
 use bulkhead_nvme::controller::{run_polled, Config, Controller};
 use bulkhead_nvme::{prp, Dma, Error, PAGE_SIZE};
-use model::{FakeClock, FakeDma, Model, BLOCK};
+use model::{FakeClock, Model, ModelDma, BLOCK};
 
 fn cfg() -> Config {
     Config {
@@ -17,9 +17,9 @@ fn cfg() -> Config {
     }
 }
 
-fn up(blocks: usize) -> (Controller<Model>, FakeDma, FakeClock, Model) {
+fn up(blocks: usize) -> (Controller<Model>, ModelDma<model::State>, FakeClock, Model) {
     let m = Model::new(blocks);
-    let mut dma = FakeDma(m.0.clone());
+    let mut dma = ModelDma(m.0.clone());
     let mut clock = FakeClock::default();
     let c = Controller::init(m.clone(), &mut dma, &mut clock, &cfg()).expect("bring-up");
     (c, dma, clock, m)
@@ -28,7 +28,7 @@ fn up(blocks: usize) -> (Controller<Model>, FakeDma, FakeClock, Model) {
 /// Read or write through queue 1 with a contiguous buffer, PRP lists as needed.
 fn rw(
     c: &mut Controller<Model>,
-    dma: &mut FakeDma,
+    dma: &mut ModelDma<model::State>,
     clock: &mut FakeClock,
     write: bool,
     lba: u64,
@@ -81,7 +81,7 @@ fn brings_up_and_identifies() {
 fn controller_grants_fewer_queues() {
     let m = Model::new(64);
     m.0.borrow_mut().max_queues = 1;
-    let mut dma = FakeDma(m.0.clone());
+    let mut dma = ModelDma(m.0.clone());
     let c = Controller::init(m.clone(), &mut dma, &mut FakeClock::default(), &cfg()).unwrap();
     assert_eq!(c.io.len(), 1);
 }
@@ -195,7 +195,7 @@ fn fatal_and_missing_controllers() {
     m.0.borrow_mut().fatal = true;
     let r = Controller::init(
         m.clone(),
-        &mut FakeDma(m.0.clone()),
+        &mut ModelDma(m.0.clone()),
         &mut FakeClock::default(),
         &cfg(),
     );
@@ -204,7 +204,7 @@ fn fatal_and_missing_controllers() {
     m.0.borrow_mut().gone = true;
     let r = Controller::init(
         m.clone(),
-        &mut FakeDma(m.0.clone()),
+        &mut ModelDma(m.0.clone()),
         &mut FakeClock::default(),
         &cfg(),
     );

@@ -19,7 +19,7 @@ fn transport(s: &Shared) -> Transport<Region> {
     }
 }
 
-fn up() -> (Shared, VirtioNet<Region, ModelDma>) {
+fn up() -> (Shared, VirtioNet<Region, ModelDma<model::State>>) {
     let s = model::new_device();
     let nic = VirtioNet::new(transport(&s), ModelDma(s.clone()), &mut FakeClock(0), None).unwrap();
     (s, nic)

@@ -6,12 +6,13 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use bulkhead_e1000e::reg;
-use bulkhead_hw::{Clock, Dma, Mmio, NoMemory};
+use bulkhead_hw::testing::PhysMem;
+pub use bulkhead_hw::testing::{FakeClock, ModelDma};
+use bulkhead_hw::Mmio;
 
 pub struct State {
     pub regs: HashMap<usize, u32>,
-    pub mem: HashMap<u64, Vec<u8>>,
-    next: u64,
+    pub mem: PhysMem,
     pub eeprom: [u16; 64],
     pub eeprom_dead: bool,
     /// Reads of CTRL before a reset completes.
@@ -34,8 +35,7 @@ pub fn new_device() -> Shared {
     eeprom[2] = 0x5634;
     Rc::new(RefCell::new(State {
         regs: HashMap::new(),
-        mem: HashMap::new(),
-        next: 0x20_0000,
+        mem: PhysMem::new(0x20_0000),
         eeprom,
         eeprom_dead: false,
         reset_reads: 0,
@@ -52,20 +52,10 @@ impl State {
         self.regs.get(&o).copied().unwrap_or(0)
     }
     pub fn read(&self, addr: u64, out: &mut [u8]) {
-        for (i, b) in out.iter_mut().enumerate() {
-            let a = addr + i as u64;
-            *b = self
-                .mem
-                .get(&(a & !4095))
-                .map_or(0, |p| p[(a & 4095) as usize]);
-        }
+        self.mem.read(addr, out)
     }
     pub fn write(&mut self, addr: u64, data: &[u8]) {
-        for (i, b) in data.iter().enumerate() {
-            let a = addr + i as u64;
-            let p = self.mem.entry(a & !4095).or_insert_with(|| vec![0; 4096]);
-            p[(a & 4095) as usize] = *b;
-        }
+        self.mem.write(addr, data)
     }
     fn ring(&self, lo: usize, hi: usize) -> u64 {
         self.r(lo) as u64 | (self.r(hi) as u64) << 32
@@ -208,41 +198,14 @@ impl Mmio for Regs {
     }
 }
 
-pub struct ModelDma(pub Shared);
-
-impl Dma for ModelDma {
-    fn alloc(&mut self, bytes: usize) -> Result<u64, NoMemory> {
-        let mut s = self.0.borrow_mut();
-        let base = s.next;
-        let pages = bytes.div_ceil(4096) as u64;
-        s.next += pages * 4096;
-        for p in 0..pages {
-            s.mem.insert(base + p * 4096, vec![0; 4096]);
-        }
-        Ok(base)
+impl AsRef<PhysMem> for State {
+    fn as_ref(&self) -> &PhysMem {
+        &self.mem
     }
-    fn free(&mut self, phys: u64, bytes: usize) {
-        let mut s = self.0.borrow_mut();
-        for p in 0..bytes.div_ceil(4096) as u64 {
-            s.mem.remove(&(phys + p * 4096));
-        }
-    }
-    fn read(&self, phys: u64, buf: &mut [u8]) {
-        self.0.borrow().read(phys, buf)
-    }
-    fn write(&self, phys: u64, data: &[u8]) {
-        self.0.borrow_mut().write(phys, data)
-    }
-    fn barrier(&self) {}
 }
 
-pub struct FakeClock(pub u64);
-
-impl Clock for FakeClock {
-    fn now_us(&self) -> u64 {
-        self.0
-    }
-    fn pause(&mut self, us: u64) {
-        self.0 += us;
+impl AsMut<PhysMem> for State {
+    fn as_mut(&mut self) -> &mut PhysMem {
+        &mut self.mem
     }
 }

@@ -2,8 +2,10 @@
 //! queue, identify, queue creation, read/write/flush/write-zeroes/DSM against a RAM disk,
 //! completion entries with phase tags, interrupt records. Knobs make it misbehave.
 
+use bulkhead_hw::testing::PhysMem;
+pub use bulkhead_hw::testing::{FakeClock, ModelDma};
 use bulkhead_nvme::cmd::{opcode, Command, Completion};
-use bulkhead_nvme::{regs, Clock, Dma, Mmio, Status};
+use bulkhead_nvme::{regs, Mmio, Status};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -29,8 +31,7 @@ pub struct Cq {
 
 #[derive(Default)]
 pub struct State {
-    pub mem: BTreeMap<u64, Vec<u8>>,
-    next_page: u64,
+    pub mem: PhysMem,
     cc: u32,
     csts: u32,
     aqa: u32,
@@ -60,7 +61,7 @@ pub struct Model(pub Rc<RefCell<State>>);
 impl Model {
     pub fn new(disk_blocks: usize) -> Self {
         let mut s = State {
-            next_page: 0x10_0000,
+            mem: PhysMem::new(0x10_0000),
             mdts: 5,
             max_queues: 4,
             ..Default::default()
@@ -73,30 +74,11 @@ impl Model {
 }
 
 impl State {
-    fn page(&mut self, addr: u64) -> &mut Vec<u8> {
-        self.mem
-            .entry(addr & !0xfff)
-            .or_insert_with(|| vec![0; 4096])
+    pub fn read(&self, addr: u64, buf: &mut [u8]) {
+        self.mem.read(addr, buf)
     }
-    pub fn read(&mut self, mut addr: u64, buf: &mut [u8]) {
-        let mut done = 0;
-        while done < buf.len() {
-            let off = (addr & 0xfff) as usize;
-            let n = (4096 - off).min(buf.len() - done);
-            buf[done..done + n].copy_from_slice(&self.page(addr)[off..off + n]);
-            done += n;
-            addr += n as u64;
-        }
-    }
-    pub fn write(&mut self, mut addr: u64, data: &[u8]) {
-        let mut done = 0;
-        while done < data.len() {
-            let off = (addr & 0xfff) as usize;
-            let n = (4096 - off).min(data.len() - done);
-            self.page(addr)[off..off + n].copy_from_slice(&data[done..done + n]);
-            done += n;
-            addr += n as u64;
-        }
+    pub fn write(&mut self, addr: u64, data: &[u8]) {
+        self.mem.write(addr, data)
     }
 
     /// The pages a command's PRPs describe, for `len` bytes.
@@ -430,44 +412,14 @@ impl Mmio for Model {
     }
 }
 
-/// DMA memory shared with the model.
-pub struct FakeDma(pub Rc<RefCell<State>>);
-
-impl Dma for FakeDma {
-    fn alloc(&mut self, bytes: usize) -> Result<u64, bulkhead_hw::NoMemory> {
-        let mut s = self.0.borrow_mut();
-        let pages = bytes.div_ceil(4096) as u64;
-        let base = s.next_page;
-        s.next_page += pages * 4096;
-        for p in 0..pages {
-            s.mem.insert(base + p * 4096, vec![0; 4096]);
-        }
-        Ok(base)
+impl AsRef<PhysMem> for State {
+    fn as_ref(&self) -> &PhysMem {
+        &self.mem
     }
-    fn free(&mut self, phys: u64, bytes: usize) {
-        let mut s = self.0.borrow_mut();
-        for p in 0..bytes.div_ceil(4096) as u64 {
-            s.mem.remove(&(phys + p * 4096));
-        }
-    }
-    fn read(&self, phys: u64, buf: &mut [u8]) {
-        self.0.borrow_mut().read(phys, buf)
-    }
-    fn write(&self, phys: u64, data: &[u8]) {
-        self.0.borrow_mut().write(phys, data)
-    }
-    fn barrier(&self) {}
 }
 
-/// Time that advances only when the driver pauses.
-#[derive(Default)]
-pub struct FakeClock(pub u64);
-
-impl Clock for FakeClock {
-    fn now_us(&self) -> u64 {
-        self.0
-    }
-    fn pause(&mut self, us: u64) {
-        self.0 += us;
+impl AsMut<PhysMem> for State {
+    fn as_mut(&mut self) -> &mut PhysMem {
+        &mut self.mem
     }
 }

@@ -9,31 +9,12 @@
 # notes). Run it with `tests/xen/run.sh blkback-cycles` (alone, or after `blkback`: its
 # guest writes part:delta, which `blkback` expects empty).
 . ./lib.sh
-mkdir -p /usr/lib/bulkhead/qemu-roms
-cp /usr/share/qemu/multiboot.bin /usr/lib/bulkhead/qemu-roms/multiboot_dma.bin
-log=$(console_of bulkhead)
-rm -f "$log"
-modprobe xen-pciback 2>/dev/null
-xl pci-assignable-list | grep -q "00:03.0" || xl pci-assignable-add 00:03.0 || fail "pci-assignable-add failed"
-xl create "$XLCFG/driverdomain.cfg" "kernel=\"$IMAGE\"" 'pci=[ "00:03.0" ]' "cmdline=\"loglevel=info\"" || fail "xl create of the driver domain failed"
+start_hvm_dd 00:03.0 "loglevel=info"
 dd=$(xl domid bulkhead)
 expect "$log" "storage: nvme0n1p5 \"epsilon\"" 240 "Bulkhead did not find the guest partitions"
 expect "$log" "xenbus: watching|watching /local/domain/$dd/backend" 60 "xenbus watcher not started"
-guest_cfg() {
-    cat >"/tmp/$1.cfg" <<CFG
-name = "$1"
-type = "pv"
-kernel = "/host/linux/vmlinuz"
-ramdisk = "/host/linux/linux-initrd.img"
-extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=blk bulkhead.name=$1 $4"
-memory = 256
-vcpus = $3
-on_crash = "preserve"
-disk = [ 'format=raw,vdev=xvda,access=rw,backend=bulkhead,target=$2' ]
-CFG
-}
 # Its partition may hold an earlier scenario's data (bulkhead.reused).
-guest_cfg blk1 part:delta 1 bulkhead.reused
+blk_guest_cfg blk1 part:delta 1 bulkhead.reused
 rm -f "$(console_of blk1)"
 xl create /tmp/blk1.cfg || fail "xl create blk1 failed"
 expect "$(console_of blk1)" "linux-blk: (PASS|FAIL)" 900 "blk1 did not finish its disk checks"

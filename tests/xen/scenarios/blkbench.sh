@@ -3,14 +3,7 @@
 # linux-dd-baseline scenario prints the same fio figures through a Linux driver domain on
 # the same emulated hardware; run.sh prints the ratios.
 . ./lib.sh
-mkdir -p /usr/lib/bulkhead/qemu-roms
-cp /usr/share/qemu/multiboot.bin /usr/lib/bulkhead/qemu-roms/multiboot_dma.bin
-log=$(console_of bulkhead)
-rm -f "$log"
-modprobe xen-pciback 2>/dev/null
-xl pci-assignable-list | grep -q "00:03.0" || xl pci-assignable-add 00:03.0 || fail "pci-assignable-add failed"
-xl create "$XLCFG/driverdomain.cfg" "kernel=\"$IMAGE\"" 'pci=[ "00:03.0" ]' 'cmdline="bench-storage=5"' \
-    || fail "xl create of the driver domain failed"
+start_hvm_dd 00:03.0 "bench-storage=5"
 expect "$log" "^figure: local NVMe" 240 "no local NVMe figure" >/dev/null
 grep -a "^figure: local NVMe" "$log" | sed 's/^figure: /figure: blkbench: /'
 expect "$log" "watching /local/domain/" 60 "xenbus watcher not started"

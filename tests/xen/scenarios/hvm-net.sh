@@ -3,14 +3,7 @@
 # gets a DHCP lease from QEMU's user network, and dom0 reaches it over that network:
 # ARP (answered from Bulkhead's MAC) and ping.
 . ./lib.sh
-mkdir -p /usr/lib/bulkhead/qemu-roms
-cp /usr/share/qemu/multiboot.bin /usr/lib/bulkhead/qemu-roms/multiboot_dma.bin
-log=$(console_of bulkhead)
-rm -f "$log"
-modprobe xen-pciback 2>/dev/null
-xl pci-assignable-list | grep -q "00:04.0" || xl pci-assignable-add 00:04.0 || fail "pci-assignable-add 00:04.0 failed"
-xl create "$XLCFG/driverdomain.cfg" "kernel=\"$IMAGE\"" 'pci=[ "00:04.0" ]' 'cmdline="mgmt=dhcp"' \
-    || fail "xl create of the driver domain failed"
+start_hvm_dd 00:04.0 "mgmt=dhcp"
 expect "$log" "net0 \(.*\): e1000e" 240 "Bulkhead did not bring up the e1000e"
 expect "$log" "mgmt: 10\.0\.2\.[0-9]+/24 \(dhcp\)" 120 "no DHCP lease from QEMU's user network"
 addr=$(grep -o "mgmt: 10\.0\.2\.[0-9]*" "$log" | head -1 | cut -d' ' -f2)

@@ -49,6 +49,38 @@ disk = [ 'vdev=xvda,format=raw,access=rw,backend=bulkhead,target=nvme0n1p1' ]
 CFG
 }
 
+# start_hvm_dd BDF CMDLINE: Bulkhead as the HVM driver domain (xl-configs/driverdomain.cfg,
+# dom0 prepared as README says) owning BDF, bound to pciback first, with CMDLINE; $log is
+# its console.
+start_hvm_dd() {
+    mkdir -p /usr/lib/bulkhead/qemu-roms
+    cp /usr/share/qemu/multiboot.bin /usr/lib/bulkhead/qemu-roms/multiboot_dma.bin
+    log=$(console_of bulkhead)
+    rm -f "$log"
+    modprobe xen-pciback 2>/dev/null
+    xl pci-assignable-list | grep -q "$1" || xl pci-assignable-add "$1" || fail "pci-assignable-add $1 failed"
+    xl create "$XLCFG/driverdomain.cfg" "kernel=\"$IMAGE\"" "pci=[ \"$1\" ]" "cmdline=\"$2\"" \
+        || fail "xl create of the driver domain failed"
+}
+
+# blk_guest_cfg NAME TARGET VCPUS [EXTRA]: a Debian PV guest (/tmp/NAME.cfg) running the
+# `blk` checks of tests/xen/linux-init.sh on its xvda, served by Bulkhead from TARGET; EXTRA
+# goes on its kernel command line. PV: Linux PVH guests triple-fault now and then under
+# nested TCG.
+blk_guest_cfg() {
+    cat >"/tmp/$1.cfg" <<CFG
+name = "$1"
+type = "pv"
+kernel = "/host/linux/vmlinuz"
+ramdisk = "/host/linux/linux-initrd.img"
+extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=blk bulkhead.name=$1 $4"
+memory = 256
+vcpus = $3
+on_crash = "preserve"
+disk = [ 'format=raw,vdev=xvda,access=rw,backend=bulkhead,target=$2' ]
+CFG
+}
+
 # bench_guest_cfg FILE NAME BACKEND TARGET [PREFIX]: a Linux PV guest that runs fio on its xvda,
 # served by BACKEND, and prints "linux-bench: bench: ..." (tests/xen/linux-init.sh).
 bench_guest_cfg() {

@@ -185,25 +185,15 @@ pub fn prepare<G: GuestMemory + ?Sized>(
                 &indirect
             }
         };
-        plan(*write, *sector, segs, geo)
+        let at = request::place(*sector, segs, geo.sectors, geo.block_size)
+            .map_err(|w| fail(RSP_ERROR, w))?;
+        Ok(Transfer {
+            write: *write,
+            lba: at.lba,
+            bytes: at.bytes,
+            pieces: segs.iter().map(Piece::from).collect(),
+        })
     })())
-}
-
-/// Where `segments` at 512-byte `sector` land on the device (every range checked).
-fn plan(
-    write: bool,
-    sector: u64,
-    segments: &[Segment],
-    geo: &Geometry,
-) -> Result<Transfer, Failure> {
-    let at = request::place(sector, segments, geo.sectors, geo.block_size)
-        .map_err(|w| fail(RSP_ERROR, w))?;
-    Ok(Transfer {
-        write,
-        lba: at.lba,
-        bytes: at.bytes,
-        pieces: segments.iter().map(Piece::from).collect(),
-    })
 }
 
 /// Largest device I/O built by merging requests.
@@ -284,23 +274,16 @@ async fn flush_write<D: BlockDevice>(
     if run.is_empty() {
         return;
     }
-    match dev.write(run[0].lba, data).await {
-        Ok(()) => {
-            out.extend(run.iter().map(|t| {
-                Ok(Done {
-                    read: 0,
-                    written: t.bytes as u64,
-                })
-            }));
-            return;
-        }
-        Err(e) if run.len() == 1 => {
-            out.push(Err(device_failure(e)));
-            return;
-        }
-        Err(_) => {}
+    if dev.write(run[0].lba, data).await.is_ok() {
+        out.extend(run.iter().map(|t| {
+            Ok(Done {
+                read: 0,
+                written: t.bytes as u64,
+            })
+        }));
+        return;
     }
-    // A merged write failed: retry one by one for exact statuses.
+    // Retry one by one for exact statuses.
     let mut at = 0;
     for t in run {
         out.push(
@@ -368,29 +351,78 @@ pub async fn execute<D: BlockDevice, G: GuestMemory + ?Sized>(
             dev.flush().await.map_err(device_failure)?;
             let mut done = Done::default();
             if !segments.is_empty() {
-                let t = plan(true, *sector, segments, geo)?;
-                done = one(&t, dev, guest).await?;
+                done = transfer(true, *sector, segments, geo, dev, guest).await?;
                 dev.flush().await.map_err(device_failure)?;
             }
             Ok(done)
         }
-        Body::Rw { .. } => {
-            let t = prepare(req, geo, read_only, guest).expect("a read or write")?;
-            one(&t, dev, guest).await
+        Body::Rw {
+            write,
+            sector,
+            segments,
+        } => {
+            if *write && read_only {
+                return Err(fail(RSP_ERROR, "write to a read-only disk"));
+            }
+            match segments {
+                Segments::Direct(s) => transfer(*write, *sector, s, geo, dev, guest).await,
+                Segments::Indirect { count, pages } => {
+                    let pieces: Vec<Piece> = pages
+                        .iter()
+                        .map(|&gref| Piece {
+                            gref,
+                            offset: 0,
+                            len: PAGE_SIZE as u16,
+                        })
+                        .collect();
+                    let mut raw = vec![0u8; pieces.len() * PAGE_SIZE];
+                    guest
+                        .read(&pieces, &mut raw)
+                        .map_err(|_| fail(RSP_ERROR, "cannot read the indirect pages"))?;
+                    let segs =
+                        request::decode_indirect(&raw, *count).map_err(|w| fail(RSP_ERROR, w))?;
+                    transfer(*write, *sector, &segs, geo, dev, guest).await
+                }
+            }
         }
     }
 }
 
-/// One transfer on its own.
-async fn one<D: BlockDevice, G: GuestMemory + ?Sized>(
-    t: &Transfer,
+async fn transfer<D: BlockDevice, G: GuestMemory + ?Sized>(
+    write: bool,
+    sector: u64,
+    segments: &[Segment],
+    geo: &Geometry,
     dev: &mut D,
     guest: &mut G,
 ) -> Result<Done, Failure> {
-    transfer_run(&[t], dev, guest)
-        .await
-        .pop()
-        .expect("one result per transfer")
+    let at = request::place(sector, segments, geo.sectors, geo.block_size)
+        .map_err(|w| fail(RSP_ERROR, w))?;
+    let pieces: Vec<Piece> = segments.iter().map(Piece::from).collect();
+    let mut buf = vec![0u8; at.bytes];
+    debug_assert_eq!(
+        pieces.iter().map(|p| p.len as usize).sum::<usize>(),
+        at.bytes
+    );
+    if write {
+        guest
+            .read(&pieces, &mut buf)
+            .map_err(|_| fail(RSP_ERROR, "cannot copy from the guest's pages"))?;
+        dev.write(at.lba, &buf).await.map_err(device_failure)?;
+        Ok(Done {
+            read: 0,
+            written: at.bytes as u64,
+        })
+    } else {
+        dev.read(at.lba, &mut buf).await.map_err(device_failure)?;
+        guest
+            .write(&pieces, &buf)
+            .map_err(|_| fail(RSP_ERROR, "cannot copy into the guest's pages"))?;
+        Ok(Done {
+            read: at.bytes as u64,
+            written: 0,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -33,13 +33,6 @@ pub const PAGE_SIZE: usize = 4096;
 pub const SECTOR_SHIFT: u32 = 9;
 pub const SECTORS_PER_PAGE: u8 = (PAGE_SIZE >> SECTOR_SHIFT) as u8;
 
-/// The shared ring header (`ring.h`): four indexes, then private padding up to 64 bytes.
-pub const RING_REQ_PROD: usize = 0;
-pub const RING_REQ_EVENT: usize = 4;
-pub const RING_RSP_PROD: usize = 8;
-pub const RING_RSP_EVENT: usize = 12;
-pub const RING_HEADER: usize = 64;
-
 /// The request/response layout a frontend uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
@@ -83,13 +76,10 @@ impl Protocol {
         }
     }
 
-    /// A ring slot holds the larger of the two (a union in `ring.h`).
-    pub const fn slot_size(self) -> usize {
-        let (a, b) = (self.request_size(), self.response_size());
-        if a > b {
-            a
-        } else {
-            b
+    pub const fn layout(self) -> bulkhead_ring::Layout {
+        bulkhead_ring::Layout {
+            request: self.request_size(),
+            response: self.response_size(),
         }
     }
 
@@ -117,17 +107,6 @@ impl Protocol {
     }
 }
 
-/// Entries in a shared ring of `bytes` bytes: the largest power of two that fits after
-/// the header (`__RING_SIZE`).
-pub fn ring_entries(bytes: usize, protocol: Protocol) -> u32 {
-    let n = bytes.saturating_sub(RING_HEADER) / protocol.slot_size();
-    if n == 0 {
-        0
-    } else {
-        1 << (usize::BITS - 1 - n.leading_zeros())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,10 +126,9 @@ mod tests {
     #[test]
     fn ring_sizes() {
         // One page: (4096 - 64) / 112 = 36 -> 32 entries, as Linux's BLK_RING_SIZE.
-        assert_eq!(ring_entries(4096, Protocol::X86_64), 32);
-        assert_eq!(ring_entries(4096, Protocol::X86_32), 32);
-        assert_eq!(ring_entries(4096 * 4, Protocol::X86_64), 128);
-        assert_eq!(ring_entries(32, Protocol::X86_64), 0);
+        assert_eq!(Protocol::X86_64.layout().entries(4096), 32);
+        assert_eq!(Protocol::X86_32.layout().entries(4096), 32);
+        assert_eq!(Protocol::X86_64.layout().entries(4096 * 4), 128);
     }
 
     #[test]

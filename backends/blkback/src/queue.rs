@@ -8,11 +8,12 @@ use bulkhead_block::BlockDevice;
 use crate::abi::RSP_OKAY;
 use alloc::vec::Vec;
 
+use crate::abi::Protocol;
 use crate::io::{
     continues, execute, prepare, transfer_run, Done, Failure, Geometry, GuestMemory, Transfer,
 };
 use crate::request::{decode, Limits, Rejected, Request};
-use crate::ring::{BackRing, RingError, RingMemory};
+use crate::ring::{response, BackRing, RingError, RingMemory};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -35,6 +36,7 @@ const LOGGED_ERRORS: u64 = 32;
 pub struct Queue<M: RingMemory> {
     pub name: String,
     ring: BackRing<M>,
+    protocol: Protocol,
     pub limits: Limits,
     pub geometry: Geometry,
     pub read_only: bool,
@@ -45,6 +47,7 @@ impl<M: RingMemory> Queue<M> {
     pub fn new(
         name: String,
         ring: BackRing<M>,
+        protocol: Protocol,
         limits: Limits,
         geometry: Geometry,
         read_only: bool,
@@ -52,6 +55,7 @@ impl<M: RingMemory> Queue<M> {
         Queue {
             name,
             ring,
+            protocol,
             limits,
             geometry,
             read_only,
@@ -96,7 +100,7 @@ impl<M: RingMemory> Queue<M> {
             let mut batch: Vec<Result<Request, Rejected>> = Vec::new();
             while batch.len() < BATCH {
                 match self.ring.take()? {
-                    Some(raw) => batch.push(decode(&raw, self.ring.protocol(), &self.limits)),
+                    Some(raw) => batch.push(decode(&raw, self.protocol, &self.limits)),
                     None => break,
                 }
             }
@@ -167,7 +171,7 @@ impl<M: RingMemory> Queue<M> {
             }
             // Publish per batch: a long stream of requests must not hold back completions.
             for (id, op, status) in results.into_iter().flatten() {
-                self.ring.respond(id, op, status);
+                self.ring.respond(&response(id, op, status));
             }
             notify |= self.ring.push();
         }

@@ -13,7 +13,7 @@ use bulkhead_blkback::io::{copy_ops, op_gref, Geometry, GrantFault, GuestMemory,
 use bulkhead_blkback::persistent::{GrantMapper, Persistent};
 use bulkhead_blkback::queue::Queue;
 use bulkhead_blkback::request::{encode, encode_discard, encode_indirect, Limits, Segment};
-use bulkhead_blkback::ring::{BackRing, RingMemory, VecRing};
+use bulkhead_blkback::ring::{self, FrontRing, VecRing};
 use bulkhead_block::{BlockDevice, BlockError, Features};
 use bulkhead_xen::abi::{self as xabi, DomId, GrantRef};
 use bulkhead_xen::fake::FakeXen;
@@ -230,14 +230,8 @@ const LIMITS: Limits = Limits {
 };
 
 /// The frontend's side: publishes requests into the shared ring and reads responses.
-struct Front {
-    protocol: Protocol,
-    req_prod: u32,
-    rsp_cons: u32,
-}
-
 struct Rig {
-    front: Front,
+    front: FrontRing,
     queue: Queue<VecRing>,
     xen: Rc<RefCell<FakeXen>>,
     guest: Box<dyn GuestMemory>,
@@ -246,7 +240,8 @@ struct Rig {
 
 impl Rig {
     fn new(protocol: Protocol, disk_bytes: usize, bs: u32, read_only: bool) -> Rig {
-        let ring = BackRing::attach(VecRing::new(1), protocol).unwrap();
+        let ring = ring::attach(VecRing::new(1), protocol).unwrap();
+        let front = FrontRing::new(ring.memory(), protocol.layout());
         let disk = MemDisk {
             data: vec![0; disk_bytes],
             bs,
@@ -262,12 +257,8 @@ impl Rig {
         };
         let xen = Rc::new(RefCell::new(FakeXen::new(1)));
         Rig {
-            front: Front {
-                protocol,
-                req_prod: 0,
-                rsp_cons: 0,
-            },
-            queue: Queue::new("vbd-7-51712".into(), ring, LIMITS, geo, read_only),
+            front,
+            queue: Queue::new("vbd-7-51712".into(), ring, protocol, LIMITS, geo, read_only),
             guest: Box::new(Guest { xen: xen.clone() }),
             xen,
             disk,
@@ -295,19 +286,11 @@ impl Rig {
         probe
     }
 
-    fn ring_mut(&mut self) -> &mut VecRing {
-        // The frontend writes the same shared page the backend reads.
-        self.queue.ring_mut().memory_mut()
-    }
-
     fn submit(&mut self, raw: &[u8]) {
-        let slot = self.front.protocol.slot_size();
-        let at = RING_HEADER + (self.front.req_prod as usize % 32) * slot;
-        let prod = self.front.req_prod + 1;
-        let ring = self.ring_mut();
-        ring.write(at, raw);
-        ring.store_u32(RING_REQ_PROD, prod);
-        self.front.req_prod = prod;
+        let Rig { front, queue, .. } = self;
+        let mem = queue.ring_mut().memory_mut();
+        front.put(mem, raw);
+        front.publish(mem);
     }
 
     /// Let the backend serve; returns (id, operation, status) of each new response.
@@ -316,25 +299,18 @@ impl Rig {
             queue, guest, disk, ..
         } = self;
         run(queue.serve_available(disk, guest.as_mut())).expect("ring intact");
-        let slot = self.front.protocol.slot_size();
+        let Rig { front, queue, .. } = self;
+        let mem = queue.ring_mut().memory_mut();
         let mut out = Vec::new();
-        let mut cons = self.front.rsp_cons;
-        let ring = self.ring_mut();
-        let prod = ring.load_u32(RING_RSP_PROD);
-        while cons != prod {
-            let at = RING_HEADER + (cons as usize % 32) * slot;
-            let mut r = [0u8; 12];
-            ring.read(at, &mut r);
+        while let Some(r) = front.get(mem) {
             out.push((
                 u64::from_le_bytes(r[..8].try_into().unwrap()),
                 r[8],
                 i16::from_le_bytes([r[10], r[11]]),
             ));
-            cons += 1;
         }
-        self.front.rsp_cons = cons;
         // Like blkfront: ask for an event on the next response.
-        self.ring_mut().store_u32(RING_RSP_EVENT, cons + 1);
+        front.want_response_event(mem);
         out
     }
 

@@ -8,7 +8,6 @@ use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::Cell;
-use core::sync::atomic::{fence, AtomicU32, Ordering};
 
 use bulkhead_blkback::abi::PAGE_SIZE;
 use bulkhead_blkback::io::{copy_ops, op_gref, Geometry, GrantFault, GuestMemory, Piece};
@@ -16,7 +15,7 @@ use bulkhead_blkback::negotiate::{self, Discard, DiskInfo, Keys, Offer};
 use bulkhead_blkback::persistent::{GrantMapper, Persistent};
 use bulkhead_blkback::queue::Queue;
 use bulkhead_blkback::request::Limits;
-use bulkhead_blkback::ring::{BackRing, RingMemory};
+use bulkhead_blkback::ring::BackRing;
 use bulkhead_block::{BlockDevice, Target};
 use bulkhead_executor::Handle;
 use bulkhead_xen::abi::{DomId, Port};
@@ -24,8 +23,9 @@ use bulkhead_xen::grants::Mapping;
 use bulkhead_xen::Hypervisor;
 use bulkhead_xenbus::DeviceId;
 use bulkhead_xenstore::client::Tx;
-use log::{error, info, warn};
+use log::{error, info};
 
+use super::ring::{self, MappedRing};
 use super::{Hv, XenRef};
 use crate::nvme::Volume;
 use crate::storage::Storage;
@@ -179,7 +179,7 @@ pub async fn connect(
         } else {
             format!("{id}/q{q}")
         };
-        let queue = Queue::new(name, a.ring, limits, geometry, read_only);
+        let queue = Queue::new(name, a.ring, front.protocol, limits, geometry, read_only);
         let guest = if front.persistent {
             Guest::Persistent(Persistent::new(
                 dom,
@@ -229,43 +229,14 @@ fn attach(
     qr: &negotiate::QueueRing,
     protocol: bulkhead_blkback::abi::Protocol,
 ) -> Result<Attached, String> {
-    let reqs: Vec<(DomId, u32, bool)> = qr.refs.iter().map(|&r| (dom, r, false)).collect();
-    let results = xen.slots.borrow_mut().map(&mut Hv, &reqs);
-    let mut maps = Vec::new();
-    let mut failure = None;
-    for (r, gref) in results.into_iter().zip(&qr.refs) {
-        match r {
-            Ok(m) => maps.push(m),
-            Err(e) => failure = Some(format!("cannot map ring grant {gref}: {e}")),
-        }
-    }
-    if let Some(f) = failure {
-        unmap(xen, &maps);
-        return Err(f);
-    }
-    let pages = maps.iter().map(|m| m.addr).collect();
-    let ring = match BackRing::attach(MappedRing { pages }, protocol) {
-        Ok(r) => r,
+    let (ring, maps) = ring::map(xen, dom, &qr.refs, protocol.layout())?;
+    match ring::bind(xen, dom, qr.event_channel) {
+        Ok(port) => Ok(Attached { ring, maps, port }),
         Err(e) => {
-            unmap(xen, &maps);
-            return Err(format!("ring: {e}"));
+            ring::unmap(xen, &maps);
+            Err(e)
         }
-    };
-    let port = match xen.with_ports(|p, hv| p.bind_interdomain(hv, dom, qr.event_channel)) {
-        Ok(p) => p,
-        Err(e) => {
-            unmap(xen, &maps);
-            return Err(format!(
-                "cannot bind event channel {} of domain {dom} ({})",
-                qr.event_channel, e.0
-            ));
-        }
-    };
-    xen.waiters.track(port);
-    if let Err(e) = super::events::unmask(port) {
-        warn!("unmask port {port}: {}", e.0);
     }
-    Ok(Attached { ring, maps, port })
 }
 
 impl Connection {
@@ -312,20 +283,9 @@ async fn publish(xen: &XenRef, be: &str, keys: &[(&'static str, String)]) -> Res
     Err("transaction kept conflicting".into())
 }
 
-fn unmap(xen: &XenRef, maps: &[Mapping]) {
-    for (m, r) in maps.iter().zip(xen.slots.borrow_mut().unmap(&mut Hv, maps)) {
-        if let Err(e) = r {
-            error!("unmap of domain {}'s grant {}: {e}", m.dom, m.gref);
-        }
-    }
-}
-
 fn release(xen: &XenRef, port: Port, maps: &[Mapping]) {
-    xen.waiters.forget(port);
-    if let Err(e) = xen.with_ports(|p, hv| p.close(hv, port)) {
-        warn!("close event channel {port}: {}", e.0);
-    }
-    unmap(xen, maps);
+    ring::unbind(xen, port);
+    ring::unmap(xen, maps);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -394,50 +354,6 @@ async fn serve(
         xen.ports.borrow().len(),
     );
     done.set(true);
-}
-
-/// The ring pages, each mapped (identity) at a ballooned slot, not necessarily adjacent.
-struct MappedRing {
-    pages: Vec<u64>,
-}
-
-impl MappedRing {
-    fn at(&self, off: usize) -> usize {
-        self.pages[off / PAGE_SIZE] as usize + off % PAGE_SIZE
-    }
-}
-
-impl RingMemory for MappedRing {
-    fn len(&self) -> usize {
-        self.pages.len() * PAGE_SIZE
-    }
-    fn load_u32(&self, off: usize) -> u32 {
-        // SAFETY: a 4-byte aligned index inside the mapped first ring page, shared with the
-        // frontend; accessed atomically because both sides write the page.
-        unsafe { AtomicU32::from_ptr(self.at(off) as *mut u32) }.load(Ordering::Acquire)
-    }
-    fn store_u32(&mut self, off: usize, v: u32) {
-        // SAFETY: as for `load_u32`.
-        unsafe { AtomicU32::from_ptr(self.at(off) as *mut u32) }.store(v, Ordering::Release)
-    }
-    fn read(&self, off: usize, out: &mut [u8]) {
-        // A ring slot may straddle two non-adjacent pages of a multi-page ring.
-        for (i, b) in out.iter_mut().enumerate() {
-            // SAFETY: inside the mapped ring (the ring code only asks for slots within
-            // `len`); volatile because the frontend may change it at any time — we read
-            // each byte once into our private copy.
-            *b = unsafe { core::ptr::read_volatile(self.at(off + i) as *const u8) };
-        }
-    }
-    fn write(&mut self, off: usize, data: &[u8]) {
-        for (i, b) in data.iter().enumerate() {
-            // SAFETY: as for `read`.
-            unsafe { core::ptr::write_volatile(self.at(off + i) as *mut u8, *b) };
-        }
-    }
-    fn full_fence(&self) {
-        fence(Ordering::SeqCst);
-    }
 }
 
 /// The frontend's pages through grant copies into our (identity-mapped) buffers.
@@ -527,7 +443,7 @@ impl GrantMapper for KernelMapper {
         out
     }
     fn unmap(&mut self, maps: &[Mapping]) {
-        unmap(&self.xen, maps);
+        ring::unmap(&self.xen, maps);
     }
     fn copy_from(&mut self, m: &Mapping, offset: usize, dst: &mut [u8]) {
         assert!(offset + dst.len() <= PAGE_SIZE);

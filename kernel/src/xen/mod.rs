@@ -10,6 +10,7 @@ pub mod grants;
 mod hv;
 mod hypercall;
 pub mod peertest;
+pub mod ring;
 pub mod store;
 pub mod xenbus;
 

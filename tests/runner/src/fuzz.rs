@@ -15,7 +15,7 @@ use bulkhead_blkback::abi::*;
 use bulkhead_blkback::io::{Geometry, GrantFault, GuestMemory, Piece};
 use bulkhead_blkback::queue::Queue;
 use bulkhead_blkback::request::{encode, encode_discard, encode_indirect, Limits, Segment};
-use bulkhead_blkback::ring::{BackRing, RingMemory, VecRing};
+use bulkhead_blkback::ring::{self, FrontRing, VecRing};
 use bulkhead_block::{BlockDevice, BlockError, Features};
 
 struct Rng(u64);
@@ -186,25 +186,30 @@ pub fn blkif(seconds: u64) -> Result<(), String> {
                 }
                 pages.0.insert(g, page);
             }
-            let ring = BackRing::attach(VecRing::new(1), protocol).map_err(|e| e.to_string())?;
+            let ring = ring::attach(VecRing::new(1), protocol).map_err(|e| e.to_string())?;
+            let mut front = FrontRing::new(ring.memory(), protocol.layout());
             let geo = Geometry {
                 sectors: DISK_SECTORS,
                 block_size: 512,
             };
-            let mut q = Queue::new("fuzz".into(), ring, limits, geo, rng.below(4) == 0);
+            let mut q = Queue::new(
+                "fuzz".into(),
+                ring,
+                protocol,
+                limits,
+                geo,
+                rng.below(4) == 0,
+            );
             let mut disk = Disk(vec![0; DISK_SECTORS as usize * 512]);
-            let (mut prod, mut cons) = (0u32, 0u32);
             for _ in 0..16 {
                 let n = 1 + rng.below(32) as u32;
                 let mut ids = Vec::new();
                 for k in 0..n {
                     let id = (rounds << 16) | (k as u64) << 1;
                     let raw = request(&mut rng, protocol, id, &grefs);
-                    let at = RING_HEADER + (prod % 32) as usize * protocol.slot_size();
                     let mem = q.ring_mut().memory_mut();
-                    mem.write(at, &raw);
-                    prod = prod.wrapping_add(1);
-                    mem.store_u32(RING_REQ_PROD, prod);
+                    front.put(mem, &raw);
+                    front.publish(mem);
                     ids.push(id);
                 }
                 let served = {
@@ -217,17 +222,12 @@ pub fn blkif(seconds: u64) -> Result<(), String> {
                     Poll::Pending => return Err("in-memory request pended".into()),
                 }
                 let mem = q.ring_mut().memory_mut();
-                let rsp = mem.load_u32(RING_RSP_PROD);
                 let mut got = Vec::new();
-                while cons != rsp {
-                    let at = RING_HEADER + (cons % 32) as usize * protocol.slot_size();
-                    let mut r = [0u8; 12];
-                    mem.read(at, &mut r);
+                while let Some(r) = front.get(mem) {
                     got.push(u64::from_le_bytes(r[..8].try_into().unwrap()));
                     if i16::from_le_bytes([r[10], r[11]]) != 0 {
                         errors += 1;
                     }
-                    cons = cons.wrapping_add(1);
                 }
                 if got != ids {
                     return Err(format!("responses {got:x?} for requests {ids:x?}"));

@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 use core::cell::Cell;
 
 use bulkhead_blkback::abi::PAGE_SIZE;
-use bulkhead_blkback::io::{copy_ops, op_gref, Geometry, GrantFault, GuestMemory, Piece};
+use bulkhead_blkback::io::{Geometry, GrantFault, GuestMemory, Piece};
 use bulkhead_blkback::negotiate::{self, Discard, DiskInfo, Keys, Offer};
 use bulkhead_blkback::persistent::{GrantMapper, Persistent};
 use bulkhead_blkback::queue::Queue;
@@ -25,6 +25,7 @@ use bulkhead_xenbus::DeviceId;
 use bulkhead_xenstore::client::Tx;
 use log::{error, info};
 
+use super::grants::GrantCopier;
 use super::ring::{self, MappedRing};
 use super::{Hv, XenRef};
 use crate::nvme::Volume;
@@ -357,38 +358,6 @@ async fn serve(
 }
 
 /// The frontend's pages through grant copies into our (identity-mapped) buffers.
-struct GrantCopier {
-    dom: DomId,
-}
-
-impl GrantCopier {
-    fn copy(&mut self, pieces: &[Piece], local: u64, to_guest: bool) -> Result<(), GrantFault> {
-        let mut ops = copy_ops(self.dom, pieces, local, to_guest);
-        if let Err(e) = Hv.grant_copy(&mut ops) {
-            return Err(GrantFault {
-                gref: pieces.first().map_or(0, |p| p.gref),
-                status: e.0 as i16,
-            });
-        }
-        match ops.iter().find(|o| o.status != 0) {
-            Some(o) => Err(GrantFault {
-                gref: op_gref(o),
-                status: o.status,
-            }),
-            None => Ok(()),
-        }
-    }
-}
-
-impl GuestMemory for GrantCopier {
-    fn read(&mut self, pieces: &[Piece], buf: &mut [u8]) -> Result<(), GrantFault> {
-        self.copy(pieces, buf.as_mut_ptr() as u64, false)
-    }
-    fn write(&mut self, pieces: &[Piece], buf: &[u8]) -> Result<(), GrantFault> {
-        self.copy(pieces, buf.as_ptr() as u64, true)
-    }
-}
-
 /// How a ring reaches the frontend's pages.
 enum Guest {
     Copy(GrantCopier),

@@ -5,8 +5,10 @@ use alloc::vec::Vec;
 use core::sync::atomic::{fence, AtomicU16, Ordering};
 
 use bulkhead_xen::abi::{self, DomId, GrantRef};
+use bulkhead_xen::copy::{copy_ops, op_gref, GrantFault, GuestMemory, Piece};
 use bulkhead_xen::grants::{GrantTable, GrantTableMemory, MapSlots};
 use bulkhead_xen::Errno;
+use bulkhead_xen::Hypervisor;
 
 use super::hv;
 
@@ -133,4 +135,38 @@ pub fn init() -> Result<(GrantTable<TableMemory>, MapSlots), SetupError> {
         slots.len()
     );
     Ok((table, MapSlots::new(slots)))
+}
+
+/// Another domain's granted pages, reached by batched grant copies (no mapping): what
+/// backends use unless they keep grants mapped.
+pub struct GrantCopier {
+    pub dom: DomId,
+}
+
+impl GrantCopier {
+    fn copy(&mut self, pieces: &[Piece], local: u64, to_guest: bool) -> Result<(), GrantFault> {
+        let mut ops = copy_ops(self.dom, pieces, local, to_guest);
+        if let Err(e) = super::Hv.grant_copy(&mut ops) {
+            return Err(GrantFault {
+                gref: pieces.first().map_or(0, |p| p.gref),
+                status: e.0 as i16,
+            });
+        }
+        match ops.iter().find(|o| o.status != 0) {
+            Some(o) => Err(GrantFault {
+                gref: op_gref(o),
+                status: o.status,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl GuestMemory for GrantCopier {
+    fn read(&mut self, pieces: &[Piece], buf: &mut [u8]) -> Result<(), GrantFault> {
+        self.copy(pieces, buf.as_mut_ptr() as u64, false)
+    }
+    fn write(&mut self, pieces: &[Piece], buf: &[u8]) -> Result<(), GrantFault> {
+        self.copy(pieces, buf.as_ptr() as u64, true)
+    }
 }

@@ -10,4 +10,5 @@
 extern crate alloc;
 
 pub mod abi;
+pub mod packet;
 pub mod tx;

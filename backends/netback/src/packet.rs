@@ -1,0 +1,489 @@
+//! A packet inside the backend and the work its offload metadata leaves to us: a guest
+//! may send TCP/UDP with the checksum left blank and TCP sends of up to 64 KiB for
+//! segmentation (GSO). Whoever cannot take those as they are (the NIC, the management
+//! stack, a frontend that did not ask for them) gets them completed here: checksums
+//! computed, large sends cut into MSS-sized segments.
+//!
+//! The bytes come from guests: every header field is checked against the buffer before
+//! use, and a packet whose headers do not describe it is refused, never trusted.
+
+use alloc::vec::Vec;
+
+use crate::abi::{ETH_HLEN, GSO_TYPE_TCPV4, GSO_TYPE_TCPV6};
+use crate::tx::Gso;
+
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+const ETHERTYPE_VLAN: u16 = 0x8100;
+const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Packet {
+    /// The Ethernet frame, without FCS.
+    pub data: Vec<u8>,
+    /// The L4 checksum is not filled in (the sender left it to be computed).
+    pub csum_blank: bool,
+    /// The sender vouches for the checksums (a guest's own stack built the packet).
+    pub data_validated: bool,
+    /// A TCP send larger than one segment, to be cut at `gso.size` bytes of payload.
+    pub gso: Option<Gso>,
+}
+
+impl Packet {
+    pub fn plain(data: Vec<u8>) -> Packet {
+        Packet {
+            data,
+            csum_blank: false,
+            data_validated: false,
+            gso: None,
+        }
+    }
+
+    pub fn src_mac(&self) -> Option<[u8; 6]> {
+        self.data.get(6..12).map(|m| m.try_into().unwrap())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PacketError {
+    /// Not IPv4/IPv6 with TCP/UDP, so there is no checksum we know how to fill.
+    NotTcpUdp,
+    /// A length field points outside the frame.
+    Truncated,
+    /// GSO asked for something other than TCP, or an MSS of 0.
+    BadGso,
+}
+
+impl core::fmt::Display for PacketError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            PacketError::NotTcpUdp => "checksum offload on a packet that is not TCP/UDP over IP",
+            PacketError::Truncated => "IP or L4 header does not fit the frame",
+            PacketError::BadGso => "GSO on a packet that is not TCP, or segment size 0",
+        })
+    }
+}
+
+/// Where the IP and L4 headers sit in a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layers {
+    pub l3: usize,
+    pub v6: bool,
+    pub l4: usize,
+    pub proto: u8,
+    /// End of the IP packet (frames may carry padding after it).
+    pub end: usize,
+}
+
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+/// Find the IP and L4 headers (one VLAN tag allowed; IPv6 extension headers are not
+/// walked: such packets do not get checksum offload, as for most NICs).
+pub fn layers(f: &[u8]) -> Result<Layers, PacketError> {
+    if f.len() < ETH_HLEN {
+        return Err(PacketError::Truncated);
+    }
+    let mut l3 = ETH_HLEN;
+    let mut ty = be16(f, 12);
+    if ty == ETHERTYPE_VLAN {
+        if f.len() < ETH_HLEN + 4 {
+            return Err(PacketError::Truncated);
+        }
+        ty = be16(f, 16);
+        l3 += 4;
+    }
+    match ty {
+        ETHERTYPE_IPV4 => {
+            if f.len() < l3 + 20 || f[l3] >> 4 != 4 {
+                return Err(PacketError::Truncated);
+            }
+            let ihl = (f[l3] & 0xf) as usize * 4;
+            let total = be16(f, l3 + 2) as usize;
+            // Fragments after the first carry no L4 header.
+            let frag = be16(f, l3 + 6) & 0x1fff;
+            if ihl < 20 || total < ihl || l3 + total > f.len() {
+                return Err(PacketError::Truncated);
+            }
+            let proto = f[l3 + 9];
+            if frag != 0 || (proto != PROTO_TCP && proto != PROTO_UDP) {
+                return Err(PacketError::NotTcpUdp);
+            }
+            Ok(Layers {
+                l3,
+                v6: false,
+                l4: l3 + ihl,
+                proto,
+                end: l3 + total,
+            })
+        }
+        ETHERTYPE_IPV6 => {
+            if f.len() < l3 + 40 || f[l3] >> 4 != 6 {
+                return Err(PacketError::Truncated);
+            }
+            let payload = be16(f, l3 + 4) as usize;
+            if l3 + 40 + payload > f.len() {
+                return Err(PacketError::Truncated);
+            }
+            let proto = f[l3 + 6];
+            if proto != PROTO_TCP && proto != PROTO_UDP {
+                return Err(PacketError::NotTcpUdp);
+            }
+            Ok(Layers {
+                l3,
+                v6: true,
+                l4: l3 + 40,
+                proto,
+                end: l3 + 40 + payload,
+            })
+        }
+        _ => Err(PacketError::NotTcpUdp),
+    }
+}
+
+/// Ones'-complement sum of `b` added to `sum` (not folded).
+fn sum16(mut sum: u32, b: &[u8]) -> u32 {
+    let mut chunks = b.chunks_exact(2);
+    for c in &mut chunks {
+        sum += u16::from_be_bytes([c[0], c[1]]) as u32;
+        if sum > 0xffff_0000 {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+    }
+    if let [last] = chunks.remainder() {
+        sum += (*last as u32) << 8;
+    }
+    sum
+}
+
+fn fold(mut sum: u32) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// The offset of the L4 checksum field, and the smallest L4 header.
+fn csum_field(proto: u8) -> (usize, usize) {
+    if proto == PROTO_TCP {
+        (16, 20)
+    } else {
+        (6, 8)
+    }
+}
+
+/// Compute and store the TCP/UDP checksum of the packet described by `l`.
+pub fn fill_l4_checksum(f: &mut [u8], l: &Layers) -> Result<(), PacketError> {
+    let (field, min) = csum_field(l.proto);
+    if l.end < l.l4 + min {
+        return Err(PacketError::Truncated);
+    }
+    let len = l.end - l.l4;
+    f[l.l4 + field] = 0;
+    f[l.l4 + field + 1] = 0;
+    let mut sum = if l.v6 {
+        let s = sum16(0, &f[l.l3 + 8..l.l3 + 40]);
+        sum16(s, &(len as u32).to_be_bytes()) + l.proto as u32
+    } else {
+        let s = sum16(0, &f[l.l3 + 12..l.l3 + 20]);
+        s + l.proto as u32 + len as u32
+    };
+    sum = sum16(sum, &f[l.l4..l.end]);
+    let mut c = !fold(sum);
+    if c == 0 && l.proto == PROTO_UDP {
+        c = 0xffff;
+    }
+    f[l.l4 + field..l.l4 + field + 2].copy_from_slice(&c.to_be_bytes());
+    Ok(())
+}
+
+fn fill_ipv4_header_checksum(f: &mut [u8], l: &Layers) {
+    let ihl = l.l4 - l.l3;
+    f[l.l3 + 10] = 0;
+    f[l.l3 + 11] = 0;
+    let c = !fold(sum16(0, &f[l.l3..l.l3 + ihl]));
+    f[l.l3 + 10..l.l3 + 12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Complete what the packet leaves open, for a receiver that takes only finished
+/// frames: cut a GSO send into segments and fill in every blank checksum.
+pub fn finish(p: Packet) -> Result<Vec<Vec<u8>>, PacketError> {
+    if let Some(g) = p.gso {
+        return segment(&p.data, g);
+    }
+    let mut data = p.data;
+    if p.csum_blank {
+        let l = layers(&data)?;
+        fill_l4_checksum(&mut data, &l)?;
+    }
+    Ok(alloc::vec![data])
+}
+
+/// Software TCP segmentation: each segment carries the headers, at most `gso.size`
+/// bytes of payload, its own sequence number, IP length and id, and full checksums.
+/// FIN and PSH stay on the last segment only, CWR on the first only.
+pub fn segment(f: &[u8], gso: Gso) -> Result<Vec<Vec<u8>>, PacketError> {
+    let l = layers(f)?;
+    let want_v6 = match gso.kind {
+        GSO_TYPE_TCPV4 => false,
+        GSO_TYPE_TCPV6 => true,
+        _ => return Err(PacketError::BadGso),
+    };
+    if l.proto != PROTO_TCP || l.v6 != want_v6 || gso.size == 0 {
+        return Err(PacketError::BadGso);
+    }
+    if l.end < l.l4 + 20 {
+        return Err(PacketError::Truncated);
+    }
+    let doff = (f[l.l4 + 12] >> 4) as usize * 4;
+    if doff < 20 || l.l4 + doff > l.end {
+        return Err(PacketError::Truncated);
+    }
+    let hdr = l.l4 + doff;
+    let payload = &f[hdr..l.end];
+    let mss = gso.size as usize;
+    let seq = u32::from_be_bytes(f[l.l4 + 4..l.l4 + 8].try_into().unwrap());
+    let flags = f[l.l4 + 13];
+    let id = if l.v6 { 0 } else { be16(f, l.l3 + 4) };
+    let n = payload.len().div_ceil(mss).max(1);
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let chunk = &payload[(i * mss).min(payload.len())..((i + 1) * mss).min(payload.len())];
+        let mut s = Vec::with_capacity(hdr + chunk.len());
+        s.extend_from_slice(&f[..hdr]);
+        s.extend_from_slice(chunk);
+        let ip_len = s.len() - l.l3;
+        if l.v6 {
+            s[l.l3 + 4..l.l3 + 6].copy_from_slice(&((ip_len - 40) as u16).to_be_bytes());
+        } else {
+            s[l.l3 + 2..l.l3 + 4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+            s[l.l3 + 4..l.l3 + 6].copy_from_slice(&id.wrapping_add(i as u16).to_be_bytes());
+        }
+        let sl = Layers { end: s.len(), ..l };
+        if !l.v6 {
+            fill_ipv4_header_checksum(&mut s, &sl);
+        }
+        s[l.l4 + 4..l.l4 + 8].copy_from_slice(&seq.wrapping_add((i * mss) as u32).to_be_bytes());
+        let mut fl = flags;
+        if i + 1 < n {
+            fl &= !(0x01 | 0x08); // FIN, PSH
+        }
+        if i > 0 {
+            fl &= !0x80; // CWR
+        }
+        s[l.l4 + 13] = fl;
+        fill_l4_checksum(&mut s, &sl)?;
+        out.push(s);
+    }
+    Ok(out)
+}
+
+/// A flow hash (addresses and ports) to spread received packets over a vif's queues
+/// while keeping each flow on one queue.
+pub fn flow_hash(f: &[u8]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    let mut mix = |b: &[u8]| {
+        for &x in b {
+            h = (h ^ x as u32).wrapping_mul(0x0100_0193);
+        }
+    };
+    match layers(f) {
+        Ok(l) => {
+            let (a, b) = if l.v6 { (8, 40) } else { (12, 20) };
+            mix(&f[l.l3 + a..l.l3 + b]);
+            mix(&[l.proto]);
+            if let Some(ports) = f.get(l.l4..l.l4 + 4) {
+                mix(ports);
+            }
+        }
+        Err(_) => mix(f.get(..12).unwrap_or(f)),
+    }
+    h
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use alloc::vec;
+
+    /// An Ethernet + IPv4 + TCP frame with `payload`, checksums filled.
+    pub fn tcp4(payload: &[u8], flags: u8) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + 20];
+        f[..6].copy_from_slice(&[0x00, 0x16, 0x3e, 0, 0, 2]);
+        f[6..12].copy_from_slice(&[0x00, 0x16, 0x3e, 0, 0, 1]);
+        f[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&((40 + payload.len()) as u16).to_be_bytes());
+        f[18..20].copy_from_slice(&0x1234u16.to_be_bytes());
+        f[22] = 64;
+        f[23] = PROTO_TCP;
+        f[26..30].copy_from_slice(&[10, 0, 0, 1]);
+        f[30..34].copy_from_slice(&[10, 0, 0, 2]);
+        f[34..36].copy_from_slice(&40000u16.to_be_bytes());
+        f[36..38].copy_from_slice(&5001u16.to_be_bytes());
+        f[38..42].copy_from_slice(&1000u32.to_be_bytes());
+        f[46] = 5 << 4;
+        f[47] = flags;
+        f.extend_from_slice(payload);
+        let l = layers(&f).unwrap();
+        fill_ipv4_header_checksum(&mut f, &l);
+        fill_l4_checksum(&mut f, &l).unwrap();
+        f
+    }
+
+    /// Verify a frame's IPv4 header and L4 checksums the way a receiver does.
+    pub fn checksums_ok(f: &[u8]) -> bool {
+        let Ok(l) = layers(f) else { return false };
+        if !l.v6 && fold(sum16(0, &f[l.l3..l.l4])) != 0xffff {
+            return false;
+        }
+        let len = l.end - l.l4;
+        let pseudo = if l.v6 {
+            sum16(
+                sum16(0, &f[l.l3 + 8..l.l3 + 40]),
+                &(len as u32).to_be_bytes(),
+            ) + l.proto as u32
+        } else {
+            sum16(0, &f[l.l3 + 12..l.l3 + 20]) + l.proto as u32 + len as u32
+        };
+        fold(sum16(pseudo, &f[l.l4..l.end])) == 0xffff
+    }
+
+    #[test]
+    fn a_known_udp_checksum() {
+        // IPv4 UDP 10.0.0.1:1234 -> 10.0.0.2:5678, payload "hi".
+        let mut f = vec![0u8; 14 + 20 + 8];
+        f[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&30u16.to_be_bytes());
+        f[23] = PROTO_UDP;
+        f[26..30].copy_from_slice(&[10, 0, 0, 1]);
+        f[30..34].copy_from_slice(&[10, 0, 0, 2]);
+        f[34..36].copy_from_slice(&1234u16.to_be_bytes());
+        f[36..38].copy_from_slice(&5678u16.to_be_bytes());
+        f[38..40].copy_from_slice(&10u16.to_be_bytes());
+        f.extend_from_slice(b"hi");
+        let l = layers(&f).unwrap();
+        fill_l4_checksum(&mut f, &l).unwrap();
+        // By hand: pseudo 0a00+0001+0a00+0002+0011+000a, UDP 04d2+162e+000a+0000,
+        // data 6869: 0x9791, complemented 0x686e.
+        assert_eq!(be16(&f, 40), 0x686e);
+        fill_ipv4_header_checksum(&mut f, &l);
+        assert!(checksums_ok(&f));
+    }
+
+    #[test]
+    fn blank_checksums_are_filled() {
+        let mut f = tcp4(b"hello world", 0x18);
+        assert!(checksums_ok(&f));
+        f[50] ^= 0x55;
+        f[51] ^= 0x55;
+        assert!(!checksums_ok(&f));
+        let out = finish(Packet {
+            data: f,
+            csum_blank: true,
+            data_validated: true,
+            gso: None,
+        })
+        .unwrap();
+        assert_eq!(out.len(), 1);
+        assert!(checksums_ok(&out[0]));
+    }
+
+    #[test]
+    fn segmentation_cuts_at_mss_and_keeps_the_stream() {
+        let payload: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+        let f = tcp4(&payload, 0x19); // FIN|PSH|ACK... (0x19 = FIN, PSH, ACK)
+        let segs = segment(
+            &f,
+            Gso {
+                size: 1448,
+                kind: GSO_TYPE_TCPV4,
+            },
+        )
+        .unwrap();
+        assert_eq!(segs.len(), 4);
+        let mut stream = Vec::new();
+        for (i, s) in segs.iter().enumerate() {
+            assert!(checksums_ok(s), "segment {i}");
+            let seq = u32::from_be_bytes(s[38..42].try_into().unwrap());
+            assert_eq!(seq, 1000 + (i * 1448) as u32);
+            assert_eq!(be16(s, 18), 0x1234 + i as u16);
+            let fl = s[47];
+            assert_eq!(fl & 0x09 != 0, i == 3, "FIN/PSH only on the last");
+            assert!(s.len() <= 14 + 40 + 1448);
+            stream.extend_from_slice(&s[54..]);
+        }
+        assert_eq!(stream, payload);
+    }
+
+    #[test]
+    fn lies_in_headers_are_refused() {
+        let mut f = tcp4(b"x", 0x10);
+        f[16..18].copy_from_slice(&2000u16.to_be_bytes()); // IP length beyond the frame
+        assert_eq!(layers(&f), Err(PacketError::Truncated));
+        let mut f = tcp4(b"x", 0x10);
+        f[46] = 15 << 4; // TCP header longer than the packet
+        let g = Gso {
+            size: 100,
+            kind: GSO_TYPE_TCPV4,
+        };
+        assert_eq!(segment(&f, g), Err(PacketError::Truncated));
+        let f = tcp4(b"x", 0x10);
+        assert_eq!(
+            segment(
+                &f,
+                Gso {
+                    size: 0,
+                    kind: GSO_TYPE_TCPV4
+                }
+            ),
+            Err(PacketError::BadGso)
+        );
+        assert_eq!(
+            segment(
+                &f,
+                Gso {
+                    size: 100,
+                    kind: GSO_TYPE_TCPV6
+                }
+            ),
+            Err(PacketError::BadGso)
+        );
+        let arp = vec![0xffu8; 42];
+        assert_eq!(layers(&arp), Err(PacketError::NotTcpUdp));
+        // Arbitrary bytes never panic.
+        let mut x: u32 = 99;
+        for n in 0..2000 {
+            let mut f: Vec<u8> = (0..(n % 120))
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x as u8
+                })
+                .collect();
+            if f.len() > 14 {
+                f[12] = 0x08;
+                f[13] = 0;
+                f[14] = 0x45;
+            }
+            let _ = finish(Packet {
+                data: f.clone(),
+                csum_blank: true,
+                data_validated: false,
+                gso: None,
+            });
+            let _ = segment(
+                &f,
+                Gso {
+                    size: 1 + (n % 50) as u16,
+                    kind: GSO_TYPE_TCPV4,
+                },
+            );
+            let _ = flow_hash(&f);
+        }
+    }
+}

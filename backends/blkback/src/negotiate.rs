@@ -10,6 +10,8 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use bulkhead_xen::abi::{GrantRef, Port};
+pub use bulkhead_xenbus::keys::Keys;
+use bulkhead_xenbus::keys::{optional, required};
 
 use crate::abi::{Protocol, VDISK_CDROM, VDISK_READONLY, VDISK_REMOVABLE};
 
@@ -114,30 +116,6 @@ pub struct Frontend {
     pub persistent: bool,
     pub ring_page_order: u32,
     pub queues: Vec<QueueRing>,
-}
-
-/// Reads keys of the frontend's directory (relative names); `None` when absent.
-pub trait Keys {
-    fn get(&mut self, key: &str) -> impl core::future::Future<Output = Option<String>>;
-}
-
-fn number(v: &str) -> Option<u32> {
-    bulkhead_xenbus::parse_number(v.trim_end_matches('\0').trim())
-}
-
-async fn optional(keys: &mut impl Keys, key: &str, default: u32) -> Result<u32, String> {
-    match keys.get(key).await {
-        None => Ok(default),
-        Some(v) => number(&v).ok_or_else(|| format!("{key} is not a number: {v:?}")),
-    }
-}
-
-async fn required(keys: &mut impl Keys, key: &str) -> Result<u32, String> {
-    let v = keys
-        .get(key)
-        .await
-        .ok_or_else(|| format!("frontend did not write {key}"))?;
-    number(&v).ok_or_else(|| format!("{key} is not a number: {v:?}"))
 }
 
 /// Read and check the frontend's transport parameters against what we offered.

@@ -10,5 +10,8 @@
 extern crate alloc;
 
 pub mod abi;
+pub mod negotiate;
 pub mod packet;
+pub mod rate;
+pub mod rx;
 pub mod tx;

@@ -13,6 +13,8 @@
 
 extern crate alloc;
 
+pub mod keys;
+
 use alloc::collections::BTreeSet;
 use alloc::string::String;
 use alloc::vec::Vec;

@@ -1,0 +1,315 @@
+//! The xenstore side of a vif, as Linux xen-netback does it: features offered before
+//! InitWait ([`Offer::keys`]), the toolstack's settings in the backend directory
+//! ([`read_backend`]: `mac`, `rate`), and the frontend's rings and wishes
+//! ([`read_frontend`]), all untrusted.
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use bulkhead_xen::abi::{GrantRef, Port};
+use bulkhead_xenbus::keys::{flag, optional, required, Keys};
+
+use crate::rate::Rate;
+
+/// What the backend offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offer {
+    pub max_queues: u32,
+}
+
+impl Offer {
+    pub fn keys(&self) -> Vec<(&'static str, String)> {
+        let one = || String::from("1");
+        alloc::vec![
+            ("feature-sg", one()),
+            ("feature-gso-tcpv4", one()),
+            ("feature-gso-tcpv6", one()),
+            ("feature-ipv6-csum-offload", one()),
+            ("feature-rx-copy", one()),
+            ("feature-rx-flip", String::from("0")),
+            ("feature-multicast-control", one()),
+            ("feature-dynamic-multicast-control", one()),
+            ("feature-split-event-channels", one()),
+            ("multi-queue-max-queues", self.max_queues.to_string()),
+        ]
+    }
+}
+
+/// The toolstack's settings for this vif (backend directory).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub mac: [u8; 6],
+    pub rate: Option<Rate>,
+}
+
+/// `aa:bb:cc:dd:ee:ff`, unicast.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let s = s.trim_end_matches('\0').trim();
+    let mut m = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in m.iter_mut() {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    if parts.next().is_some() || m[0] & 1 != 0 {
+        return None;
+    }
+    Some(m)
+}
+
+/// `rate` is "BYTES,USECS" as xl writes it (credit per period); absent: unlimited.
+pub fn parse_rate(s: &str) -> Option<Rate> {
+    let s = s.trim_end_matches('\0').trim();
+    let (b, u) = s.split_once(',')?;
+    let bytes: u64 = b.trim().parse().ok()?;
+    let usecs: u64 = u.trim().parse().ok()?;
+    if bytes == 0 || usecs == 0 || usecs > 3_600_000_000 {
+        return None;
+    }
+    Some(Rate::new(bytes, usecs * 1000))
+}
+
+pub async fn read_backend(keys: &mut impl Keys) -> Result<Settings, String> {
+    let mac = keys
+        .get("mac")
+        .await
+        .ok_or_else(|| String::from("toolstack wrote no mac"))?;
+    let mac = parse_mac(&mac).ok_or_else(|| format!("mac is not a unicast address: {mac:?}"))?;
+    let rate = match keys.get("rate").await {
+        None => None,
+        Some(r) => Some(parse_rate(&r).ok_or_else(|| format!("rate is not BYTES,USECS: {r:?}"))?),
+    };
+    Ok(Settings { mac, rate })
+}
+
+/// One queue's rings and event channels (the same port twice without split channels).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueRings {
+    pub tx_ref: GrantRef,
+    pub rx_ref: GrantRef,
+    pub tx_event: Port,
+    pub rx_event: Port,
+}
+
+impl QueueRings {
+    pub fn split(&self) -> bool {
+        self.tx_event != self.rx_event
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frontend {
+    pub queues: Vec<QueueRings>,
+    /// The frontend takes scatter-gather (multi-slot) receives.
+    pub sg: bool,
+    pub gso_tcpv4: bool,
+    pub gso_tcpv6: bool,
+    /// The frontend accepts packets with a blank checksum (IPv4 / IPv6).
+    pub csum_v4: bool,
+    pub csum_v6: bool,
+    /// The frontend filters multicast and sends us its addresses.
+    pub multicast_control: bool,
+}
+
+/// Read and check the frontend's parameters. Like Linux, refuse frontends that do not
+/// use receive-copy or rx-notify (the flipping protocol and polled receive are gone).
+pub async fn read_frontend(keys: &mut impl Keys, offer: &Offer) -> Result<Frontend, String> {
+    if !flag(keys, "request-rx-copy", false).await? {
+        return Err(String::from(
+            "frontend does not request rx-copy (page flipping is not supported)",
+        ));
+    }
+    if !flag(keys, "feature-rx-notify", false).await? {
+        return Err(String::from("frontend lacks feature-rx-notify (mandatory)"));
+    }
+    if flag(keys, "feature-gso-tcpv4-prefix", false).await?
+        || flag(keys, "feature-gso-tcpv6-prefix", false).await?
+    {
+        return Err(String::from("GSO prefix descriptors are not supported"));
+    }
+    let nq = optional(keys, "multi-queue-num-queues", 1).await?;
+    if nq == 0 || nq > offer.max_queues {
+        return Err(format!(
+            "frontend asked for {nq} queues; at most {} offered",
+            offer.max_queues
+        ));
+    }
+    let mut queues = Vec::with_capacity(nq as usize);
+    for q in 0..nq {
+        // One queue: the keys sit in the frontend directory itself (netfront writes them
+        // flat even when it wrote multi-queue-num-queues = 1).
+        let dir = if nq == 1 {
+            String::new()
+        } else {
+            format!("queue-{q}/")
+        };
+        let tx_ref = required(keys, &format!("{dir}tx-ring-ref")).await?;
+        let rx_ref = required(keys, &format!("{dir}rx-ring-ref")).await?;
+        let (tx_event, rx_event) = match keys.get(&format!("{dir}event-channel-tx")).await {
+            Some(_) => (
+                required(keys, &format!("{dir}event-channel-tx")).await?,
+                required(keys, &format!("{dir}event-channel-rx")).await?,
+            ),
+            None => {
+                let e = required(keys, &format!("{dir}event-channel")).await?;
+                (e, e)
+            }
+        };
+        queues.push(QueueRings {
+            tx_ref,
+            rx_ref,
+            tx_event,
+            rx_event,
+        });
+    }
+    let sg = flag(keys, "feature-sg", false).await?;
+    Ok(Frontend {
+        queues,
+        sg,
+        // GSO packets span several slots: only with scatter-gather.
+        gso_tcpv4: sg && flag(keys, "feature-gso-tcpv4", false).await?,
+        gso_tcpv6: sg && flag(keys, "feature-gso-tcpv6", false).await?,
+        csum_v4: !flag(keys, "feature-no-csum-offload", false).await?,
+        csum_v6: flag(keys, "feature-ipv6-csum-offload", false).await?,
+        multicast_control: flag(keys, "request-multicast-control", false).await?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::collections::BTreeMap;
+    use core::pin::pin;
+    use core::task::{Context, Poll, Waker};
+
+    struct Map(BTreeMap<String, String>);
+
+    impl Keys for Map {
+        async fn get(&mut self, key: &str) -> Option<String> {
+            self.0.get(key).cloned()
+        }
+    }
+
+    fn run<T>(f: impl core::future::Future<Output = T>) -> T {
+        let mut f = pin!(f);
+        match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(v) => v,
+            Poll::Pending => panic!("no I/O here"),
+        }
+    }
+
+    fn map(kv: &[(&str, &str)]) -> Map {
+        Map(kv
+            .iter()
+            .map(|(k, v)| (String::from(*k), String::from(*v)))
+            .collect())
+    }
+
+    const OFFER: Offer = Offer { max_queues: 4 };
+
+    /// What Linux netfront writes for one queue with split event channels.
+    const NETFRONT: &[(&str, &str)] = &[
+        ("tx-ring-ref", "8"),
+        ("rx-ring-ref", "9"),
+        ("event-channel-tx", "5"),
+        ("event-channel-rx", "6"),
+        ("request-rx-copy", "1"),
+        ("feature-rx-notify", "1"),
+        ("feature-sg", "1"),
+        ("feature-gso-tcpv4", "1"),
+        ("feature-gso-tcpv6", "1"),
+        ("feature-ipv6-csum-offload", "1"),
+    ];
+
+    #[test]
+    fn linux_netfront_single_queue() {
+        let f = run(read_frontend(&mut map(NETFRONT), &OFFER)).unwrap();
+        assert_eq!(
+            f.queues,
+            [QueueRings {
+                tx_ref: 8,
+                rx_ref: 9,
+                tx_event: 5,
+                rx_event: 6
+            }]
+        );
+        assert!(f.sg && f.gso_tcpv4 && f.gso_tcpv6 && f.csum_v4 && f.csum_v6);
+        assert!(f.queues[0].split());
+    }
+
+    #[test]
+    fn multi_queue_and_one_channel() {
+        let m = map(&[
+            ("multi-queue-num-queues", "2"),
+            ("queue-0/tx-ring-ref", "10"),
+            ("queue-0/rx-ring-ref", "11"),
+            ("queue-0/event-channel", "7"),
+            ("queue-1/tx-ring-ref", "12"),
+            ("queue-1/rx-ring-ref", "13"),
+            ("queue-1/event-channel", "8"),
+            ("request-rx-copy", "1"),
+            ("feature-rx-notify", "1"),
+            ("feature-no-csum-offload", "1"),
+        ]);
+        let f = run(read_frontend(&mut { m }, &OFFER)).unwrap();
+        assert_eq!(f.queues.len(), 2);
+        assert_eq!(f.queues[1].tx_ref, 12);
+        assert!(!f.queues[1].split());
+        assert!(!f.sg && !f.gso_tcpv4 && !f.csum_v4);
+    }
+
+    #[test]
+    fn refusals() {
+        let without = |k: &str| {
+            let mut m = map(NETFRONT);
+            m.0.remove(k);
+            run(read_frontend(&mut m, &OFFER))
+        };
+        assert!(without("request-rx-copy").is_err());
+        assert!(without("feature-rx-notify").is_err());
+        assert!(without("tx-ring-ref").is_err());
+        assert!(without("event-channel-rx").is_err());
+        let with = |k: &str, v: &str| {
+            let mut m = map(NETFRONT);
+            m.0.insert(k.into(), v.into());
+            run(read_frontend(&mut m, &OFFER))
+        };
+        assert!(with("multi-queue-num-queues", "5").is_err());
+        assert!(with("multi-queue-num-queues", "0").is_err());
+        assert!(with("feature-sg", "2").is_err());
+        assert!(with("tx-ring-ref", "-1").is_err());
+        assert!(with("feature-gso-tcpv4-prefix", "1").is_err());
+    }
+
+    #[test]
+    fn backend_settings() {
+        let s = run(read_backend(&mut map(&[
+            ("mac", "00:16:3e:aa:bb:01"),
+            ("rate", "125000,50000"),
+        ])))
+        .unwrap();
+        assert_eq!(s.mac, [0x00, 0x16, 0x3e, 0xaa, 0xbb, 0x01]);
+        assert!(s.rate.is_some());
+        for bad in [
+            "01:16:3e:aa:bb:01",
+            "00:16:3e:aa:bb",
+            "00:16:3e:aa:bb:01:02",
+            "zz:16:3e:aa:bb:01",
+        ] {
+            assert!(
+                run(read_backend(&mut map(&[("mac", bad)]))).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(run(read_backend(&mut map(&[
+            ("mac", "00:16:3e:aa:bb:01"),
+            ("rate", "5")
+        ])))
+        .is_err());
+        assert!(run(read_backend(&mut map(&[]))).is_err());
+    }
+}

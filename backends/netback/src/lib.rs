@@ -12,6 +12,7 @@ extern crate alloc;
 pub mod abi;
 pub mod negotiate;
 pub mod packet;
+pub mod queue;
 pub mod rate;
 pub mod rx;
 pub mod tx;

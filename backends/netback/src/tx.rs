@@ -75,8 +75,13 @@ pub struct TxPacket {
 /// Why a transmission was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TxError {
-    /// Drop the packet: answer each consumed slot id with `RSP_ERROR`, go on.
-    Drop { ids: Vec<u16>, why: &'static str },
+    /// Drop the packet: answer each consumed slot with `RSP_ERROR` (the `extras`
+    /// extra-info slots after the first with `RSP_NULL`), go on.
+    Drop {
+        ids: Vec<u16>,
+        extras: usize,
+        why: &'static str,
+    },
     /// The frontend broke the ring format: stop serving it (Linux's fatal TX error).
     Fatal(&'static str),
 }
@@ -169,6 +174,7 @@ pub fn parse(
     if rest > p.len {
         return Err(TxError::Drop {
             ids,
+            extras: p.extras,
             why: "slot sizes exceed the packet size",
         });
     }
@@ -183,7 +189,11 @@ pub fn parse(
         return Err(TxError::Fatal("first slot crosses a page boundary"));
     }
     if let Some(why) = bad {
-        return Err(TxError::Drop { ids, why });
+        return Err(TxError::Drop {
+            ids,
+            extras: p.extras,
+            why,
+        });
     }
     p.fragments.push(Fragment {
         gref: first.gref,

@@ -13,6 +13,6 @@ expect "$(console_of bench1)" "linux-bench: (bench|FAIL)" 300 "the benchmark gue
 grep -q "linux-bench: FAIL" "$(console_of bench1)" && fail "$(grep 'linux-bench: FAIL' "$(console_of bench1)")"
 echo "figure: blkbench: guest fio through Bulkhead: $(grep -a 'linux-bench: bench:' "$(console_of bench1)" | sed 's/.*bench: //')"
 xl destroy bench1
-xl destroy bulkhead
+stop_dd
 dom0_healthy
 echo "blkbench: ok"

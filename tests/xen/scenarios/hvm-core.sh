@@ -7,7 +7,7 @@ cp /usr/share/qemu/multiboot.bin /usr/lib/bulkhead/qemu-roms/multiboot_dma.bin |
 serial=/host/out/console/bulkhead-hvm-com1.log
 log=$(console_of bulkhead)
 rm -f "$log"
-xl create "$XLCFG/driverdomain.cfg" "kernel=\"$IMAGE\"" 'cmdline="test-xen-peer=0"' \
+xl create "$XLCFG/driverdomain.cfg" "kernel=\"$IMAGE\"" $HVM_TEST_OPTS 'cmdline="test-xen-peer=0"' \
     "serial=\"file:$serial\"" || fail "xl create driverdomain.cfg failed"
 dd=$(xl domid bulkhead)
 # Early boot goes to the emulated COM1; from the PV console ring on, everything (with the

@@ -31,6 +31,6 @@ echo "$out" | grep "packets transmitted"
 # same hub and answers TCP to any address itself (refusing it), so a TCP check from dom0
 # would race slirp's RST.
 echo "$out" | grep -q "5 packets received" && echo "hvm-net: ARP and ping answered by Bulkhead at $addr"
-xl destroy bulkhead
+stop_dd
 dom0_healthy
 echo "hvm-net: ok"

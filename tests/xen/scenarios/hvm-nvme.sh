@@ -10,7 +10,7 @@ rm -f "$log"
 modprobe xen-pciback 2>/dev/null
 xl pci-assignable-add 00:03.0 || fail "xl pci-assignable-add 00:03.0 failed"
 xl pci-assignable-list | grep -q "00:03.0" || fail "NVMe not assignable"
-xl create "$XLCFG/driverdomain.cfg" "kernel=\"$IMAGE\"" 'cmdline="test-storage"' 'pci=[ "00:03.0" ]' \
+xl create "$XLCFG/driverdomain.cfg" "kernel=\"$IMAGE\"" $HVM_TEST_OPTS 'cmdline="test-storage"' 'pci=[ "00:03.0" ]' \
     || fail "xl create with pci= failed"
 expect "$log" "boot: mode hvm" 240 "driver domain did not boot"
 expect "$log" "nvme0 \(.*\): .*NVMe" 120 "NVMe controller not brought up in the driver domain"

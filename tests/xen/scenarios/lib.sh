@@ -13,6 +13,19 @@ fail() {
 }
 note() { echo "--- $*"; }
 
+# Options every test driver domain gets on top of the shipped config. tsc_mode: under
+# nested TCG, HVM guests whose RDTSC Xen emulates triple-fault now and then right after
+# an RDTSC exit (seen in Bulkhead and in Linux PVH guests alike); native TSC avoids the
+# exit. on_reboot: a driver domain that resets must fail the test at once, not come back
+# under a new domain id that the scenario does not follow.
+HVM_TEST_OPTS='tsc_mode="native" on_reboot="destroy"'
+# The driver domain's id once started (start_hvm_dd): waits give up when it is gone.
+DD_ID=
+
+dd_gone() {
+    [ -n "$DD_ID" ] && [ "$(xl domid bulkhead 2>/dev/null)" != "$DD_ID" ]
+}
+
 # wait_for FILE PATTERN SECONDS: until a line of FILE matches PATTERN (grep -E).
 # (Its counter is local: callers loop with their own variables.)
 wait_for() {
@@ -20,6 +33,10 @@ wait_for() {
     while ! grep -qE "$2" "$1" 2>/dev/null; do
         n=$((n + 1))
         [ $n -gt $(($3 * 2)) ] && return 1
+        if [ $((n % 10)) -eq 0 ] && dd_gone; then
+            echo "--- the driver domain (id $DD_ID) is gone"
+            return 1
+        fi
         sleep 0.5
     done
     grep -E "$2" "$1" | head -1
@@ -59,8 +76,16 @@ start_hvm_dd() {
     rm -f "$log"
     modprobe xen-pciback 2>/dev/null
     xl pci-assignable-list | grep -q "$1" || xl pci-assignable-add "$1" || fail "pci-assignable-add $1 failed"
-    xl create "$XLCFG/driverdomain.cfg" "kernel=\"$IMAGE\"" "pci=[ \"$1\" ]" "cmdline=\"$2\"" \
+    # shellcheck disable=SC2086
+    xl create "$XLCFG/driverdomain.cfg" "kernel=\"$IMAGE\"" "pci=[ \"$1\" ]" "cmdline=\"$2\"" $HVM_TEST_OPTS \
         || fail "xl create of the driver domain failed"
+    DD_ID=$(xl domid bulkhead)
+}
+
+# stop_dd: destroy the driver domain on purpose (waits stop watching it).
+stop_dd() {
+    DD_ID=
+    xl destroy bulkhead
 }
 
 # blk_guest_cfg NAME TARGET VCPUS [EXTRA]: a Debian PV guest (/tmp/NAME.cfg) running the

@@ -1,0 +1,392 @@
+//! One vif queue served end to end: its TX ring (guest → us: parse, copy, answer every
+//! slot) and its RX ring (us → guest: fill posted buffers, answer). The kernel moves
+//! packets between queues and the switch; everything a frontend controls is checked here.
+
+use alloc::collections::{BTreeSet, VecDeque};
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use bulkhead_ring::{BackRing, RingError, RingMemory};
+use bulkhead_xen::copy::{GuestMemory, Piece};
+use log::warn;
+
+use crate::abi::*;
+use crate::negotiate::Frontend;
+use crate::packet::{self, Packet};
+use crate::rate::Rate;
+use crate::rx::{self, RxRequest};
+use crate::tx::{self, TxError, TxSlot};
+
+/// Ring entry sizes of the two netif rings.
+pub const TX_LAYOUT: bulkhead_ring::Layout = bulkhead_ring::Layout {
+    request: TX_REQUEST_SIZE,
+    response: TX_RESPONSE_SIZE,
+};
+pub const RX_LAYOUT: bulkhead_ring::Layout = bulkhead_ring::Layout {
+    request: RX_REQUEST_SIZE,
+    response: RX_RESPONSE_SIZE,
+};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// From the guest.
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Malformed, unreadable (bad grant) or refused packets from the guest.
+    pub tx_errors: u64,
+    /// Packets whose source MAC was not the vif's.
+    pub tx_spoofed: u64,
+    /// To the guest.
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    /// Packets for the guest that could not be delivered (no room, bad grant, too big).
+    pub rx_dropped: u64,
+    pub notifies: u64,
+}
+
+/// What a frontend can take on receive.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RxFeatures {
+    pub sg: bool,
+    pub gso_tcpv4: bool,
+    pub gso_tcpv6: bool,
+    pub csum_v4: bool,
+    pub csum_v6: bool,
+}
+
+impl From<&Frontend> for RxFeatures {
+    fn from(f: &Frontend) -> Self {
+        RxFeatures {
+            sg: f.sg,
+            gso_tcpv4: f.gso_tcpv4,
+            gso_tcpv6: f.gso_tcpv6,
+            csum_v4: f.csum_v4,
+            csum_v6: f.csum_v6,
+        }
+    }
+}
+
+/// The frontend broke the protocol: stop serving this vif (Linux's fatal error).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fatal(pub String);
+
+impl From<RingError> for Fatal {
+    fn from(e: RingError) -> Self {
+        Fatal(alloc::format!("{e}"))
+    }
+}
+
+/// The outcome of a pass over the TX ring.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxPass {
+    /// Tell the frontend (its `rsp_event` asked).
+    pub notify: bool,
+    /// The budget ran out with requests left: call again.
+    pub more: bool,
+    /// The rate limit holds a packet back until this time.
+    pub retry_at: Option<u64>,
+}
+
+/// Log lines per queue before errors are only counted.
+const LOGGED_ERRORS: u64 = 16;
+
+pub struct VifQueue<M: RingMemory> {
+    pub name: String,
+    tx: BackRing<M>,
+    rx: BackRing<M>,
+    pub mac: [u8; 6],
+    pub features: RxFeatures,
+    rate: Option<Rate>,
+    /// A packet's first slot taken from the ring but held back by the rate limit.
+    stalled: Option<TxSlot>,
+    /// Multicast addresses the frontend registered (multicast control).
+    pub multicast: BTreeSet<[u8; 6]>,
+    pub stats: Stats,
+}
+
+impl<M: RingMemory> VifQueue<M> {
+    pub fn new(
+        name: String,
+        tx: BackRing<M>,
+        rx: BackRing<M>,
+        mac: [u8; 6],
+        features: RxFeatures,
+        rate: Option<Rate>,
+    ) -> Self {
+        VifQueue {
+            name,
+            tx,
+            rx,
+            mac,
+            features,
+            rate,
+            stalled: None,
+            multicast: BTreeSet::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn rings(&self) -> (&BackRing<M>, &BackRing<M>) {
+        (&self.tx, &self.rx)
+    }
+
+    pub fn rings_mut(&mut self) -> (&mut BackRing<M>, &mut BackRing<M>) {
+        (&mut self.tx, &mut self.rx)
+    }
+
+    pub fn into_rings(self) -> (BackRing<M>, BackRing<M>) {
+        (self.tx, self.rx)
+    }
+
+    fn error(&mut self, why: core::fmt::Arguments) {
+        self.stats.tx_errors += 1;
+        if self.stats.tx_errors <= LOGGED_ERRORS {
+            warn!("{}: {why}", self.name);
+        }
+    }
+
+    fn answer(&mut self, ids: &[u16], extras: usize, status: i16) {
+        for (i, &id) in ids.iter().enumerate() {
+            let st = if (1..=extras).contains(&i) {
+                RSP_NULL
+            } else {
+                status
+            };
+            let mut r = [0u8; TX_RESPONSE_SIZE];
+            r[..2].copy_from_slice(&id.to_le_bytes());
+            r[2..].copy_from_slice(&st.to_le_bytes());
+            self.tx.respond(&r);
+        }
+    }
+
+    /// Take up to `budget` packets the guest transmitted: copy each out of its pages
+    /// into `out` and answer its slots.
+    pub fn transmit(
+        &mut self,
+        guest: &mut dyn GuestMemory,
+        now: u64,
+        budget: usize,
+        out: &mut Vec<Packet>,
+    ) -> Result<TxPass, Fatal> {
+        let mut pass = TxPass::default();
+        let mut done = 0;
+        loop {
+            if done == budget {
+                pass.more = self.stalled.is_some() || self.tx.unconsumed()? > 0;
+                break;
+            }
+            let first = match self.stalled.take() {
+                Some(s) => s,
+                None => match self.tx.take()? {
+                    Some(raw) => TxSlot::decode(raw[..TX_REQUEST_SIZE].try_into().unwrap()),
+                    None => break,
+                },
+            };
+            if let Some(rate) = &mut self.rate {
+                if let Err(at) = rate.admit(now, first.size as usize) {
+                    self.stalled = Some(first);
+                    pass.retry_at = Some(at);
+                    break;
+                }
+            }
+            done += 1;
+            let mut broken = None;
+            let tx_ring = &mut self.tx;
+            let parsed = tx::parse(first, || match tx_ring.take() {
+                Ok(Some(raw)) => Some(raw[..TX_REQUEST_SIZE].try_into().unwrap()),
+                Ok(None) => None,
+                Err(e) => {
+                    broken = Some(e);
+                    None
+                }
+            });
+            if let Some(e) = broken {
+                return Err(e.into());
+            }
+            let p = match parsed {
+                Ok(p) => p,
+                Err(TxError::Fatal(why)) => return Err(Fatal(why.into())),
+                Err(TxError::Drop { ids, extras, why }) => {
+                    self.error(format_args!("dropped a transmitted packet: {why}"));
+                    self.answer(&ids, extras, RSP_ERROR);
+                    continue;
+                }
+            };
+            let pieces: Vec<Piece> = p
+                .fragments
+                .iter()
+                .map(|f| Piece {
+                    gref: f.gref,
+                    offset: f.offset,
+                    len: f.len,
+                })
+                .collect();
+            let mut data = alloc::vec![0u8; p.len];
+            if let Err(e) = guest.read(&pieces, &mut data) {
+                self.error(format_args!(
+                    "cannot copy a transmitted packet: grant {} status {}",
+                    e.gref, e.status
+                ));
+                self.answer(&p.ids, p.extras, RSP_ERROR);
+                continue;
+            }
+            for m in &p.mcast_add {
+                if self.multicast.len() < 64 {
+                    self.multicast.insert(*m);
+                }
+            }
+            for m in &p.mcast_del {
+                self.multicast.remove(m);
+            }
+            self.answer(&p.ids, p.extras, RSP_OKAY);
+            if data[6..12] != self.mac {
+                self.stats.tx_spoofed += 1;
+                if self.stats.tx_spoofed <= LOGGED_ERRORS {
+                    warn!(
+                        "{}: dropped a packet from source MAC {:02x?}, not the vif's",
+                        self.name,
+                        &data[6..12]
+                    );
+                }
+                continue;
+            }
+            self.stats.tx_packets += 1;
+            self.stats.tx_bytes += p.len as u64;
+            out.push(Packet {
+                data,
+                csum_blank: p.csum_blank,
+                data_validated: p.data_validated || p.csum_blank,
+                gso: p.gso,
+            });
+        }
+        pass.notify = self.tx.push();
+        if pass.notify {
+            self.stats.notifies += 1;
+        }
+        Ok(pass)
+    }
+
+    /// Before sleeping on the TX event: true if requests arrived meanwhile.
+    pub fn tx_final_check(&mut self) -> Result<bool, Fatal> {
+        if self.stalled.is_some() {
+            return Ok(false);
+        }
+        Ok(self.tx.final_check()?)
+    }
+
+    /// The forms a packet reaches this frontend in: as it is when the frontend takes
+    /// its offloads, completed here otherwise. Each with its first-slot flags.
+    fn shape(
+        &self,
+        p: Packet,
+    ) -> Result<Vec<(Vec<u8>, u16, Option<tx::Gso>)>, packet::PacketError> {
+        let f = self.features;
+        let v6 = packet::layers(&p.data).map(|l| l.v6);
+        let csum_ok = match v6 {
+            Ok(false) => f.csum_v4,
+            Ok(true) => f.csum_v6,
+            Err(_) => false,
+        };
+        let gso_ok = match p.gso {
+            Some(g) if g.kind == GSO_TYPE_TCPV4 => f.gso_tcpv4 && csum_ok,
+            Some(g) if g.kind == GSO_TYPE_TCPV6 => f.gso_tcpv6 && csum_ok,
+            _ => false,
+        };
+        let validated = if p.data_validated {
+            NETRXF_DATA_VALIDATED
+        } else {
+            0
+        };
+        if (p.gso.is_none() || gso_ok) && (!p.csum_blank || csum_ok) {
+            let flags = if p.csum_blank {
+                NETRXF_CSUM_BLANK | NETRXF_DATA_VALIDATED
+            } else {
+                validated
+            };
+            let gso = p.gso;
+            return Ok(alloc::vec![(p.data, flags, gso)]);
+        }
+        Ok(packet::finish(p)?
+            .into_iter()
+            .map(|d| (d, validated, None))
+            .collect())
+    }
+
+    /// Deliver packets from `pending` into the buffers the frontend posted, as far as
+    /// they go; a packet waits (at the front) until enough buffers are posted. True when
+    /// the frontend must be told.
+    pub fn receive(
+        &mut self,
+        guest: &mut dyn GuestMemory,
+        pending: &mut VecDeque<Packet>,
+    ) -> Result<bool, Fatal> {
+        let mut shaped: VecDeque<(Vec<u8>, u16, Option<tx::Gso>)> = VecDeque::new();
+        loop {
+            if shaped.is_empty() {
+                let Some(p) = pending.pop_front() else { break };
+                match self.shape(p) {
+                    Ok(forms) => shaped.extend(forms),
+                    Err(_) => {
+                        self.stats.rx_dropped += 1;
+                        continue;
+                    }
+                }
+            }
+            let (data, flags, gso) = shaped.front().unwrap();
+            let need = rx::slots_needed(data.len(), gso.is_some());
+            if need > self.rx.entries() as usize
+                || (!self.features.sg && need > 1)
+                || data.len() > MAX_TX_SIZE + ETH_HLEN
+            {
+                self.stats.rx_dropped += 1;
+                shaped.pop_front();
+                continue;
+            }
+            if (self.rx.unconsumed()? as usize) < need {
+                break;
+            }
+            let mut reqs = Vec::with_capacity(need);
+            for _ in 0..need {
+                let raw = self.rx.take()?.expect("counted as unconsumed");
+                reqs.push(RxRequest::decode(&raw));
+            }
+            let mut placement = rx::place(data.len(), *flags, *gso, &reqs);
+            if guest.write(&placement.pieces, data).is_err() {
+                rx::fail(&mut placement);
+                self.stats.rx_dropped += 1;
+            } else {
+                self.stats.rx_packets += 1;
+                self.stats.rx_bytes += data.len() as u64;
+            }
+            for r in &placement.responses {
+                self.rx.respond(r);
+            }
+            shaped.pop_front();
+        }
+        // Whatever was shaped and did not fit goes back, completed, to wait its turn.
+        for (data, flags, gso) in shaped.into_iter().rev() {
+            pending.push_front(Packet {
+                data,
+                csum_blank: flags & NETRXF_CSUM_BLANK != 0,
+                data_validated: flags & NETRXF_DATA_VALIDATED != 0,
+                gso,
+            });
+        }
+        let notify = self.rx.push();
+        if notify {
+            self.stats.notifies += 1;
+        }
+        Ok(notify)
+    }
+
+    /// Before sleeping with packets waiting: ask for an event when the frontend posts
+    /// buffers; true if it already did.
+    pub fn rx_final_check(&mut self) -> Result<bool, Fatal> {
+        Ok(self.rx.final_check()?)
+    }
+
+    /// Requests taken and not answered (zero when the queue can be released cleanly).
+    pub fn in_flight(&self) -> u32 {
+        self.tx.in_flight() + self.rx.in_flight()
+    }
+}

@@ -238,6 +238,15 @@ impl RingMemory for VecRing {
     fn full_fence(&self) {}
 }
 
+/// Initialise a fresh shared ring as a frontend does (`SHARED_RING_INIT`): indexes 0,
+/// each side asking for an event on the first entry.
+pub fn shared_init<M: RingMemory>(mem: &mut M) {
+    mem.store_u32(REQ_PROD, 0);
+    mem.store_u32(RSP_PROD, 0);
+    mem.store_u32(REQ_EVENT, 1);
+    mem.store_u32(RSP_EVENT, 1);
+}
+
 /// The other side of a ring, for tests and device models: publishes requests and reads
 /// responses as a frontend does (`RING_PUSH_REQUESTS`, `RING_GET_RESPONSE`).
 pub struct FrontRing {

@@ -1,0 +1,420 @@
+//! netback against a model of Linux netfront: granted pages in memory, the TX and RX
+//! rings driven from the frontend side, every byte checked.
+
+use std::collections::{HashMap, VecDeque};
+
+use bulkhead_netback::abi::*;
+use bulkhead_netback::packet::Packet;
+use bulkhead_netback::queue::{RxFeatures, VifQueue, RX_LAYOUT, TX_LAYOUT};
+use bulkhead_netback::rate::Rate;
+use bulkhead_netback::rx::{RxRequest, RxResponse};
+use bulkhead_netback::tx::{Gso, TxSlot};
+use bulkhead_ring::{shared_init, BackRing, FrontRing, VecRing};
+use bulkhead_xen::copy::{GrantFault, GuestMemory, Piece};
+
+const MAC: [u8; 6] = [0x00, 0x16, 0x3e, 0x00, 0x00, 0x01];
+
+/// The guest's granted pages.
+#[derive(Default)]
+struct Pages(HashMap<u32, Vec<u8>>);
+
+impl GuestMemory for Pages {
+    fn read(&mut self, pieces: &[Piece], buf: &mut [u8]) -> Result<(), GrantFault> {
+        let mut at = 0;
+        for p in pieces {
+            let page = self.0.get(&p.gref).ok_or(GrantFault {
+                gref: p.gref,
+                status: -4,
+            })?;
+            let (o, n) = (p.offset as usize, p.len as usize);
+            buf[at..at + n].copy_from_slice(&page[o..o + n]);
+            at += n;
+        }
+        assert_eq!(at, buf.len());
+        Ok(())
+    }
+    fn write(&mut self, pieces: &[Piece], buf: &[u8]) -> Result<(), GrantFault> {
+        let mut at = 0;
+        for p in pieces {
+            let page = self.0.get_mut(&p.gref).ok_or(GrantFault {
+                gref: p.gref,
+                status: -4,
+            })?;
+            let (o, n) = (p.offset as usize, p.len as usize);
+            page[o..o + n].copy_from_slice(&buf[at..at + n]);
+            at += n;
+        }
+        assert_eq!(at, buf.len());
+        Ok(())
+    }
+}
+
+struct Rig {
+    q: VifQueue<VecRing>,
+    tx: FrontRing,
+    rx: FrontRing,
+    pages: Pages,
+    next_gref: u32,
+}
+
+fn frame(src: [u8; 6], len: usize, seed: u8) -> Vec<u8> {
+    let mut f: Vec<u8> = (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+        .collect();
+    f[..6].copy_from_slice(&[0x00, 0x16, 0x3e, 0, 0, 2]);
+    f[6..12].copy_from_slice(&src);
+    f[12] = 0x88;
+    f[13] = 0xb5; // local experimental ethertype: no offload work applies
+    f
+}
+
+impl Rig {
+    fn new(features: RxFeatures, rate: Option<Rate>) -> Rig {
+        let fresh = || {
+            let mut m = VecRing::new(1);
+            shared_init(&mut m);
+            m
+        };
+        let txr = BackRing::attach(fresh(), TX_LAYOUT).unwrap();
+        let rxr = BackRing::attach(fresh(), RX_LAYOUT).unwrap();
+        let tx = FrontRing::new(txr.memory(), TX_LAYOUT);
+        let rx = FrontRing::new(rxr.memory(), RX_LAYOUT);
+        Rig {
+            q: VifQueue::new("vif7.0".into(), txr, rxr, MAC, features, rate),
+            tx,
+            rx,
+            pages: Pages::default(),
+            next_gref: 100,
+        }
+    }
+
+    fn grant(&mut self, bytes: &[u8], offset: usize) -> u32 {
+        let g = self.next_gref;
+        self.next_gref += 1;
+        let mut page = vec![0u8; 4096];
+        page[offset..offset + bytes.len()].copy_from_slice(bytes);
+        self.pages.0.insert(g, page);
+        g
+    }
+
+    /// Queue a packet as netfront does: data cut at page ends, first slot's size is
+    /// the total, optional GSO extra slot.
+    fn send(&mut self, f: &[u8], offset: usize, flags: u16, gso: Option<Gso>) -> Vec<u16> {
+        let mut slots = Vec::new();
+        let mut at = 0;
+        let mut off = offset;
+        while at < f.len() {
+            let n = (4096 - off).min(f.len() - at);
+            let g = self.grant(&f[at..at + n], off);
+            slots.push((g, off as u16, n as u16));
+            at += n;
+            off = 0;
+        }
+        let mut ids = Vec::new();
+        for (i, (g, o, n)) in slots.iter().enumerate() {
+            let id = (self.next_gref & 0xff) as u16 + 1000;
+            ids.push(id);
+            let mut fl = if i + 1 < slots.len() {
+                NETTXF_MORE_DATA
+            } else {
+                0
+            };
+            if i == 0 {
+                fl |= flags;
+                if gso.is_some() {
+                    fl |= NETTXF_EXTRA_INFO;
+                }
+            }
+            let size = if i == 0 { f.len() as u16 } else { *n };
+            let s = TxSlot {
+                gref: *g,
+                offset: *o,
+                flags: fl,
+                id,
+                size,
+            };
+            self.tx.put(self.q.rings_mut().0.memory_mut(), &s.encode());
+            if i == 0 {
+                if let Some(g) = gso {
+                    let mut e = [0u8; 12];
+                    e[0] = EXTRA_TYPE_GSO;
+                    e[2..4].copy_from_slice(&g.size.to_le_bytes());
+                    e[4] = g.kind;
+                    e[8..10].copy_from_slice(&0xeeeeu16.to_le_bytes());
+                    self.tx.put(self.q.rings_mut().0.memory_mut(), &e);
+                    ids.push(0xeeee);
+                }
+            }
+        }
+        self.tx.publish(self.q.rings_mut().0.memory_mut());
+        ids
+    }
+
+    fn tx_responses(&mut self) -> Vec<(u16, i16)> {
+        let mut out = Vec::new();
+        while let Some(r) = self.tx.get(self.q.rings().0.memory()) {
+            out.push((
+                u16::from_le_bytes([r[0], r[1]]),
+                i16::from_le_bytes([r[2], r[3]]),
+            ));
+        }
+        out
+    }
+
+    fn transmit(&mut self, now: u64) -> Vec<Packet> {
+        let mut out = Vec::new();
+        self.q
+            .transmit(&mut self.pages, now, 64, &mut out)
+            .expect("ring intact");
+        out
+    }
+
+    /// Post `n` receive buffers.
+    fn post(&mut self, n: usize) {
+        for _ in 0..n {
+            let g = self.grant(&[], 0);
+            let r = RxRequest {
+                id: (g % 256) as u16,
+                gref: g,
+            };
+            self.rx.put(self.q.rings_mut().1.memory_mut(), &r.encode());
+        }
+        self.rx.publish(self.q.rings_mut().1.memory_mut());
+    }
+
+    /// Collect received packets as netfront reassembles them: (bytes, first flags, gso).
+    fn received(&mut self) -> Vec<(Vec<u8>, u16, Option<(u16, u8)>)> {
+        let mut raw = Vec::new();
+        while let Some(r) = self.rx.get(self.q.rings().1.memory()) {
+            raw.push(r);
+        }
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < raw.len() {
+            let first = RxResponse::decode(&raw[i]);
+            assert!(first.status >= 0, "error response {first:?}");
+            let mut data = self.page_of(first.id)[..first.status as usize].to_vec();
+            let mut gso = None;
+            let mut more = first.flags & NETRXF_MORE_DATA != 0;
+            i += 1;
+            if first.flags & NETRXF_EXTRA_INFO != 0 {
+                let e = &raw[i];
+                assert_eq!(e[0], EXTRA_TYPE_GSO);
+                gso = Some((u16::from_le_bytes([e[2], e[3]]), e[4]));
+                i += 1;
+            }
+            while more {
+                let r = RxResponse::decode(&raw[i]);
+                data.extend_from_slice(&self.page_of(r.id)[..r.status as usize]);
+                more = r.flags & NETRXF_MORE_DATA != 0;
+                i += 1;
+            }
+            out.push((data, first.flags, gso));
+        }
+        out
+    }
+
+    fn page_of(&self, id: u16) -> &[u8] {
+        // Posted buffers' ids are their gref mod 256 and grefs are unique per test.
+        let g = self
+            .pages
+            .0
+            .keys()
+            .copied()
+            .filter(|g| (g % 256) as u16 == id)
+            .max()
+            .unwrap();
+        &self.pages.0[&g]
+    }
+}
+
+const ALL: RxFeatures = RxFeatures {
+    sg: true,
+    gso_tcpv4: true,
+    gso_tcpv6: true,
+    csum_v4: true,
+    csum_v6: true,
+};
+
+#[test]
+fn transmit_single_and_multi_slot() {
+    let mut r = Rig::new(ALL, None);
+    let small = frame(MAC, 60, 1);
+    let big = frame(MAC, 9000, 2);
+    let ids1 = r.send(&small, 100, 0, None);
+    let ids2 = r.send(&big, 3000, 0, None);
+    let out = r.transmit(0);
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].data, small);
+    assert_eq!(out[1].data, big);
+    let rsp = r.tx_responses();
+    let want: Vec<(u16, i16)> = ids1.iter().chain(&ids2).map(|&i| (i, RSP_OKAY)).collect();
+    assert_eq!(rsp, want);
+    assert_eq!(r.q.stats.tx_packets, 2);
+    assert_eq!(r.q.in_flight(), 0);
+}
+
+#[test]
+fn gso_extra_slot_is_answered_null() {
+    let mut r = Rig::new(ALL, None);
+    let f = frame(MAC, 3000, 3);
+    let g = Gso {
+        size: 1448,
+        kind: GSO_TYPE_TCPV4,
+    };
+    let ids = r.send(&f, 0, NETTXF_CSUM_BLANK | NETTXF_DATA_VALIDATED, Some(g));
+    let out = r.transmit(0);
+    assert_eq!(out[0].gso, Some(g));
+    assert!(out[0].csum_blank);
+    let rsp = r.tx_responses();
+    assert_eq!(rsp[0], (ids[0], RSP_OKAY));
+    assert_eq!(rsp[1].1, RSP_NULL);
+}
+
+#[test]
+fn spoofed_and_unreadable_packets_are_dropped_and_counted() {
+    let mut r = Rig::new(ALL, None);
+    let other = [0x00, 0x16, 0x3e, 0x00, 0x00, 0x99];
+    r.send(&frame(other, 60, 4), 0, 0, None);
+    let ids = r.send(&frame(MAC, 60, 5), 0, 0, None);
+    // Revoke the second packet's page.
+    let last = r.next_gref - 1;
+    r.pages.0.remove(&last);
+    let good = frame(MAC, 70, 6);
+    r.send(&good, 0, 0, None);
+    let out = r.transmit(0);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].data, good);
+    assert_eq!(r.q.stats.tx_spoofed, 1);
+    assert_eq!(r.q.stats.tx_errors, 1);
+    let rsp = r.tx_responses();
+    assert_eq!(rsp.len(), 3);
+    assert_eq!(rsp[1], (ids[0], RSP_ERROR));
+}
+
+#[test]
+fn a_chain_beyond_the_fatal_limit_disconnects() {
+    let mut r = Rig::new(ALL, None);
+    // 21 slots of 100 bytes, each its own page.
+    for i in 0..21u16 {
+        let g = r.grant(&[0u8; 100], 0);
+        let s = TxSlot {
+            gref: g,
+            offset: 0,
+            flags: if i < 20 { NETTXF_MORE_DATA } else { 0 },
+            id: i,
+            size: if i == 0 { 2100 } else { 100 },
+        };
+        r.tx.put(r.q.rings_mut().0.memory_mut(), &s.encode());
+    }
+    r.tx.publish(r.q.rings_mut().0.memory_mut());
+    let mut out = Vec::new();
+    assert!(r.q.transmit(&mut r.pages, 0, 64, &mut out).is_err());
+}
+
+#[test]
+fn receive_into_posted_buffers() {
+    let mut r = Rig::new(ALL, None);
+    let mut pending: VecDeque<Packet> = VecDeque::new();
+    let a = frame([2, 0, 0, 0, 0, 1], 1514, 7);
+    pending.push_back(Packet::plain(a.clone()));
+    // No buffers yet: the packet waits.
+    r.q.receive(&mut r.pages, &mut pending).unwrap();
+    assert_eq!(pending.len(), 1);
+    assert!(r.q.rx_final_check().is_ok());
+    r.post(4);
+    let notify = r.q.receive(&mut r.pages, &mut pending).unwrap();
+    assert!(pending.is_empty());
+    assert!(notify);
+    let got = r.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, a);
+    assert_eq!(got[0].1, 0);
+    assert_eq!(r.q.stats.rx_packets, 1);
+}
+
+/// A TCP/IPv4 frame with `payload`, checksums filled, as a guest would build it.
+fn tcp4(payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8; 54];
+    f[..6].copy_from_slice(&[0x00, 0x16, 0x3e, 0, 0, 2]);
+    f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+    f[12] = 0x08;
+    f[14] = 0x45;
+    f[16..18].copy_from_slice(&((40 + payload.len()) as u16).to_be_bytes());
+    f[22] = 64;
+    f[23] = 6;
+    f[26..30].copy_from_slice(&[10, 0, 0, 1]);
+    f[30..34].copy_from_slice(&[10, 0, 0, 2]);
+    f[46] = 5 << 4;
+    f[47] = 0x18;
+    f.extend_from_slice(payload);
+    f
+}
+
+#[test]
+fn gso_reaches_a_gso_frontend_whole_and_others_segmented() {
+    let payload: Vec<u8> = (0..20000u32).map(|i| (i % 251) as u8).collect();
+    let f = tcp4(&payload);
+    let g = Gso {
+        size: 1448,
+        kind: GSO_TYPE_TCPV4,
+    };
+    let p = Packet {
+        data: f.clone(),
+        csum_blank: true,
+        data_validated: true,
+        gso: Some(g),
+    };
+    let mut r = Rig::new(ALL, None);
+    r.post(64);
+    let mut pending = VecDeque::from([p.clone()]);
+    r.q.receive(&mut r.pages, &mut pending).unwrap();
+    let got = r.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, f);
+    assert_eq!(got[0].2, Some((1448, GSO_TYPE_TCPV4)));
+    assert_eq!(
+        got[0].1 & (NETRXF_CSUM_BLANK | NETRXF_DATA_VALIDATED),
+        NETRXF_CSUM_BLANK | NETRXF_DATA_VALIDATED
+    );
+
+    let mut r = Rig::new(
+        RxFeatures {
+            sg: true,
+            ..Default::default()
+        },
+        None,
+    );
+    r.post(64);
+    let mut pending = VecDeque::from([p]);
+    r.q.receive(&mut r.pages, &mut pending).unwrap();
+    let got = r.received();
+    assert_eq!(got.len(), 14);
+    let mut stream = Vec::new();
+    for (d, flags, gso) in &got {
+        assert!(gso.is_none());
+        assert_eq!(flags & NETRXF_CSUM_BLANK, 0);
+        assert!(d.len() <= 1502);
+        stream.extend_from_slice(&d[54..]);
+    }
+    assert_eq!(stream, payload);
+}
+
+#[test]
+fn rate_limit_holds_packets_back_then_lets_them_go() {
+    // 3000 bytes per millisecond.
+    let mut r = Rig::new(ALL, Some(Rate::new(3000, 1_000_000)));
+    for i in 0..4 {
+        r.send(&frame(MAC, 1400, i), 0, 0, None);
+    }
+    let mut out = Vec::new();
+    let pass = r.q.transmit(&mut r.pages, 0, 64, &mut out).unwrap();
+    assert_eq!(out.len(), 2);
+    let at = pass.retry_at.expect("held back");
+    assert_eq!(at, 1_000_000);
+    assert!(!r.q.tx_final_check().unwrap());
+    let pass = r.q.transmit(&mut r.pages, at, 64, &mut out).unwrap();
+    assert_eq!(out.len(), 4);
+    assert!(pass.retry_at.is_none());
+    assert_eq!(r.tx_responses().len(), 4);
+}

@@ -12,8 +12,10 @@
 extern crate alloc;
 
 pub mod mutex;
+pub mod notify;
 
 pub use mutex::Mutex;
+pub use notify::{first, Notify};
 
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};

@@ -1,0 +1,100 @@
+//! Task-to-task wake-ups: a [`Notify`] is a flag with one waiter (a producer task hands
+//! work over and notifies; the consumer task waits), and [`first`] waits for whichever
+//! of several futures finishes first (a backend queue waits on its event channels, its
+//! inbound packets and a timer at once).
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::cell::{Cell, RefCell};
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll, Waker};
+
+#[derive(Default)]
+pub struct Notify {
+    set: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Notify {
+    pub const fn new() -> Self {
+        Notify {
+            set: Cell::new(false),
+            waker: RefCell::new(None),
+        }
+    }
+
+    /// Set the flag and wake the waiter, if any (a notify with nobody waiting is kept).
+    pub fn notify(&self) {
+        self.set.set(true);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Wait until notified, then clear the flag.
+    pub fn wait(&self) -> NotifyWait<'_> {
+        NotifyWait(self)
+    }
+}
+
+pub struct NotifyWait<'a>(&'a Notify);
+
+impl Future for NotifyWait<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.set.replace(false) {
+            return Poll::Ready(());
+        }
+        *self.0.waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// Wait for the first of `futures` to finish; its index. The others are dropped.
+pub fn first<'a>(futures: Vec<Pin<Box<dyn Future<Output = ()> + 'a>>>) -> First<'a> {
+    First(futures)
+}
+
+pub struct First<'a>(Vec<Pin<Box<dyn Future<Output = ()> + 'a>>>);
+
+impl Future for First<'_> {
+    type Output = usize;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<usize> {
+        for (i, f) in self.0.iter_mut().enumerate() {
+            if f.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(i);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::rc::Rc;
+    use core::pin::pin;
+
+    #[test]
+    fn notify_before_and_after_waiting() {
+        let n = Rc::new(Notify::new());
+        let mut cx = Context::from_waker(Waker::noop());
+        n.notify();
+        assert!(pin!(n.wait()).poll(&mut cx).is_ready());
+        let mut w = pin!(n.wait());
+        assert!(w.as_mut().poll(&mut cx).is_pending());
+        n.notify();
+        assert!(w.as_mut().poll(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn first_reports_which() {
+        let a = Notify::new();
+        let b = Notify::new();
+        let mut cx = Context::from_waker(Waker::noop());
+        b.notify();
+        let mut f = pin!(first(alloc::vec![Box::pin(a.wait()), Box::pin(b.wait())]));
+        assert_eq!(f.as_mut().poll(&mut cx), Poll::Ready(1));
+    }
+}

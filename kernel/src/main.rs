@@ -12,6 +12,7 @@ extern crate alloc;
 
 mod arch;
 mod console;
+mod fabric;
 mod hw;
 mod mem;
 mod net;
@@ -246,8 +247,11 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
         bulkhead_config::NvmeIrq::Intx => nvme::IrqMode::Intx,
         bulkhead_config::NvmeIrq::Poll => nvme::IrqMode::Poll,
     };
+    // Every frame-carrying port meets here: the uplink NIC, the management stack, vifs.
+    let fabric = fabric::Fabric::new();
     if under_xen {
         let h2 = h.clone();
+        let fabric2 = fabric.clone();
         // The storage self-test owns the NVMe controller when it runs.
         let own_disks = !config.test_storage;
         let bench_secs = config.bench_storage_secs;
@@ -265,7 +269,10 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
                     } else {
                         storage::Storage::none(&h2)
                     };
-                    h2.spawn("xenbus", xen::xenbus::run(x.clone(), h2.clone(), disks));
+                    h2.spawn(
+                        "xenbus",
+                        xen::xenbus::run(x.clone(), h2.clone(), disks, fabric2),
+                    );
                     if let Some(p) = peer {
                         h2.spawn("peer-test", xen::peertest::run(x, h2.clone(), p));
                     }
@@ -281,7 +288,7 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
         if !nics.is_empty() {
             h.spawn(
                 "net",
-                net::run(h.clone(), nics, config.mgmt, config.mgmt_gw),
+                net::run(h.clone(), nics, fabric.clone(), config.mgmt, config.mgmt_gw),
             );
         } else if config.mgmt != bulkhead_config::Mgmt::Off {
             warn!("mgmt: no NIC to put the management address on");

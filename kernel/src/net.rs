@@ -2,18 +2,21 @@
 //! Bulkhead's own management interface on the switch (smoltcp: DHCP or a static address,
 //! ARP, ICMP echo, and a read-only status page on TCP port 80).
 
+use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::future::Future;
+use core::pin::Pin;
 
 use bulkhead_config::Mgmt;
 use bulkhead_e1000e::E1000e;
-use bulkhead_executor::{Handle, Signal};
+use bulkhead_executor::{first, Handle, Signal};
 use bulkhead_net::{Checksum, Counters, Link, MacAddr, Nic, Offloads, TxError};
+use bulkhead_netback::packet::{finish, Packet};
 use bulkhead_pci::{Bar, Function};
-use bulkhead_switch::{Decision, PortId, Switch};
 use bulkhead_virtio::net::{Vectors, VirtioNet};
 use bulkhead_virtio::transport::Transport;
 use log::{error, info, warn};
@@ -23,6 +26,7 @@ use smoltcp::socket::{dhcpv4, tcp};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address, Ipv4Cidr};
 
+use crate::fabric::{Fabric, FabricRef, Inbox};
 use crate::hw::{BarMmio, KernelDma, SpinClock};
 use crate::pci;
 
@@ -308,15 +312,30 @@ impl Device for MgmtDev {
 const MGMT_RX_QUEUE: usize = 256;
 const HTTP_PORT: u16 = 80;
 
-/// The `net` task: move frames between the NICs, the switch and the management stack.
-pub async fn run(h: Handle, mut ports: Vec<Port>, mgmt: Mgmt, gw: Option<[u8; 4]>) {
+/// The `net` task: the NIC as the switch's uplink, and the management stack as another
+/// switch port. Guests' vifs are ports too (netback); the [`Fabric`] carries frames
+/// between all of them.
+pub async fn run(
+    h: Handle,
+    mut ports: Vec<Port>,
+    fabric: FabricRef,
+    mgmt: Mgmt,
+    gw: Option<[u8; 4]>,
+) {
     if ports.is_empty() {
         return;
     }
-    let mut sw = Switch::new(300_000_000_000, 4096);
-    let uplink = sw.add_port(None);
     ports[0].nic.set_promiscuous(true);
-    let host = sw.add_port(None);
+    let uplink_in = Inbox::new();
+    let uplink = fabric
+        .borrow_mut()
+        .attach(format!("uplink {}", ports[0].name), vec![uplink_in.clone()]);
+    let host_in = Inbox::new();
+    let host = (mgmt != Mgmt::Off).then(|| {
+        fabric
+            .borrow_mut()
+            .attach(String::from("mgmt"), vec![host_in.clone()])
+    });
     let mac = ports[0].nic.mac();
     let mut dev = MgmtDev {
         rx: VecDeque::new(),
@@ -352,29 +371,30 @@ pub async fn run(h: Handle, mut ports: Vec<Port>, mgmt: Mgmt, gw: Option<[u8; 4]
         ))
     });
     let mut request = Vec::new();
+    let mut oversized = 0u64;
     loop {
         let t = crate::time::now_ns();
-        sw.age(t);
-        // Uplink → switch → management stack (only what is for us or flooded).
+        // Wire → switch.
         for p in ports.iter_mut() {
             p.serviced();
         }
         let mut inbound: Vec<Vec<u8>> = Vec::new();
         ports[0].nic.receive(&mut |f| inbound.push(f.to_vec()));
         for f in inbound {
-            let to_host = match sw.forward(t, uplink, &f) {
-                Decision::Unicast(p) => p == host,
-                Decision::Flood(ps) => ps.contains(&host),
-                Decision::Drop(_) => false,
-            };
-            if to_host && mgmt != Mgmt::Off {
-                if dev.rx.len() < MGMT_RX_QUEUE {
-                    sw.transmitted(host, f.len());
-                    dev.rx.push_back(f);
+            fabric.borrow_mut().forward(t, uplink, Packet::plain(f));
+        }
+        // Switch → management stack.
+        if let Some(host) = host {
+            for p in host_in.take_all() {
+                if dev.rx.len() >= MGMT_RX_QUEUE {
+                    break;
+                }
+                // smoltcp checks checksums: complete what a guest left to offload.
+                match finish(p) {
+                    Ok(frames) => dev.rx.extend(frames),
+                    Err(_) => host_in.dropped.set(host_in.dropped.get() + 1),
                 }
             }
-        }
-        if mgmt != Mgmt::Off {
             iface.poll(now(), &mut dev, &mut sockets);
             if let Some(d) = dhcp {
                 dhcp_event(
@@ -389,37 +409,61 @@ pub async fn run(h: Handle, mut ports: Vec<Port>, mgmt: Mgmt, gw: Option<[u8; 4]
                     sockets.get_mut::<tcp::Socket>(s),
                     &mut request,
                     &ports,
-                    &sw,
-                    host,
-                    uplink,
+                    &fabric,
                 );
             }
             iface.poll(now(), &mut dev, &mut sockets);
+            // Management stack → switch.
+            for f in core::mem::take(&mut dev.tx) {
+                fabric.borrow_mut().forward(t, host, Packet::plain(f));
+            }
         }
-        // Management stack → switch → uplink.
-        for f in core::mem::take(&mut dev.tx) {
-            let out = match sw.forward(t, host, &f) {
-                Decision::Unicast(p) => p == uplink,
-                Decision::Flood(ps) => ps.contains(&uplink),
-                Decision::Drop(_) => false,
+        // Switch → wire: large sends are cut and blank checksums filled here (the drivers
+        // take finished frames).
+        for p in uplink_in.take_all() {
+            let frames = match finish(p) {
+                Ok(f) => f,
+                Err(_) => {
+                    uplink_in.dropped.set(uplink_in.dropped.get() + 1);
+                    continue;
+                }
             };
-            if out {
-                if ports[0].nic.send(&[&f], Checksum::None).is_ok() {
-                    sw.transmitted(uplink, f.len());
+            for f in frames {
+                if f.len() > bulkhead_net::MAX_FRAME {
+                    oversized += 1;
+                    if oversized <= 8 {
+                        warn!(
+                            "{}: dropped a {}-byte frame for the wire",
+                            ports[0].name,
+                            f.len()
+                        );
+                    }
+                    continue;
+                }
+                if ports[0].nic.send(&[&f], Checksum::None).is_err() {
+                    uplink_in.dropped.set(uplink_in.dropped.get() + 1);
                 }
             }
         }
-        let delay = iface
-            .poll_delay(now(), &sockets)
-            .map_or(1_000_000_000, |d| d.total_micros() * 1000)
-            .clamp(0, 1_000_000_000);
-        if delay > 0 {
-            match ports[0].signal {
-                Some(s) => {
-                    let _ = h.timeout(delay, s.wait()).await;
-                }
-                None => h.sleep(delay).await,
+        let delay = if host.is_some() {
+            iface
+                .poll_delay(now(), &sockets)
+                .map_or(1_000_000_000, |d| d.total_micros() * 1000)
+                .clamp(0, 1_000_000_000)
+        } else {
+            1_000_000_000
+        };
+        if delay > 0 && uplink_in.packets.borrow().is_empty() && host_in.packets.borrow().is_empty()
+        {
+            let mut waits: Vec<Pin<Box<dyn Future<Output = ()> + '_>>> = vec![
+                Box::pin(uplink_in.notify.wait()),
+                Box::pin(host_in.notify.wait()),
+                Box::pin(h.sleep(delay)),
+            ];
+            if let Some(s) = ports[0].signal {
+                waits.push(Box::pin(s.wait()));
             }
+            first(waits).await;
         }
     }
 }
@@ -460,14 +504,7 @@ fn dhcp_event(iface: &mut Interface, s: &mut dhcpv4::Socket, port: &Port, mac: M
     }
 }
 
-fn serve_http(
-    s: &mut tcp::Socket,
-    request: &mut Vec<u8>,
-    ports: &[Port],
-    sw: &Switch,
-    host: PortId,
-    uplink: PortId,
-) {
+fn serve_http(s: &mut tcp::Socket, request: &mut Vec<u8>, ports: &[Port], fabric: &FabricRef) {
     if !s.is_open() {
         request.clear();
         let _ = s.listen(HTTP_PORT);
@@ -488,7 +525,7 @@ fn serve_http(
             .and_then(|l| l.split_whitespace().nth(1))
             .unwrap_or("");
         let (code, body) = if path == "/" || path == "/status" {
-            ("200 OK", status_page(ports, sw, host, uplink))
+            ("200 OK", status_page(ports, &fabric.borrow()))
         } else {
             ("404 Not Found", String::from("not found; try /status\n"))
         };
@@ -503,7 +540,7 @@ fn serve_http(
     }
 }
 
-fn status_page(ports: &[Port], sw: &Switch, host: PortId, uplink: PortId) -> String {
+fn status_page(ports: &[Port], fabric: &Fabric) -> String {
     use core::fmt::Write;
     let mut o = String::new();
     let _ = writeln!(
@@ -531,16 +568,7 @@ fn status_page(ports: &[Port], sw: &Switch, host: PortId, uplink: PortId) -> Str
             c.tx_dropped
         );
     }
-    for (name, id) in [("uplink", uplink), ("mgmt", host)] {
-        if let Some(c) = sw.counters(id) {
-            let _ = writeln!(
-                o,
-                "switch port {name}: rx {} frames, tx {} frames, {} dropped",
-                c.rx_frames, c.tx_frames, c.dropped
-            );
-        }
-    }
-    let _ = writeln!(o, "switch: {} addresses learned", sw.learned());
+    fabric.render(&mut o);
     crate::status::render(&mut o);
     o
 }

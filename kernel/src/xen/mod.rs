@@ -9,6 +9,7 @@ pub mod events;
 pub mod grants;
 mod hv;
 mod hypercall;
+pub mod netback;
 pub mod peertest;
 pub mod ring;
 pub mod store;

@@ -2,9 +2,8 @@
 //! our home (`backend/vbd`, `backend/vif`), and walk each through the xenbus handshake.
 //! This replaces `xl devd` of a Linux driver domain.
 //!
-//! vbds are served by blkback (`super::blkback`) from `Action::Connect`; vifs stay in
-//! InitWait until netback exists, which is as far as the toolstack needs to create the
-//! guest.
+//! vbds are served by blkback (`super::blkback`), vifs by netback (`super::netback`),
+//! both from `Action::Connect`.
 
 use alloc::collections::VecDeque;
 use alloc::format;
@@ -17,7 +16,8 @@ use bulkhead_xenbus::{Action, Backend, DeviceId, Discovery, Event, Kind, State};
 use bulkhead_xenstore::client::Tx;
 use log::{error, info, warn};
 
-use super::{blkback, XenRef};
+use super::{blkback, netback, XenRef};
+use crate::fabric::FabricRef;
 use crate::storage::Storage;
 
 const TOKEN: &str = "xenbus-backends";
@@ -27,7 +27,7 @@ const RECHECK_NS: u64 = 3_000_000_000;
 const REMOVE_GRACE_NS: u64 = 2_000_000_000;
 
 /// The `xenbus` task.
-pub async fn run(xen: XenRef, h: Handle, storage: Rc<Storage>) {
+pub async fn run(xen: XenRef, h: Handle, storage: Rc<Storage>, fabric: FabricRef) {
     for kind in Kind::ALL {
         let path = format!("{}/backend/{}", xen.home(), kind.as_str());
         if let Err(e) = xen.store.watch(&path, TOKEN).await {
@@ -69,7 +69,7 @@ pub async fn run(xen: XenRef, h: Handle, storage: Rc<Storage>) {
             info!("{id}: new backend device");
             h.spawn(
                 "xenbus-device",
-                device(xen.clone(), h.clone(), storage.clone(), id),
+                device(xen.clone(), h.clone(), storage.clone(), fabric.clone(), id),
             );
         }
         for id in changes.removed {
@@ -109,13 +109,15 @@ struct Device {
     xen: XenRef,
     h: Handle,
     storage: Rc<Storage>,
+    fabric: FabricRef,
     be: String,
     frontend: String,
     b: Backend,
     vbd: Option<blkback::Connection>,
+    vif: Option<netback::Connection>,
 }
 
-async fn device(xen: XenRef, h: Handle, storage: Rc<Storage>, id: DeviceId) {
+async fn device(xen: XenRef, h: Handle, storage: Rc<Storage>, fabric: FabricRef, id: DeviceId) {
     let be = format!("{}/{}", xen.home(), id.rel_path());
     let store = &xen.store;
     let frontend = match store.read_opt(Tx::NONE, &format!("{be}/frontend")).await {
@@ -146,11 +148,13 @@ async fn device(xen: XenRef, h: Handle, storage: Rc<Storage>, id: DeviceId) {
         return;
     }
 
-    if id.kind == Kind::Vbd {
-        if let Err(e) = blkback::offer(&xen, &be).await {
-            warn!("{id}: cannot publish the vbd's features: {e}");
-            return;
-        }
+    let offered = match id.kind {
+        Kind::Vbd => blkback::offer(&xen, &be).await,
+        Kind::Vif => netback::offer(&xen, &be).await,
+    };
+    if let Err(e) = offered {
+        warn!("{id}: cannot publish the device's features: {e}");
+        return;
     }
     // Unique per device task: a re-created device (detach then attach of the same vdev)
     // must not share watch events with the task still tearing the old one down.
@@ -164,10 +168,12 @@ async fn device(xen: XenRef, h: Handle, storage: Rc<Storage>, id: DeviceId) {
         xen: xen.clone(),
         h,
         storage,
+        fabric,
         be: be.clone(),
         frontend,
         b: Backend::new(id),
         vbd: None,
+        vif: None,
     };
     if !dev.apply(Event::Created).await {
         return;
@@ -261,6 +267,9 @@ impl Device {
                     if let Some(c) = self.vbd.take() {
                         c.close(&self.xen, &self.h).await;
                     }
+                    if let Some(c) = self.vif.take() {
+                        c.close(&self.xen, &self.h, &self.fabric).await;
+                    }
                 }
                 Action::Destroy => alive = false,
             }
@@ -286,12 +295,17 @@ impl Device {
                 Ok(true)
             }
             Kind::Vif => {
-                // No netback yet: the device stays offered (InitWait).
-                info!(
-                    "{}: frontend is ready, but vif devices are not served yet",
-                    self.b.id
-                );
-                Ok(false)
+                let c = netback::connect(
+                    &self.xen,
+                    &self.h,
+                    &self.fabric,
+                    &self.b.id,
+                    &self.be,
+                    &self.frontend,
+                )
+                .await?;
+                self.vif = Some(c);
+                Ok(true)
             }
         }
     }

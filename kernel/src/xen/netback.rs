@@ -1,0 +1,359 @@
+//! netback's kernel side: xenstore reads and writes, mapping each queue's TX and RX rings,
+//! binding its event channels, and the task that serves a queue between the guest and
+//! the switch. Parsing, validation, offload work and ring service are
+//! `bulkhead-netback`'s; here they meet real grants and the [`Fabric`].
+
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cell::Cell;
+use core::future::Future;
+use core::pin::Pin;
+
+use bulkhead_executor::{first, Handle};
+use bulkhead_netback::negotiate::{self, Frontend, Offer, Settings};
+use bulkhead_netback::queue::{RxFeatures, VifQueue, RX_LAYOUT, TX_LAYOUT};
+use bulkhead_switch::PortId;
+use bulkhead_xen::abi::{DomId, Port};
+use bulkhead_xen::grants::Mapping;
+use bulkhead_xen::Hypervisor;
+use bulkhead_xenbus::keys::Keys;
+use bulkhead_xenbus::DeviceId;
+use bulkhead_xenstore::client::Tx;
+use log::{error, info};
+
+use super::grants::GrantCopier;
+use super::ring::{self, MappedRing};
+use super::{Hv, XenRef};
+use crate::fabric::{FabricRef, Inbox};
+
+/// Up to 4 queues per vif, as many as blkback: they share the one vCPU, but spare a
+/// multi-vCPU guest its lock around one queue.
+pub const OFFER: Offer = Offer { max_queues: 4 };
+
+/// Packets taken from a TX ring before the queue looks at its RX side again.
+const TX_BUDGET: usize = 64;
+
+pub async fn offer(xen: &XenRef, be: &str) -> Result<(), String> {
+    for (k, v) in OFFER.keys() {
+        xen.store
+            .write(Tx::NONE, &format!("{be}/{k}"), &v)
+            .await
+            .map_err(|e| format!("write {k}: {e}"))?;
+    }
+    Ok(())
+}
+
+struct DirKeys<'a> {
+    xen: &'a XenRef,
+    dir: &'a str,
+}
+
+impl Keys for DirKeys<'_> {
+    async fn get(&mut self, key: &str) -> Option<String> {
+        self.xen
+            .store
+            .read_opt(Tx::NONE, &format!("{}/{key}", self.dir))
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+/// A served vif: its switch port and its queue tasks.
+pub struct Connection {
+    port: PortId,
+    queues: Vec<Running>,
+}
+
+struct Running {
+    ports: (Port, Port),
+    stop: Rc<Cell<bool>>,
+    done: Rc<Cell<bool>>,
+}
+
+/// One queue's rings mapped and channels bound, not yet served.
+struct Attached {
+    tx: bulkhead_ring::BackRing<MappedRing>,
+    rx: bulkhead_ring::BackRing<MappedRing>,
+    maps: Vec<Mapping>,
+    /// TX and RX event channels (the same port twice without split channels).
+    ports: (Port, Port),
+}
+
+fn attach(xen: &XenRef, dom: DomId, q: &negotiate::QueueRings) -> Result<Attached, String> {
+    let (tx, mut maps) = ring::map(xen, dom, &[q.tx_ref], TX_LAYOUT)?;
+    let (rx, rx_maps) = match ring::map(xen, dom, &[q.rx_ref], RX_LAYOUT) {
+        Ok(r) => r,
+        Err(e) => {
+            ring::unmap(xen, &maps);
+            return Err(e);
+        }
+    };
+    maps.extend(rx_maps);
+    let tx_port = match ring::bind(xen, dom, q.tx_event) {
+        Ok(p) => p,
+        Err(e) => {
+            ring::unmap(xen, &maps);
+            return Err(e);
+        }
+    };
+    let rx_port = if q.split() {
+        match ring::bind(xen, dom, q.rx_event) {
+            Ok(p) => p,
+            Err(e) => {
+                ring::unbind(xen, tx_port);
+                ring::unmap(xen, &maps);
+                return Err(e);
+            }
+        }
+    } else {
+        tx_port
+    };
+    Ok(Attached {
+        tx,
+        rx,
+        maps,
+        ports: (tx_port, rx_port),
+    })
+}
+
+fn release(xen: &XenRef, ports: (Port, Port), maps: &[Mapping]) {
+    ring::unbind(xen, ports.0);
+    if ports.1 != ports.0 {
+        ring::unbind(xen, ports.1);
+    }
+    ring::unmap(xen, maps);
+}
+
+fn mac_str(m: &[u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}
+
+/// Read both sides, map every queue, join the switch and start serving. On error
+/// nothing stays mapped or bound.
+pub async fn connect(
+    xen: &XenRef,
+    h: &Handle,
+    fabric: &FabricRef,
+    id: &DeviceId,
+    be: &str,
+    fe: &str,
+) -> Result<Connection, String> {
+    let settings: Settings = negotiate::read_backend(&mut DirKeys { xen, dir: be }).await?;
+    let front: Frontend = negotiate::read_frontend(&mut DirKeys { xen, dir: fe }, &OFFER).await?;
+    let dom = id.frontend;
+    let mut attached = Vec::new();
+    for q in &front.queues {
+        match attach(xen, dom, q) {
+            Ok(a) => attached.push(a),
+            Err(e) => {
+                for a in &attached {
+                    release(xen, a.ports, &a.maps);
+                }
+                return Err(e);
+            }
+        }
+    }
+    let name = format!("vif{}.{}", id.frontend, id.devid);
+    let inboxes: Vec<Rc<Inbox>> = attached.iter().map(|_| Inbox::new()).collect();
+    let port = fabric.borrow_mut().attach(name.clone(), inboxes.clone());
+    info!(
+        "{id}: {name} connected: MAC {}, {} queue(s), {} event channels, sg {}, gso v4/v6 {}/{}, csum offload v4/v6 {}/{}{}",
+        mac_str(&settings.mac),
+        front.queues.len(),
+        if front.queues[0].split() { "split" } else { "shared" },
+        on(front.sg),
+        on(front.gso_tcpv4),
+        on(front.gso_tcpv6),
+        on(front.csum_v4),
+        on(front.csum_v6),
+        match settings.rate {
+            Some(r) => format!(", rate {} bytes per {} us", r.bytes, r.period_ns / 1000),
+            None => String::new(),
+        }
+    );
+    let _ = xen
+        .store
+        .write(Tx::NONE, &format!("{be}/hotplug-status"), "connected")
+        .await;
+    let mut queues = Vec::new();
+    for (i, (a, inbox)) in attached.into_iter().zip(inboxes).enumerate() {
+        let qname = if front.queues.len() == 1 {
+            name.clone()
+        } else {
+            format!("{name}/q{i}")
+        };
+        let q = VifQueue::new(
+            qname,
+            a.tx,
+            a.rx,
+            settings.mac,
+            RxFeatures::from(&front),
+            settings.rate,
+        );
+        let stop = Rc::new(Cell::new(false));
+        let done = Rc::new(Cell::new(false));
+        h.spawn(
+            "netback-queue",
+            serve(
+                xen.clone(),
+                h.clone(),
+                fabric.clone(),
+                port,
+                q,
+                inbox,
+                a.ports,
+                a.maps,
+                GrantCopier { dom },
+                stop.clone(),
+                done.clone(),
+            ),
+        );
+        queues.push(Running {
+            ports: a.ports,
+            stop,
+            done,
+        });
+    }
+    Ok(Connection { port, queues })
+}
+
+fn on(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+impl Connection {
+    /// Stop serving, release the rings and leave the switch.
+    pub async fn close(self, xen: &XenRef, h: &Handle, fabric: &FabricRef) {
+        for q in &self.queues {
+            q.stop.set(true);
+            xen.waiters.kick(q.ports.0);
+        }
+        for q in &self.queues {
+            while !q.done.get() {
+                h.sleep(1_000_000).await;
+            }
+        }
+        fabric.borrow_mut().detach(self.port);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    xen: XenRef,
+    h: Handle,
+    fabric: FabricRef,
+    port: PortId,
+    mut q: VifQueue<MappedRing>,
+    inbox: Rc<Inbox>,
+    ports: (Port, Port),
+    maps: Vec<Mapping>,
+    mut guest: GrantCopier,
+    stop: Rc<Cell<bool>>,
+    done: Rc<Cell<bool>>,
+) {
+    let mut out = Vec::new();
+    let mut fatal = None;
+    while !stop.get() {
+        let now = crate::time::now_ns();
+        // Guest → switch.
+        let pass = match q.transmit(&mut guest, now, TX_BUDGET, &mut out) {
+            Ok(p) => p,
+            Err(e) => {
+                fatal = Some(e.0);
+                break;
+            }
+        };
+        for p in out.drain(..) {
+            fabric.borrow_mut().forward(now, port, p);
+        }
+        if pass.notify {
+            let _ = Hv.evtchn_send(ports.0);
+        }
+        // Switch → guest.
+        let mut pending = inbox.take_all();
+        let rx = q.receive(&mut guest, &mut pending);
+        let waiting = !pending.is_empty();
+        inbox.put_back(pending);
+        match rx {
+            Ok(true) => {
+                let _ = Hv.evtchn_send(ports.1);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                fatal = Some(e.0);
+                break;
+            }
+        }
+        if pass.more {
+            // Let the other tasks run before the next batch.
+            h.sleep(0).await;
+            continue;
+        }
+        // Before sleeping: ask for events, then look once more (nothing may slip in
+        // between the last look and the request for an event).
+        match q.tx_final_check() {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => {
+                fatal = Some(e.0);
+                break;
+            }
+        }
+        if waiting {
+            match q.rx_final_check() {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => {
+                    fatal = Some(e.0);
+                    break;
+                }
+            }
+        }
+        if stop.get() {
+            break;
+        }
+        let mut waits: Vec<Pin<Box<dyn Future<Output = ()> + '_>>> = alloc::vec![
+            Box::pin(xen.waiters.wait(ports.0)),
+            Box::pin(inbox.notify.wait()),
+        ];
+        if ports.1 != ports.0 {
+            waits.push(Box::pin(xen.waiters.wait(ports.1)));
+        }
+        if let Some(at) = pass.retry_at {
+            waits.push(Box::pin(h.sleep_until(at)));
+        }
+        first(waits).await;
+    }
+    if let Some(why) = &fatal {
+        // As Linux's fatal error: this frontend broke the protocol; stop serving it,
+        // leave every other vif alone.
+        error!("{}: {why}; no longer serving this queue", q.name);
+    }
+    release(&xen, ports, &maps);
+    let s = q.stats;
+    info!(
+        "{}: queue closed: from guest {} packets {} KiB ({} errors, {} spoofed), to guest {} packets {} KiB ({} dropped); map slots in use {}, ports open {}",
+        q.name,
+        s.tx_packets,
+        s.tx_bytes / 1024,
+        s.tx_errors,
+        s.tx_spoofed,
+        s.rx_packets,
+        s.rx_bytes / 1024,
+        s.rx_dropped + inbox.dropped.get(),
+        xen.slots.borrow().in_use(),
+        xen.ports.borrow().len(),
+    );
+    done.set(true);
+}

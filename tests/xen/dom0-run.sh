@@ -8,29 +8,54 @@ cd /host/scenarios || exit 1
 # of it, so one that hangs cannot use up the outer QEMU timeout and hide every result.
 budget=$(cat /host/budget 2>/dev/null || echo 1300)
 tier_start=$(date +%s)
-for name in $(cat /host/scenarios.list); do
-    echo "dom0-run: === $name ==="
+
+# Leave nothing behind for the next scenario (or the next attempt).
+clean_up() {
+    for d in $(xl list | awk 'NR>2 {print $1}'); do timeout 60 xl destroy "$d" 2>/dev/null; done
+}
+
+# attempt NAME: run it once within what is left of the budget; sets rc, secs, limit.
+attempt() {
     start=$(date +%s)
     limit=${SCENARIO_TIMEOUT:-420}
-    left=$(( budget - (start - tier_start) ))
+    left=$((budget - (start - tier_start)))
     [ $left -lt $limit ] && limit=$left
     if [ $limit -lt 60 ]; then
-        echo "FAIL $name (0s): not run, the tier's ${budget}s budget is used up" | tee -a /host/out/results
-        continue
+        rc=125
+        secs=0
+        return
     fi
-    timeout "$limit" sh "./$name.sh" >"/host/out/$name.log" 2>&1
+    # Xen's console ring starts empty, so a triple fault found later is this attempt's.
+    xl dmesg -c >/dev/null 2>&1
+    timeout "$limit" sh "./$1.sh" >"/host/out/$1.log" 2>&1
     rc=$?
-    secs=$(( $(date +%s) - start ))
+    secs=$(($(date +%s) - start))
+    # Keep this scenario's domain consoles (the next scenario reuses the names).
+    mkdir -p "/host/out/$1.console" && cp /host/out/console/*.log "/host/out/$1.console/" 2>/dev/null
+    clean_up
+}
+
+for name in $(cat /host/scenarios.list); do
+    echo "dom0-run: === $name ==="
+    attempt "$name"
+    # HVM domains (Bulkhead and Linux alike) triple-fault now and then under nested TCG,
+    # right after a VM exit, in code that runs thousands of times without fault on every
+    # other path (tests/xen/README notes the evidence). Such a failure is retried once,
+    # and the retry is reported: a second triple fault fails the scenario.
+    if [ $rc -ne 0 ] && [ $rc -ne 125 ] && xl dmesg 2>/dev/null | grep -q "Triple fault"; then
+        fault=$(xl dmesg | grep "Triple fault" | head -1)
+        cp "/host/out/$name.log" "/host/out/$name.first-attempt.txt"
+        echo "dom0-run: $name: retrying once after a triple fault under nested TCG: $fault" | tee -a /host/out/retries
+        attempt "$name"
+    fi
     if [ $rc -eq 0 ]; then
         echo "PASS $name (${secs}s)" | tee -a /host/out/results
+    elif [ $rc -eq 125 ]; then
+        echo "FAIL $name (0s): not run, the tier's ${budget}s budget is used up" | tee -a /host/out/results
     else
         why=$(grep '^FAIL:' "/host/out/$name.log" | head -1 | cut -c7-)
         [ $rc -eq 124 ] && why="timed out after ${limit}s; ${why}"
         echo "FAIL $name (${secs}s): ${why:-exit status $rc}" | tee -a /host/out/results
     fi
-    # Keep this scenario's domain consoles (the next scenario reuses the names).
-    mkdir -p "/host/out/$name.console" && cp /host/out/console/*.log "/host/out/$name.console/" 2>/dev/null
-    # Leave nothing behind for the next scenario.
-    for d in $(xl list | awk 'NR>2 {print $1}'); do timeout 60 xl destroy "$d" 2>/dev/null; done
 done
 echo "dom0-run: done"

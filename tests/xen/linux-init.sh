@@ -10,6 +10,7 @@
 #   blk    a guest of Bulkhead's blkback: negotiated features, 64 MiB of random data with
 #          O_DIRECT read back by checksum, ext4 with files verified after a remount,
 #          fstrim; prints "linux-blk: PASS" or "linux-blk: FAIL: why"
+#   net    a guest of netback: DHCP, pings, a 64 MiB TCP transfer to or from a peer
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 mkdir -p /proc /sys /dev /run /tmp
 mount -t proc proc /proc
@@ -122,6 +123,49 @@ bench)
     r=$(fio --rw=randread --bs=4k --iodepth=16) || say "FAIL: fio randread: $r"
     q=$(fio --rw=read --bs=1M --iodepth=4) || say "FAIL: fio read: $q"
     say "bench: 4 KiB random read $(echo "$r" | cut -d';' -f8) IOPS; 1 MiB sequential read $(( $(echo "$q" | cut -d';' -f7) / 1024 )) MiB/s"
+    ;;
+net)
+    # A guest of Bulkhead's netback: DHCP from QEMU's user network through Bulkhead's
+    # switch and e1000e, ping the gateway, then (bulkhead.net=recv) receive a file on
+    # TCP 5001 or (bulkhead.net=send) ping the peer dom0 names in xenstore (data/peer)
+    # and send it 64 MiB of pseudo-random data; both print the sha256.
+    fail() { say "FAIL: $*"; exec sleep 100000; }
+    mount -t xenfs xenfs /proc/xen
+    me=$(sed -n 's/.*bulkhead\.name=\([a-z0-9]*\).*/\1/p' /proc/cmdline)
+    part=$(sed -n 's/.*bulkhead\.net=\([a-z]*\).*/\1/p' /proc/cmdline)
+    modprobe xen-netfront
+    i=0
+    until [ -e /sys/class/net/eth0 ]; do i=$((i + 1)); [ $i -gt 120 ] && fail "no eth0"; sleep 1; done
+    say "eth0: MAC $(cat /sys/class/net/eth0/address), $(ls -d /sys/class/net/eth0/queues/tx-* | wc -l) tx queue(s), features: $(ethtool -k eth0 2>/dev/null | grep -E '^(tcp-segmentation-offload|scatter-gather):' | tr '\n' ' ')"
+    ip link set lo up
+    ipconfig -t 60 eth0 >/tmp/ipconfig.log 2>&1 || fail "no DHCP lease: $(tail -3 /tmp/ipconfig.log)"
+    . /run/net-eth0.conf
+    say "address $IPV4ADDR/$IPV4NETMASK gateway $IPV4GATEWAY"
+    xenstore-write data/ip "$IPV4ADDR" || fail "cannot publish the address in xenstore"
+    out=$(ping -c 3 -W 5 "$IPV4GATEWAY" 2>&1) || fail "cannot ping the gateway: $out"
+    say "gateway $IPV4GATEWAY: $(echo "$out" | grep 'packets transmitted')"
+    case "$part" in
+    recv)
+        say "listening on 5001"
+        nc -l -p 5001 >/tmp/recv || fail "nc -l failed"
+        say "received $(wc -c </tmp/recv) bytes sha256 $(sha256sum </tmp/recv | cut -d' ' -f1)"
+        ;;
+    send)
+        i=0
+        until peer=$(xenstore-read data/peer 2>/dev/null); do i=$((i + 1)); [ $i -gt 240 ] && fail "no peer address"; sleep 0.5; done
+        out=$(ping -c 5 -W 5 "$peer" 2>&1) || fail "cannot ping the peer $peer: $out"
+        say "peer $peer: $(echo "$out" | grep 'packets transmitted')"
+        /bulkhead-prng "$me" 67108864 >/tmp/send || fail "no random data"
+        say "sending $(wc -c </tmp/send) bytes sha256 $(sha256sum </tmp/send | cut -d' ' -f1)"
+        # The receiver may still be starting its listener.
+        i=0
+        t0=$(cut -d' ' -f1 /proc/uptime)
+        until nc "$peer" 5001 </tmp/send; do i=$((i + 1)); [ $i -gt 20 ] && fail "cannot connect to $peer:5001"; sleep 1; t0=$(cut -d' ' -f1 /proc/uptime); done
+        t1=$(cut -d' ' -f1 /proc/uptime)
+        say "sent in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%d", (b - a) * 1000 }') ms"
+        say "tx: $(cat /sys/class/net/eth0/statistics/tx_packets) packets $(cat /sys/class/net/eth0/statistics/tx_bytes) bytes"
+        ;;
+    esac
     ;;
 *)
     say "unknown role"

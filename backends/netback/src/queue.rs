@@ -32,6 +32,8 @@ pub struct Stats {
     /// From the guest.
     pub tx_packets: u64,
     pub tx_bytes: u64,
+    /// Of those, large sends for segmentation (GSO).
+    pub tx_gso: u64,
     /// Malformed, unreadable (bad grant) or refused packets from the guest.
     pub tx_errors: u64,
     /// Packets whose source MAC was not the vif's.
@@ -252,6 +254,7 @@ impl<M: RingMemory> VifQueue<M> {
             }
             self.stats.tx_packets += 1;
             self.stats.tx_bytes += p.len as u64;
+            self.stats.tx_gso += p.gso.is_some() as u64;
             out.push(Packet {
                 data,
                 csum_blank: p.csum_blank,

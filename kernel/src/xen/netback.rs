@@ -343,10 +343,11 @@ async fn serve(
     release(&xen, ports, &maps);
     let s = q.stats;
     info!(
-        "{}: queue closed: from guest {} packets {} KiB ({} errors, {} spoofed), to guest {} packets {} KiB ({} dropped); map slots in use {}, ports open {}",
+        "{}: queue closed: from guest {} packets {} KiB ({} gso, {} errors, {} spoofed), to guest {} packets {} KiB ({} dropped); map slots in use {}, ports open {}",
         q.name,
         s.tx_packets,
         s.tx_bytes / 1024,
+        s.tx_gso,
         s.tx_errors,
         s.tx_spoofed,
         s.rx_packets,

@@ -10,6 +10,7 @@ rm -f "$log"
 xl create "$XLCFG/driverdomain.cfg" "kernel=\"$IMAGE\"" $HVM_TEST_OPTS 'cmdline="test-xen-peer=0"' \
     "serial=\"file:$serial\"" || fail "xl create driverdomain.cfg failed"
 dd=$(xl domid bulkhead)
+DD_ID=$dd
 # Early boot goes to the emulated COM1; from the PV console ring on, everything (with the
 # early part replayed) is in xenconsoled's log. HVM firmware takes a while.
 expect "$serial" "boot: mode hvm \(entered via multiboot\)" 240 "no HVM boot banner on COM1"
@@ -20,6 +21,7 @@ expect "$log" "peer-test: event channel round trip" 60 "event channel round trip
 expect "$log" "peer-test: grant copy of domain 0" 60 "grant copy not seen"
 expect "$log" "peer-test: PASS" 60 "peer test did not pass"
 grep -E "ERROR|PANIC" "$log" && fail "errors on the console"
+DD_ID=
 xl destroy bulkhead || fail "xl destroy failed"
 dom0_healthy
 echo "hvm-core: ok"

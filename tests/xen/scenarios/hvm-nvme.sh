@@ -12,6 +12,7 @@ xl pci-assignable-add 00:03.0 || fail "xl pci-assignable-add 00:03.0 failed"
 xl pci-assignable-list | grep -q "00:03.0" || fail "NVMe not assignable"
 xl create "$XLCFG/driverdomain.cfg" "kernel=\"$IMAGE\"" $HVM_TEST_OPTS 'cmdline="test-storage"' 'pci=[ "00:03.0" ]' \
     || fail "xl create with pci= failed"
+DD_ID=$(xl domid bulkhead)
 expect "$log" "boot: mode hvm" 240 "driver domain did not boot"
 expect "$log" "nvme0 \(.*\): .*NVMe" 120 "NVMe controller not brought up in the driver domain"
 expect "$log" "storage-test: read 1024 KiB of nvme0n1p1 and verified the pattern" 120 "pattern not verified"

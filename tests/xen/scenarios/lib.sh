@@ -106,6 +106,23 @@ disk = [ 'format=raw,vdev=xvda,access=rw,backend=bulkhead,target=$2' ]
 CFG
 }
 
+# net_guest_cfg NAME MAC PART VCPUS [EXTRA]: a Debian PV guest (/tmp/NAME.cfg) with one vif
+# served by Bulkhead, running the `net` role of tests/xen/linux-init.sh as PART (recv or
+# send); EXTRA goes on its kernel command line.
+net_guest_cfg() {
+    cat >"/tmp/$1.cfg" <<CFG
+name = "$1"
+type = "pv"
+kernel = "/host/linux/vmlinuz"
+ramdisk = "/host/linux/linux-initrd.img"
+extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=net bulkhead.name=$1 bulkhead.net=$3 $5"
+memory = 320
+vcpus = $4
+on_crash = "preserve"
+vif = [ 'backend=bulkhead,mac=$2' ]
+CFG
+}
+
 # bench_guest_cfg FILE NAME BACKEND TARGET [PREFIX]: a Linux PV guest that runs fio on its xvda,
 # served by BACKEND, and prints "linux-bench: bench: ..." (tests/xen/linux-init.sh).
 bench_guest_cfg() {

@@ -1,0 +1,63 @@
+# Bulkhead serving networks: the e1000e passed through to Bulkhead (HVM) as its switch's
+# uplink on QEMU's user network, and two stock Debian Linux guests whose vifs name Bulkhead
+# as backend. Each gets a DHCP lease from QEMU's user network through Bulkhead's switch
+# and pings the gateway; the sender (2 vCPUs, xen_netfront.max_queues=2: two queues) pings
+# the receiver and sends it 64 MiB over TCP, checked by sha256 on both sides, with large
+# sends (GSO) from its netfront. Then both guests go away: Bulkhead must release every
+# queue, ring and grant.
+. ./lib.sh
+start_hvm_dd 00:04.0 "mgmt=dhcp"
+dd=$DD_ID
+expect "$log" "net0 \(.*\): e1000e" 240 "Bulkhead did not bring up the e1000e"
+expect "$log" "watching /local/domain/$dd/backend" 60 "xenbus watcher not started"
+net_guest_cfg net1 00:16:3e:b0:00:01 recv 1
+net_guest_cfg net2 00:16:3e:b0:00:02 send 2 xen_netfront.max_queues=2
+rm -f "$(console_of net1)" "$(console_of net2)"
+xl create /tmp/net1.cfg || fail "xl create net1 failed"
+xl create /tmp/net2.cfg || fail "xl create net2 failed"
+g1=$(xl domid net1)
+g2=$(xl domid net2)
+expect "$log" "vif-$g1-0: backend Connected" 240 "net1's vif never Connected"
+expect "$log" "vif-$g2-0: backend Connected" 240 "net2's vif never Connected"
+grep -E "vif-($g1|$g2)-0: vif" "$log"
+grep -qE "vif-$g2-0: vif$g2.0 connected: .* 2 queue\(s\)" "$log" \
+    || fail "net2 (2 vCPUs, max_queues=2) did not get two queues"
+expect "$(console_of net1)" "linux-net: (listening|FAIL)" 300 "net1 did not get going"
+grep -q "linux-net: FAIL" "$(console_of net1)" && fail "net1: $(grep 'linux-net: FAIL' "$(console_of net1)")"
+# The receiver's address, as it published it, goes to the sender.
+ip1=$(xenstore-read /local/domain/$g1/data/ip) || fail "net1 published no address"
+xenstore-write /local/domain/$g2/data/peer "$ip1" || fail "cannot tell net2 its peer"
+expect "$(console_of net2)" "linux-net: (sent in|FAIL)" 600 "net2 did not finish sending"
+expect "$(console_of net1)" "linux-net: (received|FAIL)" 120 "net1 did not finish receiving"
+for g in net1 net2; do
+    grep "linux-net:" "$(console_of $g)" | sed "s/^/$g: /"
+done
+for g in net1 net2; do
+    grep -q "linux-net: FAIL" "$(console_of $g)" && fail "$g: $(grep 'linux-net: FAIL' "$(console_of $g)")"
+done
+grep "linux-net: gateway" "$(console_of net1)" | grep -q "3 packets received" || fail "net1 could not ping the gateway"
+grep "linux-net: peer" "$(console_of net2)" | grep -q "5 packets received" || fail "net2 could not ping net1"
+sent=$(grep -o "sending 67108864 bytes sha256 [0-9a-f]*" "$(console_of net2)" | awk '{print $5}')
+got=$(grep -o "received [0-9]* bytes sha256 [0-9a-f]*" "$(console_of net1)" | awk '{print $2, $5}')
+[ -n "$sent" ] && [ "$got" = "67108864 $sent" ] || fail "64 MiB transfer: sent sha256 $sent, received $got"
+ms=$(grep -o "sent in [0-9]* ms" "$(console_of net2)" | awk '{print $3}')
+echo "figure: netback: guest to guest TCP through Bulkhead's switch: 64 MiB in $ms ms, $(awk -v ms="$ms" 'BEGIN { if (ms > 0) printf "%.0f", 67108864 * 8 / ms / 1000; else print "n/a" }') Mbit/s"
+
+for g in net1 net2; do
+    out=$(xl destroy $g 2>&1) || fail "xl destroy $g failed: $out"
+    echo "$out" | grep -q "timed out" && fail "xl destroy $g: $out"
+done
+devices() { grep -o "vif-[0-9]*-[0-9]*: $1" "$log" | cut -d: -f1 | sort -u; }
+i=0
+until [ "$(devices "new backend device")" = "$(devices released)" ]; do
+    i=$((i + 1)); [ $i -gt 60 ] && fail "Bulkhead did not release every vif: $(devices 'new backend device' | tr '\n' ' ')/ $(devices released | tr '\n' ' ')"; sleep 1
+done
+grep "queue closed" "$log"
+# Large sends reached Bulkhead as GSO packets from the sender.
+grep "vif$g2.0/q[01]: queue closed" "$log" | grep -qE "\([1-9][0-9]* gso" || fail "no GSO packets from net2"
+grep "released" "$log" | tail -1 | grep -q "map slots in use 0," || fail "grant mappings left behind: $(grep released "$log" | tail -1)"
+xenstore-ls /local/domain/$dd/backend/vif 2>/dev/null | grep -q . && fail "backend directories left behind"
+grep -E "PANIC|panicked" "$log" && fail "Bulkhead panicked"
+stop_dd
+dom0_healthy
+echo "netback: ok"

@@ -325,10 +325,12 @@ pub fn switch(seconds: u64) -> Result<(), String> {
 /// inside their pages, and it used no more slots than the fatal bound.
 pub fn netif(seconds: u64) -> Result<(), String> {
     use bulkhead_netback::abi::*;
-    use bulkhead_netback::tx::{parse, TxError, TxSlot};
+    use bulkhead_netback::packet::{finish, Packet};
+    use bulkhead_netback::tx::{parse, Gso, TxError, TxSlot};
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut rng = Rng(0x0e7f_1f00_d5ee_d5ed ^ std::process::id() as u64);
     let (mut packets, mut ok, mut dropped, mut fatal) = (0u64, 0u64, 0u64, 0u64);
+    let (mut frames, mut finished) = (0u64, 0u64);
     while Instant::now() < deadline {
         for _ in 0..1000 {
             // Mostly plausible chains, with random flags, sizes and offsets mixed in.
@@ -384,10 +386,45 @@ pub fn netif(seconds: u64) -> Result<(), String> {
                 Err(TxError::Drop { .. }) => dropped += 1,
                 Err(TxError::Fatal(_)) => fatal += 1,
             }
+            // The offload work runs on guest bytes too: headers that lie about lengths,
+            // protocols and options, with checksum and GSO requests.
+            let len = 14 + rng.below(3000) as usize;
+            let mut f: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            if rng.below(4) != 0 {
+                f[12..14].copy_from_slice(if rng.below(2) == 0 {
+                    &[0x08, 0]
+                } else {
+                    &[0x86, 0xdd]
+                });
+                if len > 15 {
+                    f[14] = if f[12] == 0x08 { 0x45 } else { 0x60 };
+                }
+            }
+            let gso = (rng.below(2) == 0).then(|| Gso {
+                size: rng.below(2000) as u16,
+                kind: rng.below(3) as u8,
+            });
+            let p = Packet {
+                data: f,
+                csum_blank: rng.below(2) == 0,
+                data_validated: false,
+                gso,
+            };
+            frames += 1;
+            if let Ok(out) = finish(p.clone()) {
+                finished += 1;
+                let most = p.gso.map_or(1, |g| len / (g.size.max(1) as usize) + 1);
+                if out.len() > most || out.iter().any(|s| s.len() > len.max(14 + 60 + 60) + 60) {
+                    return Err(format!(
+                        "offload work made {} frames of a {len}-byte packet",
+                        out.len()
+                    ));
+                }
+            }
         }
     }
     println!(
-        "fuzz netif: {packets} TX chains over {seconds} s ({ok} accepted, {dropped} dropped, {fatal} fatal), no panic, accepted packets consistent"
+        "fuzz netif: {packets} TX chains over {seconds} s ({ok} accepted, {dropped} dropped, {fatal} fatal), {frames} frames through checksum/GSO completion ({finished} completed), no panic, accepted packets consistent"
     );
     Ok(())
 }

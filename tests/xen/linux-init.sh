@@ -138,8 +138,21 @@ net)
     until [ -e /sys/class/net/eth0 ]; do i=$((i + 1)); [ $i -gt 120 ] && fail "no eth0"; sleep 1; done
     say "eth0: MAC $(cat /sys/class/net/eth0/address), $(ls -d /sys/class/net/eth0/queues/tx-* | wc -l) tx queue(s), features: $(ethtool -k eth0 2>/dev/null | grep -E '^(tcp-segmentation-offload|scatter-gather):' | tr '\n' ' ')"
     ip link set lo up
-    ipconfig -t 60 eth0 >/tmp/ipconfig.log 2>&1 || fail "no DHCP lease: $(tail -3 /tmp/ipconfig.log)"
-    . /run/net-eth0.conf
+    # busybox udhcpc hands the lease to a script; this one configures eth0 and notes it.
+    cat >/tmp/dhcp.sh <<'SCRIPT'
+#!/bin/sh
+case "$1" in
+bound | renew)
+    ifconfig "$interface" "$ip" netmask "$subnet" up
+    for r in $router; do route add default gw "$r" dev "$interface"; done
+    echo "IPV4ADDR=$ip IPV4NETMASK=$subnet IPV4GATEWAY=$(echo $router | cut -d' ' -f1)" >/tmp/lease
+    ;;
+esac
+SCRIPT
+    chmod +x /tmp/dhcp.sh
+    udhcpc -i eth0 -n -q -t 20 -T 3 -s /tmp/dhcp.sh >/tmp/udhcpc.log 2>&1 || fail "no DHCP lease: $(tail -3 /tmp/udhcpc.log)"
+    eval "$(cat /tmp/lease)"
+    [ -n "$IPV4GATEWAY" ] || fail "the lease names no gateway"
     say "address $IPV4ADDR/$IPV4NETMASK gateway $IPV4GATEWAY"
     xenstore-write data/ip "$IPV4ADDR" || fail "cannot publish the address in xenstore"
     out=$(ping -c 3 -W 5 "$IPV4GATEWAY" 2>&1) || fail "cannot ping the gateway: $out"
@@ -164,6 +177,13 @@ net)
         t1=$(cut -d' ' -f1 /proc/uptime)
         say "sent in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%d", (b - a) * 1000 }') ms"
         say "tx: $(cat /sys/class/net/eth0/statistics/tx_packets) packets $(cat /sys/class/net/eth0/statistics/tx_bytes) bytes"
+        # Then out through the uplink: UDP to a sink dom0 runs on the outer network
+        # (TCP there would race QEMU's user network, which refuses connections to any
+        # address on the same hub).
+        i=0
+        until sink=$(xenstore-read data/sink 2>/dev/null); do i=$((i + 1)); [ $i -gt 120 ] && fail "no sink address"; sleep 0.5; done
+        head -c 16777216 /tmp/send | nc -u -w 2 "$sink" 5002
+        say "sent 16777216 bytes of UDP to $sink"
         ;;
     esac
     ;;

@@ -8,18 +8,8 @@ expect "$log" "net0 \(.*\): e1000e" 240 "Bulkhead did not bring up the e1000e"
 expect "$log" "mgmt: 10\.0\.2\.[0-9]+/24 \(dhcp\)" 120 "no DHCP lease from QEMU's user network"
 addr=$(grep -o "mgmt: 10\.0\.2\.[0-9]*" "$log" | head -1 | cut -d' ' -f2)
 grep -E "net0 \(|mgmt:" "$log"
-# dom0's own NIC on the same hub (tests/xen/run.sh gives it MAC 52:54:00:00:d0:00).
-modprobe virtio_net 2>/dev/null
-i=0
-dev=""
-while [ -z "$dev" ]; do
-    for n in /sys/class/net/*; do
-        [ "$(cat "$n/address" 2>/dev/null)" = "52:54:00:00:d0:00" ] && dev=$(basename "$n")
-    done
-    i=$((i + 1)); [ $i -gt 20 ] && fail "dom0 has no NIC on the test network"
-    [ -z "$dev" ] && sleep 0.5
-done
-ip addr add 10.0.2.20/24 dev "$dev" && ip link set "$dev" up || fail "cannot configure $dev"
+dev=$(dom0_test_nic) || fail "dom0 has no NIC on the test network"
+ip addr replace 10.0.2.20/24 dev "$dev" && ip link set "$dev" up || fail "cannot configure $dev"
 out=$(busybox arping -c 3 -w 10 -I "$dev" "$addr" 2>&1) || fail "no ARP reply from $addr: $out"
 echo "$out" | grep -qi "52:54:00:12:34:56" || fail "ARP reply for $addr not from Bulkhead's NIC: $out"
 echo "$out" | tail -2

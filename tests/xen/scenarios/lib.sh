@@ -106,6 +106,21 @@ disk = [ 'format=raw,vdev=xvda,access=rw,backend=bulkhead,target=$2' ]
 CFG
 }
 
+# dom0_test_nic: the name of dom0's NIC on the outer test network (tests/xen/run.sh gives
+# it MAC 52:54:00:00:d0:00).
+dom0_test_nic() {
+    modprobe virtio_net 2>/dev/null
+    local i=0
+    while [ $i -lt 20 ]; do
+        for n in /sys/class/net/*; do
+            [ "$(cat "$n/address" 2>/dev/null)" = "52:54:00:00:d0:00" ] && { basename "$n"; return 0; }
+        done
+        i=$((i + 1))
+        sleep 0.5
+    done
+    return 1
+}
+
 # net_guest_cfg NAME MAC PART VCPUS [EXTRA]: a Debian PV guest (/tmp/NAME.cfg) with one vif
 # served by Bulkhead, running the `net` role of tests/xen/linux-init.sh as PART (recv or
 # send); EXTRA goes on its kernel command line.

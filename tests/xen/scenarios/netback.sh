@@ -24,6 +24,31 @@ grep -qE "vif-$g2-0: vif$g2.0 connected: .* 2 queue\(s\)" "$log" \
     || fail "net2 (2 vCPUs, max_queues=2) did not get two queues"
 expect "$(console_of net1)" "linux-net: (listening|FAIL)" 300 "net1 did not get going"
 grep -q "linux-net: FAIL" "$(console_of net1)" && fail "net1: $(grep 'linux-net: FAIL' "$(console_of net1)")"
+# dom0's own NIC on the outer network, with a UDP sink for the guest → outside figure.
+dev=$(dom0_test_nic) || fail "dom0 has no NIC on the test network"
+ip addr replace 10.0.2.20/24 dev "$dev" && ip link set "$dev" up || fail "cannot configure $dev"
+python3 - >/tmp/sink.out 2>&1 <<'PY' &
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+s.bind(("10.0.2.20", 5002))
+s.settimeout(300)
+n, first, last = 0, None, None
+while True:
+    try:
+        d = s.recv(65536)
+    except socket.timeout:
+        break
+    now = time.monotonic()
+    first = first or now
+    last = now
+    n += len(d)
+    s.settimeout(3)
+ms = int(((last or 0) - (first or 0)) * 1000)
+print(f"sink: {n} bytes in {ms} ms")
+PY
+sink=$!
+xenstore-write /local/domain/$g2/data/sink 10.0.2.20 || fail "cannot tell net2 the sink"
 # The receiver's address, as it published it, goes to the sender.
 ip1=$(xenstore-read /local/domain/$g1/data/ip) || fail "net1 published no address"
 xenstore-write /local/domain/$g2/data/peer "$ip1" || fail "cannot tell net2 its peer"
@@ -35,13 +60,23 @@ done
 for g in net1 net2; do
     grep -q "linux-net: FAIL" "$(console_of $g)" && fail "$g: $(grep 'linux-net: FAIL' "$(console_of $g)")"
 done
-grep "linux-net: gateway" "$(console_of net1)" | grep -q "3 packets received" || fail "net1 could not ping the gateway"
+for g in net1 net2; do
+    grep -q "linux-net: address 10\.0\.2\.[0-9]*/255.255.255.0 gateway 10.0.2.2" "$(console_of $g)" || fail "$g got no lease from QEMU's user network"
+    grep "linux-net: gateway" "$(console_of $g)" | grep -q "3 packets received" || fail "$g could not ping the gateway"
+done
 grep "linux-net: peer" "$(console_of net2)" | grep -q "5 packets received" || fail "net2 could not ping net1"
 sent=$(grep -o "sending 67108864 bytes sha256 [0-9a-f]*" "$(console_of net2)" | awk '{print $5}')
 got=$(grep -o "received [0-9]* bytes sha256 [0-9a-f]*" "$(console_of net1)" | awk '{print $2, $5}')
 [ -n "$sent" ] && [ "$got" = "67108864 $sent" ] || fail "64 MiB transfer: sent sha256 $sent, received $got"
 ms=$(grep -o "sent in [0-9]* ms" "$(console_of net2)" | awk '{print $3}')
 echo "figure: netback: guest to guest TCP through Bulkhead's switch: 64 MiB in $ms ms, $(awk -v ms="$ms" 'BEGIN { if (ms > 0) printf "%.0f", 67108864 * 8 / ms / 1000; else print "n/a" }') Mbit/s"
+expect "$(console_of net2)" "linux-net: (sent 16777216 bytes of UDP|FAIL)" 300 "net2 did not send to the outside"
+wait $sink
+cat /tmp/sink.out
+got=$(sed -n 's/^sink: \([0-9]*\) bytes in \([0-9]*\) ms/\1 \2/p' /tmp/sink.out)
+set -- $got
+[ "${1:-0}" -gt 0 ] || fail "nothing from net2 reached dom0 through the uplink"
+echo "figure: netback: guest to outside (UDP through Bulkhead's switch and the e1000e): $1 of 16777216 bytes arrived in $2 ms, $(awk -v b="$1" -v ms="$2" 'BEGIN { if (ms > 0) printf "%.0f", b * 8 / ms / 1000; else print "n/a" }') Mbit/s"
 
 for g in net1 net2; do
     out=$(xl destroy $g 2>&1) || fail "xl destroy $g failed: $out"

@@ -23,6 +23,28 @@ role=$(sed -n 's/.*bulkhead\.role=\([a-z]*\).*/\1/p' /proc/cmdline)
 say() { echo "linux-$role: $*"; }
 t0=$(cut -d' ' -f1 /proc/uptime)
 
+# lease IFACE: DHCP by busybox udhcpc, whose script configures IFACE and writes the lease
+# to /tmp/lease as shell assignments.
+lease() {
+    cat >/tmp/dhcp.sh <<'SCRIPT'
+#!/bin/sh
+case "$1" in
+deconfig)
+    ifconfig "$interface" 0.0.0.0 up
+    ;;
+bound | renew)
+    ifconfig "$interface" "$ip" netmask "$subnet" up
+    for r in $router; do route add default gw "$r" dev "$interface"; done
+    echo "IPV4ADDR=$ip IPV4NETMASK=$subnet IPV4GATEWAY=$(echo $router | cut -d' ' -f1)" >/tmp/lease
+    ;;
+esac
+SCRIPT
+    chmod +x /tmp/dhcp.sh
+    rm -f /tmp/lease
+    ip link set "$1" up
+    udhcpc -i "$1" -n -q -t 20 -T 3 -s /tmp/dhcp.sh >/tmp/udhcpc.log 2>&1 && [ -s /tmp/lease ]
+}
+
 case "$role" in
 dd)
     mount -t xenfs xenfs /proc/xen
@@ -138,19 +160,7 @@ net)
     until [ -e /sys/class/net/eth0 ]; do i=$((i + 1)); [ $i -gt 120 ] && fail "no eth0"; sleep 1; done
     say "eth0: MAC $(cat /sys/class/net/eth0/address), $(ls -d /sys/class/net/eth0/queues/tx-* | wc -l) tx queue(s), features: $(ethtool -k eth0 2>/dev/null | grep -E '^(tcp-segmentation-offload|scatter-gather):' | tr '\n' ' ')"
     ip link set lo up
-    # busybox udhcpc hands the lease to a script; this one configures eth0 and notes it.
-    cat >/tmp/dhcp.sh <<'SCRIPT'
-#!/bin/sh
-case "$1" in
-bound | renew)
-    ifconfig "$interface" "$ip" netmask "$subnet" up
-    for r in $router; do route add default gw "$r" dev "$interface"; done
-    echo "IPV4ADDR=$ip IPV4NETMASK=$subnet IPV4GATEWAY=$(echo $router | cut -d' ' -f1)" >/tmp/lease
-    ;;
-esac
-SCRIPT
-    chmod +x /tmp/dhcp.sh
-    udhcpc -i eth0 -n -q -t 20 -T 3 -s /tmp/dhcp.sh >/tmp/udhcpc.log 2>&1 || fail "no DHCP lease: $(tail -3 /tmp/udhcpc.log)"
+    lease eth0 || fail "no DHCP lease: $(tail -3 /tmp/udhcpc.log)"
     eval "$(cat /tmp/lease)"
     [ -n "$IPV4GATEWAY" ] || fail "the lease names no gateway"
     say "address $IPV4ADDR/$IPV4NETMASK gateway $IPV4GATEWAY"
@@ -186,6 +196,26 @@ SCRIPT
         say "sent 16777216 bytes of UDP to $sink"
         ;;
     esac
+    ;;
+netcycle)
+    # Runtime network-attach/detach: each new eth0 gets a lease and pings the gateway.
+    mount -t xenfs xenfs /proc/xen
+    modprobe xen-netfront
+    say "ready"
+    n=0
+    while :; do
+        until [ -e /sys/class/net/eth0 ]; do sleep 0.5; done
+        n=$((n + 1))
+        if lease eth0; then
+            eval "$(cat /tmp/lease)"
+            if ping -c 2 -W 5 "$IPV4GATEWAY" >/tmp/ping.log 2>&1; then r="gateway $IPV4GATEWAY answered"; else r="gateway $IPV4GATEWAY silent"; fi
+            say "attach $n: $IPV4ADDR, $r"
+        else
+            say "attach $n: no DHCP lease: $(tail -1 /tmp/udhcpc.log)"
+        fi
+        while [ -e /sys/class/net/eth0 ]; do sleep 0.5; done
+        say "detached $n"
+    done
     ;;
 *)
     say "unknown role"

@@ -54,6 +54,8 @@ pub struct RxFeatures {
     pub gso_tcpv6: bool,
     pub csum_v4: bool,
     pub csum_v6: bool,
+    /// Deliver multicast only to addresses the frontend registered.
+    pub multicast_filter: bool,
 }
 
 impl From<&Frontend> for RxFeatures {
@@ -64,6 +66,7 @@ impl From<&Frontend> for RxFeatures {
             gso_tcpv6: f.gso_tcpv6,
             csum_v4: f.csum_v4,
             csum_v6: f.csum_v6,
+            multicast_filter: f.multicast_control,
         }
     }
 }
@@ -315,6 +318,18 @@ impl<M: RingMemory> VifQueue<M> {
             .collect())
     }
 
+    /// With multicast control, multicast reaches the guest only for the addresses it
+    /// registered (broadcast always does).
+    fn wanted(&self, frame: &[u8]) -> bool {
+        let Some(dst) = frame.get(..6) else {
+            return false;
+        };
+        if !self.features.multicast_filter || dst[0] & 1 == 0 || dst == [0xff; 6] {
+            return true;
+        }
+        self.multicast.contains(<&[u8; 6]>::try_from(dst).unwrap())
+    }
+
     /// Deliver packets from `pending` into the buffers the frontend posted, as far as
     /// they go; a packet waits (at the front) until enough buffers are posted. True when
     /// the frontend must be told.
@@ -327,6 +342,9 @@ impl<M: RingMemory> VifQueue<M> {
         loop {
             if shaped.is_empty() {
                 let Some(p) = pending.pop_front() else { break };
+                if !self.wanted(&p.data) {
+                    continue;
+                }
                 match self.shape(p) {
                     Ok(forms) => shaped.extend(forms),
                     Err(_) => {

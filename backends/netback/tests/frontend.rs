@@ -234,6 +234,7 @@ const ALL: RxFeatures = RxFeatures {
     gso_tcpv6: true,
     csum_v4: true,
     csum_v6: true,
+    multicast_filter: false,
 };
 
 #[test]
@@ -417,4 +418,55 @@ fn rate_limit_holds_packets_back_then_lets_them_go() {
     assert_eq!(out.len(), 4);
     assert!(pass.retry_at.is_none());
     assert_eq!(r.tx_responses().len(), 4);
+}
+
+#[test]
+fn multicast_control_filters_what_the_guest_did_not_register() {
+    let mut r = Rig::new(
+        RxFeatures {
+            multicast_filter: true,
+            ..ALL
+        },
+        None,
+    );
+    // The guest registers 01:00:5e:00:00:fb (mDNS) with an extra slot on a packet.
+    let mut e = [0u8; 12];
+    e[0] = EXTRA_TYPE_MCAST_ADD;
+    e[2..8].copy_from_slice(&[0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb]);
+    let f = frame(MAC, 60, 9);
+    let g = r.grant(&f, 0);
+    let s = TxSlot {
+        gref: g,
+        offset: 0,
+        flags: NETTXF_EXTRA_INFO,
+        id: 1,
+        size: 60,
+    };
+    r.tx.put(r.q.rings_mut().0.memory_mut(), &s.encode());
+    r.tx.put(r.q.rings_mut().0.memory_mut(), &e);
+    r.tx.publish(r.q.rings_mut().0.memory_mut());
+    r.transmit(0);
+    assert!(r
+        .q
+        .multicast
+        .contains(&[0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb]));
+    let with_dst = |d: [u8; 6]| {
+        let mut f = frame([2, 0, 0, 0, 0, 1], 60, 1);
+        f[..6].copy_from_slice(&d);
+        Packet::plain(f)
+    };
+    r.post(8);
+    let mut pending = VecDeque::from([
+        with_dst([0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb]),
+        with_dst([0x01, 0x00, 0x5e, 0x00, 0x00, 0x01]),
+        with_dst([0xff; 6]),
+        with_dst(MAC),
+    ]);
+    r.q.receive(&mut r.pages, &mut pending).unwrap();
+    let got: Vec<[u8; 6]> = r
+        .received()
+        .iter()
+        .map(|(d, _, _)| d[..6].try_into().unwrap())
+        .collect();
+    assert_eq!(got, [[0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb], [0xff; 6], MAC]);
 }

@@ -35,7 +35,10 @@ deconfig)
 bound | renew)
     ifconfig "$interface" "$ip" netmask "$subnet" up
     for r in $router; do route add default gw "$r" dev "$interface"; done
-    echo "IPV4ADDR=$ip IPV4NETMASK=$subnet IPV4GATEWAY=$(echo $router | cut -d' ' -f1)" >/tmp/lease
+    # QEMU's user network with restrict=on sends no router option: its gateway is the
+    # DHCP server itself.
+    gw=$(echo $router | cut -d' ' -f1)
+    echo "IPV4ADDR=$ip IPV4NETMASK=$subnet IPV4GATEWAY=${gw:-$serverid}" >/tmp/lease
     ;;
 esac
 SCRIPT

@@ -10,7 +10,7 @@ start_hvm_dd 00:04.0 "mgmt=dhcp"
 dd=$DD_ID
 expect "$log" "net0 \(.*\): e1000e" 240 "Bulkhead did not bring up the e1000e"
 expect "$log" "watching /local/domain/$dd/backend" 60 "xenbus watcher not started"
-net_guest_cfg net1 00:16:3e:b0:00:01 recv 1
+net_guest_cfg net1 "00:16:3e:b0:00:01,rate=10Mb/s" recv 1
 net_guest_cfg net2 00:16:3e:b0:00:02 send 2 xen_netfront.max_queues=2
 rm -f "$(console_of net1)" "$(console_of net2)"
 xl create /tmp/net1.cfg || fail "xl create net1 failed"
@@ -22,6 +22,8 @@ expect "$log" "vif-$g2-0: backend Connected" 240 "net2's vif never Connected"
 grep -E "vif-($g1|$g2)-0: vif" "$log"
 grep -qE "vif-$g2-0: vif$g2.0 connected: .* 2 queue\(s\)" "$log" \
     || fail "net2 (2 vCPUs, max_queues=2) did not get two queues"
+grep -qE "vif-$g1-0: vif$g1.0 connected: .*, rate [0-9]+ bytes per [0-9]+ us" "$log" \
+    || fail "net1's rate= did not reach Bulkhead"
 expect "$(console_of net1)" "linux-net: (listening|FAIL)" 300 "net1 did not get going"
 grep -q "linux-net: FAIL" "$(console_of net1)" && fail "net1: $(grep 'linux-net: FAIL' "$(console_of net1)")"
 # dom0's own NIC on the outer network, with a UDP sink for the guest → outside figure.

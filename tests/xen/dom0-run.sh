@@ -40,7 +40,7 @@ for name in $(cat /host/scenarios.list); do
     attempt "$name"
     # HVM domains (Bulkhead and Linux alike) triple-fault now and then under nested TCG,
     # right after a VM exit, in code that runs thousands of times without fault on every
-    # other path (tests/xen/README notes the evidence). Such a failure is retried once,
+    # other path (README.md, Tests, notes the evidence). Such a failure is retried once,
     # and the retry is reported: a second triple fault fails the scenario.
     if [ $rc -ne 0 ] && [ $rc -ne 125 ] && xl dmesg 2>/dev/null | grep -q "Triple fault"; then
         fault=$(xl dmesg | grep "Triple fault" | head -1)

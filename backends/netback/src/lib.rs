@@ -10,6 +10,7 @@
 extern crate alloc;
 
 pub mod abi;
+pub mod ctrl;
 pub mod negotiate;
 pub mod packet;
 pub mod queue;

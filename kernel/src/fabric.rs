@@ -11,6 +11,7 @@ use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
 
 use bulkhead_executor::Notify;
+use bulkhead_netback::ctrl::Steering;
 use bulkhead_netback::packet::{flow_hash, Packet};
 use bulkhead_switch::{Decision, PortId, Switch};
 
@@ -51,6 +52,8 @@ struct Sink {
     name: String,
     /// One per queue of the port; a flow always goes to the same one.
     inboxes: Vec<Rc<Inbox>>,
+    /// The frontend's own choice of queue per flow (netif control ring), if it made one.
+    steering: Option<Rc<RefCell<Steering>>>,
 }
 
 pub struct Fabric {
@@ -68,9 +71,21 @@ impl Fabric {
         }))
     }
 
-    pub fn attach(&mut self, name: String, inboxes: Vec<Rc<Inbox>>) -> PortId {
+    pub fn attach(
+        &mut self,
+        name: String,
+        inboxes: Vec<Rc<Inbox>>,
+        steering: Option<Rc<RefCell<Steering>>>,
+    ) -> PortId {
         let id = self.sw.add_port(None);
-        self.sinks.insert(id, Sink { name, inboxes });
+        self.sinks.insert(
+            id,
+            Sink {
+                name,
+                inboxes,
+                steering,
+            },
+        );
         id
     }
 
@@ -104,7 +119,14 @@ impl Fabric {
         let inbox = match sink.inboxes.len() {
             0 => return,
             1 => &sink.inboxes[0],
-            n => &sink.inboxes[flow_hash(&p.data) as usize % n],
+            n => {
+                let steered = sink
+                    .steering
+                    .as_ref()
+                    .and_then(|s| s.borrow().queue_for(&p.data))
+                    .filter(|&q| q < n);
+                &sink.inboxes[steered.unwrap_or(flow_hash(&p.data) as usize % n)]
+            }
         };
         let mut q = inbox.packets.borrow_mut();
         if q.len() >= INBOX_LIMIT {

@@ -327,14 +327,16 @@ pub async fn run(
     }
     ports[0].nic.set_promiscuous(true);
     let uplink_in = Inbox::new();
-    let uplink = fabric
-        .borrow_mut()
-        .attach(format!("uplink {}", ports[0].name), vec![uplink_in.clone()]);
+    let uplink = fabric.borrow_mut().attach(
+        format!("uplink {}", ports[0].name),
+        vec![uplink_in.clone()],
+        None,
+    );
     let host_in = Inbox::new();
     let host = (mgmt != Mgmt::Off).then(|| {
         fabric
             .borrow_mut()
-            .attach(String::from("mgmt"), vec![host_in.clone()])
+            .attach(String::from("mgmt"), vec![host_in.clone()], None)
     });
     let mac = ports[0].nic.mac();
     let mut dev = MgmtDev {

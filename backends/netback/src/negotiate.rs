@@ -31,6 +31,7 @@ impl Offer {
             ("feature-multicast-control", one()),
             ("feature-dynamic-multicast-control", one()),
             ("feature-split-event-channels", one()),
+            ("feature-ctrl-ring", one()),
             ("multi-queue-max-queues", self.max_queues.to_string()),
         ]
     }
@@ -113,6 +114,8 @@ pub struct Frontend {
     pub csum_v6: bool,
     /// The frontend filters multicast and sends us its addresses.
     pub multicast_control: bool,
+    /// The control ring (hash steering), when the frontend set one up.
+    pub ctrl: Option<(GrantRef, Port)>,
 }
 
 /// Read and check the frontend's parameters. Like Linux, refuse frontends that do not
@@ -167,7 +170,15 @@ pub async fn read_frontend(keys: &mut impl Keys, offer: &Offer) -> Result<Fronte
         });
     }
     let sg = flag(keys, "feature-sg", false).await?;
+    let ctrl = match keys.get("ctrl-ring-ref").await {
+        None => None,
+        Some(_) => Some((
+            required(keys, "ctrl-ring-ref").await?,
+            required(keys, "event-channel-ctrl").await?,
+        )),
+    };
     Ok(Frontend {
+        ctrl,
         queues,
         sg,
         // GSO packets span several slots: only with scatter-gather.
@@ -239,6 +250,15 @@ mod tests {
         );
         assert!(f.sg && f.gso_tcpv4 && f.gso_tcpv6 && f.csum_v4 && f.csum_v6);
         assert!(f.queues[0].split());
+        assert_eq!(f.ctrl, None);
+        let mut m = map(NETFRONT);
+        m.0.insert("ctrl-ring-ref".into(), "30".into());
+        assert!(run(read_frontend(&mut m, &OFFER)).is_err());
+        m.0.insert("event-channel-ctrl".into(), "11".into());
+        assert_eq!(
+            run(read_frontend(&mut m, &OFFER)).unwrap().ctrl,
+            Some((30, 11))
+        );
     }
 
     #[test]

@@ -8,11 +8,12 @@ use alloc::format;
 use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::cell::Cell;
+use core::cell::{Cell, RefCell};
 use core::future::Future;
 use core::pin::Pin;
 
 use bulkhead_executor::{first, Handle};
+use bulkhead_netback::ctrl::{self, Steering};
 use bulkhead_netback::negotiate::{self, Frontend, Offer, Settings};
 use bulkhead_netback::queue::{RxFeatures, VifQueue, RX_LAYOUT, TX_LAYOUT};
 use bulkhead_switch::PortId;
@@ -66,6 +67,7 @@ impl Keys for DirKeys<'_> {
 pub struct Connection {
     port: PortId,
     queues: Vec<Running>,
+    ctrl: Option<Running>,
 }
 
 struct Running {
@@ -161,10 +163,48 @@ pub async fn connect(
         }
     }
     let name = format!("vif{}.{}", id.frontend, id.devid);
+    let steering = Rc::new(RefCell::new(Steering::new(front.queues.len() as u32)));
+    let ctrl = match front.ctrl {
+        None => None,
+        Some((gref, remote)) => match attach_ctrl(xen, dom, gref, remote) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                for a in &attached {
+                    release(xen, a.ports, &a.maps);
+                }
+                return Err(format!("control ring: {e}"));
+            }
+        },
+    };
     let inboxes: Vec<Rc<Inbox>> = attached.iter().map(|_| Inbox::new()).collect();
-    let port = fabric.borrow_mut().attach(name.clone(), inboxes.clone());
+    let port = fabric
+        .borrow_mut()
+        .attach(name.clone(), inboxes.clone(), Some(steering.clone()));
+    let ctrl = ctrl.map(|(ring, maps, port)| {
+        let stop = Rc::new(Cell::new(false));
+        let done = Rc::new(Cell::new(false));
+        h.spawn(
+            "netback-ctrl",
+            serve_ctrl(
+                xen.clone(),
+                format!("{name}/ctrl"),
+                ring,
+                maps,
+                port,
+                steering.clone(),
+                GrantCopier { dom },
+                stop.clone(),
+                done.clone(),
+            ),
+        );
+        Running {
+            ports: (port, port),
+            stop,
+            done,
+        }
+    });
     info!(
-        "{id}: {name} connected: MAC {}, {} queue(s), {} event channels, sg {}, gso v4/v6 {}/{}, csum offload v4/v6 {}/{}{}",
+        "{id}: {name} connected: MAC {}, {} queue(s), {} event channels, sg {}, gso v4/v6 {}/{}, csum offload v4/v6 {}/{}, control ring {}{}",
         mac_str(&settings.mac),
         front.queues.len(),
         if front.queues[0].split() { "split" } else { "shared" },
@@ -173,6 +213,7 @@ pub async fn connect(
         on(front.gso_tcpv6),
         on(front.csum_v4),
         on(front.csum_v6),
+        on(front.ctrl.is_some()),
         match settings.rate {
             Some(r) => format!(", rate {} bytes per {} us", r.bytes, r.period_ns / 1000),
             None => String::new(),
@@ -221,7 +262,7 @@ pub async fn connect(
             done,
         });
     }
-    Ok(Connection { port, queues })
+    Ok(Connection { port, queues, ctrl })
 }
 
 fn on(b: bool) -> &'static str {
@@ -235,17 +276,80 @@ fn on(b: bool) -> &'static str {
 impl Connection {
     /// Stop serving, release the rings and leave the switch.
     pub async fn close(self, xen: &XenRef, h: &Handle, fabric: &FabricRef) {
-        for q in &self.queues {
+        for q in self.queues.iter().chain(&self.ctrl) {
             q.stop.set(true);
             xen.waiters.kick(q.ports.0);
         }
-        for q in &self.queues {
+        for q in self.queues.iter().chain(&self.ctrl) {
             while !q.done.get() {
                 h.sleep(1_000_000).await;
             }
         }
         fabric.borrow_mut().detach(self.port);
     }
+}
+
+type CtrlRing = (bulkhead_ring::BackRing<MappedRing>, Vec<Mapping>, Port);
+
+fn attach_ctrl(
+    xen: &XenRef,
+    dom: DomId,
+    gref: bulkhead_xen::abi::GrantRef,
+    remote: Port,
+) -> Result<CtrlRing, String> {
+    let (ring, maps) = ring::map(xen, dom, &[gref], ctrl::LAYOUT)?;
+    match ring::bind(xen, dom, remote) {
+        Ok(p) => Ok((ring, maps, p)),
+        Err(e) => {
+            ring::unmap(xen, &maps);
+            Err(e)
+        }
+    }
+}
+
+/// The control ring's task: apply the frontend's steering requests as they come.
+#[allow(clippy::too_many_arguments)]
+async fn serve_ctrl(
+    xen: XenRef,
+    name: String,
+    mut ring: bulkhead_ring::BackRing<MappedRing>,
+    maps: Vec<Mapping>,
+    port: Port,
+    steering: Rc<RefCell<Steering>>,
+    mut guest: GrantCopier,
+    stop: Rc<Cell<bool>>,
+    done: Rc<Cell<bool>>,
+) {
+    while !stop.get() {
+        let r = ctrl::serve(&mut ring, &mut steering.borrow_mut(), &mut guest);
+        match r.and_then(|notify| {
+            if notify {
+                let _ = Hv.evtchn_send(port);
+            }
+            ring.final_check()
+        }) {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => {
+                error!("{name}: {e}; no longer serving the control ring");
+                break;
+            }
+        }
+        if stop.get() {
+            break;
+        }
+        xen.waiters.wait(port).await;
+    }
+    let s = steering.borrow();
+    info!(
+        "{name}: closed (hash algorithm {}, flags {:#x}, {} key bytes, {} mapping entries)",
+        s.algorithm,
+        s.flags,
+        s.key.len(),
+        s.mapping.len()
+    );
+    release(&xen, (port, port), &maps);
+    done.set(true);
 }
 
 #[allow(clippy::too_many_arguments)]

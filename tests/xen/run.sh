@@ -64,7 +64,8 @@ qemu_args=(-M q35 -cpu qemu64,+svm,+npt -smp 2 -m 4096 -accel tcg,thread=multi -
     # QEMU's user network on a hub: an e1000e for the driver domain (00:04.0) and a NIC
     # for dom0 (00:07.0), so dom0 can reach Bulkhead's management address. restrict=on:
     # slirp must not answer pings meant for Bulkhead (it emulates echo to any address).
-    -netdev user,id=slirp0,restrict=on -netdev hubport,id=hub0,hubid=0,netdev=slirp0
+    # ipv6=off: it leaves IPv6 between guests and dom0 alone (netback's outside figure).
+    -netdev user,id=slirp0,restrict=on,ipv6=off -netdev hubport,id=hub0,hubid=0,netdev=slirp0
     -netdev hubport,id=hub1,hubid=0 -device e1000e,netdev=hub1,addr=4,mac=52:54:00:12:34:56
     -netdev hubport,id=hub2,hubid=0 -device virtio-net-pci,netdev=hub2,addr=7,mac=52:54:00:00:d0:00)
 

@@ -23,7 +23,7 @@ expect "$(console_of netc)" "linux-netcycle: ready" 300 "netc did not start"
 g=$(xl domid netc)
 mac=00:16:3e:c0:00:01
 for c in $(seq 1 20); do
-    xl network-attach netc "backend=bulkhead,mac=$mac" || fail "network-attach $c failed"
+    xl network-attach netc backend=bulkhead "mac=$mac" || fail "network-attach $c failed"
     wait_for "$(console_of netc)" "linux-netcycle: attach $c: " 120 >/dev/null \
         || fail "attach $c: the guest did not report a working eth0; its console ends: $(tail -3 "$(console_of netc)")"
     grep "linux-netcycle: attach $c: " "$(console_of netc)" | grep -q "gateway 10.0.2.2 answered" \

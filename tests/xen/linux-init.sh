@@ -200,7 +200,17 @@ net)
         say "sending 16777216 bytes to $sink sha256 $(sha256sum </tmp/out | cut -d' ' -f1)"
         i=0
         t0=$(cut -d' ' -f1 /proc/uptime)
-        until nc "$sink" 5003 </tmp/out; do i=$((i + 1)); [ $i -gt 20 ] && fail "cannot connect to $sink:5003"; sleep 1; t0=$(cut -d' ' -f1 /proc/uptime); done
+        until timeout 150 nc "$sink" 5003 </tmp/out; do
+            i=$((i + 1))
+            if [ $i -gt 3 ]; then
+                say "eth0 rx $(cat /sys/class/net/eth0/statistics/rx_packets) tx $(cat /sys/class/net/eth0/statistics/tx_packets) packets; neighbours: $(ip -6 neigh | tr '\n' ';')"
+                say "ping6: $(ping -6 -c 2 -W 3 "$sink" 2>&1 | grep 'packets transmitted')"
+                say "tcp: $(grep '^Tcp:' /proc/net/snmp | tail -1)"
+                fail "could not send to $sink:5003"
+            fi
+            sleep 1
+            t0=$(cut -d' ' -f1 /proc/uptime)
+        done
         t1=$(cut -d' ' -f1 /proc/uptime)
         say "sent to the outside in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%d", (b - a) * 1000 }') ms"
         ;;

@@ -419,6 +419,59 @@ pub(crate) mod tests {
         assert_eq!(stream, payload);
     }
 
+    /// An Ethernet + IPv6 + TCP frame with `payload` and a 12-byte option block.
+    fn tcp6(payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 40 + 32];
+        f[12..14].copy_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
+        f[14] = 0x60;
+        f[18..20].copy_from_slice(&((32 + payload.len()) as u16).to_be_bytes());
+        f[20] = PROTO_TCP;
+        f[21] = 64;
+        f[22..38].copy_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x17]);
+        f[38..54].copy_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x20]);
+        f[54..56].copy_from_slice(&40000u16.to_be_bytes());
+        f[56..58].copy_from_slice(&5003u16.to_be_bytes());
+        f[58..62].copy_from_slice(&7u32.to_be_bytes());
+        f[66] = 8 << 4;
+        f[67] = 0x18;
+        f[74..86].copy_from_slice(&[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn ipv6_segmentation_and_checksums() {
+        let payload: Vec<u8> = (0..4000u32).map(|i| (i * 13) as u8).collect();
+        let f = tcp6(&payload);
+        let segs = segment(
+            &f,
+            Gso {
+                size: 1428,
+                kind: GSO_TYPE_TCPV6,
+            },
+        )
+        .unwrap();
+        assert_eq!(segs.len(), 3);
+        let mut stream = Vec::new();
+        for (i, s) in segs.iter().enumerate() {
+            assert!(checksums_ok(s), "segment {i}");
+            assert!(s.len() <= 1514);
+            assert_eq!(be16(s, 18) as usize, s.len() - 54);
+            let seq = u32::from_be_bytes(s[58..62].try_into().unwrap());
+            assert_eq!(seq, 7 + (i * 1428) as u32);
+            stream.extend_from_slice(&s[86..]);
+        }
+        assert_eq!(stream, payload);
+        let out = finish(Packet {
+            data: tcp6(b"small"),
+            csum_blank: true,
+            data_validated: true,
+            gso: None,
+        })
+        .unwrap();
+        assert!(checksums_ok(&out[0]));
+    }
+
     #[test]
     fn lies_in_headers_are_refused() {
         let mut f = tcp4(b"x", 0x10);

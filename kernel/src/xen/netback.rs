@@ -285,6 +285,12 @@ impl Connection {
                 h.sleep(1_000_000).await;
             }
         }
+        let mut ports = String::new();
+        fabric.borrow().render(&mut ports);
+        info!(
+            "switch after this vif: {}",
+            ports.trim_end().replace('\n', "; ")
+        );
         fabric.borrow_mut().detach(self.port);
     }
 }

@@ -6,6 +6,14 @@
 # sends (GSO) from its netfront. Then both guests go away: Bulkhead must release every
 # queue, ring and grant.
 . ./lib.sh
+# On failure, take the guests away first so Bulkhead logs each queue's counters.
+net_fail() {
+    xl destroy net1 2>/dev/null
+    xl destroy net2 2>/dev/null
+    sleep 5
+    grep -E "queue closed|switch" "$log" | tail -12
+    fail "$*"
+}
 start_hvm_dd 00:04.0 "mgmt=dhcp"
 dd=$DD_ID
 expect "$log" "net0 \(.*\): e1000e" 240 "Bulkhead did not bring up the e1000e"
@@ -71,8 +79,8 @@ got=$(grep -o "received [0-9]* bytes sha256 [0-9a-f]*" "$(console_of net1)" | aw
 [ -n "$sent" ] && [ "$got" = "67108864 $sent" ] || fail "64 MiB transfer: sent sha256 $sent, received $got"
 ms=$(grep -o "sent in [0-9]* ms" "$(console_of net2)" | awk '{print $3}')
 echo "figure: netback: guest to guest TCP through Bulkhead's switch: 64 MiB in $ms ms, $(awk -v ms="$ms" 'BEGIN { if (ms > 0) printf "%.0f", 67108864 * 8 / ms / 1000; else print "n/a" }') Mbit/s"
-expect "$(console_of net2)" "linux-net: (sent to the outside|FAIL)" 300 "net2 did not send to the outside"
-grep -q "linux-net: FAIL" "$(console_of net2)" && fail "net2: $(grep 'linux-net: FAIL' "$(console_of net2)")"
+wait_for "$(console_of net2)" "linux-net: (sent to the outside|FAIL)" 240 >/dev/null || net_fail "net2 did not send to the outside"
+grep -q "linux-net: FAIL" "$(console_of net2)" && { grep "linux-net:" "$(console_of net2)" | tail -4; net_fail "net2: $(grep 'linux-net: FAIL' "$(console_of net2)")"; }
 wait $sink
 cat /tmp/sink.out
 want=$(grep -o "sending 16777216 bytes to fd00::20 sha256 [0-9a-f]*" "$(console_of net2)" | awk '{print $6}')

@@ -106,6 +106,8 @@ pub struct VifQueue<M: RingMemory> {
     stalled: Option<TxSlot>,
     /// Multicast addresses the frontend registered (multicast control).
     pub multicast: BTreeSet<[u8; 6]>,
+    /// Receive buffers the packet at the head of the queue waits for (0: none waits).
+    rx_need: u32,
     pub stats: Stats,
 }
 
@@ -127,6 +129,7 @@ impl<M: RingMemory> VifQueue<M> {
             rate,
             stalled: None,
             multicast: BTreeSet::new(),
+            rx_need: 0,
             stats: Stats::default(),
         }
     }
@@ -339,6 +342,7 @@ impl<M: RingMemory> VifQueue<M> {
         pending: &mut VecDeque<Packet>,
     ) -> Result<bool, Fatal> {
         let mut shaped: VecDeque<(Vec<u8>, u16, Option<tx::Gso>)> = VecDeque::new();
+        self.rx_need = 0;
         loop {
             if shaped.is_empty() {
                 let Some(p) = pending.pop_front() else { break };
@@ -364,6 +368,7 @@ impl<M: RingMemory> VifQueue<M> {
                 continue;
             }
             if (self.rx.unconsumed()? as usize) < need {
+                self.rx_need = need as u32;
                 break;
             }
             let mut reqs = Vec::with_capacity(need);
@@ -400,10 +405,14 @@ impl<M: RingMemory> VifQueue<M> {
         Ok(notify)
     }
 
-    /// Before sleeping with packets waiting: ask for an event when the frontend posts
-    /// buffers; true if it already did.
+    /// Before sleeping with packets waiting: ask for an event when the frontend has
+    /// posted as many buffers as the next packet needs; true if it already has. (Not
+    /// "any buffer": a packet needing three must not wake us for each one.)
     pub fn rx_final_check(&mut self) -> Result<bool, Fatal> {
-        Ok(self.rx.final_check()?)
+        if self.rx_need == 0 {
+            return Ok(false);
+        }
+        Ok(self.rx.final_check_for(self.rx_need)?)
     }
 
     /// Requests taken and not answered (zero when the queue can be released cleanly).

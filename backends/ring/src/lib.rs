@@ -187,12 +187,20 @@ impl<M: RingMemory> BackRing<M> {
     /// Before sleeping: ask for an event on the next request, then look again so a
     /// request published in between is not missed (RING_FINAL_CHECK_FOR_REQUESTS).
     pub fn final_check(&mut self) -> Result<bool, RingError> {
-        if self.unconsumed()? > 0 {
+        self.final_check_for(1)
+    }
+
+    /// As [`Self::final_check`], for a consumer that can only proceed with `n` requests
+    /// at once (a packet that needs `n` receive buffers): the event is asked for when the
+    /// `n`th arrives, and true means `n` are there.
+    pub fn final_check_for(&mut self, n: u32) -> Result<bool, RingError> {
+        let n = n.max(1);
+        if self.unconsumed()? >= n {
             return Ok(true);
         }
-        self.mem.store_u32(REQ_EVENT, self.req_cons.wrapping_add(1));
+        self.mem.store_u32(REQ_EVENT, self.req_cons.wrapping_add(n));
         self.mem.full_fence();
-        Ok(self.unconsumed()? > 0)
+        Ok(self.unconsumed()? >= n)
     }
 
     pub fn memory(&self) -> &M {
@@ -443,6 +451,16 @@ mod tests {
         assert_eq!(r.mem.load_u32(REQ_EVENT), 1);
         publish(&mut r, 1);
         assert!(r.final_check().unwrap());
+    }
+
+    #[test]
+    fn final_check_for_several_waits_for_all_of_them() {
+        let mut r = ring();
+        publish(&mut r, 1);
+        assert!(!r.final_check_for(3).unwrap());
+        assert_eq!(r.mem.load_u32(REQ_EVENT), 3);
+        publish(&mut r, 3);
+        assert!(r.final_check_for(3).unwrap());
     }
 
     #[test]

@@ -51,6 +51,26 @@ impl Future for NotifyWait<'_> {
     }
 }
 
+/// Let every other ready task run before going on: a loop that finds more work each
+/// time it looks must still not keep the CPU from the rest.
+pub fn yield_now() -> YieldNow {
+    YieldNow(false)
+}
+
+pub struct YieldNow(bool);
+
+impl Future for YieldNow {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
 /// Wait for the first of `futures` to finish; its index. The others are dropped.
 pub fn first<'a>(futures: Vec<Pin<Box<dyn Future<Output = ()> + 'a>>>) -> First<'a> {
     First(futures)

@@ -315,7 +315,11 @@ async fn serve(
             Err(e) => Err(e),
         };
         match r {
-            Ok(true) => continue,
+            Ok(true) => {
+                // More arrived: serve it, but after the other tasks had their turn.
+                bulkhead_executor::yield_now().await;
+                continue;
+            }
             Ok(false) => {}
             Err(e) => {
                 // As Linux's "fatal error": the frontend broke the ring protocol. Stop

@@ -12,7 +12,7 @@ use core::cell::{Cell, RefCell};
 use core::future::Future;
 use core::pin::Pin;
 
-use bulkhead_executor::{first, Handle};
+use bulkhead_executor::{first, yield_now, Handle};
 use bulkhead_netback::ctrl::{self, Steering};
 use bulkhead_netback::negotiate::{self, Frontend, Offer, Settings};
 use bulkhead_netback::queue::{RxFeatures, VifQueue, RX_LAYOUT, TX_LAYOUT};
@@ -407,13 +407,16 @@ async fn serve(
         }
         if pass.more {
             // Let the other tasks run before the next batch.
-            h.sleep(0).await;
+            yield_now().await;
             continue;
         }
         // Before sleeping: ask for events, then look once more (nothing may slip in
         // between the last look and the request for an event).
         match q.tx_final_check() {
-            Ok(true) => continue,
+            Ok(true) => {
+                yield_now().await;
+                continue;
+            }
             Ok(false) => {}
             Err(e) => {
                 fatal = Some(e.0);
@@ -422,7 +425,10 @@ async fn serve(
         }
         if waiting {
             match q.rx_final_check() {
-                Ok(true) => continue,
+                Ok(true) => {
+                    yield_now().await;
+                    continue;
+                }
                 Ok(false) => {}
                 Err(e) => {
                     fatal = Some(e.0);

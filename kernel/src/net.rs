@@ -13,7 +13,7 @@ use core::pin::Pin;
 
 use bulkhead_config::Mgmt;
 use bulkhead_e1000e::E1000e;
-use bulkhead_executor::{first, Handle, Signal};
+use bulkhead_executor::{first, yield_now, Handle, Signal};
 use bulkhead_net::{Checksum, Counters, Link, MacAddr, Nic, Offloads, TxError};
 use bulkhead_netback::packet::{finish, Packet};
 use bulkhead_pci::{Bar, Function};
@@ -466,6 +466,9 @@ pub async fn run(
                 waits.push(Box::pin(s.wait()));
             }
             first(waits).await;
+        } else {
+            // More to do at once: still let the other tasks (vifs, disks) run first.
+            yield_now().await;
         }
     }
 }

@@ -269,9 +269,20 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
                     } else {
                         storage::Storage::none(&h2)
                     };
+                    let devices = alloc::rc::Rc::new(xen::xenbus::Devices::default());
                     h2.spawn(
                         "xenbus",
-                        xen::xenbus::run(x.clone(), h2.clone(), disks, fabric2),
+                        xen::xenbus::run(
+                            x.clone(),
+                            h2.clone(),
+                            disks.clone(),
+                            fabric2,
+                            devices.clone(),
+                        ),
+                    );
+                    h2.spawn(
+                        "control",
+                        xen::control::run(x.clone(), h2.clone(), disks, devices),
                     );
                     if let Some(p) = peer {
                         h2.spawn("peer-test", xen::peertest::run(x, h2.clone(), p));

@@ -364,6 +364,16 @@ impl Disk {
         Ok(())
     }
 
+    /// Before the domain goes: flush every namespace's volatile cache, then a normal
+    /// controller shutdown (CC.SHN), after which the controller takes no commands.
+    pub async fn shutdown(&mut self, h: &Handle) -> Result<(), Error> {
+        let nsids: Vec<u32> = self.namespaces().iter().map(|n| n.nsid).collect();
+        for nsid in nsids {
+            self.flush(h, nsid).await?;
+        }
+        self.ctrl.shutdown(&mut crate::hw::SpinClock)
+    }
+
     pub async fn flush(&mut self, h: &Handle, nsid: u32) -> Result<(), Error> {
         self.run(h, Command::flush(nsid), "flush").await.map(|_| ())
     }

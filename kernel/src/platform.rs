@@ -61,6 +61,12 @@ pub fn poweroff() -> ! {
     leave(ShutdownReason::Poweroff, EXIT_SUCCESS)
 }
 
+/// The toolstack asked for a reboot (xl applies `on_reboot=`).
+pub fn reboot() -> ! {
+    crate::println!("bulkhead: rebooting");
+    leave(ShutdownReason::Reboot, EXIT_SUCCESS)
+}
+
 /// Failure exit: the domain is reported crashed (QEMU exits with status 3).
 pub fn crash() -> ! {
     crate::println!("bulkhead: stopping as crashed");

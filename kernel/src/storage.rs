@@ -82,6 +82,21 @@ impl Storage {
         Rc::new(s)
     }
 
+    /// Flush and shut down every controller (the domain is going away). Waits for the
+    /// I/O in progress on each: the disk lock is taken after the current holder.
+    pub async fn shutdown(&self) {
+        for d in &self.disks {
+            let mut disk = d.lock().await;
+            match disk.shutdown(&self.h).await {
+                Ok(()) => info!(
+                    "storage: {}: caches flushed, controller shut down",
+                    disk.name
+                ),
+                Err(e) => warn!("storage: {}: shutdown failed: {e}", disk.name),
+            }
+        }
+    }
+
     /// The volume an xl `target=` names, if it exists.
     pub fn volume(&self, target: &Target, read_only: bool) -> Option<Volume> {
         let (d, nsid, mut extent) = nvme::resolve(&self.namespaces, &self.parts, target)?;

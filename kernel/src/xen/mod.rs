@@ -5,6 +5,7 @@
 
 pub mod blkback;
 pub mod console;
+pub mod control;
 pub mod events;
 pub mod grants;
 mod hv;
@@ -35,6 +36,7 @@ pub use hv::Hv;
 #[repr(u32)]
 pub enum ShutdownReason {
     Poweroff = 0,
+    Reboot = 1,
     Crash = 3,
 }
 

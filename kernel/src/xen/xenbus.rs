@@ -5,13 +5,17 @@
 //! vbds are served by blkback (`super::blkback`), vifs by netback (`super::netback`),
 //! both from `Action::Connect`.
 
-use alloc::collections::VecDeque;
+use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
 use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::cell::{Cell, RefCell};
+use core::future::Future;
+use core::pin::Pin;
 
-use bulkhead_executor::Handle;
+use bulkhead_executor::{first, Handle, Notify};
 use bulkhead_xenbus::{Action, Backend, DeviceId, Discovery, Event, Kind, State};
 use bulkhead_xenstore::client::Tx;
 use log::{error, info, warn};
@@ -26,8 +30,62 @@ const RECHECK_NS: u64 = 3_000_000_000;
 /// Pause between writing Closed and removing the backend directory (see `device`).
 const REMOVE_GRACE_NS: u64 = 2_000_000_000;
 
+/// The device tasks alive, so that a shutdown can close them all.
+#[derive(Default)]
+pub struct Devices {
+    next: Cell<u64>,
+    live: RefCell<BTreeMap<u64, Rc<Notify>>>,
+    stopping: Cell<bool>,
+}
+
+impl Devices {
+    fn register(self: &Rc<Self>) -> Registration {
+        let key = self.next.get();
+        self.next.set(key + 1);
+        let stop = Rc::new(Notify::new());
+        self.live.borrow_mut().insert(key, stop.clone());
+        Registration {
+            devices: self.clone(),
+            key,
+            stop,
+        }
+    }
+
+    /// Ask every device task to close its device (backend Closed, rings released) and
+    /// end; no new device is taken on after this.
+    pub fn stop_all(&self) {
+        self.stopping.set(true);
+        for n in self.live.borrow().values() {
+            n.notify();
+        }
+    }
+
+    pub fn live(&self) -> usize {
+        self.live.borrow().len()
+    }
+}
+
+/// A device task's entry in [`Devices`], removed when the task ends however it ends.
+struct Registration {
+    devices: Rc<Devices>,
+    key: u64,
+    stop: Rc<Notify>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.devices.live.borrow_mut().remove(&self.key);
+    }
+}
+
 /// The `xenbus` task.
-pub async fn run(xen: XenRef, h: Handle, storage: Rc<Storage>, fabric: FabricRef) {
+pub async fn run(
+    xen: XenRef,
+    h: Handle,
+    storage: Rc<Storage>,
+    fabric: FabricRef,
+    devices: Rc<Devices>,
+) {
     for kind in Kind::ALL {
         let path = format!("{}/backend/{}", xen.home(), kind.as_str());
         if let Err(e) = xen.store.watch(&path, TOKEN).await {
@@ -65,11 +123,21 @@ pub async fn run(xen: XenRef, h: Handle, storage: Rc<Storage>, fabric: FabricRef
             .map(|(k, fe, d)| (*k, *fe, d.as_slice()))
             .collect();
         let changes = discovery.update(&view);
+        if devices.stopping.get() {
+            return;
+        }
         for id in changes.added {
             info!("{id}: new backend device");
             h.spawn(
                 "xenbus-device",
-                device(xen.clone(), h.clone(), storage.clone(), fabric.clone(), id),
+                device(
+                    xen.clone(),
+                    h.clone(),
+                    storage.clone(),
+                    fabric.clone(),
+                    devices.register(),
+                    id,
+                ),
             );
         }
         for id in changes.removed {
@@ -117,7 +185,14 @@ struct Device {
     vif: Option<netback::Connection>,
 }
 
-async fn device(xen: XenRef, h: Handle, storage: Rc<Storage>, fabric: FabricRef, id: DeviceId) {
+async fn device(
+    xen: XenRef,
+    h: Handle,
+    storage: Rc<Storage>,
+    fabric: FabricRef,
+    reg: Registration,
+    id: DeviceId,
+) {
     let be = format!("{}/{}", xen.home(), id.rel_path());
     let store = &xen.store;
     let frontend = match store.read_opt(Tx::NONE, &format!("{be}/frontend")).await {
@@ -186,7 +261,26 @@ async fn device(xen: XenRef, h: Handle, storage: Rc<Storage>, fabric: FabricRef,
     }
     loop {
         // Re-read the states now and then even without an event (see `run`).
-        if let Some(Err(_)) = dev.h.timeout(RECHECK_NS, store.next_event(&token)).await {
+        let lost = Cell::new(false);
+        {
+            let h = &dev.h;
+            let waits: Vec<Pin<Box<dyn Future<Output = ()> + '_>>> = alloc::vec![
+                Box::pin(async {
+                    if let Some(Err(_)) = h.timeout(RECHECK_NS, store.next_event(&token)).await {
+                        lost.set(true);
+                    }
+                }),
+                Box::pin(reg.stop.wait()),
+            ];
+            first(waits).await;
+        }
+        if lost.get() {
+            return;
+        }
+        if reg.devices.stopping.get() {
+            let _ = store.unwatch(&be, &token).await;
+            let _ = store.unwatch(&fe_state, &token).await;
+            dev.stop().await;
             return;
         }
         while store.take_event(&token).is_some() {}
@@ -244,6 +338,20 @@ async fn device(xen: XenRef, h: Handle, storage: Rc<Storage>, fabric: FabricRef,
 }
 
 impl Device {
+    /// Our domain is shutting down: release the device and tell the frontend (Closed).
+    /// The backend directory stays: it is the toolstack's record of the device, and what
+    /// a driver domain started later finds.
+    async fn stop(&mut self) {
+        if let Some(c) = self.vbd.take() {
+            c.close(&self.xen, &self.h).await;
+        }
+        if let Some(c) = self.vif.take() {
+            c.close(&self.xen, &self.h, &self.fabric).await;
+        }
+        self.set_state(State::Closed).await;
+        crate::status::remove(&format!("{}", self.b.id));
+    }
+
     /// Feed one event to the state machine and carry out its actions; false once the
     /// device is gone.
     async fn apply(&mut self, ev: Event) -> bool {

@@ -1,0 +1,92 @@
+//! The toolstack's requests to this domain (`control/shutdown`, what `xl shutdown` and
+//! `xl reboot` write): close every backend so frontends see Closed, flush and shut down
+//! the disks, then leave through SCHEDOP_shutdown so xl's `on_poweroff`/`on_reboot`
+//! apply. Bounded: whatever is not done after the grace period is abandoned, logged.
+
+use alloc::format;
+use alloc::rc::Rc;
+
+use bulkhead_executor::Handle;
+use bulkhead_xenstore::client::Tx;
+use log::{error, info, warn};
+
+use super::xenbus::Devices;
+use super::XenRef;
+use crate::storage::Storage;
+
+const TOKEN: &str = "control";
+/// How long backends get to close (in-flight requests complete) before we go anyway.
+const CLOSE_GRACE_NS: u64 = 10_000_000_000;
+/// How long the disks get to flush and shut down.
+const DISK_GRACE_NS: u64 = 20_000_000_000;
+
+pub async fn run(xen: XenRef, h: Handle, storage: Rc<Storage>, devices: Rc<Devices>) {
+    let dir = format!("{}/control", xen.home());
+    // Tell the toolstack we act on shutdown requests ourselves.
+    for k in ["feature-poweroff", "feature-reboot"] {
+        if let Err(e) = xen.store.write(Tx::NONE, &format!("{dir}/{k}"), "1").await {
+            warn!("control: cannot write {k}: {e}");
+        }
+    }
+    let node = format!("{dir}/shutdown");
+    if let Err(e) = xen.store.watch(&node, TOKEN).await {
+        error!("control: cannot watch {node}: {e}; xl shutdown will not be seen");
+        return;
+    }
+    loop {
+        if xen.store.next_event(TOKEN).await.is_err() {
+            error!("control: watch lost; xl shutdown will not be seen");
+            return;
+        }
+        while xen.store.take_event(TOKEN).is_some() {}
+        let req = match xen.store.read_opt(Tx::NONE, &node).await {
+            Ok(Some(v)) => v,
+            _ => continue,
+        };
+        let reboot = match req.trim_end_matches('\0') {
+            "" => continue,
+            "poweroff" | "halt" => false,
+            "reboot" => true,
+            other => {
+                warn!("control: ignoring shutdown request {other:?}");
+                let _ = xen.store.write(Tx::NONE, &node, "").await;
+                continue;
+            }
+        };
+        // Acknowledge (as Linux does): the toolstack sees the request was taken.
+        let _ = xen.store.write(Tx::NONE, &node, "").await;
+        let t0 = h.now();
+        info!(
+            "control: {} requested: closing {} backend device(s), then flushing the disks",
+            req.trim_end_matches('\0'),
+            devices.live()
+        );
+        devices.stop_all();
+        while devices.live() > 0 && h.now() - t0 < CLOSE_GRACE_NS {
+            h.sleep(10_000_000).await;
+        }
+        if devices.live() > 0 {
+            warn!(
+                "control: {} device(s) did not close within {} s; going anyway",
+                devices.live(),
+                CLOSE_GRACE_NS / 1_000_000_000
+            );
+        }
+        if h.timeout(DISK_GRACE_NS, storage.shutdown()).await.is_none() {
+            warn!(
+                "control: disks did not shut down within {} s; going anyway",
+                DISK_GRACE_NS / 1_000_000_000
+            );
+        }
+        info!(
+            "control: backends closed and disks shut down in {} ms; {}",
+            (h.now() - t0) / 1_000_000,
+            if reboot { "rebooting" } else { "powering off" }
+        );
+        if reboot {
+            crate::platform::reboot();
+        } else {
+            crate::platform::poweroff();
+        }
+    }
+}

@@ -256,6 +256,7 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
         let own_disks = !config.test_storage;
         let bench_secs = config.bench_storage_secs;
         let peer = config.test_xen_peer;
+        let triggers = config.test_triggers;
         h.spawn("xen-init", async move {
             match xen::init(&h2).await {
                 Ok(x) => {
@@ -282,7 +283,7 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
                     );
                     h2.spawn(
                         "control",
-                        xen::control::run(x.clone(), h2.clone(), disks, devices),
+                        xen::control::run(x.clone(), h2.clone(), disks, devices, triggers),
                     );
                     if let Some(p) = peer {
                         h2.spawn("peer-test", xen::peertest::run(x, h2.clone(), p));

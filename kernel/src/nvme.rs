@@ -46,6 +46,10 @@ pub struct Disk {
     timeout_ns: u64,
     /// Test only: submit the next command without ringing its doorbell, so it times out.
     pub lose_next_command: bool,
+    /// The controller stopped working (no completion even after a reset, or fatal
+    /// status): every command fails at once from now on, so the backends answer their
+    /// frontends with errors instead of waiting on a dead device.
+    failed: bool,
 }
 
 fn msix_setup(
@@ -202,6 +206,7 @@ fn bring_up(h: &Handle, f: &Function, name: &str, mode: IrqMode) -> Result<Disk,
         gsi,
         timeout_ns: IO_TIMEOUT_NS,
         lose_next_command: false,
+        failed: false,
     })
 }
 
@@ -248,7 +253,34 @@ impl Disk {
     /// Submit and wait. A command that times out is aborted; if the controller cannot
     /// abort it, the controller is reset. Either way it is re-issued once (its buffers
     /// are still ours), and only a second failure reaches the caller.
+    /// Give up on the controller (see `failed`).
+    pub fn fail(&mut self, why: &str) {
+        if !self.failed {
+            error!(
+                "{}: {why}; the controller is failed, its disks answer every request with an error",
+                self.name
+            );
+        }
+        self.failed = true;
+    }
+
     async fn run(&mut self, h: &Handle, cmd: Command, what: &'static str) -> Result<u32, Error> {
+        if self.failed {
+            return Err(Error::Fatal);
+        }
+        let r = self.run_once(h, cmd, what).await;
+        if let Err(e @ (Error::Timeout { .. } | Error::Fatal)) = &r {
+            self.fail(&format!("{what}: {e} after abort and reset"));
+        }
+        r
+    }
+
+    async fn run_once(
+        &mut self,
+        h: &Handle,
+        cmd: Command,
+        what: &'static str,
+    ) -> Result<u32, Error> {
         let mut attempt = 0;
         loop {
             let cid = if core::mem::take(&mut self.lose_next_command) {

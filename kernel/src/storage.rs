@@ -97,6 +97,13 @@ impl Storage {
         }
     }
 
+    /// Test trigger: every controller fails from now on, as if it stopped answering.
+    pub async fn fail_all(&self, why: &str) {
+        for d in &self.disks {
+            d.lock().await.fail(why);
+        }
+    }
+
     /// The volume an xl `target=` names, if it exists.
     pub fn volume(&self, target: &Target, read_only: bool) -> Option<Volume> {
         let (d, nsid, mut extent) = nvme::resolve(&self.namespaces, &self.parts, target)?;

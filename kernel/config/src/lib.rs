@@ -63,6 +63,10 @@ pub const OPTIONS: &[(&str, &str)] = &[
         "test only: with test-storage, lose one command to exercise timeout, abort and reset",
     ),
     (
+        "test-triggers",
+        "test only: obey dom0 writing control/test-trigger: `panic` panics, `nvme-fail` makes the NVMe controllers fail every command",
+    ),
+    (
         "test-xen-peer",
         "test only: event-channel and grant round trip with this domain id (tests/xen/xen-peer.c)",
     ),
@@ -78,6 +82,7 @@ pub struct Config {
     pub test_panic: bool,
     pub test_fault: bool,
     pub test_xen_peer: Option<u16>,
+    pub test_triggers: bool,
     pub nvme_irq: NvmeIrq,
     pub test_storage: bool,
     pub test_nvme_timeout: bool,
@@ -130,6 +135,7 @@ impl Default for Config {
             test_panic: false,
             test_fault: false,
             test_xen_peer: None,
+            test_triggers: false,
             nvme_irq: NvmeIrq::MsiX,
             test_storage: false,
             test_nvme_timeout: false,
@@ -217,6 +223,7 @@ fn apply<'a>(c: &mut Config, key: &'a str, value: Option<&'a str>) -> Result<(),
         }
         "selftest" => c.selftest = flag(value).ok_or(bad("nothing, 0 or 1"))?,
         "test-panic" => c.test_panic = flag(value).ok_or(bad("nothing, 0 or 1"))?,
+        "test-triggers" => c.test_triggers = flag(value).ok_or(bad("nothing, 0 or 1"))?,
         "test-fault" => c.test_fault = flag(value).ok_or(bad("nothing, 0 or 1"))?,
         "heartbeat" => {
             c.heartbeat_secs = value
@@ -327,6 +334,7 @@ mod tests {
                 test_panic: true,
                 test_fault: false,
                 test_xen_peer: Some(0),
+                test_triggers: false,
                 nvme_irq: NvmeIrq::MsiX,
                 test_storage: false,
                 test_nvme_timeout: false,

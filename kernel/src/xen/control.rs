@@ -5,6 +5,7 @@
 
 use alloc::format;
 use alloc::rc::Rc;
+use alloc::string::String;
 
 use bulkhead_executor::Handle;
 use bulkhead_xenstore::client::Tx;
@@ -20,8 +21,20 @@ const CLOSE_GRACE_NS: u64 = 10_000_000_000;
 /// How long the disks get to flush and shut down.
 const DISK_GRACE_NS: u64 = 20_000_000_000;
 
-pub async fn run(xen: XenRef, h: Handle, storage: Rc<Storage>, devices: Rc<Devices>) {
+pub async fn run(
+    xen: XenRef,
+    h: Handle,
+    storage: Rc<Storage>,
+    devices: Rc<Devices>,
+    test_triggers: bool,
+) {
     let dir = format!("{}/control", xen.home());
+    if test_triggers {
+        h.spawn(
+            "test-triggers",
+            triggers(xen.clone(), format!("{dir}/test-trigger"), storage.clone()),
+        );
+    }
     // Tell the toolstack we act on shutdown requests ourselves.
     for k in ["feature-poweroff", "feature-reboot"] {
         if let Err(e) = xen.store.write(Tx::NONE, &format!("{dir}/{k}"), "1").await {
@@ -87,6 +100,37 @@ pub async fn run(xen: XenRef, h: Handle, storage: Rc<Storage>, devices: Rc<Devic
             crate::platform::reboot();
         } else {
             crate::platform::poweroff();
+        }
+    }
+}
+
+/// `test-triggers`: faults on demand for the fault-isolation tests (dom0 writes the node;
+/// a driver domain in service never has this option).
+async fn triggers(xen: XenRef, node: String, storage: Rc<Storage>) {
+    const T: &str = "test-trigger";
+    // Created empty and writable by nobody else: dom0 (the only other writer) may.
+    let _ = xen.store.write(Tx::NONE, &node, "").await;
+    if let Err(e) = xen.store.watch(&node, T).await {
+        error!("test-triggers: cannot watch {node}: {e}");
+        return;
+    }
+    info!("test-triggers: obeying {node} (panic, nvme-fail)");
+    loop {
+        if xen.store.next_event(T).await.is_err() {
+            return;
+        }
+        while xen.store.take_event(T).is_some() {}
+        let v = xen.store.read_opt(Tx::NONE, &node).await.ok().flatten();
+        match v.as_deref().map(|s| s.trim_end_matches('\0')) {
+            Some("panic") => panic!("test-trigger: panic requested by dom0"),
+            Some("nvme-fail") => {
+                let _ = xen.store.write(Tx::NONE, &node, "").await;
+                storage
+                    .fail_all("test-trigger: nvme-fail requested by dom0")
+                    .await;
+            }
+            Some("") | None => {}
+            Some(other) => warn!("test-triggers: unknown trigger {other:?}"),
         }
     }
 }

@@ -83,7 +83,7 @@ wait_for "$(console_of net2)" "linux-net: (sent to the outside|FAIL)" 240 >/dev/
 grep -q "linux-net: FAIL" "$(console_of net2)" && { grep "linux-net:" "$(console_of net2)" | tail -4; net_fail "net2: $(grep 'linux-net: FAIL' "$(console_of net2)")"; }
 wait $sink
 cat /tmp/sink.out
-want=$(grep -o "sending 16777216 bytes to fd00::20 sha256 [0-9a-f]*" "$(console_of net2)" | awk '{print $6}')
+want=$(grep -o "sending 16777216 bytes to fd00::20 sha256 [0-9a-f]*" "$(console_of net2)" | awk '{print $7}')
 got=$(sed -n 's/^sink: \([0-9]*\) bytes in \([0-9]*\) ms sha256 \([0-9a-f]*\)/\1 \3/p' /tmp/sink.out)
 [ -n "$want" ] && [ "$got" = "16777216 $want" ] || fail "16 MiB to the outside: sent sha256 $want, received $got"
 ms=$(sed -n 's/^sink: [0-9]* bytes in \([0-9]*\) ms.*/\1/p' /tmp/sink.out)

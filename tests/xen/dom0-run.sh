@@ -17,7 +17,9 @@ clean_up() {
 # attempt NAME: run it once within what is left of the budget; sets rc, secs, limit.
 attempt() {
     start=$(date +%s)
-    limit=${SCENARIO_TIMEOUT:-420}
+    # A scenario may ask for more time on its first line ("# timeout: SECONDS").
+    limit=$(sed -n '1s/^# timeout: \([0-9]*\)$/\1/p' "./$1.sh")
+    limit=${limit:-${SCENARIO_TIMEOUT:-420}}
     left=$((budget - (start - tier_start)))
     [ $left -lt $limit ] && limit=$left
     if [ $limit -lt 60 ]; then

@@ -216,6 +216,81 @@ net)
         ;;
     esac
     ;;
+life)
+    # The fault-isolation guest: a heartbeat on its console every 2 s whatever happens to
+    # its driver domain, and commands from dom0 through xenstore (data/cmd = "N VERB
+    # ARGS"), each answered on the console as "linux-life: N done: ...".
+    mount -t xenfs xenfs /proc/xen
+    modprobe xen-blkfront
+    modprobe xen-netfront
+    (n=0; while :; do n=$((n + 1)); say "heartbeat $n"; sleep 2; done) &
+    chunk=4194304
+    pat() { /bulkhead-prng "life-$1" $chunk; }
+    waitdev() { i=0; until [ -e "$1" ]; do i=$((i + 1)); [ $i -gt 120 ] && return 1; sleep 0.5; done; }
+    say "ready"
+    last=
+    while :; do
+        cmd=$(xenstore-read data/cmd 2>/dev/null)
+        if [ -z "$cmd" ] || [ "$cmd" = "$last" ]; then sleep 0.5; continue; fi
+        last=$cmd
+        set -- $cmd
+        n=$1 verb=$2 dev=$3 k=$4
+        case "$verb" in
+        write)
+            waitdev "/dev/$dev" || { say "$n done: no /dev/$dev"; continue; }
+            if pat "$k" | dd of="/dev/$dev" bs=1M seek=$((k * 4)) oflag=direct conv=fsync 2>/dev/null; then
+                say "$n done: wrote $k on $dev sha $(pat "$k" | sha256sum | cut -c1-16)"
+            else
+                say "$n done: write $k on $dev failed"
+            fi
+            ;;
+        verify)
+            waitdev "/dev/$dev" || { say "$n done: no /dev/$dev"; continue; }
+            a=$(dd if="/dev/$dev" bs=1M skip=$((k * 4)) count=4 iflag=direct 2>/dev/null | sha256sum | cut -c1-16)
+            b=$(pat "$k" | sha256sum | cut -c1-16)
+            if [ "$a" = "$b" ]; then say "$n done: verify $k on $dev ok"; else say "$n done: verify $k on $dev FAIL ($a, want $b)"; fi
+            ;;
+        busy)
+            # Disk writes and network traffic that are in flight when the driver domain goes.
+            (j=10; while :; do pat $j | dd of="/dev/$dev" bs=1M seek=$((j * 4)) oflag=direct 2>/dev/null; j=$(( (j + 1) % 6 + 10 )); done) &
+            echo $! >/tmp/busy.pids
+            (while :; do ping -c 20 -i 0.2 -s 1400 -W 2 "${4:-10.0.2.2}" >/dev/null 2>&1; done) &
+            echo $! >>/tmp/busy.pids
+            say "$n done: busy on $dev"
+            ;;
+        quiet)
+            kill $(cat /tmp/busy.pids) 2>/dev/null
+            say "$n done: quiet"
+            ;;
+        read)
+            # Must end with data or an error, not hang (timeout says 124).
+            waitdev "/dev/$dev" || { say "$n done: no /dev/$dev"; continue; }
+            timeout 90 dd if="/dev/$dev" of=/dev/null bs=1M count=1 skip=$((k * 4 + 1)) iflag=direct 2>/tmp/read.err
+            rc=$?
+            case $rc in
+            0) say "$n done: read $dev ok" ;;
+            124 | 143) say "$n done: read $dev hung" ;;
+            *) say "$n done: read $dev error ($(tail -1 /tmp/read.err))" ;;
+            esac
+            ;;
+        net)
+            waitdev "/sys/class/net/$dev" || { say "$n done: no $dev"; continue; }
+            # The vifs of driver domains that are gone stay, dead: take them out of routing.
+            for o in /sys/class/net/eth*; do
+                o=${o##*/}
+                [ "$o" = "$dev" ] || { ip addr flush dev "$o"; ip link set "$o" down; } 2>/dev/null
+            done
+            if lease "$dev"; then
+                eval "$(cat /tmp/lease)"
+                if ping -c 3 -W 5 "$IPV4GATEWAY" >/dev/null 2>&1; then say "$n done: net $dev ok $IPV4ADDR"; else say "$n done: net $dev FAIL ping"; fi
+            else
+                say "$n done: net $dev FAIL lease"
+            fi
+            ;;
+        *) say "$n done: unknown command $verb" ;;
+        esac
+    done
+    ;;
 netcycle)
     # Runtime network-attach/detach: each new eth0 gets a lease and pings the gateway.
     mount -t xenfs xenfs /proc/xen

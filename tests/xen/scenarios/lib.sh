@@ -75,7 +75,7 @@ disk = [ 'vdev=xvda,format=raw,access=rw,backend=bulkhead,target=nvme0n1p1' ]
 CFG
 }
 
-# start_hvm_dd BDF CMDLINE: Bulkhead as the HVM driver domain (xl-configs/driverdomain.cfg,
+# start_hvm_dd "BDF..." CMDLINE: Bulkhead as the HVM driver domain (xl-configs/driverdomain.cfg,
 # dom0 prepared as README says) owning BDF, bound to pciback first, with CMDLINE; $log is
 # its console.
 start_hvm_dd() {
@@ -84,9 +84,13 @@ start_hvm_dd() {
     log=$(console_of bulkhead)
     rm -f "$log"
     modprobe xen-pciback 2>/dev/null
-    xl pci-assignable-list | grep -q "$1" || xl pci-assignable-add "$1" || fail "pci-assignable-add $1 failed"
+    local pci="" bdf
+    for bdf in $1; do
+        xl pci-assignable-list | grep -q "$bdf" || xl pci-assignable-add "$bdf" || fail "pci-assignable-add $bdf failed"
+        pci="$pci${pci:+, }\"$bdf\""
+    done
     # shellcheck disable=SC2086
-    xl create "$XLCFG/driverdomain.cfg" "kernel=\"$IMAGE\"" "pci=[ \"$1\" ]" "cmdline=\"$2\"" $HVM_TEST_OPTS \
+    xl create "$XLCFG/driverdomain.cfg" "kernel=\"$IMAGE\"" "pci=[ $pci ]" "cmdline=\"$2\"" $HVM_TEST_OPTS \
         || fail "xl create of the driver domain failed"
     DD_ID=$(xl domid bulkhead)
 }

@@ -1,0 +1,139 @@
+# timeout: 900
+# Fault isolation and lifecycle: Bulkhead (HVM, owning the NVMe and the e1000e) serves a
+# Debian guest's disk and vif, and the driver domain is made to fail in every way an
+# operator meets. The guest prints a heartbeat throughout and takes commands from dom0
+# through xenstore (tests/xen/linux-init.sh, role `life`).
+#   1. crash: Bulkhead panics while the guest writes its disk and pings over its vif;
+#      dom0 stays healthy, the guest keeps running, xl shows the driver domain crashed;
+#   2. restart after the crash: a new Bulkhead; the disk and vif are attached again
+#      (new vdev and vif: the old ones died with their backend) and every block the
+#      guest wrote with fsync before the crash reads back;
+#   3. destroy mid-I/O: `xl destroy` while the guest writes; again after a restart,
+#      nothing acknowledged is lost;
+#   4. clean shutdown: `xl shutdown` with the guest attached finishes in bounded time,
+#      the frontends see Closed, and after a restart the flushed writes are all there;
+#   5. device fault: the NVMe controller fails (test trigger): the guest's reads end
+#      with errors, not a hang, and its network keeps working.
+. ./lib.sh
+DEVS="00:03.0 00:04.0"
+CMDLINE="test-triggers"
+life_log=$(console_of life)
+
+# dd_up: start a driver domain and wait until it serves.
+dd_up() {
+    start_hvm_dd "$DEVS" "$CMDLINE"
+    expect "$log" "storage: nvme0n1p5 \"epsilon\"" 240 "Bulkhead did not find the guest partitions"
+    expect "$log" "net0 \(.*\): e1000e" 60 "Bulkhead did not bring up the e1000e"
+    expect "$log" "watching /local/domain/$DD_ID/backend" 60 "xenbus watcher not started"
+}
+
+# keep_log NAME: keep this instance's console (the next one reuses the file).
+keep_log() { cp "$log" "/host/out/console/bulkhead-$1.log" 2>/dev/null; }
+
+n=0
+# cmd VERB ARGS: run a command in the guest, print its answer (fail if none comes).
+cmd() {
+    n=$((n + 1))
+    xenstore-write "/local/domain/$g/data/cmd" "$n $*" || fail "cannot write the guest's command"
+    wait_for "$life_log" "linux-life: $n done: " "${T:-120}" >/dev/null || fail "the guest did not answer '$*'"
+    grep -a "linux-life: $n done: " "$life_log" | head -1 | sed 's/.*done: //'
+}
+# want TEXT RESULT: the result must contain TEXT.
+want() { case "$2" in *"$1"*) echo "    $2" ;; *) fail "wanted '$1', the guest said: $2" ;; esac; }
+heartbeats() { grep -c "linux-life: heartbeat" "$life_log"; }
+
+dd_up
+dd1=$DD_ID
+cat >/tmp/life.cfg <<CFG
+name = "life"
+type = "pv"
+kernel = "/host/linux/vmlinuz"
+ramdisk = "/host/linux/linux-initrd.img"
+extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=life"
+memory = 256
+vcpus = 1
+on_crash = "preserve"
+disk = [ 'format=raw,vdev=xvda,access=rw,backend=bulkhead,target=nvme0n1p5' ]
+vif = [ 'backend=bulkhead,mac=00:16:3e:d0:00:01' ]
+CFG
+rm -f "$life_log"
+xl create /tmp/life.cfg || fail "xl create life failed"
+g=$(xl domid life)
+expect "$life_log" "linux-life: ready" 300 "the guest did not start"
+want "net eth0 ok" "$(cmd net eth0)"
+want "wrote 1 on xvda" "$(cmd write xvda 1)"
+
+note "1. crash while the guest writes and pings"
+want "busy on xvda" "$(cmd busy xvda)"
+sleep 5
+xenstore-write "/local/domain/$dd1/control/test-trigger" panic || fail "cannot trigger the panic"
+DD_ID=
+i=0
+until xl list bulkhead 2>/dev/null | awk 'NR == 2 { print $5 }' | grep -q c; do
+    i=$((i + 1)); [ $i -gt 60 ] && fail "xl does not show the driver domain crashed: $(xl list bulkhead 2>&1 | tail -1)"; sleep 1
+done
+grep -a "test-trigger: panic requested by dom0" "$log" >/dev/null || fail "no panic message on Bulkhead's console"
+echo "    xl list: $(xl list bulkhead | tail -1)"
+dom0_healthy
+hb=$(heartbeats)
+sleep 6
+[ "$(heartbeats)" -gt "$hb" ] || fail "the guest stopped printing its heartbeat after the crash"
+xl list life | tail -1 | awk '{ print $5 }' | grep -qE "^[-rb]+$" || fail "the guest is not running: $(xl list life | tail -1)"
+note "the guest runs on (heartbeat $(heartbeats)); a read of its old disk now: $(T=100 cmd read xvda 0)"
+keep_log crashed
+xl destroy bulkhead || fail "xl destroy of the crashed driver domain failed"
+
+note "2. restart, attach again, read back what was acknowledged"
+dd_up
+want "quiet" "$(cmd quiet)"
+xl block-attach life "format=raw,vdev=xvdb,access=rw,backend=bulkhead,target=nvme0n1p5" || fail "block-attach after the restart failed"
+xl network-attach life backend=bulkhead mac=00:16:3e:d0:00:02 || fail "network-attach after the restart failed"
+want "verify 1 on xvdb ok" "$(cmd verify xvdb 1)"
+want "net eth1 ok" "$(cmd net eth1)"
+
+note "3. destroy in the middle of writes"
+want "wrote 2 on xvdb" "$(cmd write xvdb 2)"
+want "busy on xvdb" "$(cmd busy xvdb)"
+sleep 5
+DD_ID=
+keep_log destroyed
+xl destroy bulkhead || fail "xl destroy of the busy driver domain failed"
+dom0_healthy
+dd_up
+want "quiet" "$(cmd quiet)"
+xl block-attach life "format=raw,vdev=xvdc,access=rw,backend=bulkhead,target=nvme0n1p5" || fail "block-attach after the destroy failed"
+xl network-attach life backend=bulkhead mac=00:16:3e:d0:00:03 || fail "network-attach after the destroy failed"
+want "verify 1 on xvdc ok" "$(cmd verify xvdc 1)"
+want "verify 2 on xvdc ok" "$(cmd verify xvdc 2)"
+want "net eth2 ok" "$(cmd net eth2)"
+
+note "4. clean shutdown with the guest attached"
+want "wrote 3 on xvdc" "$(cmd write xvdc 3)"
+t0=$(date +%s%N)
+out=$(timeout 120 xl shutdown -w bulkhead 2>&1) || fail "xl shutdown -w did not finish: $out"
+t1=$(date +%s%N)
+DD_ID=
+grep -a "control: backends closed and disks shut down" "$log" || fail "Bulkhead did not report its shutdown"
+grep -a "caches flushed, controller shut down" "$log" >/dev/null || fail "the NVMe was not flushed and shut down"
+echo "figure: dd-lifecycle: xl shutdown of Bulkhead with a guest's disk and vif attached: $(( (t1 - t0) / 1000000 )) ms"
+state=$(xenstore-read "/local/domain/$g/device/vbd/51744/state" 2>/dev/null)
+note "the guest's xvdc frontend state after the shutdown: ${state:-gone}"
+keep_log shutdown
+dd_up
+xl block-attach life "format=raw,vdev=xvdd,access=rw,backend=bulkhead,target=nvme0n1p5" || fail "block-attach after the shutdown failed"
+xl network-attach life backend=bulkhead mac=00:16:3e:d0:00:04 || fail "network-attach after the shutdown failed"
+for k in 1 2 3; do
+    want "verify $k on xvdd ok" "$(cmd verify xvdd $k)"
+done
+want "net eth3 ok" "$(cmd net eth3)"
+
+note "5. the NVMe controller fails"
+xenstore-write "/local/domain/$DD_ID/control/test-trigger" nvme-fail || fail "cannot trigger the device failure"
+expect "$log" "the controller is failed" 30 "Bulkhead did not fail the controller"
+want "read xvdd error" "$(T=100 cmd read xvdd 0)"
+want "net eth3 ok" "$(cmd net eth3)"
+grep -E "PANIC|panicked" "$log" && fail "Bulkhead panicked"
+xl destroy life
+stop_dd
+dom0_healthy
+echo "dd-lifecycle: ok"

@@ -11,7 +11,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 here="$root/tests/xen"
-SCENARIOS=(pvh-core vbd-initwait crash hvm-core hvm-nvme hvm-net blkback blkbench linux-dd-baseline)
+SCENARIOS=(pvh-core vbd-initwait crash hvm-core hvm-nvme hvm-net blkback netback netback-cycles dd-lifecycle blkbench linux-dd-baseline)
 demo=0
 if [ "${1:-}" = --demo ]; then demo=1; shift; fi
 [ $# -gt 0 ] && SCENARIOS=("$@")
@@ -50,7 +50,7 @@ nvme_img="$root/build/xen-nvme.img"
 "$runner" initramfs-overlay "$share/linux/linux-initrd-fio.img" "$img/linux-initrd.img" "bulkhead-linux-init=$here/linux-init.sh" "bulkhead-prng=$root/build/bulkhead-prng" "opt/fio=$img/fio-root"
 printf '%s\n' "${SCENARIOS[@]}" >"$share/scenarios.list"
 # dom0 must finish (and report) well inside QEMU's own limit; the rest is boot and shutdown.
-tier_timeout=${XEN_TIER_TIMEOUT:-1500}
+tier_timeout=${XEN_TIER_TIMEOUT:-2400}
 echo $(( tier_timeout - 200 )) >"$share/budget"
 # Fixed PCI addresses: 00:03.0 is the NVMe that dom0 hands to the driver domain.
 qemu_args=(-M q35 -cpu qemu64,+svm,+npt -smp 2 -m 4096 -accel tcg,thread=multi -display none -no-reboot

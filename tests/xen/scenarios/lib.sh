@@ -8,15 +8,6 @@ fail() {
     echo "FAIL: $*"
     xl list 2>/dev/null
     xl dmesg 2>/dev/null | grep -iE "triple fault|crash" | tail -5
-    # Where the driver domain's vCPU is (twice, a second apart: a spinning task shows up
-    # as the same place); resolve with addr2line -e build/bulkhead.elf.
-    if [ -n "$DD_ID" ] && [ "$(xl domid bulkhead 2>/dev/null)" = "$DD_ID" ]; then
-        for _ in 1 2; do
-            xl debug-keys d 2>/dev/null
-            sleep 1
-        done
-        xl dmesg 2>/dev/null | grep -A4 "(d${DD_ID}v0)" | grep -E "RIP|RSP|rsp" | tail -4 | sed 's/^/driver domain vCPU: /'
-    fi
     sleep 5
     exit 1
 }

@@ -28,6 +28,9 @@ impl Offer {
             ("feature-ipv6-csum-offload", one()),
             ("feature-rx-copy", one()),
             ("feature-rx-flip", String::from("0")),
+            // The backend side of rx-notify: we rely on the frontend's RX notifications
+            // (and require them, see `read_frontend`).
+            ("feature-rx-notify", one()),
             ("feature-multicast-control", one()),
             ("feature-dynamic-multicast-control", one()),
             ("feature-split-event-channels", one()),

@@ -265,8 +265,13 @@ life)
         read)
             # Must end with data or an error, not hang (timeout says 124).
             waitdev "/dev/$dev" || { say "$n done: no /dev/$dev"; continue; }
-            timeout 90 dd if="/dev/$dev" of=/dev/null bs=1M count=1 skip=$((k * 4 + 1)) iflag=direct 2>/tmp/read.err
-            rc=$?
+            # In the background: a read stuck in the kernel cannot be killed, and the
+            # command loop must go on.
+            rm -f /tmp/read.rc
+            (dd if="/dev/$dev" of=/dev/null bs=1M count=1 skip=$((k * 4 + 1)) iflag=direct 2>/tmp/read.err; echo $? >/tmp/read.rc) &
+            i=0
+            while [ ! -s /tmp/read.rc ] && [ $i -lt 180 ]; do i=$((i + 1)); sleep 0.5; done
+            rc=$(cat /tmp/read.rc 2>/dev/null || echo 124)
             case $rc in
             0) say "$n done: read $dev ok" ;;
             124 | 143) say "$n done: read $dev hung" ;;

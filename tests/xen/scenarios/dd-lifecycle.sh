@@ -31,15 +31,22 @@ dd_up() {
 keep_log() { cp "$log" "/host/out/console/bulkhead-$1.log" 2>/dev/null; }
 
 n=0
-# cmd VERB ARGS: run a command in the guest, print its answer (fail if none comes).
+T=120
+# cmd VERB ARGS: run a command in the guest (waiting up to $T s); its answer goes to $R.
+# (Not in a subshell: the command counter must persist.)
 cmd() {
     n=$((n + 1))
     xenstore-write "/local/domain/$g/data/cmd" "$n $*" || fail "cannot write the guest's command"
-    wait_for "$life_log" "linux-life: $n done: " "${T:-120}" >/dev/null || fail "the guest did not answer '$*'"
-    grep -a "linux-life: $n done: " "$life_log" | head -1 | sed 's/.*done: //'
+    wait_for "$life_log" "linux-life: $n done: " "$T" >/dev/null || fail "the guest did not answer '$*'"
+    R=$(grep -a "linux-life: $n done: " "$life_log" | head -1 | sed 's/.*done: //')
 }
-# want TEXT RESULT: the result must contain TEXT.
-want() { case "$2" in *"$1"*) echo "    $2" ;; *) fail "wanted '$1', the guest said: $2" ;; esac; }
+# want TEXT VERB ARGS: run the command; its answer must contain TEXT.
+want() {
+    local w="$1"
+    shift
+    cmd "$@"
+    case "$R" in *"$w"*) echo "    $R" ;; *) fail "wanted '$w' from '$*', the guest said: $R" ;; esac
+}
 heartbeats() { grep -c "linux-life: heartbeat" "$life_log"; }
 
 dd_up
@@ -60,11 +67,11 @@ rm -f "$life_log"
 xl create /tmp/life.cfg || fail "xl create life failed"
 g=$(xl domid life)
 expect "$life_log" "linux-life: ready" 300 "the guest did not start"
-want "net eth0 ok" "$(cmd net eth0)"
-want "wrote 1 on xvda" "$(cmd write xvda 1)"
+want "net eth0 ok" net eth0
+want "wrote 1 on xvda" write xvda 1
 
 note "1. crash while the guest writes and pings"
-want "busy on xvda" "$(cmd busy xvda)"
+want "busy on xvda" busy xvda
 sleep 5
 xenstore-write "/local/domain/$dd1/control/test-trigger" panic || fail "cannot trigger the panic"
 DD_ID=
@@ -79,36 +86,39 @@ hb=$(heartbeats)
 sleep 6
 [ "$(heartbeats)" -gt "$hb" ] || fail "the guest stopped printing its heartbeat after the crash"
 xl list life | tail -1 | awk '{ print $5 }' | grep -qE "^[-rb]+$" || fail "the guest is not running: $(xl list life | tail -1)"
-note "the guest runs on (heartbeat $(heartbeats)); a read of its old disk now: $(T=100 cmd read xvda 0)"
+T=100
+cmd read xvda 0
+T=120
+note "the guest runs on (heartbeat $(heartbeats)); a read of its old disk now: $R"
 keep_log crashed
 xl destroy bulkhead || fail "xl destroy of the crashed driver domain failed"
 
 note "2. restart, attach again, read back what was acknowledged"
 dd_up
-want "quiet" "$(cmd quiet)"
+want "quiet" quiet
 xl block-attach life "format=raw,vdev=xvdb,access=rw,backend=bulkhead,target=nvme0n1p5" || fail "block-attach after the restart failed"
 xl network-attach life backend=bulkhead mac=00:16:3e:d0:00:02 || fail "network-attach after the restart failed"
-want "verify 1 on xvdb ok" "$(cmd verify xvdb 1)"
-want "net eth1 ok" "$(cmd net eth1)"
+want "verify 1 on xvdb ok" verify xvdb 1
+want "net eth1 ok" net eth1
 
 note "3. destroy in the middle of writes"
-want "wrote 2 on xvdb" "$(cmd write xvdb 2)"
-want "busy on xvdb" "$(cmd busy xvdb)"
+want "wrote 2 on xvdb" write xvdb 2
+want "busy on xvdb" busy xvdb
 sleep 5
 DD_ID=
 keep_log destroyed
 xl destroy bulkhead || fail "xl destroy of the busy driver domain failed"
 dom0_healthy
 dd_up
-want "quiet" "$(cmd quiet)"
+want "quiet" quiet
 xl block-attach life "format=raw,vdev=xvdc,access=rw,backend=bulkhead,target=nvme0n1p5" || fail "block-attach after the destroy failed"
 xl network-attach life backend=bulkhead mac=00:16:3e:d0:00:03 || fail "network-attach after the destroy failed"
-want "verify 1 on xvdc ok" "$(cmd verify xvdc 1)"
-want "verify 2 on xvdc ok" "$(cmd verify xvdc 2)"
-want "net eth2 ok" "$(cmd net eth2)"
+want "verify 1 on xvdc ok" verify xvdc 1
+want "verify 2 on xvdc ok" verify xvdc 2
+want "net eth2 ok" net eth2
 
 note "4. clean shutdown with the guest attached"
-want "wrote 3 on xvdc" "$(cmd write xvdc 3)"
+want "wrote 3 on xvdc" write xvdc 3
 t0=$(date +%s%N)
 out=$(timeout 120 xl shutdown -w bulkhead 2>&1) || fail "xl shutdown -w did not finish: $out"
 t1=$(date +%s%N)
@@ -123,15 +133,15 @@ dd_up
 xl block-attach life "format=raw,vdev=xvdd,access=rw,backend=bulkhead,target=nvme0n1p5" || fail "block-attach after the shutdown failed"
 xl network-attach life backend=bulkhead mac=00:16:3e:d0:00:04 || fail "network-attach after the shutdown failed"
 for k in 1 2 3; do
-    want "verify $k on xvdd ok" "$(cmd verify xvdd $k)"
+    want "verify $k on xvdd ok" verify xvdd $k
 done
-want "net eth3 ok" "$(cmd net eth3)"
+want "net eth3 ok" net eth3
 
 note "5. the NVMe controller fails"
 xenstore-write "/local/domain/$DD_ID/control/test-trigger" nvme-fail || fail "cannot trigger the device failure"
 expect "$log" "the controller is failed" 30 "Bulkhead did not fail the controller"
-want "read xvdd error" "$(T=100 cmd read xvdd 0)"
-want "net eth3 ok" "$(cmd net eth3)"
+T=100; want "read xvdd error" read xvdd 0; T=120
+want "net eth3 ok" net eth3
 grep -E "PANIC|panicked" "$log" && fail "Bulkhead panicked"
 xl destroy life
 stop_dd

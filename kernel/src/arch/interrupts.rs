@@ -119,10 +119,22 @@ pub fn init() {
     unsafe { x86_64::instructions::tables::lidt(&ptr) };
 }
 
+/// Vectors delivered without the local APIC's in-service bookkeeping, so without EOI.
+static NO_EOI: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+
 /// Install the handler for a vector >= 32.
 pub fn register(vector: u8, handler: Handler) {
     assert!(vector >= 32, "vectors below 32 are exceptions");
     HANDLERS[vector as usize - 32].store(handler as usize, Ordering::Release);
+}
+
+/// Install the handler for a vector that is injected directly rather than through the
+/// local APIC (Xen's event-channel callback vector): no EOI is written for it. An EOI
+/// there would end some other interrupt's service early, and under Xen HVM every EOI is a
+/// trap to the hypervisor.
+pub fn register_without_eoi(vector: u8, handler: Handler) {
+    NO_EOI[vector as usize / 64].fetch_or(1 << (vector % 64), Ordering::Release);
+    register(vector, handler);
 }
 
 const EXCEPTION_NAMES: [&str; 32] = [
@@ -176,7 +188,9 @@ extern "C" fn interrupt_dispatch(frame: &mut InterruptFrame) {
         let f: Handler = unsafe { core::mem::transmute::<usize, Handler>(h) };
         f(frame);
     }
-    if v != VECTOR_SELFTEST as usize {
+    if v != VECTOR_SELFTEST as usize
+        && NO_EOI[v / 64].load(Ordering::Acquire) & (1 << (v % 64)) == 0
+    {
         super::apic::eoi();
     }
 }

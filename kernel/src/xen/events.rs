@@ -77,7 +77,9 @@ pub fn init() -> Result<(), Errno> {
     let frame = crate::mem::alloc_frames(1, 4096).map_err(|_| Errno(-12))?;
     hv::add_to_physmap(abi::XENMAPSPACE_SHARED_INFO, 0, frame >> 12)?;
     SHARED_INFO.store(frame, Ordering::Release);
-    interrupts::register(VECTOR_XEN_CALLBACK, callback);
+    // HVM_PARAM_CALLBACK_TYPE_VECTOR: Xen injects the vector itself, without setting it
+    // in-service in the local APIC (Linux does not EOI it either).
+    interrupts::register_without_eoi(VECTOR_XEN_CALLBACK, callback);
     hv::hvm_set_param(
         abi::HVM_PARAM_CALLBACK_IRQ,
         abi::HVM_PARAM_CALLBACK_TYPE_VECTOR | VECTOR_XEN_CALLBACK as u64,

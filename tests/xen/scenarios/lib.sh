@@ -77,6 +77,12 @@ start_hvm_dd() {
     modprobe xen-pciback 2>/dev/null
     local pci="" bdf
     for bdf in $1; do
+        # A device of a driver domain that just shut down comes back to the assignable
+        # list once the toolstack has finished with that domain.
+        local i=0
+        while ! xl pci-assignable-list | grep -q "$bdf" && [ $i -lt 30 ] && xl list | awk 'NR > 2' | grep -q "^bulkhead "; do
+            i=$((i + 1)); sleep 1
+        done
         xl pci-assignable-list | grep -q "$bdf" || xl pci-assignable-add "$bdf" || fail "pci-assignable-add $bdf failed"
         pci="$pci${pci:+, }\"$bdf\""
     done

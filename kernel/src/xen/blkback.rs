@@ -11,7 +11,7 @@ use core::cell::Cell;
 
 use bulkhead_blkback::abi::PAGE_SIZE;
 use bulkhead_blkback::io::{Geometry, GrantFault, GuestMemory, Piece};
-use bulkhead_blkback::negotiate::{self, Discard, DiskInfo, Keys, Offer};
+use bulkhead_blkback::negotiate::{self, Discard, DiskInfo, Offer};
 use bulkhead_blkback::persistent::{GrantMapper, Persistent};
 use bulkhead_blkback::queue::Queue;
 use bulkhead_blkback::request::Limits;
@@ -27,6 +27,7 @@ use log::{error, info};
 
 use super::grants::GrantCopier;
 use super::ring::{self, MappedRing};
+use super::store::DirKeys;
 use super::{Hv, XenRef};
 use crate::nvme::Volume;
 use crate::storage::Storage;
@@ -67,22 +68,6 @@ struct Running {
     done: Rc<Cell<bool>>,
 }
 
-struct FrontendKeys<'a> {
-    xen: &'a XenRef,
-    dir: &'a str,
-}
-
-impl Keys for FrontendKeys<'_> {
-    async fn get(&mut self, key: &str) -> Option<String> {
-        self.xen
-            .store
-            .read_opt(Tx::NONE, &format!("{}/{key}", self.dir))
-            .await
-            .ok()
-            .flatten()
-    }
-}
-
 /// Read both sides' nodes, map the ring, bind the channel, publish the disk and start
 /// serving. On error nothing stays mapped or bound.
 pub async fn connect(
@@ -113,7 +98,7 @@ pub async fn connect(
         .volume(&target, read_only)
         .ok_or_else(|| format!("target {params:?} does not exist"))?;
 
-    let front = negotiate::read_frontend(&mut FrontendKeys { xen, dir: fe }, &OFFER).await?;
+    let front = negotiate::read_frontend(&mut DirKeys { xen, dir: fe }, &OFFER).await?;
 
     let bs = volume.block_size();
     let features = volume.features();

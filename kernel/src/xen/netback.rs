@@ -20,13 +20,13 @@ use bulkhead_switch::PortId;
 use bulkhead_xen::abi::{DomId, Port};
 use bulkhead_xen::grants::Mapping;
 use bulkhead_xen::Hypervisor;
-use bulkhead_xenbus::keys::Keys;
 use bulkhead_xenbus::DeviceId;
 use bulkhead_xenstore::client::Tx;
 use log::{error, info};
 
 use super::grants::GrantCopier;
 use super::ring::{self, MappedRing};
+use super::store::DirKeys;
 use super::{Hv, XenRef};
 use crate::fabric::{FabricRef, Inbox};
 
@@ -45,22 +45,6 @@ pub async fn offer(xen: &XenRef, be: &str) -> Result<(), String> {
             .map_err(|e| format!("write {k}: {e}"))?;
     }
     Ok(())
-}
-
-struct DirKeys<'a> {
-    xen: &'a XenRef,
-    dir: &'a str,
-}
-
-impl Keys for DirKeys<'_> {
-    async fn get(&mut self, key: &str) -> Option<String> {
-        self.xen
-            .store
-            .read_opt(Tx::NONE, &format!("{}/{key}", self.dir))
-            .await
-            .ok()
-            .flatten()
-    }
 }
 
 /// A served vif: its switch port and its queue tasks.
@@ -411,8 +395,13 @@ async fn serve(
             continue;
         }
         // Before sleeping: ask for events, then look once more (nothing may slip in
-        // between the last look and the request for an event).
-        match q.tx_final_check() {
+        // between the last look and the request for an event). RX only matters with
+        // packets waiting for buffers.
+        let recheck = match q.tx_final_check() {
+            Ok(false) if waiting => q.rx_final_check(),
+            r => r,
+        };
+        match recheck {
             Ok(true) => {
                 yield_now().await;
                 continue;
@@ -421,19 +410,6 @@ async fn serve(
             Err(e) => {
                 fatal = Some(e.0);
                 break;
-            }
-        }
-        if waiting {
-            match q.rx_final_check() {
-                Ok(true) => {
-                    yield_now().await;
-                    continue;
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    fatal = Some(e.0);
-                    break;
-                }
             }
         }
         if stop.get() {

@@ -84,3 +84,24 @@ pub async fn pump(xen: XenRef, port: Port) {
         xen.waiters.wait(port).await;
     }
 }
+
+/// Another domain's xenstore directory, read key by key (relative names) for the
+/// backends' negotiation code; a key that is absent or unreadable is `None`.
+pub struct DirKeys<'a> {
+    pub xen: &'a XenRef,
+    pub dir: &'a str,
+}
+
+impl bulkhead_xenbus::keys::Keys for DirKeys<'_> {
+    async fn get(&mut self, key: &str) -> Option<alloc::string::String> {
+        self.xen
+            .store
+            .read_opt(
+                bulkhead_xenstore::client::Tx::NONE,
+                &alloc::format!("{}/{key}", self.dir),
+            )
+            .await
+            .ok()
+            .flatten()
+    }
+}

@@ -116,6 +116,24 @@ disk = [ 'format=raw,vdev=xvda,access=rw,backend=bulkhead,target=$2' ]
 CFG
 }
 
+# same_after FIRST LAST HEAP_SLACK: two of Bulkhead's "released; map slots in use N, ports
+# open N, heap N B in use" lines (after the first and the last cycle): grant mappings and
+# event channels must be equal, the heap may grow by less than HEAP_SLACK bytes (allocator
+# blocks, xenstore buffers; a leak of per-device state would be kilobytes per cycle).
+same_after() {
+    note "after the first cycle: ${1#*released; }"
+    note "after the last cycle:  ${2#*released; }"
+    local f
+    for f in "map slots in use" "ports open"; do
+        a=$(echo "$1" | sed "s/.*$f \([0-9]*\),.*/\1/")
+        b=$(echo "$2" | sed "s/.*$f \([0-9]*\),.*/\1/")
+        [ "$a" = "$b" ] || fail "$f grew over the cycles: $a -> $b"
+    done
+    a=$(echo "$1" | sed 's/.*heap \([0-9]*\) B.*/\1/')
+    b=$(echo "$2" | sed 's/.*heap \([0-9]*\) B.*/\1/')
+    [ $((b - a)) -lt "$3" ] || fail "heap grew over the cycles: $a -> $b B"
+}
+
 # dom0_test_nic: the name of dom0's NIC on the outer test network (tests/xen/run.sh gives
 # it MAC 52:54:00:00:d0:00).
 dom0_test_nic() {

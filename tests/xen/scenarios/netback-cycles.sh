@@ -39,19 +39,7 @@ for c in $(seq 1 20); do
 done
 first=$(grep "vif-$g-[0-9]*: released" "$log" | head -1)
 last=$(grep "vif-$g-[0-9]*: released" "$log" | tail -1)
-note "after detach 1:  ${first#*released; }"
-note "after detach 20: ${last#*released; }"
-heap1=$(echo "$first" | sed 's/.*heap \([0-9]*\) B.*/\1/')
-heap20=$(echo "$last" | sed 's/.*heap \([0-9]*\) B.*/\1/')
-slots1=$(echo "$first" | sed 's/.*map slots in use \([0-9]*\),.*/\1/')
-slots20=$(echo "$last" | sed 's/.*map slots in use \([0-9]*\),.*/\1/')
-ports1=$(echo "$first" | sed 's/.*ports open \([0-9]*\),.*/\1/')
-ports20=$(echo "$last" | sed 's/.*ports open \([0-9]*\),.*/\1/')
-[ "$slots20" = "$slots1" ] || fail "grant mappings grew over 20 cycles: $slots1 -> $slots20"
-[ "$ports20" = "$ports1" ] || fail "event channels grew over 20 cycles: $ports1 -> $ports20"
-# The heap may move by a few allocator blocks (xenstore buffers); a leak of per-queue
-# state (rings, inboxes, packet buffers) would be kilobytes per cycle.
-[ $((heap20 - heap1)) -lt 8192 ] || fail "heap grew over 20 cycles: $heap1 -> $heap20 B"
+same_after "$first" "$last" 8192
 grep "queue closed" "$log" | tail -1
 xl destroy netc || fail "xl destroy netc failed"
 grep -E "PANIC|panicked" "$log" && fail "Bulkhead panicked"

@@ -277,13 +277,13 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
                             x.clone(),
                             h2.clone(),
                             disks.clone(),
-                            fabric2,
+                            fabric2.clone(),
                             devices.clone(),
                         ),
                     );
                     h2.spawn(
                         "control",
-                        xen::control::run(x.clone(), h2.clone(), disks, devices, triggers),
+                        xen::control::run(x.clone(), h2.clone(), disks, devices, fabric2, triggers),
                     );
                     if let Some(p) = peer {
                         h2.spawn("peer-test", xen::peertest::run(x, h2.clone(), p));

@@ -10,6 +10,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::future::Future;
 use core::pin::Pin;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use bulkhead_config::Mgmt;
 use bulkhead_e1000e::E1000e;
@@ -67,6 +68,35 @@ impl Nic for AnyNic {
     fn counters(&self) -> Counters {
         each!(self, n => n.counters())
     }
+}
+
+impl AnyNic {
+    /// Reset the device (no more DMA or interrupts) and give its memory back.
+    fn shutdown(self) {
+        each!(self, n => n.shutdown())
+    }
+}
+
+/// Shutdown's request to the network task: reset every NIC, so a driver domain that
+/// leaves has no device writing into its memory. `NICS_DOWN` says it is done.
+static QUIESCE: Signal = Signal::new();
+static QUIESCE_REQUESTED: AtomicBool = AtomicBool::new(false);
+static NICS_DOWN: AtomicBool = AtomicBool::new(false);
+static RUNNING: AtomicBool = AtomicBool::new(false);
+
+/// Reset every NIC the network task drives (domain shutdown); waits up to `bound_ns`.
+/// Returns how the NICs ended: true when reset (or there were none).
+pub async fn shut_down(h: &Handle, bound_ns: u64) -> bool {
+    if !RUNNING.load(Ordering::Acquire) {
+        return true;
+    }
+    QUIESCE_REQUESTED.store(true, Ordering::Release);
+    QUIESCE.raise();
+    let t0 = h.now();
+    while !NICS_DOWN.load(Ordering::Acquire) && h.now() - t0 < bound_ns {
+        h.sleep(1_000_000).await;
+    }
+    NICS_DOWN.load(Ordering::Acquire)
 }
 
 /// A NIC and how its interrupts reach us.
@@ -325,6 +355,8 @@ pub async fn run(
     if ports.is_empty() {
         return;
     }
+    h.watch(&QUIESCE);
+    RUNNING.store(true, Ordering::Release);
     ports[0].nic.set_promiscuous(true);
     let uplink_in = Inbox::new();
     let uplink = fabric.borrow_mut().attach(
@@ -375,6 +407,14 @@ pub async fn run(
     let mut request = Vec::new();
     let mut oversized = 0u64;
     loop {
+        if QUIESCE_REQUESTED.load(Ordering::Acquire) {
+            for p in ports.drain(..) {
+                info!("{}: reset for shutdown", p.name);
+                p.nic.shutdown();
+            }
+            NICS_DOWN.store(true, Ordering::Release);
+            return;
+        }
         let t = crate::time::now_ns();
         // Wire → switch.
         for p in ports.iter_mut() {
@@ -465,6 +505,7 @@ pub async fn run(
             if let Some(s) = ports[0].signal {
                 waits.push(Box::pin(s.wait()));
             }
+            waits.push(Box::pin(QUIESCE.wait()));
             first(waits).await;
         } else {
             // More to do at once: still let the other tasks (vifs, disks) run first.

@@ -24,7 +24,7 @@ mkdir -p "$out" "$work/root"
 echo "build-dom0: debootstrap into $work/root"
 packages=(
     xen-utils-4.17 qemu-system-xen linux-image-amd64 initramfs-tools kmod
-    iproute2 procps busybox util-linux e2fsprogs fio
+    iproute2 procps busybox util-linux e2fsprogs fio iperf3
 )
 debootstrap --variant=minbase --include="$(IFS=,; echo "${packages[*]}")" \
     bookworm "$work/root" "$mirror" >"$work/debootstrap.log" 2>&1 || {
@@ -82,6 +82,8 @@ done
 copy_exec /usr/local/sbin/bulkhead-block-hotplug /etc/xen/scripts/bulkhead-block
 # Guests of blkback make and check an ext4 filesystem (busybox's mke2fs is ext2 only).
 copy_exec /sbin/mke2fs /sbin/mkfs.ext4
+# Network guests measure with iperf3 (a few MiB with its libraries, unlike fio).
+copy_exec /usr/bin/iperf3 /usr/bin/iperf3
 cp /etc/mke2fs.conf "$DESTDIR/etc/"
 mkdir -p "$DESTDIR/etc/xen" "$DESTDIR/var/lib/xen"
 [ -f /etc/xen/xl.conf ] && cp /etc/xen/xl.conf "$DESTDIR/etc/xen/"

@@ -48,6 +48,21 @@ SCRIPT
     udhcpc -i "$1" -n -q -t 20 -T 3 -s /tmp/dhcp.sh >/tmp/udhcpc.log 2>&1 && [ -s /tmp/lease ]
 }
 
+# progress: every 20 s, this guest's packet and TCP counters (a stalled transfer then
+# shows which side stopped); runs in the background until killed.
+progress() {
+    while sleep 20; do
+        say "progress: eth0 rx $(cat /sys/class/net/eth0/statistics/rx_packets) tx $(cat /sys/class/net/eth0/statistics/tx_packets) packets; tcp in/out/retrans $(awk '/^Tcp:/ { t = $11 "/" $12 "/" $13 } END { print t }' /proc/net/snmp); 5001 state/queues $(awk '$2 ~ /:1389$/ || $3 ~ /:1389$/ { print $4, $5 }' /proc/net/tcp | tr '\n' ' ')"
+    done
+}
+
+# iperf3_rate HOST PORT: 8 s of TCP to an iperf3 server; prints the receiver's Mbit/s or
+# "failed: why".
+iperf3_rate() {
+    out=$(iperf3 -c "$1" -p "$2" -t 8 -f m 2>&1) || { echo "failed: $(echo "$out" | tail -1)"; return; }
+    echo "$out" | awk '/receiver/ { for (i = 2; i <= NF; i++) if ($i == "Mbits/sec") print $(i - 1), "Mbit/s" }'
+}
+
 case "$role" in
 dd)
     mount -t xenfs xenfs /proc/xen
@@ -172,8 +187,13 @@ net)
     say "gateway $IPV4GATEWAY: $(echo "$out" | grep 'packets transmitted')"
     case "$part" in
     recv)
+        # The throughput figure's server (iperf3 -c from the sender, after the checked copy).
+        iperf3 -s -D -p 5201 || fail "iperf3 -s failed"
         say "listening on 5001"
+        progress &
+        mon=$!
         nc -l -p 5001 >/tmp/recv || fail "nc -l failed"
+        kill $mon
         say "received $(wc -c </tmp/recv) bytes sha256 $(sha256sum </tmp/recv | cut -d' ' -f1)"
         ;;
     send)
@@ -185,11 +205,15 @@ net)
         say "sending $(wc -c </tmp/send) bytes sha256 $(sha256sum </tmp/send | cut -d' ' -f1)"
         # The receiver may still be starting its listener.
         i=0
+        progress &
+        mon=$!
         t0=$(cut -d' ' -f1 /proc/uptime)
         until nc "$peer" 5001 </tmp/send; do i=$((i + 1)); [ $i -gt 20 ] && fail "cannot connect to $peer:5001"; sleep 1; t0=$(cut -d' ' -f1 /proc/uptime); done
         t1=$(cut -d' ' -f1 /proc/uptime)
+        kill $mon
         say "sent in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%d", (b - a) * 1000 }') ms"
         say "tx: $(cat /sys/class/net/eth0/statistics/tx_packets) packets $(cat /sys/class/net/eth0/statistics/tx_bytes) bytes"
+        say "iperf3 to peer: $(iperf3_rate "$peer" 5201)"
         # Then out through the uplink to a sink in dom0, over IPv6: QEMU's user network
         # on the same hub (IPv6 off) would otherwise answer the TCP handshake itself.
         i=0
@@ -213,6 +237,7 @@ net)
         done
         t1=$(cut -d' ' -f1 /proc/uptime)
         say "sent to the outside in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%d", (b - a) * 1000 }') ms"
+        say "iperf3 to the outside: $(iperf3_rate "$sink" 5202)"
         ;;
     esac
     ;;

@@ -415,6 +415,23 @@ impl<M: RingMemory> VifQueue<M> {
         Ok(self.rx.final_check_for(self.rx_need)?)
     }
 
+    /// One line of state for a dump: both rings' indexes, what waits, the counters.
+    pub fn describe(&self) -> String {
+        let s = &self.stats;
+        alloc::format!(
+            "tx ring {}; rx ring {}; rx waits for {} buffer(s); tx {}; from guest {} packets ({} errors), to guest {} packets ({} dropped), {} notifies",
+            self.tx.indexes(),
+            self.rx.indexes(),
+            self.rx_need,
+            if self.stalled.is_some() { "held by the rate limit" } else { "flowing" },
+            s.tx_packets,
+            s.tx_errors,
+            s.rx_packets,
+            s.rx_dropped,
+            s.notifies
+        )
+    }
+
     /// Requests taken and not answered (zero when the queue can be released cleanly).
     pub fn in_flight(&self) -> u32 {
         self.tx.in_flight() + self.rx.in_flight()

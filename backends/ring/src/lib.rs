@@ -88,6 +88,32 @@ impl core::fmt::Display for RingError {
     }
 }
 
+/// A ring's indexes: the shared ones and the backend's private ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Indexes {
+    pub req_prod: u32,
+    pub req_event: u32,
+    pub req_cons: u32,
+    pub rsp_prod: u32,
+    pub rsp_event: u32,
+    pub rsp_prod_pvt: u32,
+}
+
+impl core::fmt::Display for Indexes {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "req prod {} cons {} event {}, rsp prod {} (queued {}) event {}",
+            self.req_prod,
+            self.req_cons,
+            self.req_event,
+            self.rsp_prod,
+            self.rsp_prod_pvt,
+            self.rsp_event
+        )
+    }
+}
+
 pub struct BackRing<M: RingMemory> {
     mem: M,
     layout: Layout,
@@ -201,6 +227,18 @@ impl<M: RingMemory> BackRing<M> {
         self.mem.store_u32(REQ_EVENT, self.req_cons.wrapping_add(n));
         self.mem.full_fence();
         Ok(self.unconsumed()? >= n)
+    }
+
+    /// Both sides' indexes as they are now (for state dumps).
+    pub fn indexes(&self) -> Indexes {
+        Indexes {
+            req_prod: self.mem.load_u32(REQ_PROD),
+            req_event: self.mem.load_u32(REQ_EVENT),
+            req_cons: self.req_cons,
+            rsp_prod: self.mem.load_u32(RSP_PROD),
+            rsp_event: self.mem.load_u32(RSP_EVENT),
+            rsp_prod_pvt: self.rsp_prod_pvt,
+        }
     }
 
     pub fn memory(&self) -> &M {

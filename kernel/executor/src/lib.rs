@@ -15,7 +15,7 @@ pub mod mutex;
 pub mod notify;
 
 pub use mutex::Mutex;
-pub use notify::{first, yield_now, Notify};
+pub use notify::{first, yield_now, Broadcast, Notify};
 
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};

@@ -51,6 +51,49 @@ impl Future for NotifyWait<'_> {
     }
 }
 
+/// A request every listening task acts on once (a state dump): the generation counts
+/// requests, and each listener remembers the last one it answered. Wakers are kept one
+/// per task, so a listener that waits often does not grow the list.
+#[derive(Default)]
+pub struct Broadcast {
+    generation: Cell<u64>,
+    wakers: RefCell<Vec<Waker>>,
+}
+
+impl Broadcast {
+    pub fn generation(&self) -> u64 {
+        self.generation.get()
+    }
+
+    pub fn raise(&self) {
+        self.generation.set(self.generation.get() + 1);
+        for w in self.wakers.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    /// Wait for a request newer than `seen`.
+    pub fn wait(&self, seen: u64) -> BroadcastWait<'_> {
+        BroadcastWait(self, seen)
+    }
+}
+
+pub struct BroadcastWait<'a>(&'a Broadcast, u64);
+
+impl Future for BroadcastWait<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.generation.get() != self.1 {
+            return Poll::Ready(());
+        }
+        let mut ws = self.0.wakers.borrow_mut();
+        if !ws.iter().any(|w| w.will_wake(cx.waker())) {
+            ws.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
 /// Let every other ready task run before going on: a loop that finds more work each
 /// time it looks must still not keep the CPU from the rest.
 pub fn yield_now() -> YieldNow {
@@ -106,6 +149,33 @@ mod tests {
         assert!(w.as_mut().poll(&mut cx).is_pending());
         n.notify();
         assert!(w.as_mut().poll(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn broadcast_wakes_each_listener_once_per_request() {
+        struct Count(core::sync::atomic::AtomicUsize);
+        impl alloc::task::Wake for Count {
+            fn wake(self: alloc::sync::Arc<Self>) {
+                self.0.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let count = alloc::sync::Arc::new(Count(Default::default()));
+        let waker = Waker::from(count.clone());
+        let b = Broadcast::default();
+        let mut cx = Context::from_waker(&waker);
+        let seen = b.generation();
+        for _ in 0..100 {
+            assert!(pin!(b.wait(seen)).poll(&mut cx).is_pending());
+        }
+        assert_eq!(
+            b.wakers.borrow().len(),
+            1,
+            "one waker per task, however often it waits"
+        );
+        b.raise();
+        assert_eq!(count.0.load(core::sync::atomic::Ordering::Relaxed), 1);
+        assert!(pin!(b.wait(seen)).poll(&mut cx).is_ready());
+        assert!(pin!(b.wait(b.generation())).poll(&mut cx).is_pending());
     }
 
     #[test]

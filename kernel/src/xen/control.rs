@@ -1,6 +1,6 @@
 //! The toolstack's requests to this domain (`control/shutdown`, what `xl shutdown` and
 //! `xl reboot` write): close every backend so frontends see Closed, flush and shut down
-//! the disks, then leave through SCHEDOP_shutdown so xl's `on_poweroff`/`on_reboot`
+//! the disks, reset the NICs, then leave through SCHEDOP_shutdown so xl's `on_poweroff`/`on_reboot`
 //! apply. Bounded: whatever is not done after the grace period is abandoned, logged.
 
 use alloc::format;
@@ -13,6 +13,7 @@ use log::{error, info, warn};
 
 use super::xenbus::Devices;
 use super::XenRef;
+use crate::fabric::FabricRef;
 use crate::storage::Storage;
 
 const TOKEN: &str = "control";
@@ -20,15 +21,19 @@ const TOKEN: &str = "control";
 const CLOSE_GRACE_NS: u64 = 10_000_000_000;
 /// How long the disks get to flush and shut down.
 const DISK_GRACE_NS: u64 = 20_000_000_000;
+/// How long the network task gets to reset the NICs.
+const NIC_GRACE_NS: u64 = 1_000_000_000;
 
 pub async fn run(
     xen: XenRef,
     h: Handle,
     storage: Rc<Storage>,
     devices: Rc<Devices>,
+    fabric: FabricRef,
     test_triggers: bool,
 ) {
     let dir = format!("{}/control", xen.home());
+    h.spawn("dump", dumps(xen.clone(), format!("{dir}/dump"), fabric));
     if test_triggers {
         h.spawn(
             "test-triggers",
@@ -91,8 +96,11 @@ pub async fn run(
                 DISK_GRACE_NS / 1_000_000_000
             );
         }
+        if !crate::net::shut_down(&h, NIC_GRACE_NS).await {
+            warn!("control: the NICs did not reset within 1 s; going anyway");
+        }
         info!(
-            "control: backends closed and disks shut down in {} ms; {}",
+            "control: backends closed, disks shut down and NICs reset in {} ms; {}",
             (h.now() - t0) / 1_000_000,
             if reboot { "rebooting" } else { "powering off" }
         );
@@ -101,6 +109,38 @@ pub async fn run(
         } else {
             crate::platform::poweroff();
         }
+    }
+}
+
+/// `control/dump`: anything written there makes the switch, the status lines and every
+/// backend queue log their state once (ring indexes, event-channel bits, waiting
+/// packets), for an operator or a test chasing a stall. Read-only for the domain.
+async fn dumps(xen: XenRef, node: String, fabric: FabricRef) {
+    const T: &str = "dump";
+    let _ = xen.store.write(Tx::NONE, &node, "").await;
+    if let Err(e) = xen.store.watch(&node, T).await {
+        warn!("control: cannot watch {node}: {e}; no state dumps");
+        return;
+    }
+    loop {
+        if xen.store.next_event(T).await.is_err() {
+            return;
+        }
+        while xen.store.take_event(T).is_some() {}
+        let v = xen.store.read_opt(Tx::NONE, &node).await.ok().flatten();
+        if v.as_deref()
+            .map_or(true, |s| s.trim_end_matches('\0').is_empty())
+        {
+            continue;
+        }
+        let _ = xen.store.write(Tx::NONE, &node, "").await;
+        let mut o = String::new();
+        fabric.borrow().render(&mut o);
+        crate::status::render(&mut o);
+        for line in o.lines() {
+            info!("dump: {line}");
+        }
+        xen.dump.raise();
     }
 }
 

@@ -120,6 +120,29 @@ pub fn is_pending(port: Port) -> bool {
             != 0
 }
 
+/// Whether upcalls for `port` are masked.
+pub fn is_masked(port: Port) -> bool {
+    let base = SHARED_INFO.load(Ordering::Acquire);
+    base != 0
+        && port < abi::EVTCHN_2L_NR_PORTS
+        && SharedInfo(base)
+            .word(abi::SHINFO_EVTCHN_MASK + 8 * (port as usize / 64))
+            .load(Ordering::SeqCst)
+            & (1 << (port % 64))
+            != 0
+}
+
+/// One port's delivery state for a dump: fired (not yet consumed by its task), pending
+/// and masked in shared info.
+pub fn describe(xen: &super::Xen, port: Port) -> alloc::string::String {
+    alloc::format!(
+        "port {port} fired {} pending {} masked {}",
+        xen.waiters.has_fired(port) as u8,
+        is_pending(port) as u8,
+        is_masked(port) as u8
+    )
+}
+
 /// Tasks waiting on ports: a fired flag and a waker per port (task context only).
 #[derive(Default)]
 pub struct Waiters {

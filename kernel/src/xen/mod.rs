@@ -124,6 +124,8 @@ pub struct Xen {
     pub slots: RefCell<MapSlots>,
     pub store: store::XenStore,
     pub waiters: events::Waiters,
+    /// Raised by `control/dump`: every backend queue logs its state once.
+    pub dump: bulkhead_executor::Broadcast,
 }
 
 pub type XenRef = Rc<Xen>;
@@ -164,6 +166,7 @@ pub async fn init(h: &bulkhead_executor::Handle) -> Result<XenRef, InitError> {
         slots: RefCell::new(slots),
         store,
         waiters,
+        dump: Default::default(),
     });
     h.spawn("xen-events", events::dispatch(xen.clone()));
     h.spawn("xenstore", store::pump(xen.clone(), store_port));

@@ -358,7 +358,20 @@ async fn serve(
 ) {
     let mut out = Vec::new();
     let mut fatal = None;
+    let mut dumped = xen.dump.generation();
     while !stop.get() {
+        if xen.dump.generation() != dumped {
+            dumped = xen.dump.generation();
+            info!(
+                "{}: state: {}; inbox {} packet(s) ({} dropped); tx {}, rx {}",
+                q.name,
+                q.describe(),
+                inbox.packets.borrow().len(),
+                inbox.dropped.get(),
+                super::events::describe(&xen, ports.0),
+                super::events::describe(&xen, ports.1),
+            );
+        }
         let now = crate::time::now_ns();
         // Guest → switch.
         let pass = match q.transmit(&mut guest, now, TX_BUDGET, &mut out) {
@@ -425,6 +438,7 @@ async fn serve(
         if let Some(at) = pass.retry_at {
             waits.push(Box::pin(h.sleep_until(at)));
         }
+        waits.push(Box::pin(xen.dump.wait(dumped)));
         first(waits).await;
     }
     if let Some(why) = &fatal {

@@ -123,7 +123,8 @@ t0=$(date +%s%N)
 out=$(timeout 120 xl shutdown -w bulkhead 2>&1) || fail "xl shutdown -w did not finish: $out"
 t1=$(date +%s%N)
 DD_ID=
-grep -a "control: backends closed and disks shut down" "$log" || fail "Bulkhead did not report its shutdown"
+grep -a "control: backends closed, disks shut down and NICs reset" "$log" || fail "Bulkhead did not report its shutdown"
+grep -a "net0: reset for shutdown" "$log" >/dev/null || fail "the e1000e was not reset at shutdown"
 grep -a "caches flushed, controller shut down" "$log" >/dev/null || fail "the NVMe was not flushed and shut down"
 echo "figure: dd-lifecycle: xl shutdown of Bulkhead with a guest's disk and vif attached: $(( (t1 - t0) / 1000000 )) ms"
 state=$(xenstore-read "/local/domain/$g/device/vbd/51744/state" 2>/dev/null)

@@ -53,6 +53,18 @@ expect() {
 # The driver domain's console log (xenconsoled, PV console ring).
 console_of() { echo "$CONSOLE/guest-$1.log"; }
 
+# dd_dump: ask the driver domain for a state dump (control/dump) and print it: the switch,
+# the status lines, every backend queue's rings and event channels. For failure paths.
+dd_dump() {
+    [ -n "$DD_ID" ] || return 0
+    local before
+    before=$(grep -c "dump: \|: state: " "$(console_of bulkhead)" 2>/dev/null)
+    xenstore-write "/local/domain/$DD_ID/control/dump" 1 2>/dev/null || return 0
+    sleep 3
+    echo "--- driver domain state:"
+    grep "dump: \|: state: " "$(console_of bulkhead)" | tail -n +$((${before:-0} + 1))
+}
+
 # idle_guest_cfg FILE NAME: a PVH guest (a second Bulkhead that idles, no blkfront) whose
 # disk names the `bulkhead` driver domain as its backend.
 idle_guest_cfg() {
@@ -75,14 +87,14 @@ start_hvm_dd() {
     log=$(console_of bulkhead)
     rm -f "$log"
     modprobe xen-pciback 2>/dev/null
+    # A driver domain that just shut down lingers while the toolstack tears it down (its
+    # PCI devices wait for the device model): the name is free, and the devices back on
+    # the assignable list, once it is gone.
+    local i=0
+    while xl domid bulkhead >/dev/null 2>&1 && [ $i -lt 90 ]; do i=$((i + 1)); sleep 1; done
+    xl domid bulkhead >/dev/null 2>&1 && fail "the previous driver domain is still there after 90 s"
     local pci="" bdf
     for bdf in $1; do
-        # A device of a driver domain that just shut down comes back to the assignable
-        # list once the toolstack has finished with that domain.
-        local i=0
-        while ! xl pci-assignable-list | grep -q "$bdf" && [ $i -lt 30 ] && xl list | awk 'NR > 2' | grep -q "^bulkhead "; do
-            i=$((i + 1)); sleep 1
-        done
         xl pci-assignable-list | grep -q "$bdf" || xl pci-assignable-add "$bdf" || fail "pci-assignable-add $bdf failed"
         pci="$pci${pci:+, }\"$bdf\""
     done

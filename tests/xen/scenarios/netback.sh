@@ -1,3 +1,4 @@
+# timeout: 540
 # Bulkhead serving networks: the e1000e passed through to Bulkhead (HVM) as its switch's
 # uplink on QEMU's user network, and two stock Debian Linux guests whose vifs name Bulkhead
 # as backend. Each gets a DHCP lease from QEMU's user network through Bulkhead's switch
@@ -8,6 +9,8 @@
 . ./lib.sh
 # On failure, take the guests away first so Bulkhead logs each queue's counters.
 net_fail() {
+    dd_dump
+    for g in net1 net2; do grep -a "linux-net:" "$(console_of $g)" | tail -6 | sed "s/^/$g: /"; done
     xl destroy net1 2>/dev/null
     xl destroy net2 2>/dev/null
     sleep 5
@@ -57,12 +60,14 @@ while True:
 print(f"sink: {n} bytes in {int((time.monotonic() - t0) * 1000)} ms sha256 {h.hexdigest()}")
 PY
 sink=$!
+# The throughput figure's server, after the checked copy: iperf3, one client then exit.
+iperf3 -s -1 -D -B fd00::20 -p 5202 || fail "iperf3 server in dom0 did not start"
 xenstore-write /local/domain/$g2/data/sink fd00::20 || fail "cannot tell net2 the sink"
 # The receiver's address, as it published it, goes to the sender.
 ip1=$(xenstore-read /local/domain/$g1/data/ip) || fail "net1 published no address"
 xenstore-write /local/domain/$g2/data/peer "$ip1" || fail "cannot tell net2 its peer"
-expect "$(console_of net2)" "linux-net: (sent in|FAIL)" 600 "net2 did not finish sending"
-expect "$(console_of net1)" "linux-net: (received|FAIL)" 120 "net1 did not finish receiving"
+wait_for "$(console_of net2)" "linux-net: (sent in|FAIL)" 240 >/dev/null || net_fail "net2 did not finish sending"
+wait_for "$(console_of net1)" "linux-net: (received|FAIL)" 120 >/dev/null || net_fail "net1 did not finish receiving"
 for g in net1 net2; do
     grep "linux-net:" "$(console_of $g)" | sed "s/^/$g: /"
 done
@@ -87,6 +92,15 @@ want=$(grep -o "sending 16777216 bytes to fd00::20 sha256 [0-9a-f]*" "$(console_
 got=$(sed -n 's/^sink: \([0-9]*\) bytes in \([0-9]*\) ms sha256 \([0-9a-f]*\)/\1 \3/p' /tmp/sink.out)
 [ -n "$want" ] && [ "$got" = "16777216 $want" ] || fail "16 MiB to the outside: sent sha256 $want, received $got"
 ms=$(sed -n 's/^sink: [0-9]* bytes in \([0-9]*\) ms.*/\1/p' /tmp/sink.out)
+rate_of() { # rate_of GUEST WHAT: the Mbit/s figure that guest's iperf3 run printed
+    grep -a "linux-net: iperf3 $2:" "$(console_of $1)" | tail -1 | sed 's/.*: //'
+}
+wait_for "$(console_of net2)" "linux-net: iperf3 to the outside:" 60 >/dev/null || net_fail "net2's iperf3 to the outside did not finish"
+for what in "to peer" "to the outside"; do
+    r=$(rate_of net2 "$what")
+    echo "$r" | grep -qE '^[0-9.]+ Mbit/s$' || net_fail "iperf3 $what: $r"
+    echo "figure: netback: iperf3 $what (net2, through Bulkhead): $r"
+done
 echo "figure: netback: guest to outside (TCP over IPv6 through Bulkhead's switch and the e1000e to dom0): 16 MiB in $ms ms, $(awk -v ms="$ms" 'BEGIN { if (ms > 0) printf "%.0f", 16777216 * 8 / ms / 1000; else print "n/a" }') Mbit/s"
 
 for g in net1 net2; do

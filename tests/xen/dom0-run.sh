@@ -32,6 +32,10 @@ attempt() {
     timeout "$limit" sh "./$1.sh" >"/host/out/$1.log" 2>&1
     rc=$?
     secs=$(($(date +%s) - start))
+    # A failed (or timed-out) scenario's driver domain logs its state before it goes.
+    if [ $rc -ne 0 ] && d=$(xl domid bulkhead 2>/dev/null); then
+        xenstore-write "/local/domain/$d/control/dump" 1 2>/dev/null && sleep 3
+    fi
     # Keep this scenario's domain consoles (the next scenario reuses the names).
     mkdir -p "/host/out/$1.console" && cp /host/out/console/*.log "/host/out/$1.console/" 2>/dev/null
     clean_up

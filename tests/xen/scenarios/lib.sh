@@ -28,11 +28,12 @@ dd_gone() {
 
 # wait_for FILE PATTERN SECONDS: until a line of FILE matches PATTERN (grep -E).
 # (Its counter is local: callers loop with their own variables.)
+# Wall-clock seconds: under nested TCG a loop iteration takes far longer than its sleep.
 wait_for() {
-    local n=0
+    local n=0 end=$(($(date +%s) + $3))
     while ! grep -qE "$2" "$1" 2>/dev/null; do
         n=$((n + 1))
-        [ $n -gt $(($3 * 2)) ] && return 1
+        [ "$(date +%s)" -gt $end ] && return 1
         if [ $((n % 10)) -eq 0 ] && dd_gone; then
             echo "--- the driver domain (id $DD_ID) is gone"
             return 1

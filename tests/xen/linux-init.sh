@@ -56,10 +56,10 @@ progress() {
     done
 }
 
-# iperf3_rate HOST PORT: 8 s of TCP to an iperf3 server; prints the receiver's Mbit/s or
+# iperf3_rate HOST PORT: 4 s of TCP to an iperf3 server; prints the receiver's Mbit/s or
 # "failed: why".
 iperf3_rate() {
-    out=$(iperf3 -c "$1" -p "$2" -t 8 -f m 2>&1) || { echo "failed: $(echo "$out" | tail -1)"; return; }
+    out=$(iperf3 -c "$1" -p "$2" -t 4 -f m 2>&1) || { echo "failed: $(echo "$out" | tail -1)"; return; }
     echo "$out" | awk '/receiver/ { for (i = 2; i <= NF; i++) if ($i == "Mbits/sec") print $(i - 1), "Mbit/s" }'
 }
 

@@ -168,7 +168,7 @@ impl<M: RingMemory> VifQueue<M> {
     }
 
     /// Take up to `budget` packets the guest transmitted: copy each out of its pages
-    /// into `out` and answer its slots.
+    /// into `out` and answer its slots. The batch is copied at once (one hypercall).
     pub fn transmit(
         &mut self,
         guest: &mut dyn GuestMemory,
@@ -178,6 +178,7 @@ impl<M: RingMemory> VifQueue<M> {
     ) -> Result<TxPass, Fatal> {
         let mut pass = TxPass::default();
         let mut done = 0;
+        let mut batch: Vec<tx::TxPacket> = Vec::new();
         loop {
             if done == budget {
                 pass.more = self.stalled.is_some() || self.tx.unconsumed()? > 0;
@@ -211,26 +212,39 @@ impl<M: RingMemory> VifQueue<M> {
             if let Some(e) = broken {
                 return Err(e.into());
             }
-            let p = match parsed {
-                Ok(p) => p,
+            match parsed {
+                Ok(p) => batch.push(p),
                 Err(TxError::Fatal(why)) => return Err(Fatal(why.into())),
                 Err(TxError::Drop { ids, extras, why }) => {
                     self.error(format_args!("dropped a transmitted packet: {why}"));
                     self.answer(&ids, extras, RSP_ERROR);
-                    continue;
                 }
-            };
-            let pieces: Vec<Piece> = p
-                .fragments
+            }
+        }
+        let pieces: Vec<Vec<Piece>> = batch
+            .iter()
+            .map(|p| {
+                p.fragments
+                    .iter()
+                    .map(|f| Piece {
+                        gref: f.gref,
+                        offset: f.offset,
+                        len: f.len,
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut datas: Vec<Vec<u8>> = batch.iter().map(|p| alloc::vec![0u8; p.len]).collect();
+        let copied = {
+            let mut jobs: Vec<(&[Piece], &mut [u8])> = pieces
                 .iter()
-                .map(|f| Piece {
-                    gref: f.gref,
-                    offset: f.offset,
-                    len: f.len,
-                })
+                .zip(datas.iter_mut())
+                .map(|(p, d)| (p.as_slice(), d.as_mut_slice()))
                 .collect();
-            let mut data = alloc::vec![0u8; p.len];
-            if let Err(e) = guest.read(&pieces, &mut data) {
+            guest.read_all(&mut jobs)
+        };
+        for ((p, data), r) in batch.into_iter().zip(datas).zip(copied) {
+            if let Err(e) = r {
                 self.error(format_args!(
                     "cannot copy a transmitted packet: grant {} status {}",
                     e.gref, e.status
@@ -342,6 +356,7 @@ impl<M: RingMemory> VifQueue<M> {
         pending: &mut VecDeque<Packet>,
     ) -> Result<bool, Fatal> {
         let mut shaped: VecDeque<(Vec<u8>, u16, Option<tx::Gso>)> = VecDeque::new();
+        let mut placed: Vec<(rx::Placement, Vec<u8>)> = Vec::new();
         self.rx_need = 0;
         loop {
             if shaped.is_empty() {
@@ -376,8 +391,20 @@ impl<M: RingMemory> VifQueue<M> {
                 let raw = self.rx.take()?.expect("counted as unconsumed");
                 reqs.push(RxRequest::decode(&raw));
             }
-            let mut placement = rx::place(data.len(), *flags, *gso, &reqs);
-            if guest.write(&placement.pieces, data).is_err() {
+            let placement = rx::place(data.len(), *flags, *gso, &reqs);
+            let (data, _, _) = shaped.pop_front().unwrap();
+            placed.push((placement, data));
+        }
+        // One copy for everything placed; responses in the order the requests came
+        // (netfront pairs them by ring position).
+        let jobs: Vec<(&[Piece], &[u8])> = placed
+            .iter()
+            .map(|(pl, d)| (pl.pieces.as_slice(), d.as_slice()))
+            .collect();
+        let copied = guest.write_all(&jobs);
+        drop(jobs);
+        for ((mut placement, data), r) in placed.into_iter().zip(copied) {
+            if r.is_err() {
                 rx::fail(&mut placement);
                 self.stats.rx_dropped += 1;
             } else {
@@ -387,7 +414,6 @@ impl<M: RingMemory> VifQueue<M> {
             for r in &placement.responses {
                 self.rx.respond(r);
             }
-            shaped.pop_front();
         }
         // Whatever was shaped and did not fit goes back, completed, to wait its turn.
         for (data, flags, gso) in shaped.into_iter().rev() {

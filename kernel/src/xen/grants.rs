@@ -162,11 +162,63 @@ impl GrantCopier {
     }
 }
 
+impl GrantCopier {
+    /// One hypercall for every job; each job's result from its own ops' statuses.
+    fn copy_all<'a>(
+        &mut self,
+        jobs: impl Iterator<Item = (&'a [Piece], u64)>,
+        to_guest: bool,
+    ) -> Vec<Result<(), GrantFault>> {
+        let mut ops = Vec::new();
+        let mut ends = Vec::new();
+        let mut first = Vec::new();
+        for (pieces, local) in jobs {
+            first.push(pieces.first().map_or(0, |p| p.gref));
+            ops.extend(copy_ops(self.dom, pieces, local, to_guest));
+            ends.push(ops.len());
+        }
+        if let Err(e) = super::Hv.grant_copy(&mut ops) {
+            return first
+                .into_iter()
+                .map(|gref| {
+                    Err(GrantFault {
+                        gref,
+                        status: e.0 as i16,
+                    })
+                })
+                .collect();
+        }
+        let mut start = 0;
+        ends.into_iter()
+            .map(|end| {
+                let r = match ops[start..end].iter().find(|o| o.status != 0) {
+                    Some(o) => Err(GrantFault {
+                        gref: op_gref(o),
+                        status: o.status,
+                    }),
+                    None => Ok(()),
+                };
+                start = end;
+                r
+            })
+            .collect()
+    }
+}
+
 impl GuestMemory for GrantCopier {
     fn read(&mut self, pieces: &[Piece], buf: &mut [u8]) -> Result<(), GrantFault> {
         self.copy(pieces, buf.as_mut_ptr() as u64, false)
     }
     fn write(&mut self, pieces: &[Piece], buf: &[u8]) -> Result<(), GrantFault> {
         self.copy(pieces, buf.as_ptr() as u64, true)
+    }
+    fn read_all(&mut self, jobs: &mut [(&[Piece], &mut [u8])]) -> Vec<Result<(), GrantFault>> {
+        self.copy_all(
+            jobs.iter_mut().map(|(p, b)| (*p, b.as_mut_ptr() as u64)),
+            false,
+        )
+    }
+    fn write_all(&mut self, jobs: &[(&[Piece], &[u8])]) -> Vec<Result<(), GrantFault>> {
+        self.copy_all(jobs.iter().map(|(p, b)| (*p, b.as_ptr() as u64)), true)
     }
 }

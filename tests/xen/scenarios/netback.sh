@@ -93,7 +93,7 @@ got=$(sed -n 's/^sink: \([0-9]*\) bytes in \([0-9]*\) ms sha256 \([0-9a-f]*\)/\1
 [ -n "$want" ] && [ "$got" = "16777216 $want" ] || fail "16 MiB to the outside: sent sha256 $want, received $got"
 ms=$(sed -n 's/^sink: [0-9]* bytes in \([0-9]*\) ms.*/\1/p' /tmp/sink.out)
 rate_of() { # rate_of GUEST WHAT: the Mbit/s figure that guest's iperf3 run printed
-    grep -a "linux-net: iperf3 $2:" "$(console_of $1)" | tail -1 | sed 's/.*: //'
+    grep -a "linux-net: iperf3 $2:" "$(console_of $1)" | tail -1 | tr -d '\r' | sed 's/.*: //'
 }
 wait_for "$(console_of net2)" "linux-net: iperf3 to the outside:" 60 >/dev/null || net_fail "net2's iperf3 to the outside did not finish"
 for what in "to peer" "to the outside"; do

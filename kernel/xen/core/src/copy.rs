@@ -29,6 +29,15 @@ pub trait GuestMemory {
     fn read(&mut self, pieces: &[Piece], buf: &mut [u8]) -> Result<(), GrantFault>;
     /// Copy `buf` into `pieces` of guest memory, back to back.
     fn write(&mut self, pieces: &[Piece], buf: &[u8]) -> Result<(), GrantFault>;
+    /// Several reads at once, one result per job in order. The kernel makes one
+    /// hypercall of a whole batch of packets (each hypercall is a VM exit).
+    fn read_all(&mut self, jobs: &mut [(&[Piece], &mut [u8])]) -> Vec<Result<(), GrantFault>> {
+        jobs.iter_mut().map(|(p, b)| self.read(p, b)).collect()
+    }
+    /// Several writes at once, as [`GuestMemory::read_all`].
+    fn write_all(&mut self, jobs: &[(&[Piece], &[u8])]) -> Vec<Result<(), GrantFault>> {
+        jobs.iter().map(|(p, b)| self.write(p, b)).collect()
+    }
 }
 
 /// Grant-copy operations moving `pieces` of `dom`'s memory to or from our buffer at

@@ -253,6 +253,64 @@ impl<M: Mmio, D: Dma> E1000e<M, D> {
         }
     }
 
+    /// No free transmit descriptor even after reclaiming finished ones.
+    fn tx_ring_full(&mut self) -> bool {
+        if (self.tx_tail + 1) % RING == self.tx_clean {
+            self.reclaim_tx();
+        }
+        (self.tx_tail + 1) % RING == self.tx_clean
+    }
+
+    /// Fill the next transmit descriptor; the device sees it at the next TDT write.
+    fn queue(&mut self, parts: &[&[u8]], csum: Checksum) -> Result<(), TxError> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if !(MIN_FRAME..=MAX_FRAME).contains(&len) {
+            self.counters.tx_errors += 1;
+            return Err(TxError::BadLength(len));
+        }
+        let (css, cso, ic) = match csum {
+            Checksum::None => (0u8, 0u8, 0u8),
+            Checksum::Partial { start, offset } => {
+                match (
+                    u8::try_from(start),
+                    u8::try_from(start as usize + offset as usize),
+                ) {
+                    (Ok(s), Ok(o)) if (o as usize) + 2 <= len => (s, o, desc::TX_IC),
+                    _ => {
+                        self.counters.tx_errors += 1;
+                        return Err(TxError::BadLength(len));
+                    }
+                }
+            }
+        };
+        if (self.tx_tail + 1) % RING == self.tx_clean {
+            self.reclaim_tx();
+            if (self.tx_tail + 1) % RING == self.tx_clean {
+                self.counters.tx_dropped += 1;
+                return Err(TxError::Full);
+            }
+        }
+        let i = self.tx_tail;
+        let buf = self.tx_buf(i);
+        let mut at = buf;
+        for p in parts {
+            self.dma.write(at, p);
+            at += p.len() as u64;
+        }
+        let mut d = [0u8; DESC_SIZE];
+        d[..8].copy_from_slice(&buf.to_le_bytes());
+        d[8..10].copy_from_slice(&(len as u16).to_le_bytes());
+        d[10] = cso;
+        d[11] = desc::TX_EOP | desc::TX_IFCS | desc::TX_RS | ic;
+        d[13] = css;
+        self.dma.write(self.tx_ring + (i * DESC_SIZE) as u64, &d);
+        self.dma.barrier();
+        self.tx_tail = (i + 1) % RING;
+        self.counters.tx_frames += 1;
+        self.counters.tx_bytes += len as u64;
+        Ok(())
+    }
+
     pub fn shutdown(mut self) {
         self.regs.write32(reg::IMC, !0);
         self.regs.write32(reg::RCTL, 0);
@@ -312,53 +370,27 @@ impl<M: Mmio, D: Dma> Nic for E1000e<M, D> {
     }
 
     fn send(&mut self, parts: &[&[u8]], csum: Checksum) -> Result<(), TxError> {
-        let len: usize = parts.iter().map(|p| p.len()).sum();
-        if !(MIN_FRAME..=MAX_FRAME).contains(&len) {
-            self.counters.tx_errors += 1;
-            return Err(TxError::BadLength(len));
-        }
-        let (css, cso, ic) = match csum {
-            Checksum::None => (0u8, 0u8, 0u8),
-            Checksum::Partial { start, offset } => {
-                match (
-                    u8::try_from(start),
-                    u8::try_from(start as usize + offset as usize),
-                ) {
-                    (Ok(s), Ok(o)) if (o as usize) + 2 <= len => (s, o, desc::TX_IC),
-                    _ => {
-                        self.counters.tx_errors += 1;
-                        return Err(TxError::BadLength(len));
-                    }
-                }
-            }
-        };
-        if (self.tx_tail + 1) % RING == self.tx_clean {
-            self.reclaim_tx();
-            if (self.tx_tail + 1) % RING == self.tx_clean {
-                self.counters.tx_dropped += 1;
-                return Err(TxError::Full);
-            }
-        }
-        let i = self.tx_tail;
-        let buf = self.tx_buf(i);
-        let mut at = buf;
-        for p in parts {
-            self.dma.write(at, p);
-            at += p.len() as u64;
-        }
-        let mut d = [0u8; DESC_SIZE];
-        d[..8].copy_from_slice(&buf.to_le_bytes());
-        d[8..10].copy_from_slice(&(len as u16).to_le_bytes());
-        d[10] = cso;
-        d[11] = desc::TX_EOP | desc::TX_IFCS | desc::TX_RS | ic;
-        d[13] = css;
-        self.dma.write(self.tx_ring + (i * DESC_SIZE) as u64, &d);
-        self.dma.barrier();
-        self.tx_tail = (i + 1) % RING;
+        self.queue(parts, csum)?;
         self.regs.write32(reg::TDT, self.tx_tail as u32);
-        self.counters.tx_frames += 1;
-        self.counters.tx_bytes += len as u64;
         Ok(())
+    }
+
+    /// One TDT write for the whole batch, or one more each time the ring fills up (the
+    /// device must take what is queued before its descriptors come back).
+    fn send_frames(&mut self, frames: &[&[u8]]) -> usize {
+        let mut told = self.tx_tail;
+        let mut failed = 0;
+        for f in frames {
+            if self.tx_tail != told && self.tx_ring_full() {
+                self.regs.write32(reg::TDT, self.tx_tail as u32);
+                told = self.tx_tail;
+            }
+            failed += self.queue(&[f], Checksum::None).is_err() as usize;
+        }
+        if self.tx_tail != told {
+            self.regs.write32(reg::TDT, self.tx_tail as u32);
+        }
+        failed
     }
 
     fn receive(&mut self, f: &mut dyn FnMut(&[u8])) -> usize {

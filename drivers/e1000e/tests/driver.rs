@@ -96,6 +96,31 @@ fn transmits_with_and_without_checksum_offload_and_wraps() {
 }
 
 #[test]
+fn a_batch_of_frames_rings_the_doorbell_once() {
+    let (s, mut nic) = up();
+    let frames: Vec<Vec<u8>> = (0..5).map(|i| frame(60 + 100 * i, i as u8)).collect();
+    let before = s.borrow().doorbells;
+    let refs: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
+    assert_eq!(nic.send_frames(&refs), 0);
+    let st = s.borrow();
+    assert_eq!(st.doorbells - before, 1);
+    let sent: Vec<Vec<u8>> = st.sent.iter().map(|x| x.0.clone()).collect();
+    assert_eq!(sent, frames);
+    drop(st);
+    // More frames than the ring holds: the doorbell rings as it fills, nothing is lost.
+    let many: Vec<Vec<u8>> = (0..3 * RING).map(|i| frame(60 + i % 50, i as u8)).collect();
+    let refs: Vec<&[u8]> = many.iter().map(|f| f.as_slice()).collect();
+    assert_eq!(nic.send_frames(&refs), 0);
+    let st = s.borrow();
+    assert_eq!(st.sent.len(), 5 + 3 * RING);
+    assert!(
+        st.doorbells - before <= 5,
+        "{} doorbells",
+        st.doorbells - before
+    );
+}
+
+#[test]
 fn full_ring_and_bad_lengths() {
     let (s, mut nic) = up();
     assert_eq!(

@@ -106,6 +106,14 @@ pub trait Nic {
     fn offloads(&self) -> Offloads;
     /// Queue one frame gathered from `parts`.
     fn send(&mut self, parts: &[&[u8]], csum: Checksum) -> Result<(), TxError>;
+    /// Queue several finished frames and tell the device once (a doorbell write is a
+    /// VM exit under a hypervisor); returns how many could not be queued.
+    fn send_frames(&mut self, frames: &[&[u8]]) -> usize {
+        frames
+            .iter()
+            .filter(|f| self.send(&[f], Checksum::None).is_err())
+            .count()
+    }
     /// Hand every frame received so far to `f`, then give the buffers back to the
     /// device; returns how many were delivered. Also reclaims finished transmissions.
     fn receive(&mut self, f: &mut dyn FnMut(&[u8])) -> usize;

@@ -24,6 +24,8 @@ pub struct State {
     /// Split received frames into descriptors of this many bytes (no EOP but the last).
     pub rx_split: Option<usize>,
     pub link_up: bool,
+    /// TDT writes (each a VM exit under a hypervisor).
+    pub doorbells: usize,
 }
 
 pub type Shared = Rc<RefCell<State>>;
@@ -44,6 +46,7 @@ pub fn new_device() -> Shared {
         rx_error_next: 0,
         rx_split: None,
         link_up: true,
+        doorbells: 0,
     }))
 }
 
@@ -180,6 +183,7 @@ impl Mmio for Regs {
                 s.regs.insert(reg::CTRL, v);
             }
             reg::TDT => {
+                s.doorbells += 1;
                 s.regs.insert(reg::TDT, v);
                 s.process_tx();
             }

@@ -277,11 +277,13 @@ life)
             ;;
         busy)
             # "busy DISK [NETDEV PORT]": fio writing DISK and iperf3 over NETDEV to dom0's
-            # server (data/sink, PORT), in flight when the driver domain goes. Without
+            # server (data/sink, PORT), in flight when the driver domain goes. Both are
+            # capped (2 MB/s, 8 Mbit/s): unbounded fio writes starved dom0's own disk in
+            # the outer QEMU (jbd2 blocked) under nested TCG. Without
             # fio (its ramdisk) or a sink: a dd loop and pings.
             if [ -x /opt/fio/fio ]; then
                 LD_LIBRARY_PATH=/opt/fio/lib /opt/fio/fio --name=busy --filename="/dev/$dev" --rw=randwrite \
-                    --bs=64k --direct=1 --ioengine=libaio --iodepth=4 --offset=40M --size=24M \
+                    --bs=64k --direct=1 --ioengine=libaio --iodepth=2 --rate=2m --offset=40M --size=24M \
                     --time_based --runtime=3600 >/tmp/fio.log 2>&1 &
                 disk="fio"
             else

@@ -124,6 +124,20 @@ if printf '%s\n' "${SCENARIOS[@]}" | grep -qx hvm-nvme && grep -q "^PASS hvm-nvm
         failed=1
     fi
 fi
+# dd-lifecycle's acknowledged writes (blocks 1-3 of its guest, 4 MiB each at 4 MiB * k of
+# part:epsilon, which starts at sector 212992: tests/runner/src/disk.rs P5) must be on
+# the host's image after the clean shutdown and everything that followed.
+if printf '%s\n' "${SCENARIOS[@]}" | grep -qx dd-lifecycle && grep -q "^PASS dd-lifecycle " "$logs/results" 2>/dev/null; then
+    for k in 1 2 3; do
+        want=$("$root/build/bulkhead-prng" "life-$k" 4194304 | sha256sum | cut -c1-16)
+        got=$(dd if="$nvme_img" bs=1M skip=$((212992 * 512 / 1048576 + 4 * k)) count=4 2>/dev/null | sha256sum | cut -c1-16)
+        if [ "$want" != "$got" ]; then
+            echo "FAIL dd-lifecycle: block $k of the guest is not on the host's NVMe image ($got, want $want)"
+            failed=1
+        fi
+    done
+    [ $failed -eq 0 ] && echo "xen tier: dd-lifecycle's acknowledged writes are on the host's NVMe image"
+fi
 if ! grep -q "BULKHEAD-DOM0-DONE" "$logs/serial.log"; then
     echo "xen tier: dom0 never finished; last serial lines:"
     tail -30 "$logs/serial.log" | sed 's/^/     | /'

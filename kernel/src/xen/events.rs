@@ -108,28 +108,26 @@ pub fn unmask(port: Port) -> Result<(), Errno> {
     super::Hv.evtchn_unmask(port)
 }
 
-/// Whether `port` has an undelivered event (set while masked).
-pub fn is_pending(port: Port) -> bool {
+/// `port`'s bit in one of the shared-info event bitmaps (pending or mask).
+fn bitmap_bit(bitmap: usize, port: Port) -> bool {
     let base = SHARED_INFO.load(Ordering::Acquire);
     base != 0
         && port < abi::EVTCHN_2L_NR_PORTS
         && SharedInfo(base)
-            .word(abi::SHINFO_EVTCHN_PENDING + 8 * (port as usize / 64))
+            .word(bitmap + 8 * (port as usize / 64))
             .load(Ordering::SeqCst)
             & (1 << (port % 64))
             != 0
 }
 
+/// Whether `port` has an undelivered event (set while masked).
+pub fn is_pending(port: Port) -> bool {
+    bitmap_bit(abi::SHINFO_EVTCHN_PENDING, port)
+}
+
 /// Whether upcalls for `port` are masked.
 pub fn is_masked(port: Port) -> bool {
-    let base = SHARED_INFO.load(Ordering::Acquire);
-    base != 0
-        && port < abi::EVTCHN_2L_NR_PORTS
-        && SharedInfo(base)
-            .word(abi::SHINFO_EVTCHN_MASK + 8 * (port as usize / 64))
-            .load(Ordering::SeqCst)
-            & (1 << (port % 64))
-            != 0
+    bitmap_bit(abi::SHINFO_EVTCHN_MASK, port)
 }
 
 /// One port's delivery state for a dump: fired (not yet consumed by its task), pending

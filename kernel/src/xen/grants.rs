@@ -144,25 +144,6 @@ pub struct GrantCopier {
 }
 
 impl GrantCopier {
-    fn copy(&mut self, pieces: &[Piece], local: u64, to_guest: bool) -> Result<(), GrantFault> {
-        let mut ops = copy_ops(self.dom, pieces, local, to_guest);
-        if let Err(e) = super::Hv.grant_copy(&mut ops) {
-            return Err(GrantFault {
-                gref: pieces.first().map_or(0, |p| p.gref),
-                status: e.0 as i16,
-            });
-        }
-        match ops.iter().find(|o| o.status != 0) {
-            Some(o) => Err(GrantFault {
-                gref: op_gref(o),
-                status: o.status,
-            }),
-            None => Ok(()),
-        }
-    }
-}
-
-impl GrantCopier {
     /// One hypercall for every job; each job's result from its own ops' statuses.
     fn copy_all<'a>(
         &mut self,
@@ -207,10 +188,12 @@ impl GrantCopier {
 
 impl GuestMemory for GrantCopier {
     fn read(&mut self, pieces: &[Piece], buf: &mut [u8]) -> Result<(), GrantFault> {
-        self.copy(pieces, buf.as_mut_ptr() as u64, false)
+        let job = (pieces, buf.as_mut_ptr() as u64);
+        self.copy_all(core::iter::once(job), false).remove(0)
     }
     fn write(&mut self, pieces: &[Piece], buf: &[u8]) -> Result<(), GrantFault> {
-        self.copy(pieces, buf.as_ptr() as u64, true)
+        let job = (pieces, buf.as_ptr() as u64);
+        self.copy_all(core::iter::once(job), true).remove(0)
     }
     fn read_all(&mut self, jobs: &mut [(&[Piece], &mut [u8])]) -> Vec<Result<(), GrantFault>> {
         self.copy_all(

@@ -11,9 +11,9 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 here="$root/tests/xen"
-# netback, netback-cycles and dd-lifecycle pass when run alone but not yet reliably in the
-# full run (session notes): opt-in, e.g. `tests/xen/run.sh netback dd-lifecycle`.
-SCENARIOS=(pvh-core vbd-initwait crash hvm-core hvm-nvme hvm-net blkback blkbench linux-dd-baseline)
+# dd-lifecycle writes nvme0n1p5, which blkback expects empty: it runs after blkback.
+SCENARIOS=(pvh-core vbd-initwait crash hvm-core hvm-nvme hvm-net blkback netback netback-cycles dd-lifecycle
+    blkbench linux-dd-baseline)
 demo=0
 if [ "${1:-}" = --demo ]; then demo=1; shift; fi
 [ $# -gt 0 ] && SCENARIOS=("$@")

@@ -30,16 +30,19 @@ const RECHECK_NS: u64 = 3_000_000_000;
 /// Pause between writing Closed and removing the backend directory (see `device`).
 const REMOVE_GRACE_NS: u64 = 2_000_000_000;
 
-/// The device tasks alive, so that a shutdown can close them all.
+/// The device tasks alive, so that a shutdown can close them all, and those that ended,
+/// so that discovery takes up a device re-created under the same name.
 #[derive(Default)]
 pub struct Devices {
     next: Cell<u64>,
     live: RefCell<BTreeMap<u64, Rc<Notify>>>,
     stopping: Cell<bool>,
+    ended: RefCell<Vec<(DeviceId, bool)>>,
+    changed: Notify,
 }
 
 impl Devices {
-    fn register(self: &Rc<Self>) -> Registration {
+    fn register(self: &Rc<Self>, id: DeviceId) -> Registration {
         let key = self.next.get();
         self.next.set(key + 1);
         let stop = Rc::new(Notify::new());
@@ -48,6 +51,8 @@ impl Devices {
             devices: self.clone(),
             key,
             stop,
+            id,
+            served: Cell::new(false),
         }
     }
 
@@ -70,11 +75,19 @@ struct Registration {
     devices: Rc<Devices>,
     key: u64,
     stop: Rc<Notify>,
+    id: DeviceId,
+    /// The task took the device on (as opposed to refusing it).
+    served: Cell<bool>,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         self.devices.live.borrow_mut().remove(&self.key);
+        self.devices
+            .ended
+            .borrow_mut()
+            .push((self.id, self.served.get()));
+        self.devices.changed.notify();
     }
 }
 
@@ -99,14 +112,27 @@ pub async fn run(
         // Also look every few seconds without an event: xenstored drops watch events for
         // a domain that has too many undelivered (its per-domain quota), and a missed
         // "device created" would otherwise wait forever.
-        match h.timeout(RECHECK_NS, xen.store.next_event(TOKEN)).await {
-            Some(Err(e)) => {
-                error!("xenstore watch lost: {e}");
-                return;
-            }
-            Some(Ok(_)) | None => {}
+        // A device task that ended may leave a successor waiting under the same name.
+        let lost = Cell::new(None);
+        {
+            let waits: Vec<Pin<Box<dyn Future<Output = ()> + '_>>> = alloc::vec![
+                Box::pin(async {
+                    if let Some(Err(e)) = h.timeout(RECHECK_NS, xen.store.next_event(TOKEN)).await {
+                        lost.set(Some(e));
+                    }
+                }),
+                Box::pin(devices.changed.wait()),
+            ];
+            first(waits).await;
+        }
+        if let Some(e) = lost.take() {
+            error!("xenstore watch lost: {e}");
+            return;
         }
         while xen.store.take_event(TOKEN).is_some() {}
+        for (id, served) in devices.ended.borrow_mut().drain(..) {
+            discovery.ended(id, served);
+        }
         let listing = match list(&xen).await {
             Ok(l) => l,
             Err(e) => {
@@ -135,7 +161,7 @@ pub async fn run(
                     h.clone(),
                     storage.clone(),
                     fabric.clone(),
-                    devices.register(),
+                    devices.register(id),
                     id,
                 ),
             );
@@ -250,6 +276,7 @@ async fn device(
         vbd: None,
         vif: None,
     };
+    reg.served.set(true);
     if !dev.apply(Event::Created).await {
         return;
     }

@@ -15,7 +15,7 @@ extern crate alloc;
 
 pub mod keys;
 
-use alloc::collections::BTreeSet;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -311,16 +311,31 @@ impl Backend {
     }
 }
 
-/// Tracks the devices present under our backend directories.
+/// Tracks the devices under our backend directories and which of them have a task.
+///
+/// A listing alone cannot tell a device from its successor: `xl block-detach` then
+/// `block-attach` of the same vdev removes and re-creates the same directory, and both
+/// may happen between two listings. So a device is "added" again only once the task
+/// that served the previous one has ended ([`Discovery::ended`]).
 #[derive(Default)]
 pub struct Discovery {
-    known: BTreeSet<DeviceId>,
+    known: BTreeMap<DeviceId, Entry>,
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    /// A task serves (or is tearing down) this device.
+    live: bool,
+    /// In the last listing.
+    listed: bool,
 }
 
 /// Result of comparing a fresh listing with what was known.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Changes {
+    /// New devices: start a task for each.
     pub added: Vec<DeviceId>,
+    /// Directories gone since the last listing (their tasks notice by themselves).
     pub removed: Vec<DeviceId>,
 }
 
@@ -347,14 +362,53 @@ impl Discovery {
                 }
             }
         }
-        let added = now.difference(&self.known).copied().collect();
-        let removed = self.known.difference(&now).copied().collect();
-        self.known = now;
-        Changes { added, removed }
+        let mut changes = Changes::default();
+        for id in &now {
+            match self.known.get_mut(id) {
+                Some(e) => e.listed = true,
+                None => {
+                    self.known.insert(
+                        *id,
+                        Entry {
+                            live: true,
+                            listed: true,
+                        },
+                    );
+                    changes.added.push(*id);
+                }
+            }
+        }
+        self.known.retain(|id, e| {
+            if now.contains(id) {
+                return true;
+            }
+            if e.listed {
+                changes.removed.push(*id);
+                e.listed = false;
+            }
+            e.live
+        });
+        changes
     }
 
+    /// The task of `id` ended. After `served` (it ran the handshake and released the
+    /// device, removing its directory) a directory listed from now on is a new device.
+    /// Otherwise (it refused the device) the device stays known, so an unchanged bad
+    /// directory is not taken up again at every listing, until it disappears.
+    pub fn ended(&mut self, id: DeviceId, served: bool) {
+        let Some(e) = self.known.get_mut(&id) else {
+            return;
+        };
+        if served || !e.listed {
+            self.known.remove(&id);
+        } else {
+            e.live = false;
+        }
+    }
+
+    /// Devices with a task (live), in order.
     pub fn known(&self) -> impl Iterator<Item = &DeviceId> {
-        self.known.iter()
+        self.known.iter().filter(|(_, e)| e.live).map(|(id, _)| id)
     }
 }
 
@@ -559,6 +613,43 @@ mod tests {
         ]);
         assert_eq!(c.removed.len(), 2);
         assert!(c.added.is_empty());
+    }
+
+    /// Detach then attach of the same vdev between two listings: the new device is
+    /// taken up once the old one's task has ended, not lost.
+    #[test]
+    fn a_device_recreated_between_listings_is_added_after_its_predecessor_ends() {
+        let mut d = Discovery::default();
+        let dev: &[(Kind, &str, &[&str])] = &[(Kind::Vbd, "5", &["51728"])];
+        assert_eq!(d.update(dev).added, vec![vbd(5, 51728)]);
+        // Removed and re-created before the next listing: nothing to see yet.
+        assert_eq!(d.update(dev), Changes::default());
+        d.ended(vbd(5, 51728), true);
+        assert_eq!(d.update(dev).added, vec![vbd(5, 51728)]);
+        // Gone for good after its task ended: nothing is left behind.
+        assert_eq!(d.update(&[]).removed, vec![vbd(5, 51728)]);
+        d.ended(vbd(5, 51728), true);
+        assert_eq!(d.known().count(), 0);
+        assert_eq!(d.update(&[]), Changes::default());
+    }
+
+    /// A task that refused a device (bad frontend path) is not restarted while the
+    /// same directory stays; once it goes and comes back, it is a new device.
+    #[test]
+    fn a_refused_device_is_not_retried_until_its_directory_comes_back() {
+        let mut d = Discovery::default();
+        let dev: &[(Kind, &str, &[&str])] = &[(Kind::Vif, "7", &["0"])];
+        let vif = DeviceId {
+            kind: Kind::Vif,
+            frontend: 7,
+            devid: 0,
+        };
+        assert_eq!(d.update(dev).added, vec![vif]);
+        d.ended(vif, false);
+        assert_eq!(d.known().count(), 0);
+        assert_eq!(d.update(dev), Changes::default());
+        assert_eq!(d.update(&[]).removed, vec![vif]);
+        assert_eq!(d.update(dev).added, vec![vif]);
     }
 }
 

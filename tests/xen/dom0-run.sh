@@ -3,6 +3,7 @@
 # /host/scenarios.list, each with a time limit, recording "PASS name" or "FAIL name: why"
 # in /host/out/results. Scenario output goes to /host/out/<name>.log.
 cd /host/scenarios || exit 1
+. ./lib.sh # dd_dump
 : >/host/out/results
 # The whole tier has a time budget (run.sh writes it): a scenario gets at most what is left
 # of it, so one that hangs cannot use up the outer QEMU timeout and hide every result.
@@ -33,8 +34,9 @@ attempt() {
     rc=$?
     secs=$(($(date +%s) - start))
     # A failed (or timed-out) scenario's driver domain logs its state before it goes.
-    if [ $rc -ne 0 ] && d=$(xl domid bulkhead 2>/dev/null); then
-        xenstore-write "/local/domain/$d/control/dump" 1 2>/dev/null && sleep 3
+    # Into the scenario's log: the state dump and where its CPU is (dd_dump).
+    if [ $rc -ne 0 ] && DD_ID=$(xl domid bulkhead 2>/dev/null); then
+        dd_dump >>"/host/out/$1.log" 2>&1
     fi
     # Keep this scenario's domain consoles (the next scenario reuses the names).
     mkdir -p "/host/out/$1.console" && cp /host/out/console/*.log "/host/out/$1.console/" 2>/dev/null

@@ -35,6 +35,15 @@ fi
 rm -rf "$share" "$logs"
 mkdir -p "$share/out/console" "$logs"
 cp "$root/build/bulkhead.elf" "$share/"
+# Text symbols for xenctx (a stuck driver domain is sampled with it on failures).
+# xenctx symbolizes stack words only between _stext and _etext.
+nm -n -C --defined-only "$root/build/bulkhead.elf" | awk '$2 ~ /^[tT]$/' >"$share/text.map"
+{
+    echo "$(head -1 "$share/text.map" | cut -d' ' -f1) T _stext"
+    cat "$share/text.map"
+    printf '%016x T _etext\n' $((0x$(tail -1 "$share/text.map" | cut -d' ' -f1) + 4096))
+} >"$share/bulkhead.map"
+rm "$share/text.map"
 mkdir -p "$share/linux"
 cp "$img/vmlinuz" "$share/linux/"
 cp -r "$root/xl-configs" "$share/"

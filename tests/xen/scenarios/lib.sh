@@ -64,6 +64,20 @@ dd_dump() {
     sleep 3
     echo "--- driver domain state:"
     grep "dump: \|: state: " "$(console_of bulkhead)" | tail -n +$((${before:-0} + 1))
+    dd_samples
+}
+
+# dd_samples: where the driver domain's CPU is, three times a second apart (xenctx reads
+# the registers and the stack from outside, so this works even when the driver domain
+# no longer answers the dump request).
+dd_samples() {
+    [ -n "$DD_ID" ] || return 0
+    local i
+    for i in 1 2 3; do
+        echo "--- driver domain CPU, sample $i:"
+        /usr/lib/xen-4.17/bin/xenctx -s /host/bulkhead.map -S "$DD_ID" 0 2>&1 | head -40
+        sleep 1
+    done
 }
 
 # idle_guest_cfg FILE NAME: a PVH guest (a second Bulkhead that idles, no blkfront) whose

@@ -59,6 +59,13 @@ impl PhysMem for LoaderMemory {
 }
 
 /// The event loop's idle: halt until the next timer deadline or any interrupt.
+///
+/// Tasks run with interrupts disabled; they are taken only here (the halt, and a short
+/// window once per pass of the loop), in our own code. So handlers need no IST stack
+/// to keep the precompiled `core`'s red zone intact (its code is never interrupted), and
+/// an interrupt delivered twice (seen under nested TCG: Xen re-injects one that the CPU
+/// had already delivered) only nests on the same stack, where an IST would have
+/// overwritten the first frame and looped for ever in the entry stub.
 struct KernelIdle;
 
 impl Idle for KernelIdle {
@@ -70,13 +77,11 @@ impl Idle for KernelIdle {
         use x86_64::instructions::interrupts as irq;
         irq::disable();
         if pending() {
-            irq::enable();
             return;
         }
         if let Some(d) = deadline {
             let now = time::now_ns();
             if d <= now {
-                irq::enable();
                 return;
             }
             apic::arm_oneshot(d - now);
@@ -84,6 +89,11 @@ impl Idle for KernelIdle {
         // sti; hlt: an interrupt arriving between the check above and the halt still
         // wakes us, because sti takes effect only after the next instruction.
         irq::enable_and_hlt();
+        irq::disable();
+    }
+
+    fn take_interrupts(&mut self) {
+        arch::take_interrupts();
     }
 }
 

@@ -2,10 +2,11 @@
  * u64 selftest_state(u64 mode)
  *
  * Fills xmm0-15 and the 128-byte red zone below %rsp with known values, takes an
- * interrupt (mode 0: `int $0x81`; mode 1: spins until the APIC timer handler bumps
- * TIMER_TICKS), then checks everything survived. Handlers for both clobber every xmm
- * register on purpose, so only the entry stub's fxsave/fxrstor and the IST stacks can
- * make this pass. Returns a bitmask: bits 0-15 xmm registers lost, bits 16-31 red-zone
+ * interrupt (mode 0: `int $0x81`, on its IST stack; mode 1: opens interrupts, as the
+ * kernel does only in code without a red zone, and spins until the APIC timer handler
+ * bumps TIMER_TICKS), then checks everything survived. Handlers for both clobber every
+ * xmm register on purpose, so only the entry stub's fxsave/fxrstor (and, for mode 0,
+ * the IST stack) can make this pass. Returns a bitmask: bits 0-15 xmm registers lost, bits 16-31 red-zone
  * qwords lost, bit 32 no interrupt arrived.
  */
 .section .text.selftest_state, "ax"
@@ -30,13 +31,21 @@ selftest_state:
     jmp 3f
 1:  mov TIMER_TICKS(%rip), %r8
     mov $400000000, %r9
+    /* Interrupts are opened only in kernel code, which keeps no red zone: step below
+     * ours as such code would, then open them as the kernel's idle does. */
+    sub $128, %rsp
+    sti
 2:  cmp TIMER_TICKS(%rip), %r8
-    jne 3f
+    jne 7f
     dec %r9
     jnz 2b
+    cli
+    add $128, %rsp
     mov $1, %r10
     shl $32, %r10
     jmp 4f
+7:  cli
+    add $128, %rsp
 3:  xor %r10, %r10
 4:  .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15
     movq %xmm\n, %rbx

@@ -39,6 +39,10 @@ pub trait Idle {
     /// says a signal is already raised: the kernel checks it with interrupts disabled and
     /// then enables them and halts atomically (`sti; hlt`), so no wake-up is lost.
     fn wait(&mut self, deadline: Option<Nanos>, pending: &dyn Fn() -> bool);
+    /// Take the interrupts that arrived while tasks ran. The kernel runs tasks with
+    /// interrupts disabled and opens them only here and in `wait`, at points in its own
+    /// code, so a busy loop still sees its interrupts once per pass.
+    fn take_interrupts(&mut self) {}
 }
 
 /// An interrupt-to-task notification. `raise` is safe from interrupt context.
@@ -327,6 +331,7 @@ impl Executor {
     pub fn run(&mut self, idle: &mut impl Idle) {
         loop {
             self.adopt_spawned();
+            idle.take_interrupts();
             self.fire_signals();
             let next_deadline = self.fire_timers();
             let mut ran = false;

@@ -1,5 +1,6 @@
-//! GDT and TSS. The TSS exists only for its interrupt stack table: every IDT vector
-//! switches to one of these stacks (see isr.S for why).
+//! GDT and TSS. The TSS exists only for its interrupt stack table: exceptions, NMI and
+//! the self-test's `int` switch to one of these stacks (see isr.S for why); device,
+//! timer and Xen interrupts run on the stack they interrupt (see `KernelIdle`).
 
 use spin::Once;
 use x86_64::instructions::segmentation::{Segment, CS, DS, ES, SS};
@@ -15,6 +16,7 @@ pub const IST_MACHINE_CHECK: u8 = 3;
 /// Other exceptions. Distinct from the interrupt slot so a fault inside an interrupt
 /// handler does not overwrite the handler's frame.
 pub const IST_EXCEPTION: u8 = 4;
+/// The self-test's software interrupt.
 pub const IST_INTERRUPT: u8 = 5;
 const SLOTS: usize = 5;
 

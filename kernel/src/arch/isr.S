@@ -1,8 +1,11 @@
 /*
  * Interrupt and exception entry.
  *
- * Every IDT vector runs on an IST stack (see gdt.rs), so the interrupted code's red zone
- * (the precompiled core uses it) is never written by the CPU's frame push. The common stub
+ * The precompiled core keeps data in the red zone below %rsp, which a frame pushed on
+ * the interrupted stack would overwrite. Exceptions (which may hit any code) therefore
+ * run on IST stacks (gdt.rs); device, timer and Xen interrupts are taken only where the
+ * kernel opens interrupts, in its own code that keeps no red zone (KernelIdle in
+ * main.rs), and run on the interrupted stack, so a repeated delivery nests. The common stub
  * saves all general registers and the full SSE state (fxsave64), because handlers are Rust
  * code that may use xmm registers the interrupted code was using.
  *

@@ -35,6 +35,15 @@ pub fn rdtsc() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
+/// Open an interrupt window of one instruction: whatever is pending is delivered here,
+/// then interrupts are off again (see `KernelIdle` in main.rs).
+pub fn take_interrupts() {
+    // SAFETY: sti; nop; cli only toggles IF around one instruction; the handlers that run
+    // in that window save and restore everything they touch. No memory is assumed
+    // unchanged across it (no `nomem`): handlers write the signals tasks read.
+    unsafe { core::arch::asm!("sti", "nop", "cli") }
+}
+
 /// Stop this CPU for good.
 pub fn halt_forever() -> ! {
     loop {

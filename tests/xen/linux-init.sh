@@ -276,15 +276,39 @@ life)
             if [ "$a" = "$b" ]; then say "$n done: verify $k on $dev ok"; else say "$n done: verify $k on $dev FAIL ($a, want $b)"; fi
             ;;
         busy)
-            # Disk writes and network traffic that are in flight when the driver domain goes.
-            (j=10; while :; do pat $j | dd of="/dev/$dev" bs=1M seek=$((j * 4)) oflag=direct 2>/dev/null; j=$(( (j + 1) % 6 + 10 )); done) &
+            # "busy DISK [NETDEV PORT]": fio writing DISK and iperf3 over NETDEV to dom0's
+            # server (data/sink, PORT), in flight when the driver domain goes. Both are
+            # capped (2 MB/s, 8 Mbit/s): unbounded fio writes starved dom0's own disk in
+            # the outer QEMU (jbd2 blocked) under nested TCG. Without
+            # fio (its ramdisk) or a sink: a dd loop and pings.
+            if [ -x /opt/fio/fio ]; then
+                LD_LIBRARY_PATH=/opt/fio/lib /opt/fio/fio --name=busy --filename="/dev/$dev" --rw=randwrite \
+                    --bs=64k --direct=1 --ioengine=libaio --iodepth=2 --rate=2m --offset=40M --size=24M \
+                    --time_based --runtime=3600 >/tmp/fio.log 2>&1 &
+                disk="fio"
+            else
+                (j=10; while :; do pat $j | dd of="/dev/$dev" bs=1M seek=$((j * 4)) oflag=direct 2>/dev/null; j=$(( (j + 1) % 6 + 10 )); done) &
+                disk="dd"
+            fi
             echo $! >/tmp/busy.pids
-            (while :; do ping -c 20 -i 0.2 -s 1400 -W 2 "${4:-10.0.2.2}" >/dev/null 2>&1; done) &
+            sink=$(xenstore-read data/sink 2>/dev/null)
+            if [ -n "$sink" ] && [ -n "$4" ]; then
+                ip -6 addr add "${sink%::*}::99/64" dev "$4" 2>/dev/null
+                sleep 3 # duplicate address detection
+                (while :; do iperf3 -c "$sink" -p "${5:-5202}" -t 3600 -b 8M >/dev/null 2>&1; sleep 1; done) &
+                vif="iperf3 to $sink port ${5:-5202}"
+            else
+                (while :; do ping -c 20 -i 0.2 -s 1400 -W 2 10.0.2.2 >/dev/null 2>&1; done) &
+                vif="ping"
+            fi
             echo $! >>/tmp/busy.pids
-            say "$n done: busy on $dev"
+            sleep 2
+            kill -0 "$(head -1 /tmp/busy.pids)" 2>/dev/null || disk="$disk (exited: $(tail -1 /tmp/fio.log 2>/dev/null))"
+            say "$n done: busy on $dev: $disk, $vif"
             ;;
         quiet)
             kill $(cat /tmp/busy.pids) 2>/dev/null
+            killall iperf3 2>/dev/null
             say "$n done: quiet"
             ;;
         read)

@@ -276,11 +276,12 @@ life)
             if [ "$a" = "$b" ]; then say "$n done: verify $k on $dev ok"; else say "$n done: verify $k on $dev FAIL ($a, want $b)"; fi
             ;;
         busy)
-            # "busy DISK [NETDEV PORT]": fio writing DISK and iperf3 over NETDEV to dom0's
-            # server (data/sink, PORT), in flight when the driver domain goes. Both are
-            # capped (2 MB/s, 8 Mbit/s): unbounded fio writes starved dom0's own disk in
-            # the outer QEMU (jbd2 blocked) under nested TCG. Without
-            # fio (its ramdisk) or a sink: a dd loop and pings.
+            # "busy DISK [PEER PORT]": fio writing DISK and iperf3 to PEER's server (another
+            # guest on Bulkhead's switch), in flight when the driver domain goes. fio is
+            # capped at 2 MB/s, iperf3 at 8 Mbit/s. (The iperf3 server used to be in dom0,
+            # behind the e1000e and QEMU's hub: minutes of that traffic into dom0's
+            # virtio-net hung dom0's own disk and 9p share in the outer QEMU.) Without fio
+            # (its ramdisk) or a peer: a dd loop and pings to the gateway.
             if [ -x /opt/fio/fio ]; then
                 LD_LIBRARY_PATH=/opt/fio/lib /opt/fio/fio --name=busy --filename="/dev/$dev" --rw=randwrite \
                     --bs=64k --direct=1 --ioengine=libaio --iodepth=2 --rate=2m --offset=40M --size=24M \
@@ -291,17 +292,21 @@ life)
                 disk="dd"
             fi
             echo $! >/tmp/busy.pids
-            sink=$(xenstore-read data/sink 2>/dev/null)
-            if [ -n "$sink" ] && [ -n "$4" ]; then
-                ip -6 addr add "${sink%::*}::99/64" dev "$4" 2>/dev/null
-                sleep 3 # duplicate address detection
-                (while :; do iperf3 -c "$sink" -p "${5:-5202}" -t 3600 -b 8M >/dev/null 2>&1; sleep 1; done) &
-                vif="iperf3 to $sink port ${5:-5202}"
+            if [ -n "$4" ]; then
+                : >/tmp/iperf.log
+                (while :; do iperf3 -c "$4" -p "${5:-5201}" -t 3600 -b 8M --forceflush >>/tmp/iperf.log 2>&1; sleep 1; done) &
+                vif="iperf3 to $4 port ${5:-5201}"
+                echo $! >>/tmp/busy.pids
+                j=0
+                until grep -q "connected to" /tmp/iperf.log; do
+                    j=$((j + 1)); [ $j -gt 30 ] && { vif="$vif (not connected: $(tail -1 /tmp/iperf.log))"; break; }
+                    sleep 0.5
+                done
             else
                 (while :; do ping -c 20 -i 0.2 -s 1400 -W 2 10.0.2.2 >/dev/null 2>&1; done) &
                 vif="ping"
+                echo $! >>/tmp/busy.pids
             fi
-            echo $! >>/tmp/busy.pids
             sleep 2
             kill -0 "$(head -1 /tmp/busy.pids)" 2>/dev/null || disk="$disk (exited: $(tail -1 /tmp/fio.log 2>/dev/null))"
             say "$n done: busy on $dev: $disk, $vif"

@@ -11,9 +11,10 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 here="$root/tests/xen"
-# dd-lifecycle writes nvme0n1p5, which blkback expects empty: it runs after blkback.
-SCENARIOS=(pvh-core vbd-initwait crash hvm-core hvm-nvme hvm-net blkback netback netback-cycles dd-lifecycle
-    blkbench linux-dd-baseline)
+# blkback expects part:delta and nvme0n1p5 empty; blkback-cycles writes the first and
+# dd-lifecycle the second, so both run after it.
+SCENARIOS=(pvh-core vbd-initwait crash hvm-core hvm-nvme hvm-net blkback blkback-cycles netback netback-cycles
+    dd-lifecycle blkbench linux-dd-baseline)
 demo=0
 if [ "${1:-}" = --demo ]; then demo=1; shift; fi
 [ $# -gt 0 ] && SCENARIOS=("$@")

@@ -3,11 +3,10 @@
 # the guest, each detach released by Bulkhead and gone in the guest; grant mappings and
 # heap must be the same after cycle 1 and cycle 20.
 #
-# Not in the default run: about one run in three, one cycle's attach is never seen
-# through (libxl "Unable to add vbd", or the backend waiting in InitWait for a frontend
-# that does not move, with the driver domain busy on its CPU). The cause is open (session
-# notes). Run it with `tests/xen/run.sh blkback-cycles` (alone, or after `blkback`: its
-# guest writes part:delta, which `blkback` expects empty).
+# Runs after `blkback`: its guest writes part:delta, which `blkback` expects empty. (An
+# attach used to be lost now and then: a detach and the next attach of the same vdev fell
+# between two listings of the backend directory; discovery now waits for the old device's
+# task to end, see bulkhead_xenbus::Discovery.)
 . ./lib.sh
 start_hvm_dd 00:03.0 "loglevel=info"
 dd=$(xl domid bulkhead)

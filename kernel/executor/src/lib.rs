@@ -387,6 +387,10 @@ mod tests {
         /// Signals an imaginary device raises when the loop idles with no deadline.
         irq: Option<&'static Signal>,
         waits: u32,
+        /// A device interrupt that arrives while tasks run: raised at this many-th
+        /// interrupt window (`take_interrupts`).
+        busy_irq: Option<(u32, &'static Signal)>,
+        takes: u32,
     }
 
     impl Idle for FakeIdle {
@@ -405,6 +409,14 @@ mod tests {
                 (None, None) => panic!("idle with nothing that can wake the loop"),
             }
         }
+        fn take_interrupts(&mut self) {
+            self.takes += 1;
+            if let Some((at, s)) = self.busy_irq {
+                if self.takes == at {
+                    s.raise();
+                }
+            }
+        }
     }
 
     fn setup() -> (Executor, FakeIdle) {
@@ -416,6 +428,8 @@ mod tests {
                 clock,
                 irq: None,
                 waits: 0,
+                busy_irq: None,
+                takes: 0,
             },
         )
     }
@@ -518,6 +532,35 @@ mod tests {
         ex.run(&mut idle);
         let at = woke_at.get().expect("the waiting task never ran");
         assert!(at <= 12, "the signal was delivered only after {at} spins");
+    }
+
+    /// The kernel runs tasks with interrupts off: an interrupt that arrives while a task
+    /// keeps the loop busy is taken at the next pass's window and wakes its task then.
+    #[test]
+    fn interrupts_are_taken_between_passes_of_a_busy_loop() {
+        static IRQ: Signal = Signal::new();
+        let (mut ex, mut idle) = setup();
+        idle.busy_irq = Some((5, &IRQ));
+        let h = ex.handle();
+        h.watch(&IRQ);
+        let spins = Rc::new(Cell::new(0u32));
+        let woke_at = Rc::new(Cell::new(None));
+        let (s, w) = (spins.clone(), woke_at.clone());
+        h.spawn("wait-irq", async move {
+            IRQ.wait().await;
+            w.set(Some(s.get()));
+        });
+        let (s, w) = (spins.clone(), woke_at.clone());
+        h.spawn("spin", async move {
+            while w.get().is_none() && s.get() < 1_000 {
+                s.set(s.get() + 1);
+                yield_now().await;
+            }
+        });
+        ex.run(&mut idle);
+        assert_eq!(idle.waits, 0, "the loop never idled");
+        let at = woke_at.get().expect("the interrupt never reached its task");
+        assert!(at <= 6, "delivered only after {at} passes");
     }
 
     #[test]

@@ -102,7 +102,7 @@ hb=$(heartbeats)
 sleep 6
 [ "$(heartbeats)" -gt "$hb" ] || fail "the guest stopped printing its heartbeat after the crash"
 xl list life | tail -1 | awk '{ print $5 }' | grep -qE "^[-rb]+$" || fail "the guest is not running: $(xl list life | tail -1)"
-T=100
+T=150
 cmd read xvda 0
 T=120
 note "the guest runs on (heartbeat $(heartbeats)); a read of its old disk now: $R"

@@ -504,33 +504,45 @@ mod tests {
         assert!(!IRQ.is_raised(), "waiting consumes the signal");
     }
 
-    #[test]
-    fn a_task_that_keeps_yielding_does_not_starve_signals() {
-        static IRQ: Signal = Signal::new();
-        let (mut ex, mut idle) = setup();
+    /// A task that yields until another, waiting on `irq`, has run (bounded, so a
+    /// starving loop fails the test instead of hanging it); the spin count at which
+    /// the waiter woke. `raise_at`: the spinner raises `irq` itself at that spin, as
+    /// an interrupt handler would mid-loop.
+    fn spin_until_woken(
+        ex: &mut Executor,
+        idle: &mut FakeIdle,
+        irq: &'static Signal,
+        raise_at: Option<u32>,
+    ) -> Option<u32> {
         let h = ex.handle();
-        h.watch(&IRQ);
+        h.watch(irq);
         let spins = Rc::new(Cell::new(0u32));
         let woke_at = Rc::new(Cell::new(None));
         let (s, w) = (spins.clone(), woke_at.clone());
         h.spawn("wait-irq", async move {
-            IRQ.wait().await;
+            irq.wait().await;
             w.set(Some(s.get()));
         });
-        let (s, w) = (spins.clone(), woke_at.clone());
+        let (s, w) = (spins, woke_at.clone());
         h.spawn("spin", async move {
-            // Busy until the other task has run (with a bound, so a starving loop
-            // fails the test instead of hanging it).
             while w.get().is_none() && s.get() < 100_000 {
-                if s.get() == 10 {
-                    IRQ.raise(); // as an interrupt handler would, mid-loop
+                if Some(s.get()) == raise_at {
+                    irq.raise();
                 }
                 s.set(s.get() + 1);
                 yield_now().await;
             }
         });
-        ex.run(&mut idle);
-        let at = woke_at.get().expect("the waiting task never ran");
+        ex.run(idle);
+        woke_at.get()
+    }
+
+    #[test]
+    fn a_task_that_keeps_yielding_does_not_starve_signals() {
+        static IRQ: Signal = Signal::new();
+        let (mut ex, mut idle) = setup();
+        let at = spin_until_woken(&mut ex, &mut idle, &IRQ, Some(10));
+        let at = at.expect("the waiting task never ran");
         assert!(at <= 12, "the signal was delivered only after {at} spins");
     }
 
@@ -541,25 +553,9 @@ mod tests {
         static IRQ: Signal = Signal::new();
         let (mut ex, mut idle) = setup();
         idle.busy_irq = Some((5, &IRQ));
-        let h = ex.handle();
-        h.watch(&IRQ);
-        let spins = Rc::new(Cell::new(0u32));
-        let woke_at = Rc::new(Cell::new(None));
-        let (s, w) = (spins.clone(), woke_at.clone());
-        h.spawn("wait-irq", async move {
-            IRQ.wait().await;
-            w.set(Some(s.get()));
-        });
-        let (s, w) = (spins.clone(), woke_at.clone());
-        h.spawn("spin", async move {
-            while w.get().is_none() && s.get() < 1_000 {
-                s.set(s.get() + 1);
-                yield_now().await;
-            }
-        });
-        ex.run(&mut idle);
+        let at = spin_until_woken(&mut ex, &mut idle, &IRQ, None);
         assert_eq!(idle.waits, 0, "the loop never idled");
-        let at = woke_at.get().expect("the interrupt never reached its task");
+        let at = at.expect("the interrupt never reached its task");
         assert!(at <= 6, "delivered only after {at} passes");
     }
 

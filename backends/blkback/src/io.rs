@@ -151,44 +151,56 @@ pub async fn transfer_run<D: BlockDevice, G: GuestMemory + ?Sized>(
     let mut buf = vec![0u8; total];
     let mut out: Vec<Result<Done, Failure>> = Vec::with_capacity(run.len());
     if run[0].write {
-        // Gather; a request whose pages cannot be read splits the run around it.
+        // Gather the whole run in one batch; a request whose pages cannot be read
+        // splits the device write around its hole.
+        let copied = {
+            let mut jobs: Vec<(&[Piece], &mut [u8])> = Vec::with_capacity(run.len());
+            let mut rest = &mut buf[..];
+            for t in run {
+                let (head, tail) = rest.split_at_mut(t.bytes);
+                jobs.push((&t.pieces, head));
+                rest = tail;
+            }
+            guest.read_all(&mut jobs)
+        };
         let mut start = 0; // first transfer of the pending device write
         let mut at = 0; // its byte offset in `buf`
-        let mut end = 0; // bytes gathered
-        for (i, t) in run.iter().enumerate() {
-            match guest.read(&t.pieces, &mut buf[end..end + t.bytes]) {
-                Ok(()) => end += t.bytes,
-                Err(_) => {
-                    flush_write(&run[start..i], &buf[at..end], dev, &mut out).await;
-                    out.push(Err(fail(RSP_ERROR, "cannot copy from the guest's pages")));
-                    start = i + 1;
-                    at = end;
-                }
+        let mut end = 0; // end of the gathered bytes
+        for (i, (t, r)) in run.iter().zip(copied).enumerate() {
+            end += t.bytes;
+            if r.is_err() {
+                flush_write(&run[start..i], &buf[at..end - t.bytes], dev, &mut out).await;
+                out.push(Err(fail(RSP_ERROR, "cannot copy from the guest's pages")));
+                start = i + 1;
+                at = end;
             }
         }
         flush_write(&run[start..], &buf[at..end], dev, &mut out).await;
     } else {
-        if run.len() > 1 && dev.read(run[0].lba, &mut buf).await.is_err() {
+        if run.len() == 1 {
+            return vec![single_read(run[0], dev, guest).await];
+        }
+        if dev.read(run[0].lba, &mut buf).await.is_err() {
             for t in run {
                 out.push(single_read(t, dev, guest).await);
             }
             return out;
         }
-        if run.len() == 1 {
-            return vec![single_read(run[0], dev, guest).await];
-        }
+        // Scatter the whole run in one batch.
+        let mut jobs: Vec<(&[Piece], &[u8])> = Vec::with_capacity(run.len());
         let mut at = 0;
         for t in run {
-            out.push(
-                guest
-                    .write(&t.pieces, &buf[at..at + t.bytes])
-                    .map(|_| Done {
-                        read: t.bytes as u64,
-                        written: 0,
-                    })
-                    .map_err(|_| fail(RSP_ERROR, "cannot copy into the guest's pages")),
-            );
+            jobs.push((&t.pieces, &buf[at..at + t.bytes]));
             at += t.bytes;
+        }
+        for (t, r) in run.iter().zip(guest.write_all(&jobs)) {
+            out.push(
+                r.map(|_| Done {
+                    read: t.bytes as u64,
+                    written: 0,
+                })
+                .map_err(|_| fail(RSP_ERROR, "cannot copy into the guest's pages")),
+            );
         }
     }
     out

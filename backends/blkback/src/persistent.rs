@@ -139,30 +139,71 @@ impl<M: GrantMapper, C: GuestMemory> Persistent<M, C> {
 
 impl<M: GrantMapper, C: GuestMemory> GuestMemory for Persistent<M, C> {
     fn read(&mut self, pieces: &[Piece], buf: &mut [u8]) -> Result<(), GrantFault> {
-        let maps = self.resolve(pieces);
-        let mut at = 0;
-        for (p, m) in pieces.iter().zip(maps) {
-            let dst = &mut buf[at..at + p.len as usize];
-            match m {
-                Some(m) => self.mapper.copy_from(&m, p.offset as usize, dst),
-                None => self.fallback.read(core::slice::from_ref(p), dst)?,
-            }
-            at += p.len as usize;
-        }
-        Ok(())
+        self.read_all(&mut [(pieces, buf)]).remove(0)
     }
 
     fn write(&mut self, pieces: &[Piece], buf: &[u8]) -> Result<(), GrantFault> {
-        let maps = self.resolve(pieces);
-        let mut at = 0;
-        for (p, m) in pieces.iter().zip(maps) {
-            let src = &buf[at..at + p.len as usize];
-            match m {
-                Some(m) => self.mapper.copy_to(&m, p.offset as usize, src),
-                None => self.fallback.write(core::slice::from_ref(p), src)?,
+        self.write_all(&[(pieces, buf)]).remove(0)
+    }
+
+    /// Mapped pieces are copied at once; the pieces of every job that found no room go
+    /// to the fallback together, so a full cache costs one grant-copy batch, not one
+    /// hypercall per page.
+    fn read_all(&mut self, jobs: &mut [(&[Piece], &mut [u8])]) -> Vec<Result<(), GrantFault>> {
+        let mut out = alloc::vec![Ok(()); jobs.len()];
+        let mut slow: Vec<(&[Piece], &mut [u8])> = Vec::new();
+        let mut owner: Vec<usize> = Vec::new();
+        for (j, (pieces, buf)) in jobs.iter_mut().enumerate() {
+            let maps = self.resolve(pieces);
+            let mut rest: &mut [u8] = buf;
+            for (p, m) in pieces.iter().zip(maps) {
+                let (dst, tail) = core::mem::take(&mut rest).split_at_mut(p.len as usize);
+                rest = tail;
+                match m {
+                    Some(m) => self.mapper.copy_from(&m, p.offset as usize, dst),
+                    None => {
+                        slow.push((core::slice::from_ref(p), dst));
+                        owner.push(j);
+                    }
+                }
             }
-            at += p.len as usize;
         }
-        Ok(())
+        if !slow.is_empty() {
+            for (j, r) in owner.into_iter().zip(self.fallback.read_all(&mut slow)) {
+                if out[j].is_ok() {
+                    out[j] = r;
+                }
+            }
+        }
+        out
+    }
+
+    fn write_all(&mut self, jobs: &[(&[Piece], &[u8])]) -> Vec<Result<(), GrantFault>> {
+        let mut out = alloc::vec![Ok(()); jobs.len()];
+        let mut slow: Vec<(&[Piece], &[u8])> = Vec::new();
+        let mut owner: Vec<usize> = Vec::new();
+        for (j, (pieces, buf)) in jobs.iter().enumerate() {
+            let maps = self.resolve(pieces);
+            let mut at = 0;
+            for (p, m) in pieces.iter().zip(maps) {
+                let src = &buf[at..at + p.len as usize];
+                at += p.len as usize;
+                match m {
+                    Some(m) => self.mapper.copy_to(&m, p.offset as usize, src),
+                    None => {
+                        slow.push((core::slice::from_ref(p), src));
+                        owner.push(j);
+                    }
+                }
+            }
+        }
+        if !slow.is_empty() {
+            for (j, r) in owner.into_iter().zip(self.fallback.write_all(&slow)) {
+                if out[j].is_ok() {
+                    out[j] = r;
+                }
+            }
+        }
+        out
     }
 }

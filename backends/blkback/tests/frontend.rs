@@ -23,9 +23,11 @@ use bulkhead_xen::Hypervisor;
 const GUEST: u16 = 7;
 
 /// Guest memory reached only through grant copies, into a buffer at an address that is
-/// deliberately not page aligned (so copies split on our side too).
+/// deliberately not page aligned (so copies split on our side too). Counts the copy
+/// calls: each is one grant-copy hypercall in the kernel, a batch included.
 struct Guest {
     xen: Rc<RefCell<FakeXen>>,
+    copies: Rc<RefCell<usize>>,
 }
 
 const LOCAL: u64 = 0x4000_0a00;
@@ -55,6 +57,28 @@ impl Guest {
 
 impl GuestMemory for Guest {
     fn read(&mut self, pieces: &[Piece], buf: &mut [u8]) -> Result<(), GrantFault> {
+        *self.copies.borrow_mut() += 1;
+        self.read_one(pieces, buf)
+    }
+
+    fn write(&mut self, pieces: &[Piece], buf: &[u8]) -> Result<(), GrantFault> {
+        *self.copies.borrow_mut() += 1;
+        self.write_one(pieces, buf)
+    }
+
+    fn read_all(&mut self, jobs: &mut [(&[Piece], &mut [u8])]) -> Vec<Result<(), GrantFault>> {
+        *self.copies.borrow_mut() += 1;
+        jobs.iter_mut().map(|(p, b)| self.read_one(p, b)).collect()
+    }
+
+    fn write_all(&mut self, jobs: &[(&[Piece], &[u8])]) -> Vec<Result<(), GrantFault>> {
+        *self.copies.borrow_mut() += 1;
+        jobs.iter().map(|(p, b)| self.write_one(p, b)).collect()
+    }
+}
+
+impl Guest {
+    fn read_one(&mut self, pieces: &[Piece], buf: &mut [u8]) -> Result<(), GrantFault> {
         for f in self.frames(buf.len()) {
             self.xen.borrow_mut().local_frame(f, &[]);
         }
@@ -67,7 +91,7 @@ impl GuestMemory for Guest {
         Ok(())
     }
 
-    fn write(&mut self, pieces: &[Piece], buf: &[u8]) -> Result<(), GrantFault> {
+    fn write_one(&mut self, pieces: &[Piece], buf: &[u8]) -> Result<(), GrantFault> {
         for f in self.frames(buf.len()) {
             let mut page = vec![0u8; 4096];
             for (o, p) in page.iter_mut().enumerate() {
@@ -236,6 +260,8 @@ struct Rig {
     xen: Rc<RefCell<FakeXen>>,
     guest: Box<dyn GuestMemory>,
     disk: MemDisk,
+    /// Grant-copy calls made (each one hypercall in the kernel).
+    copies: Rc<RefCell<usize>>,
 }
 
 impl Rig {
@@ -256,13 +282,22 @@ impl Rig {
             block_size: bs,
         };
         let xen = Rc::new(RefCell::new(FakeXen::new(1)));
+        let copies = Rc::new(RefCell::new(0));
         Rig {
             front,
             queue: Queue::new("vbd-7-51712".into(), ring, protocol, LIMITS, geo, read_only),
-            guest: Box::new(Guest { xen: xen.clone() }),
+            guest: Box::new(Guest {
+                xen: xen.clone(),
+                copies: copies.clone(),
+            }),
             xen,
             disk,
+            copies,
         }
+    }
+
+    fn copies(&self) -> usize {
+        *self.copies.borrow()
     }
 
     /// Serve through persistently mapped grants (at most `capacity`); the returned
@@ -278,6 +313,7 @@ impl Rig {
                 },
                 Guest {
                     xen: self.xen.clone(),
+                    copies: self.copies.clone(),
                 },
                 capacity,
             ),
@@ -356,6 +392,16 @@ impl GuestMemory for Probed {
     }
     fn write(&mut self, pieces: &[Piece], buf: &[u8]) -> Result<(), GrantFault> {
         let r = self.inner.write(pieces, buf);
+        self.report();
+        r
+    }
+    fn read_all(&mut self, jobs: &mut [(&[Piece], &mut [u8])]) -> Vec<Result<(), GrantFault>> {
+        let r = self.inner.read_all(jobs);
+        self.report();
+        r
+    }
+    fn write_all(&mut self, jobs: &[(&[Piece], &[u8])]) -> Vec<Result<(), GrantFault>> {
+        let r = self.inner.write_all(jobs);
         self.report();
         r
     }
@@ -622,6 +668,11 @@ fn persistent_grants_are_reused_bounded_and_released() {
     assert_eq!(&rig.disk.data[..11 * 4096], &pages.concat()[..]);
     let p = probe.borrow().unwrap();
     assert_eq!((p.cached, p.stats.mapped, p.stats.copied), (8, 8, 3));
+    assert_eq!(
+        rig.copies(),
+        1,
+        "the pieces without room share one grant-copy batch"
+    );
     assert_eq!(rig.xen.borrow().mapped_count(), 8);
 
     // The same pages again (a persistent frontend reuses them): no new mappings.
@@ -653,6 +704,7 @@ fn persistent_grants_are_reused_bounded_and_released() {
     // Disconnect: every mapping goes.
     rig.guest = Box::new(Guest {
         xen: rig.xen.clone(),
+        copies: rig.copies.clone(),
     });
     assert_eq!(rig.xen.borrow().mapped_count(), 0);
 }
@@ -683,6 +735,7 @@ fn contiguous_requests_share_one_device_io() {
     assert_eq!(r.len(), 9);
     assert!(r.iter().all(|x| x.2 == RSP_OKAY));
     assert_eq!(rig.disk.writes, 2);
+    assert_eq!(rig.copies(), 2, "one grant-copy batch per device write");
     assert_eq!(&rig.disk.data[..8 * 4096], &pages.concat()[..]);
     assert_eq!(rig.queue.stats.merged, 7);
     // Read them back in three requests: one device read, each guest page right.
@@ -704,8 +757,14 @@ fn contiguous_requests_share_one_device_io() {
     let rest: Vec<Segment> = dst[3..].iter().map(|&g| seg(g, 0, 7)).collect();
     rig.submit(&encode(Protocol::X86_64, OP_READ, 12, 24, &rest));
     let reads = rig.disk.reads;
+    let copies = rig.copies();
     assert!(rig.serve().iter().all(|x| x.2 == RSP_OKAY));
     assert_eq!(rig.disk.reads, reads + 1);
+    assert_eq!(
+        rig.copies(),
+        copies + 1,
+        "one grant-copy batch for the merged read"
+    );
     for (i, g) in dst.iter().enumerate() {
         assert!(rig.guest_page(*g) == pages[i], "page {i}");
     }

@@ -346,8 +346,8 @@ async fn serve(
     done.set(true);
 }
 
-/// The frontend's pages through grant copies into our (identity-mapped) buffers.
-/// How a ring reaches the frontend's pages.
+/// How a ring reaches the frontend's pages: grant copies into our (identity-mapped)
+/// buffers, or persistently mapped grants with grant copies for what has no room.
 enum Guest {
     Copy(GrantCopier),
     Persistent(Persistent<KernelMapper, GrantCopier>),
@@ -364,6 +364,18 @@ impl GuestMemory for Guest {
         match self {
             Guest::Copy(c) => c.write(pieces, buf),
             Guest::Persistent(p) => p.write(pieces, buf),
+        }
+    }
+    fn read_all(&mut self, jobs: &mut [(&[Piece], &mut [u8])]) -> Vec<Result<(), GrantFault>> {
+        match self {
+            Guest::Copy(c) => c.read_all(jobs),
+            Guest::Persistent(p) => p.read_all(jobs),
+        }
+    }
+    fn write_all(&mut self, jobs: &[(&[Piece], &[u8])]) -> Vec<Result<(), GrantFault>> {
+        match self {
+            Guest::Copy(c) => c.write_all(jobs),
+            Guest::Persistent(p) => p.write_all(jobs),
         }
     }
 }

@@ -90,8 +90,17 @@ fi
 echo "xen tier: booting Xen + dom0 in QEMU for: ${SCENARIOS[*]}"
 start=$(date +%s)
 set +e
-timeout "$tier_timeout" "$QEMU" "${qemu_args[@]}" -serial stdio -monitor none \
-    </dev/null >"$logs/serial.log" 2>&1
+# XEN_DEBUG=1: the serial line is also a socket (build/xen-serial.sock: Ctrl-A three times
+# switches input to Xen, whose debug keys 'd' 'i' 'q' 'r' dump CPUs, IRQs, domains and
+# run queues into serial.log) and the QEMU monitor listens on build/qemu-monitor.sock.
+serial=(-serial stdio -monitor none)
+if [ "${XEN_DEBUG:-0}" = 1 ]; then
+    rm -f "$root/build/xen-serial.sock" "$root/build/qemu-monitor.sock"
+    serial=(-chardev "socket,id=ser0,path=$root/build/xen-serial.sock,server=on,wait=off,logfile=$logs/serial.log,logappend=on"
+        -serial chardev:ser0 -monitor "unix:$root/build/qemu-monitor.sock,server=on,wait=off")
+fi
+timeout "$tier_timeout" "$QEMU" "${qemu_args[@]}" "${serial[@]}" \
+    </dev/null >>"$logs/serial.log" 2>&1
 qrc=$?
 set -e
 secs=$(( $(date +%s) - start ))

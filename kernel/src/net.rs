@@ -262,26 +262,50 @@ fn e1000e_up(h: &Handle, f: &Function, name: &str) -> Result<Port, String> {
     let va = crate::mem::map_mmio(base, size).map_err(|e| format!("map BAR0: {e}"))?;
     let (v, signal) = pci::alloc_vector().ok_or("out of interrupt vectors")?;
     h.watch(signal);
-    // MSI (one vector for every cause), else INTx.
-    let msi = pci::with(|cs| bulkhead_pci::msi_enable(cs, bdf, crate::arch::apic::id() as u8, v))
-        .is_some_and(|r| r.is_ok());
+    // MSI-X (one entry for every cause), else MSI, else INTx. MSI-X first: the 82574's
+    // MSI cannot be masked per vector, and Xen then defers the CPU's end-of-interrupt
+    // until this domain acknowledges, holding off every lower-priority interrupt on that
+    // CPU (dom0's disk included) meanwhile, and for good once this domain stops
+    // answering (crashed or paused) while the device keeps signalling.
+    let msix = pci::with(|cs| bulkhead_pci::msix(cs, bdf, &bars))
+        .and_then(|r| r.ok())
+        .flatten();
+    let mut mapped = vec![(0u8, va)];
+    let use_msix = msix.is_some_and(|m| {
+        let table = match bars[m.table_bar as usize] {
+            _ if m.table_bar == 0 => true,
+            Some(Bar::Memory { base, size, .. }) if base != 0 => crate::mem::map_mmio(base, size)
+                .map(|t| mapped.push((m.table_bar, t)))
+                .is_ok(),
+            _ => false,
+        };
+        table && crate::hw::msix_setup(bdf, &bars, &mapped, &[(0, Some(v))]).is_ok()
+    });
+    let msi = !use_msix
+        && pci::with(|cs| bulkhead_pci::msi_enable(cs, bdf, crate::arch::apic::id() as u8, v))
+            .is_some_and(|r| r.is_ok());
     let mut gsi = None;
-    if !msi {
+    if !use_msix && !msi {
         if f.interrupt_pin == 0 || f.interrupt_line == 0 || f.interrupt_line == 0xff {
-            return Err("neither MSI nor an INTx line".into());
+            return Err("neither MSI-X, MSI nor an INTx line".into());
         }
         crate::arch::ioapic::route_intx(f.interrupt_line, v, crate::arch::apic::id() as u8)?;
         gsi = Some(f.interrupt_line);
     }
-    pci::with(|cs| bulkhead_pci::enable(cs, bdf, !msi));
-    let nic =
+    pci::with(|cs| bulkhead_pci::enable(cs, bdf, gsi.is_some()));
+    let mut nic =
         E1000e::new(BarMmio::new(va), KernelDma, &mut SpinClock).map_err(|e| format!("{e}"))?;
+    if use_msix {
+        nic.use_msix();
+    }
     info!(
         "{name} ({bdf}): e1000e (82574L), MAC {} (from {}), link {:?}, {}",
         nic.mac(),
         nic.mac_source,
         nic.link(),
-        if msi {
+        if use_msix {
+            format!("MSI-X vector {v:#x}")
+        } else if msi {
             format!("MSI vector {v:#x}")
         } else {
             format!("INTx pin {} vector {v:#x}", f.interrupt_line)

@@ -26,6 +26,8 @@ pub struct State {
     pub link_up: bool,
     /// TDT writes (each a VM exit under a hypervisor).
     pub doorbells: usize,
+    /// MSI-X enabled in PCI configuration: ICR is then write-1-to-clear, not read-to-clear.
+    pub msix: bool,
 }
 
 pub type Shared = Rc<RefCell<State>>;
@@ -46,6 +48,7 @@ pub fn new_device() -> Shared {
         rx_error_next: 0,
         rx_split: None,
         link_up: true,
+        msix: false,
         doorbells: 0,
     }))
 }
@@ -162,6 +165,7 @@ impl Mmio for Regs {
                     0
                 }
             }
+            reg::ICR if s.msix => s.r(reg::ICR),
             reg::ICR => s.regs.remove(&reg::ICR).unwrap_or(0),
             _ => s.r(o),
         }
@@ -186,6 +190,10 @@ impl Mmio for Regs {
                 s.doorbells += 1;
                 s.regs.insert(reg::TDT, v);
                 s.process_tx();
+            }
+            reg::ICR => {
+                let icr = s.r(reg::ICR) & !v;
+                s.regs.insert(reg::ICR, icr);
             }
             reg::IMC => {
                 let ims = s.r(reg::IMS) & !v;

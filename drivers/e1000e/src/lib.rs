@@ -245,6 +245,9 @@ impl<M: Mmio, D: Dma> E1000e<M, D> {
     /// priority until the guest acknowledges (Xen does, for a passed-through device).
     pub fn use_msix(&mut self) {
         self.msix = true;
+        // ITR throttles only MSI/INTx; left set it would also keep arming a timer that
+        // QEMU's model (7.2) asserts never fires under MSI-X.
+        self.regs.write32(reg::ITR, 0);
         self.regs.write32(reg::IVAR, reg::IVAR_ALL_TO_ENTRY0);
         self.regs.write32(reg::EITR0, ITR_INTERVAL);
         self.regs.write32(

@@ -68,6 +68,7 @@ fn msix_routes_every_cause_to_entry_0_and_clears_causes_by_writing_them() {
             assert_eq!((ivar >> shift) & 0xf, 0x8, "{what}: entry 0, valid");
         }
         assert_eq!(st.regs[&reg::EITR0], bulkhead_e1000e::ITR_INTERVAL);
+        assert_eq!(st.regs[&reg::ITR], 0, "ITR is for MSI/INTx only");
         let ims = st.regs[&reg::IMS];
         for c in [reg::ICR_RXQ0, reg::ICR_TXQ0, reg::ICR_OTHER] {
             assert_ne!(ims & c, 0, "cause {c:#x} enabled");

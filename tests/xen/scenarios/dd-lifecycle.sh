@@ -3,14 +3,13 @@
 # Debian guest's disk and vif, and the driver domain is made to fail in every way an
 # operator meets. The guest prints a heartbeat throughout and takes commands from dom0
 # through xenstore (tests/xen/linux-init.sh, role `life`).
-#   1. crash: Bulkhead panics while the guest writes its disk (O_DIRECT dd loop) and runs
-#      iperf3 over its vif
+#   1. crash: Bulkhead panics while the guest runs fio on its disk and iperf3 over its vif
 #      (to a second guest on the switch);
 #      dom0 stays healthy, the guest keeps running, xl shows the driver domain crashed;
 #   2. restart after the crash: a new Bulkhead; the disk and vif are attached again
 #      (new vdev and vif: the old ones died with their backend) and every block the
 #      guest wrote with fsync before the crash reads back;
-#   3. destroy mid-I/O: `xl destroy` while the guest writes and pings; after a restart,
+#   3. destroy mid-I/O: `xl destroy` while fio writes and the guest pings; after a restart,
 #      nothing acknowledged is lost;
 #   4. clean shutdown: `xl shutdown` with the guest attached finishes in bounded time,
 #      the frontends see Closed, and after a restart the flushed writes are all there;
@@ -57,10 +56,7 @@ cat >/tmp/life.cfg <<CFG
 name = "life"
 type = "pv"
 kernel = "/host/linux/vmlinuz"
-# Not the fio ramdisk: with fio's random O_DIRECT writes in flight at the crash, dom0's
-# own disk in the outer QEMU hung in one run of two (jbd2, ata3 revalidation; cause open,
-# see README). The guest's `busy` then writes with a dd loop.
-ramdisk = "/host/linux/linux-initrd.img"
+ramdisk = "/host/linux/linux-initrd-fio.img"
 extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=life"
 memory = 384
 vcpus = 1
@@ -82,14 +78,14 @@ want "wrote 1 on xvda" write xvda 1
 expect "$(console_of sink)" "linux-net: (listening|FAIL)" 300 "the iperf3 guest did not get going"
 grep -q "linux-net: FAIL" "$(console_of sink)" && fail "the iperf3 guest: $(grep 'linux-net: FAIL' "$(console_of sink)")"
 peer=$(xenstore-read "/local/domain/$(xl domid sink)/data/ip") || fail "the iperf3 guest published no address"
-# busy_check [iperf3]: the disk writer runs in the guest (and its iperf3 client is connected).
+# busy_check [iperf3]: fio runs in the guest (and its iperf3 client is connected).
 busy_check() {
-    case "$R" in *"dd,"*) ;; *) fail "the disk writer is not running in the guest: $R" ;; esac
+    case "$R" in *"fio,"*) ;; *) fail "fio is not running in the guest: $R" ;; esac
     [ -z "$1" ] && return 0
     case "$R" in *"iperf3 to"*"not connected"* | *"ping"*) fail "the guest's iperf3 is not connected: $R" ;; esac
 }
 
-note "1. crash while the guest writes its disk and runs iperf3 over its vif"
+note "1. crash while the guest runs fio on its disk and iperf3 over its vif"
 want "busy on xvda" busy xvda "$peer" 5201
 busy_check iperf3
 sleep 5

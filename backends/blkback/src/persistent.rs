@@ -169,11 +169,7 @@ impl<M: GrantMapper, C: GuestMemory> GuestMemory for Persistent<M, C> {
             }
         }
         if !slow.is_empty() {
-            for (j, r) in owner.into_iter().zip(self.fallback.read_all(&mut slow)) {
-                if out[j].is_ok() {
-                    out[j] = r;
-                }
-            }
+            first_faults(&mut out, &owner, self.fallback.read_all(&mut slow));
         }
         out
     }
@@ -198,12 +194,22 @@ impl<M: GrantMapper, C: GuestMemory> GuestMemory for Persistent<M, C> {
             }
         }
         if !slow.is_empty() {
-            for (j, r) in owner.into_iter().zip(self.fallback.write_all(&slow)) {
-                if out[j].is_ok() {
-                    out[j] = r;
-                }
-            }
+            first_faults(&mut out, &owner, self.fallback.write_all(&slow));
         }
         out
+    }
+}
+
+/// Each job keeps the first fault among the fallback copies of its pieces (`owner[i]` is
+/// the job of fallback result `i`).
+fn first_faults(
+    out: &mut [Result<(), GrantFault>],
+    owner: &[usize],
+    results: Vec<Result<(), GrantFault>>,
+) {
+    for (&j, r) in owner.iter().zip(results) {
+        if out[j].is_ok() {
+            out[j] = r;
+        }
     }
 }

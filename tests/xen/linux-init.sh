@@ -278,8 +278,8 @@ life)
         busy)
             # "busy DISK [PEER PORT]": fio writing DISK and iperf3 to PEER's server (another
             # guest on Bulkhead's switch), in flight when the driver domain goes. fio is
-            # capped at 2 MB/s, iperf3 at 8 Mbit/s. Without fio (its ramdisk): a dd loop
-            # (what dd-lifecycle uses, see there); without a peer: pings to the gateway.
+            # capped at 2 MB/s, iperf3 at 8 Mbit/s. Without fio (its ramdisk): a dd loop;
+            # without a peer: pings to the gateway.
             if [ -x /opt/fio/fio ]; then
                 LD_LIBRARY_PATH=/opt/fio/lib /opt/fio/fio --name=busy --filename="/dev/$dev" --rw=randwrite \
                     --bs=64k --direct=1 --ioengine=libaio --iodepth=2 --rate=2m --offset=40M --size=24M \

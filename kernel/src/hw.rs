@@ -84,6 +84,35 @@ impl Clock for SpinClock {
     }
 }
 
+/// Devices to silence before this domain reports itself crashed: a NIC left running
+/// keeps receiving into, and signalling, a dead domain until the toolstack destroys it
+/// (with `on_crash="preserve"`, for as long as the operator looks at it). Each entry is
+/// a register window, a registers-only silencer (so callable from the panic handler)
+/// and how long the device may still signal after it.
+type Silencer = (u64, fn(u64), u64);
+static ON_CRASH: spin::Mutex<heapless::Vec<Silencer, 8>> = spin::Mutex::new(heapless::Vec::new());
+
+pub fn silence_on_crash(va: u64, silence: fn(u64), quiet_after_us: u64) {
+    if ON_CRASH.lock().push((va, silence, quiet_after_us)).is_err() {
+        log::warn!("more devices than the crash path silences; {va:#x} is left running");
+    }
+}
+
+/// Run every registered silencer (the crash path; never blocks on the registry).
+pub fn silence_for_crash() {
+    let Some(list) = ON_CRASH.try_lock() else {
+        return;
+    };
+    let mut quiet = 0;
+    for &(va, silence, after) in list.iter() {
+        silence(va);
+        quiet = quiet.max(after);
+    }
+    if quiet > 0 {
+        SpinClock.pause(quiet);
+    }
+}
+
 /// Program MSI-X table entries and enable MSI-X: `entries` are (table index, CPU
 /// vector), None leaving the entry masked. `mapped` gives the virtual address of each
 /// BAR the table may live in, as (BAR index, address).

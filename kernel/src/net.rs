@@ -15,6 +15,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use bulkhead_config::Mgmt;
 use bulkhead_e1000e::E1000e;
 use bulkhead_executor::{first, yield_now, Handle, Signal};
+use bulkhead_hw::Clock as _;
 use bulkhead_net::{Checksum, Counters, Link, MacAddr, Nic, Offloads, TxError};
 use bulkhead_netback::packet::{finish, Packet};
 use bulkhead_pci::{Bar, Function};
@@ -76,7 +77,10 @@ impl Nic for AnyNic {
 impl AnyNic {
     /// Reset the device (no more DMA or interrupts) and give its memory back.
     fn shutdown(self) {
-        each!(self, n => n.shutdown())
+        match self {
+            AnyNic::Virtio(n) => n.shutdown(),
+            AnyNic::E1000e(n) => n.shutdown(&mut SpinClock),
+        }
     }
 }
 
@@ -260,6 +264,11 @@ fn e1000e_up(h: &Handle, f: &Function, name: &str) -> Result<Port, String> {
         return Err("BAR0 not assigned by firmware".into());
     }
     let va = crate::mem::map_mmio(base, size).map_err(|e| format!("map BAR0: {e}"))?;
+    // A previous instance of this domain, destroyed or crashed, may have left the NIC
+    // receiving and signalling; silence it before the interrupt mode changes below.
+    pci::with(|cs| bulkhead_pci::enable_memory(cs, bdf));
+    bulkhead_e1000e::quiesce(&BarMmio::new(va));
+    SpinClock.pause(bulkhead_e1000e::QUIET_AFTER_MASK_US);
     let (v, signal) = pci::alloc_vector().ok_or("out of interrupt vectors")?;
     h.watch(signal);
     // MSI-X (one entry for every cause), else MSI, else INTx. MSI-X first: the 82574's
@@ -298,6 +307,11 @@ fn e1000e_up(h: &Handle, f: &Function, name: &str) -> Result<Port, String> {
     if use_msix {
         nic.use_msix();
     }
+    crate::hw::silence_on_crash(
+        va,
+        |va| bulkhead_e1000e::quiesce(&BarMmio::new(va)),
+        bulkhead_e1000e::QUIET_AFTER_MASK_US,
+    );
     info!(
         "{name} ({bdf}): e1000e (82574L), MAC {} (from {}), link {:?}, {}",
         nic.mac(),

@@ -69,6 +69,7 @@ pub fn reboot() -> ! {
 
 /// Failure exit: the domain is reported crashed (QEMU exits with status 3).
 pub fn crash() -> ! {
+    crate::hw::silence_for_crash();
     crate::println!("bulkhead: stopping as crashed");
     leave(ShutdownReason::Crash, EXIT_FAILURE)
 }

@@ -10,8 +10,16 @@ cd /host/scenarios || exit 1
 budget=$(cat /host/budget 2>/dev/null || echo 1300)
 tier_start=$(date +%s)
 
-# Leave nothing behind for the next scenario (or the next attempt).
+# Leave nothing behind for the next scenario (or the next attempt): guests first, then
+# the driver domain the way an operator stops it (xl shutdown: it resets its devices),
+# destroyed only if that does not finish. A destroy leaves the passed-through NIC running
+# and unmasked, which the next instance then has to silence first (QEMU 7.2's e1000e
+# aborts the whole VM on an interrupt-mode switch inside a throttle interval).
 clean_up() {
+    for d in $(xl list | awk 'NR>2 && $1 != "bulkhead" {print $1}'); do timeout 60 xl destroy "$d" 2>/dev/null; done
+    if xl list bulkhead 2>/dev/null | awk 'NR == 2 { exit !($5 ~ /^[-rb]+$/) }'; then
+        timeout 30 xl shutdown -w bulkhead >/dev/null 2>&1
+    fi
     for d in $(xl list | awk 'NR>2 {print $1}'); do timeout 60 xl destroy "$d" 2>/dev/null; done
 }
 

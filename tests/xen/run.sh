@@ -107,6 +107,10 @@ secs=$(( $(date +%s) - start ))
 cp -r "$share/out/." "$logs/" 2>/dev/null || true
 
 echo "xen tier: QEMU ran ${secs}s (exit $qrc); logs in $logs"
+# QEMU's own last words (a device model's failed assertion aborts the whole run).
+if [ $qrc -ne 0 ]; then
+    grep -a -E "^qemu-system|Assertion" "$logs/serial.log" | tail -5 | sed 's/^/xen tier: qemu said: /' || true
+fi
 grep -h "^figure:" "$logs"/*.log 2>/dev/null | sed 's/^/xen tier: /' || true
 # Bulkhead against the Linux driver domain, when both ran: fio in the same guest setup.
 # (|| true: under pipefail a missing figure must not end the script before the results.)

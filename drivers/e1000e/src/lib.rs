@@ -98,6 +98,13 @@ pub const RING: usize = 256;
 pub const BUF_SIZE: usize = 2048;
 /// Interrupt throttling: at most ~8000 interrupts/s (ITR counts 256 ns units).
 pub const ITR_INTERVAL: u32 = 488;
+/// How long a device may still signal after its interrupts were masked: one throttle
+/// interval (ITR/EITR, at most ~128 µs as set here and as QEMU clamps them) with margin.
+/// Switching the interrupt mode (MSI-X on or off) only once this has passed matters to
+/// QEMU 7.2's model, which aborts the whole VM if a throttle timer armed in one mode
+/// fires in the other; a hypervisor switches it when the domain owning the NIC starts,
+/// dies or is destroyed.
+pub const QUIET_AFTER_MASK_US: u64 = 1000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Error {
@@ -245,8 +252,7 @@ impl<M: Mmio, D: Dma> E1000e<M, D> {
     /// priority until the guest acknowledges (Xen does, for a passed-through device).
     pub fn use_msix(&mut self) {
         self.msix = true;
-        // ITR throttles only MSI/INTx; left set it would also keep arming a timer that
-        // QEMU's model (7.2) asserts never fires under MSI-X.
+        // ITR throttles only MSI/INTx (EITR does here).
         self.regs.write32(reg::ITR, 0);
         self.regs.write32(reg::IVAR, reg::IVAR_ALL_TO_ENTRY0);
         self.regs.write32(reg::EITR0, ITR_INTERVAL);
@@ -344,16 +350,29 @@ impl<M: Mmio, D: Dma> E1000e<M, D> {
         Ok(())
     }
 
-    pub fn shutdown(mut self) {
-        self.regs.write32(reg::IMC, !0);
-        self.regs.write32(reg::RCTL, 0);
-        self.regs.write32(reg::TCTL, 0);
+    /// Stop the device and give its memory back; returns once a throttled interrupt can
+    /// no longer follow (so the hypervisor may switch MSI-X off as the domain leaves).
+    pub fn shutdown(mut self, clock: &mut impl Clock) {
+        quiesce(&self.regs);
         self.regs
             .write32(reg::CTRL, self.regs.read32(reg::CTRL) | reg::CTRL_RST);
+        clock.pause(QUIET_AFTER_MASK_US);
         self.dma.free(self.rx_ring, RING * DESC_SIZE);
         self.dma.free(self.tx_ring, RING * DESC_SIZE);
         self.dma.free(self.bufs, 2 * RING * BUF_SIZE);
     }
+}
+
+/// Silence a device in whatever state a previous owner left it (a destroyed or crashed
+/// domain leaves it receiving, with causes pending and interrupts unmasked): no more
+/// interrupts, receive or transmit. A software reset is not enough for that on QEMU's
+/// model, whose CTRL.RST only reloads the MAC address. Wait [`QUIET_AFTER_MASK_US`]
+/// before changing the interrupt mode. Safe to call from a panic: registers only.
+pub fn quiesce(regs: &impl Mmio) {
+    regs.write32(reg::IMC, !0);
+    regs.write32(reg::RCTL, 0);
+    regs.write32(reg::TCTL, 0);
+    regs.read32(reg::ICR);
 }
 
 /// Words 0-2 of the EEPROM through EERD; None if the EEPROM does not answer or holds no

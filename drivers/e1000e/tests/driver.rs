@@ -2,7 +2,7 @@
 
 mod model;
 
-use bulkhead_e1000e::{reg, E1000e, Error, RING};
+use bulkhead_e1000e::{quiesce, reg, E1000e, Error, QUIET_AFTER_MASK_US, RING};
 use bulkhead_net::{Checksum, Link, MacAddr, Nic, TxError};
 use model::{FakeClock, ModelDma, Regs, Shared};
 
@@ -77,6 +77,41 @@ fn msix_routes_every_cause_to_entry_0_and_clears_causes_by_writing_them() {
     assert_eq!(nic.ack_interrupt(), pending);
     assert_eq!(s.borrow().regs[&reg::ICR], 0, "causes cleared");
     assert_eq!(nic.ack_interrupt(), 0);
+}
+
+#[test]
+fn quiesce_silences_a_device_a_previous_owner_left_running() {
+    let (s, nic) = up();
+    // The owner is gone (destroyed domain): no shutdown ran, causes are pending.
+    core::mem::forget(nic);
+    s.borrow_mut()
+        .regs
+        .insert(reg::ICR, reg::ICR_RXT0 | reg::ICR_LSC);
+    quiesce(&Regs(s.clone()));
+    let mut st = s.borrow_mut();
+    let r = |st: &model::State, o| st.regs.get(&o).copied().unwrap_or(0);
+    assert_eq!(r(&st, reg::IMS), 0, "every cause masked");
+    assert_eq!(r(&st, reg::ICR), 0, "pending causes cleared");
+    assert_eq!(r(&st, reg::RCTL) & reg::RCTL_EN, 0);
+    assert_eq!(r(&st, reg::TCTL) & reg::TCTL_EN, 0);
+    let rdh = r(&st, reg::RDH);
+    st.inbound.push_back(frame(60, 1));
+    st.deliver();
+    assert_eq!(r(&st, reg::RDH), rdh, "nothing received after quiesce");
+}
+
+#[test]
+fn shutdown_masks_stops_and_waits_out_a_throttle_interval() {
+    let (s, nic) = up();
+    let mut clock = FakeClock(0);
+    nic.shutdown(&mut clock);
+    assert!(clock.0 >= QUIET_AFTER_MASK_US, "waited {} us", clock.0);
+    let st = s.borrow();
+    assert_eq!(st.regs.get(&reg::IMS).copied().unwrap_or(0), 0);
+    assert_eq!(
+        st.regs.get(&reg::RCTL).copied().unwrap_or(0) & reg::RCTL_EN,
+        0
+    );
 }
 
 #[test]

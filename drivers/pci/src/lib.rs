@@ -322,6 +322,13 @@ pub fn find_capability(
         .map(|(_, o)| o))
 }
 
+/// Memory decoding only (registers reachable, no DMA yet): to quiesce a device a
+/// previous owner left running before its interrupts are set up.
+pub fn enable_memory(cs: &mut (impl ConfigSpace + ?Sized), bdf: Bdf) {
+    let cmd = cs.read16(bdf, reg::COMMAND);
+    cs.write16(bdf, reg::COMMAND, cmd | reg::CMD_MEMORY);
+}
+
 /// Turn on memory decoding and bus mastering (DMA), optionally masking INTx.
 pub fn enable(cs: &mut (impl ConfigSpace + ?Sized), bdf: Bdf, intx: bool) {
     let mut cmd = cs.read16(bdf, reg::COMMAND);

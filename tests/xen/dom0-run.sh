@@ -61,6 +61,8 @@ for name in $(cat /host/scenarios.list); do
     if [ $rc -ne 0 ] && [ $rc -ne 125 ] && xl dmesg 2>/dev/null | grep -q "Triple fault"; then
         fault=$(xl dmesg | grep "Triple fault" | head -1)
         cp "/host/out/$name.log" "/host/out/$name.first-attempt.txt"
+        rm -rf "/host/out/$name.first-attempt.console"
+        cp -r "/host/out/$name.console" "/host/out/$name.first-attempt.console" 2>/dev/null
         echo "dom0-run: $name: retrying once after a triple fault under nested TCG: $fault" | tee -a /host/out/retries
         attempt "$name"
     fi

@@ -1,7 +1,10 @@
 //! The kernel's one implementation of the driver traits (`bulkhead-hw`): registers in
-//! uncached BAR mappings, DMA memory from the frame allocator (identity-mapped, so
+//! uncached BAR mappings (each BAR once), DMA memory from the frame allocator (identity-mapped, so
 //! physical = virtual), a spinning clock for bring-up; and MSI-X table programming.
 
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
 use core::sync::atomic::{fence, Ordering};
 
 use bulkhead_hw::{Clock, Dma, Mmio, NoMemory, PAGE_SIZE};
@@ -113,27 +116,59 @@ pub fn silence_for_crash() {
     }
 }
 
+/// One function's memory BARs mapped into the kernel, each at most once: registers and
+/// the MSI-X table share a BAR on some devices and not on others.
+pub struct BarMaps {
+    bars: [Option<Bar>; 6],
+    mapped: Vec<(u8, u64)>,
+}
+
+impl BarMaps {
+    pub fn new(bars: [Option<Bar>; 6]) -> BarMaps {
+        BarMaps {
+            bars,
+            mapped: Vec::new(),
+        }
+    }
+
+    pub fn bars(&self) -> &[Option<Bar>; 6] {
+        &self.bars
+    }
+
+    /// The virtual address of memory BAR `bar`, mapped (uncached) on first use.
+    pub fn map(&mut self, bar: u8) -> Result<u64, String> {
+        if let Some((_, va)) = self.mapped.iter().find(|(b, _)| *b == bar) {
+            return Ok(*va);
+        }
+        let Some(Bar::Memory { base, size, .. }) = self.bars.get(bar as usize).copied().flatten()
+        else {
+            return Err(format!("BAR{bar} is not a memory BAR"));
+        };
+        if base == 0 {
+            return Err(format!("BAR{bar} not assigned by firmware"));
+        }
+        let va = crate::mem::map_mmio(base, size).map_err(|e| format!("map BAR{bar}: {e}"))?;
+        self.mapped.push((bar, va));
+        Ok(va)
+    }
+}
+
 /// Program MSI-X table entries and enable MSI-X: `entries` are (table index, CPU
-/// vector), None leaving the entry masked. `mapped` gives the virtual address of each
-/// BAR the table may live in, as (BAR index, address).
+/// vector), None leaving the entry masked. Maps the table's BAR if it is not yet.
 pub fn msix_setup(
     bdf: Bdf,
-    bars: &[Option<Bar>; 6],
-    mapped: &[(u8, u64)],
+    maps: &mut BarMaps,
     entries: &[(u16, Option<u8>)],
-) -> Result<(), &'static str> {
+) -> Result<(), String> {
+    let m = pci::with(|cs| bulkhead_pci::msix(cs, bdf, maps.bars()))
+        .ok_or("no PCI access")?
+        .map_err(|_| "bad MSI-X capability")?
+        .ok_or("no MSI-X capability")?;
+    if entries.iter().any(|(i, _)| *i >= m.table_size) {
+        return Err("MSI-X table too small".into());
+    }
+    let base = maps.map(m.table_bar)?;
     pci::with(|cs| {
-        let m = bulkhead_pci::msix(cs, bdf, bars)
-            .map_err(|_| "bad MSI-X capability")?
-            .ok_or("no MSI-X capability")?;
-        let base = mapped
-            .iter()
-            .find(|(b, _)| *b == m.table_bar)
-            .map(|(_, va)| *va)
-            .ok_or("MSI-X table in a BAR that is not mapped")?;
-        if entries.iter().any(|(i, _)| *i >= m.table_size) {
-            return Err("MSI-X table too small");
-        }
         for &(i, vector) in entries {
             let (addr, data) =
                 bulkhead_pci::msi_message(crate::arch::apic::id() as u8, vector.unwrap_or(0));
@@ -148,7 +183,6 @@ pub fn msix_setup(
             }
         }
         bulkhead_pci::msix_control(cs, bdf, &m, true, false);
-        Ok(())
     })
-    .unwrap_or(Err("no PCI access"))
+    .ok_or_else(|| "no PCI access".into())
 }

@@ -18,7 +18,7 @@ use bulkhead_executor::{first, yield_now, Handle, Signal};
 use bulkhead_hw::Clock as _;
 use bulkhead_net::{Checksum, Counters, Link, MacAddr, Nic, Offloads, TxError};
 use bulkhead_netback::packet::{finish, Packet};
-use bulkhead_pci::{Bar, Function};
+use bulkhead_pci::Function;
 use bulkhead_virtio::net::{Vectors, VirtioNet};
 use bulkhead_virtio::transport::Transport;
 use log::{error, info, warn};
@@ -29,7 +29,7 @@ use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address, Ipv4Cidr};
 
 use crate::fabric::{Fabric, FabricRef, Inbox};
-use crate::hw::{BarMmio, KernelDma, SpinClock};
+use crate::hw::{BarMaps, BarMmio, KernelDma, SpinClock};
 use crate::pci;
 
 /// Every driver behind one type, so the switch and the stack hold a list of them.
@@ -168,36 +168,15 @@ fn virtio_up(h: &Handle, f: &Function, name: &str) -> Result<Port, String> {
         .map_err(|e| format!("{e}"))?;
     let caps =
         pci::with(|cs| bulkhead_virtio::pci::caps(cs, bdf, &bars)).ok_or("no PCI access")??;
-    // Map each memory BAR the structures (or the MSI-X table) live in, once.
-    let mut mapped: Vec<(u8, u64)> = Vec::new();
-    let mut map = |bar: u8| -> Result<u64, String> {
-        if let Some((_, va)) = mapped.iter().find(|(b, _)| *b == bar) {
-            return Ok(*va);
-        }
-        let Some(Bar::Memory { base, size, .. }) = bars[bar as usize] else {
-            return Err(format!("BAR{bar} is not a memory BAR"));
-        };
-        if base == 0 {
-            return Err(format!("BAR{bar} not assigned by firmware"));
-        }
-        let va = crate::mem::map_mmio(base, size).map_err(|e| format!("map BAR{bar}: {e}"))?;
-        mapped.push((bar, va));
-        Ok(va)
-    };
+    let mut maps = BarMaps::new(bars);
     let region = |r: bulkhead_virtio::pci::Region, va: u64| BarMmio::new(va + r.offset as u64);
-    let common = region(caps.common, map(caps.common.bar)?);
-    let notify = region(caps.notify, map(caps.notify.bar)?);
-    let isr = region(caps.isr, map(caps.isr.bar)?);
+    let common = region(caps.common, maps.map(caps.common.bar)?);
+    let notify = region(caps.notify, maps.map(caps.notify.bar)?);
+    let isr = region(caps.isr, maps.map(caps.isr.bar)?);
     let device = match caps.device {
-        Some(d) => region(d, map(d.bar)?),
+        Some(d) => region(d, maps.map(d.bar)?),
         None => return Err("no device configuration capability".into()),
     };
-    let msix = pci::with(|cs| bulkhead_pci::msix(cs, bdf, &bars))
-        .and_then(|r| r.ok())
-        .flatten();
-    if let Some(m) = msix {
-        map(m.table_bar)?;
-    }
     let t = Transport {
         common,
         notify,
@@ -209,14 +188,8 @@ fn virtio_up(h: &Handle, f: &Function, name: &str) -> Result<Port, String> {
     // transmit), else INTx.
     let (v, signal) = pci::alloc_vector().ok_or("out of interrupt vectors")?;
     h.watch(signal);
-    let use_msix = msix.is_some()
-        && crate::hw::msix_setup(
-            bdf,
-            &bars,
-            &mapped,
-            &[(0, Some(v)), (1, Some(v)), (2, Some(v))],
-        )
-        .is_ok();
+    let use_msix =
+        crate::hw::msix_setup(bdf, &mut maps, &[(0, Some(v)), (1, Some(v)), (2, Some(v))]).is_ok();
     let mut gsi = None;
     if !use_msix {
         if f.interrupt_pin == 0 || f.interrupt_line == 0 || f.interrupt_line == 0xff {
@@ -257,13 +230,8 @@ fn e1000e_up(h: &Handle, f: &Function, name: &str) -> Result<Port, String> {
     let bars = pci::with(|cs| bulkhead_pci::bars(cs, bdf))
         .ok_or("no PCI access")?
         .map_err(|e| format!("{e}"))?;
-    let Some(Bar::Memory { base, size, .. }) = bars[0] else {
-        return Err("BAR0 is not a memory BAR".into());
-    };
-    if base == 0 {
-        return Err("BAR0 not assigned by firmware".into());
-    }
-    let va = crate::mem::map_mmio(base, size).map_err(|e| format!("map BAR0: {e}"))?;
+    let mut maps = BarMaps::new(bars);
+    let va = maps.map(0)?;
     // A previous instance of this domain, destroyed or crashed, may have left the NIC
     // receiving and signalling; silence it before the interrupt mode changes below.
     pci::with(|cs| bulkhead_pci::enable_memory(cs, bdf));
@@ -276,20 +244,7 @@ fn e1000e_up(h: &Handle, f: &Function, name: &str) -> Result<Port, String> {
     // until this domain acknowledges, holding off every lower-priority interrupt on that
     // CPU (dom0's disk included) meanwhile, and for good once this domain stops
     // answering (crashed or paused) while the device keeps signalling.
-    let msix = pci::with(|cs| bulkhead_pci::msix(cs, bdf, &bars))
-        .and_then(|r| r.ok())
-        .flatten();
-    let mut mapped = vec![(0u8, va)];
-    let use_msix = msix.is_some_and(|m| {
-        let table = match bars[m.table_bar as usize] {
-            _ if m.table_bar == 0 => true,
-            Some(Bar::Memory { base, size, .. }) if base != 0 => crate::mem::map_mmio(base, size)
-                .map(|t| mapped.push((m.table_bar, t)))
-                .is_ok(),
-            _ => false,
-        };
-        table && crate::hw::msix_setup(bdf, &bars, &mapped, &[(0, Some(v))]).is_ok()
-    });
+    let use_msix = crate::hw::msix_setup(bdf, &mut maps, &[(0, Some(v))]).is_ok();
     let msi = !use_msix
         && pci::with(|cs| bulkhead_pci::msi_enable(cs, bdf, crate::arch::apic::id() as u8, v))
             .is_some_and(|r| r.is_ok());

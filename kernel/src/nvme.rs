@@ -15,10 +15,10 @@ use bulkhead_nvme::controller::{Config, Controller};
 use bulkhead_nvme::gpt::{self, Partition};
 use bulkhead_nvme::identify::Namespace;
 use bulkhead_nvme::{prp, Clock, Dma, Error, PAGE_SIZE};
-use bulkhead_pci::{Bar, Bdf, Function};
+use bulkhead_pci::Function;
 use log::{error, info, warn};
 
-use crate::hw::{BarMmio, KernelDma, SpinClock};
+use crate::hw::{BarMaps, BarMmio, KernelDma, SpinClock};
 use crate::pci;
 
 /// How completions are noticed. `IrqMode::Poll` trades a CPU for latency.
@@ -50,16 +50,6 @@ pub struct Disk {
     /// status): every command fails at once from now on, so the backends answer their
     /// frontends with errors instead of waiting on a dead device.
     failed: bool,
-}
-
-fn msix_setup(
-    bdf: Bdf,
-    bars: &[Option<Bar>; 6],
-    bar0: u64,
-    vector: u8,
-) -> Result<(), &'static str> {
-    // Entry 0 (admin queue, polled) stays masked; entry 1 serves I/O queue 1.
-    crate::hw::msix_setup(bdf, bars, &[(0, bar0)], &[(0, None), (1, Some(vector))])
 }
 
 /// Find and bring up every NVMe controller. Failures are logged per device.
@@ -107,13 +97,8 @@ fn bring_up(h: &Handle, f: &Function, name: &str, mode: IrqMode) -> Result<Disk,
     let bars = pci::with(|cs| bulkhead_pci::bars(cs, bdf))
         .ok_or("no PCI access")?
         .map_err(|e| format!("{e}"))?;
-    let Some(Bar::Memory { base, size, .. }) = bars[0] else {
-        return Err("BAR0 is not a memory BAR".into());
-    };
-    if base == 0 {
-        return Err("BAR0 not assigned by firmware".into());
-    }
-    let bar0 = crate::mem::map_mmio(base, size).map_err(|e| format!("cannot map BAR0: {e}"))?;
+    let mut maps = BarMaps::new(bars);
+    let bar0 = maps.map(0)?;
     pci::with(|cs| bulkhead_pci::enable(cs, bdf, mode == IrqMode::Intx));
     let mut gsi = None;
     let (vector, signal) = match mode {
@@ -147,13 +132,14 @@ fn bring_up(h: &Handle, f: &Function, name: &str, mode: IrqMode) -> Result<Disk,
             let (v, s) = pci::alloc_vector().ok_or("out of interrupt vectors")?;
             h.watch(s);
             let r = if mode == IrqMode::MsiX {
-                msix_setup(bdf, &bars, bar0, v)
+                // Entry 0 (admin queue, polled) stays masked; entry 1 serves I/O queue 1.
+                crate::hw::msix_setup(bdf, &mut maps, &[(0, None), (1, Some(v))])
             } else {
                 pci::with(|cs| bulkhead_pci::msi_enable(cs, bdf, crate::arch::apic::id() as u8, v))
                     .unwrap_or(Err(bulkhead_pci::PciError::Absent(bdf)))
-                    .map_err(|_| "MSI not available")
+                    .map_err(|_| String::from("MSI not available"))
             };
-            r.map_err(String::from)?;
+            r?;
             (Some(v), Some(s))
         }
     };

@@ -121,7 +121,7 @@ if [ -n "$ours" ] && [ -n "$theirs" ]; then
     ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
     echo "xen tier: figure: Bulkhead / Linux driver domain, guest fio: 4 KiB random read $(ratio "$(num "$ours" IOPS)" "$(num "$theirs" IOPS)")x, 1 MiB sequential read $(ratio "$(num "$ours" MiB/s)" "$(num "$theirs" MiB/s)")x"
 fi
-# Scenarios dom0-run.sh retried once after a triple fault (see there): reported, not hidden.
+# Scenarios dom0-run.sh retried after a triple fault (see there): reported, not hidden.
 if [ -s "$logs/retries" ]; then
     sed 's/^dom0-run: /xen tier: retried: /' "$logs/retries"
 fi

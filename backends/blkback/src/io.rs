@@ -89,40 +89,59 @@ pub fn prepare<G: GuestMemory + ?Sized>(
     else {
         return None;
     };
-    Some((|| {
-        if *write && read_only {
-            return Err(fail(RSP_ERROR, "write to a read-only disk"));
+    Some(check_rw(*write, *sector, segments, geo, read_only, guest))
+}
+
+fn check_rw<G: GuestMemory + ?Sized>(
+    write: bool,
+    sector: u64,
+    segments: &Segments,
+    geo: &Geometry,
+    read_only: bool,
+    guest: &mut G,
+) -> Result<Transfer, Failure> {
+    if write && read_only {
+        return Err(fail(RSP_ERROR, "write to a read-only disk"));
+    }
+    match segments {
+        Segments::Direct(s) => placed(write, sector, s, geo),
+        Segments::Indirect { count, pages } => {
+            let segs = fetch_indirect(pages, *count, guest)?;
+            placed(write, sector, &segs, geo)
         }
-        let indirect;
-        let segs: &[Segment] = match segments {
-            Segments::Direct(s) => s,
-            Segments::Indirect { count, pages } => {
-                let pieces: Vec<Piece> = pages
-                    .iter()
-                    .map(|&gref| Piece {
-                        gref,
-                        offset: 0,
-                        len: PAGE_SIZE as u16,
-                    })
-                    .collect();
-                let mut raw = vec![0u8; pieces.len() * PAGE_SIZE];
-                guest
-                    .read(&pieces, &mut raw)
-                    .map_err(|_| fail(RSP_ERROR, "cannot read the indirect pages"))?;
-                indirect =
-                    request::decode_indirect(&raw, *count).map_err(|w| fail(RSP_ERROR, w))?;
-                &indirect
-            }
-        };
-        let at = request::place(*sector, segs, geo.sectors, geo.block_size)
-            .map_err(|w| fail(RSP_ERROR, w))?;
-        Ok(Transfer {
-            write: *write,
-            lba: at.lba,
-            bytes: at.bytes,
-            pieces: segs.iter().map(Piece::from).collect(),
+    }
+}
+
+/// The segments an indirect request lists in its pages (copied from the guest once).
+fn fetch_indirect<G: GuestMemory + ?Sized>(
+    pages: &[u32],
+    count: usize,
+    guest: &mut G,
+) -> Result<Vec<Segment>, Failure> {
+    let pieces: Vec<Piece> = pages
+        .iter()
+        .map(|&gref| Piece {
+            gref,
+            offset: 0,
+            len: PAGE_SIZE as u16,
         })
-    })())
+        .collect();
+    let mut raw = vec![0u8; pieces.len() * PAGE_SIZE];
+    guest
+        .read(&pieces, &mut raw)
+        .map_err(|_| fail(RSP_ERROR, "cannot read the indirect pages"))?;
+    request::decode_indirect(&raw, count).map_err(|w| fail(RSP_ERROR, w))
+}
+
+fn placed(write: bool, sector: u64, segs: &[Segment], geo: &Geometry) -> Result<Transfer, Failure> {
+    let at = request::place(sector, segs, geo.sectors, geo.block_size)
+        .map_err(|w| fail(RSP_ERROR, w))?;
+    Ok(Transfer {
+        write,
+        lba: at.lba,
+        bytes: at.bytes,
+        pieces: segs.iter().map(Piece::from).collect(),
+    })
 }
 
 /// Largest device I/O built by merging requests.
@@ -215,14 +234,21 @@ async fn flush_write<D: BlockDevice>(
     if run.is_empty() {
         return;
     }
-    if dev.write(run[0].lba, data).await.is_ok() {
-        out.extend(run.iter().map(|t| {
-            Ok(Done {
-                read: 0,
-                written: t.bytes as u64,
-            })
-        }));
-        return;
+    match dev.write(run[0].lba, data).await {
+        Ok(()) => {
+            out.extend(run.iter().map(|t| {
+                Ok(Done {
+                    read: 0,
+                    written: t.bytes as u64,
+                })
+            }));
+            return;
+        }
+        Err(e) if run.len() == 1 => {
+            out.push(Err(device_failure(e)));
+            return;
+        }
+        Err(_) => {}
     }
     // Retry one by one for exact statuses.
     let mut at = 0;
@@ -292,7 +318,7 @@ pub async fn execute<D: BlockDevice, G: GuestMemory + ?Sized>(
             dev.flush().await.map_err(device_failure)?;
             let mut done = Done::default();
             if !segments.is_empty() {
-                done = transfer(true, *sector, segments, geo, dev, guest).await?;
+                done = one(&placed(true, *sector, segments, geo)?, dev, guest).await?;
                 dev.flush().await.map_err(device_failure)?;
             }
             Ok(done)
@@ -302,66 +328,17 @@ pub async fn execute<D: BlockDevice, G: GuestMemory + ?Sized>(
             sector,
             segments,
         } => {
-            if *write && read_only {
-                return Err(fail(RSP_ERROR, "write to a read-only disk"));
-            }
-            match segments {
-                Segments::Direct(s) => transfer(*write, *sector, s, geo, dev, guest).await,
-                Segments::Indirect { count, pages } => {
-                    let pieces: Vec<Piece> = pages
-                        .iter()
-                        .map(|&gref| Piece {
-                            gref,
-                            offset: 0,
-                            len: PAGE_SIZE as u16,
-                        })
-                        .collect();
-                    let mut raw = vec![0u8; pieces.len() * PAGE_SIZE];
-                    guest
-                        .read(&pieces, &mut raw)
-                        .map_err(|_| fail(RSP_ERROR, "cannot read the indirect pages"))?;
-                    let segs =
-                        request::decode_indirect(&raw, *count).map_err(|w| fail(RSP_ERROR, w))?;
-                    transfer(*write, *sector, &segs, geo, dev, guest).await
-                }
-            }
+            let t = check_rw(*write, *sector, segments, geo, read_only, guest)?;
+            one(&t, dev, guest).await
         }
     }
 }
 
-async fn transfer<D: BlockDevice, G: GuestMemory + ?Sized>(
-    write: bool,
-    sector: u64,
-    segments: &[Segment],
-    geo: &Geometry,
+async fn one<D: BlockDevice, G: GuestMemory + ?Sized>(
+    t: &Transfer,
     dev: &mut D,
     guest: &mut G,
 ) -> Result<Done, Failure> {
-    let at = request::place(sector, segments, geo.sectors, geo.block_size)
-        .map_err(|w| fail(RSP_ERROR, w))?;
-    let pieces: Vec<Piece> = segments.iter().map(Piece::from).collect();
-    let mut buf = vec![0u8; at.bytes];
-    debug_assert_eq!(
-        pieces.iter().map(|p| p.len as usize).sum::<usize>(),
-        at.bytes
-    );
-    if write {
-        guest
-            .read(&pieces, &mut buf)
-            .map_err(|_| fail(RSP_ERROR, "cannot copy from the guest's pages"))?;
-        dev.write(at.lba, &buf).await.map_err(device_failure)?;
-        Ok(Done {
-            read: 0,
-            written: at.bytes as u64,
-        })
-    } else {
-        dev.read(at.lba, &mut buf).await.map_err(device_failure)?;
-        guest
-            .write(&pieces, &buf)
-            .map_err(|_| fail(RSP_ERROR, "cannot copy into the guest's pages"))?;
-        Ok(Done {
-            read: at.bytes as u64,
-            written: 0,
-        })
-    }
+    let mut r = transfer_run(&[t], dev, guest).await;
+    r.pop().unwrap_or(Err(fail(RSP_ERROR, "no result")))
 }

@@ -584,6 +584,12 @@ fn device_errors_never_leak_buffer_contents_to_the_guest() {
     rig.submit(&encode(Protocol::X86_64, OP_READ, 1, 0, &[seg(g, 0, 7)]));
     assert_eq!(rig.serve(), [(1, OP_READ, RSP_ERROR)]);
     assert!(rig.guest_page(g).iter().all(|&b| b == 0));
+    // A lone write that fails gets its error at once (retries are for merged runs).
+    let w = rig.page(&pattern(4096, 5));
+    let before = rig.disk.writes;
+    rig.submit(&encode(Protocol::X86_64, OP_WRITE, 2, 0, &[seg(w, 0, 7)]));
+    assert_eq!(rig.serve(), [(2, OP_WRITE, RSP_ERROR)]);
+    assert_eq!(rig.disk.writes - before, 1);
 }
 
 #[test]

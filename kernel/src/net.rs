@@ -142,7 +142,7 @@ impl Port {
 
 /// Find and bring up every NIC we drive. Failures are logged per device.
 pub fn probe(h: &Handle) -> Vec<Port> {
-    let funcs = pci::with(|cs| bulkhead_pci::enumerate(cs)).unwrap_or_default();
+    let funcs = pci::functions();
     let mut out = Vec::new();
     for f in &funcs {
         let name = format!("net{}", out.len());

@@ -54,7 +54,7 @@ pub struct Disk {
 
 /// Find and bring up every NVMe controller. Failures are logged per device.
 pub fn probe(h: &Handle, mode: IrqMode) -> Vec<Disk> {
-    let funcs = pci::with(|cs| bulkhead_pci::enumerate(cs)).unwrap_or_default();
+    let funcs = pci::functions();
     let mut out = Vec::new();
     for f in funcs.iter().filter(|f| f.is_nvme()) {
         let name = format!("nvme{}", out.len());

@@ -3,12 +3,13 @@
 //! handed out as local APIC vectors, each raising its own event-loop signal.
 
 use alloc::boxed::Box;
+use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU8, Ordering};
 
 use bulkhead_executor::Signal;
 use bulkhead_pci::mcfg::{self, Ecam, PhysRead};
-use bulkhead_pci::{Bdf, ConfigSpace};
-use spin::Mutex;
+use bulkhead_pci::{Bdf, ConfigSpace, Function};
+use spin::{Mutex, Once};
 
 use crate::arch::interrupts::{self, InterruptFrame};
 use crate::arch::outl;
@@ -139,6 +140,16 @@ pub fn init(rsdp: Option<u64>) -> &'static str {
 pub fn with<R>(f: impl FnOnce(&mut dyn ConfigSpace) -> R) -> Option<R> {
     let mut g = CONFIG.lock();
     g.as_mut().map(|a| f(&mut **a))
+}
+
+/// Every PCI function, from one walk at first use (each config access is a VM exit
+/// under a hypervisor). A driver domain serves the devices it was started with; a
+/// function hot-added later is not probed.
+pub fn functions() -> Vec<Function> {
+    static FOUND: Once<Vec<Function>> = Once::new();
+    FOUND
+        .call_once(|| with(|cs| bulkhead_pci::enumerate(cs)).unwrap_or_default())
+        .clone()
 }
 
 // Device interrupt vectors 0x40..0x60, each with a signal for the event loop.

@@ -170,32 +170,8 @@ pub async fn read_frontend(keys: &mut impl Keys, offer: &Offer) -> Result<Fronte
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloc::collections::BTreeMap;
-    use core::pin::pin;
-    use core::task::{Context, Poll, Waker};
 
-    struct Map(BTreeMap<String, String>);
-
-    impl Keys for Map {
-        async fn get(&mut self, key: &str) -> Option<String> {
-            self.0.get(key).cloned()
-        }
-    }
-
-    fn run<T>(f: impl core::future::Future<Output = T>) -> T {
-        let mut f = pin!(f);
-        match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(v) => v,
-            Poll::Pending => panic!("no I/O here"),
-        }
-    }
-
-    fn map(kv: &[(&str, &str)]) -> Map {
-        Map(kv
-            .iter()
-            .map(|(k, v)| (String::from(*k), String::from(*v)))
-            .collect())
-    }
+    use bulkhead_xenbus::keys::fake::{map, run};
 
     const OFFER: Offer = Offer {
         max_indirect_segments: 256,

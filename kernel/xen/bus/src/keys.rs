@@ -36,3 +36,40 @@ pub async fn flag(keys: &mut impl Keys, key: &str, default: bool) -> Result<bool
         v => Err(format!("{key} is {v}, not 0 or 1")),
     }
 }
+
+/// An in-memory directory for negotiation tests (feature `fake`).
+#[cfg(any(test, feature = "fake"))]
+pub mod fake {
+    use alloc::collections::BTreeMap;
+    use alloc::string::String;
+    use core::future::Future;
+    use core::pin::pin;
+    use core::task::{Context, Poll, Waker};
+
+    use super::Keys;
+
+    /// A frontend's (or toolstack's) directory: relative key → value.
+    pub struct Map(pub BTreeMap<String, String>);
+
+    pub fn map(kv: &[(&str, &str)]) -> Map {
+        Map(kv
+            .iter()
+            .map(|(k, v)| (String::from(*k), String::from(*v)))
+            .collect())
+    }
+
+    impl Keys for Map {
+        async fn get(&mut self, key: &str) -> Option<String> {
+            self.0.get(key).cloned()
+        }
+    }
+
+    /// Finish a future that never waits, as one reading a [`Map`] does.
+    pub fn run<T>(f: impl Future<Output = T>) -> T {
+        let mut f = pin!(f);
+        match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(v) => v,
+            Poll::Pending => panic!("waited on in-memory keys"),
+        }
+    }
+}

@@ -9,7 +9,10 @@ expect "$log" "mgmt: 10\.0\.2\.[0-9]+/24 \(dhcp\)" 120 "no DHCP lease from QEMU'
 addr=$(grep -o "mgmt: 10\.0\.2\.[0-9]*" "$log" | head -1 | cut -d' ' -f2)
 grep -E "net0 \(|mgmt:" "$log"
 dev=$(dom0_test_nic) || fail "dom0 has no NIC on the test network"
-ip addr replace 10.0.2.20/24 dev "$dev" && ip link set "$dev" up || fail "cannot configure $dev"
+# An address outside QEMU's DHCP pool (.15-.30): later scenarios' guests get leases from
+# it, and a dom0 that kept one of those would answer their ARP (dd-lifecycle once sent
+# its iperf3 to dom0 that way). Removed again at the end.
+ip addr replace 10.0.2.200/24 dev "$dev" && ip link set "$dev" up || fail "cannot configure $dev"
 out=$(busybox arping -c 3 -w 10 -I "$dev" "$addr" 2>&1) || fail "no ARP reply from $addr: $out"
 echo "$out" | grep -qi "52:54:00:12:34:56" || fail "ARP reply for $addr not from Bulkhead's NIC: $out"
 echo "$out" | tail -2
@@ -21,6 +24,7 @@ echo "$out" | grep "packets transmitted"
 # same hub and answers TCP to any address itself (refusing it), so a TCP check from dom0
 # would race slirp's RST.
 echo "$out" | grep -q "5 packets received" && echo "hvm-net: ARP and ping answered by Bulkhead at $addr"
+ip addr del 10.0.2.200/24 dev "$dev"
 stop_dd
 dom0_healthy
 echo "hvm-net: ok"

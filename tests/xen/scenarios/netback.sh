@@ -41,12 +41,12 @@ grep -q "linux-net: FAIL" "$(console_of net1)" && fail "net1: $(grep 'linux-net:
 # IPv6: QEMU's user network (IPv6 off) sits on the same hub and would answer an IPv4 TCP
 # handshake to any address itself.
 dev=$(dom0_test_nic) || fail "dom0 has no NIC on the test network"
-ip link set "$dev" up && ip -6 addr replace fd00::20/64 dev "$dev" nodad || fail "cannot configure $dev"
+ip link set "$dev" up && ip -6 addr replace fd00::200/64 dev "$dev" nodad || fail "cannot configure $dev"
 python3 - >/tmp/sink.out 2>&1 <<'PY' &
 import hashlib, socket, time
 s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("fd00::20", 5003))
+s.bind(("fd00::200", 5003))
 s.listen(1)
 s.settimeout(600)
 c, _ = s.accept()
@@ -61,8 +61,8 @@ print(f"sink: {n} bytes in {int((time.monotonic() - t0) * 1000)} ms sha256 {h.he
 PY
 sink=$!
 # The throughput figure's server, after the checked copy: iperf3, one client then exit.
-iperf3 -s -1 -D -B fd00::20 -p 5202 || fail "iperf3 server in dom0 did not start"
-xenstore-write /local/domain/$g2/data/sink fd00::20 || fail "cannot tell net2 the sink"
+iperf3 -s -1 -D -B fd00::200 -p 5202 || fail "iperf3 server in dom0 did not start"
+xenstore-write /local/domain/$g2/data/sink fd00::200 || fail "cannot tell net2 the sink"
 # The receiver's address, as it published it, goes to the sender.
 ip1=$(xenstore-read /local/domain/$g1/data/ip) || fail "net1 published no address"
 xenstore-write /local/domain/$g2/data/peer "$ip1" || fail "cannot tell net2 its peer"
@@ -88,7 +88,7 @@ wait_for "$(console_of net2)" "linux-net: (sent to the outside|FAIL)" 240 >/dev/
 grep -q "linux-net: FAIL" "$(console_of net2)" && { grep "linux-net:" "$(console_of net2)" | tail -4; net_fail "net2: $(grep 'linux-net: FAIL' "$(console_of net2)")"; }
 wait $sink
 cat /tmp/sink.out
-want=$(grep -o "sending 16777216 bytes to fd00::20 sha256 [0-9a-f]*" "$(console_of net2)" | awk '{print $7}')
+want=$(grep -o "sending 16777216 bytes to fd00::200 sha256 [0-9a-f]*" "$(console_of net2)" | awk '{print $7}')
 got=$(sed -n 's/^sink: \([0-9]*\) bytes in \([0-9]*\) ms sha256 \([0-9a-f]*\)/\1 \3/p' /tmp/sink.out)
 [ -n "$want" ] && [ "$got" = "16777216 $want" ] || fail "16 MiB to the outside: sent sha256 $want, received $got"
 ms=$(sed -n 's/^sink: [0-9]* bytes in \([0-9]*\) ms.*/\1/p' /tmp/sink.out)

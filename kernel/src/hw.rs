@@ -1,6 +1,7 @@
 //! The kernel's one implementation of the driver traits (`bulkhead-hw`): registers in
-//! uncached BAR mappings (each BAR once), DMA memory from the frame allocator (identity-mapped, so
-//! physical = virtual), a spinning clock for bring-up; and MSI-X table programming.
+//! uncached BAR mappings (each BAR once), DMA memory from the frame allocator
+//! (identity-mapped, so physical = virtual), a spinning clock for bring-up; and MSI-X
+//! table programming.
 
 use alloc::format;
 use alloc::string::String;
@@ -124,11 +125,15 @@ pub struct BarMaps {
 }
 
 impl BarMaps {
-    pub fn new(bars: [Option<Bar>; 6]) -> BarMaps {
-        BarMaps {
+    /// The function's BARs as configured (nothing mapped yet).
+    pub fn of(bdf: Bdf) -> Result<BarMaps, String> {
+        let bars = pci::with(|cs| bulkhead_pci::bars(cs, bdf))
+            .ok_or("no PCI access")?
+            .map_err(|e| format!("{e}"))?;
+        Ok(BarMaps {
             bars,
             mapped: Vec::new(),
-        }
+        })
     }
 
     pub fn bars(&self) -> &[Option<Bar>; 6] {

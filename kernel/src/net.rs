@@ -163,12 +163,9 @@ pub fn probe(h: &Handle) -> Vec<Port> {
 
 fn virtio_up(h: &Handle, f: &Function, name: &str) -> Result<Port, String> {
     let bdf = f.bdf;
-    let bars = pci::with(|cs| bulkhead_pci::bars(cs, bdf))
-        .ok_or("no PCI access")?
-        .map_err(|e| format!("{e}"))?;
-    let caps =
-        pci::with(|cs| bulkhead_virtio::pci::caps(cs, bdf, &bars)).ok_or("no PCI access")??;
-    let mut maps = BarMaps::new(bars);
+    let mut maps = BarMaps::of(bdf)?;
+    let caps = pci::with(|cs| bulkhead_virtio::pci::caps(cs, bdf, maps.bars()))
+        .ok_or("no PCI access")??;
     let region = |r: bulkhead_virtio::pci::Region, va: u64| BarMmio::new(va + r.offset as u64);
     let common = region(caps.common, maps.map(caps.common.bar)?);
     let notify = region(caps.notify, maps.map(caps.notify.bar)?);
@@ -227,10 +224,7 @@ fn virtio_up(h: &Handle, f: &Function, name: &str) -> Result<Port, String> {
 
 fn e1000e_up(h: &Handle, f: &Function, name: &str) -> Result<Port, String> {
     let bdf = f.bdf;
-    let bars = pci::with(|cs| bulkhead_pci::bars(cs, bdf))
-        .ok_or("no PCI access")?
-        .map_err(|e| format!("{e}"))?;
-    let mut maps = BarMaps::new(bars);
+    let mut maps = BarMaps::of(bdf)?;
     let va = maps.map(0)?;
     // A previous instance of this domain, destroyed or crashed, may have left the NIC
     // receiving and signalling; silence it before the interrupt mode changes below.

@@ -94,10 +94,7 @@ fn bring_up(h: &Handle, f: &Function, name: &str, mode: IrqMode) -> Result<Disk,
         Some(Err(e)) => return Err(format!("reset failed: {e}")),
         None => return Err("no PCI access".into()),
     }
-    let bars = pci::with(|cs| bulkhead_pci::bars(cs, bdf))
-        .ok_or("no PCI access")?
-        .map_err(|e| format!("{e}"))?;
-    let mut maps = BarMaps::new(bars);
+    let mut maps = BarMaps::of(bdf)?;
     let bar0 = maps.map(0)?;
     pci::with(|cs| bulkhead_pci::enable(cs, bdf, mode == IrqMode::Intx));
     let mut gsi = None;

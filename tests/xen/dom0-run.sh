@@ -23,9 +23,7 @@ clean_up() {
     for d in $(xl list | awk 'NR>2 {print $1}'); do timeout 60 xl destroy "$d" 2>/dev/null; done
     # dom0's NIC on the test network keeps no address a scenario gave it (guests get
     # their leases on that network and must not find dom0 answering for them).
-    for n in /sys/class/net/*; do
-        [ "$(cat "$n/address" 2>/dev/null)" = "52:54:00:00:d0:00" ] && ip addr flush dev "$(basename "$n")" scope global 2>/dev/null
-    done
+    nic=$(dom0_test_nic) && ip addr flush dev "$nic" scope global 2>/dev/null
 }
 
 # attempt NAME: run it once within what is left of the budget; sets rc, secs, limit.

@@ -4,9 +4,7 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
-use std::pin::pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
 
 use bulkhead_blkback::abi::*;
 use bulkhead_blkback::io::{copy_ops, op_gref, Geometry, GrantFault, GuestMemory, Piece};
@@ -19,6 +17,7 @@ use bulkhead_xen::abi::{self as xabi, DomId, GrantRef};
 use bulkhead_xen::fake::FakeXen;
 use bulkhead_xen::grants::Mapping;
 use bulkhead_xen::Hypervisor;
+use bulkhead_xenbus::keys::fake::run;
 
 const GUEST: u16 = 7;
 
@@ -234,14 +233,6 @@ impl BlockDevice for MemDisk {
             .ok_or(BlockError::OutOfRange)?
             .fill(0);
         Ok(())
-    }
-}
-
-fn run<T>(f: impl std::future::Future<Output = T>) -> T {
-    let mut f = pin!(f);
-    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(v) => v,
-        Poll::Pending => panic!("the in-memory disk never waits"),
     }
 }
 

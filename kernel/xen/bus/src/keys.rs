@@ -64,12 +64,13 @@ pub mod fake {
         }
     }
 
-    /// Finish a future that never waits, as one reading a [`Map`] does.
+    /// Finish a future that never waits, as one over a [`Map`] or another in-memory fake
+    /// does.
     pub fn run<T>(f: impl Future<Output = T>) -> T {
         let mut f = pin!(f);
         match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
             Poll::Ready(v) => v,
-            Poll::Pending => panic!("waited on in-memory keys"),
+            Poll::Pending => panic!("waited, though every fake here is in memory"),
         }
     }
 }

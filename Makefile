@@ -9,7 +9,7 @@ PVH_IMAGE  := $(BUILD)/bulkhead-pvh.elf
 KERNEL_OUT := target/x86_64-unknown-linux-gnu/release/bulkhead
 RUNNER     := target/release/bulkhead-testrun
 
-.PHONY: all image runner test test-host test-qemu test-xen run run-bare deps clean
+.PHONY: all image runner test test-host test-qemu test-xen bench run run-bare deps clean
 
 all: image
 
@@ -47,6 +47,12 @@ test-qemu: image
 # The first run builds and caches the dom0 image (~/.cache/bulkhead).
 test-xen: image
 	QEMU=$(QEMU) tests/xen/run.sh
+
+# Benchmarks, never part of `make test` (figures, no verdict on speed): Bulkhead's own
+# NVMe ceiling and a Linux guest's fio through Bulkhead, then the same fio through a
+# Linux driver domain on the same emulated hardware; the ratios are printed at the end.
+bench: image
+	QEMU=$(QEMU) tests/xen/run.sh blkbench linux-dd-bench
 
 # Install what the build and tests need on Debian (idempotent).
 deps:

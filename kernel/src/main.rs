@@ -11,6 +11,7 @@
 extern crate alloc;
 
 mod arch;
+mod calibrate;
 mod console;
 mod fabric;
 mod hw;
@@ -236,6 +237,10 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
     let access = pci::init(boot.rsdp);
     info!("pci: configuration access by {access}");
 
+    if config.calibrate {
+        calibrate::run();
+        platform::poweroff();
+    }
     if config.test_panic {
         panic!("test-panic requested on the command line");
     }

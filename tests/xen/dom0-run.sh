@@ -10,17 +10,38 @@ cd /host/scenarios || exit 1
 budget=$(cat /host/budget 2>/dev/null || echo 1300)
 tier_start=$(date +%s)
 
+# How fast this machine runs, measured here before every scenario (a run's speed changes
+# as it goes: other load on the host, the emulator's caches): a fixed awk loop, timed,
+# against what it took on the development machine. SLOW100 = 100 x that ratio, never
+# below 100; the scenario's limit and every wait in lib.sh are multiplied by it (README,
+# Tests). The median of three runs: one run varies by half either way on an idle machine.
+CAL_REF_MS=400
+calibrate() {
+    local i t0 t1 ms=""
+    for i in 1 2 3; do
+        t0=$(date +%s%N)
+        awk 'BEGIN { for (i = 0; i < 200000; i++) s += (i * 7) % 13; print s }' >/dev/null
+        t1=$(date +%s%N)
+        ms="$ms $(((t1 - t0) / 1000000))"
+    done
+    CAL_MS=$(echo $ms | tr ' ' '\n' | sort -n | sed -n 2p)
+    SLOW100=$((CAL_MS * 100 / CAL_REF_MS))
+    [ $SLOW100 -lt 100 ] && SLOW100=100
+    export SLOW100
+    CAL="calibration: dom0 loop ${CAL_MS} ms (runs:$ms), ${CAL_REF_MS} ms on the development machine: limits x$((SLOW100 / 100)).$(printf %02d $((SLOW100 % 100)))"
+}
+
 # Leave nothing behind for the next scenario (or the next attempt): guests first, then
 # the driver domain the way an operator stops it (xl shutdown: it resets its devices),
 # destroyed only if that does not finish. A destroy leaves the passed-through NIC running
 # and unmasked, which the next instance then has to silence first (QEMU 7.2's e1000e
 # aborts the whole VM on an interrupt-mode switch inside a throttle interval).
 clean_up() {
-    for d in $(xl list | awk 'NR>2 && $1 != "bulkhead" {print $1}'); do timeout 60 xl destroy "$d" 2>/dev/null; done
+    for d in $(xl list | awk 'NR>2 && $1 != "bulkhead" {print $1}'); do timeout "$(scaled 60)" xl destroy "$d" 2>/dev/null; done
     if xl list bulkhead 2>/dev/null | awk 'NR == 2 { exit !($5 ~ /^[-rb]+$/) }'; then
-        timeout 30 xl shutdown -w bulkhead >/dev/null 2>&1
+        timeout "$(scaled 30)" xl shutdown -w bulkhead >/dev/null 2>&1
     fi
-    for d in $(xl list | awk 'NR>2 {print $1}'); do timeout 60 xl destroy "$d" 2>/dev/null; done
+    for d in $(xl list | awk 'NR>2 {print $1}'); do timeout "$(scaled 60)" xl destroy "$d" 2>/dev/null; done
     # dom0's NIC on the test network keeps no address a scenario gave it (guests get
     # their leases on that network and must not find dom0 answering for them).
     nic=$(dom0_test_nic) && ip addr flush dev "$nic" scope global 2>/dev/null
@@ -28,10 +49,13 @@ clean_up() {
 
 # attempt NAME: run it once within what is left of the budget; sets rc, secs, limit.
 attempt() {
+    calibrate
+    echo "dom0-run: $1: $CAL" | tee -a /host/out/calibration
     start=$(date +%s)
     # A scenario may ask for more time on its first line ("# timeout: SECONDS").
-    limit=$(sed -n '1s/^# timeout: \([0-9]*\)$/\1/p' "./$1.sh")
-    limit=${limit:-${SCENARIO_TIMEOUT:-420}}
+    written=$(sed -n '1s/^# timeout: \([0-9]*\)$/\1/p' "./$1.sh")
+    written=${written:-${SCENARIO_TIMEOUT:-420}}
+    limit=$(scaled "$written")
     left=$((budget - (start - tier_start)))
     [ $left -lt $limit ] && limit=$left
     if [ $limit -lt 60 ]; then
@@ -41,7 +65,8 @@ attempt() {
     fi
     # Xen's console ring starts empty, so a triple fault found later is this attempt's.
     xl dmesg -c >/dev/null 2>&1
-    timeout "$limit" sh "./$1.sh" >"/host/out/$1.log" 2>&1
+    echo "(not started)" >/tmp/scenario-step
+    { echo "dom0-run: $CAL; this scenario's limit ${limit} s"; timeout "$limit" sh "./$1.sh"; } >"/host/out/$1.log" 2>&1
     rc=$?
     secs=$(($(date +%s) - start))
     # A failed (or timed-out) scenario's driver domain logs its state before it goes.
@@ -77,7 +102,7 @@ for name in $(cat /host/scenarios.list); do
         echo "FAIL $name (0s): not run, the tier's ${budget}s budget is used up" | tee -a /host/out/results
     else
         why=$(grep '^FAIL:' "/host/out/$name.log" | head -1 | cut -c7-)
-        [ $rc -eq 124 ] && why="timed out after ${limit}s; ${why}"
+        [ $rc -eq 124 ] && why="timed out after ${limit} s (${written} s written; $CAL); it got to: $(cat /tmp/scenario-step); ${why}"
         echo "FAIL $name (${secs}s): ${why:-exit status $rc}" | tee -a /host/out/results
     fi
 done

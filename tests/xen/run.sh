@@ -2,19 +2,22 @@
 # The Xen-in-QEMU tier: Xen + a Debian dom0 in QEMU (TCG), Bulkhead started by xl as the
 # driver domain, scenarios from tests/xen/scenarios run inside dom0.
 #
-#   tests/xen/run.sh [scenario...]      (default: all, see SCENARIOS below)
+#   tests/xen/run.sh [scenario...]      (default: the test scenarios, SCENARIOS below)
+#   tests/xen/run.sh blkbench linux-dd-bench   the benchmark scenarios (make bench)
 #   tests/xen/run.sh --demo             interactive: demo.sh, then a dom0 shell (make run)
 #
 # The dom0 image is built once by build-dom0.sh and cached outside the repository, keyed
 # by that script's contents: $BULKHEAD_CACHE (default ~/.cache/bulkhead). Console output
 # of Xen, dom0 and every domU lands in build/test-logs/xen/.
 set -euo pipefail
+start0=$(date +%s)
 root=$(cd "$(dirname "$0")/../.." && pwd)
 here="$root/tests/xen"
 # blkback expects part:delta and nvme0n1p5 empty; blkback-cycles writes the first and
-# dd-lifecycle the second, so both run after it.
+# dd-lifecycle the second, so both run after it. Benchmarks (blkbench, linux-dd-bench)
+# are not tests: `make bench` runs them.
 SCENARIOS=(pvh-core vbd-initwait crash hvm-core hvm-nvme hvm-net blkback blkback-cycles netback netback-cycles
-    dd-lifecycle blkbench linux-dd-baseline)
+    dd-lifecycle linux-dd-baseline)
 demo=0
 if [ "${1:-}" = --demo ]; then demo=1; shift; fi
 [ $# -gt 0 ] && SCENARIOS=("$@")
@@ -61,9 +64,14 @@ nvme_img="$root/build/xen-nvme.img"
 # Benchmark guests also get fio (tests/xen/build-dom0.sh explains why it is separate).
 "$runner" initramfs-overlay "$share/linux/linux-initrd-fio.img" "$img/linux-initrd.img" "bulkhead-linux-init=$here/linux-init.sh" "bulkhead-prng=$root/build/bulkhead-prng" "opt/fio=$img/fio-root"
 printf '%s\n' "${SCENARIOS[@]}" >"$share/scenarios.list"
+# How fast QEMU runs on this machine (tests/runner/src/calibrate.rs): the outer limit
+# below follows it; dom0 measures again before every scenario for the scenarios' limits.
+cal=$("$runner" calibrate "$root/build/bulkhead.elf") || { echo "xen tier: calibration failed: $cal"; exit 1; }
+echo "xen tier: $(echo "$cal" | head -1)"
+slow100=$(echo "$cal" | sed -n 's/^factor=\([0-9]*\)\.\([0-9]*\) .*/\1\2/p')
 # dom0 must finish (and report) well inside QEMU's own limit; the rest is boot and shutdown.
-tier_timeout=${XEN_TIER_TIMEOUT:-2400}
-echo $(( tier_timeout - 200 )) >"$share/budget"
+tier_timeout=${XEN_TIER_TIMEOUT:-$((2400 * slow100 / 100))}
+echo $(( tier_timeout - 200 * slow100 / 100 )) >"$share/budget"
 # Fixed PCI addresses: 00:03.0 is the NVMe that dom0 hands to the driver domain.
 qemu_args=(-M q35 -cpu qemu64,+svm,+npt -smp 2 -m 4096 -accel tcg,thread=multi -display none -no-reboot
     -device intel-iommu,intremap=on,caching-mode=on
@@ -106,7 +114,7 @@ set -e
 secs=$(( $(date +%s) - start ))
 cp -r "$share/out/." "$logs/" 2>/dev/null || true
 
-echo "xen tier: QEMU ran ${secs}s (exit $qrc); logs in $logs"
+echo "xen tier: QEMU ran ${secs}s (exit $qrc, limit ${tier_timeout}s); logs in $logs"
 # QEMU's own last words (a device model's failed assertion aborts the whole run).
 if [ $qrc -ne 0 ]; then
     grep -a -E "^qemu-system|Assertion" "$logs/serial.log" | tail -5 | sed 's/^/xen tier: qemu said: /' || true
@@ -115,7 +123,7 @@ grep -h "^figure:" "$logs"/*.log 2>/dev/null | sed 's/^/xen tier: /' || true
 # Bulkhead against the Linux driver domain, when both ran: fio in the same guest setup.
 # (|| true: under pipefail a missing figure must not end the script before the results.)
 ours=$(grep -h "^figure: blkbench: guest fio" "$logs"/*.log 2>/dev/null | head -1 || true)
-theirs=$(grep -h "^figure: linux-dd-baseline: guest fio" "$logs"/*.log 2>/dev/null | head -1 || true)
+theirs=$(grep -h "^figure: linux-dd-bench: guest fio" "$logs"/*.log 2>/dev/null | head -1 || true)
 if [ -n "$ours" ] && [ -n "$theirs" ]; then
     num() { echo "$1" | sed -n "s|.* \([0-9][0-9]*\) $2.*|\1|p"; }
     ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
@@ -166,5 +174,7 @@ if ! grep -q "BULKHEAD-DOM0-DONE" "$logs/serial.log"; then
     tail -30 "$logs/serial.log" | sed 's/^/     | /'
     failed=1
 fi
+sed 's/^/xen tier: /' "$logs/calibration" 2>/dev/null || true
+echo "xen tier: wall time $(( $(date +%s) - start0 )) s (QEMU ${secs} s; ${#SCENARIOS[@]} scenarios)"
 [ $failed -eq 0 ] && echo "xen tier: all scenarios passed" || echo "xen tier: FAILED"
 exit $failed

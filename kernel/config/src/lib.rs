@@ -35,6 +35,10 @@ pub const OPTIONS: &[(&str, &str)] = &[
         "test only: panic right after boot, to check the crash path",
     ),
     (
+        "calibrate",
+        "test only: run a fixed compute loop, print its time, then power off (the test runners scale their time limits by it)",
+    ),
+    (
         "test-fault",
         "test only: take a page fault on a guard page, to check fault reporting",
     ),
@@ -81,6 +85,8 @@ pub struct Config {
     pub heap_bytes: Option<u64>,
     pub test_panic: bool,
     pub test_fault: bool,
+    /// Run the fixed calibration loop and power off (test runners time it).
+    pub calibrate: bool,
     pub test_xen_peer: Option<u16>,
     pub test_triggers: bool,
     pub nvme_irq: NvmeIrq,
@@ -134,6 +140,7 @@ impl Default for Config {
             heap_bytes: None,
             test_panic: false,
             test_fault: false,
+            calibrate: false,
             test_xen_peer: None,
             test_triggers: false,
             nvme_irq: NvmeIrq::MsiX,
@@ -225,6 +232,7 @@ fn apply<'a>(c: &mut Config, key: &'a str, value: Option<&'a str>) -> Result<(),
         "test-panic" => c.test_panic = flag(value).ok_or(bad("nothing, 0 or 1"))?,
         "test-triggers" => c.test_triggers = flag(value).ok_or(bad("nothing, 0 or 1"))?,
         "test-fault" => c.test_fault = flag(value).ok_or(bad("nothing, 0 or 1"))?,
+        "calibrate" => c.calibrate = flag(value).ok_or(bad("nothing, 0 or 1"))?,
         "heartbeat" => {
             c.heartbeat_secs = value
                 .and_then(|v| v.parse().ok())
@@ -321,7 +329,7 @@ mod tests {
     #[test]
     fn all_options() {
         let p = parse(
-            "loglevel=debug selftest heartbeat=5 heap=2M test-panic=1 test-fault=0 test-xen-peer=0",
+            "loglevel=debug selftest heartbeat=5 heap=2M test-panic=1 test-fault=0 calibrate test-xen-peer=0",
         );
         assert!(p.is_ok(), "{:?}", p.errors);
         assert_eq!(
@@ -333,6 +341,7 @@ mod tests {
                 heap_bytes: Some(2 << 20),
                 test_panic: true,
                 test_fault: false,
+                calibrate: true,
                 test_xen_peer: Some(0),
                 test_triggers: false,
                 nvme_irq: NvmeIrq::MsiX,

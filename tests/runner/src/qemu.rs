@@ -329,7 +329,14 @@ pub struct Outcome {
     pub lines: Vec<String>,
 }
 
-pub fn run(s: &Scenario, qemu: &str, image: &Path, log_dir: &Path) -> Outcome {
+pub fn run(
+    s: &Scenario,
+    qemu: &str,
+    image: &Path,
+    log_dir: &Path,
+    cal: &crate::calibrate::Calibration,
+) -> Outcome {
+    let limit = cal.scale(s.timeout);
     let _ = std::fs::create_dir_all(log_dir);
     let disk = log_dir.join(format!("{}.img", s.name));
     let mut extra: Vec<String> = vec!["-M".into(), s.machine.into()];
@@ -429,7 +436,7 @@ pub fn run(s: &Scenario, qemu: &str, image: &Path, log_dir: &Path) -> Outcome {
     let mut next = 0usize;
     let mut after_count = 0usize;
     let mut stopped_by_us = false;
-    let deadline = start + s.timeout;
+    let deadline = start + limit;
     let mut timed_out = false;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -488,7 +495,16 @@ pub fn run(s: &Scenario, qemu: &str, image: &Path, log_dir: &Path) -> Outcome {
 
     let code = status.and_then(|st| st.code());
     let why = if timed_out {
-        format!("timed out after {:?} (hang?)", s.timeout)
+        format!(
+            "timed out after {:.0} s ({} s written x{:.2} calibration); got {} of {} expected lines, next {:?}; last console line {:?}",
+            limit.as_secs_f64(),
+            s.timeout.as_secs(),
+            cal.factor,
+            next,
+            s.expect.len(),
+            s.expect.get(next),
+            lines.last()
+        )
     } else if next < s.expect.len() {
         format!("missing expected line containing {:?}", s.expect[next])
     } else if let Some(f) = s

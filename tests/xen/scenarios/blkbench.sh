@@ -1,3 +1,4 @@
+# Benchmark only (`make bench`, never `make test`).
 # Storage figures (printed, never asserted): Bulkhead's local NVMe ceiling in the driver
 # domain (bench-storage=), then fio in a Linux guest whose disk Bulkhead serves. The
 # linux-dd-baseline scenario prints the same fio figures through a Linux driver domain on

@@ -5,11 +5,7 @@ log=$(console_of bulkhead)
 rm -f "$log"
 xl create "$XLCFG/driverdomain-pvh.cfg" "kernel=\"$IMAGE\"" 'cmdline="test-panic"' || fail "xl create failed"
 expect "$log" "PANIC at .*test-panic requested" 60 "no panic message on the console"
-i=0
-until xl list bulkhead 2>/dev/null | awk 'NR==2 {print $5}' | grep -q c; do
-    i=$((i + 1)); [ $i -gt 60 ] && { xl list; fail "domain not reported crashed"; }
-    sleep 0.5
-done
+poll 30 crashed bulkhead || { xl list; fail "domain not reported crashed"; }
 xl list bulkhead
 xl destroy bulkhead || fail "xl destroy of the crashed domain failed"
 dom0_healthy

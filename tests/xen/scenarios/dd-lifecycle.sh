@@ -91,10 +91,7 @@ busy_check iperf3
 sleep 5
 xenstore-write "/local/domain/$dd1/control/test-trigger" panic || fail "cannot trigger the panic"
 DD_ID=
-i=0
-until xl list bulkhead 2>/dev/null | awk 'NR == 2 { print $5 }' | grep -q c; do
-    i=$((i + 1)); [ $i -gt 60 ] && fail "xl does not show the driver domain crashed: $(xl list bulkhead 2>&1 | tail -1)"; sleep 1
-done
+poll 60 crashed bulkhead || fail "xl does not show the driver domain crashed: $(xl list bulkhead 2>&1 | tail -1)"
 grep -a "test-trigger: panic requested by dom0" "$log" >/dev/null || fail "no panic message on Bulkhead's console"
 echo "    xl list: $(xl list bulkhead | tail -1)"
 dom0_healthy
@@ -138,7 +135,7 @@ want "net eth2 ok" net eth2
 note "4. clean shutdown with the guest attached"
 want "wrote 3 on xvdc" write xvdc 3
 t0=$(date +%s%N)
-out=$(timeout 120 xl shutdown -w bulkhead 2>&1) || fail "xl shutdown -w did not finish: $out"
+out=$(timeout "$(scaled 120)" xl shutdown -w bulkhead 2>&1) || fail "xl shutdown -w did not finish: $out"
 t1=$(date +%s%N)
 DD_ID=
 grep -a "control: backends closed, disks shut down and NICs reset" "$log" || fail "Bulkhead did not report its shutdown"

@@ -11,7 +11,29 @@ fail() {
     sleep 5
     exit 1
 }
-note() { echo "--- $*"; }
+note() {
+    echo "--- $*"
+    step "$*"
+}
+
+# step TEXT: how far the scenario got, for dom0-run's report if it runs out of time.
+step() { echo "$*" >/tmp/scenario-step; }
+
+# scaled SECONDS: a time limit written for the development machine, stretched by this
+# run's calibration (dom0-run.sh measures SLOW100 = 100 x how much slower this machine is,
+# at least 100, before every scenario). Every wait below goes through it.
+scaled() { echo $(($1 * ${SLOW100:-100} / 100)); }
+
+# poll SECONDS CMD...: run CMD every half second until it succeeds; status 1 if it has
+# not within SECONDS (scaled). Wall-clock seconds, as in wait_for.
+poll() {
+    local end=$(($(date +%s) + $(scaled "$1")))
+    shift
+    until "$@"; do
+        [ "$(date +%s)" -gt $end ] && return 1
+        sleep 0.5
+    done
+}
 
 # Options every test driver domain gets on top of the shipped config. tsc_mode: under
 # nested TCG, HVM guests whose RDTSC Xen emulates triple-fault now and then right after
@@ -22,15 +44,27 @@ HVM_TEST_OPTS='tsc_mode="native" on_reboot="destroy"'
 # The driver domain's id once started (start_hvm_dd): waits give up when it is gone.
 DD_ID=
 
+no_domain() { ! xl domid "$1" >/dev/null 2>&1; }
+
+# xs_is PATH VALUE: the xenstore node holds VALUE.
+xs_is() { [ "$(xenstore-read "$1" 2>/dev/null)" = "$2" ]; }
+
+# at_least N FILE PATTERN: FILE has N or more lines matching PATTERN (grep -E).
+at_least() { [ "$(grep -cE "$3" "$2" 2>/dev/null)" -ge "$1" ]; }
+
+# crashed NAME: xl shows the domain crashed.
+crashed() { xl list "$1" 2>/dev/null | awk 'NR == 2 { exit !($5 ~ /c/) }'; }
+
 dd_gone() {
     [ -n "$DD_ID" ] && [ "$(xl domid bulkhead 2>/dev/null)" != "$DD_ID" ]
 }
 
-# wait_for FILE PATTERN SECONDS: until a line of FILE matches PATTERN (grep -E).
+# wait_for FILE PATTERN SECONDS: until a line of FILE matches PATTERN (grep -E), at most
+# SECONDS (scaled).
 # (Its counter is local: callers loop with their own variables.)
 # Wall-clock seconds: under nested TCG a loop iteration takes far longer than its sleep.
 wait_for() {
-    local n=0 end=$(($(date +%s) + $3))
+    local n=0 end=$(($(date +%s) + $(scaled "$3")))
     while ! grep -qE "$2" "$1" 2>/dev/null; do
         n=$((n + 1))
         [ "$(date +%s)" -gt $end ] && return 1
@@ -45,6 +79,7 @@ wait_for() {
 
 # expect FILE PATTERN SECONDS WHAT: wait_for or fail with WHAT and the file's tail.
 expect() {
+    step "waiting up to $(scaled "$3") s for: $4 (not yet)"
     if ! wait_for "$1" "$2" "$3"; then
         echo "--- last lines of $1:"; tail -20 "$1" 2>/dev/null
         fail "$4"
@@ -105,9 +140,7 @@ start_hvm_dd() {
     # A driver domain that just shut down lingers while the toolstack tears it down (its
     # PCI devices wait for the device model): the name is free, and the devices back on
     # the assignable list, once it is gone.
-    local i=0
-    while xl domid bulkhead >/dev/null 2>&1 && [ $i -lt 90 ]; do i=$((i + 1)); sleep 1; done
-    xl domid bulkhead >/dev/null 2>&1 && fail "the previous driver domain is still there after 90 s"
+    poll 90 no_domain bulkhead || fail "the previous driver domain is still there after $(scaled 90) s"
     local pci="" bdf
     for bdf in $1; do
         xl pci-assignable-list | grep -q "$bdf" || xl pci-assignable-add "$bdf" || fail "pci-assignable-add $bdf failed"
@@ -211,4 +244,30 @@ dom0_healthy() {
     xl list >/dev/null 2>&1 || fail "xl list fails in dom0"
     xenstore-read /local/domain/0/name >/dev/null 2>&1 || fail "xenstore unusable in dom0"
     echo ok >/tmp/dom0-write-test && rm /tmp/dom0-write-test || fail "dom0 cannot write files"
+}
+
+# start_linux_dd: the Linux driver domain Bulkhead is compared with (PV, Debian kernel,
+# xen-pcifront + nvme + xen-blkback + `xl devd`), owning the NVMe (00:03.0); waits until
+# it serves. Sets LDD_ID, LDD_T0 (ns, before its xl create) and dlog (its console).
+start_linux_dd() {
+    dlog=$(console_of linux-dd)
+    rm -f "$dlog"
+    modprobe xen-pciback 2>/dev/null
+    xl pci-assignable-list | grep -q "00:03.0" || xl pci-assignable-add 00:03.0 || fail "pci-assignable-add failed"
+    cat >/tmp/linux-dd.cfg <<CFG
+name = "linux-dd"
+type = "pv"
+kernel = "/host/linux/vmlinuz"
+ramdisk = "/host/linux/linux-initrd.img"
+extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=dd iommu=soft quiet"
+memory = 512
+vcpus = 1
+pci = [ "00:03.0" ]
+driver_domain = 1
+CFG
+    LDD_T0=$(date +%s%N)
+    xl create /tmp/linux-dd.cfg || fail "xl create of the Linux driver domain failed"
+    LDD_ID=$(xl domid linux-dd)
+    expect "$dlog" "linux-dd: ready" 240 "Linux driver domain did not come up"
+    grep "linux-dd:" "$dlog"
 }

@@ -8,10 +8,8 @@
 # between two listings of the backend directory; discovery now waits for the old device's
 # task to end, see bulkhead_xenbus::Discovery.)
 . ./lib.sh
-start_hvm_dd 00:03.0 "loglevel=info"
-dd=$(xl domid bulkhead)
-expect "$log" "storage: nvme0n1p5 \"epsilon\"" 240 "Bulkhead did not find the guest partitions"
-expect "$log" "xenbus: watching|watching /local/domain/$dd/backend" 60 "xenbus watcher not started"
+start_shared_dd
+dd=$DD_ID
 # Its partition may hold an earlier scenario's data (bulkhead.reused).
 blk_guest_cfg blk1 part:delta 1 bulkhead.reused
 rm -f "$(console_of blk1)"
@@ -44,4 +42,5 @@ same_after "$first" "$last" 4096
 xl destroy blk1 || fail "xl destroy blk1 failed"
 grep -E "PANIC|panicked" "$log" && fail "Bulkhead panicked"
 dom0_healthy
+offer_dd
 echo "blkback-cycles: ok"

@@ -99,10 +99,10 @@ hb=$(heartbeats)
 sleep 6
 [ "$(heartbeats)" -gt "$hb" ] || fail "the guest stopped printing its heartbeat after the crash"
 xl list life | tail -1 | awk '{ print $5 }' | grep -qE "^[-rb]+$" || fail "the guest is not running: $(xl list life | tail -1)"
-T=150
-cmd read xvda 0
-T=120
-note "the guest runs on (heartbeat $(heartbeats)); a read of its old disk now: $R"
+# Only a note (Linux blkfront never completes I/O whose backend died, README): 10 s is
+# enough to see it does not return.
+cmd read xvda 0 10
+note "the guest runs on (heartbeat $(heartbeats)); a read of its old disk within 10 s: $R"
 keep_log crashed
 xl destroy sink
 xl destroy bulkhead || fail "xl destroy of the crashed driver domain failed"

@@ -152,6 +152,35 @@ start_hvm_dd() {
     DD_ID=$(xl domid bulkhead)
 }
 
+# The shared driver domain: the scenarios that test serving (blkback, blkback-cycles,
+# netback, netback-cycles), not a driver domain's start or end, share one instance that
+# owns the NVMe and the e1000e: one HVM boot (firmware and all) instead of four. The first
+# starts it; each passes it on with offer_dd when it has passed; dom0-run.sh shuts it
+# down before any other scenario, and after a failure (the next one then starts afresh).
+SHARED_DEVS="00:03.0 00:04.0"
+SHARED_CMDLINE="mgmt=dhcp"
+# DD_REUSED=1 when start_shared_dd took over a running instance.
+DD_REUSED=0
+start_shared_dd() {
+    local offer
+    offer=$(cat /tmp/dd-offer 2>/dev/null)
+    rm -f /tmp/dd-offer
+    if [ -n "$offer" ] && [ "$offer" = "$(xl domid bulkhead 2>/dev/null)" ]; then
+        DD_ID=$offer
+        DD_REUSED=1
+        log=$(console_of bulkhead)
+        note "the shared driver domain (id $DD_ID) from the previous scenario serves this one"
+        return 0
+    fi
+    start_hvm_dd "$SHARED_DEVS" "$SHARED_CMDLINE"
+    expect "$log" "storage: nvme0n1p5 \"epsilon\"" 240 "Bulkhead did not find the guest partitions"
+    expect "$log" "net0 \(.*\): e1000e" 60 "Bulkhead did not bring up the e1000e"
+    expect "$log" "watching /local/domain/$DD_ID/backend" 60 "xenbus watcher not started"
+}
+
+# offer_dd: this scenario is done with the shared driver domain; the next may take it.
+offer_dd() { echo "$DD_ID" >/tmp/dd-offer; }
+
 # stop_dd: destroy the driver domain on purpose (waits stop watching it).
 stop_dd() {
     DD_ID=

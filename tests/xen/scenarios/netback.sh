@@ -17,10 +17,8 @@ net_fail() {
     grep -E "queue closed|switch" "$log" | tail -12
     fail "$*"
 }
-start_hvm_dd 00:04.0 "mgmt=dhcp"
+start_shared_dd
 dd=$DD_ID
-expect "$log" "net0 \(.*\): e1000e" 240 "Bulkhead did not bring up the e1000e"
-expect "$log" "watching /local/domain/$dd/backend" 60 "xenbus watcher not started"
 net_guest_cfg net1 "00:16:3e:b0:00:01,rate=10Mb/s" recv 1
 net_guest_cfg net2 00:16:3e:b0:00:02 send 2 xen_netfront.max_queues=2
 rm -f "$(console_of net1)" "$(console_of net2)"
@@ -116,6 +114,6 @@ grep "vif$g2.0/q[01]: queue closed" "$log" | grep -qE "\([1-9][0-9]* gso" || fai
 grep "released" "$log" | tail -1 | grep -q "map slots in use 0," || fail "grant mappings left behind: $(grep released "$log" | tail -1)"
 xenstore-ls /local/domain/$dd/backend/vif 2>/dev/null | grep -q . && fail "backend directories left behind"
 grep -E "PANIC|panicked" "$log" && fail "Bulkhead panicked"
-stop_dd
 dom0_healthy
+offer_dd
 echo "netback: ok"

@@ -25,6 +25,7 @@ mod selftest;
 mod status;
 mod storage;
 mod time;
+mod trace;
 mod xen;
 
 use bulkhead_boot::{BootError, PhysMem, Protocol};
@@ -86,11 +87,18 @@ impl Idle for KernelIdle {
                 return;
             }
             apic::arm_oneshot(d - now);
+            trace::record(
+                trace::Event::TimerArm,
+                ((d - now) / 1000).min(u32::MAX as u64) as u32,
+                0,
+            );
         }
+        trace::record(trace::Event::Halt, deadline.is_some() as u32, 0);
         // sti; hlt: an interrupt arriving between the check above and the halt still
         // wakes us, because sti takes effect only after the next instruction.
         irq::enable_and_hlt();
         irq::disable();
+        trace::record(trace::Event::Wake, 0, 0);
     }
 
     fn take_interrupts(&mut self) {

@@ -15,7 +15,7 @@ tier_start=$(date +%s)
 # against what it took on the development machine. SLOW100 = 100 x that ratio, never
 # below 100; the scenario's limit and every wait in lib.sh are multiplied by it (README,
 # Tests). The median of three runs: one run varies by half either way on an idle machine.
-CAL_REF_MS=400
+CAL_REF_MS=300
 calibrate() {
     local i t0 t1 ms=""
     for i in 1 2 3; do

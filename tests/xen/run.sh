@@ -57,7 +57,7 @@ mkdir -p "$share/linux"
 cp "$img/vmlinuz" "$share/linux/"
 cp -r "$root/xl-configs" "$share/"
 cp -r "$here/scenarios" "$share/"
-install -m 755 "$here/dom0-init.sh" "$here/dom0-run.sh" "$share/"
+install -m 755 "$here/dom0-init.sh" "$here/dom0-run.sh" "$here/trace.py" "$share/"
 gcc -static -O2 -Wall -o "$share/xen-peer" "$here/xen-peer.c"
 gcc -static -O2 -Wall -o "$root/build/bulkhead-prng" "$here/prng.c"
 # The NVMe the driver domain gets by passthrough: a pattern and a GPT, checked afterwards.
@@ -184,4 +184,5 @@ echo "xen tier: wall time $(( $(date +%s) - start0 )) s (QEMU ${secs} s; ${#SCEN
 [ $failed -eq 0 ] && echo "xen tier: all scenarios passed" || echo "xen tier: FAILED"
 return $failed
 }
-main "$@"
+# One line: bash has read all of it before main runs, whatever happens to the file.
+main "$@"; exit $?

@@ -2,7 +2,7 @@
 //! acknowledgement and the one-shot timer that wakes the event loop. Xen HVM and PVH
 //! domains emulate the same register interface.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use x86_64::registers::model_specific::Msr;
 
 use super::interrupts::{VECTOR_APIC_TIMER, VECTOR_SPURIOUS};
@@ -25,6 +25,9 @@ const DIVIDE_BY_1: u32 = 0b1011;
 static BASE: AtomicU64 = AtomicU64::new(0);
 /// APIC timer ticks per millisecond (divide-by-1).
 static TICKS_PER_MS: AtomicU64 = AtomicU64::new(0);
+/// The timer LVT holds the unmasked one-shot setting (arm_oneshot wrote it since the
+/// last masking write).
+static LVT_ONESHOT: AtomicBool = AtomicBool::new(false);
 
 fn read(reg: usize) -> u32 {
     let base = BASE.load(Ordering::Relaxed);
@@ -56,6 +59,7 @@ pub fn init() -> Result<(), crate::mem::MemError> {
     BASE.store(virt, Ordering::Relaxed);
     write(REG_TPR, 0);
     write(REG_LVT_TIMER, LVT_MASKED | VECTOR_APIC_TIMER as u32);
+    LVT_ONESHOT.store(false, Ordering::Relaxed);
     write(REG_LVT_ERROR, LVT_MASKED);
     write(REG_SVR, 0x100 | VECTOR_SPURIOUS as u32);
     write(REG_TIMER_DIVIDE, DIVIDE_BY_1);
@@ -79,6 +83,7 @@ pub fn eoi() {
 /// Measure the timer against the TSC clock over `ms` milliseconds.
 pub fn calibrate(ms: u64) -> u64 {
     write(REG_LVT_TIMER, LVT_MASKED | VECTOR_APIC_TIMER as u32);
+    LVT_ONESHOT.store(false, Ordering::Relaxed);
     write(REG_TIMER_DIVIDE, DIVIDE_BY_1);
     write(REG_TIMER_INIT, u32::MAX);
     let start = crate::time::now_ns();
@@ -97,6 +102,10 @@ pub fn calibrate(ms: u64) -> u64 {
 pub fn arm_oneshot(ns: u64) {
     let per_ms = TICKS_PER_MS.load(Ordering::Relaxed).max(1);
     let ticks = (ns as u128 * per_ms as u128 / 1_000_000).clamp(1, u32::MAX as u128) as u32;
-    write(REG_LVT_TIMER, VECTOR_APIC_TIMER as u32);
+    // The LVT stays one-shot and unmasked once set (a timer that fires does not change
+    // it): writing it once saves a VM exit per idle halt under Xen.
+    if !LVT_ONESHOT.swap(true, Ordering::Relaxed) {
+        write(REG_LVT_TIMER, VECTOR_APIC_TIMER as u32);
+    }
     write(REG_TIMER_INIT, ticks);
 }

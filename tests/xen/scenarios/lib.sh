@@ -39,8 +39,9 @@ poll() {
 # nested TCG, HVM guests whose RDTSC Xen emulates triple-fault now and then right after
 # an RDTSC exit (seen in Bulkhead and in Linux PVH guests alike); native TSC avoids the
 # exit. on_reboot: a driver domain that resets must fail the test at once, not come back
-# under a new domain id that the scenario does not follow.
-HVM_TEST_OPTS='tsc_mode="native" on_reboot="destroy"'
+# under a new domain id that the scenario does not follow; it is kept (not running) so
+# dd_postmortem can read its flight recorder.
+HVM_TEST_OPTS='tsc_mode="native" on_reboot="preserve"'
 # The driver domain's id once started (start_hvm_dd): waits give up when it is gone.
 DD_ID=
 
@@ -55,8 +56,12 @@ at_least() { [ "$(grep -cE "$3" "$2" 2>/dev/null)" -ge "$1" ]; }
 # crashed NAME: xl shows the domain crashed.
 crashed() { xl list "$1" 2>/dev/null | awk 'NR == 2 { exit !($5 ~ /c/) }'; }
 
+# dd_gone: the driver domain started by this scenario is no longer running (destroyed,
+# or shut down and kept: a triple fault under on_reboot="preserve", a crash).
 dd_gone() {
-    [ -n "$DD_ID" ] && [ "$(xl domid bulkhead 2>/dev/null)" != "$DD_ID" ]
+    [ -n "$DD_ID" ] || return 1
+    [ "$(xl domid bulkhead 2>/dev/null)" != "$DD_ID" ] && return 0
+    ! xl list bulkhead 2>/dev/null | awk 'NR == 2 { exit !($5 ~ /^[-rb]+$/) }'
 }
 
 # wait_for FILE PATTERN SECONDS: until a line of FILE matches PATTERN (grep -E), at most
@@ -93,6 +98,10 @@ console_of() { echo "$CONSOLE/guest-$1.log"; }
 # the status lines, every backend queue's rings and event channels. For failure paths.
 dd_dump() {
     [ -n "$DD_ID" ] || return 0
+    if dd_postmortem; then
+        dd_samples
+        return 0
+    fi
     local before
     before=$(grep -c "dump: \|: state: " "$(console_of bulkhead)" 2>/dev/null)
     xenstore-write "/local/domain/$DD_ID/control/dump" 1 2>/dev/null || return 0
@@ -100,6 +109,25 @@ dd_dump() {
     echo "--- driver domain state:"
     grep "dump: \|: state: " "$(console_of bulkhead)" | tail -n +$((${before:-0} + 1))
     dd_samples
+}
+
+# dd_postmortem: a driver domain that Xen stopped behind its back (a triple fault is a
+# "reboot" to Xen; on_reboot="preserve" keeps the domain) could not log why. Its flight
+# recorder (kernel/src/trace.rs) is read from a core dump: what it did last. Status 1 if
+# the driver domain is not in that state.
+dd_postmortem() {
+    xl list bulkhead 2>/dev/null | awk 'NR == 2 { exit !($5 ~ /s/ && $5 !~ /c/) }' || return 1
+    local id
+    id=$(xl domid bulkhead)
+    echo "--- the driver domain (id $id) was shut down by Xen: $(xl dmesg | grep -E "d${id}v[0-9]+ Triple fault" | tail -1)"
+    xl dmesg | grep -A30 -E "d${id}v[0-9]+ Triple fault" | head -40
+    if xl dump-core bulkhead /tmp/dd.core >/dev/null 2>&1; then
+        python3 /host/trace.py /tmp/dd.core /host/bulkhead.map | tail -48
+    else
+        echo "--- xl dump-core failed"
+    fi
+    rm -f /tmp/dd.core
+    return 0
 }
 
 # dd_samples: where the driver domain's CPU is, three times a second apart (xenctx reads

@@ -1,0 +1,55 @@
+//! The flight recorder: the last things this CPU did where it meets the hypervisor or the
+//! hardware (interrupts taken, halts and wake-ups, timer arms, hypercalls), in a ring in
+//! memory under a magic header. It is for a post-mortem from outside after a reset that
+//! left Bulkhead no chance to log: a triple fault (README, Tests). The test harness keeps
+//! such a domain (`on_reboot="preserve"`), takes `xl dump-core` of it and decodes the
+//! ring with tests/xen/trace.py. Recording costs a few stores per event and no VM exit.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Entries kept; a power of two.
+const ENTRIES: usize = 128;
+
+#[derive(Clone, Copy)]
+#[repr(u32)]
+pub enum Event {
+    /// An interrupt or exception vector taken; `at` = the interrupted RIP.
+    Vector = 1,
+    /// The idle loop halts (`sti; hlt`); `arg` = 1 if a timer deadline was armed.
+    Halt = 2,
+    /// The idle loop resumed after the halt.
+    Wake = 3,
+    /// The local APIC timer armed; `arg` = microseconds ahead (saturated).
+    TimerArm = 4,
+    /// A hypercall is made; `arg` = its number, `at` = its first argument.
+    Hypercall = 5,
+    /// It returned; `arg` = its number, `at` = the return value.
+    HypercallDone = 6,
+}
+
+/// The layout tests/xen/trace.py reads: 16 bytes of magic, the count of events ever
+/// recorded (slot = count % ENTRIES), then ENTRIES x { tsc, kind << 32 | arg, at }. A page
+/// of its own, so a core dump holds it in one piece whatever order it writes pages in.
+#[repr(C, align(4096))]
+pub struct Recorder {
+    magic: [u8; 16],
+    count: AtomicU64,
+    entries: [[AtomicU64; 3]; ENTRIES],
+}
+
+/// One CPU, interrupts nest: the slot is claimed with one atomic add, so a nested record
+/// takes the next slot instead of tearing this one.
+pub static RECORDER: Recorder = Recorder {
+    magic: *b"BULKHEAD-TRACE-1",
+    count: AtomicU64::new(0),
+    entries: [const { [const { AtomicU64::new(0) }; 3] }; ENTRIES],
+};
+
+pub fn record(event: Event, arg: u32, at: u64) {
+    let r = &RECORDER;
+    let n = r.count.fetch_add(1, Ordering::Relaxed) as usize;
+    let e = &r.entries[n % ENTRIES];
+    e[0].store(crate::arch::rdtsc(), Ordering::Relaxed);
+    e[1].store(((event as u64) << 32) | arg as u64, Ordering::Relaxed);
+    e[2].store(at, Ordering::Relaxed);
+}

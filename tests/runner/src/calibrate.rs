@@ -94,7 +94,12 @@ fn loop_once(qemu: &str, image: &Path) -> Result<u64, String> {
                 None => break Err("calibration: 'done' without 'start'".to_string()),
             },
             Ok(_) => {}
-            Err(_) => {
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                break Err(format!(
+                    "calibration: {qemu} ended before the loop finished (run it by hand: -kernel IMAGE -append calibrate)"
+                ))
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 break Err(format!(
                     "calibration: the loop did not finish within {GIVE_UP:?}"
                 ))

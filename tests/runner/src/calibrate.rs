@@ -51,10 +51,34 @@ impl Calibration {
 
 /// Boots `image` with `calibrate` `runs` times and keeps the median loop time (one run
 /// varies by half either way on an idle machine; a steadily slow machine is slow in most).
-pub fn measure(qemu: &str, image: &Path, runs: usize) -> Result<Calibration, String> {
-    let mut times = (0..runs.max(1))
-        .map(|_| loop_once(qemu, image))
-        .collect::<Result<Vec<u64>, String>>()?;
+/// Each time `parallel` QEMUs run the loop at once and the slowest counts: a tier whose
+/// QEMU runs that many vCPU threads needs that many CPUs, and a machine with fewer (or
+/// shared ones) is slower for it even when one thread alone runs at full speed.
+pub fn measure(
+    qemu: &str,
+    image: &Path,
+    runs: usize,
+    parallel: usize,
+) -> Result<Calibration, String> {
+    let mut times = Vec::new();
+    for _ in 0..runs.max(1) {
+        let all: Vec<Result<u64, String>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..parallel.max(1))
+                .map(|_| s.spawn(|| loop_once(qemu, image)))
+                .collect();
+            hs.into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err("calibration thread panicked".into()))
+                })
+                .collect()
+        });
+        let mut slowest = 0;
+        for t in all {
+            slowest = slowest.max(t?);
+        }
+        times.push(slowest);
+    }
     times.sort_unstable();
     Ok(Calibration::from_loop_ms(times[times.len() / 2]))
 }

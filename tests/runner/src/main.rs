@@ -3,8 +3,9 @@
 //!   bulkhead-testrun check-image <elf>            boot-protocol checks on a built image
 //!   bulkhead-testrun make-pvh <elf> <out>         copy without the multiboot header
 //!   bulkhead-testrun qemu <elf> <pvh-elf> [name…] bare-QEMU scenarios (all, or those named)
-//!   bulkhead-testrun calibrate <elf>              how fast QEMU runs here: the factor every
-//!                                                 time limit is multiplied by (see calibrate.rs)
+//!   bulkhead-testrun calibrate <elf> [parallel]   how fast QEMU runs here (that many loops at
+//!                                                 once): the factor every time limit is
+//!                                                 multiplied by (see calibrate.rs)
 //!   bulkhead-testrun make-disk <img>              NVMe test image: pattern + GPT (sfdisk)
 //!   bulkhead-testrun verify-disk <img>            check the storage test's writes
 //!   bulkhead-testrun initramfs-overlay <out> <base> <path=file>...
@@ -26,7 +27,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn usage() -> ExitCode {
-    eprintln!("usage: bulkhead-testrun check-image <elf> | make-pvh <elf> <out> | qemu <elf> <pvh-elf> [scenario...] | calibrate <elf> | make-disk <img> | verify-disk <img> | initramfs-overlay <out> <base> <path=file>... | fuzz blkif|switch|netif <seconds>");
+    eprintln!("usage: bulkhead-testrun check-image <elf> | make-pvh <elf> <out> | qemu <elf> <pvh-elf> [scenario...] | calibrate <elf> [parallel] | make-disk <img> | verify-disk <img> | initramfs-overlay <out> <base> <path=file>... | fuzz blkif|switch|netif <seconds>");
     ExitCode::from(2)
 }
 
@@ -44,7 +45,9 @@ fn main() -> ExitCode {
             .and_then(|b| image::pvh_variant(&b))
             .and_then(|v| std::fs::write(&args[2], v).map_err(|e| format!("{}: {e}", args[2]))),
         Some("qemu") if args.len() >= 3 => run_qemu(&args[1], &args[2], &args[3..]),
-        Some("calibrate") if args.len() == 2 => run_calibrate(&args[1]),
+        Some("calibrate") if args.len() == 2 || args.len() == 3 => {
+            run_calibrate(&args[1], args.get(2).map(String::as_str))
+        }
         Some("make-disk") if args.len() == 2 => disk::create(args[1].as_ref()),
         Some("verify-disk") if args.len() == 2 => {
             disk::verify(args[1].as_ref()).map(|r| println!("{r}"))
@@ -76,9 +79,15 @@ fn main() -> ExitCode {
 
 /// Prints the calibration for scripts (the Xen tier scales its outer limit by it): a line
 /// for people, then `factor=F loop_ms=N reference_ms=R`.
-fn run_calibrate(image: &str) -> Result<(), String> {
+fn run_calibrate(image: &str, parallel: Option<&str>) -> Result<(), String> {
     let qemu = std::env::var("QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into());
-    let cal = calibrate::measure(&qemu, image.as_ref(), 3)?;
+    let parallel = match parallel {
+        None => 1,
+        Some(p) => p
+            .parse()
+            .map_err(|_| format!("{p}: not a number of parallel loops"))?,
+    };
+    let cal = calibrate::measure(&qemu, image.as_ref(), 3, parallel)?;
     println!("{}", cal.describe());
     println!(
         "factor={:.2} loop_ms={} reference_ms={}",
@@ -99,7 +108,8 @@ fn run_qemu(image: &str, pvh: &str, only: &[String]) -> Result<(), String> {
         .len();
     let report = image::check(&read(image)?)?;
     println!("bare-QEMU tier: {report}");
-    let cal = calibrate::measure(&qemu, image.as_ref(), 3)?;
+    // One loop at a time: these scenarios' QEMU runs one vCPU thread.
+    let cal = calibrate::measure(&qemu, image.as_ref(), 3, 1)?;
     println!("bare-QEMU tier: {}", cal.describe());
     let all = qemu::scenarios();
     let chosen: Vec<_> = all

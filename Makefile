@@ -52,7 +52,7 @@ test-xen: image
 # NVMe ceiling and a Linux guest's fio through Bulkhead, then the same fio through a
 # Linux driver domain on the same emulated hardware; the ratios are printed at the end.
 bench: image
-	QEMU=$(QEMU) tests/xen/run.sh blkbench linux-dd-bench
+	QEMU=$(QEMU) tests/xen/run.sh linux-dd-baseline blkbench linux-dd-bench
 
 # Install what the build and tests need on Debian (idempotent).
 deps:

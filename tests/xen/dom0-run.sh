@@ -20,10 +20,11 @@ tier_start=$(date +%s)
 CAL_REF_MS=300
 calibrate() {
     local i t0 t1 ms=""
+    spin() { awk 'BEGIN { for (i = 0; i < 200000; i++) s += (i * 7) % 13; print s }' >/dev/null; }
     for i in 1 2 3; do
         t0=$(date +%s%N)
-        awk 'BEGIN { for (i = 0; i < 200000; i++) s += (i * 7) % 13; print s }' >/dev/null &
-        awk 'BEGIN { for (i = 0; i < 200000; i++) s += (i * 7) % 13; print s }' >/dev/null
+        spin &
+        spin
         wait $!
         t1=$(date +%s%N)
         ms="$ms $(((t1 - t0) / 1000000))"
@@ -44,15 +45,13 @@ calibrate() {
 # lib.sh) stays.
 clean_up() {
     for d in $(xl list | awk 'NR>2 && $1 != "bulkhead" {print $1}'); do timeout "$(scaled 60)" xl destroy "$d" 2>/dev/null; done
-    if [ "${1:-}" = keep ] && [ -s /tmp/dd-offer ] && [ "$(cat /tmp/dd-offer)" = "$(xl domid bulkhead 2>/dev/null)" ]; then
-        nic=$(dom0_test_nic) && ip addr flush dev "$nic" scope global 2>/dev/null
-        return 0
+    if [ "${1:-}" != keep ] || [ ! -s /tmp/dd-offer ] || [ "$(cat /tmp/dd-offer)" != "$(xl domid bulkhead 2>/dev/null)" ]; then
+        rm -f /tmp/dd-offer
+        if xl list bulkhead 2>/dev/null | awk 'NR == 2 { exit !($5 ~ /^[-rb]+$/) }'; then
+            timeout "$(scaled 30)" xl shutdown -w bulkhead >/dev/null 2>&1
+        fi
+        for d in $(xl list | awk 'NR>2 {print $1}'); do timeout "$(scaled 60)" xl destroy "$d" 2>/dev/null; done
     fi
-    rm -f /tmp/dd-offer
-    if xl list bulkhead 2>/dev/null | awk 'NR == 2 { exit !($5 ~ /^[-rb]+$/) }'; then
-        timeout "$(scaled 30)" xl shutdown -w bulkhead >/dev/null 2>&1
-    fi
-    for d in $(xl list | awk 'NR>2 {print $1}'); do timeout "$(scaled 60)" xl destroy "$d" 2>/dev/null; done
     # dom0's NIC on the test network keeps no address a scenario gave it (guests get
     # their leases on that network and must not find dom0 answering for them).
     nic=$(dom0_test_nic) && ip addr flush dev "$nic" scope global 2>/dev/null

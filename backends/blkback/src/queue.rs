@@ -85,18 +85,25 @@ impl<M: RingMemory> Queue<M> {
         }
     }
 
-    /// Serve every request the frontend has published. Requests are taken in batches;
+    /// Serve up to `budget` requests of those the frontend has published (at least one
+    /// batch's worth is taken whatever the budget). Requests are taken in batches;
     /// runs of contiguous reads or writes become one device I/O each (as an I/O
     /// scheduler merges them), everything else is served alone and in order. Returns
     /// whether the frontend must be notified. A ring error means the frontend broke the
     /// ring protocol: the caller disconnects it.
+    ///
+    /// The budget is what keeps a frontend from holding the task: one that re-publishes
+    /// requests as fast as they are answered would otherwise keep this loop going for
+    /// ever. The caller looks again ([`Queue::final_check`]) after letting others run.
     pub async fn serve_available<D: BlockDevice, G: GuestMemory + ?Sized>(
         &mut self,
         dev: &mut D,
         guest: &mut G,
+        budget: usize,
     ) -> Result<bool, RingError> {
         let mut notify = false;
-        loop {
+        let mut taken = 0usize;
+        while taken < budget.max(1) {
             let mut batch: Vec<Result<Request, Rejected>> = Vec::new();
             while batch.len() < BATCH {
                 match self.ring.take()? {
@@ -107,6 +114,7 @@ impl<M: RingMemory> Queue<M> {
             if batch.is_empty() {
                 break;
             }
+            taken += batch.len();
             self.stats.requests += batch.len() as u64;
             let mut results: Vec<Option<(u64, u8, i16)>> = alloc::vec![None; batch.len()];
             // Check every plain read/write first (each stands or falls alone).

@@ -198,13 +198,19 @@ pub fn handle(req: &[u8], s: &mut Steering, guest: &mut dyn GuestMemory) -> (u32
     }
 }
 
-/// Serve every request on the control ring; true when the frontend must be told.
+/// Serve up to `budget` requests on the control ring; true when the frontend must be
+/// told. The caller looks again (`final_check`) after letting other tasks run, so a
+/// frontend that re-publishes as fast as it is answered cannot hold the task.
 pub fn serve<M: RingMemory>(
     ring: &mut BackRing<M>,
     s: &mut Steering,
     guest: &mut dyn GuestMemory,
+    budget: usize,
 ) -> Result<bool, RingError> {
-    while let Some(req) = ring.take()? {
+    let mut served = 0;
+    while served < budget.max(1) {
+        let Some(req) = ring.take()? else { break };
+        served += 1;
         let (status, data) = handle(&req, s, guest);
         let mut r = [0u8; 12];
         r[..4].copy_from_slice(&req[..4]); // id and type echoed
@@ -318,7 +324,7 @@ mod tests {
             front.put(back.memory_mut(), r);
         }
         front.publish(back.memory_mut());
-        assert!(serve(&mut back, &mut s, &mut g).unwrap());
+        assert!(serve(&mut back, &mut s, &mut g, usize::MAX).unwrap());
         for (i, (_, want)) in script.iter().enumerate() {
             let r = front.get(back.memory()).unwrap();
             assert_eq!(&r[..2], &77u16.to_le_bytes());
@@ -350,5 +356,29 @@ mod tests {
         assert_eq!(s.queue_for(&f), Some(1));
         // Not IP: no opinion (the backend's own spreading applies).
         assert_eq!(s.queue_for(&[0u8; 60]), None);
+    }
+
+    /// Finding 2 of the hostile-guest review: a frontend that re-publishes control
+    /// requests from inside our ring read must not keep the control task busy: each
+    /// call serves its budget (not the whole ring, not for ever), and the caller yields
+    /// before it looks again.
+    #[test]
+    fn a_frontend_that_republishes_for_ever_does_not_hold_the_task() {
+        let mem = bulkhead_ring::Republishing::new(1, LAYOUT, 10_000, |_| {
+            req(TYPE_SET_HASH_FLAGS, [u32::MAX, 0, 0]).to_vec()
+        });
+        let mut back = BackRing::attach(mem, LAYOUT).unwrap();
+        let mut s = Steering::new(2);
+        let mut g = Page(alloc::vec![0; 4096]);
+        for turn in 1..=3u32 {
+            serve(&mut back, &mut s, &mut g, 16).unwrap();
+            assert!(!back.memory().exhausted());
+            assert_eq!(back.in_flight(), 0, "everything taken was answered");
+            assert_eq!(back.indexes().rsp_prod, 16 * turn, "one budget per turn");
+            assert!(
+                back.final_check().unwrap(),
+                "the caller sees more and comes back"
+            );
+        }
     }
 }

@@ -355,6 +355,80 @@ impl FrontRing {
     }
 }
 
+/// A hostile frontend for tests: every time the backend reads the producer index, it
+/// first takes the responses published so far and fills every free slot with a fresh
+/// request from `make` — it re-publishes from inside the backend's own ring read, faster
+/// than any real guest could. A backend loop without a budget never sees the ring empty;
+/// after `limit` refills the frontend gives up, so such a loop ends and a test can say it
+/// would have spun for ever.
+pub struct Republishing<F: FnMut(u32) -> Vec<u8>> {
+    mem: core::cell::RefCell<VecRing>,
+    front: core::cell::RefCell<FrontRing>,
+    make: core::cell::RefCell<F>,
+    /// Requests put into the ring so far (the `u32` passed to `make`).
+    pub published: core::cell::Cell<u32>,
+    /// Refills left before the frontend stops.
+    left: core::cell::Cell<u32>,
+}
+
+impl<F: FnMut(u32) -> Vec<u8>> Republishing<F> {
+    pub fn new(pages: usize, layout: Layout, limit: u32, make: F) -> Self {
+        let mut mem = VecRing::new(pages);
+        shared_init(&mut mem);
+        let front = FrontRing::new(&mem, layout);
+        Republishing {
+            mem: core::cell::RefCell::new(mem),
+            front: core::cell::RefCell::new(front),
+            make: core::cell::RefCell::new(make),
+            published: core::cell::Cell::new(0),
+            left: core::cell::Cell::new(limit),
+        }
+    }
+
+    /// True once the frontend gave up: the backend kept reading past `limit` refills.
+    pub fn exhausted(&self) -> bool {
+        self.left.get() == 0
+    }
+
+    fn refill(&self) {
+        if self.left.get() == 0 {
+            return;
+        }
+        self.left.set(self.left.get() - 1);
+        let mut mem = self.mem.borrow_mut();
+        let mut front = self.front.borrow_mut();
+        while front.get(&*mem).is_some() {}
+        while front.free() > 0 {
+            let r = (self.make.borrow_mut())(self.published.get());
+            self.published.set(self.published.get().wrapping_add(1));
+            front.put(&mut *mem, &r);
+        }
+        front.publish(&mut *mem);
+    }
+}
+
+impl<F: FnMut(u32) -> Vec<u8>> RingMemory for Republishing<F> {
+    fn len(&self) -> usize {
+        self.mem.borrow().len()
+    }
+    fn load_u32(&self, off: usize) -> u32 {
+        if off == REQ_PROD {
+            self.refill();
+        }
+        self.mem.borrow().load_u32(off)
+    }
+    fn store_u32(&mut self, off: usize, v: u32) {
+        self.mem.get_mut().store_u32(off, v)
+    }
+    fn read(&self, off: usize, out: &mut [u8]) {
+        self.mem.borrow().read(off, out)
+    }
+    fn write(&mut self, off: usize, data: &[u8]) {
+        self.mem.get_mut().write(off, data)
+    }
+    fn full_fence(&self) {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

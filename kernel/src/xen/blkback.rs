@@ -32,6 +32,10 @@ use super::{Hv, XenRef};
 use crate::nvme::Volume;
 use crate::storage::Storage;
 
+/// Requests one ring is served before its task lets the others run: a frontend that
+/// keeps its ring full must not hold timers, NVMe completions, xenbus or other guests.
+const REQUESTS_PER_TURN: usize = 64;
+
 /// What every vbd offers: 256 indirect segments (1 MiB requests), up to 4-page rings,
 /// persistent grants and up to 4 queues, as Linux's blkback does. Queues share the one
 /// vCPU; they still spare a multi-vCPU guest the lock around a single ring.
@@ -290,7 +294,10 @@ async fn serve(
         if stop.get() {
             break;
         }
-        let r = match queue.serve_available(&mut volume, guest.as_mut()).await {
+        let r = match queue
+            .serve_available(&mut volume, guest.as_mut(), REQUESTS_PER_TURN)
+            .await
+        {
             Ok(notify) => {
                 if notify {
                     let _ = Hv.evtchn_send(port);

@@ -297,6 +297,9 @@ fn attach_ctrl(
     }
 }
 
+/// Control requests served before the control ring's task lets the others run.
+const CTRL_REQUESTS_PER_TURN: usize = 32;
+
 /// The control ring's task: apply the frontend's steering requests as they come.
 #[allow(clippy::too_many_arguments)]
 async fn serve_ctrl(
@@ -311,14 +314,23 @@ async fn serve_ctrl(
     done: Rc<Cell<bool>>,
 ) {
     while !stop.get() {
-        let r = ctrl::serve(&mut ring, &mut steering.borrow_mut(), &mut guest);
+        let r = ctrl::serve(
+            &mut ring,
+            &mut steering.borrow_mut(),
+            &mut guest,
+            CTRL_REQUESTS_PER_TURN,
+        );
         match r.and_then(|notify| {
             if notify {
                 let _ = Hv.evtchn_send(port);
             }
             ring.final_check()
         }) {
-            Ok(true) => continue,
+            Ok(true) => {
+                // More arrived: serve it after the other tasks had their turn.
+                yield_now().await;
+                continue;
+            }
             Ok(false) => {}
             Err(e) => {
                 error!("{name}: {e}; no longer serving the control ring");

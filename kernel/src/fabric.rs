@@ -12,6 +12,7 @@ use core::cell::{Cell, RefCell};
 
 use bulkhead_executor::Notify;
 use bulkhead_netback::ctrl::Steering;
+use bulkhead_netback::limits::Limits;
 use bulkhead_netback::packet::{flow_hash, Packet};
 use bulkhead_switch::{Decision, PortId, Switch};
 
@@ -40,6 +41,13 @@ impl Inbox {
         core::mem::take(&mut *self.packets.borrow_mut())
     }
 
+    /// Up to `n` packets from the head, in order.
+    pub fn take(&self, n: usize) -> alloc::vec::IntoIter<Packet> {
+        let mut q = self.packets.borrow_mut();
+        let n = n.min(q.len());
+        q.drain(..n).collect::<Vec<_>>().into_iter()
+    }
+
     /// Return packets not consumed, ahead of any that arrived meanwhile.
     pub fn put_back(&self, mut rest: VecDeque<Packet>) {
         let mut q = self.packets.borrow_mut();
@@ -59,6 +67,8 @@ struct Sink {
 pub struct Fabric {
     sw: Switch,
     sinks: BTreeMap<PortId, Sink>,
+    /// What each guest's packets may cost (from the command line), for every vif.
+    pub limits: Limits,
 }
 
 pub type FabricRef = Rc<RefCell<Fabric>>;
@@ -68,6 +78,7 @@ impl Fabric {
         Rc::new(RefCell::new(Fabric {
             sw: Switch::new(AGING_NS, TABLE_CAPACITY),
             sinks: BTreeMap::new(),
+            limits: Limits::default(),
         }))
     }
 

@@ -272,6 +272,16 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
     };
     // Every frame-carrying port meets here: the uplink NIC, the management stack, vifs.
     let fabric = fabric::Fabric::new();
+    {
+        let mut limits = bulkhead_netback::limits::Limits::default();
+        if let Some(v) = config.gso_min_size {
+            limits.gso_min_size = v;
+        }
+        if let Some(v) = config.gso_max_segs {
+            limits.gso_max_segs = v;
+        }
+        fabric.borrow_mut().limits = limits;
+    }
     if under_xen {
         let h2 = h.clone();
         let fabric2 = fabric.clone();

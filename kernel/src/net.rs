@@ -330,6 +330,23 @@ impl Device for MgmtDev {
 }
 
 const MGMT_RX_QUEUE: usize = 256;
+/// Packets taken from the switch for the wire per turn of the net task, and frames
+/// handed to the NIC at once: a guest's large sends (up to 745 segments each) cost a
+/// bounded amount of work and memory per turn.
+const WIRE_PACKETS_PER_TURN: usize = 64;
+const WIRE_BATCH: usize = 64;
+
+/// Hand a batch of finished frames to the uplink NIC; what it could not take is
+/// counted as dropped.
+fn send_wire(port: &mut Port, wire: &mut Vec<Vec<u8>>, inbox: &Inbox) {
+    if wire.is_empty() {
+        return;
+    }
+    let refs: Vec<&[u8]> = wire.iter().map(|f| f.as_slice()).collect();
+    let failed = port.nic.send_frames(&refs);
+    inbox.dropped.set(inbox.dropped.get() + failed as u64);
+    wire.clear();
+}
 const HTTP_PORT: u16 = 80;
 
 /// The `net` task: the NIC as the switch's uplink, and the management stack as another
@@ -417,13 +434,20 @@ pub async fn run(
         }
         // Switch → management stack.
         if let Some(host) = host {
-            for p in host_in.take_all() {
-                if dev.rx.len() >= MGMT_RX_QUEUE {
-                    break;
-                }
+            // Take only what the stack has room for; the rest waits in its inbox.
+            let room = MGMT_RX_QUEUE.saturating_sub(dev.rx.len());
+            for p in host_in.take(room) {
                 // smoltcp checks checksums: complete what a guest left to offload.
                 match finish(p) {
-                    Ok(frames) => dev.rx.extend(frames),
+                    Ok(frames) => {
+                        for f in frames {
+                            if dev.rx.len() >= MGMT_RX_QUEUE {
+                                host_in.dropped.set(host_in.dropped.get() + 1);
+                                break;
+                            }
+                            dev.rx.push_back(f);
+                        }
+                    }
                     Err(_) => host_in.dropped.set(host_in.dropped.get() + 1),
                 }
             }
@@ -451,9 +475,10 @@ pub async fn run(
             }
         }
         // Switch → wire: large sends are cut and blank checksums filled here (the drivers
-        // take finished frames), and the NIC is told once per batch.
-        let mut wire: Vec<Vec<u8>> = Vec::new();
-        for p in uplink_in.take_all() {
+        // take finished frames), segments made as they leave, and the NIC is told once
+        // per batch. A turn takes a bounded number of packets: the rest waits.
+        let mut wire: Vec<Vec<u8>> = Vec::with_capacity(WIRE_BATCH);
+        for p in uplink_in.take(WIRE_PACKETS_PER_TURN) {
             let frames = match finish(p) {
                 Ok(f) => f,
                 Err(_) => {
@@ -474,15 +499,12 @@ pub async fn run(
                     continue;
                 }
                 wire.push(f);
+                if wire.len() == WIRE_BATCH {
+                    send_wire(&mut ports[0], &mut wire, &uplink_in);
+                }
             }
         }
-        if !wire.is_empty() {
-            let refs: Vec<&[u8]> = wire.iter().map(|f| f.as_slice()).collect();
-            let failed = ports[0].nic.send_frames(&refs);
-            uplink_in
-                .dropped
-                .set(uplink_in.dropped.get() + failed as u64);
-        }
+        send_wire(&mut ports[0], &mut wire, &uplink_in);
         let delay = if host.is_some() {
             iface
                 .poll_delay(now(), &sockets)

@@ -11,6 +11,7 @@ extern crate alloc;
 
 pub mod abi;
 pub mod ctrl;
+pub mod limits;
 pub mod negotiate;
 pub mod packet;
 pub mod queue;

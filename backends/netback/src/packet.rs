@@ -176,10 +176,17 @@ fn csum_field(proto: u8) -> (usize, usize) {
 
 /// Compute and store the TCP/UDP checksum of the packet described by `l`.
 pub fn fill_l4_checksum(f: &mut [u8], l: &Layers) -> Result<(), PacketError> {
-    let (field, min) = csum_field(l.proto);
+    let (_, min) = csum_field(l.proto);
     if l.end < l.l4 + min {
         return Err(PacketError::Truncated);
     }
+    write_l4_checksum(f, l);
+    Ok(())
+}
+
+/// [`fill_l4_checksum`] for a packet already known to hold its whole L4 header.
+fn write_l4_checksum(f: &mut [u8], l: &Layers) {
+    let (field, _) = csum_field(l.proto);
     let len = l.end - l.l4;
     f[l.l4 + field] = 0;
     f[l.l4 + field + 1] = 0;
@@ -196,7 +203,6 @@ pub fn fill_l4_checksum(f: &mut [u8], l: &Layers) -> Result<(), PacketError> {
         c = 0xffff;
     }
     f[l.l4 + field..l.l4 + field + 2].copy_from_slice(&c.to_be_bytes());
-    Ok(())
 }
 
 fn fill_ipv4_header_checksum(f: &mut [u8], l: &Layers) {
@@ -207,24 +213,64 @@ fn fill_ipv4_header_checksum(f: &mut [u8], l: &Layers) {
     f[l.l3 + 10..l.l3 + 12].copy_from_slice(&c.to_be_bytes());
 }
 
+/// The frames of a packet completed for a receiver that takes only finished frames,
+/// made one at a time as the receiver takes them: a large send is never cut up front,
+/// so what it costs in memory is the packet itself and the one segment being sent.
+pub enum Frames {
+    One(Option<Vec<u8>>),
+    Segments(Segmenter),
+}
+
+impl Iterator for Frames {
+    type Item = Vec<u8>;
+    fn next(&mut self) -> Option<Vec<u8>> {
+        match self {
+            Frames::One(f) => f.take(),
+            Frames::Segments(s) => s.next(),
+        }
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match self {
+            Frames::One(f) => (f.is_some() as usize, Some(f.is_some() as usize)),
+            Frames::Segments(s) => s.size_hint(),
+        }
+    }
+}
+
 /// Complete what the packet leaves open, for a receiver that takes only finished
 /// frames: cut a GSO send into segments and fill in every blank checksum.
-pub fn finish(p: Packet) -> Result<Vec<Vec<u8>>, PacketError> {
+pub fn finish(p: Packet) -> Result<Frames, PacketError> {
     if let Some(g) = p.gso {
-        return segment(&p.data, g);
+        return Segmenter::new(p.data, g).map(Frames::Segments);
     }
     let mut data = p.data;
     if p.csum_blank {
         let l = layers(&data)?;
         fill_l4_checksum(&mut data, &l)?;
     }
-    Ok(alloc::vec![data])
+    Ok(Frames::One(Some(data)))
 }
 
-/// Software TCP segmentation: each segment carries the headers, at most `gso.size`
-/// bytes of payload, its own sequence number, IP length and id, and full checksums.
-/// FIN and PSH stay on the last segment only, CWR on the first only.
-pub fn segment(f: &[u8], gso: Gso) -> Result<Vec<Vec<u8>>, PacketError> {
+/// Software TCP segmentation of one GSO send, a segment per [`Iterator::next`]: each
+/// carries the headers, at most `gso.size` bytes of payload, its own sequence number,
+/// IP length and id, and full checksums. FIN and PSH stay on the last segment only,
+/// CWR on the first only. Every header is checked when the segmenter is made, so
+/// making segments cannot fail.
+pub struct Segmenter {
+    frame: Vec<u8>,
+    l: Layers,
+    /// End of the TCP header: where the payload starts.
+    hdr: usize,
+    mss: usize,
+    seq: u32,
+    flags: u8,
+    id: u16,
+    count: usize,
+    next: usize,
+}
+
+/// Where a GSO send's headers end and how many segments it makes, every header checked.
+fn gso_plan(f: &[u8], gso: Gso) -> Result<(Layers, usize, usize), PacketError> {
     let l = layers(f)?;
     let want_v6 = match gso.kind {
         GSO_TYPE_TCPV4 => false,
@@ -242,14 +288,47 @@ pub fn segment(f: &[u8], gso: Gso) -> Result<Vec<Vec<u8>>, PacketError> {
         return Err(PacketError::Truncated);
     }
     let hdr = l.l4 + doff;
-    let payload = &f[hdr..l.end];
-    let mss = gso.size as usize;
-    let seq = u32::from_be_bytes(f[l.l4 + 4..l.l4 + 8].try_into().unwrap());
-    let flags = f[l.l4 + 13];
-    let id = if l.v6 { 0 } else { be16(f, l.l3 + 4) };
-    let n = payload.len().div_ceil(mss).max(1);
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
+    Ok((l, hdr, (l.end - hdr).div_ceil(gso.size as usize).max(1)))
+}
+
+/// How many segments a GSO send makes, or why it cannot be cut.
+pub fn gso_segments(f: &[u8], gso: Gso) -> Result<usize, PacketError> {
+    gso_plan(f, gso).map(|(_, _, n)| n)
+}
+
+impl Segmenter {
+    pub fn new(frame: Vec<u8>, gso: Gso) -> Result<Segmenter, PacketError> {
+        let (l, hdr, count) = gso_plan(&frame, gso)?;
+        Ok(Segmenter {
+            seq: u32::from_be_bytes(frame[l.l4 + 4..l.l4 + 8].try_into().unwrap()),
+            flags: frame[l.l4 + 13],
+            id: if l.v6 { 0 } else { be16(&frame, l.l3 + 4) },
+            count,
+            next: 0,
+            frame,
+            l,
+            hdr,
+            mss: gso.size as usize,
+        })
+    }
+
+    /// Segments the whole send makes.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+}
+
+impl Iterator for Segmenter {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        let i = self.next;
+        if i >= self.count {
+            return None;
+        }
+        self.next += 1;
+        let (f, l, hdr, mss) = (&self.frame, self.l, self.hdr, self.mss);
+        let payload = &f[hdr..l.end];
         let chunk = &payload[(i * mss).min(payload.len())..((i + 1) * mss).min(payload.len())];
         let mut s = Vec::with_capacity(hdr + chunk.len());
         s.extend_from_slice(&f[..hdr]);
@@ -259,25 +338,36 @@ pub fn segment(f: &[u8], gso: Gso) -> Result<Vec<Vec<u8>>, PacketError> {
             s[l.l3 + 4..l.l3 + 6].copy_from_slice(&((ip_len - 40) as u16).to_be_bytes());
         } else {
             s[l.l3 + 2..l.l3 + 4].copy_from_slice(&(ip_len as u16).to_be_bytes());
-            s[l.l3 + 4..l.l3 + 6].copy_from_slice(&id.wrapping_add(i as u16).to_be_bytes());
+            s[l.l3 + 4..l.l3 + 6].copy_from_slice(&self.id.wrapping_add(i as u16).to_be_bytes());
         }
         let sl = Layers { end: s.len(), ..l };
         if !l.v6 {
             fill_ipv4_header_checksum(&mut s, &sl);
         }
-        s[l.l4 + 4..l.l4 + 8].copy_from_slice(&seq.wrapping_add((i * mss) as u32).to_be_bytes());
-        let mut fl = flags;
-        if i + 1 < n {
+        s[l.l4 + 4..l.l4 + 8]
+            .copy_from_slice(&self.seq.wrapping_add((i * mss) as u32).to_be_bytes());
+        let mut fl = self.flags;
+        if i + 1 < self.count {
             fl &= !(0x01 | 0x08); // FIN, PSH
         }
         if i > 0 {
             fl &= !0x80; // CWR
         }
         s[l.l4 + 13] = fl;
-        fill_l4_checksum(&mut s, &sl)?;
-        out.push(s);
+        write_l4_checksum(&mut s, &sl);
+        Some(s)
     }
-    Ok(out)
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.count - self.next;
+        (left, Some(left))
+    }
+}
+
+/// Every segment of a GSO send at once (for tests and small sends; the data paths use
+/// [`Segmenter`] to make them as they leave).
+pub fn segment(f: &[u8], gso: Gso) -> Result<Vec<Vec<u8>>, PacketError> {
+    Ok(Segmenter::new(f.to_vec(), gso)?.collect())
 }
 
 /// A flow hash (addresses and ports) to spread received packets over a vif's queues
@@ -387,7 +477,8 @@ pub(crate) mod tests {
             data_validated: true,
             gso: None,
         })
-        .unwrap();
+        .unwrap()
+        .collect::<Vec<_>>();
         assert_eq!(out.len(), 1);
         assert!(checksums_ok(&out[0]));
     }
@@ -468,7 +559,8 @@ pub(crate) mod tests {
             data_validated: true,
             gso: None,
         })
-        .unwrap();
+        .unwrap()
+        .collect::<Vec<_>>();
         assert!(checksums_ok(&out[0]));
     }
 

@@ -11,6 +11,7 @@ use bulkhead_xen::copy::{GuestMemory, Piece};
 use log::warn;
 
 use crate::abi::*;
+use crate::limits::Limits;
 use crate::negotiate::Frontend;
 use crate::packet::{self, Packet};
 use crate::rate::Rate;
@@ -92,6 +93,13 @@ pub struct TxPass {
     pub retry_at: Option<u64>,
 }
 
+/// A packet in the form one frontend takes, made frame by frame.
+struct Shaped {
+    frames: packet::Frames,
+    flags: u16,
+    gso: Option<tx::Gso>,
+}
+
 /// Log lines per queue before errors are only counted.
 const LOGGED_ERRORS: u64 = 16;
 
@@ -108,6 +116,13 @@ pub struct VifQueue<M: RingMemory> {
     pub multicast: BTreeSet<[u8; 6]>,
     /// Receive buffers the packet at the head of the queue waits for (0: none waits).
     rx_need: u32,
+    /// The packet being delivered, in the form this frontend takes: a large send is
+    /// cut into segments as buffers come (when the frontend does not take GSO), never
+    /// all at once.
+    rx_shaped: Option<Shaped>,
+    /// The next frame for the frontend, waiting for buffers.
+    rx_front: Option<(Vec<u8>, u16, Option<tx::Gso>)>,
+    pub limits: Limits,
     pub stats: Stats,
 }
 
@@ -130,6 +145,9 @@ impl<M: RingMemory> VifQueue<M> {
             stalled: None,
             multicast: BTreeSet::new(),
             rx_need: 0,
+            rx_shaped: None,
+            rx_front: None,
+            limits: Limits::default(),
             stats: Stats::default(),
         }
     }
@@ -213,6 +231,13 @@ impl<M: RingMemory> VifQueue<M> {
                 return Err(e.into());
             }
             match parsed {
+                Ok(p) if p.gso.is_some_and(|g| g.size < self.limits.gso_min_size) => {
+                    let (size, min) = (p.gso.map_or(0, |g| g.size), self.limits.gso_min_size);
+                    self.error(format_args!(
+                        "dropped a large send: segment size {size} below the minimum {min}"
+                    ));
+                    self.answer(&p.ids, p.extras, RSP_ERROR);
+                }
                 Ok(p) => batch.push(p),
                 Err(TxError::Fatal(why)) => return Err(Fatal(why.into())),
                 Err(TxError::Drop { ids, extras, why }) => {
@@ -251,6 +276,23 @@ impl<M: RingMemory> VifQueue<M> {
                 ));
                 self.answer(&p.ids, p.extras, RSP_ERROR);
                 continue;
+            }
+            if let Some(g) = p.gso {
+                // Check a large send here, once: what it is cut into later must not be
+                // able to fail or to cost more than the limit.
+                let refused = match packet::gso_segments(&data, g) {
+                    Err(e) => Some(alloc::format!("{e}")),
+                    Ok(n) if n > self.limits.gso_max_segs as usize => Some(alloc::format!(
+                        "{n} segments, more than the limit {}",
+                        self.limits.gso_max_segs
+                    )),
+                    Ok(_) => None,
+                };
+                if let Some(why) = refused {
+                    self.error(format_args!("dropped a large send: {why}"));
+                    self.answer(&p.ids, p.extras, RSP_ERROR);
+                    continue;
+                }
             }
             for m in &p.mcast_add {
                 if self.multicast.len() < 64 {
@@ -298,11 +340,9 @@ impl<M: RingMemory> VifQueue<M> {
     }
 
     /// The forms a packet reaches this frontend in: as it is when the frontend takes
-    /// its offloads, completed here otherwise. Each with its first-slot flags.
-    fn shape(
-        &self,
-        p: Packet,
-    ) -> Result<Vec<(Vec<u8>, u16, Option<tx::Gso>)>, packet::PacketError> {
+    /// its offloads, completed here otherwise (segments made one at a time), with the
+    /// first-slot flags and GSO of each.
+    fn shape(&self, p: Packet) -> Result<Shaped, packet::PacketError> {
         let f = self.features;
         let v6 = packet::layers(&p.data).map(|l| l.v6);
         let csum_ok = match v6 {
@@ -327,12 +367,17 @@ impl<M: RingMemory> VifQueue<M> {
                 validated
             };
             let gso = p.gso;
-            return Ok(alloc::vec![(p.data, flags, gso)]);
+            return Ok(Shaped {
+                frames: packet::Frames::One(Some(p.data)),
+                flags,
+                gso,
+            });
         }
-        Ok(packet::finish(p)?
-            .into_iter()
-            .map(|d| (d, validated, None))
-            .collect())
+        Ok(Shaped {
+            frames: packet::finish(p)?,
+            flags: validated,
+            gso: None,
+        })
     }
 
     /// With multicast control, multicast reaches the guest only for the addresses it
@@ -348,42 +393,44 @@ impl<M: RingMemory> VifQueue<M> {
     }
 
     /// Deliver packets from `pending` into the buffers the frontend posted, as far as
-    /// they go; a packet waits (at the front) until enough buffers are posted. True when
-    /// the frontend must be told.
+    /// they go; a packet (or what is left of a large send being cut for this frontend)
+    /// waits in the queue until enough buffers are posted. True when the frontend must
+    /// be told.
     pub fn receive(
         &mut self,
         guest: &mut dyn GuestMemory,
         pending: &mut VecDeque<Packet>,
     ) -> Result<bool, Fatal> {
-        let mut shaped: VecDeque<(Vec<u8>, u16, Option<tx::Gso>)> = VecDeque::new();
         let mut placed: Vec<(rx::Placement, Vec<u8>)> = Vec::new();
         self.rx_need = 0;
         loop {
-            if shaped.is_empty() {
+            let next = self.rx_front.take().or_else(|| {
+                let s = self.rx_shaped.as_mut()?;
+                s.frames.next().map(|d| (d, s.flags, s.gso))
+            });
+            let Some((data, flags, gso)) = next else {
+                self.rx_shaped = None;
                 let Some(p) = pending.pop_front() else { break };
                 if !self.wanted(&p.data) {
                     continue;
                 }
                 match self.shape(p) {
-                    Ok(forms) => shaped.extend(forms),
-                    Err(_) => {
-                        self.stats.rx_dropped += 1;
-                        continue;
-                    }
+                    Ok(s) => self.rx_shaped = Some(s),
+                    Err(_) => self.stats.rx_dropped += 1,
                 }
-            }
-            let (data, flags, gso) = shaped.front().unwrap();
+                continue;
+            };
             let need = rx::slots_needed(data.len(), gso.is_some());
             if need > self.rx.entries() as usize
                 || (!self.features.sg && need > 1)
                 || data.len() > MAX_TX_SIZE + ETH_HLEN
             {
                 self.stats.rx_dropped += 1;
-                shaped.pop_front();
                 continue;
             }
             if (self.rx.unconsumed()? as usize) < need {
                 self.rx_need = need as u32;
+                self.rx_front = Some((data, flags, gso));
                 break;
             }
             let mut reqs = Vec::with_capacity(need);
@@ -391,9 +438,7 @@ impl<M: RingMemory> VifQueue<M> {
                 let raw = self.rx.take()?.expect("counted as unconsumed");
                 reqs.push(RxRequest::decode(&raw));
             }
-            let placement = rx::place(data.len(), *flags, *gso, &reqs);
-            let (data, _, _) = shaped.pop_front().unwrap();
-            placed.push((placement, data));
+            placed.push((rx::place(data.len(), flags, gso, &reqs), data));
         }
         // One copy for everything placed; responses in the order the requests came
         // (netfront pairs them by ring position).
@@ -415,20 +460,16 @@ impl<M: RingMemory> VifQueue<M> {
                 self.rx.respond(r);
             }
         }
-        // Whatever was shaped and did not fit goes back, completed, to wait its turn.
-        for (data, flags, gso) in shaped.into_iter().rev() {
-            pending.push_front(Packet {
-                data,
-                csum_blank: flags & NETRXF_CSUM_BLANK != 0,
-                data_validated: flags & NETRXF_DATA_VALIDATED != 0,
-                gso,
-            });
-        }
         let notify = self.rx.push();
         if notify {
             self.stats.notifies += 1;
         }
         Ok(notify)
+    }
+
+    /// True while part of a packet waits in the queue for receive buffers.
+    pub fn rx_waiting(&self) -> bool {
+        self.rx_front.is_some() || self.rx_shaped.is_some()
     }
 
     /// Before sleeping with packets waiting: ask for an event when the frontend has

@@ -313,7 +313,8 @@ fn a_batch_of_packets_is_one_copy_each_way() {
 #[test]
 fn gso_extra_slot_is_answered_null() {
     let mut r = Rig::new(ALL, None);
-    let f = frame(MAC, 3000, 3);
+    let mut f = tcp4(&[7u8; 3000]);
+    f[6..12].copy_from_slice(&MAC);
     let g = Gso {
         size: 1448,
         kind: GSO_TYPE_TCPV4,
@@ -374,9 +375,10 @@ fn receive_into_posted_buffers() {
     let mut pending: VecDeque<Packet> = VecDeque::new();
     let a = frame([2, 0, 0, 0, 0, 1], 1514, 7);
     pending.push_back(Packet::plain(a.clone()));
-    // No buffers yet: the packet waits.
+    // No buffers yet: the packet waits (in the queue, at the head of its stream).
     r.q.receive(&mut r.pages, &mut pending).unwrap();
-    assert_eq!(pending.len(), 1);
+    assert!(pending.is_empty());
+    assert!(r.q.rx_waiting());
     assert!(r.q.rx_final_check().is_ok());
     r.post(4);
     let notify = r.q.receive(&mut r.pages, &mut pending).unwrap();
@@ -524,4 +526,106 @@ fn multicast_control_filters_what_the_guest_did_not_register() {
         .map(|(d, _, _)| d[..6].try_into().unwrap())
         .collect();
     assert_eq!(got, [[0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb], [0xff; 6], MAC]);
+}
+
+/// Finding 1 of the hostile-guest review: a large send with segment size 1 (or any
+/// size below a real TCP MSS) is refused where the guest sends it, with an error
+/// response and a counter; it never reaches the switch to be cut into ~65,000 frames.
+#[test]
+fn a_large_send_with_a_tiny_segment_size_is_refused() {
+    let mut r = Rig::new(ALL, None);
+    let mut f = tcp4(&vec![1u8; 60000]);
+    f[6..12].copy_from_slice(&MAC);
+    for size in [1, 87] {
+        let g = Gso {
+            size,
+            kind: GSO_TYPE_TCPV4,
+        };
+        let ids = r.send(&f, 0, NETTXF_CSUM_BLANK, Some(g));
+        assert!(r.transmit(0).is_empty(), "segment size {size} refused");
+        let rsp = r.tx_responses();
+        assert_eq!(rsp[0], (ids[0], RSP_ERROR));
+        assert_eq!(rsp[1].1, RSP_NULL, "the extra slot");
+        assert!(rsp[2..].iter().all(|&(_, st)| st == RSP_ERROR));
+    }
+    assert_eq!(r.q.stats.tx_errors, 2);
+    assert_eq!(r.q.stats.tx_packets, 0);
+    // The smallest real MSS still goes through.
+    let g = Gso {
+        size: 88,
+        kind: GSO_TYPE_TCPV4,
+    };
+    r.send(&f, 0, NETTXF_CSUM_BLANK, Some(g));
+    assert_eq!(r.transmit(0).len(), 1);
+}
+
+/// The cap on segments per large send holds whatever the segment size; a send that
+/// does not parse as TCP cannot carry GSO (it would fail later, after being switched).
+#[test]
+fn segments_per_send_are_capped_and_gso_must_be_tcp() {
+    let mut r = Rig::new(ALL, None);
+    r.q.limits.gso_max_segs = 10;
+    let mut f = tcp4(&vec![1u8; 2000]);
+    f[6..12].copy_from_slice(&MAC);
+    let g = Gso {
+        size: 100,
+        kind: GSO_TYPE_TCPV4,
+    };
+    r.send(&f, 0, NETTXF_CSUM_BLANK, Some(g)); // 20 segments
+    assert!(r.transmit(0).is_empty());
+    let g = Gso {
+        size: 200,
+        kind: GSO_TYPE_TCPV4,
+    };
+    r.send(&f, 0, NETTXF_CSUM_BLANK, Some(g)); // 10 segments
+    assert_eq!(r.transmit(0).len(), 1);
+    r.send(&frame(MAC, 3000, 1), 0, 0, Some(g)); // not TCP
+    assert!(r.transmit(0).is_empty());
+    let g6 = Gso {
+        size: 200,
+        kind: GSO_TYPE_TCPV6,
+    };
+    r.send(&f, 0, NETTXF_CSUM_BLANK, Some(g6)); // TCPv4 claimed as v6
+    assert!(r.transmit(0).is_empty());
+    assert_eq!(r.q.stats.tx_errors, 3);
+}
+
+/// Segments are made as the frontend's buffers take them, never all up front: a send
+/// that would be cut into tens of thousands of frames (one that reached the queue by
+/// some other path than a guest's checked TX) costs one frame at a time, and the
+/// stream it makes stays whole and in order across calls.
+#[test]
+fn a_large_send_is_cut_as_buffers_come() {
+    let payload: Vec<u8> = (0..60000u32).map(|i| (i % 253) as u8).collect();
+    let p = Packet {
+        data: tcp4(&payload),
+        csum_blank: true,
+        data_validated: true,
+        gso: Some(Gso {
+            size: 1,
+            kind: GSO_TYPE_TCPV4,
+        }),
+    };
+    let mut r = Rig::new(
+        RxFeatures {
+            sg: true,
+            ..Default::default()
+        },
+        None,
+    );
+    let mut pending = VecDeque::from([p]);
+    let mut stream = Vec::new();
+    for _ in 0..3 {
+        r.post(8);
+        r.q.receive(&mut r.pages, &mut pending).unwrap();
+        assert!(pending.is_empty(), "nothing made ahead of the buffers");
+        assert!(r.q.rx_waiting());
+        let got = r.received();
+        assert_eq!(got.len(), 8);
+        for (d, _, _) in &got {
+            assert_eq!(d.len(), 55);
+            stream.extend_from_slice(&d[54..]);
+        }
+    }
+    assert_eq!(stream, payload[..24]);
 }

@@ -67,6 +67,14 @@ pub const OPTIONS: &[(&str, &str)] = &[
         "test only: with test-storage, lose one command to exercise timeout, abort and reset",
     ),
     (
+        "gso-min-size",
+        "BYTES: smallest segment size a guest's large send (GSO) may ask for; smaller ones are dropped (default 88, Linux's TCP minimum MSS)",
+    ),
+    (
+        "gso-max-segs",
+        "N: most segments one large send may be cut into; more are dropped (default 745: 64 KiB at the minimum segment size)",
+    ),
+    (
         "test-triggers",
         "test only: obey dom0 writing control/test-trigger: `panic` panics, `nvme-fail` makes the NVMe controllers fail every command",
     ),
@@ -96,6 +104,9 @@ pub struct Config {
     pub bench_storage_secs: u32,
     pub mgmt: Mgmt,
     pub mgmt_gw: Option<[u8; 4]>,
+    /// Limits on what a guest's packets may cost (None: netback's default).
+    pub gso_min_size: Option<u16>,
+    pub gso_max_segs: Option<u32>,
 }
 
 /// The management interface's addressing.
@@ -149,6 +160,8 @@ impl Default for Config {
             bench_storage_secs: 0,
             mgmt: Mgmt::Off,
             mgmt_gw: None,
+            gso_min_size: None,
+            gso_max_segs: None,
         }
     }
 }
@@ -284,6 +297,18 @@ fn apply<'a>(c: &mut Config, key: &'a str, value: Option<&'a str>) -> Result<(),
                 .ok_or(bad("a number of seconds up to 600"))?
         }
         "test-nvme-timeout" => c.test_nvme_timeout = flag(value).ok_or(bad("nothing, 0 or 1"))?,
+        "gso-min-size" => {
+            let v = value
+                .and_then(|v| v.parse::<u16>().ok())
+                .filter(|v| *v >= 1);
+            c.gso_min_size = Some(v.ok_or(bad("a size in bytes, 1-65535"))?);
+        }
+        "gso-max-segs" => {
+            let v = value
+                .and_then(|v| v.parse::<u32>().ok())
+                .filter(|v| (1..=65535).contains(v));
+            c.gso_max_segs = Some(v.ok_or(bad("a number of segments, 1-65535"))?);
+        }
         "test-xen-peer" => {
             let d = value
                 .and_then(|v| v.parse::<u16>().ok())
@@ -350,6 +375,8 @@ mod tests {
                 bench_storage_secs: 0,
                 mgmt: Mgmt::Off,
                 mgmt_gw: None,
+                gso_min_size: None,
+                gso_max_segs: None,
             }
         );
     }
@@ -459,6 +486,16 @@ mod mgmt_tests {
             }
         );
         assert_eq!(c.mgmt_gw, Some([192, 168, 76, 1]));
+        let c = parse("gso-min-size=536 gso-max-segs=128").config;
+        assert_eq!((c.gso_min_size, c.gso_max_segs), (Some(536), Some(128)));
+        for bad in [
+            "gso-min-size=0",
+            "gso-min-size=70000",
+            "gso-max-segs=0",
+            "gso-max-segs",
+        ] {
+            assert!(!parse(bad).errors.is_empty(), "{bad}");
+        }
         for bad in [
             "mgmt",
             "mgmt=1.2.3/24",

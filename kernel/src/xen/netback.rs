@@ -214,7 +214,7 @@ pub async fn connect(
         } else {
             format!("{name}/q{i}")
         };
-        let q = VifQueue::new(
+        let mut q = VifQueue::new(
             qname,
             a.tx,
             a.rx,
@@ -222,6 +222,7 @@ pub async fn connect(
             RxFeatures::from(&front),
             settings.rate,
         );
+        q.limits = fabric.borrow().limits;
         let stop = Rc::new(Cell::new(false));
         let done = Rc::new(Cell::new(false));
         h.spawn(
@@ -402,7 +403,7 @@ async fn serve(
         // Switch → guest.
         let mut pending = inbox.take_all();
         let rx = q.receive(&mut guest, &mut pending);
-        let waiting = !pending.is_empty();
+        let waiting = !pending.is_empty() || q.rx_waiting();
         inbox.put_back(pending);
         match rx {
             Ok(true) => {

@@ -13,7 +13,6 @@ extern crate alloc;
 mod arch;
 mod calibrate;
 mod console;
-mod fabric;
 mod hw;
 mod mem;
 mod net;
@@ -271,17 +270,7 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
         bulkhead_config::NvmeIrq::Poll => nvme::IrqMode::Poll,
     };
     // Every frame-carrying port meets here: the uplink NIC, the management stack, vifs.
-    let fabric = fabric::Fabric::new();
-    {
-        let mut limits = bulkhead_netback::limits::Limits::default();
-        if let Some(v) = config.gso_min_size {
-            limits.gso_min_size = v;
-        }
-        if let Some(v) = config.gso_max_segs {
-            limits.gso_max_segs = v;
-        }
-        fabric.borrow_mut().limits = limits;
-    }
+    let fabric = bulkhead_fabric::Fabric::new(net_limits(&config, report.heap));
     if under_xen {
         let h2 = h.clone();
         let fabric2 = fabric.clone();
@@ -366,4 +355,28 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
     executor.run(&mut KernelIdle);
     info!("event loop: no tasks left (stats {:?})", executor.stats);
     platform::poweroff()
+}
+
+/// What a guest's packets may cost, from the defaults and the command line. Queued
+/// packets together may take at most a quarter of the heap (the rest is for rings,
+/// grants, storage and the tasks), whatever the configured figure.
+fn net_limits(config: &bulkhead_config::Config, heap: u64) -> bulkhead_netback::limits::Limits {
+    let mut l = bulkhead_netback::limits::Limits::default();
+    if let Some(v) = config.gso_min_size {
+        l.gso_min_size = v;
+    }
+    if let Some(v) = config.gso_max_segs {
+        l.gso_max_segs = v;
+    }
+    if let Some(v) = config.vif_queue_bytes {
+        l.inbox_bytes = v as usize;
+    }
+    if let Some(v) = config.net_queued_bytes {
+        l.queued_bytes = v as usize;
+    }
+    if let Some(v) = config.vif_rx_stall_secs {
+        l.rx_stall_ns = v as u64 * 1_000_000_000;
+    }
+    l.queued_bytes = l.queued_bytes.min((heap / 4) as usize);
+    l
 }

@@ -28,9 +28,9 @@ use smoltcp::socket::{dhcpv4, tcp};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address, Ipv4Cidr};
 
-use crate::fabric::{Fabric, FabricRef, Inbox};
 use crate::hw::{BarMaps, BarMmio, KernelDma, SpinClock};
 use crate::pci;
+use bulkhead_fabric::{Fabric, FabricRef, Inbox};
 
 /// Every driver behind one type, so the switch and the stack hold a list of them.
 pub enum AnyNic {
@@ -365,13 +365,13 @@ pub async fn run(
     h.watch(&QUIESCE);
     RUNNING.store(true, Ordering::Release);
     ports[0].nic.set_promiscuous(true);
-    let uplink_in = Inbox::new();
+    let uplink_in = fabric.borrow().inbox();
     let uplink = fabric.borrow_mut().attach(
         format!("uplink {}", ports[0].name),
         vec![uplink_in.clone()],
         None,
     );
-    let host_in = Inbox::new();
+    let host_in = fabric.borrow().inbox();
     let host = (mgmt != Mgmt::Off).then(|| {
         fabric
             .borrow_mut()
@@ -513,8 +513,7 @@ pub async fn run(
         } else {
             1_000_000_000
         };
-        if delay > 0 && uplink_in.packets.borrow().is_empty() && host_in.packets.borrow().is_empty()
-        {
+        if delay > 0 && uplink_in.is_empty() && host_in.is_empty() {
             let mut waits: Vec<Pin<Box<dyn Future<Output = ()> + '_>>> = vec![
                 Box::pin(uplink_in.notify.wait()),
                 Box::pin(host_in.notify.wait()),

@@ -10,6 +10,23 @@ pub const GSO_MIN_SIZE: u16 = 88;
 /// real stack makes with the default minimum.
 pub const GSO_MAX_SEGS: u32 = (crate::abi::MAX_TX_SIZE as u32).div_ceil(GSO_MIN_SIZE as u32);
 
+/// Largest frame a guest may send without GSO: an Ethernet frame of MTU 1500 with one
+/// VLAN tag. A bigger one could not leave by the wire and is no frame a vif carries (a
+/// Linux bridge drops it too).
+pub const MAX_FRAME: usize = 1518;
+
+/// Bytes waiting for one consumer (a vif queue, the wire, the management stack), as
+/// Linux's `XENVIF_RX_QUEUE_BYTES` (half a ring of pages).
+pub const INBOX_BYTES: usize = 512 * 1024;
+
+/// Bytes waiting in all inboxes together (the kernel lowers it to a quarter of its heap
+/// when that is smaller).
+pub const QUEUED_BYTES: usize = 8 * 1024 * 1024;
+
+/// Linux's `rx_stall_timeout_msecs`: a frontend that posts no receive buffers while
+/// packets wait for this long has its carrier turned off.
+pub const RX_STALL_NS: u64 = 60_000_000_000;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Smallest segment size a guest may ask for on a large send (GSO); smaller ones
@@ -17,6 +34,15 @@ pub struct Limits {
     pub gso_min_size: u16,
     /// Most segments one large send may be cut into; more are dropped likewise.
     pub gso_max_segs: u32,
+    /// Largest frame without GSO a guest may send; bigger ones are dropped.
+    pub max_frame: usize,
+    /// Bytes queued for one consumer; packets beyond are dropped (counted).
+    pub inbox_bytes: usize,
+    /// Bytes queued for all consumers together.
+    pub queued_bytes: usize,
+    /// How long packets may wait for receive buffers before the vif's carrier goes
+    /// off (queued packets dropped, new ones dropped until buffers are posted).
+    pub rx_stall_ns: u64,
 }
 
 impl Default for Limits {
@@ -24,6 +50,10 @@ impl Default for Limits {
         Limits {
             gso_min_size: GSO_MIN_SIZE,
             gso_max_segs: GSO_MAX_SEGS,
+            max_frame: MAX_FRAME,
+            inbox_bytes: INBOX_BYTES,
+            queued_bytes: QUEUED_BYTES,
+            rx_stall_ns: RX_STALL_NS,
         }
     }
 }

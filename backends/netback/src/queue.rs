@@ -123,7 +123,25 @@ pub struct VifQueue<M: RingMemory> {
     /// The next frame for the frontend, waiting for buffers.
     rx_front: Option<(Vec<u8>, u16, Option<tx::Gso>)>,
     pub limits: Limits,
+    /// Off after the frontend left packets waiting for buffers longer than
+    /// `limits.rx_stall_ns` (Linux's carrier off): nothing is queued for it until it
+    /// posts buffers again.
+    carrier: bool,
+    /// When the receive side last made progress or had nothing waiting.
+    rx_progress_at: u64,
+    /// `stats.rx_packets` at that time.
+    rx_progress_count: u64,
     pub stats: Stats,
+}
+
+/// What [`VifQueue::rx_watch`] decided about the carrier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Carrier {
+    Unchanged,
+    /// Packets waited too long: drop what is queued for this queue and what comes.
+    Off,
+    /// The frontend posted buffers again: queue packets for it again.
+    On,
 }
 
 impl<M: RingMemory> VifQueue<M> {
@@ -148,6 +166,9 @@ impl<M: RingMemory> VifQueue<M> {
             rx_shaped: None,
             rx_front: None,
             limits: Limits::default(),
+            carrier: true,
+            rx_progress_at: 0,
+            rx_progress_count: 0,
             stats: Stats::default(),
         }
     }
@@ -235,6 +256,13 @@ impl<M: RingMemory> VifQueue<M> {
                     let (size, min) = (p.gso.map_or(0, |g| g.size), self.limits.gso_min_size);
                     self.error(format_args!(
                         "dropped a large send: segment size {size} below the minimum {min}"
+                    ));
+                    self.answer(&p.ids, p.extras, RSP_ERROR);
+                }
+                Ok(p) if p.gso.is_none() && p.len > self.limits.max_frame => {
+                    let (len, max) = (p.len, self.limits.max_frame);
+                    self.error(format_args!(
+                        "dropped a {len}-byte frame without GSO: larger than {max} bytes"
                     ));
                     self.answer(&p.ids, p.extras, RSP_ERROR);
                 }
@@ -401,6 +429,12 @@ impl<M: RingMemory> VifQueue<M> {
         guest: &mut dyn GuestMemory,
         pending: &mut VecDeque<Packet>,
     ) -> Result<bool, Fatal> {
+        if !self.carrier {
+            // Carrier off: nothing is delivered (the caller's inbox is closed too).
+            self.stats.rx_dropped += pending.len() as u64;
+            pending.clear();
+            return Ok(false);
+        }
         let mut placed: Vec<(rx::Placement, Vec<u8>)> = Vec::new();
         self.rx_need = 0;
         loop {
@@ -467,6 +501,51 @@ impl<M: RingMemory> VifQueue<M> {
         Ok(notify)
     }
 
+    /// Watch the receive side for a stall, once per turn, `waiting` when packets wait
+    /// for this queue outside it (Linux's `rx_stall_timeout`): a frontend that leaves
+    /// packets waiting for buffers longer than the limit gets its carrier turned off,
+    /// what waits here is dropped (counted), and it comes back on when the frontend
+    /// has posted as many buffers as the packet it stalled on needed.
+    pub fn rx_watch(&mut self, now: u64, waiting: bool) -> Result<Carrier, Fatal> {
+        if !self.carrier {
+            if self.rx.unconsumed()? >= self.rx_need.max(1) {
+                self.carrier = true;
+                self.rx_need = 0;
+                self.rx_progress_at = now;
+                return Ok(Carrier::On);
+            }
+            return Ok(Carrier::Unchanged);
+        }
+        let waiting = waiting || self.rx_waiting();
+        if !waiting || self.stats.rx_packets != self.rx_progress_count {
+            self.rx_progress_at = now;
+            self.rx_progress_count = self.stats.rx_packets;
+            return Ok(Carrier::Unchanged);
+        }
+        if now.saturating_sub(self.rx_progress_at) < self.limits.rx_stall_ns {
+            return Ok(Carrier::Unchanged);
+        }
+        self.carrier = false;
+        let held = self.rx_front.take().is_some() as u64
+            + self
+                .rx_shaped
+                .take()
+                .map_or(0, |s| s.frames.size_hint().0 as u64);
+        self.stats.rx_dropped += held;
+        // Wake on buffers even if nothing stalled on a known size.
+        self.rx_need = self.rx_need.max(1);
+        Ok(Carrier::Off)
+    }
+
+    pub fn carrier(&self) -> bool {
+        self.carrier
+    }
+
+    /// When waiting packets would turn the carrier off, if nothing moves before.
+    pub fn rx_stall_at(&self) -> u64 {
+        self.rx_progress_at.saturating_add(self.limits.rx_stall_ns)
+    }
+
     /// True while part of a packet waits in the queue for receive buffers.
     pub fn rx_waiting(&self) -> bool {
         self.rx_front.is_some() || self.rx_shaped.is_some()
@@ -486,10 +565,11 @@ impl<M: RingMemory> VifQueue<M> {
     pub fn describe(&self) -> String {
         let s = &self.stats;
         alloc::format!(
-            "tx ring {}; rx ring {}; rx waits for {} buffer(s); tx {}; from guest {} packets ({} errors), to guest {} packets ({} dropped), {} notifies",
+            "tx ring {}; rx ring {}; rx waits for {} buffer(s){}; tx {}; from guest {} packets ({} errors), to guest {} packets ({} dropped), {} notifies",
             self.tx.indexes(),
             self.rx.indexes(),
             self.rx_need,
+            if self.carrier { "" } else { ", carrier off" },
             if self.stalled.is_some() { "held by the rate limit" } else { "flowing" },
             s.tx_packets,
             s.tx_errors,

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 
 use bulkhead_netback::abi::*;
 use bulkhead_netback::packet::Packet;
-use bulkhead_netback::queue::{RxFeatures, VifQueue, RX_LAYOUT, TX_LAYOUT};
+use bulkhead_netback::queue::{Carrier, RxFeatures, VifQueue, RX_LAYOUT, TX_LAYOUT};
 use bulkhead_netback::rate::Rate;
 use bulkhead_netback::rx::{RxRequest, RxResponse};
 use bulkhead_netback::tx::{Gso, TxSlot};
@@ -267,7 +267,7 @@ const ALL: RxFeatures = RxFeatures {
 fn transmit_single_and_multi_slot() {
     let mut r = Rig::new(ALL, None);
     let small = frame(MAC, 60, 1);
-    let big = frame(MAC, 9000, 2);
+    let big = frame(MAC, 1514, 2); // from offset 3000: two slots
     let ids1 = r.send(&small, 100, 0, None);
     let ids2 = r.send(&big, 3000, 0, None);
     let out = r.transmit(0);
@@ -628,4 +628,58 @@ fn a_large_send_is_cut_as_buffers_come() {
         }
     }
     assert_eq!(stream, payload[..24]);
+}
+
+/// Finding 3: a frame without GSO larger than an Ethernet frame is refused where the
+/// guest sends it (it could never leave by the wire, and switched to other vifs it
+/// would be 64 KiB per packet in their inboxes).
+#[test]
+fn a_frame_above_the_mtu_without_gso_is_refused() {
+    let mut r = Rig::new(ALL, None);
+    let ids = r.send(&frame(MAC, 65000, 1), 0, 0, None);
+    assert!(r.transmit(0).is_empty());
+    assert_eq!(r.tx_responses()[0], (ids[0], RSP_ERROR));
+    r.send(&frame(MAC, 1518, 1), 0, 0, None); // MTU 1500 with a VLAN tag
+    assert_eq!(r.transmit(0).len(), 1);
+    assert_eq!(r.q.stats.tx_errors, 1);
+}
+
+/// Finding 3: a frontend that posts no receive buffers while packets wait has its
+/// carrier turned off after the stall timeout (what waited is dropped, counted), and
+/// back on once it posts buffers again.
+#[test]
+fn a_receive_stall_turns_the_carrier_off_then_buffers_turn_it_on() {
+    const S: u64 = 1_000_000_000;
+    let mut r = Rig::new(ALL, None);
+    let mut pending: VecDeque<Packet> = (0..3)
+        .map(|i| Packet::plain(frame([2, 0, 0, 0, 0, 1], 3000, i)))
+        .collect();
+    r.q.receive(&mut r.pages, &mut pending).unwrap();
+    assert_eq!(
+        r.q.rx_watch(0, !pending.is_empty()).unwrap(),
+        Carrier::Unchanged
+    );
+    assert_eq!(r.q.rx_stall_at(), 60 * S);
+    assert_eq!(r.q.rx_watch(59 * S, true).unwrap(), Carrier::Unchanged);
+    // Progress (a packet delivered) restarts the clock.
+    r.post(1);
+    r.q.receive(&mut r.pages, &mut pending).unwrap();
+    assert_eq!(r.received().len(), 1);
+    assert_eq!(r.q.rx_watch(59 * S, true).unwrap(), Carrier::Unchanged);
+    assert_eq!(r.q.rx_watch(100 * S, true).unwrap(), Carrier::Unchanged);
+    assert_eq!(r.q.rx_watch(119 * S, true).unwrap(), Carrier::Off);
+    assert!(!r.q.carrier());
+    assert!(!r.q.rx_waiting(), "the packet held in the queue is dropped");
+    assert_eq!(r.q.stats.rx_dropped, 1);
+    // Off, nothing is delivered and an event is asked for the first buffer posted.
+    r.q.receive(&mut r.pages, &mut pending).unwrap();
+    assert!(pending.is_empty());
+    assert_eq!(r.q.stats.rx_dropped, 2);
+    assert!(!r.q.rx_final_check().unwrap());
+    assert_eq!(r.q.rx_watch(200 * S, false).unwrap(), Carrier::Unchanged);
+    r.post(1);
+    assert_eq!(r.q.rx_watch(201 * S, false).unwrap(), Carrier::On);
+    let mut pending = VecDeque::from([Packet::plain(frame([2, 0, 0, 0, 0, 1], 100, 9))]);
+    r.q.receive(&mut r.pages, &mut pending).unwrap();
+    assert_eq!(r.received().len(), 1);
 }

@@ -75,6 +75,18 @@ pub const OPTIONS: &[(&str, &str)] = &[
         "N: most segments one large send may be cut into; more are dropped (default 745: 64 KiB at the minimum segment size)",
     ),
     (
+        "vif-queue-bytes",
+        "SIZE: bytes of packets waiting for one vif queue (or the wire, or mgmt) before new ones are dropped (default 512K)",
+    ),
+    (
+        "net-queued-bytes",
+        "SIZE: bytes of packets waiting for all of them together (default 8M, at most a quarter of the heap)",
+    ),
+    (
+        "vif-rx-stall",
+        "SECONDS: a vif that posts no receive buffers while packets wait this long has its carrier turned off (default 60, as Linux)",
+    ),
+    (
         "test-triggers",
         "test only: obey dom0 writing control/test-trigger: `panic` panics, `nvme-fail` makes the NVMe controllers fail every command",
     ),
@@ -107,6 +119,9 @@ pub struct Config {
     /// Limits on what a guest's packets may cost (None: netback's default).
     pub gso_min_size: Option<u16>,
     pub gso_max_segs: Option<u32>,
+    pub vif_queue_bytes: Option<u64>,
+    pub net_queued_bytes: Option<u64>,
+    pub vif_rx_stall_secs: Option<u32>,
 }
 
 /// The management interface's addressing.
@@ -162,6 +177,9 @@ impl Default for Config {
             mgmt_gw: None,
             gso_min_size: None,
             gso_max_segs: None,
+            vif_queue_bytes: None,
+            net_queued_bytes: None,
+            vif_rx_stall_secs: None,
         }
     }
 }
@@ -309,6 +327,23 @@ fn apply<'a>(c: &mut Config, key: &'a str, value: Option<&'a str>) -> Result<(),
                 .filter(|v| (1..=65535).contains(v));
             c.gso_max_segs = Some(v.ok_or(bad("a number of segments, 1-65535"))?);
         }
+        "vif-queue-bytes" | "net-queued-bytes" => {
+            let v = value
+                .and_then(size_bytes)
+                .filter(|v| *v >= 64 * 1024)
+                .ok_or(bad("a size like 512K or 8M, at least 64K"))?;
+            if key == "vif-queue-bytes" {
+                c.vif_queue_bytes = Some(v);
+            } else {
+                c.net_queued_bytes = Some(v);
+            }
+        }
+        "vif-rx-stall" => {
+            let v = value
+                .and_then(|v| v.parse::<u32>().ok())
+                .filter(|v| (1..=3600).contains(v));
+            c.vif_rx_stall_secs = Some(v.ok_or(bad("a number of seconds, 1-3600"))?);
+        }
         "test-xen-peer" => {
             let d = value
                 .and_then(|v| v.parse::<u16>().ok())
@@ -325,6 +360,14 @@ fn flag(value: Option<&str>) -> Option<bool> {
         None | Some("1") | Some("on") | Some("yes") | Some("true") => Some(true),
         Some("0") | Some("off") | Some("no") | Some("false") => Some(false),
         Some(_) => None,
+    }
+}
+
+/// A size in bytes by default, or with a K/M/G suffix.
+fn size_bytes(v: &str) -> Option<u64> {
+    match v.as_bytes().last()? {
+        b'0'..=b'9' => v.parse().ok(),
+        _ => size(v),
     }
 }
 
@@ -377,6 +420,9 @@ mod tests {
                 mgmt_gw: None,
                 gso_min_size: None,
                 gso_max_segs: None,
+                vif_queue_bytes: None,
+                net_queued_bytes: None,
+                vif_rx_stall_secs: None,
             }
         );
     }
@@ -488,6 +534,13 @@ mod mgmt_tests {
         assert_eq!(c.mgmt_gw, Some([192, 168, 76, 1]));
         let c = parse("gso-min-size=536 gso-max-segs=128").config;
         assert_eq!((c.gso_min_size, c.gso_max_segs), (Some(536), Some(128)));
+        let c = parse("vif-queue-bytes=256K net-queued-bytes=4194304 vif-rx-stall=5").config;
+        assert_eq!(c.vif_queue_bytes, Some(256 << 10));
+        assert_eq!(c.net_queued_bytes, Some(4 << 20));
+        assert_eq!(c.vif_rx_stall_secs, Some(5));
+        for bad in ["vif-queue-bytes=1K", "net-queued-bytes=x", "vif-rx-stall=0"] {
+            assert!(!parse(bad).errors.is_empty(), "{bad}");
+        }
         for bad in [
             "gso-min-size=0",
             "gso-min-size=70000",

@@ -13,8 +13,8 @@ use log::{error, info, warn};
 
 use super::xenbus::Devices;
 use super::XenRef;
-use crate::fabric::FabricRef;
 use crate::storage::Storage;
+use bulkhead_fabric::FabricRef;
 
 const TOKEN: &str = "control";
 /// How long backends get to close (in-flight requests complete) before we go anyway.

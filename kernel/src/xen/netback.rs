@@ -15,20 +15,20 @@ use core::pin::Pin;
 use bulkhead_executor::{first, yield_now, Handle};
 use bulkhead_netback::ctrl::{self, Steering};
 use bulkhead_netback::negotiate::{self, Frontend, Offer, Settings};
-use bulkhead_netback::queue::{RxFeatures, VifQueue, RX_LAYOUT, TX_LAYOUT};
+use bulkhead_netback::queue::{Carrier, RxFeatures, VifQueue, RX_LAYOUT, TX_LAYOUT};
 use bulkhead_switch::PortId;
 use bulkhead_xen::abi::{DomId, Port};
 use bulkhead_xen::grants::Mapping;
 use bulkhead_xen::Hypervisor;
 use bulkhead_xenbus::DeviceId;
 use bulkhead_xenstore::client::Tx;
-use log::{error, info};
+use log::{error, info, warn};
 
 use super::grants::GrantCopier;
 use super::ring::{self, MappedRing};
 use super::store::DirKeys;
 use super::{Hv, XenRef};
-use crate::fabric::{FabricRef, Inbox};
+use bulkhead_fabric::{FabricRef, Inbox};
 
 /// Up to 4 queues per vif, as many as blkback: they share the one vCPU, but spare a
 /// multi-vCPU guest its lock around one queue.
@@ -160,7 +160,7 @@ pub async fn connect(
             }
         },
     };
-    let inboxes: Vec<Rc<Inbox>> = attached.iter().map(|_| Inbox::new()).collect();
+    let inboxes: Vec<Rc<Inbox>> = attached.iter().map(|_| fabric.borrow().inbox()).collect();
     let port = fabric
         .borrow_mut()
         .attach(name.clone(), inboxes.clone(), Some(steering.clone()));
@@ -379,7 +379,7 @@ async fn serve(
                 "{}: state: {}; inbox {} packet(s) ({} dropped); tx {}, rx {}",
                 q.name,
                 q.describe(),
-                inbox.packets.borrow().len(),
+                inbox.len(),
                 inbox.dropped.get(),
                 super::events::describe(&xen, ports.0),
                 super::events::describe(&xen, ports.1),
@@ -403,13 +403,36 @@ async fn serve(
         // Switch → guest.
         let mut pending = inbox.take_all();
         let rx = q.receive(&mut guest, &mut pending);
-        let waiting = !pending.is_empty() || q.rx_waiting();
+        let mut waiting = !pending.is_empty() || q.rx_waiting();
         inbox.put_back(pending);
         match rx {
             Ok(true) => {
                 let _ = Hv.evtchn_send(ports.1);
             }
             Ok(false) => {}
+            Err(e) => {
+                fatal = Some(e.0);
+                break;
+            }
+        }
+        match q.rx_watch(now, waiting) {
+            Ok(Carrier::Unchanged) => {}
+            Ok(Carrier::Off) => {
+                let dropped = inbox.close();
+                waiting = false;
+                warn!(
+                    "{}: carrier off: packets waited {} s for receive buffers the frontend did not post; {dropped} queued packet(s) dropped, more are dropped until it posts buffers",
+                    q.name,
+                    q.limits.rx_stall_ns / 1_000_000_000
+                );
+            }
+            Ok(Carrier::On) => {
+                inbox.open();
+                info!(
+                    "{}: carrier on: the frontend posts receive buffers again",
+                    q.name
+                );
+            }
             Err(e) => {
                 fatal = Some(e.0);
                 break;
@@ -424,7 +447,7 @@ async fn serve(
         // between the last look and the request for an event). RX only matters with
         // packets waiting for buffers.
         let recheck = match q.tx_final_check() {
-            Ok(false) if waiting => q.rx_final_check(),
+            Ok(false) if waiting || !q.carrier() => q.rx_final_check(),
             r => r,
         };
         match recheck {
@@ -451,6 +474,9 @@ async fn serve(
         if let Some(at) = pass.retry_at {
             waits.push(Box::pin(h.sleep_until(at)));
         }
+        if waiting && q.carrier() {
+            waits.push(Box::pin(h.sleep_until(q.rx_stall_at())));
+        }
         waits.push(Box::pin(xen.dump.wait(dumped)));
         first(waits).await;
     }
@@ -459,6 +485,8 @@ async fn serve(
         // leave every other vif alone.
         error!("{}: {why}; no longer serving this queue", q.name);
     }
+    // Nobody drains this inbox any more: it must not fill and hold its bytes.
+    inbox.close();
     release(&xen, ports, &maps);
     let s = q.stats;
     info!(

@@ -21,8 +21,8 @@ use bulkhead_xenstore::client::Tx;
 use log::{error, info, warn};
 
 use super::{blkback, netback, XenRef};
-use crate::fabric::FabricRef;
 use crate::storage::Storage;
+use bulkhead_fabric::FabricRef;
 
 const TOKEN: &str = "xenbus-backends";
 /// How often device lists and states are re-read without a watch event.

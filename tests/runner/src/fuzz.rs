@@ -213,7 +213,7 @@ pub fn blkif(seconds: u64) -> Result<(), String> {
                     ids.push(id);
                 }
                 let served = {
-                    let mut f = pin!(q.serve_available(&mut disk, &mut pages));
+                    let mut f = pin!(q.serve_available(&mut disk, &mut pages, usize::MAX));
                     f.as_mut().poll(&mut Context::from_waker(Waker::noop()))
                 };
                 match served {
@@ -412,6 +412,7 @@ pub fn netif(seconds: u64) -> Result<(), String> {
             };
             frames += 1;
             if let Ok(out) = finish(p.clone()) {
+                let out: Vec<Vec<u8>> = out.collect();
                 finished += 1;
                 let most = p.gso.map_or(1, |g| len / (g.size.max(1) as usize) + 1);
                 if out.len() > most || out.iter().any(|s| s.len() > len.max(14 + 60 + 60) + 60) {

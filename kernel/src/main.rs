@@ -279,10 +279,24 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
         let bench_secs = config.bench_storage_secs;
         let peer = config.test_xen_peer;
         let triggers = config.test_triggers;
+        let grant_cache = config.grant_cache_per_domain;
         h.spawn("xen-init", async move {
             match xen::init(&h2).await {
                 Ok(x) => {
                     info!("xen: domid {}, xenstore home {}", x.domid(), x.home());
+                    {
+                        let mut slots = x.slots.borrow_mut();
+                        if let Some(n) = grant_cache {
+                            slots.cache_per_domain = n as usize;
+                        }
+                        info!(
+                            "xen: {} map slots; persistent grants at most {} per domain; {} kept for rings, {} more per device",
+                            slots.total(),
+                            slots.cache_per_domain,
+                            bulkhead_xen::grants::RING_HEADROOM,
+                            bulkhead_xen::grants::RING_SLOTS_PER_DEVICE
+                        );
+                    }
                     let disks = if own_disks {
                         let d = storage::Storage::probe(&h2, irq_mode).await;
                         if bench_secs > 0 {

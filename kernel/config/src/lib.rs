@@ -87,6 +87,10 @@ pub const OPTIONS: &[(&str, &str)] = &[
         "SECONDS: a vif that posts no receive buffers while packets wait this long has its carrier turned off (default 60, as Linux)",
     ),
     (
+        "grant-cache-per-domain",
+        "N: map slots one guest's persistent grants may hold, all its disks together (default: a quarter of the pool); the rest go by grant copy",
+    ),
+    (
         "test-triggers",
         "test only: obey dom0 writing control/test-trigger: `panic` panics, `nvme-fail` makes the NVMe controllers fail every command",
     ),
@@ -122,6 +126,7 @@ pub struct Config {
     pub vif_queue_bytes: Option<u64>,
     pub net_queued_bytes: Option<u64>,
     pub vif_rx_stall_secs: Option<u32>,
+    pub grant_cache_per_domain: Option<u32>,
 }
 
 /// The management interface's addressing.
@@ -180,6 +185,7 @@ impl Default for Config {
             vif_queue_bytes: None,
             net_queued_bytes: None,
             vif_rx_stall_secs: None,
+            grant_cache_per_domain: None,
         }
     }
 }
@@ -338,6 +344,10 @@ fn apply<'a>(c: &mut Config, key: &'a str, value: Option<&'a str>) -> Result<(),
                 c.net_queued_bytes = Some(v);
             }
         }
+        "grant-cache-per-domain" => {
+            let v = value.and_then(|v| v.parse::<u32>().ok());
+            c.grant_cache_per_domain = Some(v.ok_or(bad("a number of map slots"))?);
+        }
         "vif-rx-stall" => {
             let v = value
                 .and_then(|v| v.parse::<u32>().ok())
@@ -423,6 +433,7 @@ mod tests {
                 vif_queue_bytes: None,
                 net_queued_bytes: None,
                 vif_rx_stall_secs: None,
+                grant_cache_per_domain: None,
             }
         );
     }
@@ -538,6 +549,12 @@ mod mgmt_tests {
         assert_eq!(c.vif_queue_bytes, Some(256 << 10));
         assert_eq!(c.net_queued_bytes, Some(4 << 20));
         assert_eq!(c.vif_rx_stall_secs, Some(5));
+        assert_eq!(
+            parse("grant-cache-per-domain=0")
+                .config
+                .grant_cache_per_domain,
+            Some(0)
+        );
         for bad in ["vif-queue-bytes=1K", "net-queued-bytes=x", "vif-rx-stall=0"] {
             assert!(!parse(bad).errors.is_empty(), "{bad}");
         }

@@ -392,35 +392,25 @@ struct KernelMapper {
     xen: XenRef,
 }
 
-/// Map slots persistent grants leave free, so a new ring can always be mapped.
-const RING_RESERVE: usize = 64;
-
 impl GrantMapper for KernelMapper {
     fn map(&mut self, dom: DomId, grefs: &[u32]) -> Vec<Option<Mapping>> {
-        let room = self
-            .xen
+        // Within the domain's share of the pool and outside the rings' reserve; no
+        // room for the rest: those pieces go by grant copy.
+        self.xen
             .slots
-            .borrow()
-            .available()
-            .saturating_sub(RING_RESERVE);
-        let mut out: Vec<Option<Mapping>> = Vec::with_capacity(grefs.len());
-        let take = grefs.len().min(room);
-        let reqs: Vec<(DomId, u32, bool)> =
-            grefs[..take].iter().map(|&g| (dom, g, false)).collect();
-        out.extend(
-            self.xen
-                .slots
-                .borrow_mut()
-                .map(&mut Hv, &reqs)
-                .into_iter()
-                .map(|r| r.ok()),
-        );
-        // No room for the rest: those pieces go by grant copy.
-        out.resize(grefs.len(), None);
-        out
+            .borrow_mut()
+            .map_cached(&mut Hv, dom, grefs)
+            .into_iter()
+            .map(|r| r.ok())
+            .collect()
     }
     fn unmap(&mut self, maps: &[Mapping]) {
-        ring::unmap(&self.xen, maps);
+        let results = self.xen.slots.borrow_mut().unmap_cached(&mut Hv, maps);
+        for (m, r) in maps.iter().zip(results) {
+            if let Err(e) = r {
+                error!("unmap of domain {}'s grant {}: {e}", m.dom, m.gref);
+            }
+        }
     }
     fn copy_from(&mut self, m: &Mapping, offset: usize, dst: &mut [u8]) {
         assert!(offset + dst.len() <= PAGE_SIZE);

@@ -91,6 +91,22 @@ impl Drop for Registration {
     }
 }
 
+/// A device's reservation of map slots for its rings, for as long as its task lives.
+struct RingReserve(XenRef);
+
+impl RingReserve {
+    fn new(xen: &XenRef) -> RingReserve {
+        xen.slots.borrow_mut().add_device();
+        RingReserve(xen.clone())
+    }
+}
+
+impl Drop for RingReserve {
+    fn drop(&mut self) {
+        self.0.slots.borrow_mut().remove_device();
+    }
+}
+
 /// The `xenbus` task.
 pub async fn run(
     xen: XenRef,
@@ -220,6 +236,9 @@ async fn device(
     id: DeviceId,
 ) {
     let be = format!("{}/{}", xen.home(), id.rel_path());
+    // While the toolstack has this device, room for its rings stays reserved in the
+    // map-slot pool (no guest's persistent grants can take it).
+    let _rings = RingReserve::new(&xen);
     let store = &xen.store;
     let frontend = match store.read_opt(Tx::NONE, &format!("{be}/frontend")).await {
         Ok(Some(f)) if f == expected_frontend(&id) => f,

@@ -9,6 +9,7 @@
 //! addresses come from a pool of frames the kernel handed back to Xen (ballooned out), so
 //! a mapping never replaces RAM we use. Every failure carries Xen's per-op status.
 
+use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use crate::abi::{self, DomId, GrantRef, GNTTAB_NR_RESERVED_ENTRIES};
@@ -141,11 +142,29 @@ pub struct Mapping {
 }
 
 /// Guest-physical page addresses with nothing behind them, to map grants into.
+/// Slots kept free for rings beyond what registered devices reserve: a device being
+/// added finds room even while every other is busy.
+pub const RING_HEADROOM: usize = 64;
+/// Ring slots one device may map: a 4-queue blkif with 4-page rings (a 4-queue netif
+/// with its control ring needs 9).
+pub const RING_SLOTS_PER_DEVICE: usize = 16;
+
+/// The pool of guest-physical slots foreign grants are mapped into, shared by every
+/// guest. Two kinds of mappings use it: rings, which a device cannot work without, and
+/// cached mappings (blkback's persistent grants), which only save copies. Cached ones
+/// are bounded per domain and may never take the slots reserved for rings: one busy or
+/// hostile guest cannot keep another's device from connecting.
 pub struct MapSlots {
     free: Vec<u64>,
     total: usize,
     /// Slots lost because Xen refused to unmap them (never reused).
     pub leaked: usize,
+    /// Devices whose rings are reserved for ([`MapSlots::add_device`]).
+    devices: usize,
+    /// Cached mappings held per domain.
+    cached: BTreeMap<DomId, usize>,
+    /// Most cached mappings one domain may hold (all its devices and queues together).
+    pub cache_per_domain: usize,
 }
 
 impl MapSlots {
@@ -155,7 +174,76 @@ impl MapSlots {
             free: addrs,
             total,
             leaked: 0,
+            devices: 0,
+            cached: BTreeMap::new(),
+            cache_per_domain: total / 4,
         }
+    }
+
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// A device was added: keep room for its rings from now on.
+    pub fn add_device(&mut self) {
+        self.devices += 1;
+    }
+
+    pub fn remove_device(&mut self) {
+        self.devices = self.devices.saturating_sub(1);
+    }
+
+    /// Slots cached mappings must leave free.
+    pub fn ring_reserve(&self) -> usize {
+        RING_HEADROOM + RING_SLOTS_PER_DEVICE * self.devices
+    }
+
+    /// Cached mappings `dom` holds.
+    pub fn cached(&self, dom: DomId) -> usize {
+        self.cached.get(&dom).copied().unwrap_or(0)
+    }
+
+    /// How many more cached mappings `dom` may make now.
+    pub fn cache_room(&self, dom: DomId) -> usize {
+        let pool = self.free.len().saturating_sub(self.ring_reserve());
+        pool.min(self.cache_per_domain.saturating_sub(self.cached(dom)))
+    }
+
+    /// Map grants of `dom` to keep (a cache): as many as [`MapSlots::cache_room`]
+    /// allows, `NoSlots` for the rest (the caller copies those instead).
+    pub fn map_cached(
+        &mut self,
+        hv: &mut impl Hypervisor,
+        dom: DomId,
+        grefs: &[GrantRef],
+    ) -> Vec<Result<Mapping, GrantError>> {
+        let take = grefs.len().min(self.cache_room(dom));
+        let reqs: Vec<(DomId, GrantRef, bool)> =
+            grefs[..take].iter().map(|&g| (dom, g, false)).collect();
+        let mut out = self.map(hv, &reqs);
+        let mapped = out.iter().filter(|r| r.is_ok()).count();
+        if mapped > 0 {
+            *self.cached.entry(dom).or_default() += mapped;
+        }
+        out.resize(grefs.len(), Err(GrantError::NoSlots));
+        out
+    }
+
+    /// Unmap cached mappings (made by [`MapSlots::map_cached`]).
+    pub fn unmap_cached(
+        &mut self,
+        hv: &mut impl Hypervisor,
+        maps: &[Mapping],
+    ) -> Vec<Result<(), GrantError>> {
+        for m in maps {
+            if let Some(n) = self.cached.get_mut(&m.dom) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.cached.remove(&m.dom);
+                }
+            }
+        }
+        self.unmap(hv, maps)
     }
 
     pub fn available(&self) -> usize {
@@ -406,6 +494,49 @@ mod tests {
             vec![Err(GrantError::Status(-4))]
         );
         assert_eq!(slots.leaked, 1);
+    }
+
+    /// Finding 4 of the hostile-guest review: one guest's cached (persistent) mappings
+    /// are capped, and never take the slots kept for rings, so a guest that maps all it
+    /// can does not keep a new device of another guest from connecting.
+    #[test]
+    fn cached_mappings_are_capped_per_domain_and_leave_rings_room() {
+        let mut hv = FakeXen::new(5);
+        let grefs = |hv: &mut FakeXen, dom: DomId, n: usize| -> Vec<GrantRef> {
+            (0..n)
+                .map(|_| hv.foreign_grant(dom, b"page", false))
+                .collect()
+        };
+        let mut slots = MapSlots::new((0..400u64).map(|i| 0x10_0000 + i * 4096).collect());
+        assert_eq!(slots.cache_per_domain, 100);
+        slots.add_device(); // the hostile guest's disk
+        let g = grefs(&mut hv, 7, 300);
+        let r = slots.map_cached(&mut hv, 7, &g);
+        assert_eq!(r.iter().filter(|r| r.is_ok()).count(), 100, "the cap");
+        assert!(r[100..].iter().all(|r| *r == Err(GrantError::NoSlots)));
+        assert_eq!((slots.cached(7), slots.cache_room(7)), (100, 0));
+        // Two more busy guests: their caches take what the reserve leaves.
+        slots.add_device();
+        slots.add_device();
+        for dom in [8, 9] {
+            let g = grefs(&mut hv, dom, 300);
+            slots.map_cached(&mut hv, dom, &g);
+        }
+        assert_eq!(slots.available(), slots.ring_reserve());
+        // A fourth guest's device is added: its 4 queues of 4-page rings map.
+        slots.add_device();
+        let g = grefs(&mut hv, 10, RING_SLOTS_PER_DEVICE);
+        let reqs: Vec<_> = g.iter().map(|&r| (10, r, false)).collect();
+        assert!(slots.map(&mut hv, &reqs).iter().all(|r| r.is_ok()));
+        // The first guest goes away: its cache is released and the count follows.
+        let maps: Vec<Mapping> = r.into_iter().flatten().collect();
+        assert!(slots.unmap_cached(&mut hv, &maps).iter().all(|r| r.is_ok()));
+        assert_eq!(slots.cached(7), 0);
+        slots.remove_device();
+        let g = grefs(&mut hv, 11, 10);
+        let r = slots.map_cached(&mut hv, 11, &g);
+        assert_eq!(r.iter().filter(|r| r.is_ok()).count(), 10);
+        assert_eq!(slots.cached(11), 10);
     }
 
     #[test]

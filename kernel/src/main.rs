@@ -388,6 +388,9 @@ fn net_limits(config: &bulkhead_config::Config, heap: u64) -> bulkhead_netback::
     if let Some(v) = config.net_queued_bytes {
         l.queued_bytes = v as usize;
     }
+    if let Some(v) = config.vif_flood_rate {
+        l.flood_per_sec = v;
+    }
     if let Some(v) = config.vif_rx_stall_secs {
         l.rx_stall_ns = v as u64 * 1_000_000_000;
     }

@@ -238,6 +238,27 @@ impl Fabric {
         id
     }
 
+    /// A guest's vif: its MAC is pinned to the port (nothing else may claim it), it
+    /// cannot send tagged frames, and its floods are rate-limited (`limits`).
+    pub fn attach_guest(
+        &mut self,
+        name: String,
+        mac: [u8; 6],
+        inboxes: Vec<Rc<Inbox>>,
+        steering: Option<Rc<RefCell<Steering>>>,
+    ) -> PortId {
+        let id = self.sw.add_guest_port(None, mac, self.limits.flood_per_sec);
+        self.sinks.insert(
+            id,
+            Sink {
+                name,
+                inboxes,
+                steering,
+            },
+        );
+        id
+    }
+
     /// Remove a port: its learned addresses are forgotten and its inboxes dropped.
     pub fn detach(&mut self, id: PortId) {
         self.sw.remove_port(id);

@@ -23,6 +23,10 @@ pub const INBOX_BYTES: usize = 512 * 1024;
 /// when that is smaller).
 pub const QUEUED_BYTES: usize = 8 * 1024 * 1024;
 
+/// Frames a guest may flood (broadcast, multicast, unknown unicast) per second: ARP,
+/// DHCP and neighbour discovery stay far below; a storm is cut off at the vif.
+pub const FLOOD_PER_SEC: u32 = 2000;
+
 /// Linux's `rx_stall_timeout_msecs`: a frontend that posts no receive buffers while
 /// packets wait for this long has its carrier turned off.
 pub const RX_STALL_NS: u64 = 60_000_000_000;
@@ -43,6 +47,8 @@ pub struct Limits {
     /// How long packets may wait for receive buffers before the vif's carrier goes
     /// off (queued packets dropped, new ones dropped until buffers are posted).
     pub rx_stall_ns: u64,
+    /// Frames one guest may flood per second; more are dropped (counted).
+    pub flood_per_sec: u32,
 }
 
 impl Default for Limits {
@@ -54,6 +60,7 @@ impl Default for Limits {
             inbox_bytes: INBOX_BYTES,
             queued_bytes: QUEUED_BYTES,
             rx_stall_ns: RX_STALL_NS,
+            flood_per_sec: FLOOD_PER_SEC,
         }
     }
 }

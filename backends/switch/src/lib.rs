@@ -5,8 +5,13 @@
 //!
 //! Frames come from guests and the wire and are untrusted: runts and frames with a
 //! multicast source address are dropped and counted, and the learning table is bounded
-//! so a guest spraying source addresses cannot grow it without limit. The switch only
-//! decides; moving the bytes is the caller's (netback, NIC driver).
+//! so a guest spraying source addresses cannot grow it without limit. A guest port
+//! ([`Switch::add_guest_port`]) has its MAC pinned: nothing else can claim that address
+//! (a host on the uplink cannot steal a guest's traffic, a full table cannot turn it into
+//! floods), the guest cannot send 802.1Q-tagged frames past its port's VLAN, and what it
+//! floods (broadcast, multicast, unknown unicast) is rate-limited. Aging runs at most
+//! once a second, not per frame. The switch only decides; moving the bytes is the
+//! caller's (netback, NIC driver).
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -40,6 +45,12 @@ pub enum DropReason {
     Hairpin,
     /// Ingress port unknown or down.
     NoPort,
+    /// The source is a guest's pinned address, arriving on another port.
+    Spoofed,
+    /// An 802.1Q/802.1ad-tagged frame from a guest port.
+    Tagged,
+    /// The ingress port used up its flood budget.
+    FloodLimit,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +65,17 @@ struct Port {
     vlan: Option<u16>,
     up: bool,
     counters: Counters,
+    /// A guest's port: its pinned MAC, and flooding rate-limited.
+    guest: Option<Guest>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Guest {
+    mac: Mac,
+    /// Flood budget: frames per second, and what is left of this second's.
+    flood_per_sec: u32,
+    flood_left: u32,
+    flood_second: Nanos,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,7 +94,13 @@ pub struct Switch {
     pub learn_overflows: u64,
     /// Addresses that moved from one port to another.
     pub moves: u64,
+    /// Pinned guest addresses: (VLAN, MAC) to port, never aged or moved.
+    pinned: BTreeMap<(u16, Mac), PortId>,
+    last_aged: Nanos,
 }
+
+/// Aging is a scan of the table: at most this often.
+const AGING_INTERVAL: Nanos = 1_000_000_000;
 
 fn is_multicast(m: &Mac) -> bool {
     m[0] & 1 != 0
@@ -89,10 +117,39 @@ impl Switch {
             capacity,
             learn_overflows: 0,
             moves: 0,
+            pinned: BTreeMap::new(),
+            last_aged: 0,
         }
     }
 
     pub fn add_port(&mut self, vlan: Option<u16>) -> PortId {
+        self.insert_port(vlan, None)
+    }
+
+    /// A guest's port: `mac` is pinned to it (frames with that source from anywhere
+    /// else are dropped), tagged frames from it are dropped, and it may flood at most
+    /// `flood_per_sec` frames a second.
+    pub fn add_guest_port(&mut self, vlan: Option<u16>, mac: Mac, flood_per_sec: u32) -> PortId {
+        let id = self.insert_port(
+            vlan,
+            Some(Guest {
+                mac,
+                flood_per_sec,
+                flood_left: flood_per_sec,
+                flood_second: 0,
+            }),
+        );
+        let key = (vlan.unwrap_or(0), mac);
+        self.table.remove(&key);
+        self.pinned.insert(key, id);
+        id
+    }
+
+    fn insert_port(&mut self, vlan: Option<u16>, guest: Option<Guest>) -> PortId {
+        // Skip ids still in use (after 65536 ports added, ids wrap).
+        while self.ports.contains_key(&PortId(self.next_port)) {
+            self.next_port = self.next_port.wrapping_add(1);
+        }
         let id = PortId(self.next_port);
         self.next_port = self.next_port.wrapping_add(1);
         self.ports.insert(
@@ -101,15 +158,17 @@ impl Switch {
                 vlan,
                 up: true,
                 counters: Counters::default(),
+                guest,
             },
         );
         id
     }
 
-    /// Remove a port and forget every address learned on it.
+    /// Remove a port and forget every address learned or pinned on it.
     pub fn remove_port(&mut self, id: PortId) {
         self.ports.remove(&id);
         self.table.retain(|_, e| e.port != id);
+        self.pinned.retain(|_, p| *p != id);
     }
 
     pub fn set_up(&mut self, id: PortId, up: bool) {
@@ -129,9 +188,12 @@ impl Switch {
         self.table.len()
     }
 
-    /// Where a learned address lives (VLAN 0 = untagged).
+    /// Where an address lives, pinned or learned (VLAN 0 = untagged).
     pub fn lookup(&self, vlan: u16, mac: &Mac) -> Option<PortId> {
-        self.table.get(&(vlan, *mac)).map(|e| e.port)
+        self.pinned
+            .get(&(vlan, *mac))
+            .copied()
+            .or_else(|| self.table.get(&(vlan, *mac)).map(|e| e.port))
     }
 
     /// Decide where `frame`, received on `ingress` at `now`, goes; learn its source and
@@ -158,8 +220,28 @@ impl Switch {
         if is_multicast(&src) {
             return drop(self, DropReason::BadSource);
         }
-        self.learn(now, vlan, src, ingress);
+        let guest = self
+            .ports
+            .get(&ingress)
+            .and_then(|p| p.guest.is_some().then_some(()));
+        if guest.is_some() && matches!(u16::from_be_bytes([frame[12], frame[13]]), 0x8100 | 0x88a8)
+        {
+            return drop(self, DropReason::Tagged);
+        }
+        match self.pinned.get(&(vlan, src)) {
+            Some(&owner) if owner != ingress => return drop(self, DropReason::Spoofed),
+            Some(_) => {}
+            None => self.learn(now, vlan, src, ingress),
+        }
         if !is_multicast(&dst) {
+            if let Some(&to) = self.pinned.get(&(vlan, dst)) {
+                if to == ingress {
+                    return drop(self, DropReason::Hairpin);
+                }
+                if self.ports.get(&to).is_some_and(|p| p.up) {
+                    return Decision::Unicast(to);
+                }
+            }
             if let Some(e) = self.table.get(&(vlan, dst)).copied() {
                 if now.saturating_sub(e.seen) <= self.aging
                     && self.ports.get(&e.port).is_some_and(|p| p.up)
@@ -171,6 +253,17 @@ impl Switch {
                 }
             }
         }
+        if let Some(g) = self.ports.get_mut(&ingress).and_then(|p| p.guest.as_mut()) {
+            let second = now / 1_000_000_000;
+            if second != g.flood_second {
+                g.flood_second = second;
+                g.flood_left = g.flood_per_sec;
+            }
+            if g.flood_left == 0 {
+                return drop(self, DropReason::FloodLimit);
+            }
+            g.flood_left -= 1;
+        }
         Decision::Flood(
             self.ports
                 .iter()
@@ -178,6 +271,11 @@ impl Switch {
                 .map(|(id, _)| *id)
                 .collect(),
         )
+    }
+
+    /// The MAC pinned to a guest port.
+    pub fn pinned_mac(&self, id: PortId) -> Option<Mac> {
+        self.ports.get(&id)?.guest.map(|g| g.mac)
     }
 
     fn learn(&mut self, now: Nanos, vlan: u16, src: Mac, port: PortId) {
@@ -191,7 +289,7 @@ impl Switch {
             }
             None => {
                 if self.table.len() >= self.capacity {
-                    self.age(now);
+                    self.age_now(now);
                 }
                 if self.table.len() >= self.capacity {
                     self.learn_overflows += 1;
@@ -210,8 +308,17 @@ impl Switch {
         }
     }
 
-    /// Forget addresses not seen for longer than the aging time.
+    /// Forget addresses not seen for longer than the aging time. Called per frame, it
+    /// scans the table at most once a second (a lookup checks an entry's age anyway).
     pub fn age(&mut self, now: Nanos) {
+        if now.saturating_sub(self.last_aged) < AGING_INTERVAL && now >= self.last_aged {
+            return;
+        }
+        self.age_now(now);
+    }
+
+    fn age_now(&mut self, now: Nanos) {
+        self.last_aged = now;
         let aging = self.aging;
         self.table
             .retain(|_, e| now.saturating_sub(e.seen) <= aging);
@@ -375,5 +482,102 @@ mod tests {
         s.remove_port(b);
         assert_eq!(s.lookup(0, &B), None);
         assert_eq!(s.forward(3, a, &frame(B, A)), Decision::Flood(vec![up]));
+    }
+
+    /// Finding 5 of the hostile-guest review: a host on the uplink (or another guest)
+    /// cannot claim a guest's pinned address, and a table filled with junk addresses
+    /// does not turn traffic for a guest into floods.
+    #[test]
+    fn a_pinned_guest_address_cannot_be_stolen_or_crowded_out() {
+        let mut s = Switch::new(300 * S, 16);
+        let up = s.add_port(None);
+        let g = s.add_guest_port(None, A, 1000);
+        let h = s.add_guest_port(None, B, 1000);
+        assert_eq!(
+            s.forward(S, up, &frame(BCAST, A)),
+            Decision::Drop(DropReason::Spoofed)
+        );
+        assert_eq!(
+            s.forward(S, h, &frame(C, A)),
+            Decision::Drop(DropReason::Spoofed)
+        );
+        assert_eq!(s.lookup(0, &A), Some(g));
+        assert_eq!(s.forward(S, up, &frame(A, C)), Decision::Unicast(g));
+        // The uplink sprays source addresses until the table is full.
+        for i in 0..100u8 {
+            s.forward(S, up, &frame(BCAST, [0x02, 0, 0, 0, 1, i]));
+        }
+        assert_eq!(s.learned(), 16);
+        assert_eq!(s.forward(S, up, &frame(A, C)), Decision::Unicast(g));
+        assert_eq!(s.forward(S, g, &frame(B, A)), Decision::Unicast(h));
+        assert_eq!(s.pinned_mac(g), Some(A));
+        s.remove_port(g);
+        assert_eq!(s.lookup(0, &A), None);
+    }
+
+    #[test]
+    fn guests_cannot_send_tagged_frames() {
+        let mut s = Switch::new(300 * S, 16);
+        let up = s.add_port(None);
+        let g = s.add_guest_port(None, A, 1000);
+        for tpid in [[0x81, 0x00], [0x88, 0xa8]] {
+            let mut f = frame(C, A);
+            f[12..14].copy_from_slice(&tpid);
+            assert_eq!(s.forward(S, g, &f), Decision::Drop(DropReason::Tagged));
+        }
+        let mut f = frame(A, C);
+        f[12..14].copy_from_slice(&[0x81, 0x00]);
+        assert_eq!(s.forward(S, up, &f), Decision::Unicast(g), "the wire may");
+    }
+
+    #[test]
+    fn a_guest_floods_at_most_its_budget_per_second() {
+        let mut s = Switch::new(300 * S, 16);
+        let up = s.add_port(None);
+        let g = s.add_guest_port(None, A, 100);
+        let mut floods = 0;
+        for i in 0..1000u64 {
+            if let Decision::Flood(_) = s.forward(5 * S + i * 1000, g, &frame(BCAST, A)) {
+                floods += 1;
+            }
+        }
+        assert_eq!(floods, 100);
+        assert_eq!(s.counters(g).unwrap().dropped, 900);
+        // Unicast to a known address is not a flood and is not limited.
+        s.forward(5 * S, up, &frame(BCAST, C));
+        assert_eq!(s.forward(5 * S, g, &frame(C, A)), Decision::Unicast(up));
+        // The next second has a fresh budget; the uplink has none to use up.
+        assert!(matches!(
+            s.forward(6 * S, g, &frame(BCAST, A)),
+            Decision::Flood(_)
+        ));
+        for _ in 0..1000 {
+            assert!(matches!(
+                s.forward(6 * S, up, &frame(BCAST, C)),
+                Decision::Flood(_)
+            ));
+        }
+    }
+
+    /// Aging scans the table at most once a second however many frames pass.
+    #[test]
+    fn aging_is_not_a_scan_per_frame() {
+        let mut s = Switch::new(10 * S, 64);
+        let up = s.add_port(None);
+        s.forward(0, up, &frame(BCAST, C));
+        s.age(9 * S + S / 2); // a scan: C is fresh
+        assert_eq!(s.learned(), 1);
+        // C is stale from 10 s on, but within a second of the last scan nothing scans
+        // (a lookup still treats it as gone).
+        s.age(10 * S + S / 5);
+        assert_eq!(s.learned(), 1);
+        let b = s.add_port(None);
+        assert_eq!(
+            s.forward(10 * S + S / 5, b, &frame(C, B)),
+            Decision::Flood(vec![up])
+        );
+        s.age(10 * S + S * 6 / 10);
+        assert_eq!(s.learned(), 1, "C gone, B learned");
+        assert_eq!(s.lookup(0, &C), None);
     }
 }

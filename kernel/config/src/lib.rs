@@ -87,6 +87,10 @@ pub const OPTIONS: &[(&str, &str)] = &[
         "SECONDS: a vif that posts no receive buffers while packets wait this long has its carrier turned off (default 60, as Linux)",
     ),
     (
+        "vif-flood-rate",
+        "N: frames a guest may flood (broadcast, multicast, unknown unicast) per second; more are dropped (default 2000)",
+    ),
+    (
         "grant-cache-per-domain",
         "N: map slots one guest's persistent grants may hold, all its disks together (default: a quarter of the pool); the rest go by grant copy",
     ),
@@ -127,6 +131,7 @@ pub struct Config {
     pub net_queued_bytes: Option<u64>,
     pub vif_rx_stall_secs: Option<u32>,
     pub grant_cache_per_domain: Option<u32>,
+    pub vif_flood_rate: Option<u32>,
 }
 
 /// The management interface's addressing.
@@ -186,6 +191,7 @@ impl Default for Config {
             net_queued_bytes: None,
             vif_rx_stall_secs: None,
             grant_cache_per_domain: None,
+            vif_flood_rate: None,
         }
     }
 }
@@ -344,6 +350,12 @@ fn apply<'a>(c: &mut Config, key: &'a str, value: Option<&'a str>) -> Result<(),
                 c.net_queued_bytes = Some(v);
             }
         }
+        "vif-flood-rate" => {
+            let v = value
+                .and_then(|v| v.parse::<u32>().ok())
+                .filter(|v| *v >= 1);
+            c.vif_flood_rate = Some(v.ok_or(bad("frames per second, at least 1"))?);
+        }
         "grant-cache-per-domain" => {
             let v = value.and_then(|v| v.parse::<u32>().ok());
             c.grant_cache_per_domain = Some(v.ok_or(bad("a number of map slots"))?);
@@ -434,6 +446,7 @@ mod tests {
                 net_queued_bytes: None,
                 vif_rx_stall_secs: None,
                 grant_cache_per_domain: None,
+                vif_flood_rate: None,
             }
         );
     }
@@ -549,6 +562,8 @@ mod mgmt_tests {
         assert_eq!(c.vif_queue_bytes, Some(256 << 10));
         assert_eq!(c.net_queued_bytes, Some(4 << 20));
         assert_eq!(c.vif_rx_stall_secs, Some(5));
+        assert_eq!(parse("vif-flood-rate=50").config.vif_flood_rate, Some(50));
+        assert!(!parse("vif-flood-rate=0").is_ok());
         assert_eq!(
             parse("grant-cache-per-domain=0")
                 .config

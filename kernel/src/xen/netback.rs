@@ -161,9 +161,12 @@ pub async fn connect(
         },
     };
     let inboxes: Vec<Rc<Inbox>> = attached.iter().map(|_| fabric.borrow().inbox()).collect();
-    let port = fabric
-        .borrow_mut()
-        .attach(name.clone(), inboxes.clone(), Some(steering.clone()));
+    let port = fabric.borrow_mut().attach_guest(
+        name.clone(),
+        settings.mac,
+        inboxes.clone(),
+        Some(steering.clone()),
+    );
     let ctrl = ctrl.map(|(ring, maps, port)| {
         let stop = Rc::new(Cell::new(false));
         let done = Rc::new(Cell::new(false));

@@ -8,7 +8,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
-use bulkhead_block::{BlockDevice, BlockError, Extent, Features, Target};
+use bulkhead_block::{unique, BlockDevice, BlockError, Extent, Features, Lookup, Target};
 use bulkhead_executor::{Handle, Mutex, Signal};
 use bulkhead_nvme::cmd::{Command, Completion};
 use bulkhead_nvme::controller::{Config, Controller};
@@ -560,7 +560,7 @@ pub fn resolve(
     namespaces: &[Vec<Namespace>],
     parts: &[(usize, u32, Vec<Partition>)],
     target: &Target,
-) -> Option<(usize, u32, Extent)> {
+) -> Result<(usize, u32, Extent), Lookup> {
     let ns_extent = |d: usize, nsid: u32| {
         namespaces
             .get(d)?
@@ -586,31 +586,36 @@ pub fn resolve(
             read_only: false,
         })
     };
-    match target {
+    let found = match target {
         Target::Namespace { controller, nsid } => Some((
             *controller as usize,
             *nsid,
-            ns_extent(*controller as usize, *nsid)?,
+            ns_extent(*controller as usize, *nsid),
         )),
         Target::Partition {
             controller,
             nsid,
             number,
-        } => {
-            let (_, _, ps) = parts
-                .iter()
-                .find(|(d, n, _)| *d == *controller as usize && *n == *nsid)?;
-            let p = ps.iter().find(|p| p.number == *number)?;
-            Some((
-                *controller as usize,
-                *nsid,
-                part_extent(*controller as usize, *nsid, p)?,
-            ))
-        }
-        Target::PartitionName(name) => parts.iter().find_map(|(d, n, ps)| {
-            let p = ps.iter().find(|p| &p.name == name)?;
-            Some((*d, *n, part_extent(*d, *n, p)?))
-        }),
+        } => parts
+            .iter()
+            .find(|(d, n, _)| *d == *controller as usize && *n == *nsid)
+            .and_then(|(_, _, ps)| ps.iter().find(|p| p.number == *number))
+            .map(|p| {
+                (
+                    *controller as usize,
+                    *nsid,
+                    part_extent(*controller as usize, *nsid, p),
+                )
+            }),
+        Target::PartitionName(name) => Some(unique(parts.iter().flat_map(|(d, n, ps)| {
+            ps.iter()
+                .filter(|p| &p.name == name)
+                .map(|p| (*d, *n, part_extent(*d, *n, p)))
+        }))?),
+    };
+    match found {
+        Some((d, n, Some(e))) => Ok((d, n, e)),
+        _ => Err(Lookup::NotFound),
     }
 }
 
@@ -745,13 +750,13 @@ async fn storage_steps(h: &Handle, mode: IrqMode, lose_one: bool) -> Result<(), 
         &all_parts,
         &Target::parse("nvme0n1p2").ok_or("target syntax")?,
     )
-    .ok_or("nvme0n1p2 not found")?;
+    .map_err(|_| "nvme0n1p2 not found")?;
     let by_name = resolve(
         &all_ns,
         &all_parts,
         &Target::parse("part:beta").ok_or("target syntax")?,
     )
-    .ok_or("part:beta not found")?;
+    .map_err(|_| "part:beta not found")?;
     if by_number != by_name {
         return Err(format!(
             "nvme0n1p2 and part:beta differ: {by_number:?} vs {by_name:?}"

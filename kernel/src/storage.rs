@@ -5,7 +5,7 @@
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 
-use bulkhead_block::{Features, Target};
+use bulkhead_block::{Features, Lookup, Target};
 use bulkhead_executor::{Handle, Mutex};
 use bulkhead_nvme::gpt::Partition;
 use bulkhead_nvme::identify::Namespace;
@@ -104,12 +104,12 @@ impl Storage {
         }
     }
 
-    /// The volume an xl `target=` names, if it exists.
-    pub fn volume(&self, target: &Target, read_only: bool) -> Option<Volume> {
+    /// The volume an xl `target=` names, if it names exactly one.
+    pub fn volume(&self, target: &Target, read_only: bool) -> Result<Volume, Lookup> {
         let (d, nsid, mut extent) = nvme::resolve(&self.namespaces, &self.parts, target)?;
         extent.read_only = read_only;
-        Some(Volume {
-            disk: self.disks.get(d)?.clone(),
+        Ok(Volume {
+            disk: self.disks.get(d).ok_or(Lookup::NotFound)?.clone(),
             h: self.h.clone(),
             nsid,
             extent,

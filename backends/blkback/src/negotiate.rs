@@ -167,6 +167,18 @@ pub async fn read_frontend(keys: &mut impl Keys, offer: &Offer) -> Result<Fronte
     })
 }
 
+/// Whether the toolstack's `mode` node (r or w) makes the disk read-only. Fail closed:
+/// without a mode the toolstack's intent is unknown, and guessing read-write could let a
+/// guest write a disk meant to be read-only.
+pub fn read_only(mode: Option<&str>) -> Result<bool, String> {
+    match mode {
+        Some("r") | Some("ro") => Ok(true),
+        Some("w") | Some("rw") => Ok(false),
+        None => Err("no mode node (r or w); refusing to guess read-write".into()),
+        Some(m) => Err(format!("mode {m:?} is neither r nor w")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,5 +286,14 @@ mod tests {
         assert_eq!(get("feature-discard"), Some("1"));
         assert_eq!(get("discard-granularity"), Some("4096"));
         assert_eq!(get("feature-persistent"), Some("1"));
+    }
+
+    /// Finding 6: a missing `mode` no longer means read-write.
+    #[test]
+    fn mode_fails_closed() {
+        assert_eq!(read_only(Some("r")), Ok(true));
+        assert_eq!(read_only(Some("w")), Ok(false));
+        assert!(read_only(None).is_err());
+        assert!(read_only(Some("rw\0x")).is_err());
     }
 }

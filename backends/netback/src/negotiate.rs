@@ -31,8 +31,10 @@ impl Offer {
             // The backend side of rx-notify: we rely on the frontend's RX notifications
             // (and require them, see `read_frontend`).
             ("feature-rx-notify", one()),
+            // Multicast control as negotiated at connect. Not the dynamic variant: it
+            // promises to follow `request-multicast-control` changing while connected,
+            // which we do not watch (Linux's netfront never uses it).
             ("feature-multicast-control", one()),
-            ("feature-dynamic-multicast-control", one()),
             ("feature-split-event-channels", one()),
             ("feature-ctrl-ring", one()),
             ("multi-queue-max-queues", self.max_queues.to_string()),
@@ -282,6 +284,17 @@ mod tests {
         assert!(with("feature-sg", "2").is_err());
         assert!(with("tx-ring-ref", "-1").is_err());
         assert!(with("feature-gso-tcpv4-prefix", "1").is_err());
+    }
+
+    /// Finding 6: we do not watch `request-multicast-control` while connected, so we
+    /// must not promise to (a frontend relying on it would filter wrongly).
+    #[test]
+    fn only_what_is_implemented_is_offered() {
+        let keys = OFFER.keys();
+        assert!(keys.iter().any(|(k, _)| *k == "feature-multicast-control"));
+        assert!(!keys
+            .iter()
+            .any(|(k, _)| *k == "feature-dynamic-multicast-control"));
     }
 
     #[test]

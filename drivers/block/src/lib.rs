@@ -100,6 +100,36 @@ impl Extent {
     }
 }
 
+/// Why a target names no single device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    NotFound,
+    /// A `part:NAME` that several partitions carry (on different disks or namespaces):
+    /// refused, never the first one found — the operator must say which.
+    Ambiguous(usize),
+}
+
+impl fmt::Display for Lookup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Lookup::NotFound => f.write_str("does not exist"),
+            Lookup::Ambiguous(n) => write!(
+                f,
+                "is ambiguous: {n} partitions carry that name (name it as nvmeXnYpZ)"
+            ),
+        }
+    }
+}
+
+/// The one item `matches` yields, or why there is not exactly one.
+pub fn unique<T>(mut matches: impl Iterator<Item = T>) -> Result<T, Lookup> {
+    let first = matches.next().ok_or(Lookup::NotFound)?;
+    match matches.count() {
+        0 => Ok(first),
+        more => Err(Lookup::Ambiguous(more + 1)),
+    }
+}
+
 /// What an xl disk line's `target=` names.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
@@ -155,6 +185,13 @@ fn split_number(s: &str) -> Option<(u32, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_must_match_exactly_one() {
+        assert_eq!(unique([7].into_iter()), Ok(7));
+        assert_eq!(unique(core::iter::empty::<u8>()), Err(Lookup::NotFound));
+        assert_eq!(unique([1, 2, 3].into_iter()), Err(Lookup::Ambiguous(3)));
+    }
 
     #[test]
     fn targets() {

@@ -90,17 +90,13 @@ pub async fn connect(
         .await
         .ok_or("no params node (the xl target=)")?;
     let params = params.trim_end_matches('\0');
-    let read_only = match read("mode").await.as_deref() {
-        Some("r") | Some("ro") => true,
-        Some("w") | Some("rw") | None => false,
-        Some(m) => return Err(format!("mode {m:?} is neither r nor w")),
-    };
+    let read_only = negotiate::read_only(read("mode").await.as_deref())?;
     let discard_enable = read("discard-enable").await.as_deref() != Some("0");
     let target = Target::parse(params)
         .ok_or_else(|| format!("target {params:?} is not nvmeXnY, nvmeXnYpZ or part:NAME"))?;
     let volume = storage
         .volume(&target, read_only)
-        .ok_or_else(|| format!("target {params:?} does not exist"))?;
+        .map_err(|e| format!("target {params:?} {e}"))?;
 
     let front = negotiate::read_frontend(&mut DirKeys { xen, dir: fe }, &OFFER).await?;
 

@@ -388,6 +388,10 @@ fn net_limits(config: &bulkhead_config::Config, heap: u64) -> bulkhead_netback::
     if let Some(v) = config.net_queued_bytes {
         l.queued_bytes = v as usize;
     }
+    if let Some(v) = config.vif_mtu {
+        // Ethernet header and one VLAN tag around the IP packet.
+        l.max_frame = v as usize + 18;
+    }
     if let Some(v) = config.vif_flood_rate {
         l.flood_per_sec = v;
     }

@@ -434,9 +434,11 @@ pub async fn run(
         }
         // Switch → management stack.
         if let Some(host) = host {
-            // Take only what the stack has room for; the rest waits in its inbox.
-            let room = MGMT_RX_QUEUE.saturating_sub(dev.rx.len());
-            for p in host_in.take(room) {
+            // Take a packet only while the stack has room; the rest waits in its inbox.
+            while dev.rx.len() < MGMT_RX_QUEUE {
+                let Some(p) = host_in.take(1).next() else {
+                    break;
+                };
                 // smoltcp checks checksums: complete what a guest left to offload.
                 match finish(p) {
                     Ok(frames) => {

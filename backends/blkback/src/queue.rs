@@ -4,6 +4,7 @@
 use alloc::string::String;
 
 use bulkhead_block::BlockDevice;
+use bulkhead_xen::budget::{self, LogBudget};
 
 use crate::abi::RSP_OKAY;
 use alloc::vec::Vec;
@@ -29,9 +30,10 @@ pub struct Stats {
 /// Requests taken from the ring before serving them (merging looks within a batch).
 const BATCH: usize = 32;
 
-/// Log lines per queue before errors are only counted (a hostile frontend must not be
-/// able to flood the console).
-const LOGGED_ERRORS: u64 = 32;
+/// Log lines a queue writes on its own before errors are only counted (a hostile
+/// frontend must not be able to flood the console); the kernel replaces this with the
+/// domain's budget, shared by all its queues and reconnects.
+const LOGGED_ERRORS: u32 = 32;
 
 pub struct Queue<M: RingMemory> {
     pub name: String,
@@ -41,6 +43,8 @@ pub struct Queue<M: RingMemory> {
     pub geometry: Geometry,
     pub read_only: bool,
     pub stats: Stats,
+    /// Warning lines this queue may write.
+    pub log: LogBudget,
 }
 
 impl<M: RingMemory> Queue<M> {
@@ -60,6 +64,7 @@ impl<M: RingMemory> Queue<M> {
             geometry,
             read_only,
             stats: Stats::default(),
+            log: budget::fixed(LOGGED_ERRORS),
         }
     }
 
@@ -77,12 +82,10 @@ impl<M: RingMemory> Queue<M> {
 
     fn note_error(&mut self, id: u64, status: i16, why: &str) {
         self.stats.errors += 1;
-        if self.stats.errors <= LOGGED_ERRORS {
-            log::warn!("{}: request {id:#x} failed ({status}): {why}", self.name);
-            if self.stats.errors == LOGGED_ERRORS {
-                log::warn!("{}: further request errors are only counted", self.name);
-            }
-        }
+        self.log.warn(format_args!(
+            "{}: request {id:#x} failed ({status}): {why}",
+            self.name
+        ));
     }
 
     /// Serve up to `budget` requests of those the frontend has published (at least one

@@ -1,9 +1,7 @@
 //! blkif on a shared ring: the generic back end (`bulkhead-ring`) with blkif's entry
 //! sizes, which depend on the frontend's ABI.
 
-pub use bulkhead_ring::{
-    BackRing, FrontRing, Layout, Republishing, RingError, RingMemory, VecRing,
-};
+pub use bulkhead_ring::{BackRing, FrontRing, Layout, RingError, RingMemory, VecRing};
 
 use crate::abi::Protocol;
 

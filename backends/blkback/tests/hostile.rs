@@ -5,8 +5,9 @@ use bulkhead_blkback::abi::*;
 use bulkhead_blkback::io::{Geometry, GrantFault, GuestMemory, Piece};
 use bulkhead_blkback::queue::Queue;
 use bulkhead_blkback::request::{encode, Limits};
-use bulkhead_blkback::ring::{self, Republishing};
+use bulkhead_blkback::ring;
 use bulkhead_block::{BlockDevice, BlockError, Features};
+use bulkhead_ring::Republishing;
 use bulkhead_xenbus::keys::fake::run;
 
 /// A disk that is never reached: the attacks below are refused before any I/O.

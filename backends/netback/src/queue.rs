@@ -7,8 +7,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use bulkhead_ring::{BackRing, RingError, RingMemory};
+use bulkhead_xen::budget::{self, LogBudget};
 use bulkhead_xen::copy::{GuestMemory, Piece};
-use log::warn;
 
 use crate::abi::*;
 use crate::limits::Limits;
@@ -100,8 +100,9 @@ struct Shaped {
     gso: Option<tx::Gso>,
 }
 
-/// Log lines per queue before errors are only counted.
-const LOGGED_ERRORS: u64 = 16;
+/// Log lines a queue writes on its own before errors are only counted; the kernel
+/// replaces this with the domain's budget, shared by all its queues and reconnects.
+const LOGGED_ERRORS: u32 = 16;
 
 pub struct VifQueue<M: RingMemory> {
     pub name: String,
@@ -123,12 +124,16 @@ pub struct VifQueue<M: RingMemory> {
     /// The next frame for the frontend, waiting for buffers.
     rx_front: Option<(Vec<u8>, u16, Option<tx::Gso>)>,
     pub limits: Limits,
+    /// Warning lines this queue may write.
+    pub log: LogBudget,
     /// Off after the frontend left packets waiting for buffers longer than
     /// `limits.rx_stall_ns` (Linux's carrier off): nothing is queued for it until it
     /// posts buffers again.
     carrier: bool,
-    /// When the receive side last made progress or had nothing waiting.
+    /// When the receive side last made progress or began to wait.
     rx_progress_at: u64,
+    /// Packets waited at the last look (a wait begins when this turns true).
+    rx_was_waiting: bool,
     /// `stats.rx_packets` at that time.
     rx_progress_count: u64,
     pub stats: Stats,
@@ -166,8 +171,10 @@ impl<M: RingMemory> VifQueue<M> {
             rx_shaped: None,
             rx_front: None,
             limits: Limits::default(),
+            log: budget::fixed(LOGGED_ERRORS),
             carrier: true,
             rx_progress_at: 0,
+            rx_was_waiting: false,
             rx_progress_count: 0,
             stats: Stats::default(),
         }
@@ -187,9 +194,11 @@ impl<M: RingMemory> VifQueue<M> {
 
     fn error(&mut self, why: core::fmt::Arguments) {
         self.stats.tx_errors += 1;
-        if self.stats.tx_errors <= LOGGED_ERRORS {
-            warn!("{}: {why}", self.name);
-        }
+        self.warn(why);
+    }
+
+    fn warn(&self, what: core::fmt::Arguments) {
+        self.log.warn(format_args!("{}: {what}", self.name));
     }
 
     fn answer(&mut self, ids: &[u16], extras: usize, status: i16) {
@@ -333,13 +342,10 @@ impl<M: RingMemory> VifQueue<M> {
             self.answer(&p.ids, p.extras, RSP_OKAY);
             if data[6..12] != self.mac {
                 self.stats.tx_spoofed += 1;
-                if self.stats.tx_spoofed <= LOGGED_ERRORS {
-                    warn!(
-                        "{}: dropped a packet from source MAC {:02x?}, not the vif's",
-                        self.name,
-                        &data[6..12]
-                    );
-                }
+                self.warn(format_args!(
+                    "dropped a packet from source MAC {:02x?}, not the vif's",
+                    &data[6..12]
+                ));
                 continue;
             }
             self.stats.tx_packets += 1;
@@ -469,7 +475,11 @@ impl<M: RingMemory> VifQueue<M> {
             }
             let mut reqs = Vec::with_capacity(need);
             for _ in 0..need {
-                let raw = self.rx.take()?.expect("counted as unconsumed");
+                // Each take reads the producer index again: a frontend that moved it
+                // back since it was counted broke the ring protocol.
+                let Some(raw) = self.rx.take()? else {
+                    return Err(Fatal("RX request producer moved backwards".into()));
+                };
                 reqs.push(RxRequest::decode(&raw));
             }
             placed.push((rx::place(data.len(), flags, gso, &reqs), data));
@@ -505,7 +515,7 @@ impl<M: RingMemory> VifQueue<M> {
     /// for this queue outside it (Linux's `rx_stall_timeout`): a frontend that leaves
     /// packets waiting for buffers longer than the limit gets its carrier turned off,
     /// what waits here is dropped (counted), and it comes back on when the frontend
-    /// has posted as many buffers as the packet it stalled on needed.
+    /// posts a buffer again.
     pub fn rx_watch(&mut self, now: u64, waiting: bool) -> Result<Carrier, Fatal> {
         if !self.carrier {
             if self.rx.unconsumed()? >= self.rx_need.max(1) {
@@ -517,7 +527,11 @@ impl<M: RingMemory> VifQueue<M> {
             return Ok(Carrier::Unchanged);
         }
         let waiting = waiting || self.rx_waiting();
-        if !waiting || self.stats.rx_packets != self.rx_progress_count {
+        let began = waiting && !self.rx_was_waiting;
+        self.rx_was_waiting = waiting;
+        // The clock runs from when packets began to wait (an idle vif takes no turns,
+        // so the last turn may be long ago) or from the last packet delivered.
+        if !waiting || began || self.stats.rx_packets != self.rx_progress_count {
             self.rx_progress_at = now;
             self.rx_progress_count = self.stats.rx_packets;
             return Ok(Carrier::Unchanged);
@@ -532,8 +546,10 @@ impl<M: RingMemory> VifQueue<M> {
                 .take()
                 .map_or(0, |s| s.frames.size_hint().0 as u64);
         self.stats.rx_dropped += held;
-        // Wake on buffers even if nothing stalled on a known size.
-        self.rx_need = self.rx_need.max(1);
+        self.rx_was_waiting = false;
+        // The packet it stalled on is gone: one posted buffer turns the carrier back
+        // on (as Linux's xenvif_rx_queue_ready), and asks for an event for it.
+        self.rx_need = 1;
         Ok(Carrier::Off)
     }
 

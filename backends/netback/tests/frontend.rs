@@ -9,7 +9,7 @@ use bulkhead_netback::queue::{Carrier, RxFeatures, VifQueue, RX_LAYOUT, TX_LAYOU
 use bulkhead_netback::rate::Rate;
 use bulkhead_netback::rx::{RxRequest, RxResponse};
 use bulkhead_netback::tx::{Gso, TxSlot};
-use bulkhead_ring::{shared_init, BackRing, FrontRing, VecRing};
+use bulkhead_ring::{shared_init, BackRing, FrontRing, RingMemory, VecRing};
 use bulkhead_xen::copy::{GrantFault, GuestMemory, Piece};
 
 const MAC: [u8; 6] = [0x00, 0x16, 0x3e, 0x00, 0x00, 0x01];
@@ -682,4 +682,82 @@ fn a_receive_stall_turns_the_carrier_off_then_buffers_turn_it_on() {
     let mut pending = VecDeque::from([Packet::plain(frame([2, 0, 0, 0, 0, 1], 100, 9))]);
     r.q.receive(&mut r.pages, &mut pending).unwrap();
     assert_eq!(r.received().len(), 1);
+}
+
+/// The stall clock starts when packets begin to wait, not at the last turn the queue
+/// took: a vif idle for minutes keeps its full grace period.
+#[test]
+fn an_idle_vif_gets_the_whole_stall_timeout() {
+    const S: u64 = 1_000_000_000;
+    let mut r = Rig::new(ALL, None);
+    assert_eq!(r.q.rx_watch(0, false).unwrap(), Carrier::Unchanged);
+    // 100 s of nothing (no turns), then a packet and no buffer.
+    let mut pending = VecDeque::from([Packet::plain(frame([2, 0, 0, 0, 0, 1], 100, 1))]);
+    r.q.receive(&mut r.pages, &mut pending).unwrap();
+    assert_eq!(r.q.rx_watch(100 * S, true).unwrap(), Carrier::Unchanged);
+    assert_eq!(r.q.rx_watch(159 * S, true).unwrap(), Carrier::Unchanged);
+    assert_eq!(r.q.rx_watch(160 * S, true).unwrap(), Carrier::Off);
+}
+
+/// A ring whose request producer index flips back and forth between reads, as a guest
+/// vCPU racing the backend can make it.
+struct Flipping {
+    mem: VecRing,
+    armed: std::cell::Cell<bool>,
+    odd: std::cell::Cell<bool>,
+}
+
+impl RingMemory for Flipping {
+    fn len(&self) -> usize {
+        self.mem.len()
+    }
+    fn load_u32(&self, off: usize) -> u32 {
+        if off == bulkhead_ring::REQ_PROD && self.armed.get() {
+            self.odd.set(!self.odd.get());
+            if !self.odd.get() {
+                return self.mem.load_u32(bulkhead_ring::RSP_PROD);
+            }
+        }
+        self.mem.load_u32(off)
+    }
+    fn store_u32(&mut self, off: usize, v: u32) {
+        self.mem.store_u32(off, v)
+    }
+    fn read(&self, off: usize, out: &mut [u8]) {
+        self.mem.read(off, out)
+    }
+    fn write(&mut self, off: usize, data: &[u8]) {
+        self.mem.write(off, data)
+    }
+    fn full_fence(&self) {}
+}
+
+/// A producer index that moves backwards between our count and our take is a broken
+/// ring (the frontend is disconnected), never a panic of the whole driver domain.
+#[test]
+fn a_request_producer_moving_backwards_is_fatal_not_a_panic() {
+    let fresh = || {
+        let mut m = VecRing::new(1);
+        shared_init(&mut m);
+        Flipping {
+            mem: m,
+            armed: false.into(),
+            odd: false.into(),
+        }
+    };
+    let txr = BackRing::attach(fresh(), TX_LAYOUT).unwrap();
+    let mut rxr = BackRing::attach(fresh(), RX_LAYOUT).unwrap();
+    let mut front = FrontRing::new(&rxr.memory().mem, RX_LAYOUT);
+    for i in 0..4u16 {
+        let req = RxRequest { id: i, gref: 100 };
+        front.put(&mut rxr.memory_mut().mem, &req.encode());
+    }
+    front.publish(&mut rxr.memory_mut().mem);
+    rxr.memory().armed.set(true);
+    let mut q = VifQueue::new("vif9.0".into(), txr, rxr, MAC, ALL, None);
+    let mut pending = VecDeque::from([Packet::plain(frame([2, 0, 0, 0, 0, 1], 6000, 1))]);
+    let mut pages = Pages::default();
+    pages.0.insert(100, vec![0; 4096]);
+    let r = q.receive(&mut pages, &mut pending);
+    assert!(r.is_err(), "{r:?}");
 }

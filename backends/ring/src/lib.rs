@@ -361,6 +361,7 @@ impl FrontRing {
 /// than any real guest could. A backend loop without a budget never sees the ring empty;
 /// after `limit` refills the frontend gives up, so such a loop ends and a test can say it
 /// would have spun for ever.
+#[cfg(any(test, feature = "fake"))]
 pub struct Republishing<F: FnMut(u32) -> Vec<u8>> {
     mem: core::cell::RefCell<VecRing>,
     front: core::cell::RefCell<FrontRing>,
@@ -371,6 +372,7 @@ pub struct Republishing<F: FnMut(u32) -> Vec<u8>> {
     left: core::cell::Cell<u32>,
 }
 
+#[cfg(any(test, feature = "fake"))]
 impl<F: FnMut(u32) -> Vec<u8>> Republishing<F> {
     pub fn new(pages: usize, layout: Layout, limit: u32, make: F) -> Self {
         let mut mem = VecRing::new(pages);
@@ -407,6 +409,7 @@ impl<F: FnMut(u32) -> Vec<u8>> Republishing<F> {
     }
 }
 
+#[cfg(any(test, feature = "fake"))]
 impl<F: FnMut(u32) -> Vec<u8>> RingMemory for Republishing<F> {
     fn len(&self) -> usize {
         self.mem.borrow().len()

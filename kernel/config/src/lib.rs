@@ -87,6 +87,10 @@ pub const OPTIONS: &[(&str, &str)] = &[
         "SECONDS: a vif that posts no receive buffers while packets wait this long has its carrier turned off (default 60, as Linux)",
     ),
     (
+        "vif-mtu",
+        "BYTES: largest IP packet a guest may send without GSO (default 1500); raise it for jumbo frames between guests (the wire takes what its NIC takes)",
+    ),
+    (
         "vif-flood-rate",
         "N: frames a guest may flood (broadcast, multicast, unknown unicast) per second; more are dropped (default 2000)",
     ),
@@ -132,6 +136,7 @@ pub struct Config {
     pub vif_rx_stall_secs: Option<u32>,
     pub grant_cache_per_domain: Option<u32>,
     pub vif_flood_rate: Option<u32>,
+    pub vif_mtu: Option<u32>,
 }
 
 /// The management interface's addressing.
@@ -192,6 +197,7 @@ impl Default for Config {
             vif_rx_stall_secs: None,
             grant_cache_per_domain: None,
             vif_flood_rate: None,
+            vif_mtu: None,
         }
     }
 }
@@ -350,6 +356,12 @@ fn apply<'a>(c: &mut Config, key: &'a str, value: Option<&'a str>) -> Result<(),
                 c.net_queued_bytes = Some(v);
             }
         }
+        "vif-mtu" => {
+            let v = value
+                .and_then(|v| v.parse::<u32>().ok())
+                .filter(|v| (68..=65517).contains(v));
+            c.vif_mtu = Some(v.ok_or(bad("an MTU in bytes, 68-65517"))?);
+        }
         "vif-flood-rate" => {
             let v = value
                 .and_then(|v| v.parse::<u32>().ok())
@@ -447,6 +459,7 @@ mod tests {
                 vif_rx_stall_secs: None,
                 grant_cache_per_domain: None,
                 vif_flood_rate: None,
+                vif_mtu: None,
             }
         );
     }
@@ -563,6 +576,8 @@ mod mgmt_tests {
         assert_eq!(c.net_queued_bytes, Some(4 << 20));
         assert_eq!(c.vif_rx_stall_secs, Some(5));
         assert_eq!(parse("vif-flood-rate=50").config.vif_flood_rate, Some(50));
+        assert_eq!(parse("vif-mtu=9000").config.vif_mtu, Some(9000));
+        assert!(!parse("vif-mtu=70000").is_ok());
         assert!(!parse("vif-flood-rate=0").is_ok());
         assert_eq!(
             parse("grant-cache-per-domain=0")

@@ -165,7 +165,8 @@ pub async fn connect(
         } else {
             format!("{id}/q{q}")
         };
-        let queue = Queue::new(name, a.ring, front.protocol, limits, geometry, read_only);
+        let mut queue = Queue::new(name, a.ring, front.protocol, limits, geometry, read_only);
+        queue.log = xen.guest_log(dom);
         let guest = if front.persistent {
             Guest::Persistent(Persistent::new(
                 dom,
@@ -312,7 +313,10 @@ async fn serve(
             Err(e) => {
                 // As Linux's "fatal error": the frontend broke the ring protocol. Stop
                 // reading its ring and tell it through our state (Closing).
-                error!("{}: {e}; disconnecting the frontend", queue.name);
+                queue.log.warn(format_args!(
+                    "{}: {e}; disconnecting the frontend",
+                    queue.name
+                ));
                 let _ = xen.store.write(Tx::NONE, &format!("{be}/state"), "5").await;
                 break;
             }

@@ -21,7 +21,13 @@ pub struct XenConsole {
     pub dropped: u64,
     /// The ring was full at the last attempt: drop without waiting until it drains.
     stalled: bool,
+    /// Bytes dropped since the last marker written into the output.
+    unreported: u64,
 }
+
+/// Written into the output once it flows again after bytes were dropped, so that a
+/// reader of `xl console` or the log knows output is missing and how much.
+const MARKER_MAX: usize = 64;
 
 impl XenConsole {
     /// Find and map the console page. `None` with a reason when this domain has none.
@@ -41,6 +47,7 @@ impl XenConsole {
             pending: false,
             dropped: 0,
             stalled: false,
+            unreported: 0,
         })
     }
 
@@ -57,8 +64,20 @@ impl XenConsole {
             let mut spins = 0u32;
             loop {
                 let cons = core::ptr::read_volatile(self.idx(OUT_CONS));
-                if prod.wrapping_sub(cons) < OUT_SIZE {
+                let used = prod.wrapping_sub(cons);
+                if used < OUT_SIZE {
                     self.stalled = false;
+                    if self.unreported > 0 {
+                        if OUT_SIZE - used <= MARKER_MAX as u32 {
+                            // Room for the byte but not the marker: keep dropping until
+                            // the marker fits, so the gap is never silent.
+                            self.unreported += 1;
+                            self.dropped += 1;
+                            return;
+                        }
+                        self.write_marker();
+                        return self.put(b);
+                    }
                     break;
                 }
                 // Full: give xenconsoled a short moment, once; while it stays behind,
@@ -67,6 +86,7 @@ impl XenConsole {
                 if self.stalled || spins > 20_000 {
                     self.stalled = true;
                     self.dropped += 1;
+                    self.unreported += 1;
                     self.pending = true;
                     return;
                 }
@@ -81,6 +101,49 @@ impl XenConsole {
             // The byte must be visible before the index that publishes it.
             fence(Ordering::Release);
             core::ptr::write_volatile(self.idx(OUT_PROD), prod.wrapping_add(1));
+        }
+        self.pending = true;
+    }
+
+    /// "[console: N bytes lost]" on a line of its own; the caller checked there is room.
+    fn write_marker(&mut self) {
+        let mut line = [0u8; MARKER_MAX];
+        let mut n = 0;
+        let mut push = |bytes: &[u8]| {
+            for &b in bytes {
+                if n < MARKER_MAX {
+                    line[n] = b;
+                    n += 1;
+                }
+            }
+        };
+        push(b"\r\n[console: ");
+        let mut digits = [0u8; 20];
+        let mut d = 0;
+        let mut v = self.unreported;
+        loop {
+            digits[d] = b'0' + (v % 10) as u8;
+            d += 1;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        digits[..d].reverse();
+        push(&digits[..d]);
+        push(b" bytes lost: xenconsoled fell behind]\r\n");
+        self.unreported = 0;
+        // SAFETY: as in `put`; the caller saw more than MARKER_MAX bytes free, and only
+        // this domain produces into the ring.
+        unsafe {
+            let mut prod = core::ptr::read_volatile(self.idx(OUT_PROD));
+            for &b in &line[..n] {
+                let slot = self.page + OUT_OFFSET + (prod % OUT_SIZE) as usize;
+                core::ptr::write_volatile(slot as *mut u8, b);
+                prod = prod.wrapping_add(1);
+            }
+            fence(Ordering::Release);
+            core::ptr::write_volatile(self.idx(OUT_PROD), prod);
         }
         self.pending = true;
     }

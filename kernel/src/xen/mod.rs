@@ -126,7 +126,16 @@ pub struct Xen {
     pub waiters: events::Waiters,
     /// Raised by `control/dump`: every backend queue logs its state once.
     pub dump: bulkhead_executor::Broadcast,
+    /// Warning lines each guest may cause, for all its devices and reconnects.
+    guest_logs: RefCell<alloc::collections::BTreeMap<u16, bulkhead_xen::budget::LogBudget>>,
 }
+
+/// A guest's warning lines: 32 at once, then one every 10 s; the rest are counted.
+const GUEST_LOG_BURST: u32 = 32;
+const GUEST_LOG_REFILL_NS: u64 = 10_000_000_000;
+/// Domains whose budgets are remembered (guests come and go; ids are reused only after
+/// wrapping, and a forgotten budget only starts full again).
+const GUEST_LOGS_KEPT: usize = 256;
 
 pub type XenRef = Rc<Xen>;
 
@@ -167,6 +176,7 @@ pub async fn init(h: &bulkhead_executor::Handle) -> Result<XenRef, InitError> {
         store,
         waiters,
         dump: Default::default(),
+        guest_logs: RefCell::new(alloc::collections::BTreeMap::new()),
     });
     h.spawn("xen-events", events::dispatch(xen.clone()));
     h.spawn("xenstore", store::pump(xen.clone(), store_port));
@@ -188,6 +198,28 @@ pub async fn init(h: &bulkhead_executor::Handle) -> Result<XenRef, InitError> {
 }
 
 impl Xen {
+    /// Log a warning guest `dom` caused, within its budget (see [`Xen::guest_log`]).
+    pub fn guest_warn(&self, dom: u16, what: core::fmt::Arguments) {
+        self.guest_log(dom).warn(what);
+    }
+
+    /// The log budget of domain `dom` (the same one every time it is asked for).
+    pub fn guest_log(&self, dom: u16) -> bulkhead_xen::budget::LogBudget {
+        let mut logs = self.guest_logs.borrow_mut();
+        if !logs.contains_key(&dom) && logs.len() >= GUEST_LOGS_KEPT {
+            logs.pop_first();
+        }
+        logs.entry(dom)
+            .or_insert_with(|| {
+                bulkhead_xen::budget::LogBudget::new(
+                    GUEST_LOG_BURST,
+                    GUEST_LOG_REFILL_NS,
+                    crate::time::now_ns,
+                )
+            })
+            .clone()
+    }
+
     pub fn domid(&self) -> u16 {
         self.ident.get().map_or(0, |i| i.0)
     }

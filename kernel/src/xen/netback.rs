@@ -22,7 +22,7 @@ use bulkhead_xen::grants::Mapping;
 use bulkhead_xen::Hypervisor;
 use bulkhead_xenbus::DeviceId;
 use bulkhead_xenstore::client::Tx;
-use log::{error, info, warn};
+use log::info;
 
 use super::grants::GrantCopier;
 use super::ring::{self, MappedRing};
@@ -226,6 +226,7 @@ pub async fn connect(
             settings.rate,
         );
         q.limits = fabric.borrow().limits;
+        q.log = xen.guest_log(dom);
         let stop = Rc::new(Cell::new(false));
         let done = Rc::new(Cell::new(false));
         h.spawn(
@@ -337,7 +338,10 @@ async fn serve_ctrl(
             }
             Ok(false) => {}
             Err(e) => {
-                error!("{name}: {e}; no longer serving the control ring");
+                xen.guest_warn(
+                    guest.dom,
+                    format_args!("{name}: {e}; no longer serving the control ring"),
+                );
                 break;
             }
         }
@@ -423,11 +427,11 @@ async fn serve(
             Ok(Carrier::Off) => {
                 let dropped = inbox.close();
                 waiting = false;
-                warn!(
+                q.log.warn(format_args!(
                     "{}: carrier off: packets waited {} s for receive buffers the frontend did not post; {dropped} queued packet(s) dropped, more are dropped until it posts buffers",
                     q.name,
                     q.limits.rx_stall_ns / 1_000_000_000
-                );
+                ));
             }
             Ok(Carrier::On) => {
                 inbox.open();
@@ -486,7 +490,10 @@ async fn serve(
     if let Some(why) = &fatal {
         // As Linux's fatal error: this frontend broke the protocol; stop serving it,
         // leave every other vif alone.
-        error!("{}: {why}; no longer serving this queue", q.name);
+        q.log.warn(format_args!(
+            "{}: {why}; no longer serving this queue",
+            q.name
+        ));
     }
     // Nobody drains this inbox any more: it must not fill and hold its bytes.
     inbox.close();

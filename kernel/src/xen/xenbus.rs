@@ -411,7 +411,9 @@ impl Device {
                         Ok(true) => self.b.connected(),
                         Ok(false) => Vec::new(),
                         Err(e) => {
-                            error!("{}: cannot connect: {e}", self.b.id);
+                            let id = self.b.id;
+                            self.xen
+                                .guest_warn(id.frontend, format_args!("{id}: cannot connect: {e}"));
                             self.b.connect_failed()
                         }
                     };
@@ -428,7 +430,23 @@ impl Device {
                 Action::Destroy => alive = false,
             }
         }
+        // The frontend's state may have changed without ours (it went from Initialised
+        // to Connected after we connected): the status page follows it.
+        if alive {
+            self.show_status();
+        }
         alive
+    }
+
+    fn show_status(&self) {
+        crate::status::set(
+            format!("{}", self.b.id),
+            format!(
+                "backend {}, frontend {}",
+                self.b.state(),
+                self.b.frontend_state()
+            ),
+        );
     }
 
     /// Start serving; `Ok(false)` when the class has no server (the device stays
@@ -480,9 +498,6 @@ impl Device {
             self.b.id,
             self.b.frontend_state()
         );
-        crate::status::set(
-            format!("{}", self.b.id),
-            format!("backend {s}, frontend {}", self.b.frontend_state()),
-        );
+        self.show_status();
     }
 }

@@ -10,6 +10,7 @@
 extern crate alloc;
 
 pub mod abi;
+pub mod budget;
 pub mod copy;
 pub mod events;
 #[cfg(any(test, feature = "fake"))]

@@ -48,7 +48,15 @@ pub struct Stats {
     pub watch_events: u64,
     /// Replies whose id matched no request (dropped).
     pub stray_replies: u64,
+    /// Watch events not queued because their token already had [`WATCH_QUEUE`] waiting.
+    pub dropped_events: u64,
 }
+
+/// Events kept per watch token. A guest can fire a watch on its own nodes as fast as
+/// it writes them; every consumer takes an event as "something under the path changed",
+/// drains the queue and re-reads what it needs, so events beyond a full queue carry
+/// nothing new and are only counted.
+pub const WATCH_QUEUE: usize = 64;
 
 struct Slot {
     kind: MsgType,
@@ -371,6 +379,11 @@ impl<T: Transport> Inner<T> {
             };
             self.stats.watch_events += 1;
             if let Some(q) = self.watches.get_mut(*token) {
+                if q.events.len() >= WATCH_QUEUE {
+                    self.stats.dropped_events += 1;
+                    wake.extend(q.waker.take());
+                    return Ok(());
+                }
                 q.events.push_back(WatchEvent {
                     path: path.to_string(),
                     token: token.to_string(),

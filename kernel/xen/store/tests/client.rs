@@ -123,6 +123,27 @@ fn watches_fire_initially_and_on_change() {
     assert!(s.take_event("vbd").is_none());
 }
 
+/// Finding 6 of the hostile-guest review: a guest writing its nodes in a loop fires
+/// our watch without end; the queue holds a bounded number of events (each means "look
+/// again"), the rest are counted, and the consumer still sees the next change.
+#[test]
+fn a_watch_fired_without_end_queues_a_bounded_number_of_events() {
+    let (s, _) = setup();
+    run(&s, s.watch("backend/vbd", "vbd")).unwrap();
+    for i in 0..1000 {
+        run(
+            &s,
+            s.write(Tx::NONE, &format!("backend/vbd/5/{i}/state"), "1"),
+        )
+        .unwrap();
+    }
+    let n = std::iter::from_fn(|| s.take_event("vbd")).count();
+    assert_eq!(n, bulkhead_xenstore::client::WATCH_QUEUE);
+    assert!(s.stats().dropped_events >= 1000 + 1 - n as u64);
+    run(&s, s.write(Tx::NONE, "backend/vbd/5/0/state", "4")).unwrap();
+    assert!(s.take_event("vbd").is_some(), "the next change is seen");
+}
+
 #[test]
 fn transaction_retry_on_eagain() {
     let (s, server) = setup();

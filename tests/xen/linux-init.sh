@@ -11,6 +11,8 @@
 #          O_DIRECT read back by checksum, ext4 with files verified after a remount,
 #          fstrim; prints "linux-blk: PASS" or "linux-blk: FAIL: why"
 #   net    a guest of netback: DHCP, pings, a 64 MiB TCP transfer to or from a peer
+#   victim disk I/O and pings under attack, figures per phase (tests/hostile)
+#   hostile  the hostile frontend agent (tests/hostile)
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 mkdir -p /proc /sys /dev /run /tmp
 mount -t proc proc /proc
@@ -369,6 +371,29 @@ netcycle)
         while [ -e /sys/class/net/eth0 ]; do sleep 0.5; done
         say "detached $n"
     done
+    ;;
+victim)
+    # The well-behaved guest of the hostile scenario: its own blkfront and netfront, a
+    # DHCP lease, then the probe (tests/hostile): disk I/O and a ping every 100 ms,
+    # figures per phase that dom0 names in data/phase.
+    modprobe xen-blkfront; modprobe xen-netfront
+    i=0
+    until [ -b /dev/xvda ] && [ -e /sys/class/net/eth0 ]; do i=$((i + 1)); [ $i -gt 240 ] && { say "FAIL: no xvda or eth0"; break; }; sleep 0.5; done
+    if lease eth0; then
+        eval "$(cat /tmp/lease)"
+        xenstore-write "data/victim-mac" "$(cat /sys/class/net/eth0/address)"
+        xenstore-write "data/victim-ip" "$IPV4ADDR"
+        /bulkhead-hostile victim /dev/xvda "$IPV4GATEWAY"
+    else
+        say "FAIL: no DHCP lease: $(tail -1 /tmp/udhcpc.log)"
+    fi
+    ;;
+hostile)
+    # The hostile guest: no blkfront or netfront is loaded, so its vbd and vif wait in
+    # Initialising for a frontend; tests/hostile drives them itself through gntalloc,
+    # evtchn and xenstore, running the attacks dom0 names in data/attack.
+    for m in xen-evtchn xen-gntalloc; do modprobe $m; done
+    /bulkhead-hostile agent
     ;;
 *)
     say "unknown role"

@@ -68,7 +68,12 @@ runner="$root/target/release/bulkhead-testrun"
 [ -x "$runner" ] || (cd "$root" && cargo build -q --release -p bulkhead-testrun)
 nvme_img="$root/build/xen-nvme.img"
 "$runner" make-disk "$nvme_img"
-"$runner" initramfs-overlay "$share/linux/linux-initrd.img" "$img/linux-initrd.img" "bulkhead-linux-init=$here/linux-init.sh" "bulkhead-prng=$root/build/bulkhead-prng"
+# The hostile frontend and the victim's probe (tests/hostile), linked statically for the
+# guests' initramfs (its own target directory: other flags than the host tools).
+hostile="$root/target/guest/release/bulkhead-hostile"
+(cd "$root" && CARGO_TARGET_DIR="$root/target/guest" RUSTFLAGS="-C target-feature=+crt-static" cargo build -q --release -p bulkhead-hostile) \
+    || { echo "xen tier: cannot build tests/hostile"; exit 1; }
+"$runner" initramfs-overlay "$share/linux/linux-initrd.img" "$img/linux-initrd.img" "bulkhead-linux-init=$here/linux-init.sh" "bulkhead-prng=$root/build/bulkhead-prng" "bulkhead-hostile=$hostile"
 # Benchmark guests also get fio (tests/xen/build-dom0.sh explains why it is separate).
 "$runner" initramfs-overlay "$share/linux/linux-initrd-fio.img" "$img/linux-initrd.img" "bulkhead-linux-init=$here/linux-init.sh" "bulkhead-prng=$root/build/bulkhead-prng" "opt/fio=$img/fio-root"
 printf '%s\n' "${SCENARIOS[@]}" >"$share/scenarios.list"

@@ -1,0 +1,413 @@
+//! A blkif frontend that attacks: it connects to the backend as blkfront would, then
+//! breaks every rule it can.
+
+use std::time::{Duration, Instant};
+
+use bulkhead_blkback::abi::{Protocol, OP_DISCARD, OP_READ, OP_WRITE, OP_WRITE_BARRIER};
+use bulkhead_blkback::request::{encode, encode_discard, encode_indirect, Segment};
+use bulkhead_ring::{shared_init, FrontRing, RingMemory, REQ_PROD, RSP_PROD};
+
+use crate::xen::{Events, Granted, Grants, Page, Result, Xs};
+
+const P: Protocol = Protocol::X86_64;
+
+pub struct Blk {
+    pub fe: String,
+    pub be: String,
+    pub ring: Granted,
+    pub mem: Page,
+    pub front: FrontRing,
+    pub port: u32,
+    pub data: Granted,
+}
+
+/// The backend's state, as a number (0 if unreadable).
+pub fn be_state(xs: &mut Xs, be: &str) -> u32 {
+    xs.read(&format!("{be}/state"))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Connect to vbd `devid` as blkfront does: one ring page, one event channel, state
+/// Initialised; wait for the backend's Connected.
+pub fn connect(xs: &mut Xs, g: &Grants, ev: &Events, devid: u32) -> Result<Blk> {
+    let fe = format!("device/vbd/{devid}");
+    let backend: u16 = xs
+        .read(&format!("{fe}/backend-id"))
+        .and_then(|s| s.parse().ok())
+        .ok_or("no backend-id")?;
+    let be = xs.read(&format!("{fe}/backend")).ok_or("no backend path")?;
+    // Start over from a clean frontend state (a previous attack may have left any).
+    xs.write_str(&format!("{fe}/state"), "1")?;
+    if !xs.wait(&format!("{be}/state"), 30, |s| s == Some("2")) {
+        return Err(format!(
+            "backend not in InitWait (state {})",
+            be_state(xs, &be)
+        ));
+    }
+    let ring = g.alloc(backend, 1, true)?;
+    let data = g.alloc(backend, 4, true)?;
+    let mut mem = Page(ring.base);
+    shared_init(&mut mem);
+    let front = FrontRing::new(&mem, P.layout());
+    let port = ev.unbound(backend)?;
+    xs.write_str(&format!("{fe}/ring-ref"), &ring.grefs[0].to_string())?;
+    xs.write_str(&format!("{fe}/event-channel"), &port.to_string())?;
+    xs.write_str(&format!("{fe}/protocol"), "x86_64-abi")?;
+    xs.write_str(&format!("{fe}/state"), "3")?;
+    if !xs.wait(&format!("{be}/state"), 30, |s| s == Some("4")) {
+        return Err(format!(
+            "backend did not connect (state {})",
+            be_state(xs, &be)
+        ));
+    }
+    Ok(Blk {
+        fe,
+        be,
+        ring,
+        mem,
+        front,
+        port,
+        data,
+    })
+}
+
+impl Blk {
+    /// Take every response; (id, status) of each.
+    pub fn responses(&mut self) -> Vec<(u64, i16)> {
+        let mut out = Vec::new();
+        while let Some(r) = self.front.get(&self.mem) {
+            out.push((
+                u64::from_le_bytes(r[..8].try_into().unwrap()),
+                i16::from_le_bytes([r[10], r[11]]),
+            ));
+        }
+        out
+    }
+
+    /// Put requests, publish, notify.
+    pub fn send(&mut self, ev: &Events, reqs: &[Vec<u8>]) {
+        for r in reqs {
+            self.front.put(&mut self.mem, r);
+        }
+        self.front.publish(&mut self.mem);
+        ev.notify(self.port);
+    }
+
+    /// Send one request and wait for its answer (status), up to 10 s.
+    pub fn one(&mut self, ev: &Events, req: Vec<u8>) -> Option<i16> {
+        self.responses();
+        self.send(ev, &[req]);
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if let Some(&(_, st)) = self.responses().first() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    }
+
+    /// Close as a frontend does (Closing, Closed) and wait for the backend to follow.
+    pub fn close(self, xs: &mut Xs, g: &Grants) {
+        let _ = xs.write_str(&format!("{}/state", self.fe), "5");
+        xs.wait(&format!("{}/state", self.be), 20, |s| {
+            matches!(s, Some("5") | Some("6"))
+        });
+        let _ = xs.write_str(&format!("{}/state", self.fe), "6");
+        xs.wait(&format!("{}/state", self.be), 20, |s| s == Some("6"));
+        g.free(self.ring);
+        g.free(self.data);
+    }
+}
+
+/// Keep the ring full of invalid requests for `secs` seconds: as soon as answers come,
+/// the slots are filled again. Returns the answers counted.
+pub fn invalid(xs: &mut Xs, g: &Grants, ev: &Events, devid: u32, secs: u64) -> Result<String> {
+    let mut b = connect(xs, g, ev, devid)?;
+    let end = Instant::now() + Duration::from_secs(secs);
+    let (mut answered, mut errors, mut id) = (0u64, 0u64, 0u64);
+    while Instant::now() < end {
+        for (_, st) in b.responses() {
+            answered += 1;
+            errors += (st != 0) as u64;
+        }
+        let n = b.front.free();
+        let reqs: Vec<Vec<u8>> = (0..n)
+            .map(|_| {
+                id += 1;
+                encode(P, 0xee, id, 0, &[])
+            })
+            .collect();
+        b.send(ev, &reqs);
+    }
+    let alive = be_state(xs, &b.be) == 4;
+    b.close(xs, g);
+    Ok(format!(
+        "{answered} answers ({errors} errors) to invalid requests in {secs} s; backend still connected: {alive}"
+    ))
+}
+
+/// A producer index further ahead than the ring holds: the backend must drop this
+/// frontend (its state goes Closing), nothing else.
+pub fn ahead(xs: &mut Xs, g: &Grants, ev: &Events, devid: u32) -> Result<String> {
+    let mut b = connect(xs, g, ev, devid)?;
+    let rsp = b.mem.load_u32(RSP_PROD);
+    b.mem
+        .store_u32(REQ_PROD, rsp.wrapping_add(b.front.entries() + 7));
+    ev.notify(b.port);
+    let dropped = xs.wait(&format!("{}/state", b.be), 20, |s| s == Some("5"));
+    b.close(xs, g);
+    Ok(format!(
+        "producer index a ring ahead: backend closed the ring: {dropped}"
+    ))
+}
+
+/// Requests a read-only disk, or any disk, must refuse, and requests rewritten while
+/// the backend may be reading them. Each answer is checked; returns a summary, Err on a
+/// wrong answer.
+pub fn requests(xs: &mut Xs, g: &Grants, ev: &Events, devid: u32) -> Result<String> {
+    let mut b = connect(xs, g, ev, devid)?;
+    let sectors: u64 = xs
+        .read(&format!("{}/sectors", b.be))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let ro = xs.read(&format!("{}/mode", b.be)).as_deref() == Some("r");
+    let d = b.data.grefs.clone();
+    let seg = |gref| Segment {
+        gref,
+        first: 0,
+        last: 7,
+    };
+    let mut checks: Vec<(&str, Vec<u8>, bool)> = vec![
+        (
+            "read at capacity-1 (8 sectors)",
+            encode(P, OP_READ, 1, sectors.saturating_sub(1), &[seg(d[0])]),
+            false,
+        ),
+        (
+            "read near u64::MAX",
+            encode(P, OP_READ, 2, u64::MAX - 3, &[seg(d[0])]),
+            false,
+        ),
+        (
+            "segment last < first",
+            encode(
+                P,
+                OP_READ,
+                3,
+                0,
+                &[Segment {
+                    gref: d[0],
+                    first: 5,
+                    last: 2,
+                }],
+            ),
+            false,
+        ),
+        (
+            "segment past the page",
+            encode(
+                P,
+                OP_READ,
+                4,
+                0,
+                &[Segment {
+                    gref: d[0],
+                    first: 0,
+                    last: 8,
+                }],
+            ),
+            false,
+        ),
+        (
+            "12 segments (max 11)",
+            {
+                let mut r = encode(P, OP_READ, 5, 0, &[seg(d[0])]);
+                r[1] = 12;
+                r
+            },
+            false,
+        ),
+        (
+            "grant of nobody (ref 0x7fffffff)",
+            encode(P, OP_READ, 6, 0, &[seg(0x7fff_ffff)]),
+            false,
+        ),
+        (
+            "indirect with 0 pages",
+            encode_indirect(P, OP_READ, 7, 0, 0, &[]),
+            false,
+        ),
+        (
+            "indirect naming a bad page",
+            encode_indirect(P, OP_READ, 8, 0, 4, &[0x7fff_fffe]),
+            false,
+        ),
+        (
+            "discard of everything and more",
+            encode_discard(P, 9, 0, u64::MAX, 0),
+            false,
+        ),
+        ("a good read", encode(P, OP_READ, 10, 0, &[seg(d[1])]), true),
+    ];
+    if ro {
+        checks.push((
+            "write on a read-only disk",
+            encode(P, OP_WRITE, 11, 0, &[seg(d[0])]),
+            false,
+        ));
+        checks.push((
+            "barrier write on a read-only disk",
+            encode(P, OP_WRITE_BARRIER, 12, 0, &[seg(d[0])]),
+            false,
+        ));
+        checks.push((
+            "discard on a read-only disk",
+            encode_discard(P, 13, 0, 8, 0),
+            false,
+        ));
+        checks.push((
+            "indirect write on a read-only disk",
+            encode_indirect(P, OP_WRITE, 14, 0, 1, &[d[2]]),
+            false,
+        ));
+    }
+    let mut out = Vec::new();
+    for (what, req, ok) in checks {
+        let st = b.one(ev, req);
+        let good = match st {
+            Some(s) => (s == 0) == ok,
+            None => false,
+        };
+        if !good {
+            b.close(xs, g);
+            return Err(format!(
+                "{what}: answer {st:?}, expected {}",
+                if ok { "success" } else { "an error" }
+            ));
+        }
+        out.push(what);
+    }
+    // Rewrite a request in the ring while the backend may be reading it: whatever it
+    // answers, it answers once, for the id it read, and stays up.
+    let before = b.front.req_prod;
+    b.send(ev, &[encode(P, OP_READ, 100, 0, &[seg(d[3])])]);
+    let slot = 64 + (before & (b.front.entries() - 1)) as usize * P.layout().slot();
+    for i in 0..2000u32 {
+        let r = encode(
+            P,
+            if i % 2 == 0 { OP_DISCARD } else { 0xee },
+            200 + i as u64,
+            u64::MAX,
+            &[],
+        );
+        b.mem.write(slot, &r);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let n = b.responses().len();
+    let alive = be_state(xs, &b.be) == 4;
+    b.close(xs, g);
+    Ok(format!(
+        "{} hostile requests refused as they must be{}; a request rewritten in flight got {n} answer(s); backend still connected: {alive}",
+        out.len(),
+        if ro { " (read-only disk)" } else { "" }
+    ))
+}
+
+/// Frontend state flapping with ring details present, for `secs` seconds.
+pub fn flap(xs: &mut Xs, g: &Grants, ev: &Events, devid: u32, secs: u64) -> Result<String> {
+    let b = connect(xs, g, ev, devid)?;
+    let fe = b.fe.clone();
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut writes = 0u64;
+    let states = ["1", "3", "4", "5", "6", "3", "1", "2", "7", "8", "0", "x"];
+    while Instant::now() < end {
+        for s in states {
+            let _ = xs.write_str(&format!("{fe}/state"), s);
+            writes += 1;
+        }
+    }
+    b.close(xs, g);
+    Ok(format!("{writes} state writes in {secs} s"))
+}
+
+/// Hostile values in the frontend's nodes: for each, the backend must refuse to
+/// connect (state Closing or stays InitWait), never crash.
+pub fn values(xs: &mut Xs, g: &Grants, ev: &Events, devid: u32) -> Result<String> {
+    let fe = format!("device/vbd/{devid}");
+    let be = xs.read(&format!("{fe}/backend")).ok_or("no backend path")?;
+    let backend: u16 = xs
+        .read(&format!("{fe}/backend-id"))
+        .and_then(|s| s.parse().ok())
+        .ok_or("no backend-id")?;
+    let ring = g.alloc(backend, 1, true)?;
+    let port = ev.unbound(backend)?;
+    let big = vec![b'7'; 4000];
+    let cases: Vec<(&str, &str, Vec<u8>)> = vec![
+        ("ring-ref -1", "ring-ref", b"-1".to_vec()),
+        ("ring-ref of 4000 digits", "ring-ref", big.clone()),
+        ("ring-ref not UTF-8", "ring-ref", vec![0xff, 0xfe, 0x31]),
+        ("ring-page-order 31", "ring-page-order", b"31".to_vec()),
+        ("1000 queues", "multi-queue-num-queues", b"1000".to_vec()),
+        ("event-channel -1", "event-channel", b"-1".to_vec()),
+        ("protocol nonsense", "protocol", b"x86_99-abi".to_vec()),
+        ("no ring-ref", "ring-ref", Vec::new()),
+    ];
+    let mut refused = 0;
+    for (what, key, value) in &cases {
+        xs.write_str(&format!("{fe}/state"), "6")?;
+        xs.wait(&format!("{be}/state"), 20, |s| {
+            matches!(s, Some("6") | Some("2"))
+        });
+        xs.write_str(&format!("{fe}/state"), "1")?;
+        if !xs.wait(&format!("{be}/state"), 20, |s| s == Some("2")) {
+            return Err(format!("{what}: backend did not return to InitWait"));
+        }
+        for k in ["ring-page-order", "multi-queue-num-queues", "protocol"] {
+            xs.rm(&format!("{fe}/{k}"));
+        }
+        xs.write_str(&format!("{fe}/ring-ref"), &ring.grefs[0].to_string())?;
+        xs.write_str(&format!("{fe}/event-channel"), &port.to_string())?;
+        if value.is_empty() {
+            xs.rm(&format!("{fe}/{key}"));
+        } else {
+            xs.write(&format!("{fe}/{key}"), value)?;
+        }
+        xs.write_str(&format!("{fe}/state"), "3")?;
+        // Refused: Closing. A value the backend may take (none here) would connect.
+        if xs.wait(&format!("{be}/state"), 20, |s| s == Some("5")) {
+            refused += 1;
+        } else {
+            return Err(format!(
+                "{what}: backend state {} (expected Closing)",
+                be_state(xs, &be)
+            ));
+        }
+    }
+    let _ = xs.write_str(&format!("{fe}/state"), "6");
+    xs.wait(&format!("{be}/state"), 20, |s| s == Some("6"));
+    g.free(ring);
+    Ok(format!(
+        "{refused} of {} hostile node values refused",
+        cases.len()
+    ))
+}
+
+/// Event-channel notifications in a tight loop for `secs` seconds.
+pub fn notify_loop(xs: &mut Xs, g: &Grants, ev: &Events, devid: u32, secs: u64) -> Result<String> {
+    let b = connect(xs, g, ev, devid)?;
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut n = 0u64;
+    while Instant::now() < end {
+        for _ in 0..1000 {
+            ev.notify(b.port);
+        }
+        n += 1000;
+    }
+    let alive = be_state(xs, &b.be) == 4;
+    b.close(xs, g);
+    Ok(format!(
+        "{n} notifications in {secs} s; backend still connected: {alive}"
+    ))
+}

@@ -1,0 +1,217 @@
+//! The victim's probe: disk I/O and a ping every 100 ms, without pause, while dom0 names
+//! the phase (an attack, or none) in the guest's `data/phase` node. At each change of
+//! phase it prints what the previous one gave: throughput, and the longest time without
+//! a completed disk I/O and without a ping answer.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::xen::{Result, Xs};
+
+#[derive(Default, Clone)]
+struct Window {
+    disk_bytes: u64,
+    disk_ops: u64,
+    disk_errors: u64,
+    last_disk: Option<Instant>,
+    disk_gap: Duration,
+    pings: u64,
+    answers: u64,
+    last_answer: Option<Instant>,
+    ping_gap: Duration,
+}
+
+struct Shared {
+    w: Window,
+    start: Instant,
+}
+
+fn note_gap(last: &mut Option<Instant>, gap: &mut Duration, start: Instant, now: Instant) {
+    let from = last.unwrap_or(start);
+    *gap = (*gap).max(now - from);
+    *last = Some(now);
+}
+
+/// An aligned buffer for O_DIRECT.
+fn aligned(len: usize) -> &'static mut [u8] {
+    let layout = std::alloc::Layout::from_size_align(len, 4096).unwrap();
+    // SAFETY: a fresh allocation of `len` bytes, zeroed, never freed (one per run).
+    unsafe { std::slice::from_raw_parts_mut(std::alloc::alloc_zeroed(layout), len) }
+}
+
+fn disk_loop(dev: String, s: Arc<Mutex<Shared>>) {
+    let f = match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&dev)
+    {
+        Ok(f) => f,
+        Err(e) => {
+            println!("victim: cannot open {dev}: {e}");
+            return;
+        }
+    };
+    let buf = aligned(65536);
+    let back = aligned(65536);
+    let mut k: u64 = 0;
+    loop {
+        k += 1;
+        let off = (k % 256) * 65536;
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (k as u8).wrapping_mul(31) ^ i as u8;
+        }
+        let ok = f.write_all_at(buf, off).is_ok()
+            && f.read_exact_at(back, off).is_ok()
+            && buf[..] == back[..];
+        let now = Instant::now();
+        let mut g = s.lock().unwrap();
+        let start = g.start;
+        let w = &mut g.w;
+        if ok {
+            w.disk_bytes += 2 * 65536;
+            w.disk_ops += 2;
+            note_gap(&mut w.last_disk, &mut w.disk_gap, start, now);
+        } else {
+            w.disk_errors += 1;
+        }
+        drop(g);
+        if !ok {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn checksum(b: &[u8]) -> u16 {
+    let mut s: u32 = 0;
+    for c in b.chunks(2) {
+        s += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
+    }
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
+
+fn ping_loop(target: [u8; 4], s: Arc<Mutex<Shared>>) {
+    // SAFETY: plain socket calls on a descriptor this function owns.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
+    if fd < 0 {
+        println!("victim: no raw socket: {}", std::io::Error::last_os_error());
+        return;
+    }
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 100_000,
+    };
+    // SAFETY: setsockopt with a timeval of the right size.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as u32,
+        )
+    };
+    // SAFETY: sockaddr_in is plain data; all zeroes is a valid value.
+    let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    addr.sin_family = libc::AF_INET as u16;
+    addr.sin_addr.s_addr = u32::from_ne_bytes(target);
+    let id = std::process::id() as u16;
+    let mut seq: u16 = 0;
+    let mut next = Instant::now();
+    loop {
+        if Instant::now() >= next {
+            seq = seq.wrapping_add(1);
+            let mut p = [0u8; 16];
+            p[0] = 8;
+            p[4..6].copy_from_slice(&id.to_be_bytes());
+            p[6..8].copy_from_slice(&seq.to_be_bytes());
+            let c = checksum(&p);
+            p[2..4].copy_from_slice(&c.to_be_bytes());
+            // SAFETY: sendto with a valid buffer and address.
+            unsafe {
+                libc::sendto(
+                    fd,
+                    p.as_ptr() as *const libc::c_void,
+                    p.len(),
+                    0,
+                    &addr as *const _ as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_in>() as u32,
+                )
+            };
+            s.lock().unwrap().w.pings += 1;
+            next += Duration::from_millis(100);
+        }
+        let mut r = [0u8; 1500];
+        // SAFETY: recv into a buffer we own.
+        let n = unsafe { libc::recv(fd, r.as_mut_ptr() as *mut libc::c_void, r.len(), 0) };
+        if n >= 28 {
+            let ihl = (r[0] & 0xf) as usize * 4;
+            let n = n as usize;
+            if n >= ihl + 8 && r[ihl] == 0 && r[ihl + 4..ihl + 6] == id.to_be_bytes() {
+                let now = Instant::now();
+                let mut g = s.lock().unwrap();
+                let start = g.start;
+                let w = &mut g.w;
+                w.answers += 1;
+                note_gap(&mut w.last_answer, &mut w.ping_gap, start, now);
+            }
+        }
+    }
+}
+
+pub fn run(dev: &str, target: &str) -> Result<String> {
+    let mut t = [0u8; 4];
+    for (o, p) in t.iter_mut().zip(target.split('.')) {
+        *o = p.parse().map_err(|_| format!("bad address {target}"))?;
+    }
+    let mut xs = Xs::open()?;
+    let s = Arc::new(Mutex::new(Shared {
+        w: Window::default(),
+        start: Instant::now(),
+    }));
+    {
+        let (d, s1, s2) = (dev.to_string(), s.clone(), s.clone());
+        std::thread::spawn(move || disk_loop(d, s1));
+        std::thread::spawn(move || ping_loop(t, s2));
+    }
+    println!("victim: ready");
+    let mut phase = String::from("start");
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = xs.read("data/phase").unwrap_or_default();
+        if now == phase || now.is_empty() {
+            continue;
+        }
+        let (w, secs) = {
+            let mut g = s.lock().unwrap();
+            let end = Instant::now();
+            let mut w = std::mem::take(&mut g.w);
+            // Gaps up to the end of the phase count too.
+            note_gap(&mut w.last_disk, &mut w.disk_gap, g.start, end);
+            note_gap(&mut w.last_answer, &mut w.ping_gap, g.start, end);
+            let secs = (end - g.start).as_secs_f64();
+            g.start = end;
+            (w, secs)
+        };
+        println!(
+            "victim: phase {phase}: {:.1} s, disk {} KiB/s ({} ops, {} errors, longest gap {} ms), ping {} of {} answered (longest gap {} ms)",
+            secs,
+            (w.disk_bytes as f64 / 1024.0 / secs.max(0.001)) as u64,
+            w.disk_ops,
+            w.disk_errors,
+            w.disk_gap.as_millis(),
+            w.answers,
+            w.pings,
+            w.ping_gap.as_millis()
+        );
+        if now == "end" {
+            return Ok("victim: done".into());
+        }
+        phase = now;
+    }
+}

@@ -1,0 +1,127 @@
+# timeout: 1200
+# Hostile guests (issue 16): Bulkhead serves a well-behaved Linux guest (victim: disk on
+# part:delta, vif) and a hostile one (disk part:gamma read-only, vif) whose kernel has no
+# blkfront or netfront: tests/hostile drives its devices through gntalloc, evtchn and
+# xenstore and attacks, one attack after another, as dom0 names them. Throughout, the
+# victim does disk I/O and pings the gateway every 100 ms; for every attack it reports
+# its throughput and the longest time without a completed I/O and without a ping answer.
+# Passing means: every attack ran as planned, Bulkhead never crashed or reset, the
+# victim's disk never failed and never stalled longer than 2 s (scaled), nor its pings;
+# when the hostile guest is destroyed, Bulkhead's grant mappings and event channels are
+# back to where they were before it came, its heap within 64 KiB; and Bulkhead still
+# shuts down cleanly in bounded time.
+. ./lib.sh
+start_shared_dd
+dd=$DD_ID
+GAP_MS=$(scaled 2000)
+cat >/tmp/victim.cfg <<CFG
+name = "victim"
+type = "pv"
+kernel = "/host/linux/vmlinuz"
+ramdisk = "/host/linux/linux-initrd.img"
+extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=victim"
+memory = 256
+vcpus = 2
+on_crash = "preserve"
+disk = [ 'format=raw,vdev=xvda,access=rw,backend=bulkhead,target=part:delta' ]
+vif = [ 'backend=bulkhead,mac=00:16:3e:d0:00:01' ]
+CFG
+cat >/tmp/hostile.cfg <<CFG
+name = "hostile"
+type = "pv"
+kernel = "/host/linux/vmlinuz"
+ramdisk = "/host/linux/linux-initrd.img"
+extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=hostile"
+memory = 256
+vcpus = 1
+on_crash = "preserve"
+disk = [ 'format=raw,vdev=xvda,access=ro,backend=bulkhead,target=part:gamma' ]
+vif = [ 'backend=bulkhead,mac=00:16:3e:e0:00:01' ]
+CFG
+alive() {
+    [ "$(xl domid bulkhead 2>/dev/null)" = "$dd" ] && ! dd_gone && ! grep -qE "PANIC|panicked" "$log"
+}
+hostile_fail() {
+    dd_dump
+    grep -a "victim:" "$(console_of victim)" | tail -20
+    grep -a "hostile:" "$(console_of hostile)" | tail -10
+    fail "$*"
+}
+
+# Bulkhead's figures with the victim only: the hostile guest's devices appear (guest
+# paused, nothing connects) and go; the last "released" line holds them.
+rm -f "$(console_of victim)" "$(console_of hostile)"
+xl create /tmp/victim.cfg || fail "xl create victim failed"
+vid=$(xl domid victim)
+expect "$(console_of victim)" "victim: ready|FAIL" 300 "the victim did not start"
+grep -q "FAIL" "$(console_of victim)" && hostile_fail "victim: $(grep FAIL "$(console_of victim)")"
+xl create -p /tmp/hostile.cfg || fail "xl create -p hostile failed"
+h=$(xl domid hostile)
+expect "$log" "vif-$h-0: backend InitWait" 120 "the hostile guest's vif was not offered"
+expect "$log" "vbd-$h-51712: backend InitWait" 120 "the hostile guest's vbd was not offered"
+xl destroy hostile
+expect "$log" "vif-$h-0: released" 120 "the paused hostile guest's vif was not released"
+expect "$log" "vbd-$h-51712: released" 120 "the paused hostile guest's vbd was not released"
+before=$(grep -E "(vif-$h-0|vbd-$h-51712): released" "$log" | tail -1)
+note "before the hostile guest: ${before#*released; }"
+
+xl create /tmp/hostile.cfg || fail "xl create hostile failed"
+h=$(xl domid hostile)
+expect "$(console_of hostile)" "hostile: ready" 300 "the hostile guest did not start"
+xenstore-write "/local/domain/$h/data/victim-mac" "$(xenstore-read /local/domain/$vid/data/victim-mac)"
+xenstore-write "/local/domain/$h/data/victim-ip" "$(xenstore-read /local/domain/$vid/data/victim-ip)"
+# QEMU's user network gateway (slirp's fixed MAC).
+xenstore-write "/local/domain/$h/data/gateway-mac" "52:55:0a:00:02:02"
+
+xenstore-write "/local/domain/$vid/data/phase" "quiet"
+sleep "$(scaled 10)"
+for a in "blk-invalid 15" "blk-ahead" "blk-requests" "blk-flap 10" "blk-values" \
+    "blk-notify 10" "net-gso 15" "net-jumbo 10" "net-storm 10" "net-norx 35" \
+    "net-ctrl 10" "net-chains"; do
+    note "attack: $a"
+    xenstore-write "/local/domain/$vid/data/phase" "$a"
+    xenstore-write "/local/domain/$h/data/attack" "$a"
+    poll 300 sh -c "xenstore-read /local/domain/$h/data/result 2>/dev/null | grep -q '^$a: '" \
+        || hostile_fail "attack $a did not finish: $(grep -a 'hostile:' "$(console_of hostile)" | tail -3)"
+    r=$(xenstore-read "/local/domain/$h/data/result")
+    echo "hostile: $r"
+    case "$r" in *": fail: "*) hostile_fail "attack did not run as planned: $r" ;; esac
+    alive || hostile_fail "Bulkhead is gone after: $a"
+done
+xenstore-write "/local/domain/$vid/data/phase" "after"
+sleep "$(scaled 5)"
+xenstore-write "/local/domain/$vid/data/phase" "end"
+expect "$(console_of victim)" "victim: phase after:" 60 "the victim did not report its last phase"
+alive || hostile_fail "Bulkhead is gone"
+grep -qE "carrier off" "$log" || hostile_fail "the vif without receive buffers never lost its carrier"
+grep -E "carrier (off|on)|only counted" "$log" | tail -4
+
+# The victim's figures: every phase, with its throughput against the quiet one.
+grep -a "victim: phase" "$(console_of victim)" >/tmp/phases
+[ "$(grep -c . /tmp/phases)" -ge 13 ] || hostile_fail "the victim reported $(grep -c . /tmp/phases) phases, expected 14"
+base=$(sed -n 's/^victim: phase quiet: .* disk \([0-9]*\) KiB\/s.*/\1/p' /tmp/phases)
+while read -r line; do
+    kib=$(echo "$line" | sed -n 's/.* disk \([0-9]*\) KiB\/s.*/\1/p')
+    echo "$line; disk throughput $((kib * 100 / (${base:-1} + 1)))% of quiet"
+done </tmp/phases
+bad=$(grep -v "phase start:" /tmp/phases | awk -v max="$GAP_MS" '{
+    if (match($0, /errors, longest gap [0-9]+/)) { split(substr($0, RSTART, RLENGTH), a, " "); if (a[4] + 0 > max) print "disk gap", $0 }
+    if (match($0, /\(longest gap [0-9]+ ms\)$/)) { split(substr($0, RSTART, RLENGTH), b, " "); if (b[3] + 0 > max) print "ping gap", $0 }
+    if (match($0, /ops, [0-9]+ errors/)) { split(substr($0, RSTART, RLENGTH), c, " "); if (c[2] + 0 > 0) print "disk errors", $0 }
+}')
+[ -z "$bad" ] || hostile_fail "the victim suffered (limit $GAP_MS ms): $bad"
+
+# The hostile guest goes: everything it held comes back.
+xl destroy hostile
+expect "$log" "vif-$h-0: released" 120 "the hostile guest's vif was not released"
+expect "$log" "vbd-$h-51712: released" 120 "the hostile guest's vbd was not released"
+after=$(grep -E "(vif-$h-0|vbd-$h-51712): released" "$log" | tail -1)
+same_after "$before" "$after" 65536
+
+# And the driver domain still shuts down cleanly, in bounded time, with the victim on it.
+t0=$(date +%s)
+timeout "$(scaled 180)" xl shutdown -w bulkhead || hostile_fail "xl shutdown of Bulkhead did not complete in $(scaled 180) s"
+note "Bulkhead shut down in $(($(date +%s) - t0)) s with the victim connected"
+xl destroy victim 2>/dev/null
+DD_ID=
+echo "PASS"

@@ -19,12 +19,12 @@ here="$root/tests/xen"
 # blkback expects part:delta and nvme0n1p5 empty; blkback-cycles writes the first and
 # dd-lifecycle the second, so both run after it. Benchmarks (blkbench, linux-dd-bench)
 # are not tests: `make bench` runs them.
-# blkback, blkback-cycles, hvm-net, netback and netback-cycles share one driver domain
+# blkback, blkback-cycles, hvm-net, netback, netback-cycles and hostile share one driver domain
 # (lib.sh, start_shared_dd): blkback starts it, so it comes first of them.
 # linux-dd-baseline (the Linux driver domain setup works) runs with the benchmarks: in the
 # last clean-clone run its guest's `xl create` hung inside the Linux driver domain's
 # hotplug path, a failure of the comparison setup, not of Bulkhead.
-SCENARIOS=(pvh-core vbd-initwait crash hvm-core hvm-nvme blkback blkback-cycles hvm-net netback netback-cycles
+SCENARIOS=(pvh-core vbd-initwait crash hvm-core hvm-nvme blkback blkback-cycles hvm-net netback netback-cycles hostile
     dd-lifecycle)
 demo=0
 if [ "${1:-}" = --demo ]; then demo=1; shift; fi

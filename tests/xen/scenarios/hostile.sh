@@ -74,10 +74,11 @@ xenstore-write "/local/domain/$h/data/victim-ip" "$(xenstore-read /local/domain/
 xenstore-write "/local/domain/$h/data/gateway-mac" "52:55:0a:00:02:02"
 
 xenstore-write "/local/domain/$vid/data/phase" "quiet"
-sleep "$(scaled 10)"
-for a in "blk-invalid 15" "blk-ahead" "blk-requests" "blk-flap 10" "blk-values" \
-    "blk-notify 10" "net-gso 15" "net-jumbo 10" "net-storm 10" "net-norx 35" \
-    "net-ctrl 10" "net-chains"; do
+sleep "$(scaled 8)"
+# net-norx outlasts the shared driver domain's vif-rx-stall=15 (lib.sh).
+for a in "blk-invalid 10" "blk-ahead" "blk-requests" "blk-flap 8" "blk-values" \
+    "blk-notify 8" "net-gso 10" "net-jumbo 8" "net-storm 8" "net-norx 25" \
+    "net-ctrl 8" "net-chains"; do
     note "attack: $a"
     xenstore-write "/local/domain/$vid/data/phase" "$a"
     xenstore-write "/local/domain/$h/data/attack" "$a"

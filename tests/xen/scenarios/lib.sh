@@ -187,8 +187,8 @@ start_hvm_dd() {
 # down before any other scenario, and after a failure (the next one then starts afresh).
 SHARED_DEVS="00:03.0 00:04.0"
 # vif-rx-stall: the hostile scenario's vif without receive buffers loses its carrier in
-# 20 s rather than Linux's 60.
-SHARED_CMDLINE="mgmt=dhcp vif-rx-stall=20"
+# 15 s rather than Linux's 60.
+SHARED_CMDLINE="mgmt=dhcp vif-rx-stall=15"
 # DD_REUSED=1 when start_shared_dd took over a running instance.
 DD_REUSED=0
 start_shared_dd() {

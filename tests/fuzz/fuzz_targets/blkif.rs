@@ -1,0 +1,157 @@
+//! The blkif request path: a ring of 1, 2 or 4 pages filled with the input's bytes and a
+//! producer index it chooses, served through persistent grants or grant copies, against
+//! a disk in memory. No input may panic; every request taken is answered exactly once.
+#![no_main]
+
+use bulkhead_blkback::abi::Protocol;
+use bulkhead_blkback::io::{Geometry, GrantFault, GuestMemory, Piece};
+use bulkhead_blkback::persistent::{GrantMapper, Persistent};
+use bulkhead_blkback::queue::Queue;
+use bulkhead_blkback::request::Limits;
+use bulkhead_blkback::ring::{self, RingMemory, VecRing};
+use bulkhead_block::{BlockDevice, BlockError, Features};
+use bulkhead_xen::grants::Mapping;
+use bulkhead_xenbus::keys::fake::run;
+use libfuzzer_sys::fuzz_target;
+
+/// Grants 1..=64 are readable and writable pages; any other reference faults.
+struct Pages(Vec<[u8; 4096]>);
+
+impl Pages {
+    fn page(&mut self, gref: u32) -> Result<&mut [u8; 4096], GrantFault> {
+        match gref {
+            1..=64 => Ok(&mut self.0[gref as usize - 1]),
+            _ => Err(GrantFault { gref, status: -3 }),
+        }
+    }
+}
+
+impl GuestMemory for Pages {
+    fn read(&mut self, pieces: &[Piece], buf: &mut [u8]) -> Result<(), GrantFault> {
+        let mut at = 0;
+        for p in pieces {
+            let (o, n) = (p.offset as usize, p.len as usize);
+            let page = self.page(p.gref)?;
+            let src = page.get(o..o + n).ok_or(GrantFault { gref: p.gref, status: -1 })?;
+            buf.get_mut(at..at + n).ok_or(GrantFault { gref: p.gref, status: -1 })?.copy_from_slice(src);
+            at += n;
+        }
+        Ok(())
+    }
+    fn write(&mut self, pieces: &[Piece], buf: &[u8]) -> Result<(), GrantFault> {
+        let mut at = 0;
+        for p in pieces {
+            let (o, n) = (p.offset as usize, p.len as usize);
+            let src = buf.get(at..at + n).ok_or(GrantFault { gref: p.gref, status: -1 })?;
+            let page = self.page(p.gref)?;
+            page.get_mut(o..o + n).ok_or(GrantFault { gref: p.gref, status: -1 })?.copy_from_slice(src);
+            at += n;
+        }
+        Ok(())
+    }
+}
+
+/// Maps grants 1..=48 (fewer than the copier reaches: the cache meets refusals).
+struct Mapper {
+    next: u64,
+    mapped: usize,
+}
+
+impl GrantMapper for Mapper {
+    fn map(&mut self, dom: u16, grefs: &[u32]) -> Vec<Option<Mapping>> {
+        grefs
+            .iter()
+            .map(|&gref| {
+                (1..=48).contains(&gref).then(|| {
+                    self.next += 4096;
+                    self.mapped += 1;
+                    Mapping { addr: self.next, handle: gref, dom, gref, readonly: false }
+                })
+            })
+            .collect()
+    }
+    fn unmap(&mut self, maps: &[Mapping]) {
+        assert!(self.mapped >= maps.len(), "unmapped more than mapped");
+        self.mapped -= maps.len();
+    }
+    fn copy_from(&mut self, _: &Mapping, offset: usize, dst: &mut [u8]) {
+        assert!(offset + dst.len() <= 4096);
+        dst.fill(0x5a);
+    }
+    fn copy_to(&mut self, _: &Mapping, offset: usize, src: &[u8]) {
+        assert!(offset + src.len() <= 4096);
+    }
+}
+
+struct Disk(Vec<u8>);
+
+impl BlockDevice for Disk {
+    fn block_size(&self) -> u32 {
+        512
+    }
+    fn blocks(&self) -> u64 {
+        (self.0.len() / 512) as u64
+    }
+    fn features(&self) -> Features {
+        Features { flush: true, discard: true, write_zeroes: false, volatile_cache: true }
+    }
+    async fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        let o = lba as usize * 512;
+        buf.copy_from_slice(self.0.get(o..o + buf.len()).ok_or(BlockError::OutOfRange)?);
+        Ok(())
+    }
+    async fn write(&mut self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
+        let o = lba as usize * 512;
+        self.0.get_mut(o..o + buf.len()).ok_or(BlockError::OutOfRange)?.copy_from_slice(buf);
+        Ok(())
+    }
+    async fn flush(&mut self) -> Result<(), BlockError> {
+        Ok(())
+    }
+    async fn discard(&mut self, lba: u64, blocks: u64) -> Result<(), BlockError> {
+        let o = lba as usize * 512;
+        let n = blocks as usize * 512;
+        self.0.get_mut(o..o + n).ok_or(BlockError::OutOfRange)?.fill(0);
+        Ok(())
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    if data.len() < 8 {
+        return;
+    }
+    let pages = 1usize << (data[0] % 3);
+    let protocol = if data[1] & 1 == 0 { Protocol::X86_64 } else { Protocol::X86_32 };
+    let persistent = data[1] & 2 != 0;
+    let read_only = data[1] & 4 != 0;
+    let mut mem = VecRing::new(pages);
+    // The ring's slots from the input, then the producer index it names.
+    let body = &data[8..];
+    let n = body.len().min(pages * 4096 - 64);
+    mem.write(64, &body[..n]);
+    mem.store_u32(0, u32::from_le_bytes(data[2..6].try_into().unwrap()) % 2048);
+    let Ok(ring) = ring::attach(mem, protocol) else { return };
+    let limits = Limits {
+        max_indirect_segments: 256,
+        barrier: data[6] & 1 != 0,
+        flush: data[6] & 2 != 0,
+        discard: data[6] & 4 != 0,
+        secure_discard: false,
+    };
+    let geometry = Geometry { sectors: 8192, block_size: 512 };
+    let mut q = Queue::new("fuzz".into(), ring, protocol, limits, geometry, read_only);
+    let mut disk = Disk(vec![0; 8192 * 512]);
+    let copier = Pages(vec![[0u8; 4096]; 64]);
+    let r = if persistent {
+        let mut guest = Persistent::new(7, Mapper { next: 0, mapped: 0 }, copier, 32);
+        let r = run(q.serve_available(&mut disk, &mut guest, 64));
+        guest.release();
+        r
+    } else {
+        let mut guest = copier;
+        run(q.serve_available(&mut disk, &mut guest, 64))
+    };
+    if r.is_ok() {
+        assert_eq!(q.ring().in_flight(), 0, "a request taken and not answered");
+    }
+});

@@ -9,7 +9,7 @@ PVH_IMAGE  := $(BUILD)/bulkhead-pvh.elf
 KERNEL_OUT := target/x86_64-unknown-linux-gnu/release/bulkhead
 RUNNER     := target/release/bulkhead-testrun
 
-.PHONY: all image runner test test-host test-qemu test-xen bench run run-bare deps clean
+.PHONY: all image runner test test-host test-qemu test-xen bench fuzz run run-bare deps clean
 
 all: image
 
@@ -38,6 +38,14 @@ test-host: runner
 	$(RUNNER) fuzz blkif $(FUZZ_SECONDS)
 	$(RUNNER) fuzz switch $(FUZZ_SECONDS)
 	$(RUNNER) fuzz netif $(FUZZ_SECONDS)
+	tests/fuzz/run.sh $(FUZZ_SMOKE_SECONDS)
+
+# Coverage-guided fuzzing (libFuzzer, tests/fuzz): a smoke of each target in `make test`,
+# a long campaign here (not CI), corpora kept in tests/fuzz/target/corpus between runs.
+FUZZ_SMOKE_SECONDS ?= 10
+FUZZ_CAMPAIGN_SECONDS ?= 3600
+fuzz:
+	tests/fuzz/run.sh $(FUZZ_CAMPAIGN_SECONDS)
 
 # Bare-QEMU tier: boots the image with -kernel and checks the console and exit status.
 test-qemu: image

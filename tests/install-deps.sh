@@ -2,12 +2,15 @@
 # Install what Bulkhead's build and tests need on Debian 12, if missing. Idempotent.
 # Build: cargo (rustup), make, a C toolchain. Bare-QEMU tier: qemu-system-x86.
 # Xen tier: debootstrap and e2fsprogs (dom0 image), gcc + kernel uapi headers (xen-peer).
+# Host tier: g++ for libFuzzer (tests/fuzz).
 set -eu
 need=""
 have() { command -v "$1" >/dev/null 2>&1; }
 have qemu-system-x86_64 || need="$need qemu-system-x86"
 have make || need="$need make"
 have gcc || need="$need gcc"
+# libFuzzer (tests/fuzz) is C++.
+have g++ || need="$need g++"
 have debootstrap || need="$need debootstrap"
 have mkfs.ext4 || need="$need e2fsprogs"
 have sfdisk || need="$need fdisk"

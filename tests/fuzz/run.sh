@@ -14,13 +14,17 @@ targets=("$@")
 # the `fuzzing` cfg; debug assertions and overflow checks on (Cargo.toml's profile).
 export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table -Cllvm-args=-sanitizer-coverage-trace-compares"
 export CARGO_TARGET_DIR="$here/target"
-(cd "$here" && cargo build -q --release --bins)
+# An explicit --target keeps those flags off build scripts (they run on the host, without
+# libFuzzer's runtime).
+triple=x86_64-unknown-linux-gnu
+(cd "$here" && cargo build -q --release --bins --target $triple)
+bin="$CARGO_TARGET_DIR/$triple/release"
 failed=0
 for t in "${targets[@]}"; do
     corpus="$here/target/corpus/$t"
     mkdir -p "$corpus" "$here/artifacts/$t"
     log="$here/target/$t.log"
-    if "$CARGO_TARGET_DIR/release/$t" -max_total_time="$secs" -print_final_stats=1 \
+    if "$bin/$t" -max_total_time="$secs" -print_final_stats=1 \
         -artifact_prefix="$here/artifacts/$t/" "$corpus" "$here/seeds/$t" >"$log" 2>&1; then
         runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
         cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1)

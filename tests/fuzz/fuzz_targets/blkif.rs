@@ -32,8 +32,16 @@ impl GuestMemory for Pages {
         for p in pieces {
             let (o, n) = (p.offset as usize, p.len as usize);
             let page = self.page(p.gref)?;
-            let src = page.get(o..o + n).ok_or(GrantFault { gref: p.gref, status: -1 })?;
-            buf.get_mut(at..at + n).ok_or(GrantFault { gref: p.gref, status: -1 })?.copy_from_slice(src);
+            let src = page.get(o..o + n).ok_or(GrantFault {
+                gref: p.gref,
+                status: -1,
+            })?;
+            buf.get_mut(at..at + n)
+                .ok_or(GrantFault {
+                    gref: p.gref,
+                    status: -1,
+                })?
+                .copy_from_slice(src);
             at += n;
         }
         Ok(())
@@ -42,9 +50,17 @@ impl GuestMemory for Pages {
         let mut at = 0;
         for p in pieces {
             let (o, n) = (p.offset as usize, p.len as usize);
-            let src = buf.get(at..at + n).ok_or(GrantFault { gref: p.gref, status: -1 })?;
+            let src = buf.get(at..at + n).ok_or(GrantFault {
+                gref: p.gref,
+                status: -1,
+            })?;
             let page = self.page(p.gref)?;
-            page.get_mut(o..o + n).ok_or(GrantFault { gref: p.gref, status: -1 })?.copy_from_slice(src);
+            page.get_mut(o..o + n)
+                .ok_or(GrantFault {
+                    gref: p.gref,
+                    status: -1,
+                })?
+                .copy_from_slice(src);
             at += n;
         }
         Ok(())
@@ -65,7 +81,13 @@ impl GrantMapper for Mapper {
                 (1..=48).contains(&gref).then(|| {
                     self.next += 4096;
                     self.mapped += 1;
-                    Mapping { addr: self.next, handle: gref, dom, gref, readonly: false }
+                    Mapping {
+                        addr: self.next,
+                        handle: gref,
+                        dom,
+                        gref,
+                        readonly: false,
+                    }
                 })
             })
             .collect()
@@ -93,7 +115,12 @@ impl BlockDevice for Disk {
         (self.0.len() / 512) as u64
     }
     fn features(&self) -> Features {
-        Features { flush: true, discard: true, write_zeroes: false, volatile_cache: true }
+        Features {
+            flush: true,
+            discard: true,
+            write_zeroes: false,
+            volatile_cache: true,
+        }
     }
     async fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
         let o = lba as usize * 512;
@@ -102,7 +129,10 @@ impl BlockDevice for Disk {
     }
     async fn write(&mut self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
         let o = lba as usize * 512;
-        self.0.get_mut(o..o + buf.len()).ok_or(BlockError::OutOfRange)?.copy_from_slice(buf);
+        self.0
+            .get_mut(o..o + buf.len())
+            .ok_or(BlockError::OutOfRange)?
+            .copy_from_slice(buf);
         Ok(())
     }
     async fn flush(&mut self) -> Result<(), BlockError> {
@@ -111,7 +141,10 @@ impl BlockDevice for Disk {
     async fn discard(&mut self, lba: u64, blocks: u64) -> Result<(), BlockError> {
         let o = lba as usize * 512;
         let n = blocks as usize * 512;
-        self.0.get_mut(o..o + n).ok_or(BlockError::OutOfRange)?.fill(0);
+        self.0
+            .get_mut(o..o + n)
+            .ok_or(BlockError::OutOfRange)?
+            .fill(0);
         Ok(())
     }
 }
@@ -121,7 +154,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let pages = 1usize << (data[0] % 3);
-    let protocol = if data[1] & 1 == 0 { Protocol::X86_64 } else { Protocol::X86_32 };
+    let protocol = if data[1] & 1 == 0 {
+        Protocol::X86_64
+    } else {
+        Protocol::X86_32
+    };
     let persistent = data[1] & 2 != 0;
     let read_only = data[1] & 4 != 0;
     let mut mem = VecRing::new(pages);
@@ -130,7 +167,9 @@ fuzz_target!(|data: &[u8]| {
     let n = body.len().min(pages * 4096 - 64);
     mem.write(64, &body[..n]);
     mem.store_u32(0, u32::from_le_bytes(data[2..6].try_into().unwrap()) % 2048);
-    let Ok(ring) = ring::attach(mem, protocol) else { return };
+    let Ok(ring) = ring::attach(mem, protocol) else {
+        return;
+    };
     let limits = Limits {
         max_indirect_segments: 256,
         barrier: data[6] & 1 != 0,
@@ -138,7 +177,10 @@ fuzz_target!(|data: &[u8]| {
         discard: data[6] & 4 != 0,
         secure_discard: false,
     };
-    let geometry = Geometry { sectors: 8192, block_size: 512 };
+    let geometry = Geometry {
+        sectors: 8192,
+        block_size: 512,
+    };
     let mut q = Queue::new("fuzz".into(), ring, protocol, limits, geometry, read_only);
     let mut disk = Disk(vec![0; 8192 * 512]);
     let copier = Pages(vec![[0u8; 4096]; 64]);

@@ -14,17 +14,31 @@ impl GuestMemory for Page {
         let mut at = 0;
         for p in pieces {
             if p.gref != 9 {
-                return Err(GrantFault { gref: p.gref, status: -3 });
+                return Err(GrantFault {
+                    gref: p.gref,
+                    status: -3,
+                });
             }
             let (o, n) = (p.offset as usize, p.len as usize);
-            let src = self.0.get(o..o + n).ok_or(GrantFault { gref: p.gref, status: -1 })?;
-            buf.get_mut(at..at + n).ok_or(GrantFault { gref: p.gref, status: -1 })?.copy_from_slice(src);
+            let src = self.0.get(o..o + n).ok_or(GrantFault {
+                gref: p.gref,
+                status: -1,
+            })?;
+            buf.get_mut(at..at + n)
+                .ok_or(GrantFault {
+                    gref: p.gref,
+                    status: -1,
+                })?
+                .copy_from_slice(src);
             at += n;
         }
         Ok(())
     }
     fn write(&mut self, _: &[Piece], _: &[u8]) -> Result<(), GrantFault> {
-        Err(GrantFault { gref: 0, status: -1 })
+        Err(GrantFault {
+            gref: 0,
+            status: -1,
+        })
     }
 }
 
@@ -37,7 +51,9 @@ fuzz_target!(|data: &[u8]| {
     let body = &data[4..];
     mem.write(64, &body[..body.len().min(4096 - 64)]);
     mem.store_u32(0, u32::from(data[0]) % 200);
-    let Ok(mut ring) = BackRing::attach(mem, LAYOUT) else { return };
+    let Ok(mut ring) = BackRing::attach(mem, LAYOUT) else {
+        return;
+    };
     let mut s = Steering::new(1 + u32::from(data[1]) % 8);
     let mut page = body.to_vec();
     page.resize(4096, 0);

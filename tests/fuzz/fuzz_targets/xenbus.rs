@@ -12,7 +12,11 @@ fn state(b: u8) -> Option<State> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let id = DeviceId { kind: Kind::Vbd, frontend: 7, devid: 51712 };
+    let id = DeviceId {
+        kind: Kind::Vbd,
+        frontend: 7,
+        devid: 51712,
+    };
     let mut b = Backend::new(id);
     let mut connected = false;
     let mut destroyed = false;

@@ -346,7 +346,11 @@ pub fn values(xs: &mut Xs, g: &Grants, ev: &Events, devid: u32) -> Result<String
     let big = vec![b'7'; 2000];
     let cases: Vec<(&str, &str, Vec<u8>)> = vec![
         ("ring-ref -1", "ring-ref", b"-1".to_vec()),
-        ("ring-ref of 2000 digits (xenstored refuses longer)", "ring-ref", big.clone()),
+        (
+            "ring-ref of 2000 digits (xenstored refuses longer)",
+            "ring-ref",
+            big.clone(),
+        ),
         ("ring-ref not UTF-8", "ring-ref", vec![0xff, 0xfe, 0x31]),
         ("ring-page-order 31", "ring-page-order", b"31".to_vec()),
         ("1000 queues", "multi-queue-num-queues", b"1000".to_vec()),

@@ -20,6 +20,29 @@ use bulkhead_block::{BlockDevice, BlockError, Features};
 
 struct Rng(u64);
 
+/// The random fuzzers' seed: `FUZZ_SEED` (decimal or 0x-hex) when set, to replay a run,
+/// otherwise fresh; printed first, so a failure can always be replayed.
+fn seed(name: &str, base: u64) -> Rng {
+    let s = std::env::var("FUZZ_SEED").ok().and_then(|v| {
+        let v = v.trim();
+        match v.strip_prefix("0x") {
+            Some(h) => u64::from_str_radix(h, 16).ok(),
+            None => v.parse().ok(),
+        }
+    });
+    let s = s.unwrap_or_else(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        base ^ t ^ (std::process::id() as u64) << 32
+    });
+    println!(
+        "fuzz {name}: seed {s:#x} (replay: FUZZ_SEED={s:#x} bulkhead-testrun fuzz {name} SECONDS)"
+    );
+    // xorshift has one fixed point: 0.
+    Rng(s.max(1))
+}
+
 impl Rng {
     fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
@@ -159,7 +182,7 @@ fn request(rng: &mut Rng, p: Protocol, id: u64, grefs: &[u32]) -> Vec<u8> {
 
 pub fn blkif(seconds: u64) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(seconds);
-    let mut rng = Rng(0x5eed_b1c1_f00d ^ std::process::id() as u64);
+    let mut rng = seed("blkif", 0x5eed_b1c1_f00d);
     let (mut rounds, mut requests, mut errors) = (0u64, 0u64, 0u64);
     let limits = Limits {
         max_indirect_segments: 256,
@@ -250,7 +273,7 @@ pub fn blkif(seconds: u64) -> Result<(), String> {
 pub fn switch(seconds: u64) -> Result<(), String> {
     use bulkhead_switch::{Decision, PortId, Switch};
     let deadline = Instant::now() + Duration::from_secs(seconds);
-    let mut rng = Rng(0x5317_c4f0_0d15_ea5e ^ std::process::id() as u64);
+    let mut rng = seed("switch", 0x5317_c4f0_0d15_ea5e);
     let (mut frames, mut rounds) = (0u64, 0u64);
     let macs: Vec<[u8; 6]> = (0..12u8).map(|i| [0x52, 0x54, 0, 0, 0, i]).collect();
     while Instant::now() < deadline {
@@ -328,7 +351,7 @@ pub fn netif(seconds: u64) -> Result<(), String> {
     use bulkhead_netback::packet::{finish, Packet};
     use bulkhead_netback::tx::{parse, Gso, TxError, TxSlot};
     let deadline = Instant::now() + Duration::from_secs(seconds);
-    let mut rng = Rng(0x0e7f_1f00_d5ee_d5ed ^ std::process::id() as u64);
+    let mut rng = seed("netif", 0x0e7f_1f00_d5ee_d5ed);
     let (mut packets, mut ok, mut dropped, mut fatal) = (0u64, 0u64, 0u64, 0u64);
     let (mut frames, mut finished) = (0u64, 0u64);
     while Instant::now() < deadline {

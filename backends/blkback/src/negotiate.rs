@@ -288,7 +288,7 @@ mod tests {
         assert_eq!(get("feature-persistent"), Some("1"));
     }
 
-    /// Finding 6: a missing `mode` no longer means read-write.
+    /// Finding 6 of the hostile-guest review: a missing `mode` no longer means read-write.
     #[test]
     fn mode_fails_closed() {
         assert_eq!(read_only(Some("r")), Ok(true));

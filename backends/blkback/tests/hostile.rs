@@ -68,7 +68,7 @@ const LIMITS: Limits = Limits {
     secure_discard: false,
 };
 
-/// Finding 2: a frontend that re-publishes invalid requests from inside the backend's
+/// Finding 2 of the hostile-guest review: a frontend that re-publishes invalid requests from inside the backend's
 /// ring read (as fast as they are answered) must not keep `serve_available` from
 /// returning: the task has to yield to timers, other guests and shutdown.
 #[test]

@@ -286,7 +286,7 @@ mod tests {
         assert!(with("feature-gso-tcpv4-prefix", "1").is_err());
     }
 
-    /// Finding 6: we do not watch `request-multicast-control` while connected, so we
+    /// Finding 6 of the hostile-guest review: we do not watch `request-multicast-control` while connected, so we
     /// must not promise to (a frontend relying on it would filter wrongly).
     #[test]
     fn only_what_is_implemented_is_offered() {

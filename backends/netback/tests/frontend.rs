@@ -630,7 +630,7 @@ fn a_large_send_is_cut_as_buffers_come() {
     assert_eq!(stream, payload[..24]);
 }
 
-/// Finding 3: a frame without GSO larger than an Ethernet frame is refused where the
+/// Finding 3 of the hostile-guest review: a frame without GSO larger than an Ethernet frame is refused where the
 /// guest sends it (it could never leave by the wire, and switched to other vifs it
 /// would be 64 KiB per packet in their inboxes).
 #[test]
@@ -644,7 +644,7 @@ fn a_frame_above_the_mtu_without_gso_is_refused() {
     assert_eq!(r.q.stats.tx_errors, 1);
 }
 
-/// Finding 3: a frontend that posts no receive buffers while packets wait has its
+/// Finding 3 of the hostile-guest review: a frontend that posts no receive buffers while packets wait has its
 /// carrier turned off after the stall timeout (what waited is dropped, counted), and
 /// back on once it posts buffers again.
 #[test]

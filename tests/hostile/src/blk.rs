@@ -415,3 +415,140 @@ pub fn notify_loop(xs: &mut Xs, g: &Grants, ev: &Events, devid: u32, secs: u64) 
         "{n} notifications in {secs} s; backend still connected: {alive}"
     ))
 }
+
+/// Persistent grants over thousands of distinct pages on 4 queues: every read names
+/// pages never used before, so the backend would keep mapping until its pool ran out.
+/// Then the connection is held for `hold` seconds (data/holding = 1) while dom0 attaches
+/// another guest's disk, which must connect.
+pub fn pgrants(
+    xs: &mut Xs,
+    g: &Grants,
+    ev: &Events,
+    devid: u32,
+    pages: usize,
+    hold: u64,
+) -> Result<String> {
+    let fe = format!("device/vbd/{devid}");
+    let backend: u16 = xs
+        .read(&format!("{fe}/backend-id"))
+        .and_then(|s| s.parse().ok())
+        .ok_or("no backend-id")?;
+    let be = xs.read(&format!("{fe}/backend")).ok_or("no backend path")?;
+    xs.write_str(&format!("{fe}/state"), "1")?;
+    if !xs.wait(&format!("{be}/state"), 30, |s| s == Some("2")) {
+        return Err("backend not in InitWait".into());
+    }
+    let rings = g.alloc(backend, 4, true)?;
+    let data = g.alloc(backend, pages, true)?;
+    let mut qs = Vec::new();
+    for q in 0..4 {
+        let mut mem = Page(rings.page(q).as_mut_ptr());
+        shared_init(&mut mem);
+        let front = FrontRing::new(&mem, P.layout());
+        let port = ev.unbound(backend)?;
+        xs.write_str(
+            &format!("{fe}/queue-{q}/ring-ref"),
+            &rings.grefs[q].to_string(),
+        )?;
+        xs.write_str(&format!("{fe}/queue-{q}/event-channel"), &port.to_string())?;
+        qs.push((mem, front, port));
+    }
+    xs.write_str(&format!("{fe}/multi-queue-num-queues"), "4")?;
+    xs.write_str(&format!("{fe}/feature-persistent"), "1")?;
+    xs.write_str(&format!("{fe}/protocol"), "x86_64-abi")?;
+    xs.write_str(&format!("{fe}/state"), "3")?;
+    if !xs.wait(&format!("{be}/state"), 30, |s| s == Some("4")) {
+        return Err("backend did not connect 4 queues".into());
+    }
+    // Reads of 11 fresh pages each, round robin over the queues, until every page was
+    // named once.
+    let (mut sent, mut answered, mut id) = (0usize, 0usize, 0u64);
+    let mut next_page = 0usize;
+    let end = Instant::now() + Duration::from_secs(120);
+    while (next_page < pages || answered < sent) && Instant::now() < end {
+        for (mem, front, port) in qs.iter_mut() {
+            while front.get(&*mem).is_some() {
+                answered += 1;
+            }
+            let mut put = false;
+            while front.free() > 0 && next_page < pages {
+                let segs: Vec<Segment> = (0..11)
+                    .map(|k| Segment {
+                        gref: data.grefs[(next_page + k) % pages],
+                        first: 0,
+                        last: 7,
+                    })
+                    .collect();
+                next_page += 11;
+                id += 1;
+                front.put(mem, &encode(P, OP_READ, id, 0, &segs));
+                sent += 1;
+                put = true;
+            }
+            if put {
+                front.publish(mem);
+                ev.notify(*port);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    xs.write_str("data/holding", "1")?;
+    std::thread::sleep(Duration::from_secs(hold));
+    let _ = xs.write_str("data/holding", "0");
+    let alive = be_state(xs, &be) == 4;
+    let _ = xs.write_str(&format!("{fe}/state"), "5");
+    xs.wait(&format!("{be}/state"), 20, |s| {
+        matches!(s, Some("5") | Some("6"))
+    });
+    let _ = xs.write_str(&format!("{fe}/state"), "6");
+    xs.wait(&format!("{be}/state"), 20, |s| s == Some("6"));
+    for k in ["multi-queue-num-queues", "feature-persistent"] {
+        xs.rm(&format!("{fe}/{k}"));
+    }
+    for q in 0..4 {
+        xs.rm(&format!("{fe}/queue-{q}"));
+    }
+    g.free(rings);
+    g.free(data);
+    Ok(format!(
+        "{sent} reads over {pages} distinct pages on 4 queues with persistent grants, {answered} answered; backend still connected: {alive}"
+    ))
+}
+
+/// Grants revoked or read-only where the backend must write: a read into a page granted
+/// read-only, a read into a page whose grant was just taken back. Each must get an error
+/// answer (and nothing else happen).
+pub fn revoke(xs: &mut Xs, g: &Grants, ev: &Events, devid: u32) -> Result<String> {
+    let mut b = connect(xs, g, ev, devid)?;
+    let backend: u16 = xs
+        .read(&format!("{}/backend-id", b.fe))
+        .and_then(|s| s.parse().ok())
+        .ok_or("no backend-id")?;
+    let ro = g.alloc(backend, 1, false)?;
+    let seg = |gref| Segment {
+        gref,
+        first: 0,
+        last: 7,
+    };
+    let st_ro = b.one(ev, encode(P, OP_READ, 1, 0, &[seg(ro.grefs[0])]));
+    let gone = g.alloc(backend, 1, true)?;
+    let gref = gone.grefs[0];
+    g.free(gone);
+    let st_gone = b.one(ev, encode(P, OP_READ, 2, 0, &[seg(gref)]));
+    // Revoked while the request is in flight: answered once, whatever the outcome.
+    let late = g.alloc(backend, 1, true)?;
+    let lref = late.grefs[0];
+    b.send(ev, &[encode(P, OP_READ, 3, 0, &[seg(lref)])]);
+    g.free(late);
+    std::thread::sleep(Duration::from_millis(500));
+    let late_answers = b.responses().len();
+    g.free(ro);
+    let alive = be_state(xs, &b.be) == 4;
+    b.close(xs, g);
+    if st_ro.is_none_or(|s| s == 0) || st_gone.is_none_or(|s| s == 0) {
+        return Err(format!("read into a read-only grant: {st_ro:?}, into a revoked one: {st_gone:?} (expected errors)"));
+    }
+    Ok(format!(
+        "read into a read-only grant refused ({st_ro:?}), into a revoked grant refused ({st_gone:?}), a grant revoked in flight answered {late_answers} time(s); backend still connected: {alive}"
+    ))
+}

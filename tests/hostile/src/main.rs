@@ -11,7 +11,7 @@
 //!   bulkhead-hostile victim DEV ADDR    disk I/O on DEV and pings to ADDR, per phase
 //!
 //! Attacks: blk-invalid SECS, blk-ahead, blk-requests, blk-flap SECS, blk-values,
-//! blk-notify SECS, net-gso SECS, net-jumbo SECS, net-storm SECS, net-norx SECS,
+//! blk-notify SECS, blk-pgrants HOLD_SECS, blk-revoke, net-gso SECS, net-jumbo SECS, net-storm SECS, net-norx SECS,
 //! net-ctrl SECS, net-chains.
 
 mod blk;
@@ -47,6 +47,8 @@ fn attack(words: &[&str]) -> Result<String> {
         "blk-flap" => blk::flap(&mut xs, &g, &ev, VBD, secs(1)),
         "blk-values" => blk::values(&mut xs, &g, &ev, VBD),
         "blk-notify" => blk::notify_loop(&mut xs, &g, &ev, VBD, secs(1)),
+        "blk-pgrants" => blk::pgrants(&mut xs, &g, &ev, VBD, 2200, secs(1)),
+        "blk-revoke" => blk::revoke(&mut xs, &g, &ev, VBD),
         "net-gso" => {
             let gw = mac_of(&mut xs, "data/gateway-mac");
             net::gso1(&mut xs, &g, &ev, VIF, secs(1), gw)

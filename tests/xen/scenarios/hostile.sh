@@ -76,12 +76,25 @@ xenstore-write "/local/domain/$h/data/gateway-mac" "52:55:0a:00:02:02"
 xenstore-write "/local/domain/$vid/data/phase" "quiet"
 sleep "$(scaled 8)"
 # net-norx outlasts the shared driver domain's vif-rx-stall=15 (lib.sh).
-for a in "blk-invalid 10" "blk-ahead" "blk-requests" "blk-flap 8" "blk-values" \
-    "blk-notify 8" "net-gso 10" "net-jumbo 8" "net-storm 8" "net-norx 25" \
+for a in "blk-invalid 10" "blk-ahead" "blk-requests" "blk-revoke" "blk-flap 8" "blk-values" \
+    "blk-notify 8" "blk-pgrants 60" "net-gso 10" "net-jumbo 8" "net-storm 8" "net-norx 25" \
     "net-ctrl 8" "net-chains"; do
     note "attack: $a"
     xenstore-write "/local/domain/$vid/data/phase" "$a"
     xenstore-write "/local/domain/$h/data/attack" "$a"
+    if [ "$a" = "blk-pgrants 60" ]; then
+        # While the hostile guest holds all the persistent grants it could get on 4
+        # queues, another guest's new disk must connect.
+        poll 180 xs_is "/local/domain/$h/data/holding" 1 \
+            || hostile_fail "the persistent-grant flood did not get going: $(grep -a 'hostile:' "$(console_of hostile)" | tail -2)"
+        grep -E "vbd-$h-51712: serving" "$log" | tail -1
+        xl block-attach victim 'format=raw,vdev=xvdb,access=ro,backend=bulkhead,target=part:alpha' \
+            || hostile_fail "xl block-attach of the victim's second disk failed"
+        expect "$log" "vbd-$vid-51728: backend Connected" 120 "the victim's second disk did not connect during the grant flood"
+        grep -E "vbd-$vid-51728: serving" "$log" | tail -1
+        xl block-detach victim xvdb || hostile_fail "xl block-detach of the victim's second disk failed"
+        expect "$log" "vbd-$vid-51728: released" 120 "the victim's second disk was not released"
+    fi
     poll 300 sh -c "xenstore-read /local/domain/$h/data/result 2>/dev/null | grep -q '^$a: '" \
         || hostile_fail "attack $a did not finish: $(grep -a 'hostile:' "$(console_of hostile)" | tail -3)"
     r=$(xenstore-read "/local/domain/$h/data/result")
@@ -99,7 +112,7 @@ grep -E "carrier (off|on)|only counted" "$log" | tail -4
 
 # The victim's figures: every phase, with its throughput against the quiet one.
 grep -a "victim: phase" "$(console_of victim)" >/tmp/phases
-[ "$(grep -c . /tmp/phases)" -ge 13 ] || hostile_fail "the victim reported $(grep -c . /tmp/phases) phases, expected 14"
+[ "$(grep -c . /tmp/phases)" -ge 16 ] || hostile_fail "the victim reported $(grep -c . /tmp/phases) phases, expected 17"
 base=$(sed -n 's/^victim: phase quiet: .* disk \([0-9]*\) KiB\/s.*/\1/p' /tmp/phases)
 while read -r line; do
     kib=$(echo "$line" | sed -n 's/.* disk \([0-9]*\) KiB\/s.*/\1/p')

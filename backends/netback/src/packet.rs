@@ -296,6 +296,12 @@ pub fn gso_segments(f: &[u8], gso: Gso) -> Result<usize, PacketError> {
     gso_plan(f, gso).map(|(_, _, n)| n)
 }
 
+/// Bytes a GSO send puts on the wire beyond its own length once cut: its headers again
+/// in every segment after the first.
+pub fn gso_extra_bytes(f: &[u8], gso: Gso) -> Result<usize, PacketError> {
+    gso_plan(f, gso).map(|(_, hdr, n)| (n - 1) * hdr)
+}
+
 impl Segmenter {
     pub fn new(frame: Vec<u8>, gso: Gso) -> Result<Segmenter, PacketError> {
         let (l, hdr, count) = gso_plan(&frame, gso)?;

@@ -330,6 +330,11 @@ impl<M: RingMemory> VifQueue<M> {
                     self.answer(&p.ids, p.extras, RSP_ERROR);
                     continue;
                 }
+                // rate= holds for what leaves: the headers every segment repeats count.
+                if let (Some(rate), Ok(extra)) = (&mut self.rate, packet::gso_extra_bytes(&data, g))
+                {
+                    rate.charge(extra as u64);
+                }
             }
             for m in &p.mcast_add {
                 if self.multicast.len() < 64 {

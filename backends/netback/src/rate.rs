@@ -11,6 +11,9 @@ pub struct Rate {
     pub period_ns: u64,
     remaining: u64,
     window_start: u64,
+    /// Bytes charged after admission (the headers a large send repeats in every segment)
+    /// beyond the credit left: the next refills pay them first.
+    debt: u64,
 }
 
 impl Rate {
@@ -20,6 +23,7 @@ impl Rate {
             period_ns,
             remaining: bytes,
             window_start: 0,
+            debt: 0,
         }
     }
 
@@ -30,7 +34,10 @@ impl Rate {
         if now >= next {
             self.window_start = now;
             let max_burst = MAX_BURST.max(self.bytes);
-            self.remaining = self.remaining.saturating_add(self.bytes).min(max_burst);
+            let refill = self.bytes.min(max_burst);
+            let paid = refill.min(self.debt);
+            self.debt -= paid;
+            self.remaining = self.remaining.saturating_add(refill - paid).min(max_burst);
         }
         if len as u64 > self.remaining {
             return Err(self.window_start.saturating_add(self.period_ns));
@@ -38,11 +45,35 @@ impl Rate {
         self.remaining -= len as u64;
         Ok(())
     }
+
+    /// Charge `extra` bytes for a packet already admitted (a large send puts its headers
+    /// on the wire once per segment, more than its length): taken from the credit left,
+    /// the rest owed and paid by the next periods, so the configured rate holds for what
+    /// leaves, not for what the guest handed over.
+    pub fn charge(&mut self, extra: u64) {
+        let now = extra.min(self.remaining);
+        self.remaining -= now;
+        self.debt = self.debt.saturating_add(extra - now);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn charged_segment_headers_are_paid_by_later_periods() {
+        // 10 000 bytes per 10 ms; a large send whose segments repeat 25 000 header bytes.
+        let mut r = Rate::new(10_000, 10_000_000);
+        assert_eq!(r.admit(0, 1500), Ok(()));
+        r.charge(25_000);
+        // The 8 500 left go, 16 500 are owed: the next period pays 10 000 of them, the
+        // one after 6 500, leaving 3 500 for traffic.
+        assert!(r.admit(1, 100).is_err());
+        assert!(r.admit(10_000_000, 100).is_err());
+        assert!(r.admit(20_000_000, 3_600).is_err());
+        assert_eq!(r.admit(20_000_000, 3_500), Ok(()));
+    }
 
     #[test]
     fn limits_bytes_per_period() {

@@ -531,6 +531,37 @@ fn multicast_control_filters_what_the_guest_did_not_register() {
 /// Finding 1 of the hostile-guest review: a large send with segment size 1 (or any
 /// size below a real TCP MSS) is refused where the guest sends it, with an error
 /// response and a counter; it never reaches the switch to be cut into ~65,000 frames.
+/// rate= is for what leaves: a large send cut into small segments repeats its headers in
+/// each, and those bytes are charged too (a guest cannot multiply its rate by choosing a
+/// small segment size).
+#[test]
+fn rate_limit_charges_the_headers_every_segment_repeats() {
+    // 20 000 bytes per millisecond; a 10 054-byte send of 100-byte segments makes 100
+    // segments, 99 more copies of its 54 header bytes: 5 346 bytes beyond its length.
+    let mut r = Rig::new(ALL, Some(Rate::new(20_000, 1_000_000)));
+    let mut f = tcp4(&vec![7u8; 10_000]);
+    f[6..12].copy_from_slice(&MAC);
+    let g = Gso {
+        size: 100,
+        kind: GSO_TYPE_TCPV4,
+    };
+    r.send(&f, 0, NETTXF_CSUM_BLANK, Some(g));
+    assert_eq!(r.transmit(0).len(), 1);
+    // Left: 20 000 - 10 054 - 5 346 = 4 600, three 1 500-byte frames and not a fourth
+    // of 200. Charging only the length would leave 9 946.
+    for i in 0..4 {
+        r.send(&frame(MAC, if i < 3 { 1500 } else { 200 }, i), 0, 0, None);
+    }
+    let mut out = Vec::new();
+    let pass = r.q.transmit(&mut r.pages, 1, 64, &mut out).unwrap();
+    assert_eq!(
+        out.len(),
+        3,
+        "the credit the segments' headers used is gone"
+    );
+    assert_eq!(pass.retry_at, Some(1_000_000));
+}
+
 #[test]
 fn a_large_send_with_a_tiny_segment_size_is_refused() {
     let mut r = Rig::new(ALL, None);

@@ -28,7 +28,7 @@ mod trace;
 mod xen;
 
 use bulkhead_boot::{BootError, PhysMem, Protocol};
-use bulkhead_executor::{Executor, Idle, Nanos};
+use bulkhead_executor::{Executor, Idle, Nanos, OneShot};
 use log::{error, info, warn};
 
 use crate::arch::{apic, interrupts};
@@ -67,7 +67,12 @@ impl PhysMem for LoaderMemory {
 /// an interrupt delivered twice (seen under nested TCG: Xen re-injects one that the CPU
 /// had already delivered) only nests on the same stack, where an IST would have
 /// overwritten the first frame and looped for ever in the entry stub.
-struct KernelIdle;
+struct KernelIdle {
+    timer: OneShot,
+}
+
+/// Set by the APIC timer's handler: the one-shot timer fired, the next wait arms again.
+static TIMER_FIRED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 impl Idle for KernelIdle {
     fn now(&self) -> Nanos {
@@ -80,17 +85,24 @@ impl Idle for KernelIdle {
         if pending() {
             return;
         }
+        if TIMER_FIRED.swap(false, core::sync::atomic::Ordering::Relaxed) {
+            self.timer.fired();
+        }
         if let Some(d) = deadline {
             let now = time::now_ns();
             if d <= now {
                 return;
             }
-            apic::arm_oneshot(d - now);
-            trace::record(
-                trace::Event::TimerArm,
-                ((d - now) / 1000).min(u32::MAX as u64) as u32,
-                0,
-            );
+            // Left alone when already armed for this deadline or an earlier one: a VM
+            // exit saved on most wake-ups under Xen.
+            if let Some(delay) = self.timer.arm(now, d, apic::max_oneshot_ns()) {
+                apic::arm_oneshot(delay);
+                trace::record(
+                    trace::Event::TimerArm,
+                    (delay / 1000).min(u32::MAX as u64) as u32,
+                    0,
+                );
+            }
         }
         trace::record(trace::Event::Halt, deadline.is_some() as u32, 0);
         // sti; hlt: an interrupt arriving between the check above and the halt still
@@ -106,6 +118,7 @@ impl Idle for KernelIdle {
 }
 
 fn timer_interrupt(_f: &mut interrupts::InterruptFrame) {
+    TIMER_FIRED.store(true, core::sync::atomic::Ordering::Relaxed);
     selftest::on_timer_interrupt();
 }
 
@@ -366,7 +379,9 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
             }
         });
     }
-    executor.run(&mut KernelIdle);
+    executor.run(&mut KernelIdle {
+        timer: OneShot::new(),
+    });
     info!("event loop: no tasks left (stats {:?})", executor.stats);
     platform::poweroff()
 }

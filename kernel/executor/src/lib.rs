@@ -13,9 +13,11 @@ extern crate alloc;
 
 pub mod mutex;
 pub mod notify;
+pub mod oneshot;
 
 pub use mutex::Mutex;
 pub use notify::{first, yield_now, Broadcast, Notify};
+pub use oneshot::OneShot;
 
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};

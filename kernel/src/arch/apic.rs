@@ -97,6 +97,12 @@ pub fn calibrate(ms: u64) -> u64 {
     per_ms
 }
 
+/// The longest delay `arm_oneshot` can hold without clamping.
+pub fn max_oneshot_ns() -> u64 {
+    let per_ms = TICKS_PER_MS.load(Ordering::Relaxed).max(1);
+    (u32::MAX as u64 * 1_000_000 / per_ms).max(1)
+}
+
 /// Fire VECTOR_APIC_TIMER once, `ns` from now (clamped to what the counter can hold; the
 /// event loop re-arms if it wakes early).
 pub fn arm_oneshot(ns: u64) {

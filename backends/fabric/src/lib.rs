@@ -48,9 +48,24 @@ impl Queued {
     }
 }
 
-/// Packets for one consumer task.
+/// What one source (a switch port) has waiting in an inbox.
+#[derive(Default)]
+struct FromSource {
+    packets: VecDeque<Packet>,
+    bytes: usize,
+}
+
+/// Packets for one consumer task, queued per source and taken round robin between
+/// sources: one guest flooding the uplink (or another guest) fills at most its share
+/// of the inbox ([`Inbox::share`]) and is served no faster than any other source, so
+/// the others' packets still get in and out.
 pub struct Inbox {
-    packets: RefCell<VecDeque<Packet>>,
+    /// Packets the consumer put back: ahead of everything, charged to no source.
+    front: RefCell<VecDeque<Packet>>,
+    sources: RefCell<BTreeMap<u16, FromSource>>,
+    /// The source served last (round robin).
+    last: Cell<u16>,
+    count: Cell<usize>,
     pub notify: Notify,
     /// Packets that could not be queued (full, closed) or were thrown away queued.
     pub dropped: Cell<u64>,
@@ -60,11 +75,17 @@ pub struct Inbox {
     total: Rc<Queued>,
 }
 
+/// The source of packets pushed without one.
+const ANONYMOUS: u16 = u16::MAX;
+
 impl Inbox {
     /// An inbox holding at most `limit` bytes, counted into `total` too.
     pub fn new(limit: usize, total: Rc<Queued>) -> Rc<Inbox> {
         Rc::new(Inbox {
-            packets: RefCell::new(VecDeque::new()),
+            front: RefCell::new(VecDeque::new()),
+            sources: RefCell::new(BTreeMap::new()),
+            last: Cell::new(ANONYMOUS),
+            count: Cell::new(0),
             notify: Notify::new(),
             dropped: Cell::new(0),
             bytes: Cell::new(0),
@@ -74,12 +95,19 @@ impl Inbox {
         })
     }
 
+    /// What one source may have waiting here, in packets and bytes: three quarters, so
+    /// a source alone uses most of the inbox and a flooding one leaves a quarter to the
+    /// rest.
+    pub fn share(&self) -> (usize, usize) {
+        (INBOX_PACKETS * 3 / 4, self.limit * 3 / 4)
+    }
+
     pub fn len(&self) -> usize {
-        self.packets.borrow().len()
+        self.count.get()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.packets.borrow().is_empty()
+        self.count.get() == 0
     }
 
     /// Bytes queued here.
@@ -101,41 +129,88 @@ impl Inbox {
         self.dropped.set(self.dropped.get() + 1);
     }
 
-    /// Queue a packet if this inbox and the fabric have room; false if it was dropped.
+    /// Queue a packet from no particular source (see [`Inbox::push_from`]).
     pub fn push(&self, p: Packet) -> bool {
+        self.push_from(ANONYMOUS, p)
+    }
+
+    /// Queue a packet from switch port `source` if this inbox, the source's share of it
+    /// and the fabric have room; false if it was dropped.
+    pub fn push_from(&self, source: u16, p: Packet) -> bool {
         let c = cost(&p);
-        let mut q = self.packets.borrow_mut();
+        let (share_packets, share_bytes) = self.share();
+        let mut sources = self.sources.borrow_mut();
+        let from = sources.get(&source);
+        let (from_packets, from_bytes) = from.map_or((0, 0), |f| (f.packets.len(), f.bytes));
         if self.closed.get()
-            || q.len() >= INBOX_PACKETS
+            || self.count.get() >= INBOX_PACKETS
             || self.bytes.get() + c > self.limit
+            || from_packets >= share_packets
+            || from_bytes + c > share_bytes
             || self.total.used.get() + c > self.total.limit
         {
-            drop(q);
+            drop(sources);
             self.drop_one();
             return false;
         }
-        q.push_back(p);
-        drop(q);
+        let from = sources.entry(source).or_default();
+        from.packets.push_back(p);
+        from.bytes += c;
+        drop(sources);
+        self.count.set(self.count.get() + 1);
         self.charge(c);
         self.notify.notify();
         true
     }
 
+    /// The next packet: one put back first, else the next source's after the one
+    /// served last.
+    fn pop(&self) -> Option<Packet> {
+        if let Some(p) = self.front.borrow_mut().pop_front() {
+            self.count.set(self.count.get() - 1);
+            self.release(cost(&p));
+            return Some(p);
+        }
+        let mut sources = self.sources.borrow_mut();
+        let next = sources
+            .range(self.last.get().saturating_add(1)..)
+            .next()
+            .or_else(|| sources.iter().next())
+            .map(|(&k, _)| k)?;
+        let from = sources.get_mut(&next)?;
+        let p = from.packets.pop_front()?;
+        let c = cost(&p);
+        from.bytes -= c;
+        if from.packets.is_empty() {
+            sources.remove(&next);
+        }
+        drop(sources);
+        self.last.set(next);
+        self.count.set(self.count.get() - 1);
+        self.release(c);
+        Some(p)
+    }
+
     /// Everything waiting, leaving the inbox empty (put back what is not taken with
     /// [`Inbox::put_back`]).
     pub fn take_all(&self) -> VecDeque<Packet> {
-        let q = core::mem::take(&mut *self.packets.borrow_mut());
-        self.release(self.bytes.get());
-        q
+        let mut out = VecDeque::with_capacity(self.count.get());
+        while let Some(p) = self.pop() {
+            out.push_back(p);
+        }
+        out
     }
 
-    /// Up to `n` packets from the head, in order.
+    /// Up to `n` packets: those put back first, then round robin between sources, each
+    /// source's in order.
     pub fn take(&self, n: usize) -> alloc::vec::IntoIter<Packet> {
-        let mut q = self.packets.borrow_mut();
-        let n = n.min(q.len());
-        let out: Vec<Packet> = q.drain(..n).collect();
-        drop(q);
-        self.release(out.iter().map(cost).sum());
+        let mut out = Vec::with_capacity(n.min(self.count.get()));
+        while out.len() < n {
+            match self.pop() {
+                Some(p) => out.push(p),
+                None => break,
+            }
+        }
         out.into_iter()
     }
 
@@ -148,10 +223,12 @@ impl Inbox {
             return;
         }
         let c: usize = rest.iter().map(cost).sum();
-        let mut q = self.packets.borrow_mut();
+        let n = rest.len();
+        let mut q = self.front.borrow_mut();
         rest.extend(q.drain(..));
         *q = rest;
         drop(q);
+        self.count.set(self.count.get() + n);
         self.charge(c);
     }
 
@@ -270,19 +347,19 @@ impl Fabric {
         self.sw.age(now);
         match self.sw.forward(now, from, &p.data) {
             Decision::Drop(_) => {}
-            Decision::Unicast(to) => self.deliver(to, p),
+            Decision::Unicast(to) => self.deliver(from, to, p),
             Decision::Flood(to) => {
                 if let Some((last, rest)) = to.split_last() {
                     for &t in rest {
-                        self.deliver(t, p.clone());
+                        self.deliver(from, t, p.clone());
                     }
-                    self.deliver(*last, p);
+                    self.deliver(from, *last, p);
                 }
             }
         }
     }
 
-    fn deliver(&mut self, to: PortId, p: Packet) {
+    fn deliver(&mut self, from: PortId, to: PortId, p: Packet) {
         let Some(sink) = self.sinks.get(&to) else {
             return;
         };
@@ -299,7 +376,7 @@ impl Fabric {
             }
         };
         let len = p.data.len();
-        if inbox.push(p) {
+        if inbox.push_from(from.0, p) {
             self.sw.transmitted(to, len);
         }
     }
@@ -396,13 +473,44 @@ mod tests {
             "{} bytes queued",
             a.bytes()
         );
-        assert!(a.len() >= 7, "it took what fits: {}", a.len());
+        // One source (the uplink) fills its share of the inbox: 3/4 of 512 KiB.
+        assert!(a.len() >= 5, "it took what fits: {}", a.len());
+        assert!(a.bytes() <= a.share().1);
         assert_eq!(a.dropped.get() as usize, 600 - a.len());
         n.fab
             .borrow_mut()
             .forward(2, up, frame(GUEST_B, HOST, 1514));
         assert_eq!(b.len(), 1, "the neighbour still receives");
         assert_eq!(n.fab.borrow().queued_bytes(), a.bytes() + b.bytes());
+    }
+
+    /// One guest flooding the uplink (its packets waiting there up to its share) does
+    /// not keep another guest's packets out, nor behind all of its own: the uplink
+    /// takes from each source in turn.
+    #[test]
+    fn a_flooding_guest_leaves_room_and_turns_to_the_others() {
+        let n = net(Limits::default(), 3);
+        let (up, a, b) = (n.ports[0].0, n.ports[1].0, n.ports[2].0);
+        let uplink = &n.ports[0].1;
+        n.fab.borrow_mut().forward(0, up, frame(GUEST_A, HOST, 60));
+        for _ in 0..2000 {
+            n.fab.borrow_mut().forward(1, a, frame(HOST, GUEST_A, 1514));
+        }
+        let flood = uplink.len();
+        assert!(flood <= uplink.share().0, "{flood} packets of one source");
+        assert!(uplink.dropped.get() >= 2000 - flood as u64);
+        for _ in 0..10 {
+            n.fab.borrow_mut().forward(2, b, frame(HOST, GUEST_B, 1514));
+        }
+        assert_eq!(uplink.len(), flood + 10, "the other guest's packets got in");
+        // Served in turn: B's ten come within the first twenty taken.
+        let first: Vec<Packet> = uplink.take(20).collect();
+        let from_b = first.iter().filter(|p| p.data[6..12] == GUEST_B).count();
+        assert_eq!(from_b, 10);
+        assert_eq!(
+            n.fab.borrow().queued_bytes(),
+            uplink.bytes() + n.ports[1].1.bytes() + n.ports[2].1.bytes()
+        );
     }
 
     /// All inboxes together hold at most the fabric's limit: many stalled guests cannot

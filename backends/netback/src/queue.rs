@@ -82,6 +82,11 @@ impl From<RingError> for Fatal {
     }
 }
 
+/// Bytes copied out of a guest's TX ring per pass, besides the packet budget: the copies
+/// live until the switch has queued them, so this bounds what one pass holds (64 large
+/// sends would be 4 MiB of a 16 MiB heap).
+pub const TX_BATCH_BYTES: usize = 256 * 1024;
+
 /// The outcome of a pass over the TX ring.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TxPass {
@@ -227,8 +232,9 @@ impl<M: RingMemory> VifQueue<M> {
         let mut pass = TxPass::default();
         let mut done = 0;
         let mut batch: Vec<tx::TxPacket> = Vec::new();
+        let mut batch_bytes = 0usize;
         loop {
-            if done == budget {
+            if done == budget || batch_bytes >= TX_BATCH_BYTES {
                 pass.more = self.stalled.is_some() || self.tx.unconsumed()? > 0;
                 break;
             }
@@ -275,7 +281,10 @@ impl<M: RingMemory> VifQueue<M> {
                     ));
                     self.answer(&p.ids, p.extras, RSP_ERROR);
                 }
-                Ok(p) => batch.push(p),
+                Ok(p) => {
+                    batch_bytes += p.len;
+                    batch.push(p)
+                }
                 Err(TxError::Fatal(why)) => return Err(Fatal(why.into())),
                 Err(TxError::Drop { ids, extras, why }) => {
                     self.error(format_args!("dropped a transmitted packet: {why}"));

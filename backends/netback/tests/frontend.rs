@@ -562,6 +562,29 @@ fn rate_limit_charges_the_headers_every_segment_repeats() {
     assert_eq!(pass.retry_at, Some(1_000_000));
 }
 
+/// A pass copies out at most TX_BATCH_BYTES (and the rest waits for the next pass):
+/// 64 large sends at once would hold 4 MiB of the driver domain's heap.
+#[test]
+fn a_pass_copies_a_bounded_number_of_bytes() {
+    let mut r = Rig::new(ALL, None);
+    let mut f = tcp4(&vec![3u8; 60_000]);
+    f[6..12].copy_from_slice(&MAC);
+    let g = Gso {
+        size: 1448,
+        kind: GSO_TYPE_TCPV4,
+    };
+    for _ in 0..8 {
+        r.send(&f, 0, NETTXF_CSUM_BLANK, Some(g));
+    }
+    let mut out = Vec::new();
+    let pass = r.q.transmit(&mut r.pages, 0, 64, &mut out).unwrap();
+    let per_pass = bulkhead_netback::queue::TX_BATCH_BYTES.div_ceil(f.len());
+    assert_eq!(out.len(), per_pass);
+    assert!(pass.more, "the rest waits for the next pass");
+    r.q.transmit(&mut r.pages, 0, 64, &mut out).unwrap();
+    assert_eq!(out.len(), 8);
+}
+
 #[test]
 fn a_large_send_with_a_tiny_segment_size_is_refused() {
     let mut r = Rig::new(ALL, None);

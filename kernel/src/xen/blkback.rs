@@ -23,7 +23,7 @@ use bulkhead_xen::grants::Mapping;
 use bulkhead_xen::Hypervisor;
 use bulkhead_xenbus::DeviceId;
 use bulkhead_xenstore::client::Tx;
-use log::{error, info};
+use log::error;
 
 use super::grants::GrantCopier;
 use super::ring::{self, MappedRing};
@@ -148,7 +148,7 @@ pub async fn connect(
         }
         return Err(e);
     }
-    info!(
+    xen.guest_info(dom, format_args!(
         "{id}: serving {params} ({} MiB, {bs}-byte sectors{}) to domain {dom}: {} queue(s) of {} ring page(s), {} entries, {}, persistent grants {}",
         disk.sectors / 2048,
         if read_only { ", read-only" } else { "" },
@@ -157,7 +157,7 @@ pub async fn connect(
         attached.first().map_or(0, |a| a.ring.entries()),
         front.protocol.name(),
         if front.persistent { "on" } else { "off" },
-    );
+    ));
     let mut queues = Vec::new();
     for (q, a) in attached.into_iter().enumerate() {
         let name = if front.queues.len() == 1 {
@@ -191,6 +191,7 @@ pub async fn connect(
                 stop.clone(),
                 done.clone(),
                 be.into(),
+                dom,
             ),
         );
         queues.push(Running {
@@ -286,6 +287,7 @@ async fn serve(
     stop: Rc<Cell<bool>>,
     done: Rc<Cell<bool>>,
     be: String,
+    dom: u16,
 ) {
     loop {
         if stop.get() {
@@ -339,7 +341,7 @@ async fn serve(
     };
     release(&xen, port, &maps);
     let s = queue.stats;
-    info!(
+    xen.guest_info(dom, format_args!(
         "{}: ring closed after {} requests ({} merged, {} errors, {} KiB read, {} KiB written{persistent}); map slots in use {}, ports open {}",
         queue.name,
         s.requests,
@@ -349,7 +351,7 @@ async fn serve(
         s.written_bytes / 1024,
         xen.slots.borrow().in_use(),
         xen.ports.borrow().len(),
-    );
+    ));
     done.set(true);
 }
 

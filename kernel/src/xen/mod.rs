@@ -128,16 +128,40 @@ pub struct Xen {
     pub dump: bulkhead_executor::Broadcast,
     /// Warning lines each guest may cause, for all its devices and reconnects.
     guest_logs: RefCell<alloc::collections::BTreeMap<u16, bulkhead_xen::budget::LogBudget>>,
+    /// Information lines each guest may cause (its devices' states and connections).
+    guest_infos: RefCell<alloc::collections::BTreeMap<u16, bulkhead_xen::budget::LogBudget>>,
 }
 
 /// A guest's warning lines: 32 at once, then one every 10 s; the rest are counted.
 const GUEST_LOG_BURST: u32 = 32;
 const GUEST_LOG_REFILL_NS: u64 = 10_000_000_000;
+/// A guest's information lines (its devices' state changes, connections made and
+/// closed): 256 at once, then ten a second, far more than a toolstack's attach and
+/// detach cycles make and far less than a frontend flapping its state in a loop.
+const GUEST_INFO_BURST: u32 = 256;
+const GUEST_INFO_REFILL_NS: u64 = 100_000_000;
 /// Domains whose budgets are remembered (guests come and go; ids are reused only after
 /// wrapping, and a forgotten budget only starts full again).
 const GUEST_LOGS_KEPT: usize = 256;
 
 pub type XenRef = Rc<Xen>;
+
+fn budget_of(
+    map: &RefCell<alloc::collections::BTreeMap<u16, bulkhead_xen::budget::LogBudget>>,
+    dom: u16,
+    burst: u32,
+    refill_ns: u64,
+) -> bulkhead_xen::budget::LogBudget {
+    let mut logs = map.borrow_mut();
+    if !logs.contains_key(&dom) && logs.len() >= GUEST_LOGS_KEPT {
+        logs.pop_first();
+    }
+    logs.entry(dom)
+        .or_insert_with(|| {
+            bulkhead_xen::budget::LogBudget::new(burst, refill_ns, crate::time::now_ns)
+        })
+        .clone()
+}
 
 #[derive(Debug)]
 pub enum InitError {
@@ -177,6 +201,7 @@ pub async fn init(h: &bulkhead_executor::Handle) -> Result<XenRef, InitError> {
         waiters,
         dump: Default::default(),
         guest_logs: RefCell::new(alloc::collections::BTreeMap::new()),
+        guest_infos: RefCell::new(alloc::collections::BTreeMap::new()),
     });
     h.spawn("xen-events", events::dispatch(xen.clone()));
     h.spawn("xenstore", store::pump(xen.clone(), store_port));
@@ -205,19 +230,18 @@ impl Xen {
 
     /// The log budget of domain `dom` (the same one every time it is asked for).
     pub fn guest_log(&self, dom: u16) -> bulkhead_xen::budget::LogBudget {
-        let mut logs = self.guest_logs.borrow_mut();
-        if !logs.contains_key(&dom) && logs.len() >= GUEST_LOGS_KEPT {
-            logs.pop_first();
-        }
-        logs.entry(dom)
-            .or_insert_with(|| {
-                bulkhead_xen::budget::LogBudget::new(
-                    GUEST_LOG_BURST,
-                    GUEST_LOG_REFILL_NS,
-                    crate::time::now_ns,
-                )
-            })
-            .clone()
+        budget_of(&self.guest_logs, dom, GUEST_LOG_BURST, GUEST_LOG_REFILL_NS)
+    }
+
+    /// Log an information line guest `dom` caused, within its own budget for those.
+    pub fn guest_info(&self, dom: u16, what: core::fmt::Arguments) {
+        budget_of(
+            &self.guest_infos,
+            dom,
+            GUEST_INFO_BURST,
+            GUEST_INFO_REFILL_NS,
+        )
+        .info(what);
     }
 
     pub fn domid(&self) -> u16 {

@@ -190,7 +190,7 @@ pub async fn connect(
             done,
         }
     });
-    info!(
+    xen.guest_info(dom, format_args!(
         "{id}: {name} connected: MAC {}, {} queue(s), {} event channels, sg {}, gso v4/v6 {}/{}, csum offload v4/v6 {}/{}, control ring {}{}",
         mac_str(&settings.mac),
         front.queues.len(),
@@ -205,7 +205,7 @@ pub async fn connect(
             Some(r) => format!(", rate {} bytes per {} us", r.bytes, r.period_ns / 1000),
             None => String::new(),
         }
-    );
+    ));
     let _ = xen
         .store
         .write(Tx::NONE, &format!("{be}/hotplug-status"), "connected")
@@ -435,9 +435,12 @@ async fn serve(
             }
             Ok(Carrier::On) => {
                 inbox.open();
-                info!(
-                    "{}: carrier on: the frontend posts receive buffers again",
-                    q.name
+                xen.guest_info(
+                    guest.dom,
+                    format_args!(
+                        "{}: carrier on: the frontend posts receive buffers again",
+                        q.name
+                    ),
                 );
             }
             Err(e) => {
@@ -499,7 +502,7 @@ async fn serve(
     inbox.close();
     release(&xen, ports, &maps);
     let s = q.stats;
-    info!(
+    xen.guest_info(guest.dom, format_args!(
         "{}: queue closed: from guest {} packets {} KiB ({} gso, {} errors, {} spoofed), to guest {} packets {} KiB ({} dropped); map slots in use {}, ports open {}",
         q.name,
         s.tx_packets,
@@ -512,6 +515,6 @@ async fn serve(
         s.rx_dropped + inbox.dropped.get(),
         xen.slots.borrow().in_use(),
         xen.ports.borrow().len(),
-    );
+    ));
     done.set(true);
 }

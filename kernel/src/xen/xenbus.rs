@@ -493,10 +493,13 @@ impl Device {
                 warn!("{}: cannot write state {s}: {e}", self.b.id);
             }
         }
-        info!(
-            "{}: backend {s} (frontend {})",
-            self.b.id,
-            self.b.frontend_state()
+        self.xen.guest_info(
+            self.b.id.frontend,
+            format_args!(
+                "{}: backend {s} (frontend {})",
+                self.b.id,
+                self.b.frontend_state()
+            ),
         );
         self.show_status();
     }

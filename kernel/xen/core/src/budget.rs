@@ -80,6 +80,17 @@ impl LogBudget {
         }
     }
 
+    /// Write an information line (a device's state, a connection made or closed) if
+    /// the budget allows, first saying how many were only counted.
+    pub fn info(&self, what: core::fmt::Arguments) {
+        if let Some(refused) = self.allow() {
+            if refused > 0 {
+                log::info!("{refused} line(s) about this guest were only counted");
+            }
+            log::info!("{what}");
+        }
+    }
+
     /// Lines refused in all.
     pub fn refused(&self) -> u64 {
         self.inner.get().refused_total

@@ -306,12 +306,128 @@ pub fn requests(xs: &mut Xs, g: &Grants, ev: &Events, devid: u32) -> Result<Stri
     }
     std::thread::sleep(Duration::from_millis(500));
     let n = b.responses().len();
+    if n != 1 {
+        b.close(xs, g);
+        return Err(format!(
+            "a request rewritten in flight got {n} answers (expected 1)"
+        ));
+    }
+    // An indirect read whose indirect page is rewritten while the backend may be reading
+    // it: 8 good segments first, then bad ones (a grant of nobody, last < first, past the
+    // page) over and over. The request itself stays put, so its one answer carries its id.
+    let ind = 2;
+    let put_segments = |page: &mut [u8], gref: u32, first: u8, last: u8| {
+        for k in 0..8 {
+            page[8 * k..8 * k + 4].copy_from_slice(&gref.to_le_bytes());
+            page[8 * k + 4] = first;
+            page[8 * k + 5] = last;
+        }
+    };
+    put_segments(b.data.page(ind), d[0], 0, 7);
+    b.send(ev, &[encode_indirect(P, OP_READ, 300, 0, 8, &[d[ind]])]);
+    for i in 0..2000u32 {
+        let (gref, first, last) = match i % 3 {
+            0 => (0x7fff_fffd, 0, 7),
+            1 => (d[0], 6, 1),
+            _ => (d[0], 0, 9),
+        };
+        put_segments(b.data.page(ind), gref, first, last);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let answers = b.responses();
+    let alive = be_state(xs, &b.be) == 4;
+    b.close(xs, g);
+    if answers.len() != 1 || answers[0].0 != 300 {
+        return Err(format!(
+            "an indirect request whose page was rewritten in flight got {answers:?} (expected one answer, id 300)"
+        ));
+    }
+    Ok(format!(
+        "{} hostile requests refused as they must be{}; a request rewritten in flight answered once; an indirect request whose page was rewritten in flight answered once (status {}); backend still connected: {alive}",
+        out.len(),
+        if ro { " (read-only disk)" } else { "" },
+        answers[0].1
+    ))
+}
+
+/// On a read-write disk: discards at and past its end must be refused, a discard of the
+/// whole disk must be served, and nothing outside the disk may change (the host checks
+/// the partitions around it after the run: tests/runner/src/disk.rs).
+pub fn discard(xs: &mut Xs, g: &Grants, ev: &Events, devid: u32) -> Result<String> {
+    let mut b = connect(xs, g, ev, devid)?;
+    let sectors: u64 = xs
+        .read(&format!("{}/sectors", b.be))
+        .and_then(|s| s.parse().ok())
+        .ok_or("no sectors")?;
+    if xs.read(&format!("{}/mode", b.be)).as_deref() != Some("w") {
+        b.close(xs, g);
+        return Err("this attack needs a read-write disk".into());
+    }
+    let d = b.data.grefs.clone();
+    let seg = |gref| Segment {
+        gref,
+        first: 0,
+        last: 7,
+    };
+    let checks: Vec<(&str, Vec<u8>, bool)> = vec![
+        (
+            "discard one sector past the end",
+            encode_discard(P, 1, sectors, 1, 0),
+            false,
+        ),
+        (
+            "discard across the end",
+            encode_discard(P, 2, sectors - 8, 16, 0),
+            false,
+        ),
+        (
+            "discard of the disk and one sector more",
+            encode_discard(P, 3, 0, sectors + 1, 0),
+            false,
+        ),
+        (
+            "discard wrapping u64",
+            encode_discard(P, 4, sectors - 1, u64::MAX, 0),
+            false,
+        ),
+        (
+            "secure discard wrapping u64",
+            encode_discard(P, 5, 8, u64::MAX - 7, 1),
+            false,
+        ),
+        (
+            "write across the end",
+            encode(P, OP_WRITE, 6, sectors - 4, &[seg(d[0])]),
+            false,
+        ),
+        (
+            "discard of the whole disk",
+            encode_discard(P, 7, 0, sectors, 0),
+            true,
+        ),
+        (
+            "write of the last 4 KiB",
+            encode(P, OP_WRITE, 8, sectors - 8, &[seg(d[0])]),
+            true,
+        ),
+    ];
+    let mut out = Vec::new();
+    for (what, req, ok) in checks {
+        let st = b.one(ev, req);
+        if st.is_none_or(|s| (s == 0) != ok) {
+            b.close(xs, g);
+            return Err(format!(
+                "{what}: answer {st:?}, expected {}",
+                if ok { "success" } else { "an error" }
+            ));
+        }
+        out.push(what);
+    }
     let alive = be_state(xs, &b.be) == 4;
     b.close(xs, g);
     Ok(format!(
-        "{} hostile requests refused as they must be{}; a request rewritten in flight got {n} answer(s); backend still connected: {alive}",
-        out.len(),
-        if ro { " (read-only disk)" } else { "" }
+        "{} requests at and past the end of a {sectors}-sector disk answered as they must be (whole-disk discard served); backend still connected: {alive}",
+        out.len()
     ))
 }
 
@@ -389,11 +505,39 @@ pub fn values(xs: &mut Xs, g: &Grants, ev: &Events, devid: u32) -> Result<String
             ));
         }
     }
+    // A ring-ref that is the victim's own ring grant (dom0 wrote the number into
+    // data/victim-ring-ref): Xen resolves grant references in the granting domain's
+    // table, so the backend can only map this guest's own entry of that number (or
+    // fail); the victim's ring stays the victim's. Either outcome is allowed here; the
+    // victim's figures show it was not touched.
+    let mut other = String::from("not tried (no data/victim-ring-ref)");
+    if let Some(victim_ref) = xs.read("data/victim-ring-ref") {
+        xs.write_str(&format!("{fe}/state"), "6")?;
+        xs.wait(&format!("{be}/state"), 20, |s| {
+            matches!(s, Some("6") | Some("2"))
+        });
+        xs.write_str(&format!("{fe}/state"), "1")?;
+        if !xs.wait(&format!("{be}/state"), 20, |s| s == Some("2")) {
+            return Err(
+                "before the other domain's ring-ref: backend did not return to InitWait".into(),
+            );
+        }
+        xs.write_str(&format!("{fe}/ring-ref"), &victim_ref)?;
+        xs.write_str(&format!("{fe}/event-channel"), &port.to_string())?;
+        xs.write_str(&format!("{fe}/state"), "3")?;
+        xs.wait(&format!("{be}/state"), 20, |s| {
+            matches!(s, Some("4") | Some("5"))
+        });
+        other = format!(
+            "the victim's ring-ref {victim_ref} as this guest's: backend state {}",
+            be_state(xs, &be)
+        );
+    }
     let _ = xs.write_str(&format!("{fe}/state"), "6");
     xs.wait(&format!("{be}/state"), 20, |s| s == Some("6"));
     g.free(ring);
     Ok(format!(
-        "{refused} of {} hostile node values refused",
+        "{refused} of {} hostile node values refused; {other}",
         cases.len()
     ))
 }
@@ -418,8 +562,8 @@ pub fn notify_loop(xs: &mut Xs, g: &Grants, ev: &Events, devid: u32, secs: u64) 
 
 /// Persistent grants over thousands of distinct pages on 4 queues: every read names
 /// pages never used before, so the backend would keep mapping until its pool ran out.
-/// Then the connection is held for `hold` seconds (data/holding = 1) while dom0 attaches
-/// another guest's disk, which must connect.
+/// Then the connection is held (data/holding = 1) while dom0 attaches another guest's
+/// disk, which must connect, until dom0 writes data/release = 1 (at most `hold` s).
 pub fn pgrants(
     xs: &mut Xs,
     g: &Grants,
@@ -438,7 +582,7 @@ pub fn pgrants(
     if !xs.wait(&format!("{be}/state"), 30, |s| s == Some("2")) {
         return Err("backend not in InitWait".into());
     }
-    let rings = g.alloc(backend, 4, true)?;
+    let mut rings = g.alloc(backend, 4, true)?;
     let data = g.alloc(backend, pages, true)?;
     let mut qs = Vec::new();
     for q in 0..4 {
@@ -492,8 +636,11 @@ pub fn pgrants(
         }
         std::thread::sleep(Duration::from_millis(2));
     }
+    // Held until dom0 says the other guest's disk came and went (data/release), at most
+    // `hold` seconds.
+    xs.write_str("data/release", "0")?;
     xs.write_str("data/holding", "1")?;
-    std::thread::sleep(Duration::from_secs(hold));
+    xs.wait("data/release", hold, |s| s == Some("1"));
     let _ = xs.write_str("data/holding", "0");
     let alive = be_state(xs, &be) == 4;
     let _ = xs.write_str(&format!("{fe}/state"), "5");

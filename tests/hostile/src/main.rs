@@ -11,7 +11,7 @@
 //!   bulkhead-hostile victim DEV ADDR    disk I/O on DEV and pings to ADDR, per phase
 //!
 //! Attacks: blk-invalid SECS, blk-ahead, blk-requests, blk-flap SECS, blk-values,
-//! blk-notify SECS, blk-pgrants HOLD_SECS, blk-revoke, net-gso SECS, net-jumbo SECS, net-storm SECS, net-norx SECS,
+//! blk-notify SECS, blk-pgrants HOLD_SECS, blk-revoke, blk-rw-requests, blk-discard, net-gso SECS, net-jumbo SECS, net-storm SECS, net-norx SECS,
 //! net-ctrl SECS, net-chains.
 
 mod blk;
@@ -23,7 +23,9 @@ use std::time::Duration;
 
 use xen::{Events, Grants, Result, Xs};
 
+/// The hostile guest's disks: xvda read-only, xvdb read-write (tests/xen/scenarios/hostile.sh).
 const VBD: u32 = 51712;
+const VBD_RW: u32 = 51728;
 const VIF: u32 = 0;
 
 fn attack(words: &[&str]) -> Result<String> {
@@ -49,6 +51,8 @@ fn attack(words: &[&str]) -> Result<String> {
         "blk-notify" => blk::notify_loop(&mut xs, &g, &ev, VBD, secs(1)),
         "blk-pgrants" => blk::pgrants(&mut xs, &g, &ev, VBD, 2200, secs(1)),
         "blk-revoke" => blk::revoke(&mut xs, &g, &ev, VBD),
+        "blk-rw-requests" => blk::requests(&mut xs, &g, &ev, VBD_RW),
+        "blk-discard" => blk::discard(&mut xs, &g, &ev, VBD_RW),
         "net-gso" => {
             let gw = mac_of(&mut xs, "data/gateway-mac");
             net::gso1(&mut xs, &g, &ev, VIF, secs(1), gw)

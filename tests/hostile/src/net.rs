@@ -50,7 +50,7 @@ pub fn connect(xs: &mut Xs, g: &Grants, ev: &Events, devid: u32, ctrl: bool) -> 
     if !xs.wait(&format!("{be}/state"), 30, |s| s == Some("2")) {
         return Err("backend not in InitWait".into());
     }
-    let rings = g.alloc(backend, 3, true)?;
+    let mut rings = g.alloc(backend, 3, true)?;
     let data = g.alloc(backend, 18, false)?;
     let mut tx = Page(rings.base);
     let mut rx = Page(rings.page(1).as_mut_ptr());

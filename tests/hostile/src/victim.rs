@@ -1,7 +1,14 @@
-//! The victim's probe: disk I/O and a ping every 100 ms, without pause, while dom0 names
+//! The victim's probe: disk I/O at a steady pace and a ping every 100 ms while dom0 names
 //! the phase (an attack, or none) in the guest's `data/phase` node. At each change of
 //! phase it prints what the previous one gave: throughput, and the longest time without
-//! a completed disk I/O and without a ping answer.
+//! a completed disk I/O and without a ping answer. In phase "idle" the disk rests.
+//!
+//! The disk loop is paced (a 64 KiB write and its read-back every `DISK_PACE`, about a
+//! quarter of what it reaches unpaced on the emulated machine) rather than flat out: it
+//! is a guest with steady work whose service must not stop, and a flat-out loop would
+//! multiply the driver domain's VM exits for the whole scenario, the exposure to the
+//! nested-TCG fault (README, "The nested triple fault"). An attack that takes the
+//! victim's share shows as throughput below the quiet phase's.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -9,6 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::xen::{Result, Xs};
+
+/// One 64 KiB write and read-back per period, at most.
+const DISK_PACE: Duration = Duration::from_millis(10);
 
 #[derive(Default, Clone)]
 struct Window {
@@ -26,6 +36,9 @@ struct Window {
 struct Shared {
     w: Window,
     start: Instant,
+    /// Phase "idle": no disk I/O (dom0 reads Bulkhead's heap figures meanwhile, which
+    /// requests in flight would blur).
+    paused: bool,
 }
 
 fn note_gap(last: &mut Option<Instant>, gap: &mut Duration, start: Instant, now: Instant) {
@@ -57,7 +70,18 @@ fn disk_loop(dev: String, s: Arc<Mutex<Shared>>) {
     let buf = aligned(65536);
     let back = aligned(65536);
     let mut k: u64 = 0;
+    let mut next = Instant::now();
     loop {
+        if s.lock().unwrap().paused {
+            std::thread::sleep(Duration::from_millis(20));
+            next = Instant::now();
+            continue;
+        }
+        let now = Instant::now();
+        if now < next {
+            std::thread::sleep(next - now);
+        }
+        next = next.max(now) + DISK_PACE;
         k += 1;
         let off = (k % 256) * 65536;
         for (i, b) in buf.iter_mut().enumerate() {
@@ -173,6 +197,7 @@ pub fn run(dev: &str, target: &str) -> Result<String> {
     let s = Arc::new(Mutex::new(Shared {
         w: Window::default(),
         start: Instant::now(),
+        paused: false,
     }));
     {
         let (d, s1, s2) = (dev.to_string(), s.clone(), s.clone());
@@ -196,6 +221,7 @@ pub fn run(dev: &str, target: &str) -> Result<String> {
             note_gap(&mut w.last_answer, &mut w.ping_gap, g.start, end);
             let secs = (end - g.start).as_secs_f64();
             g.start = end;
+            g.paused = now == "idle";
             (w, secs)
         };
         println!(

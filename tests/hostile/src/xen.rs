@@ -196,7 +196,7 @@ impl Grants {
 
 impl Granted {
     /// Page `i` as bytes.
-    pub fn page(&self, i: usize) -> &mut [u8] {
+    pub fn page(&mut self, i: usize) -> &mut [u8] {
         assert!(i < self.pages);
         // SAFETY: inside the mapping made by `alloc`, which lives until `free`; the
         // backend may read it concurrently, which is what this program is for.

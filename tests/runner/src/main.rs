@@ -7,7 +7,7 @@
 //!                                                 once): the factor every time limit is
 //!                                                 multiplied by (see calibrate.rs)
 //!   bulkhead-testrun make-disk <img>              NVMe test image: pattern + GPT (sfdisk)
-//!   bulkhead-testrun verify-disk <img>            check the storage test's writes
+//!   bulkhead-testrun verify-disk <img> [--no-storage-test]  check the storage test's writes, and that nothing else changed
 //!   bulkhead-testrun initramfs-overlay <out> <base> <path=file>...
 //!                                                 a cpio holding the files, then <base>
 //!   bulkhead-testrun fuzz blkif|switch|netif <s>  time-bounded fuzzing: blkback's requests, the L2 switch,
@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn usage() -> ExitCode {
-    eprintln!("usage: bulkhead-testrun check-image <elf> | make-pvh <elf> <out> | qemu <elf> <pvh-elf> [scenario...] | calibrate <elf> [parallel] | make-disk <img> | verify-disk <img> | initramfs-overlay <out> <base> <path=file>... | fuzz blkif|switch|netif <seconds>");
+    eprintln!("usage: bulkhead-testrun check-image <elf> | make-pvh <elf> <out> | qemu <elf> <pvh-elf> [scenario...] | calibrate <elf> [parallel] | make-disk <img> | verify-disk <img> [--no-storage-test] | initramfs-overlay <out> <base> <path=file>... | fuzz blkif|switch|netif <seconds>");
     ExitCode::from(2)
 }
 
@@ -49,8 +49,9 @@ fn main() -> ExitCode {
             run_calibrate(&args[1], args.get(2).map(String::as_str))
         }
         Some("make-disk") if args.len() == 2 => disk::create(args[1].as_ref()),
-        Some("verify-disk") if args.len() == 2 => {
-            disk::verify(args[1].as_ref()).map(|r| println!("{r}"))
+        Some("verify-disk") if args.len() == 2 || args.len() == 3 => {
+            let storage_test = args.get(2).map(String::as_str) != Some("--no-storage-test");
+            disk::verify(args[1].as_ref(), storage_test).map(|r| println!("{r}"))
         }
         Some("fuzz") if args.len() == 3 => {
             let secs = args[2]

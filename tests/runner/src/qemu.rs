@@ -532,7 +532,7 @@ pub fn run(
         }
     };
     let why = if why.is_empty() && s.nvme_disk {
-        match crate::disk::verify(&disk) {
+        match crate::disk::verify(&disk, true) {
             Ok(report) => {
                 lines.push(format!("[runner] {report}"));
                 String::new()

@@ -192,6 +192,7 @@ pub async fn connect(
                 done.clone(),
                 be.into(),
                 dom,
+                h.clone(),
             ),
         );
         queues.push(Running {
@@ -288,11 +289,14 @@ async fn serve(
     done: Rc<Cell<bool>>,
     be: String,
     dom: u16,
+    h: Handle,
 ) {
+    let mut storm = bulkhead_xen::storm::Storm::new();
     loop {
         if stop.get() {
             break;
         }
+        let seen = queue.stats.requests + queue.stats.errors;
         let r = match queue
             .serve_available(&mut volume, guest.as_mut(), REQUESTS_PER_TURN)
             .await
@@ -326,6 +330,15 @@ async fn serve(
         if stop.get() {
             break;
         }
+        // An event storm (notifications without requests): keep the port masked a while.
+        if let Some(delay) = storm.after_wake(queue.stats.requests + queue.stats.errors != seen) {
+            super::events::mask(port);
+            h.sleep(delay).await;
+            let _ = super::events::unmask(port);
+            if stop.get() {
+                break;
+            }
+        }
         xen.waiters.wait(port).await;
     }
     let persistent = match guest.as_mut() {
@@ -342,13 +355,15 @@ async fn serve(
     release(&xen, port, &maps);
     let s = queue.stats;
     xen.guest_info(dom, format_args!(
-        "{}: ring closed after {} requests ({} merged, {} errors, {} KiB read, {} KiB written{persistent}); map slots in use {}, ports open {}",
+        "{}: ring closed after {} requests ({} merged, {} errors, {} KiB read, {} KiB written{persistent}; {} wake-ups without requests, {} storm backoffs); map slots in use {}, ports open {}",
         queue.name,
         s.requests,
         s.merged,
         s.errors,
         s.read_bytes / 1024,
         s.written_bytes / 1024,
+        storm.spurious,
+        storm.backoffs,
         xen.slots.borrow().in_use(),
         xen.ports.borrow().len(),
     ));

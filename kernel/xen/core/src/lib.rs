@@ -16,6 +16,7 @@ pub mod events;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod grants;
+pub mod storm;
 
 pub use abi::{DomId, GrantRef, Port};
 

@@ -182,6 +182,7 @@ pub async fn connect(
                 GrantCopier { dom },
                 stop.clone(),
                 done.clone(),
+                h.clone(),
             ),
         );
         Running {
@@ -317,8 +318,11 @@ async fn serve_ctrl(
     mut guest: GrantCopier,
     stop: Rc<Cell<bool>>,
     done: Rc<Cell<bool>>,
+    h: Handle,
 ) {
+    let mut storm = bulkhead_xen::storm::Storm::new();
     while !stop.get() {
+        let seen = ring.indexes().req_cons;
         let r = ctrl::serve(
             &mut ring,
             &mut steering.borrow_mut(),
@@ -347,6 +351,15 @@ async fn serve_ctrl(
         }
         if stop.get() {
             break;
+        }
+        // An event storm (notifications without requests): keep the port masked a while.
+        if let Some(delay) = storm.after_wake(ring.indexes().req_cons != seen) {
+            super::events::mask(port);
+            h.sleep(delay).await;
+            let _ = super::events::unmask(port);
+            if stop.get() {
+                break;
+            }
         }
         xen.waiters.wait(port).await;
     }

@@ -225,6 +225,8 @@ struct Device {
     b: Backend,
     vbd: Option<blkback::Connection>,
     vif: Option<netback::Connection>,
+    /// How often this device may connect (a flapping frontend waits).
+    pace: bulkhead_xenbus::pace::Pace,
 }
 
 async fn device(
@@ -294,6 +296,11 @@ async fn device(
         b: Backend::new(id),
         vbd: None,
         vif: None,
+        pace: bulkhead_xenbus::pace::Pace::new(
+            bulkhead_xenbus::pace::CONNECT_BURST,
+            bulkhead_xenbus::pace::CONNECT_INTERVAL_NS,
+            crate::time::now_ns(),
+        ),
     };
     reg.served.set(true);
     if !dev.apply(Event::Created).await {
@@ -407,6 +414,10 @@ impl Device {
             match a {
                 Action::SetState(s) => self.set_state(s).await,
                 Action::Connect => {
+                    let wait = self.pace.take(crate::time::now_ns());
+                    if wait > 0 {
+                        self.h.sleep(wait).await;
+                    }
                     let next = match self.connect().await {
                         Ok(true) => self.b.connected(),
                         Ok(false) => Vec::new(),

@@ -14,6 +14,7 @@
 extern crate alloc;
 
 pub mod keys;
+pub mod pace;
 
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;

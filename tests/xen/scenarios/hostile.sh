@@ -111,7 +111,7 @@ for a in "$@"; do
         grep -E "vbd-$h-51712: serving" "$log" | tail -1
         xl block-attach victim 'format=raw,vdev=xvdb,access=ro,backend=bulkhead,target=part:alpha' \
             || hostile_fail "xl block-attach of the victim's second disk failed"
-        xl network-attach victim backend=bulkhead,mac=00:16:3e:d0:00:02 \
+        xl network-attach victim backend=bulkhead mac=00:16:3e:d0:00:02 \
             || hostile_fail "xl network-attach of the victim's second vif failed"
         expect "$log" "vbd-$vid-51728: backend Connected" 120 "the victim's second disk did not connect during the grant flood"
         expect "$log" "vif-$vid-1: backend Connected" 120 "the victim's second vif did not connect during the grant flood"

@@ -392,7 +392,15 @@ async fn serve(
     let mut out = Vec::new();
     let mut fatal = None;
     let mut dumped = xen.dump.generation();
+    let mut storm = bulkhead_xen::storm::Storm::new();
+    let mut backed_off = false;
+    // Packets moved either way or refused: a wake-up that changes none of these was for
+    // nothing (see bulkhead_xen::storm).
+    let moved = |s: &bulkhead_netback::queue::Stats| {
+        s.tx_packets + s.tx_errors + s.tx_spoofed + s.rx_packets + s.rx_dropped
+    };
     while !stop.get() {
+        let seen = moved(&q.stats);
         if xen.dump.generation() != dumped {
             dumped = xen.dump.generation();
             info!(
@@ -486,6 +494,28 @@ async fn serve(
         }
         if stop.get() {
             break;
+        }
+        // An event storm (notifications without packets): keep the ports masked a while;
+        // packets for the guest wait in its inbox meanwhile.
+        // The pass right after a backoff was not a wake-up: it only serves what came
+        // meanwhile, then the task waits as usual.
+        let work = moved(&q.stats) != seen || !inbox.is_empty();
+        let delay = if backed_off {
+            None
+        } else {
+            storm.after_wake(work)
+        };
+        backed_off = false;
+        if let Some(delay) = delay {
+            super::events::mask(ports.0);
+            super::events::mask(ports.1);
+            h.sleep(delay).await;
+            let _ = super::events::unmask(ports.0);
+            if ports.1 != ports.0 {
+                let _ = super::events::unmask(ports.1);
+            }
+            backed_off = true;
+            continue;
         }
         let mut waits: Vec<Pin<Box<dyn Future<Output = ()> + '_>>> = alloc::vec![
             Box::pin(xen.waiters.wait(ports.0)),

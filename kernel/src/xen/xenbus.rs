@@ -380,9 +380,13 @@ async fn device(
             }
             crate::status::remove(&format!("{id}"));
             let heap = crate::mem::usage().heap_used;
+            let slots = xen.slots.borrow();
             info!(
-                "{id}: released; map slots in use {}, ports open {}, heap {heap} B in use",
-                xen.slots.borrow().in_use(),
+                "{id}: released; map slots in use {}, of them {} persistent, domain {} holds {} persistent, ports open {}, heap {heap} B in use",
+                slots.in_use(),
+                slots.cached_total(),
+                id.frontend,
+                slots.cached(id.frontend),
                 xen.ports.borrow().len()
             );
             return;

@@ -235,15 +235,20 @@ disk = [ 'format=raw,vdev=xvda,access=rw,backend=bulkhead,target=$2' ]
 CFG
 }
 
-# same_after FIRST LAST HEAP_SLACK: two of Bulkhead's "released; map slots in use N, ports
-# open N, heap N B in use" lines (after the first and the last cycle): grant mappings and
-# event channels must be equal, the heap may grow by less than HEAP_SLACK bytes (allocator
+# same_after FIRST LAST HEAP_SLACK: two of Bulkhead's "released; map slots in use N, of
+# them N persistent, ..., ports open N, heap N B in use" lines (after the first and the
+# last cycle): ring mappings and event channels must be equal, the heap may grow by less than HEAP_SLACK bytes (allocator
 # blocks, xenstore buffers; a leak of per-device state would be kilobytes per cycle).
 same_after() {
     note "after the first cycle: ${1#*released; }"
     note "after the last cycle:  ${2#*released; }"
     local f
-    for f in "map slots in use" "ports open"; do
+    # Ring mappings (in use, less the persistent grants other devices keep while they
+    # work) and event channels must be equal.
+    a=$(($(echo "$1" | sed 's/.*map slots in use \([0-9]*\),.*/\1/') - $(echo "$1" | sed 's/.*of them \([0-9]*\) persistent.*/\1/')))
+    b=$(($(echo "$2" | sed 's/.*map slots in use \([0-9]*\),.*/\1/') - $(echo "$2" | sed 's/.*of them \([0-9]*\) persistent.*/\1/')))
+    [ "$a" = "$b" ] || fail "ring mappings grew over the cycles: $a -> $b"
+    for f in "ports open"; do
         a=$(echo "$1" | sed "s/.*$f \([0-9]*\),.*/\1/")
         b=$(echo "$2" | sed "s/.*$f \([0-9]*\),.*/\1/")
         [ "$a" = "$b" ] || fail "$f grew over the cycles: $a -> $b"

@@ -203,6 +203,11 @@ impl MapSlots {
         self.cached.get(&dom).copied().unwrap_or(0)
     }
 
+    /// Cached mappings all domains hold together.
+    pub fn cached_total(&self) -> usize {
+        self.cached.values().sum()
+    }
+
     /// How many more cached mappings `dom` may make now.
     pub fn cache_room(&self, dom: DomId) -> usize {
         let pool = self.free.len().saturating_sub(self.ring_reserve());

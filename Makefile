@@ -53,8 +53,9 @@ test-qemu: image
 
 # Xen-in-QEMU tier: Xen + Debian dom0 in QEMU, Bulkhead as driver domain (tests/xen).
 # The first run builds and caches the dom0 image (~/.cache/bulkhead).
+# SCENARIOS="netback hostile" runs only those (default: the whole tier).
 test-xen: image
-	QEMU=$(QEMU) tests/xen/run.sh
+	QEMU=$(QEMU) tests/xen/run.sh $(SCENARIOS)
 
 # Benchmarks, never part of `make test` (figures, no verdict on speed): Bulkhead's own
 # NVMe ceiling and a Linux guest's fio through Bulkhead, then the same fio through a

@@ -60,11 +60,12 @@ struct FromSource {
 /// of the inbox ([`Inbox::share`]) and is served no faster than any other source, so
 /// the others' packets still get in and out.
 pub struct Inbox {
-    /// Packets the consumer put back: ahead of everything, charged to no source.
-    front: RefCell<VecDeque<Packet>>,
     sources: RefCell<BTreeMap<u16, FromSource>>,
     /// The source served last (round robin).
-    last: Cell<u16>,
+    last: Cell<Option<u16>>,
+    /// The sources of the packets the last take handed out, in order: what the consumer
+    /// puts back goes back to its source's queue, still counted in its share.
+    lent: RefCell<VecDeque<u16>>,
     count: Cell<usize>,
     pub notify: Notify,
     /// Packets that could not be queued (full, closed) or were thrown away queued.
@@ -82,9 +83,9 @@ impl Inbox {
     /// An inbox holding at most `limit` bytes, counted into `total` too.
     pub fn new(limit: usize, total: Rc<Queued>) -> Rc<Inbox> {
         Rc::new(Inbox {
-            front: RefCell::new(VecDeque::new()),
             sources: RefCell::new(BTreeMap::new()),
-            last: Cell::new(ANONYMOUS),
+            last: Cell::new(None),
+            lent: RefCell::new(VecDeque::new()),
             count: Cell::new(0),
             notify: Notify::new(),
             dropped: Cell::new(0),
@@ -163,20 +164,15 @@ impl Inbox {
         true
     }
 
-    /// The next packet: one put back first, else the next source's after the one
-    /// served last.
-    fn pop(&self) -> Option<Packet> {
-        if let Some(p) = self.front.borrow_mut().pop_front() {
-            self.count.set(self.count.get() - 1);
-            self.release(cost(&p));
-            return Some(p);
-        }
+    /// The next packet: the next source's after the one served last.
+    fn pop(&self) -> Option<(u16, Packet)> {
+        use core::ops::Bound::{Excluded, Unbounded};
         let mut sources = self.sources.borrow_mut();
-        let next = sources
-            .range(self.last.get().saturating_add(1)..)
-            .next()
-            .or_else(|| sources.iter().next())
-            .map(|(&k, _)| k)?;
+        let after = match self.last.get() {
+            Some(l) => sources.range((Excluded(l), Unbounded)).next(),
+            None => None,
+        };
+        let next = after.or_else(|| sources.iter().next()).map(|(&k, _)| k)?;
         let from = sources.get_mut(&next)?;
         let p = from.packets.pop_front()?;
         let c = cost(&p);
@@ -185,51 +181,63 @@ impl Inbox {
             sources.remove(&next);
         }
         drop(sources);
-        self.last.set(next);
+        self.last.set(Some(next));
         self.count.set(self.count.get() - 1);
         self.release(c);
-        Some(p)
+        Some((next, p))
+    }
+
+    /// Up to `n` packets, round robin between sources, each source's in order; their
+    /// sources are remembered for [`Inbox::put_back`].
+    fn take_up_to(&self, n: usize) -> VecDeque<Packet> {
+        let mut out = VecDeque::with_capacity(n.min(self.count.get()));
+        let mut lent = self.lent.borrow_mut();
+        lent.clear();
+        while out.len() < n {
+            match self.pop() {
+                Some((source, p)) => {
+                    lent.push_back(source);
+                    out.push_back(p);
+                }
+                None => break,
+            }
+        }
+        out
     }
 
     /// Everything waiting, leaving the inbox empty (put back what is not taken with
     /// [`Inbox::put_back`]).
     pub fn take_all(&self) -> VecDeque<Packet> {
-        let mut out = VecDeque::with_capacity(self.count.get());
-        while let Some(p) = self.pop() {
-            out.push_back(p);
-        }
-        out
+        self.take_up_to(usize::MAX)
     }
 
-    /// Up to `n` packets: those put back first, then round robin between sources, each
-    /// source's in order.
-    pub fn take(&self, n: usize) -> alloc::vec::IntoIter<Packet> {
-        let mut out = Vec::with_capacity(n.min(self.count.get()));
-        while out.len() < n {
-            match self.pop() {
-                Some(p) => out.push(p),
-                None => break,
-            }
-        }
-        out.into_iter()
+    /// Up to `n` packets, round robin between sources, each source's in order.
+    pub fn take(&self, n: usize) -> alloc::collections::vec_deque::IntoIter<Packet> {
+        self.take_up_to(n).into_iter()
     }
 
-    /// Return packets not consumed, ahead of any that arrived meanwhile. They were
+    /// Return the tail of what the last take handed out, not consumed: each packet goes
+    /// back to the head of its source's queue, counted in its share again. They were
     /// queued once: they go back even if the limits filled up meanwhile (the limits
     /// hold again as soon as the consumer drains), unless the inbox was closed.
-    pub fn put_back(&self, mut rest: VecDeque<Packet>) {
+    pub fn put_back(&self, rest: VecDeque<Packet>) {
+        let mut lent = core::mem::take(&mut *self.lent.borrow_mut());
         if self.closed.get() {
             self.dropped.set(self.dropped.get() + rest.len() as u64);
             return;
         }
-        let c: usize = rest.iter().map(cost).sum();
         let n = rest.len();
-        let mut q = self.front.borrow_mut();
-        rest.extend(q.drain(..));
-        *q = rest;
-        drop(q);
+        let mut sources = self.sources.borrow_mut();
+        for p in rest.into_iter().rev() {
+            let source = lent.pop_back().unwrap_or(ANONYMOUS);
+            let c = cost(&p);
+            let from = sources.entry(source).or_default();
+            from.packets.push_front(p);
+            from.bytes += c;
+            self.charge(c);
+        }
+        drop(sources);
         self.count.set(self.count.get() + n);
-        self.charge(c);
     }
 
     /// Carrier off: drop everything queued (counted) and every packet that comes,
@@ -510,6 +518,49 @@ mod tests {
         assert_eq!(
             n.fab.borrow().queued_bytes(),
             uplink.bytes() + n.ports[1].1.bytes() + n.ports[2].1.bytes()
+        );
+    }
+
+    /// A consumer that takes everything and puts back what it could not deliver (a vif
+    /// whose guest has no receive buffers) keeps each source in its share: the flooder
+    /// does not get a fresh share after every pass, and the other source's packets are
+    /// still served in turn.
+    #[test]
+    fn put_back_keeps_each_source_in_its_share() {
+        let n = net(Limits::default(), 3);
+        let (a, c, v) = (n.ports[0].0, n.ports[1].0, n.ports[2].0);
+        let victim = &n.ports[2].1;
+        n.fab.borrow_mut().forward(0, v, frame(HOST, GUEST_B, 60));
+        for _ in 0..3 {
+            for _ in 0..1000 {
+                n.fab
+                    .borrow_mut()
+                    .forward(1, a, frame(GUEST_B, GUEST_A, 1514));
+            }
+            // The consumer's pass: nothing delivered, everything back.
+            let all = victim.take_all();
+            victim.put_back(all);
+        }
+        assert!(
+            victim.bytes() <= victim.share().1,
+            "{} bytes of one source",
+            victim.bytes()
+        );
+        for _ in 0..10 {
+            n.fab.borrow_mut().forward(2, c, frame(GUEST_B, HOST, 1514));
+        }
+        let all = victim.take_all();
+        assert_eq!(
+            all.iter()
+                .take(20)
+                .filter(|p| p.data[6..12] == HOST)
+                .count(),
+            10
+        );
+        victim.put_back(all);
+        assert_eq!(
+            n.fab.borrow().queued_bytes(),
+            victim.bytes() + n.ports[0].1.bytes() + n.ports[1].1.bytes()
         );
     }
 

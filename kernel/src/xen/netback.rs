@@ -52,6 +52,8 @@ pub struct Connection {
     port: PortId,
     queues: Vec<Running>,
     ctrl: Option<Running>,
+    /// The frontend's domain (its log budget).
+    dom: DomId,
 }
 
 struct Running {
@@ -252,7 +254,12 @@ pub async fn connect(
             done,
         });
     }
-    Ok(Connection { port, queues, ctrl })
+    Ok(Connection {
+        port,
+        queues,
+        ctrl,
+        dom,
+    })
 }
 
 fn on(b: bool) -> &'static str {
@@ -277,9 +284,12 @@ impl Connection {
         }
         let mut ports = String::new();
         fabric.borrow().render(&mut ports);
-        info!(
-            "switch after this vif: {}",
-            ports.trim_end().replace('\n', "; ")
+        xen.guest_info(
+            self.dom,
+            format_args!(
+                "switch after this vif: {}",
+                ports.trim_end().replace('\n', "; ")
+            ),
         );
         fabric.borrow_mut().detach(self.port);
     }
@@ -364,12 +374,15 @@ async fn serve_ctrl(
         xen.waiters.wait(port).await;
     }
     let s = steering.borrow();
-    info!(
-        "{name}: closed (hash algorithm {}, flags {:#x}, {} key bytes, {} mapping entries)",
-        s.algorithm,
-        s.flags,
-        s.key.len(),
-        s.mapping.len()
+    xen.guest_info(
+        guest.dom,
+        format_args!(
+            "{name}: closed (hash algorithm {}, flags {:#x}, {} key bytes, {} mapping entries)",
+            s.algorithm,
+            s.flags,
+            s.key.len(),
+            s.mapping.len()
+        ),
     );
     release(&xen, (port, port), &maps);
     done.set(true);
@@ -499,7 +512,9 @@ async fn serve(
         // packets for the guest wait in its inbox meanwhile.
         // The pass right after a backoff was not a wake-up: it only serves what came
         // meanwhile, then the task waits as usual.
-        let work = moved(&q.stats) != seen || !inbox.is_empty();
+        // Packets left waiting in the inbox are not work: a guest that posts no receive
+        // buffers would otherwise turn the backoff off for ever.
+        let work = moved(&q.stats) != seen;
         let delay = if backed_off {
             None
         } else {

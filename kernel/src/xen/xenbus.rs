@@ -421,6 +421,11 @@ impl Device {
                     let wait = self.pace.take(crate::time::now_ns());
                     if wait > 0 {
                         self.h.sleep(wait).await;
+                        // The frontend may have moved on meanwhile (it flaps): connect
+                        // only if it still asks; its next state change comes as an event.
+                        if !self.frontend_wants_connection().await {
+                            continue;
+                        }
                     }
                     let next = match self.connect().await {
                         Ok(true) => self.b.connected(),
@@ -462,6 +467,20 @@ impl Device {
                 self.b.frontend_state()
             ),
         );
+    }
+
+    /// Whether the frontend's state is still Initialised or Connected (read now).
+    async fn frontend_wants_connection(&self) -> bool {
+        matches!(
+            self.xen
+                .store
+                .read_opt(Tx::NONE, &format!("{}/state", self.frontend))
+                .await
+                .ok()
+                .flatten()
+                .as_deref(),
+            Some("3") | Some("4")
+        )
     }
 
     /// Start serving; `Ok(false)` when the class has no server (the device stays

@@ -303,6 +303,11 @@ async fn device(
         ),
     };
     reg.served.set(true);
+    let mut look_pace = bulkhead_xenbus::pace::Pace::new(
+        bulkhead_xenbus::pace::LOOK_BURST,
+        bulkhead_xenbus::pace::LOOK_INTERVAL_NS,
+        crate::time::now_ns(),
+    );
     if !dev.apply(Event::Created).await {
         return;
     }
@@ -335,6 +340,12 @@ async fn device(
             let _ = store.unwatch(&fe_state, &token).await;
             dev.stop().await;
             return;
+        }
+        // A frontend flapping its state: look at most LOOK_INTERVAL apart once past the
+        // burst; what changed meanwhile is read together.
+        let wait = look_pace.take(crate::time::now_ns());
+        if wait > 0 {
+            dev.h.sleep(wait).await;
         }
         while store.take_event(&token).is_some() {}
         // Removal: the toolstack deletes the backend directory (or sets online=0 and

@@ -1,16 +1,22 @@
-//! How often one device may connect. Connecting maps the frontend's rings and binds its
-//! event channels; a frontend flapping its state (Initialised, Closed, Initialised, ...)
-//! would make the backend map and unmap as fast as xenstore carries the writes. A
-//! device connects `burst` times at once, then once per `interval`: the toolstack's
-//! attach, a guest's reboots and a driver reload never wait; a flapping frontend costs
-//! a bounded number of connections a second.
+//! How often one device may do work a frontend can ask for in a loop. Connecting maps
+//! the frontend's rings and binds its event channels; looking at a state change reads
+//! three xenstore nodes. A frontend flapping its state (Initialised, Closed,
+//! Initialised, ...) would make the backend do both as fast as xenstore carries the
+//! writes. Each is a token bucket: `burst` at once, then one per `interval`: the
+//! toolstack's attach, a guest's reboots and a driver reload never wait; a flapping
+//! frontend costs a bounded amount a second (state changes that come while it waits
+//! are looked at together).
 
 /// Connections a device makes without waiting.
 pub const CONNECT_BURST: u32 = 8;
 /// Then one per this many nanoseconds.
 pub const CONNECT_INTERVAL_NS: u64 = 250_000_000;
+/// Looks at a device's state changes without waiting.
+pub const LOOK_BURST: u32 = 16;
+/// Then one per this many nanoseconds.
+pub const LOOK_INTERVAL_NS: u64 = 50_000_000;
 
-/// A token bucket of connections.
+/// A token bucket.
 #[derive(Debug)]
 pub struct Pace {
     burst: u32,
@@ -18,7 +24,7 @@ pub struct Pace {
     tokens: u32,
     /// When the last token was earned.
     at: u64,
-    /// Connections that had to wait.
+    /// Times the work had to wait.
     pub delayed: u64,
 }
 
@@ -33,7 +39,7 @@ impl Pace {
         }
     }
 
-    /// A connection is about to be made at `now`: how long it must wait first (0: go).
+    /// The work is about to be done at `now`: how long it must wait first (0: go).
     /// The wait is taken: the next call counts from its end.
     pub fn take(&mut self, now: u64) -> u64 {
         if now > self.at {

@@ -47,6 +47,71 @@ impl Offer {
 pub struct Settings {
     pub mac: [u8; 6],
     pub rate: Option<Rate>,
+    /// xl's `ip=`: the IPv4 addresses the guest may send from (ARP and IPv4), as Linux's
+    /// vif scripts enforce with iptables; absent: any.
+    pub ips: Option<Ips>,
+}
+
+/// Most addresses one `ip=` may list.
+pub const MAX_IPS: usize = 8;
+
+/// The IPv4 addresses a vif may use as a source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ips {
+    n: usize,
+    addrs: [[u8; 4]; MAX_IPS],
+}
+
+impl Ips {
+    /// `ip` as xl writes it: addresses separated by spaces (or commas).
+    pub fn parse(s: &str) -> Option<Ips> {
+        let mut ips = Ips {
+            n: 0,
+            addrs: [[0; 4]; MAX_IPS],
+        };
+        for a in s
+            .trim_end_matches('\0')
+            .split([' ', ','])
+            .filter(|a| !a.is_empty())
+        {
+            if ips.n == MAX_IPS {
+                return None;
+            }
+            let mut q = [0u8; 4];
+            let mut parts = a.split('.');
+            for b in q.iter_mut() {
+                *b = parts.next()?.parse().ok()?;
+            }
+            if parts.next().is_some() {
+                return None;
+            }
+            ips.addrs[ips.n] = q;
+            ips.n += 1;
+        }
+        (ips.n > 0).then_some(ips)
+    }
+
+    pub fn contains(&self, a: [u8; 4]) -> bool {
+        self.addrs[..self.n].contains(&a)
+    }
+
+    /// Whether a frame the guest sends may leave: ARP and IPv4 only from a listed
+    /// address (or 0.0.0.0, a guest asking DHCP or probing with ARP); everything else
+    /// is not about IPv4 addresses and is left to the other checks.
+    pub fn allows(&self, f: &[u8]) -> bool {
+        let src = match f.get(12..14) {
+            Some([0x08, 0x06]) => f.get(28..32),
+            Some([0x08, 0x00]) => f.get(26..30),
+            _ => return true,
+        };
+        match src {
+            Some(a) => {
+                let a = [a[0], a[1], a[2], a[3]];
+                a == [0; 4] || self.contains(a)
+            }
+            None => false,
+        }
+    }
 }
 
 /// `aa:bb:cc:dd:ee:ff`, unicast.
@@ -89,7 +154,14 @@ pub async fn read_backend(keys: &mut impl Keys) -> Result<Settings, String> {
         None => None,
         Some(r) => Some(parse_rate(&r).ok_or_else(|| format!("rate is not BYTES,USECS: {r:?}"))?),
     };
-    Ok(Settings { mac, rate })
+    let ips = match keys.get("ip").await {
+        None => None,
+        Some(i) if i.trim_end_matches('\0').trim().is_empty() => None,
+        Some(i) => Some(Ips::parse(&i).ok_or_else(|| {
+            format!("ip is not a list of at most {MAX_IPS} IPv4 addresses: {i:?}")
+        })?),
+    };
+    Ok(Settings { mac, rate, ips })
 }
 
 /// One queue's rings and event channels (the same port twice without split channels).
@@ -261,6 +333,38 @@ mod tests {
         assert_eq!(f.queues[1].tx_ref, 12);
         assert!(!f.queues[1].split());
         assert!(!f.sg && !f.gso_tcpv4 && !f.csum_v4);
+    }
+
+    #[test]
+    fn ip_lists() {
+        let i = Ips::parse("10.0.2.99 192.168.1.5").unwrap();
+        assert!(i.contains([10, 0, 2, 99]) && i.contains([192, 168, 1, 5]));
+        assert!(!i.contains([10, 0, 2, 98]));
+        assert!(Ips::parse("10.0.2.99,10.0.2.100\0").is_some());
+        for bad in [
+            "",
+            "10.0.2",
+            "10.0.2.256",
+            "10.0.2.1.5",
+            "a.b.c.d",
+            "1.1.1.1 2.2.2.2 3.3.3.3 4.4.4.4 5.5.5.5 6.6.6.6 7.7.7.7 8.8.8.8 9.9.9.9",
+        ] {
+            assert_eq!(Ips::parse(bad), None, "{bad:?}");
+        }
+        let backend = |ip: Option<&str>| {
+            let mut m = map(&[("mac", "00:16:3e:00:00:01")]);
+            if let Some(ip) = ip {
+                m.0.insert("ip".into(), ip.into());
+            }
+            run(read_backend(&mut m))
+        };
+        assert_eq!(backend(None).unwrap().ips, None);
+        assert_eq!(backend(Some("")).unwrap().ips, None);
+        assert!(backend(Some("10.0.2.99")).unwrap().ips.is_some());
+        assert!(
+            backend(Some("10.0.2.999")).is_err(),
+            "a bad ip= refuses the vif"
+        );
     }
 
     #[test]

@@ -129,6 +129,8 @@ pub struct VifQueue<M: RingMemory> {
     /// The next frame for the frontend, waiting for buffers.
     rx_front: Option<(Vec<u8>, u16, Option<tx::Gso>)>,
     pub limits: Limits,
+    /// The IPv4 source addresses the guest may use (xl's `ip=`); None: any.
+    pub ips: Option<crate::negotiate::Ips>,
     /// Warning lines this queue may write.
     pub log: LogBudget,
     /// Off after the frontend left packets waiting for buffers longer than
@@ -176,6 +178,7 @@ impl<M: RingMemory> VifQueue<M> {
             rx_shaped: None,
             rx_front: None,
             limits: Limits::default(),
+            ips: None,
             log: budget::fixed(LOGGED_ERRORS),
             carrier: true,
             rx_progress_at: 0,
@@ -359,6 +362,13 @@ impl<M: RingMemory> VifQueue<M> {
                 self.warn(format_args!(
                     "dropped a packet from source MAC {:02x?}, not the vif's",
                     &data[6..12]
+                ));
+                continue;
+            }
+            if self.ips.is_some_and(|ips| !ips.allows(&data)) {
+                self.stats.tx_spoofed += 1;
+                self.warn(format_args!(
+                    "dropped an ARP or IPv4 packet from an address not in the vif's ip="
                 ));
                 continue;
             }

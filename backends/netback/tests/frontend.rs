@@ -369,6 +369,56 @@ fn a_chain_beyond_the_fatal_limit_disconnects() {
     assert!(r.q.transmit(&mut r.pages, 0, 64, &mut out).is_err());
 }
 
+/// An ARP or IPv4 frame whose sender address is not in the vif's `ip=` list.
+fn claim(op: u16, ethertype: u16, ip: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![0u8; 60];
+    f[..6].copy_from_slice(&[0xff; 6]);
+    f[6..12].copy_from_slice(&MAC);
+    f[12..14].copy_from_slice(&ethertype.to_be_bytes());
+    if ethertype == 0x0806 {
+        f[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, op as u8]);
+        f[22..28].copy_from_slice(&MAC);
+        f[28..32].copy_from_slice(&ip);
+    } else {
+        f[14] = 0x45;
+        f[26..30].copy_from_slice(&ip);
+    }
+    f
+}
+
+/// xl's `ip=`: the guest may not claim another address by ARP (gratuitous replies that
+/// would poison the gateway's cache) nor send IPv4 from it; its own address and
+/// 0.0.0.0 (DHCP, ARP probes) pass, and without `ip=` nothing is filtered.
+#[test]
+fn a_vif_with_ip_sends_only_from_its_addresses() {
+    let own = [10, 0, 2, 99];
+    let victim = [10, 0, 2, 15];
+    let mut r = Rig::new(ALL, None);
+    r.q.ips = bulkhead_netback::negotiate::Ips::parse("10.0.2.99");
+    for f in [
+        claim(2, 0x0806, victim),
+        claim(1, 0x0806, victim),
+        claim(0, 0x0800, victim),
+        claim(2, 0x0806, own),
+        claim(0, 0x0800, own),
+        claim(1, 0x0806, [0; 4]),
+        claim(0, 0x0800, [0; 4]),
+        frame(MAC, 60, 1),
+    ] {
+        r.send(&f, 0, 0, None);
+    }
+    let out = r.transmit(0);
+    assert_eq!(out.len(), 5, "its own, 0.0.0.0 and non-IP frames pass");
+    assert_eq!(r.q.stats.tx_spoofed, 3);
+    let mut r = Rig::new(ALL, None);
+    r.send(&claim(2, 0x0806, victim), 0, 0, None);
+    assert_eq!(
+        r.transmit(0).len(),
+        1,
+        "without ip= nothing is filtered (as Linux)"
+    );
+}
+
 #[test]
 fn receive_into_posted_buffers() {
     let mut r = Rig::new(ALL, None);

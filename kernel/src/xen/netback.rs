@@ -207,7 +207,7 @@ pub async fn connect(
         match settings.rate {
             Some(r) => format!(", rate {} bytes per {} us", r.bytes, r.period_ns / 1000),
             None => String::new(),
-        }
+        } + if settings.ips.is_some() { ", ip= enforced" } else { "" }
     ));
     let _ = xen
         .store
@@ -229,6 +229,7 @@ pub async fn connect(
             settings.rate,
         );
         q.limits = fabric.borrow().limits;
+        q.ips = settings.ips;
         q.log = xen.guest_log(dom);
         let stop = Rc::new(Cell::new(false));
         let done = Rc::new(Cell::new(false));

@@ -42,6 +42,15 @@ fn attack(words: &[&str]) -> Result<String> {
         }
         m
     };
+    let ip_of = |xs: &mut Xs, key: &str| -> [u8; 4] {
+        let mut ip = [0u8; 4];
+        if let Some(s) = xs.read(key) {
+            for (o, p) in ip.iter_mut().zip(s.split('.')) {
+                *o = p.parse().unwrap_or(0);
+            }
+        }
+        ip
+    };
     match words.first().copied().unwrap_or("") {
         "blk-invalid" => blk::invalid(&mut xs, &g, &ev, VBD, secs(1)),
         "blk-ahead" => blk::ahead(&mut xs, &g, &ev, VBD),
@@ -60,16 +69,13 @@ fn attack(words: &[&str]) -> Result<String> {
         "net-jumbo" => net::jumbo(&mut xs, &g, &ev, VIF, secs(1)),
         "net-storm" => {
             let v = mac_of(&mut xs, "data/victim-mac");
-            net::storm(&mut xs, &g, &ev, VIF, secs(1), v)
+            let gw = mac_of(&mut xs, "data/gateway-mac");
+            let ip = ip_of(&mut xs, "data/victim-ip");
+            net::storm(&mut xs, &g, &ev, VIF, secs(1), v, ip, gw)
         }
         "net-norx" => {
             let v = mac_of(&mut xs, "data/victim-mac");
-            let mut ip = [0u8; 4];
-            if let Some(s) = xs.read("data/victim-ip") {
-                for (o, p) in ip.iter_mut().zip(s.split('.')) {
-                    *o = p.parse().unwrap_or(0);
-                }
-            }
+            let ip = ip_of(&mut xs, "data/victim-ip");
             net::norx(&mut xs, &g, &ev, VIF, secs(1), v, ip)
         }
         "net-ctrl" => net::ctrl(&mut xs, &g, &ev, VIF, secs(1)),

@@ -287,6 +287,8 @@ pub fn storm(
     devid: u32,
     secs: u64,
     victim: [u8; 6],
+    victim_ip: [u8; 4],
+    gateway: [u8; 6],
 ) -> Result<String> {
     let c = std::cell::Cell::new(0u32);
     blast(
@@ -295,24 +297,42 @@ pub fn storm(
         ev,
         devid,
         secs,
-        "broadcast storm, spoofed and tagged frames",
+        "broadcast storm, spoofed and tagged frames, ARP claims for the victim's address",
         |v| {
             c.set(c.get() + 1);
-            let mut f = vec![0u8; 60];
-            f[..6].copy_from_slice(&[0xff; 6]);
-            let src = if c.get() % 2 == 0 { victim } else { v.mac };
-            f[6..12].copy_from_slice(&src);
-            if c.get() % 3 == 0 {
-                f[12..14].copy_from_slice(&[0x81, 0x00]);
-                f[14..16].copy_from_slice(&[0x00, 0x05]);
-                f[16..18].copy_from_slice(&[0x08, 0x06]);
-            } else {
-                f[12..14].copy_from_slice(&[0x08, 0x06]);
-            }
-            // ARP: who has 10.0.2.2, claiming the victim's address range.
+            let f = match c.get() % 4 {
+                // 802.1Q-tagged broadcast.
+                0 => {
+                    let mut f = arp(2, [0xff; 6], v.mac, victim_ip);
+                    f.splice(12..12, [0x81, 0x00, 0x00, 0x05]);
+                    f.truncate(60);
+                    f
+                }
+                // The victim's MAC as source.
+                1 => arp(1, [0xff; 6], victim, [10, 0, 2, 99]),
+                // Gratuitous ARP replies: "the victim's address is at my MAC", to all
+                // and to the gateway (whose cache would send the victim's traffic here).
+                2 => arp(2, [0xff; 6], v.mac, victim_ip),
+                _ => arp(2, gateway, v.mac, victim_ip),
+            };
             (f, 0, None)
         },
     )
+}
+
+/// An ARP packet (`op` 1 request, 2 reply) from `mac` claiming `ip`, to `dst`, asking
+/// for (or telling) the gateway 10.0.2.2.
+fn arp(op: u8, dst: [u8; 6], mac: [u8; 6], ip: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![0u8; 60];
+    f[..6].copy_from_slice(&dst);
+    f[6..12].copy_from_slice(&mac);
+    f[12..14].copy_from_slice(&[0x08, 0x06]);
+    f[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, op]);
+    f[22..28].copy_from_slice(&mac);
+    f[28..32].copy_from_slice(&ip);
+    f[32..38].copy_from_slice(&dst);
+    f[38..42].copy_from_slice(&[10, 0, 2, 2]);
+    f
 }
 
 /// An ARP request from `mac`/10.0.2.99 asking for `ip`, to `dst`.

@@ -43,7 +43,7 @@ on_crash = "preserve"
 # verify-disk), nor of the partitions around gamma, which the hostile guest discards.
 disk = [ 'format=raw,vdev=xvda,access=ro,backend=bulkhead,target=part:alpha',
          'format=raw,vdev=xvdb,access=rw,backend=bulkhead,target=part:gamma' ]
-vif = [ 'backend=bulkhead,mac=00:16:3e:e0:00:01' ]
+vif = [ 'backend=bulkhead,mac=00:16:3e:e0:00:01,ip=10.0.2.99' ]
 CFG
 alive() {
     [ "$(xl domid bulkhead 2>/dev/null)" = "$dd" ] && ! dd_gone && ! grep -qE "PANIC|panicked" "$log"
@@ -139,6 +139,12 @@ for a in "$@"; do
     r=$(xenstore-read "/local/domain/$h/data/result")
     echo "hostile: $r"
     case "$r" in *": fail: "*) hostile_fail "attack did not run as planned: $r" ;; esac
+    # Its ARP claims for the victim's address were dropped by its vif's ip= (the
+    # victim's pings, checked below, would go to the hostile guest otherwise).
+    if [ "${a%% *}" = net-storm ]; then
+        grep -qE "vif-$h-0: vif$h.0 connected: .*ip= enforced" "$log" \
+            || hostile_fail "the hostile guest's vif did not enforce its ip="
+    fi
     if [ -n "${pinger:-}" ]; then
         kill "$pinger" 2>/dev/null
         pinger=

@@ -24,12 +24,14 @@ here="$root/tests/xen"
 # linux-dd-baseline (the Linux driver domain setup works) runs with the benchmarks: in the
 # last clean-clone run its guest's `xl create` hung inside the Linux driver domain's
 # hotplug path, a failure of the comparison setup, not of Bulkhead.
-# hostile (the hostile-guest scenario) left the default run once, when both attempts of
-# one clean-clone run met the nested-TCG triple fault (docs/triple-fault-2026-12-02.md);
-# it came back with the exits that exposure follows cut (its victim paced, the idle
-# loop's timer writes, event storms and reconnects bounded, guest log lines budgeted).
+# hostile (the hostile-guest scenario) is not in the default run: it passes (tests/xen/run.sh
+# hostile, or make test-xen SCENARIOS=hostile), but its driver domain still meets the
+# nested-TCG triple fault (docs/triple-fault-2026-12-02.md) in about a third of its
+# attempts, and a failed attempt with its post-mortem costs ~11 minutes: in the last
+# clean-clone run with it, one retry took the Xen tier from ~20 to ~34 minutes, close to
+# its budget. A run that lands nothing costs more than the scenario gives per run.
 SCENARIOS=(pvh-core vbd-initwait crash hvm-core hvm-nvme blkback blkback-cycles hvm-net netback netback-cycles
-    hostile dd-lifecycle)
+    dd-lifecycle)
 demo=0
 if [ "${1:-}" = --demo ]; then demo=1; shift; fi
 [ $# -gt 0 ] && SCENARIOS=("$@")

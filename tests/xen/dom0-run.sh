@@ -95,6 +95,8 @@ attempt() {
 
 for name in $(cat /host/scenarios.list); do
     echo "dom0-run: === $name === (at $(($(date +%s) - tier_start)) s)"
+    # Scenarios see which attempt they are (a retry finds what the failed one wrote).
+    export ATTEMPT=1
     attempt "$name"
     # HVM domains (Bulkhead and Linux alike) triple-fault now and then under nested TCG,
     # right after a VM exit, in code that runs thousands of times without fault on every
@@ -108,6 +110,7 @@ for name in $(cat /host/scenarios.list); do
         cp -r "/host/out/$name.console" "/host/out/$name.attempt-$n.console" 2>/dev/null
         echo "dom0-run: $name: attempt $n hit a triple fault under nested TCG, retrying: $fault" | tee -a /host/out/retries
         n=$((n + 1))
+        export ATTEMPT=$n
         attempt "$name"
     done
     if [ $rc -eq 0 ]; then

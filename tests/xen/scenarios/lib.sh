@@ -222,12 +222,16 @@ stop_dd() {
 # goes on its kernel command line. PV: Linux PVH guests triple-fault now and then under
 # nested TCG.
 blk_guest_cfg() {
+    # A retried scenario (dom0-run sets ATTEMPT) finds its partitions as the failed
+    # attempt left them: the guest is told, and does not expect an empty disk.
+    local reused=
+    [ "${ATTEMPT:-1}" -gt 1 ] && reused=" bulkhead.reused"
     cat >"/tmp/$1.cfg" <<CFG
 name = "$1"
 type = "pv"
 kernel = "/host/linux/vmlinuz"
 ramdisk = "/host/linux/linux-initrd.img"
-extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=blk bulkhead.name=$1 $4"
+extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=blk bulkhead.name=$1 $4$reused"
 memory = 256
 vcpus = $3
 on_crash = "preserve"

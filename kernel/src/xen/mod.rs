@@ -204,7 +204,7 @@ pub async fn init(h: &bulkhead_executor::Handle) -> Result<XenRef, InitError> {
         guest_infos: RefCell::new(alloc::collections::BTreeMap::new()),
     });
     h.spawn("xen-events", events::dispatch(xen.clone()));
-    h.spawn("xenstore", store::pump(xen.clone(), store_port));
+    h.spawn("xenstore", store::pump(xen.clone(), h.clone(), store_port));
     let domid: u16 = xen
         .store
         .read(bulkhead_xenstore::client::Tx::NONE, "domid")

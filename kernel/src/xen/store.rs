@@ -74,14 +74,44 @@ pub fn connect() -> Result<(XenStore, Port), &'static str> {
     ))
 }
 
-/// The `xenstore` task: move bytes whenever xenstored signals.
-pub async fn pump(xen: XenRef, port: Port) {
+/// How long the xenstore task waits for xenstored's event before looking at the ring
+/// anyway.
+const PUMP_FALLBACK_NS: u64 = 1_000_000_000;
+
+/// The `xenstore` task: move bytes whenever xenstored signals, and at least once a
+/// second: under nested TCG an event-channel notification was seen lost (a reply sat in
+/// the ring for a minute, until the next event), and every backend waits on xenstore.
+/// What a look without an event finds is counted and said.
+pub async fn pump(xen: XenRef, h: bulkhead_executor::Handle, port: Port) {
+    let mut silent = 0u64;
+    let mut by_timer = false;
     loop {
+        let seen = xen.store.stats();
         if let Err(e) = xen.store.pump() {
             log::error!("xenstore connection broken: {e}; xenstore-dependent services stop");
             return;
         }
-        xen.waiters.wait(port).await;
+        let now = xen.store.stats();
+        if by_timer && (now.replies, now.watch_events) != (seen.replies, seen.watch_events) {
+            silent += 1;
+            if silent <= 8 || silent.is_power_of_two() {
+                log::warn!(
+                    "xenstore: a reply or watch event waited in the ring without an event-channel notification ({silent} so far)"
+                );
+            }
+        }
+        let fired = core::cell::Cell::new(false);
+        let waits: alloc::vec::Vec<
+            core::pin::Pin<alloc::boxed::Box<dyn core::future::Future<Output = ()> + '_>>,
+        > = alloc::vec![
+            alloc::boxed::Box::pin(async {
+                xen.waiters.wait(port).await;
+                fired.set(true);
+            }),
+            alloc::boxed::Box::pin(h.sleep(PUMP_FALLBACK_NS)),
+        ];
+        bulkhead_executor::first(waits).await;
+        by_timer = !fired.get();
     }
 }
 

@@ -94,6 +94,26 @@ impl Blk {
         ev.notify(self.port);
     }
 
+    /// Send each (what, request, should succeed) in turn and check its answer; how many
+    /// were checked, or what answered wrong.
+    pub fn expect_answers(
+        &mut self,
+        ev: &Events,
+        checks: Vec<(&str, Vec<u8>, bool)>,
+    ) -> Result<usize> {
+        let n = checks.len();
+        for (what, req, ok) in checks {
+            let st = self.one(ev, req);
+            if st.is_none_or(|s| (s == 0) != ok) {
+                return Err(format!(
+                    "{what}: answer {st:?}, expected {}",
+                    if ok { "success" } else { "an error" }
+                ));
+            }
+        }
+        Ok(n)
+    }
+
     /// Send one request and wait for its answer (status), up to 10 s.
     pub fn one(&mut self, ev: &Events, req: Vec<u8>) -> Option<i16> {
         self.responses();
@@ -273,22 +293,13 @@ pub fn requests(xs: &mut Xs, g: &Grants, ev: &Events, devid: u32) -> Result<Stri
             false,
         ));
     }
-    let mut out = Vec::new();
-    for (what, req, ok) in checks {
-        let st = b.one(ev, req);
-        let good = match st {
-            Some(s) => (s == 0) == ok,
-            None => false,
-        };
-        if !good {
+    let out = match b.expect_answers(ev, checks) {
+        Ok(n) => n,
+        Err(e) => {
             b.close(xs, g);
-            return Err(format!(
-                "{what}: answer {st:?}, expected {}",
-                if ok { "success" } else { "an error" }
-            ));
+            return Err(e);
         }
-        out.push(what);
-    }
+    };
     // Rewrite a request in the ring while the backend may be reading it: whatever it
     // answers, it answers once, for the id it read, and stays up.
     let before = b.front.req_prod;
@@ -344,7 +355,7 @@ pub fn requests(xs: &mut Xs, g: &Grants, ev: &Events, devid: u32) -> Result<Stri
     }
     Ok(format!(
         "{} hostile requests refused as they must be{}; a request rewritten in flight answered once; an indirect request whose page was rewritten in flight answered once (status {}); backend still connected: {alive}",
-        out.len(),
+        out,
         if ro { " (read-only disk)" } else { "" },
         answers[0].1
     ))
@@ -411,23 +422,18 @@ pub fn discard(xs: &mut Xs, g: &Grants, ev: &Events, devid: u32) -> Result<Strin
             true,
         ),
     ];
-    let mut out = Vec::new();
-    for (what, req, ok) in checks {
-        let st = b.one(ev, req);
-        if st.is_none_or(|s| (s == 0) != ok) {
+    let out = match b.expect_answers(ev, checks) {
+        Ok(n) => n,
+        Err(e) => {
             b.close(xs, g);
-            return Err(format!(
-                "{what}: answer {st:?}, expected {}",
-                if ok { "success" } else { "an error" }
-            ));
+            return Err(e);
         }
-        out.push(what);
-    }
+    };
     let alive = be_state(xs, &b.be) == 4;
     b.close(xs, g);
     Ok(format!(
         "{} requests at and past the end of a {sectors}-sector disk answered as they must be (whole-disk discard served); backend still connected: {alive}",
-        out.len()
+        out
     ))
 }
 

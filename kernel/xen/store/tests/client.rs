@@ -144,6 +144,67 @@ fn a_watch_fired_without_end_queues_a_bounded_number_of_events() {
     assert!(s.take_event("vbd").is_some(), "the next change is seen");
 }
 
+/// A watch event per write of a flapping guest must not cost a notification each
+/// (a hypercall, a VM exit): xenstored is told when it has a request to read, or when a
+/// read freed the response ring it had filled, and not otherwise.
+#[test]
+fn xenstored_is_notified_for_requests_and_a_freed_full_ring_only() {
+    let (t, server) = fake::new(7);
+    let mut page = t.page.clone();
+    let s = Store::new(t);
+    run(&s, s.watch("backend/vbd", "vbd")).unwrap();
+    let _ = run(&s, s.next_event("vbd"));
+    let before = server.borrow().notifies;
+    let event = |path: &str| {
+        let mut raw = Vec::new();
+        fake::push_msg(
+            &mut raw,
+            MsgType::WatchEvent,
+            0,
+            0,
+            format!("{path}\0vbd\0").as_bytes(),
+        );
+        raw
+    };
+    for i in 0..10 {
+        fake::push_response(
+            &mut page,
+            &event(&format!("/local/domain/7/backend/vbd/5/{i}/state")),
+        );
+        s.pump().unwrap();
+        assert!(s.take_event("vbd").is_some());
+    }
+    assert_eq!(
+        server.borrow().notifies,
+        before,
+        "watch events alone send no notification"
+    );
+    // Events that fill the response ring to its last byte: the read that frees it tells
+    // xenstored, which may have more to write.
+    let mut full = Vec::new();
+    while full.len() < bulkhead_xenstore::ring::RING_SIZE as usize {
+        let room = bulkhead_xenstore::ring::RING_SIZE as usize - full.len();
+        let e = event(&format!("/local/domain/7/backend/vbd/5/{}", "9".repeat(40)));
+        if e.len() <= room - 64 || e.len() == room {
+            full.extend(e);
+        } else {
+            // One event sized to the exact room left (header 16, "\0vbd\0" 5).
+            full.extend(event(&"8".repeat(room - 16 - 5)));
+        }
+    }
+    assert_eq!(full.len(), bulkhead_xenstore::ring::RING_SIZE as usize);
+    fake::push_response(&mut page, &full);
+    s.pump().unwrap();
+    assert_eq!(
+        server.borrow().notifies,
+        before + 1,
+        "a freed full ring is notified"
+    );
+    // A request is notified.
+    run(&s, s.write(Tx::NONE, "data/x", "1")).unwrap();
+    assert!(server.borrow().notifies > before + 1);
+}
+
 #[test]
 fn transaction_retry_on_eagain() {
     let (s, server) = setup();

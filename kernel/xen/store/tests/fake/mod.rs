@@ -36,6 +36,8 @@ pub struct Server {
     /// Bytes written raw into the response ring on the next request (malformed replies).
     pub inject: Option<Vec<u8>>,
     pub requests_seen: u32,
+    /// Event-channel notifications the client sent.
+    pub notifies: u32,
     decoder: Decoder,
 }
 
@@ -70,6 +72,7 @@ impl Transport for FakeTransport {
         self.ring.recv(out)
     }
     fn notify(&mut self) {
+        self.server.borrow_mut().notifies += 1;
         self.server.borrow_mut().process(&mut self.page);
     }
 }
@@ -147,19 +150,7 @@ impl Server {
             }
             self.handle(m, &mut out);
         }
-        let rprod = page.load_u32(server::RSP_PROD);
-        let rcons = page.load_u32(server::RSP_CONS);
-        assert!(
-            rprod.wrapping_sub(rcons) as usize + out.len() <= RING_SIZE as usize,
-            "fake reply overflow"
-        );
-        for (i, b) in out.iter().enumerate() {
-            page.store_u8(
-                server::RSP + (rprod.wrapping_add(i as u32) % RING_SIZE) as usize,
-                *b,
-            );
-        }
-        page.store_u32(server::RSP_PROD, rprod.wrapping_add(out.len() as u32));
+        push_response(page, &out);
     }
 
     fn handle(&mut self, m: bulkhead_xenstore::wire::Message, out: &mut Vec<u8>) {
@@ -262,6 +253,23 @@ impl Server {
             _ => err(out, "EINVAL"),
         }
     }
+}
+
+/// Write bytes into the response ring as xenstored does (replies, watch events).
+pub fn push_response(page: &mut SharedPage, out: &[u8]) {
+    let rprod = page.load_u32(server::RSP_PROD);
+    let rcons = page.load_u32(server::RSP_CONS);
+    assert!(
+        rprod.wrapping_sub(rcons) as usize + out.len() <= RING_SIZE as usize,
+        "fake reply overflow"
+    );
+    for (i, b) in out.iter().enumerate() {
+        page.store_u8(
+            server::RSP + (rprod.wrapping_add(i as u32) % RING_SIZE) as usize,
+            *b,
+        );
+    }
+    page.store_u32(server::RSP_PROD, rprod.wrapping_add(out.len() as u32));
 }
 
 pub fn push_msg(out: &mut Vec<u8>, kind: MsgType, req_id: u32, tx_id: u32, payload: &[u8]) {

@@ -53,7 +53,7 @@ test-qemu: image
 
 # Xen-in-QEMU tier: Xen + Debian dom0 in QEMU, Bulkhead as driver domain (tests/xen).
 # The first run builds and caches the dom0 image (~/.cache/bulkhead).
-# SCENARIOS="netback hostile" runs only those (default: the whole tier).
+# SCENARIOS="netback hostile-net" runs only those (default: the whole tier).
 test-xen: image
 	QEMU=$(QEMU) tests/xen/run.sh $(SCENARIOS)
 

@@ -19,19 +19,14 @@ here="$root/tests/xen"
 # blkback expects part:delta and nvme0n1p5 empty; blkback-cycles writes the first and
 # dd-lifecycle the second, so both run after it. Benchmarks (blkbench, linux-dd-bench)
 # are not tests: `make bench` runs them.
-# blkback, blkback-cycles, hvm-net, netback, netback-cycles and hostile share one driver domain
-# (lib.sh, start_shared_dd): blkback starts it, so it comes first of them.
+# blkback, blkback-cycles, hvm-net, netback, netback-cycles, hostile-blk and hostile-net share
+# one driver domain (lib.sh, start_shared_dd): blkback starts it, so it comes first of them;
+# hostile-net shuts it down (the last check of the hostile-guest scenarios).
 # linux-dd-baseline (the Linux driver domain setup works) runs with the benchmarks: in the
 # last clean-clone run its guest's `xl create` hung inside the Linux driver domain's
 # hotplug path, a failure of the comparison setup, not of Bulkhead.
-# hostile (the hostile-guest scenario) is not in the default run: it passes (tests/xen/run.sh
-# hostile, or make test-xen SCENARIOS=hostile), but its driver domain still meets the
-# nested-TCG triple fault (docs/triple-fault-2026-12-02.md) in about a third of its
-# attempts, and a failed attempt with its post-mortem costs ~11 minutes: in the last
-# clean-clone run with it, one retry took the Xen tier from ~20 to ~34 minutes, close to
-# its budget. A run that lands nothing costs more than the scenario gives per run.
 SCENARIOS=(pvh-core vbd-initwait crash hvm-core hvm-nvme blkback blkback-cycles hvm-net netback netback-cycles
-    dd-lifecycle)
+    hostile-blk hostile-net dd-lifecycle)
 demo=0
 if [ "${1:-}" = --demo ]; then demo=1; shift; fi
 [ $# -gt 0 ] && SCENARIOS=("$@")
@@ -62,12 +57,17 @@ nm -n -C --defined-only "$root/build/bulkhead.elf" | awk '$2 ~ /^[tT]$/' >"$shar
     printf '%016x T _etext\n' $((0x$(tail -1 "$share/text.map" | cut -d' ' -f1) + 4096))
 } >"$share/bulkhead.map"
 rm "$share/text.map"
+# The flight recorder's page (kernel/src/trace.rs): identity-mapped, so its address is its
+# guest frame; a post-mortem reads that one page (dd-peek) instead of a whole core dump.
+nm -C --defined-only "$root/build/bulkhead.elf" | awk '$3 == "bulkhead::trace::RECORDER" { print $1 }' >"$share/recorder.addr"
+[ -s "$share/recorder.addr" ] || { echo "xen tier: no bulkhead::trace::RECORDER symbol in the image"; exit 1; }
 mkdir -p "$share/linux"
 cp "$img/vmlinuz" "$share/linux/"
 cp -r "$root/xl-configs" "$share/"
 cp -r "$here/scenarios" "$share/"
 install -m 755 "$here/dom0-init.sh" "$here/dom0-run.sh" "$here/trace.py" "$share/"
 gcc -static -O2 -Wall -o "$share/xen-peer" "$here/xen-peer.c"
+gcc -static -O2 -Wall -o "$share/dd-peek" "$here/dd-peek.c"
 gcc -static -O2 -Wall -o "$root/build/bulkhead-prng" "$here/prng.c"
 # The NVMe the driver domain gets by passthrough: a pattern and a GPT, checked afterwards.
 runner="$root/target/release/bulkhead-testrun"
@@ -172,14 +172,14 @@ for s in "${SCENARIOS[@]}"; do
     fi
 done
 # The NVMe image as the driver domain left it: hvm-nvme wrote and flushed through it;
-# hostile had alpha read-only and discarded gamma whole (nothing around it may change).
+# hostile-blk had alpha read-only and discarded gamma whole (nothing around it may change).
 ran() { printf '%s\n' "${SCENARIOS[@]}" | grep -qx "$1"; }
 passed() { grep -q "^PASS $1 " "$logs/results" 2>/dev/null; }
-if { ran hvm-nvme || ran hostile; } && { ! ran hvm-nvme || passed hvm-nvme; } && { ! ran hostile || passed hostile; }; then
+if { ran hvm-nvme || ran hostile-blk; } && { ! ran hvm-nvme || passed hvm-nvme; } && { ! ran hostile-blk || passed hostile-blk; }; then
     flag=--no-storage-test
     ran hvm-nvme && flag=
     if ! "$runner" verify-disk "$nvme_img" $flag; then
-        echo "FAIL $(ran hvm-nvme && echo hvm-nvme || echo hostile): the NVMe image does not hold what the driver domain wrote, or more changed"
+        echo "FAIL $(ran hvm-nvme && echo hvm-nvme || echo hostile-blk): the NVMe image does not hold what the driver domain wrote, or more changed"
         failed=1
     fi
 fi

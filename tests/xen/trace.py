@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Decode Bulkhead's flight recorder (kernel/src/trace.rs) from a core dump of its domain.
+"""Decode Bulkhead's flight recorder (kernel/src/trace.rs) from its domain's memory.
 
     trace.py CORE [MAP]
 
-CORE is `xl dump-core` of a driver domain Xen stopped behind its back (a triple fault);
+CORE holds the memory of a driver domain Xen stopped behind its back (a triple fault):
+the recorder's page (tests/xen/dd-peek.c) or an `xl dump-core` of the whole domain;
 MAP is `nm`-style text symbols (run.sh writes bulkhead.map) to name the RIPs. Prints the
 recorded events oldest first, with TSC deltas, so the last lines say what Bulkhead was
 doing when it went down.

@@ -47,7 +47,7 @@ done
 # once the last one is.
 devices() { grep -o "vbd-[0-9]*-[0-9]*: $1" "$log" | cut -d: -f1 | sort -u; }
 all_released() { [ "$(devices "new backend device")" = "$(devices released)" ]; }
-poll 60 all_released || fail "Bulkhead did not release every device: $(devices 'new backend device' | tr '\n' ' ')/ $(devices released | tr '\n' ' ')"
+poll_live 60 all_released || fail "Bulkhead did not release every device: $(devices 'new backend device' | tr '\n' ' ')/ $(devices released | tr '\n' ' ')"
 grep "ring closed" "$log" | grep 51712
 grep "released" "$log" | tail -1 | grep -q "map slots in use 0," || fail "grant mappings left behind: $(grep released "$log" | tail -1)"
 xenstore-ls /local/domain/$dd/backend/vbd 2>/dev/null | grep -q 51712 && fail "backend directories left behind"

@@ -107,7 +107,7 @@ for g in net1 net2; do
 done
 devices() { grep -o "vif-[0-9]*-[0-9]*: $1" "$log" | cut -d: -f1 | sort -u; }
 all_released() { [ "$(devices "new backend device")" = "$(devices released)" ]; }
-poll 60 all_released || fail "Bulkhead did not release every vif: $(devices 'new backend device' | tr '\n' ' ')/ $(devices released | tr '\n' ' ')"
+poll_live 60 all_released || fail "Bulkhead did not release every vif: $(devices 'new backend device' | tr '\n' ' ')/ $(devices released | tr '\n' ' ')"
 grep "queue closed" "$log"
 # Large sends reached Bulkhead as GSO packets from the sender.
 grep "vif$g2.0/q[01]: queue closed" "$log" | grep -qE "\([1-9][0-9]* gso" || fail "no GSO packets from net2"

@@ -10,11 +10,11 @@
 /// Connections a device makes without waiting.
 pub const CONNECT_BURST: u32 = 8;
 /// Then one per this many nanoseconds.
-pub const CONNECT_INTERVAL_NS: u64 = 250_000_000;
+pub const CONNECT_INTERVAL_NS: u64 = 1_000_000_000;
 /// Looks at a device's state changes without waiting.
 pub const LOOK_BURST: u32 = 16;
 /// Then one per this many nanoseconds.
-pub const LOOK_INTERVAL_NS: u64 = 50_000_000;
+pub const LOOK_INTERVAL_NS: u64 = 100_000_000;
 
 /// A token bucket.
 #[derive(Debug)]
@@ -87,7 +87,8 @@ mod tests {
             now += p.take(now) + 1_000_000;
             connects += 1;
         }
-        assert!(connects <= CONNECT_BURST + 60 * 4 + 1, "{connects}");
-        assert!(connects >= 60 * 4 - 1, "{connects}");
+        let per_minute = (60_000_000_000 / CONNECT_INTERVAL_NS) as u32;
+        assert!(connects <= CONNECT_BURST + per_minute + 1, "{connects}");
+        assert!(connects >= per_minute - 1, "{connects}");
     }
 }

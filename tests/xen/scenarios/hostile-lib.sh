@@ -1,19 +1,23 @@
-# timeout: 1200
-# Hostile guests (issue 16): Bulkhead serves a well-behaved Linux guest (victim: disk on
-# part:delta, vif) and a hostile one (disks part:alpha read-only and part:gamma read-write,
-# vif) whose kernel has no
-# blkfront or netfront: tests/hostile drives its devices through gntalloc, evtchn and
-# xenstore and attacks, one attack after another, as dom0 names them. Throughout, the
-# victim does disk I/O and pings the gateway every 100 ms; for every attack it reports
-# its throughput and the longest time without a completed I/O and without a ping answer.
+# The hostile-guest scenarios (issue 16), hostile-blk and hostile-net: Bulkhead serves a
+# well-behaved Linux guest (victim: disk on part:delta, vif) and a hostile one (disks
+# part:alpha read-only and part:gamma read-write, vif) whose kernel has no blkfront or
+# netfront: tests/hostile drives its devices through gntalloc, evtchn and xenstore and
+# attacks, one attack after another, as dom0 names them. Throughout, the victim does disk
+# I/O and pings the gateway every 100 ms; for every attack it reports its throughput and
+# the longest time without a completed I/O and without a ping answer.
 # Passing means: every attack ran as planned, Bulkhead never crashed or reset, the
 # victim's disk never failed and never stalled longer than 2 s (scaled), nor its pings;
 # when the hostile guest is destroyed, Bulkhead's ring mappings and event channels are
 # back to where they were before it came, none of its persistent grants stays mapped,
-# the heap is within 64 KiB; and Bulkhead still
-# shuts down cleanly in bounded time.
-. ./lib.sh
-start_shared_dd
+# the heap is within 64 KiB; and (hostile_run's second argument) Bulkhead still shuts
+# down cleanly in bounded time.
+# Two scenarios, not one: their driver domain makes more VM exits than any other's, and
+# the nested-TCG triple fault (README, Tests) met about a third of the attempts of the
+# single scenario they were; a retry then repeats half as much.
+
+# hostile_run "ATTACK,ATTACK..." [shutdown]: the scenario, on the shared driver domain.
+# (Its body is not indented: the xl configs below are here-documents.)
+hostile_run() {
 dd=$DD_ID
 GAP_MS=$(scaled 2000)
 cat >/tmp/victim.cfg <<CFG
@@ -89,12 +93,8 @@ xenstore-write "/local/domain/$h/data/gateway-mac" "52:55:0a:00:02:02"
 
 xenstore-write "/local/domain/$vid/data/phase" "quiet"
 sleep "$(scaled 8)"
-# Floods last 5 s (each is at full speed from its first second); state flapping 60 s
-# (the log budget's time scale); the grant flood is held until the victim's extra disk
-# and vif came and went (at most 120 s); net-norx outlasts the shared driver domain's
-# vif-rx-stall=15 (lib.sh).
-attacks="blk-invalid 5,blk-ahead,blk-requests,blk-rw-requests,blk-discard,blk-revoke,blk-flap 60,\
-blk-values,blk-notify 5,blk-pgrants 120,net-gso 5,net-jumbo 5,net-storm 5,net-norx 20,net-ctrl 5,net-chains"
+attacks=$1
+shutdown=${2:-}
 ifs=$IFS
 IFS=,
 # shellcheck disable=SC2086 # split on the commas
@@ -107,7 +107,7 @@ for a in "$@"; do
     if [ "${a%% *}" = blk-pgrants ]; then
         # While the hostile guest holds all the persistent grants it could get on 4
         # queues, another guest's new 4-queue disk and vif must connect.
-        poll 180 xs_is "/local/domain/$h/data/holding" 1 \
+        poll_live 180 xs_is "/local/domain/$h/data/holding" 1 \
             || hostile_fail "the persistent-grant flood did not get going: $(grep -a 'hostile:' "$(console_of hostile)" | tail -2)"
         grep -E "vbd-$h-51712: serving" "$log" | tail -1
         xl block-attach victim 'format=raw,vdev=xvdb,access=ro,backend=bulkhead,target=part:alpha' \
@@ -134,7 +134,7 @@ for a in "$@"; do
         busybox ping -i 0.05 -w 15 10.0.2.202 >/dev/null 2>&1 &
         pinger=$!
     fi
-    poll 300 sh -c "xenstore-read /local/domain/$h/data/result 2>/dev/null | grep -q '^$a: '" \
+    poll_live 300 sh -c "xenstore-read /local/domain/$h/data/result 2>/dev/null | grep -q '^$a: '" \
         || hostile_fail "attack $a did not finish: $(grep -a 'hostile:' "$(console_of hostile)" | tail -3)"
     r=$(xenstore-read "/local/domain/$h/data/result")
     echo "hostile: $r"
@@ -158,7 +158,9 @@ sleep "$(scaled 5)"
 xenstore-write "/local/domain/$vid/data/phase" "end"
 expect "$(console_of victim)" "victim: phase after:" 60 "the victim did not report its last phase"
 alive || hostile_fail "Bulkhead is gone"
-grep -qE "carrier off" "$log" || hostile_fail "the vif without receive buffers never lost its carrier"
+case ",$attacks," in *",net-norx "*)
+    grep -qE "vif$h\.0: carrier off" "$log" || hostile_fail "the vif without receive buffers never lost its carrier"
+esac
 grep -E "carrier (off|on)|only counted" "$log" | tail -4
 
 # The victim's figures: every phase, with its throughput against the quiet one.
@@ -192,9 +194,13 @@ grep -E "(vif-$h-0|vbd-$h-51712|vbd-$h-51728): released" "$log" | grep -q "domai
 same_after "$before" "$after" 65536
 
 # And the driver domain still shuts down cleanly, in bounded time, with the victim on it.
-t0=$(date +%s)
-timeout "$(scaled 180)" xl shutdown -w bulkhead || hostile_fail "xl shutdown of Bulkhead did not complete in $(scaled 180) s"
-note "Bulkhead shut down in $(($(date +%s) - t0)) s with the victim connected"
+if [ "$shutdown" = shutdown ]; then
+    t0=$(date +%s)
+    timeout "$(scaled 180)" xl shutdown -w bulkhead || hostile_fail "xl shutdown of Bulkhead did not complete in $(scaled 180) s"
+    note "Bulkhead shut down in $(($(date +%s) - t0)) s with the victim connected"
+    DD_ID=
+fi
 xl destroy victim 2>/dev/null
-DD_ID=
+if [ -n "$DD_ID" ]; then offer_dd; fi
 echo "PASS"
+}

@@ -43,12 +43,12 @@ int main(int argc, char **argv)
     }
     char *end;
     unsigned long dom = strtoul(argv[1], &end, 0);
-    if (*end || dom > 0x7fef) {
+    if (end == argv[1] || *end || dom > 0x7fef) {
         fprintf(stderr, "dd-peek: bad domain id %s\n", argv[1]);
         return 2;
     }
     xen_pfn_t gfn = strtoul(argv[2], &end, 0);
-    if (*end) {
+    if (end == argv[2] || *end) {
         fprintf(stderr, "dd-peek: bad frame %s\n", argv[2]);
         return 2;
     }
@@ -74,8 +74,10 @@ int main(int argc, char **argv)
     size_t done = 0;
     while (done < PAGE) {
         ssize_t n = write(1, (char *)page + done, PAGE - done);
+        if (n < 0 && errno == EINTR)
+            continue;
         if (n <= 0) {
-            fprintf(stderr, "dd-peek: write: %s\n", strerror(errno));
+            fprintf(stderr, "dd-peek: write: %s\n", n < 0 ? strerror(errno) : "nothing written");
             return 1;
         }
         done += (size_t)n;

@@ -87,6 +87,14 @@ attempt() {
     { echo "dom0-run: $CAL; this scenario's limit ${limit} s"; timeout "$limit" sh "./$1.sh"; } >"/host/out/$1.log" 2>&1
     rc=$?
     secs=$(($(date +%s) - start))
+    # A scenario that passed its driver domain on (offer_dd) must leave it running: one
+    # that stopped as the scenario ended (a crash, a triple fault) fails the scenario,
+    # with the post-mortem below, rather than vanish in the next clean-up.
+    if [ $rc -eq 0 ] && [ -s /tmp/dd-offer ] && [ "$(cat /tmp/dd-offer)" = "$(xl domid bulkhead 2>/dev/null)" ] \
+        && ! xl list bulkhead 2>/dev/null | awk 'NR == 2 { exit !($5 ~ /^[-rb]+$/) }'; then
+        echo "FAIL: the driver domain it passes on stopped: $(xl list bulkhead 2>/dev/null | tail -1)" >>"/host/out/$1.log"
+        rc=1
+    fi
     # A failed (or timed-out) scenario's driver domain logs its state before it goes.
     # Into the scenario's log: the state dump and where its CPU is (dd_dump).
     if [ $rc -ne 0 ] && DD_ID=$(xl domid bulkhead 2>/dev/null); then

@@ -42,14 +42,21 @@ impl fmt::Write for Console {
             }
             self.put(b);
         }
-        if let Some(x) = self.xen.as_mut() {
-            x.notify();
-        }
         Ok(())
     }
 }
 
 impl Console {
+    /// Tell xenconsoled there is output: once per line or message (`with`), not per
+    /// piece of a formatted one. Each notification is a hypercall, a VM exit; a log line
+    /// is written in ~15 pieces, and under nested TCG every exit is exposure to the
+    /// emulator's fault (README, Tests).
+    fn flush(&mut self) {
+        if let Some(x) = self.xen.as_mut() {
+            x.notify();
+        }
+    }
+
     fn put(&mut self, b: u8) {
         if let Some(u) = self.serial.as_mut() {
             u.put(b);
@@ -116,9 +123,14 @@ pub fn sinks() -> heapless::String<48> {
     s
 }
 
-/// Run `f` with the console locked and interrupts off.
+/// Run `f` with the console locked and interrupts off; what it wrote is then announced.
 pub fn with<R>(f: impl FnOnce(&mut Console) -> R) -> R {
-    without_interrupts(|| f(&mut CONSOLE.lock()))
+    without_interrupts(|| {
+        let mut c = CONSOLE.lock();
+        let r = f(&mut c);
+        c.flush();
+        r
+    })
 }
 
 /// The panic path must print even if the panicking code held the console lock.

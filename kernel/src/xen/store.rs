@@ -5,7 +5,7 @@ use core::sync::atomic::{fence, Ordering};
 
 use bulkhead_xen::abi::{self, Port};
 use bulkhead_xenstore::client::Transport;
-use bulkhead_xenstore::ring::{Ring, RingMemory};
+use bulkhead_xenstore::ring::{Received, Ring, RingMemory};
 use bulkhead_xenstore::{Error, Store};
 
 use super::{hv, XenRef};
@@ -44,7 +44,7 @@ impl Transport for XsTransport {
     fn send(&mut self, data: &[u8]) -> Result<usize, Error> {
         self.ring.send(data)
     }
-    fn recv(&mut self, out: &mut alloc::vec::Vec<u8>) -> Result<usize, Error> {
+    fn recv(&mut self, out: &mut alloc::vec::Vec<u8>) -> Result<Received, Error> {
         self.ring.recv(out)
     }
     fn notify(&mut self) {

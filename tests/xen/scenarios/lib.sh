@@ -139,7 +139,6 @@ dd_postmortem() {
         echo "--- the driver domain (id $id) was shut down by Xen: its post-mortem is above"
         return 0
     fi
-    : >"/tmp/postmortem-$id"
     echo "--- the driver domain (id $id) was shut down by Xen: $(xl dmesg | grep -E "d${id}v[0-9]+ Triple fault" | tail -1)"
     xl dmesg | grep -A30 -E "d${id}v[0-9]+ Triple fault" | head -40
     if /host/dd-peek "$id" $((0x$(cat /host/recorder.addr) >> 12)) >/tmp/dd.recorder; then
@@ -151,6 +150,8 @@ dd_postmortem() {
     fi
     rm -f /tmp/dd.recorder
     dd_samples
+    # Marked done only now: one cut short (the scenario's time ran out) is taken again.
+    : >"/tmp/postmortem-$id"
     return 0
 }
 

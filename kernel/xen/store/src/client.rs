@@ -15,7 +15,7 @@ use core::future::Future;
 use core::pin::Pin;
 use core::task::{Context, Poll, Waker};
 
-use crate::ring::RING_SIZE;
+use crate::ring::Received;
 use crate::wire::{encode, Decoder, Error, Message, MsgType};
 
 /// How bytes reach xenstored: the shared ring plus its event channel in the kernel, an
@@ -23,8 +23,8 @@ use crate::wire::{encode, Decoder, Error, Message, MsgType};
 pub trait Transport {
     /// Put as much of `data` as fits into the request ring; the count put.
     fn send(&mut self, data: &[u8]) -> Result<usize, Error>;
-    /// Take everything in the response ring; the count taken ([`RING_SIZE`]: it was full).
-    fn recv(&mut self, out: &mut Vec<u8>) -> Result<usize, Error>;
+    /// Take everything in the response ring.
+    fn recv(&mut self, out: &mut Vec<u8>) -> Result<Received, Error>;
     /// Tell the other side the rings moved.
     fn notify(&mut self);
 }
@@ -356,10 +356,11 @@ impl<T: Transport> Inner<T> {
 
     fn pump_inner(&mut self, wake: &mut Vec<Waker>) -> Result<(), Error> {
         // xenstored is told when there is a request for it, and when a read freed a
-        // response ring it had filled (it may be waiting for space); not after every
-        // reply or watch event it wrote into a ring with room left, which it is not
-        // waiting on. Linux's xenbus does the same. Each notification is a hypercall:
-        // a guest flapping its state sends Bulkhead a watch event per write.
+        // response ring it had filled (it may be waiting for room: `Received`); not
+        // after every reply or watch event it wrote into a ring with room left, which
+        // it is not waiting on. Linux's xenbus notifies on the same two conditions.
+        // Each notification is a hypercall: a guest flapping its state sends Bulkhead
+        // a watch event per write.
         let mut notify = false;
         if !self.out.is_empty() {
             let n = self.transport.send(&self.out)?;
@@ -367,8 +368,7 @@ impl<T: Transport> Inner<T> {
             notify |= n > 0;
         }
         let mut bytes = Vec::new();
-        let n = self.transport.recv(&mut bytes)?;
-        notify |= n >= RING_SIZE as usize;
+        notify |= self.transport.recv(&mut bytes)?.freed_full;
         self.decoder.feed(&bytes);
         while let Some(m) = self.decoder.next()? {
             self.deliver(m, wake)?;

@@ -59,8 +59,8 @@ impl<M: RingMemory> Ring<M> {
         Ok(n)
     }
 
-    /// Move every available response byte into `out`; returns how many.
-    pub fn recv(&mut self, out: &mut alloc::vec::Vec<u8>) -> Result<usize, Error> {
+    /// Move every available response byte into `out`.
+    pub fn recv(&mut self, out: &mut alloc::vec::Vec<u8>) -> Result<Received, Error> {
         let cons = self.mem.load_u32(RSP_CONS);
         let prod = self.mem.load_u32(RSP_PROD);
         // Read the index before the data it covers.
@@ -78,8 +78,26 @@ impl<M: RingMemory> Ring<M> {
         // Finish reading before giving the space back.
         self.mem.fence();
         self.mem.store_u32(RSP_CONS, prod);
-        Ok(avail as usize)
+        // Whether the server filled the ring before this read gave the space back: it
+        // may have more to write and wait for room. Read again after the store: it may
+        // have filled the ring since the first read of the index (Linux's xenbus checks
+        // the same way).
+        self.mem.fence();
+        let now = self.mem.load_u32(RSP_PROD);
+        Ok(Received {
+            bytes: avail as usize,
+            freed_full: now.wrapping_sub(cons) >= RING_SIZE,
+        })
     }
+}
+
+/// What one [`Ring::recv`] took.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Received {
+    pub bytes: usize,
+    /// The response ring was full at some point before this read freed it: the server
+    /// must be told (it may be waiting for room).
+    pub freed_full: bool,
 }
 
 /// Offsets for the server side (the fake xenstored in tests).
@@ -151,9 +169,56 @@ mod tests {
         }
         r.mem.store_u32(RSP_PROD, 1028);
         let mut out = Vec::new();
-        assert_eq!(r.recv(&mut out).unwrap(), 8);
+        assert_eq!(
+            r.recv(&mut out).unwrap(),
+            Received {
+                bytes: 8,
+                freed_full: false
+            }
+        );
         assert_eq!(out, vec![1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(r.mem.load_u32(RSP_CONS), 1028);
+    }
+
+    /// xenstored fills the ring while a read is under way (after the read took the
+    /// producer index, before it gave the space back): that read must report a full
+    /// ring freed, or xenstored, waiting for room, is never told.
+    #[test]
+    fn a_ring_filled_during_the_read_is_reported_freed_full() {
+        struct Racy(Page);
+        impl RingMemory for Racy {
+            fn load_u32(&self, o: usize) -> u32 {
+                self.0.load_u32(o)
+            }
+            fn store_u32(&mut self, o: usize, v: u32) {
+                if o == RSP_CONS {
+                    // The server writes up to the old consumer index plus a whole ring.
+                    let old = self.0.load_u32(RSP_CONS);
+                    self.0.store_u32(RSP_PROD, old.wrapping_add(RING_SIZE));
+                }
+                self.0.store_u32(o, v)
+            }
+            fn load_u8(&self, o: usize) -> u8 {
+                self.0.load_u8(o)
+            }
+            fn store_u8(&mut self, o: usize, v: u8) {
+                self.0.store_u8(o, v)
+            }
+            fn fence(&self) {}
+        }
+        let mut r = Ring::new(Racy(Page(vec![0; 4096])));
+        r.mem.0.store_u32(RSP_CONS, 100);
+        r.mem.0.store_u32(RSP_PROD, 110);
+        let got = r.recv(&mut Vec::new()).unwrap();
+        assert_eq!(got.bytes, 10);
+        assert!(got.freed_full, "the ring filled during the read");
+        // Nothing new during a read of a ring with room: not full.
+        let mut r = Ring::new(Page(vec![0; 4096]));
+        r.mem.store_u32(RSP_PROD, 1023);
+        assert!(!r.recv(&mut Vec::new()).unwrap().freed_full);
+        // A read of a whole ring: full.
+        r.mem.store_u32(RSP_PROD, 1023 + RING_SIZE);
+        assert!(r.recv(&mut Vec::new()).unwrap().freed_full);
     }
 
     #[test]

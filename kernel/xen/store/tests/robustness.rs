@@ -2,6 +2,7 @@
 //! decoder and the client return errors instead of panicking, and never hang.
 
 use bulkhead_xenstore::client::{Store, Transport, Tx};
+use bulkhead_xenstore::ring::Received;
 use bulkhead_xenstore::wire::{Decoder, Error, Header, HEADER_LEN};
 use std::future::Future;
 use std::pin::pin;
@@ -96,10 +97,13 @@ impl Transport for Chaos {
         self.next_id += 1;
         Ok(data.len())
     }
-    fn recv(&mut self, out: &mut Vec<u8>) -> Result<usize, Error> {
+    fn recv(&mut self, out: &mut Vec<u8>) -> Result<Received, Error> {
         let n = self.pending.len();
         out.append(&mut self.pending);
-        Ok(n)
+        Ok(Received {
+            bytes: n,
+            freed_full: false,
+        })
     }
     fn notify(&mut self) {}
 }

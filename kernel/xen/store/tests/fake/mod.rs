@@ -1,7 +1,7 @@
 //! An in-memory xenstored that serves the real ring layout, for the client tests.
 
 use bulkhead_xenstore::client::Transport;
-use bulkhead_xenstore::ring::{server, Ring, RingMemory, RING_SIZE};
+use bulkhead_xenstore::ring::{server, Received, Ring, RingMemory, RING_SIZE};
 use bulkhead_xenstore::wire::{Decoder, Error, Header, MsgType};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -68,7 +68,7 @@ impl Transport for FakeTransport {
     fn send(&mut self, data: &[u8]) -> Result<usize, Error> {
         self.ring.send(data)
     }
-    fn recv(&mut self, out: &mut Vec<u8>) -> Result<usize, Error> {
+    fn recv(&mut self, out: &mut Vec<u8>) -> Result<Received, Error> {
         self.ring.recv(out)
     }
     fn notify(&mut self) {

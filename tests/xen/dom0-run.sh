@@ -47,13 +47,13 @@ clean_up() {
     # A driver domain Xen stopped (a triple fault, a crash: read by now) goes first: the
     # guests' destroys would otherwise wait out libxl's timeout on each of their devices
     # for a backend that cannot answer (85 s per failed hostile attempt).
-    if xl list bulkhead >/dev/null 2>&1 && ! xl list bulkhead 2>/dev/null | awk 'NR == 2 { exit !($5 ~ /^[-rb]+$/) }'; then
+    if xl list bulkhead >/dev/null 2>&1 && ! dd_running; then
         timeout "$(scaled 60)" xl destroy bulkhead 2>/dev/null
     fi
     for d in $(xl list | awk 'NR>2 && $1 != "bulkhead" {print $1}'); do timeout "$(scaled 60)" xl destroy "$d" 2>/dev/null; done
     if [ "${1:-}" != keep ] || [ ! -s /tmp/dd-offer ] || [ "$(cat /tmp/dd-offer)" != "$(xl domid bulkhead 2>/dev/null)" ]; then
         rm -f /tmp/dd-offer
-        if xl list bulkhead 2>/dev/null | awk 'NR == 2 { exit !($5 ~ /^[-rb]+$/) }'; then
+        if dd_running; then
             timeout "$(scaled 30)" xl shutdown -w bulkhead >/dev/null 2>&1
         fi
         for d in $(xl list | awk 'NR>2 {print $1}'); do timeout "$(scaled 60)" xl destroy "$d" 2>/dev/null; done
@@ -91,7 +91,7 @@ attempt() {
     # that stopped as the scenario ended (a crash, a triple fault) fails the scenario,
     # with the post-mortem below, rather than vanish in the next clean-up.
     if [ $rc -eq 0 ] && [ -s /tmp/dd-offer ] && [ "$(cat /tmp/dd-offer)" = "$(xl domid bulkhead 2>/dev/null)" ] \
-        && ! xl list bulkhead 2>/dev/null | awk 'NR == 2 { exit !($5 ~ /^[-rb]+$/) }'; then
+        && ! dd_running; then
         echo "FAIL: the driver domain it passes on stopped: $(xl list bulkhead 2>/dev/null | tail -1)" >>"/host/out/$1.log"
         rc=1
     fi

@@ -23,7 +23,7 @@ expect "$log" "peer-test: PASS" 60 "peer test did not pass"
 grep -E "ERROR|PANIC" "$log" && fail "errors on the console"
 # The post-mortem path (lib.sh, dd_postmortem) reads the flight recorder's page from
 # outside; here on a live driver domain, so a run that needs it is not the first to try.
-/host/dd-peek "$dd" $((0x$(cat /host/recorder.addr) >> 12)) >/tmp/recorder || fail "dd-peek could not read the flight recorder's page"
+read_recorder "$dd" >/tmp/recorder || fail "dd-peek could not read the flight recorder's page"
 python3 /host/trace.py /tmp/recorder /host/bulkhead.map >/tmp/trace || fail "trace.py could not decode the flight recorder: $(head -2 /tmp/trace)"
 grep -qE "^trace: [1-9][0-9]* events recorded" /tmp/trace || fail "the flight recorder holds no events: $(head -2 /tmp/trace)"
 grep -qE "^trace: #[0-9]+ .* vector 0x(20|f3) " /tmp/trace || fail "the flight recorder names no interrupt taken: $(tail -3 /tmp/trace)"

@@ -73,29 +73,22 @@ at_least() { [ "$(grep -cE "$3" "$2" 2>/dev/null)" -ge "$1" ]; }
 # crashed NAME: xl shows the domain crashed.
 crashed() { xl list "$1" 2>/dev/null | awk 'NR == 2 { exit !($5 ~ /c/) }'; }
 
+# dd_running: xl shows the domain `bulkhead` running, blocked or runnable (not shut down
+# or crashed); also true when there is no such domain (callers check that first).
+dd_running() { xl list bulkhead 2>/dev/null | awk 'NR == 2 { exit !($5 ~ /^[-rb]+$/) }'; }
+
 # dd_gone: the driver domain started by this scenario is no longer running (destroyed,
 # or shut down and kept: a triple fault under on_reboot="preserve", a crash).
 dd_gone() {
     [ -n "$DD_ID" ] || return 1
     [ "$(xl domid bulkhead 2>/dev/null)" != "$DD_ID" ] && return 0
-    ! xl list bulkhead 2>/dev/null | awk 'NR == 2 { exit !($5 ~ /^[-rb]+$/) }'
+    ! dd_running
 }
 
 # wait_for FILE PATTERN SECONDS: until a line of FILE matches PATTERN (grep -E), at most
-# SECONDS (scaled).
-# (Its counter is local: callers loop with their own variables.)
-# Wall-clock seconds: under nested TCG a loop iteration takes far longer than its sleep.
+# SECONDS (scaled), giving up when the driver domain is gone (poll_live); prints the line.
 wait_for() {
-    local n=0 end=$(($(date +%s) + $(scaled "$3")))
-    while ! grep -qE "$2" "$1" 2>/dev/null; do
-        n=$((n + 1))
-        [ "$(date +%s)" -gt $end ] && return 1
-        if [ $((n % 10)) -eq 0 ] && dd_gone; then
-            echo "--- the driver domain (id $DD_ID) is gone"
-            return 1
-        fi
-        sleep 0.5
-    done
+    poll_live "$3" grep -qsE "$2" "$1" || return 1
     grep -E "$2" "$1" | head -1
 }
 
@@ -125,6 +118,10 @@ dd_dump() {
     dd_samples
 }
 
+# read_recorder DOMID: the page of the driver domain's flight recorder (kernel/src/trace.rs)
+# on standard output; run.sh wrote the recorder's address (identity-mapped: its frame).
+read_recorder() { /host/dd-peek "$1" $((0x$(cat /host/recorder.addr) >> 12)); }
+
 # dd_postmortem: a driver domain that Xen stopped behind its back (a triple fault is a
 # "reboot" to Xen; on_reboot="preserve" keeps the domain) could not log why. Its flight
 # recorder (kernel/src/trace.rs) says what it did last: its one page is read with dd-peek
@@ -141,9 +138,7 @@ dd_postmortem() {
     fi
     echo "--- the driver domain (id $id) was shut down by Xen: $(xl dmesg | grep -E "d${id}v[0-9]+ Triple fault" | tail -1)"
     xl dmesg | grep -A30 -E "d${id}v[0-9]+ Triple fault" | head -40
-    if /host/dd-peek "$id" $((0x$(cat /host/recorder.addr) >> 12)) >/tmp/dd.recorder; then
-        python3 /host/trace.py /tmp/dd.recorder /host/bulkhead.map | tail -48
-    elif xl dump-core bulkhead /tmp/dd.recorder >/dev/null 2>&1; then
+    if read_recorder "$id" >/tmp/dd.recorder || xl dump-core bulkhead /tmp/dd.recorder >/dev/null 2>&1; then
         python3 /host/trace.py /tmp/dd.recorder /host/bulkhead.map | tail -48
     else
         echo "--- neither dd-peek nor xl dump-core could read the driver domain's memory"

@@ -81,6 +81,10 @@ attempt() {
         secs=0
         return
     fi
+    # The scenario's timeline (lib.sh, mark): where its time goes, for every attempt.
+    export TIMELINE="/host/out/$1.timeline" SCENARIO_T0=$start
+    [ "$ATTEMPT" = 1 ] && : >"$TIMELINE"
+    mark "=== attempt $ATTEMPT ($CAL)"
     # Xen's console ring starts empty, so a triple fault found later is this attempt's.
     xl dmesg -c >/dev/null 2>&1
     echo "(not started)" >/tmp/scenario-step
@@ -105,6 +109,8 @@ attempt() {
     t=$(date +%s)
     if [ $rc -eq 0 ]; then clean_up keep; else clean_up; fi
     echo "dom0-run: $1: clean-up took $(($(date +%s) - t)) s"
+    mark "=== ended with status $rc; the clean-up after it took $(($(date +%s) - t)) s"
+    unset TIMELINE
 }
 
 for name in $(cat /host/scenarios.list); do

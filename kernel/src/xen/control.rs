@@ -114,7 +114,8 @@ pub async fn run(
 
 /// `control/dump`: anything written there makes the switch, the status lines and every
 /// backend queue log their state once (ring indexes, event-channel bits, waiting
-/// packets), for an operator or a test chasing a stall. Read-only for the domain.
+/// packets), then the resources in use (map slots, ports, heap), for an operator or a
+/// test chasing a stall or a leak. Read-only for the domain.
 async fn dumps(xen: XenRef, node: String, fabric: FabricRef) {
     const T: &str = "dump";
     let _ = xen.store.write(Tx::NONE, &node, "").await;
@@ -134,12 +135,25 @@ async fn dumps(xen: XenRef, node: String, fabric: FabricRef) {
             continue;
         }
         let _ = xen.store.write(Tx::NONE, &node, "").await;
+        // Taken first, so the dump's own buffers are not in it; the same figures as a
+        // device's "released" line (a test compares the two).
+        let resources = {
+            let slots = xen.slots.borrow();
+            format!(
+                "resources: map slots in use {}, of them {} persistent, ports open {}, heap {} B in use",
+                slots.in_use(),
+                slots.cached_total(),
+                xen.ports.borrow().len(),
+                crate::mem::usage().heap_used
+            )
+        };
         let mut o = String::new();
         fabric.borrow().render(&mut o);
         crate::status::render(&mut o);
         for line in o.lines() {
             info!("dump: {line}");
         }
+        info!("dump: {resources}");
         xen.dump.raise();
     }
 }

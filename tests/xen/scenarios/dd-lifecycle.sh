@@ -55,7 +55,7 @@ dd1=$DD_ID
 cat >/tmp/life.cfg <<CFG
 name = "life"
 type = "pv"
-kernel = "/host/linux/vmlinuz"
+kernel = "$LINUX_KERNEL"
 ramdisk = "/host/linux/linux-initrd-fio.img"
 extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=life"
 memory = 384
@@ -104,8 +104,10 @@ xl list life | tail -1 | awk '{ print $5 }' | grep -qE "^[-rb]+$" || fail "the g
 cmd read xvda 0 10
 note "the guest runs on (heartbeat $(heartbeats)); a read of its old disk within 10 s: $R"
 keep_log crashed
-xl destroy sink
+# The driver domain first: the sink's destroy would otherwise wait out libxl's 10 s for
+# its vif's backend, which died with it.
 xl destroy bulkhead || fail "xl destroy of the crashed driver domain failed"
+xl destroy sink
 
 note "2. restart, attach again, read back what was acknowledged"
 dd_up

@@ -2,6 +2,8 @@
 CONSOLE=/host/out/console
 XLCFG=/host/xl-configs
 IMAGE=/host/bulkhead.elf
+# The Linux guests' kernel: Debian's, as the ELF image inside its bzImage (run.sh).
+LINUX_KERNEL=/host/linux/vmlinux
 
 # Give consoles a moment to drain before dom0-run destroys the domains.
 fail() {
@@ -14,10 +16,34 @@ fail() {
 note() {
     echo "--- $*"
     step "$*"
+    mark "--- $*"
 }
 
 # step TEXT: how far the scenario got, for dom0-run's report if it runs out of time.
 step() { echo "$*" >/tmp/scenario-step; }
+
+# mark TEXT: a line of this scenario's timeline (/host/out/NAME.timeline, dom0-run sets
+# TIMELINE and SCENARIO_T0): seconds since the scenario started, then TEXT. Notes, waits
+# and xl commands that took 2 s or more go there, so a slow run shows where its time went.
+mark() {
+    [ -n "${TIMELINE:-}" ] && printf '%5d s  %s\n' $(($(date +%s) - ${SCENARIO_T0:-0})) "$*" >>"$TIMELINE"
+    return 0
+}
+# took SINCE WHAT: mark "WHAT took N s" if N >= 2.
+took() {
+    local n=$(($(date +%s) - $1))
+    [ $n -ge 2 ] && mark "$2 took $n s"
+    return 0
+}
+# xl as the scenarios call it, timed (create, destroy, attach and detach take seconds).
+xl() {
+    local t rc
+    t=$(date +%s)
+    command xl "$@"
+    rc=$?
+    took "$t" "xl $*"
+    return $rc
+}
 
 # scaled SECONDS: a time limit written for the development machine, stretched by this
 # run's calibration (dom0-run.sh measures SLOW100 = 100 x how much slower this machine is,
@@ -27,29 +53,36 @@ scaled() { echo $(($1 * ${SLOW100:-100} / 100)); }
 # poll SECONDS CMD...: run CMD every half second until it succeeds; status 1 if it has
 # not within SECONDS (scaled). Wall-clock seconds, as in wait_for.
 poll() {
-    local end=$(($(date +%s) + $(scaled "$1")))
+    local t0 end
+    t0=$(date +%s)
+    end=$((t0 + $(scaled "$1")))
     shift
     until "$@"; do
-        [ "$(date +%s)" -gt $end ] && return 1
+        [ "$(date +%s)" -gt $end ] && { took "$t0" "(gave up) wait for $*"; return 1; }
         sleep 0.5
     done
+    took "$t0" "wait for $*"
 }
 
 # poll_live SECONDS CMD...: poll, but give up as soon as this scenario's driver domain is
 # gone (a wait for its answer cannot succeed then; a triple-faulted attempt would
 # otherwise wait out the whole limit before its retry).
 poll_live() {
-    local n=0 end=$(($(date +%s) + $(scaled "$1")))
+    local n=0 t0 end
+    t0=$(date +%s)
+    end=$((t0 + $(scaled "$1")))
     shift
     until "$@"; do
         n=$((n + 1))
-        [ "$(date +%s)" -gt $end ] && return 1
+        [ "$(date +%s)" -gt $end ] && { took "$t0" "(gave up) wait for $*"; return 1; }
         if [ $((n % 10)) -eq 0 ] && dd_gone; then
             echo "--- the driver domain (id $DD_ID) is gone"
+            took "$t0" "(driver domain gone) wait for $*"
             return 1
         fi
         sleep 0.5
     done
+    took "$t0" "wait for $*"
 }
 
 # Options every test driver domain gets on top of the shipped config. tsc_mode: under
@@ -249,7 +282,7 @@ blk_guest_cfg() {
     cat >"/tmp/$1.cfg" <<CFG
 name = "$1"
 type = "pv"
-kernel = "/host/linux/vmlinuz"
+kernel = "$LINUX_KERNEL"
 ramdisk = "/host/linux/linux-initrd.img"
 extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=blk bulkhead.name=$1 $4$reused"
 memory = 256
@@ -259,13 +292,18 @@ disk = [ 'format=raw,vdev=xvda,access=rw,backend=bulkhead,target=$2' ]
 CFG
 }
 
-# same_after FIRST LAST HEAP_SLACK: two of Bulkhead's "released; map slots in use N, of
-# them N persistent, ..., ports open N, heap N B in use" lines (after the first and the
-# last cycle): ring mappings and event channels must be equal, the heap may grow by less than HEAP_SLACK bytes (allocator
-# blocks, xenstore buffers; a leak of per-device state would be kilobytes per cycle).
+# same_after FIRST LAST HEAP_SLACK: two of Bulkhead's "map slots in use N, of them N
+# persistent, ..., ports open N, heap N B in use" lines (a device's "released" line or a
+# state dump's "resources" line; say after the first and the last cycle): ring mappings
+# and event channels must be equal, the heap may grow by less than HEAP_SLACK bytes
+# (allocator blocks, xenstore buffers; a leak of per-device state would be kilobytes
+# per cycle).
 same_after() {
-    note "after the first cycle: ${1#*released; }"
-    note "after the last cycle:  ${2#*released; }"
+    local s
+    s=${1##*released; }
+    note "first: ${s##*resources: }"
+    s=${2##*released; }
+    note "last:  ${s##*resources: }"
     local f
     # Ring mappings (in use, less the persistent grants other devices keep while they
     # work) and event channels must be equal.
@@ -304,7 +342,7 @@ net_guest_cfg() {
     cat >"/tmp/$1.cfg" <<CFG
 name = "$1"
 type = "pv"
-kernel = "/host/linux/vmlinuz"
+kernel = "$LINUX_KERNEL"
 ramdisk = "/host/linux/linux-initrd.img"
 extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=net bulkhead.name=$1 bulkhead.net=$3 $5"
 memory = 320
@@ -320,7 +358,7 @@ bench_guest_cfg() {
     cat >"$1" <<CFG
 name = "$2"
 type = "pv"
-kernel = "/host/linux/vmlinuz"
+kernel = "$LINUX_KERNEL"
 ramdisk = "/host/linux/linux-initrd-fio.img"
 extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=bench bulkhead.secs=10"
 memory = 512
@@ -345,7 +383,7 @@ start_linux_dd() {
     cat >/tmp/linux-dd.cfg <<CFG
 name = "linux-dd"
 type = "pv"
-kernel = "/host/linux/vmlinuz"
+kernel = "$LINUX_KERNEL"
 ramdisk = "/host/linux/linux-initrd.img"
 extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=dd iommu=soft quiet"
 memory = 512

@@ -11,7 +11,7 @@ dd=$LDD_ID
 cat >/tmp/linux-guest.cfg <<CFG
 name = "linux-guest"
 type = "pv"
-kernel = "/host/linux/vmlinuz"
+kernel = "$LINUX_KERNEL"
 ramdisk = "/host/linux/linux-initrd.img"
 extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=guest"
 memory = 256

@@ -3,9 +3,10 @@
 # uplink on QEMU's user network, and two stock Debian Linux guests whose vifs name Bulkhead
 # as backend. Each gets a DHCP lease from QEMU's user network through Bulkhead's switch
 # and pings the gateway; the sender (2 vCPUs, xen_netfront.max_queues=2: two queues) pings
-# the receiver and sends it 64 MiB over TCP, checked by sha256 on both sides, with large
-# sends (GSO) from its netfront. Then both guests go away: Bulkhead must release every
-# queue, ring and grant.
+# the receiver and sends it 16 MiB over TCP, checked by sha256 on both sides, with large
+# sends (GSO) from its netfront, then the same out through the uplink to dom0. Then both
+# guests go away: Bulkhead must release every queue, ring and grant. (Throughput is
+# `make bench`'s: the figures printed here come from the checked copies.)
 . ./lib.sh
 # On failure, take the guests away first so Bulkhead logs each queue's counters.
 net_fail() {
@@ -58,8 +59,6 @@ while True:
 print(f"sink: {n} bytes in {int((time.monotonic() - t0) * 1000)} ms sha256 {h.hexdigest()}")
 PY
 sink=$!
-# The throughput figure's server, after the checked copy: iperf3, one client then exit.
-iperf3 -s -1 -D -B fd00::200 -p 5202 || fail "iperf3 server in dom0 did not start"
 xenstore-write /local/domain/$g2/data/sink fd00::200 || fail "cannot tell net2 the sink"
 # The receiver's address, as it published it, goes to the sender.
 ip1=$(xenstore-read /local/domain/$g1/data/ip) || fail "net1 published no address"
@@ -77,11 +76,11 @@ for g in net1 net2; do
     grep "linux-net: gateway" "$(console_of $g)" | grep -q "3 packets received" || fail "$g could not ping the gateway"
 done
 grep "linux-net: peer" "$(console_of net2)" | grep -q "5 packets received" || fail "net2 could not ping net1"
-sent=$(grep -o "sending 67108864 bytes sha256 [0-9a-f]*" "$(console_of net2)" | awk '{print $5}')
+sent=$(grep -o "sending 16777216 bytes sha256 [0-9a-f]*" "$(console_of net2)" | awk '{print $5}')
 got=$(grep -o "received [0-9]* bytes sha256 [0-9a-f]*" "$(console_of net1)" | awk '{print $2, $5}')
-[ -n "$sent" ] && [ "$got" = "67108864 $sent" ] || fail "64 MiB transfer: sent sha256 $sent, received $got"
+[ -n "$sent" ] && [ "$got" = "16777216 $sent" ] || fail "16 MiB transfer: sent sha256 $sent, received $got"
 ms=$(grep -o "sent in [0-9]* ms" "$(console_of net2)" | awk '{print $3}')
-echo "figure: netback: guest to guest TCP through Bulkhead's switch: 64 MiB in $ms ms, $(awk -v ms="$ms" 'BEGIN { if (ms > 0) printf "%.0f", 67108864 * 8 / ms / 1000; else print "n/a" }') Mbit/s"
+echo "figure: netback: guest to guest TCP through Bulkhead's switch: 16 MiB in $ms ms, $(awk -v ms="$ms" 'BEGIN { if (ms > 0) printf "%.0f", 16777216 * 8 / ms / 1000; else print "n/a" }') Mbit/s"
 wait_for "$(console_of net2)" "linux-net: (sent to the outside|FAIL)" 240 >/dev/null || net_fail "net2 did not send to the outside"
 grep -q "linux-net: FAIL" "$(console_of net2)" && { grep "linux-net:" "$(console_of net2)" | tail -4; net_fail "net2: $(grep 'linux-net: FAIL' "$(console_of net2)")"; }
 wait $sink
@@ -90,15 +89,6 @@ want=$(grep -o "sending 16777216 bytes to fd00::200 sha256 [0-9a-f]*" "$(console
 got=$(sed -n 's/^sink: \([0-9]*\) bytes in \([0-9]*\) ms sha256 \([0-9a-f]*\)/\1 \3/p' /tmp/sink.out)
 [ -n "$want" ] && [ "$got" = "16777216 $want" ] || fail "16 MiB to the outside: sent sha256 $want, received $got"
 ms=$(sed -n 's/^sink: [0-9]* bytes in \([0-9]*\) ms.*/\1/p' /tmp/sink.out)
-rate_of() { # rate_of GUEST WHAT: the Mbit/s figure that guest's iperf3 run printed
-    grep -a "linux-net: iperf3 $2:" "$(console_of $1)" | tail -1 | tr -d '\r' | sed 's/.*: //'
-}
-wait_for "$(console_of net2)" "linux-net: iperf3 to the outside:" 60 >/dev/null || net_fail "net2's iperf3 to the outside did not finish"
-for what in "to peer" "to the outside"; do
-    r=$(rate_of net2 "$what")
-    echo "$r" | grep -qE '^[0-9.]+ Mbit/s$' || net_fail "iperf3 $what: $r"
-    echo "figure: netback: iperf3 $what (net2, through Bulkhead): $r"
-done
 echo "figure: netback: guest to outside (TCP over IPv6 through Bulkhead's switch and the e1000e to dom0): 16 MiB in $ms ms, $(awk -v ms="$ms" 'BEGIN { if (ms > 0) printf "%.0f", 16777216 * 8 / ms / 1000; else print "n/a" }') Mbit/s"
 
 for g in net1 net2; do

@@ -85,7 +85,7 @@ xenstore-write "/local/domain/$h/data/victim-ring-ref" "$(xenstore-read $vring/r
 xenstore-write "/local/domain/$h/data/gateway-mac" "52:55:0a:00:02:02"
 
 xenstore-write "/local/domain/$vid/data/phase" "quiet"
-sleep "$(scaled 8)"
+sleep "$(scaled 5)"
 attacks=$1
 shutdown=${2:-}
 ifs=$IFS

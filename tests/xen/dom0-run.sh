@@ -112,8 +112,9 @@ attempt() {
     if [ $rc -eq 0 ] && [ "$1" = "$(tail -1 /host/scenarios.list)" ]; then
         :
     elif [ $rc -eq 0 ]; then clean_up keep; else clean_up; fi
-    echo "dom0-run: $1: clean-up took $(($(date +%s) - t)) s"
-    mark "=== ended with status $rc; the clean-up after it took $(($(date +%s) - t)) s"
+    t=$(($(date +%s) - t))
+    echo "dom0-run: $1: clean-up took $t s"
+    mark "=== ended with status $rc; the clean-up after it took $t s"
     unset TIMELINE
 }
 

@@ -51,17 +51,11 @@ xl() {
 scaled() { echo $(($1 * ${SLOW100:-100} / 100)); }
 
 # poll SECONDS CMD...: run CMD every half second until it succeeds; status 1 if it has
-# not within SECONDS (scaled). Wall-clock seconds, as in wait_for.
+# not within SECONDS (scaled). Wall-clock seconds, as in wait_for. poll_live's loop
+# with no driver domain to watch (its DD_ID empty here only: `local` scopes it).
 poll() {
-    local t0 end
-    t0=$(date +%s)
-    end=$((t0 + $(scaled "$1")))
-    shift
-    until "$@"; do
-        [ "$(date +%s)" -gt $end ] && { took "$t0" "(gave up) wait for $*"; return 1; }
-        sleep 0.5
-    done
-    took "$t0" "wait for $*"
+    local DD_ID=
+    poll_live "$@"
 }
 
 # poll_live SECONDS CMD...: poll, but give up as soon as this scenario's driver domain is

@@ -55,8 +55,8 @@ dd1=$DD_ID
 cat >/tmp/life.cfg <<CFG
 name = "life"
 type = "pv"
-kernel = "$LINUX_KERNEL"
-ramdisk = "/host/linux/linux-initrd-fio.img"
+kernel = "$(linux_file vmlinux)"
+ramdisk = "$(linux_file linux-initrd-fio.img)"
 extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=life"
 memory = 384
 vcpus = 1

@@ -23,8 +23,8 @@ GAP_MS=$(scaled 2000)
 cat >/tmp/victim.cfg <<CFG
 name = "victim"
 type = "pv"
-kernel = "$LINUX_KERNEL"
-ramdisk = "/host/linux/linux-initrd.img"
+kernel = "$(linux_file vmlinux)"
+ramdisk = "$(linux_file linux-initrd.img)"
 extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=victim"
 memory = 256
 # 4 vCPUs: its blkfront and netfront use 4 queues (one per vCPU), as the devices it
@@ -37,8 +37,8 @@ CFG
 cat >/tmp/hostile.cfg <<CFG
 name = "hostile"
 type = "pv"
-kernel = "$LINUX_KERNEL"
-ramdisk = "/host/linux/linux-initrd.img"
+kernel = "$(linux_file vmlinux)"
+ramdisk = "$(linux_file linux-initrd.img)"
 extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=hostile"
 memory = 256
 vcpus = 1

@@ -2,8 +2,20 @@
 CONSOLE=/host/out/console
 XLCFG=/host/xl-configs
 IMAGE=/host/bulkhead.elf
-# The Linux guests' kernel: Debian's, as the ELF image inside its bzImage (run.sh).
-LINUX_KERNEL=/host/linux/vmlinux
+# linux_file NAME: the path of the guests' /host/linux/NAME (run.sh: Debian's kernel as the ELF
+# image inside its bzImage, the initramfs images) copied once per boot to dom0's tmpfs. libxl's
+# domain builder reads a PV kernel and ramdisk in small pieces, and over 9p (no page cache)
+# each piece is a round trip through the nested QEMU: `xl create` of a Linux guest took
+# 8-10 s from /host, 1-1.5 s from tmpfs. If the copy fails (tmpfs full), the /host path.
+linux_file() {
+    if [ -f "/tmp/linux/$1" ] || { mkdir -p /tmp/linux && cp "/host/linux/$1" "/tmp/linux/$1.part" \
+        && mv "/tmp/linux/$1.part" "/tmp/linux/$1"; }; then
+        echo "/tmp/linux/$1"
+    else
+        rm -f "/tmp/linux/$1.part"
+        echo "/host/linux/$1"
+    fi
+}
 
 # Give consoles a moment to drain before dom0-run destroys the domains.
 fail() {
@@ -276,8 +288,8 @@ blk_guest_cfg() {
     cat >"/tmp/$1.cfg" <<CFG
 name = "$1"
 type = "pv"
-kernel = "$LINUX_KERNEL"
-ramdisk = "/host/linux/linux-initrd.img"
+kernel = "$(linux_file vmlinux)"
+ramdisk = "$(linux_file linux-initrd.img)"
 extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=blk bulkhead.name=$1 $4$reused"
 memory = 256
 vcpus = $3
@@ -336,8 +348,8 @@ net_guest_cfg() {
     cat >"/tmp/$1.cfg" <<CFG
 name = "$1"
 type = "pv"
-kernel = "$LINUX_KERNEL"
-ramdisk = "/host/linux/linux-initrd.img"
+kernel = "$(linux_file vmlinux)"
+ramdisk = "$(linux_file linux-initrd.img)"
 extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=net bulkhead.name=$1 bulkhead.net=$3 $5"
 memory = 320
 vcpus = $4
@@ -352,8 +364,8 @@ bench_guest_cfg() {
     cat >"$1" <<CFG
 name = "$2"
 type = "pv"
-kernel = "$LINUX_KERNEL"
-ramdisk = "/host/linux/linux-initrd-fio.img"
+kernel = "$(linux_file vmlinux)"
+ramdisk = "$(linux_file linux-initrd-fio.img)"
 extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=bench bulkhead.secs=10"
 memory = 512
 disk = [ 'format=raw,vdev=xvda,access=rw,backend=$3,$5target=$4' ]
@@ -377,8 +389,8 @@ start_linux_dd() {
     cat >/tmp/linux-dd.cfg <<CFG
 name = "linux-dd"
 type = "pv"
-kernel = "$LINUX_KERNEL"
-ramdisk = "/host/linux/linux-initrd.img"
+kernel = "$(linux_file vmlinux)"
+ramdisk = "$(linux_file linux-initrd.img)"
 extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=dd iommu=soft quiet"
 memory = 512
 vcpus = 1

@@ -11,8 +11,8 @@ dd=$LDD_ID
 cat >/tmp/linux-guest.cfg <<CFG
 name = "linux-guest"
 type = "pv"
-kernel = "$LINUX_KERNEL"
-ramdisk = "/host/linux/linux-initrd.img"
+kernel = "$(linux_file vmlinux)"
+ramdisk = "$(linux_file linux-initrd.img)"
 extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=guest"
 memory = 256
 on_crash = "preserve"

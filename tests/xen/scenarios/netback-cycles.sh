@@ -10,8 +10,8 @@ dd=$DD_ID
 cat >/tmp/netc.cfg <<CFG
 name = "netc"
 type = "pv"
-kernel = "$LINUX_KERNEL"
-ramdisk = "/host/linux/linux-initrd.img"
+kernel = "$(linux_file vmlinux)"
+ramdisk = "$(linux_file linux-initrd.img)"
 extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=netcycle"
 memory = 256
 vcpus = 1

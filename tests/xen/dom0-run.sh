@@ -48,15 +48,13 @@ clean_up() {
     # guests' destroys would otherwise wait out libxl's timeout on each of their devices
     # for a backend that cannot answer (85 s per failed hostile attempt).
     if xl list bulkhead >/dev/null 2>&1 && ! dd_running; then
-        command xl pause bulkhead 2>/dev/null
-        dm_release bulkhead
         timeout "$(scaled 60)" xl destroy bulkhead 2>/dev/null
     fi
     for d in $(xl list | awk 'NR>2 && $1 != "bulkhead" {print $1}'); do timeout "$(scaled 60)" xl destroy "$d" 2>/dev/null; done
     if [ "${1:-}" != keep ] || [ ! -s /tmp/dd-offer ] || [ "$(cat /tmp/dd-offer)" != "$(xl domid bulkhead 2>/dev/null)" ]; then
         rm -f /tmp/dd-offer
         if dd_running; then
-            dd_shutdown 30
+            timeout "$(scaled 30)" xl shutdown -w bulkhead >/dev/null 2>&1
         fi
         for d in $(xl list | awk 'NR>2 {print $1}'); do timeout "$(scaled 60)" xl destroy "$d" 2>/dev/null; done
     fi

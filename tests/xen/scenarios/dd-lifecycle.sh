@@ -106,7 +106,7 @@ note "the guest runs on (heartbeat $(heartbeats)); a read of its old disk within
 keep_log crashed
 # The driver domain first: the sink's destroy would otherwise wait out libxl's 10 s for
 # its vif's backend, which died with it.
-dd_destroy || fail "xl destroy of the crashed driver domain failed"
+xl destroy bulkhead || fail "xl destroy of the crashed driver domain failed"
 xl destroy sink
 
 note "2. restart, attach again, read back what was acknowledged"
@@ -124,7 +124,7 @@ busy_check
 sleep 5
 DD_ID=
 keep_log destroyed
-dd_destroy || fail "xl destroy of the busy driver domain failed"
+xl destroy bulkhead || fail "xl destroy of the busy driver domain failed"
 dom0_healthy
 dd_up
 want "quiet" quiet

@@ -227,7 +227,6 @@ start_hvm_dd() {
     # A driver domain that just shut down lingers while the toolstack tears it down (its
     # PCI devices wait for the device model): the name is free, and the devices back on
     # the assignable list, once it is gone.
-    if ! no_domain bulkhead && ! dd_running; then dm_release bulkhead; fi
     poll 90 no_domain bulkhead || fail "the previous driver domain is still there after $(scaled 90) s"
     local pci="" bdf
     for bdf in $1; do
@@ -271,42 +270,10 @@ start_shared_dd() {
 # offer_dd: this scenario is done with the shared driver domain; the next may take it.
 offer_dd() { echo "$DD_ID" >/tmp/dd-offer; }
 
-# dm_release NAME: end the device model of the HVM domain NAME once the domain has
-# stopped (shut down, crashed, paused). libxl's teardown of a domain with passed-through
-# PCI devices asks its device model to unplug each one (QMP device_del), which waits for
-# the guest to answer an ACPI eject; a stopped guest never does, and libxl gives up only
-# after its 10 s QMP timeout. With the device model gone the request fails at once and
-# libxl, tearing down anyway, goes on: a destroy took 3 s instead of 13, and the next
-# instance got the devices back and served. A domain without a device model (PV, PVH):
-# nothing to do.
-dm_release() {
-    local id pid
-    id=$(command xl domid "$1" 2>/dev/null) || return 0
-    pid=$(xenstore-read "/local/domain/$id/image/device-model-pid" 2>/dev/null) || return 0
-    kill -9 "$pid" 2>/dev/null
-    return 0
-}
-
-# dd_destroy: xl destroy of the driver domain, paused first (as libxl itself does) so that
-# its device model can go before libxl waits on it (dm_release).
-dd_destroy() {
-    command xl pause bulkhead 2>/dev/null
-    dm_release bulkhead
-    xl destroy bulkhead
-}
-
-# dd_shutdown SECONDS: xl shutdown of the driver domain (it resets its devices), and once
-# it has shut down, its teardown without libxl's wait on the device model (dm_release).
-# Status 1 if it has not shut down within SECONDS (scaled).
-dd_shutdown() {
-    timeout "$(scaled "$1")" xl shutdown -w bulkhead >/dev/null 2>&1 || return 1
-    dm_release bulkhead
-}
-
 # stop_dd: destroy the driver domain on purpose (waits stop watching it).
 stop_dd() {
     DD_ID=
-    dd_destroy
+    xl destroy bulkhead
 }
 
 # blk_guest_cfg NAME TARGET VCPUS [EXTRA]: a Debian PV guest (/tmp/NAME.cfg) running the

@@ -14,7 +14,8 @@ use bulkhead_nvme::cmd::{Command, Completion};
 use bulkhead_nvme::controller::{Config, Controller};
 use bulkhead_nvme::gpt::{self, Partition};
 use bulkhead_nvme::identify::Namespace;
-use bulkhead_nvme::{prp, Clock, Dma, Error, PAGE_SIZE};
+use bulkhead_nvme::pool::Pool;
+use bulkhead_nvme::{Clock, Dma, Error, PAGE_SIZE};
 use bulkhead_pci::Function;
 use log::{error, info, warn};
 
@@ -33,12 +34,17 @@ pub enum IrqMode {
 
 /// Largest transfer per command the driver builds (one PRP list page).
 const MAX_TRANSFER: usize = 512 * 4096;
+/// Each controller's DMA buffers (`bulkhead_nvme::pool`): allocated at bring-up, one per
+/// command in flight, each as large as the largest command (blkback hands over runs of
+/// adjacent requests together). Commands go one at a time today, so two suffice.
+const POOL_BUFFERS: usize = 2;
 const IO_TIMEOUT_NS: u64 = 10_000_000_000;
 
 pub struct Disk {
     pub name: String,
     ctrl: Controller<BarMmio>,
     dma: KernelDma,
+    pool: Pool,
     mode: IrqMode,
     signal: Option<&'static Signal>,
     /// INTx: the I/O APIC pin to unmask after servicing.
@@ -153,6 +159,12 @@ fn bring_up(h: &Handle, f: &Function, name: &str, mode: IrqMode) -> Result<Disk,
     let mut dma = KernelDma;
     let ctrl = Controller::init(BarMmio::new(bar0), &mut dma, &mut SpinClock, &cfg)
         .map_err(|e| format!("{e}"))?;
+    let pool = Pool::new(
+        &mut dma,
+        POOL_BUFFERS,
+        ctrl.max_transfer.min(MAX_TRANSFER),
+    )
+    .map_err(|e| format!("DMA buffers: {e}"))?;
     if matches!(mode, IrqMode::Msi | IrqMode::Intx) {
         // Bring-up masked vector 0 (INTMS) while the admin queue was polled.
         ctrl.unmask_vector(0);
@@ -184,6 +196,7 @@ fn bring_up(h: &Handle, f: &Function, name: &str, mode: IrqMode) -> Result<Disk,
         name: String::from(name),
         ctrl,
         dma,
+        pool,
         mode,
         signal,
         gsi,
@@ -331,31 +344,22 @@ impl Disk {
         if check && lba.checked_add(blocks).is_none_or(|end| end > ns.blocks) {
             return Err(Error::Invalid("range past the end of the namespace"));
         }
-        let chunk = self.ctrl.max_transfer.min(MAX_TRANSFER) / bs * bs;
+        let chunk = self.pool.buffer_bytes() / bs * bs;
+        if chunk == 0 {
+            return Err(Error::Invalid("block larger than a DMA buffer"));
+        }
         let mut done = 0usize;
         while done < buf.len() {
             let len = chunk.min(buf.len() - done);
             let part = &mut buf[done..done + len];
-            let npages = len.div_ceil(PAGE_SIZE);
-            let data = self.dma.alloc(len)?;
-            // A list page only for transfers beyond two pages (MAX_TRANSFER needs one at most).
-            let list: Result<Option<u64>, Error> = match prp::list_pages_needed(npages) {
-                0 => Ok(None),
-                _ => self.dma.alloc(PAGE_SIZE).map(Some).map_err(Error::from),
-            };
+            // One command at a time: a buffer is always free here. (With commands in
+            // flight, an empty pool means waiting for a completion.)
+            let b = self.pool.take().ok_or(Error::NoMemory)?;
             let r: Result<(), Error> = async {
-                let list = list?;
                 if write {
-                    self.dma.write(data, part);
+                    self.dma.write(b.data, part);
                 }
-                let pages: Vec<u64> = (0..npages as u64)
-                    .map(|i| data + i * PAGE_SIZE as u64)
-                    .collect();
-                let p = prp::build(&pages, 0, len, list.as_slice())?;
-                for (addr, entries) in &p.lists {
-                    let bytes: Vec<u8> = entries.iter().flat_map(|e| e.to_le_bytes()).collect();
-                    self.dma.write(*addr, &bytes);
-                }
+                let p = self.pool.prp(&self.dma, &b, len)?;
                 let l = lba + (done / bs) as u64;
                 self.run(
                     h,
@@ -364,15 +368,14 @@ impl Disk {
                 )
                 .await?;
                 if !write {
-                    self.dma.read(data, part);
+                    self.dma.read(b.data, part);
                 }
                 Ok(())
             }
             .await;
-            self.dma.free(data, len);
-            if let Ok(Some(l)) = list {
-                self.dma.free(l, PAGE_SIZE);
-            }
+            // A command that timed out was aborted or dropped by a reset before `run`
+            // returned: the device no longer writes this buffer.
+            self.pool.give(b);
             r?;
             done += len;
         }

@@ -15,6 +15,7 @@ pub mod cmd;
 pub mod controller;
 pub mod gpt;
 pub mod identify;
+pub mod pool;
 pub mod prp;
 pub mod queue;
 pub mod regs;

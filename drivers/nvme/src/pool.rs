@@ -176,7 +176,6 @@ mod tests {
         next: u64,
         allocs: usize,
         freed_pages: usize,
-        written: Vec<(u64, Vec<u8>)>,
     }
 
     impl Budget {
@@ -186,7 +185,6 @@ mod tests {
                 next: 0x10_0000,
                 allocs: 0,
                 freed_pages: 0,
-                written: Vec::new(),
             }
         }
     }

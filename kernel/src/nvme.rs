@@ -159,12 +159,8 @@ fn bring_up(h: &Handle, f: &Function, name: &str, mode: IrqMode) -> Result<Disk,
     let mut dma = KernelDma;
     let ctrl = Controller::init(BarMmio::new(bar0), &mut dma, &mut SpinClock, &cfg)
         .map_err(|e| format!("{e}"))?;
-    let pool = Pool::new(
-        &mut dma,
-        POOL_BUFFERS,
-        ctrl.max_transfer.min(MAX_TRANSFER),
-    )
-    .map_err(|e| format!("DMA buffers: {e}"))?;
+    let pool = Pool::new(&mut dma, POOL_BUFFERS, ctrl.max_transfer.min(MAX_TRANSFER))
+        .map_err(|e| format!("DMA buffers: {e}"))?;
     if matches!(mode, IrqMode::Msi | IrqMode::Intx) {
         // Bring-up masked vector 0 (INTMS) while the admin queue was polled.
         ctrl.unmask_vector(0);

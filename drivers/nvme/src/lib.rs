@@ -11,6 +11,7 @@
 
 extern crate alloc;
 
+pub mod batch;
 pub mod cmd;
 pub mod controller;
 pub mod gpt;

@@ -54,7 +54,9 @@ impl Pool {
         if lists > 1 {
             // One list page describes up to 512 pages (2 MiB): more is not a command size
             // the driver builds.
-            return Err(Error::Invalid("pool buffer larger than one PRP list describes"));
+            return Err(Error::Invalid(
+                "pool buffer larger than one PRP list describes",
+            ));
         }
         let mut bufs = Vec::with_capacity(count);
         for _ in 0..count {
@@ -290,7 +292,10 @@ mod tests {
         let mut dma = Budget::new(11);
         let pool = Pool::new(&mut dma, 8, 3 * 4096).unwrap();
         assert_eq!(pool.capacity(), 2);
-        assert_eq!(dma.freed_pages, 3, "the third buffer's data pages went back");
+        assert_eq!(
+            dma.freed_pages, 3,
+            "the third buffer's data pages went back"
+        );
         let mut none = Budget::new(0);
         assert_eq!(Pool::new(&mut none, 8, 4096).err(), Some(Error::NoMemory));
     }

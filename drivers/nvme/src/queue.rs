@@ -79,6 +79,14 @@ impl QueuePair {
         self.in_flight.iter().filter(|f| **f).count()
     }
 
+    /// Commands that can be queued now: submission slots the controller has freed and
+    /// command identifiers not in flight, whichever is fewer.
+    pub fn free_slots(&self) -> usize {
+        let n = self.entries as usize;
+        let used = (self.sq_tail as usize + n - self.sq_head as usize) % n;
+        (n - 1 - used).min(n - self.in_flight())
+    }
+
     fn full(&self) -> bool {
         (self.sq_tail + 1) % self.entries == self.sq_head
     }

@@ -50,6 +50,8 @@ pub struct State {
     pub gone: bool,
     /// Post one completion for a command id never submitted before the real ones.
     pub bogus_completion: bool,
+    /// Post an I/O doorbell's completions in the reverse of submission order.
+    pub reverse: bool,
     pub interrupts: Vec<u16>,
     pub flushes: u32,
     pub commands: Vec<Command>,
@@ -320,6 +322,7 @@ impl State {
             self.bogus_completion = false;
             self.post(qid, 999, 0, None);
         }
+        let mut posts = Vec::new();
         while self.sqs[&qid].head != tail {
             let (base, head, size) = {
                 let s = &self.sqs[&qid];
@@ -335,7 +338,13 @@ impl State {
             } else {
                 self.io(&c)
             };
-            self.post(qid, c.cid, dw0, st);
+            posts.push((c.cid, dw0, st));
+        }
+        if self.reverse && qid != 0 {
+            posts.reverse();
+        }
+        for (cid, dw0, st) in posts {
+            self.post(qid, cid, dw0, st);
         }
     }
 }

@@ -1,0 +1,220 @@
+//! Many commands in flight on one queue, against the controller model: back-pressure
+//! from the DMA pool and the queue, completions out of order, a failed command among
+//! many, a reset with commands in flight.
+
+mod model;
+
+use bulkhead_nvme::batch::{Batch, Op};
+use bulkhead_nvme::controller::{Config, Controller};
+use bulkhead_nvme::pool::Pool;
+use bulkhead_nvme::{Dma, Error};
+use model::{FakeClock, Model, ModelDma, BLOCK};
+
+fn up(
+    blocks: usize,
+    entries: u16,
+) -> (Controller<Model>, ModelDma<model::State>, FakeClock, Model) {
+    let m = Model::new(blocks);
+    let mut dma = ModelDma(m.0.clone());
+    let mut clock = FakeClock::default();
+    let cfg = Config {
+        io_queues: 1,
+        io_entries: entries,
+        vector: |_| None,
+        max_transfer: 2 << 20,
+    };
+    let c = Controller::init(m.clone(), &mut dma, &mut clock, &cfg).expect("bring-up");
+    (c, dma, clock, m)
+}
+
+fn read_op(lba: u64, blocks: u32) -> Op {
+    Op {
+        write: false,
+        nsid: 1,
+        lba,
+        blocks,
+        bytes: blocks as usize * BLOCK,
+    }
+}
+
+/// What the model's disk holds at `lba` (its initial pattern).
+fn pattern(lba: u64, bytes: usize) -> Vec<u8> {
+    (0..bytes)
+        .map(|j| {
+            let i = lba as usize * BLOCK + j;
+            (i / BLOCK) as u8 ^ (i as u8)
+        })
+        .collect()
+}
+
+/// Run a batch to its end, the way the kernel will: submit what fits, reap, repeat.
+fn run(
+    c: &mut Controller<Model>,
+    dma: &mut ModelDma<model::State>,
+    pool: &mut Pool,
+    mut batch: Batch,
+    data: &mut [Vec<u8>],
+) -> (Vec<Result<(), Error>>, usize) {
+    let mut most_in_flight = 0;
+    let mut rounds = 0;
+    while !batch.done() {
+        rounds += 1;
+        assert!(rounds < 10_000, "the batch never ended");
+        let q = &mut c.io[0];
+        batch.submit(q, pool, &*dma, &c.mmio, |i, b| dma.write(b.data, &data[i]));
+        most_in_flight = most_in_flight.max(batch.in_flight());
+        batch.reap(q, pool, &*dma, &c.mmio, |i, b| {
+            let mut out = vec![0u8; data[i].len()];
+            dma.read(b.data, &mut out);
+            data[i] = out;
+        });
+    }
+    (batch.results(), most_in_flight)
+}
+
+#[test]
+fn many_reads_in_flight_each_get_their_own_data() {
+    let (mut c, mut dma, _clock, m) = up(4096, 64);
+    let mut pool = Pool::new(&mut dma, 8, 16 * 1024).unwrap();
+    m.0.borrow_mut().reverse = true;
+    let ops: Vec<Op> = (0..40)
+        .map(|k| read_op(k * 97 % 4000, 8 + (k % 3) as u32 * 8))
+        .collect();
+    let mut data: Vec<Vec<u8>> = ops.iter().map(|o| vec![0u8; o.bytes]).collect();
+    let (results, most) = run(
+        &mut c,
+        &mut dma,
+        &mut pool,
+        Batch::new(ops.clone()),
+        &mut data,
+    );
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    for (o, d) in ops.iter().zip(&data) {
+        assert_eq!(d, &pattern(o.lba, o.bytes), "read of lba {}", o.lba);
+    }
+    assert_eq!(most, 8, "as many in flight as the pool has buffers");
+    assert_eq!(pool.available(), 8, "every buffer came back");
+    assert!(
+        pool.stats.empty > 0,
+        "the pool ran empty: back-pressure, not errors"
+    );
+}
+
+#[test]
+fn writes_then_reads_round_trip_with_completions_out_of_order() {
+    let (mut c, mut dma, _clock, m) = up(4096, 16);
+    let mut pool = Pool::new(&mut dma, 6, 64 * 1024).unwrap();
+    m.0.borrow_mut().reverse = true;
+    let writes: Vec<Op> = (0..12)
+        .map(|k| Op {
+            write: true,
+            ..read_op(100 + k * 128, 128)
+        })
+        .collect();
+    let mut data: Vec<Vec<u8>> = (0..12)
+        .map(|k| (0..128 * BLOCK).map(|j| (j * 7 + k * 13) as u8).collect())
+        .collect();
+    let want = data.clone();
+    let (results, _) = run(
+        &mut c,
+        &mut dma,
+        &mut pool,
+        Batch::new(writes.clone()),
+        &mut data,
+    );
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let reads: Vec<Op> = writes.iter().map(|w| Op { write: false, ..*w }).collect();
+    let mut back: Vec<Vec<u8>> = reads.iter().map(|o| vec![0u8; o.bytes]).collect();
+    let (results, _) = run(&mut c, &mut dma, &mut pool, Batch::new(reads), &mut back);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(back, want);
+}
+
+#[test]
+fn a_failed_command_among_many_fails_its_operation_only() {
+    let (mut c, mut dma, _clock, _m) = up(1024, 64);
+    let mut pool = Pool::new(&mut dma, 4, 8192).unwrap();
+    let mut ops: Vec<Op> = (0..10).map(|k| read_op(k * 16, 16)).collect();
+    ops[4] = read_op(5000, 16); // past the end of the disk
+    ops[7].bytes = 64 * 1024; // larger than a buffer
+    ops[7].blocks = 128;
+    let mut data: Vec<Vec<u8>> = ops.iter().map(|o| vec![0u8; o.bytes]).collect();
+    let (results, _) = run(
+        &mut c,
+        &mut dma,
+        &mut pool,
+        Batch::new(ops.clone()),
+        &mut data,
+    );
+    for (k, r) in results.iter().enumerate() {
+        match k {
+            4 => assert!(matches!(r, Err(Error::Command(_))), "{r:?}"),
+            7 => assert!(matches!(r, Err(Error::Invalid(_))), "{r:?}"),
+            _ => {
+                assert!(r.is_ok(), "op {k}: {r:?}");
+                assert_eq!(data[k], pattern(ops[k].lba, ops[k].bytes));
+            }
+        }
+    }
+    assert_eq!(pool.available(), 4);
+}
+
+#[test]
+fn a_small_queue_is_back_pressure_too() {
+    // 4 entries: at most 3 commands queued at once, whatever the pool holds.
+    let (mut c, mut dma, _clock, _m) = up(1024, 4);
+    let mut pool = Pool::new(&mut dma, 16, 4096).unwrap();
+    let ops: Vec<Op> = (0..30).map(|k| read_op(k * 8, 8)).collect();
+    let mut data: Vec<Vec<u8>> = ops.iter().map(|o| vec![0u8; o.bytes]).collect();
+    let (results, most) = run(&mut c, &mut dma, &mut pool, Batch::new(ops), &mut data);
+    assert!(results.iter().all(Result::is_ok));
+    assert_eq!(most, 3);
+}
+
+#[test]
+fn commands_dropped_by_a_reset_are_submitted_again() {
+    let (mut c, mut dma, mut clock, m) = up(1024, 64);
+    let mut pool = Pool::new(&mut dma, 4, 8192).unwrap();
+    let ops: Vec<Op> = (0..6).map(|k| read_op(k * 16, 16)).collect();
+    let mut data: Vec<Vec<u8>> = ops.iter().map(|o| vec![0u8; o.bytes]).collect();
+    let mut batch = Batch::new(ops.clone());
+    // The controller takes the first four and never answers.
+    m.0.borrow_mut().silent = true;
+    assert_eq!(
+        batch.submit(&mut c.io[0], &mut pool, &dma, &c.mmio, |_, _| {}),
+        4
+    );
+    assert_eq!(
+        batch.reap(&mut c.io[0], &mut pool, &dma, &c.mmio, |_, _| {}),
+        0
+    );
+    m.0.borrow_mut().silent = false;
+    c.reset(&dma, &mut clock).expect("reset");
+    assert_eq!(batch.requeue_in_flight(&mut pool), 4);
+    assert_eq!(pool.available(), 4);
+    let (results, _) = run(&mut c, &mut dma, &mut pool, batch, &mut data);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    for (o, d) in ops.iter().zip(&data) {
+        assert_eq!(d, &pattern(o.lba, o.bytes));
+    }
+}
+
+#[test]
+fn a_controller_given_up_on_ends_every_operation_once() {
+    let (mut c, mut dma, _clock, m) = up(1024, 64);
+    let mut pool = Pool::new(&mut dma, 2, 8192).unwrap();
+    let ops: Vec<Op> = (0..5).map(|k| read_op(k * 16, 16)).collect();
+    let mut batch = Batch::new(ops);
+    m.0.borrow_mut().silent = true;
+    batch.submit(&mut c.io[0], &mut pool, &dma, &c.mmio, |_, _| {});
+    batch.fail_rest(&mut pool, Error::Fatal, false);
+    assert!(batch.done());
+    assert_eq!(
+        pool.available(),
+        0,
+        "buffers the device may still write stay out"
+    );
+    let results = batch.results();
+    assert_eq!(results.len(), 5);
+    assert!(results.iter().all(|r| *r == Err(Error::Fatal)));
+}

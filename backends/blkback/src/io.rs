@@ -9,7 +9,7 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use bulkhead_block::{BlockDevice, BlockError};
+use bulkhead_block::{BlockDevice, BlockError, Io};
 
 use crate::abi::{PAGE_SIZE, RSP_EOPNOTSUPP, RSP_ERROR};
 use crate::request::{self, Body, Request, Segment, Segments};
@@ -158,112 +158,185 @@ pub fn continues(run: &[&Transfer], next: &Transfer, block_size: u32) -> bool {
         && total + next.bytes <= MERGE_MAX_BYTES
 }
 
-/// Serve a run of contiguous transfers with one device I/O; one result per transfer.
-/// A guest copy that fails costs only its own request; a device failure on a merged
-/// I/O is retried request by request, so each gets its own status.
-pub async fn transfer_run<D: BlockDevice, G: GuestMemory + ?Sized>(
-    run: &[&Transfer],
+/// Largest amount of data one queue has in flight at once (the buffers of a batch of
+/// runs served together): what a frontend's requests can make this driver domain hold
+/// per queue, whatever it publishes.
+pub const BATCH_MAX_BYTES: usize = 2 << 20;
+
+/// A stretch of a run that goes to the device as one transfer: transfers `first..end` of
+/// the run, bytes `at..at + len` of its buffer. A run splits into several only around a
+/// write request whose pages could not be read.
+struct Part {
+    run: usize,
+    first: usize,
+    end: usize,
+    at: usize,
+    len: usize,
+}
+
+/// Serve runs of contiguous transfers (each run one device I/O), all runs at once
+/// ([`BlockDevice::transfer_all`]); one result per transfer, per run. A guest copy that
+/// fails costs only its own request; a device failure on a merged I/O is retried
+/// request by request, so each gets its own status. The guest's pages are copied in one
+/// batch for all the writes before the device sees them, and out in one batch for all
+/// the reads after it answered (a read reaches the guest only if the device succeeded).
+pub async fn transfer_runs<D: BlockDevice, G: GuestMemory + ?Sized>(
+    runs: &[Vec<&Transfer>],
     dev: &mut D,
     guest: &mut G,
-) -> Vec<Result<Done, Failure>> {
-    let total: usize = run.iter().map(|t| t.bytes).sum();
-    let mut buf = vec![0u8; total];
-    let mut out: Vec<Result<Done, Failure>> = Vec::with_capacity(run.len());
-    if run[0].write {
-        // Gather the whole run in one batch; a request whose pages cannot be read
-        // splits the device write around its hole.
-        let copied = {
-            let mut jobs: Vec<(&[Piece], &mut [u8])> = Vec::with_capacity(run.len());
+) -> Vec<Vec<Result<Done, Failure>>> {
+    let mut out: Vec<Vec<Option<Result<Done, Failure>>>> =
+        runs.iter().map(|r| vec![None; r.len()]).collect();
+    let mut bufs: Vec<Vec<u8>> = runs
+        .iter()
+        .map(|r| vec![0u8; r.iter().map(|t| t.bytes).sum()])
+        .collect();
+    // Gather every write's data; a request whose pages cannot be read fails alone.
+    let copied = {
+        let mut jobs: Vec<(&[Piece], &mut [u8])> = Vec::new();
+        for (run, buf) in runs.iter().zip(bufs.iter_mut()) {
+            if !run[0].write {
+                continue;
+            }
             let mut rest = &mut buf[..];
             for t in run {
                 let (head, tail) = rest.split_at_mut(t.bytes);
                 jobs.push((&t.pieces, head));
                 rest = tail;
             }
+        }
+        if jobs.is_empty() {
+            Vec::new()
+        } else {
             guest.read_all(&mut jobs)
-        };
-        let mut start = 0; // first transfer of the pending device write
-        let mut at = 0; // its byte offset in `buf`
-        let mut end = 0; // end of the gathered bytes
-        for (i, (t, r)) in run.iter().zip(copied).enumerate() {
-            end += t.bytes;
-            if r.is_err() {
-                flush_write(&run[start..i], &buf[at..end - t.bytes], dev, &mut out).await;
-                out.push(Err(fail(RSP_ERROR, "cannot copy from the guest's pages")));
-                start = i + 1;
-                at = end;
-            }
         }
-        flush_write(&run[start..], &buf[at..end], dev, &mut out).await;
-    } else {
-        if run.len() == 1 {
-            return vec![single_read(run[0], dev, guest).await];
-        }
-        if dev.read(run[0].lba, &mut buf).await.is_err() {
-            for t in run {
-                out.push(single_read(t, dev, guest).await);
-            }
-            return out;
-        }
-        // Scatter the whole run in one batch.
-        let mut jobs: Vec<(&[Piece], &[u8])> = Vec::with_capacity(run.len());
+    };
+    let mut copied = copied.into_iter();
+    let mut parts: Vec<Part> = Vec::new();
+    for (r, run) in runs.iter().enumerate() {
+        let mut first = 0;
         let mut at = 0;
-        for t in run {
-            jobs.push((&t.pieces, &buf[at..at + t.bytes]));
-            at += t.bytes;
+        let mut end_at = 0;
+        for (k, t) in run.iter().enumerate() {
+            end_at += t.bytes;
+            let lost = run[0].write && copied.next().is_none_or(|c| c.is_err());
+            if lost {
+                if k > first {
+                    parts.push(Part {
+                        run: r,
+                        first,
+                        end: k,
+                        at,
+                        len: end_at - t.bytes - at,
+                    });
+                }
+                out[r][k] = Some(Err(fail(RSP_ERROR, "cannot copy from the guest's pages")));
+                first = k + 1;
+                at = end_at;
+            }
         }
-        for (t, r) in run.iter().zip(guest.write_all(&jobs)) {
-            out.push(
-                r.map(|_| Done {
-                    read: t.bytes as u64,
+        if run.len() > first {
+            parts.push(Part {
+                run: r,
+                first,
+                end: run.len(),
+                at,
+                len: end_at - at,
+            });
+        }
+    }
+    // Every part to the device at once.
+    let results = {
+        let mut ios: Vec<Io<'_>> = Vec::with_capacity(parts.len());
+        let mut rests: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
+        let mut taken = vec![0usize; runs.len()];
+        for p in &parts {
+            let rest = core::mem::take(&mut rests[p.run]);
+            let (_, from) = rest.split_at_mut(p.at - taken[p.run]);
+            let (buf, tail) = from.split_at_mut(p.len);
+            rests[p.run] = tail;
+            taken[p.run] = p.at + p.len;
+            let lba = runs[p.run][p.first].lba;
+            ios.push(if runs[p.run][0].write {
+                Io::Write { lba, buf }
+            } else {
+                Io::Read { lba, buf }
+            });
+        }
+        dev.transfer_all(&mut ios).await
+    };
+    // Reads that succeeded go to the guest in one batch; failed parts of more than one
+    // request are retried request by request.
+    let mut retry: Vec<&Part> = Vec::new();
+    {
+        let mut jobs: Vec<(&[Piece], &[u8])> = Vec::new();
+        let mut owners: Vec<(usize, usize)> = Vec::new();
+        for (p, r) in parts.iter().zip(&results) {
+            let run = &runs[p.run];
+            match r {
+                Ok(()) if run[0].write => {
+                    for k in p.first..p.end {
+                        out[p.run][k] = Some(Ok(Done {
+                            read: 0,
+                            written: run[k].bytes as u64,
+                        }));
+                    }
+                }
+                Ok(()) => {
+                    let mut at = p.at;
+                    for k in p.first..p.end {
+                        jobs.push((&run[k].pieces, &bufs[p.run][at..at + run[k].bytes]));
+                        owners.push((p.run, k));
+                        at += run[k].bytes;
+                    }
+                }
+                Err(e) if p.end - p.first == 1 => {
+                    out[p.run][p.first] = Some(Err(device_failure(*e)))
+                }
+                Err(_) => retry.push(p),
+            }
+        }
+        let written = if jobs.is_empty() {
+            Vec::new()
+        } else {
+            guest.write_all(&jobs)
+        };
+        for ((r, k), w) in owners.into_iter().zip(written) {
+            out[r][k] = Some(
+                w.map(|_| Done {
+                    read: runs[r][k].bytes as u64,
                     written: 0,
                 })
                 .map_err(|_| fail(RSP_ERROR, "cannot copy into the guest's pages")),
             );
         }
     }
-    out
-}
-
-async fn flush_write<D: BlockDevice>(
-    run: &[&Transfer],
-    data: &[u8],
-    dev: &mut D,
-    out: &mut Vec<Result<Done, Failure>>,
-) {
-    if run.is_empty() {
-        return;
-    }
-    match dev.write(run[0].lba, data).await {
-        Ok(()) => {
-            out.extend(run.iter().map(|t| {
-                Ok(Done {
-                    read: 0,
-                    written: t.bytes as u64,
-                })
-            }));
-            return;
+    for p in retry {
+        let run = &runs[p.run];
+        let mut at = p.at;
+        for k in p.first..p.end {
+            let t = run[k];
+            out[p.run][k] = Some(if t.write {
+                dev.write(t.lba, &bufs[p.run][at..at + t.bytes])
+                    .await
+                    .map(|_| Done {
+                        read: 0,
+                        written: t.bytes as u64,
+                    })
+                    .map_err(device_failure)
+            } else {
+                single_read(t, dev, guest).await
+            });
+            at += t.bytes;
         }
-        Err(e) if run.len() == 1 => {
-            out.push(Err(device_failure(e)));
-            return;
-        }
-        Err(_) => {}
     }
-    // Retry one by one for exact statuses.
-    let mut at = 0;
-    for t in run {
-        out.push(
-            dev.write(t.lba, &data[at..at + t.bytes])
-                .await
-                .map(|_| Done {
-                    read: 0,
-                    written: t.bytes as u64,
-                })
-                .map_err(device_failure),
-        );
-        at += t.bytes;
-    }
+    out.into_iter()
+        .map(|r| {
+            r.into_iter()
+                .map(|x| x.unwrap_or(Err(fail(RSP_ERROR, "no result"))))
+                .collect()
+        })
+        .collect()
 }
 
 async fn single_read<D: BlockDevice, G: GuestMemory + ?Sized>(
@@ -339,6 +412,8 @@ async fn one<D: BlockDevice, G: GuestMemory + ?Sized>(
     dev: &mut D,
     guest: &mut G,
 ) -> Result<Done, Failure> {
-    let mut r = transfer_run(&[t], dev, guest).await;
-    r.pop().unwrap_or(Err(fail(RSP_ERROR, "no result")))
+    let mut r = transfer_runs(&[vec![t]], dev, guest).await;
+    r.pop()
+        .and_then(|mut v| v.pop())
+        .unwrap_or(Err(fail(RSP_ERROR, "no result")))
 }

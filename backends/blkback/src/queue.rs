@@ -11,7 +11,8 @@ use alloc::vec::Vec;
 
 use crate::abi::Protocol;
 use crate::io::{
-    continues, execute, prepare, transfer_run, Done, Failure, Geometry, GuestMemory, Transfer,
+    continues, execute, prepare, transfer_runs, Done, Failure, Geometry, GuestMemory, Transfer,
+    BATCH_MAX_BYTES,
 };
 use crate::request::{decode, Limits, Rejected, Request};
 use crate::ring::{response, BackRing, RingError, RingMemory};
@@ -147,31 +148,48 @@ impl<M: RingMemory> Queue<M> {
                 let Ok(req) = &batch[i] else {
                     unreachable!("rejections have results")
                 };
-                if let Some(t) = &prepared[i] {
-                    // The run of contiguous transfers starting here.
-                    let mut run = alloc::vec![t];
-                    let mut idx = alloc::vec![i];
-                    let mut k = i + 1;
+                if prepared[i].is_some() {
+                    // From here to the next request that is not a plain read or write
+                    // (a flush, barrier or discard needs what came before it done), up
+                    // to BATCH_MAX_BYTES: runs of contiguous transfers, each one device
+                    // I/O, all in flight at once.
+                    let mut runs: Vec<Vec<&Transfer>> = Vec::new();
+                    let mut idx: Vec<Vec<usize>> = Vec::new();
+                    let mut bytes = 0usize;
+                    let mut k = i;
                     while k < batch.len() {
-                        match &prepared[k] {
-                            Some(n)
-                                if results[k].is_none()
-                                    && continues(&run, n, self.geometry.block_size) =>
-                            {
-                                run.push(n);
-                                idx.push(k);
-                                k += 1;
-                            }
-                            _ => break,
+                        if results[k].is_some() {
+                            k += 1;
+                            continue;
                         }
+                        let Some(t) = &prepared[k] else {
+                            break;
+                        };
+                        if bytes > 0 && bytes + t.bytes > BATCH_MAX_BYTES {
+                            break;
+                        }
+                        bytes += t.bytes;
+                        match runs.last_mut() {
+                            Some(run) if continues(run, t, self.geometry.block_size) => {
+                                run.push(t);
+                                if let Some(last) = idx.last_mut() {
+                                    last.push(k);
+                                }
+                                self.stats.merged += 1;
+                            }
+                            _ => {
+                                runs.push(alloc::vec![t]);
+                                idx.push(alloc::vec![k]);
+                            }
+                        }
+                        k += 1;
                     }
-                    if run.len() > 1 {
-                        self.stats.merged += run.len() as u64 - 1;
-                    }
-                    let outcome = transfer_run(&run, dev, guest).await;
-                    for (&j, r) in idx.iter().zip(outcome) {
-                        let Ok(q) = &batch[j] else { unreachable!() };
-                        results[j] = Some(self.account(q, r));
+                    let outcome = transfer_runs(&runs, dev, guest).await;
+                    for (js, rs) in idx.iter().zip(outcome) {
+                        for (&j, r) in js.iter().zip(rs) {
+                            let Ok(q) = &batch[j] else { unreachable!() };
+                            results[j] = Some(self.account(q, r));
+                        }
                     }
                     i = k;
                     continue;

@@ -7,12 +7,14 @@ use std::collections::BTreeSet;
 use std::rc::Rc;
 
 use bulkhead_blkback::abi::*;
-use bulkhead_blkback::io::{copy_ops, op_gref, Geometry, GrantFault, GuestMemory, Piece};
+use bulkhead_blkback::io::{
+    copy_ops, op_gref, Geometry, GrantFault, GuestMemory, Piece, BATCH_MAX_BYTES,
+};
 use bulkhead_blkback::persistent::{GrantMapper, Persistent};
 use bulkhead_blkback::queue::Queue;
 use bulkhead_blkback::request::{encode, encode_discard, encode_indirect, Limits, Segment};
 use bulkhead_blkback::ring::{self, FrontRing, VecRing};
-use bulkhead_block::{BlockDevice, BlockError, Features};
+use bulkhead_block::{BlockDevice, BlockError, Features, Io};
 use bulkhead_xen::abi::{self as xabi, DomId, GrantRef};
 use bulkhead_xen::fake::FakeXen;
 use bulkhead_xen::grants::Mapping;
@@ -172,6 +174,10 @@ struct MemDisk {
     reads: u32,
     writes: u32,
     bad_lba: Option<u64>,
+    /// Each `transfer_all` call: how many transfers it carried, and a log of device
+    /// events ("b2" a batch of two, "f" a flush) in the order they happened.
+    batches: Vec<usize>,
+    events: Vec<String>,
 }
 
 impl MemDisk {
@@ -223,7 +229,22 @@ impl BlockDevice for MemDisk {
     }
     async fn flush(&mut self) -> Result<(), BlockError> {
         self.flushes += 1;
+        self.events.push("f".into());
         Ok(())
+    }
+    /// Completes a batch's transfers last to first, as a device with many commands in
+    /// flight may: nothing may depend on their order.
+    async fn transfer_all(&mut self, ios: &mut [Io<'_>]) -> Vec<Result<(), BlockError>> {
+        self.batches.push(ios.len());
+        self.events.push(format!("b{}", ios.len()));
+        let mut out = vec![Ok(()); ios.len()];
+        for (i, io) in ios.iter_mut().enumerate().rev() {
+            out[i] = match io {
+                Io::Read { lba, buf } => self.read(*lba, buf).await,
+                Io::Write { lba, buf } => self.write(*lba, buf).await,
+            };
+        }
+        out
     }
     async fn discard(&mut self, lba: u64, blocks: u64) -> Result<(), BlockError> {
         let o = lba as usize * self.bs as usize;
@@ -267,6 +288,8 @@ impl Rig {
             reads: 0,
             writes: 0,
             bad_lba: None,
+            batches: Vec::new(),
+            events: Vec::new(),
         };
         let geo = Geometry {
             sectors: disk_bytes as u64 / 512,
@@ -732,7 +755,16 @@ fn contiguous_requests_share_one_device_io() {
     assert_eq!(r.len(), 9);
     assert!(r.iter().all(|x| x.2 == RSP_OKAY));
     assert_eq!(rig.disk.writes, 2);
-    assert_eq!(rig.copies(), 2, "one grant-copy batch per device write");
+    assert_eq!(
+        rig.disk.batches,
+        [2],
+        "both device writes in flight at once"
+    );
+    assert_eq!(
+        rig.copies(),
+        1,
+        "one grant-copy batch for everything written at once"
+    );
     assert_eq!(&rig.disk.data[..8 * 4096], &pages.concat()[..]);
     assert_eq!(rig.queue.stats.merged, 7);
     // Read them back in three requests: one device read, each guest page right.
@@ -765,6 +797,58 @@ fn contiguous_requests_share_one_device_io() {
     for (i, g) in dst.iter().enumerate() {
         assert!(rig.guest_page(*g) == pages[i], "page {i}");
     }
+}
+
+#[test]
+fn a_flush_ends_a_batch_and_waits_for_it() {
+    let mut rig = Rig::new(Protocol::X86_64, 1 << 20, 512, false);
+    let pages: Vec<Vec<u8>> = (0..4).map(|i| pattern(4096, 80 + i)).collect();
+    let g: Vec<u32> = pages.iter().map(|p| rig.page(p)).collect();
+    let p = Protocol::X86_64;
+    // Two writes far apart (two device I/Os), a flush, two more.
+    rig.submit(&encode(p, OP_WRITE, 1, 0, &[seg(g[0], 0, 7)]));
+    rig.submit(&encode(p, OP_WRITE, 2, 800, &[seg(g[1], 0, 7)]));
+    rig.submit(&encode(p, OP_FLUSH_DISKCACHE, 3, 0, &[]));
+    rig.submit(&encode(p, OP_WRITE, 4, 8, &[seg(g[2], 0, 7)]));
+    rig.submit(&encode(p, OP_WRITE, 5, 1600, &[seg(g[3], 0, 7)]));
+    let r = rig.serve();
+    assert_eq!(r.len(), 5);
+    assert!(r.iter().all(|x| x.2 == RSP_OKAY), "{r:?}");
+    assert_eq!(rig.disk.events, ["b2", "f", "b2"]);
+    for (i, at) in [0usize, 800, 8, 1600].iter().enumerate() {
+        assert_eq!(
+            &rig.disk.data[at * 512..at * 512 + 4096],
+            &pages[i][..],
+            "write {i}"
+        );
+    }
+}
+
+#[test]
+fn a_batch_holds_at_most_its_bytes() {
+    let mut rig = Rig::new(Protocol::X86_64, 64 << 20, 512, false);
+    // 11-segment (44 KiB) writes, none contiguous with another: 64 of them are more
+    // than BATCH_MAX_BYTES, so they go in more than one batch, each within the limit.
+    let page = rig.page(&pattern(4096, 9));
+    let segs: Vec<Segment> = (0..11).map(|_| seg(page, 0, 7)).collect();
+    let mut served = 0;
+    for round in 0..2u64 {
+        for i in 0..32u64 {
+            let n = round * 32 + i;
+            rig.submit(&encode(Protocol::X86_64, OP_WRITE, n, n * 1000, &segs));
+        }
+        let r = rig.serve();
+        assert!(r.iter().all(|x| x.2 == RSP_OKAY));
+        served += r.len();
+    }
+    assert_eq!(served, 64);
+    let per = 11 * 4096;
+    assert!(
+        rig.disk.batches.iter().all(|&n| n * per <= BATCH_MAX_BYTES),
+        "{:?}",
+        rig.disk.batches
+    );
+    assert_eq!(rig.disk.batches.iter().sum::<usize>(), 64);
 }
 
 #[test]

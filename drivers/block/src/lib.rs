@@ -8,6 +8,7 @@
 extern crate alloc;
 
 use alloc::string::String;
+use alloc::vec::Vec;
 use core::fmt;
 use core::future::Future;
 
@@ -59,6 +60,54 @@ pub trait BlockDevice {
     fn write(&mut self, lba: u64, buf: &[u8]) -> impl Future<Output = Result<(), BlockError>>;
     fn flush(&mut self) -> impl Future<Output = Result<(), BlockError>>;
     fn discard(&mut self, lba: u64, blocks: u64) -> impl Future<Output = Result<(), BlockError>>;
+
+    /// Serve every transfer of `ios`, as many at once as the device can take; one result
+    /// per transfer, in the order of `ios`. Nothing orders them among themselves (they
+    /// may complete in any order, as requests in flight on a blkif ring do): a caller
+    /// that needs order (a flush, a barrier) ends the batch there. The default serves
+    /// them one after another; a driver with a queue overrides it.
+    fn transfer_all(
+        &mut self,
+        ios: &mut [Io<'_>],
+    ) -> impl Future<Output = Vec<Result<(), BlockError>>> {
+        async move {
+            let mut out = Vec::with_capacity(ios.len());
+            for io in ios.iter_mut() {
+                out.push(match io {
+                    Io::Read { lba, buf } => self.read(*lba, buf).await,
+                    Io::Write { lba, buf } => self.write(*lba, buf).await,
+                });
+            }
+            out
+        }
+    }
+}
+
+/// One transfer of a batch ([`BlockDevice::transfer_all`]): whole blocks from `lba`.
+#[derive(Debug)]
+pub enum Io<'a> {
+    Read { lba: u64, buf: &'a mut [u8] },
+    Write { lba: u64, buf: &'a [u8] },
+}
+
+impl Io<'_> {
+    pub fn lba(&self) -> u64 {
+        match self {
+            Io::Read { lba, .. } | Io::Write { lba, .. } => *lba,
+        }
+    }
+    pub fn len(&self) -> usize {
+        match self {
+            Io::Read { buf, .. } => buf.len(),
+            Io::Write { buf, .. } => buf.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn is_write(&self) -> bool {
+        matches!(self, Io::Write { .. })
+    }
 }
 
 /// A contiguous range of a device's blocks exposed as a device of its own.

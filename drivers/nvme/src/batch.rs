@@ -62,15 +62,32 @@ impl Batch {
         self.in_flight.len()
     }
 
-    /// Submit what fits (free queue slots, free buffers); returns how many were
-    /// submitted. An operation larger than a buffer fails at once; so does one whose
-    /// PRP cannot be built. `fill(op, buffer)` puts a write's data in its buffer.
+    /// Submit what fits (free queue slots, free buffers) and ring the doorbell once;
+    /// returns how many were submitted. An operation larger than a buffer fails at once;
+    /// so does one whose PRP cannot be built. `fill(op, buffer)` puts a write's data in
+    /// its buffer.
     pub fn submit(
         &mut self,
         q: &mut QueuePair,
         pool: &mut Pool,
         dma: &impl Dma,
         mmio: &impl Mmio,
+        fill: impl FnMut(usize, &Buffer),
+    ) -> usize {
+        let n = self.queue_up(q, pool, dma, fill);
+        if n > 0 {
+            q.ring(dma, mmio);
+        }
+        n
+    }
+
+    /// [`Batch::submit`] without the doorbell: the controller sees these commands only
+    /// when the queue is rung next (a test makes a command the controller never sees).
+    pub fn queue_up(
+        &mut self,
+        q: &mut QueuePair,
+        pool: &mut Pool,
+        dma: &impl Dma,
         mut fill: impl FnMut(usize, &Buffer),
     ) -> usize {
         let mut n = 0;
@@ -112,9 +129,6 @@ impl Batch {
                     break;
                 }
             }
-        }
-        if n > 0 {
-            q.ring(dma, mmio);
         }
         n
     }

@@ -112,9 +112,14 @@ fn storage(
         "storage-test: zeroed 64 KiB, discarded 64 KiB, partition bounds enforced".into(),
     ];
     if cmdline.contains("test-nvme-timeout") {
-        expect.push("timed out after 2000 ms; asking the controller to abort it".into());
-        expect.push("controller reset".into());
+        // A read (one of a batch): reset and re-issue; then a flush: abort, reset, re-issue.
+        expect.push("1 command(s) timed out after 2000 ms; resetting the controller".into());
+        expect.push("controller reset (1 in flight dropped); re-issuing them".into());
         expect.push("storage-test: lost command timed out, controller reset (1 reset(s)), re-issued, data correct".into());
+        expect.push("timed out after 2000 ms; asking the controller to abort it".into());
+        expect.push(
+            "storage-test: lost flush timed out, controller reset (2 reset(s)), re-issued".into(),
+        );
     }
     expect.push(format!("storage-test: completions noticed by {mode}"));
     expect.push("storage-test: PASS".into());

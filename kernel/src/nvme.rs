@@ -33,7 +33,8 @@ pub enum IrqMode {
     Poll,
 }
 
-/// Largest transfer per command the driver builds (one PRP list page).
+/// Largest transfer the controller is configured for (one PRP list page); commands are
+/// at most one pool buffer (`POOL_BUFFER_BYTES`).
 const MAX_TRANSFER: usize = 512 * 4096;
 /// Each controller's DMA buffers (`bulkhead_nvme::pool`), allocated once at bring-up:
 /// one per command in flight, so this is how many commands a controller has in flight
@@ -249,9 +250,6 @@ impl Disk {
         }
     }
 
-    /// Submit and wait. A command that times out is aborted; if the controller cannot
-    /// abort it, the controller is reset. Either way it is re-issued once (its buffers
-    /// are still ours), and only a second failure reaches the caller.
     /// Give up on the controller (see `failed`).
     pub fn fail(&mut self, why: &str) {
         if !self.failed {
@@ -263,6 +261,10 @@ impl Disk {
         self.failed = true;
     }
 
+    /// Submit one command and wait (flush, write zeroes, deallocate; reads and writes go
+    /// in batches, `rw_all`). A command that times out is aborted; if the controller
+    /// cannot abort it, the controller is reset. Either way it is re-issued once (its
+    /// buffers are still ours), and only a second failure reaches the caller.
     async fn run(&mut self, h: &Handle, cmd: Command, what: &'static str) -> Result<u32, Error> {
         if self.failed {
             return Err(Error::Fatal);
@@ -373,7 +375,11 @@ impl Disk {
         let mut owner: Vec<(usize, usize, usize)> = Vec::new();
         for (k, io) in ios.iter().enumerate() {
             let len = io.len();
-            if len == 0 || len % bs != 0 || chunk == 0 {
+            if chunk == 0 {
+                out[k] = Err(Error::Invalid("block larger than a DMA buffer"));
+                continue;
+            }
+            if len == 0 || len % bs != 0 {
                 out[k] = Err(Error::Invalid("buffer is not a whole number of blocks"));
                 continue;
             }
@@ -444,13 +450,14 @@ impl Disk {
                 break;
             }
             if ended > 0 {
+                // Progress: the next stall gets its own reset.
+                reset_done = false;
                 deadline = h.now() + self.timeout_ns;
                 continue;
             }
             if h.now() > deadline {
                 let stuck = batch.in_flight();
                 if reset_done || stuck == 0 {
-                    // Nothing in flight yet nothing done: no buffer or slot ever freed.
                     batch.fail_rest(
                         &mut self.pool,
                         Error::Timeout {
@@ -458,9 +465,13 @@ impl Disk {
                         },
                         false,
                     );
-                    self.fail(&format!(
-                        "{stuck} command(s) timed out again after a controller reset"
-                    ));
+                    self.fail(&if stuck == 0 {
+                        // Nothing in flight and nothing submitted: the DMA pool lost
+                        // its buffers to commands given up on earlier.
+                        String::from("no DMA buffer left for a command")
+                    } else {
+                        format!("{stuck} command(s) timed out again after a controller reset")
+                    });
                     break;
                 }
                 warn!(
@@ -628,7 +639,7 @@ fn block_error(e: Error) -> BlockError {
 }
 
 /// A disk shared by everything that serves from it (each backend's vbds, the self-test):
-/// one command at a time goes through the lock.
+/// one caller at a time goes through the lock (a batch of commands, or one command).
 pub type SharedDisk = Rc<Mutex<Disk>>;
 
 /// One namespace, or one partition of it, as a block device: every range is checked

@@ -158,10 +158,11 @@ pub fn continues(run: &[&Transfer], next: &Transfer, block_size: u32) -> bool {
         && total + next.bytes <= MERGE_MAX_BYTES
 }
 
-/// Largest amount of data one queue has in flight at once (the buffers of a batch of
-/// runs served together): what a frontend's requests can make this driver domain hold
-/// per queue, whatever it publishes.
-pub const BATCH_MAX_BYTES: usize = 2 << 20;
+/// Largest amount of data one queue has in flight at once (the buffers of the runs
+/// served together): what a frontend's requests can make this driver domain hold per
+/// queue, whatever it publishes. The same as one merged I/O, so serving requests at
+/// once costs no more memory than merging them did.
+pub const BATCH_MAX_BYTES: usize = MERGE_MAX_BYTES;
 
 /// A stretch of a run that goes to the device as one transfer: transfers `first..end` of
 /// the run, bytes `at..at + len` of its buffer. A run splits into several only around a
@@ -325,7 +326,18 @@ pub async fn transfer_runs<D: BlockDevice, G: GuestMemory + ?Sized>(
                     })
                     .map_err(device_failure)
             } else {
-                single_read(t, dev, guest).await
+                // Into the run's own buffer: a retry allocates nothing more.
+                let buf = &mut bufs[p.run][at..at + t.bytes];
+                match dev.read(t.lba, buf).await {
+                    Ok(()) => guest
+                        .write(&t.pieces, buf)
+                        .map(|_| Done {
+                            read: t.bytes as u64,
+                            written: 0,
+                        })
+                        .map_err(|_| fail(RSP_ERROR, "cannot copy into the guest's pages")),
+                    Err(e) => Err(device_failure(e)),
+                }
             });
             at += t.bytes;
         }
@@ -337,22 +349,6 @@ pub async fn transfer_runs<D: BlockDevice, G: GuestMemory + ?Sized>(
                 .collect()
         })
         .collect()
-}
-
-async fn single_read<D: BlockDevice, G: GuestMemory + ?Sized>(
-    t: &Transfer,
-    dev: &mut D,
-    guest: &mut G,
-) -> Result<Done, Failure> {
-    let mut buf = vec![0u8; t.bytes];
-    dev.read(t.lba, &mut buf).await.map_err(device_failure)?;
-    guest
-        .write(&t.pieces, &buf)
-        .map_err(|_| fail(RSP_ERROR, "cannot copy into the guest's pages"))?;
-    Ok(Done {
-        read: t.bytes as u64,
-        written: 0,
-    })
 }
 
 /// Serve one decoded request: fetch indirect segments, check the range, move the data.

@@ -150,9 +150,11 @@ impl<M: RingMemory> Queue<M> {
                 };
                 if prepared[i].is_some() {
                     // From here to the next request that is not a plain read or write
-                    // (a flush, barrier or discard needs what came before it done), up
-                    // to BATCH_MAX_BYTES: runs of contiguous transfers, each one device
-                    // I/O, all in flight at once.
+                    // (a flush, barrier or discard needs what came before it done), or
+                    // that overlaps one taken already (blkif would allow reordering
+                    // them, but a guest that reuses a block without waiting keeps the
+                    // order it gave), up to BATCH_MAX_BYTES: runs of contiguous
+                    // transfers, each one device I/O, all in flight at once.
                     let mut runs: Vec<Vec<&Transfer>> = Vec::new();
                     let mut idx: Vec<Vec<usize>> = Vec::new();
                     let mut bytes = 0usize;
@@ -166,6 +168,14 @@ impl<M: RingMemory> Queue<M> {
                             break;
                         };
                         if bytes > 0 && bytes + t.bytes > BATCH_MAX_BYTES {
+                            break;
+                        }
+                        let bs = u64::from(self.geometry.block_size);
+                        let end = t.lba.saturating_add((t.bytes as u64).div_ceil(bs));
+                        if runs.iter().flatten().any(|o| {
+                            o.lba < end
+                                && t.lba < o.lba.saturating_add((o.bytes as u64).div_ceil(bs))
+                        }) {
                             break;
                         }
                         bytes += t.bytes;

@@ -827,8 +827,9 @@ fn a_flush_ends_a_batch_and_waits_for_it() {
 #[test]
 fn a_batch_holds_at_most_its_bytes() {
     let mut rig = Rig::new(Protocol::X86_64, 64 << 20, 512, false);
-    // 11-segment (44 KiB) writes, none contiguous with another: 64 of them are more
-    // than BATCH_MAX_BYTES, so they go in more than one batch, each within the limit.
+    // 11-segment (44 KiB) writes, none contiguous with another: the 32 of one ring
+    // batch are more than BATCH_MAX_BYTES, so they reach the device in several
+    // batches, each within the limit.
     let page = rig.page(&pattern(4096, 9));
     let segs: Vec<Segment> = (0..11).map(|_| seg(page, 0, 7)).collect();
     let mut served = 0;
@@ -843,12 +844,26 @@ fn a_batch_holds_at_most_its_bytes() {
     }
     assert_eq!(served, 64);
     let per = 11 * 4096;
-    assert!(
-        rig.disk.batches.iter().all(|&n| n * per <= BATCH_MAX_BYTES),
-        "{:?}",
-        rig.disk.batches
-    );
-    assert_eq!(rig.disk.batches.iter().sum::<usize>(), 64);
+    let b = &rig.disk.batches;
+    assert!(b.iter().all(|&n| n * per <= BATCH_MAX_BYTES), "{b:?}");
+    assert!(b.len() > 2, "32 requests of 44 KiB exceed one batch: {b:?}");
+    assert_eq!(b.iter().sum::<usize>(), 64);
+}
+
+#[test]
+fn a_request_that_overlaps_an_earlier_one_waits_for_it() {
+    let mut rig = Rig::new(Protocol::X86_64, 1 << 20, 512, false);
+    let new = rig.page(&pattern(4096, 7));
+    let dst = rig.page(&[]);
+    let p = Protocol::X86_64;
+    // A write and, without waiting for its answer, a read of the same blocks: the read
+    // must see the write (a batch ends before the read).
+    rig.submit(&encode(p, OP_WRITE, 1, 64, &[seg(new, 0, 7)]));
+    rig.submit(&encode(p, OP_READ, 2, 64, &[seg(dst, 0, 7)]));
+    let r = rig.serve();
+    assert!(r.iter().all(|x| x.2 == RSP_OKAY), "{r:?}");
+    assert_eq!(rig.disk.events, ["b1", "b1"]);
+    assert!(rig.guest_page(dst) == pattern(4096, 7));
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! DMA buffers for I/O commands, allocated once when the controller comes up and reused:
 //! a command takes a buffer (its data pages and, for transfers beyond two pages, its PRP
 //! list page), and gives it back when its completion has been handled. Per command there
-//! is then no allocation, no zeroing of memory the device or the copy from a guest is
+//! is then no DMA allocation, no zeroing of memory the device or the copy from a guest is
 //! about to overwrite, and no freeing (issue 17: each command allocated, zeroed and freed
 //! its own frames).
 //!

@@ -426,6 +426,9 @@ impl Disk {
                         dma.write(b.data, &buf[at..at + l]);
                     }
                 };
+                // Test only: the commands queued here stay unseen until the next
+                // doorbell, so this loses a command only if the batch fits in this one
+                // submission (the self-test's single 64 KiB read does).
                 if core::mem::take(lose_next_command) {
                     batch.queue_up(q, pool, dma, fill);
                 } else {

@@ -239,15 +239,31 @@ impl Disk {
             if h.now() > deadline {
                 return Err(Error::Timeout { what });
             }
-            match (self.mode, self.signal) {
-                (IrqMode::Poll, _) | (_, None) => h.sleep(20_000).await,
-                (_, Some(s)) => {
-                    // A completion that raced the check above has already raised the
-                    // signal; the timeout bounds a lost interrupt.
-                    let _ = h.timeout(100_000_000, s.wait()).await;
-                }
+            self.until_completion(h).await;
+        }
+    }
+
+    /// Between two looks at the completion queue: until the device's interrupt (or a
+    /// moment, when polled). A completion that raced the last look has already raised
+    /// the signal; the timeout bounds a lost interrupt.
+    async fn until_completion(&self, h: &Handle) {
+        match (self.mode, self.signal) {
+            (IrqMode::Poll, _) | (_, None) => h.sleep(20_000).await,
+            (_, Some(s)) => {
+                let _ = h.timeout(100_000_000, s.wait()).await;
             }
         }
+    }
+
+    /// Reset the controller (every command in flight is dropped and its buffers are ours
+    /// again); returns how many were in flight.
+    fn reset_controller(&mut self) -> Result<usize, Error> {
+        let lost = self.ctrl.reset(&self.dma, &mut SpinClock)?;
+        if matches!(self.mode, IrqMode::Msi | IrqMode::Intx) {
+            // Reset masked vector 0 (INTMS) again.
+            self.ctrl.unmask_vector(0);
+        }
+        Ok(lost.iter().map(Vec::len).sum())
     }
 
     /// Give up on the controller (see `failed`).
@@ -306,14 +322,10 @@ impl Disk {
                         "{}: abort did not complete command {cid}; resetting the controller",
                         self.name
                     );
-                    let lost = self.ctrl.reset(&self.dma, &mut SpinClock)?;
-                    if matches!(self.mode, IrqMode::Msi | IrqMode::Intx) {
-                        self.ctrl.unmask_vector(0);
-                    }
+                    let lost = self.reset_controller()?;
                     warn!(
-                        "{}: controller reset ({} in flight dropped); re-issuing {what}",
-                        self.name,
-                        lost.iter().map(Vec::len).sum::<usize>()
+                        "{}: controller reset ({lost} in flight dropped); re-issuing {what}",
+                        self.name
                     );
                 }
                 Err(e) => return Err(e),
@@ -482,11 +494,8 @@ impl Disk {
                     self.name,
                     self.timeout_ns / 1_000_000
                 );
-                match self.ctrl.reset(&self.dma, &mut SpinClock) {
+                match self.reset_controller() {
                     Ok(_) => {
-                        if matches!(self.mode, IrqMode::Msi | IrqMode::Intx) {
-                            self.ctrl.unmask_vector(0);
-                        }
                         let n = batch.requeue_in_flight(&mut self.pool);
                         warn!(
                             "{}: controller reset ({n} in flight dropped); re-issuing them",
@@ -503,14 +512,7 @@ impl Disk {
                 deadline = h.now() + self.timeout_ns;
                 continue;
             }
-            match (self.mode, self.signal) {
-                (IrqMode::Poll, _) | (_, None) => h.sleep(20_000).await,
-                (_, Some(s)) => {
-                    // A completion that raced the reap above has already raised the
-                    // signal; the timeout bounds a lost interrupt.
-                    let _ = h.timeout(100_000_000, s.wait()).await;
-                }
-            }
+            self.until_completion(h).await;
         }
         let mut results = batch.results().into_iter();
         for (k, _, _) in owner {
@@ -667,11 +669,11 @@ impl BlockDevice for Volume {
         self.features
     }
     async fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
-        let dev = self.extent.map(lba, buf.len(), false)?;
-        let mut d = self.disk.lock().await;
-        d.rw(&self.h, false, self.nsid, dev, buf, true)
+        let mut ios = [Io::Read { lba, buf }];
+        self.transfer_all(&mut ios)
             .await
-            .map_err(block_error)
+            .pop()
+            .unwrap_or(Err(BlockError::Io))
     }
     async fn write(&mut self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
         let mut ios = [Io::Write { lba, buf }];

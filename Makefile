@@ -57,11 +57,14 @@ test-qemu: image
 test-xen: image
 	QEMU=$(QEMU) tests/xen/run.sh $(SCENARIOS)
 
-# Benchmarks, never part of `make test` (figures, no verdict on speed): Bulkhead's own
-# NVMe ceiling and a Linux guest's fio through Bulkhead, then the same fio through a
-# Linux driver domain on the same emulated hardware; the ratios are printed at the end.
+# The benchmark, never part of `make test` (figures, no verdict on speed): Bulkhead and a
+# Linux driver domain take turns on the same emulated NVMe and e1000e, the same guests
+# and workloads, BENCH_RUNS times each (tests/xen/scenarios/bench-lib.sh); prints the
+# table of medians and ratios, writes build/bench/results.json and build/bench/ratios.png.
+BENCH_RUNS ?= 3
+BENCH_SECS ?= 8
 bench: image
-	QEMU=$(QEMU) tests/xen/run.sh linux-dd-baseline blkbench linux-dd-bench
+	QEMU=$(QEMU) BENCH_RUNS=$(BENCH_RUNS) BENCH_SECS=$(BENCH_SECS) tests/xen/run.sh --bench
 
 # Install what the build and tests need on Debian (idempotent).
 deps:

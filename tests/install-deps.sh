@@ -2,7 +2,7 @@
 # Install what Bulkhead's build and tests need on Debian 12, if missing. Idempotent.
 # Build: cargo (rustup), make, a C toolchain. Bare-QEMU tier: qemu-system-x86.
 # Xen tier: debootstrap and e2fsprogs (dom0 image), gcc + kernel uapi headers (xen-peer).
-# Host tier: g++ for libFuzzer (tests/fuzz).
+# Host tier: g++ for libFuzzer (tests/fuzz). `make bench`: gnuplot for its chart.
 set -eu
 need=""
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -14,6 +14,7 @@ have g++ || need="$need g++"
 have debootstrap || need="$need debootstrap"
 have mkfs.ext4 || need="$need e2fsprogs"
 have sfdisk || need="$need fdisk"
+have gnuplot || need="$need gnuplot-nox"
 [ -f /usr/include/xen/gntalloc.h ] || need="$need linux-libc-dev"
 [ -f /usr/include/stdio.h ] || need="$need libc6-dev"
 if [ -n "$need" ]; then

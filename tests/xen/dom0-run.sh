@@ -64,14 +64,18 @@ clean_up() {
 }
 
 # attempt NAME: run it once within what is left of the budget; sets rc, secs, limit.
+# NAME@K runs NAME.sh with BENCH_RUN=K (the benchmark's runs; its log is NAME@K.log).
 attempt() {
+    local script=${1%@*}
+    export BENCH_RUN=1
+    case "$1" in *@*) BENCH_RUN=${1#*@} ;; esac
     # Only a scenario that asks for the shared driver domain finds one running.
-    grep -q "^start_shared_dd" "./$1.sh" || clean_up
+    grep -q "^start_shared_dd" "./$script.sh" || clean_up
     calibrate
     echo "dom0-run: $1: $CAL" | tee -a /host/out/calibration
     start=$(date +%s)
     # A scenario may ask for more time on its first line ("# timeout: SECONDS").
-    written=$(sed -n '1s/^# timeout: \([0-9]*\)$/\1/p' "./$1.sh")
+    written=$(sed -n '1s/^# timeout: \([0-9]*\)$/\1/p' "./$script.sh")
     written=${written:-${SCENARIO_TIMEOUT:-420}}
     limit=$(scaled "$written")
     left=$((budget - (start - tier_start)))
@@ -88,7 +92,7 @@ attempt() {
     # Xen's console ring starts empty, so a triple fault found later is this attempt's.
     xl dmesg -c >/dev/null 2>&1
     echo "(not started)" >/tmp/scenario-step
-    { echo "dom0-run: $CAL; this scenario's limit ${limit} s"; timeout "$limit" sh "./$1.sh"; } >"/host/out/$1.log" 2>&1
+    { echo "dom0-run: $CAL; this scenario's limit ${limit} s"; timeout "$limit" sh "./$script.sh"; } >"/host/out/$1.log" 2>&1
     rc=$?
     secs=$(($(date +%s) - start))
     # A scenario that passed its driver domain on (offer_dd) must leave it running: one

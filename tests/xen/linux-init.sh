@@ -3,10 +3,11 @@
 # (rdinit=/bulkhead-linux-init in their kernel command line), from the initramfs that
 # build-dom0.sh makes. `bulkhead.role=` picks what it does:
 #   dd     a Linux driver domain: pcifront, nvme, blkback and `xl devd` (the baseline
-#          Bulkhead is measured against)
+#          Bulkhead is measured against); with bulkhead.bridge also netback and a bridge
+#          over its e1000e; it answers the benchmark's commands (below) too
 #   guest  a guest: waits for its xvda and runs a write/read-back check on it
-#   bench  fio on xvda (fio comes from the linux-initrd-fio.img ramdisk): 4 KiB random
-#          reads at queue depth 16 and 1 MiB sequential reads, bulkhead.secs= each
+#   bench  a benchmark guest (make bench): xvda and eth0, a DHCP lease, an iperf3 server,
+#          then the benchmark's commands (below)
 #   blk    a guest of Bulkhead's blkback: negotiated features, 64 MiB of random data with
 #          O_DIRECT read back by checksum, ext4 with files verified after a remount,
 #          fstrim; prints "linux-blk: PASS" or "linux-blk: FAIL: why"
@@ -58,6 +59,81 @@ progress() {
     done
 }
 
+# The benchmark's commands (tests/xen/scenarios/bench-lib.sh sends them): dom0 writes
+# "N VERB ARGS" to this domain's data/cmd, the answer is one console line
+# "linux-ROLE: N done: key=value ...". fio comes from the linux-initrd-fio.img ramdisk.
+#   fio DISK RW BS DEPTH SECS    O_DIRECT, libaio, over 64 MiB: iops= mibs= p50us= p99us=
+#                                (completion latency; the reads' or the writes' figures)
+#   tcp HOST STREAMS SECS [-R]   iperf3 to HOST's server (-R: HOST sends): mbits= as
+#                                the receiver counted
+#   udp HOST SECS                64-byte datagrams at no rate limit: pps= received
+#   ping HOST COUNT              COUNT pings 0.1 s apart: p50ms= p99ms= lost=
+#   mem                          used_kib= (free's "used": no page cache, no ramdisk)
+#   quiesce                      the NVMe and the NIC let go by their drivers (they reset
+#                                them), so a destroy leaves them quiet for the next owner
+bench_fio() {
+    LD_LIBRARY_PATH=/opt/fio/lib /opt/fio/fio --name=bench --filename="$1" --direct=1 \
+        --ioengine=libaio --rw="$2" --bs="$3" --iodepth="$4" --size=64M --runtime="$5" \
+        --time_based --minimal --percentile_list=50:99 >/tmp/fio.out 2>&1 || { echo "error=fio:$(tail -1 /tmp/fio.out | tr ' ' _)"; return; }
+    # Terse format 3: the reads' bandwidth (KiB/s), IOPS and completion-latency
+    # percentiles (us) are fields 7, 8 and 18-37; the writes' 48, 49 and 59-78.
+    tail -1 /tmp/fio.out | awk -F';' '{
+        b = ($8 + 0 > 0) ? 7 : 48
+        p50 = p99 = 0
+        for (i = b + 11; i < b + 31; i++) {
+            split($i, kv, "=")
+            if (kv[1] ~ /^50\.0*%$/) p50 = kv[2]
+            if (kv[1] ~ /^99\.0*%$/) p99 = kv[2]
+        }
+        printf "iops=%d mibs=%.1f p50us=%d p99us=%d\n", $(b + 1), $b / 1024, p50, p99
+    }'
+}
+bench_tcp() {
+    iperf3 -c "$1" -P "$2" -t "$3" -f m $4 >/tmp/iperf.out 2>&1 || { echo "error=iperf3:$(tail -1 /tmp/iperf.out | tr ' ' _)"; return; }
+    # The last receiver line: the streams' sum when there are several.
+    awk '/receiver/ { for (i = 2; i <= NF; i++) if ($i == "Mbits/sec") v = $(i - 1) } END { print "mbits=" v }' /tmp/iperf.out
+}
+bench_udp() {
+    iperf3 -c "$1" -u -l 64 -b 0 -t "$2" >/tmp/iperf.out 2>&1 || { echo "error=iperf3:$(tail -1 /tmp/iperf.out | tr ' ' _)"; return; }
+    # The receiver's "lost/total" datagrams.
+    awk -v secs="$2" '/receiver/ { for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+\/[0-9]+$/) { split($i, lt, "/"); v = int((lt[2] - lt[1]) / secs) } }
+        END { print "pps=" v }' /tmp/iperf.out
+}
+bench_ping() {
+    ping -c "$2" -i 0.1 -W 2 "$1" 2>&1 | sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p' | sort -n | awk -v want="$2" '
+        { t[NR] = $1 }
+        END {
+            if (NR == 0) { print "error=no-replies"; exit }
+            i50 = int(NR * 0.5 + 0.999); i99 = int(NR * 0.99 + 0.999)
+            printf "p50ms=%s p99ms=%s lost=%d\n", t[i50], t[i99], want - NR
+        }'
+}
+bench_commands() {
+    last=
+    while :; do
+        cmd=$(xenstore-read data/cmd 2>/dev/null)
+        if [ -z "$cmd" ] || [ "$cmd" = "$last" ]; then sleep 0.2; continue; fi
+        last=$cmd
+        set -- $cmd
+        n=$1 verb=$2
+        shift 2
+        case "$verb" in
+        fio) r=$(bench_fio "$@") ;;
+        tcp) r=$(bench_tcp "$@") ;;
+        udp) r=$(bench_udp "$@") ;;
+        ping) r=$(bench_ping "$@") ;;
+        mem) r=$(free -k | awk '/^Mem:/ { print "used_kib=" $3 }') ;;
+        quiesce)
+            for d in /sys/bus/pci/drivers/e1000e/0000:* /sys/bus/pci/drivers/nvme/0000:*; do
+                [ -e "$d" ] && echo "${d##*/}" >"${d%/*}/unbind"
+            done
+            r="ok=1" ;;
+        *) r="error=unknown-command:$verb" ;;
+        esac
+        say "$n done: $r"
+    done
+}
+
 case "$role" in
 dd)
     mount -t xenfs xenfs /proc/xen
@@ -68,7 +144,35 @@ dd)
     for t in stat xenstore-read xenstore-write xl; do command -v $t >/dev/null || say "missing tool: $t"; done
     # devd's messages go to the console so the test log shows hotplug problems.
     (xl devd -F 2>&1 | sed 's/^/linux-dd devd: /' >/dev/console) &
+    if grep -q "bulkhead.bridge" /proc/cmdline; then
+        # Networks too: netback, and a bridge over the passed-through NIC that the guests'
+        # vifs join (their hotplug script, below, which `xl devd` runs).
+        for m in e1000e xen-netback bridge; do modprobe $m; done
+        i=0
+        until nic=$(ls /sys/bus/pci/drivers/e1000e/*/net 2>/dev/null | head -1) && [ -n "$nic" ]; do
+            i=$((i + 1)); [ $i -gt 120 ] && { say "no e1000e interface"; break; }; sleep 0.5
+        done
+        brctl addbr br0 && brctl addif br0 "$nic" && ip link set "$nic" up && ip link set br0 up \
+            || say "cannot bridge $nic"
+        # No STP: the ports forward at once (the guests' DHCP must not wait 30 s).
+        brctl stp br0 off; brctl setfd br0 0
+        say "bridge br0 over $nic: $(ls /sys/class/net/br0/brif 2>/dev/null | tr '\n' ' ')"
+        mkdir -p /etc/xen/scripts
+        cat >/etc/xen/scripts/bulkhead-vif <<'VIF'
+#!/bin/sh
+# A vif's hotplug (libxl: "online"/"offline", $vif its name): into the bridge.
+vif=${vif:-vif$(echo "$XENBUS_PATH" | awk -F/ '{ print $(NF - 1) "." $NF }')}
+case "$1" in
+online | add)
+    brctl addif br0 "$vif" && ip link set "$vif" up || exit 1
+    xenstore-write "$XENBUS_PATH/hotplug-status" connected ;;
+esac
+VIF
+        chmod 755 /etc/xen/scripts/bulkhead-vif
+    fi
     say "ready after $(cut -d' ' -f1 /proc/uptime) s of uptime (init started at $t0 s)"
+    # The benchmark's commands (the raw NVMe figure, memory in use).
+    [ -x /opt/fio/fio ] && bench_commands
     ;;
 guest)
     modprobe xen-blkfront
@@ -156,16 +260,24 @@ blk)
     done
     ;;
 bench)
+    mount -t xenfs xenfs /proc/xen
     modprobe xen-blkfront
+    modprobe xen-netfront
     i=0
-    until [ -b /dev/xvda ]; do i=$((i + 1)); [ $i -gt 120 ] && { say "FAIL: no /dev/xvda"; break; }; sleep 1; done
-    secs=$(sed -n 's/.*bulkhead\.secs=\([0-9]*\).*/\1/p' /proc/cmdline)
-    fio() { LD_LIBRARY_PATH=/opt/fio/lib /opt/fio/fio --name=bench --filename=/dev/xvda --direct=1 \
-        --ioengine=libaio --size=64M --runtime="${secs:-10}" --time_based --minimal "$@"; }
-    # Terse output: field 7 is read bandwidth in KiB/s, field 8 read IOPS.
-    r=$(fio --rw=randread --bs=4k --iodepth=16) || say "FAIL: fio randread: $r"
-    q=$(fio --rw=read --bs=1M --iodepth=4) || say "FAIL: fio read: $q"
-    say "bench: 4 KiB random read $(echo "$r" | cut -d';' -f8) IOPS; 1 MiB sequential read $(( $(echo "$q" | cut -d';' -f7) / 1024 )) MiB/s"
+    until [ -b /dev/xvda ] && [ -e /sys/class/net/eth0 ]; do i=$((i + 1)); [ $i -gt 240 ] && { say "FAIL: no xvda or eth0"; exec sleep 100000; }; sleep 0.5; done
+    ip link set lo up
+    lease eth0 || { say "FAIL: no DHCP lease: $(tail -1 /tmp/udhcpc.log)"; exec sleep 100000; }
+    eval "$(cat /tmp/lease)"
+    # An IPv6 address on dom0's outer test network (fd00::/64: dom0's iperf3 server, the
+    # "outside", is fd00::200): QEMU's user network on the same hub would answer IPv4 TCP
+    # to any outside address itself.
+    ip6=$(sed -n 's/.*bulkhead\.ip6=\([0-9a-f:]*\).*/\1/p' /proc/cmdline)
+    ip -6 addr add "$ip6/64" dev eth0 || { say "FAIL: cannot add $ip6"; exec sleep 100000; }
+    sleep 3 # duplicate address detection
+    xenstore-write data/ip "$IPV4ADDR"
+    iperf3 -s -D || { say "FAIL: iperf3 -s"; exec sleep 100000; }
+    say "ready: xvda $(cat /sys/block/xvda/size) sectors, $IPV4ADDR, $ip6"
+    bench_commands
     ;;
 net)
     # A guest of Bulkhead's netback: DHCP from QEMU's user network through Bulkhead's

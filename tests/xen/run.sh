@@ -3,7 +3,9 @@
 # driver domain, scenarios from tests/xen/scenarios run inside dom0.
 #
 #   tests/xen/run.sh [scenario...]      (default: the test scenarios, SCENARIOS below)
-#   tests/xen/run.sh blkbench linux-dd-bench   the benchmark scenarios (make bench)
+#   tests/xen/run.sh --bench            the benchmark (make bench): BENCH_RUNS (3) runs of
+#                                       each side, BENCH_SECS (8) seconds per workload;
+#                                       table, build/bench/results.json and ratios.png
 #   tests/xen/run.sh --demo             interactive: demo.sh, then a dom0 shell (make run)
 #
 # The dom0 image is built once by build-dom0.sh and cached outside the repository, keyed
@@ -17,18 +19,24 @@ start0=$(date +%s)
 root=$(cd "$(dirname "$0")/../.." && pwd)
 here="$root/tests/xen"
 # blkback expects part:delta and nvme0n1p5 empty; blkback-cycles writes the first and
-# dd-lifecycle the second, so both run after it. Benchmarks (blkbench, linux-dd-bench)
-# are not tests: `make bench` runs them.
+# dd-lifecycle the second, so both run after it. The benchmark (bench-linux, bench-bulkhead)
+# is not a test: `make bench` runs it.
 # blkback, blkback-cycles, hvm-net, netback, netback-cycles, hostile-blk and hostile-net share
 # one driver domain (lib.sh, start_shared_dd): blkback starts it, so it comes first of them;
 # hostile-net shuts it down (the last check of the hostile-guest scenarios).
-# linux-dd-baseline (the Linux driver domain setup works) runs with the benchmarks: in the
-# last clean-clone run its guest's `xl create` hung inside the Linux driver domain's
-# hotplug path, a failure of the comparison setup, not of Bulkhead.
 SCENARIOS=(pvh-core vbd-initwait crash hvm-core hvm-nvme blkback blkback-cycles hvm-net netback netback-cycles
     hostile-blk hostile-net dd-lifecycle)
 demo=0
+bench=0
 if [ "${1:-}" = --demo ]; then demo=1; shift; fi
+if [ "${1:-}" = --bench ]; then
+    bench=1
+    shift
+    # The two sides take turns, run by run: a machine that slows down as the hours go
+    # by slows both alike.
+    SCENARIOS=()
+    for k in $(seq 1 "${BENCH_RUNS:-3}"); do SCENARIOS+=("bench-linux@$k" "bench-bulkhead@$k"); done
+fi
 [ $# -gt 0 ] && SCENARIOS=("$@")
 QEMU=${QEMU:-qemu-system-x86_64}
 cache_root=${BULKHEAD_CACHE:-$HOME/.cache/bulkhead}
@@ -92,6 +100,7 @@ hostile="$root/target/guest/release/bulkhead-hostile"
 # Benchmark guests also get fio (tests/xen/build-dom0.sh explains why it is separate).
 "$runner" initramfs-overlay "$share/linux/linux-initrd-fio.img" "$img/linux-initrd.img" "bulkhead-linux-init=$here/linux-init.sh" "bulkhead-prng=$root/build/bulkhead-prng" "opt/fio=$img/fio-root"
 printf '%s\n' "${SCENARIOS[@]}" >"$share/scenarios.list"
+echo "${BENCH_SECS:-8}" >"$share/bench.secs"
 # How fast QEMU runs on this machine (tests/runner/src/calibrate.rs), two loops at once
 # as this QEMU runs two vCPU threads: the outer limit below follows it; dom0 measures
 # again before every scenario for the scenarios' limits.
@@ -99,7 +108,10 @@ cal=$("$runner" calibrate "$root/build/bulkhead.elf" 2) || { echo "xen tier: cal
 echo "xen tier: $(echo "$cal" | head -1)"
 slow100=$(echo "$cal" | sed -n 's/^factor=\([0-9]*\)\.\([0-9]*\) .*/\1\2/p')
 # dom0 must finish (and report) well inside QEMU's own limit; the rest is boot and shutdown.
-tier_timeout=${XEN_TIER_TIMEOUT:-$((2400 * slow100 / 100))}
+# The benchmark: about 10 minutes a run of each side on the development machine.
+base=2400
+[ $bench -eq 1 ] && base=$((600 + 1200 * ${#SCENARIOS[@]} / 2))
+tier_timeout=${XEN_TIER_TIMEOUT:-$((base * slow100 / 100))}
 echo $(( tier_timeout - 200 * slow100 / 100 )) >"$share/budget"
 # XEN_TCG_THREAD=single runs both emulated CPUs on one host thread (see README, "The
 # nested triple fault").
@@ -152,14 +164,13 @@ if [ $qrc -ne 0 ]; then
     grep -a -E "^qemu-system|Assertion" "$logs/serial.log" | tail -5 | sed 's/^/xen tier: qemu said: /' || true
 fi
 grep -h "^figure:" "$logs"/*.log 2>/dev/null | sed 's/^/xen tier: /' || true
-# Bulkhead against the Linux driver domain, when both ran: fio in the same guest setup.
-# (|| true: under pipefail a missing figure must not end the script before the results.)
-ours=$(grep -h "^figure: blkbench: guest fio" "$logs"/*.log 2>/dev/null | head -1 || true)
-theirs=$(grep -h "^figure: linux-dd-bench: guest fio" "$logs"/*.log 2>/dev/null | head -1 || true)
-if [ -n "$ours" ] && [ -n "$theirs" ]; then
-    num() { echo "$1" | sed -n "s|.* \([0-9][0-9]*\) $2.*|\1|p"; }
-    ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
-    echo "xen tier: figure: Bulkhead / Linux driver domain, guest fio: 4 KiB random read $(ratio "$(num "$ours" IOPS)" "$(num "$theirs" IOPS)")x, 1 MiB sequential read $(ratio "$(num "$ours" MiB/s)" "$(num "$theirs" MiB/s)")x"
+# The benchmark's figures (tests/xen/scenarios/bench-lib.sh): medians, ratios, the chart.
+if [ $bench -eq 1 ]; then
+    mkdir -p "$root/build/bench"
+    cat "$logs"/bench-*.log 2>/dev/null | grep -a "^bench: " >"$root/build/bench/raw.txt" || true
+    "$runner" bench-report "$root/build/bench/raw.txt" "$root/build/bench" \
+        "$(cd "$root" && git rev-parse --short HEAD 2>/dev/null || echo unknown)$(cd "$root" && git diff --quiet HEAD 2>/dev/null || echo -dirty)" \
+        || echo "xen tier: the benchmark report failed"
 fi
 # Scenarios dom0-run.sh retried after a triple fault (see there): reported, not hidden.
 if [ -s "$logs/retries" ]; then

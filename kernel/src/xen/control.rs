@@ -139,12 +139,14 @@ async fn dumps(xen: XenRef, node: String, fabric: FabricRef) {
         // device's "released" line (a test compares the two).
         let resources = {
             let slots = xen.slots.borrow();
+            let u = crate::mem::usage();
             format!(
-                "resources: map slots in use {}, of them {} persistent, ports open {}, heap {} B in use",
+                "resources: map slots in use {}, of them {} persistent, ports open {}, heap {} B in use, memory {} KiB in use",
                 slots.in_use(),
                 slots.cached_total(),
                 xen.ports.borrow().len(),
-                crate::mem::usage().heap_used
+                u.heap_used,
+                u.in_use_bytes() / 1024
             )
         };
         let mut o = String::new();

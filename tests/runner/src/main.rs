@@ -12,10 +12,13 @@
 //!                                                 a cpio holding the files, then <base>
 //!   bulkhead-testrun fuzz blkif|switch|netif <s>  time-bounded fuzzing: blkback's requests, the L2 switch,
 //!                                                 netback's TX parser
+//!   bulkhead-testrun bench-report <raw> <outdir> <commit>
+//!                                                 `make bench`'s table, results.json and chart
 //!
 //! Environment: QEMU (default qemu-system-x86_64), BULKHEAD_TEST_LOGS (default
 //! build/test-logs/qemu).
 
+mod bench;
 mod calibrate;
 mod disk;
 mod fuzz;
@@ -27,7 +30,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn usage() -> ExitCode {
-    eprintln!("usage: bulkhead-testrun check-image <elf> | make-pvh <elf> <out> | qemu <elf> <pvh-elf> [scenario...] | calibrate <elf> [parallel] | make-disk <img> | verify-disk <img> [--no-storage-test] | initramfs-overlay <out> <base> <path=file>... | fuzz blkif|switch|netif <seconds>");
+    eprintln!("usage: bulkhead-testrun check-image <elf> | make-pvh <elf> <out> | qemu <elf> <pvh-elf> [scenario...] | calibrate <elf> [parallel] | make-disk <img> | verify-disk <img> [--no-storage-test] | initramfs-overlay <out> <base> <path=file>... | fuzz blkif|switch|netif <seconds> | bench-report <raw> <outdir> <commit>");
     ExitCode::from(2)
 }
 
@@ -63,6 +66,9 @@ fn main() -> ExitCode {
                 "netif" => secs.and_then(fuzz::netif),
                 t => Err(format!("no fuzz target {t} (blkif, switch, netif)")),
             }
+        }
+        Some("bench-report") if args.len() == 4 => {
+            bench::run(args[1].as_ref(), args[2].as_ref(), &args[3])
         }
         Some("initramfs-overlay") if args.len() >= 4 => {
             initramfs_overlay(&args[1], &args[2], &args[3..])

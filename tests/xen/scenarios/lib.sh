@@ -215,9 +215,10 @@ disk = [ 'vdev=xvda,format=raw,access=rw,backend=bulkhead,target=nvme0n1p1' ]
 CFG
 }
 
-# start_hvm_dd "BDF..." CMDLINE: Bulkhead as the HVM driver domain (xl-configs/driverdomain.cfg,
-# dom0 prepared as README says) owning BDF, bound to pciback first, with CMDLINE; $log is
-# its console.
+# start_hvm_dd "BDF..." CMDLINE [XL-OPTIONS]: Bulkhead as the HVM driver domain
+# (xl-configs/driverdomain.cfg, dom0 prepared as README says) owning BDF, bound to pciback
+# first, with CMDLINE and XL-OPTIONS (key=value, as xl create takes them); $log is its
+# console; DD_T0 (ns) is when its xl create started.
 start_hvm_dd() {
     mkdir -p /usr/lib/bulkhead/qemu-roms
     cp /usr/share/qemu/multiboot.bin /usr/lib/bulkhead/qemu-roms/multiboot_dma.bin
@@ -233,8 +234,9 @@ start_hvm_dd() {
         xl pci-assignable-list | grep -q "$bdf" || xl pci-assignable-add "$bdf" || fail "pci-assignable-add $bdf failed"
         pci="$pci${pci:+, }\"$bdf\""
     done
+    DD_T0=$(date +%s%N)
     # shellcheck disable=SC2086
-    xl create "$XLCFG/driverdomain.cfg" "kernel=\"$IMAGE\"" "pci=[ $pci ]" "cmdline=\"$2\"" $HVM_TEST_OPTS \
+    xl create "$XLCFG/driverdomain.cfg" "kernel=\"$IMAGE\"" "pci=[ $pci ]" "cmdline=\"$2\"" $HVM_TEST_OPTS ${3:-} \
         || fail "xl create of the driver domain failed"
     DD_ID=$(xl domid bulkhead)
 }
@@ -358,48 +360,52 @@ vif = [ 'backend=bulkhead,mac=$2' ]
 CFG
 }
 
-# bench_guest_cfg FILE NAME BACKEND TARGET [PREFIX]: a Linux PV guest that runs fio on its xvda,
-# served by BACKEND, and prints "linux-bench: bench: ..." (tests/xen/linux-init.sh).
-bench_guest_cfg() {
-    cat >"$1" <<CFG
-name = "$2"
-type = "pv"
-kernel = "$(linux_file vmlinux)"
-ramdisk = "$(linux_file linux-initrd-fio.img)"
-extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=bench bulkhead.secs=10"
-memory = 512
-disk = [ 'format=raw,vdev=xvda,access=rw,backend=$3,$5target=$4' ]
-CFG
-}
-
 dom0_healthy() {
     xl list >/dev/null 2>&1 || fail "xl list fails in dom0"
     xenstore-read /local/domain/0/name >/dev/null 2>&1 || fail "xenstore unusable in dom0"
     echo ok >/tmp/dom0-write-test && rm /tmp/dom0-write-test || fail "dom0 cannot write files"
 }
 
-# start_linux_dd: the Linux driver domain Bulkhead is compared with (PV, Debian kernel,
-# xen-pcifront + nvme + xen-blkback + `xl devd`), owning the NVMe (00:03.0); waits until
-# it serves. Sets LDD_ID, LDD_T0 (ns, before its xl create) and dlog (its console).
+# start_linux_dd [PCI] [EXTRA] [RAMDISK]: the Linux driver domain Bulkhead is compared with
+# (PV, Debian kernel, xen-pcifront + nvme + xen-blkback + `xl devd`), owning the NVMe
+# (00:03.0) or the PCI devices PCI lists, with EXTRA on its kernel command line and the
+# guests' ramdisk RAMDISK (linux-initrd.img); waits until it serves. Sets LDD_ID, LDD_T0
+# (ns, before its xl create), LDD_READY_MS (from that to its `ready`) and dlog (its console).
 start_linux_dd() {
+    local pcis=${1:-00:03.0} pci="" bdf
     dlog=$(console_of linux-dd)
     rm -f "$dlog"
     modprobe xen-pciback 2>/dev/null
-    xl pci-assignable-list | grep -q "00:03.0" || xl pci-assignable-add 00:03.0 || fail "pci-assignable-add failed"
+    poll 90 no_domain linux-dd || fail "the previous Linux driver domain is still there after $(scaled 90) s"
+    for bdf in $pcis; do
+        xl pci-assignable-list | grep -q "$bdf" || xl pci-assignable-add "$bdf" || fail "pci-assignable-add $bdf failed"
+        pci="$pci${pci:+, }\"$bdf\""
+    done
     cat >/tmp/linux-dd.cfg <<CFG
 name = "linux-dd"
 type = "pv"
 kernel = "$(linux_file vmlinux)"
-ramdisk = "$(linux_file linux-initrd.img)"
-extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=dd iommu=soft quiet"
+ramdisk = "$(linux_file "${3:-linux-initrd.img}")"
+extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=dd iommu=soft quiet ${2:-}"
 memory = 512
 vcpus = 1
-pci = [ "00:03.0" ]
+pci = [ $pci ]
 driver_domain = 1
 CFG
     LDD_T0=$(date +%s%N)
     xl create /tmp/linux-dd.cfg || fail "xl create of the Linux driver domain failed"
     LDD_ID=$(xl domid linux-dd)
-    expect "$dlog" "linux-dd: ready" 240 "Linux driver domain did not come up"
+    expect_fast "$dlog" "linux-dd: ready" 240 "Linux driver domain did not come up"
+    LDD_READY_MS=$(( ($(date +%s%N) - LDD_T0) / 1000000 ))
     grep "linux-dd:" "$dlog"
+}
+
+# expect_fast FILE PATTERN SECONDS WHAT: expect, but looking every 0.1 s (the benchmark's
+# start-up figures; expect looks every 0.5 s).
+expect_fast() {
+    local end=$(($(date +%s) + $(scaled "$3")))
+    until grep -qsE "$2" "$1"; do
+        [ "$(date +%s)" -gt $end ] && { echo "--- last lines of $1:"; tail -20 "$1" 2>/dev/null; fail "$4"; }
+        sleep 0.1
+    done
 }

@@ -1,0 +1,23 @@
+# timeout: 1500
+# The benchmark's Bulkhead side (bench-lib.sh): Bulkhead as the HVM driver domain with
+# `memory = 32` owns the NVMe and the e1000e; its `bench-storage` figure (the same driver
+# straight on the namespace) is the storage ceiling.
+. ./bench-lib.sh
+SIDE=bulkhead
+DD_NAME=bulkhead
+start_hvm_dd "00:03.0 00:04.0" "bench-storage=$SECS" "memory=32"
+expect_fast "$log" "watching /local/domain/$DD_ID/backend" 240 "xenbus watcher not started"
+result dd_ready_ms "$(ms_since "$DD_T0")"
+line=$(wait_for "$log" "^bench-storage: " $((SECS * 3 + 120))) || fail "no bench-storage figure"
+R=${line#*: *: }
+report raw_rr4k_qd1_iops=rr4k_qd1_iops raw_rr4k_qd32_iops=rr4k_qd32_iops raw_seqread_mibs=seqread_mibs
+workloads part:delta part:epsilon
+# Memory in use as Bulkhead counts it (image, tables, buffers, the heap's used part).
+before=$(grep -c "dump: resources" "$log")
+xenstore-write "/local/domain/$DD_ID/control/dump" 1
+poll_live 30 at_least $((before + 1)) "$log" "dump: resources" || fail "no state dump"
+result dd_mem_used_kib "$(grep "dump: resources" "$log" | tail -1 | sed 's/.*memory \([0-9]*\) KiB in use.*/\1/')"
+guests_down
+DD_ID=
+timeout "$(scaled 60)" xl shutdown -w bulkhead >/dev/null 2>&1 || xl destroy bulkhead
+echo "bench-bulkhead: ok"

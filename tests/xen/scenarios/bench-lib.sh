@@ -1,0 +1,184 @@
+# The benchmark's shared part (`make bench`; never `make test`, never a verdict on speed).
+# bench-linux.sh and bench-bulkhead.sh start their side's driver domain on the same
+# emulated NVMe and e1000e, then the same two Linux guests (tests/xen/linux-init.sh, role
+# bench) run the same workloads through it. Every figure is one line of the scenario's log:
+#     bench: side=SIDE run=K metric=NAME value=V      (or error=WHY instead of value=)
+# run.sh gathers them; `bulkhead-testrun bench-report` takes medians over the runs, the
+# ratios, build/bench/results.json and the chart.
+. ./lib.sh
+SECS=$(cat /host/bench.secs 2>/dev/null || echo 8)
+RUN=${BENCH_RUN:-1}
+# The guests: disk partitions delta and epsilon (tests/runner/src/disk.rs), one vif each,
+# IPv6 addresses on dom0's outer network; dom0's iperf3 server is the outside.
+OUTSIDE=fd00::200
+
+result() { echo "bench: side=$SIDE run=$RUN metric=$1 value=$2"; }
+result_error() { echo "bench: side=$SIDE run=$RUN metric=$1 error=$2"; }
+ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
+
+# send WHO COMMAND...: one command to a domain's benchmark loop (linux-init.sh,
+# bench_commands); N is its number.
+N=0
+send() {
+    local who=$1 id
+    shift
+    N=$((N + 1))
+    id=$(xl domid "$who") || fail "no domain $who"
+    xenstore-write "/local/domain/$id/data/cmd" "$N $*" || fail "cannot send $who a command"
+}
+# reply WHO N: waits for the answer to command N; R is its key=value words.
+reply() {
+    local f line
+    f=$(console_of "$1")
+    line=$(wait_for "$f" ": $2 done: " $((SECS * 3 + 90))) \
+        || fail "$1 did not answer command $2 ($(grep -a "linux-" "$f" | tail -2 | tr '\n' ' '))"
+    R=${line#*done: }
+}
+# ask WHO COMMAND...: send, then reply.
+ask() {
+    local who=$1
+    send "$@"
+    reply "$who" "$N"
+}
+# key NAME: the value of NAME=... in R.
+key() { echo "$R" | tr ' ' '\n' | sed -n "s/^$1=//p" | head -1; }
+# report METRIC=KEY...: one result line per pair from R, or its error for each.
+report() {
+    local m
+    for m in "$@"; do
+        case "$R" in
+        *error=*) result_error "${m%%=*}" "$(key error)" ;;
+        *) result "${m%%=*}" "$(key "${m#*=}")" ;;
+        esac
+    done
+}
+
+# The driver domain's vCPU seconds so far (xl list, one decimal).
+dd_cpu() { xl list "$DD_NAME" | awk 'NR == 2 { print $6 }'; }
+# cost METRIC CPU0 MIBS: vCPU seconds per GiB moved since CPU0 at MIBS for SECS.
+cost() {
+    result "$1" "$(awk -v c0="$2" -v c1="$(dd_cpu)" -v m="$3" -v s="$SECS" \
+        'BEGIN { if (m > 0) printf "%.2f", (c1 - c0) / (m * s / 1024); else print 0 }')"
+}
+
+# bench_guest NAME BACKEND TARGET IP6 [DISK-OPTS] [VIF-OPTS]: start a benchmark guest
+# (PV, 1 vCPU, fio on its ramdisk) on BACKEND's disk TARGET and switch, and wait until it
+# is ready; GUEST_CONNECTED_MS is from its xl create to its disk's backend Connected.
+bench_guest() {
+    local n=${1#bench} f
+    f=$(console_of "$1")
+    rm -f "$f"
+    cat >"/tmp/$1.cfg" <<CFG
+name = "$1"
+type = "pv"
+kernel = "$(linux_file vmlinux)"
+ramdisk = "$(linux_file linux-initrd-fio.img)"
+extra = "console=hvc0 rdinit=/bulkhead-linux-init bulkhead.role=bench bulkhead.ip6=$4"
+memory = 512
+vcpus = 1
+on_crash = "preserve"
+disk = [ 'format=raw,vdev=xvda,access=rw,backend=$2,${5:-}target=$3' ]
+vif = [ 'backend=$2,mac=00:16:3e:be:00:0$n${6:-}' ]
+CFG
+    local t0 g end be
+    be=$(xl domid "$2") || fail "no driver domain $2"
+    t0=$(date +%s%N)
+    xl create "/tmp/$1.cfg" || fail "xl create $1 failed"
+    g=$(xl domid "$1")
+    end=$(($(date +%s) + $(scaled 240)))
+    until xs_is "/local/domain/$be/backend/vbd/$g/51712/state" 4; do
+        [ "$(date +%s)" -gt $end ] && fail "$1's disk never Connected"
+        sleep 0.1
+    done
+    GUEST_CONNECTED_MS=$(ms_since "$t0")
+    expect "$f" "linux-bench: (ready|FAIL)" 300 "$1 did not get ready"
+    grep -q "linux-bench: FAIL" "$f" && fail "$1: $(grep -a 'linux-bench: FAIL' "$f")"
+    grep -a "linux-bench: ready" "$f"
+}
+
+# outside_up: dom0's NIC on the outer network with an iperf3 server (the guests' "outside").
+outside_up() {
+    local dev
+    dev=$(dom0_test_nic) || fail "dom0 has no NIC on the test network"
+    ip link set "$dev" up && ip -6 addr replace "$OUTSIDE/64" dev "$dev" nodad || fail "cannot configure $dev"
+    pkill -x iperf3 2>/dev/null
+    iperf3 -s -D || fail "iperf3 -s failed in dom0"
+}
+
+# storage: the guests' disk figures (bench1 alone, then both at once).
+storage() {
+    ask bench1 fio /dev/xvda randread 4k 1 "$SECS"
+    report rr4k_qd1_iops=iops rr4k_qd1_p50_us=p50us rr4k_qd1_p99_us=p99us
+    ask bench1 fio /dev/xvda randread 4k 32 "$SECS"
+    report rr4k_qd32_iops=iops
+    ask bench1 fio /dev/xvda randwrite 4k 32 "$SECS"
+    report rw4k_qd32_iops=iops
+    local c0
+    c0=$(dd_cpu)
+    ask bench1 fio /dev/xvda read 1M 8 "$SECS"
+    report seqread_mibs=mibs
+    cost seqread_cpu_s_per_gib "$c0" "$(key mibs)"
+    c0=$(dd_cpu)
+    ask bench1 fio /dev/xvda write 1M 8 "$SECS"
+    report seqwrite_mibs=mibs
+    cost seqwrite_cpu_s_per_gib "$c0" "$(key mibs)"
+    both two_guests_rr4k_qd32_iops iops fio /dev/xvda randread 4k 32 "$SECS"
+    both two_guests_seqread_mibs mibs fio /dev/xvda read 1M 8 "$SECS"
+}
+# both METRIC KEY COMMAND...: the command in both guests at once; METRIC is the sum.
+both() {
+    local m=$1 k=$2 n1 a b
+    shift 2
+    send bench1 "$@"
+    n1=$N
+    send bench2 "$@"
+    reply bench1 "$n1"
+    a=$(key "$k")
+    [ -n "$a" ] || { result_error "$m" "bench1:$(key error)"; return; }
+    reply bench2 "$N"
+    b=$(key "$k")
+    [ -n "$b" ] || { result_error "$m" "bench2:$(key error)"; return; }
+    result "$m" "$(awk -v a="$a" -v b="$b" 'BEGIN { print a + b }')"
+}
+
+# network: guest to guest (bench1 → bench2), guest to outside and back, 1 and 3 TCP streams.
+network() {
+    local peer c0
+    peer=$(xenstore-read "/local/domain/$(xl domid bench2)/data/ip") || fail "bench2 published no address"
+    ask bench1 tcp "$peer" 1 "$SECS"
+    report tcp_g2g_1_mbits=mbits
+    c0=$(dd_cpu)
+    ask bench1 tcp "$peer" 3 "$SECS"
+    report tcp_g2g_3_mbits=mbits
+    cost tcp_g2g_cpu_s_per_gib "$c0" "$(awk -v m="$(key mbits)" 'BEGIN { print m / 8 / 1.048576 }')"
+    ask bench1 tcp "$OUTSIDE" 1 "$SECS"
+    report tcp_g2out_1_mbits=mbits
+    ask bench1 tcp "$OUTSIDE" 3 "$SECS"
+    report tcp_g2out_3_mbits=mbits
+    ask bench1 tcp "$OUTSIDE" 1 "$SECS" -R
+    report tcp_out2g_1_mbits=mbits
+    ask bench1 tcp "$OUTSIDE" 3 "$SECS" -R
+    report tcp_out2g_3_mbits=mbits
+    ask bench1 udp "$peer" "$SECS"
+    report udp64_g2g_pps=pps
+    ask bench1 ping "$peer" 100
+    report ping_g2g_p50_ms=p50ms ping_g2g_p99_ms=p99ms
+}
+
+# workloads: both guests (bench1 on the first partition, bench2 on the second), then every
+# figure; DD_NAME, SIDE and the start-up figures are the caller's. Leaves the guests running.
+workloads() {
+    outside_up
+    bench_guest bench1 "$DD_NAME" "$1" fd00::11 "${3:-}" "${4:-}"
+    result guest_disk_connected_ms "$GUEST_CONNECTED_MS"
+    bench_guest bench2 "$DD_NAME" "$2" fd00::12 "${3:-}" "${4:-}"
+    storage
+    network
+    result dd_mem_given_mib "$(xl list "$DD_NAME" | awk 'NR == 2 { print $3 }')"
+}
+
+# guests_down: the guests go first (their devices close), then the driver domain.
+guests_down() {
+    xl destroy bench1
+    xl destroy bench2
+}

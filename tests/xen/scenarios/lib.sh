@@ -82,6 +82,15 @@ poll_live() {
         n=$((n + 1))
         [ "$(date +%s)" -gt $end ] && { took "$t0" "(gave up) wait for $*"; return 1; }
         if [ $((n % 10)) -eq 0 ] && dd_gone; then
+            # A driver domain that powered off on its own (a self-test's end) may have its
+            # last console lines still on their way through xenconsoled: seen on a fast
+            # machine, where hvm-nvme's whole run (firmware, test, power-off) took less
+            # than the first 5 s of this wait and its log arrived after it.
+            sleep 2
+            if "$@"; then
+                took "$t0" "(driver domain gone, its output came late) wait for $*"
+                return 0
+            fi
             echo "--- the driver domain (id $DD_ID) is gone"
             took "$t0" "(driver domain gone) wait for $*"
             return 1

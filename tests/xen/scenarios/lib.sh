@@ -85,12 +85,18 @@ poll_live() {
             # A driver domain that powered off on its own (a self-test's end) may have its
             # last console lines still on their way through xenconsoled: seen on a fast
             # machine, where hvm-nvme's whole run (firmware, test, power-off) took less
-            # than the first 5 s of this wait and its log arrived after it.
-            sleep 2
-            if "$@"; then
-                took "$t0" "(driver domain gone, its output came late) wait for $*"
-                return 0
-            fi
+            # than the first 10 s of this wait and its log had none of it by then. Up to
+            # 10 s more (marked in the timeline when it was needed).
+            local late=0
+            while [ $late -lt 10 ]; do
+                sleep 1
+                late=$((late + 1))
+                if "$@"; then
+                    took "$t0" "(driver domain gone, its output came $late s after) wait for $*"
+                    mark "the driver domain's output came $late s after it was gone"
+                    return 0
+                fi
+            done
             echo "--- the driver domain (id $DD_ID) is gone"
             took "$t0" "(driver domain gone) wait for $*"
             return 1

@@ -174,7 +174,10 @@ pub fn init(boot: &BootInfo, heap_bytes: Option<u64>) -> Result<MemReport, MemEr
     ];
     let fa = FrameAllocator::new(map, &reserved, bitmap)?;
     INITIAL_FREE.store(fa.free_frames(), Ordering::Relaxed);
-    BASE_BYTES.store((img.end - img.start + bitmap_bytes) as usize, Ordering::Relaxed);
+    BASE_BYTES.store(
+        (img.end - img.start + bitmap_bytes) as usize,
+        Ordering::Relaxed,
+    );
     *FRAMES.lock() = Some(fa);
 
     let mut pt = PageTables::new(KernelTables, crate::arch::cpu::has_nx())?;

@@ -154,7 +154,11 @@ impl Storage {
                         buf: b,
                     })
                     .collect();
-                let results = disk.lock().await.rw_all(&self.h, ns.nsid, &mut ios, true).await;
+                let results = disk
+                    .lock()
+                    .await
+                    .rw_all(&self.h, ns.nsid, &mut ios, true)
+                    .await;
                 if let Some(Err(e)) = results.into_iter().find(Result::is_err) {
                     warn!("bench-storage: read failed: {e}");
                     return;

@@ -154,8 +154,6 @@ dd)
         done
         brctl addbr br0 && brctl addif br0 "$nic" && ip link set "$nic" up && ip link set br0 up \
             || say "cannot bridge $nic"
-        # No STP: the ports forward at once (the guests' DHCP must not wait 30 s).
-        brctl stp br0 off; brctl setfd br0 0
         say "bridge br0 over $nic: $(ls /sys/class/net/br0/brif 2>/dev/null | tr '\n' ' ')"
         mkdir -p /etc/xen/scripts
         cat >/etc/xen/scripts/bulkhead-vif <<'VIF'

@@ -30,6 +30,9 @@ pub mod reg {
     pub const CTRL: usize = 0x0000;
     pub const STATUS: usize = 0x0008;
     pub const EERD: usize = 0x0014;
+    pub const CTRL_EXT: usize = 0x0018;
+    pub const EIAC: usize = 0x00dc;
+    pub const IAM: usize = 0x00e0;
     pub const ICR: usize = 0x00c0;
     pub const ITR: usize = 0x00c4;
     pub const IMS: usize = 0x00d0;
@@ -44,17 +47,27 @@ pub mod reg {
     pub const RDLEN: usize = 0x2808;
     pub const RDH: usize = 0x2810;
     pub const RDT: usize = 0x2818;
+    pub const RDTR: usize = 0x2820;
+    pub const RADV: usize = 0x282c;
     pub const TDBAL: usize = 0x3800;
     pub const TDBAH: usize = 0x3804;
     pub const TDLEN: usize = 0x3808;
     pub const TDH: usize = 0x3810;
     pub const TDT: usize = 0x3818;
+    pub const RXCSUM: usize = 0x5000;
+    pub const RFCTL: usize = 0x5008;
     pub const MTA: usize = 0x5200;
+    pub const MRQC: usize = 0x5818;
     pub const RAL0: usize = 0x5400;
     pub const RAH0: usize = 0x5404;
 
     pub const CTRL_SLU: u32 = 1 << 6;
     pub const CTRL_RST: u32 = 1 << 26;
+    /// Interrupt auto-masking (IAM, EIAC): off, so a cause stays enabled until masked.
+    pub const CTRL_EXT_EIAME: u32 = 1 << 24;
+    pub const CTRL_EXT_IAME: u32 = 1 << 27;
+    /// Extended receive descriptors (Linux's e1000e sets it): off, legacy descriptors.
+    pub const RFCTL_EXTEN: u32 = 1 << 15;
     pub const STATUS_LU: u32 = 1 << 1;
     pub const EERD_START: u32 = 1;
     pub const EERD_DONE: u32 = 1 << 1;
@@ -152,7 +165,9 @@ pub struct E1000e<M: Mmio, D: Dma> {
 
 impl<M: Mmio, D: Dma> E1000e<M, D> {
     pub fn new(regs: M, mut dma: D, clock: &mut impl Clock) -> Result<Self, Error> {
-        regs.write32(reg::IMC, !0);
+        // Receive and transmit off before anything else: a previous owner's rings point
+        // into its memory, which is this domain's now.
+        quiesce(&regs);
         regs.write32(reg::CTRL, regs.read32(reg::CTRL) | reg::CTRL_RST);
         clock.pause(1000);
         let start = clock.now_us();
@@ -164,6 +179,26 @@ impl<M: Mmio, D: Dma> E1000e<M, D> {
         }
         regs.write32(reg::IMC, !0);
         regs.read32(reg::ICR);
+        // What a previous owner configured and a reset may leave (QEMU's CTRL.RST reloads
+        // only the MAC address): extended or split receive descriptors, receive-side
+        // scaling, checksum fields in the descriptors, interrupt delays and auto-masking.
+        // Left as Linux's driver leaves them, this driver's legacy descriptors would never
+        // show a received frame as done.
+        for r in [
+            reg::RFCTL,
+            reg::RXCSUM,
+            reg::MRQC,
+            reg::RDTR,
+            reg::RADV,
+            reg::IAM,
+            reg::EIAC,
+        ] {
+            regs.write32(r, 0);
+        }
+        regs.write32(
+            reg::CTRL_EXT,
+            regs.read32(reg::CTRL_EXT) & !(reg::CTRL_EXT_IAME | reg::CTRL_EXT_EIAME),
+        );
 
         let (mac, mac_source) = match read_mac_eeprom(&regs, clock) {
             Some(m) => (m, "EEPROM"),

@@ -80,6 +80,58 @@ fn msix_routes_every_cause_to_entry_0_and_clears_causes_by_writing_them() {
 }
 
 #[test]
+fn a_device_a_previous_owner_configured_is_set_to_legacy_descriptors_and_no_auto_masking() {
+    // As Linux's e1000e leaves the device and QEMU's reset keeps it: extended receive
+    // descriptors (ours would never look done), RSS, checksum fields, delays, auto-mask.
+    let s = model::new_device();
+    {
+        let mut st = s.borrow_mut();
+        st.reset_mac_only = true;
+        for (r, v) in [
+            (reg::RFCTL, reg::RFCTL_EXTEN),
+            (reg::RXCSUM, 0x2200),
+            (reg::MRQC, 0x0033_0001),
+            (reg::RDTR, 32),
+            (reg::RADV, 8),
+            (reg::IAM, 0x01f0_0000),
+            (reg::EIAC, 0x01f0_0000),
+            (
+                reg::CTRL_EXT,
+                reg::CTRL_EXT_IAME | reg::CTRL_EXT_EIAME | 1 << 28,
+            ),
+            (reg::RCTL, reg::RCTL_EN),
+            (reg::TCTL, reg::TCTL_EN),
+        ] {
+            st.regs.insert(r, v);
+        }
+    }
+    let mut nic = E1000e::new(Regs(s.clone()), ModelDma(s.clone()), &mut FakeClock(0)).unwrap();
+    {
+        let st = s.borrow();
+        let r = |o| st.regs.get(&o).copied().unwrap_or(0);
+        for o in [
+            reg::RFCTL,
+            reg::RXCSUM,
+            reg::MRQC,
+            reg::RDTR,
+            reg::RADV,
+            reg::IAM,
+            reg::EIAC,
+        ] {
+            assert_eq!(r(o), 0, "register {o:#x}");
+        }
+        // Only the auto-masking bits go; the rest of CTRL_EXT stays.
+        assert_eq!(r(reg::CTRL_EXT), 1 << 28);
+    }
+    // And it receives.
+    s.borrow_mut().inbound.push_back(frame(60, 1));
+    s.borrow_mut().deliver();
+    let mut got = Vec::new();
+    nic.receive(&mut |f| got.push(f.to_vec()));
+    assert_eq!(got, vec![frame(60, 1)]);
+}
+
+#[test]
 fn quiesce_silences_a_device_a_previous_owner_left_running() {
     let (s, nic) = up();
     // The owner is gone (destroyed domain): no shutdown ran, causes are pending.

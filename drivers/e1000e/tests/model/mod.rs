@@ -28,6 +28,9 @@ pub struct State {
     pub doorbells: usize,
     /// MSI-X enabled in PCI configuration: ICR is then write-1-to-clear, not read-to-clear.
     pub msix: bool,
+    /// CTRL.RST reloads the MAC address only and every other register keeps what the
+    /// previous owner wrote (QEMU's 82574 model; the real device resets them).
+    pub reset_mac_only: bool,
 }
 
 pub type Shared = Rc<RefCell<State>>;
@@ -50,6 +53,7 @@ pub fn new_device() -> Shared {
         link_up: true,
         msix: false,
         doorbells: 0,
+        reset_mac_only: false,
     }))
 }
 
@@ -112,9 +116,19 @@ impl State {
                 self.read(at, &mut d);
                 let addr = u64::from_le_bytes(d[..8].try_into().unwrap());
                 self.write(addr, p);
-                d[8..10].copy_from_slice(&(p.len() as u16).to_le_bytes());
-                d[12] = 1 | if k + 1 == pieces.len() { 2 } else { 0 };
-                d[13] = err;
+                let status = 1 | if k + 1 == pieces.len() { 2 } else { 0 };
+                if self.r(reg::RFCTL) & reg::RFCTL_EXTEN != 0 {
+                    // Extended write-back: status and errors in bytes 8-11, the length
+                    // in 12-13 (what a legacy reader takes for its status).
+                    d = [0u8; 16];
+                    d[8] = status;
+                    d[11] = err;
+                    d[12..14].copy_from_slice(&(p.len() as u16).to_le_bytes());
+                } else {
+                    d[8..10].copy_from_slice(&(p.len() as u16).to_le_bytes());
+                    d[12] = status;
+                    d[13] = err;
+                }
                 self.write(at, &d);
                 head = (head + 1) % n;
             }
@@ -149,7 +163,11 @@ impl Mmio for Regs {
                     s.reset_reads += 1;
                     if s.reset_reads > 2 {
                         let mac = s.eeprom;
-                        s.regs.clear();
+                        if s.reset_mac_only {
+                            s.regs.insert(reg::CTRL, v & !reg::CTRL_RST);
+                        } else {
+                            s.regs.clear();
+                        }
                         s.regs
                             .insert(reg::RAL0, mac[0] as u32 | (mac[1] as u32) << 16);
                         s.regs.insert(reg::RAH0, mac[2] as u32 | reg::RAH_AV);

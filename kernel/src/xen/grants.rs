@@ -127,6 +127,7 @@ pub fn init() -> Result<(GrantTable<TableMemory>, MapSlots), SetupError> {
         gpfns.push(crate::mem::alloc_frames(1, 4096).map_err(|_| SetupError::NoMemory)? >> 12);
     }
     let done = hv::decrease_reservation(&mut gpfns).map_err(SetupError::Balloon)?;
+    crate::mem::note_ballooned(done);
     // Frames Xen did not take stay populated RAM: never map grants over them.
     let slots: Vec<u64> = gpfns[..done].iter().map(|g| g << 12).collect();
     log::info!(

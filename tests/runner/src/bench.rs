@@ -13,6 +13,8 @@ use std::path::Path;
 enum Better {
     Higher,
     Lower,
+    /// Context for another row (no ratio).
+    Neither,
 }
 
 /// A goal read from the same run's figures.
@@ -49,7 +51,7 @@ const fn m(
     }
 }
 
-use Better::{Higher, Lower};
+use Better::{Higher, Lower, Neither};
 
 /// The table's rows, in order. The `pct_` rows are derived (a guest figure as a share of
 /// its own side's raw NVMe figure, `CEILINGS`).
@@ -69,6 +71,13 @@ const METRICS: &[Metric] = &[
         "IOPS",
         Higher,
         Some(Goal::Ratio(1.5)),
+    ),
+    m(
+        "guest_cpu_busy_rr4k_qd32_pct",
+        "  the guest's own vCPU busy during it",
+        "%",
+        Neither,
+        None,
     ),
     m(
         "rw4k_qd32_iops",
@@ -366,6 +375,7 @@ fn ratio(better: Better, linux: f64, bulkhead: f64) -> Option<f64> {
     let (num, den) = match better {
         Higher => (bulkhead, linux),
         Lower => (linux, bulkhead),
+        Neither => return None,
     };
     (den > 0.0 && num.is_finite()).then(|| num / den)
 }

@@ -12,7 +12,8 @@ line=$(wait_for "$log" "^bench-storage: " $((SECS * 3 + 120))) || fail "no bench
 R=${line#*: *: }
 report raw_rr4k_qd1_iops=rr4k_qd1_iops raw_rr4k_qd32_iops=rr4k_qd32_iops raw_seqread_mibs=seqread_mibs
 workloads part:delta part:epsilon
-# Memory in use as Bulkhead counts it (image, tables, buffers, the heap's used part).
+# Memory in use as Bulkhead counts it (image, tables, buffers, the heap's used part; not
+# the map slots it gave back to Xen).
 before=$(grep -c "dump: resources" "$log")
 xenstore-write "/local/domain/$DD_ID/control/dump" 1
 poll_live 30 at_least $((before + 1)) "$log" "dump: resources" || fail "no state dump"

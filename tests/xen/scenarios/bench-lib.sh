@@ -53,8 +53,9 @@ report() {
     done
 }
 
-# The driver domain's vCPU seconds so far (xl list, one decimal).
-dd_cpu() { xl list "$DD_NAME" | awk 'NR == 2 { print $6 }'; }
+# A domain's vCPU seconds so far (xl list, one decimal); the driver domain's.
+vcpu_s() { xl list "$1" | awk 'NR == 2 { print $6 }'; }
+dd_cpu() { vcpu_s "$DD_NAME"; }
 # cost METRIC CPU0 MIBS: vCPU seconds per GiB moved since CPU0 at MIBS for SECS.
 cost() {
     result "$1" "$(awk -v c0="$2" -v c1="$(dd_cpu)" -v m="$3" -v s="$SECS" \
@@ -109,8 +110,13 @@ outside_up() {
 storage() {
     ask bench1 fio /dev/xvda randread 4k 1 "$SECS"
     report rr4k_qd1_iops=iops rr4k_qd1_p50_us=p50us rr4k_qd1_p99_us=p99us
+    local g0
+    g0=$(vcpu_s bench1)
     ask bench1 fio /dev/xvda randread 4k 32 "$SECS"
     report rr4k_qd32_iops=iops
+    # How busy the guest's own vCPU was: a guest that issues no faster than this is the
+    # limit, whatever its driver domain.
+    result guest_cpu_busy_rr4k_qd32_pct "$(awk -v a="$g0" -v b="$(vcpu_s bench1)" -v s="$SECS" 'BEGIN { printf "%.0f", (b - a) / s * 100 }')"
     ask bench1 fio /dev/xvda randwrite 4k 32 "$SECS"
     report rw4k_qd32_iops=iops
     local c0

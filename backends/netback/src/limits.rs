@@ -18,9 +18,10 @@ pub const MAX_FRAME: usize = 1518;
 /// Bytes waiting for one consumer (a vif queue, the wire, the management stack). Linux
 /// holds `XENVIF_RX_QUEUE_BYTES` (512 KiB, half a ring of pages) and, once that is full,
 /// stops the vif's transmit queue, whose 32 packets (`XENVIF_QUEUE_LENGTH`) of up to 64
-/// KiB each wait in front of it: up to 2.5 MiB in all before it drops. With 512 KiB
-/// here (three quarters of it per source) `make bench` counted 200-400 drops per run at
-/// a guest receiving TCP from another, and TCP's throughput fell with them.
+/// KiB each wait in front of it: up to 2.5 MiB in all before it drops. Here 1 MiB, three
+/// quarters of it per source: a burst of large sends from one guest to another (16 of
+/// 64 KiB) fits, where 512 KiB (6 per source) dropped packets at the receiving vif in
+/// `make bench` (their share in its TCP figures is not measured apart from its UDP flood).
 pub const INBOX_BYTES: usize = 1024 * 1024;
 
 /// Bytes waiting in all inboxes together (the kernel lowers it to a quarter of its heap

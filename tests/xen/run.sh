@@ -139,6 +139,9 @@ if [ $demo -eq 1 ]; then
     exec "$QEMU" "${qemu_args[@]}" -serial mon:stdio
 fi
 
+# The commit the image was built from, for the benchmark's report (taken now: the tree
+# may change while the run goes on).
+commit="$(cd "$root" && git rev-parse --short HEAD 2>/dev/null || echo unknown)$(cd "$root" && git diff --quiet HEAD 2>/dev/null || echo -dirty)"
 echo "xen tier: booting Xen + dom0 in QEMU for: ${SCENARIOS[*]}"
 start=$(date +%s)
 set +e
@@ -169,7 +172,7 @@ if [ $bench -eq 1 ]; then
     mkdir -p "$root/build/bench"
     cat "$logs"/bench-*.log 2>/dev/null | grep -a "^bench: " >"$root/build/bench/raw.txt" || true
     "$runner" bench-report "$root/build/bench/raw.txt" "$root/build/bench" \
-        "$(cd "$root" && git rev-parse --short HEAD 2>/dev/null || echo unknown)$(cd "$root" && git diff --quiet HEAD 2>/dev/null || echo -dirty)" \
+        "$commit" \
         || echo "xen tier: the benchmark report failed"
 fi
 # Scenarios dom0-run.sh retried after a triple fault (see there): reported, not hidden.

@@ -241,7 +241,7 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
     }
 
     let u = mem::usage();
-    let footprint = report.image + report.bitmap + (u.frames_allocated as u64) * 4096;
+    let footprint = u.taken_bytes() as u64;
     info!(
         "memory: {} KiB in use of {} KiB usable (image {} KiB, frame bitmap {} KiB, page tables {} KiB, heap {} KiB); {} KiB free",
         footprint / 1024,

@@ -358,11 +358,17 @@ pub struct Usage {
 }
 
 impl Usage {
-    /// Memory really in use: the image, the bitmap and every frame taken since, less
-    /// the frames given back to Xen and the part of the heap that holds nothing (`make
-    /// bench` compares it with a Linux driver domain's `free`).
+    /// What the kernel took: the image, the bitmap and every frame allocated since (the
+    /// heap whole), as the boot report counts it.
+    pub fn taken_bytes(&self) -> usize {
+        BASE_BYTES.load(Ordering::Relaxed) + self.frames_allocated * 4096
+    }
+
+    /// Memory really in use: what was taken, less the frames given back to Xen and the
+    /// part of the heap that holds nothing (`make bench` compares it with a Linux driver
+    /// domain's `free`).
     pub fn in_use_bytes(&self) -> usize {
-        (BASE_BYTES.load(Ordering::Relaxed) + self.frames_allocated * 4096)
+        self.taken_bytes()
             .saturating_sub(BALLOONED.load(Ordering::Relaxed) * 4096)
             .saturating_sub(self.heap_size - self.heap_used)
     }

@@ -68,6 +68,10 @@ pub mod reg {
     pub const CTRL_EXT_IAME: u32 = 1 << 27;
     /// Extended receive descriptors (Linux's e1000e sets it): off, legacy descriptors.
     pub const RFCTL_EXTEN: u32 = 1 << 15;
+    /// What a previous owner may have configured and QEMU's CTRL.RST keeps: extended or
+    /// split receive descriptors, receive-side scaling, checksum fields in the
+    /// descriptors, interrupt delays and auto-masking. The driver zeroes each at start.
+    pub const ZEROED_AT_START: [usize; 7] = [RFCTL, RXCSUM, MRQC, RDTR, RADV, IAM, EIAC];
     pub const STATUS_LU: u32 = 1 << 1;
     pub const EERD_START: u32 = 1;
     pub const EERD_DONE: u32 = 1 << 1;
@@ -180,19 +184,9 @@ impl<M: Mmio, D: Dma> E1000e<M, D> {
         regs.write32(reg::IMC, !0);
         regs.read32(reg::ICR);
         // What a previous owner configured and a reset may leave (QEMU's CTRL.RST reloads
-        // only the MAC address): extended or split receive descriptors, receive-side
-        // scaling, checksum fields in the descriptors, interrupt delays and auto-masking.
-        // Left as Linux's driver leaves them, this driver's legacy descriptors would never
-        // show a received frame as done.
-        for r in [
-            reg::RFCTL,
-            reg::RXCSUM,
-            reg::MRQC,
-            reg::RDTR,
-            reg::RADV,
-            reg::IAM,
-            reg::EIAC,
-        ] {
+        // only the MAC address). Left as Linux's driver leaves them, this driver's legacy
+        // descriptors would never show a received frame as done.
+        for r in reg::ZEROED_AT_START {
             regs.write32(r, 0);
         }
         regs.write32(

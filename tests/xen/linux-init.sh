@@ -108,13 +108,21 @@ bench_ping() {
             printf "p50ms=%s p99ms=%s lost=%d\n", t[i50], t[i99], want - NR
         }'
 }
-bench_commands() {
-    last=
+# next_command SECONDS: wait for a new "N VERB ARGS" in this domain's data/cmd (dom0
+# writes it), looking every SECONDS; CMD holds it.
+next_command() {
     while :; do
-        cmd=$(xenstore-read data/cmd 2>/dev/null)
-        if [ -z "$cmd" ] || [ "$cmd" = "$last" ]; then sleep 0.2; continue; fi
-        last=$cmd
-        set -- $cmd
+        CMD=$(xenstore-read data/cmd 2>/dev/null)
+        if [ -n "$CMD" ] && [ "$CMD" != "${LAST_CMD:-}" ]; then
+            LAST_CMD=$CMD
+            return 0
+        fi
+        sleep "$1"
+    done
+}
+bench_commands() {
+    while next_command 0.2; do
+        set -- $CMD
         n=$1 verb=$2
         shift 2
         case "$verb" in
@@ -364,12 +372,8 @@ life)
     pat() { /bulkhead-prng "life-$1" $chunk; }
     waitdev() { i=0; until [ -e "$1" ]; do i=$((i + 1)); [ $i -gt 120 ] && return 1; sleep 0.5; done; }
     say "ready"
-    last=
-    while :; do
-        cmd=$(xenstore-read data/cmd 2>/dev/null)
-        if [ -z "$cmd" ] || [ "$cmd" = "$last" ]; then sleep 0.5; continue; fi
-        last=$cmd
-        set -- $cmd
+    while next_command 0.5; do
+        set -- $CMD
         n=$1 verb=$2 dev=$3 k=$4
         case "$verb" in
         write)

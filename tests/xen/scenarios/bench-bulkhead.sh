@@ -6,7 +6,7 @@
 SIDE=bulkhead
 DD_NAME=bulkhead
 start_hvm_dd "00:03.0 00:04.0" "bench-storage=$SECS" "memory=32"
-expect_fast "$log" "watching /local/domain/$DD_ID/backend" 240 "xenbus watcher not started"
+POLL_S=0.1 expect "$log" "watching /local/domain/$DD_ID/backend" 240 "xenbus watcher not started"
 result dd_ready_ms "$(ms_since "$DD_T0")"
 line=$(wait_for "$log" "^bench-storage: " $((SECS * 3 + 120))) || fail "no bench-storage figure"
 R=${line#*: *: }

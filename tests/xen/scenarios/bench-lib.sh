@@ -81,16 +81,12 @@ on_crash = "preserve"
 disk = [ 'format=raw,vdev=xvda,access=rw,backend=$2,${5:-}target=$3' ]
 vif = [ 'backend=$2,mac=00:16:3e:be:00:0$n${6:-}' ]
 CFG
-    local t0 g end be
+    local t0 g be
     be=$(xl domid "$2") || fail "no driver domain $2"
     t0=$(date +%s%N)
     xl create "/tmp/$1.cfg" || fail "xl create $1 failed"
     g=$(xl domid "$1")
-    end=$(($(date +%s) + $(scaled 240)))
-    until xs_is "/local/domain/$be/backend/vbd/$g/51712/state" 4; do
-        [ "$(date +%s)" -gt $end ] && fail "$1's disk never Connected"
-        sleep 0.1
-    done
+    POLL_S=0.1 poll 240 xs_is "/local/domain/$be/backend/vbd/$g/51712/state" 4 || fail "$1's disk never Connected"
     GUEST_CONNECTED_MS=$(ms_since "$t0")
     expect "$f" "linux-bench: (ready|FAIL)" 300 "$1 did not get ready"
     grep -q "linux-bench: FAIL" "$f" && fail "$1: $(grep -a 'linux-bench: FAIL' "$f")"

@@ -62,7 +62,8 @@ xl() {
 # at least 100, before every scenario). Every wait below goes through it.
 scaled() { echo $(($1 * ${SLOW100:-100} / 100)); }
 
-# poll SECONDS CMD...: run CMD every half second until it succeeds; status 1 if it has
+# poll SECONDS CMD...: run CMD every half second (POLL_S seconds when set: the
+# benchmark's start-up figures look every 0.1 s) until it succeeds; status 1 if it has
 # not within SECONDS (scaled). Wall-clock seconds, as in wait_for. poll_live's loop
 # with no driver domain to watch (its DD_ID empty here only: `local` scopes it).
 poll() {
@@ -101,7 +102,7 @@ poll_live() {
             took "$t0" "(driver domain gone) wait for $*"
             return 1
         fi
-        sleep 0.5
+        sleep "${POLL_S:-0.5}"
     done
     took "$t0" "wait for $*"
 }
@@ -410,17 +411,7 @@ CFG
     LDD_T0=$(date +%s%N)
     xl create /tmp/linux-dd.cfg || fail "xl create of the Linux driver domain failed"
     LDD_ID=$(xl domid linux-dd)
-    expect_fast "$dlog" "linux-dd: ready" 240 "Linux driver domain did not come up"
+    POLL_S=0.1 expect "$dlog" "linux-dd: ready" 240 "Linux driver domain did not come up"
     LDD_READY_MS=$(( ($(date +%s%N) - LDD_T0) / 1000000 ))
     grep "linux-dd:" "$dlog"
-}
-
-# expect_fast FILE PATTERN SECONDS WHAT: expect, but looking every 0.1 s (the benchmark's
-# start-up figures; expect looks every 0.5 s).
-expect_fast() {
-    local end=$(($(date +%s) + $(scaled "$3")))
-    until grep -qsE "$2" "$1"; do
-        [ "$(date +%s)" -gt $end ] && { echo "--- last lines of $1:"; tail -20 "$1" 2>/dev/null; fail "$4"; }
-        sleep 0.1
-    done
 }

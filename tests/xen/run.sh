@@ -5,7 +5,10 @@
 #   tests/xen/run.sh [scenario...]      (default: the test scenarios, SCENARIOS below)
 #   tests/xen/run.sh --bench            the benchmark (make bench): BENCH_RUNS (3) runs of
 #                                       each side, BENCH_SECS (8) seconds per workload;
-#                                       table, build/bench/results.json and ratios.png
+#                                       table, build/bench/results.json and ratios.png;
+#                                       BENCH_PARTS ("storage network") the workloads,
+#                                       BENCH_PROBE=1 a driver-domain state dump around
+#                                       each network workload (for finding where it goes)
 #   tests/xen/run.sh --demo             interactive: demo.sh, then a dom0 shell (make run)
 #
 # The dom0 image is built once by build-dom0.sh and cached outside the repository, keyed
@@ -101,6 +104,8 @@ hostile="$root/target/guest/release/bulkhead-hostile"
 "$runner" initramfs-overlay "$share/linux/linux-initrd-fio.img" "$img/linux-initrd.img" "bulkhead-linux-init=$here/linux-init.sh" "bulkhead-prng=$root/build/bulkhead-prng" "opt/fio=$img/fio-root"
 printf '%s\n' "${SCENARIOS[@]}" >"$share/scenarios.list"
 echo "${BENCH_SECS:-8}" >"$share/bench.secs"
+echo "${BENCH_PARTS:-storage network}" >"$share/bench.parts"
+echo "${BENCH_PROBE:-0}" >"$share/bench.probe"
 # How fast QEMU runs on this machine (tests/runner/src/calibrate.rs), two loops at once
 # as this QEMU runs two vCPU threads: the outer limit below follows it; dom0 measures
 # again before every scenario for the scenarios' limits.

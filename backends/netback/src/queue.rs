@@ -605,15 +605,18 @@ impl<M: RingMemory> VifQueue<M> {
     pub fn describe(&self) -> String {
         let s = &self.stats;
         alloc::format!(
-            "tx ring {}; rx ring {}; rx waits for {} buffer(s){}; tx {}; from guest {} packets ({} errors), to guest {} packets ({} dropped), {} notifies",
+            "tx ring {}; rx ring {}; rx waits for {} buffer(s){}; tx {}; from guest {} packets {} KiB ({} gso, {} errors), to guest {} packets {} KiB ({} dropped), {} notifies",
             self.tx.indexes(),
             self.rx.indexes(),
             self.rx_need,
             if self.carrier { "" } else { ", carrier off" },
             if self.stalled.is_some() { "held by the rate limit" } else { "flowing" },
             s.tx_packets,
+            s.tx_bytes / 1024,
+            s.tx_gso,
             s.tx_errors,
             s.rx_packets,
+            s.rx_bytes / 1024,
             s.rx_dropped,
             s.notifies
         )

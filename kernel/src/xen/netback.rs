@@ -418,11 +418,13 @@ async fn serve(
         if xen.dump.generation() != dumped {
             dumped = xen.dump.generation();
             info!(
-                "{}: state: {}; inbox {} packet(s) ({} dropped); tx {}, rx {}",
+                "{}: state: {}; inbox {} packet(s) ({} dropped); {} empty wake-ups, {} storm backoffs; tx {}, rx {}",
                 q.name,
                 q.describe(),
                 inbox.len(),
                 inbox.dropped.get(),
+                storm.spurious,
+                storm.backoffs,
                 super::events::describe(&xen, ports.0),
                 super::events::describe(&xen, ports.1),
             );

@@ -8,6 +8,8 @@
 . ./lib.sh
 SECS=$(cat /host/bench.secs 2>/dev/null || echo 8)
 RUN=${BENCH_RUN:-1}
+PARTS=$(cat /host/bench.parts 2>/dev/null || echo "storage network")
+PROBE=$(cat /host/bench.probe 2>/dev/null || echo 0)
 # The guests: disk partitions delta and epsilon (tests/runner/src/disk.rs), one vif each,
 # IPv6 addresses on dom0's outer network; dom0's iperf3 server is the outside.
 OUTSIDE=fd00::200
@@ -143,28 +145,43 @@ both() {
     result "$m" "$(awk -v a="$a" -v b="$b" 'BEGIN { print a + b }')"
 }
 
+# probe LABEL: with BENCH_PROBE=1 on Bulkhead's side, a state dump of the driver domain
+# (switch ports, every queue's rings, counters) in its console log, after a line naming
+# LABEL: the dumps around a workload say where its packets went.
+probe() {
+    [ "$PROBE" = 1 ] && [ "$SIDE" = bulkhead ] || return 0
+    local log n
+    log=$(console_of bulkhead)
+    n=$(grep -c "dump: resources" "$log")
+    echo "bench-probe: $1"
+    xenstore-write "/local/domain/$DD_ID/control/dump" 1
+    POLL_S=0.1 poll 30 at_least $((n + 1)) "$log" "dump: resources" || echo "bench-probe: no dump for $1"
+}
+# net METRIC=KEY... -- COMMAND...: one network workload in bench1, probed before and after.
+net() {
+    local m=()
+    while [ "$1" != -- ]; do m+=("$1"); shift; done
+    shift
+    probe "before ${m[0]%%=*}"
+    ask bench1 "$@"
+    probe "after ${m[0]%%=*}"
+    report "${m[@]}"
+}
+
 # network: guest to guest (bench1 → bench2), guest to outside and back, 1 and 3 TCP streams.
 network() {
     local peer c0
     peer=$(xenstore-read "/local/domain/$(xl domid bench2)/data/ip") || fail "bench2 published no address"
-    ask bench1 tcp "$peer" 1 "$SECS"
-    report tcp_g2g_1_mbits=mbits
+    net tcp_g2g_1_mbits=mbits -- tcp "$peer" 1 "$SECS"
     c0=$(dd_cpu)
-    ask bench1 tcp "$peer" 3 "$SECS"
-    report tcp_g2g_3_mbits=mbits
+    net tcp_g2g_3_mbits=mbits -- tcp "$peer" 3 "$SECS"
     cost tcp_g2g_cpu_s_per_gib "$c0" "$(awk -v m="$(key mbits)" 'BEGIN { print m / 8 / 1.048576 }')"
-    ask bench1 tcp "$OUTSIDE" 1 "$SECS"
-    report tcp_g2out_1_mbits=mbits
-    ask bench1 tcp "$OUTSIDE" 3 "$SECS"
-    report tcp_g2out_3_mbits=mbits
-    ask bench1 tcp "$OUTSIDE" 1 "$SECS" -R
-    report tcp_out2g_1_mbits=mbits
-    ask bench1 tcp "$OUTSIDE" 3 "$SECS" -R
-    report tcp_out2g_3_mbits=mbits
-    ask bench1 udp "$peer" "$SECS"
-    report udp64_g2g_pps=pps
-    ask bench1 ping "$peer" 100
-    report ping_g2g_p50_ms=p50ms ping_g2g_p99_ms=p99ms
+    net tcp_g2out_1_mbits=mbits -- tcp "$OUTSIDE" 1 "$SECS"
+    net tcp_g2out_3_mbits=mbits -- tcp "$OUTSIDE" 3 "$SECS"
+    net tcp_out2g_1_mbits=mbits -- tcp "$OUTSIDE" 1 "$SECS" -R
+    net tcp_out2g_3_mbits=mbits -- tcp "$OUTSIDE" 3 "$SECS" -R
+    net udp64_g2g_pps=pps -- udp "$peer" "$SECS"
+    net ping_g2g_p50_ms=p50ms ping_g2g_p99_ms=p99ms -- ping "$peer" 100
 }
 
 # workloads: both guests (bench1 on the first partition, bench2 on the second), then every
@@ -174,8 +191,8 @@ workloads() {
     bench_guest bench1 "$DD_NAME" "$1" fd00::11 "${3:-}" "${4:-}"
     result guest_disk_connected_ms "$GUEST_CONNECTED_MS"
     bench_guest bench2 "$DD_NAME" "$2" fd00::12 "${3:-}" "${4:-}"
-    storage
-    network
+    case " $PARTS " in *" storage "*) storage ;; esac
+    case " $PARTS " in *" network "*) network ;; esac
     result dd_mem_given_mib "$(xl list "$DD_NAME" | awk 'NR == 2 { print $3 }')"
 }
 

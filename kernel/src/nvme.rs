@@ -46,6 +46,9 @@ const IO_TIMEOUT_NS: u64 = 10_000_000_000;
 
 pub struct Disk {
     pub name: String,
+    /// Its PCI function: bus mastering goes off when the driver gives up on commands that
+    /// move data in memory it is about to hand back (`rw_all`, direct transfers).
+    bdf: bulkhead_pci::Bdf,
     ctrl: Controller<BarMmio>,
     dma: KernelDma,
     pool: Pool,
@@ -198,6 +201,7 @@ fn bring_up(h: &Handle, f: &Function, name: &str, mode: IrqMode) -> Result<Disk,
     }
     Ok(Disk {
         name: String::from(name),
+        bdf,
         ctrl,
         dma,
         pool,
@@ -264,6 +268,17 @@ impl Disk {
             self.ctrl.unmask_vector(0);
         }
         Ok(lost.iter().map(Vec::len).sum())
+    }
+
+    /// Bus mastering off: whatever the controller still holds, it reads and writes no
+    /// memory any more (a given-up batch's direct transfers point into its caller's).
+    fn stop_dma(&self) {
+        let bdf = self.bdf;
+        if pci::with(|cs| bulkhead_pci::stop_dma(cs, bdf)).is_none() {
+            error!("{}: no PCI access to stop its DMA", self.name);
+        } else {
+            warn!("{} ({bdf}): bus mastering off", self.name);
+        }
     }
 
     /// Give up on the controller (see `failed`).
@@ -405,10 +420,16 @@ impl Disk {
                 out[k] = Err(Error::Invalid("range past the end of the namespace"));
                 continue;
             }
+            // The caller's memory is identity-mapped RAM (all of the kernel's is: heap,
+            // image, stacks), so its address is what the device is given: no copy
+            // through the pool's buffer, unless it is not dword-aligned (PRP1's rule).
+            let base = io.as_ptr() as u64;
+            let direct = base % 4 == 0;
             let mut done = 0;
             while done < len {
                 let l = chunk.min(len - done);
                 ops.push(Op {
+                    direct: direct.then_some(base + done as u64),
                     write: io.is_write(),
                     nsid,
                     lba: io.lba() + (done / bs) as u64,
@@ -473,6 +494,9 @@ impl Disk {
             if h.now() > deadline {
                 let stuck = batch.in_flight();
                 if reset_done || stuck == 0 {
+                    // Commands still out may point into the caller's memory, which it
+                    // takes back when this returns: the device must not touch it again.
+                    self.stop_dma();
                     batch.fail_rest(
                         &mut self.pool,
                         Error::Timeout {
@@ -503,6 +527,7 @@ impl Disk {
                         );
                     }
                     Err(e) => {
+                        self.stop_dma();
                         batch.fail_rest(&mut self.pool, Error::Fatal, false);
                         self.fail(&format!("controller reset failed: {e}"));
                         break;

@@ -105,6 +105,15 @@ impl Io<'_> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Where the data is in memory (a driver that can give a device the caller's own
+    /// memory, identity-mapped, moves it without a copy).
+    pub fn as_ptr(&self) -> *const u8 {
+        match self {
+            Io::Read { buf, .. } => buf.as_ptr(),
+            Io::Write { buf, .. } => buf.as_ptr(),
+        }
+    }
+
     pub fn is_write(&self) -> bool {
         matches!(self, Io::Write { .. })
     }

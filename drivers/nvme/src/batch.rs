@@ -27,6 +27,12 @@ pub struct Op {
     pub blocks: u32,
     /// Bytes: `blocks` times the namespace's block size.
     pub bytes: usize,
+    /// The caller's own memory for the data (physical, contiguous, dword-aligned): the
+    /// device reads or writes it directly and no copy goes through the pool buffer,
+    /// which the command still takes for its PRP list page and as its place in flight.
+    /// The caller keeps that memory for the device until the operation ends, or until
+    /// the device is stopped when the batch is given up on.
+    pub direct: Option<u64>,
 }
 
 pub struct Batch {
@@ -105,10 +111,14 @@ impl Batch {
                 break;
             };
             self.pending.pop();
-            if op.write {
+            if op.write && op.direct.is_none() {
                 fill(i, &b);
             }
-            let prp = match pool.prp(dma, &b, op.bytes) {
+            let prp = match op.direct {
+                Some(at) => pool.prp_at(dma, &b, at, op.bytes),
+                None => pool.prp(dma, &b, op.bytes),
+            };
+            let prp = match prp {
                 Ok(p) => p,
                 Err(e) => {
                     pool.give(b);
@@ -152,7 +162,7 @@ impl Batch {
                 continue;
             };
             let r = c.result().map(|_| ());
-            if r.is_ok() && !self.ops[i].write {
+            if r.is_ok() && !self.ops[i].write && self.ops[i].direct.is_none() {
                 drain(i, &b);
             }
             pool.give(b);

@@ -34,6 +34,7 @@ fn read_op(lba: u64, blocks: u32) -> Op {
         lba,
         blocks,
         bytes: blocks as usize * BLOCK,
+        direct: None,
     }
 }
 
@@ -217,4 +218,104 @@ fn a_controller_given_up_on_ends_every_operation_once() {
     let results = batch.results();
     assert_eq!(results.len(), 5);
     assert!(results.iter().all(|r| *r == Err(Error::Fatal)));
+}
+
+#[test]
+fn direct_operations_move_data_in_the_callers_memory_and_leave_the_pool_buffers_alone() {
+    let (mut c, mut dma, _clock, m) = up(4096, 16);
+    let mut pool = Pool::new(&mut dma, 4, 64 * 1024).unwrap();
+    m.0.borrow_mut().reverse = true;
+    // The caller's memory: a region of the model's physical memory, not page-aligned
+    // (dword-aligned: PRP1 takes an offset), each operation its own stretch.
+    let mut region = dma.alloc(16 * 64 * 1024 + 4096).unwrap() + 12;
+    let mut ops = Vec::new();
+    for k in 0..12u64 {
+        let blocks = 8 + (k % 4) as u32 * 32; // 4 KiB to 52 KiB: 1 page to a PRP list
+        ops.push(Op {
+            write: true,
+            direct: Some(region),
+            ..read_op(200 + k * 150, blocks)
+        });
+        let data: Vec<u8> = (0..blocks as usize * BLOCK)
+            .map(|j| (j * 5 + k as usize) as u8)
+            .collect();
+        dma.write(region, &data);
+        region += data.len() as u64 + 4;
+    }
+    let mut unused: Vec<Vec<u8>> = vec![Vec::new(); ops.len()];
+    let fill_never =
+        |_: usize, _: &bulkhead_nvme::pool::Buffer| panic!("a direct write was copied");
+    let mut batch = Batch::new(ops.clone());
+    while !batch.done() {
+        let q = &mut c.io[0];
+        batch.submit(q, &mut pool, &dma, &c.mmio, fill_never);
+        batch.reap(q, &mut pool, &dma, &c.mmio, |_, _| {
+            panic!("a write has nothing to drain")
+        });
+    }
+    assert!(batch.results().iter().all(Result::is_ok));
+    // Read them back directly into other memory, and compare with what was written.
+    let back_at = dma.alloc(16 * 64 * 1024).unwrap() + 8;
+    let mut at = back_at;
+    let reads: Vec<Op> = ops
+        .iter()
+        .map(|o| {
+            let r = Op {
+                write: false,
+                direct: Some(at),
+                ..*o
+            };
+            at += o.bytes as u64;
+            r
+        })
+        .collect();
+    let mut batch = Batch::new(reads.clone());
+    while !batch.done() {
+        let q = &mut c.io[0];
+        batch.submit(q, &mut pool, &dma, &c.mmio, |_, _| ());
+        batch.reap(q, &mut pool, &dma, &c.mmio, |_, _| {
+            panic!("a direct read was copied")
+        });
+    }
+    assert!(batch.results().iter().all(Result::is_ok));
+    for (w, r) in ops.iter().zip(&reads) {
+        let mut a = vec![0u8; w.bytes];
+        let mut b = vec![0u8; w.bytes];
+        dma.read(w.direct.unwrap(), &mut a);
+        dma.read(r.direct.unwrap(), &mut b);
+        assert_eq!(a, b, "lba {}", w.lba);
+    }
+    assert_eq!(pool.available(), 4, "every buffer came back");
+    let _ = &mut unused;
+}
+
+#[test]
+fn a_direct_operation_larger_than_its_buffer_fails_alone() {
+    let (mut c, mut dma, _clock, _m) = up(1024, 16);
+    let mut pool = Pool::new(&mut dma, 2, 8192).unwrap();
+    let at = dma.alloc(64 * 1024).unwrap();
+    let ops = vec![
+        Op {
+            direct: Some(at),
+            ..read_op(0, 16)
+        },
+        Op {
+            direct: Some(at + 8192),
+            ..read_op(16, 64)
+        }, // 32 KiB > 8 KiB buffers
+        Op {
+            direct: Some(at + 2),
+            ..read_op(32, 8)
+        }, // not dword-aligned
+    ];
+    let mut batch = Batch::new(ops);
+    while !batch.done() {
+        let q = &mut c.io[0];
+        batch.submit(q, &mut pool, &dma, &c.mmio, |_, _| ());
+        batch.reap(q, &mut pool, &dma, &c.mmio, |_, _| ());
+    }
+    let r = batch.results();
+    assert!(r[0].is_ok(), "{r:?}");
+    assert!(r[1].is_err() && r[2].is_err(), "{r:?}");
+    assert_eq!(pool.available(), 2);
 }

@@ -341,6 +341,14 @@ pub fn enable(cs: &mut (impl ConfigSpace + ?Sized), bdf: Bdf, intx: bool) {
     cs.write16(bdf, reg::COMMAND, cmd);
 }
 
+/// Turn bus mastering off: the function can no longer read or write memory (DMA), however
+/// its own state went wrong. For a driver giving up on a device whose commands may still
+/// point at memory the driver is about to reuse.
+pub fn stop_dma(cs: &mut (impl ConfigSpace + ?Sized), bdf: Bdf) {
+    let cmd = cs.read16(bdf, reg::COMMAND);
+    cs.write16(bdf, reg::COMMAND, cmd & !reg::CMD_BUS_MASTER);
+}
+
 /// The MSI-X capability: where the vector table and pending-bit array live.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MsiX {

@@ -350,6 +350,20 @@ fn enable_sets_memory_bus_master_and_intx() {
 }
 
 #[test]
+fn stop_dma_clears_bus_mastering_only() {
+    let mut m = model();
+    let bdf = Bdf::new(0, 3, 0);
+    enable(&mut m, bdf, false);
+    stop_dma(&mut m, bdf);
+    let cmd = m.read16(bdf, reg::COMMAND);
+    assert_eq!(cmd & reg::CMD_BUS_MASTER, 0);
+    assert_eq!(
+        cmd & (reg::CMD_MEMORY | reg::CMD_INTX_DISABLE),
+        reg::CMD_MEMORY | reg::CMD_INTX_DISABLE
+    );
+}
+
+#[test]
 fn reset_function_restores_bars_and_command() {
     let mut m = model();
     let bdf = Bdf::new(0, 3, 0);

@@ -408,13 +408,22 @@ async fn serve(
     let mut dumped = xen.dump.generation();
     let mut storm = bulkhead_xen::storm::Storm::new();
     let mut backed_off = false;
-    // Packets moved either way or refused: a wake-up that changes none of these was for
-    // nothing (see bulkhead_xen::storm).
+    // Packets moved either way or refused: a wake-up that changes none of these, and
+    // posts no new receive buffers, was for nothing (see bulkhead_xen::storm).
     let moved = |s: &bulkhead_netback::queue::Stats| {
         s.tx_packets + s.tx_errors + s.tx_spoofed + s.rx_packets + s.rx_dropped
     };
+    let mut seen = moved(&q.stats);
+    // Only the guest's own notifications are judged: packets the switch queues for it
+    // wake this task too, and while the guest has no buffers posted those wake-ups
+    // move nothing (judging them masked a receiving guest's ports for up to 64 ms
+    // under load, and its TCP collapsed).
+    let mut guest_woke = false;
+    // The furthest receive-buffer producer index seen: a notification that posts
+    // buffers beyond it is work even when no packet waits for them; one that only
+    // moves the index back and forth is not.
+    let mut rx_high = q.rings().1.indexes().req_prod;
     while !stop.get() {
-        let seen = moved(&q.stats);
         if xen.dump.generation() != dumped {
             dumped = xen.dump.generation();
             info!(
@@ -517,13 +526,23 @@ async fn serve(
         // meanwhile, then the task waits as usual.
         // Packets left waiting in the inbox are not work: a guest that posts no receive
         // buffers would otherwise turn the backoff off for ever.
-        let work = moved(&q.stats) != seen;
-        let delay = if backed_off {
+        let posted = {
+            let rx = q.rings().1;
+            let p = rx.indexes().req_prod;
+            let ahead = (p.wrapping_sub(rx_high) as i32) > 0 && rx.unconsumed().is_ok();
+            if ahead {
+                rx_high = p;
+            }
+            ahead
+        };
+        let work = moved(&q.stats) != seen || posted;
+        let delay = if backed_off || !guest_woke {
             None
         } else {
             storm.after_wake(work)
         };
         backed_off = false;
+        guest_woke = false;
         if let Some(delay) = delay {
             super::events::mask(ports.0);
             super::events::mask(ports.1);
@@ -533,15 +552,17 @@ async fn serve(
                 let _ = super::events::unmask(ports.1);
             }
             backed_off = true;
+            seen = moved(&q.stats);
             continue;
         }
-        let mut waits: Vec<Pin<Box<dyn Future<Output = ()> + '_>>> = alloc::vec![
-            Box::pin(xen.waiters.wait(ports.0)),
-            Box::pin(inbox.notify.wait()),
-        ];
+        // The guest's ports first: `first` says which woke the task.
+        let mut waits: Vec<Pin<Box<dyn Future<Output = ()> + '_>>> =
+            alloc::vec![Box::pin(xen.waiters.wait(ports.0))];
         if ports.1 != ports.0 {
             waits.push(Box::pin(xen.waiters.wait(ports.1)));
         }
+        let guest_ports = waits.len();
+        waits.push(Box::pin(inbox.notify.wait()));
         if let Some(at) = pass.retry_at {
             waits.push(Box::pin(h.sleep_until(at)));
         }
@@ -549,7 +570,8 @@ async fn serve(
             waits.push(Box::pin(h.sleep_until(q.rx_stall_at())));
         }
         waits.push(Box::pin(xen.dump.wait(dumped)));
-        first(waits).await;
+        guest_woke = first(waits).await < guest_ports;
+        seen = moved(&q.stats);
     }
     if let Some(why) = &fatal {
         // As Linux's fatal error: this frontend broke the protocol; stop serving it,

@@ -159,13 +159,19 @@ probe() {
 }
 # net METRIC=KEY... -- COMMAND...: one network workload in bench1, probed before and after.
 net() {
-    local m=()
-    while [ "$1" != -- ]; do m+=("$1"); shift; done
+    local m=
+    while [ "$1" != -- ]; do
+        m="$m $1"
+        shift
+    done
     shift
-    probe "before ${m[0]%%=*}"
+    local first=${m# }
+    first=${first%%=*}
+    probe "before $first"
     ask bench1 "$@"
-    probe "after ${m[0]%%=*}"
-    report "${m[@]}"
+    probe "after $first"
+    # shellcheck disable=SC2086 # the metric pairs, one word each
+    report $m
 }
 
 # network: guest to guest (bench1 → bench2), guest to outside and back, 1 and 3 TCP streams.

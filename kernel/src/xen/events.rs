@@ -178,6 +178,14 @@ impl Waiters {
         self.map.borrow().get(&port).is_some_and(|e| e.0)
     }
 
+    /// Drop a fired flag without waiting: the task is about to look at everything an
+    /// event so far could announce, so waking it again for those would find nothing.
+    pub fn clear(&self, port: Port) {
+        if let Some(e) = self.map.borrow_mut().get_mut(&port) {
+            e.0 = false;
+        }
+    }
+
     pub fn forget(&self, port: Port) {
         self.map.borrow_mut().remove(&port);
     }

@@ -438,6 +438,9 @@ async fn serve(
                 super::events::describe(&xen, ports.1),
             );
         }
+        // This pass reads both rings whole: notifications so far are answered by it.
+        xen.waiters.clear(ports.0);
+        xen.waiters.clear(ports.1);
         let now = crate::time::now_ns();
         // Guest → switch.
         let pass = match q.transmit(&mut guest, now, TX_BUDGET, &mut out) {
@@ -536,7 +539,9 @@ async fn serve(
             ahead
         };
         let work = moved(&q.stats) != seen || posted;
-        let delay = if backed_off || !guest_woke {
+        // Work after any wake-up ends a storm; an empty one counts only when the guest
+        // caused it.
+        let delay = if backed_off || !(guest_woke || work) {
             None
         } else {
             storm.after_wake(work)

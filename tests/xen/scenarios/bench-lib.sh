@@ -157,6 +157,21 @@ probe() {
     xenstore-write "/local/domain/$DD_ID/control/dump" 1
     POLL_S=0.1 poll 30 at_least $((n + 1)) "$log" "dump: resources" || echo "bench-probe: no dump for $1"
 }
+# sample_start, sample_stop LABEL: with BENCH_PROBE=1 on Bulkhead's side, where the driver
+# domain's CPU is meanwhile: xenctx reads its instruction pointer from outside, as often
+# as it can; each sample is a `bench-sample: LABEL SYMBOL` line.
+sample_start() {
+    [ "$PROBE" = 1 ] && [ "$SIDE" = bulkhead ] || return 0
+    (while :; do /usr/lib/xen-4.17/bin/xenctx -s /host/bulkhead.map "$DD_ID" 0 2>/dev/null | sed -n 's/^rip: *[0-9a-f]* *//p'; done) >/tmp/samples &
+    SAMPLER=$!
+}
+sample_stop() {
+    [ -n "${SAMPLER:-}" ] || return 0
+    kill "$SAMPLER" 2>/dev/null
+    wait "$SAMPLER" 2>/dev/null
+    SAMPLER=
+    sed "s/^/bench-sample: $1 /" /tmp/samples
+}
 # net METRIC=KEY... -- COMMAND...: one network workload in bench1, probed before and after.
 net() {
     local m=
@@ -168,7 +183,9 @@ net() {
     local first=${m# }
     first=${first%%=*}
     probe "before $first"
+    sample_start
     ask bench1 "$@"
+    sample_stop "$first"
     probe "after $first"
     # shellcheck disable=SC2086 # the metric pairs, one word each
     report $m

@@ -11,6 +11,7 @@ use bulkhead_boot::BootInfo;
 use bulkhead_mm::frames::{self, FrameAllocator, FrameError};
 use bulkhead_mm::paging::{Flags, MapError, PageTables, TableMemory};
 use bulkhead_mm::{align_up, PAGE_SIZE};
+use core::alloc::{GlobalAlloc, Layout};
 use core::sync::atomic::{AtomicUsize, Ordering};
 use linked_list_allocator::LockedHeap;
 use spin::Mutex;
@@ -18,7 +19,35 @@ use x86_64::instructions::tlb;
 use x86_64::VirtAddr;
 
 #[global_allocator]
-static HEAP: LockedHeap = LockedHeap::empty();
+static HEAP: Heap = Heap(LockedHeap::empty());
+
+/// The heap, where every buffer of a page or more starts on a page: a grant copy may
+/// not cross a page on either side, so a packet or block buffer that starts on a page
+/// takes one copy operation per guest page instead of two.
+struct Heap(LockedHeap);
+
+fn page_aligned(l: Layout) -> Layout {
+    if l.size() >= PAGE_SIZE as usize {
+        l.align_to(PAGE_SIZE as usize).unwrap_or(l)
+    } else {
+        l
+    }
+}
+
+// SAFETY: a pass-through to LockedHeap; alloc and dealloc turn the caller's layout into
+// the same page-aligned one (a function of the layout alone), so every block is freed
+// with the layout it was allocated with.
+unsafe impl GlobalAlloc for Heap {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        // SAFETY: as the caller's contract, with a layout at least as aligned.
+        unsafe { self.0.alloc(page_aligned(l)) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: `p` came from `alloc` with the same caller layout, so the same
+        // page-aligned one.
+        unsafe { self.0.dealloc(p, page_aligned(l)) }
+    }
+}
 
 static FRAMES: Mutex<Option<FrameAllocator<'static>>> = Mutex::new(None);
 /// Lock order: TABLES before FRAMES (table allocation takes frames).
@@ -246,7 +275,7 @@ pub fn init(boot: &BootInfo, heap_bytes: Option<u64>) -> Result<MemReport, MemEr
     );
     let heap_at = alloc_frames((heap / PAGE_SIZE) as usize, PAGE_SIZE)?;
     // SAFETY: the frames were just allocated for the heap alone and are mapped RW.
-    unsafe { HEAP.lock().init(heap_at as *mut u8, heap as usize) };
+    unsafe { HEAP.0.lock().init(heap_at as *mut u8, heap as usize) };
 
     Ok(MemReport {
         usable: map.usable_bytes(),
@@ -376,7 +405,7 @@ impl Usage {
 
 pub fn usage() -> Usage {
     let free = FRAMES.lock().as_ref().map_or(0, |f| f.free_frames());
-    let h = HEAP.lock();
+    let h = HEAP.0.lock();
     Usage {
         frames_allocated: INITIAL_FREE.load(Ordering::Relaxed).saturating_sub(free),
         frames_free: free,

@@ -7,8 +7,9 @@
 #                                       each side, BENCH_SECS (8) seconds per workload;
 #                                       table, build/bench/results.json and ratios.png;
 #                                       BENCH_PARTS ("storage network") the workloads,
-#                                       BENCH_PROBE=1 a driver-domain state dump around
-#                                       each network workload (for finding where it goes)
+#                                       BENCH_PROBE=1 vCPU seconds and a driver-domain
+#                                       state dump around each network workload, 2 also
+#                                       xenctx samples (for finding where it goes)
 #   tests/xen/run.sh --demo             interactive: demo.sh, then a dom0 shell (make run)
 #
 # The dom0 image is built once by build-dom0.sh and cached outside the repository, keyed

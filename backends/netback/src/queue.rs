@@ -308,24 +308,22 @@ impl<M: RingMemory> VifQueue<M> {
                     .collect()
             })
             .collect();
-        let mut datas: Vec<Vec<u8>> = batch.iter().map(|p| alloc::vec![0u8; p.len]).collect();
         let copied = {
-            let mut jobs: Vec<(&[Piece], &mut [u8])> = pieces
-                .iter()
-                .zip(datas.iter_mut())
-                .map(|(p, d)| (p.as_slice(), d.as_mut_slice()))
-                .collect();
-            guest.read_all(&mut jobs)
+            let jobs: Vec<&[Piece]> = pieces.iter().map(|p| p.as_slice()).collect();
+            guest.read_new(&jobs)
         };
-        for ((p, data), r) in batch.into_iter().zip(datas).zip(copied) {
-            if let Err(e) = r {
-                self.error(format_args!(
-                    "cannot copy a transmitted packet: grant {} status {}",
-                    e.gref, e.status
-                ));
-                self.answer(&p.ids, p.extras, RSP_ERROR);
-                continue;
-            }
+        for (p, r) in batch.into_iter().zip(copied) {
+            let data = match r {
+                Ok(d) => d,
+                Err(e) => {
+                    self.error(format_args!(
+                        "cannot copy a transmitted packet: grant {} status {}",
+                        e.gref, e.status
+                    ));
+                    self.answer(&p.ids, p.extras, RSP_ERROR);
+                    continue;
+                }
+            };
             if let Some(g) = p.gso {
                 // Check a large send here, once: what it is cut into later must not be
                 // able to fail or to cost more than the limit.

@@ -145,23 +145,26 @@ both() {
     result "$m" "$(awk -v a="$a" -v b="$b" 'BEGIN { print a + b }')"
 }
 
-# probe LABEL: with BENCH_PROBE=1 on Bulkhead's side, a state dump of the driver domain
-# (switch ports, every queue's rings, counters) in its console log, after a line naming
-# LABEL: the dumps around a workload say where its packets went.
+# probe LABEL: with BENCH_PROBE=1 (or 2) the vCPU seconds of the driver domain and the
+# guests so far, and on Bulkhead's side a state dump of the driver domain (switch ports,
+# every queue's rings, counters) in its console log: the dumps around a workload say
+# where its packets went and who was busy.
 probe() {
-    [ "$PROBE" = 1 ] && [ "$SIDE" = bulkhead ] || return 0
+    [ "$PROBE" != 0 ] || return 0
+    echo "bench-probe: $1: driver domain vCPU $(dd_cpu) s, guests $(vcpu_s bench1) s and $(vcpu_s bench2) s"
+    [ "$SIDE" = bulkhead ] || return 0
     local log n
     log=$(console_of bulkhead)
     n=$(grep -c "dump: resources" "$log")
-    echo "bench-probe: $1"
     xenstore-write "/local/domain/$DD_ID/control/dump" 1
     POLL_S=0.1 poll 30 at_least $((n + 1)) "$log" "dump: resources" || echo "bench-probe: no dump for $1"
 }
-# sample_start, sample_stop LABEL: with BENCH_PROBE=1 on Bulkhead's side, where the driver
+# sample_start, sample_stop LABEL: with BENCH_PROBE=2 on Bulkhead's side, where the driver
 # domain's CPU is meanwhile: xenctx reads its instruction pointer from outside, as often
-# as it can; each sample is a `bench-sample: LABEL SYMBOL` line.
+# as it can; each sample is a `bench-sample: LABEL SYMBOL` line. xenctx pauses the
+# domain for each sample: the figures of a sampled run are far lower.
 sample_start() {
-    [ "$PROBE" = 1 ] && [ "$SIDE" = bulkhead ] || return 0
+    [ "$PROBE" = 2 ] && [ "$SIDE" = bulkhead ] || return 0
     (while :; do /usr/lib/xen-4.17/bin/xenctx -s /host/bulkhead.map "$DD_ID" 0 2>/dev/null | sed -n 's/^rip: *[0-9a-f]* *//p'; done) >/tmp/samples &
     SAMPLER=$!
 }

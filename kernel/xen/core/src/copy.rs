@@ -34,10 +34,33 @@ pub trait GuestMemory {
     fn read_all(&mut self, jobs: &mut [(&[Piece], &mut [u8])]) -> Vec<Result<(), GrantFault>> {
         jobs.iter_mut().map(|(p, b)| self.read(p, b)).collect()
     }
+    /// Several reads at once into new buffers, each as long as its pieces together: a
+    /// data path's way to take a packet without first zeroing the memory the copy
+    /// overwrites (the kernel allocates without zeroing; this default zeroes).
+    fn read_new(&mut self, jobs: &[&[Piece]]) -> Vec<Result<Vec<u8>, GrantFault>> {
+        let mut bufs: Vec<Vec<u8>> = jobs.iter().map(|p| alloc::vec![0u8; total(p)]).collect();
+        let results = {
+            let mut js: Vec<(&[Piece], &mut [u8])> = jobs
+                .iter()
+                .zip(bufs.iter_mut())
+                .map(|(p, b)| (*p, b.as_mut_slice()))
+                .collect();
+            self.read_all(&mut js)
+        };
+        bufs.into_iter()
+            .zip(results)
+            .map(|(b, r)| r.map(|()| b))
+            .collect()
+    }
     /// Several writes at once, as [`GuestMemory::read_all`].
     fn write_all(&mut self, jobs: &[(&[Piece], &[u8])]) -> Vec<Result<(), GrantFault>> {
         jobs.iter().map(|(p, b)| self.write(p, b)).collect()
     }
+}
+
+/// The bytes `pieces` hold together.
+pub fn total(pieces: &[Piece]) -> usize {
+    pieces.iter().map(|p| p.len as usize).sum()
 }
 
 /// Grant-copy operations moving `pieces` of `dom`'s memory to or from our buffer at

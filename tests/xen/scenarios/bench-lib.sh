@@ -110,7 +110,9 @@ storage() {
     report rr4k_qd1_iops=iops rr4k_qd1_p50_us=p50us rr4k_qd1_p99_us=p99us
     local g0
     g0=$(vcpu_s bench1)
+    probe "before rr4k_qd32_iops"
     ask bench1 fio /dev/xvda randread 4k 32 "$SECS"
+    probe "after rr4k_qd32_iops"
     report rr4k_qd32_iops=iops
     # How busy the guest's own vCPU was: a guest that issues no faster than this is the
     # limit, whatever its driver domain.
@@ -151,7 +153,7 @@ both() {
 # where its packets went and who was busy.
 probe() {
     [ "$PROBE" != 0 ] || return 0
-    echo "bench-probe: $1: driver domain vCPU $(dd_cpu) s, guests $(vcpu_s bench1) s and $(vcpu_s bench2) s"
+    echo "bench-probe: $1: at $(date +%s.%N | cut -c1-14) s, driver domain vCPU $(dd_cpu) s, guests $(vcpu_s bench1) s and $(vcpu_s bench2) s"
     [ "$SIDE" = bulkhead ] || return 0
     local log n
     log=$(console_of bulkhead)

@@ -551,7 +551,12 @@ async fn serve(
         if let Some(delay) = delay {
             super::events::mask(ports.0);
             super::events::mask(ports.1);
-            h.sleep(delay).await;
+            // A state dump ends the wait early: a queue held here shows in it.
+            first(alloc::vec![
+                Box::pin(h.sleep(delay)) as Pin<Box<dyn Future<Output = ()> + '_>>,
+                Box::pin(xen.dump.wait(dumped)),
+            ])
+            .await;
             let _ = super::events::unmask(ports.0);
             if ports.1 != ports.0 {
                 let _ = super::events::unmask(ports.1);

@@ -14,9 +14,7 @@ report raw_rr4k_qd1_iops=rr4k_qd1_iops raw_rr4k_qd32_iops=rr4k_qd32_iops raw_seq
 workloads part:delta part:epsilon
 # Memory in use as Bulkhead counts it (image, tables, buffers, the heap's used part; not
 # the map slots it gave back to Xen).
-before=$(grep -c "dump: resources" "$log")
-xenstore-write "/local/domain/$DD_ID/control/dump" 1
-poll_live 30 at_least $((before + 1)) "$log" "dump: resources" || fail "no state dump"
+state_dump || fail "no state dump"
 result dd_mem_used_kib "$(grep "dump: resources" "$log" | tail -1 | sed 's/.*memory \([0-9]*\) KiB in use.*/\1/')"
 guests_down
 DD_ID=

@@ -155,11 +155,16 @@ probe() {
     [ "$PROBE" != 0 ] || return 0
     echo "bench-probe: $1: at $(date +%s.%N | cut -c1-14) s, driver domain vCPU $(dd_cpu) s, guests $(vcpu_s bench1) s and $(vcpu_s bench2) s"
     [ "$SIDE" = bulkhead ] || return 0
+    state_dump || echo "bench-probe: no dump for $1"
+}
+# state_dump: ask Bulkhead for a state dump (control/dump) and wait until its console has
+# it; status 1 if none came within 30 s.
+state_dump() {
     local log n
     log=$(console_of bulkhead)
     n=$(grep -c "dump: resources" "$log")
     xenstore-write "/local/domain/$DD_ID/control/dump" 1
-    POLL_S=0.1 poll 30 at_least $((n + 1)) "$log" "dump: resources" || echo "bench-probe: no dump for $1"
+    POLL_S=0.1 poll_live 30 at_least $((n + 1)) "$log" "dump: resources"
 }
 # sample_start, sample_stop LABEL: with BENCH_PROBE=2 on Bulkhead's side, where the driver
 # domain's CPU is meanwhile: xenctx reads its instruction pointer from outside, as often

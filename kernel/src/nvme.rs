@@ -8,7 +8,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
-use bulkhead_block::{unique, BlockDevice, BlockError, Extent, Features, Io, Lookup, Target};
+use bulkhead_block::{unique, BlockDevice, BlockError, Extent, Features, Io, Lookup, Span, Target};
 use bulkhead_executor::{Handle, Mutex, Signal};
 use bulkhead_nvme::batch::{Batch, Op};
 use bulkhead_nvme::cmd::{Command, Completion};
@@ -16,6 +16,7 @@ use bulkhead_nvme::controller::{Config, Controller};
 use bulkhead_nvme::gpt::{self, Partition};
 use bulkhead_nvme::identify::Namespace;
 use bulkhead_nvme::pool::{Buffer, Pool};
+use bulkhead_nvme::prp::Pages;
 use bulkhead_nvme::{Clock, Dma, Error, PAGE_SIZE};
 use bulkhead_pci::Function;
 use log::{error, info, warn};
@@ -421,15 +422,36 @@ impl Disk {
                 continue;
             }
             // The caller's memory is identity-mapped RAM (all of the kernel's is: heap,
-            // image, stacks), so its address is what the device is given: no copy
-            // through the pool's buffer, unless it is not dword-aligned (PRP1's rule).
-            let base = io.as_ptr() as u64;
-            let direct = base % 4 == 0;
+            // image, stacks; so are the grants it maps), so its address is what the
+            // device is given: no copy through the pool's buffer, unless a buffer is
+            // not dword-aligned (PRP1's rule). Spans are always moved directly.
+            let spans: Option<Vec<(u64, usize)>> = io
+                .spans()
+                .map(|sp| sp.iter().map(|s| (s.addr, s.len)).collect());
+            let mut chunks: Vec<(usize, usize, Option<Pages>)> = Vec::new();
             let mut done = 0;
             while done < len {
                 let l = chunk.min(len - done);
+                let direct = match (&spans, io.as_ptr()) {
+                    (Some(sp), _) => match Pages::of_pieces(sp, done, l) {
+                        Some(p) => Some(p),
+                        None => break,
+                    },
+                    (None, Some(p)) if p as u64 % 4 == 0 => {
+                        Some(Pages::contiguous(p as u64 + done as u64, l))
+                    }
+                    _ => None,
+                };
+                chunks.push((done, l, direct));
+                done += l;
+            }
+            if done < len {
+                out[k] = Err(Error::Invalid("memory that PRPs cannot describe"));
+                continue;
+            }
+            for (done, l, direct) in chunks {
                 ops.push(Op {
-                    direct: direct.then_some(base + done as u64),
+                    direct,
                     write: io.is_write(),
                     nsid,
                     lba: io.lba() + (done / bs) as u64,
@@ -437,7 +459,6 @@ impl Disk {
                     bytes: l,
                 });
                 owner.push((k, done, l));
-                done += l;
             }
         }
         let mut batch = Batch::new(ops);
@@ -716,10 +737,7 @@ impl BlockDevice for Volume {
         for (k, io) in ios.iter_mut().enumerate() {
             match self.extent.map(io.lba(), io.len(), io.is_write()) {
                 Ok(dev) => {
-                    mapped.push(match io {
-                        Io::Read { buf, .. } => Io::Read { lba: dev, buf },
-                        Io::Write { buf, .. } => Io::Write { lba: dev, buf },
-                    });
+                    mapped.push(reborrow(io).at(dev));
                     owner.push(k);
                 }
                 Err(e) => out[k] = Err(e),
@@ -731,6 +749,13 @@ impl BlockDevice for Volume {
             out[k] = r.map_err(block_error);
         }
         out
+    }
+    /// Any memory PRPs describe (the commands a transfer is split into are sub-ranges,
+    /// which PRPs then describe too).
+    fn takes_spans(&self, spans: &[Span]) -> bool {
+        let pieces: Vec<(u64, usize)> = spans.iter().map(|s| (s.addr, s.len)).collect();
+        let len = pieces.iter().map(|p| p.1).sum();
+        Pages::of_pieces(&pieces, 0, len).is_some()
     }
     async fn flush(&mut self) -> Result<(), BlockError> {
         let mut d = self.disk.lock().await;
@@ -745,6 +770,16 @@ impl BlockDevice for Volume {
         d.deallocate(&self.h, self.nsid, dev, blocks)
             .await
             .map_err(block_error)
+    }
+}
+
+/// The same transfer, borrowed again for a shorter time.
+fn reborrow<'a>(io: &'a mut Io<'_>) -> Io<'a> {
+    match io {
+        Io::Read { lba, buf } => Io::Read { lba: *lba, buf },
+        Io::Write { lba, buf } => Io::Write { lba: *lba, buf },
+        Io::ReadTo { lba, spans } => Io::ReadTo { lba: *lba, spans },
+        Io::WriteFrom { lba, spans } => Io::WriteFrom { lba: *lba, spans },
     }
 }
 

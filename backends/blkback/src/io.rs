@@ -1,15 +1,16 @@
 //! The data path: moving bytes between the guest's granted pages and the device.
 //!
-//! Guest pages are reached through [`GuestMemory`]. The kernel's implementation uses
-//! batched grant copies (built by [`copy_ops`]) into and out of a bounce buffer that the
-//! NVMe controller DMAs to and from; a guest page is never handed to the device, so a
-//! frontend that revokes a grant mid-request cannot make the device write anywhere but
-//! our own buffer.
+//! Guest pages are reached through [`GuestMemory`] (copies) and, where a page is
+//! persistently mapped and the device can reach it, by the device itself
+//! ([`DmaPages`]): then a request moves with no copy at all, as Linux's blkback moves
+//! it. Otherwise the kernel's batched grant copies (built by [`copy_ops`]) or copies
+//! through the persistent mappings go into and out of a buffer of ours that the device
+//! DMAs to and from.
 
 use alloc::vec;
 use alloc::vec::Vec;
 
-use bulkhead_block::{BlockDevice, BlockError, Io};
+use bulkhead_block::{BlockDevice, BlockError, Io, Span};
 
 use crate::abi::{PAGE_SIZE, RSP_EOPNOTSUPP, RSP_ERROR};
 use crate::request::{self, Body, Request, Segment, Segments};
@@ -24,6 +25,25 @@ impl From<&Segment> for Piece {
             len: s.bytes() as u16,
         }
     }
+}
+
+/// Guest memory that the device may also reach itself. A ring whose frontend keeps its
+/// grants mapped ([`crate::persistent`]) offers the mapped pages; everything else takes
+/// the defaults (no page is offered: every byte goes by copy).
+pub trait DmaPages: GuestMemory {
+    /// For each job, one span per piece (the piece's page, mapped, at its offset), or
+    /// None if any of its pieces cannot be offered or `takes` (the device) refuses the
+    /// spans. Every span handed out stays mapped until [`DmaPages::release_dma`]: the
+    /// device may be writing it.
+    fn dma_pages(
+        &mut self,
+        jobs: &[&[Piece]],
+        _takes: &mut dyn FnMut(&[Span]) -> bool,
+    ) -> Vec<Option<Vec<Span>>> {
+        jobs.iter().map(|_| None).collect()
+    }
+    /// The device is done with every span handed out.
+    fn release_dma(&mut self) {}
 }
 
 /// The device as this vbd exposes it.
@@ -176,27 +196,44 @@ struct Part {
 }
 
 /// Serve runs of contiguous transfers (each run one device I/O), all runs at once
-/// ([`BlockDevice::transfer_all`]); one result per transfer, per run. A guest copy that
-/// fails costs only its own request; a device failure on a merged I/O is retried
-/// request by request, so each gets its own status. The guest's pages are copied in one
-/// batch for all the writes before the device sees them, and out in one batch for all
-/// the reads after it answered (a read reaches the guest only if the device succeeded).
-pub async fn transfer_runs<D: BlockDevice, G: GuestMemory + ?Sized>(
+/// ([`BlockDevice::transfer_all`]); one result per transfer, per run. A run whose guest
+/// pages are all persistently mapped and that the device can reach goes straight
+/// between those pages and the device; every other run goes through a buffer of ours:
+/// the guest's pages are copied in one batch for all the writes before the device sees
+/// them, and out in one batch for all the reads after it answered (such a read reaches
+/// the guest only if the device succeeded; a direct one that failed may have left part
+/// of its data in the guest's pages, which it then must not use: it got an error). A
+/// guest copy that fails costs only its own request; a device failure on a merged I/O
+/// is retried request by request, so each gets its own status.
+pub async fn transfer_runs<D: BlockDevice, G: DmaPages + ?Sized>(
     runs: &[Vec<&Transfer>],
     dev: &mut D,
     guest: &mut G,
 ) -> Vec<Vec<Result<Done, Failure>>> {
     let mut out: Vec<Vec<Option<Result<Done, Failure>>>> =
         runs.iter().map(|r| vec![None; r.len()]).collect();
+    // Runs the device moves itself: one span per piece, the run's transfers in order.
+    let direct: Vec<Option<Vec<Span>>> = {
+        let jobs: Vec<Vec<Piece>> = runs
+            .iter()
+            .map(|r| r.iter().flat_map(|t| t.pieces.iter().copied()).collect())
+            .collect();
+        let refs: Vec<&[Piece]> = jobs.iter().map(|j| &j[..]).collect();
+        guest.dma_pages(&refs, &mut |sp| dev.takes_spans(sp))
+    };
     let mut bufs: Vec<Vec<u8>> = runs
         .iter()
-        .map(|r| vec![0u8; r.iter().map(|t| t.bytes).sum()])
+        .zip(&direct)
+        .map(|(r, d)| match d {
+            Some(_) => Vec::new(),
+            None => vec![0u8; r.iter().map(|t| t.bytes).sum()],
+        })
         .collect();
     // Gather every write's data; a request whose pages cannot be read fails alone.
     let copied = {
         let mut jobs: Vec<(&[Piece], &mut [u8])> = Vec::new();
-        for (run, buf) in runs.iter().zip(bufs.iter_mut()) {
-            if !run[0].write {
+        for ((run, buf), d) in runs.iter().zip(bufs.iter_mut()).zip(&direct) {
+            if !run[0].write || d.is_some() {
                 continue;
             }
             let mut rest = &mut buf[..];
@@ -220,7 +257,8 @@ pub async fn transfer_runs<D: BlockDevice, G: GuestMemory + ?Sized>(
         let mut end_at = 0;
         for (k, t) in run.iter().enumerate() {
             end_at += t.bytes;
-            let lost = run[0].write && copied.next().is_none_or(|c| c.is_err());
+            let lost =
+                run[0].write && direct[r].is_none() && copied.next().is_none_or(|c| c.is_err());
             if lost {
                 if k > first {
                     parts.push(Part {
@@ -252,13 +290,23 @@ pub async fn transfer_runs<D: BlockDevice, G: GuestMemory + ?Sized>(
         let mut rests: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
         let mut taken = vec![0usize; runs.len()];
         for p in &parts {
+            let lba = runs[p.run][p.first].lba;
+            let write = runs[p.run][0].write;
+            if let Some(spans) = &direct[p.run] {
+                // A direct run is never split: it is one part, all its spans.
+                ios.push(if write {
+                    Io::WriteFrom { lba, spans }
+                } else {
+                    Io::ReadTo { lba, spans }
+                });
+                continue;
+            }
             let rest = core::mem::take(&mut rests[p.run]);
             let (_, from) = rest.split_at_mut(p.at - taken[p.run]);
             let (buf, tail) = from.split_at_mut(p.len);
             rests[p.run] = tail;
             taken[p.run] = p.at + p.len;
-            let lba = runs[p.run][p.first].lba;
-            ios.push(if runs[p.run][0].write {
+            ios.push(if write {
                 Io::Write { lba, buf }
             } else {
                 Io::Read { lba, buf }
@@ -275,12 +323,9 @@ pub async fn transfer_runs<D: BlockDevice, G: GuestMemory + ?Sized>(
         for (p, r) in parts.iter().zip(&results) {
             let run = &runs[p.run];
             match r {
-                Ok(()) if run[0].write => {
+                Ok(()) if run[0].write || direct[p.run].is_some() => {
                     for k in p.first..p.end {
-                        out[p.run][k] = Some(Ok(Done {
-                            read: 0,
-                            written: run[k].bytes as u64,
-                        }));
+                        out[p.run][k] = Some(Ok(moved(run[k])));
                     }
                 }
                 Ok(()) => {
@@ -304,26 +349,35 @@ pub async fn transfer_runs<D: BlockDevice, G: GuestMemory + ?Sized>(
         };
         for ((r, k), w) in owners.into_iter().zip(written) {
             out[r][k] = Some(
-                w.map(|_| Done {
-                    read: runs[r][k].bytes as u64,
-                    written: 0,
-                })
-                .map_err(|_| fail(RSP_ERROR, "cannot copy into the guest's pages")),
+                w.map(|_| moved(runs[r][k]))
+                    .map_err(|_| fail(RSP_ERROR, "cannot copy into the guest's pages")),
             );
         }
     }
     for p in retry {
         let run = &runs[p.run];
         let mut at = p.at;
+        // A direct run's spans, request by request (one span per piece).
+        let mut span_at = run[..p.first].iter().map(|t| t.pieces.len()).sum::<usize>();
         for k in p.first..p.end {
             let t = run[k];
-            out[p.run][k] = Some(if t.write {
+            out[p.run][k] = Some(if let Some(spans) = &direct[p.run] {
+                let spans = &spans[span_at..span_at + t.pieces.len()];
+                span_at += t.pieces.len();
+                let mut io = [if t.write {
+                    Io::WriteFrom { lba: t.lba, spans }
+                } else {
+                    Io::ReadTo { lba: t.lba, spans }
+                }];
+                match dev.transfer_all(&mut io).await.pop() {
+                    Some(Ok(())) => Ok(moved(t)),
+                    Some(Err(e)) => Err(device_failure(e)),
+                    None => Err(fail(RSP_ERROR, "no result")),
+                }
+            } else if t.write {
                 dev.write(t.lba, &bufs[p.run][at..at + t.bytes])
                     .await
-                    .map(|_| Done {
-                        read: 0,
-                        written: t.bytes as u64,
-                    })
+                    .map(|_| moved(t))
                     .map_err(device_failure)
             } else {
                 // Into the run's own buffer: a retry allocates nothing more.
@@ -331,10 +385,7 @@ pub async fn transfer_runs<D: BlockDevice, G: GuestMemory + ?Sized>(
                 match dev.read(t.lba, buf).await {
                     Ok(()) => guest
                         .write(&t.pieces, buf)
-                        .map(|_| Done {
-                            read: t.bytes as u64,
-                            written: 0,
-                        })
+                        .map(|_| moved(t))
                         .map_err(|_| fail(RSP_ERROR, "cannot copy into the guest's pages")),
                     Err(e) => Err(device_failure(e)),
                 }
@@ -342,6 +393,8 @@ pub async fn transfer_runs<D: BlockDevice, G: GuestMemory + ?Sized>(
             at += t.bytes;
         }
     }
+    // Every transfer has ended: the device no longer touches the guest's pages.
+    guest.release_dma();
     out.into_iter()
         .map(|r| {
             r.into_iter()
@@ -351,10 +404,25 @@ pub async fn transfer_runs<D: BlockDevice, G: GuestMemory + ?Sized>(
         .collect()
 }
 
+/// What a transfer that succeeded moved.
+fn moved(t: &Transfer) -> Done {
+    if t.write {
+        Done {
+            read: 0,
+            written: t.bytes as u64,
+        }
+    } else {
+        Done {
+            read: t.bytes as u64,
+            written: 0,
+        }
+    }
+}
+
 /// Serve one decoded request: fetch indirect segments, check the range, move the data.
 /// The device sees nothing until every check passed; data read from the device reaches
 /// the guest only if the device succeeded.
-pub async fn execute<D: BlockDevice, G: GuestMemory + ?Sized>(
+pub async fn execute<D: BlockDevice, G: DmaPages + ?Sized>(
     req: &Request,
     geo: &Geometry,
     read_only: bool,
@@ -403,7 +471,7 @@ pub async fn execute<D: BlockDevice, G: GuestMemory + ?Sized>(
     }
 }
 
-async fn one<D: BlockDevice, G: GuestMemory + ?Sized>(
+async fn one<D: BlockDevice, G: DmaPages + ?Sized>(
     t: &Transfer,
     dev: &mut D,
     guest: &mut G,

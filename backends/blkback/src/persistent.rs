@@ -4,13 +4,15 @@
 //! recently used grants not needed by the current request are unmapped, and pieces that
 //! still find no room go through grant copies (never an error).
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 
 use bulkhead_xen::abi::{DomId, GrantRef};
 use bulkhead_xen::grants::Mapping;
 
-use crate::io::{GrantFault, GuestMemory, Piece};
+use bulkhead_block::Span;
+
+use crate::io::{DmaPages, GrantFault, GuestMemory, Piece};
 
 /// Mapping grants into our address space and copying through the mappings.
 pub trait GrantMapper {
@@ -29,6 +31,8 @@ pub struct PersistentStats {
     pub evicted: u64,
     /// Pieces served by grant copy because the cache had no room or the map failed.
     pub copied: u64,
+    /// Pieces the device moved itself, to or from the mapped page (of the hits).
+    pub direct: u64,
 }
 
 pub struct Persistent<M: GrantMapper, C: GuestMemory> {
@@ -38,6 +42,9 @@ pub struct Persistent<M: GrantMapper, C: GuestMemory> {
     capacity: usize,
     /// gref -> (mapping, stamp of the request that last used it)
     cache: BTreeMap<GrantRef, (Mapping, u64)>,
+    /// Grants handed to the device ([`DmaPages::dma_pages`]): never unmapped until
+    /// released, whatever else needs room.
+    pinned: BTreeSet<GrantRef>,
     stamp: u64,
     pub stats: PersistentStats,
 }
@@ -50,6 +57,7 @@ impl<M: GrantMapper, C: GuestMemory> Persistent<M, C> {
             fallback,
             capacity,
             cache: BTreeMap::new(),
+            pinned: BTreeSet::new(),
             stamp: 0,
             stats: PersistentStats::default(),
         }
@@ -81,7 +89,11 @@ impl<M: GrantMapper, C: GuestMemory> Persistent<M, C> {
         if !want.is_empty() {
             // Map first, then make room only for what mapped (a bad reference must not
             // cost a good cached grant).
-            let in_use = self.cache.values().filter(|(_, s)| *s == now).count();
+            let in_use = self
+                .cache
+                .iter()
+                .filter(|(g, (_, s))| *s == now || self.pinned.contains(g))
+                .count();
             want.truncate(self.capacity.saturating_sub(in_use));
             let got: Vec<Mapping> = self
                 .mapper
@@ -95,7 +107,7 @@ impl<M: GrantMapper, C: GuestMemory> Persistent<M, C> {
                 let mut old: Vec<(u64, GrantRef)> = self
                     .cache
                     .iter()
-                    .filter(|(_, (_, s))| *s < now)
+                    .filter(|(g, (_, s))| *s < now && !self.pinned.contains(g))
                     .map(|(g, (_, s))| (*s, *g))
                     .collect();
                 old.sort_unstable();
@@ -126,8 +138,10 @@ impl<M: GrantMapper, C: GuestMemory> Persistent<M, C> {
             .collect()
     }
 
-    /// Unmap everything (disconnect); returns how many grants were mapped.
+    /// Unmap everything (disconnect, with no transfer in flight); returns how many
+    /// grants were mapped.
     pub fn release(&mut self) -> usize {
+        self.pinned.clear();
         let all: Vec<Mapping> = core::mem::take(&mut self.cache)
             .into_values()
             .map(|e| e.0)
@@ -197,6 +211,56 @@ impl<M: GrantMapper, C: GuestMemory> GuestMemory for Persistent<M, C> {
             first_faults(&mut out, &owner, self.fallback.write_all(&slow));
         }
         out
+    }
+}
+
+/// The device reaches mapped grants where they are mapped (the addresses are the
+/// domain's own physical ones, which its IOMMU context translates, mapped grants
+/// included). A job is offered only if every one of its pieces is mapped; the jobs'
+/// pieces are resolved together, so making room for one never unmaps another's.
+impl<M: GrantMapper, C: GuestMemory> DmaPages for Persistent<M, C> {
+    fn dma_pages(
+        &mut self,
+        jobs: &[&[Piece]],
+        takes: &mut dyn FnMut(&[Span]) -> bool,
+    ) -> Vec<Option<Vec<Span>>> {
+        let all: Vec<Piece> = jobs.iter().flat_map(|j| j.iter().copied()).collect();
+        let maps = self.resolve(&all);
+        // Each piece is counted again when it is moved (by copy or by the device).
+        self.stats.hits -= maps.iter().filter(|m| m.is_some()).count() as u64;
+        self.stats.copied -= maps.iter().filter(|m| m.is_none()).count() as u64;
+        let mut maps = maps.into_iter();
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let mine: Vec<Option<Mapping>> = maps.by_ref().take(job.len()).collect();
+            if mine.iter().any(Option::is_none) {
+                out.push(None);
+                continue;
+            }
+            let spans: Vec<Span> = job
+                .iter()
+                .zip(mine.into_iter().flatten())
+                .map(|(p, m)| Span {
+                    addr: m.addr + u64::from(p.offset),
+                    len: p.len as usize,
+                })
+                .collect();
+            if !takes(&spans) {
+                out.push(None);
+                continue;
+            }
+            for p in job.iter() {
+                self.pinned.insert(p.gref);
+            }
+            self.stats.hits += job.len() as u64;
+            self.stats.direct += job.len() as u64;
+            out.push(Some(spans));
+        }
+        out
+    }
+
+    fn release_dma(&mut self) {
+        self.pinned.clear();
     }
 }
 

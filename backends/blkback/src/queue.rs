@@ -11,7 +11,7 @@ use alloc::vec::Vec;
 
 use crate::abi::Protocol;
 use crate::io::{
-    continues, execute, prepare, transfer_runs, Done, Failure, Geometry, GuestMemory, Transfer,
+    continues, execute, prepare, transfer_runs, DmaPages, Done, Failure, Geometry, Transfer,
     BATCH_MAX_BYTES,
 };
 use crate::request::{decode, Limits, Rejected, Request};
@@ -99,7 +99,7 @@ impl<M: RingMemory> Queue<M> {
     /// The budget is what keeps a frontend from holding the task: one that re-publishes
     /// requests as fast as they are answered would otherwise keep this loop going for
     /// ever. The caller looks again ([`Queue::final_check`]) after letting others run.
-    pub async fn serve_available<D: BlockDevice, G: GuestMemory + ?Sized>(
+    pub async fn serve_available<D: BlockDevice, G: DmaPages + ?Sized>(
         &mut self,
         dev: &mut D,
         guest: &mut G,

@@ -8,13 +8,13 @@ use std::rc::Rc;
 
 use bulkhead_blkback::abi::*;
 use bulkhead_blkback::io::{
-    copy_ops, op_gref, Geometry, GrantFault, GuestMemory, Piece, BATCH_MAX_BYTES,
+    copy_ops, op_gref, DmaPages, Geometry, GrantFault, GuestMemory, Piece, BATCH_MAX_BYTES,
 };
 use bulkhead_blkback::persistent::{GrantMapper, Persistent};
 use bulkhead_blkback::queue::Queue;
 use bulkhead_blkback::request::{encode, encode_discard, encode_indirect, Limits, Segment};
 use bulkhead_blkback::ring::{self, FrontRing, VecRing};
-use bulkhead_block::{BlockDevice, BlockError, Features, Io};
+use bulkhead_block::{BlockDevice, BlockError, Features, Io, Span};
 use bulkhead_xen::abi::{self as xabi, DomId, GrantRef};
 use bulkhead_xen::fake::FakeXen;
 use bulkhead_xen::grants::Mapping;
@@ -77,6 +77,8 @@ impl GuestMemory for Guest {
         jobs.iter().map(|(p, b)| self.write_one(p, b)).collect()
     }
 }
+
+impl DmaPages for Guest {}
 
 impl Guest {
     fn read_one(&mut self, pieces: &[Piece], buf: &mut [u8]) -> Result<(), GrantFault> {
@@ -178,9 +180,44 @@ struct MemDisk {
     /// events ("b2" a batch of two, "f" a flush) in the order they happened.
     batches: Vec<usize>,
     events: Vec<String>,
+    /// Whether the disk reaches memory by address (a DMA-capable device): then the
+    /// fake hypervisor's mapped grants are what it reaches, and only while mapped.
+    reach: Option<Rc<RefCell<FakeXen>>>,
+    /// Transfers it moved straight to or from spans.
+    direct: u32,
 }
 
 impl MemDisk {
+    /// Move `len` bytes at `lba` to or from spans of mapped grants, as DMA would.
+    fn dma(&mut self, lba: u64, spans: &[Span], write: bool) -> Result<(), BlockError> {
+        self.direct += 1;
+        let len: usize = spans.iter().map(|s| s.len).sum();
+        if self.fail_io || self.hits_bad(lba, len) {
+            return Err(BlockError::Io);
+        }
+        let xen = self.reach.clone().expect("spans only where taken");
+        let mut xen = xen.borrow_mut();
+        let mut o = lba as usize * self.bs as usize;
+        for s in spans {
+            let page = s.addr & !4095;
+            let off = (s.addr & 4095) as usize;
+            let mem = xen
+                .mapped_page_mut(page)
+                .expect("the device reached a page that is not mapped");
+            let disk = self
+                .data
+                .get_mut(o..o + s.len)
+                .ok_or(BlockError::OutOfRange)?;
+            if write {
+                disk.copy_from_slice(&mem[off..off + s.len]);
+            } else {
+                mem[off..off + s.len].copy_from_slice(disk);
+            }
+            o += s.len;
+        }
+        Ok(())
+    }
+
     fn hits_bad(&self, lba: u64, len: usize) -> bool {
         self.bad_lba
             .is_some_and(|b| b >= lba && b < lba + (len / self.bs as usize) as u64)
@@ -242,9 +279,18 @@ impl BlockDevice for MemDisk {
             out[i] = match io {
                 Io::Read { lba, buf } => self.read(*lba, buf).await,
                 Io::Write { lba, buf } => self.write(*lba, buf).await,
+                Io::ReadTo { lba, spans } => self.dma(*lba, spans, false),
+                Io::WriteFrom { lba, spans } => self.dma(*lba, spans, true),
             };
         }
         out
+    }
+    /// Pages of mapped memory, each piece within its page (what the fake can reach).
+    fn takes_spans(&self, spans: &[Span]) -> bool {
+        self.reach.is_some()
+            && spans
+                .iter()
+                .all(|s| (s.addr & 4095) as usize + s.len <= 4096)
     }
     async fn discard(&mut self, lba: u64, blocks: u64) -> Result<(), BlockError> {
         let o = lba as usize * self.bs as usize;
@@ -270,7 +316,7 @@ struct Rig {
     front: FrontRing,
     queue: Queue<VecRing>,
     xen: Rc<RefCell<FakeXen>>,
-    guest: Box<dyn GuestMemory>,
+    guest: Box<dyn DmaPages>,
     disk: MemDisk,
     /// Grant-copy calls made (each one hypercall in the kernel).
     copies: Rc<RefCell<usize>>,
@@ -290,6 +336,8 @@ impl Rig {
             bad_lba: None,
             batches: Vec::new(),
             events: Vec::new(),
+            reach: None,
+            direct: 0,
         };
         let geo = Geometry {
             sectors: disk_bytes as u64 / 512,
@@ -418,6 +466,22 @@ impl GuestMemory for Probed {
         let r = self.inner.write_all(jobs);
         self.report();
         r
+    }
+}
+
+impl DmaPages for Probed {
+    fn dma_pages(
+        &mut self,
+        jobs: &[&[Piece]],
+        takes: &mut dyn FnMut(&[Span]) -> bool,
+    ) -> Vec<Option<Vec<Span>>> {
+        let r = self.inner.dma_pages(jobs, takes);
+        self.report();
+        r
+    }
+    fn release_dma(&mut self) {
+        self.inner.release_dma();
+        self.report();
     }
 }
 
@@ -910,4 +974,149 @@ fn a_bad_request_inside_a_run_fails_alone() {
         "no data for the failed read"
     );
     assert!(rig.guest_page(dst[3]) == pattern(4096, 3));
+}
+
+#[test]
+fn mapped_grants_go_straight_to_a_device_that_reaches_them() {
+    let mut rig = Rig::new(Protocol::X86_64, 1 << 20, 512, false);
+    rig.disk.reach = Some(rig.xen.clone());
+    let probe = rig.persistent(32);
+    let pages: Vec<Vec<u8>> = (0..8).map(|i| pattern(4096, 90 + i)).collect();
+    let grefs: Vec<u32> = pages.iter().map(|p| rig.page(p)).collect();
+    // Two contiguous 4-page writes: one run, one device transfer from the guest's pages.
+    let segs: Vec<Segment> = grefs.iter().map(|&g| seg(g, 0, 7)).collect();
+    rig.submit(&encode(Protocol::X86_64, OP_WRITE, 1, 64, &segs[..4]));
+    rig.submit(&encode(Protocol::X86_64, OP_WRITE, 2, 96, &segs[4..]));
+    let r = rig.serve();
+    assert_eq!(r.len(), 2);
+    assert!(r.iter().all(|x| x.2 == RSP_OKAY), "{r:?}");
+    assert_eq!(
+        &rig.disk.data[64 * 512..64 * 512 + 8 * 4096],
+        &pages.concat()[..]
+    );
+    assert_eq!(
+        (rig.disk.direct, rig.disk.writes),
+        (1, 0),
+        "one direct transfer"
+    );
+    assert_eq!(rig.copies(), 0, "no byte went through a copy");
+    // Read them back into other pages (a partial page at each end: sectors 2..7 of
+    // the first page, then whole pages, then sectors 0..1 of the last).
+    let back: Vec<u32> = (0..9).map(|_| rig.page(&[])).collect();
+    let mut bsegs: Vec<Segment> = back.iter().map(|&g| seg(g, 0, 7)).collect();
+    bsegs[0] = seg(back[0], 2, 7);
+    bsegs[8] = seg(back[8], 0, 1);
+    rig.submit(&encode(Protocol::X86_64, OP_READ, 3, 64, &bsegs));
+    assert_eq!(rig.serve(), [(3, OP_READ, RSP_OKAY)]);
+    assert_eq!(rig.disk.direct, 2);
+    let all = pages.concat();
+    assert_eq!(&rig.guest_page(back[0])[1024..], &all[..3072]);
+    for k in 1..8 {
+        assert_eq!(
+            rig.guest_page(back[k]),
+            &all[3072 + (k - 1) * 4096..3072 + k * 4096]
+        );
+    }
+    assert_eq!(&rig.guest_page(back[8])[..1024], &all[3072 + 7 * 4096..]);
+    assert_eq!(rig.copies(), 0);
+    let p = probe.borrow().unwrap();
+    assert_eq!((p.stats.direct, p.stats.copied), (17, 0));
+}
+
+#[test]
+fn a_batch_larger_than_the_cache_goes_partly_direct_and_never_loses_a_pinned_page() {
+    // Room for 6 grants; three runs of 4 pages in one batch. The device may use a page
+    // until the batch ends, so none it was given may be unmapped to make room for
+    // another run (the fake device panics on a page that is not mapped): the first
+    // run goes direct, the others through copies, every byte right.
+    let mut rig = Rig::new(Protocol::X86_64, 1 << 20, 512, false);
+    rig.disk.reach = Some(rig.xen.clone());
+    let probe = rig.persistent(6);
+    let pages: Vec<Vec<u8>> = (0..12).map(|i| pattern(4096, 120 + i)).collect();
+    let grefs: Vec<u32> = pages.iter().map(|p| rig.page(p)).collect();
+    for r in 0..3 {
+        let segs: Vec<Segment> = grefs[r * 4..r * 4 + 4]
+            .iter()
+            .map(|&g| seg(g, 0, 7))
+            .collect();
+        rig.submit(&encode(
+            Protocol::X86_64,
+            OP_WRITE,
+            r as u64,
+            1000 * r as u64,
+            &segs,
+        ));
+    }
+    let res = rig.serve();
+    assert_eq!(res.len(), 3);
+    assert!(res.iter().all(|x| x.2 == RSP_OKAY), "{res:?}");
+    for r in 0..3 {
+        let o = 1000 * r * 512;
+        assert_eq!(
+            &rig.disk.data[o..o + 4 * 4096],
+            &pages[r * 4..r * 4 + 4].concat()[..]
+        );
+    }
+    assert_eq!(rig.disk.direct, 1, "one run fits the cache whole");
+    let p = probe.borrow().unwrap();
+    assert!(p.cached <= 6);
+    assert_eq!(p.stats.direct, 4);
+    assert!(rig.xen.borrow().mapped_count() <= 6);
+}
+
+#[test]
+fn a_failed_direct_run_is_retried_request_by_request() {
+    let mut rig = Rig::new(Protocol::X86_64, 1 << 20, 512, false);
+    rig.disk.reach = Some(rig.xen.clone());
+    let _probe = rig.persistent(32);
+    let grefs: Vec<u32> = (0..4).map(|i| rig.page(&pattern(4096, i))).collect();
+    // Four contiguous one-page reads; the third page's blocks are bad.
+    for (i, g) in grefs.iter().enumerate() {
+        rig.submit(&encode(
+            Protocol::X86_64,
+            OP_READ,
+            i as u64,
+            8 * i as u64,
+            &[seg(*g, 0, 7)],
+        ));
+    }
+    rig.disk.data[..4 * 4096].copy_from_slice(&pattern(4 * 4096, 7));
+    rig.disk.bad_lba = Some(17);
+    let mut r = rig.serve();
+    r.sort();
+    assert_eq!(
+        r,
+        [
+            (0, OP_READ, RSP_OKAY),
+            (1, OP_READ, RSP_OKAY),
+            (2, OP_READ, RSP_ERROR),
+            (3, OP_READ, RSP_OKAY)
+        ]
+    );
+    assert_eq!(rig.disk.direct, 1 + 4, "the run, then each request alone");
+    let want = pattern(4 * 4096, 7);
+    for k in [0usize, 1, 3] {
+        assert_eq!(rig.guest_page(grefs[k]), &want[k * 4096..(k + 1) * 4096]);
+    }
+    assert_eq!(rig.copies(), 0);
+}
+
+#[test]
+fn without_persistent_grants_or_a_reaching_device_every_byte_is_copied() {
+    // Grant copies only (no mapping): nothing is offered to the device.
+    let mut rig = Rig::new(Protocol::X86_64, 1 << 20, 512, false);
+    rig.disk.reach = Some(rig.xen.clone());
+    let g = rig.page(&pattern(4096, 3));
+    rig.submit(&encode(Protocol::X86_64, OP_WRITE, 1, 0, &[seg(g, 0, 7)]));
+    assert_eq!(rig.serve(), [(1, OP_WRITE, RSP_OKAY)]);
+    assert_eq!((rig.disk.direct, rig.copies()), (0, 1));
+    // Mapped, but the device cannot reach memory: copies through the mappings.
+    let mut rig = Rig::new(Protocol::X86_64, 1 << 20, 512, false);
+    let probe = rig.persistent(8);
+    let g = rig.page(&pattern(4096, 4));
+    rig.submit(&encode(Protocol::X86_64, OP_WRITE, 1, 0, &[seg(g, 0, 7)]));
+    assert_eq!(rig.serve(), [(1, OP_WRITE, RSP_OKAY)]);
+    assert_eq!(&rig.disk.data[..4096], &pattern(4096, 4)[..]);
+    let p = probe.borrow().unwrap();
+    assert_eq!((p.stats.direct, p.stats.hits, rig.disk.direct), (0, 1, 0));
 }

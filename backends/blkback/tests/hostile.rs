@@ -45,6 +45,8 @@ impl BlockDevice for Unreachable {
 /// Guest memory that refuses every grant (as if all were revoked).
 struct Revoked;
 
+impl bulkhead_blkback::io::DmaPages for Revoked {}
+
 impl GuestMemory for Revoked {
     fn read(&mut self, p: &[Piece], _: &mut [u8]) -> Result<(), GrantFault> {
         Err(GrantFault {

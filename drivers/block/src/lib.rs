@@ -61,6 +61,14 @@ pub trait BlockDevice {
     fn flush(&mut self) -> impl Future<Output = Result<(), BlockError>>;
     fn discard(&mut self, lba: u64, blocks: u64) -> impl Future<Output = Result<(), BlockError>>;
 
+    /// Whether the device can move a transfer straight to or from `spans` (memory it
+    /// reaches by DMA, described by address: [`Io::ReadTo`], [`Io::WriteFrom`]), for
+    /// every piece the driver may split it into. A caller offers spans only where this
+    /// said yes. The default takes none.
+    fn takes_spans(&self, _spans: &[Span]) -> bool {
+        false
+    }
+
     /// Serve every transfer of `ios`, as many at once as the device can take; one result
     /// per transfer, in the order of `ios`. Nothing orders them among themselves (they
     /// may complete in any order, as requests in flight on a blkif ring do): a caller
@@ -76,6 +84,7 @@ pub trait BlockDevice {
                 out.push(match io {
                     Io::Read { lba, buf } => self.read(*lba, buf).await,
                     Io::Write { lba, buf } => self.write(*lba, buf).await,
+                    Io::ReadTo { .. } | Io::WriteFrom { .. } => Err(BlockError::Unsupported),
                 });
             }
             out
@@ -83,39 +92,76 @@ pub trait BlockDevice {
     }
 }
 
-/// One transfer of a batch ([`BlockDevice::transfer_all`]): whole blocks from `lba`.
+/// Memory a device reaches by DMA without a copy: `len` bytes at physical address
+/// `addr` (in Bulkhead, identity-mapped: a guest's persistently mapped grant, or the
+/// kernel's own memory).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub addr: u64,
+    pub len: usize,
+}
+
+/// One transfer of a batch ([`BlockDevice::transfer_all`]): whole blocks from `lba`,
+/// into or out of a buffer, or straight to or from memory given by address (only where
+/// [`BlockDevice::takes_spans`] said yes).
 #[derive(Debug)]
 pub enum Io<'a> {
     Read { lba: u64, buf: &'a mut [u8] },
     Write { lba: u64, buf: &'a [u8] },
+    ReadTo { lba: u64, spans: &'a [Span] },
+    WriteFrom { lba: u64, spans: &'a [Span] },
 }
 
 impl Io<'_> {
     pub fn lba(&self) -> u64 {
         match self {
-            Io::Read { lba, .. } | Io::Write { lba, .. } => *lba,
+            Io::Read { lba, .. }
+            | Io::Write { lba, .. }
+            | Io::ReadTo { lba, .. }
+            | Io::WriteFrom { lba, .. } => *lba,
         }
     }
     pub fn len(&self) -> usize {
         match self {
             Io::Read { buf, .. } => buf.len(),
             Io::Write { buf, .. } => buf.len(),
+            Io::ReadTo { spans, .. } | Io::WriteFrom { spans, .. } => {
+                spans.iter().map(|s| s.len).sum()
+            }
         }
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Where the data is in memory (a driver that can give a device the caller's own
-    /// memory, identity-mapped, moves it without a copy).
-    pub fn as_ptr(&self) -> *const u8 {
+    /// Where the buffer is in memory (a driver that can give a device the caller's own
+    /// memory, identity-mapped, moves it without a copy); None for spans.
+    pub fn as_ptr(&self) -> Option<*const u8> {
         match self {
-            Io::Read { buf, .. } => buf.as_ptr(),
-            Io::Write { buf, .. } => buf.as_ptr(),
+            Io::Read { buf, .. } => Some(buf.as_ptr()),
+            Io::Write { buf, .. } => Some(buf.as_ptr()),
+            Io::ReadTo { .. } | Io::WriteFrom { .. } => None,
+        }
+    }
+    /// The memory given by address, if the transfer has no buffer.
+    pub fn spans(&self) -> Option<&[Span]> {
+        match self {
+            Io::ReadTo { spans, .. } | Io::WriteFrom { spans, .. } => Some(spans),
+            Io::Read { .. } | Io::Write { .. } => None,
+        }
+    }
+    /// The same transfer at another block address (a window onto a device mapping its
+    /// addresses to the device's own).
+    pub fn at(self, lba: u64) -> Self {
+        match self {
+            Io::Read { buf, .. } => Io::Read { lba, buf },
+            Io::Write { buf, .. } => Io::Write { lba, buf },
+            Io::ReadTo { spans, .. } => Io::ReadTo { lba, spans },
+            Io::WriteFrom { spans, .. } => Io::WriteFrom { lba, spans },
         }
     }
 
     pub fn is_write(&self) -> bool {
-        matches!(self, Io::Write { .. })
+        matches!(self, Io::Write { .. } | Io::WriteFrom { .. })
     }
 }
 

@@ -15,11 +15,12 @@ use alloc::vec::Vec;
 
 use crate::cmd::Command;
 use crate::pool::{Buffer, Pool};
+use crate::prp::Pages;
 use crate::queue::QueuePair;
 use crate::{Dma, Error, Mmio};
 
 /// One transfer: whole blocks, at most one pool buffer long.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Op {
     pub write: bool,
     pub nsid: u32,
@@ -27,12 +28,12 @@ pub struct Op {
     pub blocks: u32,
     /// Bytes: `blocks` times the namespace's block size.
     pub bytes: usize,
-    /// The caller's own memory for the data (physical, contiguous, dword-aligned): the
-    /// device reads or writes it directly and no copy goes through the pool buffer,
+    /// The caller's own memory for the data (its pages, the first byte dword-aligned):
+    /// the device reads or writes it directly and no copy goes through the pool buffer,
     /// which the command still takes for its PRP list page and as its place in flight.
     /// The caller keeps that memory for the device until the operation ends, or until
     /// the device is stopped when the batch is given up on.
-    pub direct: Option<u64>,
+    pub direct: Option<Pages>,
 }
 
 pub struct Batch {
@@ -98,7 +99,7 @@ impl Batch {
     ) -> usize {
         let mut n = 0;
         while let Some(&i) = self.pending.last() {
-            let op = self.ops[i];
+            let op = &self.ops[i];
             if op.bytes == 0 || op.bytes > pool.buffer_bytes() || op.blocks == 0 {
                 self.pending.pop();
                 self.results[i] = Some(Err(Error::Invalid("operation does not fit a DMA buffer")));
@@ -114,8 +115,8 @@ impl Batch {
             if op.write && op.direct.is_none() {
                 fill(i, &b);
             }
-            let prp = match op.direct {
-                Some(at) => pool.prp_at(dma, &b, at, op.bytes),
+            let prp = match &op.direct {
+                Some(mem) => pool.prp_at(dma, &b, mem, op.bytes),
                 None => pool.prp(dma, &b, op.bytes),
             };
             let prp = match prp {

@@ -155,30 +155,32 @@ impl Pool {
         Ok(p)
     }
 
-    /// The PRP fields for `len` bytes of the caller's own memory at physical `at`
-    /// (contiguous, dword-aligned), with `b`'s list page written when the transfer spans
-    /// more than two pages; `b`'s data pages are not used. At most the buffer's size.
-    pub fn prp_at(&self, dma: &impl Dma, b: &Buffer, at: u64, len: usize) -> Result<Prp, Error> {
+    /// The PRP fields for `len` bytes of the caller's own memory at `mem` (each page's
+    /// physical address, see [`prp::Pages`]), with `b`'s list page written when the
+    /// transfer spans more than two pages; `b`'s data pages are not used. At most the
+    /// buffer's size.
+    pub fn prp_at(
+        &self,
+        dma: &impl Dma,
+        b: &Buffer,
+        mem: &prp::Pages,
+        len: usize,
+    ) -> Result<Prp, Error> {
         if len == 0 || len > b.bytes {
             return Err(Error::Invalid("transfer larger than its DMA buffer"));
         }
-        let offset = (at % PAGE_SIZE as u64) as usize;
-        let first = at - offset as u64;
-        let npages = (offset + len).div_ceil(PAGE_SIZE);
+        let npages = (mem.offset + len).div_ceil(PAGE_SIZE);
         if prp::list_pages_needed(npages) > (b.list != 0) as usize {
             return Err(Error::Invalid(
                 "transfer spans more pages than one list page describes",
             ));
         }
-        let pages: Vec<u64> = (0..npages as u64)
-            .map(|i| first + i * PAGE_SIZE as u64)
-            .collect();
         let lists: &[u64] = if b.list != 0 {
             core::slice::from_ref(&b.list)
         } else {
             &[]
         };
-        let p = prp::build(&pages, offset, len, lists)?;
+        let p = prp::build(&mem.pages, mem.offset, len, lists)?;
         for (addr, entries) in &p.lists {
             let bytes: Vec<u8> = entries.iter().flat_map(|e| e.to_le_bytes()).collect();
             dma.write(*addr, &bytes);

@@ -92,9 +92,85 @@ pub fn build(pages: &[u64], offset: usize, len: usize, list_pages: &[u64]) -> Re
     }
 }
 
+/// Memory for a transfer in PRP form: the offset of its first byte in the first page,
+/// and the page-aligned address of every page it touches, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pages {
+    pub offset: usize,
+    pub pages: Vec<u64>,
+}
+
+impl Pages {
+    /// `len` bytes of contiguous memory at physical `at`.
+    pub fn contiguous(at: u64, len: usize) -> Pages {
+        let offset = (at % PAGE_SIZE as u64) as usize;
+        let first = at - offset as u64;
+        let n = (offset + len).div_ceil(PAGE_SIZE) as u64;
+        Pages {
+            offset,
+            pages: (0..n).map(|i| first + i * PAGE_SIZE as u64).collect(),
+        }
+    }
+
+    /// Bytes `from..from + len` of memory given as (physical address, length) pieces
+    /// back to back; None when PRPs cannot describe them: the first byte is not
+    /// dword-aligned, the pieces hold fewer bytes, or two pieces meet inside the range
+    /// other than at a page boundary on both sides (every PRP entry after the first
+    /// starts a page, every one before the last ends one) and are not contiguous.
+    pub fn of_pieces(pieces: &[(u64, usize)], from: usize, len: usize) -> Option<Pages> {
+        if len == 0 {
+            return None;
+        }
+        // The range's own stretches, adjacent ones that are contiguous joined.
+        let mut runs: Vec<(u64, usize)> = Vec::new();
+        let mut skip = from;
+        let mut want = len;
+        for &(addr, l) in pieces {
+            if want == 0 {
+                break;
+            }
+            if skip >= l {
+                skip -= l;
+                continue;
+            }
+            let a = addr.checked_add(skip as u64)?;
+            let take = (l - skip).min(want);
+            skip = 0;
+            want -= take;
+            match runs.last_mut() {
+                Some((ra, rl)) if *ra + *rl as u64 == a => *rl += take,
+                _ => runs.push((a, take)),
+            }
+        }
+        if want != 0 || runs[0].0 % 4 != 0 {
+            return None;
+        }
+        let page = PAGE_SIZE as u64;
+        for w in runs.windows(2) {
+            let end = w[0].0.checked_add(w[0].1 as u64)?;
+            if end % page != 0 || w[1].0 % page != 0 {
+                return None;
+            }
+        }
+        let offset = (runs[0].0 % page) as usize;
+        let mut pages = Vec::new();
+        for &(a, l) in &runs {
+            let first = a - a % page;
+            let end = a.checked_add(l as u64)?;
+            let mut p = first;
+            while p < end {
+                pages.push(p);
+                p += page;
+            }
+        }
+        Some(Pages { offset, pages })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec;
 
     fn pages(n: usize) -> Vec<u64> {
         (0..n as u64).map(|i| 0x10_0000 + i * 0x3000).collect()
@@ -161,6 +237,71 @@ mod tests {
         assert!(
             build(&pages(8), 0, 8 * 4096, &[]).is_err(),
             "no list page given"
+        );
+    }
+
+    #[test]
+    fn pages_of_pieces() {
+        let pg = PAGE_SIZE;
+        // Whole guest pages anywhere in memory.
+        let whole = [(0x5000u64, pg), (0x9000, pg), (0x2000, pg)];
+        assert_eq!(
+            Pages::of_pieces(&whole, 0, 3 * pg),
+            Some(Pages {
+                offset: 0,
+                pages: vec![0x5000, 0x9000, 0x2000]
+            })
+        );
+        // A sub-range starting and ending inside pages (a command of a split transfer).
+        assert_eq!(
+            Pages::of_pieces(&whole, 512, pg),
+            Some(Pages {
+                offset: 512,
+                pages: vec![0x5000, 0x9000]
+            })
+        );
+        assert_eq!(
+            Pages::of_pieces(&whole, pg, pg),
+            Some(Pages {
+                offset: 0,
+                pages: vec![0x9000]
+            })
+        );
+        // First piece starting inside its page, last ending early: fine.
+        let edges = [(0x5200u64, pg - 0x200), (0x9000, 0x400)];
+        assert_eq!(
+            Pages::of_pieces(&edges, 0, pg - 0x200 + 0x400),
+            Some(Pages {
+                offset: 0x200,
+                pages: vec![0x5000, 0x9000]
+            })
+        );
+        // A piece that ends inside a page followed by another piece: no PRP can say it.
+        let gap = [(0x5000u64, 0x400), (0x9000, pg)];
+        assert_eq!(Pages::of_pieces(&gap, 0, 0x400 + pg), None);
+        // ...unless the next piece is the very next byte.
+        let joined = [(0x5000u64, 0x400), (0x5400, pg - 0x400), (0x9000, pg)];
+        assert_eq!(
+            Pages::of_pieces(&joined, 0, 2 * pg),
+            Some(Pages {
+                offset: 0,
+                pages: vec![0x5000, 0x9000]
+            })
+        );
+        // A later piece that starts inside its page.
+        let late = [(0x5000u64, pg), (0x9200, 0x200)];
+        assert_eq!(Pages::of_pieces(&late, 0, pg + 0x200), None);
+        // Not dword-aligned, too short, empty.
+        assert_eq!(Pages::of_pieces(&[(0x5002u64, 512)], 0, 512), None);
+        assert_eq!(Pages::of_pieces(&whole, 0, 3 * pg + 512), None);
+        assert_eq!(Pages::of_pieces(&whole, 0, 0), None);
+        // Contiguous memory.
+        assert_eq!(
+            Pages::contiguous(0x5200, pg),
+            Pages {
+                offset: 0x200,
+                pages: vec![0x5000, 0x6000]
+            }
         );
     }
 }

@@ -7,6 +7,7 @@ mod model;
 use bulkhead_nvme::batch::{Batch, Op};
 use bulkhead_nvme::controller::{Config, Controller};
 use bulkhead_nvme::pool::Pool;
+use bulkhead_nvme::prp::Pages;
 use bulkhead_nvme::{Dma, Error};
 use model::{FakeClock, Model, ModelDma, BLOCK};
 
@@ -124,7 +125,13 @@ fn writes_then_reads_round_trip_with_completions_out_of_order() {
         &mut data,
     );
     assert!(results.iter().all(Result::is_ok), "{results:?}");
-    let reads: Vec<Op> = writes.iter().map(|w| Op { write: false, ..*w }).collect();
+    let reads: Vec<Op> = writes
+        .iter()
+        .map(|w| Op {
+            write: false,
+            ..w.clone()
+        })
+        .collect();
     let mut back: Vec<Vec<u8>> = reads.iter().map(|o| vec![0u8; o.bytes]).collect();
     let (results, _) = run(&mut c, &mut dma, &mut pool, Batch::new(reads), &mut back);
     assert!(results.iter().all(Result::is_ok), "{results:?}");
@@ -233,7 +240,7 @@ fn direct_operations_move_data_in_the_callers_memory_and_leave_the_pool_buffers_
         let blocks = 8 + (k % 4) as u32 * 32; // 4 KiB to 52 KiB: 1 page to a PRP list
         ops.push(Op {
             write: true,
-            direct: Some(region),
+            direct: Some(Pages::contiguous(region, blocks as usize * BLOCK)),
             ..read_op(200 + k * 150, blocks)
         });
         let data: Vec<u8> = (0..blocks as usize * BLOCK)
@@ -262,8 +269,8 @@ fn direct_operations_move_data_in_the_callers_memory_and_leave_the_pool_buffers_
         .map(|o| {
             let r = Op {
                 write: false,
-                direct: Some(at),
-                ..*o
+                direct: Some(Pages::contiguous(at, o.bytes)),
+                ..o.clone()
             };
             at += o.bytes as u64;
             r
@@ -281,8 +288,8 @@ fn direct_operations_move_data_in_the_callers_memory_and_leave_the_pool_buffers_
     for (w, r) in ops.iter().zip(&reads) {
         let mut a = vec![0u8; w.bytes];
         let mut b = vec![0u8; w.bytes];
-        dma.read(w.direct.unwrap(), &mut a);
-        dma.read(r.direct.unwrap(), &mut b);
+        read_pages(&dma, w.direct.as_ref().unwrap(), &mut a);
+        read_pages(&dma, r.direct.as_ref().unwrap(), &mut b);
         assert_eq!(a, b, "lba {}", w.lba);
     }
     assert_eq!(pool.available(), 4, "every buffer came back");
@@ -296,15 +303,15 @@ fn a_direct_operation_larger_than_its_buffer_fails_alone() {
     let at = dma.alloc(64 * 1024).unwrap();
     let ops = vec![
         Op {
-            direct: Some(at),
+            direct: Some(Pages::contiguous(at, 16 * BLOCK)),
             ..read_op(0, 16)
         },
         Op {
-            direct: Some(at + 8192),
+            direct: Some(Pages::contiguous(at + 8192, 64 * BLOCK)),
             ..read_op(16, 64)
         }, // 32 KiB > 8 KiB buffers
         Op {
-            direct: Some(at + 2),
+            direct: Some(Pages::contiguous(at + 2, 8 * BLOCK)),
             ..read_op(32, 8)
         }, // not dword-aligned
     ];
@@ -318,4 +325,67 @@ fn a_direct_operation_larger_than_its_buffer_fails_alone() {
     assert!(r[0].is_ok(), "{r:?}");
     assert!(r[1].is_err() && r[2].is_err(), "{r:?}");
     assert_eq!(pool.available(), 2);
+}
+
+/// Bytes of `len` from memory in PRP form.
+fn read_pages(dma: &impl Dma, mem: &Pages, out: &mut [u8]) {
+    let mut at = 0;
+    let mut offset = mem.offset;
+    for &p in &mem.pages {
+        let n = (4096 - offset).min(out.len() - at);
+        dma.read(p + offset as u64, &mut out[at..at + n]);
+        at += n;
+        offset = 0;
+        if at == out.len() {
+            break;
+        }
+    }
+}
+
+#[test]
+fn direct_operations_reach_scattered_pages_in_the_order_given() {
+    // A guest's pages: anywhere, in any order. What is written through them in one
+    // order reads back through a contiguous buffer in that order.
+    let (mut c, mut dma, _clock, _m) = up(1024, 16);
+    let mut pool = Pool::new(&mut dma, 2, 64 * 1024).unwrap();
+    let base = dma.alloc(16 * 4096).unwrap();
+    let pages: Vec<u64> = [9u64, 2, 14, 5, 0, 11]
+        .iter()
+        .map(|i| base + i * 4096)
+        .collect();
+    for (k, &p) in pages.iter().enumerate() {
+        dma.write(p, &vec![k as u8 + 1; 4096]);
+    }
+    let write = Op {
+        write: true,
+        direct: Some(Pages {
+            offset: 0,
+            pages: pages.clone(),
+        }),
+        ..read_op(40, 48)
+    };
+    let back = dma.alloc(6 * 4096).unwrap();
+    let read = Op {
+        direct: Some(Pages::contiguous(back, 6 * 4096)),
+        ..read_op(40, 48)
+    };
+    for op in [write, read] {
+        let mut batch = Batch::new(vec![op]);
+        while !batch.done() {
+            let q = &mut c.io[0];
+            batch.submit(q, &mut pool, &dma, &c.mmio, |_, _| panic!("copied"));
+            batch.reap(q, &mut pool, &dma, &c.mmio, |_, _| panic!("copied"));
+        }
+        assert!(batch.results().iter().all(Result::is_ok));
+    }
+    let mut got = vec![0u8; 6 * 4096];
+    dma.read(back, &mut got);
+    for k in 0..6 {
+        assert!(
+            got[k * 4096..(k + 1) * 4096]
+                .iter()
+                .all(|&b| b == k as u8 + 1),
+            "page {k}"
+        );
+    }
 }

@@ -10,12 +10,13 @@ use alloc::vec::Vec;
 use core::cell::Cell;
 
 use bulkhead_blkback::abi::PAGE_SIZE;
-use bulkhead_blkback::io::{Geometry, GrantFault, GuestMemory, Piece};
+use bulkhead_blkback::io::{DmaPages, Geometry, GrantFault, GuestMemory, Piece};
 use bulkhead_blkback::negotiate::{self, Discard, DiskInfo, Offer};
 use bulkhead_blkback::persistent::{GrantMapper, Persistent};
 use bulkhead_blkback::queue::Queue;
 use bulkhead_blkback::request::Limits;
 use bulkhead_blkback::ring::BackRing;
+use bulkhead_block::Span;
 use bulkhead_block::{BlockDevice, Target};
 use bulkhead_executor::Handle;
 use bulkhead_xen::abi::{DomId, Port};
@@ -346,8 +347,8 @@ async fn serve(
             let st = p.stats;
             let n = p.release();
             format!(
-                "; persistent grants: {n} unmapped, {} mapped in all, {} hits, {} evicted, {} pieces copied",
-                st.mapped, st.hits, st.evicted, st.copied
+                "; persistent grants: {n} unmapped, {} mapped in all, {} hits, {} evicted, {} pieces copied, {} moved by the device",
+                st.mapped, st.hits, st.evicted, st.copied, st.direct
             )
         }
         Guest::Copy(_) => String::new(),
@@ -400,6 +401,30 @@ impl GuestMemory for Guest {
         match self {
             Guest::Copy(c) => c.write_all(jobs),
             Guest::Persistent(p) => p.write_all(jobs),
+        }
+    }
+}
+
+/// A persistently mapped grant is handed to the NVMe controller as it is: the slot's
+/// address is this domain's physical address of the guest's page, which Xen also maps
+/// in the domain's IOMMU context when it maps the grant (a domain with a passed-through
+/// device has its IOMMU tables follow its physical memory). While the device uses it
+/// the grant stays mapped (pinned, see `Persistent`), so a guest that ends its grant
+/// meanwhile cannot get the page back: the device writes only that guest's page.
+impl DmaPages for Guest {
+    fn dma_pages(
+        &mut self,
+        jobs: &[&[Piece]],
+        takes: &mut dyn FnMut(&[Span]) -> bool,
+    ) -> Vec<Option<Vec<Span>>> {
+        match self {
+            Guest::Copy(_) => jobs.iter().map(|_| None).collect(),
+            Guest::Persistent(p) => p.dma_pages(jobs, takes),
+        }
+    }
+    fn release_dma(&mut self) {
+        if let Guest::Persistent(p) = self {
+            p.release_dma()
         }
     }
 }

@@ -57,6 +57,8 @@ impl Rng {
 
 struct Pages(HashMap<u32, Vec<u8>>);
 
+impl bulkhead_blkback::io::DmaPages for Pages {}
+
 impl GuestMemory for Pages {
     fn read(&mut self, pieces: &[Piece], buf: &mut [u8]) -> Result<(), GrantFault> {
         let mut at = 0;

@@ -106,6 +106,25 @@ impl MemoryMap {
         self.usable().map(|r| r.end).max().unwrap_or(0)
     }
 
+    /// The lowest `align`-aligned range of `bytes` above everything the map lists below
+    /// `below`, and ending at or under it: address space with nothing behind it (no RAM,
+    /// nothing reserved, and under where firmware puts PCI memory), where a Xen domain
+    /// maps foreign pages without giving up RAM of its own. None if it does not fit.
+    pub fn free_window(&self, bytes: u64, align: u64, below: u64) -> Option<u64> {
+        if bytes == 0 || !align.is_power_of_two() {
+            return None;
+        }
+        let top = self
+            .regions
+            .iter()
+            .filter(|r| r.start < below)
+            .map(|r| r.end)
+            .max()
+            .unwrap_or(0);
+        let start = top.checked_add(align - 1)? & !(align - 1);
+        (start.checked_add(bytes)? <= below).then_some(start)
+    }
+
     /// Lowest start address of usable RAM.
     pub fn usable_start(&self) -> u64 {
         self.usable().map(|r| r.start).min().unwrap_or(0)
@@ -225,6 +244,41 @@ mod tests {
     }
     fn r(start: u64, end: u64, kind: RegionKind) -> Region {
         Region { start, end, kind }
+    }
+
+    #[test]
+    fn free_window_lies_above_everything_below_the_pci_hole() {
+        // An HVM driver domain's map (hvmloader's): RAM, a few reserved bits, the
+        // reserved top of the 4 GiB space.
+        let raw = [
+            e(0, 0x9f000, Usable),
+            e(0x9f000, 0x1000, Reserved),
+            e(0xe0000, 0x20000, Reserved),
+            e(0x100000, 0x1f00000, Usable),
+            e(0x1fff000, 0x1000, AcpiNvs),
+            e(0xfc000000, 0x4000000, Reserved),
+        ];
+        let m = MemoryMap::normalize(&raw).unwrap().map;
+        let mib = 1 << 20;
+        assert_eq!(
+            m.free_window(32 * mib, 2 * mib, 0x8000_0000),
+            Some(32 * mib)
+        );
+        // Too big for the space under the limit: none (the caller falls back).
+        assert_eq!(m.free_window(0x8000_0000, 2 * mib, 0x8000_0000), None);
+        assert_eq!(
+            m.free_window(0x8000_0000 - 32 * mib, 2 * mib, 0x8000_0000),
+            Some(32 * mib)
+        );
+        // A region high up but under the limit pushes the window above it.
+        let raw2 = [
+            e(0x100000, 0x1f00000, Usable),
+            e(0x4000_0000, 0x1000, Reserved),
+        ];
+        let m2 = MemoryMap::normalize(&raw2).unwrap().map;
+        assert_eq!(m2.free_window(mib, 2 * mib, 0x8000_0000), Some(0x4020_0000));
+        assert_eq!(m2.free_window(0, 2 * mib, 0x8000_0000), None);
+        assert_eq!(m2.free_window(mib, 3, 0x8000_0000), None);
     }
 
     #[test]

@@ -61,6 +61,24 @@ static BASE_BYTES: AtomicUsize = AtomicUsize::new(0);
 /// Frames taken from the allocator and then given back to Xen (grant map slots): no
 /// memory behind them any more.
 static BALLOONED: AtomicUsize = AtomicUsize::new(0);
+/// Where foreign grants are mapped when the memory map leaves room (0: it does not).
+static GRANT_WINDOW: AtomicUsize = AtomicUsize::new(0);
+
+/// Address space for foreign grants: 8192 pages (32 MiB) with nothing behind them, under
+/// 2 GiB (the lowest a firmware starts PCI memory) and above everything the memory map
+/// lists there. Mapping a grant there costs the domain no RAM of its own (it would
+/// otherwise give a frame back to Xen for each), so a 32 MiB driver domain keeps as
+/// many grants mapped as a large one.
+pub const GRANT_WINDOW_BYTES: u64 = 32 << 20;
+const GRANT_WINDOW_BELOW: u64 = 0x8000_0000;
+
+/// The grant window's start, if the memory map had room for it.
+pub fn grant_window() -> Option<u64> {
+    match GRANT_WINDOW.load(Ordering::Relaxed) {
+        0 => None,
+        a => Some(a as u64),
+    }
+}
 
 /// `frames` allocated frames were given back to Xen (decrease_reservation).
 pub fn note_ballooned(frames: usize) {
@@ -251,6 +269,12 @@ pub fn init(boot: &BootInfo, heap_bytes: Option<u64>) -> Result<MemReport, MemEr
                 pt.map_range(s, s, e - s, Flags::WRITE)?;
             }
         }
+    }
+    // The grant window: mapped now (write-back, like the RAM of the guests whose pages
+    // it will show), used only where a grant was mapped.
+    if let Some(w) = map.free_window(GRANT_WINDOW_BYTES, 2 << 20, GRANT_WINDOW_BELOW) {
+        pt.map_range(w, w, GRANT_WINDOW_BYTES, Flags::WRITE)?;
+        GRANT_WINDOW.store(w as usize, Ordering::Relaxed);
     }
     for (guard, _) in guard_pages() {
         let _ = pt.unmap(guard)?;

@@ -1,6 +1,8 @@
 //! Our grant table (v1, mapped into frames we allocate) and the pool of ballooned-out
 //! frames that foreign grants are mapped into.
 
+use alloc::format;
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{fence, AtomicU16, Ordering};
 
@@ -14,10 +16,10 @@ use super::hv;
 
 /// Grant-table frames we ask for (512 entries each).
 const TABLE_FRAMES: u32 = 4;
-/// Frames given back to Xen so foreign grants have somewhere to be mapped: ring pages and
-/// blkback's persistent grants share them. At most 8 MiB, and at most a quarter of the
-/// free memory (Xen takes the frames back).
-const MAP_SLOTS: usize = 2048;
+/// When the memory map leaves no room for the grant window (`mem::grant_window`): frames
+/// given back to Xen so foreign grants have somewhere to be mapped. At most 8 MiB, and
+/// at most a quarter of the free memory (Xen takes the frames back).
+const BALLOONED_SLOTS: usize = 2048;
 
 pub struct TableMemory {
     base: u64,
@@ -121,19 +123,40 @@ pub fn init() -> Result<(GrantTable<TableMemory>, MapSlots), SetupError> {
         capacity: frames * abi::GNTTAB_ENTRIES_PER_FRAME,
     });
 
-    let slots = MAP_SLOTS.min(crate::mem::usage().frames_free / 4);
-    let mut gpfns = Vec::with_capacity(slots);
-    for _ in 0..slots {
-        gpfns.push(crate::mem::alloc_frames(1, 4096).map_err(|_| SetupError::NoMemory)? >> 12);
-    }
-    let done = hv::decrease_reservation(&mut gpfns).map_err(SetupError::Balloon)?;
-    crate::mem::note_ballooned(done);
-    // Frames Xen did not take stay populated RAM: never map grants over them.
-    let slots: Vec<u64> = gpfns[..done].iter().map(|g| g << 12).collect();
+    // Ring pages and blkback's persistent grants share the slots. Their number bounds
+    // the map work all guests together can cause (MapSlots shares it out per domain).
+    let (slots, place): (Vec<u64>, &str) = match crate::mem::grant_window() {
+        Some(w) => (
+            (0..crate::mem::GRANT_WINDOW_BYTES)
+                .step_by(4096)
+                .map(|o| w + o)
+                .collect(),
+            "in a window of unpopulated address space",
+        ),
+        None => {
+            let slots = BALLOONED_SLOTS.min(crate::mem::usage().frames_free / 4);
+            let mut gpfns = Vec::with_capacity(slots);
+            for _ in 0..slots {
+                gpfns.push(
+                    crate::mem::alloc_frames(1, 4096).map_err(|_| SetupError::NoMemory)? >> 12,
+                );
+            }
+            let done = hv::decrease_reservation(&mut gpfns).map_err(SetupError::Balloon)?;
+            crate::mem::note_ballooned(done);
+            // Frames Xen did not take stay populated RAM: never map grants over them.
+            (
+                gpfns[..done].iter().map(|g| g << 12).collect(),
+                "in RAM given back to Xen",
+            )
+        }
+    };
     log::info!(
-        "grant table: {frames} frames ({} entries) at {base:#x}; {} map slots",
+        "grant table: {frames} frames ({} entries) at {base:#x}; {} map slots {place}{}",
         frames * abi::GNTTAB_ENTRIES_PER_FRAME,
-        slots.len()
+        slots.len(),
+        slots
+            .first()
+            .map_or(String::new(), |a| format!(" from {a:#x}"))
     );
     Ok((table, MapSlots::new(slots)))
 }

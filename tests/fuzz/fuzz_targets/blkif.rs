@@ -1,15 +1,21 @@
 //! The blkif request path: a ring of 1, 2 or 4 pages filled with the input's bytes and a
 //! producer index it chooses, served through persistent grants or grant copies, against
-//! a disk in memory. No input may panic; every request taken is answered exactly once.
+//! a disk in memory that may reach mapped pages itself (DMA). No input may panic; every
+//! request taken is answered exactly once; the disk never reaches a page that is not
+//! mapped, nor past a page's end.
 #![no_main]
 
 use bulkhead_blkback::abi::Protocol;
-use bulkhead_blkback::io::{Geometry, GrantFault, GuestMemory, Piece};
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::rc::Rc;
+
+use bulkhead_blkback::io::{DmaPages, Geometry, GrantFault, GuestMemory, Piece};
 use bulkhead_blkback::persistent::{GrantMapper, Persistent};
 use bulkhead_blkback::queue::Queue;
 use bulkhead_blkback::request::Limits;
 use bulkhead_blkback::ring::{self, RingMemory, VecRing};
-use bulkhead_block::{BlockDevice, BlockError, Features};
+use bulkhead_block::{BlockDevice, BlockError, Features, Io, Span};
 use bulkhead_xen::grants::Mapping;
 use bulkhead_xenbus::keys::fake::run;
 use libfuzzer_sys::fuzz_target;
@@ -67,10 +73,13 @@ impl GuestMemory for Pages {
     }
 }
 
-/// Maps grants 1..=48 (fewer than the copier reaches: the cache meets refusals).
+impl DmaPages for Pages {}
+
+/// Maps grants 1..=48 (fewer than the copier reaches: the cache meets refusals); the
+/// pages mapped right now are in `mapped`.
 struct Mapper {
     next: u64,
-    mapped: usize,
+    mapped: Rc<RefCell<HashSet<u64>>>,
 }
 
 impl GrantMapper for Mapper {
@@ -80,7 +89,7 @@ impl GrantMapper for Mapper {
             .map(|&gref| {
                 (1..=48).contains(&gref).then(|| {
                     self.next += 4096;
-                    self.mapped += 1;
+                    self.mapped.borrow_mut().insert(self.next);
                     Mapping {
                         addr: self.next,
                         handle: gref,
@@ -93,8 +102,9 @@ impl GrantMapper for Mapper {
             .collect()
     }
     fn unmap(&mut self, maps: &[Mapping]) {
-        assert!(self.mapped >= maps.len(), "unmapped more than mapped");
-        self.mapped -= maps.len();
+        for m in maps {
+            assert!(self.mapped.borrow_mut().remove(&m.addr), "unmapped twice");
+        }
     }
     fn copy_from(&mut self, _: &Mapping, offset: usize, dst: &mut [u8]) {
         assert!(offset + dst.len() <= 4096);
@@ -105,7 +115,26 @@ impl GrantMapper for Mapper {
     }
 }
 
-struct Disk(Vec<u8>);
+/// The disk's blocks, and the mapped pages if it reaches memory itself.
+struct Disk(Vec<u8>, Option<Rc<RefCell<HashSet<u64>>>>);
+
+impl Disk {
+    fn dma(&mut self, lba: u64, spans: &[Span]) -> Result<(), BlockError> {
+        let mapped = self.1.as_ref().expect("spans only where taken").borrow();
+        let mut len = 0;
+        for s in spans {
+            assert!(
+                mapped.contains(&(s.addr & !4095)),
+                "the device reached a page that is not mapped"
+            );
+            assert!((s.addr & 4095) as usize + s.len <= 4096, "a span crosses its page");
+            len += s.len;
+        }
+        let o = lba as usize * 512;
+        self.0.get(o..o + len).ok_or(BlockError::OutOfRange)?;
+        Ok(())
+    }
+}
 
 impl BlockDevice for Disk {
     fn block_size(&self) -> u32 {
@@ -137,6 +166,20 @@ impl BlockDevice for Disk {
     }
     async fn flush(&mut self) -> Result<(), BlockError> {
         Ok(())
+    }
+    fn takes_spans(&self, _: &[Span]) -> bool {
+        self.1.is_some()
+    }
+    async fn transfer_all(&mut self, ios: &mut [Io<'_>]) -> Vec<Result<(), BlockError>> {
+        let mut out = Vec::new();
+        for io in ios.iter_mut() {
+            out.push(match io {
+                Io::Read { lba, buf } => self.read(*lba, buf).await,
+                Io::Write { lba, buf } => self.write(*lba, buf).await,
+                Io::ReadTo { lba, spans } | Io::WriteFrom { lba, spans } => self.dma(*lba, spans),
+            });
+        }
+        out
     }
     async fn discard(&mut self, lba: u64, blocks: u64) -> Result<(), BlockError> {
         let o = lba as usize * 512;
@@ -182,12 +225,19 @@ fuzz_target!(|data: &[u8]| {
         block_size: 512,
     };
     let mut q = Queue::new("fuzz".into(), ring, protocol, limits, geometry, read_only);
-    let mut disk = Disk(vec![0; 8192 * 512]);
+    let mapped = Rc::new(RefCell::new(HashSet::new()));
+    let reach = (data[6] & 8 != 0).then(|| mapped.clone());
+    let mut disk = Disk(vec![0; 8192 * 512], reach);
     let copier = Pages(vec![[0u8; 4096]; 64]);
     let r = if persistent {
-        let mut guest = Persistent::new(7, Mapper { next: 0, mapped: 0 }, copier, 32);
+        let mapper = Mapper {
+            next: 0,
+            mapped: mapped.clone(),
+        };
+        let mut guest = Persistent::new(7, mapper, copier, 32);
         let r = run(q.serve_available(&mut disk, &mut guest, 64));
         guest.release();
+        assert!(mapped.borrow().is_empty(), "a mapping outlived its release");
         r
     } else {
         let mut guest = copier;

@@ -8,11 +8,19 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 /// # Safety
 /// C semantics: `n` bytes readable at `src`, writable at `dst`, no overlap.
+///
+/// Eight bytes per step (`rep movsq`), then the rest (`rep movsb`): an emulator without
+/// fast string moves (QEMU's TCG runs `rep` one element per step) copies eight times
+/// faster so, and hardware with fast `rep movsb` loses nothing that matters.
 #[no_mangle]
 pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
     // SAFETY: the caller upholds memcpy's contract; DF is clear (the ABI guarantees it).
+    // movsq moves n/8 quadwords and leaves rdi/rsi just past them, where movsb goes on
+    // with the n%8 bytes left.
     unsafe {
-        core::arch::asm!("rep movsb", inout("rdi") dst => _, inout("rsi") src => _, inout("rcx") n => _,
+        core::arch::asm!("rep movsq", "mov rcx, {rest}", "rep movsb",
+            rest = in(reg) n % 8,
+            inout("rdi") dst => _, inout("rsi") src => _, inout("rcx") n / 8 => _,
             options(nostack, preserves_flags));
     }
     dst
@@ -41,9 +49,14 @@ pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut
 /// C semantics: `n` bytes writable at `dst`.
 #[no_mangle]
 pub unsafe extern "C" fn memset(dst: *mut u8, c: i32, n: usize) -> *mut u8 {
-    // SAFETY: the caller upholds the contract.
+    // Eight bytes per step, as memcpy.
+    let fill = (c as u8 as u64) * 0x0101_0101_0101_0101;
+    // SAFETY: the caller upholds the contract; stosq stores n/8 quadwords, stosb the
+    // n%8 bytes after them (al is fill's low byte, c).
     unsafe {
-        core::arch::asm!("rep stosb", inout("rdi") dst => _, inout("rcx") n => _, in("al") c as u8,
+        core::arch::asm!("rep stosq", "mov rcx, {rest}", "rep stosb",
+            rest = in(reg) n % 8,
+            inout("rdi") dst => _, inout("rcx") n / 8 => _, in("rax") fill,
             options(nostack, preserves_flags));
     }
     dst

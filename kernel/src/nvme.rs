@@ -425,9 +425,7 @@ impl Disk {
             // image, stacks; so are the grants it maps), so its address is what the
             // device is given: no copy through the pool's buffer, unless a buffer is
             // not dword-aligned (PRP1's rule). Spans are always moved directly.
-            let spans: Option<Vec<(u64, usize)>> = io
-                .spans()
-                .map(|sp| sp.iter().map(|s| (s.addr, s.len)).collect());
+            let spans = io.spans().map(prp_pieces);
             let mut chunks: Vec<(usize, usize, Option<Pages>)> = Vec::new();
             let mut done = 0;
             while done < len {
@@ -737,7 +735,7 @@ impl BlockDevice for Volume {
         for (k, io) in ios.iter_mut().enumerate() {
             match self.extent.map(io.lba(), io.len(), io.is_write()) {
                 Ok(dev) => {
-                    mapped.push(reborrow(io).at(dev));
+                    mapped.push(io.at(dev));
                     owner.push(k);
                 }
                 Err(e) => out[k] = Err(e),
@@ -753,7 +751,7 @@ impl BlockDevice for Volume {
     /// Any memory PRPs describe (the commands a transfer is split into are sub-ranges,
     /// which PRPs then describe too).
     fn takes_spans(&self, spans: &[Span]) -> bool {
-        let pieces: Vec<(u64, usize)> = spans.iter().map(|s| (s.addr, s.len)).collect();
+        let pieces = prp_pieces(spans);
         let len = pieces.iter().map(|p| p.1).sum();
         Pages::of_pieces(&pieces, 0, len).is_some()
     }
@@ -773,14 +771,9 @@ impl BlockDevice for Volume {
     }
 }
 
-/// The same transfer, borrowed again for a shorter time.
-fn reborrow<'a>(io: &'a mut Io<'_>) -> Io<'a> {
-    match io {
-        Io::Read { lba, buf } => Io::Read { lba: *lba, buf },
-        Io::Write { lba, buf } => Io::Write { lba: *lba, buf },
-        Io::ReadTo { lba, spans } => Io::ReadTo { lba: *lba, spans },
-        Io::WriteFrom { lba, spans } => Io::WriteFrom { lba: *lba, spans },
-    }
+/// Spans as `prp::Pages::of_pieces` takes them.
+fn prp_pieces(spans: &[Span]) -> Vec<(u64, usize)> {
+    spans.iter().map(|s| (s.addr, s.len)).collect()
 }
 
 /// Resolve an xl `target=` against the controllers and their partition tables.

@@ -31,16 +31,16 @@ impl From<&Segment> for Piece {
 /// grants mapped ([`crate::persistent`]) offers the mapped pages; everything else takes
 /// the defaults (no page is offered: every byte goes by copy).
 pub trait DmaPages: GuestMemory {
-    /// For each job, one span per piece (the piece's page, mapped, at its offset), or
-    /// None if any of its pieces cannot be offered or `takes` (the device) refuses the
-    /// spans. Every span handed out stays mapped until [`DmaPages::release_dma`]: the
-    /// device may be writing it.
+    /// For each run, one span per piece of its transfers in order (the piece's page,
+    /// mapped, at its offset), or None if any of its pieces cannot be offered or `takes`
+    /// (the device) refuses the spans. Every span handed out stays mapped until
+    /// [`DmaPages::release_dma`]: the device may be writing it.
     fn dma_pages(
         &mut self,
-        jobs: &[&[Piece]],
+        runs: &[Vec<&Transfer>],
         _takes: &mut dyn FnMut(&[Span]) -> bool,
     ) -> Vec<Option<Vec<Span>>> {
-        jobs.iter().map(|_| None).collect()
+        runs.iter().map(|_| None).collect()
     }
     /// The device is done with every span handed out.
     fn release_dma(&mut self) {}
@@ -213,14 +213,7 @@ pub async fn transfer_runs<D: BlockDevice, G: DmaPages + ?Sized>(
     let mut out: Vec<Vec<Option<Result<Done, Failure>>>> =
         runs.iter().map(|r| vec![None; r.len()]).collect();
     // Runs the device moves itself: one span per piece, the run's transfers in order.
-    let direct: Vec<Option<Vec<Span>>> = {
-        let jobs: Vec<Vec<Piece>> = runs
-            .iter()
-            .map(|r| r.iter().flat_map(|t| t.pieces.iter().copied()).collect())
-            .collect();
-        let refs: Vec<&[Piece]> = jobs.iter().map(|j| &j[..]).collect();
-        guest.dma_pages(&refs, &mut |sp| dev.takes_spans(sp))
-    };
+    let direct = guest.dma_pages(runs, &mut |sp| dev.takes_spans(sp));
     let mut bufs: Vec<Vec<u8>> = runs
         .iter()
         .zip(&direct)

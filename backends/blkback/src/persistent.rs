@@ -12,7 +12,7 @@ use bulkhead_xen::grants::Mapping;
 
 use bulkhead_block::Span;
 
-use crate::io::{DmaPages, GrantFault, GuestMemory, Piece};
+use crate::io::{DmaPages, GrantFault, GuestMemory, Piece, Transfer};
 
 /// Mapping grants into our address space and copying through the mappings.
 pub trait GrantMapper {
@@ -126,16 +126,15 @@ impl<M: GrantMapper, C: GuestMemory> Persistent<M, C> {
         }
         pieces
             .iter()
-            .map(|p| {
-                let m = self.cache.get(&p.gref).map(|e| e.0);
-                if m.is_some() {
-                    self.stats.hits += 1;
-                } else {
-                    self.stats.copied += 1;
-                }
-                m
-            })
+            .map(|p| self.cache.get(&p.gref).map(|e| e.0))
             .collect()
+    }
+
+    /// Count pieces served through a mapping (hits) and by the fallback (copied).
+    fn tally(&mut self, maps: &[Option<Mapping>]) {
+        let hits = maps.iter().filter(|m| m.is_some()).count() as u64;
+        self.stats.hits += hits;
+        self.stats.copied += maps.len() as u64 - hits;
     }
 
     /// Unmap everything (disconnect, with no transfer in flight); returns how many
@@ -169,6 +168,7 @@ impl<M: GrantMapper, C: GuestMemory> GuestMemory for Persistent<M, C> {
         let mut owner: Vec<usize> = Vec::new();
         for (j, (pieces, buf)) in jobs.iter_mut().enumerate() {
             let maps = self.resolve(pieces);
+            self.tally(&maps);
             let mut rest: &mut [u8] = buf;
             for (p, m) in pieces.iter().zip(maps) {
                 let (dst, tail) = core::mem::take(&mut rest).split_at_mut(p.len as usize);
@@ -194,6 +194,7 @@ impl<M: GrantMapper, C: GuestMemory> GuestMemory for Persistent<M, C> {
         let mut owner: Vec<usize> = Vec::new();
         for (j, (pieces, buf)) in jobs.iter().enumerate() {
             let maps = self.resolve(pieces);
+            self.tally(&maps);
             let mut at = 0;
             for (p, m) in pieces.iter().zip(maps) {
                 let src = &buf[at..at + p.len as usize];
@@ -216,29 +217,31 @@ impl<M: GrantMapper, C: GuestMemory> GuestMemory for Persistent<M, C> {
 
 /// The device reaches mapped grants where they are mapped (the addresses are the
 /// domain's own physical ones, which its IOMMU context translates, mapped grants
-/// included). A job is offered only if every one of its pieces is mapped; the jobs'
+/// included). A run is offered only if every one of its pieces is mapped; the runs'
 /// pieces are resolved together, so making room for one never unmaps another's.
 impl<M: GrantMapper, C: GuestMemory> DmaPages for Persistent<M, C> {
     fn dma_pages(
         &mut self,
-        jobs: &[&[Piece]],
+        runs: &[Vec<&Transfer>],
         takes: &mut dyn FnMut(&[Span]) -> bool,
     ) -> Vec<Option<Vec<Span>>> {
-        let all: Vec<Piece> = jobs.iter().flat_map(|j| j.iter().copied()).collect();
-        let maps = self.resolve(&all);
-        // Each piece is counted again when it is moved (by copy or by the device).
-        self.stats.hits -= maps.iter().filter(|m| m.is_some()).count() as u64;
-        self.stats.copied -= maps.iter().filter(|m| m.is_none()).count() as u64;
-        let mut maps = maps.into_iter();
-        let mut out = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            let mine: Vec<Option<Mapping>> = maps.by_ref().take(job.len()).collect();
+        let all: Vec<Piece> = runs
+            .iter()
+            .flatten()
+            .flat_map(|t| t.pieces.iter().copied())
+            .collect();
+        // Pieces not offered are counted when a copy moves them.
+        let mut maps = self.resolve(&all).into_iter();
+        let mut out = Vec::with_capacity(runs.len());
+        for run in runs {
+            let pieces = run.iter().flat_map(|t| t.pieces.iter());
+            let mine: Vec<Option<Mapping>> = maps.by_ref().take(pieces.clone().count()).collect();
             if mine.iter().any(Option::is_none) {
                 out.push(None);
                 continue;
             }
-            let spans: Vec<Span> = job
-                .iter()
+            let spans: Vec<Span> = pieces
+                .clone()
                 .zip(mine.into_iter().flatten())
                 .map(|(p, m)| Span {
                     addr: m.addr + u64::from(p.offset),
@@ -249,11 +252,9 @@ impl<M: GrantMapper, C: GuestMemory> DmaPages for Persistent<M, C> {
                 out.push(None);
                 continue;
             }
-            for p in job.iter() {
-                self.pinned.insert(p.gref);
-            }
-            self.stats.hits += job.len() as u64;
-            self.stats.direct += job.len() as u64;
+            self.pinned.extend(pieces.map(|p| p.gref));
+            self.stats.hits += spans.len() as u64;
+            self.stats.direct += spans.len() as u64;
             out.push(Some(spans));
         }
         out

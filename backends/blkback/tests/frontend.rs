@@ -8,7 +8,8 @@ use std::rc::Rc;
 
 use bulkhead_blkback::abi::*;
 use bulkhead_blkback::io::{
-    copy_ops, op_gref, DmaPages, Geometry, GrantFault, GuestMemory, Piece, BATCH_MAX_BYTES,
+    copy_ops, op_gref, DmaPages, Geometry, GrantFault, GuestMemory, Piece, Transfer,
+    BATCH_MAX_BYTES,
 };
 use bulkhead_blkback::persistent::{GrantMapper, Persistent};
 use bulkhead_blkback::queue::Queue;
@@ -472,10 +473,10 @@ impl GuestMemory for Probed {
 impl DmaPages for Probed {
     fn dma_pages(
         &mut self,
-        jobs: &[&[Piece]],
+        runs: &[Vec<&Transfer>],
         takes: &mut dyn FnMut(&[Span]) -> bool,
     ) -> Vec<Option<Vec<Span>>> {
-        let r = self.inner.dma_pages(jobs, takes);
+        let r = self.inner.dma_pages(runs, takes);
         self.report();
         r
     }

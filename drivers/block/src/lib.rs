@@ -149,9 +149,9 @@ impl Io<'_> {
             Io::Read { .. } | Io::Write { .. } => None,
         }
     }
-    /// The same transfer at another block address (a window onto a device mapping its
-    /// addresses to the device's own).
-    pub fn at(self, lba: u64) -> Self {
+    /// The same transfer, borrowed again, at another block address (a window onto a
+    /// device mapping its addresses to the device's own).
+    pub fn at(&mut self, lba: u64) -> Io<'_> {
         match self {
             Io::Read { buf, .. } => Io::Read { lba, buf },
             Io::Write { buf, .. } => Io::Write { lba, buf },

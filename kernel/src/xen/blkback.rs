@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 use core::cell::Cell;
 
 use bulkhead_blkback::abi::PAGE_SIZE;
-use bulkhead_blkback::io::{DmaPages, Geometry, GrantFault, GuestMemory, Piece};
+use bulkhead_blkback::io::{DmaPages, Geometry, GrantFault, GuestMemory, Piece, Transfer};
 use bulkhead_blkback::negotiate::{self, Discard, DiskInfo, Offer};
 use bulkhead_blkback::persistent::{GrantMapper, Persistent};
 use bulkhead_blkback::queue::Queue;
@@ -428,12 +428,12 @@ const GRANT_DMA: bool = false;
 impl DmaPages for Guest {
     fn dma_pages(
         &mut self,
-        jobs: &[&[Piece]],
+        runs: &[Vec<&Transfer>],
         takes: &mut dyn FnMut(&[Span]) -> bool,
     ) -> Vec<Option<Vec<Span>>> {
         match self {
-            Guest::Persistent(p) if GRANT_DMA => p.dma_pages(jobs, takes),
-            _ => jobs.iter().map(|_| None).collect(),
+            Guest::Persistent(p) if GRANT_DMA => p.dma_pages(runs, takes),
+            _ => runs.iter().map(|_| None).collect(),
         }
     }
     fn release_dma(&mut self) {

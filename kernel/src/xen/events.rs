@@ -3,6 +3,8 @@
 //!
 //! The callback (interrupt context) scans the shared-info bitmaps into `PENDING` and
 //! raises `EVENTS`; the `xen-events` task then marks each port fired and wakes its waiter.
+//! A port that fired stays masked until its task waits on it again (late EOI, see
+//! `bulkhead_xen::events::scan`): an event storm costs an interrupt per task turn.
 
 use alloc::collections::BTreeMap;
 use core::cell::RefCell;
@@ -13,7 +15,7 @@ use core::task::{Context, Poll, Waker};
 
 use bulkhead_executor::Signal;
 use bulkhead_xen::abi::{self, Port};
-use bulkhead_xen::events::{scan, EventBitmaps, PendingPorts};
+use bulkhead_xen::events::{self as ev, scan, EventBitmaps, PendingPorts};
 use bulkhead_xen::Errno;
 
 use super::{hv, XenRef};
@@ -59,6 +61,22 @@ impl EventBitmaps for SharedInfo {
     fn clear_pending(&self, w: usize, bits: u64) {
         self.word(abi::SHINFO_EVTCHN_PENDING + 8 * w)
             .fetch_and(!bits, Ordering::SeqCst);
+    }
+    fn set_mask(&self, w: usize, bits: u64) {
+        self.word(abi::SHINFO_EVTCHN_MASK + 8 * w)
+            .fetch_or(bits, Ordering::SeqCst);
+    }
+    fn clear_mask(&self, w: usize, bits: u64) {
+        self.word(abi::SHINFO_EVTCHN_MASK + 8 * w)
+            .fetch_and(!bits, Ordering::SeqCst);
+    }
+}
+
+/// The shared-info page, once mapped.
+fn shared() -> Option<SharedInfo> {
+    match SHARED_INFO.load(Ordering::Acquire) {
+        0 => None,
+        base => Some(SharedInfo(base)),
     }
 }
 
@@ -207,7 +225,8 @@ impl Future for PortWait<'_> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut m = self.w.map.borrow_mut();
         let e = m.entry(self.port).or_insert((false, None));
-        if core::mem::take(&mut e.0) {
+        // The port stays masked from its last event until here (see `ev::scan`).
+        if core::mem::take(&mut e.0) || shared().is_some_and(|s| ev::rearm(&s, self.port)) {
             Poll::Ready(())
         } else {
             e.1 = Some(cx.waker().clone());
@@ -223,8 +242,13 @@ pub async fn dispatch(xen: XenRef) {
         PENDING.drain(|p| {
             xen.ports.borrow_mut().fired(p);
             // Ports nobody waits on (the console's, acknowledging output) are only
-            // counted: logging them would print, notify and fire again forever.
-            xen.waiters.fire(p);
+            // counted: logging them would print, notify and fire again forever. The
+            // callback left the port masked; nobody will wait to unmask it.
+            if !xen.waiters.fire(p) {
+                if let Some(s) = shared() {
+                    ev::release(&s, p);
+                }
+            }
         });
     }
 }

@@ -20,10 +20,19 @@ pub trait EventBitmaps {
     fn mask(&self, word: usize) -> u64;
     /// Atomically clear `bits` in evtchn_pending[word].
     fn clear_pending(&self, word: usize, bits: u64);
+    /// Atomically set `bits` in evtchn_mask[word].
+    fn set_mask(&self, word: usize, bits: u64);
+    /// Atomically clear `bits` in evtchn_mask[word].
+    fn clear_mask(&self, word: usize, bits: u64);
 }
 
 /// Report every pending, unmasked port once, clearing its pending bit first (so an event
-/// arriving while it is handled fires again rather than being lost).
+/// arriving while it is handled is kept rather than lost), and leave it masked: a port
+/// interrupts again only after its task waits on it again ([`rearm`]). This is Linux's
+/// "late EOI" answer to XSA-332: a frontend that notifies in a tight loop gets one
+/// interrupt per turn of the task serving it, never one per notification. Unmasked, a
+/// storm faster than the driver domain takes an interrupt kept it inside the handler:
+/// no task ran, every guest's I/O stopped for as long as the storm lasted.
 pub fn scan(b: &impl EventBitmaps, mut fired: impl FnMut(Port)) {
     loop {
         let sel = b.take_pending_sel();
@@ -35,6 +44,7 @@ pub fn scan(b: &impl EventBitmaps, mut fired: impl FnMut(Port)) {
             if bits == 0 {
                 continue;
             }
+            b.set_mask(word, bits);
             b.clear_pending(word, bits);
             for bit in BitIter(bits) {
                 fired((word * 64 + bit) as Port);
@@ -54,6 +64,41 @@ impl Iterator for BitIter {
         let i = self.0.trailing_zeros() as usize;
         self.0 &= self.0 - 1;
         Some(i)
+    }
+}
+
+/// A task is about to wait on `port`, which [`scan`] left masked when it last fired:
+/// true if an event came meanwhile (consumed here, the port stays masked: the task
+/// runs at once without an interrupt); otherwise the port is unmasked and its next
+/// event interrupts. An event that slips in between the look and the unmask is caught
+/// by a second look (Xen raises no upcall for an event on a masked port).
+pub fn rearm(b: &impl EventBitmaps, port: Port) -> bool {
+    if port >= EVTCHN_2L_NR_PORTS {
+        return false;
+    }
+    let (w, bit) = (port as usize / 64, 1u64 << (port % 64));
+    if b.pending(w) & bit != 0 && b.mask(w) & bit != 0 {
+        b.clear_pending(w, bit);
+        return true;
+    }
+    b.clear_mask(w, bit);
+    if b.pending(w) & bit != 0 {
+        // Came before the unmask, or after it (then Xen may also raise an upcall, whose
+        // scan finds the bit cleared or fires once more: a spare wake-up, never a lost
+        // one).
+        b.set_mask(w, bit);
+        b.clear_pending(w, bit);
+        return true;
+    }
+    false
+}
+
+/// Unmask a port nobody waits on (its events are only counted), dropping what is pending.
+pub fn release(b: &impl EventBitmaps, port: Port) {
+    if port < EVTCHN_2L_NR_PORTS {
+        let (w, bit) = (port as usize / 64, 1u64 << (port % 64));
+        b.clear_pending(w, bit);
+        b.clear_mask(w, bit);
     }
 }
 
@@ -227,7 +272,7 @@ mod tests {
     struct Bits {
         sel: Cell<u64>,
         pending: [Cell<u64>; 64],
-        mask: [u64; 64],
+        mask: [Cell<u64>; 64],
     }
 
     impl Bits {
@@ -235,7 +280,7 @@ mod tests {
             Bits {
                 sel: Cell::new(0),
                 pending: core::array::from_fn(|_| Cell::new(0)),
-                mask: [0; 64],
+                mask: core::array::from_fn(|_| Cell::new(0)),
             }
         }
         fn raise(&self, port: u32) {
@@ -253,11 +298,68 @@ mod tests {
             self.pending[w].get()
         }
         fn mask(&self, w: usize) -> u64 {
-            self.mask[w]
+            self.mask[w].get()
         }
         fn clear_pending(&self, w: usize, bits: u64) {
             self.pending[w].set(self.pending[w].get() & !bits)
         }
+        fn set_mask(&self, w: usize, bits: u64) {
+            self.mask[w].set(self.mask[w].get() | bits)
+        }
+        fn clear_mask(&self, w: usize, bits: u64) {
+            self.mask[w].set(self.mask[w].get() & !bits)
+        }
+    }
+
+    /// What Xen does when a domain notifies `port` (2-level ABI): pending always;
+    /// selector and upcall only when unmasked.
+    fn notify(b: &Bits, port: u32) {
+        let w = port as usize / 64;
+        b.pending[w].set(b.pending[w].get() | 1 << (port % 64));
+        if b.mask[w].get() & 1 << (port % 64) == 0 {
+            b.sel.set(b.sel.get() | 1 << w);
+        }
+    }
+
+    #[test]
+    fn a_storm_costs_one_interrupt_per_wait() {
+        let b = Bits::new();
+        let mut fired = 0;
+        // The task waits (rearm: nothing pending, unmasked), then a storm of 1000.
+        assert!(!rearm(&b, 9));
+        for _ in 0..1000 {
+            notify(&b, 9);
+            scan(&b, |_| fired += 1);
+        }
+        assert_eq!(fired, 1, "masked after the first");
+        // The task's next wait consumes the rest without an interrupt, stays masked.
+        assert!(rearm(&b, 9));
+        notify(&b, 9);
+        scan(&b, |_| fired += 1);
+        assert_eq!(fired, 1);
+        // Quiet: the wait after that unmasks, and the next event interrupts again.
+        assert!(rearm(&b, 9));
+        assert!(!rearm(&b, 9));
+        notify(&b, 9);
+        scan(&b, |_| fired += 1);
+        assert_eq!(fired, 2);
+        // Other ports are not held by this one.
+        notify(&b, 10);
+        scan(&b, |p| assert_eq!(p, 10));
+    }
+
+    #[test]
+    fn release_unmasks_and_drops_what_waits() {
+        let b = Bits::new();
+        notify(&b, 70);
+        scan(&b, |_| {});
+        notify(&b, 70);
+        release(&b, 70);
+        assert_eq!((b.pending(1), b.mask(1)), (0, 0));
+        notify(&b, 70);
+        let mut got = 0;
+        scan(&b, |_| got += 1);
+        assert_eq!(got, 1);
     }
 
     #[test]
@@ -266,7 +368,7 @@ mod tests {
         for p in [1, 3, 64, 130, 4095] {
             b.raise(p);
         }
-        b.mask[2] = 1 << 2; // port 130 masked
+        b.mask[2].set(1 << 2); // port 130 masked
         let mut got = Vec::new();
         scan(&b, |p| got.push(p));
         assert_eq!(got, vec![1, 3, 64, 4095]);

@@ -91,7 +91,10 @@ bench_fio() {
 bench_tcp() {
     iperf3 -c "$1" -P "$2" -t "$3" -f m $4 >/tmp/iperf.out 2>&1 || { echo "error=iperf3:$(tail -1 /tmp/iperf.out | tr ' ' _)"; return; }
     # The last receiver line: the streams' sum when there are several.
-    awk '/receiver/ { for (i = 2; i <= NF; i++) if ($i == "Mbits/sec") v = $(i - 1) } END { print "mbits=" v }' /tmp/iperf.out
+    # retr=: the sender's retransmitted segments (its "Retr" column; for BENCH_PROBE).
+    awk '/receiver/ { for (i = 2; i <= NF; i++) if ($i == "Mbits/sec") v = $(i - 1) }
+        /sender/ { for (i = 2; i <= NF; i++) if ($i == "Mbits/sec") r = $(i + 1) }
+        END { print "mbits=" v " retr=" r }' /tmp/iperf.out
 }
 bench_udp() {
     iperf3 -c "$1" -u -l 64 -b 0 -t "$2" >/tmp/iperf.out 2>&1 || { echo "error=iperf3:$(tail -1 /tmp/iperf.out | tr ' ' _)"; return; }

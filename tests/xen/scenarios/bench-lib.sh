@@ -196,6 +196,7 @@ net() {
     sample_start
     ask bench1 "$@"
     sample_stop "$first"
+    [ "$PROBE" = 0 ] || echo "bench-probe: $first: $R"
     probe "after $first"
     # shellcheck disable=SC2086 # the metric pairs, one word each
     report $m

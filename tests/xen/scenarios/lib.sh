@@ -169,7 +169,15 @@ dd_dump() {
     xenstore-write "/local/domain/$DD_ID/control/dump" 1 2>/dev/null || return 0
     sleep 3
     echo "--- driver domain state:"
-    grep "dump: \|: state: " "$(console_of bulkhead)" | tail -n +$((${before:-0} + 1))
+    if ! grep "dump: \|: state: " "$(console_of bulkhead)" | tail -n +$((${before:-0} + 1)) | grep .; then
+        # It did not answer: what it did last, from its flight recorder (a halt that no
+        # interrupt ended shows as a last event `halt`, with the timer it armed before).
+        echo "--- no answer to the dump request; its flight recorder:"
+        if read_recorder "$DD_ID" >/tmp/dd.recorder; then
+            python3 /host/trace.py /tmp/dd.recorder /host/bulkhead.map | tail -24
+        fi
+        rm -f /tmp/dd.recorder
+    fi
     dd_samples
 }
 

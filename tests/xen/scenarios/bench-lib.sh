@@ -170,7 +170,23 @@ state_dump() {
 # domain's CPU is meanwhile: xenctx reads its instruction pointer from outside, as often
 # as it can; each sample is a `bench-sample: LABEL SYMBOL` line. xenctx pauses the
 # domain for each sample: the figures of a sampled run are far lower.
+# BENCH_PROBE=3, on both sides: the same of the two guests instead (their kernel is
+# dom0's, a PV kernel at fixed addresses: dom0's /proc/kallsyms names their symbols),
+# each sample `bench-sample: LABEL GUEST SYMBOL`.
 sample_start() {
+    if [ "$PROBE" = 3 ]; then
+        local g1 g2
+        g1=$(xl domid bench1)
+        g2=$(xl domid bench2)
+        # Raw addresses (xenctx reading a symbol map per sample manages 1 a second).
+        (while :; do
+            for g in "$g1" "$g2"; do
+                echo "d$g $(/usr/lib/xen-4.17/bin/xenctx "$g" 0 2>&1 | sed -n 's/^rip: *\([0-9a-f]*\).*/\1/p' | head -1)"
+            done
+        done) >/tmp/samples &
+        SAMPLER=$!
+        return 0
+    fi
     [ "$PROBE" = 2 ] && [ "$SIDE" = bulkhead ] || return 0
     (while :; do /usr/lib/xen-4.17/bin/xenctx -s /host/bulkhead.map "$DD_ID" 0 2>/dev/null | sed -n 's/^rip: *[0-9a-f]* *//p'; done) >/tmp/samples &
     SAMPLER=$!
@@ -180,6 +196,15 @@ sample_stop() {
     kill "$SAMPLER" 2>/dev/null
     wait "$SAMPLER" 2>/dev/null
     SAMPLER=
+    if [ "$PROBE" = 3 ]; then
+        # Name each address by the nearest symbol below it (dom0's /proc/kallsyms).
+        grep -v '\[' /proc/kallsyms | awk '{ print $1, $3 }' | sort >/tmp/kernel.syms
+        awk -v label="$1" 'NR == FNR { a[NR] = "x" $1; n[NR] = $2; c = NR; next }
+            { s = "?"; lo = 1; hi = c; x = "x" $2
+              while (lo <= hi) { m = int((lo + hi) / 2); if (a[m] <= x) { s = n[m]; lo = m + 1 } else hi = m - 1 }
+              print "bench-sample: " label " " $1 " " s }' /tmp/kernel.syms /tmp/samples
+        return 0
+    fi
     sed "s/^/bench-sample: $1 /" /tmp/samples
 }
 # net METRIC=KEY... -- COMMAND...: one network workload in bench1, probed before and after.

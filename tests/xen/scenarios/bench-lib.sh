@@ -218,10 +218,25 @@ net() {
     local first=${m# }
     first=${first%%=*}
     probe "before $first"
+    local c1 c2
+    if [ "$PROBE" != 0 ]; then
+        ask bench1 counters
+        c1=$R
+        ask bench2 counters
+        c2=$R
+    fi
     sample_start
     ask bench1 "$@"
     sample_stop "$first"
-    [ "$PROBE" = 0 ] || echo "bench-probe: $first: $R"
+    if [ "$PROBE" != 0 ]; then
+        local answer=$R
+        ask bench1 counters
+        echo "bench-probe: $first: bench1 counters before: $c1; after: $R"
+        ask bench2 counters
+        echo "bench-probe: $first: bench2 counters before: $c2; after: $R"
+        R=$answer
+        echo "bench-probe: $first: $R"
+    fi
     probe "after $first"
     # shellcheck disable=SC2086 # the metric pairs, one word each
     report $m

@@ -81,12 +81,11 @@ fn shared() -> Option<SharedInfo> {
 }
 
 fn callback(_f: &mut InterruptFrame) {
-    let base = SHARED_INFO.load(Ordering::Acquire);
-    if base == 0 {
+    let Some(s) = shared() else {
         return;
-    }
+    };
     CALLBACKS.fetch_add(1, Ordering::Relaxed);
-    scan(&SharedInfo(base), |p| PENDING.set(p));
+    scan(&s, |p| PENDING.set(p));
     EVENTS.raise();
 }
 
@@ -112,11 +111,8 @@ pub fn init() -> Result<(), Errno> {
 
 /// Stop upcalls for `port`; events still set its pending bit.
 pub fn mask(port: Port) {
-    let base = SHARED_INFO.load(Ordering::Acquire);
-    if base != 0 && port < abi::EVTCHN_2L_NR_PORTS {
-        SharedInfo(base)
-            .word(abi::SHINFO_EVTCHN_MASK + 8 * (port as usize / 64))
-            .fetch_or(1 << (port % 64), Ordering::SeqCst);
+    if let (Some(s), Some((w, bit))) = (shared(), ev::port_bit(port)) {
+        s.set_mask(w, bit);
     }
 }
 
@@ -127,25 +123,21 @@ pub fn unmask(port: Port) -> Result<(), Errno> {
 }
 
 /// `port`'s bit in one of the shared-info event bitmaps (pending or mask).
-fn bitmap_bit(bitmap: usize, port: Port) -> bool {
-    let base = SHARED_INFO.load(Ordering::Acquire);
-    base != 0
-        && port < abi::EVTCHN_2L_NR_PORTS
-        && SharedInfo(base)
-            .word(bitmap + 8 * (port as usize / 64))
-            .load(Ordering::SeqCst)
-            & (1 << (port % 64))
-            != 0
+fn bitmap_bit(port: Port, bitmap: impl Fn(&SharedInfo, usize) -> u64) -> bool {
+    match (shared(), ev::port_bit(port)) {
+        (Some(s), Some((w, bit))) => bitmap(&s, w) & bit != 0,
+        _ => false,
+    }
 }
 
 /// Whether `port` has an undelivered event (set while masked).
 pub fn is_pending(port: Port) -> bool {
-    bitmap_bit(abi::SHINFO_EVTCHN_PENDING, port)
+    bitmap_bit(port, |s, w| s.pending(w))
 }
 
 /// Whether upcalls for `port` are masked.
 pub fn is_masked(port: Port) -> bool {
-    bitmap_bit(abi::SHINFO_EVTCHN_MASK, port)
+    bitmap_bit(port, |s, w| s.mask(w))
 }
 
 /// One port's delivery state for a dump: fired (not yet consumed by its task), pending

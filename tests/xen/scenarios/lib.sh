@@ -173,10 +173,7 @@ dd_dump() {
         # It did not answer: what it did last, from its flight recorder (a halt that no
         # interrupt ended shows as a last event `halt`, with the timer it armed before).
         echo "--- no answer to the dump request; its flight recorder:"
-        if read_recorder "$DD_ID" >/tmp/dd.recorder; then
-            python3 /host/trace.py /tmp/dd.recorder /host/bulkhead.map | tail -24
-        fi
-        rm -f /tmp/dd.recorder
+        show_recorder "$DD_ID" 24
     fi
     dd_samples
 }
@@ -184,6 +181,18 @@ dd_dump() {
 # read_recorder DOMID: the page of the driver domain's flight recorder (kernel/src/trace.rs)
 # on standard output; run.sh wrote the recorder's address (identity-mapped: its frame).
 read_recorder() { /host/dd-peek "$1" $((0x$(cat /host/recorder.addr) >> 12)); }
+
+# show_recorder DOMID LINES [dump-core]: the last LINES events of its flight recorder,
+# decoded; with dump-core, a whole `xl dump-core` when dd-peek cannot read the page.
+show_recorder() {
+    if read_recorder "$1" >/tmp/dd.recorder \
+        || { [ "${3:-}" = dump-core ] && xl dump-core "$1" /tmp/dd.recorder >/dev/null 2>&1; }; then
+        python3 /host/trace.py /tmp/dd.recorder /host/bulkhead.map | tail -"$2"
+    else
+        echo "--- the driver domain's memory could not be read (dd-peek${3:+, xl dump-core})"
+    fi
+    rm -f /tmp/dd.recorder
+}
 
 # dd_postmortem: a driver domain that Xen stopped behind its back (a triple fault is a
 # "reboot" to Xen; on_reboot="preserve" keeps the domain) could not log why. Its flight
@@ -201,12 +210,7 @@ dd_postmortem() {
     fi
     echo "--- the driver domain (id $id) was shut down by Xen: $(xl dmesg | grep -E "d${id}v[0-9]+ Triple fault" | tail -1)"
     xl dmesg | grep -A30 -E "d${id}v[0-9]+ Triple fault" | head -40
-    if read_recorder "$id" >/tmp/dd.recorder || xl dump-core bulkhead /tmp/dd.recorder >/dev/null 2>&1; then
-        python3 /host/trace.py /tmp/dd.recorder /host/bulkhead.map | tail -48
-    else
-        echo "--- neither dd-peek nor xl dump-core could read the driver domain's memory"
-    fi
-    rm -f /tmp/dd.recorder
+    show_recorder "$id" 48 dump-core
     dd_samples
     # Marked done only now: one cut short (the scenario's time ran out) is taken again.
     : >"/tmp/postmortem-$id"

@@ -73,10 +73,9 @@ impl Iterator for BitIter {
 /// event interrupts. An event that slips in between the look and the unmask is caught
 /// by a second look (Xen raises no upcall for an event on a masked port).
 pub fn rearm(b: &impl EventBitmaps, port: Port) -> bool {
-    if port >= EVTCHN_2L_NR_PORTS {
+    let Some((w, bit)) = port_bit(port) else {
         return false;
-    }
-    let (w, bit) = (port as usize / 64, 1u64 << (port % 64));
+    };
     if b.pending(w) & bit != 0 && b.mask(w) & bit != 0 {
         b.clear_pending(w, bit);
         return true;
@@ -95,11 +94,16 @@ pub fn rearm(b: &impl EventBitmaps, port: Port) -> bool {
 
 /// Unmask a port nobody waits on (its events are only counted), dropping what is pending.
 pub fn release(b: &impl EventBitmaps, port: Port) {
-    if port < EVTCHN_2L_NR_PORTS {
-        let (w, bit) = (port as usize / 64, 1u64 << (port % 64));
+    if let Some((w, bit)) = port_bit(port) {
         b.clear_pending(w, bit);
         b.clear_mask(w, bit);
     }
+}
+
+/// Where `port` sits in the 2-level bitmaps: its word and its bit in it (None past the
+/// ports the 2-level ABI has).
+pub fn port_bit(port: Port) -> Option<(usize, u64)> {
+    (port < EVTCHN_2L_NR_PORTS).then(|| (port as usize / 64, 1u64 << (port % 64)))
 }
 
 /// Ports that fired and are not yet handled; written from interrupt context.
@@ -115,8 +119,8 @@ impl PendingPorts {
     }
 
     pub fn set(&self, port: Port) {
-        if port < EVTCHN_2L_NR_PORTS {
-            self.words[port as usize / 64].fetch_or(1 << (port % 64), Ordering::AcqRel);
+        if let Some((w, bit)) = port_bit(port) {
+            self.words[w].fetch_or(bit, Ordering::AcqRel);
         }
     }
 

@@ -17,6 +17,7 @@ use bulkhead_e1000e::E1000e;
 use bulkhead_executor::{first, yield_now, Handle, Signal};
 use bulkhead_hw::Clock as _;
 use bulkhead_net::{Checksum, Counters, Link, MacAddr, Nic, Offloads, TxError};
+use bulkhead_netback::coalesce::coalesce;
 use bulkhead_netback::packet::{finish, Packet};
 use bulkhead_pci::Function;
 use bulkhead_virtio::net::{Vectors, VirtioNet};
@@ -413,6 +414,8 @@ pub async fn run(
     });
     let mut request = Vec::new();
     let mut oversized = 0u64;
+    let mut coalesced = bulkhead_netback::coalesce::Stats::default();
+    let mut coalesced_shown = 0u64;
     loop {
         if QUIESCE_REQUESTED.load(Ordering::Acquire) {
             for p in ports.drain(..) {
@@ -429,8 +432,22 @@ pub async fn run(
         }
         let mut inbound: Vec<Vec<u8>> = Vec::new();
         ports[0].nic.receive(&mut |f| inbound.push(f.to_vec()));
-        for f in inbound {
-            fabric.borrow_mut().forward(t, uplink, Packet::plain(f));
+        if !inbound.is_empty() {
+            // A stream's segments become one large packet for the guests (GRO).
+            for p in coalesce(inbound, &mut coalesced) {
+                fabric.borrow_mut().forward(t, uplink, p);
+            }
+            if t.saturating_sub(coalesced_shown) >= 1_000_000_000 {
+                coalesced_shown = t;
+                let c = coalesced;
+                crate::status::set(
+                    "coalesce",
+                    format!(
+                        "{}: {} frames received in {} batches; {} packets merged of {} segments",
+                        ports[0].name, c.frames, c.batches, c.merged, c.merged_segments
+                    ),
+                );
+            }
         }
         // Switch → management stack.
         if let Some(host) = host {

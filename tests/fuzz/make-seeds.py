@@ -99,3 +99,44 @@ put("xenstore_wire", "too-long", struct.pack("<IIII", 2, 1, 0, 5000))
 put("xenbus", "life", bytes([0, 2 | (1 << 2), 2 | (3 << 2) | 0x80, 2 | (4 << 2), 2 | (5 << 2), 2 | (6 << 2),
                              2 | (1 << 2), 2 | (3 << 2) | 0x80, 1]) + b"backend vbd 7 51712 vif 3 0")
 put("xenbus", "flap", bytes([0] + [2 | ((i % 10) << 2) | (0x80 if i % 3 else 0) for i in range(60)]))
+
+# wire_rx: frames from the wire, each a u16 length then its bytes: TCP streams the
+# coalescer merges (IPv4 and IPv6, checksums right), with a gap and an ARP between.
+def csum(b):
+    if len(b) % 2:
+        b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s > 0xffff:
+        s = (s & 0xffff) + (s >> 16)
+    return s
+
+
+def tcp_frame(v6, sport, seq, ip_id, payload, flags=0x10):
+    tcp = struct.pack("!HHIIBBHHH", sport, 5201, seq, 9, 8 << 4, flags, 500, 0, 0)
+    tcp += bytes([1, 1, 8, 10]) + struct.pack("!II", 77, 0) + payload
+    if v6:
+        src, dst = b"\xfd" + b"\0" * 14 + b"\x01", b"\xfd" + b"\0" * 14 + b"\x02"
+        pseudo = src + dst + struct.pack("!IxxxB", len(tcp), 6)
+    else:
+        src, dst = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
+        pseudo = src + dst + struct.pack("!xBH", 6, len(tcp))
+    c = 0xffff - csum(pseudo + tcp)
+    tcp = tcp[:16] + struct.pack("!H", c) + tcp[18:]
+    eth = bytes([0, 0x16, 0x3e, 0, 0, 2, 0x52, 0x54, 0, 0, 0, 1])
+    if v6:
+        ip = struct.pack("!IHBB", 6 << 28, len(tcp), 6, 64) + src + dst
+        return eth + b"\x86\xdd" + ip + tcp
+    ip = struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(tcp), ip_id, 0x4000, 64, 6, 0) + src + dst
+    ip = ip[:10] + struct.pack("!H", 0xffff - csum(ip)) + ip[12:]
+    return eth + b"\x08\x00" + ip + tcp
+
+
+def frames(fs):
+    return b"".join(struct.pack("<H", len(f)) + f for f in fs)
+
+
+for v6 in (False, True):
+    stream = [tcp_frame(v6, 40000, 1000 + i * 1000, 7 + i, bytes([i]) * 1000) for i in range(6)]
+    stream[5] = tcp_frame(v6, 40000, 6000, 12, b"end", 0x18)
+    gap = tcp_frame(v6, 40000, 20000, 40, b"x" * 1000)
+    put("wire_rx", "stream-v6" if v6 else "stream-v4", frames(stream[:3] + [b"\xff" * 42] + stream[3:] + [gap]))

@@ -9,7 +9,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 secs=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(blkif netif_tx netif_ctrl xenstore_wire xenbus)
+[ ${#targets[@]} -gt 0 ] || targets=(blkif netif_tx netif_ctrl xenstore_wire xenbus wire_rx)
 # What cargo-fuzz passes for `--sanitizer none`: coverage counters, comparison tracing,
 # the `fuzzing` cfg; debug assertions and overflow checks on (Cargo.toml's profile).
 export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table -Cllvm-args=-sanitizer-coverage-trace-compares"

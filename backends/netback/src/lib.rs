@@ -10,6 +10,7 @@
 extern crate alloc;
 
 pub mod abi;
+pub mod coalesce;
 pub mod ctrl;
 pub mod limits;
 pub mod negotiate;

@@ -156,6 +156,11 @@ async fn dumps(xen: XenRef, node: String, fabric: FabricRef) {
             info!("dump: {line}");
         }
         info!("dump: {resources}");
+        info!(
+            "dump: grant copies from guests: {}; to guests: {}",
+            super::grants::COPIES[0].describe(),
+            super::grants::COPIES[1].describe()
+        );
         xen.dump.raise();
     }
 }

@@ -157,9 +157,10 @@ async fn dumps(xen: XenRef, node: String, fabric: FabricRef) {
         }
         info!("dump: {resources}");
         info!(
-            "dump: grant copies from guests: {}; to guests: {}",
+            "dump: grant copies from guests: {}; to guests: {}; notifications sent {}",
             super::grants::COPIES[0].describe(),
-            super::grants::COPIES[1].describe()
+            super::grants::COPIES[1].describe(),
+            super::hv::SENDS.load(core::sync::atomic::Ordering::Relaxed)
         );
         xen.dump.raise();
     }

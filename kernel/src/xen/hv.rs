@@ -43,6 +43,7 @@ impl Hypervisor for Hv {
     }
 
     fn evtchn_send(&mut self, port: Port) -> Result<(), Errno> {
+        SENDS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
         op(
             abi::HYPERVISOR_EVENT_CHANNEL_OP,
             abi::EVTCHNOP_SEND,
@@ -91,6 +92,9 @@ impl Hypervisor for Hv {
         op_array(abi::HYPERVISOR_GRANT_TABLE_OP, abi::GNTTABOP_COPY, ops).map(|_| ())
     }
 }
+
+/// Event-channel notifications sent so far (for the state dump: each is a hypercall).
+pub static SENDS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 pub fn hvm_get_param(index: u32) -> Result<u64, Errno> {
     let mut p = abi::HvmParam {

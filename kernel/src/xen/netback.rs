@@ -453,23 +453,28 @@ async fn serve(
         for p in out.drain(..) {
             fabric.borrow_mut().forward(now, port, p);
         }
-        if pass.notify {
-            let _ = Hv.evtchn_send(ports.0);
-        }
         // Switch → guest.
         let mut pending = inbox.take_all();
         let rx = q.receive(&mut guest, &mut pending);
         let mut waiting = !pending.is_empty() || q.rx_waiting();
         inbox.put_back(pending);
-        match rx {
-            Ok(true) => {
-                let _ = Hv.evtchn_send(ports.1);
-            }
-            Ok(false) => {}
+        // The TX answers' notification waits for the RX pass so that both go in one
+        // hypercall (with split channels they are two ports).
+        let rx_notify = match rx {
+            Ok(n) => n,
             Err(e) => {
+                if pass.notify {
+                    super::hv::evtchn_send_all(&[ports.0]);
+                }
                 fatal = Some(e.0);
                 break;
             }
+        };
+        match (pass.notify, rx_notify) {
+            (true, true) if ports.0 != ports.1 => super::hv::evtchn_send_all(&[ports.0, ports.1]),
+            (true, _) => super::hv::evtchn_send_all(&[ports.0]),
+            (false, true) => super::hv::evtchn_send_all(&[ports.1]),
+            (false, false) => {}
         }
         match q.rx_watch(now, waiting) {
             Ok(Carrier::Unchanged) => {}

@@ -103,6 +103,35 @@ pub fn copy_ops(dom: DomId, pieces: &[Piece], local: u64, to_guest: bool) -> Vec
     ops
 }
 
+/// Where in a page-aligned buffer of ours to put the bytes of `pieces` so that the copy
+/// takes the fewest operations: an operation may not cross a page on either side, and
+/// a guest's large send is a short head (its headers, anywhere in a page) followed by
+/// whole pages, so laid from the buffer's start every page of it straddles two of ours
+/// and costs two operations. Placed at this offset, the largest piece starts where it
+/// starts in its own page, and so do the whole pages after it. 0 when that saves
+/// nothing. (Xen's cost per operation under nested TCG is about 16 us, per KiB 0.9 us:
+/// moving the bytes down afterwards is cheaper than the operations saved.)
+pub fn aligning_pad(pieces: &[Piece]) -> usize {
+    let Some((at, big)) = pieces
+        .iter()
+        .scan(0usize, |cum, p| {
+            let at = *cum;
+            *cum += p.len as usize;
+            Some((at, p))
+        })
+        .max_by_key(|(at, p)| (p.len, core::cmp::Reverse(*at)))
+    else {
+        return 0;
+    };
+    let pad = (big.offset as usize + PAGE_SIZE - at % PAGE_SIZE) % PAGE_SIZE;
+    let count = |start: u64| copy_ops(0, pieces, start, false).len();
+    if count(pad as u64) < count(0) {
+        pad
+    } else {
+        0
+    }
+}
+
 /// The guest-piece of each op, for reporting which grant failed.
 pub fn op_gref(op: &GrantCopy) -> GrantRef {
     if op.flags & abi::GNTCOPY_SOURCE_GREF != 0 {
@@ -115,6 +144,37 @@ pub fn op_gref(op: &GrantCopy) -> GrantRef {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_large_send_is_placed_to_take_one_operation_per_page() {
+        // A 66-byte head at offset 200, then five whole pages: the frontend's layout.
+        let mut pieces = alloc::vec![Piece {
+            gref: 1,
+            offset: 200,
+            len: 66,
+        }];
+        pieces.extend((0..5).map(|i| Piece {
+            gref: 2 + i,
+            offset: 0,
+            len: 4096,
+        }));
+        assert_eq!(copy_ops(0, &pieces, 0, false).len(), 11);
+        let pad = aligning_pad(&pieces);
+        assert_eq!(pad, 4096 - 66);
+        assert_eq!(copy_ops(0, &pieces, pad as u64, false).len(), 6);
+        // Pages that start mid-page line up too.
+        let odd = [
+            Piece { gref: 1, offset: 0, len: 100 },
+            Piece { gref: 2, offset: 1000, len: 3096 },
+            Piece { gref: 3, offset: 0, len: 4096 },
+        ];
+        let pad = aligning_pad(&odd);
+        assert_eq!(copy_ops(0, &odd, pad as u64, false).len(), 3);
+        // Nothing to gain: no pad.
+        assert_eq!(aligning_pad(&[Piece { gref: 1, offset: 0, len: 4096 }]), 0);
+        assert_eq!(aligning_pad(&[]), 0);
+        assert_eq!(aligning_pad(&[Piece { gref: 1, offset: 30, len: 60 }]), 0);
+    }
 
     #[test]
     fn copy_ops_split_at_our_page_boundaries() {

@@ -164,16 +164,42 @@ mod tests {
         assert_eq!(copy_ops(0, &pieces, pad as u64, false).len(), 6);
         // Pages that start mid-page line up too.
         let odd = [
-            Piece { gref: 1, offset: 0, len: 100 },
-            Piece { gref: 2, offset: 1000, len: 3096 },
-            Piece { gref: 3, offset: 0, len: 4096 },
+            Piece {
+                gref: 1,
+                offset: 0,
+                len: 100,
+            },
+            Piece {
+                gref: 2,
+                offset: 1000,
+                len: 3096,
+            },
+            Piece {
+                gref: 3,
+                offset: 0,
+                len: 4096,
+            },
         ];
         let pad = aligning_pad(&odd);
         assert_eq!(copy_ops(0, &odd, pad as u64, false).len(), 3);
         // Nothing to gain: no pad.
-        assert_eq!(aligning_pad(&[Piece { gref: 1, offset: 0, len: 4096 }]), 0);
+        assert_eq!(
+            aligning_pad(&[Piece {
+                gref: 1,
+                offset: 0,
+                len: 4096
+            }]),
+            0
+        );
         assert_eq!(aligning_pad(&[]), 0);
-        assert_eq!(aligning_pad(&[Piece { gref: 1, offset: 30, len: 60 }]), 0);
+        assert_eq!(
+            aligning_pad(&[Piece {
+                gref: 1,
+                offset: 30,
+                len: 60
+            }]),
+            0
+        );
     }
 
     #[test]

@@ -368,7 +368,7 @@ mod tests {
 
     #[test]
     fn scan_reports_each_unmasked_port_once() {
-        let mut b = Bits::new();
+        let b = Bits::new();
         for p in [1, 3, 64, 130, 4095] {
             b.raise(p);
         }

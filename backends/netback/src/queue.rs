@@ -98,6 +98,35 @@ pub struct TxPass {
     pub retry_at: Option<u64>,
 }
 
+/// Packets taken from the TX ring, their bytes not yet copied ([`VifQueue::tx_take`]).
+pub struct TxTaken {
+    batch: Vec<tx::TxPacket>,
+    pieces: Vec<Vec<Piece>>,
+    pass: TxPass,
+}
+
+impl TxTaken {
+    /// What to copy out of the guest, one job per packet.
+    pub fn jobs(&self) -> Vec<&[Piece]> {
+        self.pieces.iter().map(|p| p.as_slice()).collect()
+    }
+}
+
+/// Packets laid into receive buffers, their bytes not yet copied ([`VifQueue::rx_place`]).
+pub struct RxPlaced {
+    placed: Vec<(rx::Placement, Vec<u8>)>,
+}
+
+impl RxPlaced {
+    /// What to copy into the guest, one job per packet.
+    pub fn jobs(&self) -> Vec<(&[Piece], &[u8])> {
+        self.placed
+            .iter()
+            .map(|(pl, d)| (pl.pieces.as_slice(), d.as_slice()))
+            .collect()
+    }
+}
+
 /// A packet in the form one frontend takes, made frame by frame.
 struct Shaped {
     frames: packet::Frames,
@@ -232,6 +261,17 @@ impl<M: RingMemory> VifQueue<M> {
         budget: usize,
         out: &mut Vec<Packet>,
     ) -> Result<TxPass, Fatal> {
+        let taken = self.tx_take(now, budget)?;
+        let copied = guest.read_new(&taken.jobs());
+        Ok(self.tx_finish(taken, copied, out))
+    }
+
+    /// [`Self::transmit`]'s first half: take the packets from the ring and parse them
+    /// (malformed ones are answered with an error here); their bytes are still in the
+    /// guest's pages, to be copied by the caller (`TxTaken::jobs`), possibly together
+    /// with the same pass's receive copies ([`Self::rx_place`]), then handed to
+    /// [`Self::tx_finish`].
+    pub fn tx_take(&mut self, now: u64, budget: usize) -> Result<TxTaken, Fatal> {
         let mut pass = TxPass::default();
         let mut done = 0;
         let mut batch: Vec<tx::TxPacket> = Vec::new();
@@ -308,10 +348,23 @@ impl<M: RingMemory> VifQueue<M> {
                     .collect()
             })
             .collect();
-        let copied = {
-            let jobs: Vec<&[Piece]> = pieces.iter().map(|p| p.as_slice()).collect();
-            guest.read_new(&jobs)
-        };
+        Ok(TxTaken {
+            batch,
+            pieces,
+            pass,
+        })
+    }
+
+    /// [`Self::transmit`]'s second half: with the bytes of what [`Self::tx_take`] took
+    /// (`copied`, one result per job), check each packet, answer its slots and put the
+    /// accepted ones in `out`.
+    pub fn tx_finish(
+        &mut self,
+        taken: TxTaken,
+        copied: Vec<Result<Vec<u8>, bulkhead_xen::copy::GrantFault>>,
+        out: &mut Vec<Packet>,
+    ) -> TxPass {
+        let TxTaken { batch, mut pass, .. } = taken;
         for (p, r) in batch.into_iter().zip(copied) {
             let data = match r {
                 Ok(d) => d,
@@ -384,7 +437,7 @@ impl<M: RingMemory> VifQueue<M> {
         if pass.notify {
             self.stats.notifies += 1;
         }
-        Ok(pass)
+        pass
     }
 
     /// Before sleeping on the TX event: true if requests arrived meanwhile.
@@ -457,11 +510,20 @@ impl<M: RingMemory> VifQueue<M> {
         guest: &mut dyn GuestMemory,
         pending: &mut VecDeque<Packet>,
     ) -> Result<bool, Fatal> {
+        let placed = self.rx_place(pending)?;
+        let copied = guest.write_all(&placed.jobs());
+        Ok(self.rx_finish(placed, copied))
+    }
+
+    /// [`Self::receive`]'s first half: take buffers for the packets of `pending` that
+    /// fit the ones posted; the copies are the caller's to make (`RxPlaced::jobs`),
+    /// then [`Self::rx_finish`] answers the buffers.
+    pub fn rx_place(&mut self, pending: &mut VecDeque<Packet>) -> Result<RxPlaced, Fatal> {
         if !self.carrier {
             // Carrier off: nothing is delivered (the caller's inbox is closed too).
             self.stats.rx_dropped += pending.len() as u64;
             pending.clear();
-            return Ok(false);
+            return Ok(RxPlaced { placed: Vec::new() });
         }
         let mut placed: Vec<(rx::Placement, Vec<u8>)> = Vec::new();
         self.rx_need = 0;
@@ -506,15 +568,19 @@ impl<M: RingMemory> VifQueue<M> {
             }
             placed.push((rx::place(data.len(), flags, gso, &reqs), data));
         }
-        // One copy for everything placed; responses in the order the requests came
-        // (netfront pairs them by ring position).
-        let jobs: Vec<(&[Piece], &[u8])> = placed
-            .iter()
-            .map(|(pl, d)| (pl.pieces.as_slice(), d.as_slice()))
-            .collect();
-        let copied = guest.write_all(&jobs);
-        drop(jobs);
-        for ((mut placement, data), r) in placed.into_iter().zip(copied) {
+        Ok(RxPlaced { placed })
+    }
+
+    /// [`Self::receive`]'s second half: answer the buffers of what [`Self::rx_place`]
+    /// placed, `copied` holding each packet's copy outcome; true when the frontend must
+    /// be told. Responses go in the order the requests came (netfront pairs them by
+    /// ring position).
+    pub fn rx_finish(
+        &mut self,
+        placed: RxPlaced,
+        copied: Vec<Result<(), bulkhead_xen::copy::GrantFault>>,
+    ) -> bool {
+        for ((mut placement, data), r) in placed.placed.into_iter().zip(copied) {
             if r.is_err() {
                 rx::fail(&mut placement);
                 self.stats.rx_dropped += 1;
@@ -530,7 +596,7 @@ impl<M: RingMemory> VifQueue<M> {
         if notify {
             self.stats.notifies += 1;
         }
-        Ok(notify)
+        notify
     }
 
     /// Watch the receive side for a stall, once per turn, `waiting` when packets wait

@@ -157,9 +157,8 @@ async fn dumps(xen: XenRef, node: String, fabric: FabricRef) {
         }
         info!("dump: {resources}");
         info!(
-            "dump: grant copies from guests: {}; to guests: {}; notifications sent {} in {} hypercalls",
-            super::grants::COPIES[0].describe(),
-            super::grants::COPIES[1].describe(),
+            "dump: grant copies: {}; notifications sent {} in {} hypercalls",
+            super::grants::COPIES.describe(),
             super::hv::SENDS.load(core::sync::atomic::Ordering::Relaxed),
             super::hv::SEND_CALLS.load(core::sync::atomic::Ordering::Relaxed)
         );

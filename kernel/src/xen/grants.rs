@@ -7,7 +7,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{fence, AtomicU16, AtomicU64, Ordering};
 
 use bulkhead_xen::abi::{self, DomId, GrantRef};
-use bulkhead_xen::copy::{copy_ops, op_gref, total, GrantFault, GuestMemory, Piece};
+use bulkhead_xen::copy::{copy_ops, op_gref, total, GrantFault, GuestMemory, Piece, ReadsAndWrites};
 use bulkhead_xen::grants::{GrantTable, GrantTableMemory, MapSlots};
 use bulkhead_xen::Errno;
 use bulkhead_xen::Hypervisor;
@@ -174,10 +174,18 @@ impl GrantCopier {
         jobs: impl Iterator<Item = (&'a [Piece], u64)>,
         to_guest: bool,
     ) -> Vec<Result<(), GrantFault>> {
+        self.copy_mixed(jobs.map(|(p, local)| (p, local, to_guest)))
+    }
+
+    /// As `copy_all`, each job either way (`true`: into the guest).
+    fn copy_mixed<'a>(
+        &mut self,
+        jobs: impl Iterator<Item = (&'a [Piece], u64, bool)>,
+    ) -> Vec<Result<(), GrantFault>> {
         let mut ops = Vec::new();
         let mut ends = Vec::new();
         let mut first = Vec::new();
-        for (pieces, local) in jobs {
+        for (pieces, local, to_guest) in jobs {
             first.push(pieces.first().map_or(0, |p| p.gref));
             ops.extend(copy_ops(self.dom, pieces, local, to_guest));
             ends.push(ops.len());
@@ -189,7 +197,7 @@ impl GrantCopier {
         }
         let t0 = crate::time::now_ns();
         let done = super::Hv.grant_copy(&mut ops);
-        COPIES[to_guest as usize].add(&ops, crate::time::now_ns().saturating_sub(t0));
+        COPIES.add(&ops, crate::time::now_ns().saturating_sub(t0));
         if let Err(e) = done {
             return first
                 .into_iter()
@@ -216,47 +224,90 @@ impl GrantCopier {
             })
             .collect()
     }
+
+    /// Buffers for `jobs` (not zeroed) and where in each the bytes land: a large one
+    /// `pad` bytes in, where it takes one copy operation per guest page instead of two
+    /// (`aligning_pad` says why), moved down once copied (`settle`).
+    fn new_buffers(jobs: &[&[Piece]]) -> Vec<(Vec<u8>, usize)> {
+        jobs.iter()
+            .map(|p| {
+                let pad = if total(p) >= 2 * 4096 {
+                    bulkhead_xen::copy::aligning_pad(p)
+                } else {
+                    0
+                };
+                (Vec::with_capacity(pad + total(p)), pad)
+            })
+            .collect()
+    }
+
+    /// A buffer of `new_buffers` whose copy succeeded: its bytes, from 0.
+    fn settle(mut b: Vec<u8>, pad: usize, n: usize) -> Vec<u8> {
+        if pad == 0 {
+            // SAFETY: every op of this job succeeded, and copy_ops lays the pieces back
+            // to back from the buffer's start (its address is identity-mapped RAM of
+            // this Vec), so bytes 0..n are written; the capacity is at least n.
+            unsafe { b.set_len(n) };
+        } else {
+            // SAFETY: as above, Xen wrote bytes pad..pad + n (the capacity); the first
+            // `pad` are never read: the bytes are copied over them through raw pointers
+            // before the length covers them, and the length then covers only written
+            // bytes.
+            unsafe {
+                let base = b.as_mut_ptr();
+                core::ptr::copy(base.add(pad), base, n);
+                b.set_len(n);
+            }
+        }
+        b
+    }
 }
 
-/// What grant copies cost so far, from guests (0) and to guests (1): hypercalls,
-/// operations, bytes and the time spent in them, for the state dump. Xen's cost per
-/// operation and per byte tell apart what fewer operations (aligned buffers) or fewer
-/// bytes (one copy instead of two) would save.
-pub static COPIES: [CopyCounters; 2] = [CopyCounters::new(), CopyCounters::new()];
+/// What grant copies cost so far: hypercalls and the time spent in them, operations and
+/// bytes from guests and to guests, for the state dump. Xen's cost per hypercall, per
+/// operation and per byte tell apart what fewer hypercalls, fewer operations (aligned
+/// buffers) or fewer bytes (one copy instead of two) would save.
+pub static COPIES: CopyCounters = CopyCounters::new();
 
 pub struct CopyCounters {
     calls: AtomicU64,
-    ops: AtomicU64,
-    bytes: AtomicU64,
     ns: AtomicU64,
+    /// From guests [0] and to guests [1].
+    ops: [AtomicU64; 2],
+    bytes: [AtomicU64; 2],
 }
 
 impl CopyCounters {
     const fn new() -> Self {
         CopyCounters {
             calls: AtomicU64::new(0),
-            ops: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
             ns: AtomicU64::new(0),
+            ops: [AtomicU64::new(0), AtomicU64::new(0)],
+            bytes: [AtomicU64::new(0), AtomicU64::new(0)],
         }
     }
 
     fn add(&self, ops: &[abi::GrantCopy], ns: u64) {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        self.ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
-        let bytes: u64 = ops.iter().map(|o| o.len as u64).sum();
-        self.bytes.fetch_add(bytes, Ordering::Relaxed);
         self.ns.fetch_add(ns, Ordering::Relaxed);
+        for o in ops {
+            let to_guest = (o.flags & abi::GNTCOPY_DEST_GREF != 0) as usize;
+            self.ops[to_guest].fetch_add(1, Ordering::Relaxed);
+            self.bytes[to_guest].fetch_add(o.len as u64, Ordering::Relaxed);
+        }
     }
 
-    /// "N calls, N ops, N KiB in N ms".
+    /// "N calls in N ms; from guests N ops, N KiB; to guests N ops, N KiB".
     pub fn describe(&self) -> String {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
         format!(
-            "{} calls, {} ops, {} KiB in {} ms",
-            self.calls.load(Ordering::Relaxed),
-            self.ops.load(Ordering::Relaxed),
-            self.bytes.load(Ordering::Relaxed) / 1024,
-            self.ns.load(Ordering::Relaxed) / 1_000_000
+            "{} calls in {} ms; from guests {} ops, {} KiB; to guests {} ops, {} KiB",
+            r(&self.calls),
+            r(&self.ns) / 1_000_000,
+            r(&self.ops[0]),
+            r(&self.bytes[0]) / 1024,
+            r(&self.ops[1]),
+            r(&self.bytes[1]) / 1024
         )
     }
 }
@@ -280,59 +331,30 @@ impl GuestMemory for GrantCopier {
         self.copy_all(jobs.iter().map(|(p, b)| (*p, b.as_ptr() as u64)), true)
     }
     fn read_new(&mut self, jobs: &[&[Piece]]) -> Vec<Result<Vec<u8>, GrantFault>> {
+        self.read_new_and_write(jobs, &[]).0
+    }
+    fn read_new_and_write(
+        &mut self,
+        reads: &[&[Piece]],
+        writes: &[(&[Piece], &[u8])],
+    ) -> ReadsAndWrites {
         // Not zeroed first: Xen writes every byte (a 64 KiB send zeroed, then
         // overwritten, cost a tenth of the driver domain's time under TCP load).
-        // A large one lands `pad` bytes in, where it takes one copy operation per guest
-        // page instead of two, and is moved down after (aligning_pad says why).
-        let pads: Vec<usize> = jobs
-            .iter()
-            .map(|p| {
-                if total(p) >= 2 * 4096 {
-                    bulkhead_xen::copy::aligning_pad(p)
-                } else {
-                    0
-                }
-            })
-            .collect();
-        let mut bufs: Vec<Vec<u8>> = jobs
-            .iter()
-            .zip(&pads)
-            .map(|(p, pad)| Vec::with_capacity(pad + total(p)))
-            .collect();
-        let results = self.copy_all(
-            jobs.iter()
+        let mut bufs = Self::new_buffers(reads);
+        let mut results = self.copy_mixed(
+            reads
+                .iter()
                 .zip(bufs.iter_mut())
-                .zip(&pads)
-                .map(|((p, b), pad)| (*p, b.as_mut_ptr() as u64 + *pad as u64)),
-            false,
+                .map(|(p, (b, pad))| (*p, b.as_mut_ptr() as u64 + *pad as u64, false))
+                .chain(writes.iter().map(|(p, b)| (*p, b.as_ptr() as u64, true))),
         );
-        bufs.into_iter()
-            .zip(jobs)
-            .zip(pads)
+        let written = results.split_off(reads.len());
+        let read = bufs
+            .into_iter()
+            .zip(reads)
             .zip(results)
-            .map(|(((mut b, p), pad), r)| {
-                r.map(|()| {
-                    let n = total(p);
-                    if pad == 0 {
-                        // SAFETY: every op of this job succeeded, and copy_ops lays the
-                        // pieces back to back from the buffer's start (its address is
-                        // identity-mapped RAM of this Vec), so bytes 0..n are written;
-                        // the capacity is at least n.
-                        unsafe { b.set_len(n) };
-                    } else {
-                        // SAFETY: as above, Xen wrote bytes pad..pad + n (the capacity);
-                        // the first `pad` are never read: the bytes are copied over them
-                        // through raw pointers before the length covers them, and the
-                        // length then covers only written bytes.
-                        unsafe {
-                            let base = b.as_mut_ptr();
-                            core::ptr::copy(base.add(pad), base, n);
-                            b.set_len(n);
-                        }
-                    }
-                    b
-                })
-            })
-            .collect()
+            .map(|(((b, pad), p), r)| r.map(|()| Self::settle(b, pad, total(p))))
+            .collect();
+        (read, written)
     }
 }

@@ -24,6 +24,10 @@ pub struct GrantFault {
 }
 
 /// The frontend domain's granted pages.
+/// What [`GuestMemory::read_new_and_write`] gives back: the reads' buffers, the writes'
+/// outcomes.
+pub type ReadsAndWrites = (Vec<Result<Vec<u8>, GrantFault>>, Vec<Result<(), GrantFault>>);
+
 pub trait GuestMemory {
     /// Copy `pieces` of guest memory into `buf`, back to back.
     fn read(&mut self, pieces: &[Piece], buf: &mut [u8]) -> Result<(), GrantFault>;
@@ -51,6 +55,26 @@ pub trait GuestMemory {
             .zip(results)
             .map(|(b, r)| r.map(|()| b))
             .collect()
+    }
+    /// Reads into new buffers ([`GuestMemory::read_new`]) and writes
+    /// ([`GuestMemory::write_all`]) at once: the kernel makes one hypercall of a pass
+    /// that moves packets both ways. Results in the jobs' order, reads then writes.
+    fn read_new_and_write(
+        &mut self,
+        reads: &[&[Piece]],
+        writes: &[(&[Piece], &[u8])],
+    ) -> ReadsAndWrites {
+        let r = if reads.is_empty() {
+            Vec::new()
+        } else {
+            self.read_new(reads)
+        };
+        let w = if writes.is_empty() {
+            Vec::new()
+        } else {
+            self.write_all(writes)
+        };
+        (r, w)
     }
     /// Several writes at once, as [`GuestMemory::read_all`].
     fn write_all(&mut self, jobs: &[(&[Piece], &[u8])]) -> Vec<Result<(), GrantFault>> {

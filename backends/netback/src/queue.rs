@@ -364,7 +364,9 @@ impl<M: RingMemory> VifQueue<M> {
         copied: Vec<Result<Vec<u8>, bulkhead_xen::copy::GrantFault>>,
         out: &mut Vec<Packet>,
     ) -> TxPass {
-        let TxTaken { batch, mut pass, .. } = taken;
+        let TxTaken {
+            batch, mut pass, ..
+        } = taken;
         for (p, r) in batch.into_iter().zip(copied) {
             let data = match r {
                 Ok(d) => d,

@@ -445,9 +445,9 @@ fn a_vif_with_ip_sends_only_from_its_addresses() {
 #[test]
 fn a_pass_both_ways_is_one_copy() {
     let mut r = Rig::new(ALL, None);
-    let sent: Vec<Vec<u8>> = (0..3).map(|i| frame(MAC, 100 + 2000 * i, i as u8)).collect();
+    let sent: Vec<Vec<u8>> = (0..3).map(|i| frame(MAC, 100 + 600 * i, i as u8)).collect();
     for f in &sent {
-        r.send(f, 10, 0, None);
+        r.send(f, 3000, 0, None); // the third crosses its page: two slots
     }
     // The second send's first page is revoked.
     r.pages.0.remove(&(100 + 1));

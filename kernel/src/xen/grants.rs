@@ -7,7 +7,9 @@ use alloc::vec::Vec;
 use core::sync::atomic::{fence, AtomicU16, AtomicU64, Ordering};
 
 use bulkhead_xen::abi::{self, DomId, GrantRef};
-use bulkhead_xen::copy::{copy_ops, op_gref, total, GrantFault, GuestMemory, Piece, ReadsAndWrites};
+use bulkhead_xen::copy::{
+    copy_ops, op_gref, total, GrantFault, GuestMemory, Piece, ReadsAndWrites,
+};
 use bulkhead_xen::grants::{GrantTable, GrantTableMemory, MapSlots};
 use bulkhead_xen::Errno;
 use bulkhead_xen::Hypervisor;

@@ -18,6 +18,7 @@ use bulkhead_netback::negotiate::{self, Frontend, Offer, Settings};
 use bulkhead_netback::queue::{Carrier, RxFeatures, VifQueue, RX_LAYOUT, TX_LAYOUT};
 use bulkhead_switch::PortId;
 use bulkhead_xen::abi::{DomId, Port};
+use bulkhead_xen::copy::GuestMemory as _;
 use bulkhead_xen::grants::Mapping;
 use bulkhead_xen::Hypervisor;
 use bulkhead_xenbus::DeviceId;

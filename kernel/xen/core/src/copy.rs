@@ -26,7 +26,10 @@ pub struct GrantFault {
 /// The frontend domain's granted pages.
 /// What [`GuestMemory::read_new_and_write`] gives back: the reads' buffers, the writes'
 /// outcomes.
-pub type ReadsAndWrites = (Vec<Result<Vec<u8>, GrantFault>>, Vec<Result<(), GrantFault>>);
+pub type ReadsAndWrites = (
+    Vec<Result<Vec<u8>, GrantFault>>,
+    Vec<Result<(), GrantFault>>,
+);
 
 pub trait GuestMemory {
     /// Copy `pieces` of guest memory into `buf`, back to back.

@@ -16,14 +16,13 @@
 use alloc::vec::Vec;
 
 use crate::abi::{ETH_HLEN, GSO_TYPE_TCPV4, GSO_TYPE_TCPV6, MAX_TX_SIZE};
-use crate::packet::{self, Layers, Packet};
+use crate::packet::{self, be16, Layers, Packet, PROTO_TCP};
 use crate::tx::Gso;
 
 /// Streams merged at once within a batch (Linux holds up to 8 per NAPI poll too); a
 /// further stream closes the oldest.
 pub const MAX_OPEN: usize = 8;
 
-const PROTO_TCP: u8 = 6;
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
@@ -46,10 +45,6 @@ impl Segment {
     fn payload(&self) -> usize {
         self.l.end - self.hdr
     }
-}
-
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
 }
 
 /// The TCP segment `f` carries, if it is one coalescing may take.
@@ -131,8 +126,19 @@ struct Run {
     next_seq: u32,
     /// The merged packet's length so far (first frame's headers and every payload).
     len: usize,
-    /// No more segments may join (a short or PSH segment ended it, or it is full).
-    closed: bool,
+}
+
+/// True when run `r` (its first frame's headers) is of the stream of frame `f`.
+fn run_of(
+    runs: &[Run],
+    frames: &[Vec<u8>],
+    segs: &[Option<Segment>],
+    r: usize,
+    f: &[u8],
+    l: &Layers,
+) -> bool {
+    let h = runs[r].frames[0];
+    segs[h].is_some_and(|sh| same_stream(&frames[h], &sh.l, f, l))
 }
 
 /// What coalescing did so far (for the driver domain's state dump).
@@ -161,7 +167,9 @@ pub fn coalesce(mut frames: Vec<Vec<u8>>, stats: &mut Stats) -> Vec<Packet> {
     stats.frames += frames.len() as u64;
     let segs: Vec<Option<Segment>> = frames.iter().map(|f| segment(f)).collect();
     let mut runs: Vec<Run> = Vec::new();
-    // Runs still open, oldest first (at most MAX_OPEN).
+    // Runs segments may still join, oldest first (at most MAX_OPEN); a run leaves when
+    // a short or PSH segment ends it, a segment of its stream does not fit, or it is
+    // the oldest when a further stream starts.
     let mut open: Vec<usize> = Vec::new();
     let mut out: Vec<Out> = Vec::with_capacity(frames.len());
     for i in 0..frames.len() {
@@ -171,23 +179,16 @@ pub fn coalesce(mut frames: Vec<Vec<u8>>, stats: &mut Stats) -> Vec<Packet> {
             // pass it.
             if let Ok(l) = packet::layers(&frames[i]) {
                 if l.proto == PROTO_TCP && l.end >= l.l4 + 4 {
-                    open.retain(|&r| {
-                        let h = runs[r].frames[0];
-                        let lh = segs[h].unwrap().l;
-                        let same = same_stream(&frames[h], &lh, &frames[i], &l);
-                        runs[r].closed |= same;
-                        !same
-                    });
+                    open.retain(|&r| !run_of(&runs, &frames, &segs, r, &frames[i], &l));
                 }
             }
             out.push(Out::Frame(i));
             continue;
         };
         // The open run of this stream, if any.
-        let mine = open.iter().position(|&r| {
-            let h = runs[r].frames[0];
-            same_stream(&frames[h], &segs[h].unwrap().l, &frames[i], &s.l)
-        });
+        let mine = open
+            .iter()
+            .position(|&r| run_of(&runs, &frames, &segs, r, &frames[i], &s.l));
         if let Some(k) = mine {
             let r = open[k];
             let run = &runs[r];
@@ -203,27 +204,22 @@ pub fn coalesce(mut frames: Vec<Vec<u8>>, stats: &mut Stats) -> Vec<Packet> {
                 run.next_seq = s.seq.wrapping_add(s.payload() as u32);
                 run.len += s.payload();
                 if s.payload() < run.mss || s.flags & TCP_PSH != 0 {
-                    run.closed = true;
                     open.remove(k);
                 }
                 continue;
             }
-            runs[r].closed = true;
             open.remove(k);
         }
         if open.len() == MAX_OPEN {
-            let oldest = open.remove(0);
-            runs[oldest].closed = true;
+            open.remove(0);
         }
-        let closed = s.flags & TCP_PSH != 0;
         runs.push(Run {
             frames: alloc::vec![i],
             mss: s.payload(),
             next_seq: s.seq.wrapping_add(s.payload() as u32),
             len: s.l.end,
-            closed,
         });
-        if !closed {
+        if s.flags & TCP_PSH == 0 {
             open.push(runs.len() - 1);
         }
         out.push(Out::Run(runs.len() - 1));

@@ -15,7 +15,7 @@ use crate::tx::Gso;
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_IPV6: u16 = 0x86dd;
 const ETHERTYPE_VLAN: u16 = 0x8100;
-const PROTO_TCP: u8 = 6;
+pub(crate) const PROTO_TCP: u8 = 6;
 const PROTO_UDP: u8 = 17;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,7 +76,7 @@ pub struct Layers {
     pub end: usize,
 }
 
-fn be16(b: &[u8], at: usize) -> u16 {
+pub(crate) fn be16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
 
@@ -144,7 +144,7 @@ pub fn layers(f: &[u8]) -> Result<Layers, PacketError> {
 }
 
 /// Ones'-complement sum of `b` (as big-endian 16-bit words, an odd last byte padded)
-/// added to `sum`, folded to at most 17 bits so callers may add a few more words.
+/// added to `sum`, folded to 16 bits (callers add a few more words and fold again).
 /// Eight bytes a step (two 32-bit words into a 64-bit sum: 2^16 and 2^32 are both 1
 /// modulo 0xffff, so the wider words fold to the same 16-bit sum, RFC 1071): a frame's
 /// checksum is verified for every TCP segment received from the wire, and QEMU's TCG

@@ -23,7 +23,6 @@ pub struct GrantFault {
     pub status: i16,
 }
 
-/// The frontend domain's granted pages.
 /// What [`GuestMemory::read_new_and_write`] gives back: the reads' buffers, the writes'
 /// outcomes.
 pub type ReadsAndWrites = (
@@ -31,6 +30,7 @@ pub type ReadsAndWrites = (
     Vec<Result<(), GrantFault>>,
 );
 
+/// The frontend domain's granted pages.
 pub trait GuestMemory {
     /// Copy `pieces` of guest memory into `buf`, back to back.
     fn read(&mut self, pieces: &[Piece], buf: &mut [u8]) -> Result<(), GrantFault>;
@@ -67,17 +67,7 @@ pub trait GuestMemory {
         reads: &[&[Piece]],
         writes: &[(&[Piece], &[u8])],
     ) -> ReadsAndWrites {
-        let r = if reads.is_empty() {
-            Vec::new()
-        } else {
-            self.read_new(reads)
-        };
-        let w = if writes.is_empty() {
-            Vec::new()
-        } else {
-            self.write_all(writes)
-        };
-        (r, w)
+        (self.read_new(reads), self.write_all(writes))
     }
     /// Several writes at once, as [`GuestMemory::read_all`].
     fn write_all(&mut self, jobs: &[(&[Piece], &[u8])]) -> Vec<Result<(), GrantFault>> {

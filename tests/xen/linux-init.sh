@@ -142,9 +142,12 @@ bench_commands() {
         ping) r=$(bench_ping "$@") ;;
         mem) r=$(free -k | awk '/^Mem:/ { print "used_kib=" $3 }') ;;
         # What the guest's kernel did so far (BENCH_PROBE: deltas around a workload):
-        # interrupts, of them Xen event channels, context switches, TCP segments.
+        # interrupts; of them Xen event channels, and netfront's TX-completion and RX
+        # events; context switches; CPU time by kind; TCP segments.
         counters)
-            r="intr=$(awk '/^intr/ { print $2 }' /proc/stat) evt=$(awk '/xen-dyn|xen-percpu/ { for (i = 2; i <= NF && $i ~ /^[0-9]+$/; i++) s += $i } END { print s + 0 }' /proc/interrupts) evtx=$(awk '/-tx$/ { for (i = 2; i <= NF && $i ~ /^[0-9]+$/; i++) s += $i } END { print s + 0 }' /proc/interrupts) evrx=$(awk '/-rx$/ { for (i = 2; i <= NF && $i ~ /^[0-9]+$/; i++) s += $i } END { print s + 0 }' /proc/interrupts) ctxt=$(awk '/^ctxt/ { print $2 }' /proc/stat) $(awk '/^cpu / { printf "user=%s sys=%s idle=%s irq=%s softirq=%s steal=%s", $2 + $3, $4, $5 + $6, $7, $8, $9 }' /proc/stat) $(awk '/^Tcp:/ { if (!h) { for (i = 1; i <= NF; i++) k[i] = $i; h = 1 } else for (i = 1; i <= NF; i++) if (k[i] == "InSegs" || k[i] == "OutSegs") printf "%s=%s ", k[i], $i }' /proc/net/snmp)" ;;
+            r="intr=$(awk '/^intr/ { print $2 }' /proc/stat) $(awk '{ n = 0; for (i = 2; i <= NF && $i ~ /^[0-9]+$/; i++) n += $i }
+                /xen-dyn|xen-percpu/ { e += n } /-tx$/ { tx += n } /-rx$/ { rx += n }
+                END { printf "evt=%d evtx=%d evrx=%d", e, tx, rx }' /proc/interrupts) ctxt=$(awk '/^ctxt/ { print $2 }' /proc/stat) $(awk '/^cpu / { printf "user=%s sys=%s idle=%s irq=%s softirq=%s steal=%s", $2 + $3, $4, $5 + $6, $7, $8, $9 }' /proc/stat) $(awk '/^Tcp:/ { if (!h) { for (i = 1; i <= NF; i++) k[i] = $i; h = 1 } else for (i = 1; i <= NF; i++) if (k[i] == "InSegs" || k[i] == "OutSegs") printf "%s=%s ", k[i], $i }' /proc/net/snmp)" ;;
         quiesce)
             for d in /sys/bus/pci/drivers/e1000e/0000:* /sys/bus/pci/drivers/nvme/0000:*; do
                 [ -e "$d" ] && echo "${d##*/}" >"${d%/*}/unbind"

@@ -113,13 +113,17 @@ struct MulticallEntry {
 /// Set once Xen refused a multicall: notifications go one hypercall each from then on.
 static NO_MULTICALL: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
-/// Notify every port in `ports` (at most a handful: a queue's TX and RX ports), in one
-/// hypercall when there are several. A driver domain's hypercall costs about 130 us
-/// under nested TCG, as much as copying 100 KiB, and a netback pass that moved packets
-/// both ways notifies both of the guest's ports. Failures are ignored, as for one
-/// notification (the port is gone with its guest).
-pub fn evtchn_send_all(ports: &[Port]) {
+/// Notify every port in `ports` once (at most a handful: a queue's TX and RX ports,
+/// the same port twice without split channels), in one hypercall when there are
+/// several. A driver domain's hypercall costs about 130 us under nested TCG, as much as
+/// copying 100 KiB, and a netback pass that moved packets both ways notifies both of
+/// the guest's ports. Failures are ignored, as for one notification (the port is gone
+/// with its guest).
+pub fn evtchn_send_all(ports: impl IntoIterator<Item = Port>) {
     use core::sync::atomic::Ordering::Relaxed;
+    let mut ports: alloc::vec::Vec<Port> = ports.into_iter().collect();
+    ports.sort_unstable();
+    ports.dedup();
     if ports.len() > 1 && !NO_MULTICALL.load(Relaxed) {
         let mut args: alloc::vec::Vec<PortArg> =
             ports.iter().map(|&port| PortArg { port }).collect();
@@ -149,7 +153,7 @@ pub fn evtchn_send_all(ports: &[Port]) {
         // Not offered (Xen before 4.16 refuses multicalls from HVM): one by one.
         NO_MULTICALL.store(true, Relaxed);
     }
-    for &p in ports {
+    for p in ports {
         let _ = Hv.evtchn_send(p);
     }
 }

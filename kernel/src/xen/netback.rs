@@ -471,12 +471,11 @@ async fn serve(
         // The TX answers' notification waits for the RX answers so that both go in
         // one hypercall (with split channels they are two ports).
         let rx_notify = q.rx_finish(placed, written);
-        match (pass.notify, rx_notify) {
-            (true, true) if ports.0 != ports.1 => super::hv::evtchn_send_all(&[ports.0, ports.1]),
-            (true, _) => super::hv::evtchn_send_all(&[ports.0]),
-            (false, true) => super::hv::evtchn_send_all(&[ports.1]),
-            (false, false) => {}
-        }
+        super::hv::evtchn_send_all(
+            [(pass.notify, ports.0), (rx_notify, ports.1)]
+                .into_iter()
+                .filter_map(|(tell, port)| tell.then_some(port)),
+        );
         match q.rx_watch(now, waiting) {
             Ok(Carrier::Unchanged) => {}
             Ok(Carrier::Off) => {

@@ -83,6 +83,14 @@ pub(crate) fn be16(b: &[u8], at: usize) -> u16 {
 /// Find the IP and L4 headers (one VLAN tag allowed; IPv6 extension headers are not
 /// walked: such packets do not get checksum offload, as for most NICs).
 pub fn layers(f: &[u8]) -> Result<Layers, PacketError> {
+    layers_in(f, f.len())
+}
+
+/// [`layers`] of a packet `len` bytes long of which `f` holds the start (a large send
+/// whose body is still in the sender's pages): the headers must lie in `f`, the lengths
+/// they give must fit `len`.
+pub fn layers_in(f: &[u8], len: usize) -> Result<Layers, PacketError> {
+    let len = len.max(f.len());
     if f.len() < ETH_HLEN {
         return Err(PacketError::Truncated);
     }
@@ -104,7 +112,7 @@ pub fn layers(f: &[u8]) -> Result<Layers, PacketError> {
             let total = be16(f, l3 + 2) as usize;
             // Fragments after the first carry no L4 header.
             let frag = be16(f, l3 + 6) & 0x1fff;
-            if ihl < 20 || total < ihl || l3 + total > f.len() {
+            if ihl < 20 || total < ihl || l3 + ihl > f.len() || l3 + total > len {
                 return Err(PacketError::Truncated);
             }
             let proto = f[l3 + 9];
@@ -124,7 +132,7 @@ pub fn layers(f: &[u8]) -> Result<Layers, PacketError> {
                 return Err(PacketError::Truncated);
             }
             let payload = be16(f, l3 + 4) as usize;
-            if l3 + 40 + payload > f.len() {
+            if l3 + 40 + payload > len {
                 return Err(PacketError::Truncated);
             }
             let proto = f[l3 + 6];
@@ -299,8 +307,8 @@ pub struct Segmenter {
 }
 
 /// Where a GSO send's headers end and how many segments it makes, every header checked.
-fn gso_plan(f: &[u8], gso: Gso) -> Result<(Layers, usize, usize), PacketError> {
-    let l = layers(f)?;
+fn gso_plan(f: &[u8], len: usize, gso: Gso) -> Result<(Layers, usize, usize), PacketError> {
+    let l = layers_in(f, len)?;
     let want_v6 = match gso.kind {
         GSO_TYPE_TCPV4 => false,
         GSO_TYPE_TCPV6 => true,
@@ -309,11 +317,11 @@ fn gso_plan(f: &[u8], gso: Gso) -> Result<(Layers, usize, usize), PacketError> {
     if l.proto != PROTO_TCP || l.v6 != want_v6 || gso.size == 0 {
         return Err(PacketError::BadGso);
     }
-    if l.end < l.l4 + 20 {
+    if l.end < l.l4 + 20 || f.len() < l.l4 + 20 {
         return Err(PacketError::Truncated);
     }
     let doff = (f[l.l4 + 12] >> 4) as usize * 4;
-    if doff < 20 || l.l4 + doff > l.end {
+    if doff < 20 || l.l4 + doff > l.end || l.l4 + doff > f.len() {
         return Err(PacketError::Truncated);
     }
     let hdr = l.l4 + doff;
@@ -322,18 +330,28 @@ fn gso_plan(f: &[u8], gso: Gso) -> Result<(Layers, usize, usize), PacketError> {
 
 /// How many segments a GSO send makes, or why it cannot be cut.
 pub fn gso_segments(f: &[u8], gso: Gso) -> Result<usize, PacketError> {
-    gso_plan(f, gso).map(|(_, _, n)| n)
+    gso_segments_in(f, f.len(), gso)
+}
+
+/// [`gso_segments`] of a send `len` bytes long of which `f` holds the headers.
+pub fn gso_segments_in(f: &[u8], len: usize, gso: Gso) -> Result<usize, PacketError> {
+    gso_plan(f, len, gso).map(|(_, _, n)| n)
 }
 
 /// Bytes a GSO send puts on the wire beyond its own length once cut: its headers again
 /// in every segment after the first.
 pub fn gso_extra_bytes(f: &[u8], gso: Gso) -> Result<usize, PacketError> {
-    gso_plan(f, gso).map(|(_, hdr, n)| (n - 1) * hdr)
+    gso_extra_bytes_in(f, f.len(), gso)
+}
+
+/// [`gso_extra_bytes`] of a send `len` bytes long of which `f` holds the headers.
+pub fn gso_extra_bytes_in(f: &[u8], len: usize, gso: Gso) -> Result<usize, PacketError> {
+    gso_plan(f, len, gso).map(|(_, hdr, n)| (n - 1) * hdr)
 }
 
 impl Segmenter {
     pub fn new(frame: Vec<u8>, gso: Gso) -> Result<Segmenter, PacketError> {
-        let (l, hdr, count) = gso_plan(&frame, gso)?;
+        let (l, hdr, count) = gso_plan(&frame, frame.len(), gso)?;
         Ok(Segmenter {
             seq: u32::from_be_bytes(frame[l.l4 + 4..l.l4 + 8].try_into().unwrap()),
             flags: frame[l.l4 + 13],

@@ -7,6 +7,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use bulkhead_ring::{BackRing, RingError, RingMemory};
+use bulkhead_xen::abi::GrantRef;
 use bulkhead_xen::budget::{self, LogBudget};
 use bulkhead_xen::copy::{GuestMemory, Piece};
 
@@ -98,10 +99,24 @@ pub struct TxPass {
     pub retry_at: Option<u64>,
 }
 
+/// Bytes of a large send copied out of the sender before the switch decides where it
+/// goes, when the rest may be copied straight into the receiver ([`Sent::Head`]): every
+/// header the switch, `ip=`, the MAC check, the GSO checks, steering and flow hashing
+/// read (Ethernet with a VLAN tag 18, IPv4 60 or IPv6 40, TCP 60: 138 at most).
+pub const HEAD_BYTES: usize = 256;
+
+/// Most data slots a packet placed straight from a sender's pages may take in the
+/// receiver's ring: one per piece of the sender's (each keeps its page offset), and
+/// Linux's netfront takes at most `XEN_NETIF_NR_SLOTS_MIN` (18) per packet.
+pub const MAX_DIRECT_SLOTS: usize = 17;
+
 /// Packets taken from the TX ring, their bytes not yet copied ([`VifQueue::tx_take`]).
 pub struct TxTaken {
     batch: Vec<tx::TxPacket>,
     pieces: Vec<Vec<Piece>>,
+    /// Per packet, when only its head is copied now: the pieces after the head, and
+    /// all of them.
+    bodies: Vec<Option<(Vec<Piece>, Vec<Piece>)>>,
     pass: TxPass,
 }
 
@@ -110,6 +125,41 @@ impl TxTaken {
     pub fn jobs(&self) -> Vec<&[Piece]> {
         self.pieces.iter().map(|p| p.as_slice()).collect()
     }
+}
+
+/// What [`VifQueue::tx_finish`] hands on: a packet copied whole, or a large send of
+/// which only the head is copied and whose slots are not answered yet.
+pub enum Sent {
+    Whole(Packet),
+    Head(Packet, Body),
+}
+
+/// The part of a large send still in the sender's pages, and its slots, answered by
+/// [`VifQueue::tx_body_done`] once the body is copied (into a receiver's buffers or
+/// ours) or could not be: the sender may reuse the pages only then.
+#[derive(Debug)]
+pub struct Body {
+    /// The sender's pieces after the head, each within one of its pages.
+    pub pieces: Vec<Piece>,
+    /// All the packet's pieces, head included (to copy it whole after all).
+    pub whole: Vec<Piece>,
+    /// The packet's length.
+    pub len: usize,
+    ids: Vec<u16>,
+    extras: usize,
+}
+
+/// A large send laid straight into this queue's receive buffers
+/// ([`VifQueue::rx_direct`]): the head goes from our buffer into `head_to`, the body
+/// piece by piece from the sender's pages into `body_to` at the same page offsets.
+#[derive(Debug)]
+pub struct Direct {
+    pub head_to: Piece,
+    pub body_to: Vec<GrantRef>,
+    responses: Vec<[u8; RX_RESPONSE_SIZE]>,
+    /// Where the GSO extra slot is among the responses (it is never an error).
+    extra_at: Option<usize>,
+    len: usize,
 }
 
 /// Packets laid into receive buffers, their bytes not yet copied ([`VifQueue::rx_place`]).
@@ -261,17 +311,24 @@ impl<M: RingMemory> VifQueue<M> {
         budget: usize,
         out: &mut Vec<Packet>,
     ) -> Result<TxPass, Fatal> {
-        let taken = self.tx_take(now, budget)?;
+        let taken = self.tx_take(now, budget, false)?;
         let copied = guest.read_new(&taken.jobs());
-        Ok(self.tx_finish(taken, copied, out))
+        let mut sent = Vec::new();
+        let pass = self.tx_finish(taken, copied, &mut sent);
+        out.extend(sent.into_iter().filter_map(|s| match s {
+            Sent::Whole(p) => Some(p),
+            Sent::Head(..) => None,
+        }));
+        Ok(pass)
     }
 
     /// [`Self::transmit`]'s first half: take the packets from the ring and parse them
     /// (malformed ones are answered with an error here); their bytes are still in the
     /// guest's pages, to be copied by the caller (`TxTaken::jobs`), possibly together
     /// with the same pass's receive copies ([`Self::rx_place`]), then handed to
-    /// [`Self::tx_finish`].
-    pub fn tx_take(&mut self, now: u64, budget: usize) -> Result<TxTaken, Fatal> {
+    /// [`Self::tx_finish`]. With `heads`, a large send (GSO) longer than [`HEAD_BYTES`]
+    /// is copied only as far as its head (its body may go straight to a receiver).
+    pub fn tx_take(&mut self, now: u64, budget: usize, heads: bool) -> Result<TxTaken, Fatal> {
         let mut pass = TxPass::default();
         let mut done = 0;
         let mut batch: Vec<tx::TxPacket> = Vec::new();
@@ -335,39 +392,52 @@ impl<M: RingMemory> VifQueue<M> {
                 }
             }
         }
-        let pieces: Vec<Vec<Piece>> = batch
-            .iter()
-            .map(|p| {
-                p.fragments
-                    .iter()
-                    .map(|f| Piece {
-                        gref: f.gref,
-                        offset: f.offset,
-                        len: f.len,
-                    })
-                    .collect()
-            })
-            .collect();
+        let mut pieces: Vec<Vec<Piece>> = Vec::with_capacity(batch.len());
+        let mut bodies = Vec::with_capacity(batch.len());
+        for p in &batch {
+            let all: Vec<Piece> = p
+                .fragments
+                .iter()
+                .map(|f| Piece {
+                    gref: f.gref,
+                    offset: f.offset,
+                    len: f.len,
+                })
+                .collect();
+            if heads && p.gso.is_some() && p.len > HEAD_BYTES {
+                let (head, rest) = split_pieces(&all, HEAD_BYTES);
+                pieces.push(head);
+                bodies.push(Some((rest, all)));
+            } else {
+                pieces.push(all);
+                bodies.push(None);
+            }
+        }
         Ok(TxTaken {
             batch,
             pieces,
+            bodies,
             pass,
         })
     }
 
     /// [`Self::transmit`]'s second half: with the bytes of what [`Self::tx_take`] took
     /// (`copied`, one result per job), check each packet, answer its slots and put the
-    /// accepted ones in `out`.
+    /// accepted ones in `out`. A packet of which only the head was copied goes out as
+    /// [`Sent::Head`], its slots answered later ([`Self::tx_body_done`]).
     pub fn tx_finish(
         &mut self,
         taken: TxTaken,
         copied: Vec<Result<Vec<u8>, bulkhead_xen::copy::GrantFault>>,
-        out: &mut Vec<Packet>,
+        out: &mut Vec<Sent>,
     ) -> TxPass {
         let TxTaken {
-            batch, mut pass, ..
+            batch,
+            mut pass,
+            bodies,
+            ..
         } = taken;
-        for (p, r) in batch.into_iter().zip(copied) {
+        for ((p, r), body) in batch.into_iter().zip(copied).zip(bodies) {
             let data = match r {
                 Ok(d) => d,
                 Err(e) => {
@@ -382,7 +452,7 @@ impl<M: RingMemory> VifQueue<M> {
             if let Some(g) = p.gso {
                 // Check a large send here, once: what it is cut into later must not be
                 // able to fail or to cost more than the limit.
-                let refused = match packet::gso_segments(&data, g) {
+                let refused = match packet::gso_segments_in(&data, p.len, g) {
                     Err(e) => Some(alloc::format!("{e}")),
                     Ok(n) if n > self.limits.gso_max_segs as usize => Some(alloc::format!(
                         "{n} segments, more than the limit {}",
@@ -396,7 +466,8 @@ impl<M: RingMemory> VifQueue<M> {
                     continue;
                 }
                 // rate= holds for what leaves: the headers every segment repeats count.
-                if let (Some(rate), Ok(extra)) = (&mut self.rate, packet::gso_extra_bytes(&data, g))
+                if let (Some(rate), Ok(extra)) =
+                    (&mut self.rate, packet::gso_extra_bytes_in(&data, p.len, g))
                 {
                     rate.charge(extra as u64);
                 }
@@ -409,8 +480,29 @@ impl<M: RingMemory> VifQueue<M> {
             for m in &p.mcast_del {
                 self.multicast.remove(m);
             }
+            let spoofed = data[6..12] != self.mac;
+            let outside_ips = !spoofed && self.ips.is_some_and(|ips| !ips.allows(&data));
+            if let Some((rest, whole)) = body.filter(|_| !spoofed && !outside_ips) {
+                // The slots stay unanswered until the body is copied.
+                out.push(Sent::Head(
+                    Packet {
+                        data,
+                        csum_blank: p.csum_blank,
+                        data_validated: p.data_validated || p.csum_blank,
+                        gso: p.gso,
+                    },
+                    Body {
+                        pieces: rest,
+                        whole,
+                        len: p.len,
+                        ids: p.ids,
+                        extras: p.extras,
+                    },
+                ));
+                continue;
+            }
             self.answer(&p.ids, p.extras, RSP_OKAY);
-            if data[6..12] != self.mac {
+            if spoofed {
                 self.stats.tx_spoofed += 1;
                 self.warn(format_args!(
                     "dropped a packet from source MAC {:02x?}, not the vif's",
@@ -418,7 +510,7 @@ impl<M: RingMemory> VifQueue<M> {
                 ));
                 continue;
             }
-            if self.ips.is_some_and(|ips| !ips.allows(&data)) {
+            if outside_ips {
                 self.stats.tx_spoofed += 1;
                 self.warn(format_args!(
                     "dropped an ARP or IPv4 packet from an address not in the vif's ip="
@@ -428,18 +520,42 @@ impl<M: RingMemory> VifQueue<M> {
             self.stats.tx_packets += 1;
             self.stats.tx_bytes += p.len as u64;
             self.stats.tx_gso += p.gso.is_some() as u64;
-            out.push(Packet {
+            out.push(Sent::Whole(Packet {
                 data,
                 csum_blank: p.csum_blank,
                 data_validated: p.data_validated || p.csum_blank,
                 gso: p.gso,
-            });
+            }));
         }
-        pass.notify = self.tx.push();
-        if pass.notify {
+        pass.notify = self.tx_push();
+        pass
+    }
+
+    /// Answer the slots of a large send whose body was copied (`ok`) or could not be
+    /// (an unreadable grant of the sender's, or one of the receiver's). Call
+    /// [`Self::tx_push`] after the pass's last.
+    pub fn tx_body_done(&mut self, body: Body, ok: bool) {
+        if ok {
+            self.stats.tx_packets += 1;
+            self.stats.tx_bytes += body.len as u64;
+            self.stats.tx_gso += 1;
+            self.answer(&body.ids, body.extras, RSP_OKAY);
+        } else {
+            self.error(format_args!(
+                "cannot copy a transmitted packet of {} bytes: a grant could not be copied",
+                body.len
+            ));
+            self.answer(&body.ids, body.extras, RSP_ERROR);
+        }
+    }
+
+    /// Publish the TX answers given so far; true when the frontend must be told.
+    pub fn tx_push(&mut self) -> bool {
+        let notify = self.tx.push();
+        if notify {
             self.stats.notifies += 1;
         }
-        pass
+        notify
     }
 
     /// Before sleeping on the TX event: true if requests arrived meanwhile.
@@ -454,8 +570,32 @@ impl<M: RingMemory> VifQueue<M> {
     /// its offloads, completed here otherwise (segments made one at a time), with the
     /// first-slot flags and GSO of each.
     fn shape(&self, p: Packet) -> Result<Shaped, packet::PacketError> {
+        if let Some(flags) = self.as_is(&p, p.data.len()) {
+            let gso = p.gso;
+            return Ok(Shaped {
+                frames: packet::Frames::One(Some(p.data)),
+                flags,
+                gso,
+            });
+        }
+        let validated = if p.data_validated {
+            NETRXF_DATA_VALIDATED
+        } else {
+            0
+        };
+        Ok(Shaped {
+            frames: packet::finish(p)?,
+            flags: validated,
+            gso: None,
+        })
+    }
+
+    /// The first slot's flags when this frontend takes packet `p` (`len` bytes long,
+    /// `p.data` its start) as it is: its features cover the packet's GSO and checksum
+    /// state. None when it must be completed here first.
+    fn as_is(&self, p: &Packet, len: usize) -> Option<u16> {
         let f = self.features;
-        let v6 = packet::layers(&p.data).map(|l| l.v6);
+        let v6 = packet::layers_in(&p.data, len).map(|l| l.v6);
         let csum_ok = match v6 {
             Ok(false) => f.csum_v4,
             Ok(true) => f.csum_v6,
@@ -472,23 +612,137 @@ impl<M: RingMemory> VifQueue<M> {
             0
         };
         if (p.gso.is_none() || gso_ok) && (!p.csum_blank || csum_ok) {
-            let flags = if p.csum_blank {
+            return Some(if p.csum_blank {
                 NETRXF_CSUM_BLANK | NETRXF_DATA_VALIDATED
             } else {
                 validated
-            };
-            let gso = p.gso;
-            return Ok(Shaped {
-                frames: packet::Frames::One(Some(p.data)),
-                flags,
-                gso,
             });
         }
-        Ok(Shaped {
-            frames: packet::finish(p)?,
-            flags: validated,
-            gso: None,
+        None
+    }
+
+    /// Lay a large send whose body is still in the sender's pages ([`Sent::Head`])
+    /// straight into the buffers this frontend posted, if it can take it now and as it
+    /// is: the carrier on, nothing waiting here, the packet's offloads among its
+    /// features, buffers for every slot posted. The head takes the first slot, each of
+    /// the sender's pieces one slot at the same page offset (`netif_rx_response.offset`),
+    /// so the copy is one operation per piece. None: the caller copies the body into a
+    /// buffer of ours and queues the packet as usual. The caller must not let another
+    /// packet for this queue through its inbox first: that one would be overtaken.
+    pub fn rx_direct(&mut self, head: &Packet, body: &Body) -> Option<Direct> {
+        if !self.carrier || self.rx_waiting() || !self.features.sg || !self.wanted(&head.data) {
+            return None;
+        }
+        let first_flags = self.as_is(head, body.len)?;
+        let gso = head.gso;
+        let slots = 1 + body.pieces.len();
+        let need = slots + gso.is_some() as usize;
+        if slots > MAX_DIRECT_SLOTS
+            || need > self.rx.entries() as usize
+            || head.data.len() > PAGE_SIZE
+            || head.data.len() + bulkhead_xen::copy::total(&body.pieces) != body.len
+            || body.len > MAX_TX_SIZE + ETH_HLEN
+            || body.pieces.iter().any(|p| p.len == 0)
+            || (self.rx.unconsumed().ok()? as usize) < need
+        {
+            return None;
+        }
+        let mut reqs = Vec::with_capacity(need);
+        for _ in 0..need {
+            match self.rx.take() {
+                Ok(Some(raw)) => reqs.push(RxRequest::decode(&raw)),
+                // The producer moved back since it was counted: the frontend broke the
+                // ring; its own task finds out on its next look. What was taken is
+                // answered (as errors) so the ring stays whole.
+                _ => {
+                    for r in &reqs {
+                        let e = rx::RxResponse {
+                            id: r.id,
+                            offset: 0,
+                            flags: 0,
+                            status: RSP_ERROR,
+                        };
+                        self.rx.respond(&e.encode());
+                    }
+                    return None;
+                }
+            }
+        }
+        let mut responses = Vec::with_capacity(need);
+        let more = |last: bool| if last { 0 } else { NETRXF_MORE_DATA };
+        let mut flags = first_flags | more(false);
+        if gso.is_some() {
+            flags |= NETRXF_EXTRA_INFO;
+        }
+        responses.push(
+            rx::RxResponse {
+                id: reqs[0].id,
+                offset: 0,
+                flags,
+                status: head.data.len() as i16,
+            }
+            .encode(),
+        );
+        let mut data_reqs = reqs.iter().skip(1);
+        let extra_at = gso.map(|g| {
+            data_reqs.next();
+            responses.push(rx::gso_extra(g));
+            1
+        });
+        let mut body_to = Vec::with_capacity(body.pieces.len());
+        for (i, (p, r)) in body.pieces.iter().zip(data_reqs).enumerate() {
+            body_to.push(r.gref);
+            responses.push(
+                rx::RxResponse {
+                    id: r.id,
+                    offset: p.offset,
+                    flags: more(i + 1 == body.pieces.len()),
+                    status: p.len as i16,
+                }
+                .encode(),
+            );
+        }
+        Some(Direct {
+            head_to: Piece {
+                gref: reqs[0].gref,
+                offset: 0,
+                len: head.data.len() as u16,
+            },
+            body_to,
+            responses,
+            extra_at,
+            len: body.len,
         })
+    }
+
+    /// Answer the buffers of what [`Self::rx_direct`] laid, `ok` when its copy
+    /// succeeded (else the frontend gets the slots as errors and drops the packet). Call
+    /// [`Self::rx_push`] after the pass's last.
+    pub fn rx_direct_done(&mut self, d: Direct, ok: bool) {
+        if ok {
+            self.stats.rx_packets += 1;
+            self.stats.rx_bytes += d.len as u64;
+        } else {
+            self.stats.rx_dropped += 1;
+        }
+        for (i, r) in d.responses.iter().enumerate() {
+            if ok || Some(i) == d.extra_at {
+                self.rx.respond(r);
+            } else {
+                let mut e = rx::RxResponse::decode(r);
+                e.status = RSP_ERROR;
+                self.rx.respond(&e.encode());
+            }
+        }
+    }
+
+    /// Publish the RX answers given so far; true when the frontend must be told.
+    pub fn rx_push(&mut self) -> bool {
+        let notify = self.rx.push();
+        if notify {
+            self.stats.notifies += 1;
+        }
+        notify
     }
 
     /// With multicast control, multicast reaches the guest only for the addresses it
@@ -594,11 +848,7 @@ impl<M: RingMemory> VifQueue<M> {
                 self.rx.respond(r);
             }
         }
-        let notify = self.rx.push();
-        if notify {
-            self.stats.notifies += 1;
-        }
-        notify
+        self.rx_push()
     }
 
     /// Watch the receive side for a stall, once per turn, `waiting` when packets wait
@@ -692,4 +942,29 @@ impl<M: RingMemory> VifQueue<M> {
     pub fn in_flight(&self) -> u32 {
         self.tx.in_flight() + self.rx.in_flight()
     }
+}
+
+/// `pieces` cut after their first `at` bytes: the head's pieces and the rest's.
+fn split_pieces(pieces: &[Piece], at: usize) -> (Vec<Piece>, Vec<Piece>) {
+    let mut head = Vec::new();
+    let mut rest = Vec::new();
+    let mut left = at;
+    for p in pieces {
+        let n = (p.len as usize).min(left);
+        if n > 0 {
+            head.push(Piece {
+                len: n as u16,
+                ..*p
+            });
+        }
+        if n < p.len as usize {
+            rest.push(Piece {
+                gref: p.gref,
+                offset: p.offset + n as u16,
+                len: p.len - n as u16,
+            });
+        }
+        left -= n;
+    }
+    (head, rest)
 }

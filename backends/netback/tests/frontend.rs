@@ -5,12 +5,14 @@ use std::collections::{HashMap, VecDeque};
 
 use bulkhead_netback::abi::*;
 use bulkhead_netback::packet::Packet;
-use bulkhead_netback::queue::{Carrier, RxFeatures, VifQueue, RX_LAYOUT, TX_LAYOUT};
+use bulkhead_netback::queue::{
+    Carrier, RxFeatures, Sent, VifQueue, HEAD_BYTES, RX_LAYOUT, TX_LAYOUT,
+};
 use bulkhead_netback::rate::Rate;
 use bulkhead_netback::rx::{RxRequest, RxResponse};
 use bulkhead_netback::tx::{Gso, TxSlot};
 use bulkhead_ring::{shared_init, BackRing, FrontRing, RingMemory, VecRing};
-use bulkhead_xen::copy::{GrantFault, GuestMemory, Piece};
+use bulkhead_xen::copy::{Forward, GrantFault, GuestMemory, Piece, ReadsAndWrites};
 
 const MAC: [u8; 6] = [0x00, 0x16, 0x3e, 0x00, 0x00, 0x01];
 
@@ -89,6 +91,46 @@ impl GuestMemory for Batches<'_> {
             })
             .collect();
         let w = writes.iter().map(|(p, b)| self.pages.write(p, b)).collect();
+        (r, w)
+    }
+}
+
+/// Two guests' pages, as Xen sees them when we copy between them: the sender's
+/// (`from`) is this memory, forwards land in the receiver's (`to`).
+struct TwoDomains<'a> {
+    from: &'a mut Pages,
+    to: &'a mut Pages,
+    /// Forward operations made (one per piece on both sides, as in the kernel).
+    ops: usize,
+}
+
+impl GuestMemory for TwoDomains<'_> {
+    fn read(&mut self, pieces: &[Piece], buf: &mut [u8]) -> Result<(), GrantFault> {
+        self.from.read(pieces, buf)
+    }
+    fn write(&mut self, pieces: &[Piece], buf: &[u8]) -> Result<(), GrantFault> {
+        self.from.write(pieces, buf)
+    }
+    fn read_new_and_forward(&mut self, reads: &[&[Piece]], forwards: &[Forward]) -> ReadsAndWrites {
+        let r = self.read_new(reads);
+        let mut w = Vec::new();
+        for f in forwards {
+            assert_eq!(f.body.len(), f.body_to.len());
+            let mut result = self.to.write(&[f.head_to], f.head);
+            self.ops += 1;
+            for (p, &to) in f.body.iter().zip(f.body_to) {
+                if result.is_err() {
+                    break;
+                }
+                self.ops += 1;
+                let mut b = vec![0u8; p.len as usize];
+                result = self.from.read(&[*p], &mut b).and_then(|()| {
+                    let at = Piece { gref: to, ..*p };
+                    self.to.write(&[at], &b)
+                });
+            }
+            w.push(result);
+        }
         (r, w)
     }
 }
@@ -228,6 +270,15 @@ impl Rig {
 
     /// Collect received packets as netfront reassembles them: (bytes, first flags, gso).
     fn received(&mut self) -> Vec<(Vec<u8>, u16, Option<(u16, u8)>)> {
+        self.received_or_failed()
+            .into_iter()
+            .map(|r| r.expect("no error responses"))
+            .collect()
+    }
+
+    /// As `received`, a packet answered with errors as `Err` (netfront drops it).
+    #[allow(clippy::type_complexity)]
+    fn received_or_failed(&mut self) -> Vec<Result<(Vec<u8>, u16, Option<(u16, u8)>), ()>> {
         let mut raw = Vec::new();
         while let Some(r) = self.rx.get(self.q.rings().1.memory()) {
             raw.push(r);
@@ -236,8 +287,13 @@ impl Rig {
         let mut i = 0;
         while i < raw.len() {
             let first = RxResponse::decode(&raw[i]);
-            assert!(first.status >= 0, "error response {first:?}");
-            let mut data = self.page_of(first.id)[..first.status as usize].to_vec();
+            let mut failed = first.status < 0;
+            let at = |r: &RxResponse| {
+                // Netfront refuses a slot whose data would leave its page.
+                assert!(r.offset as usize + r.status.max(0) as usize <= 4096);
+                r.offset as usize..r.offset as usize + r.status.max(0) as usize
+            };
+            let mut data = self.page_of(first.id)[at(&first)].to_vec();
             let mut gso = None;
             let mut more = first.flags & NETRXF_MORE_DATA != 0;
             i += 1;
@@ -249,11 +305,16 @@ impl Rig {
             }
             while more {
                 let r = RxResponse::decode(&raw[i]);
-                data.extend_from_slice(&self.page_of(r.id)[..r.status as usize]);
+                failed |= r.status < 0;
+                data.extend_from_slice(&self.page_of(r.id)[at(&r)]);
                 more = r.flags & NETRXF_MORE_DATA != 0;
                 i += 1;
             }
-            out.push((data, first.flags, gso));
+            out.push(if failed {
+                Err(())
+            } else {
+                Ok((data, first.flags, gso))
+            });
         }
         out
     }
@@ -456,7 +517,7 @@ fn a_pass_both_ways_is_one_copy() {
         .collect();
     let mut pending: VecDeque<Packet> = inbound.iter().cloned().map(Packet::plain).collect();
     r.post(8);
-    let taken = r.q.tx_take(0, 64).unwrap();
+    let taken = r.q.tx_take(0, 64, false).unwrap();
     let placed = r.q.rx_place(&mut pending).unwrap();
     assert!(pending.is_empty());
     let mut m = Batches {
@@ -472,7 +533,13 @@ fn a_pass_both_ways_is_one_copy() {
     assert!(pass.notify);
     let notify = r.q.rx_finish(placed, written);
     assert!(notify);
-    let out: Vec<Vec<u8>> = out.into_iter().map(|p| p.data).collect();
+    let out: Vec<Vec<u8>> = out
+        .into_iter()
+        .map(|p| match p {
+            Sent::Whole(p) => p.data,
+            Sent::Head(..) => panic!("copied whole without heads"),
+        })
+        .collect();
     assert_eq!(out, vec![sent[0].clone(), sent[2].clone()]);
     let answers = r.tx_responses();
     assert_eq!(answers.iter().filter(|(_, st)| *st == RSP_ERROR).count(), 1);
@@ -928,4 +995,218 @@ fn a_request_producer_moving_backwards_is_fatal_not_a_panic() {
     pages.0.insert(100, vec![0; 4096]);
     let r = q.receive(&mut pages, &mut pending);
     assert!(r.is_err(), "{r:?}");
+}
+
+/// A guest's large send, taken from its ring with only the head copied: (the frame,
+/// its slot ids, the head packet, its body).
+fn large_send(
+    a: &mut Rig,
+    offset: usize,
+) -> (Vec<u8>, Vec<u16>, Packet, bulkhead_netback::queue::Body) {
+    let payload: Vec<u8> = (0..60000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut f = tcp4(&payload);
+    f[6..12].copy_from_slice(&MAC);
+    let g = Gso {
+        size: 1448,
+        kind: GSO_TYPE_TCPV4,
+    };
+    let ids = a.send(
+        &f,
+        offset,
+        NETTXF_CSUM_BLANK | NETTXF_DATA_VALIDATED,
+        Some(g),
+    );
+    let taken = a.q.tx_take(0, 64, true).unwrap();
+    let jobs = taken.jobs();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(
+        jobs[0].iter().map(|p| p.len as usize).sum::<usize>(),
+        HEAD_BYTES
+    );
+    let (read, _) = a.pages.read_new_and_write(&taken.jobs(), &[]);
+    let mut out = Vec::new();
+    let pass = a.q.tx_finish(taken, read, &mut out);
+    assert!(!pass.notify, "nothing answered before the body is copied");
+    assert!(a.tx_responses().is_empty());
+    assert_eq!(out.len(), 1);
+    match out.pop().unwrap() {
+        Sent::Head(head, body) => {
+            assert_eq!(head.data, f[..HEAD_BYTES]);
+            (f, ids, head, body)
+        }
+        Sent::Whole(_) => panic!("a large send with heads is copied as far as its head"),
+    }
+}
+
+fn receiver() -> Rig {
+    let mut b = Rig::new(ALL, None);
+    b.next_gref = 5000;
+    b
+}
+
+/// Guest to guest in one copy: a large send goes from the sender's pages straight into
+/// the buffers an idle receiver posted, one operation per piece of the sender's (each
+/// of the receiver's slots at the sender's page offset), and the sender's slots are
+/// answered only once it is there.
+#[test]
+fn a_large_send_goes_straight_into_an_idle_receiver() {
+    let mut a = Rig::new(ALL, None);
+    let mut b = receiver();
+    b.post(32);
+    let (f, ids, head, body) = large_send(&mut a, 3000);
+    let d =
+        b.q.rx_direct(&head, &body)
+            .expect("an idle receiver takes it");
+    let mut m = TwoDomains {
+        from: &mut a.pages,
+        to: &mut b.pages,
+        ops: 0,
+    };
+    let (_, done) = m.read_new_and_forward(
+        &[],
+        &[Forward {
+            to: 2,
+            head: &head.data,
+            head_to: d.head_to,
+            body: &body.pieces,
+            body_to: &d.body_to,
+        }],
+    );
+    // 60054 bytes from offset 3000: 1096, 14 pages, 1614; the head takes 256 of the
+    // first piece: one operation for it and one per remaining piece.
+    assert_eq!(m.ops, 17);
+    let ok = done[0].is_ok();
+    assert!(ok);
+    a.q.tx_body_done(body, ok);
+    assert!(a.q.tx_push());
+    b.q.rx_direct_done(d, ok);
+    assert!(b.q.rx_push());
+    let mut want: Vec<(u16, i16)> = ids.iter().map(|&i| (i, RSP_OKAY)).collect();
+    want[1].1 = RSP_NULL;
+    assert_eq!(a.tx_responses(), want);
+    let got = b.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, f);
+    assert_eq!(got[0].2, Some((1448, GSO_TYPE_TCPV4)));
+    assert_eq!(
+        got[0].1 & (NETRXF_CSUM_BLANK | NETRXF_DATA_VALIDATED),
+        NETRXF_CSUM_BLANK | NETRXF_DATA_VALIDATED
+    );
+    assert_eq!((a.q.stats.tx_packets, a.q.stats.tx_gso), (1, 1));
+    assert_eq!(
+        (b.q.stats.rx_packets, b.q.stats.rx_bytes),
+        (1, f.len() as u64)
+    );
+    assert_eq!((a.q.in_flight(), b.q.in_flight()), (0, 0));
+}
+
+/// A receiver that cannot take the send as it is now (no buffers, no GSO, a packet of
+/// its own waiting) is not given it directly: the body is copied into a buffer of ours
+/// and the packet goes the usual way, whole and in order.
+#[test]
+fn a_receiver_that_cannot_take_it_now_gets_it_the_usual_way() {
+    let mut a = Rig::new(ALL, None);
+    let (f, _, head, body) = large_send(&mut a, 0);
+    let mut empty = receiver();
+    assert!(
+        empty.q.rx_direct(&head, &body).is_none(),
+        "no buffers posted"
+    );
+    let mut no_gso = Rig::new(
+        RxFeatures {
+            sg: true,
+            ..Default::default()
+        },
+        None,
+    );
+    no_gso.post(64);
+    assert!(no_gso.q.rx_direct(&head, &body).is_none(), "must be cut");
+    let mut busy = receiver();
+    let mut pending = VecDeque::from([Packet::plain(frame([2, 0, 0, 0, 0, 9], 9000, 1))]);
+    busy.q.receive(&mut busy.pages, &mut pending).unwrap();
+    busy.post(32);
+    assert!(busy.q.rx_waiting());
+    assert!(busy.q.rx_direct(&head, &body).is_none(), "would overtake");
+    assert_eq!((empty.q.in_flight(), no_gso.q.in_flight()), (0, 0));
+    // Copied whole, it reaches the frontend without GSO as segments.
+    let (mut read, _) = a.pages.read_new_and_write(&[&body.whole], &[]);
+    let whole = read.pop().unwrap().unwrap();
+    assert_eq!(whole, f);
+    a.q.tx_body_done(body, true);
+    a.q.tx_push();
+    assert!(a.tx_responses().iter().all(|&(_, st)| st != RSP_ERROR));
+    let p = Packet {
+        data: whole,
+        ..head
+    };
+    let mut pending = VecDeque::from([p]);
+    no_gso.q.receive(&mut no_gso.pages, &mut pending).unwrap();
+    let mut stream = Vec::new();
+    for (d, _, gso) in no_gso.received() {
+        assert!(gso.is_none());
+        stream.extend_from_slice(&d[54..]);
+    }
+    assert_eq!(stream, f[54..]);
+}
+
+/// A grant revoked under a direct copy (the sender's here) fails the packet once on
+/// each side: the sender's slots answered with errors, the receiver's buffers too
+/// (netfront drops the packet), both rings whole, other traffic unaffected.
+#[test]
+fn a_revoked_grant_fails_a_direct_copy_on_both_sides() {
+    let mut a = Rig::new(ALL, None);
+    let mut b = receiver();
+    b.post(64);
+    let (_, ids, head, body) = large_send(&mut a, 100);
+    let d = b.q.rx_direct(&head, &body).unwrap();
+    a.pages.0.remove(&body.pieces[5].gref);
+    let mut m = TwoDomains {
+        from: &mut a.pages,
+        to: &mut b.pages,
+        ops: 0,
+    };
+    let (_, done) = m.read_new_and_forward(
+        &[],
+        &[Forward {
+            to: 2,
+            head: &head.data,
+            head_to: d.head_to,
+            body: &body.pieces,
+            body_to: &d.body_to,
+        }],
+    );
+    assert!(done[0].is_err());
+    a.q.tx_body_done(body, false);
+    a.q.tx_push();
+    b.q.rx_direct_done(d, false);
+    b.q.rx_push();
+    let rsp = a.tx_responses();
+    assert_eq!(rsp.len(), ids.len());
+    assert_eq!(rsp[0], (ids[0], RSP_ERROR));
+    assert_eq!(rsp[1].1, RSP_NULL);
+    assert_eq!(b.received_or_failed(), vec![Err(())]);
+    assert_eq!((a.q.stats.tx_errors, a.q.stats.tx_packets), (1, 0));
+    assert_eq!((b.q.stats.rx_dropped, b.q.stats.rx_packets), (1, 0));
+    assert_eq!((a.q.in_flight(), b.q.in_flight()), (0, 0));
+    // The next send from the same guest goes straight through.
+    let (f, _, head, body) = large_send(&mut a, 0);
+    let d = b.q.rx_direct(&head, &body).unwrap();
+    let mut m = TwoDomains {
+        from: &mut a.pages,
+        to: &mut b.pages,
+        ops: 0,
+    };
+    let (_, done) = m.read_new_and_forward(
+        &[],
+        &[Forward {
+            to: 2,
+            head: &head.data,
+            head_to: d.head_to,
+            body: &body.pieces,
+            body_to: &d.body_to,
+        }],
+    );
+    b.q.rx_direct_done(d, done[0].is_ok());
+    b.q.rx_push();
+    assert_eq!(b.received()[0].0, f);
 }

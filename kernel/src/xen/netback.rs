@@ -15,7 +15,7 @@ use core::pin::Pin;
 use bulkhead_executor::{first, yield_now, Handle};
 use bulkhead_netback::ctrl::{self, Steering};
 use bulkhead_netback::negotiate::{self, Frontend, Offer, Settings};
-use bulkhead_netback::queue::{Carrier, RxFeatures, VifQueue, RX_LAYOUT, TX_LAYOUT};
+use bulkhead_netback::queue::{Carrier, RxFeatures, Sent, VifQueue, RX_LAYOUT, TX_LAYOUT};
 use bulkhead_switch::PortId;
 use bulkhead_xen::abi::{DomId, Port};
 use bulkhead_xen::copy::GuestMemory as _;
@@ -445,7 +445,7 @@ async fn serve(
         let now = crate::time::now_ns();
         // Guest → switch and switch → guest, their copies in one hypercall (each
         // costs a driver domain under nested TCG as much as copying 100 KiB).
-        let taken = match q.tx_take(now, TX_BUDGET) {
+        let taken = match q.tx_take(now, TX_BUDGET, false) {
             Ok(t) => t,
             Err(e) => {
                 fatal = Some(e.0);
@@ -465,8 +465,10 @@ async fn serve(
         };
         let (read, written) = guest.read_new_and_write(&taken.jobs(), &placed.jobs());
         let pass = q.tx_finish(taken, read, &mut out);
-        for p in out.drain(..) {
-            fabric.borrow_mut().forward(now, port, p);
+        for s in out.drain(..) {
+            if let Sent::Whole(p) = s {
+                fabric.borrow_mut().forward(now, port, p);
+            }
         }
         // The TX answers' notification waits for the RX answers so that both go in
         // one hypercall (with split channels they are two ports).

@@ -116,6 +116,9 @@ pub struct GnttabQuerySize {
     pub status: i16,
 }
 
+/// `GNTST_general_error`.
+pub const GNTST_GENERAL_ERROR: i16 = -1;
+
 /// GNTST_* names for logs.
 pub fn gntst_name(status: i16) -> &'static str {
     match status {

@@ -30,6 +30,19 @@ pub type ReadsAndWrites = (
     Vec<Result<(), GrantFault>>,
 );
 
+/// A packet moved from this memory's domain straight into another domain's buffers
+/// ([`GuestMemory::read_new_and_forward`]): our copy of its head into `head_to`, then
+/// each piece of `body` (this domain's) into the grant of `body_to` at the same index,
+/// at the same page offset and length. Both domains granted their pages to us, so
+/// Xen copies between them in one operation per piece without mapping either.
+pub struct Forward<'a> {
+    pub to: DomId,
+    pub head: &'a [u8],
+    pub head_to: Piece,
+    pub body: &'a [Piece],
+    pub body_to: &'a [GrantRef],
+}
+
 /// The frontend domain's granted pages.
 pub trait GuestMemory {
     /// Copy `pieces` of guest memory into `buf`, back to back.
@@ -68,6 +81,22 @@ pub trait GuestMemory {
         writes: &[(&[Piece], &[u8])],
     ) -> ReadsAndWrites {
         (self.read_new(reads), self.write_all(writes))
+    }
+    /// Reads into new buffers ([`GuestMemory::read_new`]) and forwards ([`Forward`]) at
+    /// once (one hypercall in the kernel). A memory that cannot reach another domain
+    /// fails every forward (the caller then answers both sides with errors), so a
+    /// caller forwards only with the kernel's.
+    fn read_new_and_forward(&mut self, reads: &[&[Piece]], forwards: &[Forward]) -> ReadsAndWrites {
+        let failed = forwards
+            .iter()
+            .map(|f| {
+                Err(GrantFault {
+                    gref: f.head_to.gref,
+                    status: abi::GNTST_GENERAL_ERROR,
+                })
+            })
+            .collect();
+        (self.read_new(reads), failed)
     }
     /// Several writes at once, as [`GuestMemory::read_all`].
     fn write_all(&mut self, jobs: &[(&[Piece], &[u8])]) -> Vec<Result<(), GrantFault>> {
@@ -147,6 +176,31 @@ pub fn aligning_pad(pieces: &[Piece]) -> usize {
     } else {
         0
     }
+}
+
+/// Grant-copy operations of a [`Forward`] out of domain `from`: the head from our
+/// buffer at guest-physical address `head_at` (not crossing a page of ours), then one
+/// operation per body piece between the two domains' grants.
+pub fn forward_ops(from: DomId, f: &Forward, head_at: u64) -> Vec<GrantCopy> {
+    let mut ops = copy_ops(f.to, core::slice::from_ref(&f.head_to), head_at, true);
+    for (p, &to) in f.body.iter().zip(f.body_to) {
+        ops.push(GrantCopy {
+            source: GrantCopyPtr {
+                u: p.gref as u64,
+                domid: from,
+                offset: p.offset,
+            },
+            dest: GrantCopyPtr {
+                u: to as u64,
+                domid: f.to,
+                offset: p.offset,
+            },
+            len: p.len,
+            flags: abi::GNTCOPY_SOURCE_GREF | abi::GNTCOPY_DEST_GREF,
+            status: 0,
+        });
+    }
+    ops
 }
 
 /// The guest-piece of each op, for reporting which grant failed.

@@ -352,8 +352,20 @@ impl Fabric {
 
     /// Switch a packet that arrived on `from`.
     pub fn forward(&mut self, now: u64, from: PortId, p: Packet) {
+        let d = self.route(now, from, &p.data);
+        self.deliver_routed(from, d, p);
+    }
+
+    /// Where a frame that arrived on `from` goes (the switch learns its source), for
+    /// [`Fabric::deliver_routed`] or a delivery of the caller's.
+    pub fn route(&mut self, now: u64, from: PortId, frame: &[u8]) -> Decision {
         self.sw.age(now);
-        match self.sw.forward(now, from, &p.data) {
+        self.sw.forward(now, from, frame)
+    }
+
+    /// Queue a packet where [`Fabric::route`] said.
+    pub fn deliver_routed(&mut self, from: PortId, d: Decision, p: Packet) {
+        match d {
             Decision::Drop(_) => {}
             Decision::Unicast(to) => self.deliver(from, to, p),
             Decision::Flood(to) => {
@@ -368,25 +380,38 @@ impl Fabric {
     }
 
     fn deliver(&mut self, from: PortId, to: PortId, p: Packet) {
-        let Some(sink) = self.sinks.get(&to) else {
+        let Some((_, inbox)) = self.queue_of(to, &p.data) else {
             return;
-        };
-        let inbox = match sink.inboxes.len() {
-            0 => return,
-            1 => &sink.inboxes[0],
-            n => {
-                let steered = sink
-                    .steering
-                    .as_ref()
-                    .and_then(|s| s.borrow().queue_for(&p.data))
-                    .filter(|&q| q < n);
-                &sink.inboxes[steered.unwrap_or(flow_hash(&p.data) as usize % n)]
-            }
         };
         let len = p.data.len();
         if inbox.push_from(from.0, p) {
             self.sw.transmitted(to, len);
         }
+    }
+
+    /// Which of port `to`'s queues takes `frame` (the frontend's steering, else the
+    /// flow's hash), and its inbox.
+    pub fn queue_of(&self, to: PortId, frame: &[u8]) -> Option<(usize, Rc<Inbox>)> {
+        let sink = self.sinks.get(&to)?;
+        let i = match sink.inboxes.len() {
+            0 => return None,
+            1 => 0,
+            n => {
+                let steered = sink
+                    .steering
+                    .as_ref()
+                    .and_then(|s| s.borrow().queue_for(frame))
+                    .filter(|&q| q < n);
+                steered.unwrap_or(flow_hash(frame) as usize % n)
+            }
+        };
+        Some((i, sink.inboxes[i].clone()))
+    }
+
+    /// Count a packet of `len` bytes the caller delivered to port `to` itself, not
+    /// through its inbox (netback's copy straight from one guest to another).
+    pub fn delivered(&mut self, to: PortId, len: usize) {
+        self.sw.transmitted(to, len);
     }
 
     /// One line per port and the table size, for the status page.

@@ -45,6 +45,9 @@ pub struct Stats {
     pub rx_bytes: u64,
     /// Packets for the guest that could not be delivered (no room, bad grant, too big).
     pub rx_dropped: u64,
+    /// Of `rx_packets`, those copied straight from another guest's pages
+    /// ([`VifQueue::rx_direct`]).
+    pub rx_direct: u64,
     pub notifies: u64,
 }
 
@@ -721,6 +724,7 @@ impl<M: RingMemory> VifQueue<M> {
     pub fn rx_direct_done(&mut self, d: Direct, ok: bool) {
         if ok {
             self.stats.rx_packets += 1;
+            self.stats.rx_direct += 1;
             self.stats.rx_bytes += d.len as u64;
         } else {
             self.stats.rx_dropped += 1;
@@ -921,7 +925,7 @@ impl<M: RingMemory> VifQueue<M> {
     pub fn describe(&self) -> String {
         let s = &self.stats;
         alloc::format!(
-            "tx ring {}; rx ring {}; rx waits for {} buffer(s){}; tx {}; from guest {} packets {} KiB ({} gso, {} errors), to guest {} packets {} KiB ({} dropped), {} notifies",
+            "tx ring {}; rx ring {}; rx waits for {} buffer(s){}; tx {}; from guest {} packets {} KiB ({} gso, {} errors), to guest {} packets {} KiB ({} straight from another guest, {} dropped), {} notifies",
             self.tx.indexes(),
             self.rx.indexes(),
             self.rx_need,
@@ -933,6 +937,7 @@ impl<M: RingMemory> VifQueue<M> {
             s.tx_errors,
             s.rx_packets,
             s.rx_bytes / 1024,
+            s.rx_direct,
             s.rx_dropped,
             s.notifies
         )

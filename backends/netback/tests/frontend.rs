@@ -1097,6 +1097,7 @@ fn a_large_send_goes_straight_into_an_idle_receiver() {
         (b.q.stats.rx_packets, b.q.stats.rx_bytes),
         (1, f.len() as u64)
     );
+    assert_eq!(b.q.stats.rx_direct, 1);
     assert_eq!((a.q.in_flight(), b.q.in_flight()), (0, 0));
 }
 

@@ -8,7 +8,7 @@ use core::sync::atomic::{fence, AtomicU16, AtomicU64, Ordering};
 
 use bulkhead_xen::abi::{self, DomId, GrantRef};
 use bulkhead_xen::copy::{
-    copy_ops, op_gref, total, GrantFault, GuestMemory, Piece, ReadsAndWrites,
+    copy_ops, forward_ops, op_gref, total, Forward, GrantFault, GuestMemory, Piece, ReadsAndWrites,
 };
 use bulkhead_xen::grants::{GrantTable, GrantTableMemory, MapSlots};
 use bulkhead_xen::Errno;
@@ -184,12 +184,26 @@ impl GrantCopier {
         &mut self,
         jobs: impl Iterator<Item = (&'a [Piece], u64, bool)>,
     ) -> Vec<Result<(), GrantFault>> {
+        let dom = self.dom;
+        Self::issue(jobs.map(|(pieces, local, to_guest)| {
+            (
+                pieces.first().map_or(0, |p| p.gref),
+                copy_ops(dom, pieces, local, to_guest),
+            )
+        }))
+    }
+
+    /// One hypercall for every job's operations (each job: the grant to name if it
+    /// fails, its operations); each job's result from its own operations' statuses.
+    fn issue(
+        jobs: impl Iterator<Item = (abi::GrantRef, Vec<abi::GrantCopy>)>,
+    ) -> Vec<Result<(), GrantFault>> {
         let mut ops = Vec::new();
         let mut ends = Vec::new();
         let mut first = Vec::new();
-        for (pieces, local, to_guest) in jobs {
-            first.push(pieces.first().map_or(0, |p| p.gref));
-            ops.extend(copy_ops(self.dom, pieces, local, to_guest));
+        for (gref, job) in jobs {
+            first.push(gref);
+            ops.extend(job);
             ends.push(ops.len());
         }
         if ops.is_empty() {
@@ -274,9 +288,9 @@ pub static COPIES: CopyCounters = CopyCounters::new();
 pub struct CopyCounters {
     calls: AtomicU64,
     ns: AtomicU64,
-    /// From guests [0] and to guests [1].
-    ops: [AtomicU64; 2],
-    bytes: [AtomicU64; 2],
+    /// From guests [0], to guests [1] and between two guests [2].
+    ops: [AtomicU64; 3],
+    bytes: [AtomicU64; 3],
 }
 
 impl CopyCounters {
@@ -284,8 +298,8 @@ impl CopyCounters {
         CopyCounters {
             calls: AtomicU64::new(0),
             ns: AtomicU64::new(0),
-            ops: [AtomicU64::new(0), AtomicU64::new(0)],
-            bytes: [AtomicU64::new(0), AtomicU64::new(0)],
+            ops: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+            bytes: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
         }
     }
 
@@ -293,23 +307,31 @@ impl CopyCounters {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.ns.fetch_add(ns, Ordering::Relaxed);
         for o in ops {
-            let to_guest = (o.flags & abi::GNTCOPY_DEST_GREF != 0) as usize;
-            self.ops[to_guest].fetch_add(1, Ordering::Relaxed);
-            self.bytes[to_guest].fetch_add(o.len as u64, Ordering::Relaxed);
+            let both = abi::GNTCOPY_SOURCE_GREF | abi::GNTCOPY_DEST_GREF;
+            let kind = if o.flags & both == both {
+                2
+            } else {
+                (o.flags & abi::GNTCOPY_DEST_GREF != 0) as usize
+            };
+            self.ops[kind].fetch_add(1, Ordering::Relaxed);
+            self.bytes[kind].fetch_add(o.len as u64, Ordering::Relaxed);
         }
     }
 
-    /// "N calls in N ms; from guests N ops, N KiB; to guests N ops, N KiB".
+    /// "N calls in N ms; from guests N ops, N KiB; to guests N ops, N KiB; between
+    /// guests N ops, N KiB".
     pub fn describe(&self) -> String {
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
         format!(
-            "{} calls in {} ms; from guests {} ops, {} KiB; to guests {} ops, {} KiB",
+            "{} calls in {} ms; from guests {} ops, {} KiB; to guests {} ops, {} KiB; between guests {} ops, {} KiB",
             r(&self.calls),
             r(&self.ns) / 1_000_000,
             r(&self.ops[0]),
             r(&self.bytes[0]) / 1024,
             r(&self.ops[1]),
-            r(&self.bytes[1]) / 1024
+            r(&self.bytes[1]) / 1024,
+            r(&self.ops[2]),
+            r(&self.bytes[2]) / 1024
         )
     }
 }
@@ -334,6 +356,32 @@ impl GuestMemory for GrantCopier {
     }
     fn read_new(&mut self, jobs: &[&[Piece]]) -> Vec<Result<Vec<u8>, GrantFault>> {
         self.read_new_and_write(jobs, &[]).0
+    }
+    fn read_new_and_forward(&mut self, reads: &[&[Piece]], forwards: &[Forward]) -> ReadsAndWrites {
+        let mut bufs = Self::new_buffers(reads);
+        let dom = self.dom;
+        let read_jobs: Vec<(abi::GrantRef, Vec<abi::GrantCopy>)> = reads
+            .iter()
+            .zip(bufs.iter_mut())
+            .map(|(p, (b, pad))| {
+                let at = b.as_mut_ptr() as u64 + *pad as u64;
+                (p.first().map_or(0, |x| x.gref), copy_ops(dom, p, at, false))
+            })
+            .collect();
+        let mut results = Self::issue(read_jobs.into_iter().chain(forwards.iter().map(|f| {
+            (
+                f.body.first().map_or(f.head_to.gref, |p| p.gref),
+                forward_ops(dom, f, f.head.as_ptr() as u64),
+            )
+        })));
+        let forwarded = results.split_off(reads.len());
+        let read = bufs
+            .into_iter()
+            .zip(reads)
+            .zip(results)
+            .map(|(((b, pad), p), r)| r.map(|()| Self::settle(b, pad, total(p))))
+            .collect();
+        (read, forwarded)
     }
     fn read_new_and_write(
         &mut self,

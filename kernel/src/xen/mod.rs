@@ -130,6 +130,9 @@ pub struct Xen {
     guest_logs: RefCell<alloc::collections::BTreeMap<u16, bulkhead_xen::budget::LogBudget>>,
     /// Information lines each guest may cause (its devices' states and connections).
     guest_infos: RefCell<alloc::collections::BTreeMap<u16, bulkhead_xen::budget::LogBudget>>,
+    /// Every served vif queue by switch port and queue index: another queue's task
+    /// copies a large send straight into it (see `netback::Peer`).
+    pub vifs: netback::Peers,
 }
 
 /// A guest's warning lines: 32 at once, then one every 10 s; the rest are counted.
@@ -202,6 +205,7 @@ pub async fn init(h: &bulkhead_executor::Handle) -> Result<XenRef, InitError> {
         dump: Default::default(),
         guest_logs: RefCell::new(alloc::collections::BTreeMap::new()),
         guest_infos: RefCell::new(alloc::collections::BTreeMap::new()),
+        vifs: Default::default(),
     });
     h.spawn("xen-events", events::dispatch(xen.clone()));
     h.spawn("xenstore", store::pump(xen.clone(), h.clone(), store_port));

@@ -4,6 +4,7 @@
 //! `bulkhead-netback`'s; here they meet real grants and the [`Fabric`].
 
 use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::rc::Rc;
 use alloc::string::String;
@@ -15,10 +16,13 @@ use core::pin::Pin;
 use bulkhead_executor::{first, yield_now, Handle};
 use bulkhead_netback::ctrl::{self, Steering};
 use bulkhead_netback::negotiate::{self, Frontend, Offer, Settings};
-use bulkhead_netback::queue::{Carrier, RxFeatures, Sent, VifQueue, RX_LAYOUT, TX_LAYOUT};
-use bulkhead_switch::PortId;
+use bulkhead_netback::packet::Packet;
+use bulkhead_netback::queue::{
+    Body, Carrier, Direct, RxFeatures, Sent, VifQueue, RX_LAYOUT, TX_LAYOUT,
+};
+use bulkhead_switch::{Decision, PortId};
 use bulkhead_xen::abi::{DomId, Port};
-use bulkhead_xen::copy::GuestMemory as _;
+use bulkhead_xen::copy::{Forward, GuestMemory as _, Piece};
 use bulkhead_xen::grants::Mapping;
 use bulkhead_xen::Hypervisor;
 use bulkhead_xenbus::DeviceId;
@@ -47,6 +51,22 @@ pub async fn offer(xen: &XenRef, be: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// A vif queue as the other queues' tasks reach it: they lay a large send from their
+/// guest straight into its receive buffers when it is idle (`VifQueue::rx_direct`).
+/// Every task borrows a queue only within a pass, never across an await, so a failed
+/// borrow can only be the sender's own queue (the packet then goes the usual way); a
+/// queue leaves the registry before its rings are unmapped.
+#[derive(Clone)]
+pub struct Peer {
+    queue: Rc<RefCell<VifQueue<MappedRing>>>,
+    dom: DomId,
+    /// Its RX event channel.
+    port: Port,
+}
+
+/// Served vif queues by switch port and queue index.
+pub type Peers = RefCell<BTreeMap<(PortId, usize), Peer>>;
 
 /// A served vif: its switch port and its queue tasks.
 pub struct Connection {
@@ -232,6 +252,15 @@ pub async fn connect(
         q.limits = fabric.borrow().limits;
         q.ips = settings.ips;
         q.log = xen.guest_log(dom);
+        let q = Rc::new(RefCell::new(q));
+        xen.vifs.borrow_mut().insert(
+            (port, i),
+            Peer {
+                queue: q.clone(),
+                dom,
+                port: a.ports.1,
+            },
+        );
         let stop = Rc::new(Cell::new(false));
         let done = Rc::new(Cell::new(false));
         h.spawn(
@@ -241,7 +270,7 @@ pub async fn connect(
                 h.clone(),
                 fabric.clone(),
                 port,
-                q,
+                (q, i),
                 inbox,
                 a.ports,
                 a.maps,
@@ -396,7 +425,7 @@ async fn serve(
     h: Handle,
     fabric: FabricRef,
     port: PortId,
-    mut q: VifQueue<MappedRing>,
+    (queue, index): (Rc<RefCell<VifQueue<MappedRing>>>, usize),
     inbox: Rc<Inbox>,
     ports: (Port, Port),
     maps: Vec<Mapping>,
@@ -414,7 +443,7 @@ async fn serve(
     let moved = |s: &bulkhead_netback::queue::Stats| {
         s.tx_packets + s.tx_errors + s.tx_spoofed + s.rx_packets + s.rx_dropped
     };
-    let mut seen = moved(&q.stats);
+    let mut seen = moved(&queue.borrow().stats);
     // Only the guest's own notifications are judged: packets the switch queues for it
     // wake this task too, and while the guest has no buffers posted those wake-ups
     // move nothing (judging them masked a receiving guest's ports for up to 64 ms
@@ -423,8 +452,11 @@ async fn serve(
     // The furthest receive-buffer producer index seen: a notification that posts
     // buffers beyond it is work even when no packet waits for them; one that only
     // moves the index back and forth is not.
-    let mut rx_high = q.rings().1.indexes().req_prod;
+    let mut rx_high = queue.borrow().rings().1.indexes().req_prod;
     while !stop.get() {
+        // Borrowed for this pass only: other queues' tasks lay packets into this one
+        // between passes (`Peer`), so it is given back before every await.
+        let mut q = queue.borrow_mut();
         if xen.dump.generation() != dumped {
             dumped = xen.dump.generation();
             info!(
@@ -445,7 +477,7 @@ async fn serve(
         let now = crate::time::now_ns();
         // Guest → switch and switch → guest, their copies in one hypercall (each
         // costs a driver domain under nested TCG as much as copying 100 KiB).
-        let taken = match q.tx_take(now, TX_BUDGET, false) {
+        let taken = match q.tx_take(now, TX_BUDGET, true) {
             Ok(t) => t,
             Err(e) => {
                 fatal = Some(e.0);
@@ -464,19 +496,20 @@ async fn serve(
             }
         };
         let (read, written) = guest.read_new_and_write(&taken.jobs(), &placed.jobs());
-        let pass = q.tx_finish(taken, read, &mut out);
-        for s in out.drain(..) {
-            if let Sent::Whole(p) = s {
-                fabric.borrow_mut().forward(now, port, p);
-            }
-        }
+        let mut pass = q.tx_finish(taken, read, &mut out);
+        let mut tell = Vec::new();
+        pass.notify |= switch_sent(
+            &xen, &fabric, port, now, &mut q, &mut guest, &mut out, &mut tell,
+        );
         // The TX answers' notification waits for the RX answers so that both go in
-        // one hypercall (with split channels they are two ports).
+        // one hypercall (with split channels they are two ports), with the receivers'
+        // of packets laid straight into their buffers.
         let rx_notify = q.rx_finish(placed, written);
         super::hv::evtchn_send_all(
             [(pass.notify, ports.0), (rx_notify, ports.1)]
                 .into_iter()
-                .filter_map(|(tell, port)| tell.then_some(port)),
+                .filter_map(|(tell, port)| tell.then_some(port))
+                .chain(tell),
         );
         match q.rx_watch(now, waiting) {
             Ok(Carrier::Unchanged) => {}
@@ -506,6 +539,7 @@ async fn serve(
         }
         if pass.more {
             // Let the other tasks run before the next batch.
+            drop(q);
             yield_now().await;
             continue;
         }
@@ -518,6 +552,7 @@ async fn serve(
         };
         match recheck {
             Ok(true) => {
+                drop(q);
                 yield_now().await;
                 continue;
             }
@@ -555,6 +590,8 @@ async fn serve(
         };
         backed_off = false;
         guest_woke = false;
+        let (stall_at, carrier) = (q.rx_stall_at(), q.carrier());
+        drop(q);
         if let Some(delay) = delay {
             super::events::mask(ports.0);
             super::events::mask(ports.1);
@@ -569,7 +606,7 @@ async fn serve(
                 let _ = super::events::unmask(ports.1);
             }
             backed_off = true;
-            seen = moved(&q.stats);
+            seen = moved(&queue.borrow().stats);
             continue;
         }
         // The guest's ports first: `first` says which woke the task.
@@ -583,13 +620,16 @@ async fn serve(
         if let Some(at) = pass.retry_at {
             waits.push(Box::pin(h.sleep_until(at)));
         }
-        if waiting && q.carrier() {
-            waits.push(Box::pin(h.sleep_until(q.rx_stall_at())));
+        if waiting && carrier {
+            waits.push(Box::pin(h.sleep_until(stall_at)));
         }
         waits.push(Box::pin(xen.dump.wait(dumped)));
         guest_woke = first(waits).await < guest_ports;
-        seen = moved(&q.stats);
+        seen = moved(&queue.borrow().stats);
     }
+    // No other task may reach this queue once its rings are unmapped below.
+    xen.vifs.borrow_mut().remove(&(port, index));
+    let q = queue.borrow();
     if let Some(why) = &fatal {
         // As Linux's fatal error: this frontend broke the protocol; stop serving it,
         // leave every other vif alone.
@@ -603,7 +643,7 @@ async fn serve(
     release(&xen, ports, &maps);
     let s = q.stats;
     xen.guest_info(guest.dom, format_args!(
-        "{}: queue closed: from guest {} packets {} KiB ({} gso, {} errors, {} spoofed), to guest {} packets {} KiB ({} dropped); map slots in use {}, ports open {}",
+        "{}: queue closed: from guest {} packets {} KiB ({} gso, {} errors, {} spoofed), to guest {} packets {} KiB ({} straight from another guest, {} dropped); map slots in use {}, ports open {}",
         q.name,
         s.tx_packets,
         s.tx_bytes / 1024,
@@ -612,9 +652,138 @@ async fn serve(
         s.tx_spoofed,
         s.rx_packets,
         s.rx_bytes / 1024,
+        s.rx_direct,
         s.rx_dropped + inbox.dropped.get(),
         xen.slots.borrow().in_use(),
         xen.ports.borrow().len(),
     ));
     done.set(true);
+}
+
+/// A large send laid straight into a receiver's buffers, its copy not yet made.
+struct Straight {
+    head: Packet,
+    body: Body,
+    to: PortId,
+    peer: Peer,
+    direct: Direct,
+}
+
+/// Hand what the guest sent (`sent`, in order) to the switch. A large send whose head
+/// alone was copied goes straight into the receiving queue's buffers when the switch
+/// sends it to one vif queue that is idle: one copy between the two guests' grants,
+/// instead of one into our memory and another out of it. Otherwise its body is copied
+/// into our memory and it is switched as usual; from then on every later packet of
+/// the pass waits for that copy too, so none overtakes another. All the copies are
+/// one hypercall. The receivers' RX ports to notify go to `tell`; true when the
+/// sender's TX answers need a notification.
+#[allow(clippy::too_many_arguments)]
+fn switch_sent(
+    xen: &XenRef,
+    fabric: &FabricRef,
+    from: PortId,
+    now: u64,
+    q: &mut VifQueue<MappedRing>,
+    guest: &mut GrantCopier,
+    sent: &mut Vec<Sent>,
+    tell: &mut Vec<Port>,
+) -> bool {
+    let mut straight: Vec<Straight> = Vec::new();
+    // Packets that wait for the copy, with the switch's decision when it was made.
+    let mut later: Vec<(Option<Decision>, Packet, Option<Body>)> = Vec::new();
+    for s in sent.drain(..) {
+        match s {
+            Sent::Whole(p) if later.is_empty() => fabric.borrow_mut().forward(now, from, p),
+            Sent::Whole(p) => later.push((None, p, None)),
+            Sent::Head(p, body) if !later.is_empty() => later.push((None, p, Some(body))),
+            Sent::Head(head, body) => {
+                let d = fabric.borrow_mut().route(now, from, &head.data);
+                if let Decision::Unicast(to) = d {
+                    if let Some((peer, direct)) = place_direct(xen, fabric, to, &head, &body) {
+                        straight.push(Straight {
+                            head,
+                            body,
+                            to,
+                            peer,
+                            direct,
+                        });
+                        continue;
+                    }
+                }
+                later.push((Some(d), head, Some(body)));
+            }
+        }
+    }
+    let (settled, forwarded) = if straight.is_empty() && later.iter().all(|l| l.2.is_none()) {
+        (Vec::new(), Vec::new())
+    } else {
+        let reads: Vec<&[Piece]> = later
+            .iter()
+            .filter_map(|(_, _, b)| b.as_ref().map(|b| b.whole.as_slice()))
+            .collect();
+        let forwards: Vec<Forward> = straight
+            .iter()
+            .map(|s| Forward {
+                to: s.peer.dom,
+                head: &s.head.data,
+                head_to: s.direct.head_to,
+                body: &s.body.pieces,
+                body_to: &s.direct.body_to,
+            })
+            .collect();
+        guest.read_new_and_forward(&reads, &forwards)
+    };
+    for (s, r) in straight.into_iter().zip(forwarded) {
+        let ok = r.is_ok();
+        let len = s.body.len;
+        q.tx_body_done(s.body, ok);
+        // Borrowed by `place_direct` in this same pass, with no await since: free.
+        let mut to = s.peer.queue.borrow_mut();
+        to.rx_direct_done(s.direct, ok);
+        if to.rx_push() {
+            tell.push(s.peer.port);
+        }
+        if ok {
+            fabric.borrow_mut().delivered(s.to, len);
+        }
+    }
+    let mut settled = settled.into_iter();
+    for (d, mut p, body) in later {
+        if let Some(body) = body {
+            match settled.next() {
+                Some(Ok(data)) => {
+                    q.tx_body_done(body, true);
+                    p.data = data;
+                }
+                _ => {
+                    q.tx_body_done(body, false);
+                    continue;
+                }
+            }
+        }
+        let mut f = fabric.borrow_mut();
+        match d {
+            Some(d) => f.deliver_routed(from, d, p),
+            None => f.forward(now, from, p),
+        }
+    }
+    q.tx_push()
+}
+
+/// Lay `head` + `body` into the buffers of port `to`'s queue for it, if that queue is
+/// a vif's that can take it now with nothing queued ahead of it in its inbox.
+fn place_direct(
+    xen: &XenRef,
+    fabric: &FabricRef,
+    to: PortId,
+    head: &Packet,
+    body: &Body,
+) -> Option<(Peer, Direct)> {
+    let (index, inbox) = fabric.borrow().queue_of(to, &head.data)?;
+    if !inbox.is_empty() || inbox.is_closed() {
+        return None;
+    }
+    let peer = xen.vifs.borrow().get(&(to, index))?.clone();
+    let direct = peer.queue.try_borrow_mut().ok()?.rx_direct(head, body)?;
+    Some((peer, direct))
 }

@@ -2,13 +2,16 @@
 //! read through `VifQueue::transmit` (parser, extra-info slots, grant copies, GSO and
 //! frame checks), then the packets it accepted, and a few the input makes, delivered to
 //! an RX ring with input-chosen features and buffers (segmentation, checksums, slot
-//! layout). No input may panic; every slot taken is answered.
+//! layout). With the input's say, large sends are taken head first and laid straight
+//! into the RX ring from the "sender's" pages (`rx_direct`, as netback does between two
+//! guests) or copied whole when they cannot be. No input may panic; every slot taken is
+//! answered.
 #![no_main]
 
 use std::collections::VecDeque;
 
 use bulkhead_netback::packet::Packet;
-use bulkhead_netback::queue::{RxFeatures, VifQueue, RX_LAYOUT, TX_LAYOUT};
+use bulkhead_netback::queue::{RxFeatures, Sent, VifQueue, RX_LAYOUT, TX_LAYOUT};
 use bulkhead_netback::tx::Gso;
 use bulkhead_ring::{shared_init, BackRing, RingMemory, VecRing};
 use bulkhead_xen::copy::{GrantFault, GuestMemory, Piece};
@@ -122,7 +125,48 @@ fuzz_target!(|data: &[u8]| {
         p[6..12].copy_from_slice(&MAC);
     }
     let mut out = Vec::new();
-    if q.transmit(&mut pages, 0, 64, &mut out).is_ok() {
+    if data[5] & 8 == 0 {
+        if q.transmit(&mut pages, 0, 64, &mut out).is_ok() {
+            assert_eq!(
+                q.rings().0.in_flight(),
+                0,
+                "a TX slot taken and not answered"
+            );
+        }
+    } else if let Ok(taken) = q.tx_take(0, 64, true) {
+        let copied = pages.read_new(&taken.jobs());
+        let mut sent = Vec::new();
+        q.tx_finish(taken, copied, &mut sent);
+        for s in sent {
+            match s {
+                Sent::Whole(p) => out.push(p),
+                Sent::Head(mut head, body) => match q.rx_direct(&head, &body) {
+                    Some(d) => {
+                        // The copy as Xen makes it: the head into the first buffer,
+                        // each piece to the same offset of its buffer.
+                        let mut ok = pages.write(&[d.head_to], &head.data).is_ok();
+                        for (p, &to) in body.pieces.iter().zip(&d.body_to) {
+                            let mut b = vec![0u8; p.len as usize];
+                            ok = ok
+                                && pages.read(&[*p], &mut b).is_ok()
+                                && pages.write(&[Piece { gref: to, ..*p }], &b).is_ok();
+                        }
+                        q.rx_direct_done(d, ok);
+                        q.tx_body_done(body, ok);
+                    }
+                    None => match pages.read_new(&[&body.whole]).pop() {
+                        Some(Ok(whole)) => {
+                            head.data = whole;
+                            out.push(head);
+                            q.tx_body_done(body, true);
+                        }
+                        _ => q.tx_body_done(body, false),
+                    },
+                },
+            }
+        }
+        q.tx_push();
+        q.rx_push();
         assert_eq!(
             q.rings().0.in_flight(),
             0,

@@ -101,6 +101,11 @@ poll_live 60 all_released || fail "Bulkhead did not release every vif: $(devices
 grep "queue closed" "$log"
 # Large sends reached Bulkhead as GSO packets from the sender.
 grep "vif$g2.0/q[01]: queue closed" "$log" | grep -qE "\([1-9][0-9]* gso" || fail "no GSO packets from net2"
+# And net2's large sends to net1 went straight from its pages into net1's buffers (one
+# copy), at least while net1 had nothing else waiting.
+straight=$(grep -E "vif$g1\.0(/q[0-9])?: queue closed" "$log" | sed -n 's/.*(\([0-9]*\) straight from another guest.*/\1/p' | awk '{n += $1} END {print n + 0}')
+echo "figure: netback: packets copied straight from net2's pages into net1's buffers: $straight"
+[ "$straight" -gt 0 ] || fail "no packet went straight from one guest to the other"
 grep "released" "$log" | tail -1 | grep -q "map slots in use 0," || fail "grant mappings left behind: $(grep released "$log" | tail -1)"
 xenstore-ls /local/domain/$dd/backend/vif 2>/dev/null | grep -q . && fail "backend directories left behind"
 grep -E "PANIC|panicked" "$log" && fail "Bulkhead panicked"

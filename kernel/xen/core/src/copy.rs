@@ -179,8 +179,8 @@ pub fn aligning_pad(pieces: &[Piece]) -> usize {
 }
 
 /// Grant-copy operations of a [`Forward`] out of domain `from`: the head from our
-/// buffer at guest-physical address `head_at` (not crossing a page of ours), then one
-/// operation per body piece between the two domains' grants.
+/// buffer at guest-physical address `head_at` (split where it crosses one of our
+/// pages), then one operation per body piece between the two domains' grants.
 pub fn forward_ops(from: DomId, f: &Forward, head_at: u64) -> Vec<GrantCopy> {
     let mut ops = copy_ops(f.to, core::slice::from_ref(&f.head_to), head_at, true);
     for (p, &to) in f.body.iter().zip(f.body_to) {

@@ -7,7 +7,6 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use bulkhead_ring::{BackRing, RingError, RingMemory};
-use bulkhead_xen::abi::GrantRef;
 use bulkhead_xen::budget::{self, LogBudget};
 use bulkhead_xen::copy::{GuestMemory, Piece};
 
@@ -109,8 +108,9 @@ pub struct TxPass {
 pub const HEAD_BYTES: usize = 256;
 
 /// Most data slots a packet placed straight from a sender's pages may take in the
-/// receiver's ring: one per piece of the sender's (each keeps its page offset), and
-/// Linux's netfront takes at most `XEN_NETIF_NR_SLOTS_MIN` (18) per packet.
+/// receiver's ring: as many as a 64 KiB packet laid from offset 0 takes (Linux's
+/// netback never uses more, and netfront refuses more than `XEN_NETIF_NR_SLOTS_MIN`,
+/// 18).
 pub const MAX_DIRECT_SLOTS: usize = 17;
 
 /// Packets taken from the TX ring, their bytes not yet copied ([`VifQueue::tx_take`]).
@@ -154,11 +154,12 @@ pub struct Body {
 
 /// A large send laid straight into this queue's receive buffers
 /// ([`VifQueue::rx_direct`]): the head goes from our buffer into `head_to`, the body
-/// piece by piece from the sender's pages into `body_to` at the same page offsets.
+/// piece by piece from the sender's pages into `body_to` (as long, each within one of
+/// the receiver's pages).
 #[derive(Debug)]
 pub struct Direct {
     pub head_to: Piece,
-    pub body_to: Vec<GrantRef>,
+    pub body_to: Vec<Piece>,
     responses: Vec<[u8; RX_RESPONSE_SIZE]>,
     /// Where the GSO extra slot is among the responses (it is never an error).
     extra_at: Option<usize>,
@@ -627,25 +628,44 @@ impl<M: RingMemory> VifQueue<M> {
     /// Lay a large send whose body is still in the sender's pages ([`Sent::Head`])
     /// straight into the buffers this frontend posted, if it can take it now and as it
     /// is: the carrier on, nothing waiting here, the packet's offloads among its
-    /// features, buffers for every slot posted. The head takes the first slot, each of
-    /// the sender's pieces one slot at the same page offset (`netif_rx_response.offset`),
-    /// so the copy is one operation per piece. None: the caller copies the body into a
-    /// buffer of ours and queues the packet as usual. The caller must not let another
-    /// packet for this queue through its inbox first: that one would be overtaken.
+    /// features, buffers for every slot posted. Each of the sender's pieces (within one
+    /// of its pages) lands whole in one of the receiver's pages, so the copy is one
+    /// operation per piece: the head, then as many pieces as fit back to back in each
+    /// buffer from offset 0. None: the caller copies the body into a buffer of ours and
+    /// queues the packet as usual. The caller must not let another packet for this
+    /// queue through its inbox first: that one would be overtaken.
     pub fn rx_direct(&mut self, head: &Packet, body: &Body) -> Option<Direct> {
         if !self.carrier || self.rx_waiting() || !self.features.sg || !self.wanted(&head.data) {
             return None;
         }
         let first_flags = self.as_is(head, body.len)?;
-        let gso = head.gso;
-        let slots = 1 + body.pieces.len();
-        let need = slots + gso.is_some() as usize;
-        if slots > MAX_DIRECT_SLOTS
-            || need > self.rx.entries() as usize
-            || head.data.len() > PAGE_SIZE
+        if head.data.len() > PAGE_SIZE
             || head.data.len() + bulkhead_xen::copy::total(&body.pieces) != body.len
             || body.len > MAX_TX_SIZE + ETH_HLEN
-            || body.pieces.iter().any(|p| p.len == 0)
+            || body
+                .pieces
+                .iter()
+                .any(|p| p.len == 0 || p.len as usize > PAGE_SIZE)
+        {
+            return None;
+        }
+        // Slot of each piece and where in it; slot lengths.
+        let mut lens: Vec<usize> = alloc::vec![head.data.len()];
+        let mut at = Vec::with_capacity(body.pieces.len());
+        for p in &body.pieces {
+            let last = lens.len() - 1;
+            if lens[last] + p.len as usize <= PAGE_SIZE {
+                at.push((last, lens[last]));
+                lens[last] += p.len as usize;
+            } else {
+                at.push((lens.len(), 0));
+                lens.push(p.len as usize);
+            }
+        }
+        let gso = head.gso;
+        let need = lens.len() + gso.is_some() as usize;
+        if lens.len() > MAX_DIRECT_SLOTS
+            || need > self.rx.entries() as usize
             || (self.rx.unconsumed().ok()? as usize) < need
         {
             return None;
@@ -671,43 +691,53 @@ impl<M: RingMemory> VifQueue<M> {
                 }
             }
         }
+        // The GSO extra slot takes the second request (after the first data slot).
+        let extra_at = gso.map(|_| 1);
+        let data_reqs: Vec<RxRequest> = reqs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != extra_at)
+            .map(|(_, r)| *r)
+            .collect();
         let mut responses = Vec::with_capacity(need);
-        let more = |last: bool| if last { 0 } else { NETRXF_MORE_DATA };
-        let mut flags = first_flags | more(false);
-        if gso.is_some() {
-            flags |= NETRXF_EXTRA_INFO;
-        }
-        responses.push(
-            rx::RxResponse {
-                id: reqs[0].id,
-                offset: 0,
-                flags,
-                status: head.data.len() as i16,
+        for (i, (r, &len)) in data_reqs.iter().zip(&lens).enumerate() {
+            let mut flags = if i + 1 < lens.len() {
+                NETRXF_MORE_DATA
+            } else {
+                0
+            };
+            if i == 0 {
+                flags |= first_flags;
+                if gso.is_some() {
+                    flags |= NETRXF_EXTRA_INFO;
+                }
             }
-            .encode(),
-        );
-        let mut data_reqs = reqs.iter().skip(1);
-        let extra_at = gso.map(|g| {
-            data_reqs.next();
-            responses.push(rx::gso_extra(g));
-            1
-        });
-        let mut body_to = Vec::with_capacity(body.pieces.len());
-        for (i, (p, r)) in body.pieces.iter().zip(data_reqs).enumerate() {
-            body_to.push(r.gref);
             responses.push(
                 rx::RxResponse {
                     id: r.id,
-                    offset: p.offset,
-                    flags: more(i + 1 == body.pieces.len()),
-                    status: p.len as i16,
+                    offset: 0,
+                    flags,
+                    status: len as i16,
                 }
                 .encode(),
             );
+            if let (0, Some(g)) = (i, gso) {
+                responses.push(rx::gso_extra(g));
+            }
         }
+        let body_to = body
+            .pieces
+            .iter()
+            .zip(at)
+            .map(|(p, (slot, offset))| Piece {
+                gref: data_reqs[slot].gref,
+                offset: offset as u16,
+                len: p.len,
+            })
+            .collect();
         Some(Direct {
             head_to: Piece {
-                gref: reqs[0].gref,
+                gref: data_reqs[0].gref,
                 offset: 0,
                 len: head.data.len() as u16,
             },

@@ -32,15 +32,15 @@ pub type ReadsAndWrites = (
 
 /// A packet moved from this memory's domain straight into another domain's buffers
 /// ([`GuestMemory::read_new_and_forward`]): our copy of its head into `head_to`, then
-/// each piece of `body` (this domain's) into the grant of `body_to` at the same index,
-/// at the same page offset and length. Both domains granted their pages to us, so
-/// Xen copies between them in one operation per piece without mapping either.
+/// each piece of `body` (this domain's) into the piece of `body_to` at the same index
+/// (as long). Both domains granted their pages to us, so Xen copies between them in
+/// one operation per piece without mapping either.
 pub struct Forward<'a> {
     pub to: DomId,
     pub head: &'a [u8],
     pub head_to: Piece,
     pub body: &'a [Piece],
-    pub body_to: &'a [GrantRef],
+    pub body_to: &'a [Piece],
 }
 
 /// The frontend domain's granted pages.
@@ -183,7 +183,7 @@ pub fn aligning_pad(pieces: &[Piece]) -> usize {
 /// pages), then one operation per body piece between the two domains' grants.
 pub fn forward_ops(from: DomId, f: &Forward, head_at: u64) -> Vec<GrantCopy> {
     let mut ops = copy_ops(f.to, core::slice::from_ref(&f.head_to), head_at, true);
-    for (p, &to) in f.body.iter().zip(f.body_to) {
+    for (p, to) in f.body.iter().zip(f.body_to) {
         ops.push(GrantCopy {
             source: GrantCopyPtr {
                 u: p.gref as u64,
@@ -191,10 +191,12 @@ pub fn forward_ops(from: DomId, f: &Forward, head_at: u64) -> Vec<GrantCopy> {
                 offset: p.offset,
             },
             dest: GrantCopyPtr {
-                u: to as u64,
+                u: to.gref as u64,
                 domid: f.to,
-                offset: p.offset,
+                offset: to.offset,
             },
+            // As long as `to` by construction; were it not, Xen refuses an operation
+            // that would leave either page.
             len: p.len,
             flags: abi::GNTCOPY_SOURCE_GREF | abi::GNTCOPY_DEST_GREF,
             status: 0,

@@ -21,7 +21,7 @@ use core::cell::{Cell, RefCell};
 use bulkhead_executor::Notify;
 use bulkhead_netback::ctrl::Steering;
 use bulkhead_netback::limits::Limits;
-use bulkhead_netback::packet::{flow_hash, Packet};
+use bulkhead_netback::packet::{flow_hash_in, Packet};
 use bulkhead_switch::{Decision, PortId, Switch};
 
 /// Packets waiting per inbox before new ones are dropped (whatever their size).
@@ -352,15 +352,16 @@ impl Fabric {
 
     /// Switch a packet that arrived on `from`.
     pub fn forward(&mut self, now: u64, from: PortId, p: Packet) {
-        let d = self.route(now, from, &p.data);
+        let d = self.route(now, from, &p.data, p.data.len());
         self.deliver_routed(from, d, p);
     }
 
-    /// Where a frame that arrived on `from` goes (the switch learns its source), for
-    /// [`Fabric::deliver_routed`] or a delivery of the caller's.
-    pub fn route(&mut self, now: u64, from: PortId, frame: &[u8]) -> Decision {
+    /// Where a frame `len` bytes long that arrived on `from` goes (the switch learns its
+    /// source; `frame` may be its start only), for [`Fabric::deliver_routed`] or a
+    /// delivery of the caller's.
+    pub fn route(&mut self, now: u64, from: PortId, frame: &[u8], len: usize) -> Decision {
         self.sw.age(now);
-        self.sw.forward(now, from, frame)
+        self.sw.forward_sized(now, from, frame, len)
     }
 
     /// Queue a packet where [`Fabric::route`] said.
@@ -380,7 +381,7 @@ impl Fabric {
     }
 
     fn deliver(&mut self, from: PortId, to: PortId, p: Packet) {
-        let Some((_, inbox)) = self.queue_of(to, &p.data) else {
+        let Some((_, inbox)) = self.queue_of(to, &p.data, p.data.len()) else {
             return;
         };
         let len = p.data.len();
@@ -389,9 +390,10 @@ impl Fabric {
         }
     }
 
-    /// Which of port `to`'s queues takes `frame` (the frontend's steering, else the
-    /// flow's hash), and its inbox.
-    pub fn queue_of(&self, to: PortId, frame: &[u8]) -> Option<(usize, Rc<Inbox>)> {
+    /// Which of port `to`'s queues takes a frame `len` bytes long (`frame`: its start,
+    /// headers included): the frontend's steering, else the flow's hash; and its inbox.
+    /// The same queue for the headers alone as for the whole frame.
+    pub fn queue_of(&self, to: PortId, frame: &[u8], len: usize) -> Option<(usize, Rc<Inbox>)> {
         let sink = self.sinks.get(&to)?;
         let i = match sink.inboxes.len() {
             0 => return None,
@@ -400,9 +402,9 @@ impl Fabric {
                 let steered = sink
                     .steering
                     .as_ref()
-                    .and_then(|s| s.borrow().queue_for(frame))
+                    .and_then(|s| s.borrow().queue_for_in(frame, len))
                     .filter(|&q| q < n);
-                steered.unwrap_or(flow_hash(frame) as usize % n)
+                steered.unwrap_or(flow_hash_in(frame, len) as usize % n)
             }
         };
         Some((i, sink.inboxes[i].clone()))

@@ -12,7 +12,7 @@ use bulkhead_xen::abi::GrantRef;
 use bulkhead_xen::copy::{GuestMemory, Piece};
 
 use crate::abi::PAGE_SIZE;
-use crate::packet::layers;
+use crate::packet::layers_in;
 
 /// `struct xen_netif_ctrl_request` (id u16, type u16, data u32[3]) and
 /// `struct xen_netif_ctrl_response` (id u16, type u16, status u32, data u32).
@@ -69,10 +69,16 @@ impl Steering {
 
     /// The frontend's choice of queue for a frame, when it configured one.
     pub fn queue_for(&self, frame: &[u8]) -> Option<usize> {
+        self.queue_for_in(frame, frame.len())
+    }
+
+    /// [`Steering::queue_for`] of a packet `len` bytes long of which `frame` holds the
+    /// headers.
+    pub fn queue_for_in(&self, frame: &[u8], len: usize) -> Option<usize> {
         if self.algorithm != ALGORITHM_TOEPLITZ || self.mapping.is_empty() || self.flags == 0 {
             return None;
         }
-        let l = layers(frame).ok()?;
+        let l = layers_in(frame, len).ok()?;
         let tcp = l.proto == 6 && frame.len() >= l.l4 + 4;
         let (addrs, want_tcp, want_ip) = if l.v6 {
             (&frame[l.l3 + 8..l.l3 + 40], HASH_IPV6_TCP, HASH_IPV6)

@@ -426,13 +426,19 @@ pub fn segment(f: &[u8], gso: Gso) -> Result<Vec<Vec<u8>>, PacketError> {
 /// A flow hash (addresses and ports) to spread received packets over a vif's queues
 /// while keeping each flow on one queue.
 pub fn flow_hash(f: &[u8]) -> u32 {
+    flow_hash_in(f, f.len())
+}
+
+/// [`flow_hash`] of a packet `len` bytes long of which `f` holds the headers (the same
+/// hash as of the whole packet).
+pub fn flow_hash_in(f: &[u8], len: usize) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
     let mut mix = |b: &[u8]| {
         for &x in b {
             h = (h ^ x as u32).wrapping_mul(0x0100_0193);
         }
     };
-    match layers(f) {
+    match layers_in(f, len) {
         Ok(l) => {
             let (a, b) = if l.v6 { (8, 40) } else { (12, 20) };
             mix(&f[l.l3 + a..l.l3 + b]);

@@ -117,9 +117,8 @@ pub const MAX_DIRECT_SLOTS: usize = 17;
 pub struct TxTaken {
     batch: Vec<tx::TxPacket>,
     pieces: Vec<Vec<Piece>>,
-    /// Per packet, when only its head is copied now: the pieces after the head, and
-    /// all of them.
-    bodies: Vec<Option<(Vec<Piece>, Vec<Piece>)>>,
+    /// Per packet, when only its head is copied now: the pieces after the head.
+    bodies: Vec<Option<Vec<Piece>>>,
     pass: TxPass,
 }
 
@@ -144,12 +143,23 @@ pub enum Sent {
 pub struct Body {
     /// The sender's pieces after the head, each within one of its pages.
     pub pieces: Vec<Piece>,
-    /// All the packet's pieces, head included (to copy it whole after all).
-    pub whole: Vec<Piece>,
     /// The packet's length.
     pub len: usize,
     ids: Vec<u16>,
     extras: usize,
+}
+
+impl Body {
+    /// The whole packet from its head as checked and the rest (`pieces`) copied since:
+    /// the head is not read again, so a guest changing its pages meanwhile cannot
+    /// change what was checked. None if the rest is not as long as the slots said.
+    pub fn complete(&self, mut head: Packet, rest: &[u8]) -> Option<Packet> {
+        if head.data.len() + rest.len() != self.len {
+            return None;
+        }
+        head.data.extend_from_slice(rest);
+        Some(head)
+    }
 }
 
 /// A large send laid straight into this queue's receive buffers
@@ -411,7 +421,7 @@ impl<M: RingMemory> VifQueue<M> {
             if heads && p.gso.is_some() && p.len > HEAD_BYTES {
                 let (head, rest) = split_pieces(&all, HEAD_BYTES);
                 pieces.push(head);
-                bodies.push(Some((rest, all)));
+                bodies.push(Some(rest));
             } else {
                 pieces.push(all);
                 bodies.push(None);
@@ -486,7 +496,7 @@ impl<M: RingMemory> VifQueue<M> {
             }
             let spoofed = data[6..12] != self.mac;
             let outside_ips = !spoofed && self.ips.is_some_and(|ips| !ips.allows(&data));
-            if let Some((rest, whole)) = body.filter(|_| !spoofed && !outside_ips) {
+            if let Some(rest) = body.filter(|_| !spoofed && !outside_ips) {
                 // The slots stay unanswered until the body is copied.
                 out.push(Sent::Head(
                     Packet {
@@ -497,7 +507,6 @@ impl<M: RingMemory> VifQueue<M> {
                     },
                     Body {
                         pieces: rest,
-                        whole,
                         len: p.len,
                         ids: p.ids,
                         extras: p.extras,

@@ -199,11 +199,23 @@ impl Switch {
     /// Decide where `frame`, received on `ingress` at `now`, goes; learn its source and
     /// update counters (the caller reports transmissions with [`Switch::transmitted`]).
     pub fn forward(&mut self, now: Nanos, ingress: PortId, frame: &[u8]) -> Decision {
+        self.forward_sized(now, ingress, frame, frame.len())
+    }
+
+    /// [`Switch::forward`] of a frame `len` bytes long of which `frame` holds the start
+    /// (its addresses are all the switch reads; `len` is what the counters count).
+    pub fn forward_sized(
+        &mut self,
+        now: Nanos,
+        ingress: PortId,
+        frame: &[u8],
+        len: usize,
+    ) -> Decision {
         let Some(port) = self.ports.get_mut(&ingress).filter(|p| p.up) else {
             return Decision::Drop(DropReason::NoPort);
         };
         port.counters.rx_frames += 1;
-        port.counters.rx_bytes += frame.len() as u64;
+        port.counters.rx_bytes += len.max(frame.len()) as u64;
         let vlan_opt = port.vlan;
         let vlan = vlan_opt.unwrap_or(0);
         let drop = |s: &mut Self, r| {

@@ -453,6 +453,12 @@ async fn serve(
     // buffers beyond it is work even when no packet waits for them; one that only
     // moves the index back and forth is not.
     let mut rx_high = queue.borrow().rings().1.indexes().req_prod;
+    // Large sends are taken head first (for a copy straight into another guest) unless
+    // recent ones all went elsewhere (the uplink): then each would cost a second copy
+    // hypercall for nothing. Passes in a row whose heads went nowhere straight, and
+    // until when heads are off.
+    let mut heads_missed = 0u32;
+    let mut heads_off_until = 0u64;
     while !stop.get() {
         // Borrowed for this pass only: other queues' tasks lay packets into this one
         // between passes (`Peer`), so it is given back before every await.
@@ -476,8 +482,9 @@ async fn serve(
         xen.waiters.clear(ports.1);
         let now = crate::time::now_ns();
         // Guest → switch and switch → guest, their copies in one hypercall (each
-        // costs a driver domain under nested TCG as much as copying 100 KiB).
-        let taken = match q.tx_take(now, TX_BUDGET, true) {
+        // costs a driver domain under nested TCG as much as copying 100 KiB); the
+        // bodies of large sends taken head first in a second one (`switch_sent`).
+        let taken = match q.tx_take(now, TX_BUDGET, now >= heads_off_until) {
             Ok(t) => t,
             Err(e) => {
                 fatal = Some(e.0);
@@ -498,9 +505,21 @@ async fn serve(
         let (read, written) = guest.read_new_and_write(&taken.jobs(), &placed.jobs());
         let mut pass = q.tx_finish(taken, read, &mut out);
         let mut tell = Vec::new();
-        pass.notify |= switch_sent(
+        let (notify, heads) = switch_sent(
             &xen, &fabric, port, now, &mut q, &mut guest, &mut out, &mut tell,
         );
+        pass.notify |= notify;
+        match heads {
+            Heads::None => {}
+            Heads::Straight => heads_missed = 0,
+            Heads::Missed => {
+                heads_missed += 1;
+                if heads_missed >= HEADS_MISSED_MAX {
+                    heads_missed = 0;
+                    heads_off_until = now + HEADS_OFF_NS;
+                }
+            }
+        }
         // The TX answers' notification waits for the RX answers so that both go in
         // one hypercall (with split channels they are two ports), with the receivers'
         // of packets laid straight into their buffers.
@@ -660,6 +679,20 @@ async fn serve(
     done.set(true);
 }
 
+/// Passes in a row whose large sends, taken head first, all went elsewhere than
+/// straight into another guest before heads are off for `HEADS_OFF_NS`.
+const HEADS_MISSED_MAX: u32 = 8;
+const HEADS_OFF_NS: u64 = 100_000_000;
+
+/// What became of a pass's large sends taken head first.
+enum Heads {
+    None,
+    /// At least one went straight into another guest.
+    Straight,
+    /// None did.
+    Missed,
+}
+
 /// A large send laid straight into a receiver's buffers, its copy not yet made.
 struct Straight {
     head: Packet,
@@ -672,11 +705,13 @@ struct Straight {
 /// Hand what the guest sent (`sent`, in order) to the switch. A large send whose head
 /// alone was copied goes straight into the receiving queue's buffers when the switch
 /// sends it to one vif queue that is idle: one copy between the two guests' grants,
-/// instead of one into our memory and another out of it. Otherwise its body is copied
-/// into our memory and it is switched as usual; from then on every later packet of
-/// the pass waits for that copy too, so none overtakes another. All the copies are
-/// one hypercall. The receivers' RX ports to notify go to `tell`; true when the
-/// sender's TX answers need a notification.
+/// instead of one into our memory and another out of it. Otherwise the rest of it is
+/// copied into our memory (the head as checked is kept: the guest may have changed its
+/// pages since) and it is switched as usual; from then on every later packet of the
+/// pass waits for that copy too, so none overtakes another. Those copies are one
+/// hypercall, the pass's second. The receivers' RX ports to notify go to `tell`.
+/// Returns whether the sender's TX answers need a notification, and what became of
+/// the large sends.
 #[allow(clippy::too_many_arguments)]
 fn switch_sent(
     xen: &XenRef,
@@ -687,17 +722,26 @@ fn switch_sent(
     guest: &mut GrantCopier,
     sent: &mut Vec<Sent>,
     tell: &mut Vec<Port>,
-) -> bool {
+) -> (bool, Heads) {
     let mut straight: Vec<Straight> = Vec::new();
+    let mut heads = Heads::None;
     // Packets that wait for the copy, with the switch's decision when it was made.
     let mut later: Vec<(Option<Decision>, Packet, Option<Body>)> = Vec::new();
     for s in sent.drain(..) {
         match s {
             Sent::Whole(p) if later.is_empty() => fabric.borrow_mut().forward(now, from, p),
             Sent::Whole(p) => later.push((None, p, None)),
-            Sent::Head(p, body) if !later.is_empty() => later.push((None, p, Some(body))),
+            Sent::Head(p, body) if !later.is_empty() => {
+                heads = Heads::Missed;
+                later.push((None, p, Some(body)))
+            }
             Sent::Head(head, body) => {
-                let d = fabric.borrow_mut().route(now, from, &head.data);
+                let d = fabric.borrow_mut().route(now, from, &head.data, body.len);
+                if let Decision::Drop(_) = d {
+                    // Nowhere to go (the switch counted it): nothing to copy.
+                    q.tx_body_done(body, true);
+                    continue;
+                }
                 if let Decision::Unicast(to) = d {
                     if let Some((peer, direct)) = place_direct(xen, fabric, to, &head, &body) {
                         straight.push(Straight {
@@ -707,8 +751,12 @@ fn switch_sent(
                             peer,
                             direct,
                         });
+                        heads = Heads::Straight;
                         continue;
                     }
+                }
+                if !matches!(heads, Heads::Straight) {
+                    heads = Heads::Missed;
                 }
                 later.push((Some(d), head, Some(body)));
             }
@@ -719,7 +767,7 @@ fn switch_sent(
     } else {
         let reads: Vec<&[Piece]> = later
             .iter()
-            .filter_map(|(_, _, b)| b.as_ref().map(|b| b.whole.as_slice()))
+            .filter_map(|(_, _, b)| b.as_ref().map(|b| b.pieces.as_slice()))
             .collect();
         let forwards: Vec<Forward> = straight
             .iter()
@@ -733,10 +781,25 @@ fn switch_sent(
             .collect();
         guest.read_new_and_forward(&reads, &forwards)
     };
-    for (s, r) in straight.into_iter().zip(forwarded) {
+    // (A result missing would be a bug of the copier's: taken as a failure, so every
+    // slot on both sides is still answered once.)
+    let failed = || {
+        Err(bulkhead_xen::copy::GrantFault {
+            gref: 0,
+            status: bulkhead_xen::abi::GNTST_GENERAL_ERROR,
+        })
+    };
+    for (s, r) in straight
+        .into_iter()
+        .zip(forwarded.into_iter().chain(core::iter::repeat_with(failed)))
+    {
         let ok = r.is_ok();
         let len = s.body.len;
-        q.tx_body_done(s.body, ok);
+        // The sender's slots are answered as sent either way: a failed copy cannot say
+        // whose grant failed, and a receiver must not be able to make another guest's
+        // sends fail (or fill its log). The receiver's buffers carry the error; a
+        // sender that revoked what it sent loses only that packet.
+        q.tx_body_done(s.body, true);
         // Borrowed by `place_direct` in this same pass, with no await since: free.
         let mut to = s.peer.queue.borrow_mut();
         to.rx_direct_done(s.direct, ok);
@@ -748,26 +811,28 @@ fn switch_sent(
         }
     }
     let mut settled = settled.into_iter();
-    for (d, mut p, body) in later {
-        if let Some(body) = body {
-            match settled.next() {
-                Some(Ok(data)) => {
-                    q.tx_body_done(body, true);
-                    p.data = data;
-                }
-                _ => {
-                    q.tx_body_done(body, false);
-                    continue;
+    for (d, p, body) in later {
+        let p = match body {
+            None => p,
+            Some(body) => {
+                let whole = settled
+                    .next()
+                    .and_then(|r| r.ok())
+                    .and_then(|rest| body.complete(p, &rest));
+                q.tx_body_done(body, whole.is_some());
+                match whole {
+                    Some(p) => p,
+                    None => continue,
                 }
             }
-        }
+        };
         let mut f = fabric.borrow_mut();
         match d {
             Some(d) => f.deliver_routed(from, d, p),
             None => f.forward(now, from, p),
         }
     }
-    q.tx_push()
+    (q.tx_push(), heads)
 }
 
 /// Lay `head` + `body` into the buffers of port `to`'s queue for it, if that queue is
@@ -779,7 +844,7 @@ fn place_direct(
     head: &Packet,
     body: &Body,
 ) -> Option<(Peer, Direct)> {
-    let (index, inbox) = fabric.borrow().queue_of(to, &head.data)?;
+    let (index, inbox) = fabric.borrow().queue_of(to, &head.data, body.len)?;
     if !inbox.is_empty() || inbox.is_closed() {
         return None;
     }

@@ -154,9 +154,9 @@ fuzz_target!(|data: &[u8]| {
                         q.rx_direct_done(d, ok);
                         q.tx_body_done(body, ok);
                     }
-                    None => match pages.read_new(&[&body.whole]).pop() {
-                        Some(Ok(whole)) => {
-                            head.data = whole;
+                    None => match pages.read_new(&[&body.pieces]).pop() {
+                        Some(Ok(rest)) => {
+                            head.data.extend_from_slice(&rest);
                             out.push(head);
                             q.tx_body_done(body, true);
                         }

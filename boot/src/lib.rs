@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod memmap;
+pub mod mtrr;
 pub mod multiboot;
 pub mod pvh;
 

@@ -10,6 +10,7 @@
 
 extern crate alloc;
 
+pub mod assign;
 pub mod mcfg;
 
 use alloc::vec::Vec;

@@ -384,3 +384,38 @@ fn reset_function_restores_bars_and_command() {
         Err(PciError::Absent(Bdf::new(0, 9, 0)))
     );
 }
+
+/// Without firmware: the BARs as the host had them (the NVMe's 64-bit BAR above 4 GiB)
+/// are given addresses in the window, both halves of the 64-bit one written, the type
+/// bits kept, and the device decodes and masters afterwards.
+#[test]
+fn assigned_bars_are_written_and_decoding_enabled() {
+    let mut m = model();
+    let bdf = Bdf::new(0, 3, 0);
+    {
+        let d = m.devs.get_mut(&bdf).unwrap();
+        d.w32(0x10, 0x4);
+        d.w32(0x14, 0xc0);
+    }
+    let before = bars(&mut m, bdf).unwrap();
+    let w = assign::Window::hvm(32 << 20, 39);
+    let plan = assign::plan(&assign::requests(bdf, &before), &w).unwrap();
+    assign::program(&mut m, &plan);
+    let after = bars(&mut m, bdf).unwrap();
+    let base = |b: Option<Bar>| match b {
+        Some(Bar::Memory { base, .. }) => base,
+        Some(Bar::Io { port, .. }) => port as u64,
+        None => panic!("BAR gone"),
+    };
+    assert_eq!(
+        base(after[0]),
+        0xf000_0000,
+        "64-bit 16 KiB, upper half cleared"
+    );
+    assert_eq!(base(after[4]), 0xf000_4000);
+    assert_eq!(base(after[5]), 0xc000);
+    assert!(matches!(after[0], Some(Bar::Memory { is64: true, .. })));
+    let cmd = m.read16(bdf, reg::COMMAND);
+    let on = reg::CMD_MEMORY | reg::CMD_IO | reg::CMD_BUS_MASTER;
+    assert_eq!(cmd & on, on);
+}

@@ -236,6 +236,8 @@ pub struct VifQueue<M: RingMemory> {
     rx_was_waiting: bool,
     /// `stats.rx_packets` at that time.
     rx_progress_count: u64,
+    /// When a packet was last taken from the guest.
+    tx_last_at: u64,
     pub stats: Stats,
 }
 
@@ -277,6 +279,7 @@ impl<M: RingMemory> VifQueue<M> {
             rx_progress_at: 0,
             rx_was_waiting: false,
             rx_progress_count: 0,
+            tx_last_at: 0,
             stats: Stats::default(),
         }
     }
@@ -367,6 +370,7 @@ impl<M: RingMemory> VifQueue<M> {
                 }
             }
             done += 1;
+            self.tx_last_at = now;
             let mut broken = None;
             let tx_ring = &mut self.tx;
             let parsed = tx::parse(first, || match tx_ring.take() {
@@ -644,15 +648,34 @@ impl<M: RingMemory> VifQueue<M> {
     /// queues the packet as usual. The caller must not let another packet for this
     /// queue through its inbox first: that one would be overtaken.
     pub fn rx_direct(&mut self, head: &Packet, body: &Body) -> Option<Direct> {
-        if !self.carrier || self.rx_waiting() || !self.features.sg || !self.wanted(&head.data) {
+        self.lay_direct(head, &body.pieces, body.len)
+    }
+
+    /// [`Self::rx_direct`] of a packet copied whole (at most a page: one slot), laid
+    /// from our buffer.
+    pub fn rx_direct_whole(&mut self, p: &Packet) -> Option<Direct> {
+        self.lay_direct(p, &[], p.data.len())
+    }
+
+    /// True when this queue took a packet from its guest after `t`.
+    pub fn sent_since(&self, t: u64) -> bool {
+        self.tx_last_at > t
+    }
+
+    fn lay_direct(&mut self, head: &Packet, pieces: &[Piece], len: usize) -> Option<Direct> {
+        if !self.carrier
+            || self.rx_waiting()
+            || (!self.features.sg && !pieces.is_empty())
+            || !self.wanted(&head.data)
+        {
             return None;
         }
-        let first_flags = self.as_is(head, body.len)?;
-        if head.data.len() > PAGE_SIZE
-            || head.data.len() + bulkhead_xen::copy::total(&body.pieces) != body.len
-            || body.len > MAX_TX_SIZE + ETH_HLEN
-            || body
-                .pieces
+        let first_flags = self.as_is(head, len)?;
+        if head.data.is_empty()
+            || head.data.len() > PAGE_SIZE
+            || head.data.len() + bulkhead_xen::copy::total(pieces) != len
+            || len > MAX_TX_SIZE + ETH_HLEN
+            || pieces
                 .iter()
                 .any(|p| p.len == 0 || p.len as usize > PAGE_SIZE)
         {
@@ -660,8 +683,8 @@ impl<M: RingMemory> VifQueue<M> {
         }
         // Slot of each piece and where in it; slot lengths.
         let mut lens: Vec<usize> = alloc::vec![head.data.len()];
-        let mut at = Vec::with_capacity(body.pieces.len());
-        for p in &body.pieces {
+        let mut at = Vec::with_capacity(pieces.len());
+        for p in pieces {
             let last = lens.len() - 1;
             if lens[last] + p.len as usize <= PAGE_SIZE {
                 at.push((last, lens[last]));
@@ -734,8 +757,7 @@ impl<M: RingMemory> VifQueue<M> {
                 responses.push(rx::gso_extra(g));
             }
         }
-        let body_to = body
-            .pieces
+        let body_to = pieces
             .iter()
             .zip(at)
             .map(|(p, (slot, offset))| Piece {
@@ -753,7 +775,7 @@ impl<M: RingMemory> VifQueue<M> {
             body_to,
             responses,
             extra_at,
-            len: body.len,
+            len,
         })
     }
 

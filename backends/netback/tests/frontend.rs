@@ -1299,3 +1299,51 @@ fn a_netfront_sized_send_fits_the_receivers_slot_limit() {
     assert_eq!(b.q.rings().1.indexes().rsp_prod, 18);
     assert_eq!(b.received()[0].0, f);
 }
+
+/// A small packet copied whole goes straight into an idle receiver's buffer in one
+/// slot (one operation from our buffer); a receiver that sent lately is known as such.
+#[test]
+fn a_small_packet_goes_straight_into_a_quiet_receiver() {
+    let mut b = receiver();
+    b.post(4);
+    let f = frame([2, 0, 0, 0, 0, 9], 90, 3);
+    let p = Packet::plain(f.clone());
+    let d = b.q.rx_direct_whole(&p).expect("an idle receiver takes it");
+    assert!(d.body_to.is_empty());
+    let mut from = Pages::default();
+    let mut m = TwoDomains {
+        from: &mut from,
+        to: &mut b.pages,
+        ops: 0,
+    };
+    let (_, done) = m.read_new_and_forward(
+        &[],
+        &[Forward {
+            to: 2,
+            head: &p.data,
+            head_to: d.head_to,
+            body: &[],
+            body_to: &d.body_to,
+        }],
+    );
+    assert_eq!(m.ops, 1);
+    b.q.rx_direct_done(d, done[0].is_ok());
+    assert!(b.q.rx_push());
+    assert_eq!(b.received(), vec![(f, 0, None)]);
+    assert_eq!(b.q.stats.rx_direct, 1);
+    // Its own sends are remembered by time.
+    assert!(!b.q.sent_since(0));
+    let mine = frame(MAC, 60, 1);
+    b.send(&mine, 0, 0, None);
+    let taken = b.q.tx_take(5_000, 64, true).unwrap();
+    let (read, _) = b.pages.read_new_and_write(&taken.jobs(), &[]);
+    b.q.tx_finish(taken, read, &mut Vec::new());
+    assert!(b.q.sent_since(4_999));
+    assert!(!b.q.sent_since(5_000));
+    // A frame larger than a page is not laid whole.
+    b.post(4);
+    assert!(b
+        .q
+        .rx_direct_whole(&Packet::plain(frame([2, 0, 0, 0, 0, 9], 5000, 1)))
+        .is_none());
+}

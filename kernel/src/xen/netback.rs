@@ -696,7 +696,8 @@ enum Heads {
 /// A large send laid straight into a receiver's buffers, its copy not yet made.
 struct Straight {
     head: Packet,
-    body: Body,
+    /// None: a small packet copied whole, laid from our buffer.
+    body: Option<Body>,
     to: PortId,
     peer: Peer,
     direct: Direct,
@@ -729,7 +730,23 @@ fn switch_sent(
     let mut later: Vec<(Option<Decision>, Packet, Option<Body>)> = Vec::new();
     for s in sent.drain(..) {
         match s {
-            Sent::Whole(p) if later.is_empty() => fabric.borrow_mut().forward(now, from, p),
+            Sent::Whole(p) if later.is_empty() => {
+                let len = p.data.len();
+                let d = fabric.borrow_mut().route(now, from, &p.data, len);
+                if let Decision::Unicast(to) = d {
+                    if let Some((peer, direct)) = place_small(xen, fabric, to, &p, now) {
+                        straight.push(Straight {
+                            head: p,
+                            body: None,
+                            to,
+                            peer,
+                            direct,
+                        });
+                        continue;
+                    }
+                }
+                fabric.borrow_mut().deliver_routed(from, d, p);
+            }
             Sent::Whole(p) => later.push((None, p, None)),
             Sent::Head(p, body) if !later.is_empty() => {
                 heads = Heads::Missed;
@@ -746,7 +763,7 @@ fn switch_sent(
                     if let Some((peer, direct)) = place_direct(xen, fabric, to, &head, &body) {
                         straight.push(Straight {
                             head,
-                            body,
+                            body: Some(body),
                             to,
                             peer,
                             direct,
@@ -775,7 +792,7 @@ fn switch_sent(
                 to: s.peer.dom,
                 head: &s.head.data,
                 head_to: s.direct.head_to,
-                body: &s.body.pieces,
+                body: s.body.as_ref().map_or(&[][..], |b| &b.pieces),
                 body_to: &s.direct.body_to,
             })
             .collect();
@@ -794,12 +811,14 @@ fn switch_sent(
         .zip(forwarded.into_iter().chain(core::iter::repeat_with(failed)))
     {
         let ok = r.is_ok();
-        let len = s.body.len;
+        let len = s.body.as_ref().map_or(s.head.data.len(), |b| b.len);
         // The sender's slots are answered as sent either way: a failed copy cannot say
         // whose grant failed, and a receiver must not be able to make another guest's
         // sends fail (or fill its log). The receiver's buffers carry the error; a
         // sender that revoked what it sent loses only that packet.
-        q.tx_body_done(s.body, true);
+        if let Some(body) = s.body {
+            q.tx_body_done(body, true);
+        }
         // Borrowed by `place_direct` in this same pass, with no await since: free.
         let mut to = s.peer.queue.borrow_mut();
         to.rx_direct_done(s.direct, ok);
@@ -833,6 +852,38 @@ fn switch_sent(
         }
     }
     (q.tx_push(), heads)
+}
+
+/// A receiver that has not sent for this long takes small packets straight from the
+/// sender's pass (it has no pass of its own coming that would carry them for free).
+const QUIET_RECEIVER_NS: u64 = 10_000_000;
+
+/// Lay a small packet copied whole into the buffers of port `to`'s queue for it, if
+/// that queue is a vif's that can take it now, has nothing queued ahead of it, and has
+/// sent nothing lately: a receiver that only receives (UDP, a ping's target) then needs
+/// no pass of its own and no notification hypercall of its own per packet. Not for a
+/// queue that is sending (a TCP sender getting its ACKs): its own pass copies them in
+/// the same hypercall as what it sends, where laying them from here would cost this
+/// pass a second copy hypercall.
+fn place_small(
+    xen: &XenRef,
+    fabric: &FabricRef,
+    to: PortId,
+    p: &Packet,
+    now: u64,
+) -> Option<(Peer, Direct)> {
+    let (index, inbox) = fabric.borrow().queue_of(to, &p.data, p.data.len())?;
+    if !inbox.is_empty() || inbox.is_closed() {
+        return None;
+    }
+    let peer = xen.vifs.borrow().get(&(to, index))?.clone();
+    let mut q = peer.queue.try_borrow_mut().ok()?;
+    if q.sent_since(now.saturating_sub(QUIET_RECEIVER_NS)) {
+        return None;
+    }
+    let direct = q.rx_direct_whole(p)?;
+    drop(q);
+    Some((peer, direct))
 }
 
 /// Lay `head` + `body` into the buffers of port `to`'s queue for it, if that queue is

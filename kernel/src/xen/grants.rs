@@ -257,6 +257,36 @@ impl GrantCopier {
             .collect()
     }
 
+    /// Reads of `dom`'s `reads` into new buffers and the operations of `others` (writes
+    /// or forwards, each job with the grant to name if it fails) in one hypercall; the
+    /// reads' buffers and the others' outcomes. The buffers are not zeroed first: Xen
+    /// writes every byte (a 64 KiB send zeroed, then overwritten, cost a tenth of the
+    /// driver domain's time under TCP load).
+    fn reads_and(
+        dom: DomId,
+        reads: &[&[Piece]],
+        others: impl Iterator<Item = (abi::GrantRef, Vec<abi::GrantCopy>)>,
+    ) -> ReadsAndWrites {
+        let mut bufs = Self::new_buffers(reads);
+        let read_jobs: Vec<(abi::GrantRef, Vec<abi::GrantCopy>)> = reads
+            .iter()
+            .zip(bufs.iter_mut())
+            .map(|(p, (b, pad))| {
+                let at = b.as_mut_ptr() as u64 + *pad as u64;
+                (p.first().map_or(0, |x| x.gref), copy_ops(dom, p, at, false))
+            })
+            .collect();
+        let mut results = Self::issue(read_jobs.into_iter().chain(others));
+        let others = results.split_off(reads.len());
+        let read = bufs
+            .into_iter()
+            .zip(reads)
+            .zip(results)
+            .map(|(((b, pad), p), r)| r.map(|()| Self::settle(b, pad, total(p))))
+            .collect();
+        (read, others)
+    }
+
     /// A buffer of `new_buffers` whose copy succeeded: its bytes, from 0.
     fn settle(mut b: Vec<u8>, pad: usize, n: usize) -> Vec<u8> {
         if pad == 0 {
@@ -358,53 +388,33 @@ impl GuestMemory for GrantCopier {
         self.read_new_and_write(jobs, &[]).0
     }
     fn read_new_and_forward(&mut self, reads: &[&[Piece]], forwards: &[Forward]) -> ReadsAndWrites {
-        let mut bufs = Self::new_buffers(reads);
         let dom = self.dom;
-        let read_jobs: Vec<(abi::GrantRef, Vec<abi::GrantCopy>)> = reads
-            .iter()
-            .zip(bufs.iter_mut())
-            .map(|(p, (b, pad))| {
-                let at = b.as_mut_ptr() as u64 + *pad as u64;
-                (p.first().map_or(0, |x| x.gref), copy_ops(dom, p, at, false))
-            })
-            .collect();
-        let mut results = Self::issue(read_jobs.into_iter().chain(forwards.iter().map(|f| {
-            (
-                f.body.first().map_or(f.head_to.gref, |p| p.gref),
-                forward_ops(dom, f, f.head.as_ptr() as u64),
-            )
-        })));
-        let forwarded = results.split_off(reads.len());
-        let read = bufs
-            .into_iter()
-            .zip(reads)
-            .zip(results)
-            .map(|(((b, pad), p), r)| r.map(|()| Self::settle(b, pad, total(p))))
-            .collect();
-        (read, forwarded)
+        Self::reads_and(
+            dom,
+            reads,
+            forwards.iter().map(|f| {
+                (
+                    f.body.first().map_or(f.head_to.gref, |p| p.gref),
+                    forward_ops(dom, f, f.head.as_ptr() as u64),
+                )
+            }),
+        )
     }
     fn read_new_and_write(
         &mut self,
         reads: &[&[Piece]],
         writes: &[(&[Piece], &[u8])],
     ) -> ReadsAndWrites {
-        // Not zeroed first: Xen writes every byte (a 64 KiB send zeroed, then
-        // overwritten, cost a tenth of the driver domain's time under TCP load).
-        let mut bufs = Self::new_buffers(reads);
-        let mut results = self.copy_mixed(
-            reads
-                .iter()
-                .zip(bufs.iter_mut())
-                .map(|(p, (b, pad))| (*p, b.as_mut_ptr() as u64 + *pad as u64, false))
-                .chain(writes.iter().map(|(p, b)| (*p, b.as_ptr() as u64, true))),
-        );
-        let written = results.split_off(reads.len());
-        let read = bufs
-            .into_iter()
-            .zip(reads)
-            .zip(results)
-            .map(|(((b, pad), p), r)| r.map(|()| Self::settle(b, pad, total(p))))
-            .collect();
-        (read, written)
+        let dom = self.dom;
+        Self::reads_and(
+            dom,
+            reads,
+            writes.iter().map(|(p, b)| {
+                (
+                    p.first().map_or(0, |x| x.gref),
+                    copy_ops(dom, p, b.as_ptr() as u64, true),
+                )
+            }),
+        )
     }
 }

@@ -10,6 +10,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod fw_cfg;
 pub mod memmap;
 pub mod mtrr;
 pub mod multiboot;

@@ -221,6 +221,105 @@ pub fn program(cs: &mut (impl ConfigSpace + ?Sized), plan: &[Assignment]) {
     }
 }
 
+/// The GSI Xen's virtual I/O APIC raises for INTx `pin` (1 = INTA .. 4 = INTD) of
+/// device `dev` on bus 0 of an HVM domain: Xen wires every PCI INTx line to one of the
+/// I/O APIC's pins 16-47 by this formula (`hvm_pci_intx_gsi`), besides the PIIX3 link
+/// to an ISA IRQ that only hvmloader programs. None when the function has no pin.
+pub fn xen_hvm_intx_gsi(dev: u8, pin: u8) -> Option<u8> {
+    if !(1..=4).contains(&pin) {
+        return None;
+    }
+    let (dev, intx) = (dev as u32 & 31, pin as u32 - 1);
+    Some(((((dev << 2) + (dev >> 3) + intx) & 31) + 16) as u8)
+}
+
+/// What [`setup`] did to the functions it was given.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Setup {
+    /// Every BAR placed and written.
+    pub bars: Vec<Assignment>,
+    /// The INTx GSI written into each function's interrupt-line register.
+    pub intx: Vec<(Bdf, u8)>,
+    /// Functions left with decoding off, and why (the others were set up).
+    pub failed: Vec<(Bdf, SetupError)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetupError {
+    /// Its BARs could not be decoded.
+    Pci(crate::PciError),
+    /// Its BARs do not fit in what the other functions left of the window.
+    Assign(AssignError),
+    /// Behind a bridge or a bridge itself: firmware-less setup covers bus 0 endpoints
+    /// (all that Xen's HVM machine has).
+    NotAnEndpoint,
+}
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetupError::Pci(e) => write!(f, "{e}"),
+            SetupError::Assign(e) => write!(f, "{e}"),
+            SetupError::NotAnEndpoint => write!(f, "not an endpoint on bus 0; left as found"),
+        }
+    }
+}
+
+/// What firmware does for an HVM domain's PCI functions, for one started without it:
+/// every BAR of every bus-0 endpoint in `functions` placed in `window` ([`plan`]) and
+/// written ([`program`]), and each INTx pin's Xen GSI written as its interrupt line.
+/// A function whose BARs cannot be decoded or do not fit (the largest that does not,
+/// the others placed again without it) is listed in `failed` with its decoding off,
+/// never overlapping another.
+pub fn setup(
+    cs: &mut (impl ConfigSpace + ?Sized),
+    functions: &[crate::Function],
+    window: &Window,
+) -> Setup {
+    let mut out = Setup::default();
+    let mut reqs: Vec<Request> = Vec::new();
+    for f in functions {
+        if f.bdf.bus != 0 || f.header_type & 0x7f != 0 {
+            if f.header_type & 0x7f == 1 || f.bdf.bus != 0 {
+                out.failed.push((f.bdf, SetupError::NotAnEndpoint));
+            }
+            continue;
+        }
+        match crate::bars(cs, f.bdf) {
+            Ok(b) => reqs.extend(requests(f.bdf, &b)),
+            Err(e) => out.failed.push((f.bdf, SetupError::Pci(e))),
+        }
+        if let Some(gsi) = xen_hvm_intx_gsi(f.bdf.dev, f.interrupt_pin) {
+            cs.write8(f.bdf, reg::INTERRUPT_LINE, gsi);
+            out.intx.push((f.bdf, gsi));
+        }
+    }
+    // Each round drops the device named by the error; bounded by the number of devices.
+    loop {
+        match plan(&reqs, window) {
+            Ok(p) => {
+                out.bars = p;
+                break;
+            }
+            Err(e) => {
+                let bdf = match e {
+                    AssignError::NoRoom { bdf, .. } | AssignError::BadSize { bdf, .. } => bdf,
+                };
+                reqs.retain(|r| r.bdf != bdf);
+                out.failed.push((bdf, SetupError::Assign(e)));
+            }
+        }
+    }
+    for (bdf, _) in &out.failed {
+        if functions.iter().any(|f| f.bdf == *bdf && f.bdf.bus == 0) {
+            let cmd = cs.read16(*bdf, reg::COMMAND);
+            cs.write16(*bdf, reg::COMMAND, cmd & !(reg::CMD_MEMORY | reg::CMD_IO));
+        }
+    }
+    program(cs, &out.bars);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

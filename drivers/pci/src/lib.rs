@@ -54,6 +54,12 @@ pub trait ConfigSpace {
         let new = (old & !(0xffff << shift)) | ((value as u32) << shift);
         self.write32(bdf, offset & !3, new);
     }
+    fn write8(&mut self, bdf: Bdf, offset: u16, value: u8) {
+        let shift = (offset & 3) * 8;
+        let old = self.read32(bdf, offset & !3);
+        let new = (old & !(0xff << shift)) | ((value as u32) << shift);
+        self.write32(bdf, offset & !3, new);
+    }
 }
 
 pub mod reg {

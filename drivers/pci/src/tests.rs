@@ -419,3 +419,62 @@ fn assigned_bars_are_written_and_decoding_enabled() {
     let on = reg::CMD_MEMORY | reg::CMD_IO | reg::CMD_BUS_MASTER;
     assert_eq!(cmd & on, on);
 }
+
+/// Firmware-less setup of a whole bus: the NVMe placed and decoding, its INTx line set to
+/// Xen's GSI for slot 3 INTA, a device whose 32-bit BAR cannot fit named and left with
+/// decoding off (the NVMe unaffected), the bridge and what is behind it left as found.
+#[test]
+fn setup_places_what_fits_and_names_what_does_not() {
+    let mut m = model();
+    let mut big = Dev::new(0x1234, 0x5678, [0x02, 0x00, 0x00]);
+    big.bar(0, 0, !((256u32 << 20) - 1), 0);
+    big.cfg[0x3d] = 2;
+    big.cfg[0x04] = 0x07;
+    m.devs.insert(Bdf::new(0, 5, 0), big);
+    let fns = enumerate(&mut m);
+    let w = assign::Window::hvm(32 << 20, 39);
+    let s = assign::setup(&mut m, &fns, &w);
+    let nvme = Bdf::new(0, 3, 0);
+    assert!(s.bars.iter().all(|a| a.bdf == nvme), "{:?}", s.bars);
+    assert_eq!(s.bars.len(), 3);
+    assert_eq!(m.read8(nvme, reg::INTERRUPT_LINE), 28);
+    assert!(s.intx.contains(&(nvme, 28)));
+    let cmd = m.read16(nvme, reg::COMMAND);
+    assert_eq!(cmd & reg::CMD_MEMORY, reg::CMD_MEMORY);
+    let failed: Vec<Bdf> = s.failed.iter().map(|(b, _)| *b).collect();
+    assert!(failed.contains(&Bdf::new(0, 5, 0)));
+    assert!(failed.contains(&Bdf::new(0, 4, 0)), "the bridge");
+    assert!(failed.contains(&Bdf::new(2, 0, 0)), "behind the bridge");
+    assert!(!failed.contains(&nvme));
+    assert_eq!(
+        m.read16(Bdf::new(0, 5, 0), reg::COMMAND) & (reg::CMD_MEMORY | reg::CMD_IO),
+        0,
+        "the device that did not fit does not decode"
+    );
+    let e = s
+        .failed
+        .iter()
+        .find(|(b, _)| *b == Bdf::new(0, 5, 0))
+        .unwrap();
+    let msg = alloc::format!("{}", e.1);
+    assert!(msg.contains("00:05.0: BAR0"), "{msg}");
+}
+
+#[test]
+fn xen_intx_gsis_follow_xens_formula() {
+    use assign::xen_hvm_intx_gsi as gsi;
+    assert_eq!(gsi(3, 0), None);
+    assert_eq!(gsi(3, 5), None);
+    assert_eq!(gsi(0, 1), Some(16));
+    assert_eq!(gsi(3, 1), Some(28));
+    assert_eq!(gsi(4, 1), Some(32));
+    assert_eq!(gsi(4, 2), Some(33));
+    // Slot 8: (32 + 1 + 0) & 31 = 1, wrapping within the 32 PCI pins.
+    assert_eq!(gsi(8, 1), Some(17));
+    for dev in 0..32 {
+        for pin in 1..=4 {
+            let g = gsi(dev, pin).unwrap();
+            assert!((16..48).contains(&g));
+        }
+    }
+}

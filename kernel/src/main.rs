@@ -13,6 +13,7 @@ extern crate alloc;
 mod arch;
 mod calibrate;
 mod console;
+mod firmware;
 mod hw;
 mod mem;
 mod net;
@@ -142,14 +143,29 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
         2 => Protocol::Pvh,
         other => fatal(format_args!("boot: unknown entry protocol {other}")),
     };
-    let mode = platform::mode(protocol, under_xen);
-    let boot = match bulkhead_boot::decode(protocol, magic as u32, info, &LoaderMemory) {
+    let mode = platform::mode(
+        protocol,
+        under_xen,
+        under_xen && firmware::pci_bus_present(),
+    );
+    let no_firmware = platform::firmware_less(protocol, mode);
+    let mut boot = match bulkhead_boot::decode(protocol, magic as u32, info, &LoaderMemory) {
         Ok(b) => b,
         Err(e) => fatal(format_args!(
             "boot: invalid {} boot information at {info:#x}: {e}",
             protocol.name()
         )),
     };
+    // Xen writes no command line into the start info when a device model runs; the xl
+    // config hands it to QEMU's fw_cfg instead (firmware.rs).
+    let cmdline_source = (no_firmware && boot.cmdline.is_empty()).then(|| {
+        firmware::cmdline(&mut boot.cmdline).unwrap_or_else(|e| {
+            fatal(format_args!(
+                "config: the command line in fw_cfg {} is unusable: {e}",
+                bulkhead_boot::fw_cfg::CMDLINE_FILE
+            ))
+        })
+    });
 
     let parsed = bulkhead_config::parse(&boot.cmdline);
     let config = parsed.config.clone();
@@ -190,7 +206,18 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
     for r in boot.memory.regions() {
         log::debug!("  {:#012x}-{:#012x} {}", r.start, r.end, r.kind.name());
     }
-    info!("command line: \"{}\"", boot.cmdline);
+    match cmdline_source {
+        Some(firmware::CmdlineSource::FwCfg) => info!(
+            "command line: \"{}\" (from fw_cfg {})",
+            boot.cmdline,
+            bulkhead_boot::fw_cfg::CMDLINE_FILE
+        ),
+        Some(firmware::CmdlineSource::None(why)) => info!(
+            "command line: none ({why}: {}); the defaults apply",
+            bulkhead_boot::fw_cfg::CMDLINE_FILE
+        ),
+        None => info!("command line: \"{}\"", boot.cmdline),
+    }
     if !parsed.is_ok() {
         for e in parsed.errors.iter() {
             error!("config: {e}");
@@ -256,6 +283,11 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
 
     let access = pci::init(boot.rsdp);
     info!("pci: configuration access by {access}");
+    if no_firmware {
+        // Before any driver looks at a device: the BARs QEMU shows are the host's.
+        let high = firmware::setup_pci(boot.memory.usable_end());
+        firmware::set_mtrrs(high);
+    }
 
     if config.calibrate {
         calibrate::run();

@@ -33,6 +33,23 @@ impl ConfigSpace for PortIo {
         outl(0xcf8, addr(bdf, offset));
         outl(0xcfc, value);
     }
+    // Narrow writes go to the data port's matching byte lanes, leaving the register's
+    // other bytes alone (Xen's passthrough model warns about, and drops, a write-back of
+    // fields it does not emulate).
+    fn write16(&mut self, bdf: Bdf, offset: u16, value: u16) {
+        if offset >= 256 {
+            return;
+        }
+        outl(0xcf8, addr(bdf, offset));
+        crate::arch::outw(0xcfc + (offset & 2), value);
+    }
+    fn write8(&mut self, bdf: Bdf, offset: u16, value: u8) {
+        if offset >= 256 {
+            return;
+        }
+        outl(0xcf8, addr(bdf, offset));
+        crate::arch::outb(0xcfc + (offset & 3), value);
+    }
 }
 
 fn addr(bdf: Bdf, offset: u16) -> u32 {

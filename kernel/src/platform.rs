@@ -1,8 +1,10 @@
 //! What Bulkhead runs on, and how it leaves.
 //!
-//! The boot protocol and the CPUID signature together give the mode: PVH entry under Xen is
-//! a `type="pvh"` domain, multiboot entry under Xen is `type="hvm"` direct kernel boot, and
-//! no Xen means bare QEMU (either entry). Leaving: Xen gets SCHEDOP_shutdown (poweroff, or
+//! The CPUID signature, the boot protocol and the PCI bus together give the mode: under
+//! Xen, an HVM domain has a device model whose PCI host bridge answers at 00:00.0 (a
+//! PVH domain has none); it was entered by multiboot (`kernel=`, through hvmloader,
+//! SeaBIOS and QEMU's option ROM) or at the PVH note (`firmware=` naming Bulkhead, no
+//! firmware at all: see `firmware.rs`). No Xen means bare QEMU (either entry). Leaving: Xen gets SCHEDOP_shutdown (poweroff, or
 //! crash so xl's `on_crash=` applies); bare QEMU gets its isa-debug-exit port, which makes
 //! QEMU exit with status (code << 1) | 1.
 
@@ -28,12 +30,17 @@ impl Mode {
     }
 }
 
-pub fn mode(protocol: Protocol, under_xen: bool) -> Mode {
-    match (under_xen, protocol) {
-        (false, _) => Mode::Bare,
-        (true, Protocol::Pvh) => Mode::XenPvh,
-        (true, Protocol::Multiboot) => Mode::XenHvm,
+pub fn mode(protocol: Protocol, under_xen: bool, pci_bus: bool) -> Mode {
+    match (under_xen, protocol, pci_bus) {
+        (false, ..) => Mode::Bare,
+        (true, Protocol::Pvh, false) => Mode::XenPvh,
+        (true, Protocol::Pvh, true) | (true, Protocol::Multiboot, _) => Mode::XenHvm,
     }
+}
+
+/// An HVM domain entered at the PVH note: no firmware ran before Bulkhead.
+pub fn firmware_less(protocol: Protocol, mode: Mode) -> bool {
+    mode == Mode::XenHvm && protocol == Protocol::Pvh
 }
 
 /// isa-debug-exit port the test runner configures (`-device isa-debug-exit,iobase=0xf4`).

@@ -28,7 +28,7 @@ here="$root/tests/xen"
 # blkback, blkback-cycles, hvm-net, netback, netback-cycles, hostile-blk and hostile-net share
 # one driver domain (lib.sh, start_shared_dd): blkback starts it, so it comes first of them;
 # hostile-net shuts it down (the last check of the hostile-guest scenarios).
-SCENARIOS=(pvh-core vbd-initwait crash hvm-core hvm-nvme blkback blkback-cycles hvm-net netback netback-cycles
+SCENARIOS=(pvh-core vbd-initwait crash hvm-core hvm-nvme hvm-multiboot blkback blkback-cycles hvm-net netback netback-cycles
     hostile-blk hostile-net dd-lifecycle)
 demo=0
 bench=0

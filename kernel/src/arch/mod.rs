@@ -6,6 +6,7 @@ pub mod cpu;
 pub mod gdt;
 pub mod interrupts;
 pub mod ioapic;
+pub mod mtrr;
 pub mod pit;
 
 use x86_64::instructions::port::Port;
@@ -23,6 +24,28 @@ pub fn outb(port: u16, v: u8) {
 pub fn inb(port: u16) -> u8 {
     // SAFETY: as for `outb`.
     unsafe { Port::new(port).read() }
+}
+
+/// Write `bytes` to one port with `rep outsb`: under a hypervisor one exit (or one
+/// request to the device model) for all of them, where `outb` takes one per byte.
+pub fn outsb(port: u16, bytes: &[u8]) {
+    // SAFETY: reads exactly `bytes` (rsi/rcx from the slice) and writes them to a port,
+    // which has no memory-safety effect (as for `outb`); the direction flag is clear
+    // as the ABI guarantees.
+    unsafe {
+        core::arch::asm!(
+            "rep outsb",
+            in("dx") port,
+            inout("rsi") bytes.as_ptr() => _,
+            inout("rcx") bytes.len() => _,
+            options(nostack, preserves_flags, readonly)
+        )
+    }
+}
+
+pub fn outw(port: u16, v: u16) {
+    // SAFETY: as for `outb`.
+    unsafe { Port::new(port).write(v) }
 }
 
 pub fn outl(port: u16, v: u32) {

@@ -115,6 +115,7 @@ want "quiet" quiet
 xl block-attach life "format=raw,vdev=xvdb,access=rw,backend=bulkhead,target=nvme0n1p5" || fail "block-attach after the restart failed"
 xl network-attach life backend=bulkhead mac=00:16:3e:d0:00:02 || fail "network-attach after the restart failed"
 want "verify 1 on xvdb ok" verify xvdb 1
+echo "figure: dd-lifecycle: xl create of a new instance after the crash -> the guest's re-attached disk answering: $(( ($(date +%s%N) - DD_T0) / 1000000 )) ms"
 want "net eth1 ok" net eth1
 
 note "3. destroy in the middle of writes"
@@ -132,6 +133,7 @@ xl block-attach life "format=raw,vdev=xvdc,access=rw,backend=bulkhead,target=nvm
 xl network-attach life backend=bulkhead mac=00:16:3e:d0:00:03 || fail "network-attach after the destroy failed"
 want "verify 1 on xvdc ok" verify xvdc 1
 want "verify 2 on xvdc ok" verify xvdc 2
+echo "figure: dd-lifecycle: xl create of a new instance after the destroy -> the guest's re-attached disk answering: $(( ($(date +%s%N) - DD_T0) / 1000000 )) ms"
 want "net eth2 ok" net eth2
 
 note "4. clean shutdown with the guest attached"

@@ -1,20 +1,43 @@
 # The NVMe controller (00:03.0) bound to xen-pciback in dom0 and passed through to
-# Bulkhead as an HVM driver domain (`pci=` in driverdomain.cfg): Bulkhead drives it
-# natively and runs the storage checks (GPT, read/verify, write, flush, errors). The host
-# checks the image after QEMU exits.
+# Bulkhead as an HVM driver domain (`pci=` in driverdomain.cfg, no firmware): Bulkhead
+# gives the devices' BARs addresses itself (each must lie in the MMIO hole
+# 0xf0000000-0xfc000000 or the I/O ports from 0xc000, aligned, none overlapping), routes
+# the NVMe's INTx pin to the I/O APIC without hvmloader (`nvme-irq=intx`: the storage
+# test fails if no device interrupt arrives), drives the controller natively and runs
+# the storage checks (GPT, read/verify, write, flush, errors). The host checks the image
+# after QEMU exits.
 . ./lib.sh
-mkdir -p /usr/lib/bulkhead/qemu-roms
-cp /usr/share/qemu/multiboot.bin /usr/lib/bulkhead/qemu-roms/multiboot_dma.bin
-log=$(console_of bulkhead)
-rm -f "$log"
-modprobe xen-pciback 2>/dev/null
-xl pci-assignable-add 00:03.0 || fail "xl pci-assignable-add 00:03.0 failed"
-xl pci-assignable-list | grep -q "00:03.0" || fail "NVMe not assignable"
-xl create "$XLCFG/driverdomain.cfg" "kernel=\"$IMAGE\"" $HVM_TEST_OPTS 'cmdline="test-storage"' 'pci=[ "00:03.0" ]' \
-    || fail "xl create with pci= failed"
-DD_ID=$(xl domid bulkhead)
-expect "$log" "boot: mode hvm" 240 "driver domain did not boot"
+start_hvm_dd "00:03.0" "test-storage nvme-irq=intx"
+expect "$log" "boot: mode hvm \(entered via pvh\)" 120 "driver domain did not boot"
 expect "$log" "nvme0 \(.*\): .*NVMe" 120 "NVMe controller not brought up in the driver domain"
+python3 - "$log" <<'PY' || fail "the BARs Bulkhead assigned are not where they must be (above)"
+import re, sys
+bars = []
+for line in open(sys.argv[1], errors="replace"):
+    m = re.search(r"result: name=pci-bar bdf=(\S+) bar=(\d) base=(0x[0-9a-f]+) size=(0x[0-9a-f]+) space=(\w+)", line)
+    if m:
+        bars.append((m.group(1), int(m.group(2)), int(m.group(3), 16), int(m.group(4), 16), m.group(5)))
+ok = True
+def bad(why):
+    global ok
+    ok = False
+    print("hvm-nvme: " + why)
+if not any(b[0] == "00:03.0" and b[1] == 0 and b[4] == "mem64" for b in bars):
+    bad("no 64-bit BAR0 of the NVMe (00:03.0) among the assignments: %r" % bars)
+for b in bars:
+    lo, hi = (0xC000, 0x10000) if b[4] == "io" else (0xF0000000, 0xFC000000)
+    if not (lo <= b[2] and b[2] + b[3] <= hi):
+        bad("%s BAR%d at %#x+%#x is outside %#x-%#x" % (b[0], b[1], b[2], b[3], lo, hi))
+    if b[2] % b[3]:
+        bad("%s BAR%d at %#x is not aligned to its size %#x" % (b[0], b[1], b[2], b[3]))
+    for c in bars:
+        if c is not b and (c[4] == "io") == (b[4] == "io") and b[2] < c[2] + c[3] and c[2] < b[2] + b[3]:
+            bad("%s BAR%d overlaps %s BAR%d" % (b[0], b[1], c[0], c[1]))
+print("hvm-nvme: %d BARs assigned, all inside the window, aligned, none overlapping" % len(bars))
+sys.exit(0 if ok and bars else 1)
+PY
+expect "$log" "result: name=pci-intx bdf=00:03.0 gsi=28" 10 "the NVMe's INTx line was not set to Xen's GSI for slot 3, INTA"
+expect "$log" "nvme0 \(.*\): .*Intx .*I/O APIC pin 28" 10 "the NVMe is not on INTx through I/O APIC pin 28"
 expect "$log" "storage-test: read 1024 KiB of nvme0n1p1 and verified the pattern" 120 "pattern not verified"
 expect "$log" "storage-test: wrote 256 KiB at nvme0n1p2 block 4096, flushed, read back equal" 120 "write/flush/read-back failed"
 expect "$log" "storage-test: read past the end refused by the controller" 60 "out-of-range read not handled"

@@ -243,15 +243,36 @@ disk = [ 'vdev=xvda,format=raw,access=rw,backend=bulkhead,target=nvme0n1p1' ]
 CFG
 }
 
+# dd_install: the image where xl-configs/driverdomain.cfg finds it (the README's one dom0
+# step besides binding the devices to pciback).
+dd_install() {
+    mkdir -p /usr/lib/bulkhead
+    cmp -s "$IMAGE" /usr/lib/bulkhead/bulkhead.elf || cp "$IMAGE" /usr/lib/bulkhead/bulkhead.elf \
+        || fail "cannot install the image in /usr/lib/bulkhead"
+}
+
+# fw_cfg_opt CMDLINE: the xl option that hands CMDLINE to a driverdomain.cfg instance
+# (through QEMU's fw_cfg; a comma is written twice in QEMU's option syntax). An empty
+# CMDLINE keeps the config's own.
+fw_cfg_opt() {
+    if [ -z "$1" ]; then
+        echo 'vcpus=1'
+        return
+    fi
+    printf 'device_model_args_hvm=[ "-fw_cfg", "name=opt/bulkhead/cmdline,string=%s" ]' \
+        "$(printf '%s' "$1" | sed 's/,/,,/g')"
+}
+
 # start_hvm_dd "BDF..." CMDLINE [XL-OPTIONS]: Bulkhead as the HVM driver domain
-# (xl-configs/driverdomain.cfg, dom0 prepared as README says) owning BDF, bound to pciback
-# first, with CMDLINE and XL-OPTIONS (key=value, as xl create takes them); $log is its
-# console; DD_T0 (ns) is when its xl create started.
+# (xl-configs/driverdomain.cfg as shipped: no firmware, dom0 prepared as README says)
+# owning BDF, bound to pciback first, with CMDLINE and XL-OPTIONS (key=value, as xl
+# create takes them); $log is its console, $DD_COM1 its emulated COM1 (the boot log's
+# first lines); DD_T0 (ns) is when its xl create started.
 start_hvm_dd() {
-    mkdir -p /usr/lib/bulkhead/qemu-roms
-    cp /usr/share/qemu/multiboot.bin /usr/lib/bulkhead/qemu-roms/multiboot_dma.bin
+    dd_install
     log=$(console_of bulkhead)
-    rm -f "$log"
+    DD_COM1=/host/out/console/bulkhead-com1.log
+    rm -f "$log" "$DD_COM1"
     modprobe xen-pciback 2>/dev/null
     # A driver domain that just shut down lingers while the toolstack tears it down (its
     # PCI devices wait for the device model): the name is free, and the devices back on
@@ -264,7 +285,7 @@ start_hvm_dd() {
     done
     DD_T0=$(date +%s%N)
     # shellcheck disable=SC2086
-    xl create "$XLCFG/driverdomain.cfg" "kernel=\"$IMAGE\"" "pci=[ $pci ]" "cmdline=\"$2\"" $HVM_TEST_OPTS ${3:-} \
+    xl create "$XLCFG/driverdomain.cfg" "pci=[ $pci ]" "$(fw_cfg_opt "$2")" "serial=\"file:$DD_COM1\"" $HVM_TEST_OPTS ${3:-} \
         || fail "xl create of the driver domain failed"
     DD_ID=$(xl domid bulkhead)
 }
@@ -398,7 +419,8 @@ dom0_healthy() {
 # (PV, Debian kernel, xen-pcifront + nvme + xen-blkback + `xl devd`), owning the NVMe
 # (00:03.0) or the PCI devices PCI lists, with EXTRA on its kernel command line and the
 # guests' ramdisk RAMDISK (linux-initrd.img); waits until it serves. Sets LDD_ID, LDD_T0
-# (ns, before its xl create), LDD_READY_MS (from that to its `ready`) and dlog (its console).
+# (ns, before its xl create), LDD_FIRST_MS (from that to its first console output),
+# LDD_READY_MS (to its `ready`) and dlog (its console).
 start_linux_dd() {
     local pcis=${1:-00:03.0} pci="" bdf
     dlog=$(console_of linux-dd)
@@ -423,6 +445,8 @@ CFG
     LDD_T0=$(date +%s%N)
     xl create /tmp/linux-dd.cfg || fail "xl create of the Linux driver domain failed"
     LDD_ID=$(xl domid linux-dd)
+    POLL_S=0.1 poll 240 test -s "$dlog" || fail "the Linux driver domain printed nothing"
+    LDD_FIRST_MS=$(( ($(date +%s%N) - LDD_T0) / 1000000 ))
     POLL_S=0.1 expect "$dlog" "linux-dd: ready" 240 "Linux driver domain did not come up"
     LDD_READY_MS=$(( ($(date +%s%N) - LDD_T0) / 1000000 ))
     grep "linux-dd:" "$dlog"

@@ -1,0 +1,142 @@
+//! What firmware does for an HVM domain, done by Bulkhead when none ran.
+//!
+//! A driver domain whose xl config says `firmware=` (naming this image) is entered at
+//! the PVH note with no hvmloader before it: nobody gave its PCI devices addresses, set
+//! its MTRRs or handed it a command line. The decisions are in host-tested crates
+//! (`bulkhead_pci::assign::setup`, `bulkhead_boot::mtrr::layout`,
+//! `bulkhead_boot::fw_cfg`); this module applies them and prints one `result:` line per
+//! outcome, which the Xen tier checks.
+
+use alloc::vec::Vec;
+use core::ops::Range;
+
+use bulkhead_boot::fw_cfg::{self, FwCfgError, Ports};
+use bulkhead_boot::{mtrr, CMDLINE_MAX};
+use bulkhead_pci::assign;
+use log::{error, info, warn};
+
+use crate::arch;
+
+/// Whether an HVM device model's PCI bus answers (host bridge at 00:00.0 through the
+/// 0xcf8 ports): true in an HVM domain, false in PVH (no device model).
+pub fn pci_bus_present() -> bool {
+    arch::outl(0xcf8, 0x8000_0000);
+    // SAFETY: reading the configuration data port has no memory-safety effect.
+    let id = unsafe { x86_64::instructions::port::Port::<u32>::new(0xcfc).read() };
+    id as u16 != 0xffff && id as u16 != 0
+}
+
+struct FwCfgPorts;
+
+impl Ports for FwCfgPorts {
+    fn select(&mut self, key: u16) {
+        arch::outw(fw_cfg::PORT_SELECTOR, key);
+    }
+    fn read(&mut self, buf: &mut [u8]) {
+        for b in buf {
+            *b = arch::inb(fw_cfg::PORT_DATA);
+        }
+    }
+}
+
+/// Where the command line came from, for the log once the logger is set up.
+pub enum CmdlineSource {
+    FwCfg,
+    /// No fw_cfg device, or no `opt/bulkhead/cmdline` in it: the defaults apply.
+    None(FwCfgError),
+}
+
+/// Read the command line from fw_cfg into `out`. A file that is there but unusable
+/// (too long, not UTF-8) is an error, as an invalid command line is.
+pub fn cmdline(out: &mut heapless::String<CMDLINE_MAX>) -> Result<CmdlineSource, FwCfgError> {
+    match fw_cfg::read_text(&mut FwCfgPorts, fw_cfg::CMDLINE_FILE, out) {
+        Ok(()) => Ok(CmdlineSource::FwCfg),
+        Err(e @ (FwCfgError::Absent | FwCfgError::NotFound)) => Ok(CmdlineSource::None(e)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Give every PCI function on bus 0 its BARs and INTx line, as hvmloader would. Returns
+/// the range above 4 GiB that BARs took, if any (it must be uncached too).
+pub fn setup_pci(ram_end: u64) -> Option<Range<u64>> {
+    let window = assign::Window::hvm(ram_end, arch::mtrr::phys_bits());
+    let s = crate::pci::with(|cs| {
+        let fns = bulkhead_pci::enumerate(cs);
+        assign::setup(cs, &fns, &window)
+    })?;
+    for a in &s.bars {
+        info!(
+            "result: name=pci-bar bdf={} bar={} base={:#x} size={:#x} space={}",
+            a.bdf,
+            a.index,
+            a.base,
+            a.size,
+            if a.io {
+                "io"
+            } else if a.is64 {
+                "mem64"
+            } else {
+                "mem32"
+            }
+        );
+    }
+    for (bdf, gsi) in &s.intx {
+        info!("result: name=pci-intx bdf={bdf} gsi={gsi}");
+    }
+    for (bdf, why) in &s.failed {
+        match why {
+            assign::SetupError::NotAnEndpoint => warn!("pci: {bdf}: {why}"),
+            _ => error!("pci: {bdf}: no addresses for its BARs: {why}; the device stays off"),
+        }
+    }
+    let high: Vec<&assign::Assignment> = s
+        .bars
+        .iter()
+        .filter(|a| !a.io && a.base >= 1 << 32)
+        .collect();
+    let start = high.iter().map(|a| a.base).min()?;
+    let end = high.iter().map(|a| a.base + a.size).max()?;
+    Some(start..end)
+}
+
+/// Set the MTRRs: RAM write-back, the MMIO hole (and `high`, where BARs went above
+/// 4 GiB) uncached; then read them back.
+pub fn set_mtrrs(high: Option<Range<u64>>) {
+    let Some(cap) = arch::mtrr::cap() else {
+        warn!("mtrr: the CPU shows no MTRRs; memory types left to Xen");
+        return;
+    };
+    let mut uncached: heapless::Vec<Range<u64>, 2> = heapless::Vec::new();
+    let _ = uncached.push(assign::Window::hvm(0, 36).mem.start..1 << 32);
+    if let Some(h) = high {
+        let _ = uncached.push(h);
+    }
+    let (writes, fits) = mtrr::layout(cap, arch::mtrr::phys_bits(), &uncached);
+    if let Err(e) = &fits {
+        error!("mtrr: {e}; the rest of the MMIO ranges stay write-back in the MTRRs");
+    }
+    let differ = arch::mtrr::write(&writes);
+    let def = writes.last().map(|w| w.1).unwrap_or(0);
+    let variable = writes
+        .iter()
+        .filter(|(m, _)| (0x200..0x250).contains(m))
+        .count()
+        / 2;
+    for (msr, back) in &differ {
+        error!("mtrr: MSR {msr:#x} reads back {back:#x}, not what was written");
+    }
+    info!(
+        "result: name=mtrr def_type={def:#x} fixed={} variable={variable} uncached={} readback={}",
+        cap.fixed,
+        uncached
+            .iter()
+            .map(|r| alloc::format!("{:#x}-{:#x}", r.start, r.end))
+            .collect::<Vec<_>>()
+            .join(","),
+        if differ.is_empty() {
+            "equal"
+        } else {
+            "differs"
+        }
+    );
+}

@@ -19,6 +19,12 @@ use crate::xen::console::XenConsole;
 pub struct Console {
     serial: Option<serial::Uart>,
     e9: bool,
+    /// Bytes for the port sinks (COM1, 0xe9) not yet written: they go out a line (or
+    /// this buffer) at a time with `rep outsb`, which Xen turns into one exit (0xe9) or
+    /// one request to the device model (COM1) for many bytes, where a byte at a time
+    /// cost one each (milliseconds apiece under nested emulation: about a second of
+    /// every HVM boot went to printing its first lines).
+    pending: heapless::Vec<u8, PORT_CHUNK>,
     xen: Option<XenConsole>,
     /// Under Xen, what was printed before the console ring was attached, replayed into the
     /// ring so `xl console` and xenconsoled's log show the whole boot.
@@ -26,10 +32,13 @@ pub struct Console {
 }
 
 const EARLY_LOG: usize = 8192;
+/// The 16550's transmit FIFO: what may be written after one "transmitter empty".
+const PORT_CHUNK: usize = 16;
 
 static CONSOLE: Mutex<Console> = Mutex::new(Console {
     serial: None,
     e9: false,
+    pending: heapless::Vec::new(),
     xen: None,
     early: None,
 });
@@ -52,17 +61,28 @@ impl Console {
     /// is written in ~15 pieces, and under nested TCG every exit is exposure to the
     /// emulator's fault (README, Tests).
     fn flush(&mut self) {
+        self.drain_ports();
         if let Some(x) = self.xen.as_mut() {
             x.notify();
         }
     }
 
-    fn put(&mut self, b: u8) {
+    fn drain_ports(&mut self) {
         if let Some(u) = self.serial.as_mut() {
-            u.put(b);
+            u.write(&self.pending);
         }
         if self.e9 {
-            crate::arch::outb(0xe9, b);
+            crate::arch::outsb(0xe9, &self.pending);
+        }
+        self.pending.clear();
+    }
+
+    fn put(&mut self, b: u8) {
+        if self.serial.is_some() || self.e9 {
+            if self.pending.is_full() {
+                self.drain_ports();
+            }
+            let _ = self.pending.push(b);
         }
         if let Some(e) = self.early.as_mut() {
             // Full: the rest of the early log is in `xl dmesg` (port 0xe9) only.
@@ -95,6 +115,7 @@ pub fn attach_xen(ring: XenConsole) {
             }
             ring.notify();
         }
+        c.drain_ports();
         c.xen = Some(ring);
         // Under Xen every byte to port 0xe9 or an emulated COM1 is a trip to the
         // hypervisor or to the device model in dom0 (milliseconds each under nested

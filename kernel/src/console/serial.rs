@@ -1,6 +1,6 @@
 //! 16550 UART on COM1, polled, 115200 8N1.
 
-use crate::arch::{inb, outb};
+use crate::arch::{inb, outb, outsb};
 
 pub struct Uart {
     port: u16,
@@ -28,15 +28,18 @@ impl Uart {
         Some(Uart { port })
     }
 
-    pub fn put(&mut self, b: u8) {
-        // Bounded wait for the transmit holding register: a stuck UART must not hang
-        // the kernel; the byte is then dropped.
-        for _ in 0..100_000 {
-            if inb(self.port + 5) & 0x20 != 0 {
-                outb(self.port, b);
-                return;
+    /// Write `bytes`, a FIFO's worth (16) at a time once the transmitter is empty.
+    pub fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(16) {
+            // Bounded wait for the transmitter: a stuck UART must not hang the kernel;
+            // the chunk is then dropped.
+            for _ in 0..100_000 {
+                if inb(self.port + 5) & 0x20 != 0 {
+                    outsb(self.port, chunk);
+                    break;
+                }
+                core::hint::spin_loop();
             }
-            core::hint::spin_loop();
         }
     }
 }

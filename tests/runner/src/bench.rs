@@ -255,6 +255,13 @@ const METRICS: &[Metric] = &[
         None,
     ),
     m(
+        "dd_xl_create_ms",
+        "xl create of the driver domain returns (domain built, device model up, devices attached)",
+        "ms",
+        Lower,
+        None,
+    ),
+    m(
         "dd_first_line_ms",
         "xl create of the driver domain → its first console line",
         "ms",
@@ -271,6 +278,13 @@ const METRICS: &[Metric] = &[
     m(
         "guest_disk_connected_ms",
         "xl create of a guest → its disk Connected",
+        "ms",
+        Lower,
+        None,
+    ),
+    m(
+        "mb_xl_create_ms",
+        "multiboot fallback: xl create of the driver domain returns",
         "ms",
         Lower,
         None,
@@ -301,6 +315,7 @@ const METRICS: &[Metric] = &[
 /// Rows of Bulkhead's other start-up path (`driverdomain-multiboot.cfg`, a short extra
 /// boot in each Bulkhead run), set against the Linux driver domain's same figure.
 const LINUX_AS: &[(&str, &str)] = &[
+    ("mb_xl_create_ms", "dd_xl_create_ms"),
     ("mb_first_line_ms", "dd_first_line_ms"),
     ("mb_ready_ms", "dd_ready_ms"),
     ("mb_guest_disk_connected_ms", "guest_disk_connected_ms"),

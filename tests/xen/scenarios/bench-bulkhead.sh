@@ -23,6 +23,7 @@ t0=$(date +%s%N)
 # shellcheck disable=SC2086
 xl create "$XLCFG/driverdomain-multiboot.cfg" 'pci=[ "00:03.0", "00:04.0" ]' 'cmdline="loglevel=info"' \
     "serial=\"file:$mb_com1\"" $HVM_TEST_OPTS "memory=32" || fail "xl create driverdomain-multiboot.cfg failed"
+result mb_xl_create_ms "$(ms_since "$t0")"
 DD_ID=$(xl domid bulkhead)
 POLL_S=0.1 expect "$mb_com1" "Bulkhead [0-9]" 240 "no banner on COM1 (multiboot path)"
 result mb_first_line_ms "$(ms_since "$t0")"
@@ -36,6 +37,7 @@ timeout "$(scaled 60)" xl shutdown -w bulkhead >/dev/null 2>&1 || xl destroy bul
 
 # The measured instance: driverdomain.cfg as shipped (no firmware).
 start_hvm_dd "00:03.0 00:04.0" "bench-storage=$SECS" "memory=32"
+result dd_xl_create_ms "$DD_CREATED_MS"
 POLL_S=0.1 expect "$DD_COM1" "Bulkhead [0-9]" 240 "no banner on COM1"
 result dd_first_line_ms "$(ms_since "$DD_T0")"
 POLL_S=0.1 expect "$log" "watching /local/domain/$DD_ID/backend" 240 "xenbus watcher not started"

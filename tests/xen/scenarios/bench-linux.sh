@@ -6,6 +6,7 @@
 SIDE=linux
 DD_NAME=linux-dd
 start_linux_dd "00:03.0 00:04.0" bulkhead.bridge linux-initrd-fio.img
+result dd_xl_create_ms "$LDD_CREATED_MS"
 result dd_first_line_ms "$LDD_FIRST_MS"
 result dd_ready_ms "$LDD_READY_MS"
 ask linux-dd fio /dev/nvme0n1 randread 4k 1 "$SECS"

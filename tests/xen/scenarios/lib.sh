@@ -267,7 +267,7 @@ fw_cfg_opt() {
 # (xl-configs/driverdomain.cfg as shipped: no firmware, dom0 prepared as README says)
 # owning BDF, bound to pciback first, with CMDLINE and XL-OPTIONS (key=value, as xl
 # create takes them); $log is its console, $DD_COM1 its emulated COM1 (the boot log's
-# first lines); DD_T0 (ns) is when its xl create started.
+# first lines); DD_T0 (ns) is when its xl create started, DD_CREATED_MS how long that took.
 start_hvm_dd() {
     dd_install
     log=$(console_of bulkhead)
@@ -287,6 +287,7 @@ start_hvm_dd() {
     # shellcheck disable=SC2086
     xl create "$XLCFG/driverdomain.cfg" "pci=[ $pci ]" "$(fw_cfg_opt "$2")" "serial=\"file:$DD_COM1\"" $HVM_TEST_OPTS ${3:-} \
         || fail "xl create of the driver domain failed"
+    DD_CREATED_MS=$(( ($(date +%s%N) - DD_T0) / 1000000 ))
     DD_ID=$(xl domid bulkhead)
 }
 
@@ -419,7 +420,8 @@ dom0_healthy() {
 # (PV, Debian kernel, xen-pcifront + nvme + xen-blkback + `xl devd`), owning the NVMe
 # (00:03.0) or the PCI devices PCI lists, with EXTRA on its kernel command line and the
 # guests' ramdisk RAMDISK (linux-initrd.img); waits until it serves. Sets LDD_ID, LDD_T0
-# (ns, before its xl create), LDD_FIRST_MS (from that to its first console output),
+# (ns, before its xl create), LDD_CREATED_MS (until xl create returned), LDD_FIRST_MS
+# (from LDD_T0 to its first console output),
 # LDD_READY_MS (to its `ready`) and dlog (its console).
 start_linux_dd() {
     local pcis=${1:-00:03.0} pci="" bdf
@@ -444,6 +446,7 @@ driver_domain = 1
 CFG
     LDD_T0=$(date +%s%N)
     xl create /tmp/linux-dd.cfg || fail "xl create of the Linux driver domain failed"
+    LDD_CREATED_MS=$(( ($(date +%s%N) - LDD_T0) / 1000000 ))
     LDD_ID=$(xl domid linux-dd)
     POLL_S=0.1 poll 240 test -s "$dlog" || fail "the Linux driver domain printed nothing"
     LDD_FIRST_MS=$(( ($(date +%s%N) - LDD_T0) / 1000000 ))

@@ -56,21 +56,17 @@ pub fn cmdline(out: &mut heapless::String<CMDLINE_MAX>) -> Result<CmdlineSource,
     }
 }
 
-/// Give every PCI function on bus 0 its BARs and INTx line, as hvmloader would. Returns
-/// the range above 4 GiB that BARs took, if any (it must be uncached too).
+/// Give every PCI function on bus 0 its BARs and INTx line, as hvmloader would; a
+/// function that could not be set up is hidden from the drivers. Returns the range above
+/// 4 GiB that BARs took, if any (it must be uncached too).
 pub fn setup_pci(ram_end: u64) -> Option<Range<u64>> {
     let window = assign::Window::hvm(ram_end, arch::mtrr::phys_bits());
-    let (mut fns, s) = crate::pci::with(|cs| {
+    let (fns, s) = crate::pci::with(|cs| {
         let fns = bulkhead_pci::enumerate(cs);
         let s = assign::setup(cs, &fns, &window);
         (fns, s)
     })?;
-    for f in fns.iter_mut() {
-        if let Some((_, gsi)) = s.intx.iter().find(|(b, _)| *b == f.bdf) {
-            f.interrupt_line = *gsi;
-        }
-    }
-    crate::pci::remember(fns);
+    crate::pci::remember(s.for_drivers(fns));
     for a in &s.bars {
         info!(
             "result: name=pci-bar bdf={} bar={} base={:#x} size={:#x} space={}",

@@ -244,6 +244,30 @@ pub struct Setup {
     pub failed: Vec<(Bdf, SetupError)>,
 }
 
+impl Setup {
+    /// `functions` (the walk `setup` was given) as the drivers may see them: each with
+    /// the interrupt line written for it, and without a function left unset (its BARs
+    /// still hold whatever they held, possibly an address on RAM). Bridges and what is
+    /// behind them stay as found.
+    pub fn for_drivers(&self, functions: Vec<crate::Function>) -> Vec<crate::Function> {
+        functions
+            .into_iter()
+            .filter(|f| {
+                !self
+                    .failed
+                    .iter()
+                    .any(|(b, e)| *b == f.bdf && *e != SetupError::NotAnEndpoint)
+            })
+            .map(|mut f| {
+                if let Some((_, gsi)) = self.intx.iter().find(|(b, _)| *b == f.bdf) {
+                    f.interrupt_line = *gsi;
+                }
+                f
+            })
+            .collect()
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SetupError {
     /// Its BARs could not be decoded.

@@ -451,6 +451,18 @@ fn setup_places_what_fits_and_names_what_does_not() {
         0,
         "the device that did not fit does not decode"
     );
+    let served: Vec<Bdf> = s.for_drivers(fns.clone()).iter().map(|f| f.bdf).collect();
+    assert!(
+        !served.contains(&Bdf::new(0, 5, 0)),
+        "no driver sees the unset device"
+    );
+    assert!(served.contains(&nvme) && served.contains(&Bdf::new(2, 0, 0)));
+    let nvme_fn = s
+        .for_drivers(fns)
+        .into_iter()
+        .find(|f| f.bdf == nvme)
+        .unwrap();
+    assert_eq!(nvme_fn.interrupt_line, 28);
     let e = s
         .failed
         .iter()

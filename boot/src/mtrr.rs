@@ -116,15 +116,17 @@ pub fn layout(cap: Cap, phys_bits: u8, uncached: &[Range<u64>]) -> (Writes, Resu
     let addr_mask = ((1u64 << phys_bits.clamp(32, 52)) - 1) & !0xfff;
     let needed: usize = uncached.iter().map(|r| blocks(r.clone()).count()).sum();
     let ranges = uncached.iter().flat_map(|r| blocks(r.clone()));
-    for (i, (base, size)) in (0..cap.variable as u32).zip(ranges) {
+    // At most what `Writes` holds besides the 11 fixed and the default-type writes.
+    let usable = (cap.variable as u32).min(((48 - 12) / 2) as u32);
+    for (i, (base, size)) in (0..usable).zip(ranges) {
         let _ = w.push((msr_phys_base(i), base | TYPE_UC));
         let _ = w.push((msr_phys_mask(i), (!(size - 1) & addr_mask) | MASK_VALID));
     }
     let _ = w.push((MSR_MTRR_DEF_TYPE, def));
-    let r = if needed > cap.variable as usize {
+    let r = if needed > usable as usize {
         Err(MtrrError::TooFewRanges {
             needed,
-            have: cap.variable,
+            have: usable as u8,
         })
     } else {
         Ok(())
@@ -192,5 +194,22 @@ mod tests {
         assert_eq!(w.len(), 3);
         assert_eq!(w.last(), Some(&(MSR_MTRR_DEF_TYPE, 0x806)));
         assert_eq!(Cap::from_msr(0x508), CAP);
+    }
+
+    /// A CPU claiming 255 variable ranges and windows needing many: the writes still
+    /// fit and still end with the default type (which turns the MTRRs on).
+    #[test]
+    fn many_ranges_never_crowd_out_the_enable() {
+        let cap = Cap {
+            variable: 255,
+            fixed: true,
+            wc: true,
+        };
+        let (w, r) = layout(cap, 52, &[0x1000..0x1_0000_0000_0000 - 0x1000]);
+        assert!(
+            matches!(r, Err(MtrrError::TooFewRanges { have: 18, .. })),
+            "{r:?}"
+        );
+        assert_eq!(w.last(), Some(&(MSR_MTRR_DEF_TYPE, 0xc06)));
     }
 }

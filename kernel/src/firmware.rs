@@ -103,14 +103,15 @@ pub fn setup_pci(ram_end: u64) -> Option<Range<u64>> {
 }
 
 /// Set the MTRRs: RAM write-back, the MMIO hole (and `high`, where BARs went above
-/// 4 GiB) uncached; then read them back.
+/// 4 GiB) uncached; then read them back. Called before memory setup (with the hole only:
+/// until then all RAM may be uncached) and again if BARs went high. Uses no heap.
 pub fn set_mtrrs(high: Option<Range<u64>>) {
     let Some(cap) = arch::mtrr::cap() else {
         warn!("mtrr: the CPU shows no MTRRs; memory types left to Xen");
         return;
     };
     let mut uncached: heapless::Vec<Range<u64>, 2> = heapless::Vec::new();
-    let _ = uncached.push(assign::Window::hvm(0, 36).mem.start..1 << 32);
+    let _ = uncached.push(assign::HVM_MMIO_HOLE.start..1 << 32);
     if let Some(h) = high {
         let _ = uncached.push(h);
     }
@@ -128,18 +129,21 @@ pub fn set_mtrrs(high: Option<Range<u64>>) {
     for (msr, back) in &differ {
         error!("mtrr: MSR {msr:#x} reads back {back:#x}, not what was written");
     }
+    // No heap yet (this runs before memory setup): the list is formatted in place.
+    let mut list: heapless::String<96> = heapless::String::new();
+    for (i, r) in uncached.iter().enumerate() {
+        use core::fmt::Write;
+        let _ = write!(
+            list,
+            "{}{:#x}-{:#x}",
+            if i > 0 { "," } else { "" },
+            r.start,
+            r.end
+        );
+    }
     info!(
-        "result: name=mtrr def_type={def:#x} fixed={} variable={variable} uncached={} readback={}",
+        "result: name=mtrr def_type={def:#x} fixed={} variable={variable} uncached={list} readback={}",
         cap.fixed,
-        uncached
-            .iter()
-            .map(|r| alloc::format!("{:#x}-{:#x}", r.start, r.end))
-            .collect::<Vec<_>>()
-            .join(","),
-        if differ.is_empty() {
-            "equal"
-        } else {
-            "differs"
-        }
+        if differ.is_empty() { "equal" } else { "differs" }
     );
 }

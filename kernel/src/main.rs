@@ -148,7 +148,11 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
         under_xen,
         under_xen && firmware::pci_bus_present(),
     );
-    let no_firmware = platform::firmware_less(protocol, mode);
+    // Entered at the PVH note with a device model's PCI bus: no firmware ran, unless
+    // one turned the MTRRs on (hvmloader and SeaBIOS do; Xen leaves them off), in
+    // which case its BARs and MTRRs stand.
+    let firmware_set_mtrrs = arch::mtrr::enabled();
+    let no_firmware = platform::firmware_less(protocol, mode) && !firmware_set_mtrrs;
     let mut boot = match bulkhead_boot::decode(protocol, magic as u32, info, &LoaderMemory) {
         Ok(b) => b,
         Err(e) => fatal(format_args!(
@@ -233,6 +237,13 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
         ));
     }
 
+    if no_firmware {
+        // Before memory setup: Xen leaves the MTRRs off, which on Intel EPT with a
+        // passed-through device makes all RAM uncached.
+        firmware::set_mtrrs(None);
+    } else if platform::firmware_less(protocol, mode) {
+        info!("boot: entered at the PVH note but firmware turned the MTRRs on: BARs and MTRRs left as it set them");
+    }
     arch::gdt::init();
     interrupts::init();
     let clock = time::calibrate();
@@ -285,8 +296,9 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
     info!("pci: configuration access by {access}");
     if no_firmware {
         // Before any driver looks at a device: the BARs QEMU shows are the host's.
-        let high = firmware::setup_pci(boot.memory.usable_end());
-        firmware::set_mtrrs(high);
+        if let Some(high) = firmware::setup_pci(boot.memory.usable_end()) {
+            firmware::set_mtrrs(Some(high));
+        }
     }
 
     if config.calibrate {

@@ -29,6 +29,9 @@ pub struct Window {
     pub io: Range<u64>,
 }
 
+/// Xen's HVM MMIO hole below 4 GiB as hvmloader uses it (see [`Window::hvm`]).
+pub const HVM_MMIO_HOLE: Range<u64> = 0xf000_0000..0xfc00_0000;
+
 impl Window {
     /// Xen's HVM layout as hvmloader uses it: the hole from `HVM_BELOW_4G_MMIO_START`
     /// (0xf0000000) to the start of the area Xen and QEMU keep for themselves
@@ -39,7 +42,7 @@ impl Window {
         let top = 1u64 << phys_bits.min(52);
         let start = ram_end.max(1 << 32);
         Window {
-            mem: 0xf000_0000..0xfc00_0000,
+            mem: HVM_MMIO_HOLE,
             mem64: (start < top).then_some(start..top),
             io: 0xc000..0x1_0000,
         }
@@ -158,7 +161,11 @@ pub fn plan(requests: &[Request], window: &Window) -> Result<Vec<Assignment>, As
     bars.sort_by_key(|b| (core::cmp::Reverse(b.size), b.bdf, b.index));
     // Memory the low hole must still take; while it exceeds what is left there, 64-bit
     // BARs go high (the largest first, as they come).
-    let mut low_needed: u64 = bars.iter().filter(|b| !b.io).map(|b| b.size).sum();
+    // Saturating: sizes come from devices (a 2^63 BAR or several must not overflow).
+    let mut low_needed: u64 = bars
+        .iter()
+        .filter(|b| !b.io)
+        .fold(0u64, |a, b| a.saturating_add(b.size));
     let mut next_mem = window.mem.start;
     let mut next_high = window.mem64.as_ref().map(|w| w.start);
     let mut next_io = window.io.start;
@@ -174,7 +181,7 @@ pub fn plan(requests: &[Request], window: &Window) -> Result<Vec<Assignment>, As
         } else {
             let left = window.mem.end.saturating_sub(next_mem);
             let go_high = b.is64 && low_needed > left && next_high.is_some();
-            low_needed -= b.size;
+            low_needed = low_needed.saturating_sub(b.size);
             match (go_high, next_high.as_mut(), &window.mem64) {
                 (true, Some(n), Some(w)) => (n, w.end),
                 _ => (&mut next_mem, window.mem.end),
@@ -334,8 +341,8 @@ pub fn setup(
             }
         }
     }
-    for (bdf, _) in &out.failed {
-        if functions.iter().any(|f| f.bdf == *bdf && f.bdf.bus == 0) {
+    for (bdf, why) in &out.failed {
+        if *why != SetupError::NotAnEndpoint && functions.iter().any(|f| f.bdf == *bdf) {
             let cmd = cs.read16(*bdf, reg::COMMAND);
             cs.write16(*bdf, reg::COMMAND, cmd & !(reg::CMD_MEMORY | reg::CMD_IO));
         }

@@ -431,6 +431,7 @@ fn setup_places_what_fits_and_names_what_does_not() {
     big.cfg[0x3d] = 2;
     big.cfg[0x04] = 0x07;
     m.devs.insert(Bdf::new(0, 5, 0), big);
+    m.devs.get_mut(&Bdf::new(0, 4, 0)).unwrap().cfg[0x04] = 0x07;
     let fns = enumerate(&mut m);
     let w = assign::Window::hvm(32 << 20, 39);
     let s = assign::setup(&mut m, &fns, &w);
@@ -444,6 +445,12 @@ fn setup_places_what_fits_and_names_what_does_not() {
     let failed: Vec<Bdf> = s.failed.iter().map(|(b, _)| *b).collect();
     assert!(failed.contains(&Bdf::new(0, 5, 0)));
     assert!(failed.contains(&Bdf::new(0, 4, 0)), "the bridge");
+    let bridge_cmd = 0x07u16;
+    assert_eq!(
+        m.read16(Bdf::new(0, 4, 0), reg::COMMAND) & bridge_cmd,
+        bridge_cmd,
+        "the bridge is left decoding, as found"
+    );
     assert!(failed.contains(&Bdf::new(2, 0, 0)), "behind the bridge");
     assert!(!failed.contains(&nvme));
     assert_eq!(
@@ -470,6 +477,21 @@ fn setup_places_what_fits_and_names_what_does_not() {
         .unwrap();
     let msg = alloc::format!("{}", e.1);
     assert!(msg.contains("00:05.0: BAR0"), "{msg}");
+}
+
+/// Sizes a device may claim, however absurd, are refused or placed; never an overflow.
+#[test]
+fn huge_bars_are_refused_without_overflow() {
+    let r = |dev: u8, size: u64| assign::Request {
+        bdf: Bdf::new(0, dev, 0),
+        index: 0,
+        size,
+        io: false,
+        is64: true,
+    };
+    let w = assign::Window::hvm(32 << 20, 52);
+    let e = assign::plan(&[r(3, 1 << 63), r(4, 1 << 63), r(5, 1 << 62)], &w);
+    assert!(e.is_err());
 }
 
 #[test]

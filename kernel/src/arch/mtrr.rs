@@ -21,6 +21,14 @@ pub fn cap() -> Option<mtrr::Cap> {
     present().then(|| mtrr::Cap::from_msr(unsafe { Msr::new(mtrr::MSR_MTRR_CAP).read() }))
 }
 
+/// Whether the MTRRs are on (MTRRdefType.E): firmware (hvmloader, SeaBIOS) turns them
+/// on; Xen leaves them off for an HVM domain with a device model that none ran in.
+pub fn enabled() -> bool {
+    // SAFETY: MTRRdefType exists when CPUID says MTRRs are present; reading it has no
+    // side effect.
+    present() && unsafe { Msr::new(mtrr::MSR_MTRR_DEF_TYPE).read() } & (1 << 11) != 0
+}
+
 /// Physical address bits (CPUID 0x80000008), 36 when the leaf is missing.
 pub fn phys_bits() -> u8 {
     let (max, ..) = cpu::cpuid(0x8000_0000, 0);
@@ -36,8 +44,9 @@ pub fn phys_bits() -> u8 {
 /// and reported as differing.
 pub fn write(writes: &[(u32, u64)]) -> heapless::Vec<(u32, u64), 48> {
     let mut differ = heapless::Vec::new();
+    let present = present();
     for &(msr, value) in writes {
-        if !(0x200..0x300).contains(&msr) || !present() {
+        if !(0x200..0x300).contains(&msr) || !present {
             let _ = differ.push((msr, 0));
             continue;
         }

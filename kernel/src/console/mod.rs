@@ -68,6 +68,9 @@ impl Console {
     }
 
     fn drain_ports(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
         if let Some(u) = self.serial.as_mut() {
             u.write(&self.pending);
         }

@@ -252,15 +252,12 @@ dd_install() {
 }
 
 # fw_cfg_opt CMDLINE: the xl option that hands CMDLINE to a driverdomain.cfg instance
-# (through QEMU's fw_cfg; a comma is written twice in QEMU's option syntax). An empty
-# CMDLINE keeps the config's own.
+# (through QEMU's fw_cfg: a comma is written twice in QEMU's option syntax, a quote or
+# backslash escaped for xl's string). QEMU refuses an empty string: an empty CMDLINE
+# gives the shipped config's own options.
 fw_cfg_opt() {
-    if [ -z "$1" ]; then
-        echo 'vcpus=1'
-        return
-    fi
     printf 'device_model_args_hvm=[ "-fw_cfg", "name=opt/bulkhead/cmdline,string=%s" ]' \
-        "$(printf '%s' "$1" | sed 's/,/,,/g')"
+        "$(printf '%s' "${1:-loglevel=info}" | sed -e 's/,/,,/g' -e 's/[\\"]/\\&/g')"
 }
 
 # start_hvm_dd "BDF..." CMDLINE [XL-OPTIONS]: Bulkhead as the HVM driver domain

@@ -20,10 +20,9 @@ use crate::arch;
 /// Whether an HVM device model's PCI bus answers (host bridge at 00:00.0 through the
 /// 0xcf8 ports): true in an HVM domain, false in PVH (no device model).
 pub fn pci_bus_present() -> bool {
-    arch::outl(0xcf8, 0x8000_0000);
-    // SAFETY: reading the configuration data port has no memory-safety effect.
-    let id = unsafe { x86_64::instructions::port::Port::<u32>::new(0xcfc).read() };
-    id as u16 != 0xffff && id as u16 != 0
+    use bulkhead_pci::{reg, Bdf, ConfigSpace};
+    let id = crate::pci::PortIo.read16(Bdf::new(0, 0, 0), reg::VENDOR_ID);
+    id != 0xffff && id != 0
 }
 
 struct FwCfgPorts;

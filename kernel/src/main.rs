@@ -151,8 +151,8 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
     // Entered at the PVH note with a device model's PCI bus: no firmware ran, unless
     // one turned the MTRRs on (hvmloader and SeaBIOS do; Xen leaves them off), in
     // which case its BARs and MTRRs stand.
-    let firmware_set_mtrrs = arch::mtrr::enabled();
-    let no_firmware = platform::firmware_less(protocol, mode) && !firmware_set_mtrrs;
+    let entered_without_firmware = platform::firmware_less(protocol, mode);
+    let no_firmware = entered_without_firmware && !arch::mtrr::enabled();
     let mut boot = match bulkhead_boot::decode(protocol, magic as u32, info, &LoaderMemory) {
         Ok(b) => b,
         Err(e) => fatal(format_args!(
@@ -241,7 +241,7 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
         // Before memory setup: Xen leaves the MTRRs off, which on Intel EPT with a
         // passed-through device makes all RAM uncached.
         firmware::set_mtrrs(None);
-    } else if platform::firmware_less(protocol, mode) {
+    } else if entered_without_firmware {
         info!("boot: entered at the PVH note but firmware turned the MTRRs on: BARs and MTRRs left as it set them");
     }
     arch::gdt::init();

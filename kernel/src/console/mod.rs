@@ -32,8 +32,8 @@ pub struct Console {
 }
 
 const EARLY_LOG: usize = 8192;
-/// The 16550's transmit FIFO: what may be written after one "transmitter empty".
-const PORT_CHUNK: usize = 16;
+/// The port sinks' buffer: COM1's transmit FIFO (0xe9 takes the same pieces).
+const PORT_CHUNK: usize = serial::FIFO;
 
 static CONSOLE: Mutex<Console> = Mutex::new(Console {
     serial: None,

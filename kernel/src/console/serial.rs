@@ -2,6 +2,9 @@
 
 use crate::arch::{inb, outb, outsb};
 
+/// The transmit FIFO: what may be written after one "transmitter empty".
+pub const FIFO: usize = 16;
+
 pub struct Uart {
     port: u16,
 }
@@ -28,9 +31,9 @@ impl Uart {
         Some(Uart { port })
     }
 
-    /// Write `bytes`, a FIFO's worth (16) at a time once the transmitter is empty.
+    /// Write `bytes`, a FIFO's worth at a time once the transmitter is empty.
     pub fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(16) {
+        for chunk in bytes.chunks(FIFO) {
             // Bounded wait for the transmitter: a stuck UART must not hang the kernel;
             // the chunk is then dropped.
             for _ in 0..100_000 {

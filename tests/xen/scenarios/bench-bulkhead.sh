@@ -10,25 +10,12 @@ DD_NAME=bulkhead
 # The start-up figures of the fallback path (xl-configs/driverdomain-multiboot.cfg:
 # hvmloader, SeaBIOS and QEMU's multiboot option ROM before Bulkhead), the same devices,
 # up to one guest's disk Connected; then that instance goes.
-mkdir -p /usr/lib/bulkhead/qemu-roms
-cp /usr/share/qemu/multiboot.bin /usr/lib/bulkhead/qemu-roms/multiboot_dma.bin || fail "no multiboot.bin in dom0"
-dd_install
-for bdf in 00:03.0 00:04.0; do
-    xl pci-assignable-list | grep -q "$bdf" || xl pci-assignable-add "$bdf" || fail "pci-assignable-add $bdf failed"
-done
-log=$(console_of bulkhead)
-mb_com1=/host/out/console/bulkhead-multiboot-com1.log
-rm -f "$log" "$mb_com1"
-t0=$(date +%s%N)
-# shellcheck disable=SC2086
-xl create "$XLCFG/driverdomain-multiboot.cfg" 'pci=[ "00:03.0", "00:04.0" ]' 'cmdline="loglevel=info"' \
-    "serial=\"file:$mb_com1\"" $HVM_TEST_OPTS "memory=32" || fail "xl create driverdomain-multiboot.cfg failed"
-result mb_xl_create_ms "$(ms_since "$t0")"
-DD_ID=$(xl domid bulkhead)
-POLL_S=0.1 expect "$mb_com1" "Bulkhead [0-9]" 240 "no banner on COM1 (multiboot path)"
-result mb_first_line_ms "$(ms_since "$t0")"
+start_multiboot_dd "00:03.0 00:04.0" "loglevel=info" "memory=32"
+result mb_xl_create_ms "$DD_CREATED_MS"
+POLL_S=0.1 expect "$DD_COM1" "Bulkhead [0-9]" 240 "no banner on COM1 (multiboot path)"
+result mb_first_line_ms "$(ms_since "$DD_T0")"
 POLL_S=0.1 expect "$log" "watching /local/domain/$DD_ID/backend" 240 "xenbus watcher not started (multiboot path)"
-result mb_ready_ms "$(ms_since "$t0")"
+result mb_ready_ms "$(ms_since "$DD_T0")"
 bench_guest bench1 bulkhead part:delta fd00::11
 result mb_guest_disk_connected_ms "$GUEST_CONNECTED_MS"
 xl destroy bench1

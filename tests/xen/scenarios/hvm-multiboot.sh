@@ -4,21 +4,10 @@
 # the NVMe and serves its disks (firmware gave the BARs their addresses; Bulkhead must
 # leave them be).
 . ./lib.sh
-mkdir -p /usr/lib/bulkhead/qemu-roms
-cp /usr/share/qemu/multiboot.bin /usr/lib/bulkhead/qemu-roms/multiboot_dma.bin || fail "no multiboot.bin in dom0"
-dd_install
-serial=/host/out/console/bulkhead-multiboot-com1.log
-log=$(console_of bulkhead)
-rm -f "$log"
-modprobe xen-pciback 2>/dev/null
-xl pci-assignable-list | grep -q "00:03.0" || xl pci-assignable-add 00:03.0 || fail "pci-assignable-add 00:03.0 failed"
-t0=$(date +%s%N)
-xl create "$XLCFG/driverdomain-multiboot.cfg" $HVM_TEST_OPTS 'cmdline="loglevel=info"' 'pci=[ "00:03.0" ]' \
-    "serial=\"file:$serial\"" || fail "xl create driverdomain-multiboot.cfg failed"
-DD_ID=$(xl domid bulkhead)
+start_multiboot_dd "00:03.0" "loglevel=info"
 # Early boot goes to the emulated COM1; from the PV console ring on, everything (with the
 # early part replayed) is in xenconsoled's log. HVM firmware takes a while.
-expect "$serial" "boot: mode hvm \(entered via multiboot\)" 240 "no HVM boot banner on COM1"
+expect "$DD_COM1" "boot: mode hvm \(entered via multiboot\)" 240 "no HVM boot banner on COM1"
 t1=$(date +%s%N)
 expect "$log" "command line: \"loglevel=info\"" 120 "the command line did not arrive by multiboot"
 expect "$log" "storage: nvme0n1p5 \"epsilon\"" 120 "the NVMe's partitions were not found"
@@ -27,7 +16,7 @@ t2=$(date +%s%N)
 grep -q "result: name=pci-bar" "$log" && fail "Bulkhead reassigned BARs that firmware had set"
 grep -q "result: name=mtrr" "$log" && fail "Bulkhead set MTRRs that firmware had set"
 grep -E "ERROR|PANIC" "$log" && fail "errors on the console"
-echo "hvm-multiboot: xl create -> first console line $(( (t1 - t0) / 1000000 )) ms, -> backend watcher $(( (t2 - t0) / 1000000 )) ms (multiboot path)"
+echo "hvm-multiboot: xl create -> first console line $(( (t1 - DD_T0) / 1000000 )) ms, -> backend watcher $(( (t2 - DD_T0) / 1000000 )) ms (multiboot path)"
 DD_ID=
 xl destroy bulkhead || fail "xl destroy failed"
 dom0_healthy

@@ -275,15 +275,43 @@ start_hvm_dd() {
     # PCI devices wait for the device model): the name is free, and the devices back on
     # the assignable list, once it is gone.
     poll 90 no_domain bulkhead || fail "the previous driver domain is still there after $(scaled 90) s"
-    local pci="" bdf
-    for bdf in $1; do
-        xl pci-assignable-list | grep -q "$bdf" || xl pci-assignable-add "$bdf" || fail "pci-assignable-add $bdf failed"
-        pci="$pci${pci:+, }\"$bdf\""
-    done
+    dd_devices "$1"
     DD_T0=$(date +%s%N)
     # shellcheck disable=SC2086
-    xl create "$XLCFG/driverdomain.cfg" "pci=[ $pci ]" "$(fw_cfg_opt "$2")" "serial=\"file:$DD_COM1\"" $HVM_TEST_OPTS ${3:-} \
+    xl create "$XLCFG/driverdomain.cfg" "pci=[ $DD_PCI ]" "$(fw_cfg_opt "$2")" "serial=\"file:$DD_COM1\"" $HVM_TEST_OPTS ${3:-} \
         || fail "xl create of the driver domain failed"
+    DD_CREATED_MS=$(( ($(date +%s%N) - DD_T0) / 1000000 ))
+    DD_ID=$(xl domid bulkhead)
+}
+
+# dd_devices "BDF...": bind each to pciback (if not yet) and set DD_PCI to the list for
+# an xl `pci=[ ... ]`.
+dd_devices() {
+    local bdf
+    DD_PCI=""
+    for bdf in $1; do
+        xl pci-assignable-list | grep -q "$bdf" || xl pci-assignable-add "$bdf" || fail "pci-assignable-add $bdf failed"
+        DD_PCI="$DD_PCI${DD_PCI:+, }\"$bdf\""
+    done
+}
+
+# start_multiboot_dd "BDF..." CMDLINE [XL-OPTIONS]: as start_hvm_dd, by the fallback
+# (xl-configs/driverdomain-multiboot.cfg: hvmloader, SeaBIOS and QEMU's multiboot option
+# ROM, dom0 prepared as that config says); its COM1 is $DD_COM1.
+start_multiboot_dd() {
+    mkdir -p /usr/lib/bulkhead/qemu-roms
+    cp /usr/share/qemu/multiboot.bin /usr/lib/bulkhead/qemu-roms/multiboot_dma.bin || fail "no multiboot.bin in dom0"
+    dd_install
+    log=$(console_of bulkhead)
+    DD_COM1=/host/out/console/bulkhead-multiboot-com1.log
+    rm -f "$log" "$DD_COM1"
+    modprobe xen-pciback 2>/dev/null
+    poll 90 no_domain bulkhead || fail "the previous driver domain is still there after $(scaled 90) s"
+    dd_devices "$1"
+    DD_T0=$(date +%s%N)
+    # shellcheck disable=SC2086
+    xl create "$XLCFG/driverdomain-multiboot.cfg" "pci=[ $DD_PCI ]" "cmdline=\"$2\"" "serial=\"file:$DD_COM1\"" \
+        $HVM_TEST_OPTS ${3:-} || fail "xl create driverdomain-multiboot.cfg failed"
     DD_CREATED_MS=$(( ($(date +%s%N) - DD_T0) / 1000000 ))
     DD_ID=$(xl domid bulkhead)
 }

@@ -72,6 +72,8 @@ deps:
 
 # The demo: Xen in QEMU with Bulkhead as driver domain, ending at a dom0 shell.
 # Quit with Ctrl-A then X.
+# DEMO_T0: when `make run` started (the demo says how long it took to get there).
+run: export DEMO_T0 := $(shell date +%s)
 run: deps image
 	QEMU=$(QEMU) tests/xen/run.sh --demo
 

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Run a command on a deliberately slow machine: every process it starts (QEMU included)
 # shares PERCENT of one CPU, through a cgroup CPU quota (v2, or v1's cpu controller).
-# For checking that the tests' time limits follow the calibration (README, Tests):
+# For checking that the tests' time limits follow the calibration (docs/testing.md):
 #
 #   tests/throttle.sh 100 make test-xen      # 2 cores' worth of QEMU squeezed into 1
 #

@@ -1,6 +1,6 @@
 //! `calibrate`: a fixed amount of work whose wall time tells the test runners how fast
 //! this (emulated) machine is. They time it from outside (between the two console lines)
-//! and scale their time limits by it; see README.md, Tests. The work is what TCG makes
+//! and scale their time limits by it; see docs/testing.md. The work is what TCG makes
 //! slow for the kernel's real paths: dependent arithmetic, branches, and loads and stores
 //! spread over more pages than the emulator's TLB holds.
 

@@ -1,7 +1,7 @@
 //! The flight recorder: the last things this CPU did where it meets the hypervisor or the
 //! hardware (interrupts taken, halts and wake-ups, timer arms, hypercalls), in a ring in
 //! memory under a magic header. It is for a post-mortem from outside after a reset that
-//! left Bulkhead no chance to log: a triple fault (README, Tests). The test harness keeps
+//! left Bulkhead no chance to log: a triple fault (docs/testing.md). The test harness keeps
 //! such a domain (`on_reboot="preserve"`), takes `xl dump-core` of it and decodes the
 //! ring with tests/xen/trace.py. Recording costs a few stores per event and no VM exit.
 

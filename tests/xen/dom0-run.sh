@@ -15,7 +15,7 @@ tier_start=$(date +%s)
 # dom0's two vCPUs at once (the outer QEMU needs a host CPU per vCPU; a host with less
 # shows here), timed, against what it took on the development machine. SLOW100 = 100 x
 # that ratio, never below 100; the scenario's limit and every wait in lib.sh are
-# multiplied by it (README, Tests). The median of three runs: one run varies by half
+# multiplied by it (docs/testing.md). The median of three runs: one run varies by half
 # either way on an idle machine.
 CAL_REF_MS=300
 calibrate() {
@@ -129,7 +129,7 @@ for name in $(cat /host/scenarios.list); do
     attempt "$name"
     # HVM domains (Bulkhead and Linux alike) triple-fault now and then under nested TCG,
     # right after a VM exit, in code that runs thousands of times without fault on every
-    # other path (README.md, Tests, notes the evidence). A failure with such a fault is
+    # other path (docs/testing.md notes the evidence). A failure with such a fault is
     # retried, at most twice, and every retry is reported; any other failure fails at once.
     n=1
     while [ $rc -ne 0 ] && [ $rc -ne 125 ] && [ $n -le 2 ] && xl dmesg 2>/dev/null | grep -q "Triple fault"; do

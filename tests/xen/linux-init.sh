@@ -11,6 +11,8 @@
 #   blk    a guest of Bulkhead's blkback: negotiated features, 64 MiB of random data with
 #          O_DIRECT read back by checksum, ext4 with files verified after a remount,
 #          fstrim; prints "linux-blk: PASS" or "linux-blk: FAIL: why"
+#   demo   make run's guest: ext4 on xvda read back after a remount, a DHCP lease and
+#          pings on eth0, then a shell on its console
 #   net    a guest of netback: DHCP, pings, a 64 MiB TCP transfer to or from a peer
 #   victim disk I/O and pings under attack, figures per phase (tests/hostile)
 #   hostile  the hostile frontend agent (tests/hostile)
@@ -210,6 +212,39 @@ guest)
         dd if=/dev/xvda bs=4096 iflag=direct count=$(( (sz + 4095) / 4096 )) 2>/dev/null | head -c "$sz" >/tmp/back
         if cmp -s /tmp/pattern /tmp/back; then say "disk ok: $sz bytes written with O_DIRECT and read back equal"; else say "FAIL: read back differs"; fi
     fi
+    ;;
+demo)
+    # make run's guest (tests/xen/scenarios/demo.sh): an ext4 file system on the disk
+    # Bulkhead serves from its NVMe, written, remounted and read back; a DHCP lease and
+    # pings through Bulkhead's switch and e1000e; then a shell on its console for
+    # `xl console demo`. One "linux-demo: result ..." line per check, then PASS or FAIL.
+    fail() { say "FAIL: $*"; exec sleep 100000; }
+    mount -t xenfs xenfs /proc/xen
+    for m in xen-blkfront xen-netfront ext4; do modprobe $m; done
+    i=0
+    until [ -b /dev/xvda ] && [ -e /sys/class/net/eth0 ]; do i=$((i + 1)); [ $i -gt 240 ] && fail "no xvda or eth0"; sleep 0.5; done
+    say "xvda: $(($(cat /sys/block/xvda/size) / 2048)) MiB; eth0: MAC $(cat /sys/class/net/eth0/address)"
+    t=$(cut -d' ' -f1 /proc/uptime)
+    mkfs.ext4 -q -F /dev/xvda >/dev/null 2>&1 || fail "mkfs.ext4 on xvda failed"
+    mkdir -p /mnt
+    mount -t ext4 /dev/xvda /mnt || fail "mount failed"
+    cp -a /lib/modules /mnt/files || fail "copying files onto xvda failed"
+    (cd /mnt && find files -type f | sort | xargs sha256sum) >/tmp/sums
+    umount /mnt || fail "umount failed"
+    # Read back from the disk, not from this guest's page cache.
+    echo 3 >/proc/sys/vm/drop_caches
+    mount -t ext4 /dev/xvda /mnt || fail "remount failed"
+    (cd /mnt && sha256sum -c -s /tmp/sums) || fail "files differ after the remount"
+    say "result disk: ext4 made on xvda, $(wc -l </tmp/sums) files ($(du -sk /mnt/files | cut -f1) KiB) written, read back equal after a remount ($(awk -v a="$t" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { printf "%.1f", b - a }') s)"
+    ip link set lo up
+    lease eth0 || fail "no DHCP lease: $(tail -3 /tmp/udhcpc.log)"
+    eval "$(cat /tmp/lease)"
+    say "result lease: $IPV4ADDR/$IPV4NETMASK, gateway $IPV4GATEWAY (QEMU's user network, through Bulkhead's switch and e1000e)"
+    out=$(ping -c 3 -W 5 "$IPV4GATEWAY" 2>&1) || fail "cannot ping the gateway: $out"
+    say "result ping: $IPV4GATEWAY $(echo "$out" | grep 'packets transmitted'), round trip $(echo "$out" | grep 'min/avg/max' | sed 's/.*= //')"
+    say "PASS"
+    # The shell `xl console demo` reaches (Ctrl-] leaves it).
+    while :; do setsid -c sh -i </dev/hvc0 >/dev/hvc0 2>&1 || sleep 100000; done
     ;;
 blk)
     fail() { say "FAIL: $*"; exec sleep 100000; }

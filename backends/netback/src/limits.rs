@@ -1,6 +1,6 @@
 //! What one guest's packets may cost the driver domain. Each limit is a bound on work or
 //! memory that the guest controls, chosen so that no real network stack meets it; the
-//! kernel takes them from its command line (README, "Threat model").
+//! kernel takes them from its command line (docs/threat-model.md).
 
 /// Linux's floor for a TCP MSS (`TCP_MIN_MSS`): no real stack asks for smaller segments,
 /// and every byte below it only multiplies the headers a large send is cut into.

@@ -1,7 +1,8 @@
 //! The NVMe driver's logic, per the NVMe 1.4 base specification, with no hardware access
 //! of its own: registers through [`Mmio`], queue and data memory through [`Dma`]. The
-//! kernel supplies both (the traits are `bulkhead-hw`'s, shared by every driver) (uncached BAR mapping, identity-mapped frames); the tests supply an
-//! in-memory controller model (`tests/model.rs`) that executes what the driver submits.
+//! kernel supplies both (the traits are `bulkhead-hw`'s, shared by every driver: uncached
+//! BAR mappings, identity-mapped frames); the tests supply an in-memory controller model
+//! (`tests/model.rs`) that executes what the driver submits.
 //!
 //! A controller is hardware the domain does not trust blindly: every value read back
 //! (identify data, completion entries, register fields) is range-checked, and a

@@ -59,7 +59,7 @@ impl Console {
     /// Tell xenconsoled there is output: once per line or message (`with`), not per
     /// piece of a formatted one. Each notification is a hypercall, a VM exit; a log line
     /// is written in ~15 pieces, and under nested TCG every exit is exposure to the
-    /// emulator's fault (README, Tests).
+    /// emulator's fault (docs/testing.md).
     fn flush(&mut self) {
         self.drain_ports();
         if let Some(x) = self.xen.as_mut() {

@@ -7,7 +7,7 @@
 //! quarter of what it reaches unpaced on the emulated machine) rather than flat out: it
 //! is a guest with steady work whose service must not stop, and a flat-out loop would
 //! multiply the driver domain's VM exits for the whole scenario, the exposure to the
-//! nested-TCG fault (README, "The nested triple fault"). An attack that takes the
+//! nested-TCG fault (docs/testing.md, "The nested triple fault"). An attack that takes the
 //! victim's share shows as throughput below the quiet phase's.
 
 use std::fs::OpenOptions;

@@ -12,7 +12,7 @@
 # the heap is within 64 KiB; and (hostile_run's second argument) Bulkhead still shuts
 # down cleanly in bounded time.
 # Two scenarios, not one: their driver domain makes more VM exits than any other's, and
-# the nested-TCG triple fault (README, Tests) met about a third of the attempts of the
+# the nested-TCG triple fault (docs/testing.md) met about a third of the attempts of the
 # single scenario they were; a retry then repeats half as much.
 
 # hostile_run "ATTACK,ATTACK..." [shutdown]: the scenario, on the shared driver domain.

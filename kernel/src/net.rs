@@ -34,6 +34,8 @@ use crate::pci;
 use bulkhead_fabric::{Fabric, FabricRef, Inbox};
 
 /// Every driver behind one type, so the switch and the stack hold a list of them.
+// Not boxed: one value per NIC, made once at start.
+#[allow(clippy::large_enum_variant)]
 pub enum AnyNic {
     Virtio(VirtioNet<BarMmio, KernelDma>),
     E1000e(E1000e<BarMmio, KernelDma>),

@@ -435,7 +435,7 @@ impl Disk {
                         Some(p) => Some(p),
                         None => break,
                     },
-                    (None, Some(p)) if p as u64 % 4 == 0 => {
+                    (None, Some(p)) if (p as u64).is_multiple_of(4) => {
                         Some(Pages::contiguous(p as u64 + done as u64, l))
                     }
                     _ => None,

@@ -186,7 +186,7 @@ impl Storage {
             lba += chunk;
             bytes += 1 << 20;
         }
-        let mibs = bytes * 1_000_000_000 / (self.h.now() - start).max(1) >> 20;
+        let mibs = (bytes * 1_000_000_000 / (self.h.now() - start).max(1)) >> 20;
         crate::println!(
             "bench-storage: {name}n{}: rr4k_qd1_iops={} rr4k_qd32_iops={} seqread_mibs={mibs}",
             ns.nsid,

@@ -219,7 +219,6 @@ demo)
     # pings through Bulkhead's switch and e1000e; then a shell on its console for
     # `xl console demo`. One "linux-demo: result ..." line per check, then PASS or FAIL.
     fail() { say "FAIL: $*"; exec sleep 100000; }
-    mount -t xenfs xenfs /proc/xen
     for m in xen-blkfront xen-netfront ext4; do modprobe $m; done
     i=0
     until [ -b /dev/xvda ] && [ -e /sys/class/net/eth0 ]; do i=$((i + 1)); [ $i -gt 240 ] && fail "no xvda or eth0"; sleep 0.5; done

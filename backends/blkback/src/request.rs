@@ -264,12 +264,12 @@ pub fn place(
     block_size: u32,
 ) -> Result<Placement, &'static str> {
     let per_block = (block_size >> SECTOR_SHIFT).max(1) as u64;
-    if sector % per_block != 0 {
+    if !sector.is_multiple_of(per_block) {
         return Err("start sector not aligned to the logical block size");
     }
     let mut sectors = 0u64;
     for s in segments {
-        if s.sectors() % per_block != 0 || s.first as u64 % per_block != 0 {
+        if s.sectors() % per_block != 0 || !(s.first as u64).is_multiple_of(per_block) {
             return Err("segment not a whole number of logical blocks");
         }
         sectors += s.sectors();
@@ -295,7 +295,7 @@ pub fn place_discard(
     block_size: u32,
 ) -> Result<(u64, u64), &'static str> {
     let per_block = (block_size >> SECTOR_SHIFT).max(1) as u64;
-    if sector % per_block != 0 || sectors % per_block != 0 || sectors == 0 {
+    if !sector.is_multiple_of(per_block) || !sectors.is_multiple_of(per_block) || sectors == 0 {
         return Err("discard range not whole logical blocks");
     }
     match sector.checked_add(sectors) {

@@ -14,6 +14,10 @@ use bulkhead_netback::tx::{Gso, TxSlot};
 use bulkhead_ring::{shared_init, BackRing, FrontRing, RingMemory, VecRing};
 use bulkhead_xen::copy::{Forward, GrantFault, GuestMemory, Piece, ReadsAndWrites};
 
+/// A packet as netfront reassembles it: its bytes, the first response's flags and the GSO
+/// (size, type) it came with.
+type Received = (Vec<u8>, u16, Option<(u16, u8)>);
+
 const MAC: [u8; 6] = [0x00, 0x16, 0x3e, 0x00, 0x00, 0x01];
 
 /// The guest's granted pages.
@@ -310,7 +314,7 @@ impl Rig {
     }
 
     /// Collect received packets as netfront reassembles them: (bytes, first flags, gso).
-    fn received(&mut self) -> Vec<(Vec<u8>, u16, Option<(u16, u8)>)> {
+    fn received(&mut self) -> Vec<Received> {
         self.received_or_failed()
             .into_iter()
             .map(|r| r.expect("no error responses"))
@@ -319,7 +323,7 @@ impl Rig {
 
     /// As `received`, a packet answered with errors as `Err` (netfront drops it).
     #[allow(clippy::type_complexity)]
-    fn received_or_failed(&mut self) -> Vec<Result<(Vec<u8>, u16, Option<(u16, u8)>), ()>> {
+    fn received_or_failed(&mut self) -> Vec<Result<Received, ()>> {
         let mut raw = Vec::new();
         while let Some(r) = self.rx.get(self.q.rings().1.memory()) {
             raw.push(r);

@@ -52,6 +52,7 @@ impl Layout {
 
 /// The shared ring's pages, as this domain sees them. Multi-page rings need not be
 /// contiguous: offsets are into the ring as a whole.
+#[allow(clippy::len_without_is_empty)] // a ring is never empty: at least one page
 pub trait RingMemory {
     /// Bytes in the ring (pages * 4096).
     fn len(&self) -> usize;

@@ -182,7 +182,7 @@ impl Extent {
             return Err(BlockError::ReadOnly);
         }
         let bs = self.block_size as usize;
-        if bytes == 0 || bytes % bs != 0 {
+        if bytes == 0 || !bytes.is_multiple_of(bs) {
             return Err(BlockError::BadLength);
         }
         let n = (bytes / bs) as u64;

@@ -77,7 +77,7 @@ pub fn parse(
     let entries_lba = u64_at(&hdr, 72);
     let count = u32_at(&hdr, 80);
     let esize = u32_at(&hdr, 84) as usize;
-    if count > MAX_ENTRIES || esize < 128 || esize > 1024 || esize % 8 != 0 {
+    if count > MAX_ENTRIES || !(128..=1024).contains(&esize) || !esize.is_multiple_of(8) {
         return Err(GptError::BadEntries("entry count or size"));
     }
     let bytes = count as usize * esize;

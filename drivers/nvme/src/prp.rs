@@ -39,7 +39,7 @@ pub fn list_pages_needed(pages: usize) -> usize {
 /// the following page addresses. `list_pages` must hold `list_pages_needed(pages.len())`
 /// page-aligned physical addresses for the lists.
 pub fn build(pages: &[u64], offset: usize, len: usize, list_pages: &[u64]) -> Result<Prp, Error> {
-    if len == 0 || offset >= PAGE_SIZE || offset % 4 != 0 {
+    if len == 0 || offset >= PAGE_SIZE || !offset.is_multiple_of(4) {
         return Err(Error::Invalid("transfer offset or length"));
     }
     let needed = (offset + len).div_ceil(PAGE_SIZE);
@@ -142,7 +142,7 @@ impl Pages {
                 _ => runs.push((a, take)),
             }
         }
-        if want != 0 || runs[0].0 % 4 != 0 {
+        if want != 0 || !runs[0].0.is_multiple_of(4) {
             return None;
         }
         let page = PAGE_SIZE as u64;

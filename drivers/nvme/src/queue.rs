@@ -93,9 +93,8 @@ impl QueuePair {
 
     /// Queue `cmd` (its `cid` is assigned here) and ring the doorbell.
     pub fn submit(&mut self, dma: &impl Dma, mmio: &impl Mmio, cmd: Command) -> Result<u16, Error> {
-        self.submit_quiet(dma, cmd).map(|cid| {
+        self.submit_quiet(dma, cmd).inspect(|_cid| {
             self.ring(dma, mmio);
-            cid
         })
     }
 

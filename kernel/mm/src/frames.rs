@@ -107,7 +107,7 @@ impl<'a> FrameAllocator<'a> {
     }
 
     pub fn free(&mut self, addr: u64, count: usize) -> Result<(), FrameError> {
-        if addr % PAGE_SIZE != 0 || addr < self.base {
+        if !addr.is_multiple_of(PAGE_SIZE) || addr < self.base {
             return Err(FrameError::BadFree(addr));
         }
         let first = ((addr - self.base) / PAGE_SIZE) as usize;
@@ -133,7 +133,7 @@ impl<'a> FrameAllocator<'a> {
         let mut i = from + (step - (from + misalign) % step) % step;
         while i + count <= to {
             // Skip a fully used word quickly.
-            if count == 1 && i % 64 == 0 && self.bitmap[i / 64] == !0 && step == 1 {
+            if count == 1 && i.is_multiple_of(64) && self.bitmap[i / 64] == !0 && step == 1 {
                 i += 64;
                 continue;
             }

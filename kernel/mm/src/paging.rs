@@ -159,7 +159,10 @@ impl<M: TableMemory> PageTables<M> {
         if virt >= LOWER_HALF_END {
             return Err(MapError::BadAddress(virt));
         }
-        if virt % size.bytes() != 0 || phys % size.bytes() != 0 || phys & !ADDR_MASK & !0xfff != 0 {
+        if !virt.is_multiple_of(size.bytes())
+            || !phys.is_multiple_of(size.bytes())
+            || phys & !ADDR_MASK & !0xfff != 0
+        {
             return Err(MapError::Misaligned(virt));
         }
         Ok(())
@@ -206,7 +209,7 @@ impl<M: TableMemory> PageTables<M> {
         len: u64,
         flags: Flags,
     ) -> Result<(), MapError> {
-        if virt % PAGE_SIZE != 0 || phys % PAGE_SIZE != 0 {
+        if !virt.is_multiple_of(PAGE_SIZE) || !phys.is_multiple_of(PAGE_SIZE) {
             return Err(MapError::Misaligned(virt));
         }
         let end = virt
@@ -287,7 +290,7 @@ impl<M: TableMemory> PageTables<M> {
 
     /// Remove the 4 KiB mapping at `virt` and return the frame it mapped.
     pub fn unmap(&mut self, virt: u64) -> Result<(u64, Flush), MapError> {
-        if virt % PAGE_SIZE != 0 {
+        if !virt.is_multiple_of(PAGE_SIZE) {
             return Err(MapError::Misaligned(virt));
         }
         let (pt, split) = self.pt_for(virt)?;
@@ -307,7 +310,7 @@ impl<M: TableMemory> PageTables<M> {
 
     /// Change the flags of the 4 KiB page at `virt`, keeping its frame.
     pub fn protect(&mut self, virt: u64, flags: Flags) -> Result<Flush, MapError> {
-        if virt % PAGE_SIZE != 0 {
+        if !virt.is_multiple_of(PAGE_SIZE) {
             return Err(MapError::Misaligned(virt));
         }
         let (pt, split) = self.pt_for(virt)?;

@@ -130,7 +130,7 @@ async fn dumps(xen: XenRef, node: String, fabric: FabricRef) {
         while xen.store.take_event(T).is_some() {}
         let v = xen.store.read_opt(Tx::NONE, &node).await.ok().flatten();
         if v.as_deref()
-            .map_or(true, |s| s.trim_end_matches('\0').is_empty())
+            .is_none_or(|s| s.trim_end_matches('\0').is_empty())
         {
             continue;
         }

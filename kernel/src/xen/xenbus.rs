@@ -366,13 +366,7 @@ async fn device(
             .ok()
             .flatten()
             .and_then(|s| State::parse(&s));
-        let event = if state.is_none() {
-            Event::Removed
-        } else if online.as_deref() == Some("0") && matches!(fs, Some(State::Closed) | None) {
-            Event::Removed
-        } else {
-            Event::Frontend(fs)
-        };
+        let event = Event::after_look(state.as_deref(), online.as_deref(), fs);
         if !dev.apply(event).await {
             let _ = store.unwatch(&be, &token).await;
             let _ = store.unwatch(&fe_state, &token).await;

@@ -260,7 +260,11 @@ pub fn gso1(
     let c = std::cell::Cell::new(0u32);
     let r = blast(xs, g, ev, devid, secs, "GSO size 1, 60 KB sends", |v| {
         c.set(c.get() + 1);
-        let to = if c.get() % 2 == 0 { [0xff; 6] } else { dst };
+        let to = if c.get().is_multiple_of(2) {
+            [0xff; 6]
+        } else {
+            dst
+        };
         (
             tcp_frame(to, v.mac, 60_000),
             NETTXF_CSUM_BLANK,
@@ -280,6 +284,7 @@ pub fn jumbo(xs: &mut Xs, g: &Grants, ev: &Events, devid: u32, secs: u64) -> Res
 
 /// Broadcast ARP requests as fast as possible, half of them with a spoofed source MAC
 /// (the victim's, when known) and some 802.1Q-tagged.
+#[allow(clippy::too_many_arguments)] // what the victim's dom0 line names, as it names it
 pub fn storm(
     xs: &mut Xs,
     g: &Grants,

@@ -560,9 +560,9 @@ pub fn report(f: &Figures, date: &str, commit: &str) -> Report {
                 json_num(f.median(side, mt.name))
             )
         };
-        let _ = write!(
+        let _ = writeln!(
             json,
-            "    {{\"name\": {}, \"label\": {}, \"unit\": {}, \"higher_is_better\": {}, \"linux\": {}, \"bulkhead\": {}, \"ratio\": {}, \"goal\": {}}}{}\n",
+            "    {{\"name\": {}, \"label\": {}, \"unit\": {}, \"higher_is_better\": {}, \"linux\": {}, \"bulkhead\": {}, \"ratio\": {}, \"goal\": {}}}{}",
             json_str(mt.name),
             json_str(mt.label.trim()),
             json_str(mt.unit),

@@ -26,12 +26,15 @@ pub const PEER_IP: [u8; 4] = [192, 168, 76, 1];
 pub const MGMT_IP: [u8; 4] = [192, 168, 76, 2];
 pub const GUEST_MAC: &str = "52:54:00:12:34:56";
 
+/// Starts the peer thread; it reports (when, what) lines on the channel.
+pub type StartPeer = Box<dyn FnOnce(Sender<(Instant, String)>) + Send>;
+
 /// What QEMU needs, and what the peer thread needs once the kernel is up.
 pub struct Wiring {
     pub qemu_args: Vec<String>,
     /// The console line after which the peer starts.
     pub trigger: &'static str,
-    pub start: Box<dyn FnOnce(Sender<(Instant, String)>) + Send>,
+    pub start: StartPeer,
 }
 
 fn free_port() -> u16 {

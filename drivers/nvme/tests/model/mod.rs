@@ -412,7 +412,7 @@ impl Mmio for Model {
             o if o == regs::ACQ + 4 => s.acq = (s.acq & 0xffff_ffff) | (v as u64) << 32,
             o if o >= regs::DOORBELLS => {
                 let idx = (o - regs::DOORBELLS) / 4;
-                if idx % 2 == 0 {
+                if idx.is_multiple_of(2) {
                     s.doorbell((idx / 2) as u16, v as u16);
                 }
             }

@@ -187,6 +187,27 @@ pub enum Event {
     Removed,
 }
 
+impl Event {
+    /// What a look at the device's nodes after a watch fired means: `backend_state` is
+    /// the backend directory's `state` node (None: gone, so the toolstack removed the
+    /// directory), `online` its `online` node, `frontend` the frontend's parsed state.
+    /// `xl block-detach` and `network-detach` set `online` to 0 and close the frontend:
+    /// that is a removal once the frontend is Closed or gone; while it is still closing,
+    /// its state change is passed on (the backend follows it to Closing first).
+    pub fn after_look(
+        backend_state: Option<&str>,
+        online: Option<&str>,
+        frontend: Option<State>,
+    ) -> Event {
+        let offline = online == Some("0");
+        if backend_state.is_none() || (offline && matches!(frontend, Some(State::Closed) | None)) {
+            Event::Removed
+        } else {
+            Event::Frontend(frontend)
+        }
+    }
+}
+
 /// The backend's half of the xenbus handshake, as Linux's xenbus backend drives it:
 /// InitWait once set up; Connected after the frontend publishes its rings (Initialised or
 /// Connected); Closing/Closed following the frontend; back to InitWait when a closed
@@ -415,6 +436,32 @@ impl Discovery {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn removal_is_a_gone_directory_or_offline_with_the_frontend_closed() {
+        use Event::*;
+        let c = Some(State::Closed);
+        let closing = Some(State::Closing);
+        let conn = Some(State::Connected);
+        // Directory gone: removed, whatever else is there.
+        assert_eq!(Event::after_look(None, None, conn), Removed);
+        assert_eq!(Event::after_look(None, Some("1"), None), Removed);
+        // xl block-detach: online 0; removed once the frontend is Closed or gone.
+        assert_eq!(Event::after_look(Some("4"), Some("0"), c), Removed);
+        assert_eq!(Event::after_look(Some("4"), Some("0"), None), Removed);
+        assert_eq!(
+            Event::after_look(Some("5"), Some("0"), closing),
+            Frontend(closing)
+        );
+        assert_eq!(
+            Event::after_look(Some("4"), Some("0"), conn),
+            Frontend(conn)
+        );
+        // Online (any value but "0"): the frontend's change.
+        assert_eq!(Event::after_look(Some("4"), Some("1"), c), Frontend(c));
+        assert_eq!(Event::after_look(Some("4"), None, None), Frontend(None));
+        assert_eq!(Event::after_look(Some("4"), Some("00"), c), Frontend(c));
+    }
+
     use super::*;
     use alloc::vec;
 

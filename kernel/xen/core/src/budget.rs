@@ -92,7 +92,7 @@ impl LogBudget {
     }
 
     /// Lines refused in all.
-    pub fn refused(&self) -> u64 {
+    pub fn refused_total(&self) -> u64 {
         self.inner.get().refused_total
     }
 }
@@ -131,7 +131,7 @@ mod tests {
             }
         }
         assert_eq!(written, 4);
-        assert_eq!(domain.refused(), 3196);
+        assert_eq!(domain.refused_total(), 3196);
         NOW.store(1_035, Ordering::Relaxed); // three lines earned
         assert_eq!(domain.allow(), Some(3196));
         assert_eq!(domain.allow(), Some(0));

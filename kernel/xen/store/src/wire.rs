@@ -198,6 +198,7 @@ impl Decoder {
     /// The next complete message, `Ok(None)` if more bytes are needed. A malformed header
     /// is an error and the stream cannot be resynchronised: the caller must treat the
     /// connection as broken.
+    #[allow(clippy::should_implement_trait)] // fallible, and None means "not yet", not "done"
     pub fn next(&mut self) -> Result<Option<Message>, Error> {
         if self.buf.len() < HEADER_LEN {
             return Ok(None);

@@ -29,11 +29,15 @@ runner:
 
 test: test-host test-qemu test-xen
 
-# Host tier: the logic crates (plain `cargo test` at the root never builds the kernel),
-# then time-bounded fuzzing of the parsers of guest-controlled data.
+# Host tier: formatting, clippy over the whole workspace (the kernel included; warnings
+# are errors), shellcheck over every script (.shellcheckrc; warnings and errors), the
+# logic crates' tests (plain `cargo test` at the root never builds the kernel), then
+# time-bounded fuzzing of the parsers of guest-controlled data.
 FUZZ_SECONDS ?= 20
 test-host: runner
 	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	shellcheck -S warning .ci/run $$(find tests -name '*.sh' -not -path '*/target/*')
 	$(CARGO) test
 	$(RUNNER) fuzz blkif $(FUZZ_SECONDS)
 	$(RUNNER) fuzz switch $(FUZZ_SECONDS)

@@ -11,7 +11,6 @@
 # Needs root (debootstrap), network access to the Debian archive, ~1.5 GB of disk.
 set -euo pipefail
 out=$(realpath -m "$1")
-here=$(cd "$(dirname "$0")" && pwd)
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 work=$(mktemp -d /var/tmp/bulkhead-dom0.XXXXXX)
 trap 'umount -R "$work/root/proc" 2>/dev/null || true; rm -rf "$work"' EXIT

@@ -1,4 +1,5 @@
 #!/bin/sh
+# shellcheck shell=dash
 # `make run`: what dom0 runs instead of the test scenarios (run.sh --demo installs it as
 # /host/dom0-run.sh). The demo itself is the Xen tier's `demo` scenario
 # (scenarios/demo.sh: Bulkhead owning the NVMe and the e1000e, a guest writing a file

@@ -1,4 +1,5 @@
 #!/bin/sh
+# shellcheck shell=dash
 # PID 1 of the test dom0 (exec'd from the image's stub init once the host share is
 # mounted at /host): bring up the Xen toolstack without systemd, in the order xl needs
 # (xenfs, xenstored, xen-init-dom0, xenconsoled), run /host/dom0-run.sh, power off.

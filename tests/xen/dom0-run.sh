@@ -1,4 +1,5 @@
 #!/bin/sh
+# shellcheck shell=dash
 # Runs inside the test dom0 (called by dom0-init.sh): every scenario listed in
 # /host/scenarios.list, each with a time limit, recording "PASS name" or "FAIL name: why"
 # in /host/out/results. Scenario output goes to /host/out/<name>.log.
@@ -19,9 +20,9 @@ tier_start=$(date +%s)
 # either way on an idle machine.
 CAL_REF_MS=300
 calibrate() {
-    local i t0 t1 ms=""
+    local t0 t1 ms=""
     spin() { awk 'BEGIN { for (i = 0; i < 200000; i++) s += (i * 7) % 13; print s }' >/dev/null; }
-    for i in 1 2 3; do
+    for _ in 1 2 3; do
         t0=$(date +%s%N)
         spin &
         spin
@@ -105,6 +106,7 @@ attempt() {
     fi
     # A failed (or timed-out) scenario's driver domain logs its state before it goes.
     # Into the scenario's log: the state dump and where its CPU is (dd_dump).
+    # shellcheck disable=SC2034 # dd_dump (lib.sh) reads DD_ID
     if [ $rc -ne 0 ] && DD_ID=$(xl domid bulkhead 2>/dev/null); then
         dd_dump >>"/host/out/$1.log" 2>&1
     fi

@@ -1,4 +1,5 @@
 #!/bin/sh
+# shellcheck shell=dash # busybox ash in the guests; ShellCheck 0.9 knows no busybox dialect
 # PID 1 of the Linux domUs the Xen tier uses for comparison and as test guests
 # (rdinit=/bulkhead-linux-init in their kernel command line), from the initramfs that
 # build-dom0.sh makes. `bulkhead.role=` picks what it does:
@@ -167,7 +168,7 @@ dd)
     for m in xen-privcmd xen-evtchn xen-gntdev xen-gntalloc xen-pcifront nvme xen-blkback; do modprobe $m; done
     i=0
     until [ -b /dev/nvme0n1 ]; do i=$((i + 1)); [ $i -gt 120 ] && { say "no /dev/nvme0n1"; break; }; sleep 0.5; done
-    say "nvme: $(cat /sys/block/nvme0n1/size 2>/dev/null) sectors, partitions: $(ls /sys/block/nvme0n1 | grep -c nvme0n1p)"
+    say "nvme: $(cat /sys/block/nvme0n1/size 2>/dev/null) sectors, partitions: $(find /sys/block/nvme0n1/ -maxdepth 1 -name 'nvme0n1p*' | wc -l)"
     for t in stat xenstore-read xenstore-write xl; do command -v $t >/dev/null || say "missing tool: $t"; done
     # devd's messages go to the console so the test log shows hotplug problems.
     (xl devd -F 2>&1 | sed 's/^/linux-dd devd: /' >/dev/console) &
@@ -476,6 +477,7 @@ life)
             say "$n done: busy on $dev: $disk, $vif"
             ;;
         quiet)
+            # shellcheck disable=SC2046 # one pid per word
             kill $(cat /tmp/busy.pids) 2>/dev/null
             killall iperf3 2>/dev/null
             say "$n done: quiet"

@@ -129,7 +129,8 @@ echo $(( tier_timeout - 200 * slow100 / 100 )) >"$share/budget"
 # nested triple fault").
 tcg_thread=${XEN_TCG_THREAD:-multi}
 # Fixed PCI addresses: 00:03.0 is the NVMe that dom0 hands to the driver domain.
-qemu_args=(-M q35 -cpu qemu64,+svm,+npt -smp 2 -m 4096 -accel tcg,thread=$tcg_thread -display none -no-reboot
+# shellcheck disable=SC2054 # the commas are QEMU's option syntax
+qemu_args=(-M q35 -cpu qemu64,+svm,+npt -smp 2 -m 4096 -accel "tcg,thread=$tcg_thread" -display none -no-reboot
     -device intel-iommu,intremap=on,caching-mode=on
     -kernel "$img/xen"
     -append "console=com1 com1=115200 dom0_mem=1G,max:1G loglvl=all guest_loglvl=all"

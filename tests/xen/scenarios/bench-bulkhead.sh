@@ -1,4 +1,5 @@
 # timeout: 1500
+# shellcheck shell=dash
 # The benchmark's Bulkhead side (bench-lib.sh): Bulkhead as the HVM driver domain with
 # `memory = 32` owns the NVMe and the e1000e; its `bench-storage` figure (the same driver
 # straight on the namespace) is the storage ceiling. First a short boot by the multiboot

@@ -1,3 +1,4 @@
+# shellcheck shell=dash
 # The benchmark's shared part (`make bench`; never `make test`, never a verdict on speed).
 # bench-linux.sh and bench-bulkhead.sh start their side's driver domain on the same
 # emulated NVMe and e1000e, then the same two Linux guests (tests/xen/linux-init.sh, role

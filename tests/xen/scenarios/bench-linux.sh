@@ -1,4 +1,5 @@
 # timeout: 1500
+# shellcheck shell=dash
 # The benchmark's Linux side (bench-lib.sh): a Linux driver domain (PV, Debian's kernel:
 # pcifront, nvme, xen-blkback, xen-netback and a bridge over the e1000e, `xl devd`) owns
 # the NVMe and the e1000e; its own fio on /dev/nvme0n1 is the storage ceiling.

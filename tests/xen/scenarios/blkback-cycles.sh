@@ -1,3 +1,4 @@
+# shellcheck shell=dash
 # xl block-attach/block-detach at runtime, 10 cycles, the first read-only (alpha, whose
 # content the host checks after the run): each attach must reach Connected and be seen by
 # the guest, each detach released by Bulkhead and gone in the guest; grant mappings and

@@ -1,3 +1,4 @@
+# shellcheck shell=dash
 # Bulkhead serving disks: the NVMe passed through to Bulkhead (HVM), two stock Debian
 # Linux guests whose disks name Bulkhead as backend, each on its own GPT partition (one by
 # name, one by number), running at the same time. They are PV: Linux PVH guests

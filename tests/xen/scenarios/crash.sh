@@ -1,3 +1,4 @@
+# shellcheck shell=dash
 # A panic in Bulkhead shuts the domain down as crashed, so xl's on_crash applies
 # (driverdomain-pvh.cfg: preserve), and dom0 is unaffected.
 . ./lib.sh

@@ -1,4 +1,5 @@
 # timeout: 900
+# shellcheck shell=dash
 # Fault isolation and lifecycle: Bulkhead (HVM, owning the NVMe and the e1000e) serves a
 # Debian guest's disk and vif, and the driver domain is made to fail in every way an
 # operator meets. The guest prints a heartbeat throughout and takes commands from dom0

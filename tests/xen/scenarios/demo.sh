@@ -1,3 +1,4 @@
+# shellcheck shell=dash
 # The demo `make run` shows (tests/xen/demo.sh runs this script, then gives a dom0 shell),
 # and a scenario of the Xen tier so that the README's first command is checked too.
 # Bulkhead is the HVM driver domain owning the NVMe (00:03.0) and the e1000e (00:04.0)

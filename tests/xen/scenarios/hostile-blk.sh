@@ -1,4 +1,5 @@
 # timeout: 900
+# shellcheck shell=dash
 # Hostile guests, part 1 (issue 16; hostile-lib.sh says what passing means): the blkif
 # attacks. Floods last 5 s (each is at full speed from its first second); state flapping
 # 10 s (the pacing's burst of 8 connections, then one a second; each maps and unmaps the

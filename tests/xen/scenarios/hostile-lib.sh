@@ -1,3 +1,4 @@
+# shellcheck shell=dash
 # The hostile-guest scenarios (issue 16), hostile-blk and hostile-net: Bulkhead serves a
 # well-behaved Linux guest (victim: disk on part:delta, vif) and a hostile one (disks
 # part:alpha read-only and part:gamma read-write, vif) whose kernel has no blkfront or
@@ -49,6 +50,8 @@ disk = [ 'format=raw,vdev=xvda,access=ro,backend=bulkhead,target=part:alpha',
          'format=raw,vdev=xvdb,access=rw,backend=bulkhead,target=part:gamma' ]
 vif = [ 'backend=bulkhead,mac=00:16:3e:e0:00:01,ip=10.0.2.99' ]
 CFG
+# $log: the driver domain's console (start_shared_dd, lib.sh, sourced first).
+# shellcheck disable=SC2154
 alive() {
     [ "$(xl domid bulkhead 2>/dev/null)" = "$dd" ] && ! dd_gone && ! grep -qE "PANIC|panicked" "$log"
 }

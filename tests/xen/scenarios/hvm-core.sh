@@ -1,3 +1,4 @@
+# shellcheck shell=dash
 # Bulkhead as an HVM driver domain as xl-configs/driverdomain.cfg ships it: no firmware
 # (Xen's domain builder enters the image at its PVH note), the command line through
 # QEMU's fw_cfg, dom0 prepared with nothing but the image. Bulkhead must know it is HVM,
@@ -8,6 +9,7 @@ serial=/host/out/console/bulkhead-hvm-com1.log
 log=$(console_of bulkhead)
 rm -f "$log"
 t0=$(date +%s%N)
+# shellcheck disable=SC2086,SC2090 # one xl option per word, quotes and all
 xl create "$XLCFG/driverdomain.cfg" $HVM_TEST_OPTS "$(fw_cfg_opt "test-xen-peer=0 loglevel=info")" \
     "serial=\"file:$serial\"" || fail "xl create driverdomain.cfg failed"
 dd=$(xl domid bulkhead)

@@ -1,3 +1,4 @@
+# shellcheck shell=dash
 # The fallback for toolstacks that refuse `firmware=`: Bulkhead as an HVM driver domain
 # entered through hvmloader, SeaBIOS and QEMU's multiboot option ROM
 # (xl-configs/driverdomain-multiboot.cfg), dom0 prepared as that config says; it owns

@@ -1,3 +1,4 @@
+# shellcheck shell=dash
 # The outer QEMU's e1000e (00:04.0, on QEMU's user network through a hub that also holds
 # a NIC of dom0's) is passed through to Bulkhead (HVM, mgmt=dhcp): Bulkhead drives it,
 # gets a DHCP lease from QEMU's user network, and dom0 reaches it over that network:

@@ -1,3 +1,4 @@
+# shellcheck shell=dash
 # The NVMe controller (00:03.0) bound to xen-pciback in dom0 and passed through to
 # Bulkhead as an HVM driver domain (`pci=` in driverdomain.cfg, no firmware): Bulkhead
 # gives the devices' BARs addresses itself (each must lie in the MMIO hole

@@ -1,4 +1,6 @@
-# Helpers for the scenarios (POSIX sh, run in the test dom0).
+# shellcheck shell=dash
+# Helpers for the scenarios (run by dash, Debian's /bin/sh, in the test dom0: POSIX sh
+# with `local`).
 CONSOLE=/host/out/console
 XLCFG=/host/xl-configs
 IMAGE=/host/bulkhead.elf
@@ -113,6 +115,8 @@ poll_live() {
 # exit. on_reboot: a driver domain that resets must fail the test at once, not come back
 # under a new domain id that the scenario does not follow; it is kept (not running) so
 # dd_postmortem can read its flight recorder.
+# The quotes are xl's own syntax: each word reaches xl with them.
+# shellcheck disable=SC2089
 HVM_TEST_OPTS='tsc_mode="native" on_reboot="preserve"'
 # The driver domain's id once started (start_hvm_dd): waits give up when it is gone.
 DD_ID=
@@ -277,7 +281,7 @@ start_hvm_dd() {
     poll 90 no_domain bulkhead || fail "the previous driver domain is still there after $(scaled 90) s"
     dd_devices "$1"
     DD_T0=$(date +%s%N)
-    # shellcheck disable=SC2086
+    # shellcheck disable=SC2086,SC2090 # one xl option per word, quotes and all
     xl create "$XLCFG/driverdomain.cfg" "pci=[ $DD_PCI ]" "$(fw_cfg_opt "$2")" "serial=\"file:$DD_COM1\"" $HVM_TEST_OPTS ${3:-} \
         || fail "xl create of the driver domain failed"
     DD_CREATED_MS=$(( ($(date +%s%N) - DD_T0) / 1000000 ))
@@ -309,9 +313,10 @@ start_multiboot_dd() {
     poll 90 no_domain bulkhead || fail "the previous driver domain is still there after $(scaled 90) s"
     dd_devices "$1"
     DD_T0=$(date +%s%N)
-    # shellcheck disable=SC2086
+    # shellcheck disable=SC2086,SC2090 # one xl option per word, quotes and all
     xl create "$XLCFG/driverdomain-multiboot.cfg" "pci=[ $DD_PCI ]" "cmdline=\"$2\"" "serial=\"file:$DD_COM1\"" \
         $HVM_TEST_OPTS ${3:-} || fail "xl create driverdomain-multiboot.cfg failed"
+    # shellcheck disable=SC2034 # for the caller
     DD_CREATED_MS=$(( ($(date +%s%N) - DD_T0) / 1000000 ))
     DD_ID=$(xl domid bulkhead)
 }
@@ -333,6 +338,7 @@ start_shared_dd() {
     rm -f /tmp/dd-offer
     if [ -n "$offer" ] && [ "$offer" = "$(xl domid bulkhead 2>/dev/null)" ]; then
         DD_ID=$offer
+        # shellcheck disable=SC2034 # for the caller
         DD_REUSED=1
         log=$(console_of bulkhead)
         note "the shared driver domain (id $DD_ID) from the previous scenario serves this one"
@@ -387,17 +393,15 @@ same_after() {
     note "first: ${s##*resources: }"
     s=${2##*released; }
     note "last:  ${s##*resources: }"
-    local f
+    local a b
     # Ring mappings (in use, less the persistent grants other devices keep while they
     # work) and event channels must be equal.
     a=$(($(echo "$1" | sed 's/.*map slots in use \([0-9]*\),.*/\1/') - $(echo "$1" | sed 's/.*of them \([0-9]*\) persistent.*/\1/')))
     b=$(($(echo "$2" | sed 's/.*map slots in use \([0-9]*\),.*/\1/') - $(echo "$2" | sed 's/.*of them \([0-9]*\) persistent.*/\1/')))
     [ "$a" = "$b" ] || fail "ring mappings grew over the cycles: $a -> $b"
-    for f in "ports open"; do
-        a=$(echo "$1" | sed "s/.*$f \([0-9]*\),.*/\1/")
-        b=$(echo "$2" | sed "s/.*$f \([0-9]*\),.*/\1/")
-        [ "$a" = "$b" ] || fail "$f grew over the cycles: $a -> $b"
-    done
+    a=$(echo "$1" | sed "s/.*ports open \([0-9]*\),.*/\1/")
+    b=$(echo "$2" | sed "s/.*ports open \([0-9]*\),.*/\1/")
+    [ "$a" = "$b" ] || fail "ports open grew over the cycles: $a -> $b"
     a=$(echo "$1" | sed 's/.*heap \([0-9]*\) B.*/\1/')
     b=$(echo "$2" | sed 's/.*heap \([0-9]*\) B.*/\1/')
     [ $((b - a)) -lt "$3" ] || fail "heap grew over the cycles: $a -> $b B"
@@ -471,11 +475,15 @@ driver_domain = 1
 CFG
     LDD_T0=$(date +%s%N)
     xl create /tmp/linux-dd.cfg || fail "xl create of the Linux driver domain failed"
+    # shellcheck disable=SC2034 # for the caller
     LDD_CREATED_MS=$(( ($(date +%s%N) - LDD_T0) / 1000000 ))
+    # shellcheck disable=SC2034 # for the caller
     LDD_ID=$(xl domid linux-dd)
     POLL_S=0.1 poll 240 test -s "$dlog" || fail "the Linux driver domain printed nothing"
+    # shellcheck disable=SC2034 # for the caller
     LDD_FIRST_MS=$(( ($(date +%s%N) - LDD_T0) / 1000000 ))
     POLL_S=0.1 expect "$dlog" "linux-dd: ready" 240 "Linux driver domain did not come up"
+    # shellcheck disable=SC2034 # for the caller
     LDD_READY_MS=$(( ($(date +%s%N) - LDD_T0) / 1000000 ))
     grep "linux-dd:" "$dlog"
 }

@@ -1,3 +1,4 @@
+# shellcheck shell=dash
 # xl network-attach/network-detach at runtime, 10 cycles: each attach must reach
 # Connected and work in the guest (a DHCP lease and a gateway ping through Bulkhead's
 # switch and e1000e), each detach must be released by Bulkhead and gone in the guest;
@@ -6,7 +7,6 @@
 # each cycle is two xl commands of seconds each under nested TCG.)
 . ./lib.sh
 start_shared_dd
-dd=$DD_ID
 cat >/tmp/netc.cfg <<CFG
 name = "netc"
 type = "pv"

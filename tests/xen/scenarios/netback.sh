@@ -1,4 +1,5 @@
 # timeout: 540
+# shellcheck shell=dash
 # Bulkhead serving networks: the e1000e passed through to Bulkhead (HVM) as its switch's
 # uplink on QEMU's user network, and two stock Debian Linux guests whose vifs name Bulkhead
 # as backend. Each gets a DHCP lease from QEMU's user network through Bulkhead's switch

@@ -1,3 +1,4 @@
+# shellcheck shell=dash
 # Bulkhead as a PVH driver domain (xl-configs/driverdomain-pvh.cfg): boots, logs on the Xen
 # console, finds its xenstore home, and does an event-channel and grant round trip with
 # dom0 (xen-peer). Then `xl destroy` leaves dom0 healthy.

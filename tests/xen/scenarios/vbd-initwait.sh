@@ -1,3 +1,4 @@
+# shellcheck shell=dash
 # A guest whose disk names Bulkhead as backend: Bulkhead sees the device appear in its
 # xenstore backend directory, checks it, and moves it to InitWait; destroying the guest
 # removes the device and Bulkhead releases it.

@@ -74,7 +74,8 @@ cat >"$dd/hooks/bulkhead" <<'HOOK'
 #!/bin/sh
 case "$1" in prereqs) exit 0 ;; esac
 . /usr/share/initramfs-tools/hook-functions
-copy_exec /usr/lib/xen-4.17/bin/xl /usr/sbin/xl
+# xl lives in the versioned tools directory (/usr/lib/xen-4.17 on Debian 12).
+copy_exec "$(ls -d /usr/lib/xen-*/bin/xl | head -1)" /usr/sbin/xl
 for t in xenstore-read xenstore-write xenstore-ls xenstore-rm; do
     p=$(command -v $t) && copy_exec "$(readlink -f "$p")" "/usr/bin/$t"
 done
@@ -103,10 +104,14 @@ chroot "$work/root" ldd /usr/bin/fio | awk '$3 ~ /^\// {print $3}' | while read 
     cp -L "$work/root$lib" "$fr/lib/"
 done
 
-# The hypervisor comes from the same archive, unpacked rather than installed.
-( cd "$work" && apt-get download xen-hypervisor-4.17-amd64 >/dev/null 2>&1 )
-dpkg-deb -x "$work"/xen-hypervisor-4.17-amd64_*.deb "$work/xenpkg"
-gunzip -c "$work"/xenpkg/boot/xen-4.17-amd64.gz >"$out/xen"
+# The hypervisor comes from the same archive, unpacked rather than installed, of the
+# version of the tools in the image (their directory, /usr/lib/xen-X.Y, names it).
+xv=$(basename "$(ls -d "$work"/root/usr/lib/xen-[0-9]* | head -1)")
+xv=${xv#xen-}
+[ -n "$xv" ] || { echo "build-dom0: no /usr/lib/xen-X.Y in the image" >&2; exit 1; }
+( cd "$work" && apt-get download "xen-hypervisor-$xv-amd64" >/dev/null 2>&1 )
+dpkg-deb -x "$work/xen-hypervisor-$xv-amd64_"*.deb "$work/xenpkg"
+gunzip -c "$work/xenpkg/boot/xen-$xv-amd64.gz" >"$out/xen"
 
 # PID 1 is a stub: mount the host share and hand over to tests/xen/dom0-init.sh there,
 # so the dom0 boot logic can change without rebuilding this image.

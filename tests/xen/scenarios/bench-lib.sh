@@ -175,6 +175,8 @@ state_dump() {
 # dom0's, a PV kernel at fixed addresses: dom0's /proc/kallsyms names their symbols),
 # each sample `bench-sample: LABEL GUEST SYMBOL`.
 sample_start() {
+    local xenctx
+    xenctx=$(xen_tool xenctx)
     if [ "$PROBE" = 3 ]; then
         local g1 g2
         g1=$(xl domid bench1)
@@ -182,14 +184,14 @@ sample_start() {
         # Raw addresses (xenctx reading a symbol map per sample manages 1 a second).
         (while :; do
             for g in "$g1" "$g2"; do
-                echo "d$g $(/usr/lib/xen-4.17/bin/xenctx "$g" 0 2>&1 | sed -n 's/^rip: *\([0-9a-f]*\).*/\1/p' | head -1)"
+                echo "d$g $("$xenctx" "$g" 0 2>&1 | sed -n 's/^rip: *\([0-9a-f]*\).*/\1/p' | head -1)"
             done
         done) >/tmp/samples &
         SAMPLER=$!
         return 0
     fi
     [ "$PROBE" = 2 ] && [ "$SIDE" = bulkhead ] || return 0
-    (while :; do /usr/lib/xen-4.17/bin/xenctx -s /host/bulkhead.map "$DD_ID" 0 2>/dev/null | sed -n 's/^rip: *[0-9a-f]* *//p'; done) >/tmp/samples &
+    (while :; do "$xenctx" -s /host/bulkhead.map "$DD_ID" 0 2>/dev/null | sed -n 's/^rip: *[0-9a-f]* *//p'; done) >/tmp/samples &
     SAMPLER=$!
 }
 sample_stop() {

@@ -4,6 +4,11 @@
 CONSOLE=/host/out/console
 XLCFG=/host/xl-configs
 IMAGE=/host/bulkhead.elf
+# xen_tool NAME: the path of a Xen tool that is not on PATH (Debian keeps them in the
+# versioned /usr/lib/xen-X.Y/bin).
+xen_tool() {
+    ls -d /usr/lib/xen-*/bin/"$1" 2>/dev/null | head -1 | grep . || echo "$1"
+}
 # linux_file NAME: the path of the guests' /host/linux/NAME (run.sh: Debian's kernel as the ELF
 # image inside its bzImage, the initramfs images) copied once per boot to dom0's tmpfs. libxl's
 # domain builder reads a PV kernel and ramdisk in small pieces, and over 9p (no page cache)
@@ -229,7 +234,7 @@ dd_samples() {
     local i
     for i in 1 2 3; do
         echo "--- driver domain CPU, sample $i:"
-        /usr/lib/xen-4.17/bin/xenctx -s /host/bulkhead.map -S "$DD_ID" 0 2>&1 | head -40
+        "$(xen_tool xenctx)" -s /host/bulkhead.map -S "$DD_ID" 0 2>&1 | head -40
         sleep 1
     done
 }

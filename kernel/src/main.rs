@@ -11,6 +11,7 @@
 extern crate alloc;
 
 mod arch;
+#[cfg(feature = "test-hooks")]
 mod calibrate;
 mod console;
 mod firmware;
@@ -21,6 +22,7 @@ mod nvme;
 mod pci;
 mod platform;
 mod rt;
+#[cfg(feature = "test-hooks")]
 mod selftest;
 mod status;
 mod storage;
@@ -120,6 +122,7 @@ impl Idle for KernelIdle {
 
 fn timer_interrupt(_f: &mut interrupts::InterruptFrame) {
     TIMER_FIRED.store(true, core::sync::atomic::Ordering::Relaxed);
+    #[cfg(feature = "test-hooks")]
     selftest::on_timer_interrupt();
 }
 
@@ -171,7 +174,7 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
         })
     });
 
-    let parsed = bulkhead_config::parse(&boot.cmdline);
+    let parsed = bulkhead_config::parse_for(&boot.cmdline, cfg!(feature = "test-hooks"));
     let config = parsed.config.clone();
     console::logger::init(config.log_level);
 
@@ -230,7 +233,9 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
             error!("config: ... and {} more errors", parsed.more_errors);
         }
         for (k, help) in bulkhead_config::OPTIONS {
-            info!("config: known option {k}: {help}");
+            if cfg!(feature = "test-hooks") || !bulkhead_config::is_test_option(k) {
+                info!("config: known option {k}: {help}");
+            }
         }
         fatal(format_args!(
             "config: refusing to run with an invalid command line"
@@ -301,22 +306,8 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
         }
     }
 
-    if config.calibrate {
-        calibrate::run();
-        platform::poweroff();
-    }
-    if config.test_panic {
-        panic!("test-panic requested on the command line");
-    }
-    if config.test_fault {
-        let guard = mem::boot_stack_guard();
-        warn!("test-fault: reading the boot stack guard page at {guard:#x}");
-        // SAFETY: deliberately not safe: this read must fault, and the fault is fatal.
-        let v = unsafe { core::ptr::read_volatile(guard as *const u64) };
-        fatal(format_args!(
-            "test-fault: guard page read returned {v:#x} instead of faulting"
-        ));
-    }
+    #[cfg(feature = "test-hooks")]
+    early_test_hooks(&config);
 
     let mut executor = Executor::new(time::now_ns);
     let h = executor.handle();
@@ -334,6 +325,7 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
         // The storage self-test owns the NVMe controller when it runs.
         let own_disks = !config.test_storage;
         let bench_secs = config.bench_storage_secs;
+        #[cfg(feature = "test-hooks")]
         let peer = config.test_xen_peer;
         let triggers = config.test_triggers;
         let grant_cache = config.grant_cache_per_domain;
@@ -381,6 +373,7 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
                         "control",
                         xen::control::run(x.clone(), h2.clone(), disks, devices, fabric2, triggers),
                     );
+                    #[cfg(feature = "test-hooks")]
                     if let Some(p) = peer {
                         h2.spawn("peer-test", xen::peertest::run(x, h2.clone(), p));
                     }
@@ -402,15 +395,11 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
             warn!("mgmt: no NIC to put the management address on");
         }
     }
-    if config.test_storage {
-        h.spawn(
-            "storage-test",
-            nvme::self_test(h.clone(), irq_mode, config.test_nvme_timeout),
-        );
-    } else if config.selftest {
-        selftest::prepare();
-        h.spawn("selftest", selftest::run(h.clone()));
-    } else if config.heartbeat_secs > 0 {
+    #[cfg(feature = "test-hooks")]
+    let testing = spawn_tests(&h, &config, irq_mode);
+    #[cfg(not(feature = "test-hooks"))]
+    let testing = false;
+    if !testing && config.heartbeat_secs > 0 {
         let period = config.heartbeat_secs as u64 * 1_000_000_000;
         let h2 = h.clone();
         h.spawn("heartbeat", async move {
@@ -436,6 +425,50 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
 /// What a guest's packets may cost, from the defaults and the command line. Queued
 /// packets together may take at most a quarter of the heap (the rest is for rings,
 /// grants, storage and the tasks), whatever the configured figure.
+/// The storage test or the self-test, when asked for (the test build only); true if one
+/// runs (it powers off when done).
+#[cfg(feature = "test-hooks")]
+fn spawn_tests(
+    h: &bulkhead_executor::Handle,
+    config: &bulkhead_config::Config,
+    irq_mode: nvme::IrqMode,
+) -> bool {
+    if config.test_storage {
+        h.spawn(
+            "storage-test",
+            nvme::test::self_test(h.clone(), irq_mode, config.test_nvme_timeout),
+        );
+        true
+    } else if config.selftest {
+        selftest::prepare();
+        h.spawn("selftest", selftest::run(h.clone()));
+        true
+    } else {
+        false
+    }
+}
+
+/// The test options that end the boot early (the test build only).
+#[cfg(feature = "test-hooks")]
+fn early_test_hooks(config: &bulkhead_config::Config) {
+    if config.calibrate {
+        calibrate::run();
+        platform::poweroff();
+    }
+    if config.test_panic {
+        panic!("test-panic requested on the command line");
+    }
+    if config.test_fault {
+        let guard = mem::boot_stack_guard();
+        warn!("test-fault: reading the boot stack guard page at {guard:#x}");
+        // SAFETY: deliberately not safe: this read must fault, and the fault is fatal.
+        let v = unsafe { core::ptr::read_volatile(guard as *const u64) };
+        fatal(format_args!(
+            "test-fault: guard page read returned {v:#x} instead of faulting"
+        ));
+    }
+}
+
 fn net_limits(config: &bulkhead_config::Config, heap: u64) -> bulkhead_netback::limits::Limits {
     let mut l = bulkhead_netback::limits::Limits::default();
     if let Some(v) = config.gso_min_size {

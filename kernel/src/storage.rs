@@ -98,6 +98,7 @@ impl Storage {
     }
 
     /// Test trigger: every controller fails from now on, as if it stopped answering.
+    #[cfg(feature = "test-hooks")]
     pub async fn fail_all(&self, why: &str) {
         for d in &self.disks {
             d.lock().await.fail(why);

@@ -57,23 +57,31 @@ if [ ! -f "$img/rootfs.img" ]; then
     mv "$img.tmp" "$img"
 fi
 
-[ -f "$root/build/bulkhead.elf" ] || { echo "xen tier: build/bulkhead.elf missing (run make)"; exit 1; }
+# The shipped image, and the test image (the same kernel with its test hooks, for the
+# scenarios that pass test options: lib.sh, image_for); the demo needs only the first.
+images="bulkhead"
+[ $demo -eq 1 ] || images="bulkhead bulkhead-test"
 rm -rf "$share" "$logs"
 mkdir -p "$share/out/console" "$logs"
-cp "$root/build/bulkhead.elf" "$share/"
-# Text symbols for xenctx (a stuck driver domain is sampled with it on failures).
-# xenctx symbolizes stack words only between _stext and _etext.
-nm -n -C --defined-only "$root/build/bulkhead.elf" | awk '$2 ~ /^[tT]$/' >"$share/text.map"
-{
-    echo "$(head -1 "$share/text.map" | cut -d' ' -f1) T _stext"
-    cat "$share/text.map"
-    printf '%016x T _etext\n' $((0x$(tail -1 "$share/text.map" | cut -d' ' -f1) + 4096))
-} >"$share/bulkhead.map"
-rm "$share/text.map"
-# The flight recorder's page (kernel/src/trace.rs): identity-mapped, so its address is its
-# guest frame; a post-mortem reads that one page (dd-peek) instead of a whole core dump.
-nm -C --defined-only "$root/build/bulkhead.elf" | awk '$3 == "bulkhead::trace::RECORDER" { print $1 }' >"$share/recorder.addr"
-[ -s "$share/recorder.addr" ] || { echo "xen tier: no bulkhead::trace::RECORDER symbol in the image"; exit 1; }
+for name in $images; do
+    elf="$root/build/$name.elf"
+    [ -f "$elf" ] || { echo "xen tier: build/$name.elf missing (run make image test-image)"; exit 1; }
+    cp "$elf" "$share/"
+    # Text symbols for xenctx (a stuck driver domain is sampled with it on failures).
+    # xenctx symbolizes stack words only between _stext and _etext.
+    nm -n -C --defined-only "$elf" | awk '$2 ~ /^[tT]$/' >"$share/text.map"
+    {
+        echo "$(head -1 "$share/text.map" | cut -d' ' -f1) T _stext"
+        cat "$share/text.map"
+        printf '%016x T _etext\n' $((0x$(tail -1 "$share/text.map" | cut -d' ' -f1) + 4096))
+    } >"$share/$name.map"
+    rm "$share/text.map"
+    # The flight recorder's page (kernel/src/trace.rs): identity-mapped, so its address is
+    # its guest frame; a post-mortem reads that one page (dd-peek) instead of a whole core
+    # dump.
+    nm -C --defined-only "$elf" | awk '$3 == "bulkhead::trace::RECORDER" { print $1 }' >"$share/$name.recorder"
+    [ -s "$share/$name.recorder" ] || { echo "xen tier: no bulkhead::trace::RECORDER symbol in $name.elf"; exit 1; }
+done
 mkdir -p "$share/linux"
 # The guests boot the Debian kernel's own ELF image (the bzImage's payload: the setup
 # header gives its offset), not the bzImage: xl would decompress its 8 MB of xz in dom0
@@ -113,7 +121,7 @@ echo "${BENCH_PROBE:-0}" >"$share/bench.probe"
 # again before every scenario for the scenarios' limits.
 # (The demo has no outer limit: it skips this.)
 if [ $demo -eq 0 ]; then
-    cal=$("$runner" calibrate "$root/build/bulkhead.elf" 2) || { echo "xen tier: calibration failed: $cal"; exit 1; }
+    cal=$("$runner" calibrate "$root/build/bulkhead-test.elf" 2) || { echo "xen tier: calibration failed: $cal"; exit 1; }
     echo "xen tier: $(echo "$cal" | head -1)"
     slow100=$(echo "$cal" | sed -n 's/^factor=\([0-9]*\)\.\([0-9]*\) .*/\1\2/p')
 else

@@ -202,9 +202,30 @@ impl Default for Config {
     }
 }
 
+/// The options only a test build obeys (the kernel's `test-hooks` feature, which
+/// `make test` builds as `build/bulkhead-test.elf`): the shipped image carries none of
+/// the code behind them and refuses them like a bad value.
+pub const TEST_OPTIONS: &[&str] = &[
+    "selftest",
+    "test-panic",
+    "test-fault",
+    "calibrate",
+    "test-storage",
+    "test-nvme-timeout",
+    "test-triggers",
+    "test-xen-peer",
+];
+
+/// Whether `key` is one of [`TEST_OPTIONS`].
+pub fn is_test_option(key: &str) -> bool {
+    TEST_OPTIONS.contains(&key)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConfigError<'a> {
     Unknown(&'a str),
+    /// A test option given to an image built without the test hooks.
+    TestOnly(&'a str),
     BadValue {
         key: &'a str,
         value: &'a str,
@@ -216,6 +237,10 @@ impl fmt::Display for ConfigError<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConfigError::Unknown(k) => write!(f, "unknown option '{k}'"),
+            ConfigError::TestOnly(k) => write!(
+                f,
+                "option '{k}' is for tests and this image was built without them (make test builds build/bulkhead-test.elf, which has them)"
+            ),
             ConfigError::BadValue {
                 key,
                 value,
@@ -244,7 +269,14 @@ impl Parsed<'_> {
     }
 }
 
+/// Parse for a build with the test hooks (every option known).
 pub fn parse(cmdline: &str) -> Parsed<'_> {
+    parse_for(cmdline, true)
+}
+
+/// Parse for a build with or without the test hooks: without them a test option is an
+/// error ([`ConfigError::TestOnly`]) and leaves the configuration as it was.
+pub fn parse_for(cmdline: &str, test_hooks: bool) -> Parsed<'_> {
     let mut p = Parsed {
         config: Config::default(),
         errors: heapless::Vec::new(),
@@ -255,7 +287,12 @@ pub fn parse(cmdline: &str) -> Parsed<'_> {
             Some((k, v)) => (k, Some(v)),
             None => (token, None),
         };
-        if let Err(e) = apply(&mut p.config, key, value) {
+        let applied = if !test_hooks && is_test_option(key) {
+            Err(ConfigError::TestOnly(key))
+        } else {
+            apply(&mut p.config, key, value)
+        };
+        if let Err(e) = applied {
             if p.errors.push(e).is_err() {
                 p.more_errors += 1;
             }
@@ -492,7 +529,7 @@ mod tests {
             .iter()
             .map(|e| match e {
                 ConfigError::BadValue { key, .. } => *key,
-                ConfigError::Unknown(k) => k,
+                ConfigError::Unknown(k) | ConfigError::TestOnly(k) => k,
             })
             .collect();
         assert_eq!(
@@ -537,6 +574,34 @@ mod tests {
         assert_eq!(size("99999999999999999G"), None);
         assert_eq!(size(""), None);
         assert_eq!(size("M"), None);
+    }
+
+    #[test]
+    fn a_build_without_test_hooks_refuses_test_options() {
+        let p = parse_for("loglevel=debug selftest test-xen-peer=0 heartbeat=5", false);
+        assert_eq!(
+            p.errors.as_slice(),
+            &[
+                ConfigError::TestOnly("selftest"),
+                ConfigError::TestOnly("test-xen-peer")
+            ]
+        );
+        assert!(!p.config.selftest && p.config.test_xen_peer.is_none());
+        assert_eq!(p.config.log_level, LevelFilter::Debug);
+        assert_eq!(p.config.heartbeat_secs, 5);
+        // Even a test option's "off" value: the shipped image knows nothing of it.
+        assert!(!parse_for("selftest=0", false).is_ok());
+        // The product's own options pass; a test build takes the test options.
+        assert!(parse_for("mgmt=dhcp bench-storage=2 nvme-irq=intx", false).is_ok());
+        assert!(parse_for("selftest test-storage test-nvme-timeout calibrate", true).is_ok());
+        // Every test option is documented, and is refused without the hooks.
+        for key in TEST_OPTIONS {
+            assert!(OPTIONS.iter().any(|(k, _)| k == key), "{key} undocumented");
+            assert_eq!(
+                parse_for(key, false).errors.as_slice(),
+                &[ConfigError::TestOnly(key)]
+            );
+        }
     }
 
     #[test]

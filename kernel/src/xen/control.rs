@@ -34,12 +34,16 @@ pub async fn run(
 ) {
     let dir = format!("{}/control", xen.home());
     h.spawn("dump", dumps(xen.clone(), format!("{dir}/dump"), fabric));
+    #[cfg(feature = "test-hooks")]
     if test_triggers {
         h.spawn(
             "test-triggers",
             triggers(xen.clone(), format!("{dir}/test-trigger"), storage.clone()),
         );
     }
+    // Without the test hooks the option is refused at boot: always false here.
+    #[cfg(not(feature = "test-hooks"))]
+    let _ = test_triggers;
     // Tell the toolstack we act on shutdown requests ourselves.
     for k in ["feature-poweroff", "feature-reboot"] {
         if let Err(e) = xen.store.write(Tx::NONE, &format!("{dir}/{k}"), "1").await {
@@ -168,6 +172,7 @@ async fn dumps(xen: XenRef, node: String, fabric: FabricRef) {
 
 /// `test-triggers`: faults on demand for the fault-isolation tests (dom0 writes the node;
 /// a driver domain in service never has this option).
+#[cfg(feature = "test-hooks")]
 async fn triggers(xen: XenRef, node: String, storage: Rc<Storage>) {
     const T: &str = "test-trigger";
     // Created empty and writable by nobody else: dom0 (the only other writer) may.

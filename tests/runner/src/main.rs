@@ -1,8 +1,7 @@
 //! `bulkhead-testrun`: the project's test runner for tiers that boot the kernel.
 //!
-//!   bulkhead-testrun check-image <elf>            boot-protocol checks on a built image
-//!   bulkhead-testrun make-pvh <elf> <out>         copy without the multiboot header
-//!   bulkhead-testrun qemu <elf> <pvh-elf> [name…] bare-QEMU scenarios (all, or those named)
+//!   bulkhead-testrun qemu <test-elf> <test-pvh-elf> <shipped-elf> [name…]
+//!                                                 bare-QEMU scenarios (all, or those named)
 //!   bulkhead-testrun calibrate <elf> [parallel]   how fast QEMU runs here (that many loops at
 //!                                                 once): the factor every time limit is
 //!                                                 multiplied by (see calibrate.rs)
@@ -22,7 +21,6 @@ mod bench;
 mod calibrate;
 mod disk;
 mod fuzz;
-mod image;
 mod netpeer;
 mod qemu;
 
@@ -30,7 +28,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn usage() -> ExitCode {
-    eprintln!("usage: bulkhead-testrun check-image <elf> | make-pvh <elf> <out> | qemu <elf> <pvh-elf> [scenario...] | calibrate <elf> [parallel] | make-disk <img> | verify-disk <img> [--no-storage-test] | initramfs-overlay <out> <base> <path=file>... | fuzz blkif|switch|netif <seconds> | bench-report <raw> <outdir> <commit>");
+    eprintln!("usage: bulkhead-testrun qemu <test-elf> <test-pvh-elf> <shipped-elf> [scenario...] | calibrate <elf> [parallel] | make-disk <img> | verify-disk <img> [--no-storage-test] | initramfs-overlay <out> <base> <path=file>... | fuzz blkif|switch|netif <seconds> | bench-report <raw> <outdir> <commit>");
     ExitCode::from(2)
 }
 
@@ -41,13 +39,7 @@ fn read(path: &str) -> Result<Vec<u8>, String> {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let r = match args.first().map(String::as_str) {
-        Some("check-image") if args.len() == 2 => read(&args[1])
-            .and_then(|b| image::check(&b))
-            .map(|r| println!("{}: ok; {r}", args[1])),
-        Some("make-pvh") if args.len() == 3 => read(&args[1])
-            .and_then(|b| image::pvh_variant(&b))
-            .and_then(|v| std::fs::write(&args[2], v).map_err(|e| format!("{}: {e}", args[2]))),
-        Some("qemu") if args.len() >= 3 => run_qemu(&args[1], &args[2], &args[3..]),
+        Some("qemu") if args.len() >= 4 => run_qemu(&args[1], &args[2], &args[3], &args[4..]),
         Some("calibrate") if args.len() == 2 || args.len() == 3 => {
             run_calibrate(&args[1], args.get(2).map(String::as_str))
         }
@@ -105,16 +97,21 @@ fn run_calibrate(image: &str, parallel: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
-fn run_qemu(image: &str, pvh: &str, only: &[String]) -> Result<(), String> {
+fn run_qemu(image: &str, pvh: &str, shipped: &str, only: &[String]) -> Result<(), String> {
     let qemu = std::env::var("QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into());
     let logs = PathBuf::from(
         std::env::var("BULKHEAD_TEST_LOGS").unwrap_or_else(|_| "build/test-logs/qemu".into()),
     );
-    let size = std::fs::metadata(image)
-        .map_err(|e| format!("{image}: {e}"))?
-        .len();
-    let report = image::check(&read(image)?)?;
-    println!("bare-QEMU tier: {report}");
+    let size = |p: &str| {
+        std::fs::metadata(p)
+            .map(|m| m.len())
+            .map_err(|e| format!("{p}: {e}"))
+    };
+    let (size, test_size) = (size(shipped)?, size(image)?);
+    let report = bulkhead_image::check(&read(image)?)?;
+    println!("bare-QEMU tier: test image: {report}");
+    let report = bulkhead_image::check(&read(shipped)?)?;
+    println!("bare-QEMU tier: shipped image: {report}");
     // One loop at a time: these scenarios' QEMU runs one vCPU thread.
     let cal = calibrate::measure(&qemu, image.as_ref(), 3, 1)?;
     println!("bare-QEMU tier: {}", cal.describe());
@@ -133,6 +130,7 @@ fn run_qemu(image: &str, pvh: &str, only: &[String]) -> Result<(), String> {
         let path = match s.image {
             qemu::Image::Multiboot => image,
             qemu::Image::Pvh => pvh,
+            qemu::Image::Shipped => shipped,
         };
         let o = qemu::run(s, &qemu, path.as_ref(), &logs, &cal);
         let banner = o.banner_ms.map_or("no banner".into(), |ms| {
@@ -174,7 +172,7 @@ fn run_qemu(image: &str, pvh: &str, only: &[String]) -> Result<(), String> {
             failed.push(s.name);
         }
     }
-    println!("figures: image {size} bytes on disk");
+    println!("figures: shipped image {size} bytes on disk, test image {test_size}");
     for (name, ms) in banner_times {
         println!("figures: boot-to-banner {ms} ms ({name}, TCG, includes SeaBIOS)");
     }

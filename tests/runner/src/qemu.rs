@@ -16,10 +16,12 @@ pub const EXIT_CRASH: i32 = 3;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Image {
-    /// The normal image: QEMU takes the multiboot header.
+    /// The test image (the kernel's test hooks built in): QEMU takes the multiboot header.
     Multiboot,
-    /// The copy without a multiboot header: QEMU takes the Xen PVH note.
+    /// Its copy without a multiboot header: QEMU takes the Xen PVH note.
     Pvh,
+    /// The shipped image (no test hooks), by its multiboot header: for what needs none.
+    Shipped,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,7 +171,7 @@ fn network(name: &'static str, net: crate::netpeer::Net, kind: &str) -> Scenario
         name,
         machine: "q35",
         nvme_disk: false,
-        image: Image::Multiboot,
+        image: Image::Shipped,
         cmdline,
         mem_mib: 64,
         expect,
@@ -307,10 +309,35 @@ pub fn scenarios() -> Vec<Scenario> {
             net: None,
         },
         Scenario {
+            // The shipped image has none of the test hooks and refuses their options
+            // as it refuses a bad value.
+            name: "shipped-refuses-test-options",
+            machine: "pc",
+            nvme_disk: false,
+            image: Image::Shipped,
+            cmdline: "selftest test-storage",
+            mem_mib: 32,
+            expect: vec![
+                "config: option 'selftest' is for tests and this image was built without them"
+                    .into(),
+                "config: option 'test-storage' is for tests".into(),
+                "config: refusing to run with an invalid command line".into(),
+            ],
+            forbid: vec![
+                "selftest: starting",
+                "storage-test",
+                "known option selftest",
+                "PANIC",
+            ],
+            end: End::Exit(EXIT_CRASH),
+            timeout: Duration::from_secs(60),
+            net: None,
+        },
+        Scenario {
             name: "event-loop-heartbeat",
             machine: "pc",
             nvme_disk: false,
-            image: Image::Multiboot,
+            image: Image::Shipped,
             cmdline: "heartbeat=1 loglevel=debug",
             mem_mib: 32,
             expect: vec![

@@ -191,7 +191,7 @@ sample_start() {
         return 0
     fi
     [ "$PROBE" = 2 ] && [ "$SIDE" = bulkhead ] || return 0
-    (while :; do "$xenctx" -s /host/bulkhead.map "$DD_ID" 0 2>/dev/null | sed -n 's/^rip: *[0-9a-f]* *//p'; done) >/tmp/samples &
+    (while :; do "$xenctx" -s "$(dd_map)" "$DD_ID" 0 2>/dev/null | sed -n 's/^rip: *[0-9a-f]* *//p'; done) >/tmp/samples &
     SAMPLER=$!
 }
 sample_stop() {

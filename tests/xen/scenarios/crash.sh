@@ -4,7 +4,8 @@
 . ./lib.sh
 log=$(console_of bulkhead)
 rm -f "$log"
-xl create "$XLCFG/driverdomain-pvh.cfg" "kernel=\"$IMAGE\"" 'cmdline="test-panic"' || fail "xl create failed"
+dd_uses "$TEST_IMAGE"
+xl create "$XLCFG/driverdomain-pvh.cfg" "kernel=\"$TEST_IMAGE\"" 'cmdline="test-panic"' || fail "xl create failed"
 expect "$log" "PANIC at .*test-panic requested" 60 "no panic message on the console"
 poll 30 crashed bulkhead || { xl list; fail "domain not reported crashed"; }
 xl list bulkhead

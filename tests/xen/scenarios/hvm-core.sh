@@ -4,13 +4,14 @@
 # QEMU's fw_cfg, dom0 prepared with nothing but the image. Bulkhead must know it is HVM,
 # take its options, set the MTRRs (read back as written) and do the checks of pvh-core.
 . ./lib.sh
-dd_install
+cmdline="test-xen-peer=0 loglevel=info"
+dd_install "$cmdline"
 serial=/host/out/console/bulkhead-hvm-com1.log
 log=$(console_of bulkhead)
 rm -f "$log"
 t0=$(date +%s%N)
 # shellcheck disable=SC2086,SC2090 # one xl option per word, quotes and all
-xl create "$XLCFG/driverdomain.cfg" $HVM_TEST_OPTS "$(fw_cfg_opt "test-xen-peer=0 loglevel=info")" \
+xl create "$XLCFG/driverdomain.cfg" $HVM_TEST_OPTS "$(fw_cfg_opt "$cmdline")" \
     "serial=\"file:$serial\"" || fail "xl create driverdomain.cfg failed"
 dd=$(xl domid bulkhead)
 DD_ID=$dd
@@ -36,7 +37,7 @@ echo "hvm-core: xl create -> first console line $(( (t1 - t0) / 1000000 )) ms, -
 # The post-mortem path (lib.sh, dd_postmortem) reads the flight recorder's page from
 # outside; here on a live driver domain, so a run that needs it is not the first to try.
 read_recorder "$dd" >/tmp/recorder || fail "dd-peek could not read the flight recorder's page"
-python3 /host/trace.py /tmp/recorder /host/bulkhead.map >/tmp/trace || fail "trace.py could not decode the flight recorder: $(head -2 /tmp/trace)"
+python3 /host/trace.py /tmp/recorder "$(dd_map)" >/tmp/trace || fail "trace.py could not decode the flight recorder: $(head -2 /tmp/trace)"
 grep -qE "^trace: [1-9][0-9]* events recorded" /tmp/trace || fail "the flight recorder holds no events: $(head -2 /tmp/trace)"
 grep -qE "^trace: #[0-9]+ .* vector 0x(20|f3) " /tmp/trace || fail "the flight recorder names no interrupt taken: $(tail -3 /tmp/trace)"
 echo "hvm-core: flight recorder read from outside: $(head -1 /tmp/trace)"

@@ -3,7 +3,22 @@
 # with `local`).
 CONSOLE=/host/out/console
 XLCFG=/host/xl-configs
+# The shipped image, and the test image: the same kernel with its test hooks (the
+# options in bulkhead_config::TEST_OPTIONS, which the shipped one refuses).
 IMAGE=/host/bulkhead.elf
+TEST_IMAGE=/host/bulkhead-test.elf
+# image_for CMDLINE: the image a driver domain with CMDLINE runs: the test image when it
+# asks for a test hook, else the shipped one.
+image_for() {
+    case " $1 " in
+    *" test-"* | *" selftest "* | *" selftest="* | *" calibrate "*) echo "$TEST_IMAGE" ;;
+    *) echo "$IMAGE" ;;
+    esac
+}
+# dd_uses IMAGE: the driver domain about to start runs IMAGE; its symbols (dd_map) and
+# flight recorder's address follow.
+dd_uses() { basename "$1" .elf >/tmp/dd-image; }
+dd_map() { echo "/host/$(cat /tmp/dd-image 2>/dev/null || echo bulkhead).map"; }
 # xen_tool NAME: the path of a Xen tool that is not on PATH (Debian keeps them in the
 # versioned /usr/lib/xen-X.Y/bin).
 xen_tool() {
@@ -189,14 +204,14 @@ dd_dump() {
 
 # read_recorder DOMID: the page of the driver domain's flight recorder (kernel/src/trace.rs)
 # on standard output; run.sh wrote the recorder's address (identity-mapped: its frame).
-read_recorder() { /host/dd-peek "$1" $((0x$(cat /host/recorder.addr) >> 12)); }
+read_recorder() { /host/dd-peek "$1" $((0x$(cat "/host/$(cat /tmp/dd-image 2>/dev/null || echo bulkhead).recorder") >> 12)); }
 
 # show_recorder DOMID LINES [dump-core]: the last LINES events of its flight recorder,
 # decoded; with dump-core, a whole `xl dump-core` when dd-peek cannot read the page.
 show_recorder() {
     if read_recorder "$1" >/tmp/dd.recorder \
         || { [ "${3:-}" = dump-core ] && xl dump-core "$1" /tmp/dd.recorder >/dev/null 2>&1; }; then
-        python3 /host/trace.py /tmp/dd.recorder /host/bulkhead.map | tail -"$2"
+        python3 /host/trace.py /tmp/dd.recorder "$(dd_map)" | tail -"$2"
     else
         echo "--- the driver domain's memory could not be read (dd-peek${3:+, xl dump-core})"
     fi
@@ -234,7 +249,7 @@ dd_samples() {
     local i
     for i in 1 2 3; do
         echo "--- driver domain CPU, sample $i:"
-        "$(xen_tool xenctx)" -s /host/bulkhead.map -S "$DD_ID" 0 2>&1 | head -40
+        "$(xen_tool xenctx)" -s "$(dd_map)" -S "$DD_ID" 0 2>&1 | head -40
         sleep 1
     done
 }
@@ -252,12 +267,15 @@ disk = [ 'vdev=xvda,format=raw,access=rw,backend=bulkhead,target=nvme0n1p1' ]
 CFG
 }
 
-# dd_install: the image where xl-configs/driverdomain.cfg finds it (the README's one dom0
-# step besides binding the devices to pciback).
+# dd_install CMDLINE: the image for CMDLINE (image_for) where xl-configs/driverdomain.cfg
+# finds it (the README's one dom0 step besides binding the devices to pciback).
 dd_install() {
+    local img
+    img=$(image_for "$1")
     mkdir -p /usr/lib/bulkhead
-    cmp -s "$IMAGE" /usr/lib/bulkhead/bulkhead.elf || cp "$IMAGE" /usr/lib/bulkhead/bulkhead.elf \
+    cmp -s "$img" /usr/lib/bulkhead/bulkhead.elf || cp "$img" /usr/lib/bulkhead/bulkhead.elf \
         || fail "cannot install the image in /usr/lib/bulkhead"
+    dd_uses "$img"
 }
 
 # fw_cfg_opt CMDLINE: the xl option that hands CMDLINE to a driverdomain.cfg instance
@@ -275,7 +293,7 @@ fw_cfg_opt() {
 # create takes them); $log is its console, $DD_COM1 its emulated COM1 (the boot log's
 # first lines); DD_T0 (ns) is when its xl create started, DD_CREATED_MS how long that took.
 start_hvm_dd() {
-    dd_install
+    dd_install "$2"
     log=$(console_of bulkhead)
     DD_COM1=/host/out/console/bulkhead-com1.log
     rm -f "$log" "$DD_COM1"
@@ -310,7 +328,7 @@ dd_devices() {
 start_multiboot_dd() {
     mkdir -p /usr/lib/bulkhead/qemu-roms
     cp /usr/share/qemu/multiboot.bin /usr/lib/bulkhead/qemu-roms/multiboot_dma.bin || fail "no multiboot.bin in dom0"
-    dd_install
+    dd_install "$2"
     log=$(console_of bulkhead)
     DD_COM1=/host/out/console/bulkhead-multiboot-com1.log
     rm -f "$log" "$DD_COM1"

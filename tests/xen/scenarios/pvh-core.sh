@@ -5,7 +5,8 @@
 . ./lib.sh
 log=$(console_of bulkhead)
 rm -f "$log"
-xl create "$XLCFG/driverdomain-pvh.cfg" "kernel=\"$IMAGE\"" 'cmdline="loglevel=debug test-xen-peer=0"' \
+dd_uses "$TEST_IMAGE"
+xl create "$XLCFG/driverdomain-pvh.cfg" "kernel=\"$TEST_IMAGE\"" 'cmdline="loglevel=debug test-xen-peer=0"' \
     || fail "xl create driverdomain-pvh.cfg failed"
 dd=$(xl domid bulkhead) || fail "no domain named bulkhead"
 note "driver domain id $dd"

@@ -5,6 +5,7 @@
 . ./lib.sh
 log=$(console_of bulkhead)
 rm -f "$log"
+dd_uses "$IMAGE"
 xl create "$XLCFG/driverdomain-pvh.cfg" "kernel=\"$IMAGE\"" 'cmdline="loglevel=info"' || fail "xl create driver domain failed"
 dd=$(xl domid bulkhead)
 expect "$log" "xenbus: watching /local/domain/$dd/backend" 60 "xenbus watcher not started"

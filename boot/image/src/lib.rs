@@ -3,6 +3,7 @@
 //! The multiboot a.out-kludge loader copies the file linearly from the header's offset, so
 //! every PT_LOAD must sit at the same file-offset-to-address distance; the header must be
 //! in the first 8 KiB; and the Xen PVH entry note must be reachable through a PT_NOTE.
+#![forbid(unsafe_code)]
 
 use std::fmt::Write;
 

@@ -17,7 +17,7 @@ fn main() {
     }
     println!("cargo:rustc-link-arg-bins=-Wl,-T,{}", script.display());
     println!("cargo:rerun-if-changed={}", script.display());
-    for f in ["boot/entry.S", "kernel/src/arch/isr.S"] {
+    for f in ["boot/entry.S", "kernel/src/machine/arch/isr.S"] {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
     }
 }

@@ -7,60 +7,39 @@
 //! tables, heap), the local APIC, the Xen console ring, then the event loop.
 #![no_std]
 #![no_main]
+// `unsafe` lives in `machine` only.
+#![deny(unsafe_code)]
 
 extern crate alloc;
 
-mod arch;
 #[cfg(feature = "test-hooks")]
 mod calibrate;
 mod console;
 mod firmware;
-mod hw;
-mod mem;
+#[allow(unsafe_code)]
+mod machine;
 mod net;
 mod nvme;
 mod pci;
 mod platform;
-mod rt;
-#[cfg(feature = "test-hooks")]
-mod selftest;
 mod status;
 mod storage;
 mod time;
 mod trace;
 mod xen;
 
-use bulkhead_boot::{BootError, PhysMem, Protocol};
+// The machine's parts by their short names, as the rest of the kernel uses them.
+#[cfg(feature = "test-hooks")]
+use machine::selftest;
+use machine::{arch, hw, mem};
+
+use bulkhead_boot::Protocol;
 use bulkhead_executor::{Executor, Idle, Nanos, OneShot};
 use log::{error, info, warn};
 
 use crate::arch::{apic, interrupts};
 
-core::arch::global_asm!(include_str!("../../boot/entry.S"), options(att_syntax));
-core::arch::global_asm!(include_str!("arch/isr.S"), options(att_syntax));
-
 const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// Loader structures as the entry stub found them: reachable through the boot page tables,
-/// which identity-map the first 4 GiB.
-struct LoaderMemory;
-
-impl PhysMem for LoaderMemory {
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), BootError> {
-        let end = addr
-            .checked_add(buf.len() as u64)
-            .ok_or(BootError::BadAddress(addr))?;
-        // QEMU's PVH option ROM keeps its memory map in page 0 (e.g. at 0x5a8), so only a
-        // null pointer itself is refused.
-        if addr == 0 || end > 1 << 32 {
-            return Err(BootError::BadAddress(addr));
-        }
-        // SAFETY: the range is inside the identity-mapped first 4 GiB;
-        // nothing has been allocated yet, so no Rust object aliases loader memory.
-        unsafe { core::ptr::copy_nonoverlapping(addr as *const u8, buf.as_mut_ptr(), buf.len()) };
-        Ok(())
-    }
-}
 
 /// The event loop's idle: halt until the next timer deadline or any interrupt.
 ///
@@ -131,8 +110,8 @@ fn fatal(what: core::fmt::Arguments) -> ! {
     platform::crash()
 }
 
-#[no_mangle]
-extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
+/// Where the entry stub's `kernel_start` (machine::rt) goes: the boot, then the event loop.
+fn start(protocol: u64, magic: u64, info: u64) -> ! {
     time::mark_boot();
     arch::cpu::init();
     let under_xen = xen::detect().is_some();
@@ -156,7 +135,8 @@ extern "C" fn kernel_start(protocol: u64, magic: u64, info: u64) -> ! {
     // which case its BARs and MTRRs stand.
     let entered_without_firmware = platform::firmware_less(protocol, mode);
     let no_firmware = entered_without_firmware && !arch::mtrr::enabled();
-    let mut boot = match bulkhead_boot::decode(protocol, magic as u32, info, &LoaderMemory) {
+    let mut boot = match bulkhead_boot::decode(protocol, magic as u32, info, &machine::LoaderMemory)
+    {
         Ok(b) => b,
         Err(e) => fatal(format_args!(
             "boot: invalid {} boot information at {info:#x}: {e}",
@@ -461,8 +441,7 @@ fn early_test_hooks(config: &bulkhead_config::Config) {
     if config.test_fault {
         let guard = mem::boot_stack_guard();
         warn!("test-fault: reading the boot stack guard page at {guard:#x}");
-        // SAFETY: deliberately not safe: this read must fault, and the fault is fatal.
-        let v = unsafe { core::ptr::read_volatile(guard as *const u64) };
+        let v = mem::read_boot_stack_guard();
         fatal(format_args!(
             "test-fault: guard page read returned {v:#x} instead of faulting"
         ));

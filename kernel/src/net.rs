@@ -169,7 +169,7 @@ fn virtio_up(h: &Handle, f: &Function, name: &str) -> Result<Port, String> {
     let mut maps = BarMaps::of(bdf)?;
     let caps = pci::with(|cs| bulkhead_virtio::pci::caps(cs, bdf, maps.bars()))
         .ok_or("no PCI access")??;
-    let region = |r: bulkhead_virtio::pci::Region, va: u64| BarMmio::new(va + r.offset as u64);
+    let region = |r: bulkhead_virtio::pci::Region, bar: BarMmio| bar.at(r.offset as u64);
     let common = region(caps.common, maps.map(caps.common.bar)?);
     let notify = region(caps.notify, maps.map(caps.notify.bar)?);
     let isr = region(caps.isr, maps.map(caps.isr.bar)?);
@@ -228,11 +228,11 @@ fn virtio_up(h: &Handle, f: &Function, name: &str) -> Result<Port, String> {
 fn e1000e_up(h: &Handle, f: &Function, name: &str) -> Result<Port, String> {
     let bdf = f.bdf;
     let mut maps = BarMaps::of(bdf)?;
-    let va = maps.map(0)?;
+    let regs = maps.map(0)?;
     // A previous instance of this domain, destroyed or crashed, may have left the NIC
     // receiving and signalling; silence it before the interrupt mode changes below.
     pci::with(|cs| bulkhead_pci::enable_memory(cs, bdf));
-    bulkhead_e1000e::quiesce(&BarMmio::new(va));
+    bulkhead_e1000e::quiesce(&regs);
     SpinClock.pause(bulkhead_e1000e::QUIET_AFTER_MASK_US);
     let (v, signal) = pci::alloc_vector().ok_or("out of interrupt vectors")?;
     h.watch(signal);
@@ -254,14 +254,13 @@ fn e1000e_up(h: &Handle, f: &Function, name: &str) -> Result<Port, String> {
         gsi = Some(f.interrupt_line);
     }
     pci::with(|cs| bulkhead_pci::enable(cs, bdf, gsi.is_some()));
-    let mut nic =
-        E1000e::new(BarMmio::new(va), KernelDma, &mut SpinClock).map_err(|e| format!("{e}"))?;
+    let mut nic = E1000e::new(regs, KernelDma, &mut SpinClock).map_err(|e| format!("{e}"))?;
     if use_msix {
         nic.use_msix();
     }
     crate::hw::silence_on_crash(
-        va,
-        |va| bulkhead_e1000e::quiesce(&BarMmio::new(va)),
+        regs,
+        bulkhead_e1000e::quiesce,
         bulkhead_e1000e::QUIET_AFTER_MASK_US,
     );
     info!(

@@ -168,8 +168,8 @@ fn bring_up(h: &Handle, f: &Function, name: &str, mode: IrqMode) -> Result<Disk,
         max_transfer: MAX_TRANSFER,
     };
     let mut dma = KernelDma;
-    let ctrl = Controller::init(BarMmio::new(bar0), &mut dma, &mut SpinClock, &cfg)
-        .map_err(|e| format!("{e}"))?;
+    let ctrl =
+        Controller::init(bar0, &mut dma, &mut SpinClock, &cfg).map_err(|e| format!("{e}"))?;
     let pool = Pool::new(
         &mut dma,
         POOL_BUFFERS,

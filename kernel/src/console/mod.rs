@@ -147,9 +147,33 @@ pub fn sinks() -> heapless::String<48> {
     s
 }
 
+/// Set on the panic path: the panicking code may hold the console lock, and it never
+/// runs again to release it.
+static PANICKING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 /// Run `f` with the console locked and interrupts off; what it wrote is then announced.
+/// Once panicking, a console whose lock is held (the panic came from inside a print)
+/// is written around: to port 0xe9 (`xl dmesg` under Xen, QEMU's debug console
+/// elsewhere), the one sink that needs no state.
 pub fn with<R>(f: impl FnOnce(&mut Console) -> R) -> R {
     without_interrupts(|| {
+        if PANICKING.load(core::sync::atomic::Ordering::Relaxed) {
+            if let Some(mut c) = CONSOLE.try_lock() {
+                let r = f(&mut c);
+                c.flush();
+                return r;
+            }
+            let mut c = Console {
+                serial: None,
+                e9: true,
+                pending: heapless::Vec::new(),
+                xen: None,
+                early: None,
+            };
+            let r = f(&mut c);
+            c.flush();
+            return r;
+        }
         let mut c = CONSOLE.lock();
         let r = f(&mut c);
         c.flush();
@@ -159,10 +183,7 @@ pub fn with<R>(f: impl FnOnce(&mut Console) -> R) -> R {
 
 /// The panic path must print even if the panicking code held the console lock.
 pub fn break_lock_for_panic() {
-    // SAFETY: called with interrupts disabled on the panic path, after which the kernel
-    // never returns to the code that held the lock; at worst a half-written line is
-    // followed by the panic message.
-    unsafe { CONSOLE.force_unlock() };
+    PANICKING.store(true, core::sync::atomic::Ordering::Relaxed);
 }
 
 /// Print without the logger's prefix (the banner, self-test result lines).

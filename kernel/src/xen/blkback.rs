@@ -9,7 +9,6 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::Cell;
 
-use bulkhead_blkback::abi::PAGE_SIZE;
 use bulkhead_blkback::io::{DmaPages, Geometry, GrantFault, GuestMemory, Piece, Transfer};
 use bulkhead_blkback::negotiate::{self, Discard, DiskInfo, Offer};
 use bulkhead_blkback::persistent::{GrantMapper, Persistent};
@@ -469,27 +468,9 @@ impl GrantMapper for KernelMapper {
         }
     }
     fn copy_from(&mut self, m: &Mapping, offset: usize, dst: &mut [u8]) {
-        assert!(offset + dst.len() <= PAGE_SIZE);
-        // SAFETY: `m` is mapped (the cache unmaps only entries it removed) at an
-        // identity-mapped slot; the range lies inside that page. The frontend may write
-        // the page concurrently: we copy bytes, never form a reference to it.
-        unsafe {
-            core::ptr::copy_nonoverlapping(
-                (m.addr as usize + offset) as *const u8,
-                dst.as_mut_ptr(),
-                dst.len(),
-            )
-        }
+        crate::machine::grants::copy_from_slot(m.addr, offset, dst)
     }
     fn copy_to(&mut self, m: &Mapping, offset: usize, src: &[u8]) {
-        assert!(offset + src.len() <= PAGE_SIZE);
-        // SAFETY: as for `copy_from`; mapped read-write.
-        unsafe {
-            core::ptr::copy_nonoverlapping(
-                src.as_ptr(),
-                (m.addr as usize + offset) as *mut u8,
-                src.len(),
-            )
-        }
+        crate::machine::grants::copy_to_slot(m.addr, offset, src)
     }
 }

@@ -7,13 +7,15 @@ use core::sync::atomic::{fence, Ordering};
 
 use bulkhead_xen::abi::{HVM_PARAM_CONSOLE_EVTCHN, HVM_PARAM_CONSOLE_PFN};
 
+use crate::machine::shared::SharedPage;
+
 const OUT_OFFSET: usize = 1024;
 const OUT_SIZE: u32 = 2048;
 const OUT_CONS: usize = 3080;
 const OUT_PROD: usize = 3084;
 
 pub struct XenConsole {
-    page: usize,
+    page: SharedPage,
     evtchn: u32,
     /// Bytes written since the last notify.
     pending: bool,
@@ -32,17 +34,17 @@ const MARKER_MAX: usize = 64;
 impl XenConsole {
     /// Find and map the console page. `None` with a reason when this domain has none.
     pub fn attach() -> Result<XenConsole, &'static str> {
-        let pfn = super::hvm_get_param(HVM_PARAM_CONSOLE_PFN)
-            .map_err(|_| "HVM_PARAM_CONSOLE_PFN unavailable")?;
         let evtchn = super::hvm_get_param(HVM_PARAM_CONSOLE_EVTCHN)
             .map_err(|_| "HVM_PARAM_CONSOLE_EVTCHN unavailable")?;
-        if pfn == 0 {
-            return Err("no console page");
-        }
-        let page = crate::mem::map_identity(pfn << 12, 4096, bulkhead_mm::paging::Flags::WRITE)
-            .map_err(|_| "console page could not be mapped")?;
+        let page = SharedPage::from_hvm_param(HVM_PARAM_CONSOLE_PFN).map_err(|e| {
+            if e == "no such page" {
+                "no console page"
+            } else {
+                e
+            }
+        })?;
         Ok(XenConsole {
-            page: page as usize,
+            page,
             evtchn: evtchn as u32,
             pending: false,
             dropped: 0,
@@ -51,19 +53,14 @@ impl XenConsole {
         })
     }
 
-    fn idx(&self, off: usize) -> *mut u32 {
-        (self.page + off) as *mut u32
-    }
-
     pub fn put(&mut self, b: u8) {
-        // SAFETY: `page` maps the console ring page for the domain's whole life; the index
-        // fields are naturally aligned u32s shared with xenconsoled, so volatile access is
-        // used and the producer index is published after the byte (fence below).
-        unsafe {
-            let prod = core::ptr::read_volatile(self.idx(OUT_PROD));
+        // The index fields are u32s shared with xenconsoled (volatile, `SharedPage`); the
+        // producer index is published after the byte (fence below).
+        {
+            let prod = self.page.read_u32(OUT_PROD);
             let mut spins = 0u32;
             loop {
-                let cons = core::ptr::read_volatile(self.idx(OUT_CONS));
+                let cons = self.page.read_u32(OUT_CONS);
                 let used = prod.wrapping_sub(cons);
                 if used < OUT_SIZE {
                     self.stalled = false;
@@ -96,11 +93,11 @@ impl XenConsole {
                 spins += 1;
                 core::hint::spin_loop();
             }
-            let slot = self.page + OUT_OFFSET + (prod % OUT_SIZE) as usize;
-            core::ptr::write_volatile(slot as *mut u8, b);
+            self.page
+                .write_u8(OUT_OFFSET + (prod % OUT_SIZE) as usize, b);
             // The byte must be visible before the index that publishes it.
             fence(Ordering::Release);
-            core::ptr::write_volatile(self.idx(OUT_PROD), prod.wrapping_add(1));
+            self.page.write_u32(OUT_PROD, prod.wrapping_add(1));
         }
         self.pending = true;
     }
@@ -133,18 +130,16 @@ impl XenConsole {
         push(&digits[..d]);
         push(b" bytes lost: xenconsoled fell behind]\r\n");
         self.unreported = 0;
-        // SAFETY: as in `put`; the caller saw more than MARKER_MAX bytes free, and only
-        // this domain produces into the ring.
-        unsafe {
-            let mut prod = core::ptr::read_volatile(self.idx(OUT_PROD));
-            for &b in &line[..n] {
-                let slot = self.page + OUT_OFFSET + (prod % OUT_SIZE) as usize;
-                core::ptr::write_volatile(slot as *mut u8, b);
-                prod = prod.wrapping_add(1);
-            }
-            fence(Ordering::Release);
-            core::ptr::write_volatile(self.idx(OUT_PROD), prod);
+        // The caller saw more than MARKER_MAX bytes free, and only this domain produces
+        // into the ring.
+        let mut prod = self.page.read_u32(OUT_PROD);
+        for &b in &line[..n] {
+            self.page
+                .write_u8(OUT_OFFSET + (prod % OUT_SIZE) as usize, b);
+            prod = prod.wrapping_add(1);
         }
+        fence(Ordering::Release);
+        self.page.write_u32(OUT_PROD, prod);
         self.pending = true;
     }
 

@@ -20,27 +20,25 @@ use bulkhead_xen::Errno;
 
 use super::{hv, XenRef};
 use crate::arch::interrupts::{self, InterruptFrame};
+use crate::machine::shared::{self, SharedPage};
 
 pub const VECTOR_XEN_CALLBACK: u8 = 0xf3;
 
-static SHARED_INFO: AtomicU64 = AtomicU64::new(0);
 pub static PENDING: PendingPorts = PendingPorts::new();
 pub static EVENTS: Signal = Signal::new();
 pub static CALLBACKS: AtomicU64 = AtomicU64::new(0);
 
 /// The shared-info page through atomics: Xen and this CPU both write it.
-struct SharedInfo(u64);
+#[derive(Clone, Copy)]
+struct SharedInfo(&'static SharedPage);
 
 impl SharedInfo {
     fn word(&self, off: usize) -> &AtomicU64 {
-        // SAFETY: `self.0` is the shared-info page, mapped for the domain's life, and `off`
-        // is an 8-byte aligned offset inside it (vcpu 0's info or the bitmaps).
-        unsafe { AtomicU64::from_ptr((self.0 as usize + off) as *mut u64) }
+        self.0.atomic_u64(off)
     }
 
     fn byte(&self, off: usize) -> &AtomicU8 {
-        // SAFETY: as for `word`.
-        unsafe { AtomicU8::from_ptr((self.0 as usize + off) as *mut u8) }
+        self.0.atomic_u8(off)
     }
 }
 
@@ -74,10 +72,7 @@ impl EventBitmaps for SharedInfo {
 
 /// The shared-info page, once mapped.
 fn shared() -> Option<SharedInfo> {
-    match SHARED_INFO.load(Ordering::Acquire) {
-        0 => None,
-        base => Some(SharedInfo(base)),
-    }
+    shared::shared_info().map(SharedInfo)
 }
 
 fn callback(_f: &mut InterruptFrame) {
@@ -91,9 +86,7 @@ fn callback(_f: &mut InterruptFrame) {
 
 /// Map shared info and route event-channel upcalls to our vector.
 pub fn init() -> Result<(), Errno> {
-    let frame = crate::mem::alloc_frames(1, 4096).map_err(|_| Errno(-12))?;
-    hv::add_to_physmap(abi::XENMAPSPACE_SHARED_INFO, 0, frame >> 12)?;
-    SHARED_INFO.store(frame, Ordering::Release);
+    let page = shared::map_shared_info()?;
     // HVM_PARAM_CALLBACK_TYPE_VECTOR: Xen injects the vector itself, without setting it
     // in-service in the local APIC (Linux does not EOI it either).
     interrupts::register_without_eoi(VECTOR_XEN_CALLBACK, callback);
@@ -102,10 +95,10 @@ pub fn init() -> Result<(), Errno> {
         abi::HVM_PARAM_CALLBACK_TYPE_VECTOR | VECTOR_XEN_CALLBACK as u64,
     )?;
     // Unmask upcalls for vCPU 0.
-    SharedInfo(frame)
+    SharedInfo(page)
         .byte(abi::VCPU_UPCALL_MASK)
         .store(0, Ordering::SeqCst);
-    log::info!("shared info at {frame:#x}, upcalls on vector {VECTOR_XEN_CALLBACK:#x}");
+    log::info!("shared info mapped, upcalls on vector {VECTOR_XEN_CALLBACK:#x}");
     Ok(())
 }
 

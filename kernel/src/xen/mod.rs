@@ -7,9 +7,6 @@ pub mod blkback;
 pub mod console;
 pub mod control;
 pub mod events;
-pub mod grants;
-mod hv;
-mod hypercall;
 pub mod netback;
 #[cfg(feature = "test-hooks")]
 pub mod peertest;
@@ -29,6 +26,8 @@ use bulkhead_xen::grants::{GrantTable, MapSlots};
 use bulkhead_xen::Errno;
 
 use crate::arch::cpu::cpuid;
+pub use crate::machine::grants;
+use crate::machine::{hv, hypercall};
 
 pub use hv::Hv;
 

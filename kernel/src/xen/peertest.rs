@@ -15,6 +15,7 @@ use bulkhead_xenstore::client::Tx;
 use log::{error, info};
 
 use super::XenRef;
+use crate::machine::shared::SharedPage;
 
 const TIMEOUT_NS: u64 = 180_000_000_000;
 
@@ -28,17 +29,13 @@ pub async fn run(xen: XenRef, h: Handle, peer: DomId) {
 async fn steps(xen: &XenRef, h: &Handle, peer: DomId) -> Result<(), alloc::string::String> {
     let base = format!("{}/data/peer-test", xen.home());
     let store = &xen.store;
-    let page = crate::mem::alloc_frames(1, 4096).map_err(|e| format!("no frame: {e:?}"))?;
+    let page = SharedPage::alloc()?;
     let hello = format!("bulkhead-grant:{}", xen.domid());
-    // SAFETY: a frame we just allocated, identity-mapped, 4 KiB.
-    unsafe {
-        core::ptr::write_bytes(page as *mut u8, 0, 4096);
-        core::ptr::copy_nonoverlapping(hello.as_ptr(), page as *mut u8, hello.len());
-    }
+    page.write_bytes(0, hello.as_bytes());
     let gref = xen
         .grants
         .borrow_mut()
-        .grant_access(peer, page >> 12, false)
+        .grant_access(peer, page.frame(), false)
         .map_err(|e| format!("grant: {e}"))?;
     let port = xen
         .with_ports(|p, hv| p.alloc_unbound(hv, peer))
@@ -75,9 +72,9 @@ async fn steps(xen: &XenRef, h: &Handle, peer: DomId) -> Result<(), alloc::strin
         .await
         .ok_or("unmasking did not deliver the pending event")?;
     info!("peer-test: event channel round trip: notification from domain {peer} on port {port} (held while masked, delivered on unmask)");
-    // SAFETY: our granted frame; the peer wrote into it through its mapping.
-    let seen = unsafe { core::slice::from_raw_parts((page + 128) as *const u8, 13) };
-    if seen != b"peer-was-here" {
+    let mut seen = [0u8; 13];
+    page.read_bytes(128, &mut seen);
+    if &seen != b"peer-was-here" {
         return Err(format!(
             "peer did not write our granted page (found {seen:?})"
         ));
@@ -99,14 +96,13 @@ async fn steps(xen: &XenRef, h: &Handle, peer: DomId) -> Result<(), alloc::strin
     }
     .map_err(|e| format!("map peer grant {peer_gref}: {e}"))?;
     let want = format!("dom0-grant:{}", xen.domid());
-    // SAFETY: the peer's page is mapped at `mapped.addr` (a ballooned slot, identity-mapped
-    // in our page tables) until the unmap below.
-    let got = unsafe { core::slice::from_raw_parts(mapped.addr as *const u8, want.len()) };
+    let mut got = alloc::vec![0u8; want.len()];
+    crate::machine::grants::copy_from_slot(mapped.addr, 0, &mut got);
     if got != want.as_bytes() {
         return Err(format!("peer page holds {got:?}, expected {want:?}"));
     }
     // Grant copy of the same page into a frame of ours must see the same bytes.
-    let scratch = crate::mem::alloc_frames(1, 4096).map_err(|e| format!("no frame: {e:?}"))?;
+    let scratch = SharedPage::alloc()?;
     let copied = bulkhead_xen::grants::copy(
         &mut super::Hv,
         &[(
@@ -116,17 +112,15 @@ async fn steps(xen: &XenRef, h: &Handle, peer: DomId) -> Result<(), alloc::strin
                 offset: 0,
             },
             bulkhead_xen::grants::CopyPtr::Local {
-                frame: scratch >> 12,
+                frame: scratch.frame(),
                 offset: 100,
             },
             want.len() as u16,
         )],
     )
     .remove(0);
-    // SAFETY: our frame, written by Xen's grant copy.
-    let via_copy =
-        unsafe { core::slice::from_raw_parts((scratch + 100) as *const u8, want.len()) }.to_vec();
-    let _ = crate::mem::free_frames(scratch, 1);
+    let mut via_copy = alloc::vec![0u8; want.len()];
+    scratch.read_bytes(100, &mut via_copy);
     copied.map_err(|e| format!("grant copy from {peer}'s grant {peer_gref}: {e}"))?;
     if via_copy != want.as_bytes() {
         return Err(format!(
@@ -134,14 +128,7 @@ async fn steps(xen: &XenRef, h: &Handle, peer: DomId) -> Result<(), alloc::strin
         ));
     }
     info!("peer-test: grant copy of domain {peer}'s grant {peer_gref} matches the mapping");
-    // SAFETY: as above; the grant is writable.
-    unsafe {
-        core::ptr::copy_nonoverlapping(
-            b"bulkhead-mapped".as_ptr(),
-            (mapped.addr + 64) as *mut u8,
-            15,
-        )
-    };
+    crate::machine::grants::copy_to_slot(mapped.addr, 64, b"bulkhead-mapped");
     let unmapped = xen
         .slots
         .borrow_mut()
@@ -184,7 +171,6 @@ async fn steps(xen: &XenRef, h: &Handle, peer: DomId) -> Result<(), alloc::strin
     xen.with_ports(|p, hv| p.close(hv, port))
         .map_err(|e| format!("close port: {}", e.0))?;
     xen.waiters.forget(port);
-    let _ = crate::mem::free_frames(page, 1);
     info!("peer-test: grant {gref} revoked after the peer unmapped it; port {port} closed");
     Ok(())
 }

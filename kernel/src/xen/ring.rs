@@ -4,58 +4,15 @@
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::{fence, AtomicU32, Ordering};
 
-use bulkhead_ring::{BackRing, Layout, RingMemory, PAGE_SIZE};
+use bulkhead_ring::{BackRing, Layout};
 use bulkhead_xen::abi::{DomId, GrantRef, Port};
 use bulkhead_xen::grants::Mapping;
 use log::{error, warn};
 
+pub use crate::machine::grants::MappedRing;
+
 use super::{Hv, XenRef};
-
-/// The ring pages, each mapped (identity) at a ballooned slot, not necessarily adjacent.
-pub struct MappedRing {
-    pages: Vec<u64>,
-}
-
-impl MappedRing {
-    fn at(&self, off: usize) -> usize {
-        self.pages[off / PAGE_SIZE] as usize + off % PAGE_SIZE
-    }
-}
-
-impl RingMemory for MappedRing {
-    fn len(&self) -> usize {
-        self.pages.len() * PAGE_SIZE
-    }
-    fn load_u32(&self, off: usize) -> u32 {
-        // SAFETY: a 4-byte aligned index inside the mapped first ring page, shared with the
-        // frontend; accessed atomically because both sides write the page.
-        unsafe { AtomicU32::from_ptr(self.at(off) as *mut u32) }.load(Ordering::Acquire)
-    }
-    fn store_u32(&mut self, off: usize, v: u32) {
-        // SAFETY: as for `load_u32`.
-        unsafe { AtomicU32::from_ptr(self.at(off) as *mut u32) }.store(v, Ordering::Release)
-    }
-    fn read(&self, off: usize, out: &mut [u8]) {
-        // A ring slot may straddle two non-adjacent pages of a multi-page ring.
-        for (i, b) in out.iter_mut().enumerate() {
-            // SAFETY: inside the mapped ring (the ring code only asks for slots within
-            // `len`); volatile because the frontend may change it at any time — we read
-            // each byte once into our private copy.
-            *b = unsafe { core::ptr::read_volatile(self.at(off + i) as *const u8) };
-        }
-    }
-    fn write(&mut self, off: usize, data: &[u8]) {
-        for (i, b) in data.iter().enumerate() {
-            // SAFETY: as for `read`.
-            unsafe { core::ptr::write_volatile(self.at(off + i) as *mut u8, *b) };
-        }
-    }
-    fn full_fence(&self) {
-        fence(Ordering::SeqCst);
-    }
-}
 
 /// Map the frontend's ring pages; on error nothing stays mapped.
 pub fn map(
@@ -79,7 +36,11 @@ pub fn map(
         return Err(f);
     }
     let pages = maps.iter().map(|m| m.addr).collect();
-    match BackRing::attach(MappedRing { pages }, layout) {
+    let Some(memory) = MappedRing::new(pages) else {
+        unmap(xen, &maps);
+        return Err("ring: a mapping is not at a map slot".into());
+    };
+    match BackRing::attach(memory, layout) {
         Ok(r) => Ok((r, maps)),
         Err(e) => {
             unmap(xen, &maps);

@@ -9,26 +9,23 @@ use bulkhead_xenstore::ring::{Received, Ring, RingMemory};
 use bulkhead_xenstore::{Error, Store};
 
 use super::{hv, XenRef};
+use crate::machine::shared::SharedPage;
 
-pub struct Page(u64);
+/// The xenstore ring page (HVM_PARAM_STORE_PFN), shared with xenstored.
+pub struct Page(SharedPage);
 
 impl RingMemory for Page {
     fn load_u32(&self, o: usize) -> u32 {
-        // SAFETY: the store page is mapped for the domain's life; offsets come from the
-        // ring code and stay inside the 4 KiB page.
-        unsafe { core::ptr::read_volatile((self.0 as usize + o) as *const u32) }
+        self.0.read_u32(o)
     }
     fn store_u32(&mut self, o: usize, v: u32) {
-        // SAFETY: as above.
-        unsafe { core::ptr::write_volatile((self.0 as usize + o) as *mut u32, v) }
+        self.0.write_u32(o, v)
     }
     fn load_u8(&self, o: usize) -> u8 {
-        // SAFETY: as above.
-        unsafe { core::ptr::read_volatile((self.0 as usize + o) as *const u8) }
+        self.0.read_u8(o)
     }
     fn store_u8(&mut self, o: usize, v: u8) {
-        // SAFETY: as above.
-        unsafe { core::ptr::write_volatile((self.0 as usize + o) as *mut u8, v) }
+        self.0.write_u8(o, v)
     }
     fn fence(&self) {
         fence(Ordering::SeqCst);
@@ -55,16 +52,16 @@ impl Transport for XsTransport {
 pub type XenStore = Store<XsTransport>;
 
 pub fn connect() -> Result<(XenStore, Port), &'static str> {
-    let pfn = hv::hvm_get_param(abi::HVM_PARAM_STORE_PFN)
-        .map_err(|_| "HVM_PARAM_STORE_PFN unavailable")?;
     let port = hv::hvm_get_param(abi::HVM_PARAM_STORE_EVTCHN)
         .map_err(|_| "HVM_PARAM_STORE_EVTCHN unavailable")? as Port;
-    if pfn == 0 {
-        return Err("no xenstore page");
-    }
-    let page = crate::mem::map_identity(pfn << 12, 4096, bulkhead_mm::paging::Flags::WRITE)
-        .map_err(|_| "xenstore page could not be mapped")?;
-    log::info!("xenstore ring at {page:#x}, event channel {port}");
+    let page = SharedPage::from_hvm_param(abi::HVM_PARAM_STORE_PFN).map_err(|e| {
+        if e == "no such page" {
+            "no xenstore page"
+        } else {
+            e
+        }
+    })?;
+    log::info!("xenstore ring mapped, event channel {port}");
     Ok((
         Store::new(XsTransport {
             ring: Ring::new(Page(page)),

@@ -124,6 +124,16 @@ pub fn boot_stack_guard() -> u64 {
     unsafe { sym(&BOOT_STACK_GUARD) }
 }
 
+/// Read the boot stack's guard page (`test-fault`): the read must fault, and the fault is
+/// fatal (the page fault handler names the guard page and stops the domain), so this
+/// returns only if the guard page is missing.
+#[cfg(feature = "test-hooks")]
+pub fn read_boot_stack_guard() -> u64 {
+    // SAFETY: not a memory access that can succeed: the guard page is unmapped, and the
+    // fault it takes ends the kernel. Nothing lives there to alias.
+    unsafe { core::ptr::read_volatile(boot_stack_guard() as *const u64) }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub enum MemError {
     Frames(FrameError),

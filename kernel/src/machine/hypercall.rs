@@ -71,14 +71,20 @@ pub unsafe fn call3(nr: u64, a1: u64, a2: u64, a3: u64) -> Result<i64, Errno> {
 }
 
 /// A hypercall whose second argument points at one `T`.
-pub fn op<T>(nr: u64, cmd: u64, arg: &mut T) -> Result<i64, Errno> {
-    // SAFETY: `arg` is a live, exclusive `T`, and every caller pairs `cmd` with the
-    // `repr(C)` struct Xen expects for it (see bulkhead_xen::abi).
+///
+/// # Safety
+/// `T` must be the `repr(C)` struct Xen expects for `nr` and `cmd` (see bulkhead_xen::abi),
+/// including every pointer inside it.
+pub unsafe fn op<T>(nr: u64, cmd: u64, arg: &mut T) -> Result<i64, Errno> {
+    // SAFETY: `arg` is a live, exclusive `T`, of the layout the caller vouches for.
     unsafe { call3(nr, cmd, arg as *mut T as u64, 0) }
 }
 
 /// A hypercall on an array of `T` with a count (grant-table operations).
-pub fn op_array<T>(nr: u64, cmd: u64, args: &mut [T]) -> Result<i64, Errno> {
+///
+/// # Safety
+/// As for [`op`], for each element.
+pub unsafe fn op_array<T>(nr: u64, cmd: u64, args: &mut [T]) -> Result<i64, Errno> {
     // SAFETY: as for `op`, for `args.len()` consecutive elements.
     unsafe { call3(nr, cmd, args.as_mut_ptr() as u64, args.len() as u64) }
 }

@@ -1,5 +1,9 @@
-//! Our grant table (v1, mapped into frames we allocate) and the pool of ballooned-out
-//! frames that foreign grants are mapped into.
+//! Grant memory: our grant table (v1, mapped into frames we allocate), the slots that
+//! other domains' grants are mapped into (a window of unpopulated address space, or
+//! frames given back to Xen), the pages mapped there (rings, persistent grants), and the
+//! buffers grant copies fill. The slots are recorded when they are made, and a mapped
+//! page is reached only at one of them: no Rust object lives in a slot, so a frontend
+//! writing its page while we read it changes bytes, never our memory's meaning.
 
 use alloc::format;
 use alloc::string::String;
@@ -15,6 +19,106 @@ use bulkhead_xen::Errno;
 use bulkhead_xen::Hypervisor;
 
 use super::hv;
+
+/// Every map slot's address, sorted (set once by `init`).
+static SLOTS: spin::Once<Vec<u64>> = spin::Once::new();
+
+/// Whether `addr` is the start of a map slot.
+fn is_slot(addr: u64) -> bool {
+    SLOTS.get().is_some_and(|s| s.binary_search(&addr).is_ok())
+}
+
+/// Copy bytes out of the grant mapped at slot `addr` (a persistent grant), from `offset`.
+/// Panics if `addr` is not a slot or the range leaves the page: both would be our bug.
+/// The frontend may write the page meanwhile; bytes are copied, never referenced.
+pub fn copy_from_slot(addr: u64, offset: usize, dst: &mut [u8]) {
+    assert!(
+        is_slot(addr) && offset + dst.len() <= 4096,
+        "not a mapped grant slot range"
+    );
+    // SAFETY: a slot holds only mapped grant pages (the cache unmaps only entries it
+    // removed), never a Rust object; the range lies inside the page.
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            (addr as usize + offset) as *const u8,
+            dst.as_mut_ptr(),
+            dst.len(),
+        )
+    }
+}
+
+/// Copy bytes into the grant mapped (read-write) at slot `addr`, from `offset`.
+pub fn copy_to_slot(addr: u64, offset: usize, src: &[u8]) {
+    assert!(
+        is_slot(addr) && offset + src.len() <= 4096,
+        "not a mapped grant slot range"
+    );
+    // SAFETY: as for `copy_from_slot`.
+    unsafe {
+        core::ptr::copy_nonoverlapping(src.as_ptr(), (addr as usize + offset) as *mut u8, src.len())
+    }
+}
+
+/// A ring's pages, each a grant mapped at a slot, not necessarily adjacent. The frontend
+/// writes them at any time: the indexes are read and written atomically, the slots
+/// byte by byte (volatile), each once into a private copy.
+pub struct MappedRing {
+    pages: Vec<u64>,
+}
+
+impl MappedRing {
+    /// The ring over the grants mapped at `pages` (slot addresses), or None if one is
+    /// not a slot.
+    pub fn new(pages: Vec<u64>) -> Option<MappedRing> {
+        pages
+            .iter()
+            .all(|&a| is_slot(a))
+            .then_some(MappedRing { pages })
+    }
+
+    fn at(&self, off: usize, width: usize) -> usize {
+        let (page, o) = (off / 4096, off % 4096);
+        assert!(
+            page < self.pages.len() && o.is_multiple_of(width) && o + width <= 4096,
+            "ring access at {off:#x} outside the ring"
+        );
+        self.pages[page] as usize + o
+    }
+}
+
+impl bulkhead_ring::RingMemory for MappedRing {
+    fn len(&self) -> usize {
+        self.pages.len() * 4096
+    }
+    fn load_u32(&self, off: usize) -> u32 {
+        // SAFETY: a 4-byte aligned index inside a mapped ring page (`at`), shared with the
+        // frontend; accessed atomically because both sides write the page.
+        unsafe { core::sync::atomic::AtomicU32::from_ptr(self.at(off, 4) as *mut u32) }
+            .load(Ordering::Acquire)
+    }
+    fn store_u32(&mut self, off: usize, v: u32) {
+        // SAFETY: as for `load_u32`.
+        unsafe { core::sync::atomic::AtomicU32::from_ptr(self.at(off, 4) as *mut u32) }
+            .store(v, Ordering::Release)
+    }
+    fn read(&self, off: usize, out: &mut [u8]) {
+        // A ring slot may straddle two non-adjacent pages of a multi-page ring.
+        for (i, b) in out.iter_mut().enumerate() {
+            // SAFETY: inside the mapped ring (`at`); volatile because the frontend may
+            // change it at any time — each byte is read once into our private copy.
+            *b = unsafe { core::ptr::read_volatile(self.at(off + i, 1) as *const u8) };
+        }
+    }
+    fn write(&mut self, off: usize, data: &[u8]) {
+        for (i, b) in data.iter().enumerate() {
+            // SAFETY: as for `read`.
+            unsafe { core::ptr::write_volatile(self.at(off + i, 1) as *mut u8, *b) };
+        }
+    }
+    fn full_fence(&self) {
+        fence(Ordering::SeqCst);
+    }
+}
 
 /// Grant-table frames we ask for (512 entries each).
 const TABLE_FRAMES: u32 = 4;
@@ -152,6 +256,9 @@ pub fn init() -> Result<(GrantTable<TableMemory>, MapSlots), SetupError> {
             )
         }
     };
+    let mut sorted = slots.clone();
+    sorted.sort_unstable();
+    SLOTS.call_once(|| sorted);
     log::info!(
         "grant table: {frames} frames ({} entries) at {base:#x}; {} map slots {place}{}",
         frames * abi::GNTTAB_ENTRIES_PER_FRAME,
@@ -212,7 +319,7 @@ impl GrantCopier {
             return ends.iter().map(|_| Ok(())).collect();
         }
         let t0 = crate::time::now_ns();
-        let done = super::Hv.grant_copy(&mut ops);
+        let done = super::hv::Hv.grant_copy(&mut ops);
         COPIES.add(&ops, crate::time::now_ns().saturating_sub(t0));
         if let Err(e) = done {
             return first

@@ -20,11 +20,15 @@ impl Hypervisor for Hv {
             remote_dom: remote,
             port: 0,
         };
-        op(
-            abi::HYPERVISOR_EVENT_CHANNEL_OP,
-            abi::EVTCHNOP_ALLOC_UNBOUND,
-            &mut a,
-        )?;
+        // SAFETY: the argument is the repr(C) layout (bulkhead_xen::abi) Xen takes for
+        // this hypercall and command, alive and exclusively ours for the call.
+        unsafe {
+            op(
+                abi::HYPERVISOR_EVENT_CHANNEL_OP,
+                abi::EVTCHNOP_ALLOC_UNBOUND,
+                &mut a,
+            )
+        }?;
         Ok(a.port)
     }
 
@@ -34,63 +38,89 @@ impl Hypervisor for Hv {
             remote_port,
             local_port: 0,
         };
-        op(
-            abi::HYPERVISOR_EVENT_CHANNEL_OP,
-            abi::EVTCHNOP_BIND_INTERDOMAIN,
-            &mut a,
-        )?;
+        // SAFETY: the argument is the repr(C) layout (bulkhead_xen::abi) Xen takes for
+        // this hypercall and command, alive and exclusively ours for the call.
+        unsafe {
+            op(
+                abi::HYPERVISOR_EVENT_CHANNEL_OP,
+                abi::EVTCHNOP_BIND_INTERDOMAIN,
+                &mut a,
+            )
+        }?;
         Ok(a.local_port)
     }
 
     fn evtchn_send(&mut self, port: Port) -> Result<(), Errno> {
         SENDS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
         SEND_CALLS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-        op(
-            abi::HYPERVISOR_EVENT_CHANNEL_OP,
-            abi::EVTCHNOP_SEND,
-            &mut PortArg { port },
-        )
+        // SAFETY: the argument is the repr(C) layout (bulkhead_xen::abi) Xen takes for
+        // this hypercall and command, alive and exclusively ours for the call.
+        unsafe {
+            op(
+                abi::HYPERVISOR_EVENT_CHANNEL_OP,
+                abi::EVTCHNOP_SEND,
+                &mut PortArg { port },
+            )
+        }
         .map(|_| ())
     }
 
     fn evtchn_close(&mut self, port: Port) -> Result<(), Errno> {
-        op(
-            abi::HYPERVISOR_EVENT_CHANNEL_OP,
-            abi::EVTCHNOP_CLOSE,
-            &mut PortArg { port },
-        )
+        // SAFETY: the argument is the repr(C) layout (bulkhead_xen::abi) Xen takes for
+        // this hypercall and command, alive and exclusively ours for the call.
+        unsafe {
+            op(
+                abi::HYPERVISOR_EVENT_CHANNEL_OP,
+                abi::EVTCHNOP_CLOSE,
+                &mut PortArg { port },
+            )
+        }
         .map(|_| ())
     }
 
     fn evtchn_unmask(&mut self, port: Port) -> Result<(), Errno> {
-        op(
-            abi::HYPERVISOR_EVENT_CHANNEL_OP,
-            abi::EVTCHNOP_UNMASK,
-            &mut PortArg { port },
-        )
+        // SAFETY: the argument is the repr(C) layout (bulkhead_xen::abi) Xen takes for
+        // this hypercall and command, alive and exclusively ours for the call.
+        unsafe {
+            op(
+                abi::HYPERVISOR_EVENT_CHANNEL_OP,
+                abi::EVTCHNOP_UNMASK,
+                &mut PortArg { port },
+            )
+        }
         .map(|_| ())
     }
 
     fn grant_map(&mut self, ops: &mut [abi::MapGrantRef]) -> Result<(), Errno> {
-        op_array(
-            abi::HYPERVISOR_GRANT_TABLE_OP,
-            abi::GNTTABOP_MAP_GRANT_REF,
-            ops,
-        )
+        // SAFETY: the argument is the repr(C) layout (bulkhead_xen::abi) Xen takes for
+        // this hypercall and command, alive and exclusively ours for the call.
+        unsafe {
+            op_array(
+                abi::HYPERVISOR_GRANT_TABLE_OP,
+                abi::GNTTABOP_MAP_GRANT_REF,
+                ops,
+            )
+        }
         .map(|_| ())
     }
 
     fn grant_unmap(&mut self, ops: &mut [abi::UnmapGrantRef]) -> Result<(), Errno> {
-        op_array(
-            abi::HYPERVISOR_GRANT_TABLE_OP,
-            abi::GNTTABOP_UNMAP_GRANT_REF,
-            ops,
-        )
+        // SAFETY: the argument is the repr(C) layout (bulkhead_xen::abi) Xen takes for
+        // this hypercall and command, alive and exclusively ours for the call.
+        unsafe {
+            op_array(
+                abi::HYPERVISOR_GRANT_TABLE_OP,
+                abi::GNTTABOP_UNMAP_GRANT_REF,
+                ops,
+            )
+        }
         .map(|_| ())
     }
 
     fn grant_copy(&mut self, ops: &mut [abi::GrantCopy]) -> Result<(), Errno> {
-        op_array(abi::HYPERVISOR_GRANT_TABLE_OP, abi::GNTTABOP_COPY, ops).map(|_| ())
+        // SAFETY: the argument is the repr(C) layout (bulkhead_xen::abi) Xen takes for
+        // this hypercall and command, alive and exclusively ours for the call.
+        unsafe { op_array(abi::HYPERVISOR_GRANT_TABLE_OP, abi::GNTTABOP_COPY, ops) }.map(|_| ())
     }
 }
 
@@ -164,7 +194,9 @@ pub fn hvm_get_param(index: u32) -> Result<u64, Errno> {
         index,
         value: 0,
     };
-    op(abi::HYPERVISOR_HVM_OP, abi::HVMOP_GET_PARAM, &mut p)?;
+    // SAFETY: the argument is the repr(C) layout (bulkhead_xen::abi) Xen takes for
+    // this hypercall and command, alive and exclusively ours for the call.
+    unsafe { op(abi::HYPERVISOR_HVM_OP, abi::HVMOP_GET_PARAM, &mut p) }?;
     Ok(p.value)
 }
 
@@ -174,7 +206,9 @@ pub fn hvm_set_param(index: u32, value: u64) -> Result<(), Errno> {
         index,
         value,
     };
-    op(abi::HYPERVISOR_HVM_OP, abi::HVMOP_SET_PARAM, &mut p).map(|_| ())
+    // SAFETY: the argument is the repr(C) layout (bulkhead_xen::abi) Xen takes for
+    // this hypercall and command, alive and exclusively ours for the call.
+    unsafe { op(abi::HYPERVISOR_HVM_OP, abi::HVMOP_SET_PARAM, &mut p) }.map(|_| ())
 }
 
 /// Put a Xen-owned page (shared info, a grant-table frame) at our frame `gpfn`.
@@ -186,11 +220,15 @@ pub fn add_to_physmap(space: u32, idx: u64, gpfn: u64) -> Result<(), Errno> {
         idx,
         gpfn,
     };
-    op(
-        abi::HYPERVISOR_MEMORY_OP,
-        abi::XENMEM_ADD_TO_PHYSMAP,
-        &mut a,
-    )
+    // SAFETY: the argument is the repr(C) layout (bulkhead_xen::abi) Xen takes for
+    // this hypercall and command, alive and exclusively ours for the call.
+    unsafe {
+        op(
+            abi::HYPERVISOR_MEMORY_OP,
+            abi::XENMEM_ADD_TO_PHYSMAP,
+            &mut a,
+        )
+    }
     .map(|_| ())
 }
 
@@ -203,11 +241,15 @@ pub fn decrease_reservation(gpfns: &mut [u64]) -> Result<usize, Errno> {
         mem_flags: 0,
         domid: DOMID_SELF,
     };
-    op(
-        abi::HYPERVISOR_MEMORY_OP,
-        abi::XENMEM_DECREASE_RESERVATION,
-        &mut r,
-    )
+    // SAFETY: the argument is the repr(C) layout (bulkhead_xen::abi) Xen takes for
+    // this hypercall and command, alive and exclusively ours for the call.
+    unsafe {
+        op(
+            abi::HYPERVISOR_MEMORY_OP,
+            abi::XENMEM_DECREASE_RESERVATION,
+            &mut r,
+        )
+    }
     .map(|n| n as usize)
 }
 
@@ -217,11 +259,15 @@ pub fn gnttab_query_size() -> Result<(u32, u32), Errno> {
         dom: DOMID_SELF,
         ..Default::default()
     };
-    op_array(
-        abi::HYPERVISOR_GRANT_TABLE_OP,
-        abi::GNTTABOP_QUERY_SIZE,
-        core::slice::from_mut(&mut q),
-    )?;
+    // SAFETY: the argument is the repr(C) layout (bulkhead_xen::abi) Xen takes for
+    // this hypercall and command, alive and exclusively ours for the call.
+    unsafe {
+        op_array(
+            abi::HYPERVISOR_GRANT_TABLE_OP,
+            abi::GNTTABOP_QUERY_SIZE,
+            core::slice::from_mut(&mut q),
+        )
+    }?;
     if q.status != 0 {
         return Err(Errno(q.status as i64));
     }
@@ -234,7 +280,9 @@ struct SchedShutdown {
 }
 
 pub fn sched_shutdown(reason: u32) -> Errno {
-    match op(abi::HYPERVISOR_SCHED_OP, 2, &mut SchedShutdown { reason }) {
+    // SAFETY: the argument is the repr(C) layout (bulkhead_xen::abi) Xen takes for
+    // this hypercall and command, alive and exclusively ours for the call.
+    match unsafe { op(abi::HYPERVISOR_SCHED_OP, 2, &mut SchedShutdown { reason }) } {
         Ok(_) => Errno(0),
         Err(e) => e,
     }

@@ -13,28 +13,47 @@ use bulkhead_pci::{Bar, Bdf};
 
 use crate::pci;
 
-/// A register window: a BAR mapped uncached (or a structure inside one).
+/// A register window: a memory BAR mapped uncached ([`BarMaps::map`], the only maker),
+/// or a structure inside one ([`BarMmio::at`]). BAR mappings are never undone, so a window
+/// stays valid for the kernel's life. An access that would leave the window reads as
+/// all-ones and writes nothing, as a device that is gone does.
 #[derive(Clone, Copy, Debug)]
-pub struct BarMmio(u64);
+pub struct BarMmio {
+    va: u64,
+    len: u64,
+}
 
 impl BarMmio {
-    /// `va` must be an uncached mapping the device's registers stay behind for as long
-    /// as the returned value is used (drivers only touch offsets inside their window).
-    pub fn new(va: u64) -> BarMmio {
-        BarMmio(va)
+    /// The part of this window from `offset` on (empty if `offset` is past its end).
+    pub fn at(&self, offset: u64) -> BarMmio {
+        let offset = offset.min(self.len);
+        BarMmio {
+            va: self.va + offset,
+            len: self.len - offset,
+        }
+    }
+
+    fn inside(&self, off: usize, width: usize) -> Option<usize> {
+        let end = (off as u64).checked_add(width as u64)?;
+        (end <= self.len).then(|| self.va as usize + off)
     }
 }
 
 macro_rules! access {
     ($read:ident, $write:ident, $t:ty) => {
         fn $read(&self, off: usize) -> $t {
-            // SAFETY: see `BarMmio::new`: the window is mapped uncached and the driver
-            // stays inside it. Each register is accessed with its own width.
-            unsafe { core::ptr::read_volatile((self.0 as usize + off) as *const $t) }
+            match self.inside(off, core::mem::size_of::<$t>()) {
+                // SAFETY: inside the window, which `BarMaps::map` mapped uncached for
+                // good. Each register is accessed with its own width.
+                Some(a) => unsafe { core::ptr::read_volatile(a as *const $t) },
+                None => <$t>::MAX,
+            }
         }
         fn $write(&self, off: usize, v: $t) {
-            // SAFETY: as for the read.
-            unsafe { core::ptr::write_volatile((self.0 as usize + off) as *mut $t, v) }
+            if let Some(a) = self.inside(off, core::mem::size_of::<$t>()) {
+                // SAFETY: as for the read.
+                unsafe { core::ptr::write_volatile(a as *mut $t, v) }
+            }
         }
     };
 }
@@ -93,12 +112,19 @@ impl Clock for SpinClock {
 /// (with `on_crash="preserve"`, for as long as the operator looks at it). Each entry is
 /// a register window, a registers-only silencer (so callable from the panic handler)
 /// and how long the device may still signal after it.
-type Silencer = (u64, fn(u64), u64);
+type Silencer = (BarMmio, fn(&BarMmio), u64);
 static ON_CRASH: spin::Mutex<heapless::Vec<Silencer, 8>> = spin::Mutex::new(heapless::Vec::new());
 
-pub fn silence_on_crash(va: u64, silence: fn(u64), quiet_after_us: u64) {
-    if ON_CRASH.lock().push((va, silence, quiet_after_us)).is_err() {
-        log::warn!("more devices than the crash path silences; {va:#x} is left running");
+pub fn silence_on_crash(regs: BarMmio, silence: fn(&BarMmio), quiet_after_us: u64) {
+    if ON_CRASH
+        .lock()
+        .push((regs, silence, quiet_after_us))
+        .is_err()
+    {
+        log::warn!(
+            "more devices than the crash path silences; the one at {:#x} is left running",
+            regs.va
+        );
     }
 }
 
@@ -108,8 +134,9 @@ pub fn silence_for_crash() {
         return;
     };
     let mut quiet = 0;
-    for &(va, silence, after) in list.iter() {
-        silence(va);
+    for (regs, silence, after) in list.iter() {
+        silence(regs);
+        let after = *after;
         quiet = quiet.max(after);
     }
     if quiet > 0 {
@@ -121,7 +148,7 @@ pub fn silence_for_crash() {
 /// the MSI-X table share a BAR on some devices and not on others.
 pub struct BarMaps {
     bars: [Option<Bar>; 6],
-    mapped: Vec<(u8, u64)>,
+    mapped: Vec<(u8, BarMmio)>,
 }
 
 impl BarMaps {
@@ -140,10 +167,10 @@ impl BarMaps {
         &self.bars
     }
 
-    /// The virtual address of memory BAR `bar`, mapped (uncached) on first use.
-    pub fn map(&mut self, bar: u8) -> Result<u64, String> {
-        if let Some((_, va)) = self.mapped.iter().find(|(b, _)| *b == bar) {
-            return Ok(*va);
+    /// Memory BAR `bar`'s registers, mapped (uncached) on first use.
+    pub fn map(&mut self, bar: u8) -> Result<BarMmio, String> {
+        if let Some((_, w)) = self.mapped.iter().find(|(b, _)| *b == bar) {
+            return Ok(*w);
         }
         let Some(Bar::Memory { base, size, .. }) = self.bars.get(bar as usize).copied().flatten()
         else {
@@ -153,8 +180,9 @@ impl BarMaps {
             return Err(format!("BAR{bar} not assigned by firmware"));
         }
         let va = crate::mem::map_mmio(base, size).map_err(|e| format!("map BAR{bar}: {e}"))?;
-        self.mapped.push((bar, va));
-        Ok(va)
+        let w = BarMmio { va, len: size };
+        self.mapped.push((bar, w));
+        Ok(w)
     }
 }
 
@@ -172,20 +200,17 @@ pub fn msix_setup(
     if entries.iter().any(|(i, _)| *i >= m.table_size) {
         return Err("MSI-X table too small".into());
     }
-    let base = maps.map(m.table_bar)?;
+    let table = maps.map(m.table_bar)?.at(m.table_offset as u64);
     pci::with(|cs| {
         for &(i, vector) in entries {
             let (addr, data) =
                 bulkhead_pci::msi_message(crate::arch::apic::id() as u8, vector.unwrap_or(0));
-            let e = base + m.table_offset as u64 + 16 * i as u64;
+            let e = 16 * i as usize;
             let masked = if vector.is_some() { 0 } else { 1 };
-            // SAFETY: the table lies inside the BAR (checked by msix()), mapped uncached.
-            unsafe {
-                core::ptr::write_volatile(e as *mut u32, addr as u32);
-                core::ptr::write_volatile((e + 4) as *mut u32, (addr >> 32) as u32);
-                core::ptr::write_volatile((e + 8) as *mut u32, data);
-                core::ptr::write_volatile((e + 12) as *mut u32, masked);
-            }
+            table.write32(e, addr as u32);
+            table.write32(e + 4, (addr >> 32) as u32);
+            table.write32(e + 8, data);
+            table.write32(e + 12, masked);
         }
         bulkhead_pci::msix_control(cs, bdf, &m, true, false);
     })

@@ -20,18 +20,15 @@ mod firmware;
 mod machine;
 mod net;
 mod nvme;
-mod pci;
 mod platform;
 mod status;
 mod storage;
-mod time;
-mod trace;
 mod xen;
 
 // The machine's parts by their short names, as the rest of the kernel uses them.
 #[cfg(feature = "test-hooks")]
 use machine::selftest;
-use machine::{arch, hw, mem};
+use machine::{arch, hw, mem, pci, time, trace};
 
 use bulkhead_boot::Protocol;
 use bulkhead_executor::{Executor, Idle, Nanos, OneShot};
@@ -113,6 +110,7 @@ fn fatal(what: core::fmt::Arguments) -> ! {
 /// Where the entry stub's `kernel_start` (machine::rt) goes: the boot, then the event loop.
 fn start(protocol: u64, magic: u64, info: u64) -> ! {
     time::mark_boot();
+    machine::rt::on_panic(platform::report_panic);
     arch::cpu::init();
     let under_xen = xen::detect().is_some();
     console::init_early(under_xen);
@@ -251,7 +249,7 @@ fn start(protocol: u64, magic: u64, info: u64) -> ! {
     );
 
     if under_xen {
-        match xen::console::XenConsole::attach() {
+        match console::XenConsole::attach() {
             Ok(c) => {
                 console::attach_xen(c);
                 info!("console: Xen console ring attached; boot log replayed into it; COM1/port 0xe9 output stops here");

@@ -10,8 +10,10 @@
 
 use bulkhead_boot::Protocol;
 
+use core::panic::PanicInfo;
+
 use crate::arch;
-use crate::xen::{self, ShutdownReason};
+use crate::machine::hv::{self, ShutdownReason};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -51,8 +53,8 @@ const EXIT_FAILURE: u32 = 1;
 
 fn leave(reason: ShutdownReason, code: u32) -> ! {
     x86_64::instructions::interrupts::disable();
-    if xen::present() {
-        let e = xen::shutdown(reason);
+    if hv::present() {
+        let e = hv::sched_shutdown(reason as u32);
         log::error!("Xen refused SCHEDOP_shutdown ({e:?}); halting");
     } else {
         arch::outl(DEBUG_EXIT_PORT, code);
@@ -72,6 +74,28 @@ pub fn poweroff() -> ! {
 pub fn reboot() -> ! {
     crate::println!("bulkhead: rebooting");
     leave(ShutdownReason::Reboot, EXIT_SUCCESS)
+}
+
+/// The kernel's panic report (machine::rt calls it): the message and where, on every
+/// console sink (written around a held console lock), then a crash.
+pub fn report_panic(info: &PanicInfo, nested: bool) -> ! {
+    crate::console::break_lock_for_panic();
+    if nested {
+        // A panic while reporting a panic: print the bare minimum and stop.
+        crate::println!("PANIC while panicking: {}", info.message());
+        crash();
+    }
+    match info.location() {
+        Some(l) => crate::println!(
+            "PANIC at {}:{}:{}: {}",
+            l.file(),
+            l.line(),
+            l.column(),
+            info.message()
+        ),
+        None => crate::println!("PANIC: {}", info.message()),
+    }
+    crash()
 }
 
 /// Failure exit: the domain is reported crashed (QEMU exits with status 3).

@@ -4,7 +4,7 @@
  *
  * The post-mortem of a driver domain that Xen stopped behind its back (a triple fault;
  * tests/xen/scenarios/lib.sh, dd_postmortem) needs only the flight recorder's page
- * (kernel/src/trace.rs; Bulkhead is identity-mapped, so the page's address in the image
+ * (kernel/src/machine/trace.rs; Bulkhead is identity-mapped, so the page's address in the image
  * is its guest frame). `xl dump-core` writes all of the domain's memory and took minutes
  * under nested TCG, twice per failed attempt; this maps the one page through
  * /dev/xen/privcmd, as the dump does for every page.

@@ -76,11 +76,11 @@ for name in $images; do
         printf '%016x T _etext\n' $((0x$(tail -1 "$share/text.map" | cut -d' ' -f1) + 4096))
     } >"$share/$name.map"
     rm "$share/text.map"
-    # The flight recorder's page (kernel/src/trace.rs): identity-mapped, so its address is
+    # The flight recorder's page (kernel/src/machine/trace.rs): identity-mapped, so its address is
     # its guest frame; a post-mortem reads that one page (dd-peek) instead of a whole core
     # dump.
-    nm -C --defined-only "$elf" | awk '$3 == "bulkhead::trace::RECORDER" { print $1 }' >"$share/$name.recorder"
-    [ -s "$share/$name.recorder" ] || { echo "xen tier: no bulkhead::trace::RECORDER symbol in $name.elf"; exit 1; }
+    nm -C --defined-only "$elf" | awk '$3 == "bulkhead::machine::trace::RECORDER" { print $1 }' >"$share/$name.recorder"
+    [ -s "$share/$name.recorder" ] || { echo "xen tier: no bulkhead::machine::trace::RECORDER symbol in $name.elf"; exit 1; }
 done
 mkdir -p "$share/linux"
 # The guests boot the Debian kernel's own ELF image (the bzImage's payload: the setup

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Decode Bulkhead's flight recorder (kernel/src/trace.rs) from its domain's memory.
+"""Decode Bulkhead's flight recorder (kernel/src/machine/trace.rs) from its domain's memory.
 
     trace.py CORE [MAP]
 

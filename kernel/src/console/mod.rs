@@ -9,12 +9,13 @@
 
 pub mod logger;
 mod serial;
+pub mod xen;
 
 use core::fmt;
 use spin::Mutex;
 use x86_64::instructions::interrupts::without_interrupts;
 
-use crate::xen::console::XenConsole;
+pub use self::xen::XenConsole;
 
 pub struct Console {
     serial: Option<serial::Uart>,

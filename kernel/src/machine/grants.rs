@@ -318,9 +318,9 @@ impl GrantCopier {
             // a driver domain under nested TCG about as much as copying 100 KiB.
             return ends.iter().map(|_| Ok(())).collect();
         }
-        let t0 = crate::time::now_ns();
+        let t0 = super::time::now_ns();
         let done = super::hv::Hv.grant_copy(&mut ops);
-        COPIES.add(&ops, crate::time::now_ns().saturating_sub(t0));
+        COPIES.add(&ops, super::time::now_ns().saturating_sub(t0));
         if let Err(e) = done {
             return first
                 .into_iter()

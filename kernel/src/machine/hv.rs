@@ -4,6 +4,9 @@
 use bulkhead_xen::abi::{self, DomId, Port, DOMID_SELF};
 use bulkhead_xen::{Errno, Hypervisor};
 
+use spin::Once;
+
+use super::arch::cpu::cpuid;
 use super::hypercall::{op, op_array};
 
 pub struct Hv;
@@ -286,4 +289,74 @@ pub fn sched_shutdown(reason: u32) -> Errno {
         Ok(_) => Errno(0),
         Err(e) => e,
     }
+}
+
+// Xen's presence, by CPUID: the clock asks before any hypercall exists.
+pub struct XenInfo {
+    pub leaf_base: u32,
+    pub major: u16,
+    pub minor: u16,
+    hypercall_msr: u32,
+}
+
+impl XenInfo {
+    /// The MSR that installs the hypercall page.
+    pub fn hypercall_msr(&self) -> u32 {
+        self.hypercall_msr
+    }
+}
+
+static INFO: Once<Option<XenInfo>> = Once::new();
+
+/// Look for Xen's CPUID signature at the first 0x100-aligned leaf from 0x40000000 that
+/// carries it (Viridian, if enabled, takes the first one).
+pub fn detect() -> Option<&'static XenInfo> {
+    INFO.call_once(|| {
+        (0x4000_0000u32..0x4001_0000)
+            .step_by(0x100)
+            .find_map(|base| {
+                let (max, b, c, d) = cpuid(base, 0);
+                let is_xen = b.to_le_bytes() == *b"XenV"
+                    && c.to_le_bytes() == *b"MMXe"
+                    && d.to_le_bytes() == *b"nVMM";
+                if !is_xen || max < base + 2 {
+                    return None;
+                }
+                let (ver, ..) = cpuid(base + 1, 0);
+                let (_pages, msr, ..) = cpuid(base + 2, 0);
+                Some(XenInfo {
+                    leaf_base: base,
+                    major: (ver >> 16) as u16,
+                    minor: ver as u16,
+                    hypercall_msr: msr,
+                })
+            })
+    })
+    .as_ref()
+}
+
+/// Whether Xen was found. Never blocks (the panic path asks), unlike `detect` during its
+/// first call.
+pub fn present() -> bool {
+    INFO.get().is_some_and(|i| i.is_some())
+}
+
+/// The guest TSC frequency Xen reports (leaf base+3, sub-leaf 0, ECX in kHz).
+pub fn tsc_khz() -> Option<u64> {
+    let x = detect()?;
+    let (max, ..) = cpuid(x.leaf_base, 0);
+    if max < x.leaf_base + 3 {
+        return None;
+    }
+    let (_, _, khz, _) = cpuid(x.leaf_base + 3, 0);
+    (khz != 0).then_some(khz as u64)
+}
+
+/// `SHUTDOWN_*` reasons (sched.h).
+#[derive(Clone, Copy, Debug)]
+#[repr(u32)]
+pub enum ShutdownReason {
+    Poweroff = 0,
+    Reboot = 1,
+    Crash = 3,
 }

@@ -11,7 +11,7 @@ use core::sync::atomic::{fence, Ordering};
 use bulkhead_hw::{Clock, Dma, Mmio, NoMemory, PAGE_SIZE};
 use bulkhead_pci::{Bar, Bdf};
 
-use crate::pci;
+use super::pci;
 
 /// A register window: a memory BAR mapped uncached ([`BarMaps::map`], the only maker),
 /// or a structure inside one ([`BarMmio::at`]). BAR mappings are never undone, so a window
@@ -97,11 +97,11 @@ pub struct SpinClock;
 
 impl Clock for SpinClock {
     fn now_us(&self) -> u64 {
-        crate::time::now_ns() / 1000
+        super::time::now_ns() / 1000
     }
     fn pause(&mut self, us: u64) {
-        let end = crate::time::now_ns() + us * 1000;
-        while crate::time::now_ns() < end {
+        let end = super::time::now_ns() + us * 1000;
+        while super::time::now_ns() < end {
             core::hint::spin_loop();
         }
     }

@@ -42,7 +42,7 @@ pub unsafe fn call3(nr: u64, a1: u64, a2: u64, a3: u64) -> Result<i64, Errno> {
         return Err(ENOSYS);
     }
     let entry = core::ptr::addr_of!(hypercall_page) as u64 + nr * 32;
-    crate::trace::record(crate::trace::Event::Hypercall, nr as u32, a1);
+    crate::machine::trace::record(crate::machine::trace::Event::Hypercall, nr as u32, a1);
     let ret: i64;
     // SAFETY: `entry` is a Xen-written stub; the caller guarantees the arguments. Xen may
     // clobber the argument registers (debug builds do, on purpose), and the stub clobbers
@@ -62,7 +62,11 @@ pub unsafe fn call3(nr: u64, a1: u64, a2: u64, a3: u64) -> Result<i64, Errno> {
             lateout("r11") _,
         );
     }
-    crate::trace::record(crate::trace::Event::HypercallDone, nr as u32, ret as u64);
+    crate::machine::trace::record(
+        crate::machine::trace::Event::HypercallDone,
+        nr as u32,
+        ret as u64,
+    );
     if ret < 0 {
         Err(Errno(ret))
     } else {

@@ -11,12 +11,15 @@ pub mod hv;
 pub mod hw;
 pub mod hypercall;
 pub mod mem;
+pub mod pci;
 pub mod pcicfg;
 pub mod rt;
 /// The in-kernel self-test of all of the above (the test build only).
 #[cfg(feature = "test-hooks")]
 pub mod selftest;
 pub mod shared;
+pub mod time;
+pub mod trace;
 
 // The entry stub (both boot protocols) and the interrupt and exception stubs.
 core::arch::global_asm!(include_str!("../../../boot/entry.S"), options(att_syntax));

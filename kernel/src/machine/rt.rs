@@ -104,25 +104,23 @@ pub extern "C" fn rust_eh_personality() {}
 
 static PANICKING: AtomicBool = AtomicBool::new(false);
 
+/// How a panic is reported and the domain stopped: set once at boot by the kernel (its
+/// console and its way of leaving are above the machine). Told whether this is a panic
+/// while reporting a panic.
+pub type PanicReport = fn(&PanicInfo, bool) -> !;
+static ON_PANIC: spin::Once<PanicReport> = spin::Once::new();
+
+pub fn on_panic(report: PanicReport) {
+    ON_PANIC.call_once(|| report);
+}
+
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
     x86_64::instructions::interrupts::disable();
-    if PANICKING.swap(true, Ordering::SeqCst) {
-        // A panic while reporting a panic: print the bare minimum and stop.
-        crate::console::break_lock_for_panic();
-        crate::println!("PANIC while panicking: {}", info.message());
-        crate::platform::crash();
+    let nested = PANICKING.swap(true, Ordering::SeqCst);
+    match ON_PANIC.get() {
+        Some(report) => report(info, nested),
+        // Before the console exists there is nobody to tell.
+        None => crate::machine::arch::halt_forever(),
     }
-    crate::console::break_lock_for_panic();
-    match info.location() {
-        Some(l) => crate::println!(
-            "PANIC at {}:{}:{}: {}",
-            l.file(),
-            l.line(),
-            l.column(),
-            info.message()
-        ),
-        None => crate::println!("PANIC: {}", info.message()),
-    }
-    crate::platform::crash()
 }

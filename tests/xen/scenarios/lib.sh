@@ -202,7 +202,7 @@ dd_dump() {
     dd_samples
 }
 
-# read_recorder DOMID: the page of the driver domain's flight recorder (kernel/src/trace.rs)
+# read_recorder DOMID: the page of the driver domain's flight recorder (kernel/src/machine/trace.rs)
 # on standard output; run.sh wrote the recorder's address (identity-mapped: its frame).
 read_recorder() { /host/dd-peek "$1" $((0x$(cat "/host/$(cat /tmp/dd-image 2>/dev/null || echo bulkhead).recorder") >> 12)); }
 
@@ -220,7 +220,7 @@ show_recorder() {
 
 # dd_postmortem: a driver domain that Xen stopped behind its back (a triple fault is a
 # "reboot" to Xen; on_reboot="preserve" keeps the domain) could not log why. Its flight
-# recorder (kernel/src/trace.rs) says what it did last: its one page is read with dd-peek
+# recorder (kernel/src/machine/trace.rs) says what it did last: its one page is read with dd-peek
 # (a whole `xl dump-core` is the fallback: it took minutes under nested TCG). Once per
 # domain: a failing scenario and dom0-run both ask. Status 1 if the driver domain is not
 # in that state.

@@ -86,8 +86,8 @@ pub fn calibrate(ms: u64) -> u64 {
     LVT_ONESHOT.store(false, Ordering::Relaxed);
     write(REG_TIMER_DIVIDE, DIVIDE_BY_1);
     write(REG_TIMER_INIT, u32::MAX);
-    let start = crate::time::now_ns();
-    while crate::time::now_ns() - start < ms * 1_000_000 {
+    let start = crate::machine::time::now_ns();
+    while crate::machine::time::now_ns() - start < ms * 1_000_000 {
         core::hint::spin_loop();
     }
     let elapsed = u32::MAX - read(REG_TIMER_CURRENT);

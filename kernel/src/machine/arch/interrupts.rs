@@ -180,7 +180,7 @@ const EXCEPTION_NAMES: [&str; 32] = [
 extern "C" fn interrupt_dispatch(frame: &mut InterruptFrame) {
     let v = frame.vector as usize;
     COUNT[v & 0xff].fetch_add(1, Ordering::Relaxed);
-    crate::trace::record(crate::trace::Event::Vector, v as u32, frame.rip);
+    crate::machine::trace::record(crate::machine::trace::Event::Vector, v as u32, frame.rip);
     if v < 32 {
         exception(frame);
     }

@@ -66,7 +66,7 @@ pub fn route_intx(gsi: u8, vector: u8, apic_id: u8) -> Result<(), &'static str> 
     }
     let b = base().ok_or("no I/O APIC")?;
     let slot = vector
-        .checked_sub(crate::pci::FIRST_DEVICE_VECTOR)
+        .checked_sub(super::vectors::FIRST_DEVICE_VECTOR)
         .ok_or("not a device vector")? as usize;
     GSI_OF_VECTOR
         .get(slot)
@@ -89,7 +89,7 @@ fn set_mask(gsi: u8, masked: bool) {
 
 /// From the interrupt handler: mask the pin behind `frame.vector`, if it is INTx.
 pub fn mask_for_vector(frame: &InterruptFrame) {
-    let slot = (frame.vector as usize).wrapping_sub(crate::pci::FIRST_DEVICE_VECTOR as usize);
+    let slot = (frame.vector as usize).wrapping_sub(super::vectors::FIRST_DEVICE_VECTOR as usize);
     if let Some(g) = GSI_OF_VECTOR.get(slot) {
         let gsi = g.load(Ordering::Acquire);
         if gsi != 0xff {

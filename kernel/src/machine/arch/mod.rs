@@ -8,6 +8,7 @@ pub mod interrupts;
 pub mod ioapic;
 pub mod mtrr;
 pub mod pit;
+pub mod vectors;
 
 use x86_64::instructions::port::Port;
 

@@ -7,6 +7,8 @@ use core::sync::atomic::{fence, Ordering};
 
 use bulkhead_xen::abi::{HVM_PARAM_CONSOLE_EVTCHN, HVM_PARAM_CONSOLE_PFN};
 
+use bulkhead_xen::Hypervisor;
+
 use crate::machine::shared::SharedPage;
 
 const OUT_OFFSET: usize = 1024;
@@ -34,7 +36,7 @@ const MARKER_MAX: usize = 64;
 impl XenConsole {
     /// Find and map the console page. `None` with a reason when this domain has none.
     pub fn attach() -> Result<XenConsole, &'static str> {
-        let evtchn = super::hvm_get_param(HVM_PARAM_CONSOLE_EVTCHN)
+        let evtchn = crate::machine::hv::hvm_get_param(HVM_PARAM_CONSOLE_EVTCHN)
             .map_err(|_| "HVM_PARAM_CONSOLE_EVTCHN unavailable")?;
         let page = SharedPage::from_hvm_param(HVM_PARAM_CONSOLE_PFN).map_err(|e| {
             if e == "no such page" {
@@ -88,7 +90,7 @@ impl XenConsole {
                     return;
                 }
                 if spins == 0 {
-                    let _ = super::evtchn_send(self.evtchn);
+                    let _ = crate::machine::hv::Hv.evtchn_send(self.evtchn);
                 }
                 spins += 1;
                 core::hint::spin_loop();
@@ -146,7 +148,7 @@ impl XenConsole {
     pub fn notify(&mut self) {
         if self.pending {
             self.pending = false;
-            let _ = super::evtchn_send(self.evtchn);
+            let _ = crate::machine::hv::Hv.evtchn_send(self.evtchn);
         }
     }
 }

@@ -1,17 +1,13 @@
 //! PCI configuration access for the kernel: ECAM when ACPI's MCFG describes it (mapped a
-//! bus at a time, uncached), else the legacy 0xCF8/0xCFC ports. Device interrupts are
-//! handed out as local APIC vectors, each raising its own event-loop signal.
+//! bus at a time, uncached), else the legacy 0xCF8/0xCFC ports; and the functions found.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU8, Ordering};
 
-use bulkhead_executor::Signal;
 use bulkhead_pci::mcfg::{self, PhysRead};
 use bulkhead_pci::{ConfigSpace, Function};
 use spin::{Mutex, Once};
 
-use crate::arch::interrupts::{self, InterruptFrame};
 pub use crate::machine::pcicfg::PortIo;
 use crate::machine::pcicfg::{EcamAccess, Firmware};
 
@@ -65,30 +61,4 @@ static FOUND: Once<Vec<Function>> = Once::new();
 /// which also set each function's interrupt line): one walk of VM exits fewer.
 pub fn remember(fns: Vec<Function>) {
     FOUND.call_once(|| fns);
-}
-
-// Device interrupt vectors 0x40..0x60, each with a signal for the event loop.
-pub const FIRST_DEVICE_VECTOR: u8 = 0x40;
-const DEVICE_VECTORS: usize = 32;
-pub static DEVICE_SIGNALS: [Signal; DEVICE_VECTORS] = [const { Signal::new() }; DEVICE_VECTORS];
-static NEXT_VECTOR: AtomicU8 = AtomicU8::new(0);
-
-fn device_interrupt(f: &mut InterruptFrame) {
-    // Level-triggered INTx: silence the pin until the driver has serviced the device.
-    crate::arch::ioapic::mask_for_vector(f);
-    let i = f.vector as usize - FIRST_DEVICE_VECTOR as usize;
-    if let Some(s) = DEVICE_SIGNALS.get(i) {
-        s.raise();
-    }
-}
-
-/// A fresh vector and the signal it raises.
-pub fn alloc_vector() -> Option<(u8, &'static Signal)> {
-    let i = NEXT_VECTOR.fetch_add(1, Ordering::Relaxed) as usize;
-    if i >= DEVICE_VECTORS {
-        return None;
-    }
-    let v = FIRST_DEVICE_VECTOR + i as u8;
-    interrupts::register(v, device_interrupt);
-    Some((v, &DEVICE_SIGNALS[i]))
 }

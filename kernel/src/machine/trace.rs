@@ -49,7 +49,7 @@ pub fn record(event: Event, arg: u32, at: u64) {
     let r = &RECORDER;
     let n = r.count.fetch_add(1, Ordering::Relaxed) as usize;
     let e = &r.entries[n % ENTRIES];
-    e[0].store(crate::arch::rdtsc(), Ordering::Relaxed);
+    e[0].store(super::arch::rdtsc(), Ordering::Relaxed);
     e[1].store(((event as u64) << 32) | arg as u64, Ordering::Relaxed);
     e[2].store(at, Ordering::Relaxed);
 }

@@ -5,7 +5,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::arch::{self, rdtsc};
+use super::arch::{self, rdtsc};
 
 static TSC_AT_BOOT: AtomicU64 = AtomicU64::new(0);
 static TSC_KHZ: AtomicU64 = AtomicU64::new(0);
@@ -31,7 +31,7 @@ pub fn now_ns() -> u64 {
 
 /// Find the TSC frequency; returns where it came from.
 pub fn calibrate() -> &'static str {
-    let (khz, source) = if let Some(k) = crate::xen::tsc_khz() {
+    let (khz, source) = if let Some(k) = super::hv::tsc_khz() {
         (k, "xen cpuid")
     } else if let Some(k) = arch::cpu::tsc_khz_from_cpuid() {
         (k, "cpuid 0x15")

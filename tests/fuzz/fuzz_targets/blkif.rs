@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 use std::rc::Rc;
 
-use bulkhead_blkback::io::{DmaPages, Geometry, GrantFault, GuestMemory, Piece};
+use bulkhead_blkback::io::Geometry;
 use bulkhead_blkback::persistent::{GrantMapper, Persistent};
 use bulkhead_blkback::queue::Queue;
 use bulkhead_blkback::request::Limits;
@@ -18,62 +18,8 @@ use bulkhead_blkback::ring::{self, RingMemory, VecRing};
 use bulkhead_block::{BlockDevice, BlockError, Features, Io, Span};
 use bulkhead_xen::grants::Mapping;
 use bulkhead_xenbus::keys::fake::run;
+use bulkhead_testsupport::GrantPages;
 use libfuzzer_sys::fuzz_target;
-
-/// Grants 1..=64 are readable and writable pages; any other reference faults.
-struct Pages(Vec<[u8; 4096]>);
-
-impl Pages {
-    fn page(&mut self, gref: u32) -> Result<&mut [u8; 4096], GrantFault> {
-        match gref {
-            1..=64 => Ok(&mut self.0[gref as usize - 1]),
-            _ => Err(GrantFault { gref, status: -3 }),
-        }
-    }
-}
-
-impl GuestMemory for Pages {
-    fn read(&mut self, pieces: &[Piece], buf: &mut [u8]) -> Result<(), GrantFault> {
-        let mut at = 0;
-        for p in pieces {
-            let (o, n) = (p.offset as usize, p.len as usize);
-            let page = self.page(p.gref)?;
-            let src = page.get(o..o + n).ok_or(GrantFault {
-                gref: p.gref,
-                status: -1,
-            })?;
-            buf.get_mut(at..at + n)
-                .ok_or(GrantFault {
-                    gref: p.gref,
-                    status: -1,
-                })?
-                .copy_from_slice(src);
-            at += n;
-        }
-        Ok(())
-    }
-    fn write(&mut self, pieces: &[Piece], buf: &[u8]) -> Result<(), GrantFault> {
-        let mut at = 0;
-        for p in pieces {
-            let (o, n) = (p.offset as usize, p.len as usize);
-            let src = buf.get(at..at + n).ok_or(GrantFault {
-                gref: p.gref,
-                status: -1,
-            })?;
-            let page = self.page(p.gref)?;
-            page.get_mut(o..o + n)
-                .ok_or(GrantFault {
-                    gref: p.gref,
-                    status: -1,
-                })?
-                .copy_from_slice(src);
-            at += n;
-        }
-        Ok(())
-    }
-}
-
-impl DmaPages for Pages {}
 
 /// Maps grants 1..=48 (fewer than the copier reaches: the cache meets refusals); the
 /// pages mapped right now are in `mapped`.
@@ -228,7 +174,8 @@ fuzz_target!(|data: &[u8]| {
     let mapped = Rc::new(RefCell::new(HashSet::new()));
     let reach = (data[6] & 8 != 0).then(|| mapped.clone());
     let mut disk = Disk(vec![0; 8192 * 512], reach);
-    let copier = Pages(vec![[0u8; 4096]; 64]);
+    // Grants 1..=64 are readable and writable pages; any other reference faults.
+    let copier = GrantPages::numbered(64);
     let r = if persistent {
         let mapper = Mapper {
             next: 0,

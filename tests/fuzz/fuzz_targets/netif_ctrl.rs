@@ -4,43 +4,8 @@
 
 use bulkhead_netback::ctrl::{self, Steering, LAYOUT};
 use bulkhead_ring::{shared_init, BackRing, RingMemory, VecRing};
-use bulkhead_xen::copy::{GrantFault, GuestMemory, Piece};
+use bulkhead_testsupport::GrantPages;
 use libfuzzer_sys::fuzz_target;
-
-struct Page(Vec<u8>);
-
-impl GuestMemory for Page {
-    fn read(&mut self, pieces: &[Piece], buf: &mut [u8]) -> Result<(), GrantFault> {
-        let mut at = 0;
-        for p in pieces {
-            if p.gref != 9 {
-                return Err(GrantFault {
-                    gref: p.gref,
-                    status: -3,
-                });
-            }
-            let (o, n) = (p.offset as usize, p.len as usize);
-            let src = self.0.get(o..o + n).ok_or(GrantFault {
-                gref: p.gref,
-                status: -1,
-            })?;
-            buf.get_mut(at..at + n)
-                .ok_or(GrantFault {
-                    gref: p.gref,
-                    status: -1,
-                })?
-                .copy_from_slice(src);
-            at += n;
-        }
-        Ok(())
-    }
-    fn write(&mut self, _: &[Piece], _: &[u8]) -> Result<(), GrantFault> {
-        Err(GrantFault {
-            gref: 0,
-            status: -1,
-        })
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 4 {
@@ -55,9 +20,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut s = Steering::new(1 + u32::from(data[1]) % 8);
-    let mut page = body.to_vec();
-    page.resize(4096, 0);
-    let mut g = Page(page);
+    // Grant 9 holds the input's bytes; any other reference faults.
+    let mut g = GrantPages::new();
+    g.insert(9, body.to_vec());
     if ctrl::serve(&mut ring, &mut s, &mut g, 32).is_ok() {
         assert_eq!(ring.in_flight(), 0);
     }

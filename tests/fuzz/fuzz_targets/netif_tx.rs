@@ -14,64 +14,9 @@ use bulkhead_netback::packet::Packet;
 use bulkhead_netback::queue::{RxFeatures, Sent, VifQueue, RX_LAYOUT, TX_LAYOUT};
 use bulkhead_netback::tx::Gso;
 use bulkhead_ring::{shared_init, BackRing, RingMemory, VecRing};
-use bulkhead_xen::copy::{GrantFault, GuestMemory, Piece};
+use bulkhead_xen::copy::GuestMemory;
+use bulkhead_testsupport::GrantPages;
 use libfuzzer_sys::fuzz_target;
-
-/// Grants 1..=8 are pages holding bytes from the input; others fault.
-struct Pages(Vec<[u8; 4096]>);
-
-impl GuestMemory for Pages {
-    fn read(&mut self, pieces: &[Piece], buf: &mut [u8]) -> Result<(), GrantFault> {
-        let mut at = 0;
-        for p in pieces {
-            let page = self
-                .0
-                .get(p.gref.wrapping_sub(1) as usize)
-                .ok_or(GrantFault {
-                    gref: p.gref,
-                    status: -3,
-                })?;
-            let (o, n) = (p.offset as usize, p.len as usize);
-            let src = page.get(o..o + n).ok_or(GrantFault {
-                gref: p.gref,
-                status: -1,
-            })?;
-            buf.get_mut(at..at + n)
-                .ok_or(GrantFault {
-                    gref: p.gref,
-                    status: -1,
-                })?
-                .copy_from_slice(src);
-            at += n;
-        }
-        Ok(())
-    }
-    fn write(&mut self, pieces: &[Piece], buf: &[u8]) -> Result<(), GrantFault> {
-        let mut at = 0;
-        for p in pieces {
-            let page = self
-                .0
-                .get_mut(p.gref.wrapping_sub(1) as usize)
-                .ok_or(GrantFault {
-                    gref: p.gref,
-                    status: -3,
-                })?;
-            let (o, n) = (p.offset as usize, p.len as usize);
-            let src = buf.get(at..at + n).ok_or(GrantFault {
-                gref: p.gref,
-                status: -1,
-            })?;
-            page.get_mut(o..o + n)
-                .ok_or(GrantFault {
-                    gref: p.gref,
-                    status: -1,
-                })?
-                .copy_from_slice(src);
-            at += n;
-        }
-        Ok(())
-    }
-}
 
 const MAC: [u8; 6] = [0x00, 0x16, 0x3e, 0, 0, 1];
 
@@ -116,8 +61,10 @@ fuzz_target!(|data: &[u8]| {
     q.limits.gso_min_size = 1 + u16::from(data[3]);
     // Guest pages: the input's bytes again, from an offset it picks, with our MAC as
     // the source of the first frame so that some packets pass the spoofing check.
-    let mut pages = Pages(vec![[0u8; 4096]; 8]);
-    for (i, p) in pages.0.iter_mut().enumerate() {
+    // Grants 1..=8 are pages holding bytes from the input; others fault.
+    let mut pages = GrantPages::numbered(8);
+    for i in 0..8usize {
+        let p = pages.page_mut(i as u32 + 1).expect("numbered");
         let from = (usize::from(data[4]) * 7 + i * 131) % body.len().max(1);
         let src = &body[from..];
         let n = src.len().min(4096);

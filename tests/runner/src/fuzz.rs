@@ -5,24 +5,21 @@
 //! exactly one response per request carrying its id, the ring never reports a broken
 //! producer we did not cause, and nothing is written outside the disk.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bulkhead_blkback::abi::*;
-use bulkhead_blkback::io::{Geometry, GrantFault, GuestMemory, Piece};
+use bulkhead_blkback::io::Geometry;
 use bulkhead_blkback::queue::Queue;
 use bulkhead_blkback::request::{encode, encode_discard, encode_indirect, Limits, Segment};
 use bulkhead_blkback::ring::{self, FrontRing, VecRing};
-use bulkhead_block::{BlockDevice, BlockError, Features};
-
-struct Rng(u64);
+use bulkhead_testsupport::{GrantPages, MemDisk, XorShift};
 
 /// The random fuzzers' seed: `FUZZ_SEED` (decimal or 0x-hex) when set, to replay a run,
 /// otherwise fresh; printed first, so a failure can always be replayed.
-fn seed(name: &str, base: u64) -> Rng {
+fn seed(name: &str, base: u64) -> XorShift {
     let s = std::env::var("FUZZ_SEED").ok().and_then(|v| {
         let v = v.trim();
         match v.strip_prefix("0x") {
@@ -39,112 +36,15 @@ fn seed(name: &str, base: u64) -> Rng {
     println!(
         "fuzz {name}: seed {s:#x} (replay: FUZZ_SEED={s:#x} bulkhead-testrun fuzz {name} SECONDS)"
     );
-    // xorshift has one fixed point: 0.
-    Rng(s.max(1))
-}
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-struct Pages(HashMap<u32, Vec<u8>>);
-
-impl bulkhead_blkback::io::DmaPages for Pages {}
-
-impl GuestMemory for Pages {
-    fn read(&mut self, pieces: &[Piece], buf: &mut [u8]) -> Result<(), GrantFault> {
-        let mut at = 0;
-        for p in pieces {
-            let page = self.0.get(&p.gref).ok_or(GrantFault {
-                gref: p.gref,
-                status: -4,
-            })?;
-            let (o, l) = (p.offset as usize, p.len as usize);
-            assert!(o + l <= 4096, "piece crosses the page: {p:?}");
-            buf[at..at + l].copy_from_slice(&page[o..o + l]);
-            at += l;
-        }
-        assert_eq!(at, buf.len(), "pieces do not cover the buffer");
-        Ok(())
-    }
-    fn write(&mut self, pieces: &[Piece], buf: &[u8]) -> Result<(), GrantFault> {
-        let mut at = 0;
-        for p in pieces {
-            let page = self.0.get_mut(&p.gref).ok_or(GrantFault {
-                gref: p.gref,
-                status: -4,
-            })?;
-            let (o, l) = (p.offset as usize, p.len as usize);
-            assert!(o + l <= 4096, "piece crosses the page: {p:?}");
-            page[o..o + l].copy_from_slice(&buf[at..at + l]);
-            at += l;
-        }
-        assert_eq!(at, buf.len(), "pieces do not cover the buffer");
-        Ok(())
-    }
-}
-
-struct Disk(Vec<u8>);
-
-impl BlockDevice for Disk {
-    fn block_size(&self) -> u32 {
-        512
-    }
-    fn blocks(&self) -> u64 {
-        self.0.len() as u64 / 512
-    }
-    fn features(&self) -> Features {
-        Features {
-            flush: true,
-            discard: true,
-            write_zeroes: false,
-            volatile_cache: true,
-        }
-    }
-    async fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
-        let o = lba as usize * 512;
-        assert!(
-            o + buf.len() <= self.0.len(),
-            "read past the disk reached the device"
-        );
-        buf.copy_from_slice(&self.0[o..o + buf.len()]);
-        Ok(())
-    }
-    async fn write(&mut self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
-        let o = lba as usize * 512;
-        assert!(
-            o + buf.len() <= self.0.len(),
-            "write past the disk reached the device"
-        );
-        self.0[o..o + buf.len()].copy_from_slice(buf);
-        Ok(())
-    }
-    async fn flush(&mut self) -> Result<(), BlockError> {
-        Ok(())
-    }
-    async fn discard(&mut self, lba: u64, blocks: u64) -> Result<(), BlockError> {
-        assert!(
-            (lba + blocks) * 512 <= self.0.len() as u64,
-            "discard past the disk"
-        );
-        Ok(())
-    }
+    XorShift::new(s)
 }
 
 const DISK_SECTORS: u64 = 512;
 
-fn request(rng: &mut Rng, p: Protocol, id: u64, grefs: &[u32]) -> Vec<u8> {
-    let seg = |rng: &mut Rng| Segment {
+fn request(rng: &mut XorShift, p: Protocol, id: u64, grefs: &[u32]) -> Vec<u8> {
+    let seg = |rng: &mut XorShift| Segment {
         gref: if rng.below(8) == 0 {
-            rng.next() as u32
+            rng.next_u64() as u32
         } else {
             grefs[rng.below(grefs.len() as u64) as usize]
         },
@@ -152,7 +52,7 @@ fn request(rng: &mut Rng, p: Protocol, id: u64, grefs: &[u32]) -> Vec<u8> {
         last: rng.below(9) as u8,
     };
     let sector = match rng.below(4) {
-        0 => rng.next(),
+        0 => rng.next_u64(),
         _ => rng.below(DISK_SECTORS + 16),
     };
     let mut raw = match rng.below(6) {
@@ -176,7 +76,7 @@ fn request(rng: &mut Rng, p: Protocol, id: u64, grefs: &[u32]) -> Vec<u8> {
     for _ in 0..rng.below(4) {
         let i = rng.below(raw.len() as u64) as usize;
         if !(p.id_offset()..p.id_offset() + 8).contains(&i) {
-            raw[i] = rng.next() as u8;
+            raw[i] = rng.next_u64() as u8;
         }
     }
     raw
@@ -195,7 +95,9 @@ pub fn blkif(seconds: u64) -> Result<(), String> {
     };
     while Instant::now() < deadline {
         for protocol in [Protocol::X86_64, Protocol::X86_32] {
-            let mut pages = Pages(HashMap::new());
+            // Strict: a piece outside its page or not covering its buffer is blkback's bug.
+            let mut pages = GrantPages::new();
+            pages.strict = true;
             // Two indirect pages of plausible segments, then data pages.
             let grefs: Vec<u32> = (10..30).collect();
             for &g in &grefs {
@@ -206,10 +108,10 @@ pub fn blkif(seconds: u64) -> Result<(), String> {
                     } else if g < 12 && i % 8 == 5 {
                         rng.below(9) as u8
                     } else {
-                        rng.next() as u8
+                        rng.next_u64() as u8
                     };
                 }
-                pages.0.insert(g, page);
+                pages.insert(g, page);
             }
             let ring = ring::attach(VecRing::new(1), protocol).map_err(|e| e.to_string())?;
             let mut front = FrontRing::new(ring.memory(), protocol.layout());
@@ -225,7 +127,9 @@ pub fn blkif(seconds: u64) -> Result<(), String> {
                 geo,
                 rng.below(4) == 0,
             );
-            let mut disk = Disk(vec![0; DISK_SECTORS as usize * 512]);
+            // Strict: a device call outside the disk is blkback's bug.
+            let mut disk = MemDisk::new(DISK_SECTORS, 512);
+            disk.strict = true;
             for _ in 0..16 {
                 let n = 1 + rng.below(32) as u32;
                 let mut ids = Vec::new();
@@ -307,7 +211,7 @@ pub fn switch(seconds: u64) -> Result<(), String> {
                 0 => rng.below(20) as usize,
                 _ => 14 + rng.below(1500) as usize,
             };
-            let mut f: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            let mut f: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
             if len >= 12 && rng.below(3) != 0 {
                 let d = macs[rng.below(macs.len() as u64) as usize];
                 let s = macs[rng.below(macs.len() as u64) as usize];
@@ -365,12 +269,12 @@ pub fn netif(seconds: u64) -> Result<(), String> {
                 let mut b = [0u8; 12];
                 if rng.below(4) == 0 {
                     for x in b.iter_mut() {
-                        *x = rng.next() as u8;
+                        *x = rng.next_u64() as u8;
                     }
                 } else {
                     let more = if i + 1 < n { NETTXF_MORE_DATA } else { 0 };
                     let s = TxSlot {
-                        gref: rng.next() as u32,
+                        gref: rng.next_u64() as u32,
                         offset: rng.below(4200) as u16,
                         flags: more | (rng.below(4) as u16),
                         id: i as u16,
@@ -414,7 +318,7 @@ pub fn netif(seconds: u64) -> Result<(), String> {
             // The offload work runs on guest bytes too: headers that lie about lengths,
             // protocols and options, with checksum and GSO requests.
             let len = 14 + rng.below(3000) as usize;
-            let mut f: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            let mut f: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
             if rng.below(4) != 0 {
                 f[12..14].copy_from_slice(if rng.below(2) == 0 {
                     &[0x08, 0]

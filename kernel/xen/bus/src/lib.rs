@@ -707,15 +707,7 @@ mod robustness {
     //! never parse to something they do not spell.
     use super::*;
 
-    struct XorShift(u64);
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-    }
+    use bulkhead_testsupport::XorShift;
 
     const PIECES: [&str; 14] = [
         "/local",
@@ -736,11 +728,11 @@ mod robustness {
 
     #[test]
     fn random_paths() {
-        let mut r = XorShift(77);
+        let mut r = XorShift::new(77);
         for _ in 0..20_000 {
             let mut p = alloc::string::String::new();
-            for _ in 0..(r.next() % 9) {
-                p.push_str(PIECES[(r.next() % PIECES.len() as u64) as usize]);
+            for _ in 0..(r.next_u64() % 9) {
+                p.push_str(PIECES[(r.next_u64() % PIECES.len() as u64) as usize]);
             }
             if let Some(id) = DeviceId::from_path("/local/domain/3", &p) {
                 // Whatever parsed must round-trip to a prefix of the input.
@@ -753,7 +745,7 @@ mod robustness {
 
     #[test]
     fn random_state_sequences_keep_invariants() {
-        let mut r = XorShift(99);
+        let mut r = XorShift::new(99);
         for _ in 0..2000 {
             let mut b = Backend::new(DeviceId {
                 kind: Kind::Vbd,
@@ -762,14 +754,14 @@ mod robustness {
             });
             let mut removed = false;
             for _ in 0..30 {
-                let acts = match r.next() % 6 {
+                let acts = match r.next_u64() % 6 {
                     0 => b.on(Event::Created),
                     1 => b.on(Event::Removed),
                     2 => b.connected(),
                     3 => b.connect_failed(),
                     _ => b.on(Event::Frontend(State::parse(&alloc::format!(
                         "{}",
-                        r.next() % 10
+                        r.next_u64() % 10
                     )))),
                 };
                 if removed {

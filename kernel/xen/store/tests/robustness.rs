@@ -8,22 +8,7 @@ use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
+use bulkhead_testsupport::XorShift;
 
 /// A random message that is sometimes well-formed, sometimes not.
 fn random_reply(r: &mut XorShift, req_id: u32) -> Vec<u8> {
@@ -37,14 +22,14 @@ fn random_reply(r: &mut XorShift, req_id: u32) -> Vec<u8> {
         _ => r.below(64) as u32,
     };
     let id = if r.below(3) == 0 {
-        r.next() as u32
+        r.next_u64() as u32
     } else {
         req_id
     };
     let mut out = Header {
         kind,
         req_id: id,
-        tx_id: r.next() as u32,
+        tx_id: r.next_u64() as u32,
         len,
     }
     .to_bytes()
@@ -56,7 +41,7 @@ fn random_reply(r: &mut XorShift, req_id: u32) -> Vec<u8> {
 
 #[test]
 fn decoder_survives_random_streams() {
-    let mut r = XorShift(0x9e37_79b9_7f4a_7c15);
+    let mut r = XorShift::new(0x9e37_79b9_7f4a_7c15);
     for _ in 0..2000 {
         let mut d = Decoder::default();
         let mut stream = Vec::new();
@@ -124,7 +109,7 @@ fn drive<F: Future>(s: &Store<Chaos>, f: F) -> Option<F::Output> {
 fn client_survives_a_hostile_xenstored() {
     for seed in 1..300u64 {
         let s = Store::new(Chaos {
-            r: XorShift(seed.wrapping_mul(0x1234_5678_9abc_def1)),
+            r: XorShift::new(seed.wrapping_mul(0x1234_5678_9abc_def1)),
             pending: Vec::new(),
             next_id: 1,
         });

@@ -65,6 +65,44 @@ pub struct DiskInfo {
 }
 
 impl DiskInfo {
+    /// The disk a volume of `blocks` blocks of `block_size` bytes with `features` is to
+    /// the frontend: exported read-only or not, discard only when the device has it,
+    /// the toolstack left it on (`discard-enable`, xl's `discard`/`no-discard`) and the
+    /// disk is writable; a flush also serves barriers (both drain what came before). And
+    /// the request limits that follow from it, with `max_indirect_segments` offered.
+    pub fn for_volume(
+        blocks: u64,
+        block_size: u32,
+        features: bulkhead_block::Features,
+        read_only: bool,
+        discard_enable: bool,
+        max_indirect_segments: usize,
+    ) -> (DiskInfo, crate::request::Limits) {
+        let disk = DiskInfo {
+            sectors: blocks.saturating_mul(block_size as u64 / 512),
+            sector_size: block_size,
+            physical_sector_size: block_size,
+            read_only,
+            removable: false,
+            cdrom: false,
+            flush: features.flush,
+            barrier: features.flush,
+            discard: (features.discard && discard_enable && !read_only).then_some(Discard {
+                granularity: block_size,
+                alignment: 0,
+                secure: false,
+            }),
+        };
+        let limits = crate::request::Limits {
+            max_indirect_segments,
+            barrier: disk.barrier,
+            flush: disk.flush,
+            discard: disk.discard.is_some(),
+            secure_discard: false,
+        };
+        (disk, limits)
+    }
+
     pub fn info(&self) -> u32 {
         let mut i = 0;
         if self.read_only {
@@ -176,6 +214,47 @@ pub fn read_only(mode: Option<&str>) -> Result<bool, String> {
         Some("w") | Some("rw") => Ok(false),
         None => Err("no mode node (r or w); refusing to guess read-write".into()),
         Some(m) => Err(format!("mode {m:?} is neither r nor w")),
+    }
+}
+
+#[cfg(test)]
+mod disk_tests {
+    use super::*;
+    use bulkhead_block::Features;
+
+    fn features(flush: bool, discard: bool) -> Features {
+        Features {
+            flush,
+            discard,
+            write_zeroes: false,
+            volatile_cache: true,
+        }
+    }
+
+    #[test]
+    fn the_disk_a_volume_is_to_the_frontend() {
+        let (d, l) = DiskInfo::for_volume(1000, 4096, features(true, true), false, true, 256);
+        assert_eq!(
+            (d.sectors, d.sector_size, d.physical_sector_size),
+            (8000, 4096, 4096)
+        );
+        assert!(d.flush && d.barrier && l.flush && l.barrier);
+        assert_eq!(d.discard.map(|x| x.granularity), Some(4096));
+        assert!(l.discard && !l.secure_discard);
+        assert_eq!(l.max_indirect_segments, 256);
+        assert_eq!(d.info(), 0);
+        // Read-only: no discard, VDISK_READONLY.
+        let (d, l) = DiskInfo::for_volume(1000, 512, features(true, true), true, true, 256);
+        assert!(d.discard.is_none() && !l.discard && d.read_only);
+        assert_eq!(d.info() & VDISK_READONLY, VDISK_READONLY);
+        // The toolstack turned discard off, or the device has none; no flush, no barrier.
+        let (d, _) = DiskInfo::for_volume(1000, 512, features(true, true), false, false, 0);
+        assert!(d.discard.is_none());
+        let (d, l) = DiskInfo::for_volume(1000, 512, features(false, false), false, true, 0);
+        assert!(d.discard.is_none() && !d.flush && !d.barrier && !l.flush && !l.barrier);
+        // A capacity that would overflow saturates rather than wraps.
+        let (d, _) = DiskInfo::for_volume(u64::MAX, 4096, features(false, false), false, true, 0);
+        assert_eq!(d.sectors, u64::MAX);
     }
 }
 

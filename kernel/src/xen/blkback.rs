@@ -10,10 +10,9 @@ use alloc::vec::Vec;
 use core::cell::Cell;
 
 use bulkhead_blkback::io::{DmaPages, Geometry, GrantFault, GuestMemory, Piece, Transfer};
-use bulkhead_blkback::negotiate::{self, Discard, DiskInfo, Offer};
+use bulkhead_blkback::negotiate::{self, DiskInfo, Offer};
 use bulkhead_blkback::persistent::{GrantMapper, Persistent};
 use bulkhead_blkback::queue::Queue;
-use bulkhead_blkback::request::Limits;
 use bulkhead_blkback::ring::BackRing;
 use bulkhead_block::Span;
 use bulkhead_block::{BlockDevice, Target};
@@ -52,17 +51,6 @@ pub const OFFER: Offer = Offer {
 /// 257 grants in use (data and indirect pages): this bound holds that, where Linux
 /// blkback's 1056 would leave half of it to copies.
 const PERSISTENT_PER_RING: usize = 2304;
-
-/// Publish the transport limits (before InitWait).
-pub async fn offer(xen: &XenRef, be: &str) -> Result<(), String> {
-    for (k, v) in OFFER.keys() {
-        xen.store
-            .write(Tx::NONE, &format!("{be}/{k}"), &v)
-            .await
-            .map_err(|e| format!("write {k}: {e}"))?;
-    }
-    Ok(())
-}
 
 /// A served vbd; dropping it does not stop the ring tasks, [`Connection::close`] does.
 pub struct Connection {
@@ -104,29 +92,14 @@ pub async fn connect(
     let front = negotiate::read_frontend(&mut DirKeys { xen, dir: fe }, &OFFER).await?;
 
     let bs = volume.block_size();
-    let features = volume.features();
-    let disk = DiskInfo {
-        sectors: volume.blocks() * (bs as u64 / 512),
-        sector_size: bs,
-        physical_sector_size: bs,
+    let (disk, limits) = DiskInfo::for_volume(
+        volume.blocks(),
+        volume.block_size(),
+        volume.features(),
         read_only,
-        removable: false,
-        cdrom: false,
-        flush: features.flush,
-        barrier: features.flush,
-        discard: (features.discard && discard_enable && !read_only).then_some(Discard {
-            granularity: bs,
-            alignment: 0,
-            secure: false,
-        }),
-    };
-    let limits = Limits {
-        max_indirect_segments: OFFER.max_indirect_segments as usize,
-        barrier: disk.barrier,
-        flush: disk.flush,
-        discard: disk.discard.is_some(),
-        secure_discard: false,
-    };
+        discard_enable,
+        OFFER.max_indirect_segments as usize,
+    );
 
     let dom = id.frontend;
     let geometry = Geometry {

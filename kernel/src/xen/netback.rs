@@ -42,16 +42,6 @@ pub const OFFER: Offer = Offer { max_queues: 4 };
 /// Packets taken from a TX ring before the queue looks at its RX side again.
 const TX_BUDGET: usize = 64;
 
-pub async fn offer(xen: &XenRef, be: &str) -> Result<(), String> {
-    for (k, v) in OFFER.keys() {
-        xen.store
-            .write(Tx::NONE, &format!("{be}/{k}"), &v)
-            .await
-            .map_err(|e| format!("write {k}: {e}"))?;
-    }
-    Ok(())
-}
-
 /// A vif queue as the other queues' tasks reach it: they lay a large send from their
 /// guest straight into its receive buffers when it is idle (`VifQueue::rx_direct`).
 /// Every task borrows a queue only within a pass, never across an await, so a failed

@@ -270,10 +270,12 @@ async fn device(
         return;
     }
 
-    let offered = match id.kind {
-        Kind::Vbd => blkback::offer(&xen, &be).await,
-        Kind::Vif => netback::offer(&xen, &be).await,
+    // The transport's limits, before InitWait.
+    let keys = match id.kind {
+        Kind::Vbd => blkback::OFFER.keys(),
+        Kind::Vif => netback::OFFER.keys(),
     };
+    let offered = publish(&xen, &be, keys).await;
     if let Err(e) = offered {
         warn!("{id}: cannot publish the device's features: {e}");
         return;
@@ -542,4 +544,15 @@ impl Device {
         );
         self.show_status();
     }
+}
+
+/// Write `keys` into the directory `dir`.
+async fn publish(xen: &XenRef, dir: &str, keys: Vec<(&'static str, String)>) -> Result<(), String> {
+    for (k, v) in keys {
+        xen.store
+            .write(Tx::NONE, &format!("{dir}/{k}"), &v)
+            .await
+            .map_err(|e| format!("write {k}: {e}"))?;
+    }
+    Ok(())
 }

@@ -20,7 +20,7 @@ use bulkhead_executor::Handle;
 use bulkhead_xen::abi::{DomId, Port};
 use bulkhead_xen::grants::Mapping;
 use bulkhead_xen::Hypervisor;
-use bulkhead_xenbus::DeviceId;
+use bulkhead_xenbus::{DeviceId, State};
 use bulkhead_xenstore::client::Tx;
 use log::error;
 
@@ -219,33 +219,15 @@ impl Connection {
     }
 }
 
-/// Publish the disk in one transaction, retrying when xenstored says another transaction
-/// got in first.
+/// Publish the disk in one transaction (retried while xenstored reports a conflict).
 async fn publish(xen: &XenRef, be: &str, keys: &[(&'static str, String)]) -> Result<(), String> {
-    for _ in 0..8 {
-        let tx = xen
-            .store
-            .transaction_start()
-            .await
-            .map_err(|e| format!("transaction: {e}"))?;
-        let mut failed = None;
-        for (k, v) in keys {
-            if let Err(e) = xen.store.write(tx, &format!("{be}/{k}"), v).await {
-                failed = Some(format!("write {k}: {e}"));
-                break;
-            }
+    xen.store.write_all(be, keys, 8).await.map_err(|e| {
+        if e.is("EAGAIN") {
+            "transaction kept conflicting".into()
+        } else {
+            format!("{e}")
         }
-        if let Some(f) = failed {
-            let _ = xen.store.transaction_end(tx, false).await;
-            return Err(f);
-        }
-        match xen.store.transaction_end(tx, true).await {
-            Ok(true) => return Ok(()),
-            Ok(false) => continue,
-            Err(e) => return Err(format!("commit: {e}")),
-        }
-    }
-    Err("transaction kept conflicting".into())
+    })
 }
 
 fn release(xen: &XenRef, port: Port, maps: &[Mapping]) {
@@ -299,7 +281,10 @@ async fn serve(
                     "{}: {e}; disconnecting the frontend",
                     queue.name
                 ));
-                let _ = xen.store.write(Tx::NONE, &format!("{be}/state"), "5").await;
+                let _ = xen
+                    .store
+                    .write(Tx::NONE, &format!("{be}/state"), State::Closing.as_str())
+                    .await;
                 break;
             }
         }

@@ -485,8 +485,9 @@ impl Device {
                 .await
                 .ok()
                 .flatten()
-                .as_deref(),
-            Some("3") | Some("4")
+                .as_deref()
+                .and_then(State::parse),
+            Some(State::Initialised | State::Connected)
         )
     }
 

@@ -327,6 +327,36 @@ impl<T: Transport> Store<T> {
             Err(e) => Err(e),
         }
     }
+
+    /// Write `keys` under `dir` in one transaction, so that a peer sees all of them or
+    /// none (a frontend reading a disk's size and sector size); started again while
+    /// xenstored reports a conflict (another transaction got in first), `attempts` times
+    /// at most, then `Err(Xs("EAGAIN"))`. A failed write aborts the transaction.
+    pub async fn write_all(
+        &self,
+        dir: &str,
+        keys: &[(&str, String)],
+        attempts: usize,
+    ) -> Result<(), Error> {
+        for _ in 0..attempts {
+            let tx = self.transaction_start().await?;
+            let mut failed = None;
+            for (k, v) in keys {
+                if let Err(e) = self.write(tx, &format!("{dir}/{k}"), v).await {
+                    failed = Some(e);
+                    break;
+                }
+            }
+            if let Some(e) = failed {
+                let _ = self.transaction_end(tx, false).await;
+                return Err(e);
+            }
+            if self.transaction_end(tx, true).await? {
+                return Ok(());
+            }
+        }
+        Err(Error::Xs("EAGAIN".into()))
+    }
 }
 
 impl<T: Transport> Inner<T> {

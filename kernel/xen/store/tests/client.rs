@@ -223,6 +223,37 @@ fn transaction_retry_on_eagain() {
 }
 
 #[test]
+fn write_all_commits_together_retrying_conflicts_a_bounded_number_of_times() {
+    let (s, server) = setup();
+    let keys = [
+        ("sectors", "8000".to_string()),
+        ("sector-size", "4096".to_string()),
+    ];
+    server.borrow_mut().fail_next_commits = 2;
+    run(&s, s.write_all("backend/vbd/3/51712", &keys, 8)).unwrap();
+    assert_eq!(server.borrow().fail_next_commits, 0);
+    {
+        let server = server.borrow();
+        let tree = &server.tree;
+        assert_eq!(
+            tree.get("/local/domain/7/backend/vbd/3/51712/sectors")
+                .unwrap(),
+            "8000"
+        );
+        assert_eq!(
+            tree.get("/local/domain/7/backend/vbd/3/51712/sector-size")
+                .unwrap(),
+            "4096"
+        );
+    }
+    // A conflict that never clears: given up after the attempts, as an EAGAIN.
+    server.borrow_mut().fail_next_commits = 100;
+    let e = run(&s, s.write_all("backend/vbd/3/51712", &keys, 3)).unwrap_err();
+    assert!(e.is("EAGAIN"));
+    assert_eq!(server.borrow().fail_next_commits, 97);
+}
+
+#[test]
 fn error_reply_is_an_error_not_a_panic() {
     let (s, server) = setup();
     let mut raw = Vec::new();

@@ -413,7 +413,7 @@ pub async fn run(
             tcp::SocketBuffer::new(vec![0; 16384]),
         ))
     });
-    let mut request = Vec::new();
+    let mut request = bulkhead_mgmt::Request::new();
     let mut oversized = 0u64;
     let mut coalesced = bulkhead_netback::coalesce::Stats::default();
     let mut coalesced_shown = 0u64;
@@ -587,38 +587,25 @@ fn dhcp_event(iface: &mut Interface, s: &mut dhcpv4::Socket, port: &Port, mac: M
     }
 }
 
-fn serve_http(s: &mut tcp::Socket, request: &mut Vec<u8>, ports: &[Port], fabric: &FabricRef) {
+/// The status page over HTTP (bulkhead_mgmt): one request per connection, answered once
+/// its headers are in and the socket can take the whole answer.
+fn serve_http(
+    s: &mut tcp::Socket,
+    request: &mut bulkhead_mgmt::Request,
+    ports: &[Port],
+    fabric: &FabricRef,
+) {
     if !s.is_open() {
-        request.clear();
+        request.reset();
         let _ = s.listen(HTTP_PORT);
         return;
     }
     if s.can_recv() {
-        let _ = s.recv(|b| {
-            let n = b.len().min(2048 - request.len().min(2048));
-            request.extend_from_slice(&b[..n]);
-            (b.len(), ())
-        });
+        let _ = s.recv(|b| (request.feed(b), ()));
     }
-    let complete = request.windows(4).any(|w| w == b"\r\n\r\n") || request.len() >= 2048;
-    if complete && s.can_send() && s.send_queue() == 0 && !request.is_empty() {
-        let first = request.split(|&b| b == b'\n').next().unwrap_or(&[]);
-        let path = core::str::from_utf8(first)
-            .ok()
-            .and_then(|l| l.split_whitespace().nth(1))
-            .unwrap_or("");
-        let (code, body) = if path == "/" || path == "/status" {
-            ("200 OK", status_page(ports, &fabric.borrow()))
-        } else {
-            ("404 Not Found", String::from("not found; try /status\n"))
-        };
-        let resp = format!(
-            "HTTP/1.0 {code}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
+    if request.complete() && s.can_send() && s.send_queue() == 0 {
+        let resp = request.answer(|| status_page(ports, &fabric.borrow()));
         let _ = s.send_slice(resp.as_bytes());
-        request.clear();
-        request.push(0); // answered: nothing more to parse on this connection
         s.close();
     }
 }

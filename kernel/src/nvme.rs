@@ -16,6 +16,7 @@ use bulkhead_nvme::gpt::{self, Partition};
 use bulkhead_nvme::identify::Namespace;
 use bulkhead_nvme::pool::{Buffer, Pool};
 use bulkhead_nvme::prp::Pages;
+use bulkhead_nvme::recovery;
 use bulkhead_nvme::{Clock, Dma, Error, PAGE_SIZE};
 use bulkhead_pci::Function;
 use log::{error, info, warn};
@@ -326,26 +327,33 @@ impl Disk {
         cmd: Command,
         what: &'static str,
     ) -> Result<u32, Error> {
-        let mut attempt = 0;
+        // The policy is bulkhead_nvme::recovery's; this follows it.
+        let mut recovery = recovery::Command::new();
         loop {
             let cid = if self.take_lost() {
                 self.ctrl.io[0].submit_quiet(&self.dma, cmd)?
             } else {
                 self.ctrl.io[0].submit(&self.dma, &self.ctrl.mmio, cmd)?
             };
-            match self.wait(h, cid, what).await {
+            let e = match self.wait(h, cid, what).await {
                 Ok(c) => return c.result(),
-                Err(Error::Timeout { .. }) if attempt == 0 => {
-                    attempt += 1;
-                    warn!("{}: {what} (command {cid}) timed out after {} ms; asking the controller to abort it", self.name, self.timeout_ns / 1_000_000);
-                    let aborted = self
-                        .ctrl
-                        .abort(&self.dma, &mut SpinClock, 1, cid)
-                        .unwrap_or(false);
-                    if aborted && self.wait(h, cid, what).await.is_ok() {
-                        warn!("{}: command {cid} aborted; re-issuing {what}", self.name);
-                        continue;
-                    }
+                Err(e @ Error::Timeout { .. }) => e,
+                Err(e) => return Err(e),
+            };
+            if recovery.timed_out() == recovery::OnTimeout::Fail {
+                return Err(e);
+            }
+            warn!("{}: {what} (command {cid}) timed out after {} ms; asking the controller to abort it", self.name, self.timeout_ns / 1_000_000);
+            let aborted = self
+                .ctrl
+                .abort(&self.dma, &mut SpinClock, 1, cid)
+                .unwrap_or(false);
+            let completed = aborted && self.wait(h, cid, what).await.is_ok();
+            match recovery.abort_result(completed) {
+                recovery::AfterAbort::Reissue => {
+                    warn!("{}: command {cid} aborted; re-issuing {what}", self.name);
+                }
+                recovery::AfterAbort::ResetThenReissue => {
                     warn!(
                         "{}: abort did not complete command {cid}; resetting the controller",
                         self.name
@@ -356,7 +364,6 @@ impl Disk {
                         self.name
                     );
                 }
-                Err(e) => return Err(e),
             }
         }
     }
@@ -473,8 +480,7 @@ impl Disk {
             }
         }
         let mut batch = Batch::new(ops);
-        let mut reset_done = false;
-        let mut deadline = h.now() + self.timeout_ns;
+        let mut watch = recovery::BatchWatch::new(h.now(), self.timeout_ns);
         while !batch.done() {
             {
                 let lose = self.take_lost();
@@ -514,15 +520,9 @@ impl Disk {
             if batch.done() {
                 break;
             }
-            if ended > 0 {
-                // Progress: the next stall gets its own reset.
-                reset_done = false;
-                deadline = h.now() + self.timeout_ns;
-                continue;
-            }
-            if h.now() > deadline {
-                let stuck = batch.in_flight();
-                if reset_done || stuck == 0 {
+            match watch.look(h.now(), ended, batch.in_flight()) {
+                recovery::Verdict::Wait => {}
+                recovery::Verdict::GiveUp(why) => {
                     // Commands still out may point into the caller's memory, which it
                     // takes back when this returns: the device must not touch it again.
                     self.stop_dma();
@@ -533,37 +533,44 @@ impl Disk {
                         },
                         false,
                     );
-                    self.fail(&if stuck == 0 {
+                    self.fail(&match why {
                         // Nothing in flight and nothing submitted: the DMA pool lost
                         // its buffers to commands given up on earlier.
-                        String::from("no DMA buffer left for a command")
-                    } else {
-                        format!("{stuck} command(s) timed out again after a controller reset")
+                        recovery::GiveUp::NoBuffers => {
+                            String::from("no DMA buffer left for a command")
+                        }
+                        recovery::GiveUp::TimedOutAfterReset { stuck } => {
+                            format!("{stuck} command(s) timed out again after a controller reset")
+                        }
                     });
                     break;
                 }
-                warn!(
-                    "{}: {stuck} command(s) timed out after {} ms; resetting the controller",
-                    self.name,
-                    self.timeout_ns / 1_000_000
-                );
-                match self.reset_controller() {
-                    Ok(_) => {
-                        let n = batch.requeue_in_flight(&mut self.pool);
-                        warn!(
-                            "{}: controller reset ({n} in flight dropped); re-issuing them",
-                            self.name
-                        );
+                recovery::Verdict::Reset { stuck } => {
+                    warn!(
+                        "{}: {stuck} command(s) timed out after {} ms; resetting the controller",
+                        self.name,
+                        self.timeout_ns / 1_000_000
+                    );
+                    match self.reset_controller() {
+                        Ok(_) => {
+                            let n = batch.requeue_in_flight(&mut self.pool);
+                            warn!(
+                                "{}: controller reset ({n} in flight dropped); re-issuing them",
+                                self.name
+                            );
+                        }
+                        Err(e) => {
+                            self.stop_dma();
+                            batch.fail_rest(&mut self.pool, Error::Fatal, false);
+                            self.fail(&format!("controller reset failed: {e}"));
+                            break;
+                        }
                     }
-                    Err(e) => {
-                        self.stop_dma();
-                        batch.fail_rest(&mut self.pool, Error::Fatal, false);
-                        self.fail(&format!("controller reset failed: {e}"));
-                        break;
-                    }
+                    watch.reset_done(h.now());
+                    continue;
                 }
-                reset_done = true;
-                deadline = h.now() + self.timeout_ns;
+            }
+            if ended > 0 {
                 continue;
             }
             self.until_completion(h).await;

@@ -20,6 +20,7 @@ pub mod identify;
 pub mod pool;
 pub mod prp;
 pub mod queue;
+pub mod recovery;
 pub mod regs;
 
 use core::fmt;

@@ -7,7 +7,9 @@ use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use bulkhead_block::{unique, BlockDevice, BlockError, Extent, Features, Io, Lookup, Span, Target};
+use bulkhead_block::{
+    BlockDevice, BlockError, Extent, Features, Io, Listed, ListedPartition, Lookup, Span, Target,
+};
 use bulkhead_executor::{Handle, Mutex, Signal};
 use bulkhead_nvme::batch::{Batch, Op};
 use bulkhead_nvme::cmd::{Command, Completion};
@@ -795,67 +797,42 @@ fn prp_pieces(spans: &[Span]) -> Vec<(u64, usize)> {
     spans.iter().map(|s| (s.addr, s.len)).collect()
 }
 
-/// Resolve an xl `target=` against the controllers and their partition tables.
-/// `namespaces[i]` are controller i's namespaces.
+/// The namespaces and partitions found, as `target=` names see them (bulkhead_block's
+/// `Listed`, where the names are resolved).
+pub fn listed(
+    namespaces: &[Vec<Namespace>],
+    parts: &[(usize, u32, Vec<Partition>)],
+) -> Vec<Listed> {
+    namespaces
+        .iter()
+        .enumerate()
+        .flat_map(|(d, nss)| {
+            nss.iter().map(move |n| Listed {
+                controller: d,
+                nsid: n.nsid,
+                blocks: n.blocks,
+                block_size: n.block_size,
+                partitions: parts
+                    .iter()
+                    .filter(|(pd, pn, _)| *pd == d && *pn == n.nsid)
+                    .flat_map(|(_, _, ps)| ps.iter())
+                    .map(|p| ListedPartition {
+                        number: p.number,
+                        name: p.name.clone(),
+                        first: p.first_lba,
+                        blocks: p.blocks(),
+                    })
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
+/// What `target` names among these namespaces and partitions (see `Target::resolve`).
 pub fn resolve(
     namespaces: &[Vec<Namespace>],
     parts: &[(usize, u32, Vec<Partition>)],
     target: &Target,
 ) -> Result<(usize, u32, Extent), Lookup> {
-    let ns_extent = |d: usize, nsid: u32| {
-        namespaces
-            .get(d)?
-            .iter()
-            .find(|n| n.nsid == nsid)
-            .map(|n| Extent {
-                first: 0,
-                blocks: n.blocks,
-                block_size: n.block_size,
-                read_only: false,
-            })
-    };
-    let part_extent = |d: usize, nsid: u32, p: &Partition| {
-        let bs = namespaces
-            .get(d)?
-            .iter()
-            .find(|n| n.nsid == nsid)?
-            .block_size;
-        Some(Extent {
-            first: p.first_lba,
-            blocks: p.blocks(),
-            block_size: bs,
-            read_only: false,
-        })
-    };
-    let found = match target {
-        Target::Namespace { controller, nsid } => Some((
-            *controller as usize,
-            *nsid,
-            ns_extent(*controller as usize, *nsid),
-        )),
-        Target::Partition {
-            controller,
-            nsid,
-            number,
-        } => parts
-            .iter()
-            .find(|(d, n, _)| *d == *controller as usize && *n == *nsid)
-            .and_then(|(_, _, ps)| ps.iter().find(|p| p.number == *number))
-            .map(|p| {
-                (
-                    *controller as usize,
-                    *nsid,
-                    part_extent(*controller as usize, *nsid, p),
-                )
-            }),
-        Target::PartitionName(name) => Some(unique(parts.iter().flat_map(|(d, n, ps)| {
-            ps.iter()
-                .filter(|p| &p.name == name)
-                .map(|p| (*d, *n, part_extent(*d, *n, p)))
-        }))?),
-    };
-    match found {
-        Some((d, n, Some(e))) => Ok((d, n, e)),
-        _ => Err(Lookup::NotFound),
-    }
+    target.resolve(&listed(namespaces, parts))
 }

@@ -234,6 +234,27 @@ pub fn unique<T>(mut matches: impl Iterator<Item = T>) -> Result<T, Lookup> {
     }
 }
 
+/// A namespace as the storage drivers listed it at start, as `target=` names see it:
+/// its controller's index (in PCI order), its id, its size and its GPT partitions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    pub controller: usize,
+    pub nsid: u32,
+    pub blocks: u64,
+    pub block_size: u32,
+    pub partitions: Vec<ListedPartition>,
+}
+
+/// A GPT partition of a [`Listed`] namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedPartition {
+    /// 1-based, as in `nvme0n1p2`.
+    pub number: u32,
+    pub name: String,
+    pub first: u64,
+    pub blocks: u64,
+}
+
 /// What an xl disk line's `target=` names.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
@@ -250,6 +271,65 @@ pub enum Target {
 }
 
 impl Target {
+    /// The namespace (controller index, namespace id) and the extent on it this target
+    /// names among `listed`: a whole namespace, a partition by number, or the one
+    /// partition of that name on any controller (none, or more than one, is an error).
+    /// The extent is writable; the caller applies `access=`.
+    pub fn resolve(&self, listed: &[Listed]) -> Result<(usize, u32, Extent), Lookup> {
+        let ns = |c: u32, nsid: u32| {
+            listed
+                .iter()
+                .find(|n| n.controller == c as usize && n.nsid == nsid)
+                .ok_or(Lookup::NotFound)
+        };
+        let part = |n: &Listed, p: &ListedPartition| {
+            (
+                n.controller,
+                n.nsid,
+                Extent {
+                    first: p.first,
+                    blocks: p.blocks,
+                    block_size: n.block_size,
+                    read_only: false,
+                },
+            )
+        };
+        match self {
+            Target::Namespace { controller, nsid } => {
+                let n = ns(*controller, *nsid)?;
+                Ok((
+                    n.controller,
+                    n.nsid,
+                    Extent {
+                        first: 0,
+                        blocks: n.blocks,
+                        block_size: n.block_size,
+                        read_only: false,
+                    },
+                ))
+            }
+            Target::Partition {
+                controller,
+                nsid,
+                number,
+            } => {
+                let n = ns(*controller, *nsid)?;
+                let p = n
+                    .partitions
+                    .iter()
+                    .find(|p| p.number == *number)
+                    .ok_or(Lookup::NotFound)?;
+                Ok(part(n, p))
+            }
+            Target::PartitionName(name) => unique(listed.iter().flat_map(|n| {
+                n.partitions
+                    .iter()
+                    .filter(|p| &p.name == name)
+                    .map(move |p| part(n, p))
+            })),
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Target> {
         if let Some(name) = s.strip_prefix("part:") {
             return (!name.is_empty() && name.len() <= 36)
@@ -289,12 +369,54 @@ fn split_number(s: &str) -> Option<(u32, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec;
 
     #[test]
     fn a_name_must_match_exactly_one() {
         assert_eq!(unique([7].into_iter()), Ok(7));
         assert_eq!(unique(core::iter::empty::<u8>()), Err(Lookup::NotFound));
         assert_eq!(unique([1, 2, 3].into_iter()), Err(Lookup::Ambiguous(3)));
+    }
+
+    #[test]
+    fn targets_resolve_to_one_extent_or_say_why_not() {
+        let p = |number, name: &str, first, blocks| ListedPartition {
+            number,
+            name: String::from(name),
+            first,
+            blocks,
+        };
+        let listed = vec![
+            Listed {
+                controller: 0,
+                nsid: 1,
+                blocks: 1000,
+                block_size: 512,
+                partitions: vec![p(1, "alpha", 34, 100), p(2, "beta", 134, 200)],
+            },
+            Listed {
+                controller: 1,
+                nsid: 1,
+                blocks: 50,
+                block_size: 4096,
+                partitions: vec![p(1, "beta", 6, 10), p(2, "gamma", 16, 20)],
+            },
+        ];
+        let t = |s: &str| Target::parse(s).unwrap().resolve(&listed);
+        let (d, n, e) = t("nvme1n1").unwrap();
+        assert_eq!((d, n, e.first, e.blocks, e.block_size), (1, 1, 0, 50, 4096));
+        let (d, _, e) = t("nvme0n1p2").unwrap();
+        assert_eq!(
+            (d, e.first, e.blocks, e.block_size, e.read_only),
+            (0, 134, 200, 512, false)
+        );
+        let (d, _, e) = t("part:gamma").unwrap();
+        assert_eq!((d, e.first, e.blocks, e.block_size), (1, 16, 20, 4096));
+        assert_eq!(t("part:beta").unwrap_err(), Lookup::Ambiguous(2));
+        assert_eq!(t("part:delta").unwrap_err(), Lookup::NotFound);
+        assert_eq!(t("nvme0n1p3").unwrap_err(), Lookup::NotFound);
+        assert_eq!(t("nvme2n1").unwrap_err(), Lookup::NotFound);
+        assert_eq!(t("nvme0n2p1").unwrap_err(), Lookup::NotFound);
     }
 
     #[test]

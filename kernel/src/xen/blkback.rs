@@ -4,10 +4,8 @@
 
 use alloc::boxed::Box;
 use alloc::format;
-use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::cell::Cell;
 
 use bulkhead_blkback::io::{DmaPages, Geometry, GrantFault, GuestMemory, Piece, Transfer};
 use bulkhead_blkback::negotiate::{self, DiskInfo, Offer};
@@ -27,6 +25,7 @@ use log::error;
 use super::grants::GrantCopier;
 use super::ring::{self, MappedRing};
 use super::store::DirKeys;
+use super::task::{Lifeline, Running};
 use super::{Hv, XenRef};
 use crate::nvme::Volume;
 use crate::storage::Storage;
@@ -55,12 +54,6 @@ const PERSISTENT_PER_RING: usize = 2304;
 /// A served vbd; dropping it does not stop the ring tasks, [`Connection::close`] does.
 pub struct Connection {
     queues: Vec<Running>,
-}
-
-struct Running {
-    port: Port,
-    stop: Rc<Cell<bool>>,
-    done: Rc<Cell<bool>>,
 }
 
 /// Read both sides' nodes, map the ring, bind the channel, publish the disk and start
@@ -153,8 +146,7 @@ pub async fn connect(
         } else {
             Guest::Copy(GrantCopier { dom })
         };
-        let stop = Rc::new(Cell::new(false));
-        let done = Rc::new(Cell::new(false));
+        let (running, life) = Running::new(a.port);
         h.spawn(
             "blkback-ring",
             serve(
@@ -164,18 +156,13 @@ pub async fn connect(
                 Box::new(guest),
                 a.port,
                 a.maps,
-                stop.clone(),
-                done.clone(),
+                life,
                 be.into(),
                 dom,
                 h.clone(),
             ),
         );
-        queues.push(Running {
-            port: a.port,
-            stop,
-            done,
-        });
+        queues.push(running);
     }
     Ok(Connection { queues })
 }
@@ -206,16 +193,8 @@ fn attach(
 
 impl Connection {
     /// Stop serving (requests in progress complete) and release the rings.
-    pub async fn close(self, xen: &XenRef, h: &Handle) {
-        for q in &self.queues {
-            q.stop.set(true);
-            xen.waiters.kick(q.port);
-        }
-        for q in &self.queues {
-            while !q.done.get() {
-                h.sleep(1_000_000).await;
-            }
-        }
+    pub async fn close(self, xen: &XenRef) {
+        super::task::stop_all(xen, &self.queues.iter().collect::<Vec<_>>()).await;
     }
 }
 
@@ -243,15 +222,14 @@ async fn serve(
     mut guest: Box<Guest>,
     port: Port,
     maps: Vec<Mapping>,
-    stop: Rc<Cell<bool>>,
-    done: Rc<Cell<bool>>,
+    life: Lifeline,
     be: String,
     dom: u16,
     h: Handle,
 ) {
     let mut storm = bulkhead_xen::storm::Storm::new();
     loop {
-        if stop.get() {
+        if life.stopping() {
             break;
         }
         let seen = queue.stats.requests + queue.stats.errors;
@@ -288,7 +266,7 @@ async fn serve(
                 break;
             }
         }
-        if stop.get() {
+        if life.stopping() {
             break;
         }
         // An event storm (notifications without requests): keep the port masked a while.
@@ -296,7 +274,7 @@ async fn serve(
             super::events::mask(port);
             h.sleep(delay).await;
             let _ = super::events::unmask(port);
-            if stop.get() {
+            if life.stopping() {
                 break;
             }
         }
@@ -328,7 +306,7 @@ async fn serve(
         xen.slots.borrow().in_use(),
         xen.ports.borrow().len(),
     ));
-    done.set(true);
+    life.finished();
 }
 
 /// How a ring reaches the frontend's pages: grant copies into our (identity-mapped)

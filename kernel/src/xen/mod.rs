@@ -11,6 +11,7 @@ pub mod netback;
 pub mod peertest;
 pub mod ring;
 pub mod store;
+pub mod task;
 pub mod xenbus;
 
 use alloc::rc::Rc;

@@ -9,7 +9,7 @@ use alloc::format;
 use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::cell::{Cell, RefCell};
+use core::cell::RefCell;
 use core::future::Future;
 use core::pin::Pin;
 
@@ -32,6 +32,7 @@ use log::info;
 use super::grants::GrantCopier;
 use super::ring::{self, MappedRing};
 use super::store::DirKeys;
+use super::task::{Lifeline, Running};
 use super::{Hv, XenRef};
 use bulkhead_fabric::{FabricRef, Inbox};
 
@@ -65,12 +66,6 @@ pub struct Connection {
     ctrl: Option<Running>,
     /// The frontend's domain (its log budget).
     dom: DomId,
-}
-
-struct Running {
-    ports: (Port, Port),
-    stop: Rc<Cell<bool>>,
-    done: Rc<Cell<bool>>,
 }
 
 /// One queue's rings mapped and channels bound, not yet served.
@@ -181,8 +176,7 @@ pub async fn connect(
         Some(steering.clone()),
     );
     let ctrl = ctrl.map(|(ring, maps, port)| {
-        let stop = Rc::new(Cell::new(false));
-        let done = Rc::new(Cell::new(false));
+        let (running, life) = Running::new(port);
         h.spawn(
             "netback-ctrl",
             serve_ctrl(
@@ -193,16 +187,11 @@ pub async fn connect(
                 port,
                 steering.clone(),
                 GrantCopier { dom },
-                stop.clone(),
-                done.clone(),
+                life,
                 h.clone(),
             ),
         );
-        Running {
-            ports: (port, port),
-            stop,
-            done,
-        }
+        running
     });
     xen.guest_info(dom, format_args!(
         "{id}: {name} connected: MAC {}, {} queue(s), {} event channels, sg {}, gso v4/v6 {}/{}, csum offload v4/v6 {}/{}, control ring {}{}",
@@ -251,8 +240,7 @@ pub async fn connect(
                 port: a.ports.1,
             },
         );
-        let stop = Rc::new(Cell::new(false));
-        let done = Rc::new(Cell::new(false));
+        let (running, life) = Running::new(a.ports.0);
         h.spawn(
             "netback-queue",
             serve(
@@ -265,15 +253,10 @@ pub async fn connect(
                 a.ports,
                 a.maps,
                 GrantCopier { dom },
-                stop.clone(),
-                done.clone(),
+                life,
             ),
         );
-        queues.push(Running {
-            ports: a.ports,
-            stop,
-            done,
-        });
+        queues.push(running);
     }
     Ok(Connection {
         port,
@@ -293,16 +276,9 @@ fn on(b: bool) -> &'static str {
 
 impl Connection {
     /// Stop serving, release the rings and leave the switch.
-    pub async fn close(self, xen: &XenRef, h: &Handle, fabric: &FabricRef) {
-        for q in self.queues.iter().chain(&self.ctrl) {
-            q.stop.set(true);
-            xen.waiters.kick(q.ports.0);
-        }
-        for q in self.queues.iter().chain(&self.ctrl) {
-            while !q.done.get() {
-                h.sleep(1_000_000).await;
-            }
-        }
+    pub async fn close(self, xen: &XenRef, fabric: &FabricRef) {
+        let tasks: Vec<&Running> = self.queues.iter().chain(&self.ctrl).collect();
+        super::task::stop_all(xen, &tasks).await;
         let mut ports = String::new();
         fabric.borrow().render(&mut ports);
         xen.guest_info(
@@ -347,12 +323,11 @@ async fn serve_ctrl(
     port: Port,
     steering: Rc<RefCell<Steering>>,
     mut guest: GrantCopier,
-    stop: Rc<Cell<bool>>,
-    done: Rc<Cell<bool>>,
+    life: Lifeline,
     h: Handle,
 ) {
     let mut storm = bulkhead_xen::storm::Storm::new();
-    while !stop.get() {
+    while !life.stopping() {
         let seen = ring.indexes().req_cons;
         let r = ctrl::serve(
             &mut ring,
@@ -380,7 +355,7 @@ async fn serve_ctrl(
                 break;
             }
         }
-        if stop.get() {
+        if life.stopping() {
             break;
         }
         // An event storm (notifications without requests): keep the port masked a while.
@@ -388,7 +363,7 @@ async fn serve_ctrl(
             super::events::mask(port);
             h.sleep(delay).await;
             let _ = super::events::unmask(port);
-            if stop.get() {
+            if life.stopping() {
                 break;
             }
         }
@@ -406,7 +381,7 @@ async fn serve_ctrl(
         ),
     );
     release(&xen, (port, port), &maps);
-    done.set(true);
+    life.finished();
 }
 
 // The queue's `RefCell` borrow is dropped by hand before every await (other queues'
@@ -423,8 +398,7 @@ async fn serve(
     ports: (Port, Port),
     maps: Vec<Mapping>,
     mut guest: GrantCopier,
-    stop: Rc<Cell<bool>>,
-    done: Rc<Cell<bool>>,
+    life: Lifeline,
 ) {
     let mut out = Vec::new();
     let mut fatal = None;
@@ -452,7 +426,7 @@ async fn serve(
     // until when heads are off.
     let mut heads_missed = 0u32;
     let mut heads_off_until = 0u64;
-    while !stop.get() {
+    while !life.stopping() {
         // Borrowed for this pass only: other queues' tasks lay packets into this one
         // between passes (`Peer`), so it is given back before every await.
         let mut q = queue.borrow_mut();
@@ -574,7 +548,7 @@ async fn serve(
                 break;
             }
         }
-        if stop.get() {
+        if life.stopping() {
             break;
         }
         // An event storm (notifications without packets): keep the ports masked a while;
@@ -669,7 +643,7 @@ async fn serve(
         xen.slots.borrow().in_use(),
         xen.ports.borrow().len(),
     ));
-    done.set(true);
+    life.finished();
 }
 
 /// Passes in a row whose large sends, taken head first, all went elsewhere than

@@ -407,10 +407,10 @@ impl Device {
     /// a driver domain started later finds.
     async fn stop(&mut self) {
         if let Some(c) = self.vbd.take() {
-            c.close(&self.xen, &self.h).await;
+            c.close(&self.xen).await;
         }
         if let Some(c) = self.vif.take() {
-            c.close(&self.xen, &self.h, &self.fabric).await;
+            c.close(&self.xen, &self.fabric).await;
         }
         self.set_state(State::Closed).await;
         crate::status::remove(&format!("{}", self.b.id));
@@ -448,10 +448,10 @@ impl Device {
                 }
                 Action::Disconnect => {
                     if let Some(c) = self.vbd.take() {
-                        c.close(&self.xen, &self.h).await;
+                        c.close(&self.xen).await;
                     }
                     if let Some(c) = self.vif.take() {
-                        c.close(&self.xen, &self.h, &self.fabric).await;
+                        c.close(&self.xen, &self.fabric).await;
                     }
                 }
                 Action::Destroy => alive = false,

@@ -1,0 +1,80 @@
+//! The life of a task serving one shared ring (a blkif queue, a vif queue, a netif
+//! control ring), as blkback and netback start and stop them: the owner keeps a
+//! [`Running`], the task a [`Lifeline`]. Stopping sets the flag and kicks the ring's
+//! event channel so the task looks at once; the task unmaps and unbinds what it holds,
+//! then says it is done, which wakes the owner (no polling).
+
+use alloc::rc::Rc;
+use core::cell::Cell;
+
+use bulkhead_executor::Notify;
+use bulkhead_xen::abi::Port;
+
+use super::XenRef;
+
+#[derive(Default)]
+struct Shared {
+    stop: Cell<bool>,
+    done: Cell<bool>,
+    finished: Notify,
+}
+
+/// The serving task's half.
+#[derive(Clone)]
+pub struct Lifeline(Rc<Shared>);
+
+impl Lifeline {
+    /// The owner asked the task to stop.
+    pub fn stopping(&self) -> bool {
+        self.0.stop.get()
+    }
+
+    /// The task released everything it held: the owner may go on.
+    pub fn finished(&self) {
+        self.0.done.set(true);
+        self.0.finished.notify();
+    }
+}
+
+/// The owner's half: the task serving the ring whose event channel is `port`.
+pub struct Running {
+    port: Port,
+    life: Rc<Shared>,
+}
+
+impl Running {
+    /// A task about to be spawned with the returned [`Lifeline`].
+    pub fn new(port: Port) -> (Running, Lifeline) {
+        let life = Rc::new(Shared::default());
+        (
+            Running {
+                port,
+                life: life.clone(),
+            },
+            Lifeline(life),
+        )
+    }
+
+    /// Ask the task to stop; it notices at once.
+    pub fn stop(&self, xen: &XenRef) {
+        self.life.stop.set(true);
+        xen.waiters.kick(self.port);
+    }
+
+    /// Until the task has released its ring.
+    pub async fn stopped(&self) {
+        while !self.life.done.get() {
+            self.life.finished.wait().await;
+        }
+    }
+}
+
+/// Stop every task of a device, then wait until each has released its ring.
+pub async fn stop_all(xen: &XenRef, tasks: &[&Running]) {
+    for t in tasks {
+        t.stop(xen);
+    }
+    for t in tasks {
+        t.stopped().await;
+    }
+}

@@ -329,10 +329,10 @@ fn start(protocol: u64, magic: u64, info: u64) -> ! {
                     } else {
                         storage::Storage::none(&h2)
                     };
-                    let devices = alloc::rc::Rc::new(xen::xenbus::Devices::default());
+                    let devices = alloc::rc::Rc::new(xen::devices::Devices::default());
                     h2.spawn(
                         "xenbus",
-                        xen::xenbus::run(
+                        xen::devices::run(
                             x.clone(),
                             h2.clone(),
                             disks.clone(),

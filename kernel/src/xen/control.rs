@@ -11,7 +11,7 @@ use bulkhead_executor::Handle;
 use bulkhead_xenstore::client::Tx;
 use log::{error, info, warn};
 
-use super::xenbus::Devices;
+use super::devices::Devices;
 use super::XenRef;
 use crate::storage::Storage;
 use bulkhead_fabric::FabricRef;

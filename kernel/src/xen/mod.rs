@@ -12,7 +12,7 @@ pub mod peertest;
 pub mod ring;
 pub mod store;
 pub mod task;
-pub mod xenbus;
+pub mod devices;
 
 use alloc::rc::Rc;
 use alloc::string::String;

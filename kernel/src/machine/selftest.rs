@@ -1,7 +1,8 @@
 //! In-kernel self-test (`selftest` on the command line): exercises the parts that cannot
 //! run on the host — real frames, the live page tables, the heap, the APIC timer and
-//! interrupt entry — and prints one `selftest: NAME: ok|FAILED ...` line per check and a
-//! final `selftest: PASS|FAIL` line that the test runner asserts.
+//! interrupt entry — and prints one result line per check (`result: name=selftest
+//! check=NAME pass=1|0 detail="..."`) and a summary (`checks=N failed=N pass=1|0`), which
+//! the test runner parses.
 // A check returns its 160-byte message by value either way; each runs once.
 #![allow(clippy::result_large_err)]
 
@@ -321,11 +322,11 @@ fn report(name: &str, r: CheckResult, passed: &mut u32, failed: &mut u32) {
     match r {
         Ok(d) => {
             *passed += 1;
-            println!("selftest: {name}: ok ({d})");
+            println!("result: name=selftest check={name} pass=1 detail=\"{d}\"");
         }
         Err(d) => {
             *failed += 1;
-            println!("selftest: {name}: FAILED: {d}");
+            println!("result: name=selftest check={name} pass=0 detail=\"{d}\"");
         }
     }
 }
@@ -380,12 +381,14 @@ pub async fn run(h: Handle) {
         &mut passed,
         &mut failed,
     );
-    println!("selftest: {passed} passed, {failed} failed");
+    println!(
+        "result: name=selftest checks={} failed={failed} pass={}",
+        passed + failed,
+        u8::from(failed == 0)
+    );
     if failed == 0 {
-        println!("selftest: PASS");
         crate::platform::poweroff();
     } else {
-        println!("selftest: FAIL");
         crate::platform::crash();
     }
 }

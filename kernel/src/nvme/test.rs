@@ -29,11 +29,14 @@ pub const DISCARD_BLOCKS: u64 = 128;
 pub async fn self_test(h: Handle, mode: IrqMode, lose_one: bool) {
     let ok = match storage_steps(&h, mode, lose_one).await {
         Ok(()) => {
-            crate::println!("storage-test: PASS");
+            crate::println!("result: name=storage-test pass=1");
             true
         }
         Err(e) => {
-            crate::println!("storage-test: FAIL: {e}");
+            crate::println!(
+                "result: name=storage-test pass=0 why=\"{}\"",
+                e.replace('"', "'")
+            );
             false
         }
     };
@@ -55,7 +58,7 @@ async fn storage_steps(h: &Handle, mode: IrqMode, lose_one: bool) -> Result<(), 
         .map_err(|e| format!("partition table: {e}"))?;
     for p in &parts {
         crate::println!(
-            "storage-test: {}n{}p{} \"{}\" blocks {}-{} ({} KiB)",
+            "result: name=storage-test step=partition part={}n{}p{} label={} first={} last={} kib={}",
             d.name,
             ns.nsid,
             p.number,
@@ -85,10 +88,10 @@ async fn storage_steps(h: &Handle, mode: IrqMode, lose_one: bool) -> Result<(), 
         }
     }
     crate::println!(
-        "storage-test: read {} KiB of {}n{}p1 and verified the pattern",
-        buf.len() / 1024,
+        "result: name=storage-test step=pattern-read part={}n{}p1 kib={} pass=1",
         d.name,
-        ns.nsid
+        ns.nsid,
+        buf.len() / 1024
     );
 
     // Write a new pattern to the start of partition 2, flush, read back.
@@ -109,30 +112,32 @@ async fn storage_steps(h: &Handle, mode: IrqMode, lose_one: bool) -> Result<(), 
         return Err("data read back from p2 differs from what was written".into());
     }
     crate::println!(
-        "storage-test: wrote {} KiB at {}n{}p2 block {}, flushed, read back equal",
-        WRITE_BYTES / 1024,
+        "result: name=storage-test step=write-flush-read part={}n{}p2 block={} kib={} pass=1",
         d.name,
         ns.nsid,
-        p2.first_lba
+        p2.first_lba,
+        WRITE_BYTES / 1024
     );
 
     // Past the end: refused by the driver, and by the controller when sent anyway.
     let mut one = alloc::vec![0u8; bs];
     match d.rw(h, false, ns.nsid, ns.blocks, &mut one, true).await {
-        Err(e) => crate::println!("storage-test: read past the end refused by the driver: {e}"),
+        Err(_) => crate::println!("result: name=storage-test step=past-end-driver pass=1"),
         Ok(()) => return Err("read past the end succeeded".into()),
     }
     match d.rw(h, false, ns.nsid, ns.blocks, &mut one, false).await {
-        Err(e @ Error::Command(_)) => {
-            crate::println!("storage-test: read past the end refused by the controller: {e}")
-        }
+        Err(Error::Command(s)) => crate::println!(
+            "result: name=storage-test step=past-end-controller sct={:#x} sc={:#x} pass=1",
+            s.sct,
+            s.sc
+        ),
         Err(e) => return Err(format!("past-the-end read failed oddly: {e}")),
         Ok(()) => return Err("controller accepted a read past the end".into()),
     }
     d.rw(h, false, ns.nsid, 0, &mut one, true)
         .await
         .map_err(|e| format!("read after the error: {e}"))?;
-    crate::println!("storage-test: device still works after the errors");
+    crate::println!("result: name=storage-test step=works-after-errors pass=1");
 
     // Partition 2 by number and by name through the block-device interface.
     let all_parts = alloc::vec![(0usize, ns.nsid, parts.clone())];
@@ -158,7 +163,7 @@ async fn storage_steps(h: &Handle, mode: IrqMode, lose_one: bool) -> Result<(), 
     let features = d.features();
     let extent = by_name.2;
     crate::println!(
-        "storage-test: targets nvme0n1p2 and part:beta both resolve to blocks {}+{}",
+        "result: name=storage-test step=targets first={} blocks={} pass=1",
         extent.first,
         extent.blocks
     );
@@ -198,10 +203,9 @@ async fn storage_steps(h: &Handle, mode: IrqMode, lose_one: bool) -> Result<(), 
     }
     view.flush().await.map_err(|e| format!("flush: {e}"))?;
     crate::println!(
-        "storage-test: zeroed {} KiB, discarded {} KiB, partition bounds enforced (features {:?})",
+        "result: name=storage-test step=zero-discard-bounds zeroed_kib={} discarded_kib={} pass=1",
         ZERO_BLOCKS as usize * bs / 1024,
-        DISCARD_BLOCKS as usize * bs / 1024,
-        view.features()
+        DISCARD_BLOCKS as usize * bs / 1024
     );
     drop(view);
     let mut d = shared.try_lock().ok_or("disk still in use")?;
@@ -216,7 +220,10 @@ async fn storage_steps(h: &Handle, mode: IrqMode, lose_one: bool) -> Result<(), 
         if again[..] != w[..again.len()] {
             return Err("data read after the controller reset differs".into());
         }
-        crate::println!("storage-test: lost command timed out, controller reset ({} reset(s)), re-issued, data correct", d.resets());
+        crate::println!(
+            "result: name=storage-test step=lost-command resets={} pass=1",
+            d.resets()
+        );
         // A single command (a flush) lost: the driver asks the controller to abort it
         // before it resets.
         d.lose_next_command = true;
@@ -224,7 +231,7 @@ async fn storage_steps(h: &Handle, mode: IrqMode, lose_one: bool) -> Result<(), 
             .await
             .map_err(|e| format!("flush after a lost command: {e}"))?;
         crate::println!(
-            "storage-test: lost flush timed out, controller reset ({} reset(s)), re-issued",
+            "result: name=storage-test step=lost-flush resets={} pass=1",
             d.resets()
         );
         d.timeout_ns = IO_TIMEOUT_NS;
@@ -232,11 +239,13 @@ async fn storage_steps(h: &Handle, mode: IrqMode, lose_one: bool) -> Result<(), 
     let interrupts: u64 = (0x40..0x60)
         .map(|v| crate::arch::interrupts::COUNT[v].load(Ordering::Relaxed))
         .sum();
+    let noticed = d.mode == IrqMode::Poll || interrupts > 0;
     crate::println!(
-        "storage-test: completions noticed by {:?}, {interrupts} device interrupt(s)",
-        d.mode
+        "result: name=storage-test step=completions mode={:?} interrupts={interrupts} pass={}",
+        d.mode,
+        u8::from(noticed)
     );
-    if d.mode != IrqMode::Poll && interrupts == 0 {
+    if !noticed {
         return Err("interrupt mode but no device interrupt was taken".into());
     }
     Ok(())

@@ -5,6 +5,7 @@
 
 pub mod blkback;
 pub mod control;
+pub mod devices;
 pub mod events;
 pub mod netback;
 #[cfg(feature = "test-hooks")]
@@ -12,7 +13,6 @@ pub mod peertest;
 pub mod ring;
 pub mod store;
 pub mod task;
-pub mod devices;
 
 use alloc::rc::Rc;
 use alloc::string::String;

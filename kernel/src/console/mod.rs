@@ -154,8 +154,8 @@ static PANICKING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBoo
 
 /// Run `f` with the console locked and interrupts off; what it wrote is then announced.
 /// Once panicking, a console whose lock is held (the panic came from inside a print)
-/// is written around: to port 0xe9 (`xl dmesg` under Xen, QEMU's debug console
-/// elsewhere), the one sink that needs no state.
+/// is written around: to COM1 if it answers and to port 0xe9 (`xl dmesg` under Xen),
+/// the sinks that need no state (not the Xen console ring: its state is behind the lock).
 pub fn with<R>(f: impl FnOnce(&mut Console) -> R) -> R {
     without_interrupts(|| {
         if PANICKING.load(core::sync::atomic::Ordering::Relaxed) {
@@ -165,7 +165,7 @@ pub fn with<R>(f: impl FnOnce(&mut Console) -> R) -> R {
                 return r;
             }
             let mut c = Console {
-                serial: None,
+                serial: serial::Uart::probe(0x3f8),
                 e9: true,
                 pending: heapless::Vec::new(),
                 xen: None,

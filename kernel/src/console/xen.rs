@@ -5,11 +5,11 @@
 
 use core::sync::atomic::{fence, Ordering};
 
-use bulkhead_xen::abi::{HVM_PARAM_CONSOLE_EVTCHN, HVM_PARAM_CONSOLE_PFN};
+use bulkhead_xen::abi::HVM_PARAM_CONSOLE_EVTCHN;
 
 use bulkhead_xen::Hypervisor;
 
-use crate::machine::shared::SharedPage;
+use crate::machine::shared::{HvmPage, SharedPage};
 
 const OUT_OFFSET: usize = 1024;
 const OUT_SIZE: u32 = 2048;
@@ -38,7 +38,7 @@ impl XenConsole {
     pub fn attach() -> Result<XenConsole, &'static str> {
         let evtchn = crate::machine::hv::hvm_get_param(HVM_PARAM_CONSOLE_EVTCHN)
             .map_err(|_| "HVM_PARAM_CONSOLE_EVTCHN unavailable")?;
-        let page = SharedPage::from_hvm_param(HVM_PARAM_CONSOLE_PFN).map_err(|e| {
+        let page = SharedPage::from_hvm_param(HvmPage::Console).map_err(|e| {
             if e == "no such page" {
                 "no console page"
             } else {

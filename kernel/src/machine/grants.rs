@@ -14,7 +14,7 @@ use bulkhead_xen::abi::{self, DomId, GrantRef};
 use bulkhead_xen::copy::{
     copy_ops, forward_ops, op_gref, total, Forward, GrantFault, GuestMemory, Piece, ReadsAndWrites,
 };
-use bulkhead_xen::grants::{GrantTable, GrantTableMemory, MapSlots};
+use bulkhead_xen::grants::{GrantTable, GrantTableMemory, MapSlots, Mapping};
 use bulkhead_xen::Errno;
 use bulkhead_xen::Hypervisor;
 
@@ -28,34 +28,41 @@ fn is_slot(addr: u64) -> bool {
     SLOTS.get().is_some_and(|s| s.binary_search(&addr).is_ok())
 }
 
-/// Copy bytes out of the grant mapped at slot `addr` (a persistent grant), from `offset`.
-/// Panics if `addr` is not a slot or the range leaves the page: both would be our bug.
-/// The frontend may write the page meanwhile; bytes are copied, never referenced.
-pub fn copy_from_slot(addr: u64, offset: usize, dst: &mut [u8]) {
+/// Copy bytes out of the grant `m` maps (a persistent grant), from `offset`. Panics if
+/// its address is not a slot or the range leaves the page: both would be our bug. The
+/// frontend may write the page meanwhile; bytes are copied, never referenced.
+pub fn copy_from_slot(m: &Mapping, offset: usize, dst: &mut [u8]) {
     assert!(
-        is_slot(addr) && offset + dst.len() <= 4096,
+        is_slot(m.addr) && offset + dst.len() <= 4096,
         "not a mapped grant slot range"
     );
-    // SAFETY: a slot holds only mapped grant pages (the cache unmaps only entries it
-    // removed), never a Rust object; the range lies inside the page.
+    // SAFETY: a slot holds only grant pages this domain mapped (the cache unmaps only
+    // entries it removed, and `m` is one it holds), never a Rust object; the range lies
+    // inside the page.
     unsafe {
         core::ptr::copy_nonoverlapping(
-            (addr as usize + offset) as *const u8,
+            (m.addr as usize + offset) as *const u8,
             dst.as_mut_ptr(),
             dst.len(),
         )
     }
 }
 
-/// Copy bytes into the grant mapped (read-write) at slot `addr`, from `offset`.
-pub fn copy_to_slot(addr: u64, offset: usize, src: &[u8]) {
+/// Copy bytes into the grant `m` maps, from `offset`; it must be mapped writable (a
+/// write to a read-only mapping would fault the domain).
+pub fn copy_to_slot(m: &Mapping, offset: usize, src: &[u8]) {
+    assert!(!m.readonly, "write to a read-only grant mapping");
     assert!(
-        is_slot(addr) && offset + src.len() <= 4096,
+        is_slot(m.addr) && offset + src.len() <= 4096,
         "not a mapped grant slot range"
     );
-    // SAFETY: as for `copy_from_slot`.
+    // SAFETY: as for `copy_from_slot`, and the mapping is writable.
     unsafe {
-        core::ptr::copy_nonoverlapping(src.as_ptr(), (addr as usize + offset) as *mut u8, src.len())
+        core::ptr::copy_nonoverlapping(
+            src.as_ptr(),
+            (m.addr as usize + offset) as *mut u8,
+            src.len(),
+        )
     }
 }
 
@@ -473,28 +480,50 @@ impl CopyCounters {
     }
 }
 
+/// Xen copies between a guest's pieces and our buffer by address: the pieces must fit the
+/// buffer, or Xen would write past it (or hand a guest bytes of ours). Every caller sizes
+/// its buffer from its pieces; a mismatch is our bug, so it stops here.
+fn fits(pieces: &[Piece], len: usize) {
+    assert!(
+        total(pieces) <= len,
+        "grant copy pieces ({} bytes) larger than the buffer ({len})",
+        total(pieces)
+    );
+}
+
 impl GuestMemory for GrantCopier {
     fn read(&mut self, pieces: &[Piece], buf: &mut [u8]) -> Result<(), GrantFault> {
+        fits(pieces, buf.len());
         let job = (pieces, buf.as_mut_ptr() as u64);
         self.copy_all(core::iter::once(job), false).remove(0)
     }
     fn write(&mut self, pieces: &[Piece], buf: &[u8]) -> Result<(), GrantFault> {
+        fits(pieces, buf.len());
         let job = (pieces, buf.as_ptr() as u64);
         self.copy_all(core::iter::once(job), true).remove(0)
     }
     fn read_all(&mut self, jobs: &mut [(&[Piece], &mut [u8])]) -> Vec<Result<(), GrantFault>> {
+        for (p, b) in jobs.iter() {
+            fits(p, b.len());
+        }
         self.copy_all(
             jobs.iter_mut().map(|(p, b)| (*p, b.as_mut_ptr() as u64)),
             false,
         )
     }
     fn write_all(&mut self, jobs: &[(&[Piece], &[u8])]) -> Vec<Result<(), GrantFault>> {
+        for (p, b) in jobs {
+            fits(p, b.len());
+        }
         self.copy_all(jobs.iter().map(|(p, b)| (*p, b.as_ptr() as u64)), true)
     }
     fn read_new(&mut self, jobs: &[&[Piece]]) -> Vec<Result<Vec<u8>, GrantFault>> {
         self.read_new_and_write(jobs, &[]).0
     }
     fn read_new_and_forward(&mut self, reads: &[&[Piece]], forwards: &[Forward]) -> ReadsAndWrites {
+        for f in forwards {
+            fits(core::slice::from_ref(&f.head_to), f.head.len());
+        }
         let dom = self.dom;
         Self::reads_and(
             dom,
@@ -512,6 +541,9 @@ impl GuestMemory for GrantCopier {
         reads: &[&[Piece]],
         writes: &[(&[Piece], &[u8])],
     ) -> ReadsAndWrites {
+        for (p, b) in writes {
+            fits(p, b.len());
+        }
         let dom = self.dom;
         Self::reads_and(
             dom,

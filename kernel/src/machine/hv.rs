@@ -215,7 +215,8 @@ pub fn hvm_set_param(index: u32, value: u64) -> Result<(), Errno> {
 }
 
 /// Put a Xen-owned page (shared info, a grant-table frame) at our frame `gpfn`.
-pub fn add_to_physmap(space: u32, idx: u64, gpfn: u64) -> Result<(), Errno> {
+/// Only the machine's grant and shared-page setup may move frames under Xen.
+pub(in crate::machine) fn add_to_physmap(space: u32, idx: u64, gpfn: u64) -> Result<(), Errno> {
     let mut a = abi::AddToPhysmap {
         domid: DOMID_SELF,
         size: 0,
@@ -236,7 +237,7 @@ pub fn add_to_physmap(space: u32, idx: u64, gpfn: u64) -> Result<(), Errno> {
 }
 
 /// Give frames back to Xen (balloon out); returns how many Xen took.
-pub fn decrease_reservation(gpfns: &mut [u64]) -> Result<usize, Errno> {
+pub(in crate::machine) fn decrease_reservation(gpfns: &mut [u64]) -> Result<usize, Errno> {
     let mut r = abi::MemoryReservation {
         extent_start: gpfns.as_mut_ptr() as u64,
         nr_extents: gpfns.len() as u64,
@@ -301,7 +302,7 @@ pub struct XenInfo {
 
 impl XenInfo {
     /// The MSR that installs the hypercall page.
-    pub fn hypercall_msr(&self) -> u32 {
+    pub(in crate::machine) fn hypercall_msr(&self) -> u32 {
         self.hypercall_msr
     }
 }

@@ -33,9 +33,12 @@ impl BarMmio {
         }
     }
 
+    /// The address of a `width`-byte register at `off`, if it lies inside the window
+    /// and is aligned to its width (a device's offsets are not trusted to be).
     fn inside(&self, off: usize, width: usize) -> Option<usize> {
         let end = (off as u64).checked_add(width as u64)?;
-        (end <= self.len).then(|| self.va as usize + off)
+        let a = self.va as usize + off;
+        (end <= self.len && a.is_multiple_of(width)).then_some(a)
     }
 }
 

@@ -26,7 +26,9 @@ static READY: AtomicBool = AtomicBool::new(false);
 /// Returned when a hypercall is attempted before the page exists (not under Xen).
 pub const ENOSYS: Errno = Errno(-38);
 
-pub fn install(msr: u32) {
+/// Ask Xen to fill the hypercall page, through the MSR its CPUID leaves named.
+pub fn install(xen: &super::hv::XenInfo) {
+    let msr = xen.hypercall_msr();
     let page = core::ptr::addr_of!(hypercall_page) as u64;
     // SAFETY: writing the hypercall MSR makes Xen overwrite our reserved, page-aligned
     // .hypercall_page (identity-mapped, so virtual = physical) and nothing else.

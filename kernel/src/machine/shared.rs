@@ -15,6 +15,15 @@ use super::hv;
 
 const PAGE: usize = 4096;
 
+/// The pages Xen names by HVM parameter for this domain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HvmPage {
+    /// The xenstore ring (HVM_PARAM_STORE_PFN).
+    Store,
+    /// The PV console ring (HVM_PARAM_CONSOLE_PFN).
+    Console,
+}
+
 /// One shared page, mapped for good.
 #[derive(Debug)]
 pub struct SharedPage {
@@ -25,7 +34,11 @@ impl SharedPage {
     /// The page Xen names in HVM parameter `param` (the xenstore or console ring),
     /// identity-mapped read-write. The toolstack reserves these frames in the memory map,
     /// so the frame allocator never hands them out.
-    pub fn from_hvm_param(param: u32) -> Result<SharedPage, &'static str> {
+    pub fn from_hvm_param(page: HvmPage) -> Result<SharedPage, &'static str> {
+        let param = match page {
+            HvmPage::Store => abi::HVM_PARAM_STORE_PFN,
+            HvmPage::Console => abi::HVM_PARAM_CONSOLE_PFN,
+        };
         let pfn = hv::hvm_get_param(param).map_err(|_| "HVM parameter unavailable")?;
         if pfn == 0 {
             return Err("no such page");

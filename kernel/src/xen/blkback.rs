@@ -404,9 +404,9 @@ impl GrantMapper for KernelMapper {
         }
     }
     fn copy_from(&mut self, m: &Mapping, offset: usize, dst: &mut [u8]) {
-        crate::machine::grants::copy_from_slot(m.addr, offset, dst)
+        crate::machine::grants::copy_from_slot(m, offset, dst)
     }
     fn copy_to(&mut self, m: &Mapping, offset: usize, src: &[u8]) {
-        crate::machine::grants::copy_to_slot(m.addr, offset, src)
+        crate::machine::grants::copy_to_slot(m, offset, src)
     }
 }

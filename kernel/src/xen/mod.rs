@@ -32,7 +32,7 @@ pub use hv::Hv;
 /// Ask Xen to fill the hypercall page. Must run before any hypercall.
 pub fn init_hypercalls() {
     if let Some(x) = detect() {
-        hypercall::install(x.hypercall_msr());
+        hypercall::install(x);
     }
 }
 

@@ -97,7 +97,7 @@ async fn steps(xen: &XenRef, h: &Handle, peer: DomId) -> Result<(), alloc::strin
     .map_err(|e| format!("map peer grant {peer_gref}: {e}"))?;
     let want = format!("dom0-grant:{}", xen.domid());
     let mut got = alloc::vec![0u8; want.len()];
-    crate::machine::grants::copy_from_slot(mapped.addr, 0, &mut got);
+    crate::machine::grants::copy_from_slot(&mapped, 0, &mut got);
     if got != want.as_bytes() {
         return Err(format!("peer page holds {got:?}, expected {want:?}"));
     }
@@ -128,7 +128,7 @@ async fn steps(xen: &XenRef, h: &Handle, peer: DomId) -> Result<(), alloc::strin
         ));
     }
     info!("peer-test: grant copy of domain {peer}'s grant {peer_gref} matches the mapping");
-    crate::machine::grants::copy_to_slot(mapped.addr, 64, b"bulkhead-mapped");
+    crate::machine::grants::copy_to_slot(&mapped, 64, b"bulkhead-mapped");
     let unmapped = xen
         .slots
         .borrow_mut()

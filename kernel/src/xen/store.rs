@@ -9,7 +9,7 @@ use bulkhead_xenstore::ring::{Received, Ring, RingMemory};
 use bulkhead_xenstore::{Error, Store};
 
 use super::{hv, XenRef};
-use crate::machine::shared::SharedPage;
+use crate::machine::shared::{HvmPage, SharedPage};
 
 /// The xenstore ring page (HVM_PARAM_STORE_PFN), shared with xenstored.
 pub struct Page(SharedPage);
@@ -54,7 +54,7 @@ pub type XenStore = Store<XsTransport>;
 pub fn connect() -> Result<(XenStore, Port), &'static str> {
     let port = hv::hvm_get_param(abi::HVM_PARAM_STORE_EVTCHN)
         .map_err(|_| "HVM_PARAM_STORE_EVTCHN unavailable")? as Port;
-    let page = SharedPage::from_hvm_param(abi::HVM_PARAM_STORE_PFN).map_err(|e| {
+    let page = SharedPage::from_hvm_param(HvmPage::Store).map_err(|e| {
         if e == "no such page" {
             "no xenstore page"
         } else {

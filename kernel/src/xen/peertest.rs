@@ -21,8 +21,11 @@ const TIMEOUT_NS: u64 = 180_000_000_000;
 
 pub async fn run(xen: XenRef, h: Handle, peer: DomId) {
     match steps(&xen, &h, peer).await {
-        Ok(()) => info!("peer-test: PASS"),
-        Err(why) => error!("peer-test: FAIL: {why}"),
+        Ok(()) => info!("result: name=peer-test pass=1"),
+        Err(why) => error!(
+            "result: name=peer-test pass=0 why=\"{}\"",
+            why.replace('"', "'")
+        ),
     }
 }
 
@@ -71,7 +74,7 @@ async fn steps(xen: &XenRef, h: &Handle, peer: DomId) -> Result<(), alloc::strin
     h.timeout(10_000_000_000, xen.waiters.wait(port))
         .await
         .ok_or("unmasking did not deliver the pending event")?;
-    info!("peer-test: event channel round trip: notification from domain {peer} on port {port} (held while masked, delivered on unmask)");
+    info!("result: name=peer-test step=event-channel peer={peer} masked-held=1 pass=1");
     let mut seen = [0u8; 13];
     page.read_bytes(128, &mut seen);
     if &seen != b"peer-was-here" {
@@ -79,7 +82,7 @@ async fn steps(xen: &XenRef, h: &Handle, peer: DomId) -> Result<(), alloc::strin
             "peer did not write our granted page (found {seen:?})"
         ));
     }
-    info!("peer-test: domain {peer} mapped our grant {gref} and wrote to it");
+    info!("result: name=peer-test step=peer-wrote-our-grant peer={peer} gref={gref} pass=1");
 
     let peer_gref: u32 = store
         .read(Tx::NONE, &format!("{base}/peer-gref"))
@@ -127,7 +130,7 @@ async fn steps(xen: &XenRef, h: &Handle, peer: DomId) -> Result<(), alloc::strin
             "grant copy delivered {via_copy:?}, expected {want:?}"
         ));
     }
-    info!("peer-test: grant copy of domain {peer}'s grant {peer_gref} matches the mapping");
+    info!("result: name=peer-test step=grant-copy peer={peer} gref={peer_gref} pass=1");
     crate::machine::grants::copy_to_slot(&mapped, 64, b"bulkhead-mapped");
     let unmapped = xen
         .slots
@@ -135,7 +138,7 @@ async fn steps(xen: &XenRef, h: &Handle, peer: DomId) -> Result<(), alloc::strin
         .unmap(&mut super::Hv, &[mapped])
         .remove(0);
     unmapped.map_err(|e| format!("unmap: {e}"))?;
-    info!("peer-test: grant map/unmap round trip: mapped domain {peer}'s grant {peer_gref}, checked, wrote, unmapped");
+    info!("result: name=peer-test step=grant-map-unmap peer={peer} gref={peer_gref} pass=1");
 
     super::evtchn_send(port).map_err(|e| format!("notify: {}", e.0))?;
     // Wait for the peer to finish and unmap our grant, then revoke it.
@@ -171,6 +174,6 @@ async fn steps(xen: &XenRef, h: &Handle, peer: DomId) -> Result<(), alloc::strin
     xen.with_ports(|p, hv| p.close(hv, port))
         .map_err(|e| format!("close port: {}", e.0))?;
     xen.waiters.forget(port);
-    info!("peer-test: grant {gref} revoked after the peer unmapped it; port {port} closed");
+    info!("result: name=peer-test step=revoke gref={gref} pass=1");
     Ok(())
 }

@@ -8,7 +8,7 @@ rm -f "$log"
 dd_uses "$IMAGE"
 xl create "$XLCFG/driverdomain-pvh.cfg" "kernel=\"$IMAGE\"" 'cmdline="loglevel=info"' || fail "xl create driver domain failed"
 dd=$(xl domid bulkhead)
-expect "$log" "xenbus: watching /local/domain/$dd/backend" 60 "xenbus watcher not started"
+expect "$log" "watching /local/domain/$dd/backend" 60 "xenbus watcher not started"
 # The guest is a second Bulkhead (PVH) that just idles: it has no blkfront, so the frontend
 # stays Initialising and the backend must sit in InitWait.
 idle_guest_cfg /tmp/guest.cfg guest1

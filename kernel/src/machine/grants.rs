@@ -20,12 +20,26 @@ use bulkhead_xen::Hypervisor;
 
 use super::hv;
 
-/// Every map slot's address, sorted (set once by `init`).
-static SLOTS: spin::Once<Vec<u64>> = spin::Once::new();
+/// Where the map slots are (set once by `init`): what `is_slot` checks an address
+/// against, without a second copy of the slot list `MapSlots` keeps.
+enum SlotSet {
+    /// Every page of a window of unpopulated address space.
+    Window { base: u64, bytes: u64 },
+    /// Frames given back to Xen, their addresses sorted.
+    Frames(Vec<u64>),
+}
+
+static SLOTS: spin::Once<SlotSet> = spin::Once::new();
 
 /// Whether `addr` is the start of a map slot.
 fn is_slot(addr: u64) -> bool {
-    SLOTS.get().is_some_and(|s| s.binary_search(&addr).is_ok())
+    match SLOTS.get() {
+        Some(SlotSet::Window { base, bytes }) => addr
+            .checked_sub(*base)
+            .is_some_and(|o| o < *bytes && o.is_multiple_of(4096)),
+        Some(SlotSet::Frames(f)) => f.binary_search(&addr).is_ok(),
+        None => false,
+    }
 }
 
 /// Copy bytes out of the grant `m` maps (a persistent grant), from `offset`. Panics if
@@ -239,13 +253,19 @@ pub fn init() -> Result<(GrantTable<TableMemory>, MapSlots), SetupError> {
     // Ring pages and blkback's persistent grants share the slots. Their number bounds
     // the map work all guests together can cause (MapSlots shares it out per domain).
     let (slots, place): (Vec<u64>, &str) = match crate::mem::grant_window() {
-        Some(w) => (
-            (0..crate::mem::GRANT_WINDOW_BYTES)
-                .step_by(4096)
-                .map(|o| w + o)
-                .collect(),
-            "in a window of unpopulated address space",
-        ),
+        Some(w) => {
+            SLOTS.call_once(|| SlotSet::Window {
+                base: w,
+                bytes: crate::mem::GRANT_WINDOW_BYTES,
+            });
+            (
+                (0..crate::mem::GRANT_WINDOW_BYTES)
+                    .step_by(4096)
+                    .map(|o| w + o)
+                    .collect(),
+                "in a window of unpopulated address space",
+            )
+        }
         None => {
             let slots = BALLOONED_SLOTS.min(crate::mem::usage().frames_free / 4);
             let mut gpfns = Vec::with_capacity(slots);
@@ -257,15 +277,13 @@ pub fn init() -> Result<(GrantTable<TableMemory>, MapSlots), SetupError> {
             let done = hv::decrease_reservation(&mut gpfns).map_err(SetupError::Balloon)?;
             crate::mem::note_ballooned(done);
             // Frames Xen did not take stay populated RAM: never map grants over them.
-            (
-                gpfns[..done].iter().map(|g| g << 12).collect(),
-                "in RAM given back to Xen",
-            )
+            let slots: Vec<u64> = gpfns[..done].iter().map(|g| g << 12).collect();
+            let mut sorted = slots.clone();
+            sorted.sort_unstable();
+            SLOTS.call_once(|| SlotSet::Frames(sorted));
+            (slots, "in RAM given back to Xen")
         }
     };
-    let mut sorted = slots.clone();
-    sorted.sort_unstable();
-    SLOTS.call_once(|| sorted);
     log::info!(
         "grant table: {frames} frames ({} entries) at {base:#x}; {} map slots {place}{}",
         frames * abi::GNTTAB_ENTRIES_PER_FRAME,

@@ -158,25 +158,26 @@ static PANICKING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBoo
 /// the sinks that need no state (not the Xen console ring: its state is behind the lock).
 pub fn with<R>(f: impl FnOnce(&mut Console) -> R) -> R {
     without_interrupts(|| {
-        if PANICKING.load(core::sync::atomic::Ordering::Relaxed) {
-            if let Some(mut c) = CONSOLE.try_lock() {
-                let r = f(&mut c);
-                c.flush();
-                return r;
+        let mut guard = if PANICKING.load(core::sync::atomic::Ordering::Relaxed) {
+            CONSOLE.try_lock()
+        } else {
+            Some(CONSOLE.lock())
+        };
+        let mut around;
+        let c = match guard.as_deref_mut() {
+            Some(c) => c,
+            None => {
+                around = Console {
+                    serial: serial::Uart::probe(0x3f8),
+                    e9: true,
+                    pending: heapless::Vec::new(),
+                    xen: None,
+                    early: None,
+                };
+                &mut around
             }
-            let mut c = Console {
-                serial: serial::Uart::probe(0x3f8),
-                e9: true,
-                pending: heapless::Vec::new(),
-                xen: None,
-                early: None,
-            };
-            let r = f(&mut c);
-            c.flush();
-            return r;
-        }
-        let mut c = CONSOLE.lock();
-        let r = f(&mut c);
+        };
+        let r = f(c);
         c.flush();
         r
     })

@@ -38,13 +38,7 @@ impl XenConsole {
     pub fn attach() -> Result<XenConsole, &'static str> {
         let evtchn = crate::machine::hv::hvm_get_param(HVM_PARAM_CONSOLE_EVTCHN)
             .map_err(|_| "HVM_PARAM_CONSOLE_EVTCHN unavailable")?;
-        let page = SharedPage::from_hvm_param(HvmPage::Console).map_err(|e| {
-            if e == "no such page" {
-                "no console page"
-            } else {
-                e
-            }
-        })?;
+        let page = SharedPage::from_hvm_param(HvmPage::Console)?;
         Ok(XenConsole {
             page,
             evtchn: evtchn as u32,
@@ -58,49 +52,47 @@ impl XenConsole {
     pub fn put(&mut self, b: u8) {
         // The index fields are u32s shared with xenconsoled (volatile, `SharedPage`); the
         // producer index is published after the byte (fence below).
-        {
-            let prod = self.page.read_u32(OUT_PROD);
-            let mut spins = 0u32;
-            loop {
-                let cons = self.page.read_u32(OUT_CONS);
-                let used = prod.wrapping_sub(cons);
-                if used < OUT_SIZE {
-                    self.stalled = false;
-                    if self.unreported > 0 {
-                        if OUT_SIZE - used <= MARKER_MAX as u32 {
-                            // Room for the byte but not the marker: keep dropping until
-                            // the marker fits, so the gap is never silent.
-                            self.unreported += 1;
-                            self.dropped += 1;
-                            return;
-                        }
-                        self.write_marker();
-                        return self.put(b);
+        let prod = self.page.read_u32(OUT_PROD);
+        let mut spins = 0u32;
+        loop {
+            let cons = self.page.read_u32(OUT_CONS);
+            let used = prod.wrapping_sub(cons);
+            if used < OUT_SIZE {
+                self.stalled = false;
+                if self.unreported > 0 {
+                    if OUT_SIZE - used <= MARKER_MAX as u32 {
+                        // Room for the byte but not the marker: keep dropping until
+                        // the marker fits, so the gap is never silent.
+                        self.unreported += 1;
+                        self.dropped += 1;
+                        return;
                     }
-                    break;
+                    self.write_marker();
+                    return self.put(b);
                 }
-                // Full: give xenconsoled a short moment, once; while it stays behind,
-                // drop output rather than spend the CPU (under load, the CPU a spinning
-                // driver domain takes is the one xenconsoled needs).
-                if self.stalled || spins > 20_000 {
-                    self.stalled = true;
-                    self.dropped += 1;
-                    self.unreported += 1;
-                    self.pending = true;
-                    return;
-                }
-                if spins == 0 {
-                    let _ = crate::machine::hv::Hv.evtchn_send(self.evtchn);
-                }
-                spins += 1;
-                core::hint::spin_loop();
+                break;
             }
-            self.page
-                .write_u8(OUT_OFFSET + (prod % OUT_SIZE) as usize, b);
-            // The byte must be visible before the index that publishes it.
-            fence(Ordering::Release);
-            self.page.write_u32(OUT_PROD, prod.wrapping_add(1));
+            // Full: give xenconsoled a short moment, once; while it stays behind,
+            // drop output rather than spend the CPU (under load, the CPU a spinning
+            // driver domain takes is the one xenconsoled needs).
+            if self.stalled || spins > 20_000 {
+                self.stalled = true;
+                self.dropped += 1;
+                self.unreported += 1;
+                self.pending = true;
+                return;
+            }
+            if spins == 0 {
+                let _ = crate::machine::hv::Hv.evtchn_send(self.evtchn);
+            }
+            spins += 1;
+            core::hint::spin_loop();
         }
+        self.page
+            .write_u8(OUT_OFFSET + (prod % OUT_SIZE) as usize, b);
+        // The byte must be visible before the index that publishes it.
+        fence(Ordering::Release);
+        self.page.write_u32(OUT_PROD, prod.wrapping_add(1));
         self.pending = true;
     }
 

@@ -34,18 +34,29 @@ impl SharedPage {
     /// The page Xen names in HVM parameter `param` (the xenstore or console ring),
     /// identity-mapped read-write. The toolstack reserves these frames in the memory map,
     /// so the frame allocator never hands them out.
+    /// The errors say which page.
     pub fn from_hvm_param(page: HvmPage) -> Result<SharedPage, &'static str> {
-        let param = match page {
-            HvmPage::Store => abi::HVM_PARAM_STORE_PFN,
-            HvmPage::Console => abi::HVM_PARAM_CONSOLE_PFN,
+        let (param, unavailable, none, unmapped) = match page {
+            HvmPage::Store => (
+                abi::HVM_PARAM_STORE_PFN,
+                "HVM_PARAM_STORE_PFN unavailable",
+                "no xenstore page",
+                "xenstore page could not be mapped",
+            ),
+            HvmPage::Console => (
+                abi::HVM_PARAM_CONSOLE_PFN,
+                "HVM_PARAM_CONSOLE_PFN unavailable",
+                "no console page",
+                "console page could not be mapped",
+            ),
         };
-        let pfn = hv::hvm_get_param(param).map_err(|_| "HVM parameter unavailable")?;
+        let pfn = hv::hvm_get_param(param).map_err(|_| unavailable)?;
         if pfn == 0 {
-            return Err("no such page");
+            return Err(none);
         }
         let base =
             super::mem::map_identity(pfn << 12, PAGE as u64, bulkhead_mm::paging::Flags::WRITE)
-                .map_err(|_| "page could not be mapped")?;
+                .map_err(|_| unmapped)?;
         Ok(SharedPage {
             base: base as usize,
         })

@@ -54,13 +54,7 @@ pub type XenStore = Store<XsTransport>;
 pub fn connect() -> Result<(XenStore, Port), &'static str> {
     let port = hv::hvm_get_param(abi::HVM_PARAM_STORE_EVTCHN)
         .map_err(|_| "HVM_PARAM_STORE_EVTCHN unavailable")? as Port;
-    let page = SharedPage::from_hvm_param(HvmPage::Store).map_err(|e| {
-        if e == "no such page" {
-            "no xenstore page"
-        } else {
-            e
-        }
-    })?;
+    let page = SharedPage::from_hvm_param(HvmPage::Store)?;
     log::info!("xenstore ring mapped, event channel {port}");
     Ok((
         Store::new(XsTransport {

@@ -8,7 +8,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use bulkhead_block::{
-    BlockDevice, BlockError, Extent, Features, Io, Listed, ListedPartition, Lookup, Span, Target,
+    BlockDevice, BlockError, Extent, Features, Io, Listed, ListedPartition, Span,
 };
 use bulkhead_executor::{Handle, Mutex, Signal};
 use bulkhead_nvme::batch::{Batch, Op};
@@ -826,13 +826,4 @@ pub fn listed(
             })
         })
         .collect()
-}
-
-/// What `target` names among these namespaces and partitions (see `Target::resolve`).
-pub fn resolve(
-    namespaces: &[Vec<Namespace>],
-    parts: &[(usize, u32, Vec<Partition>)],
-    target: &Target,
-) -> Result<(usize, u32, Extent), Lookup> {
-    target.resolve(&listed(namespaces, parts))
 }

@@ -5,7 +5,7 @@
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 
-use bulkhead_block::{Features, Io, Lookup, Target};
+use bulkhead_block::{Features, Io, Listed, Lookup, Target};
 use bulkhead_executor::{Handle, Mutex};
 use bulkhead_nvme::gpt::Partition;
 use bulkhead_nvme::identify::Namespace;
@@ -20,7 +20,8 @@ pub struct Storage {
     /// resolve without waiting for a busy disk.
     namespaces: Vec<Vec<Namespace>>,
     features: Vec<Features>,
-    parts: Vec<(usize, u32, Vec<Partition>)>,
+    /// What `target=` names resolve against (namespaces and their partitions).
+    listed: Vec<Listed>,
 }
 
 impl Storage {
@@ -31,13 +32,14 @@ impl Storage {
             disks: Vec::new(),
             namespaces: Vec::new(),
             features: Vec::new(),
-            parts: Vec::new(),
+            listed: Vec::new(),
         })
     }
 
     /// Bring up every NVMe controller and read its partition tables.
     pub async fn probe(h: &Handle, mode: IrqMode) -> Rc<Storage> {
         let mut s = Rc::into_inner(Storage::none(h)).expect("fresh");
+        let mut parts: Vec<(usize, u32, Vec<Partition>)> = Vec::new();
         for (i, mut d) in nvme::probe(h, mode).into_iter().enumerate() {
             let nss = d.namespaces().to_vec();
             for ns in &nss {
@@ -67,7 +69,7 @@ impl Storage {
                                 p.first_lba
                             );
                         }
-                        s.parts.push((i, ns.nsid, ps));
+                        parts.push((i, ns.nsid, ps));
                     }
                     Err(e) => info!("storage: {}n{}: no GPT ({e})", d.name, ns.nsid),
                 }
@@ -79,6 +81,7 @@ impl Storage {
         if s.disks.is_empty() {
             warn!("storage: no NVMe controller; disks cannot be served");
         }
+        s.listed = nvme::listed(&s.namespaces, &parts);
         Rc::new(s)
     }
 
@@ -107,7 +110,7 @@ impl Storage {
 
     /// The volume an xl `target=` names, if it names exactly one.
     pub fn volume(&self, target: &Target, read_only: bool) -> Result<Volume, Lookup> {
-        let (d, nsid, mut extent) = nvme::resolve(&self.namespaces, &self.parts, target)?;
+        let (d, nsid, mut extent) = target.resolve(&self.listed)?;
         extent.read_only = read_only;
         Ok(Volume {
             disk: self.disks.get(d).ok_or(Lookup::NotFound)?.clone(),

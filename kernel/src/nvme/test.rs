@@ -7,6 +7,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
+use bulkhead_block::Target;
 use bulkhead_executor::Handle;
 
 use super::*;
@@ -142,18 +143,15 @@ async fn storage_steps(h: &Handle, mode: IrqMode, lose_one: bool) -> Result<(), 
     // Partition 2 by number and by name through the block-device interface.
     let all_parts = alloc::vec![(0usize, ns.nsid, parts.clone())];
     let all_ns: Vec<Vec<Namespace>> = disks.iter().map(|d| d.namespaces().to_vec()).collect();
-    let by_number = resolve(
-        &all_ns,
-        &all_parts,
-        &Target::parse("nvme0n1p2").ok_or("target syntax")?,
-    )
-    .map_err(|_| "nvme0n1p2 not found")?;
-    let by_name = resolve(
-        &all_ns,
-        &all_parts,
-        &Target::parse("part:beta").ok_or("target syntax")?,
-    )
-    .map_err(|_| "part:beta not found")?;
+    let listed = listed(&all_ns, &all_parts);
+    let by_number = Target::parse("nvme0n1p2")
+        .ok_or("target syntax")?
+        .resolve(&listed)
+        .map_err(|_| "nvme0n1p2 not found")?;
+    let by_name = Target::parse("part:beta")
+        .ok_or("target syntax")?
+        .resolve(&listed)
+        .map_err(|_| "part:beta not found")?;
     if by_number != by_name {
         return Err(format!(
             "nvme0n1p2 and part:beta differ: {by_number:?} vs {by_name:?}"

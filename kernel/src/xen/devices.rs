@@ -275,7 +275,11 @@ async fn device(
         Kind::Vbd => blkback::OFFER.keys(),
         Kind::Vif => netback::OFFER.keys(),
     };
-    let offered = publish(&xen, &be, keys).await;
+    let offered = xen
+        .store
+        .write_each(Tx::NONE, &be, &keys)
+        .await
+        .map_err(|(k, e)| format!("write {k}: {e}"));
     if let Err(e) = offered {
         warn!("{id}: cannot publish the device's features: {e}");
         return;
@@ -545,15 +549,4 @@ impl Device {
         );
         self.show_status();
     }
-}
-
-/// Write `keys` into the directory `dir`.
-async fn publish(xen: &XenRef, dir: &str, keys: Vec<(&'static str, String)>) -> Result<(), String> {
-    for (k, v) in keys {
-        xen.store
-            .write(Tx::NONE, &format!("{dir}/{k}"), &v)
-            .await
-            .map_err(|e| format!("write {k}: {e}"))?;
-    }
-    Ok(())
 }

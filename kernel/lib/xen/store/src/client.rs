@@ -328,6 +328,22 @@ impl<T: Transport> Store<T> {
         }
     }
 
+    /// Write `keys` under `dir` (in `tx`), one after another; the first failure stops
+    /// it, with the key it failed on.
+    pub async fn write_each<'k>(
+        &self,
+        tx: Tx,
+        dir: &str,
+        keys: &'k [(&str, String)],
+    ) -> Result<(), (&'k str, Error)> {
+        for (k, v) in keys {
+            self.write(tx, &format!("{dir}/{k}"), v)
+                .await
+                .map_err(|e| (*k, e))?;
+        }
+        Ok(())
+    }
+
     /// Write `keys` under `dir` in one transaction, so that a peer sees all of them or
     /// none (a frontend reading a disk's size and sector size); started again while
     /// xenstored reports a conflict (another transaction got in first), `attempts` times
@@ -340,14 +356,7 @@ impl<T: Transport> Store<T> {
     ) -> Result<(), Error> {
         for _ in 0..attempts {
             let tx = self.transaction_start().await?;
-            let mut failed = None;
-            for (k, v) in keys {
-                if let Err(e) = self.write(tx, &format!("{dir}/{k}"), v).await {
-                    failed = Some(e);
-                    break;
-                }
-            }
-            if let Some(e) = failed {
+            if let Err((_, e)) = self.write_each(tx, dir, keys).await {
                 let _ = self.transaction_end(tx, false).await;
                 return Err(e);
             }

@@ -180,6 +180,13 @@ expect() {
     fi
 }
 
+# no_failed_results FILE TEST: fail if any structured result line of FILE (`result:
+# name=... pass=0`, printed by the kernel's tests) says it failed; they are shown.
+no_failed_results() {
+    grep -E "result: .* pass=0" "$1" && fail "a $2 result failed (above)"
+    return 0
+}
+
 # The driver domain's console log (xenconsoled, PV console ring).
 console_of() { echo "$CONSOLE/guest-$1.log"; }
 

@@ -22,7 +22,7 @@ expect "$log" "result: name=peer-test step=grant-map-unmap peer=0 .*pass=1" 30 "
 expect "$log" "result: name=peer-test step=grant-copy peer=0 .*pass=1" 30 "grant copy not seen"
 expect "$log" "result: name=peer-test step=revoke gref=[0-9]+ pass=1" 30 "grant not revoked"
 expect "$log" "result: name=peer-test pass=[01]" 30 "peer test did not finish"
-grep -E "result: .* pass=0" "$log" && fail "a peer-test result failed (above)"
+no_failed_results "$log" peer-test
 grep -E "ERROR|PANIC" "$log" && fail "errors on the console"
 xl destroy bulkhead || fail "xl destroy failed"
 xl list | grep -q bulkhead && fail "bulkhead still listed after destroy"

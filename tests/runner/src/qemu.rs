@@ -74,33 +74,20 @@ pub fn want(name: &'static str, fields: &[(&'static str, &str)]) -> Want {
 /// first=4096 pass=1 detail="..."` (a value in quotes may hold spaces), wherever it stands
 /// on the line (the kernel's log prefix comes first); None for any other line.
 pub fn parse_result(line: &str) -> Option<Vec<(String, String)>> {
-    let rest = &line[line.find("result: ")? + "result: ".len()..];
+    let mut rest = &line[line.find("result: ")? + "result: ".len()..];
     let mut out = Vec::new();
-    let mut it = rest.char_indices().peekable();
-    while let Some(&(start, c)) = it.peek() {
-        if c == ' ' {
-            it.next();
-            continue;
+    loop {
+        rest = rest.trim_start_matches(' ');
+        if rest.is_empty() {
+            break;
         }
-        let eq = rest[start..].find('=')? + start;
-        let key = rest[start..eq].to_string();
-        while it.peek().is_some_and(|&(i, _)| i <= eq) {
-            it.next();
-        }
-        let value = if rest[eq + 1..].starts_with('"') {
-            let close = rest[eq + 2..].find('"')? + eq + 2;
-            while it.peek().is_some_and(|&(i, _)| i <= close) {
-                it.next();
-            }
-            rest[eq + 2..close].to_string()
-        } else {
-            let end = rest[eq + 1..].find(' ').map_or(rest.len(), |e| e + eq + 1);
-            while it.peek().is_some_and(|&(i, _)| i < end) {
-                it.next();
-            }
-            rest[eq + 1..end].to_string()
+        let (key, after) = rest.split_once('=')?;
+        let (value, next) = match after.strip_prefix('"') {
+            Some(quoted) => quoted.split_once('"')?,
+            None => after.split_once(' ').unwrap_or((after, "")),
         };
-        out.push((key, value));
+        out.push((key.to_string(), value.to_string()));
+        rest = next;
     }
     out.iter().any(|(k, _)| k == "name").then_some(out)
 }

@@ -14,6 +14,7 @@ pub mod mem;
 pub mod pci;
 pub mod pcicfg;
 pub mod rt;
+pub mod runstate;
 /// The in-kernel self-test of all of the above (the test build only).
 #[cfg(feature = "test-hooks")]
 pub mod selftest;

@@ -27,10 +27,16 @@ struct Window {
     disk_errors: u64,
     last_disk: Option<Instant>,
     disk_gap: Duration,
+    /// When the longest disk gap ended.
+    disk_gap_end: Option<Instant>,
     pings: u64,
     answers: u64,
     last_answer: Option<Instant>,
     ping_gap: Duration,
+    ping_gap_end: Option<Instant>,
+    /// The longest this guest's own probe thread overslept a 10 ms sleep: how long this
+    /// guest itself was not running (a gap it measures then is not the backend's).
+    self_gap: Duration,
 }
 
 struct Shared {
@@ -41,10 +47,44 @@ struct Shared {
     paused: bool,
 }
 
-fn note_gap(last: &mut Option<Instant>, gap: &mut Duration, start: Instant, now: Instant) {
+fn note_gap(
+    last: &mut Option<Instant>,
+    gap: &mut Duration,
+    end: &mut Option<Instant>,
+    start: Instant,
+    now: Instant,
+) {
     let from = last.unwrap_or(start);
-    *gap = (*gap).max(now - from);
+    if now - from > *gap {
+        *gap = now - from;
+        *end = Some(now);
+    }
     *last = Some(now);
+}
+
+/// This guest's stolen time so far (its vCPUs runnable while Xen ran others), from the
+/// `steal` column of /proc/stat, in ms.
+fn steal_ms() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: u64 = stat
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(8))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    // USER_HZ is 100 on Linux x86.
+    ticks * 10
+}
+
+fn self_probe(s: Arc<Mutex<Shared>>) {
+    let tick = Duration::from_millis(10);
+    loop {
+        let t = Instant::now();
+        std::thread::sleep(tick);
+        let late = t.elapsed().saturating_sub(tick);
+        let mut g = s.lock().unwrap();
+        g.w.self_gap = g.w.self_gap.max(late);
+    }
 }
 
 /// An aligned buffer for O_DIRECT.
@@ -97,7 +137,13 @@ fn disk_loop(dev: String, s: Arc<Mutex<Shared>>) {
         if ok {
             w.disk_bytes += 2 * 65536;
             w.disk_ops += 2;
-            note_gap(&mut w.last_disk, &mut w.disk_gap, start, now);
+            note_gap(
+                &mut w.last_disk,
+                &mut w.disk_gap,
+                &mut w.disk_gap_end,
+                start,
+                now,
+            );
         } else {
             w.disk_errors += 1;
         }
@@ -182,7 +228,13 @@ fn ping_loop(target: [u8; 4], s: Arc<Mutex<Shared>>) {
                 let start = g.start;
                 let w = &mut g.w;
                 w.answers += 1;
-                note_gap(&mut w.last_answer, &mut w.ping_gap, start, now);
+                note_gap(
+                    &mut w.last_answer,
+                    &mut w.ping_gap,
+                    &mut w.ping_gap_end,
+                    start,
+                    now,
+                );
             }
         }
     }
@@ -203,27 +255,58 @@ pub fn run(dev: &str, target: &str) -> Result<String> {
         let (d, s1, s2) = (dev.to_string(), s.clone(), s.clone());
         std::thread::spawn(move || disk_loop(d, s1));
         std::thread::spawn(move || ping_loop(t, s2));
+        let s3 = s.clone();
+        std::thread::spawn(move || self_probe(s3));
     }
     println!("victim: ready");
     let mut phase = String::from("start");
+    let mut steal = steal_ms();
     loop {
         std::thread::sleep(Duration::from_millis(200));
         let now = xs.read("data/phase").unwrap_or_default();
         if now == phase || now.is_empty() {
             continue;
         }
-        let (w, secs) = {
+        let (w, secs, start) = {
             let mut g = s.lock().unwrap();
             let end = Instant::now();
             let mut w = std::mem::take(&mut g.w);
             // Gaps up to the end of the phase count too.
-            note_gap(&mut w.last_disk, &mut w.disk_gap, g.start, end);
-            note_gap(&mut w.last_answer, &mut w.ping_gap, g.start, end);
-            let secs = (end - g.start).as_secs_f64();
+            let start = g.start;
+            note_gap(
+                &mut w.last_disk,
+                &mut w.disk_gap,
+                &mut w.disk_gap_end,
+                start,
+                end,
+            );
+            note_gap(
+                &mut w.last_answer,
+                &mut w.ping_gap,
+                &mut w.ping_gap_end,
+                start,
+                end,
+            );
+            let secs = (end - start).as_secs_f64();
             g.start = end;
             g.paused = now == "idle";
-            (w, secs)
+            (w, secs, start)
         };
+        let stolen = steal_ms().saturating_sub(steal);
+        steal += stolen;
+        let at = |end: Option<Instant>, gap: Duration| {
+            end.map(|e| format!("{:.1}", (e - gap - start).as_secs_f64()))
+                .unwrap_or_else(|| "-".into())
+        };
+        // Where each longest gap began (seconds into the phase) and whether this guest
+        // itself was kept from running meanwhile: a stall to explain, not to count.
+        println!(
+            "victim: phase {phase} detail: disk gap from {} s, ping gap from {} s; this guest overslept at most {} ms, {} ms stolen from its vCPUs",
+            at(w.disk_gap_end, w.disk_gap),
+            at(w.ping_gap_end, w.ping_gap),
+            w.self_gap.as_millis(),
+            stolen
+        );
         println!(
             "victim: phase {phase}: {:.1} s, disk {} KiB/s ({} ops, {} errors, longest gap {} ms), ping {} of {} answered (longest gap {} ms)",
             secs,

@@ -160,7 +160,10 @@ esac
 grep -E "carrier (off|on)|only counted" "$log" | tail -4
 
 # The victim's figures: every phase, with its throughput against the quiet one.
-grep -a "victim: phase" "$(console_of victim)" >/tmp/phases
+grep -a "victim: phase" "$(console_of victim)" | grep -v " detail: " >/tmp/phases
+# Where each phase's longest gaps began, and whether the victim itself was kept from
+# running (for explaining a stall; not part of the verdict).
+grep -a "victim: phase .* detail: " "$(console_of victim)"
 # quiet, one per attack, after
 want=$(($# + 2))
 [ "$(grep -vE 'phase (start|idle):' /tmp/phases | grep -c .)" -ge "$want" ] || hostile_fail "the victim reported $(grep -c . /tmp/phases) phases, expected $want"

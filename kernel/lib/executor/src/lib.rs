@@ -45,7 +45,14 @@ pub trait Idle {
     /// interrupts disabled and opens them only here and in `wait`, at points in its own
     /// code, so a busy loop still sees its interrupts once per pass.
     fn take_interrupts(&mut self) {}
+    /// A task's poll took `nanos`: the longest so far, or at least [`SLOW_POLL`] (bounded
+    /// work per wake-up is the rule, so a long poll is worth reporting: every other task
+    /// waited that long).
+    fn slow_poll(&mut self, _task: &'static str, _nanos: Nanos) {}
 }
+
+/// A poll at least this long is reported to [`Idle::slow_poll`] even when not a record.
+pub const SLOW_POLL: Nanos = 100_000_000;
 
 /// An interrupt-to-task notification. `raise` is safe from interrupt context.
 pub struct Signal {
@@ -242,6 +249,8 @@ pub struct Executor {
     next_id: TaskId,
     handle: Handle,
     pub stats: Stats,
+    /// The longest single poll so far.
+    pub slowest_poll: Nanos,
 }
 
 impl Executor {
@@ -261,6 +270,7 @@ impl Executor {
                 clock: Rc::new(clock),
             },
             stats: Stats::default(),
+            slowest_poll: 0,
         }
     }
 
@@ -353,7 +363,15 @@ impl Executor {
                 self.stats.polls += 1;
                 let waker = task.waker.clone();
                 let mut cx = Context::from_waker(&waker);
-                if task.future.as_mut().poll(&mut cx).is_ready() {
+                let name = task.name;
+                let t0 = self.handle.now();
+                let done = task.future.as_mut().poll(&mut cx).is_ready();
+                let took = self.handle.now().saturating_sub(t0);
+                if took > self.slowest_poll || took >= SLOW_POLL {
+                    self.slowest_poll = self.slowest_poll.max(took);
+                    idle.slow_poll(name, took);
+                }
+                if done {
                     self.tasks.remove(&id);
                     self.stats.tasks_done += 1;
                 }
@@ -393,6 +411,8 @@ mod tests {
         /// interrupt window (`take_interrupts`).
         busy_irq: Option<(u32, &'static Signal)>,
         takes: u32,
+        /// What the loop reported to `slow_poll`.
+        slow: Vec<(&'static str, Nanos)>,
     }
 
     impl Idle for FakeIdle {
@@ -410,6 +430,9 @@ mod tests {
                 (Some(d), None) => self.clock.set(d.max(self.clock.get())),
                 (None, None) => panic!("idle with nothing that can wake the loop"),
             }
+        }
+        fn slow_poll(&mut self, task: &'static str, nanos: Nanos) {
+            self.slow.push((task, nanos));
         }
         fn take_interrupts(&mut self) {
             self.takes += 1;
@@ -432,8 +455,32 @@ mod tests {
                 waits: 0,
                 busy_irq: None,
                 takes: 0,
+                slow: Vec::new(),
             },
         )
+    }
+
+    #[test]
+    fn long_polls_are_reported_with_the_task_that_made_them() {
+        let (mut ex, mut idle) = setup();
+        let clock = idle.clock.clone();
+        let h = ex.handle();
+        let (c1, c2, c3) = (clock.clone(), clock.clone(), clock);
+        // Records only while they grow, then every poll of SLOW_POLL or more.
+        h.spawn("short", async move { c1.set(c1.get() + 5) });
+        h.spawn("shorter", async move { c2.set(c2.get() + 2) });
+        let h2 = h.clone();
+        h.spawn("hog", async move {
+            c3.set(c3.get() + SLOW_POLL + 1);
+            h2.sleep(10).await;
+            c3.set(c3.get() + SLOW_POLL);
+        });
+        ex.run(&mut idle);
+        assert_eq!(
+            idle.slow,
+            vec![("short", 5), ("hog", SLOW_POLL + 1), ("hog", SLOW_POLL)]
+        );
+        assert_eq!(ex.slowest_poll, SLOW_POLL + 1);
     }
 
     #[test]

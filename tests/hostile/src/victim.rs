@@ -76,6 +76,45 @@ fn steal_ms() -> u64 {
     ticks * 10
 }
 
+/// A gap this long, seen while it lasts, is announced in `data/stall` (dom0 then takes a
+/// snapshot of the driver domain while it is stalled: hostile-lib.sh). Half the
+/// scenario's unscaled limit: the snapshot comes before the gap is over.
+const STALL: Duration = Duration::from_millis(1000);
+
+/// Watch the disk and ping gaps as they grow; the first one past `STALL` is written to
+/// `data/stall` as "PHASE disk|ping MS" (once per run: one snapshot is what dom0 takes).
+fn stall_watch(s: Arc<Mutex<Shared>>, phase: Arc<Mutex<String>>) {
+    let Ok(mut xs) = Xs::open() else {
+        println!("victim: no xenstore connection for the stall watch");
+        return;
+    };
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = Instant::now();
+        let (disk, ping) = {
+            let g = s.lock().unwrap();
+            let since = |last: Option<Instant>| now - last.unwrap_or(g.start).max(g.start);
+            let disk = if g.paused {
+                Duration::ZERO
+            } else {
+                since(g.w.last_disk)
+            };
+            (disk, since(g.w.last_answer))
+        };
+        let (what, gap) = if disk >= ping {
+            ("disk", disk)
+        } else {
+            ("ping", ping)
+        };
+        if gap >= STALL {
+            let p = phase.lock().unwrap().clone();
+            let _ = xs.write_str("data/stall", &format!("{p} {what} {}", gap.as_millis()));
+            println!("victim: stall: phase {p}: no {what} answer for {} ms", gap.as_millis());
+            return;
+        }
+    }
+}
+
 fn self_probe(s: Arc<Mutex<Shared>>) {
     let tick = Duration::from_millis(10);
     loop {
@@ -258,6 +297,11 @@ pub fn run(dev: &str, target: &str) -> Result<String> {
         let s3 = s.clone();
         std::thread::spawn(move || self_probe(s3));
     }
+    let current = Arc::new(Mutex::new(String::from("start")));
+    {
+        let (s4, c) = (s.clone(), current.clone());
+        std::thread::spawn(move || stall_watch(s4, c));
+    }
     println!("victim: ready");
     let mut phase = String::from("start");
     let mut steal = steal_ms();
@@ -322,5 +366,6 @@ pub fn run(dev: &str, target: &str) -> Result<String> {
             return Ok("victim: done".into());
         }
         phase = now;
+        *current.lock().unwrap() = phase.clone();
     }
 }

@@ -56,10 +56,46 @@ alive() {
     [ "$(xl domid bulkhead 2>/dev/null)" = "$dd" ] && ! dd_gone && ! grep -qE "PANIC|panicked" "$log"
 }
 hostile_fail() {
+    stall_report
     dd_dump
     grep -a "victim:" "$(console_of victim)" | tail -20
     grep -a "hostile:" "$(console_of hostile)" | tail -10
     fail "$*"
+}
+
+# stall_watch VID (in the background): when the victim announces a stall while it lasts
+# (its data/stall, tests/hostile victim.rs), a snapshot of the driver domain then rather
+# than after: its flight recorder, Xen's view of its vCPU (debug key q: running or
+# blocked, upcall pending or masked) and of its event channels (key e), and whether it
+# answers a state dump. Into /tmp/stall-snapshot; stall_report prints it.
+stall_watch() {
+    local path="/local/domain/$1/data/stall" what
+    xenstore-watch -n 2 "$path" >/dev/null 2>&1 || return 0
+    what=$(xenstore-read "$path" 2>/dev/null)
+    case "$what" in "" | done) return 0 ;; esac
+    {
+        echo "--- the victim stalls ($what): the driver domain meanwhile"
+        show_recorder "$DD_ID" 40
+        xl vcpu-list
+        local n
+        n=$(grep -c "dump: resources: " "$log")
+        xenstore-write "/local/domain/$DD_ID/control/dump" 1
+        xl debug-keys q
+        xl debug-keys e
+        sleep 1
+        xl dmesg | tail -n 600 >/tmp/stall-keys
+        grep -A8 "VCPU information and callbacks for d$DD_ID" /tmp/stall-keys | head -12
+        awk -v d="$DD_ID:" '/Event channel information for domain/ { on = ($NF == d) } on' /tmp/stall-keys | head -40
+        echo "--- the recorder a second later; dump answered: $([ "$(grep -c "dump: resources: " "$log")" -gt "$n" ] && echo yes || echo no)"
+        show_recorder "$DD_ID" 24
+    } >/tmp/stall-snapshot 2>&1
+}
+stall_report() {
+    [ -n "${watcher:-}" ] || return 0
+    xenstore-write "/local/domain/$vid/data/stall" "done" 2>/dev/null
+    wait "$watcher" 2>/dev/null
+    watcher=
+    cat /tmp/stall-snapshot 2>/dev/null
 }
 
 # Bulkhead's figures with the victim only (its disk resting: phase idle), from a state
@@ -69,6 +105,9 @@ xl create /tmp/victim.cfg || fail "xl create victim failed"
 vid=$(xl domid victim)
 expect "$(console_of victim)" "victim: ready|FAIL" 300 "the victim did not start"
 grep -q "FAIL" "$(console_of victim)" && hostile_fail "victim: $(grep FAIL "$(console_of victim)")"
+rm -f /tmp/stall-snapshot
+stall_watch "$vid" &
+watcher=$!
 xenstore-write "/local/domain/$vid/data/phase" "idle"
 sleep 1
 n=$(grep -c "dump: resources: " "$log")
@@ -159,6 +198,12 @@ case ",$attacks," in *",net-norx "*)
 esac
 grep -E "carrier (off|on)|only counted" "$log" | tail -4
 
+stall_report
+# The driver domain's own account of the attacks: its slowest task poll and its longest
+# wait for a physical CPU (the status page's "event loop" line).
+n=$(grep -c "dump: event loop: " "$log")
+xenstore-write "/local/domain/$dd/control/dump" 1
+poll_live 60 at_least $((n + 1)) "$log" "dump: event loop: " && note "Bulkhead: $(grep "dump: event loop: " "$log" | tail -1 | sed 's/.*dump: //')"
 # The victim's figures: every phase, with its throughput against the quiet one.
 grep -a "victim: phase" "$(console_of victim)" | grep -v " detail: " >/tmp/phases
 # Where each phase's longest gaps began, and whether the victim itself was kept from

@@ -16,6 +16,7 @@ extern crate alloc;
 mod calibrate;
 mod console;
 mod firmware;
+mod loopwatch;
 #[allow(unsafe_code)]
 mod machine;
 mod net;
@@ -48,93 +49,6 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// overwritten the first frame and looped for ever in the entry stub.
 struct KernelIdle {
     timer: OneShot,
-    watch: LoopWatch,
-}
-
-/// Where the loop's time went: its slowest task poll, and how long Xen kept this vCPU
-/// waiting for a physical CPU (machine::runstate) between two looks. A guest's request
-/// that waited seconds waited in one of the two, or for a wake-up that never came; the
-/// status page (control/dump) shows the records, and a wait of `LoopWatch::WARN` or more
-/// is logged (at most one line per `LoopWatch::WARN_EVERY`, the rest counted).
-#[derive(Default)]
-struct LoopWatch {
-    runnable: u64,
-    longest_wait: u64,
-    slowest: (Nanos, &'static str),
-    last_warn: Option<Nanos>,
-    unsaid: u64,
-}
-
-impl LoopWatch {
-    const WARN: Nanos = 500_000_000;
-    const WARN_EVERY: Nanos = 10_000_000_000;
-
-    /// Called once per pass of the loop and after each halt.
-    fn look(&mut self) {
-        let Some(r) = machine::runstate::runnable_ns() else {
-            return;
-        };
-        let waited = r.saturating_sub(self.runnable);
-        let first = self.runnable == 0;
-        self.runnable = r;
-        if first || waited <= self.longest_wait && waited < Self::WARN {
-            return;
-        }
-        if waited > self.longest_wait {
-            self.longest_wait = waited;
-            self.publish();
-        }
-        if waited >= Self::WARN {
-            self.warn(format_args!(
-                "event loop: Xen kept this vCPU waiting {} ms for a physical CPU",
-                waited / 1_000_000
-            ));
-        }
-    }
-
-    fn slow_poll(&mut self, task: &'static str, nanos: Nanos) {
-        if nanos > self.slowest.0 {
-            self.slowest = (nanos, task);
-            self.publish();
-        }
-        if nanos >= Self::WARN {
-            self.warn(format_args!(
-                "event loop: task {task} ran {} ms in one poll",
-                nanos / 1_000_000
-            ));
-        }
-    }
-
-    fn warn(&mut self, what: core::fmt::Arguments) {
-        let now = time::now_ns();
-        if self
-            .last_warn
-            .is_some_and(|t| now.saturating_sub(t) < Self::WARN_EVERY)
-        {
-            self.unsaid += 1;
-            return;
-        }
-        self.last_warn = Some(now);
-        let unsaid = core::mem::take(&mut self.unsaid);
-        if unsaid > 0 {
-            warn!("{what} ({unsaid} more such stall(s) not logged)");
-        } else {
-            warn!("{what}");
-        }
-    }
-
-    fn publish(&self) {
-        status::set(
-            "event loop",
-            alloc::format!(
-                "slowest poll {} us ({}), longest wait for a physical CPU {} us, {} ms waited in all",
-                self.slowest.0 / 1000,
-                self.slowest.1,
-                self.longest_wait / 1000,
-                self.runnable / 1_000_000
-            ),
-        );
-    }
 }
 
 /// Set by the APIC timer's handler: the one-shot timer fired, the next wait arms again.
@@ -176,16 +90,16 @@ impl Idle for KernelIdle {
         irq::enable_and_hlt();
         irq::disable();
         trace::record(trace::Event::Wake, 0, 0);
-        self.watch.look();
+        loopwatch::look();
     }
 
     fn take_interrupts(&mut self) {
         arch::take_interrupts();
-        self.watch.look();
+        loopwatch::look();
     }
 
-    fn slow_poll(&mut self, task: &'static str, nanos: Nanos) {
-        self.watch.slow_poll(task, nanos);
+    fn polled(&mut self, task: &'static str, now: Nanos, took: Nanos) {
+        loopwatch::polled(task, now, took);
     }
 }
 
@@ -493,7 +407,6 @@ fn start(protocol: u64, magic: u64, info: u64) -> ! {
     }
     executor.run(&mut KernelIdle {
         timer: OneShot::new(),
-        watch: LoopWatch::default(),
     });
     info!("event loop: no tasks left (stats {:?})", executor.stats);
     platform::poweroff()

@@ -34,6 +34,7 @@ pub async fn run(
 ) {
     let dir = format!("{}/control", xen.home());
     h.spawn("dump", dumps(xen.clone(), format!("{dir}/dump"), fabric));
+    h.spawn("mark", marks(xen.clone(), format!("{dir}/mark")));
     #[cfg(feature = "test-hooks")]
     if test_triggers {
         h.spawn(
@@ -168,6 +169,61 @@ async fn dumps(xen: XenRef, node: String, fabric: FabricRef) {
         );
         xen.dump.raise();
     }
+}
+
+/// `control/mark`: a name written there ends the event loop's current window and starts
+/// one under that name; what the ended window saw is logged as one line of key=value
+/// fields (crate::loopwatch): its longest wait for a physical CPU and its slowest task
+/// poll, each with when it ended. A test marks each stretch it measures (the hostile
+/// scenarios, one per attack) to tell a stall of Bulkhead's from Xen not running it.
+async fn marks(xen: XenRef, node: String) {
+    const T: &str = "mark";
+    let _ = xen.store.write(Tx::NONE, &node, "").await;
+    if let Err(e) = xen.store.watch(&node, T).await {
+        warn!("control: cannot watch {node}: {e}; no loop windows");
+        return;
+    }
+    let mut name = String::from("start");
+    loop {
+        if xen.store.next_event(T).await.is_err() {
+            return;
+        }
+        while xen.store.take_event(T).is_some() {}
+        let v = xen.store.read_opt(Tx::NONE, &node).await.ok().flatten();
+        let Some(next) = v.as_deref().map(mark_name).filter(|n| !n.is_empty()) else {
+            continue;
+        };
+        let _ = xen.store.write(Tx::NONE, &node, "").await;
+        let w = crate::loopwatch::take_window();
+        let ms = |ns: u64| ns / 1_000_000;
+        info!(
+            "loop window: mark={name} length_ms={} cpu_wait_ms={} cpu_wait_end_ms={} slowest_poll_ms={} poll_task={} poll_end_ms={}",
+            ms(crate::time::now_ns().saturating_sub(w.since)),
+            ms(w.longest_wait),
+            ms(w.wait_ended),
+            ms(w.slowest_poll),
+            if w.poll_task.is_empty() { "-" } else { w.poll_task },
+            ms(w.poll_ended)
+        );
+        name = next;
+    }
+}
+
+/// A mark's name as logged: dom0's bytes cut to 64, anything but letters, digits and
+/// `.-_` made `_` (one field of a key=value line).
+fn mark_name(v: &str) -> String {
+    v.trim_end_matches('\0')
+        .trim()
+        .chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// `test-triggers`: faults on demand for the fault-isolation tests (dom0 writes the node;

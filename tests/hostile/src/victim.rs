@@ -109,7 +109,10 @@ fn stall_watch(s: Arc<Mutex<Shared>>, phase: Arc<Mutex<String>>) {
         if gap >= STALL {
             let p = phase.lock().unwrap().clone();
             let _ = xs.write_str("data/stall", &format!("{p} {what} {}", gap.as_millis()));
-            println!("victim: stall: phase {p}: no {what} answer for {} ms", gap.as_millis());
+            println!(
+                "victim: stall: phase {p}: no {what} answer for {} ms",
+                gap.as_millis()
+            );
             return;
         }
     }

@@ -14,10 +14,12 @@ extern crate alloc;
 pub mod mutex;
 pub mod notify;
 pub mod oneshot;
+pub mod watch;
 
 pub use mutex::Mutex;
 pub use notify::{first, yield_now, Broadcast, Notify};
 pub use oneshot::OneShot;
+pub use watch::{LoopWatch, Window};
 
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
@@ -45,14 +47,10 @@ pub trait Idle {
     /// interrupts disabled and opens them only here and in `wait`, at points in its own
     /// code, so a busy loop still sees its interrupts once per pass.
     fn take_interrupts(&mut self) {}
-    /// A task's poll took `nanos`: the longest so far, or at least [`SLOW_POLL`] (bounded
-    /// work per wake-up is the rule, so a long poll is worth reporting: every other task
-    /// waited that long).
-    fn slow_poll(&mut self, _task: &'static str, _nanos: Nanos) {}
+    /// `task`'s poll ended at `now` after `took` (bounded work per wake-up is the rule:
+    /// every other task waited that long; see [`LoopWatch`]).
+    fn polled(&mut self, _task: &'static str, _now: Nanos, _took: Nanos) {}
 }
-
-/// A poll at least this long is reported to [`Idle::slow_poll`] even when not a record.
-pub const SLOW_POLL: Nanos = 100_000_000;
 
 /// An interrupt-to-task notification. `raise` is safe from interrupt context.
 pub struct Signal {
@@ -249,8 +247,6 @@ pub struct Executor {
     next_id: TaskId,
     handle: Handle,
     pub stats: Stats,
-    /// The longest single poll so far.
-    pub slowest_poll: Nanos,
 }
 
 impl Executor {
@@ -270,7 +266,6 @@ impl Executor {
                 clock: Rc::new(clock),
             },
             stats: Stats::default(),
-            slowest_poll: 0,
         }
     }
 
@@ -366,11 +361,8 @@ impl Executor {
                 let name = task.name;
                 let t0 = self.handle.now();
                 let done = task.future.as_mut().poll(&mut cx).is_ready();
-                let took = self.handle.now().saturating_sub(t0);
-                if took > self.slowest_poll || took >= SLOW_POLL {
-                    self.slowest_poll = self.slowest_poll.max(took);
-                    idle.slow_poll(name, took);
-                }
+                let now = self.handle.now();
+                idle.polled(name, now, now.saturating_sub(t0));
                 if done {
                     self.tasks.remove(&id);
                     self.stats.tasks_done += 1;
@@ -411,8 +403,8 @@ mod tests {
         /// interrupt window (`take_interrupts`).
         busy_irq: Option<(u32, &'static Signal)>,
         takes: u32,
-        /// What the loop reported to `slow_poll`.
-        slow: Vec<(&'static str, Nanos)>,
+        /// What the loop reported to `polled`: task, end, length.
+        polls: Vec<(&'static str, Nanos, Nanos)>,
     }
 
     impl Idle for FakeIdle {
@@ -431,8 +423,8 @@ mod tests {
                 (None, None) => panic!("idle with nothing that can wake the loop"),
             }
         }
-        fn slow_poll(&mut self, task: &'static str, nanos: Nanos) {
-            self.slow.push((task, nanos));
+        fn polled(&mut self, task: &'static str, now: Nanos, took: Nanos) {
+            self.polls.push((task, now, took));
         }
         fn take_interrupts(&mut self) {
             self.takes += 1;
@@ -455,32 +447,29 @@ mod tests {
                 waits: 0,
                 busy_irq: None,
                 takes: 0,
-                slow: Vec::new(),
+                polls: Vec::new(),
             },
         )
     }
 
     #[test]
-    fn long_polls_are_reported_with_the_task_that_made_them() {
+    fn every_poll_is_reported_with_its_task_and_length() {
         let (mut ex, mut idle) = setup();
-        let clock = idle.clock.clone();
         let h = ex.handle();
-        let (c1, c2, c3) = (clock.clone(), clock.clone(), clock);
-        // Records only while they grow, then every poll of SLOW_POLL or more.
+        let (c1, c2) = (idle.clock.clone(), idle.clock.clone());
         h.spawn("short", async move { c1.set(c1.get() + 5) });
-        h.spawn("shorter", async move { c2.set(c2.get() + 2) });
         let h2 = h.clone();
         h.spawn("hog", async move {
-            c3.set(c3.get() + SLOW_POLL + 1);
+            c2.set(c2.get() + 300);
             h2.sleep(10).await;
-            c3.set(c3.get() + SLOW_POLL);
+            c2.set(c2.get() + 7);
         });
         ex.run(&mut idle);
+        // The hog's second poll comes after the loop idled to its timer (1305 + 10).
         assert_eq!(
-            idle.slow,
-            vec![("short", 5), ("hog", SLOW_POLL + 1), ("hog", SLOW_POLL)]
+            idle.polls,
+            vec![("short", 1_005, 5), ("hog", 1_305, 300), ("hog", 1_322, 7)]
         );
-        assert_eq!(ex.slowest_poll, SLOW_POLL + 1);
     }
 
     #[test]

@@ -1,0 +1,112 @@
+//! The event loop's account of its time (bulkhead_executor::LoopWatch), fed by the idle
+//! loop: its task polls, and how long Xen kept this vCPU waiting for a physical CPU
+//! between two looks (machine::runstate). The records since start are on the status page
+//! (control/dump); a wait or a poll of `WARN` or more is logged (at most one line per
+//! `WARN_EVERY`, the rest counted); `control/mark` ends a window and logs what it saw
+//! (xen::control).
+
+use bulkhead_executor::{LoopWatch, Nanos, Window};
+use log::warn;
+use spin::Mutex;
+
+use crate::machine::{runstate, time};
+
+const WARN: Nanos = 500_000_000;
+const WARN_EVERY: Nanos = 10_000_000_000;
+
+struct State {
+    watch: LoopWatch,
+    /// The runstate's runnable total at the last look.
+    runnable: Option<u64>,
+    last_warn: Option<Nanos>,
+    unsaid: u64,
+}
+
+// Only the idle loop and the tasks it runs touch it (one CPU, never from an interrupt).
+static STATE: Mutex<State> = Mutex::new(State {
+    watch: LoopWatch::new(),
+    runnable: None,
+    last_warn: None,
+    unsaid: 0,
+});
+
+/// Once per pass of the loop and after each halt: what Xen's runstate says we waited.
+pub fn look() {
+    let Some(r) = runstate::runnable_ns() else {
+        return;
+    };
+    let mut s = STATE.lock();
+    let Some(before) = s.runnable.replace(r) else {
+        return;
+    };
+    let waited = r.saturating_sub(before);
+    if waited == 0 {
+        return;
+    }
+    let now = time::now_ns();
+    if s.watch.waited(now, waited) {
+        publish(&s.watch);
+    }
+    if waited >= WARN {
+        say(
+            &mut s,
+            now,
+            format_args!(
+                "event loop: Xen kept this vCPU waiting {} ms for a physical CPU",
+                waited / 1_000_000
+            ),
+        );
+    }
+}
+
+/// A task's poll ended at `now` after `took`.
+pub fn polled(task: &'static str, now: Nanos, took: Nanos) {
+    let mut s = STATE.lock();
+    if s.watch.polled(now, task, took) {
+        publish(&s.watch);
+    }
+    if took >= WARN {
+        say(
+            &mut s,
+            now,
+            format_args!(
+                "event loop: task {task} ran {} ms in one poll",
+                took / 1_000_000
+            ),
+        );
+    }
+}
+
+/// End the current window: what it saw.
+pub fn take_window() -> Window {
+    STATE.lock().watch.take_window(time::now_ns())
+}
+
+fn say(s: &mut State, now: Nanos, what: core::fmt::Arguments) {
+    if s.last_warn
+        .is_some_and(|t| now.saturating_sub(t) < WARN_EVERY)
+    {
+        s.unsaid += 1;
+        return;
+    }
+    s.last_warn = Some(now);
+    let unsaid = core::mem::take(&mut s.unsaid);
+    if unsaid > 0 {
+        warn!("{what} ({unsaid} more such stall(s) not logged)");
+    } else {
+        warn!("{what}");
+    }
+}
+
+fn publish(w: &LoopWatch) {
+    crate::status::set(
+        "event loop",
+        alloc::format!(
+            "slowest poll {} us ({}), longest wait for a physical CPU {} us, {} ms waited in all",
+            w.slowest_poll.0 / 1000,
+            w.slowest_poll.1,
+            w.longest_wait / 1000,
+            w.waited / 1_000_000
+        ),
+    );
+}

@@ -11,7 +11,7 @@ use bulkhead_block::{
     BlockDevice, BlockError, Extent, Features, Io, Listed, ListedPartition, Span,
 };
 use bulkhead_executor::{Handle, Mutex, Signal};
-use bulkhead_nvme::batch::{Batch, Op};
+use bulkhead_nvme::batch::{self, Batch, Memory, Split, Transfer};
 use bulkhead_nvme::cmd::{Command, Completion};
 use bulkhead_nvme::controller::{Config, Controller};
 use bulkhead_nvme::gpt::{self, Partition};
@@ -418,67 +418,40 @@ impl Disk {
                 .for_each(|r| *r = Err(Error::Invalid("no such namespace")));
             return out;
         };
-        let bs = ns.block_size as usize;
-        let chunk = self.pool.buffer_bytes() / bs * bs;
-        // Commands of at most one buffer; `owner[op]` = (transfer, byte offset, bytes).
-        let mut ops: Vec<Op> = Vec::new();
-        let mut owner: Vec<(usize, usize, usize)> = Vec::new();
-        for (k, io) in ios.iter().enumerate() {
-            let len = io.len();
-            if chunk == 0 {
-                out[k] = Err(Error::Invalid("block larger than a DMA buffer"));
-                continue;
-            }
-            if len == 0 || len % bs != 0 {
-                out[k] = Err(Error::Invalid("buffer is not a whole number of blocks"));
-                continue;
-            }
-            let blocks = (len / bs) as u64;
-            if check
-                && io
-                    .lba()
-                    .checked_add(blocks)
-                    .is_none_or(|end| end > ns.blocks)
-            {
-                out[k] = Err(Error::Invalid("range past the end of the namespace"));
-                continue;
-            }
-            // The caller's memory is identity-mapped RAM (all of the kernel's is: heap,
-            // image, stacks; so are the grants it maps), so its address is what the
-            // device is given: no copy through the pool's buffer, unless a buffer is
-            // not dword-aligned (PRP1's rule). Spans are always moved directly.
-            let spans = io.spans().map(prp_pieces);
-            let mut chunks: Vec<(usize, usize, Option<Pages>)> = Vec::new();
-            let mut done = 0;
-            while done < len {
-                let l = chunk.min(len - done);
-                let direct = match (&spans, io.as_ptr()) {
-                    (Some(sp), _) => match Pages::of_pieces(sp, done, l) {
-                        Some(p) => Some(p),
-                        None => break,
-                    },
-                    (None, Some(p)) if (p as u64).is_multiple_of(4) => {
-                        Some(Pages::contiguous(p as u64 + done as u64, l))
-                    }
-                    _ => None,
-                };
-                chunks.push((done, l, direct));
-                done += l;
-            }
-            if done < len {
-                out[k] = Err(Error::Invalid("memory that PRPs cannot describe"));
-                continue;
-            }
-            for (done, l, direct) in chunks {
-                ops.push(Op {
-                    direct,
-                    write: io.is_write(),
-                    nsid,
-                    lba: io.lba() + (done / bs) as u64,
-                    blocks: (l / bs) as u32,
-                    bytes: l,
-                });
-                owner.push((k, done, l));
+        // The caller's memory is identity-mapped RAM (all of the kernel's is: heap,
+        // image, stacks; so are the grants it maps), so its address is what the device
+        // is given (batch::split decides where it cannot be).
+        let pieces: Vec<Option<Vec<(u64, usize)>>> =
+            ios.iter().map(|io| io.spans().map(prp_pieces)).collect();
+        let transfers: Vec<Transfer> = ios
+            .iter()
+            .zip(&pieces)
+            .map(|(io, p)| Transfer {
+                write: io.is_write(),
+                lba: io.lba(),
+                len: io.len(),
+                memory: match (p, io.as_ptr()) {
+                    (Some(p), _) => Memory::Pieces(p),
+                    (None, Some(at)) => Memory::Buffer(at as u64),
+                    (None, None) => Memory::Copied,
+                },
+            })
+            .collect();
+        let Split {
+            ops,
+            owner,
+            refused,
+        } = batch::split(
+            &transfers,
+            nsid,
+            ns.blocks,
+            ns.block_size,
+            self.pool.buffer_bytes(),
+            check,
+        );
+        for (r, e) in out.iter_mut().zip(refused) {
+            if let Some(e) = e {
+                *r = Err(e);
             }
         }
         let mut batch = Batch::new(ops);

@@ -212,3 +212,234 @@ impl Batch {
             .collect()
     }
 }
+
+/// Where a transfer's bytes are, for [`split`].
+#[derive(Clone, Copy, Debug)]
+pub enum Memory<'a> {
+    /// Physical pieces (a scatter list: guest pages), moved directly by the device.
+    Pieces(&'a [(u64, usize)]),
+    /// One buffer at this physical address: moved directly when its first byte is
+    /// dword-aligned (PRP1's rule), else through the pool's buffer.
+    Buffer(u64),
+    /// Memory the device cannot be given: always through the pool's buffer.
+    Copied,
+}
+
+/// One read or write a caller asks for: whole blocks from `lba`, `len` bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct Transfer<'a> {
+    pub write: bool,
+    pub lba: u64,
+    pub len: usize,
+    pub memory: Memory<'a>,
+}
+
+/// Transfers as operations of at most one pool buffer each.
+#[derive(Debug, Default)]
+pub struct Split {
+    pub ops: Vec<Op>,
+    /// For each operation: its transfer, its byte offset in that transfer, its bytes.
+    pub owner: Vec<(usize, usize, usize)>,
+    /// For each transfer: why it was refused before any command (then it has no
+    /// operation), or None.
+    pub refused: Vec<Option<Error>>,
+}
+
+/// Split `transfers` on namespace `nsid` (of `blocks` blocks of `block_size` bytes) into
+/// operations of at most `buffer_bytes` (rounded down to whole blocks). A transfer is
+/// refused whole, before any command, if it is not whole blocks, runs past the end of
+/// the namespace (when `check`: a partition's bounds were checked by the caller), needs
+/// a block larger than a buffer, or has pieces that PRPs cannot describe.
+pub fn split(
+    transfers: &[Transfer],
+    nsid: u32,
+    blocks: u64,
+    block_size: u32,
+    buffer_bytes: usize,
+    check: bool,
+) -> Split {
+    let bs = block_size as usize;
+    let chunk = buffer_bytes.checked_div(bs).map_or(0, |n| n * bs);
+    let mut s = Split::default();
+    for (k, t) in transfers.iter().enumerate() {
+        let refuse = if chunk == 0 {
+            Some(Error::Invalid("block larger than a DMA buffer"))
+        } else if t.len == 0 || t.len % bs != 0 {
+            Some(Error::Invalid("buffer is not a whole number of blocks"))
+        } else if check
+            && t.lba
+                .checked_add((t.len / bs) as u64)
+                .is_none_or(|end| end > blocks)
+        {
+            Some(Error::Invalid("range past the end of the namespace"))
+        } else {
+            None
+        };
+        if refuse.is_some() {
+            s.refused.push(refuse);
+            continue;
+        }
+        let mut parts = Vec::new();
+        let mut done = 0;
+        while done < t.len {
+            let l = chunk.min(t.len - done);
+            let direct = match t.memory {
+                Memory::Pieces(p) => match Pages::of_pieces(p, done, l) {
+                    Some(p) => Some(p),
+                    None => break,
+                },
+                Memory::Buffer(at) if at % 4 == 0 => Some(Pages::contiguous(at + done as u64, l)),
+                Memory::Buffer(_) | Memory::Copied => None,
+            };
+            parts.push((done, l, direct));
+            done += l;
+        }
+        if done < t.len {
+            s.refused
+                .push(Some(Error::Invalid("memory that PRPs cannot describe")));
+            continue;
+        }
+        s.refused.push(None);
+        for (at, l, direct) in parts {
+            s.ops.push(Op {
+                direct,
+                write: t.write,
+                nsid,
+                lba: t.lba + (at / bs) as u64,
+                blocks: (l / bs) as u32,
+                bytes: l,
+            });
+            s.owner.push((k, at, l));
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(write: bool, lba: u64, len: usize, memory: Memory) -> Transfer {
+        Transfer {
+            write,
+            lba,
+            len,
+            memory,
+        }
+    }
+
+    #[test]
+    fn a_transfer_longer_than_a_buffer_becomes_consecutive_operations() {
+        // 512-byte blocks, 8 KiB buffers (rounded down from 8300): 20 KiB = 8 + 8 + 4.
+        let s = split(
+            &[t(true, 100, 20480, Memory::Copied)],
+            1,
+            1000,
+            512,
+            8300,
+            true,
+        );
+        assert_eq!(s.refused, [None]);
+        let got: Vec<_> = s
+            .ops
+            .iter()
+            .map(|o| (o.write, o.nsid, o.lba, o.blocks, o.bytes))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (true, 1, 100, 16, 8192),
+                (true, 1, 116, 16, 8192),
+                (true, 1, 132, 8, 4096)
+            ]
+        );
+        assert_eq!(s.owner, [(0, 0, 8192), (0, 8192, 8192), (0, 16384, 4096)]);
+        assert!(s.ops.iter().all(|o| o.direct.is_none()));
+    }
+
+    #[test]
+    fn refused_transfers_get_no_operation_and_the_others_keep_their_index() {
+        let ts = [
+            t(false, 0, 1000, Memory::Copied),       // not whole blocks
+            t(false, 990, 8192, Memory::Copied),     // past the end
+            t(false, 0, 0, Memory::Copied),          // empty
+            t(false, u64::MAX, 512, Memory::Copied), // overflowing end
+            t(false, 8, 512, Memory::Copied),
+        ];
+        let s = split(&ts, 1, 1000, 512, 8192, true);
+        assert_eq!(
+            s.refused,
+            [
+                Some(Error::Invalid("buffer is not a whole number of blocks")),
+                Some(Error::Invalid("range past the end of the namespace")),
+                Some(Error::Invalid("buffer is not a whole number of blocks")),
+                Some(Error::Invalid("range past the end of the namespace")),
+                None
+            ]
+        );
+        assert_eq!(s.owner, [(4, 0, 512)]);
+        // Unchecked (a partition, bounded by its caller): only the block rule applies.
+        let s = split(&ts[1..2], 1, 1000, 512, 8192, false);
+        assert_eq!(s.refused, [None]);
+    }
+
+    #[test]
+    fn a_block_larger_than_a_buffer_is_refused() {
+        let s = split(
+            &[t(false, 0, 8192, Memory::Copied)],
+            1,
+            10,
+            8192,
+            4096,
+            true,
+        );
+        assert_eq!(
+            s.refused,
+            [Some(Error::Invalid("block larger than a DMA buffer"))]
+        );
+        assert!(s.ops.is_empty());
+    }
+
+    #[test]
+    fn memory_is_given_to_the_device_when_prps_can_describe_it() {
+        // An aligned buffer: direct, page by page; a misaligned one: through the pool.
+        let s = split(
+            &[
+                t(true, 0, 8192, Memory::Buffer(0x10_0800)),
+                t(true, 16, 512, Memory::Buffer(0x2001)),
+            ],
+            1,
+            100,
+            512,
+            4096,
+            true,
+        );
+        assert_eq!(s.ops[0].direct, Some(Pages::contiguous(0x10_0800, 4096)));
+        assert_eq!(s.ops[1].direct, Some(Pages::contiguous(0x10_1800, 4096)));
+        assert_eq!(s.ops[2].direct, None);
+        // Guest pages: two whole pages are fine; a piece ending mid-page followed by
+        // another cannot be one PRP list, and the transfer is refused whole.
+        let good = [(0x5000u64, 4096usize), (0x9000, 4096)];
+        let bad = [(0x5000u64, 1024usize), (0x9000, 7168)];
+        let s = split(
+            &[
+                t(false, 0, 8192, Memory::Pieces(&good)),
+                t(false, 16, 8192, Memory::Pieces(&bad)),
+            ],
+            1,
+            100,
+            512,
+            65536,
+            true,
+        );
+        assert_eq!(s.ops.len(), 1);
+        assert_eq!(
+            s.ops[0].direct.as_ref().map(|p| p.pages.clone()),
+            Some(alloc::vec![0x5000, 0x9000])
+        );
+        assert_eq!(
+            s.refused[1],
+            Some(Error::Invalid("memory that PRPs cannot describe"))
+        );
+    }
+}

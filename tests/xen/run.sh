@@ -26,11 +26,11 @@ here="$root/tests/xen"
 # dd-lifecycle the second, so both run after it; demo (what `make run` shows) makes a file
 # system on nvme0n1p5 after them. The benchmark (bench-linux, bench-bulkhead)
 # is not a test: `make bench` runs it.
-# blkback, blkback-cycles, hvm-net, demo, netback, netback-cycles, hostile-blk and hostile-net share
+# blkback, blkback-cycles, hvm-net, demo, netback, netback-cycles, hostile-blk, hostile-blk-floods and hostile-net share
 # one driver domain (lib.sh, start_shared_dd): blkback starts it, so it comes first of them;
 # hostile-net shuts it down (the last check of the hostile-guest scenarios).
 SCENARIOS=(pvh-core vbd-initwait crash hvm-core hvm-nvme hvm-multiboot blkback blkback-cycles hvm-net demo netback netback-cycles
-    hostile-blk hostile-net dd-lifecycle)
+    hostile-blk hostile-blk-floods hostile-net dd-lifecycle)
 demo=0
 bench=0
 if [ "${1:-}" = --demo ]; then demo=1; shift; fi

@@ -1,6 +1,6 @@
 # timeout: 720
 # shellcheck shell=dash
-# Hostile guests, part 2 (issue 16; hostile-lib.sh says what passing means): the netif
+# Hostile guests, part 3 (issue 16; hostile-lib.sh says what passing means): the netif
 # attacks, then Bulkhead's shutdown with the victim connected. Floods last 5 s; net-norx
 # outlasts the shared driver domain's vif-rx-stall=15 (lib.sh).
 . ./lib.sh

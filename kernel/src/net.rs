@@ -17,8 +17,7 @@ use bulkhead_e1000e::E1000e;
 use bulkhead_executor::{first, yield_now, Handle, Signal};
 use bulkhead_hw::Clock as _;
 use bulkhead_net::{Checksum, Counters, Link, MacAddr, Nic, Offloads, TxError};
-use bulkhead_netback::coalesce::coalesce;
-use bulkhead_netback::packet::{finish, Packet};
+use bulkhead_netback::packet::Packet;
 use bulkhead_pci::Function;
 use bulkhead_virtio::net::{Vectors, VirtioNet};
 use bulkhead_virtio::transport::Transport;
@@ -31,7 +30,8 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address, Ipv4C
 
 use crate::hw::{BarMaps, BarMmio, KernelDma, SpinClock};
 use crate::pci;
-use bulkhead_fabric::{Fabric, FabricRef, Inbox};
+use bulkhead_fabric::uplink::{deliver_local, Uplink};
+use bulkhead_fabric::{Fabric, FabricRef};
 
 /// Every driver behind one type, so the switch and the stack hold a list of them.
 // Not boxed: one value per NIC, made once at start.
@@ -332,23 +332,6 @@ impl Device for MgmtDev {
 }
 
 const MGMT_RX_QUEUE: usize = 256;
-/// Packets taken from the switch for the wire per turn of the net task, and frames
-/// handed to the NIC at once: a guest's large sends (up to 745 segments each) cost a
-/// bounded amount of work and memory per turn.
-const WIRE_PACKETS_PER_TURN: usize = 64;
-const WIRE_BATCH: usize = 64;
-
-/// Hand a batch of finished frames to the uplink NIC; what it could not take is
-/// counted as dropped.
-fn send_wire(port: &mut Port, wire: &mut Vec<Vec<u8>>, inbox: &Inbox) {
-    if wire.is_empty() {
-        return;
-    }
-    let refs: Vec<&[u8]> = wire.iter().map(|f| f.as_slice()).collect();
-    let failed = port.nic.send_frames(&refs);
-    inbox.dropped.set(inbox.dropped.get() + failed as u64);
-    wire.clear();
-}
 const HTTP_PORT: u16 = 80;
 
 /// The `net` task: the NIC as the switch's uplink, and the management stack as another
@@ -367,12 +350,7 @@ pub async fn run(
     h.watch(&QUIESCE);
     RUNNING.store(true, Ordering::Release);
     ports[0].nic.set_promiscuous(true);
-    let uplink_in = fabric.borrow().inbox();
-    let uplink = fabric.borrow_mut().attach(
-        format!("uplink {}", ports[0].name),
-        vec![uplink_in.clone()],
-        None,
-    );
+    let mut uplink = Uplink::attach(&fabric, format!("uplink {}", ports[0].name));
     let host_in = fabric.borrow().inbox();
     let host = (mgmt != Mgmt::Off).then(|| {
         fabric
@@ -414,8 +392,6 @@ pub async fn run(
         ))
     });
     let mut request = bulkhead_mgmt::Request::new();
-    let mut oversized = 0u64;
-    let mut coalesced = bulkhead_netback::coalesce::Stats::default();
     let mut coalesced_shown = 0u64;
     loop {
         if QUIESCE_REQUESTED.load(Ordering::Acquire) {
@@ -431,46 +407,24 @@ pub async fn run(
         for p in ports.iter_mut() {
             p.serviced();
         }
-        let mut inbound: Vec<Vec<u8>> = Vec::new();
-        ports[0].nic.receive(&mut |f| inbound.push(f.to_vec()));
-        if !inbound.is_empty() {
-            // A stream's segments become one large packet for the guests (GRO).
-            for p in coalesce(inbound, &mut coalesced) {
-                fabric.borrow_mut().forward(t, uplink, p);
-            }
-            if t.saturating_sub(coalesced_shown) >= 1_000_000_000 {
-                coalesced_shown = t;
-                let c = coalesced;
-                crate::status::set(
-                    "coalesce",
-                    format!(
-                        "{}: {} frames received in {} batches; {} packets merged of {} segments",
-                        ports[0].name, c.frames, c.batches, c.merged, c.merged_segments
-                    ),
-                );
-            }
+        if uplink.receive(&fabric, &mut ports[0].nic, t) > 0
+            && t.saturating_sub(coalesced_shown) >= 1_000_000_000
+        {
+            coalesced_shown = t;
+            let c = uplink.coalesced;
+            crate::status::set(
+                "coalesce",
+                format!(
+                    "{}: {} frames received in {} batches; {} packets merged of {} segments",
+                    ports[0].name, c.frames, c.batches, c.merged, c.merged_segments
+                ),
+            );
         }
         // Switch → management stack.
         if let Some(host) = host {
-            // Take a packet only while the stack has room; the rest waits in its inbox.
-            while dev.rx.len() < MGMT_RX_QUEUE {
-                let Some(p) = host_in.take(1).next() else {
-                    break;
-                };
-                // smoltcp checks checksums: complete what a guest left to offload.
-                match finish(p) {
-                    Ok(frames) => {
-                        for f in frames {
-                            if dev.rx.len() >= MGMT_RX_QUEUE {
-                                host_in.dropped.set(host_in.dropped.get() + 1);
-                                break;
-                            }
-                            dev.rx.push_back(f);
-                        }
-                    }
-                    Err(_) => host_in.dropped.set(host_in.dropped.get() + 1),
-                }
-            }
+            // Finished frames (smoltcp checks checksums: what a guest left to offload
+            // is completed), only while the stack has room.
+            deliver_local(&host_in, &mut dev.rx, MGMT_RX_QUEUE);
             iface.poll(now(), &mut dev, &mut sockets);
             if let Some(d) = dhcp {
                 dhcp_event(
@@ -494,37 +448,15 @@ pub async fn run(
                 fabric.borrow_mut().forward(t, host, Packet::plain(f));
             }
         }
-        // Switch → wire: large sends are cut and blank checksums filled here (the drivers
-        // take finished frames), segments made as they leave, and the NIC is told once
-        // per batch. A turn takes a bounded number of packets: the rest waits.
-        let mut wire: Vec<Vec<u8>> = Vec::with_capacity(WIRE_BATCH);
-        for p in uplink_in.take(WIRE_PACKETS_PER_TURN) {
-            let frames = match finish(p) {
-                Ok(f) => f,
-                Err(_) => {
-                    uplink_in.dropped.set(uplink_in.dropped.get() + 1);
-                    continue;
-                }
-            };
-            for f in frames {
-                if f.len() > bulkhead_net::MAX_FRAME {
-                    oversized += 1;
-                    if oversized <= 8 {
-                        warn!(
-                            "{}: dropped a {}-byte frame for the wire",
-                            ports[0].name,
-                            f.len()
-                        );
-                    }
-                    continue;
-                }
-                wire.push(f);
-                if wire.len() == WIRE_BATCH {
-                    send_wire(&mut ports[0], &mut wire, &uplink_in);
-                }
+        // Switch → wire: a bounded turn of finished frames (bulkhead_fabric::uplink).
+        let sent = uplink.transmit(&mut ports[0].nic);
+        let before = uplink.oversized - sent.oversized.len() as u64;
+        for (i, len) in sent.oversized.iter().enumerate() {
+            if before + i as u64 >= 8 {
+                break;
             }
+            warn!("{}: dropped a {len}-byte frame for the wire", ports[0].name);
         }
-        send_wire(&mut ports[0], &mut wire, &uplink_in);
         let delay = if host.is_some() {
             iface
                 .poll_delay(now(), &sockets)
@@ -533,9 +465,9 @@ pub async fn run(
         } else {
             1_000_000_000
         };
-        if delay > 0 && uplink_in.is_empty() && host_in.is_empty() {
+        if delay > 0 && uplink.inbox.is_empty() && host_in.is_empty() {
             let mut waits: Vec<Pin<Box<dyn Future<Output = ()> + '_>>> = vec![
-                Box::pin(uplink_in.notify.wait()),
+                Box::pin(uplink.inbox.notify.wait()),
                 Box::pin(host_in.notify.wait()),
                 Box::pin(h.sleep(delay)),
             ];

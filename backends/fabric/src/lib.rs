@@ -12,6 +12,8 @@
 
 extern crate alloc;
 
+pub mod uplink;
+
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::rc::Rc;
 use alloc::string::String;

@@ -16,7 +16,6 @@ use bulkhead_xen::copy::{
 };
 use bulkhead_xen::grants::{GrantTable, GrantTableMemory, MapSlots, Mapping};
 use bulkhead_xen::Errno;
-use bulkhead_xen::Hypervisor;
 
 use super::hv;
 
@@ -32,7 +31,7 @@ enum SlotSet {
 static SLOTS: spin::Once<SlotSet> = spin::Once::new();
 
 /// Whether `addr` is the start of a map slot.
-fn is_slot(addr: u64) -> bool {
+pub(in crate::machine) fn is_slot(addr: u64) -> bool {
     match SLOTS.get() {
         Some(SlotSet::Window { base, bytes }) => addr
             .checked_sub(*base)
@@ -344,7 +343,7 @@ impl GrantCopier {
             return ends.iter().map(|_| Ok(())).collect();
         }
         let t0 = super::time::now_ns();
-        let done = super::hv::Hv.grant_copy(&mut ops);
+        let done = super::hv::grant_copy(&mut ops);
         COPIES.add(&ops, super::time::now_ns().saturating_sub(t0));
         if let Err(e) = done {
             return first

@@ -9,7 +9,17 @@ use spin::Once;
 use super::arch::cpu::cpuid;
 use super::hypercall::{op, op_array};
 
+/// The hypercalls the rest of the kernel may make. Those that make Xen write our memory
+/// where an argument says are checked here: a grant is mapped and unmapped only at a map
+/// slot (`grants::is_slot`), and grant copies are refused (only the machine's
+/// `GrantCopier` makes them, through [`grant_copy`], into buffers it checked hold every
+/// piece).
 pub struct Hv;
+
+/// Invalid argument: an address that is not a map slot.
+const EINVAL: Errno = Errno(-22);
+/// Not permitted: a grant copy through the public hypervisor.
+const EPERM: Errno = Errno(-1);
 
 #[repr(C)]
 struct PortArg {
@@ -95,8 +105,13 @@ impl Hypervisor for Hv {
     }
 
     fn grant_map(&mut self, ops: &mut [abi::MapGrantRef]) -> Result<(), Errno> {
+        if !ops.iter().all(|o| super::grants::is_slot(o.host_addr)) {
+            return Err(EINVAL);
+        }
         // SAFETY: the argument is the repr(C) layout (bulkhead_xen::abi) Xen takes for
-        // this hypercall and command, alive and exclusively ours for the call.
+        // this hypercall and command, alive and exclusively ours for the call; every
+        // address Xen maps a page at is a map slot (unpopulated address space or frames
+        // given back to Xen), never memory a Rust object lives in.
         unsafe {
             op_array(
                 abi::HYPERVISOR_GRANT_TABLE_OP,
@@ -108,8 +123,12 @@ impl Hypervisor for Hv {
     }
 
     fn grant_unmap(&mut self, ops: &mut [abi::UnmapGrantRef]) -> Result<(), Errno> {
+        if !ops.iter().all(|o| super::grants::is_slot(o.host_addr)) {
+            return Err(EINVAL);
+        }
         // SAFETY: the argument is the repr(C) layout (bulkhead_xen::abi) Xen takes for
-        // this hypercall and command, alive and exclusively ours for the call.
+        // this hypercall and command, alive and exclusively ours for the call; it only
+        // takes mappings out of map slots.
         unsafe {
             op_array(
                 abi::HYPERVISOR_GRANT_TABLE_OP,
@@ -120,11 +139,19 @@ impl Hypervisor for Hv {
         .map(|_| ())
     }
 
-    fn grant_copy(&mut self, ops: &mut [abi::GrantCopy]) -> Result<(), Errno> {
-        // SAFETY: the argument is the repr(C) layout (bulkhead_xen::abi) Xen takes for
-        // this hypercall and command, alive and exclusively ours for the call.
-        unsafe { op_array(abi::HYPERVISOR_GRANT_TABLE_OP, abi::GNTTABOP_COPY, ops) }.map(|_| ())
+    /// Refused: a copy writes any frame of ours its op names (see [`Hv`]).
+    fn grant_copy(&mut self, _ops: &mut [abi::GrantCopy]) -> Result<(), Errno> {
+        Err(EPERM)
     }
+}
+
+/// Grant copies, for `GrantCopier` only: every local frame and range an op names must be
+/// memory the caller owns for the call (its copy buffers).
+pub(in crate::machine) fn grant_copy(ops: &mut [abi::GrantCopy]) -> Result<(), Errno> {
+    // SAFETY: the argument is the repr(C) layout (bulkhead_xen::abi) Xen takes for this
+    // hypercall and command, alive and exclusively ours for the call; the caller vouches
+    // for the local ranges (GrantCopier's `fits`).
+    unsafe { op_array(abi::HYPERVISOR_GRANT_TABLE_OP, abi::GNTTABOP_COPY, ops) }.map(|_| ())
 }
 
 /// Event-channel notifications sent so far, and the hypercalls they took (several go

@@ -3,6 +3,7 @@
 //! (identity-mapped, so physical = virtual), a spinning clock for bring-up; and MSI-X
 //! table programming.
 
+use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -67,26 +68,56 @@ impl Mmio for BarMmio {
     access!(read8, write8, u8);
 }
 
-/// DMA memory: frames from the allocator, identity-mapped, so physical = virtual.
+/// DMA memory: frames from the allocator, identity-mapped, so physical = virtual. Every
+/// allocation is recorded, and an access or a free by address is checked against the
+/// record: a read or write outside DMA memory panics (a driver's bug, never turned into a
+/// write over a Rust object), a free of something not allocated is refused and logged.
 pub struct KernelDma;
+
+/// Start → bytes (whole pages) of every DMA allocation alive.
+static DMA_MEMORY: spin::Mutex<BTreeMap<u64, usize>> = spin::Mutex::new(BTreeMap::new());
+
+/// Whether `len` bytes from `phys` lie inside one DMA allocation.
+fn is_dma(phys: u64, len: usize) -> bool {
+    DMA_MEMORY
+        .lock()
+        .range(..=phys)
+        .next_back()
+        .is_some_and(|(&start, &bytes)| {
+            phys.checked_add(len as u64)
+                .is_some_and(|end| end <= start + bytes as u64)
+        })
+}
 
 impl Dma for KernelDma {
     fn alloc(&mut self, bytes: usize) -> Result<u64, NoMemory> {
-        let pages = bytes.div_ceil(PAGE_SIZE);
+        let pages = bytes.div_ceil(PAGE_SIZE).max(1);
         let p = crate::mem::alloc_frames(pages, PAGE_SIZE as u64).map_err(|_| NoMemory)?;
         // SAFETY: frames just allocated to us, identity-mapped RAM.
         unsafe { core::ptr::write_bytes(p as *mut u8, 0, pages * PAGE_SIZE) };
+        DMA_MEMORY.lock().insert(p, pages * PAGE_SIZE);
         Ok(p)
     }
     fn free(&mut self, phys: u64, bytes: usize) {
-        let _ = crate::mem::free_frames(phys, bytes.div_ceil(PAGE_SIZE));
+        let pages = bytes.div_ceil(PAGE_SIZE).max(1);
+        let mut m = DMA_MEMORY.lock();
+        if m.get(&phys) != Some(&(pages * PAGE_SIZE)) {
+            drop(m);
+            log::error!("DMA free of {bytes} bytes at {phys:#x}, not an allocation: ignored");
+            return;
+        }
+        m.remove(&phys);
+        drop(m);
+        let _ = crate::mem::free_frames(phys, pages);
     }
     fn read(&self, phys: u64, buf: &mut [u8]) {
-        // SAFETY: `phys` is DMA memory the driver allocated (identity-mapped); the device
-        // writes it, and the driver orders its reads with `barrier`.
+        assert!(is_dma(phys, buf.len()), "DMA read outside DMA memory");
+        // SAFETY: inside one DMA allocation (checked), identity-mapped and never a Rust
+        // object; the device writes it, and the driver orders its reads with `barrier`.
         unsafe { core::ptr::copy_nonoverlapping(phys as *const u8, buf.as_mut_ptr(), buf.len()) }
     }
     fn write(&self, phys: u64, data: &[u8]) {
+        assert!(is_dma(phys, data.len()), "DMA write outside DMA memory");
         // SAFETY: as for read.
         unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), phys as *mut u8, data.len()) }
     }

@@ -331,7 +331,7 @@ pub fn guard_page_name(addr: u64) -> Option<&'static str> {
         .map(|(_, n)| n)
 }
 
-pub fn alloc_frames(count: usize, align: u64) -> Result<u64, MemError> {
+pub(in crate::machine) fn alloc_frames(count: usize, align: u64) -> Result<u64, MemError> {
     Ok(FRAMES
         .lock()
         .as_mut()
@@ -339,7 +339,7 @@ pub fn alloc_frames(count: usize, align: u64) -> Result<u64, MemError> {
         .alloc_contiguous(count, align)?)
 }
 
-pub fn free_frames(addr: u64, count: usize) -> Result<(), MemError> {
+pub(in crate::machine) fn free_frames(addr: u64, count: usize) -> Result<(), MemError> {
     Ok(FRAMES
         .lock()
         .as_mut()
@@ -362,7 +362,7 @@ fn flush(f: bulkhead_mm::paging::Flush) {
 
 /// Map one page at `virt` (outside the identity range) to `phys`.
 #[cfg(feature = "test-hooks")] // the self-test's
-pub fn map_page(virt: u64, phys: u64, flags: Flags) -> Result<(), MemError> {
+pub(in crate::machine) fn map_page(virt: u64, phys: u64, flags: Flags) -> Result<(), MemError> {
     let mut t = TABLES.lock();
     let pt = t.as_mut().ok_or(MemError::NotInitialized)?;
     pt.map(virt, phys, bulkhead_mm::paging::PageSize::Size4K, flags)?;
@@ -370,7 +370,7 @@ pub fn map_page(virt: u64, phys: u64, flags: Flags) -> Result<(), MemError> {
 }
 
 #[cfg(feature = "test-hooks")] // the self-test's
-pub fn unmap_page(virt: u64) -> Result<u64, MemError> {
+pub(in crate::machine) fn unmap_page(virt: u64) -> Result<u64, MemError> {
     let mut t = TABLES.lock();
     let pt = t.as_mut().ok_or(MemError::NotInitialized)?;
     let (frame, f) = pt.unmap(virt)?;

@@ -104,27 +104,20 @@ async fn steps(xen: &XenRef, h: &Handle, peer: DomId) -> Result<(), alloc::strin
     if got != want.as_bytes() {
         return Err(format!("peer page holds {got:?}, expected {want:?}"));
     }
-    // Grant copy of the same page into a frame of ours must see the same bytes.
-    let scratch = SharedPage::alloc()?;
-    let copied = bulkhead_xen::grants::copy(
-        &mut super::Hv,
-        &[(
-            bulkhead_xen::grants::CopyPtr::Grant {
-                dom: peer,
+    // Grant copy of the same page into a buffer of ours must see the same bytes.
+    let mut via_copy = alloc::vec![0u8; want.len()];
+    let copied = {
+        use bulkhead_xen::copy::{GuestMemory, Piece};
+        crate::machine::grants::GrantCopier { dom: peer }.read(
+            &[Piece {
                 gref: peer_gref,
                 offset: 0,
-            },
-            bulkhead_xen::grants::CopyPtr::Local {
-                frame: scratch.frame(),
-                offset: 100,
-            },
-            want.len() as u16,
-        )],
-    )
-    .remove(0);
-    let mut via_copy = alloc::vec![0u8; want.len()];
-    scratch.read_bytes(100, &mut via_copy);
-    copied.map_err(|e| format!("grant copy from {peer}'s grant {peer_gref}: {e}"))?;
+                len: want.len() as u16,
+            }],
+            &mut via_copy,
+        )
+    };
+    copied.map_err(|e| format!("grant copy from {peer}'s grant {peer_gref}: {e:?}"))?;
     if via_copy != want.as_bytes() {
         return Err(format!(
             "grant copy delivered {via_copy:?}, expected {want:?}"

@@ -1,6 +1,7 @@
 //! The event loop's account of its time (bulkhead_executor::LoopWatch), fed by the idle
 //! loop: its task polls, and how long Xen kept this vCPU waiting for a physical CPU
-//! between two looks (machine::runstate). The records since start are on the status page
+//! between two looks (machine::runstate): one look after each poll and halt, and once
+//! per pass of the loop. A poll's own time leaves out the wait Xen imposed during it. The records since start are on the status page
 //! (control/dump); a wait or a poll of `WARN` or more is logged (at most one line per
 //! `WARN_EVERY`, the rest counted); `control/mark` ends a window and logs what it saw
 //! (xen::control).
@@ -18,6 +19,8 @@ struct State {
     watch: LoopWatch,
     /// The runstate's runnable total at the last look.
     runnable: Option<u64>,
+    /// Its running total when the current window began.
+    window_running: Option<u64>,
     last_warn: Option<Nanos>,
     unsaid: u64,
 }
@@ -26,30 +29,35 @@ struct State {
 static STATE: Mutex<State> = Mutex::new(State {
     watch: LoopWatch::new(),
     runnable: None,
+    window_running: None,
     last_warn: None,
     unsaid: 0,
 });
 
 /// Once per pass of the loop and after each halt: what Xen's runstate says we waited.
 pub fn look() {
-    let Some(r) = runstate::runnable_ns() else {
-        return;
-    };
     let mut s = STATE.lock();
+    observe(&mut s, time::now_ns());
+}
+
+/// The wait since the last look, recorded; returns it.
+fn observe(s: &mut State, now: Nanos) -> Nanos {
+    let Some(r) = runstate::runnable_ns() else {
+        return 0;
+    };
     let Some(before) = s.runnable.replace(r) else {
-        return;
+        return 0;
     };
     let waited = r.saturating_sub(before);
     if waited == 0 {
-        return;
+        return 0;
     }
-    let now = time::now_ns();
     if s.watch.waited(now, waited) {
         publish(&s.watch);
     }
     if waited >= WARN {
         say(
-            &mut s,
+            s,
             now,
             format_args!(
                 "event loop: Xen kept this vCPU waiting {} ms for a physical CPU",
@@ -57,11 +65,14 @@ pub fn look() {
             ),
         );
     }
+    waited
 }
 
-/// A task's poll ended at `now` after `took`.
+/// A task's poll ended at `now` after `took` (wall-clock time, less what Xen kept us
+/// waiting meanwhile).
 pub fn polled(task: &'static str, now: Nanos, took: Nanos) {
     let mut s = STATE.lock();
+    let took = took.saturating_sub(observe(&mut s, now));
     if s.watch.polled(now, task, took) {
         publish(&s.watch);
     }
@@ -77,9 +88,14 @@ pub fn polled(task: &'static str, now: Nanos, took: Nanos) {
     }
 }
 
-/// End the current window: what it saw.
-pub fn take_window() -> Window {
-    STATE.lock().watch.take_window(time::now_ns())
+/// End the current window: what it saw, and how long this vCPU ran in it (None without
+/// a runstate area).
+pub fn take_window() -> (Window, Option<Nanos>) {
+    let mut s = STATE.lock();
+    let running = runstate::running_ns();
+    let before = core::mem::replace(&mut s.window_running, running);
+    let ran = running.zip(before).map(|(r, b)| r.saturating_sub(b));
+    (s.watch.take_window(time::now_ns()), ran)
 }
 
 fn say(s: &mut State, now: Nanos, what: core::fmt::Arguments) {

@@ -218,10 +218,12 @@ for s in "${SCENARIOS[@]}"; do
     fi
 done
 # The NVMe image as the driver domain left it: hvm-nvme wrote and flushed through it;
-# hostile-blk had alpha read-only and discarded gamma whole (nothing around it may change).
+# hostile-blk and hostile-blk-floods had alpha read-only and discarded gamma whole (nothing
+# around it may change).
 ran() { printf '%s\n' "${SCENARIOS[@]}" | grep -qx "$1"; }
 passed() { grep -q "^PASS $1 " "$logs/results" 2>/dev/null; }
-if { ran hvm-nvme || ran hostile-blk; } && { ! ran hvm-nvme || passed hvm-nvme; } && { ! ran hostile-blk || passed hostile-blk; }; then
+if { ran hvm-nvme || ran hostile-blk || ran hostile-blk-floods; } && { ! ran hvm-nvme || passed hvm-nvme; } \
+    && { ! ran hostile-blk || passed hostile-blk; } && { ! ran hostile-blk-floods || passed hostile-blk-floods; }; then
     flag=--no-storage-test
     ran hvm-nvme && flag=
     if ! "$runner" verify-disk "$nvme_img" $flag; then

@@ -47,16 +47,27 @@ pub fn register() -> Result<(), Errno> {
     Ok(())
 }
 
-/// Nanoseconds this vCPU has spent runnable but not running (steal), if registered. Read
-/// until two reads agree: Xen may be rewriting the area as we read.
+/// Nanoseconds this vCPU has spent runnable but not running (steal), if registered.
 pub fn runnable_ns() -> Option<u64> {
+    time(1)
+}
+
+/// Nanoseconds this vCPU has spent running, as of its last switch in (the stretch it is
+/// in now is not counted yet), if registered.
+pub fn running_ns() -> Option<u64> {
+    time(0)
+}
+
+/// One of the area's totals, read until two reads agree: Xen may be rewriting the area
+/// as we read.
+fn time(state: usize) -> Option<u64> {
     if !REGISTERED.load(Ordering::Acquire) {
         return None;
     }
     loop {
-        let a = AREA.time[1].load(Ordering::Acquire);
+        let a = AREA.time[state].load(Ordering::Acquire);
         let e = AREA.entry_time.load(Ordering::Acquire);
-        let b = AREA.time[1].load(Ordering::Acquire);
+        let b = AREA.time[state].load(Ordering::Acquire);
         if a == b && e == AREA.entry_time.load(Ordering::Acquire) {
             return Some(a);
         }

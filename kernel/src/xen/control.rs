@@ -173,9 +173,12 @@ async fn dumps(xen: XenRef, node: String, fabric: FabricRef) {
 
 /// `control/mark`: a name written there ends the event loop's current window and starts
 /// one under that name; what the ended window saw is logged as one line of key=value
-/// fields (crate::loopwatch): its longest wait for a physical CPU and its slowest task
-/// poll, each with when it ended. A test marks each stretch it measures (the hostile
-/// scenarios, one per attack) to tell a stall of Bulkhead's from Xen not running it.
+/// fields (crate::loopwatch): its length, how long this vCPU ran in it, its longest wait
+/// for a physical CPU and its slowest task poll, each with when it ended. A test marks
+/// each stretch it measures (the hostile scenarios, one per attack) to tell a stall of
+/// Bulkhead's from Xen not running it. The node is not cleared (a mark written while
+/// clearing would be lost): each new value is a mark; the same name twice in a row is
+/// one.
 async fn marks(xen: XenRef, node: String) {
     const T: &str = "mark";
     let _ = xen.store.write(Tx::NONE, &node, "").await;
@@ -193,12 +196,15 @@ async fn marks(xen: XenRef, node: String) {
         let Some(next) = v.as_deref().map(mark_name).filter(|n| !n.is_empty()) else {
             continue;
         };
-        let _ = xen.store.write(Tx::NONE, &node, "").await;
-        let w = crate::loopwatch::take_window();
+        if next == name {
+            continue;
+        }
+        let (w, ran) = crate::loopwatch::take_window();
         let ms = |ns: u64| ns / 1_000_000;
         info!(
-            "loop window: mark={name} length_ms={} cpu_wait_ms={} cpu_wait_end_ms={} slowest_poll_ms={} poll_task={} poll_end_ms={}",
+            "loop window: mark={name} length_ms={} running_ms={} cpu_wait_ms={} cpu_wait_end_ms={} slowest_poll_ms={} poll_task={} poll_end_ms={}",
             ms(crate::time::now_ns().saturating_sub(w.since)),
+            ran.map_or(alloc::string::String::from("-"), |r| format!("{}", ms(r))),
             ms(w.longest_wait),
             ms(w.wait_ended),
             ms(w.slowest_poll),

@@ -82,7 +82,8 @@ fn steal_ms() -> u64 {
 const STALL: Duration = Duration::from_millis(1000);
 
 /// Watch the disk and ping gaps as they grow; the first one past `STALL` is written to
-/// `data/stall` as "PHASE disk|ping MS" (once per run: one snapshot is what dom0 takes).
+/// `data/stall` as "PHASE disk|ping MS" (once per run, from the quiet phase on: one
+/// snapshot is what dom0 takes).
 fn stall_watch(s: Arc<Mutex<Shared>>, phase: Arc<Mutex<String>>) {
     let Ok(mut xs) = Xs::open() else {
         println!("victim: no xenstore connection for the stall watch");
@@ -106,8 +107,13 @@ fn stall_watch(s: Arc<Mutex<Shared>>, phase: Arc<Mutex<String>>) {
         } else {
             ("ping", ping)
         };
+        let p = phase.lock().unwrap().clone();
+        // Before the hostile guest: gaps there are not judged, and the one snapshot
+        // dom0 takes is kept for the attacks.
+        if p == "start" || p == "idle" {
+            continue;
+        }
         if gap >= STALL {
-            let p = phase.lock().unwrap().clone();
             let _ = xs.write_str("data/stall", &format!("{p} {what} {}", gap.as_millis()));
             println!(
                 "victim: stall: phase {p}: no {what} answer for {} ms",

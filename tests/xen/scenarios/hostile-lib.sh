@@ -70,9 +70,14 @@ hostile_fail() {
 # answers a state dump. Into /tmp/stall-snapshot; stall_report prints it.
 stall_watch() {
     local path="/local/domain/$1/data/stall" what
-    xenstore-watch -n 2 "$path" >/dev/null 2>&1 || return 0
-    what=$(xenstore-read "$path" 2>/dev/null)
-    case "$what" in "" | done) return 0 ;; esac
+    while :; do
+        what=$(xenstore-read "$path" 2>/dev/null)
+        case "$what" in
+        done) return 0 ;;
+        "") timeout 1200 xenstore-watch -n 2 "$path" >/dev/null 2>&1 || return 0 ;;
+        *) break ;;
+        esac
+    done
     {
         echo "--- the victim stalls ($what): the driver domain meanwhile"
         show_recorder "$DD_ID" 40
@@ -84,7 +89,7 @@ stall_watch() {
         xl debug-keys e
         sleep 1
         xl dmesg | tail -n 600 >/tmp/stall-keys
-        grep -A8 "VCPU information and callbacks for d$DD_ID" /tmp/stall-keys | head -12
+        grep -A8 "VCPU information and callbacks for domain $DD_ID:" /tmp/stall-keys | head -12
         awk -v d="$DD_ID:" '/Event channel information for domain/ { on = ($NF == d) } on' /tmp/stall-keys | head -40
         echo "--- the recorder a second later; dump answered: $([ "$(grep -c "dump: resources: " "$log")" -gt "$n" ] && echo yes || echo no)"
         show_recorder "$DD_ID" 24
@@ -96,10 +101,17 @@ phase() {
     xenstore-write "/local/domain/$dd/control/mark" "$1"
     xenstore-write "/local/domain/$vid/data/phase" "$1"
 }
+# stall_report: stop the watch (a snapshot under way gets 10 s to finish) and print the
+# snapshot if one was taken. Also on the way out of a failed scenario (trap).
 stall_report() {
     [ -n "${watcher:-}" ] || return 0
     xenstore-write "/local/domain/$vid/data/stall" "done" 2>/dev/null
-    wait "$watcher" 2>/dev/null
+    local i=0
+    while kill -0 "$watcher" 2>/dev/null && [ $i -lt 20 ]; do
+        sleep 0.5
+        i=$((i + 1))
+    done
+    kill "$watcher" 2>/dev/null
     watcher=
     cat /tmp/stall-snapshot 2>/dev/null
 }
@@ -114,6 +126,7 @@ grep -q "FAIL" "$(console_of victim)" && hostile_fail "victim: $(grep FAIL "$(co
 rm -f /tmp/stall-snapshot
 stall_watch "$vid" &
 watcher=$!
+trap stall_report EXIT
 log_from=$(wc -l <"$log")
 phase idle
 sleep 1
@@ -227,8 +240,10 @@ done </tmp/phases
 # Bulkhead's own account of each phase (its loop windows, one per mark): the longest its
 # vCPU waited for a physical CPU and its slowest task poll. A victim gap that such a wait
 # covers is Xen's scheduling under nested TCG, not Bulkhead's: victim-verdict.awk.
+# (A window whose line is missing, its mark lost or its line dropped by a console that
+# fell behind, explains nothing: the verdict then judges its gaps as they are.)
 poll_live 60 sh -c "tail -n +$((log_from + 1)) '$log' | grep -q 'loop window: mark=after '" \
-    || hostile_fail "Bulkhead logged no loop window for the last phase"
+    || note "Bulkhead logged no loop window for the last phase"
 tail -n +"$((log_from + 1))" "$log" | grep "loop window: " >/tmp/windows
 sed 's/.*loop window: /Bulkhead: loop window: /' /tmp/windows
 grep -a "victim: phase .* detail: " "$(console_of victim)" >/tmp/details

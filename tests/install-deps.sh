@@ -24,6 +24,7 @@ if [ -n "$need" ]; then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
+    # shellcheck disable=SC2086 # $SUDO: empty or one word; $need: the package list
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $need
 fi
 if ! have cargo; then
@@ -31,5 +32,5 @@ if ! have cargo; then
     exit 1
 fi
 if ! cargo clippy --version >/dev/null 2>&1; then
-    have rustup && rustup component add clippy || { echo "cargo clippy not found: rustup component add clippy" >&2; exit 1; }
+    { have rustup && rustup component add clippy; } || { echo "cargo clippy not found: rustup component add clippy" >&2; exit 1; }
 fi

@@ -37,6 +37,7 @@ ext4
 9p
 9pnet_virtio
 MODS
+# shellcheck disable=SC2012 # kernel version directories: plain names
 kver=$(ls "$work/root/lib/modules" | head -1)
 mount -t proc proc "$work/root/proc"
 chroot "$work/root" update-initramfs -c -k "$kver" >/dev/null
@@ -106,6 +107,7 @@ done
 
 # The hypervisor comes from the same archive, unpacked rather than installed, of the
 # version of the tools in the image (their directory, /usr/lib/xen-X.Y, names it).
+# shellcheck disable=SC2012 # xen-X.Y directories: plain names
 xv=$(basename "$(ls -d "$work"/root/usr/lib/xen-[0-9]* | head -1)")
 xv=${xv#xen-}
 [ -n "$xv" ] || { echo "build-dom0: no /usr/lib/xen-X.Y in the image" >&2; exit 1; }
@@ -137,4 +139,5 @@ rm -rf "$work/root/var/cache/apt/archives"/*.deb "$work/root/usr/share/doc" "$wo
 size_mb=$(( $(du -sm "$work/root" | cut -f1) + 400 ))
 rm -f "$out/rootfs.img"
 mkfs.ext4 -q -L dom0root -d "$work/root" "$out/rootfs.img" "${size_mb}M"
+# shellcheck disable=SC2012 # a listing for the eye, not parsed
 echo "build-dom0: done: $(ls -sh "$out" | tr '\n' ' ')"

@@ -24,6 +24,7 @@ log "starting xenstored"
 /etc/xen/scripts/launch-xenstore >/dev/null 2>&1 || log "launch-xenstore failed"
 log "xen-init-dom0"
 # In the versioned tools directory (/usr/lib/xen-4.17 on Debian 12), not on PATH.
+# shellcheck disable=SC2012 # the first match of a glob of plain names
 init_dom0=$(ls -d /usr/lib/xen-*/bin/xen-init-dom0 2>/dev/null | head -1)
 "${init_dom0:-xen-init-dom0}" >/dev/null 2>&1 || log "xen-init-dom0 failed"
 mkdir -p /host/out/console /var/run/xen /var/lib/xen

@@ -4,6 +4,7 @@
 # /host/scenarios.list, each with a time limit, recording "PASS name" or "FAIL name: why"
 # in /host/out/results. Scenario output goes to /host/out/<name>.log.
 cd /host/scenarios || exit 1
+# shellcheck disable=SC1091 # the scenarios' lib.sh, beside this script in dom0
 . ./lib.sh # dd_dump
 : >/host/out/results
 # The whole tier has a time budget (run.sh writes it): a scenario gets at most what is left
@@ -30,7 +31,7 @@ calibrate() {
         t1=$(date +%s%N)
         ms="$ms $(((t1 - t0) / 1000000))"
     done
-    CAL_MS=$(echo $ms | tr ' ' '\n' | sort -n | sed -n 2p)
+    CAL_MS=$(echo "$ms" | tr ' ' '\n' | sort -n | sed -n 2p)
     SLOW100=$((CAL_MS * 100 / CAL_REF_MS))
     [ $SLOW100 -lt 100 ] && SLOW100=100
     export SLOW100
@@ -80,8 +81,8 @@ attempt() {
     written=${written:-${SCENARIO_TIMEOUT:-420}}
     limit=$(scaled "$written")
     left=$((budget - (start - tier_start)))
-    [ $left -lt $limit ] && limit=$left
-    if [ $limit -lt 60 ]; then
+    [ "$left" -lt "$limit" ] && limit=$left
+    if [ "$limit" -lt 60 ]; then
         rc=125
         secs=0
         return
@@ -124,6 +125,7 @@ attempt() {
     unset TIMELINE
 }
 
+# shellcheck disable=SC2013 # one scenario name per line, no spaces
 for name in $(cat /host/scenarios.list); do
     echo "dom0-run: === $name === (at $(($(date +%s) - tier_start)) s)"
     # Scenarios see which attempt they are (a retry finds what the failed one wrote).

@@ -92,6 +92,7 @@ bench_fio() {
     }'
 }
 bench_tcp() {
+    # shellcheck disable=SC2086 # $4: an optional flag (-R), absent or one word
     iperf3 -c "$1" -P "$2" -t "$3" -f m $4 >/tmp/iperf.out 2>&1 || { echo "error=iperf3:$(tail -1 /tmp/iperf.out | tr ' ' _)"; return; }
     # The last receiver line: the streams' sum when there are several.
     # retr=: the sender's retransmitted segments (its "Retr" column; for BENCH_PROBE).
@@ -135,6 +136,7 @@ next_command() {
 }
 bench_commands() {
     while next_command 0.2; do
+        # shellcheck disable=SC2086 # split the command into its words
         set -- $CMD
         n=$1 verb=$2
         shift 2
@@ -177,11 +179,13 @@ dd)
         # vifs join (their hotplug script, below, which `xl devd` runs).
         for m in e1000e xen-netback bridge; do modprobe $m; done
         i=0
+        # shellcheck disable=SC2012 # sysfs interface names: plain names
         until nic=$(ls /sys/bus/pci/drivers/e1000e/*/net 2>/dev/null | head -1) && [ -n "$nic" ]; do
             i=$((i + 1)); [ $i -gt 120 ] && { say "no e1000e interface"; break; }; sleep 0.5
         done
-        brctl addbr br0 && brctl addif br0 "$nic" && ip link set "$nic" up && ip link set br0 up \
+        { brctl addbr br0 && brctl addif br0 "$nic" && ip link set "$nic" up && ip link set br0 up; } \
             || say "cannot bridge $nic"
+        # shellcheck disable=SC2012 # sysfs interface names: plain names
         say "bridge br0 over $nic: $(ls /sys/class/net/br0/brif 2>/dev/null | tr '\n' ' ')"
         mkdir -p /etc/xen/scripts
         cat >/etc/xen/scripts/bulkhead-vif <<'VIF'
@@ -350,6 +354,7 @@ net)
     modprobe xen-netfront
     i=0
     until [ -e /sys/class/net/eth0 ]; do i=$((i + 1)); [ $i -gt 120 ] && fail "no eth0"; sleep 1; done
+    # shellcheck disable=SC2012 # counting sysfs queue directories
     say "eth0: MAC $(cat /sys/class/net/eth0/address), $(ls -d /sys/class/net/eth0/queues/tx-* | wc -l) tx queue(s), features: $(ethtool -k eth0 2>/dev/null | grep -E '^(tcp-segmentation-offload|scatter-gather):' | tr '\n' ' ')"
     ip link set lo up
     lease eth0 || fail "no DHCP lease: $(tail -3 /tmp/udhcpc.log)"
@@ -425,6 +430,7 @@ life)
     waitdev() { i=0; until [ -e "$1" ]; do i=$((i + 1)); [ $i -gt 120 ] && return 1; sleep 0.5; done; }
     say "ready"
     while next_command 0.5; do
+        # shellcheck disable=SC2086 # split the command into its words
         set -- $CMD
         n=$1 verb=$2 dev=$3 k=$4
         case "$verb" in

@@ -45,7 +45,7 @@ fi
 [ $# -gt 0 ] && SCENARIOS=("$@")
 QEMU=${QEMU:-qemu-system-x86_64}
 cache_root=${BULKHEAD_CACHE:-$HOME/.cache/bulkhead}
-key=$(cat "$here/build-dom0.sh" | sha256sum | cut -c1-16)
+key=$(sha256sum <"$here/build-dom0.sh" | cut -c1-16)
 img="$cache_root/xen-dom0-$key"
 logs="$root/build/test-logs/xen"
 share="$root/build/xen-share"
@@ -89,8 +89,8 @@ mkdir -p "$share/linux"
 sects=$(od -An -tu1 -j $((0x1f1)) -N1 "$img/vmlinuz" | tr -d ' ')
 payload=$(od -An -tu4 -j $((0x248)) -N4 "$img/vmlinuz" | tr -d ' ')
 tail -c +$(((sects + 1) * 512 + payload + 1)) "$img/vmlinuz" >"$share/linux/payload.xz"
-xz -dc --single-stream "$share/linux/payload.xz" >"$share/linux/vmlinux" \
-    && [ "$(head -c 4 "$share/linux/vmlinux" | od -An -tx1 | tr -d ' ')" = 7f454c46 ] \
+{ xz -dc --single-stream "$share/linux/payload.xz" >"$share/linux/vmlinux" \
+    && [ "$(head -c 4 "$share/linux/vmlinux" | od -An -tx1 | tr -d ' ')" = 7f454c46 ]; } \
     || { echo "xen tier: cannot take the ELF image out of $img/vmlinuz"; exit 1; }
 rm "$share/linux/payload.xz"
 cp -r "$root/xl-configs" "$share/"

@@ -100,7 +100,7 @@ CFG
 outside_up() {
     local dev
     dev=$(dom0_test_nic) || fail "dom0 has no NIC on the test network"
-    ip link set "$dev" up && ip -6 addr replace "$OUTSIDE/64" dev "$dev" nodad || fail "cannot configure $dev"
+    { ip link set "$dev" up && ip -6 addr replace "$OUTSIDE/64" dev "$dev" nodad; } || fail "cannot configure $dev"
     pkill -x iperf3 2>/dev/null
     iperf3 -s -D || fail "iperf3 -s failed in dom0"
 }

@@ -25,13 +25,13 @@ g1=$(xl domid blk1)
 b1=/local/domain/$dd/backend/vbd/$g1/51728
 for c in $(seq 1 10); do
     # target= must come last: xl takes the rest of the line as the target.
-    if [ $c = 1 ]; then spec="access=ro,target=nvme0n1p1"; else spec="access=rw,target=part:gamma"; fi
+    if [ "$c" = 1 ]; then spec="access=ro,target=nvme0n1p1"; else spec="access=rw,target=part:gamma"; fi
     xl block-attach blk1 "format=raw,vdev=xvdb,backend=bulkhead,$spec" || fail "block-attach $c failed"
-    poll_live 60 xs_is $b1/state 4 || fail "attach $c: backend never Connected"
+    poll_live 60 xs_is "$b1/state" 4 || fail "attach $c: backend never Connected"
     wait_for "$(console_of blk1)" "linux-blk: attach $c: " 60 >/dev/null \
         || fail "attach $c: the guest did not report xvdb; its console ends: $(tail -3 "$(console_of blk1)")"
     xl block-detach blk1 xvdb || fail "block-detach $c failed"
-    poll_live 60 at_least $c "$log" "vbd-$g1-51728: released" || fail "detach $c: Bulkhead did not release the device"
+    poll_live 60 at_least "$c" "$log" "vbd-$g1-51728: released" || fail "detach $c: Bulkhead did not release the device"
     wait_for "$(console_of blk1)" "linux-blk: detached $c" 60 >/dev/null \
         || fail "detach $c: the guest still has the device; its console ends: $(tail -3 "$(console_of blk1)")"
     note "cycle $c: attached (Connected), the guest saw it, detached, released, gone in the guest"

@@ -51,7 +51,7 @@ all_released() { [ "$(devices "new backend device")" = "$(devices released)" ]; 
 poll_live 60 all_released || fail "Bulkhead did not release every device: $(devices 'new backend device' | tr '\n' ' ')/ $(devices released | tr '\n' ' ')"
 grep "ring closed" "$log" | grep 51712
 grep "released" "$log" | tail -1 | grep -q "map slots in use 0," || fail "grant mappings left behind: $(grep released "$log" | tail -1)"
-xenstore-ls /local/domain/$dd/backend/vbd 2>/dev/null | grep -q 51712 && fail "backend directories left behind"
+xenstore-ls "/local/domain/$dd/backend/vbd" 2>/dev/null | grep -q 51712 && fail "backend directories left behind"
 grep -E "PANIC|panicked" "$log" && fail "Bulkhead panicked"
 dom0_healthy
 offer_dd

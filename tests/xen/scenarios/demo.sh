@@ -42,7 +42,7 @@ end=$(($(date +%s) + $(scaled 300)))
 while :; do
     lines=$(grep -a "^linux-demo: " "$glog" 2>/dev/null)
     n=$(printf '%s' "$lines" | grep -c .)
-    [ "$n" -gt $shown ] && printf '%s\n' "$lines" | tail -n +$((shown + 1)) | sed 's/^/  /'
+    [ "$n" -gt "$shown" ] && printf '%s\n' "$lines" | tail -n +$((shown + 1)) | sed 's/^/  /'
     shown=$n
     printf '%s' "$lines" | grep -qE "^linux-demo: (PASS|FAIL)" && break
     [ "$(date +%s)" -gt $end ] && fail "the guest did not finish within $(scaled 300) s (its console: $glog)"

@@ -139,10 +139,10 @@ note "before the hostile guest: ${before#*resources: }"
 xl create /tmp/hostile.cfg || fail "xl create hostile failed"
 h=$(xl domid hostile)
 expect "$(console_of hostile)" "hostile: ready" 300 "the hostile guest did not start"
-xenstore-write "/local/domain/$h/data/victim-mac" "$(xenstore-read /local/domain/$vid/data/victim-mac)"
-xenstore-write "/local/domain/$h/data/victim-ip" "$(xenstore-read /local/domain/$vid/data/victim-ip)"
+xenstore-write "/local/domain/$h/data/victim-mac" "$(xenstore-read "/local/domain/$vid/data/victim-mac")"
+xenstore-write "/local/domain/$h/data/victim-ip" "$(xenstore-read "/local/domain/$vid/data/victim-ip")"
 vring=/local/domain/$vid/device/vbd/51712
-xenstore-write "/local/domain/$h/data/victim-ring-ref" "$(xenstore-read $vring/ring-ref 2>/dev/null || xenstore-read $vring/queue-0/ring-ref)"
+xenstore-write "/local/domain/$h/data/victim-ring-ref" "$(xenstore-read "$vring/ring-ref" 2>/dev/null || xenstore-read "$vring/queue-0/ring-ref")"
 # QEMU's user network gateway (slirp's fixed MAC).
 xenstore-write "/local/domain/$h/data/gateway-mac" "52:55:0a:00:02:02"
 

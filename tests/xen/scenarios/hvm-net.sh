@@ -13,7 +13,7 @@ dev=$(dom0_test_nic) || fail "dom0 has no NIC on the test network"
 # An address outside QEMU's DHCP pool (.15-.30): later scenarios' guests get leases from
 # it, and a dom0 that kept one of those would answer their ARP (dd-lifecycle once sent
 # its iperf3 to dom0 that way). Removed again at the end.
-ip addr replace 10.0.2.200/24 dev "$dev" && ip link set "$dev" up || fail "cannot configure $dev"
+{ ip addr replace 10.0.2.200/24 dev "$dev" && ip link set "$dev" up; } || fail "cannot configure $dev"
 out=$(busybox arping -c 3 -w 10 -I "$dev" "$addr" 2>&1) || fail "no ARP reply from $addr: $out"
 echo "$out" | grep -qi "52:54:00:12:34:56" || fail "ARP reply for $addr not from Bulkhead's NIC: $out"
 echo "$out" | tail -2

@@ -22,6 +22,7 @@ dd_map() { echo "/host/$(cat /tmp/dd-image 2>/dev/null || echo bulkhead).map"; }
 # xen_tool NAME: the path of a Xen tool that is not on PATH (Debian keeps them in the
 # versioned /usr/lib/xen-X.Y/bin).
 xen_tool() {
+    # shellcheck disable=SC2012 # the first match of a glob of plain names
     ls -d /usr/lib/xen-*/bin/"$1" 2>/dev/null | head -1 | grep . || echo "$1"
 }
 # linux_file NAME: the path of the guests' /host/linux/NAME (run.sh: Debian's kernel as the ELF
@@ -472,7 +473,7 @@ CFG
 dom0_healthy() {
     xl list >/dev/null 2>&1 || fail "xl list fails in dom0"
     xenstore-read /local/domain/0/name >/dev/null 2>&1 || fail "xenstore unusable in dom0"
-    echo ok >/tmp/dom0-write-test && rm /tmp/dom0-write-test || fail "dom0 cannot write files"
+    { echo ok >/tmp/dom0-write-test && rm /tmp/dom0-write-test; } || fail "dom0 cannot write files"
 }
 
 # start_linux_dd [PCI] [EXTRA] [RAMDISK]: the Linux driver domain Bulkhead is compared with

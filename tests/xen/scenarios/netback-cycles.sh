@@ -29,7 +29,7 @@ for c in $(seq 1 10); do
     grep "linux-netcycle: attach $c: " "$(console_of netc)" | grep -q "gateway 10.0.2.2 answered" \
         || fail "attach $c: $(grep "attach $c: " "$(console_of netc)")"
     xl network-detach netc "$mac" || fail "network-detach $c failed"
-    poll_live 60 at_least $c "$log" "vif-$g-[0-9]*: released" || fail "detach $c: Bulkhead did not release the vif"
+    poll_live 60 at_least "$c" "$log" "vif-$g-[0-9]*: released" || fail "detach $c: Bulkhead did not release the vif"
     wait_for "$(console_of netc)" "linux-netcycle: detached $c" 60 >/dev/null \
         || fail "detach $c: the guest still has eth0; its console ends: $(tail -3 "$(console_of netc)")"
     note "cycle $c: attached (Connected), DHCP and gateway ping in the guest, detached, released, gone in the guest"

@@ -41,7 +41,7 @@ grep -q "linux-net: FAIL" "$(console_of net1)" && fail "net1: $(grep 'linux-net:
 # IPv6: QEMU's user network (IPv6 off) sits on the same hub and would answer an IPv4 TCP
 # handshake to any address itself.
 dev=$(dom0_test_nic) || fail "dom0 has no NIC on the test network"
-ip link set "$dev" up && ip -6 addr replace fd00::200/64 dev "$dev" nodad || fail "cannot configure $dev"
+{ ip link set "$dev" up && ip -6 addr replace fd00::200/64 dev "$dev" nodad; } || fail "cannot configure $dev"
 python3 - >/tmp/sink.out 2>&1 <<'PY' &
 import hashlib, socket, time
 s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
@@ -60,10 +60,10 @@ while True:
 print(f"sink: {n} bytes in {int((time.monotonic() - t0) * 1000)} ms sha256 {h.hexdigest()}")
 PY
 sink=$!
-xenstore-write /local/domain/$g2/data/sink fd00::200 || fail "cannot tell net2 the sink"
+xenstore-write "/local/domain/$g2/data/sink" fd00::200 || fail "cannot tell net2 the sink"
 # The receiver's address, as it published it, goes to the sender.
-ip1=$(xenstore-read /local/domain/$g1/data/ip) || fail "net1 published no address"
-xenstore-write /local/domain/$g2/data/peer "$ip1" || fail "cannot tell net2 its peer"
+ip1=$(xenstore-read "/local/domain/$g1/data/ip") || fail "net1 published no address"
+xenstore-write "/local/domain/$g2/data/peer" "$ip1" || fail "cannot tell net2 its peer"
 wait_for "$(console_of net2)" "linux-net: (sent in|FAIL)" 240 >/dev/null || net_fail "net2 did not finish sending"
 wait_for "$(console_of net1)" "linux-net: (received|FAIL)" 120 >/dev/null || net_fail "net1 did not finish receiving"
 for g in net1 net2; do
@@ -79,7 +79,7 @@ done
 grep "linux-net: peer" "$(console_of net2)" | grep -q "5 packets received" || fail "net2 could not ping net1"
 sent=$(grep -o "sending 16777216 bytes sha256 [0-9a-f]*" "$(console_of net2)" | awk '{print $5}')
 got=$(grep -o "received [0-9]* bytes sha256 [0-9a-f]*" "$(console_of net1)" | awk '{print $2, $5}')
-[ -n "$sent" ] && [ "$got" = "16777216 $sent" ] || fail "16 MiB transfer: sent sha256 $sent, received $got"
+{ [ -n "$sent" ] && [ "$got" = "16777216 $sent" ]; } || fail "16 MiB transfer: sent sha256 $sent, received $got"
 ms=$(grep -o "sent in [0-9]* ms" "$(console_of net2)" | awk '{print $3}')
 echo "figure: netback: guest to guest TCP through Bulkhead's switch: 16 MiB in $ms ms, $(awk -v ms="$ms" 'BEGIN { if (ms > 0) printf "%.0f", 16777216 * 8 / ms / 1000; else print "n/a" }') Mbit/s"
 wait_for "$(console_of net2)" "linux-net: (sent to the outside|FAIL)" 240 >/dev/null || net_fail "net2 did not send to the outside"
@@ -88,7 +88,7 @@ wait $sink
 cat /tmp/sink.out
 want=$(grep -o "sending 16777216 bytes to fd00::200 sha256 [0-9a-f]*" "$(console_of net2)" | awk '{print $7}')
 got=$(sed -n 's/^sink: \([0-9]*\) bytes in \([0-9]*\) ms sha256 \([0-9a-f]*\)/\1 \3/p' /tmp/sink.out)
-[ -n "$want" ] && [ "$got" = "16777216 $want" ] || fail "16 MiB to the outside: sent sha256 $want, received $got"
+{ [ -n "$want" ] && [ "$got" = "16777216 $want" ]; } || fail "16 MiB to the outside: sent sha256 $want, received $got"
 ms=$(sed -n 's/^sink: [0-9]* bytes in \([0-9]*\) ms.*/\1/p' /tmp/sink.out)
 echo "figure: netback: guest to outside (TCP over IPv6 through Bulkhead's switch and the e1000e to dom0): 16 MiB in $ms ms, $(awk -v ms="$ms" 'BEGIN { if (ms > 0) printf "%.0f", 16777216 * 8 / ms / 1000; else print "n/a" }') Mbit/s"
 
@@ -108,7 +108,7 @@ straight=$(grep -E "vif$g1\.0(/q[0-9])?: queue closed" "$log" | sed -n 's/.*(\([
 echo "figure: netback: packets copied straight from net2's pages into net1's buffers: $straight"
 [ "$straight" -gt 0 ] || fail "no packet went straight from one guest to the other"
 grep "released" "$log" | tail -1 | grep -q "map slots in use 0," || fail "grant mappings left behind: $(grep released "$log" | tail -1)"
-xenstore-ls /local/domain/$dd/backend/vif 2>/dev/null | grep -q . && fail "backend directories left behind"
+xenstore-ls "/local/domain/$dd/backend/vif" 2>/dev/null | grep -q . && fail "backend directories left behind"
 grep -E "PANIC|panicked" "$log" && fail "Bulkhead panicked"
 dom0_healthy
 offer_dd

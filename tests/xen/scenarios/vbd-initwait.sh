@@ -17,7 +17,7 @@ g=$(xl domid guest1)
 be=/local/domain/$dd/backend/vbd/$g/51712
 expect "$log" "vbd-$g-51712: new backend device" 60 "Bulkhead did not see the new vbd"
 expect "$log" "vbd-$g-51712: backend InitWait" 30 "backend did not reach InitWait"
-state=$(xenstore-read $be/state) || fail "no backend state node"
+state=$(xenstore-read "$be/state") || fail "no backend state node"
 [ "$state" = 2 ] || fail "backend state is $state, expected 2 (InitWait)"
 note "backend $be state=$state"
 xl destroy guest1 || fail "xl destroy guest1 failed"

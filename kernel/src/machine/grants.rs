@@ -294,45 +294,6 @@ pub fn init() -> Result<(GrantTable<TableMemory>, MapSlots), SetupError> {
     Ok((table, MapSlots::new(slots)))
 }
 
-/// The hypervisor as GrantCopier's copies reach it: `Hv`, whose own grant copy is
-/// refused, with the machine-private one (the copier checks its buffers hold every
-/// piece), each hypercall timed and counted for the state dump.
-struct Copying;
-
-impl bulkhead_xen::Hypervisor for Copying {
-    fn evtchn_alloc_unbound(&mut self, remote: DomId) -> Result<abi::Port, Errno> {
-        hv::Hv.evtchn_alloc_unbound(remote)
-    }
-    fn evtchn_bind_interdomain(
-        &mut self,
-        remote: DomId,
-        port: abi::Port,
-    ) -> Result<abi::Port, Errno> {
-        hv::Hv.evtchn_bind_interdomain(remote, port)
-    }
-    fn evtchn_send(&mut self, port: abi::Port) -> Result<(), Errno> {
-        hv::Hv.evtchn_send(port)
-    }
-    fn evtchn_close(&mut self, port: abi::Port) -> Result<(), Errno> {
-        hv::Hv.evtchn_close(port)
-    }
-    fn evtchn_unmask(&mut self, port: abi::Port) -> Result<(), Errno> {
-        hv::Hv.evtchn_unmask(port)
-    }
-    fn grant_map(&mut self, ops: &mut [abi::MapGrantRef]) -> Result<(), Errno> {
-        hv::Hv.grant_map(ops)
-    }
-    fn grant_unmap(&mut self, ops: &mut [abi::UnmapGrantRef]) -> Result<(), Errno> {
-        hv::Hv.grant_unmap(ops)
-    }
-    fn grant_copy(&mut self, ops: &mut [abi::GrantCopy]) -> Result<(), Errno> {
-        let t0 = super::time::now_ns();
-        let done = hv::grant_copy(ops);
-        COPIES.add(ops, super::time::now_ns().saturating_sub(t0));
-        done
-    }
-}
-
 /// Another domain's granted pages, reached by batched grant copies (no mapping): what
 /// backends use unless they keep grants mapped.
 pub struct GrantCopier {
@@ -363,12 +324,19 @@ impl GrantCopier {
         }))
     }
 
-    /// One hypercall for every job's operations (bulkhead_xen::copy::issue), timed for
-    /// the state dump.
+    /// One hypercall for every job's operations (bulkhead_xen::copy::issue): the
+    /// machine-private grant copy (`Hv` refuses them; this copier checks its buffers hold
+    /// every piece), timed for the state dump.
     fn issue(
         jobs: impl Iterator<Item = (abi::GrantRef, Vec<abi::GrantCopy>)>,
     ) -> Vec<Result<(), GrantFault>> {
-        bulkhead_xen::copy::issue(&mut Copying, jobs)
+        let copy = |ops: &mut [abi::GrantCopy]| {
+            let t0 = super::time::now_ns();
+            let done = hv::grant_copy(ops);
+            COPIES.add(ops, super::time::now_ns().saturating_sub(t0));
+            done
+        };
+        bulkhead_xen::copy::issue(copy, jobs)
     }
 
     /// Buffers for `jobs` (not zeroed) and where in each the bytes land: a large one

@@ -214,13 +214,14 @@ pub fn op_gref(op: &GrantCopy) -> GrantRef {
     }
 }
 
-/// Every job's copy operations in one hypercall; each job's result from its own
+/// Every job's copy operations in one hypercall (`copy`: a Hypervisor's grant_copy, or
+/// the machine's own); each job's result from its own
 /// operations' statuses (the first that failed names its grant), or, if the hypercall
 /// itself fails, every job failed naming its first grant. No jobs with operations: no
 /// hypercall (each costs a driver domain under nested TCG about as much as copying 100
 /// KiB). Each job: the grant to name if the hypercall fails, and its operations.
 pub fn issue(
-    hv: &mut impl crate::Hypervisor,
+    copy: impl FnOnce(&mut [GrantCopy]) -> Result<(), crate::Errno>,
     jobs: impl Iterator<Item = (GrantRef, Vec<GrantCopy>)>,
 ) -> Vec<Result<(), GrantFault>> {
     let mut ops = Vec::new();
@@ -234,7 +235,7 @@ pub fn issue(
     if ops.is_empty() {
         return ends.iter().map(|_| Ok(())).collect();
     }
-    if let Err(e) = hv.grant_copy(&mut ops) {
+    if let Err(e) = copy(&mut ops) {
         return first
             .into_iter()
             .map(|gref| {
@@ -264,6 +265,7 @@ pub fn issue(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Hypervisor;
 
     /// Our frames 10 and 11 hold "ours"; the guest (domain 3) grants two pages.
     fn xen() -> (crate::fake::FakeXen, GrantRef, GrantRef) {
@@ -293,7 +295,7 @@ mod tests {
         let (mut x, g1, g2) = xen();
         x.revoke_foreign(3, g2);
         let r = issue(
-            &mut x,
+            |ops| x.grant_copy(ops),
             [(g1, read(g1, 10)), (g2, read(g2, 11)), (7, Vec::new())].into_iter(),
         );
         assert_eq!(r[0], Ok(()));
@@ -316,9 +318,15 @@ mod tests {
         let (mut x, g1, _) = xen();
         x.fail_next_hypercall = true;
         // No operation at all: no hypercall, so the armed failure is not met.
-        assert_eq!(issue(&mut x, [(g1, Vec::new())].into_iter()), [Ok(())]);
+        assert_eq!(
+            issue(|ops| x.grant_copy(ops), [(g1, Vec::new())].into_iter()),
+            [Ok(())]
+        );
         assert!(x.fail_next_hypercall);
-        let r = issue(&mut x, [(g1, read(g1, 10)), (9, read(g1, 11))].into_iter());
+        let r = issue(
+            |ops| x.grant_copy(ops),
+            [(g1, read(g1, 10)), (9, read(g1, 11))].into_iter(),
+        );
         let named: Vec<_> = r.iter().map(|r| r.map_err(|f| f.gref)).collect();
         assert_eq!(named, [Err(g1), Err(9)]);
         assert_eq!(&x.local(10)[..4], b"ours");

@@ -170,8 +170,9 @@ fn start(protocol: u64, magic: u64, info: u64) -> ! {
 
     crate::println!();
     crate::println!("Bulkhead {VERSION} — Xen driver domain unikernel");
-    info!(
-        "boot: mode {} (entered via {}), console {}",
+    crate::event!(
+        "boot",
+        "mode={} entry={} console={}",
         mode.name(),
         protocol.name(),
         console::sinks()
@@ -203,17 +204,27 @@ fn start(protocol: u64, magic: u64, info: u64) -> ! {
     for r in boot.memory.regions() {
         log::debug!("  {:#012x}-{:#012x} {}", r.start, r.end, r.kind.name());
     }
+    // Where the command line came from: fw_cfg (an HVM domain without firmware), or the
+    // loader's boot information; `none` says why the defaults apply.
     match cmdline_source {
-        Some(firmware::CmdlineSource::FwCfg) => info!(
-            "command line: \"{}\" (from fw_cfg {})",
-            boot.cmdline,
-            bulkhead_boot::fw_cfg::CMDLINE_FILE
+        Some(firmware::CmdlineSource::FwCfg) => crate::event!(
+            "cmdline",
+            "source=fw_cfg file={} value={}",
+            bulkhead_boot::fw_cfg::CMDLINE_FILE,
+            bulkhead_event::quoted(&boot.cmdline)
         ),
-        Some(firmware::CmdlineSource::None(why)) => info!(
-            "command line: none ({why}: {}); the defaults apply",
-            bulkhead_boot::fw_cfg::CMDLINE_FILE
+        Some(firmware::CmdlineSource::None(why)) => crate::event!(
+            "cmdline",
+            "source=none file={} why={} value=\"\"",
+            bulkhead_boot::fw_cfg::CMDLINE_FILE,
+            bulkhead_event::quoted(why)
         ),
-        None => info!("command line: \"{}\"", boot.cmdline),
+        None => crate::event!(
+            "cmdline",
+            "source={} value={}",
+            protocol.name(),
+            bulkhead_event::quoted(&boot.cmdline)
+        ),
     }
     if !parsed.is_ok() {
         for e in parsed.errors.iter() {
@@ -322,7 +333,7 @@ fn start(protocol: u64, magic: u64, info: u64) -> ! {
         h.spawn("xen-init", async move {
             match xen::init(&h2).await {
                 Ok(x) => {
-                    info!("xen: domid {}, xenstore home {}", x.domid(), x.home());
+                    crate::event!("xen", "domid={} home={}", x.domid(), x.home());
                     {
                         let mut slots = x.slots.borrow_mut();
                         if let Some(n) = grant_cache {

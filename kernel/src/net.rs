@@ -14,6 +14,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use bulkhead_config::Mgmt;
 use bulkhead_e1000e::E1000e;
+use bulkhead_event::quoted;
 use bulkhead_executor::{first, yield_now, Handle, Signal};
 use bulkhead_hw::Clock as _;
 use bulkhead_net::{Checksum, Counters, Link, MacAddr, Nic, Offloads, TxError};
@@ -21,7 +22,7 @@ use bulkhead_netback::packet::Packet;
 use bulkhead_pci::Function;
 use bulkhead_virtio::net::{Vectors, VirtioNet};
 use bulkhead_virtio::transport::Transport;
-use log::{error, info, warn};
+use log::{error, warn};
 use smoltcp::iface::{Config as IfConfig, Interface, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::{dhcpv4, tcp};
@@ -205,16 +206,14 @@ fn virtio_up(h: &Handle, f: &Function, name: &str) -> Result<Port, String> {
         tx: 2,
     });
     let nic = VirtioNet::new(t, KernelDma, &mut SpinClock, vectors).map_err(|e| format!("{e}"))?;
-    info!(
-        "{name} ({bdf}): virtio-net, MAC {}, link {:?}, features {:#x}, {}",
+    crate::event!(
+        "nic-up",
+        "dev={name} bdf={bdf} driver=virtio-net mac={} link={:?} features={:#x} irq={} pin={} vector={v:#x}",
         nic.mac(),
         nic.link(),
         nic.features,
-        if use_msix {
-            format!("MSI-X vector {v:#x}")
-        } else {
-            format!("INTx pin {} vector {v:#x}", f.interrupt_line)
-        }
+        if use_msix { "msix" } else { "intx" },
+        if use_msix { 0 } else { f.interrupt_line },
     );
     Ok(Port {
         name: name.into(),
@@ -263,18 +262,20 @@ fn e1000e_up(h: &Handle, f: &Function, name: &str) -> Result<Port, String> {
         bulkhead_e1000e::quiesce,
         bulkhead_e1000e::QUIET_AFTER_MASK_US,
     );
-    info!(
-        "{name} ({bdf}): e1000e (82574L), MAC {} (from {}), link {:?}, {}",
+    crate::event!(
+        "nic-up",
+        "dev={name} bdf={bdf} driver=e1000e model=82574L mac={} mac_from={} link={:?} irq={} pin={} vector={v:#x}",
         nic.mac(),
-        nic.mac_source,
+        quoted(nic.mac_source),
         nic.link(),
         if use_msix {
-            format!("MSI-X vector {v:#x}")
+            "msix"
         } else if msi {
-            format!("MSI vector {v:#x}")
+            "msi"
         } else {
-            format!("INTx pin {} vector {v:#x}", f.interrupt_line)
-        }
+            "intx"
+        },
+        gsi.unwrap_or(0),
     );
     Ok(Port {
         name: name.into(),
@@ -380,7 +381,11 @@ pub async fn run(
                     .routes_mut()
                     .add_default_ipv4_route(Ipv4Address::new(g[0], g[1], g[2], g[3]));
             }
-            info!("mgmt: {a}/{prefix} (static) on {} {mac}", ports[0].name);
+            crate::event!(
+                "mgmt-address",
+                "addr={a}/{prefix} source=static dev={} mac={mac}",
+                ports[0].name
+            );
             crate::status::set("mgmt", format!("{a}/{prefix} static, MAC {mac}"));
             None
         }
@@ -396,7 +401,7 @@ pub async fn run(
     loop {
         if QUIESCE_REQUESTED.load(Ordering::Acquire) {
             for p in ports.drain(..) {
-                info!("{}: reset for shutdown", p.name);
+                crate::event!("nic-down", "dev={} why=shutdown", p.name);
                 p.nic.shutdown();
             }
             NICS_DOWN.store(true, Ordering::Release);
@@ -500,9 +505,12 @@ fn dhcp_event(iface: &mut Interface, s: &mut dhcpv4::Socket, port: &Port, mac: M
                     .remove_default_ipv4_route()
                     .map_or((), |_| ()),
             }
-            info!(
-                "mgmt: {} (dhcp) on {} {mac}, router {:?}",
-                c.address, port.name, c.router
+            crate::event!(
+                "mgmt-address",
+                "addr={} source=dhcp dev={} mac={mac} router={}",
+                c.address,
+                port.name,
+                c.router.map_or(String::from("none"), |r| format!("{r}"))
             );
             crate::status::set("mgmt", format!("{} dhcp, MAC {mac}", c.address));
         }

@@ -10,6 +10,7 @@ use alloc::vec::Vec;
 use bulkhead_block::{
     BlockDevice, BlockError, Extent, Features, Io, Listed, ListedPartition, Span,
 };
+use bulkhead_event::quoted;
 use bulkhead_executor::{Handle, Mutex, Signal};
 use bulkhead_nvme::batch::{self, Batch, Memory, Split, Transfer};
 use bulkhead_nvme::cmd::{Command, Completion};
@@ -184,18 +185,25 @@ fn bring_up(h: &Handle, f: &Function, name: &str, mode: IrqMode) -> Result<Disk,
         ctrl.unmask_vector(0);
     }
     let i = &ctrl.info;
-    info!(
-        "{name} ({bdf}): {} serial {} fw {}, NVMe {}.{}, {} I/O queue(s), max transfer {} KiB, write cache {}, {:?}{}",
-        i.model,
-        i.serial,
-        i.firmware,
+    crate::event!(
+        "nvme-up",
+        "dev={name} bdf={bdf} model={} serial={} fw={} version={}.{} io_queues={} max_transfer_kib={} write_cache={} irq={} vector={:#x} pin={}",
+        quoted(&i.model),
+        quoted(&i.serial),
+        quoted(&i.firmware),
         ctrl.version >> 16,
         (ctrl.version >> 8) & 0xff,
         ctrl.io.len(),
         ctrl.max_transfer / 1024,
         if i.volatile_write_cache { "volatile" } else { "none" },
-        mode,
-        vector.map(|v| format!(" (vector {v:#x}{})", gsi.map(|g| format!(", I/O APIC pin {g}")).unwrap_or_default())).unwrap_or_default()
+        match mode {
+            IrqMode::MsiX => "msix",
+            IrqMode::Msi => "msi",
+            IrqMode::Intx => "intx",
+            IrqMode::Poll => "poll",
+        },
+        vector.unwrap_or(0),
+        gsi.unwrap_or(0),
     );
     for ns in &ctrl.namespaces {
         info!(
@@ -292,10 +300,9 @@ impl Disk {
     /// Give up on the controller (see `failed`).
     pub fn fail(&mut self, why: &str) {
         if !self.failed {
-            error!(
-                "{}: {why}; the controller is failed, its disks answer every request with an error",
-                self.name
-            );
+            // Its disks answer every request with an error from here on.
+            error!("{}: {why}; the controller is failed", self.name);
+            crate::event!("nvme-failed", "dev={} why={}", self.name, quoted(why));
         }
         self.failed = true;
     }

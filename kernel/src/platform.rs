@@ -95,6 +95,17 @@ pub fn report_panic(info: &PanicInfo, nested: bool) -> ! {
         ),
         None => crate::println!("PANIC: {}", info.message()),
     }
+    // The same as an event line (without the log's time prefix: the clock is not to be
+    // trusted here), for tests and tools.
+    // Nothing allocates: the heap's lock may be what the panicking code held.
+    let (file, line) = info
+        .location()
+        .map_or(("unknown", 0), |l| (l.file(), l.line()));
+    crate::println!(
+        "{}name=panic at={file}:{line} message={}",
+        bulkhead_event::EVENT,
+        bulkhead_event::quoted(info.message())
+    );
     crash()
 }
 

@@ -59,12 +59,13 @@ impl Storage {
                                     p.first_lba
                                 ),
                             );
-                            info!(
-                                "storage: {}n{}p{} \"{}\": {} blocks from {}",
+                            crate::event!(
+                                "partition",
+                                "part={}n{}p{} label={} blocks={} first={}",
                                 d.name,
                                 ns.nsid,
                                 p.number,
-                                p.name,
+                                bulkhead_event::quoted(&p.name),
                                 p.blocks(),
                                 p.first_lba
                             );
@@ -91,10 +92,7 @@ impl Storage {
         for d in &self.disks {
             let mut disk = d.lock().await;
             match disk.shutdown(&self.h).await {
-                Ok(()) => info!(
-                    "storage: {}: caches flushed, controller shut down",
-                    disk.name
-                ),
+                Ok(()) => crate::event!("nvme-down", "dev={} why=shutdown flushed=1", disk.name),
                 Err(e) => warn!("storage: {}: shutdown failed: {e}", disk.name),
             }
         }

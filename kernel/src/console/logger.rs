@@ -50,6 +50,21 @@ impl Log for Logger {
     fn flush(&self) {}
 }
 
+/// An event line (`bulkhead_event`): `[seconds.micros] event: name=NAME fields`, printed
+/// at every log level, since tests and operators' tools read them. Written by `event!`.
+pub fn event(name: &str, fields: core::fmt::Arguments) {
+    let ns = crate::time::now_ns();
+    super::with(|c| {
+        let _ = writeln!(
+            c,
+            "[{:5}.{:06}] {}name={name} {fields}",
+            ns / 1_000_000_000,
+            (ns / 1000) % 1_000_000,
+            bulkhead_event::EVENT,
+        );
+    });
+}
+
 pub fn init(level: LevelFilter) {
     // Fails only if a logger is already set, which would be this one.
     let _ = log::set_logger(&LOGGER);

@@ -188,6 +188,19 @@ pub fn break_lock_for_panic() {
     PANICKING.store(true, core::sync::atomic::Ordering::Relaxed);
 }
 
+/// An event line: `event!("vbd-connected", "dev={id} queues={n}")` prints `[time] event:
+/// name=vbd-connected dev=... queues=...` whatever the log level. Free text goes through
+/// `bulkhead_event::quoted`. The names and keys are an interface (docs/operating.md).
+#[macro_export]
+macro_rules! event {
+    ($name:literal) => {
+        $crate::console::logger::event($name, format_args!(""))
+    };
+    ($name:literal, $($arg:tt)*) => {
+        $crate::console::logger::event($name, format_args!($($arg)*))
+    };
+}
+
 /// Print without the logger's prefix (the banner, self-test result lines).
 #[macro_export]
 macro_rules! println {

@@ -14,6 +14,7 @@ use bulkhead_blkback::queue::Queue;
 use bulkhead_blkback::ring::BackRing;
 use bulkhead_block::Span;
 use bulkhead_block::{BlockDevice, Target};
+use bulkhead_event::quoted;
 use bulkhead_executor::Handle;
 use bulkhead_xen::abi::{DomId, Port};
 use bulkhead_xen::grants::Mapping;
@@ -117,15 +118,16 @@ pub async fn connect(
         }
         return Err(e);
     }
-    xen.guest_info(dom, format_args!(
-        "{id}: serving {params} ({} MiB, {bs}-byte sectors{}) to domain {dom}: {} queue(s) of {} ring page(s), {} entries, {}, persistent grants {}",
+    xen.guest_event(dom, "vbd-serving", format_args!(
+        "dev={id} target={} mib={} sector={bs} ro={} queues={} ring_pages={} entries={} abi={} persistent={}",
+        quoted(params),
         disk.sectors / 2048,
-        if read_only { ", read-only" } else { "" },
+        u8::from(read_only),
         attached.len(),
         1u32 << front.ring_page_order,
         attached.first().map_or(0, |a| a.ring.entries()),
         front.protocol.name(),
-        if front.persistent { "on" } else { "off" },
+        u8::from(front.persistent),
     ));
     let mut queues = Vec::new();
     for (q, a) in attached.into_iter().enumerate() {
@@ -285,7 +287,7 @@ async fn serve(
             let st = p.stats;
             let n = p.release();
             format!(
-                "; persistent grants: {n} unmapped, {} mapped in all, {} hits, {} evicted, {} pieces copied, {} moved by the device",
+                " persistent_unmapped={n} persistent_mapped={} persistent_hits={} persistent_evicted={} pieces_copied={} pieces_direct={}",
                 st.mapped, st.hits, st.evicted, st.copied, st.direct
             )
         }
@@ -293,8 +295,8 @@ async fn serve(
     };
     release(&xen, port, &maps);
     let s = queue.stats;
-    xen.guest_info(dom, format_args!(
-        "{}: ring closed after {} requests ({} merged, {} errors, {} KiB read, {} KiB written{persistent}; {} wake-ups without requests, {} storm backoffs); map slots in use {}, ports open {}",
+    xen.guest_event(dom, "vbd-closed", format_args!(
+        "ring={} requests={} merged={} errors={} read_kib={} written_kib={}{persistent} idle_wakeups={} storm_backoffs={} map_slots={} ports={}",
         queue.name,
         s.requests,
         s.merged,

@@ -104,10 +104,13 @@ pub async fn run(
         if !crate::net::shut_down(&h, NIC_GRACE_NS).await {
             warn!("control: the NICs did not reset within 1 s; going anyway");
         }
-        info!(
-            "control: backends closed, disks shut down and NICs reset in {} ms; {}",
+        // Backends closed, disks flushed and shut down, NICs reset (or their grace ran out,
+        // warned above): the domain goes.
+        crate::event!(
+            "shutdown",
+            "ms={} then={}",
             (h.now() - t0) / 1_000_000,
-            if reboot { "rebooting" } else { "powering off" }
+            if reboot { "reboot" } else { "poweroff" }
         );
         if reboot {
             crate::platform::reboot();
@@ -117,41 +120,50 @@ pub async fn run(
     }
 }
 
-/// `control/dump`: anything written there makes the switch, the status lines and every
-/// backend queue log their state once (ring indexes, event-channel bits, waiting
-/// packets), then the resources in use (map slots, ports, heap), for an operator or a
-/// test chasing a stall or a leak. Read-only for the domain.
-async fn dumps(xen: XenRef, node: String, fabric: FabricRef) {
-    const T: &str = "dump";
-    let _ = xen.store.write(Tx::NONE, &node, "").await;
-    if let Err(e) = xen.store.watch(&node, T).await {
-        warn!("control: cannot watch {node}: {e}; no state dumps");
+/// Watch `node` (created empty, read-only for the domain) and hand each value dom0 writes
+/// there, trimmed and not empty, to `each`; what it is for names the node in the warning
+/// if it cannot be watched. Ends when the watch does.
+async fn each_value(
+    xen: &XenRef,
+    node: &str,
+    token: &str,
+    what: &str,
+    mut each: impl AsyncFnMut(&str),
+) {
+    let _ = xen.store.write(Tx::NONE, node, "").await;
+    if let Err(e) = xen.store.watch(node, token).await {
+        warn!("control: cannot watch {node}: {e}; no {what}");
         return;
     }
     loop {
-        if xen.store.next_event(T).await.is_err() {
+        if xen.store.next_event(token).await.is_err() {
             return;
         }
-        while xen.store.take_event(T).is_some() {}
-        let v = xen.store.read_opt(Tx::NONE, &node).await.ok().flatten();
-        if v.as_deref()
-            .is_none_or(|s| s.trim_end_matches('\0').is_empty())
-        {
-            continue;
+        while xen.store.take_event(token).is_some() {}
+        let v = xen.store.read_opt(Tx::NONE, node).await.ok().flatten();
+        let v = v.as_deref().map(|v| v.trim_end_matches('\0').trim());
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            each(v).await;
         }
+    }
+}
+
+/// `control/dump`: anything written there makes the switch, the status lines and every
+/// backend queue log their state once (ring indexes, event-channel bits, waiting
+/// packets), then an event line `dump` with the resources in use (map slots, ports,
+/// heap, memory), for an operator or a test chasing a stall or a leak.
+async fn dumps(xen: XenRef, node: String, fabric: FabricRef) {
+    each_value(&xen, &node, "dump", "state dumps", async |_| {
         let _ = xen.store.write(Tx::NONE, &node, "").await;
         // Taken first, so the dump's own buffers are not in it; the same figures as a
-        // device's "released" line (a test compares the two).
-        let resources = {
+        // device's `device-released` event (a test compares the two).
+        let (slots, persistent, ports, u) = {
             let slots = xen.slots.borrow();
-            let u = crate::mem::usage();
-            format!(
-                "resources: map slots in use {}, of them {} persistent, ports open {}, heap {} B in use, memory {} KiB in use",
+            (
                 slots.in_use(),
                 slots.cached_total(),
                 xen.ports.borrow().len(),
-                u.heap_used,
-                u.in_use_bytes() / 1024
+                crate::mem::usage(),
             )
         };
         let mut o = String::new();
@@ -160,51 +172,45 @@ async fn dumps(xen: XenRef, node: String, fabric: FabricRef) {
         for line in o.lines() {
             info!("dump: {line}");
         }
-        info!("dump: {resources}");
         info!(
             "dump: grant copies: {}; notifications sent {} in {} hypercalls",
             super::grants::COPIES.describe(),
             super::hv::SENDS.load(core::sync::atomic::Ordering::Relaxed),
             super::hv::SEND_CALLS.load(core::sync::atomic::Ordering::Relaxed)
         );
+        crate::event!(
+            "dump",
+            "map_slots={slots} persistent_slots={persistent} ports={ports} heap_b={} memory_kib={}",
+            u.heap_used,
+            u.in_use_bytes() / 1024
+        );
         xen.dump.raise();
-    }
+    })
+    .await;
 }
 
 /// `control/mark`: a name written there ends the event loop's current window and starts
-/// one under that name; what the ended window saw is logged as one line of key=value
-/// fields (crate::loopwatch): its length, how long this vCPU ran in it, its longest wait
+/// one under that name; what the ended window saw is the event line `loop-window`
+/// (crate::loopwatch): its length, how long this vCPU ran in it, its longest wait
 /// for a physical CPU and its slowest task poll, each with when it ended. A test marks
 /// each stretch it measures (the hostile scenarios, one per attack) to tell a stall of
 /// Bulkhead's from Xen not running it. The node is not cleared (a mark written while
 /// clearing would be lost): each new value is a mark; the same name twice in a row is
 /// one.
 async fn marks(xen: XenRef, node: String) {
-    const T: &str = "mark";
-    let _ = xen.store.write(Tx::NONE, &node, "").await;
-    if let Err(e) = xen.store.watch(&node, T).await {
-        warn!("control: cannot watch {node}: {e}; no loop windows");
-        return;
-    }
     let mut name = String::from("start");
-    loop {
-        if xen.store.next_event(T).await.is_err() {
+    each_value(&xen, &node, "mark", "loop windows", async |v| {
+        let next = mark_name(v);
+        if next.is_empty() || next == name {
             return;
-        }
-        while xen.store.take_event(T).is_some() {}
-        let v = xen.store.read_opt(Tx::NONE, &node).await.ok().flatten();
-        let Some(next) = v.as_deref().map(mark_name).filter(|n| !n.is_empty()) else {
-            continue;
-        };
-        if next == name {
-            continue;
         }
         let (w, ran) = crate::loopwatch::take_window();
         let ms = |ns: u64| ns / 1_000_000;
-        info!(
-            "loop window: mark={name} length_ms={} running_ms={} cpu_wait_ms={} cpu_wait_end_ms={} slowest_poll_ms={} poll_task={} poll_end_ms={}",
+        crate::event!(
+            "loop-window",
+            "mark={name} length_ms={} running_ms={} cpu_wait_ms={} cpu_wait_end_ms={} slowest_poll_ms={} poll_task={} poll_end_ms={}",
             ms(crate::time::now_ns().saturating_sub(w.since)),
-            ran.map_or(alloc::string::String::from("-"), |r| format!("{}", ms(r))),
+            ran.map_or(String::from("-"), |r| format!("{}", ms(r))),
             ms(w.longest_wait),
             ms(w.wait_ended),
             ms(w.slowest_poll),
@@ -212,15 +218,14 @@ async fn marks(xen: XenRef, node: String) {
             ms(w.poll_ended)
         );
         name = next;
-    }
+    })
+    .await;
 }
 
 /// A mark's name as logged: dom0's bytes cut to 64, anything but letters, digits and
 /// `.-_` made `_` (one field of a key=value line).
 fn mark_name(v: &str) -> String {
-    v.trim_end_matches('\0')
-        .trim()
-        .chars()
+    v.chars()
         .take(64)
         .map(|c| {
             if c.is_ascii_alphanumeric() || "._-".contains(c) {

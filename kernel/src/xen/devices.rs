@@ -122,7 +122,7 @@ pub async fn run(
             return;
         }
     }
-    info!("watching {}/backend/{{vbd,vif}} for devices", xen.home());
+    crate::event!("backend-watch", "home={} kinds=vbd,vif", xen.home());
     let mut discovery = Discovery::default();
     loop {
         // Also look every few seconds without an event: xenstored drops watch events for
@@ -169,7 +169,7 @@ pub async fn run(
             return;
         }
         for id in changes.added {
-            info!("{id}: new backend device");
+            crate::event!("device-new", "dev={id}");
             h.spawn(
                 "xenbus-device",
                 device(
@@ -392,8 +392,9 @@ async fn device(
             crate::status::remove(&format!("{id}"));
             let heap = crate::mem::usage().heap_used;
             let slots = xen.slots.borrow();
-            info!(
-                "{id}: released; map slots in use {}, of them {} persistent, domain {} holds {} persistent, ports open {}, heap {heap} B in use",
+            crate::event!(
+                "device-released",
+                "dev={id} map_slots={} persistent_slots={} domain={} domain_persistent={} ports={} heap_b={heap}",
                 slots.in_use(),
                 slots.cached_total(),
                 id.frontend,
@@ -539,10 +540,11 @@ impl Device {
                 warn!("{}: cannot write state {s}: {e}", self.b.id);
             }
         }
-        self.xen.guest_info(
+        self.xen.guest_event(
             self.b.id.frontend,
+            "device-state",
             format_args!(
-                "{}: backend {s} (frontend {})",
+                "dev={} backend={s} frontend={}",
                 self.b.id,
                 self.b.frontend_state()
             ),

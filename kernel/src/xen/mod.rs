@@ -177,6 +177,23 @@ impl Xen {
         .info(what);
     }
 
+    /// Print an event line (`event!`) guest `dom` caused, within the same budget as its
+    /// information lines.
+    pub fn guest_event(&self, dom: u16, name: &str, fields: core::fmt::Arguments) {
+        let budget = budget_of(
+            &self.guest_infos,
+            dom,
+            GUEST_INFO_BURST,
+            GUEST_INFO_REFILL_NS,
+        );
+        if let Some(refused) = budget.allow() {
+            if refused > 0 {
+                log::info!("{refused} line(s) about domain {dom} were only counted");
+            }
+            crate::console::logger::event(name, fields);
+        }
+    }
+
     pub fn domid(&self) -> u16 {
         self.ident.get().map_or(0, |i| i.0)
     }

@@ -193,21 +193,20 @@ pub async fn connect(
         );
         running
     });
-    xen.guest_info(dom, format_args!(
-        "{id}: {name} connected: MAC {}, {} queue(s), {} event channels, sg {}, gso v4/v6 {}/{}, csum offload v4/v6 {}/{}, control ring {}{}",
+    xen.guest_event(dom, "vif-connected", format_args!(
+        "dev={id} vif={name} mac={} queues={} channels={} sg={} gso_v4={} gso_v6={} csum_v4={} csum_v6={} ctrl={} rate_bytes={} rate_period_us={} ip_enforced={}",
         mac_str(&settings.mac),
         front.queues.len(),
         if front.queues[0].split() { "split" } else { "shared" },
-        on(front.sg),
-        on(front.gso_tcpv4),
-        on(front.gso_tcpv6),
-        on(front.csum_v4),
-        on(front.csum_v6),
-        on(front.ctrl.is_some()),
-        match settings.rate {
-            Some(r) => format!(", rate {} bytes per {} us", r.bytes, r.period_ns / 1000),
-            None => String::new(),
-        } + if settings.ips.is_some() { ", ip= enforced" } else { "" }
+        u8::from(front.sg),
+        u8::from(front.gso_tcpv4),
+        u8::from(front.gso_tcpv6),
+        u8::from(front.csum_v4),
+        u8::from(front.csum_v6),
+        u8::from(front.ctrl.is_some()),
+        settings.rate.map_or(0, |r| r.bytes),
+        settings.rate.map_or(0, |r| r.period_ns / 1000),
+        u8::from(settings.ips.is_some()),
     ));
     let _ = xen
         .store
@@ -264,14 +263,6 @@ pub async fn connect(
         ctrl,
         dom,
     })
-}
-
-fn on(b: bool) -> &'static str {
-    if b {
-        "on"
-    } else {
-        "off"
-    }
 }
 
 impl Connection {
@@ -502,20 +493,24 @@ async fn serve(
             Ok(Carrier::Off) => {
                 let dropped = inbox.close();
                 waiting = false;
-                q.log.warn(format_args!(
-                    "{}: carrier off: packets waited {} s for receive buffers the frontend did not post; {dropped} queued packet(s) dropped, more are dropped until it posts buffers",
-                    q.name,
-                    q.limits.rx_stall_ns / 1_000_000_000
-                ));
+                // Packets waited this long for receive buffers the frontend did not
+                // post; the queued ones are dropped, and more until it posts buffers.
+                xen.guest_event(
+                    guest.dom,
+                    "vif-carrier",
+                    format_args!(
+                        "queue={} carrier=off waited_s={} dropped={dropped}",
+                        q.name,
+                        q.limits.rx_stall_ns / 1_000_000_000
+                    ),
+                );
             }
             Ok(Carrier::On) => {
                 inbox.open();
-                xen.guest_info(
+                xen.guest_event(
                     guest.dom,
-                    format_args!(
-                        "{}: carrier on: the frontend posts receive buffers again",
-                        q.name
-                    ),
+                    "vif-carrier",
+                    format_args!("queue={} carrier=on", q.name),
                 );
             }
             Err(e) => {
@@ -628,8 +623,8 @@ async fn serve(
     inbox.close();
     release(&xen, ports, &maps);
     let s = q.stats;
-    xen.guest_info(guest.dom, format_args!(
-        "{}: queue closed: from guest {} packets {} KiB ({} gso, {} errors, {} spoofed), to guest {} packets {} KiB ({} straight from another guest, {} dropped); map slots in use {}, ports open {}",
+    xen.guest_event(guest.dom, "vif-closed", format_args!(
+        "queue={} tx_packets={} tx_kib={} tx_gso={} tx_errors={} tx_spoofed={} rx_packets={} rx_kib={} rx_direct={} rx_dropped={} map_slots={} ports={}",
         q.name,
         s.tx_packets,
         s.tx_bytes / 1024,

@@ -61,6 +61,7 @@ test-host: runner
 	$(CARGO) clippy -p bulkhead --features test-hooks -- -D warnings
 	shellcheck -S style .ci/run $$(find tests -name '*.sh' -not -path '*/target/*')
 	$(CARGO) test
+	tests/xen/scenarios/fields.test.sh
 	tests/xen/scenarios/victim-verdict.test.sh
 	$(RUNNER) fuzz blkif $(FUZZ_SECONDS)
 	$(RUNNER) fuzz switch $(FUZZ_SECONDS)

@@ -228,14 +228,24 @@ fn start(protocol: u64, magic: u64, info: u64) -> ! {
     }
     if !parsed.is_ok() {
         for e in parsed.errors.iter() {
-            error!("config: {e}");
+            crate::event!(
+                "config-error",
+                "option={} kind={} detail={}",
+                e.option(),
+                e.kind(),
+                bulkhead_event::quoted(e)
+            );
         }
         if parsed.more_errors > 0 {
             error!("config: ... and {} more errors", parsed.more_errors);
         }
         for (k, help) in bulkhead_config::OPTIONS {
             if cfg!(feature = "test-hooks") || !bulkhead_config::is_test_option(k) {
-                info!("config: known option {k}: {help}");
+                crate::event!(
+                    "config-option",
+                    "option={k} help={}",
+                    bulkhead_event::quoted(help)
+                );
             }
         }
         fatal(format_args!(
@@ -275,7 +285,8 @@ fn start(protocol: u64, magic: u64, info: u64) -> ! {
         match console::XenConsole::attach() {
             Ok(c) => {
                 console::attach_xen(c);
-                info!("console: Xen console ring attached; boot log replayed into it; COM1/port 0xe9 output stops here");
+                // The boot log is replayed into it; COM1 and port 0xe9 output stop here.
+                crate::event!("console", "sinks={}", console::sinks());
             }
             Err(why) => warn!(
                 "console: no Xen console ring ({why}); staying on {}",
@@ -296,7 +307,7 @@ fn start(protocol: u64, magic: u64, info: u64) -> ! {
         report.heap / 1024,
         u.frames_free * 4,
     );
-    info!("boot: ready in {} us", time::now_ns() / 1000);
+    crate::event!("ready", "us={}", time::now_ns() / 1000);
 
     let access = pci::init(boot.rsdp);
     info!("pci: configuration access by {access}");
@@ -407,8 +418,9 @@ fn start(protocol: u64, magic: u64, info: u64) -> ! {
             loop {
                 h2.sleep(period).await;
                 let u = mem::usage();
-                info!(
-                    "heartbeat: up {} s, heap {} B used, {} KiB free",
+                crate::event!(
+                    "heartbeat",
+                    "up_s={} heap_b={} free_kib={}",
                     h2.now() / 1_000_000_000,
                     u.heap_used,
                     u.frames_free * 4

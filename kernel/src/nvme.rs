@@ -40,6 +40,16 @@ pub enum IrqMode {
     Poll,
 }
 
+/// The interrupt mode as event lines name it.
+fn irq_name(mode: IrqMode) -> &'static str {
+    match mode {
+        IrqMode::MsiX => "msix",
+        IrqMode::Msi => "msi",
+        IrqMode::Intx => "intx",
+        IrqMode::Poll => "poll",
+    }
+}
+
 /// Largest transfer the controller is configured for (one PRP list page); commands are
 /// at most one pool buffer (`POOL_BUFFER_BYTES`).
 const MAX_TRANSFER: usize = 512 * 4096;
@@ -92,7 +102,13 @@ pub fn probe(h: &Handle, mode: IrqMode) -> Vec<Disk> {
                     break;
                 }
                 Err(e) => {
-                    warn!("{name} ({}): {m:?} failed: {e}", f.bdf);
+                    crate::event!(
+                        "nvme-irq-fallback",
+                        "dev={name} bdf={} irq={} why={}",
+                        f.bdf,
+                        irq_name(*m),
+                        quoted(&e)
+                    );
                     last = e;
                 }
             }
@@ -196,18 +212,14 @@ fn bring_up(h: &Handle, f: &Function, name: &str, mode: IrqMode) -> Result<Disk,
         ctrl.io.len(),
         ctrl.max_transfer / 1024,
         if i.volatile_write_cache { "volatile" } else { "none" },
-        match mode {
-            IrqMode::MsiX => "msix",
-            IrqMode::Msi => "msi",
-            IrqMode::Intx => "intx",
-            IrqMode::Poll => "poll",
-        },
+        irq_name(mode),
         vector.unwrap_or(0),
         gsi.unwrap_or(0),
     );
     for ns in &ctrl.namespaces {
-        info!(
-            "{name}n{}: {} blocks of {} bytes ({} MiB)",
+        crate::event!(
+            "nvme-namespace",
+            "dev={name}n{} blocks={} block_size={} mib={}",
             ns.nsid,
             ns.blocks,
             ns.block_size,
@@ -352,7 +364,14 @@ impl Disk {
             if recovery.timed_out() == recovery::OnTimeout::Fail {
                 return Err(e);
             }
-            warn!("{}: {what} (command {cid}) timed out after {} ms; asking the controller to abort it", self.name, self.timeout_ns / 1_000_000);
+            // Ask the controller to abort it; re-issue it if that completes it, else
+            // reset the controller first (recovery::Policy decides).
+            crate::event!(
+                "nvme-timeout",
+                "dev={} what={what} cid={cid} commands=1 timeout_ms={} action=abort",
+                self.name,
+                self.timeout_ns / 1_000_000
+            );
             let aborted = self
                 .ctrl
                 .abort(&self.dma, &mut SpinClock, 1, cid)
@@ -360,18 +379,13 @@ impl Disk {
             let completed = aborted && self.wait(h, cid, what).await.is_ok();
             match recovery.abort_result(completed) {
                 recovery::AfterAbort::Reissue => {
-                    warn!("{}: command {cid} aborted; re-issuing {what}", self.name);
+                    crate::event!("nvme-reissue", "dev={} what={what} after=abort", self.name);
                 }
                 recovery::AfterAbort::ResetThenReissue => {
-                    warn!(
-                        "{}: abort did not complete command {cid}; resetting the controller",
-                        self.name
-                    );
+                    // The abort did not complete the command.
                     let lost = self.reset_controller()?;
-                    warn!(
-                        "{}: controller reset ({lost} in flight dropped); re-issuing {what}",
-                        self.name
-                    );
+                    crate::event!("nvme-reset", "dev={} dropped={lost}", self.name);
+                    crate::event!("nvme-reissue", "dev={} what={what} after=reset", self.name);
                 }
             }
         }
@@ -528,16 +542,19 @@ impl Disk {
                     break;
                 }
                 recovery::Verdict::Reset { stuck } => {
-                    warn!(
-                        "{}: {stuck} command(s) timed out after {} ms; resetting the controller",
+                    crate::event!(
+                        "nvme-timeout",
+                        "dev={} what=batch commands={stuck} timeout_ms={} action=reset",
                         self.name,
                         self.timeout_ns / 1_000_000
                     );
                     match self.reset_controller() {
                         Ok(_) => {
                             let n = batch.requeue_in_flight(&mut self.pool);
-                            warn!(
-                                "{}: controller reset ({n} in flight dropped); re-issuing them",
+                            crate::event!("nvme-reset", "dev={} dropped={n}", self.name);
+                            crate::event!(
+                                "nvme-reissue",
+                                "dev={} what=batch after=reset",
                                 self.name
                             );
                         }

@@ -60,19 +60,19 @@ fn leave(reason: ShutdownReason, code: u32) -> ! {
         arch::outl(DEBUG_EXIT_PORT, code);
         // Still here: no isa-debug-exit device. Nothing else to do but stop.
     }
-    crate::println!("bulkhead: halted");
+    crate::println!("{}name=stop reason=halted", bulkhead_event::EVENT);
     arch::halt_forever()
 }
 
 /// Clean exit: the domain powers off (QEMU exits with status 1).
 pub fn poweroff() -> ! {
-    crate::println!("bulkhead: powering off");
+    crate::println!("{}name=stop reason=poweroff", bulkhead_event::EVENT);
     leave(ShutdownReason::Poweroff, EXIT_SUCCESS)
 }
 
 /// The toolstack asked for a reboot (xl applies `on_reboot=`).
 pub fn reboot() -> ! {
-    crate::println!("bulkhead: rebooting");
+    crate::println!("{}name=stop reason=reboot", bulkhead_event::EVENT);
     leave(ShutdownReason::Reboot, EXIT_SUCCESS)
 }
 
@@ -112,6 +112,6 @@ pub fn report_panic(info: &PanicInfo, nested: bool) -> ! {
 /// Failure exit: the domain is reported crashed (QEMU exits with status 3).
 pub fn crash() -> ! {
     crate::hw::silence_for_crash();
-    crate::println!("bulkhead: stopping as crashed");
+    crate::println!("{}name=stop reason=crashed", bulkhead_event::EVENT);
     leave(ShutdownReason::Crash, EXIT_FAILURE)
 }

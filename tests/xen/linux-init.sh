@@ -11,7 +11,7 @@
 #          then the benchmark's commands (below)
 #   blk    a guest of Bulkhead's blkback: negotiated features, 64 MiB of random data with
 #          O_DIRECT read back by checksum, ext4 with files verified after a remount,
-#          fstrim; prints "linux-blk: PASS" or "linux-blk: FAIL: why"
+#          fstrim; a verdict `result: name=linux-blk pass=1` (or pass=0 why="...")
 #   demo   make run's guest: ext4 on xvda read back after a remount, a DHCP lease and
 #          pings on eth0, then a shell on its console
 #   net    a guest of netback: DHCP, pings, a 64 MiB TCP transfer to or from a peer
@@ -27,6 +27,16 @@ mkdir -p /var/run/xen /var/lib/xen /var/log/xen
 mount -t tmpfs tmpfs /tmp
 role=$(sed -n 's/.*bulkhead\.role=\([a-z]*\).*/\1/p' /proc/cmdline)
 say() { echo "linux-$role: $*"; }
+# What dom0's scenarios check is printed as structured lines (tests/xen/scenarios/
+# fields.awk reads them; `say` is prose for people and may change): `result:
+# name=linux-ROLE` and key=value fields, free text in double quotes (quote). A role's
+# verdict is pass=1, or pass=0 with why=.
+result() { echo "result: name=linux-$role $*"; }
+quote() { printf '"%s"' "$(printf '%s' "$*" | tr -d '"' | tr '\r\n' '  ')"; }
+passed() { result "pass=1"; }
+failed() { result "pass=0 why=$(quote "$*")"; }
+# received PING-OUTPUT: how many answers ping counted.
+received() { echo "$1" | sed -n 's/.* \([0-9]*\) packets received.*/\1/p'; }
 t0=$(cut -d' ' -f1 /proc/uptime)
 
 # lease IFACE: DHCP by busybox udhcpc, whose script configures IFACE and writes the lease
@@ -201,13 +211,14 @@ VIF
         chmod 755 /etc/xen/scripts/bulkhead-vif
     fi
     say "ready after $(cut -d' ' -f1 /proc/uptime) s of uptime (init started at $t0 s)"
+    result "step=ready"
     # The benchmark's commands (the raw NVMe figure, memory in use).
     [ -x /opt/fio/fio ] && bench_commands
     ;;
 guest)
     modprobe xen-blkfront
     i=0
-    until [ -b /dev/xvda ]; do i=$((i + 1)); [ $i -gt 120 ] && { say "FAIL: no /dev/xvda"; break; }; sleep 1; done
+    until [ -b /dev/xvda ]; do i=$((i + 1)); [ $i -gt 120 ] && { failed "no /dev/xvda"; break; }; sleep 1; done
     if [ -b /dev/xvda ]; then
         say "xvda: $(cat /sys/block/xvda/size) sectors"
         # A cheap pattern (reading /dev/urandom under nested TCG has crashed guests).
@@ -215,15 +226,16 @@ guest)
         dd if=/tmp/pattern of=/dev/xvda bs=4096 oflag=direct conv=fsync 2>/dev/null
         sz=$(wc -c </tmp/pattern)
         dd if=/dev/xvda bs=4096 iflag=direct count=$(( (sz + 4095) / 4096 )) 2>/dev/null | head -c "$sz" >/tmp/back
-        if cmp -s /tmp/pattern /tmp/back; then say "disk ok: $sz bytes written with O_DIRECT and read back equal"; else say "FAIL: read back differs"; fi
+        if cmp -s /tmp/pattern /tmp/back; then say "disk ok: $sz bytes written with O_DIRECT and read back equal"; passed; else failed "read back differs"; fi
     fi
     ;;
 demo)
     # make run's guest (tests/xen/scenarios/demo.sh): an ext4 file system on the disk
     # Bulkhead serves from its NVMe, written, remounted and read back; a DHCP lease and
     # pings through Bulkhead's switch and e1000e; then a shell on its console for
-    # `xl console demo`. One "linux-demo: result ..." line per check, then PASS or FAIL.
-    fail() { say "FAIL: $*"; exec sleep 100000; }
+    # `xl console demo`. A line for people and a result line (step=) per check, then the
+    # verdict.
+    fail() { failed "$*"; exec sleep 100000; }
     for m in xen-blkfront xen-netfront ext4; do modprobe $m; done
     i=0
     until [ -b /dev/xvda ] && [ -e /sys/class/net/eth0 ]; do i=$((i + 1)); [ $i -gt 240 ] && fail "no xvda or eth0"; sleep 0.5; done
@@ -239,19 +251,22 @@ demo)
     echo 3 >/proc/sys/vm/drop_caches
     mount -t ext4 /dev/xvda /mnt || fail "remount failed"
     (cd /mnt && sha256sum -c -s /tmp/sums) || fail "files differ after the remount"
-    say "result disk: ext4 made on xvda, $(wc -l </tmp/sums) files ($(du -sk /mnt/files | cut -f1) KiB) written, read back equal after a remount ($(awk -v a="$t" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { printf "%.1f", b - a }') s)"
+    say "disk: ext4 made on xvda, $(wc -l </tmp/sums) files ($(du -sk /mnt/files | cut -f1) KiB) written, read back equal after a remount ($(awk -v a="$t" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { printf "%.1f", b - a }') s)"
+    result "step=disk files=$(wc -l </tmp/sums) equal=1"
     ip link set lo up
     lease eth0 || fail "no DHCP lease: $(tail -3 /tmp/udhcpc.log)"
     eval "$(cat /tmp/lease)"
-    say "result lease: $IPV4ADDR/$IPV4NETMASK, gateway $IPV4GATEWAY (QEMU's user network, through Bulkhead's switch and e1000e)"
+    say "lease: $IPV4ADDR/$IPV4NETMASK, gateway $IPV4GATEWAY (QEMU's user network, through Bulkhead's switch and e1000e)"
+    result "step=lease addr=$IPV4ADDR gateway=$IPV4GATEWAY"
     out=$(ping -c 3 -W 5 "$IPV4GATEWAY" 2>&1) || fail "cannot ping the gateway: $out"
-    say "result ping: $IPV4GATEWAY $(echo "$out" | grep 'packets transmitted'), round trip $(echo "$out" | grep 'min/avg/max' | sed 's/.*= //')"
-    say "PASS"
+    say "ping: $IPV4GATEWAY $(echo "$out" | grep 'packets transmitted'), round trip $(echo "$out" | grep 'min/avg/max' | sed 's/.*= //')"
+    result "step=ping to=$IPV4GATEWAY received=$(received "$out")"
+    passed
     # The shell `xl console demo` reaches (Ctrl-] leaves it).
     while :; do setsid -c sh -i </dev/hvc0 >/dev/hvc0 2>&1 || sleep 100000; done
     ;;
 blk)
-    fail() { say "FAIL: $*"; exec sleep 100000; }
+    fail() { failed "$*"; exec sleep 100000; }
     modprobe xen-blkfront
     modprobe ext4
     i=0
@@ -259,11 +274,14 @@ blk)
     me=$(sed -n 's/.*bulkhead\.name=\([a-z0-9]*\).*/\1/p' /proc/cmdline)
     say "xvda: $(cat /sys/block/xvda/size) sectors, ro=$(cat /sys/block/xvda/ro)"
     say "$(dmesg | grep -m1 'blkfront: xvda:' | sed 's/^\[[^]]*\] //')"
-    say "queue: max_segments=$(cat /sys/block/xvda/queue/max_segments) max_hw_sectors_kb=$(cat /sys/block/xvda/queue/max_hw_sectors_kb) discard_max_bytes=$(cat /sys/block/xvda/queue/discard_max_bytes)"
+    # What blkfront negotiated, as the block layer shows it: more than 11 segments a
+    # request only with indirect descriptors, a write-back cache only with flush.
+    result "step=xvda sectors=$(cat /sys/block/xvda/size) ro=$(cat /sys/block/xvda/ro) max_segments=$(cat /sys/block/xvda/queue/max_segments) max_hw_sectors_kb=$(cat /sys/block/xvda/queue/max_hw_sectors_kb) discard_max_bytes=$(cat /sys/block/xvda/queue/discard_max_bytes) write_cache=$(cut -d' ' -f2 /sys/block/xvda/queue/write_cache)"
     # bulkhead.attach-only: only the runtime attaches below (blkback-cycles; blkback ran
     # the disk checks on the same kind of disk).
     if grep -q "bulkhead.attach-only" /proc/cmdline; then
-        say "READY for attaches (disk checks skipped: bulkhead.attach-only)"
+        say "ready for attaches (disk checks skipped: bulkhead.attach-only)"
+        result "step=ready"
     else
         # The disk must start out empty: a second guest served the same blocks would not.
         # (bulkhead.reused: a scenario that knowingly reuses a partition.)
@@ -298,7 +316,7 @@ blk)
         trimmed=$(fstrim -v /mnt 2>&1) || fail "fstrim failed: $trimmed"
         say "fstrim ok: $trimmed"
         umount /mnt
-        say "PASS"
+        passed
     fi
     # Disks attached later (xl block-attach) show up as xvdb: report what each one is, and
     # that a read-only one refuses writes.
@@ -309,16 +327,16 @@ blk)
         ro=$(cat /sys/block/xvdb/ro)
         if dd if=/dev/xvdb bs=4096 count=1 iflag=direct 2>/dev/null | wc -c | grep -q '^4096$'; then r=ok; else r=failed; fi
         if [ "$ro" = 1 ]; then
-            if dd if=/dev/zero of=/dev/xvdb bs=4096 count=1 oflag=direct conv=notrunc 2>/dev/null; then w="write accepted"; else w="write refused"; fi
+            if dd if=/dev/zero of=/dev/xvdb bs=4096 count=1 oflag=direct conv=notrunc 2>/dev/null; then w=accepted; else w=refused; fi
         else
-            w="writable"
+            w=writable
         fi
-        say "attach $n: xvdb $(cat /sys/block/xvdb/size) sectors, ro=$ro, read $r, $w"
+        result "step=attach n=$n sectors=$(cat /sys/block/xvdb/size) ro=$ro read=$r write=$w"
         while [ -b /dev/xvdb ]; do sleep 0.5; done
         # The xenbus device goes after the disk; a new attach of the same vdev before
         # that is not probed (Linux's xenbus sees the node still there).
         while [ -e /sys/bus/xen/devices/vbd-51728 ]; do sleep 0.5; done
-        say "detached $n"
+        result "step=detached n=$n"
     done
     ;;
 bench)
@@ -326,19 +344,20 @@ bench)
     modprobe xen-blkfront
     modprobe xen-netfront
     i=0
-    until [ -b /dev/xvda ] && [ -e /sys/class/net/eth0 ]; do i=$((i + 1)); [ $i -gt 240 ] && { say "FAIL: no xvda or eth0"; exec sleep 100000; }; sleep 0.5; done
+    until [ -b /dev/xvda ] && [ -e /sys/class/net/eth0 ]; do i=$((i + 1)); [ $i -gt 240 ] && { failed "no xvda or eth0"; exec sleep 100000; }; sleep 0.5; done
     ip link set lo up
-    lease eth0 || { say "FAIL: no DHCP lease: $(tail -1 /tmp/udhcpc.log)"; exec sleep 100000; }
+    lease eth0 || { failed "no DHCP lease: $(tail -1 /tmp/udhcpc.log)"; exec sleep 100000; }
     eval "$(cat /tmp/lease)"
     # An IPv6 address on dom0's outer test network (fd00::/64: dom0's iperf3 server, the
     # "outside", is fd00::200): QEMU's user network on the same hub would answer IPv4 TCP
     # to any outside address itself.
     ip6=$(sed -n 's/.*bulkhead\.ip6=\([0-9a-f:]*\).*/\1/p' /proc/cmdline)
-    ip -6 addr add "$ip6/64" dev eth0 || { say "FAIL: cannot add $ip6"; exec sleep 100000; }
+    ip -6 addr add "$ip6/64" dev eth0 || { failed "cannot add $ip6"; exec sleep 100000; }
     sleep 3 # duplicate address detection
     xenstore-write data/ip "$IPV4ADDR"
-    iperf3 -s -D || { say "FAIL: iperf3 -s"; exec sleep 100000; }
+    iperf3 -s -D || { failed "iperf3 -s"; exec sleep 100000; }
     say "ready: xvda $(cat /sys/block/xvda/size) sectors, $IPV4ADDR, $ip6"
+    result "step=ready addr=$IPV4ADDR ip6=$ip6"
     bench_commands
     ;;
 net)
@@ -347,7 +366,7 @@ net)
     # TCP 5001 or (bulkhead.net=send) ping the peer dom0 names in xenstore (data/peer)
     # and send it 16 MiB of pseudo-random data, then the same to a sink in dom0 through
     # the uplink; both sides print the sha256.
-    fail() { say "FAIL: $*"; exec sleep 100000; }
+    fail() { failed "$*"; exec sleep 100000; }
     mount -t xenfs xenfs /proc/xen
     me=$(sed -n 's/.*bulkhead\.name=\([a-z0-9]*\).*/\1/p' /proc/cmdline)
     part=$(sed -n 's/.*bulkhead\.net=\([a-z]*\).*/\1/p' /proc/cmdline)
@@ -360,28 +379,28 @@ net)
     lease eth0 || fail "no DHCP lease: $(tail -3 /tmp/udhcpc.log)"
     eval "$(cat /tmp/lease)"
     [ -n "$IPV4GATEWAY" ] || fail "the lease names no gateway"
-    say "address $IPV4ADDR/$IPV4NETMASK gateway $IPV4GATEWAY"
+    result "step=lease addr=$IPV4ADDR netmask=$IPV4NETMASK gateway=$IPV4GATEWAY"
     xenstore-write data/ip "$IPV4ADDR" || fail "cannot publish the address in xenstore"
     out=$(ping -c 3 -W 5 "$IPV4GATEWAY" 2>&1) || fail "cannot ping the gateway: $out"
-    say "gateway $IPV4GATEWAY: $(echo "$out" | grep 'packets transmitted')"
+    result "step=ping to=$IPV4GATEWAY received=$(received "$out")"
     case "$part" in
     recv)
         # An iperf3 server for load (dd-lifecycle's busy guest).
         iperf3 -s -D -p 5201 || fail "iperf3 -s failed"
-        say "listening on 5001"
+        result "step=listening port=5001"
         progress &
         mon=$!
         nc -l -p 5001 >/tmp/recv || fail "nc -l failed"
         kill $mon
-        say "received $(wc -c </tmp/recv) bytes sha256 $(sha256sum </tmp/recv | cut -d' ' -f1)"
+        result "step=received bytes=$(wc -c </tmp/recv) sha256=$(sha256sum </tmp/recv | cut -d' ' -f1)"
         ;;
     send)
         i=0
         until peer=$(xenstore-read data/peer 2>/dev/null); do i=$((i + 1)); [ $i -gt 240 ] && fail "no peer address"; sleep 0.5; done
         out=$(ping -c 5 -W 5 "$peer" 2>&1) || fail "cannot ping the peer $peer: $out"
-        say "peer $peer: $(echo "$out" | grep 'packets transmitted')"
+        result "step=ping to=$peer received=$(received "$out")"
         /bulkhead-prng "$me" 16777216 >/tmp/send || fail "no random data"
-        say "sending $(wc -c </tmp/send) bytes sha256 $(sha256sum </tmp/send | cut -d' ' -f1)"
+        result "step=sending bytes=$(wc -c </tmp/send) sha256=$(sha256sum </tmp/send | cut -d' ' -f1)"
         # The receiver may still be starting its listener.
         i=0
         progress &
@@ -390,7 +409,7 @@ net)
         until nc "$peer" 5001 </tmp/send; do i=$((i + 1)); [ $i -gt 20 ] && fail "cannot connect to $peer:5001"; sleep 1; t0=$(cut -d' ' -f1 /proc/uptime); done
         t1=$(cut -d' ' -f1 /proc/uptime)
         kill $mon
-        say "sent in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%d", (b - a) * 1000 }') ms"
+        result "step=sent ms=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%d", (b - a) * 1000 }')"
         say "tx: $(cat /sys/class/net/eth0/statistics/tx_packets) packets $(cat /sys/class/net/eth0/statistics/tx_bytes) bytes"
         # Then out through the uplink to a sink in dom0, over IPv6: QEMU's user network
         # on the same hub (IPv6 off) would otherwise answer the TCP handshake itself.
@@ -398,7 +417,7 @@ net)
         until sink=$(xenstore-read data/sink 2>/dev/null); do i=$((i + 1)); [ $i -gt 120 ] && fail "no sink address"; sleep 0.5; done
         ip -6 addr add "${sink%::*}::$(echo "$IPV4ADDR" | cut -d. -f4)/64" dev eth0 || fail "cannot add an IPv6 address"
         sleep 3 # duplicate address detection
-        say "sending $(wc -c </tmp/send) bytes to $sink sha256 $(sha256sum </tmp/send | cut -d' ' -f1)"
+        result "step=sending-outside to=$sink bytes=$(wc -c </tmp/send) sha256=$(sha256sum </tmp/send | cut -d' ' -f1)"
         i=0
         t0=$(cut -d' ' -f1 /proc/uptime)
         until timeout 150 nc "$sink" 5003 </tmp/send; do
@@ -413,40 +432,47 @@ net)
             t0=$(cut -d' ' -f1 /proc/uptime)
         done
         t1=$(cut -d' ' -f1 /proc/uptime)
-        say "sent to the outside in $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%d", (b - a) * 1000 }') ms"
+        result "step=sent-outside ms=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%d", (b - a) * 1000 }')"
         ;;
     esac
     ;;
 life)
     # The fault-isolation guest: a heartbeat on its console every 2 s whatever happens to
     # its driver domain, and commands from dom0 through xenstore (data/cmd = "N VERB
-    # ARGS"), each answered on the console as "linux-life: N done: ...".
+    # ARGS"), each answered on the console as a result line `cmd=N` with `ok=1` or `ok=0`,
+    # and why= for a failure.
     mount -t xenfs xenfs /proc/xen
     modprobe xen-blkfront
     modprobe xen-netfront
-    (n=0; while :; do n=$((n + 1)); say "heartbeat $n"; sleep 2; done) &
+    (n=0; while :; do n=$((n + 1)); result "step=heartbeat n=$n"; sleep 2; done) &
+    # answer N ok|WHY FIELD...: command N's answer, done or failed for WHY.
+    answer() {
+        local n=$1 r=$2
+        shift 2
+        if [ "$r" = ok ]; then result "cmd=$n ok=1 $*"; else result "cmd=$n ok=0 why=$(quote "$r") $*"; fi
+    }
     chunk=4194304
     pat() { /bulkhead-prng "life-$1" $chunk; }
     waitdev() { i=0; until [ -e "$1" ]; do i=$((i + 1)); [ $i -gt 120 ] && return 1; sleep 0.5; done; }
-    say "ready"
+    result "step=ready"
     while next_command 0.5; do
         # shellcheck disable=SC2086 # split the command into its words
         set -- $CMD
         n=$1 verb=$2 dev=$3 k=$4
         case "$verb" in
         write)
-            waitdev "/dev/$dev" || { say "$n done: no /dev/$dev"; continue; }
+            waitdev "/dev/$dev" || { answer "$n" "no /dev/$dev"; continue; }
             if pat "$k" | dd of="/dev/$dev" bs=1M seek=$((k * 4)) oflag=direct conv=fsync 2>/dev/null; then
-                say "$n done: wrote $k on $dev sha $(pat "$k" | sha256sum | cut -c1-16)"
+                answer "$n" ok "verb=write dev=$dev chunk=$k sha=$(pat "$k" | sha256sum | cut -c1-16)"
             else
-                say "$n done: write $k on $dev failed"
+                answer "$n" "write $k on $dev failed" "verb=write dev=$dev chunk=$k"
             fi
             ;;
         verify)
-            waitdev "/dev/$dev" || { say "$n done: no /dev/$dev"; continue; }
+            waitdev "/dev/$dev" || { answer "$n" "no /dev/$dev"; continue; }
             a=$(dd if="/dev/$dev" bs=1M skip=$((k * 4)) count=4 iflag=direct 2>/dev/null | sha256sum | cut -c1-16)
             b=$(pat "$k" | sha256sum | cut -c1-16)
-            if [ "$a" = "$b" ]; then say "$n done: verify $k on $dev ok"; else say "$n done: verify $k on $dev FAIL ($a, want $b)"; fi
+            if [ "$a" = "$b" ]; then answer "$n" ok "verb=verify dev=$dev chunk=$k"; else answer "$n" "chunk $k on $dev reads $a, want $b" "verb=verify dev=$dev chunk=$k"; fi
             ;;
         busy)
             # "busy DISK [PEER PORT]": fio writing DISK and iperf3 to PEER's server (another
@@ -480,17 +506,17 @@ life)
             fi
             sleep 2
             kill -0 "$(head -1 /tmp/busy.pids)" 2>/dev/null || disk="$disk (exited: $(tail -1 /tmp/fio.log 2>/dev/null))"
-            say "$n done: busy on $dev: $disk, $vif"
+            answer "$n" ok "verb=busy dev=$dev disk=$(quote "$disk") vif=$(quote "$vif")"
             ;;
         quiet)
             # shellcheck disable=SC2046 # one pid per word
             kill $(cat /tmp/busy.pids) 2>/dev/null
             killall iperf3 2>/dev/null
-            say "$n done: quiet"
+            answer "$n" ok "verb=quiet"
             ;;
         read)
             # Must end with data or an error, not hang (timeout says 124).
-            waitdev "/dev/$dev" || { say "$n done: no /dev/$dev"; continue; }
+            waitdev "/dev/$dev" || { answer "$n" "no /dev/$dev"; continue; }
             # In the background: a read stuck in the kernel cannot be killed, and the
             # command loop must go on.
             rm -f /tmp/read.rc
@@ -501,13 +527,13 @@ life)
             while [ ! -s /tmp/read.rc ] && [ "$(cut -d. -f1 /proc/uptime)" -lt $end ]; do sleep 0.5; done
             rc=$(cat /tmp/read.rc 2>/dev/null || echo 124)
             case $rc in
-            0) say "$n done: read $dev ok" ;;
-            124 | 143) say "$n done: read $dev hung" ;;
-            *) say "$n done: read $dev error ($(tail -1 /tmp/read.err))" ;;
+            0) answer "$n" ok "verb=read dev=$dev read=ok" ;;
+            124 | 143) answer "$n" ok "verb=read dev=$dev read=hung" ;;
+            *) answer "$n" ok "verb=read dev=$dev read=error error=$(quote "$(tail -1 /tmp/read.err)")" ;;
             esac
             ;;
         net)
-            waitdev "/sys/class/net/$dev" || { say "$n done: no $dev"; continue; }
+            waitdev "/sys/class/net/$dev" || { answer "$n" "no $dev"; continue; }
             # The vifs of driver domains that are gone stay, dead: take them out of routing.
             for o in /sys/class/net/eth*; do
                 o=${o##*/}
@@ -515,12 +541,12 @@ life)
             done
             if lease "$dev"; then
                 eval "$(cat /tmp/lease)"
-                if ping -c 3 -W 5 "$IPV4GATEWAY" >/dev/null 2>&1; then say "$n done: net $dev ok $IPV4ADDR"; else say "$n done: net $dev FAIL ping"; fi
+                if ping -c 3 -W 5 "$IPV4GATEWAY" >/dev/null 2>&1; then answer "$n" ok "verb=net dev=$dev addr=$IPV4ADDR"; else answer "$n" "no answer from the gateway" "verb=net dev=$dev"; fi
             else
-                say "$n done: net $dev FAIL lease"
+                answer "$n" "no DHCP lease" "verb=net dev=$dev"
             fi
             ;;
-        *) say "$n done: unknown command $verb" ;;
+        *) answer "$n" "unknown command $verb" ;;
         esac
     done
     ;;
@@ -528,20 +554,20 @@ netcycle)
     # Runtime network-attach/detach: each new eth0 gets a lease and pings the gateway.
     mount -t xenfs xenfs /proc/xen
     modprobe xen-netfront
-    say "ready"
+    result "step=ready"
     n=0
     while :; do
         until [ -e /sys/class/net/eth0 ]; do sleep 0.5; done
         n=$((n + 1))
         if lease eth0; then
             eval "$(cat /tmp/lease)"
-            if ping -c 2 -W 5 "$IPV4GATEWAY" >/tmp/ping.log 2>&1; then r="gateway $IPV4GATEWAY answered"; else r="gateway $IPV4GATEWAY silent"; fi
-            say "attach $n: $IPV4ADDR, $r"
+            if ping -c 2 -W 5 "$IPV4GATEWAY" >/tmp/ping.log 2>&1; then r=1; else r=0; fi
+            result "step=attach n=$n addr=$IPV4ADDR gateway=$IPV4GATEWAY answered=$r"
         else
-            say "attach $n: no DHCP lease: $(tail -1 /tmp/udhcpc.log)"
+            result "step=attach n=$n addr=none why=$(quote "no DHCP lease: $(tail -1 /tmp/udhcpc.log)")"
         fi
         while [ -e /sys/class/net/eth0 ]; do sleep 0.5; done
-        say "detached $n"
+        result "step=detached n=$n"
     done
     ;;
 victim)
@@ -550,14 +576,14 @@ victim)
     # figures per phase that dom0 names in data/phase.
     modprobe xen-blkfront; modprobe xen-netfront
     i=0
-    until [ -b /dev/xvda ] && [ -e /sys/class/net/eth0 ]; do i=$((i + 1)); [ $i -gt 240 ] && { say "FAIL: no xvda or eth0"; break; }; sleep 0.5; done
+    until [ -b /dev/xvda ] && [ -e /sys/class/net/eth0 ]; do i=$((i + 1)); [ $i -gt 240 ] && { failed "no xvda or eth0"; break; }; sleep 0.5; done
     if lease eth0; then
         eval "$(cat /tmp/lease)"
         xenstore-write "data/victim-mac" "$(cat /sys/class/net/eth0/address)"
         xenstore-write "data/victim-ip" "$IPV4ADDR"
         /bulkhead-hostile victim /dev/xvda "$IPV4GATEWAY"
     else
-        say "FAIL: no DHCP lease: $(tail -1 /tmp/udhcpc.log)"
+        failed "no DHCP lease: $(tail -1 /tmp/udhcpc.log)"
     fi
     ;;
 hostile)

@@ -87,7 +87,7 @@ fn attack(words: &[&str]) -> Result<String> {
 /// Wait for dom0 to name an attack in data/attack, run it, answer in data/result.
 fn agent() -> Result<String> {
     let mut xs = Xs::open()?;
-    println!("hostile: ready");
+    println!("result: name=hostile step=ready");
     let mut last = String::new();
     loop {
         std::thread::sleep(Duration::from_millis(200));

@@ -151,7 +151,7 @@ fn disk_loop(dev: String, s: Arc<Mutex<Shared>>) {
     {
         Ok(f) => f,
         Err(e) => {
-            println!("victim: cannot open {dev}: {e}");
+            println!("result: name=victim pass=0 why=\"cannot open {dev}: {e}\"");
             return;
         }
     };
@@ -217,7 +217,10 @@ fn ping_loop(target: [u8; 4], s: Arc<Mutex<Shared>>) {
     // SAFETY: plain socket calls on a descriptor this function owns.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) };
     if fd < 0 {
-        println!("victim: no raw socket: {}", std::io::Error::last_os_error());
+        println!(
+            "result: name=victim pass=0 why=\"no raw socket: {}\"",
+            std::io::Error::last_os_error()
+        );
         return;
     }
     let tv = libc::timeval {
@@ -311,7 +314,7 @@ pub fn run(dev: &str, target: &str) -> Result<String> {
         let (s4, c) = (s.clone(), current.clone());
         std::thread::spawn(move || stall_watch(s4, c));
     }
-    println!("victim: ready");
+    println!("result: name=victim step=ready");
     let mut phase = String::from("start");
     let mut steal = steal_ms();
     loop {
@@ -351,25 +354,26 @@ pub fn run(dev: &str, target: &str) -> Result<String> {
             end.map(|e| format!("{:.1}", (e - gap - start).as_secs_f64()))
                 .unwrap_or_else(|| "-".into())
         };
-        // Where each longest gap began (seconds into the phase) and whether this guest
-        // itself was kept from running meanwhile: a stall to explain, not to count.
+        // One result line per phase (tests/xen/scenarios/victim-verdict.awk reads it):
+        // throughput, the longest time without a completed disk I/O and without a ping
+        // answer, where each began (seconds into the phase, `-` if none ended), and
+        // whether this guest itself was kept from running meanwhile (a stall to explain,
+        // not to count). The phase is named as Bulkhead names dom0's mark for it.
         println!(
-            "victim: phase {phase} detail: disk gap from {} s, ping gap from {} s; this guest overslept at most {} ms, {} ms stolen from its vCPUs",
-            at(w.disk_gap_end, w.disk_gap),
-            at(w.ping_gap_end, w.ping_gap),
-            w.self_gap.as_millis(),
-            stolen
-        );
-        println!(
-            "victim: phase {phase}: {:.1} s, disk {} KiB/s ({} ops, {} errors, longest gap {} ms), ping {} of {} answered (longest gap {} ms)",
+            "result: name=victim phase={} secs={:.1} disk_kibs={} disk_ops={} disk_errors={} disk_gap_ms={} disk_gap_from_s={} pings={} answered={} ping_gap_ms={} ping_gap_from_s={} overslept_ms={} stolen_ms={}",
+            mark_name(&phase),
             secs,
             (w.disk_bytes as f64 / 1024.0 / secs.max(0.001)) as u64,
             w.disk_ops,
             w.disk_errors,
             w.disk_gap.as_millis(),
-            w.answers,
+            at(w.disk_gap_end, w.disk_gap),
             w.pings,
-            w.ping_gap.as_millis()
+            w.answers,
+            w.ping_gap.as_millis(),
+            at(w.ping_gap_end, w.ping_gap),
+            w.self_gap.as_millis(),
+            stolen
         );
         if now == "end" {
             return Ok("victim: done".into());
@@ -377,4 +381,20 @@ pub fn run(dev: &str, target: &str) -> Result<String> {
         phase = now;
         *current.lock().unwrap() = phase.clone();
     }
+}
+
+/// A phase's name as Bulkhead logs dom0's mark for it (kernel/src/xen/control.rs): cut
+/// to 64, anything but letters, digits and `.-_` made `_`, so the verdict can pair them.
+fn mark_name(phase: &str) -> String {
+    phase
+        .chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }

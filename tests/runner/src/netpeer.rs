@@ -33,7 +33,7 @@ pub type StartPeer = Box<dyn FnOnce(Sender<(Instant, String)>) + Send>;
 pub struct Wiring {
     pub qemu_args: Vec<String>,
     /// The console line after which the peer starts.
-    pub trigger: &'static str,
+    pub trigger: crate::qemu::Want,
     pub start: StartPeer,
 }
 
@@ -55,7 +55,10 @@ pub fn wire(net: Net) -> Result<Wiring, String> {
                     "-device".into(),
                     format!("{nic},netdev=n0,mac={GUEST_MAC}"),
                 ],
-                trigger: "mgmt: 10.0.2.15/24 (dhcp)",
+                trigger: crate::qemu::event(
+                    "mgmt-address",
+                    &[("addr", "10.0.2.15/24"), ("source", "dhcp")],
+                ),
                 start: Box::new(move |tx| status_page(port, tx)),
             })
         }
@@ -70,7 +73,10 @@ pub fn wire(net: Net) -> Result<Wiring, String> {
                     "-device".into(),
                     format!("{nic},netdev=n0,mac={GUEST_MAC}"),
                 ],
-                trigger: "mgmt: 192.168.76.2/24 (static)",
+                trigger: crate::qemu::event(
+                    "mgmt-address",
+                    &[("addr", "192.168.76.2/24"), ("source", "static")],
+                ),
                 start: Box::new(move |tx| {
                     let say = |l: String| {
                         let _ = tx.send((Instant::now(), l));

@@ -15,7 +15,7 @@ start_multiboot_dd "00:03.0 00:04.0" "loglevel=info" "memory=32"
 result mb_xl_create_ms "$DD_CREATED_MS"
 POLL_S=0.1 expect "$DD_COM1" "Bulkhead [0-9]" 240 "no banner on COM1 (multiboot path)"
 result mb_first_line_ms "$(ms_since "$DD_T0")"
-POLL_S=0.1 expect "$log" "watching /local/domain/$DD_ID/backend" 240 "xenbus watcher not started (multiboot path)"
+POLL_S=0.1 expect_event "$log" 240 "xenbus watcher not started (multiboot path)" backend-watch "home=/local/domain/$DD_ID" >/dev/null
 result mb_ready_ms "$(ms_since "$DD_T0")"
 bench_guest bench1 bulkhead part:delta fd00::11
 result mb_guest_disk_connected_ms "$GUEST_CONNECTED_MS"
@@ -28,7 +28,7 @@ start_hvm_dd "00:03.0 00:04.0" "bench-storage=$SECS" "memory=32"
 result dd_xl_create_ms "$DD_CREATED_MS"
 POLL_S=0.1 expect "$DD_COM1" "Bulkhead [0-9]" 240 "no banner on COM1"
 result dd_first_line_ms "$(ms_since "$DD_T0")"
-POLL_S=0.1 expect "$log" "watching /local/domain/$DD_ID/backend" 240 "xenbus watcher not started"
+POLL_S=0.1 expect_event "$log" 240 "xenbus watcher not started" backend-watch "home=/local/domain/$DD_ID" >/dev/null
 result dd_ready_ms "$(ms_since "$DD_T0")"
 line=$(wait_for "$log" "^bench-storage: " $((SECS * 3 + 120))) || fail "no bench-storage figure"
 R=${line#*: *: }
@@ -37,7 +37,7 @@ workloads part:delta part:epsilon
 # Memory in use as Bulkhead counts it (image, tables, buffers, the heap's used part; not
 # the map slots it gave back to Xen).
 state_dump || fail "no state dump"
-result dd_mem_used_kib "$(grep "dump: resources" "$log" | tail -1 | sed 's/.*memory \([0-9]*\) KiB in use.*/\1/')"
+result dd_mem_used_kib "$(events "$log" dump | tail -1 | field memory_kib)"
 guests_down
 DD_ID=
 timeout "$(scaled 60)" xl shutdown -w bulkhead >/dev/null 2>&1 || xl destroy bulkhead

@@ -91,8 +91,8 @@ CFG
     g=$(xl domid "$1")
     POLL_S=0.1 poll 240 xs_is "/local/domain/$be/backend/vbd/$g/51712/state" 4 || fail "$1's disk never Connected"
     GUEST_CONNECTED_MS=$(ms_since "$t0")
-    expect "$f" "linux-bench: (ready|FAIL)" 300 "$1 did not get ready"
-    grep -q "linux-bench: FAIL" "$f" && fail "$1: $(grep -a 'linux-bench: FAIL' "$f")"
+    poll_live 300 reached "$f" linux-bench ready || fail "$1 did not get ready"
+    results "$f" linux-bench pass=0 >/dev/null && fail "$1: $(results "$f" linux-bench pass=0 | field why)"
     grep -a "linux-bench: ready" "$f"
 }
 
@@ -163,9 +163,9 @@ probe() {
 state_dump() {
     local log n
     log=$(console_of bulkhead)
-    n=$(grep -c "dump: resources" "$log")
+    n=$(count_events "$log" dump)
     xenstore-write "/local/domain/$DD_ID/control/dump" 1
-    POLL_S=0.1 poll_live 30 at_least $((n + 1)) "$log" "dump: resources"
+    POLL_S=0.1 poll_live 30 at_least_events $((n + 1)) "$log" dump
 }
 # sample_start, sample_stop LABEL: with BENCH_PROBE=2 on Bulkhead's side, where the driver
 # domain's CPU is meanwhile: xenctx reads its instruction pointer from outside, as often

@@ -17,8 +17,8 @@ dd=$DD_ID
 blk_guest_cfg blk1 part:delta 1 bulkhead.attach-only
 rm -f "$(console_of blk1)"
 xl create /tmp/blk1.cfg || fail "xl create blk1 failed"
-expect "$(console_of blk1)" "linux-blk: (READY|FAIL)" 300 "blk1 did not start"
-grep -q "linux-blk: FAIL" "$(console_of blk1)" && fail "blk1: $(grep 'linux-blk: FAIL' "$(console_of blk1)")"
+poll_live 300 reached "$(console_of blk1)" linux-blk ready || fail "blk1 did not start"
+results "$(console_of blk1)" linux-blk pass=0 && fail "blk1 failed (above)"
 # Runtime attach/detach: the first read-only (alpha, whose content the host checks after
 # the run), the others read-write on gamma.
 g1=$(xl domid blk1)
@@ -28,23 +28,23 @@ for c in $(seq 1 10); do
     if [ "$c" = 1 ]; then spec="access=ro,target=nvme0n1p1"; else spec="access=rw,target=part:gamma"; fi
     xl block-attach blk1 "format=raw,vdev=xvdb,backend=bulkhead,$spec" || fail "block-attach $c failed"
     poll_live 60 xs_is "$b1/state" 4 || fail "attach $c: backend never Connected"
-    wait_for "$(console_of blk1)" "linux-blk: attach $c: " 60 >/dev/null \
+    poll_live 60 quietly results "$(console_of blk1)" linux-blk step=attach "n=$c" \
         || fail "attach $c: the guest did not report xvdb; its console ends: $(tail -3 "$(console_of blk1)")"
     xl block-detach blk1 xvdb || fail "block-detach $c failed"
-    poll_live 60 at_least "$c" "$log" "vbd-$g1-51728: released" || fail "detach $c: Bulkhead did not release the device"
-    wait_for "$(console_of blk1)" "linux-blk: detached $c" 60 >/dev/null \
+    poll_live 60 at_least_events "$c" "$log" device-released "dev=vbd-$g1-51728" || fail "detach $c: Bulkhead did not release the device"
+    poll_live 60 quietly results "$(console_of blk1)" linux-blk step=detached "n=$c" \
         || fail "detach $c: the guest still has the device; its console ends: $(tail -3 "$(console_of blk1)")"
     note "cycle $c: attached (Connected), the guest saw it, detached, released, gone in the guest"
 done
-first=$(grep "vbd-$g1-51728: released" "$log" | head -1)
-last=$(grep "vbd-$g1-51728: released" "$log" | tail -1)
-grep "linux-blk: attach" "$(console_of blk1)" | head -2
-grep -q "linux-blk: attach 1: .*ro=1, read ok, write refused" "$(console_of blk1)" || fail "read-only attach: $(grep 'attach 1:' "$(console_of blk1)")"
-grep -q "linux-blk: attach 10: .*ro=0, read ok, writable" "$(console_of blk1)" || fail "attach 10: $(grep 'attach 10:' "$(console_of blk1)")"
+first=$(events "$log" device-released "dev=vbd-$g1-51728" | head -1)
+last=$(events "$log" device-released "dev=vbd-$g1-51728" | tail -1)
+results "$(console_of blk1)" linux-blk step=attach | head -2
+results "$(console_of blk1)" linux-blk step=attach n=1 ro=1 read=ok write=refused >/dev/null || fail "read-only attach: $(results "$(console_of blk1)" linux-blk step=attach n=1)"
+results "$(console_of blk1)" linux-blk step=attach n=10 ro=0 read=ok write=writable >/dev/null || fail "attach 10: $(results "$(console_of blk1)" linux-blk step=attach n=10)"
 same_after "$first" "$last" 4096
 
 xl destroy blk1 || fail "xl destroy blk1 failed"
-grep -E "PANIC|panicked" "$log" && fail "Bulkhead panicked"
+no_panic "$log"
 dom0_healthy
 offer_dd
 echo "blkback-cycles: ok"

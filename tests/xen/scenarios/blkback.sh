@@ -17,26 +17,29 @@ rm -f "$(console_of blk1)" "$(console_of blk2)"
 xl create /tmp/blk1.cfg || fail "xl create blk1 failed"
 xl create /tmp/blk2.cfg || fail "xl create blk2 failed"
 g1=$(xl domid blk1)
-expect "$log" "vbd-$g1-51712: backend Connected" 240 "blk1's disk never Connected"
+expect_event "$log" 240 "blk1's disk never Connected" device-state "dev=vbd-$g1-51712" backend=Connected
 t1=$(date +%s%N)
 [ $DD_REUSED = 0 ] && echo "figure: Bulkhead driver domain: xl create to first backend Connected: $(( (t1 - t0) / 1000000 )) ms (includes starting the guest)"
 for g in blk1 blk2; do
-    expect "$(console_of $g)" "linux-blk: (PASS|FAIL)" 900 "$g did not finish its disk checks"
+    expect_result "$(console_of $g)" 900 "$g did not finish its disk checks" linux-blk "pass~^[01]$" >/dev/null
 done
 for g in blk1 blk2; do
-    grep "linux-blk:" "$(console_of $g)" | sed "s/^/$g: /"
+    grep -a "linux-blk:\|result: " "$(console_of $g)" | sed "s/^/$g: /"
 done
-grep -E "vbd-.*: serving" "$log"
+events "$log" vbd-serving
 for g in blk1 blk2; do
-    grep -q "linux-blk: PASS" "$(console_of $g)" || fail "$g: $(grep 'linux-blk: FAIL' "$(console_of $g)")"
+    results "$(console_of $g)" linux-blk pass=1 >/dev/null || fail "$g: $(results "$(console_of $g)" linux-blk pass=0 | field why)"
 done
-grep "blkfront: xvda:" "$(console_of blk1)" | grep -q "indirect descriptors: enabled" \
-    || fail "blkfront did not negotiate indirect descriptors"
-grep "blkfront: xvda:" "$(console_of blk1)" | grep -q "flush diskcache: enabled" \
-    || fail "blkfront did not negotiate flush"
-grep "blkfront: xvda:" "$(console_of blk1)" | grep -q "persistent grants: enabled" \
+# What blkfront negotiated: indirect descriptors (more than blkif's 11 segments a
+# request), flush (a write-back cache), persistent grants (Bulkhead's view of both ends).
+segs=$(results "$(console_of blk1)" linux-blk step=xvda | field max_segments)
+[ "${segs:-0}" -gt 11 ] \
+    || fail "blkfront did not negotiate indirect descriptors: $(results "$(console_of blk1)" linux-blk step=xvda)"
+results "$(console_of blk1)" linux-blk step=xvda write_cache=back >/dev/null \
+    || fail "blkfront did not negotiate flush: $(results "$(console_of blk1)" linux-blk step=xvda)"
+events "$log" vbd-serving "dev=vbd-$g1-51712" persistent=1 >/dev/null \
     || fail "blkfront did not negotiate persistent grants"
-grep -qE "serving nvme0n1p5 .* 2 queue\(s\) of 4 ring page\(s\)" "$log" \
+events "$log" vbd-serving target=nvme0n1p5 queues=2 ring_pages=4 >/dev/null \
     || fail "blk2 (2 vCPUs, max_ring_page_order=2) did not get two queues of 4-page rings"
 
 for g in blk1 blk2; do
@@ -46,13 +49,13 @@ for g in blk1 blk2; do
 done
 # Every device Bulkhead took on must be released, and the grant mappings back at zero
 # once the last one is.
-devices() { grep -o "vbd-[0-9]*-[0-9]*: $1" "$log" | cut -d: -f1 | sort -u; }
-all_released() { [ "$(devices "new backend device")" = "$(devices released)" ]; }
-poll_live 60 all_released || fail "Bulkhead did not release every device: $(devices 'new backend device' | tr '\n' ' ')/ $(devices released | tr '\n' ' ')"
-grep "ring closed" "$log" | grep 51712
-grep "released" "$log" | tail -1 | grep -q "map slots in use 0," || fail "grant mappings left behind: $(grep released "$log" | tail -1)"
+devices() { events "$log" "$1" "dev~^vbd-" | field_each dev | sort -u; }
+all_released() { [ "$(devices device-new)" = "$(devices device-released)" ]; }
+poll_live 60 all_released || fail "Bulkhead did not release every device: $(devices device-new | tr '\n' ' ')/ $(devices device-released | tr '\n' ' ')"
+events "$log" vbd-closed "ring~-51712"
+events "$log" device-released | tail -1 | field map_slots | grep -qx 0 || fail "grant mappings left behind: $(events "$log" device-released | tail -1)"
 xenstore-ls "/local/domain/$dd/backend/vbd" 2>/dev/null | grep -q 51712 && fail "backend directories left behind"
-grep -E "PANIC|panicked" "$log" && fail "Bulkhead panicked"
+no_panic "$log"
 dom0_healthy
 offer_dd
 echo "blkback: ok"

@@ -14,7 +14,7 @@ t=$(date +%s)
 start_shared_dd
 [ $DD_REUSED = 1 ] || echo "Bulkhead (domain $DD_ID) serving $(($(date +%s) - t)) s after the xl create began; more of its console:"
 # (start_shared_dd printed the lines it waited for: the last partition, the NIC, the watch.)
-grep -aE "boot: mode|nvme0 \(|mgmt: " "$log" | cut -c1-150
+{ events "$log" boot; events "$log" nvme-up; events "$log" mgmt-address; } | cut -c1-150
 
 title "A stock Debian guest whose disk and vif say backend=bulkhead (xl create demo.cfg):"
 cat >/tmp/demo.cfg <<CFG
@@ -40,18 +40,18 @@ echo "its console (xl console demo):"
 shown=0
 end=$(($(date +%s) + $(scaled 300)))
 while :; do
-    lines=$(grep -a "^linux-demo: " "$glog" 2>/dev/null)
+    lines=$(grep -aE "^linux-demo: |result: name=linux-demo pass=" "$glog" 2>/dev/null)
     n=$(printf '%s' "$lines" | grep -c .)
     [ "$n" -gt "$shown" ] && printf '%s\n' "$lines" | tail -n +$((shown + 1)) | sed 's/^/  /'
     shown=$n
-    printf '%s' "$lines" | grep -qE "^linux-demo: (PASS|FAIL)" && break
+    results "$glog" linux-demo "pass~^[01]$" >/dev/null && break
     [ "$(date +%s)" -gt $end ] && fail "the guest did not finish within $(scaled 300) s (its console: $glog)"
     crashed demo && fail "the guest crashed"
     sleep 1
 done
-grep -aq "^linux-demo: PASS" "$glog" || fail "the guest's checks did not pass (its console: $glog)"
+results "$glog" linux-demo pass=1 >/dev/null || fail "the guest's checks did not pass (its console: $glog)"
 for c in disk lease ping; do
-    grep -aq "^linux-demo: result $c: " "$glog" || fail "the guest printed no '$c' result"
+    results "$glog" linux-demo "step=$c" >/dev/null || fail "the guest printed no '$c' result"
 done
 echo "guest done $(($(date +%s) - t)) s after its xl create"
 # What the guest's devices look like from the backend side (4 = Connected).
@@ -62,11 +62,11 @@ echo "backend/vbd/$g/51712 and backend/vif/$g/0 under /local/domain/$DD_ID: stat
 
 title "xl list: the driver domain next to dom0 and the guest"
 command xl list
-n=$(grep -c "dump: resources" "$log")
+n=$(count_events "$log" dump)
 xenstore-write "/local/domain/$DD_ID/control/dump" 1
-poll_live 30 at_least $((n + 1)) "$log" "dump: resources" || fail "Bulkhead answered no state dump (control/dump)"
-line=$(grep "dump: resources" "$log" | tail -1)
-used=$(echo "$line" | sed -n 's/.*memory \([0-9]*\) KiB in use.*/\1/p')
+poll_live 30 at_least_events $((n + 1)) "$log" dump || fail "Bulkhead answered no state dump (control/dump)"
+line=$(events "$log" dump | tail -1)
+used=$(echo "$line" | field memory_kib)
 [ -n "$used" ] || fail "no memory figure in: $line"
 echo "Bulkhead: $(command xl list bulkhead | awk 'NR == 2 { print $3 }') MiB given by xl, $used KiB in use by its own count (image, page tables, buffers, heap)"
 offer_dd

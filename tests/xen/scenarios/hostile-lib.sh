@@ -53,12 +53,12 @@ CFG
 # $log: the driver domain's console (start_shared_dd, lib.sh, sourced first).
 # shellcheck disable=SC2154
 alive() {
-    [ "$(xl domid bulkhead 2>/dev/null)" = "$dd" ] && ! dd_gone && ! grep -qE "PANIC|panicked" "$log"
+    [ "$(xl domid bulkhead 2>/dev/null)" = "$dd" ] && ! dd_gone && ! grep -q "PANIC" "$log" && ! events "$log" panic >/dev/null
 }
 hostile_fail() {
     stall_report
     dd_dump
-    grep -a "victim:" "$(console_of victim)" | tail -20
+    grep -a "victim\|linux-victim" "$(console_of victim)" | tail -20
     grep -a "hostile:" "$(console_of hostile)" | tail -10
     fail "$*"
 }
@@ -83,7 +83,7 @@ stall_watch() {
         show_recorder "$DD_ID" 40
         xl vcpu-list
         local n
-        n=$(grep -c "dump: resources: " "$log")
+        n=$(count_events "$log" dump)
         xenstore-write "/local/domain/$DD_ID/control/dump" 1
         xl debug-keys q
         xl debug-keys e
@@ -91,7 +91,7 @@ stall_watch() {
         xl dmesg | tail -n 600 >/tmp/stall-keys
         grep -A8 "VCPU information and callbacks for domain $DD_ID:" /tmp/stall-keys | head -12
         awk -v d="$DD_ID:" '/Event channel information for domain/ { on = ($NF == d) } on' /tmp/stall-keys | head -40
-        echo "--- the recorder a second later; dump answered: $([ "$(grep -c "dump: resources: " "$log")" -gt "$n" ] && echo yes || echo no)"
+        echo "--- the recorder a second later; dump answered: $(at_least_events $((n + 1)) "$log" dump && echo yes || echo no)"
         show_recorder "$DD_ID" 24
     } >/tmp/stall-snapshot 2>&1
 }
@@ -121,8 +121,10 @@ stall_report() {
 rm -f "$(console_of victim)" "$(console_of hostile)"
 xl create /tmp/victim.cfg || fail "xl create victim failed"
 vid=$(xl domid victim)
-expect "$(console_of victim)" "victim: ready|FAIL" 300 "the victim did not start"
-grep -q "FAIL" "$(console_of victim)" && hostile_fail "victim: $(grep FAIL "$(console_of victim)")"
+# shellcheck disable=SC2317 # called through poll_live
+victim_up() { results "$(console_of victim)" victim step=ready >/dev/null || results "$(console_of victim)" "~victim$" pass=0 >/dev/null; }
+poll_live 300 victim_up || fail "the victim did not start"
+results "$(console_of victim)" "~victim$" pass=0 && hostile_fail "the victim failed (above)"
 rm -f /tmp/stall-snapshot
 stall_watch "$vid" &
 watcher=$!
@@ -130,15 +132,15 @@ trap stall_report EXIT
 log_from=$(wc -l <"$log")
 phase idle
 sleep 1
-n=$(grep -c "dump: resources: " "$log")
+n=$(count_events "$log" dump)
 xenstore-write "/local/domain/$dd/control/dump" 1 || fail "cannot ask Bulkhead for a state dump"
-poll_live 60 at_least $((n + 1)) "$log" "dump: resources: " || hostile_fail "Bulkhead did not dump its state"
-before=$(grep "dump: resources: " "$log" | tail -1)
-note "before the hostile guest: ${before#*resources: }"
+poll_live 60 at_least_events $((n + 1)) "$log" dump || hostile_fail "Bulkhead did not dump its state"
+before=$(events "$log" dump | tail -1)
+note "before the hostile guest: ${before#*name=dump }"
 
 xl create /tmp/hostile.cfg || fail "xl create hostile failed"
 h=$(xl domid hostile)
-expect "$(console_of hostile)" "hostile: ready" 300 "the hostile guest did not start"
+expect_result "$(console_of hostile)" 300 "the hostile guest did not start" hostile step=ready
 xenstore-write "/local/domain/$h/data/victim-mac" "$(xenstore-read "/local/domain/$vid/data/victim-mac")"
 xenstore-write "/local/domain/$h/data/victim-ip" "$(xenstore-read "/local/domain/$vid/data/victim-ip")"
 vring=/local/domain/$vid/device/vbd/51712
@@ -164,20 +166,21 @@ for a in "$@"; do
         # queues, another guest's new 4-queue disk and vif must connect.
         poll_live 180 xs_is "/local/domain/$h/data/holding" 1 \
             || hostile_fail "the persistent-grant flood did not get going: $(grep -a 'hostile:' "$(console_of hostile)" | tail -2)"
-        grep -E "vbd-$h-51712: serving" "$log" | tail -1
+        events "$log" vbd-serving "dev=vbd-$h-51712" | tail -1
         xl block-attach victim 'format=raw,vdev=xvdb,access=ro,backend=bulkhead,target=part:alpha' \
             || hostile_fail "xl block-attach of the victim's second disk failed"
         xl network-attach victim backend=bulkhead mac=00:16:3e:d0:00:02 \
             || hostile_fail "xl network-attach of the victim's second vif failed"
-        expect "$log" "vbd-$vid-51728: backend Connected" 120 "the victim's second disk did not connect during the grant flood"
-        expect "$log" "vif-$vid-1: backend Connected" 120 "the victim's second vif did not connect during the grant flood"
-        grep -E "vbd-$vid-51728: serving|vif-$vid-1: vif$vid.1 connected" "$log" | tail -2
-        grep -qE "vbd-$vid-51728: serving .* 4 queue" "$log" || hostile_fail "the victim's second disk did not get 4 queues"
-        grep -qE "vif-$vid-1: vif$vid.1 connected: .* 4 queue" "$log" || hostile_fail "the victim's second vif did not get 4 queues"
+        expect_event "$log" 120 "the victim's second disk did not connect during the grant flood" device-state "dev=vbd-$vid-51728" backend=Connected
+        expect_event "$log" 120 "the victim's second vif did not connect during the grant flood" device-state "dev=vif-$vid-1" backend=Connected
+        events "$log" vbd-serving "dev=vbd-$vid-51728" | tail -1
+        events "$log" vif-connected "dev=vif-$vid-1" | tail -1
+        events "$log" vbd-serving "dev=vbd-$vid-51728" queues=4 >/dev/null || hostile_fail "the victim's second disk did not get 4 queues"
+        events "$log" vif-connected "dev=vif-$vid-1" queues=4 >/dev/null || hostile_fail "the victim's second vif did not get 4 queues"
         xl block-detach victim xvdb || hostile_fail "xl block-detach of the victim's second disk failed"
         xl network-detach victim 1 || hostile_fail "xl network-detach of the victim's second vif failed"
-        expect "$log" "vbd-$vid-51728: released" 120 "the victim's second disk was not released"
-        expect "$log" "vif-$vid-1: released" 120 "the victim's second vif was not released"
+        expect_event "$log" 120 "the victim's second disk was not released" device-released "dev=vbd-$vid-51728"
+        expect_event "$log" 120 "the victim's second vif was not released" device-released "dev=vif-$vid-1"
         xenstore-write "/local/domain/$h/data/release" 1
     fi
     if [ "$a" = net-chains ]; then
@@ -197,7 +200,7 @@ for a in "$@"; do
     # Its ARP claims for the victim's address were dropped by its vif's ip= (the
     # victim's pings, checked below, would go to the hostile guest otherwise).
     if [ "${a%% *}" = net-storm ]; then
-        grep -qE "vif-$h-0: vif$h.0 connected: .*ip= enforced" "$log" \
+        events "$log" vif-connected "dev=vif-$h-0" ip_enforced=1 >/dev/null \
             || hostile_fail "the hostile guest's vif did not enforce its ip="
     fi
     if [ -n "${pinger:-}" ]; then
@@ -211,58 +214,61 @@ done
 phase after
 sleep "$(scaled 5)"
 phase end
-expect "$(console_of victim)" "victim: phase after:" 60 "the victim did not report its last phase"
+expect_result "$(console_of victim)" 60 "the victim did not report its last phase" victim phase=after >/dev/null
 alive || hostile_fail "Bulkhead is gone"
 case ",$attacks," in *",net-norx "*)
-    grep -qE "vif$h\.0: carrier off" "$log" || hostile_fail "the vif without receive buffers never lost its carrier"
+    events "$log" vif-carrier "queue~^vif${h}[.]0(/q[0-9]+)?$" carrier=off >/dev/null || hostile_fail "the vif without receive buffers never lost its carrier"
 esac
-grep -E "carrier (off|on)|only counted" "$log" | tail -4
+{ events "$log" vif-carrier; grep -a "only counted" "$log"; } | tail -4
 
 stall_report
 # The driver domain's own account of the attacks: its slowest task poll and its longest
 # wait for a physical CPU (the status page's "event loop" line).
-n=$(grep -c "dump: event loop: " "$log")
+n=$(count_events "$log" dump)
 xenstore-write "/local/domain/$dd/control/dump" 1
-poll_live 60 at_least $((n + 1)) "$log" "dump: event loop: " && note "Bulkhead: $(grep "dump: event loop: " "$log" | tail -1 | sed 's/.*dump: //')"
-# The victim's figures: every phase, with its throughput against the quiet one.
-grep -a "victim: phase" "$(console_of victim)" | grep -v " detail: " >/tmp/phases
-# Where each phase's longest gaps began, and whether the victim itself was kept from
-# running (for explaining a stall; not part of the verdict).
-grep -a "victim: phase .* detail: " "$(console_of victim)"
+poll_live 60 at_least_events $((n + 1)) "$log" dump && note "Bulkhead: $(grep -a "dump: event loop: " "$log" | tail -1 | sed 's/.*dump: //')"
+# The victim's figures: every phase (one result line each), with its disk throughput
+# against the quiet one's; where each phase's longest gaps began and whether the victim
+# itself was kept from running are in the same lines (for explaining a stall).
+results "$(console_of victim)" victim phase >/tmp/phases
 # quiet, one per attack, after
 want=$(($# + 2))
-[ "$(grep -vE 'phase (start|idle):' /tmp/phases | grep -c .)" -ge "$want" ] || hostile_fail "the victim reported $(grep -c . /tmp/phases) phases, expected $want"
-base=$(sed -n 's/^victim: phase quiet: .* disk \([0-9]*\) KiB\/s.*/\1/p' /tmp/phases)
+judged=$(($(wc -l </tmp/phases) - $(results /tmp/phases victim "phase~^(start|idle)$" | wc -l)))
+[ "$judged" -ge "$want" ] || hostile_fail "the victim reported $judged phases, expected $want"
+base=$(results /tmp/phases victim phase=quiet | field disk_kibs)
 while read -r line; do
-    kib=$(echo "$line" | sed -n 's/.* disk \([0-9]*\) KiB\/s.*/\1/p')
-    echo "$line; disk throughput $((kib * 100 / (${base:-1} + 1)))% of quiet"
+    kib=$(echo "$line" | field disk_kibs)
+    echo "${line#*result: }; disk throughput $((kib * 100 / (${base:-1} + 1)))% of quiet"
 done </tmp/phases
 # Bulkhead's own account of each phase (its loop windows, one per mark): the longest its
 # vCPU waited for a physical CPU and its slowest task poll. A victim gap that such a wait
 # covers is Xen's scheduling under nested TCG, not Bulkhead's: victim-verdict.awk.
 # (A window whose line is missing, its mark lost or its line dropped by a console that
 # fell behind, explains nothing: the verdict then judges its gaps as they are.)
-poll_live 60 sh -c "tail -n +$((log_from + 1)) '$log' | grep -q 'loop window: mark=after '" \
-    || note "Bulkhead logged no loop window for the last phase"
-tail -n +"$((log_from + 1))" "$log" | grep "loop window: " >/tmp/windows
-sed 's/.*loop window: /Bulkhead: loop window: /' /tmp/windows
-grep -a "victim: phase .* detail: " "$(console_of victim)" >/tmp/details
-verdict=$(awk -v max="$GAP_MS" -f ./victim-verdict.awk /tmp/windows /tmp/details /tmp/phases)
+# shellcheck disable=SC2317 # called through poll_live
+windows_since_start() {
+    tail -n +"$((log_from + 1))" "$log" >/tmp/log-since
+    events /tmp/log-since loop-window >/tmp/windows
+    events /tmp/windows loop-window mark=after >/dev/null
+}
+poll_live 60 windows_since_start || note "Bulkhead logged no loop window for the last phase"
+sed 's/.*event: name=loop-window /Bulkhead: loop window: /' /tmp/windows
+verdict=$(awk -v lib=1 -v max="$GAP_MS" -f "$FIELDS_AWK" -f ./victim-verdict.awk /tmp/windows /tmp/phases)
 echo "$verdict" | grep "^explained: " || true
 bad=$(echo "$verdict" | grep -v "^explained: " || true)
 [ -z "$bad" ] || hostile_fail "the victim suffered (limit $GAP_MS ms): $bad"
 
 # The hostile guest goes: everything it held comes back (the victim's probe has ended).
 xl destroy hostile
-expect "$log" "vif-$h-0: released" 120 "the hostile guest's vif was not released"
-expect "$log" "vbd-$h-51712: released" 120 "the hostile guest's vbd was not released"
-expect "$log" "vbd-$h-51728: released" 120 "the hostile guest's second vbd was not released"
-after=$(grep -E "(vif-$h-0|vbd-$h-51712|vbd-$h-51728): released" "$log" | tail -1)
+expect_event "$log" 120 "the hostile guest's vif was not released" device-released "dev=vif-$h-0"
+expect_event "$log" 120 "the hostile guest's vbd was not released" device-released "dev=vbd-$h-51712"
+expect_event "$log" 120 "the hostile guest's second vbd was not released" device-released "dev=vbd-$h-51728"
+after=$(events "$log" device-released "dev~^(vif-$h-0|vbd-$h-51712|vbd-$h-51728)$" | tail -1)
 # Its persistent grants are all unmapped once its last device is gone; the victim's
 # may have grown meanwhile (its I/O reaches more of its queues), so those are not
 # compared.
-grep -E "(vif-$h-0|vbd-$h-51712|vbd-$h-51728): released" "$log" | grep -q "domain $h holds 0 persistent" \
-    || hostile_fail "the hostile guest's persistent grants stayed mapped: $(grep -E "vbd-$h-517(12|28): released" "$log")"
+events "$log" device-released "dev~^(vif-$h-0|vbd-$h-51712|vbd-$h-51728)$" domain_persistent=0 >/dev/null \
+    || hostile_fail "the hostile guest's persistent grants stayed mapped: $(events "$log" device-released "dev~^vbd-$h-517(12|28)$")"
 same_after "$before" "$after" 65536
 
 # And the driver domain still shuts down cleanly, in bounded time, with the victim on it.

@@ -17,24 +17,24 @@ dd=$(xl domid bulkhead)
 DD_ID=$dd
 # Early boot goes to the emulated COM1; from the PV console ring on, everything (with the
 # early part replayed) is in xenconsoled's log.
-expect "$serial" "boot: mode hvm \(entered via pvh\)" 120 "no HVM boot banner on COM1"
+expect_event "$serial" 120 "no HVM boot banner on COM1" boot mode=hvm entry=pvh
 t1=$(date +%s%N)
-expect "$log" "boot: mode hvm \(entered via pvh\)" 120 "boot log not replayed into the PV console"
-expect "$log" "command line: \"test-xen-peer=0 loglevel=info\" \(from fw_cfg opt/bulkhead/cmdline\)" 30 \
-    "the command line did not arrive through fw_cfg"
+expect_event "$log" 120 "boot log not replayed into the PV console" boot mode=hvm entry=pvh
+expect_event "$log" 30 "the command line did not arrive through fw_cfg" \
+    cmdline source=fw_cfg file=opt/bulkhead/cmdline "value~^test-xen-peer=0.loglevel=info$"
 # hvmloader's layout: write-back default with fixed ranges on (0xc06), the MMIO hole
 # from 0xf0000000 to 4 GiB uncached in one variable range, each MSR read back equal.
-expect "$log" "result: name=mtrr def_type=0xc06 fixed=true variable=1 uncached=0xf0000000-0x100000000 readback=equal" 30 \
-    "MTRRs not set as hvmloader sets them, or not read back equal: $(grep -E 'mtrr' "$log" | tail -3)"
-expect "$log" "xen: domid $dd, xenstore home /local/domain/$dd" 120 "xenstore home not reported"
+expect_result "$log" 30 "MTRRs not set as hvmloader sets them, or not read back equal: $(grep -E 'mtrr' "$log" | tail -3)" \
+    mtrr def_type=0xc06 fixed=true variable=1 uncached=0xf0000000-0x100000000 readback=equal
+expect_event "$log" 120 "xenstore home not reported" xen "domid=$dd" "home=/local/domain/$dd"
 t2=$(date +%s%N)
 /host/xen-peer "$dd" || fail "dom0 side of the round trip failed"
 # The peer test's verdicts (result lines, kernel/src/xen/peertest.rs).
-expect "$log" "result: name=peer-test step=event-channel peer=0 masked-held=1 pass=1" 60 "event channel round trip not seen"
-expect "$log" "result: name=peer-test step=grant-copy peer=0 .*pass=1" 60 "grant copy not seen"
-expect "$log" "result: name=peer-test pass=[01]" 60 "peer test did not finish"
+expect_result "$log" 60 "event channel round trip not seen" peer-test step=event-channel peer=0 masked-held=1 pass=1
+expect_result "$log" 60 "grant copy not seen" peer-test step=grant-copy peer=0 pass=1
+expect_result "$log" 60 "peer test did not finish" peer-test "pass~^[01]$"
 no_failed_results "$log" peer-test
-grep -E "ERROR|PANIC" "$log" && fail "errors on the console"
+no_errors "$log"
 echo "hvm-core: xl create -> first console line $(( (t1 - t0) / 1000000 )) ms, -> xenstore up $(( (t2 - t0) / 1000000 )) ms (no firmware)"
 # The post-mortem path (lib.sh, dd_postmortem) reads the flight recorder's page from
 # outside; here on a live driver domain, so a run that needs it is not the first to try.

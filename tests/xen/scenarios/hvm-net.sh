@@ -6,9 +6,10 @@
 # (lib.sh), which also owns the NVMe.
 . ./lib.sh
 start_shared_dd
-expect "$log" "mgmt: 10\.0\.2\.[0-9]+/24 \(dhcp\)" 120 "no DHCP lease from QEMU's user network"
-addr=$(grep -o "mgmt: 10\.0\.2\.[0-9]*" "$log" | head -1 | cut -d' ' -f2)
-grep -E "net0 \(|mgmt:" "$log"
+expect_event "$log" 120 "no DHCP lease from QEMU's user network" mgmt-address source=dhcp "addr~^10[.]0[.]2[.][0-9]+/24$"
+addr=$(events "$log" mgmt-address source=dhcp | field addr)
+addr=${addr%/*}
+events "$log" nic-up
 dev=$(dom0_test_nic) || fail "dom0 has no NIC on the test network"
 # An address outside QEMU's DHCP pool (.15-.30): later scenarios' guests get leases from
 # it, and a dom0 that kept one of those would answer their ARP (dd-lifecycle once sent

@@ -165,6 +165,15 @@ dd_gone() {
     ! dd_running
 }
 
+# dd_ready SECONDS: the shared driver domain (NVMe and e1000e, started by this scenario,
+# $log its console) found the guests' partitions, brought up its NIC and watches its
+# backend directories: it can serve.
+dd_ready() {
+    expect_event "$log" "$1" "Bulkhead did not find the guest partitions" partition part=nvme0n1p5 label=epsilon
+    expect_event "$log" 60 "Bulkhead did not bring up the e1000e" nic-up dev=net0 driver=e1000e
+    expect_event "$log" 60 "xenbus watcher not started" backend-watch "home=/local/domain/$DD_ID"
+}
+
 # wait_for FILE PATTERN SECONDS: until a line of FILE matches PATTERN (grep -E), at most
 # SECONDS (scaled), giving up when the driver domain is gone (poll_live); prints the line.
 wait_for() {
@@ -181,10 +190,71 @@ expect() {
     fi
 }
 
+# Structured lines (fields.awk): the kernel's `event: name=... key=value` lines and the
+# `result: name=... pass=1|0` lines of tests and guests. The scenarios read these, never
+# log sentences, so a reworded message cannot break or fake a check. Each SPEC is
+# key=value (equal), key~ERE (matches) or key (present); names and keys are listed in
+# docs/operating.md.
+FIELDS_AWK=${FIELDS_AWK:-./fields.awk}
+# events FILE NAME [SPEC...]: print FILE's event lines NAME that meet every SPEC; status
+# 1 if none does. results: the same for result lines.
+# A NAME starting with ~ is an ERE (~victim$: victim and linux-victim).
+events() { tagged "event: " "$@"; }
+results() { tagged "result: " "$@"; }
+tagged() {
+    local tag=$1 f=$2 n=$3
+    shift 3
+    case $n in "~"*) n="name$n" ;; *) n="name=$n" ;; esac
+    awk -v tag="$tag" -v want="$n $*" -f "$FIELDS_AWK" "$f" 2>/dev/null
+}
+# field KEY: KEY's value in the structured line on stdin (the first that has a name).
+# field_each KEY: its value in every such line.
+field() { field_each "$1" | head -1; }
+field_each() { awk -v get="$1" -f "$FIELDS_AWK"; }
+# count_events FILE NAME [SPEC...]: how many event lines match.
+count_events() { events "$@" | wc -l; }
+# at_least_events N FILE NAME [SPEC...]: at least N event lines match.
+at_least_events() {
+    local n=$1
+    shift
+    [ "$(count_events "$@")" -ge "$n" ]
+}
+# expect_event FILE SECONDS WHAT NAME [SPEC...]: wait (poll_live, SECONDS scaled) for
+# such an event line and print the first, or fail with WHAT and the file's tail.
+# expect_result: the same for a result line.
+expect_event() { expect_tagged events "$@"; }
+expect_result() { expect_tagged results "$@"; }
+expect_tagged() {
+    local how=$1 f=$2 s=$3 what=$4
+    shift 4
+    step "waiting up to $(scaled "$s") s for: $what (not yet)"
+    if ! poll_live "$s" quietly "$how" "$f" "$@"; then
+        echo "--- last lines of $f:"
+        tail -20 "$f" 2>/dev/null
+        fail "$what"
+    fi
+    "$how" "$f" "$@" | head -1
+}
+quietly() { "$@" >/dev/null; }
+# reached FILE NAME STEP: FILE has NAME's result line step=STEP, or its verdict pass=0
+# (a guest that failed on the way: the caller shows why).
+reached() { results "$1" "$2" "step=$3" >/dev/null || results "$1" "$2" pass=0 >/dev/null; }
+
+# no_errors FILE: fail if Bulkhead logged an error (the log line's level) or panicked
+# (the panic line, or its `panic` event). no_panic: only the latter.
+no_errors() {
+    grep -aE "\] ERROR " "$1" && fail "errors on the console"
+    no_panic "$1"
+}
+no_panic() {
+    { grep -a "PANIC" "$1" || events "$1" panic; } && fail "Bulkhead panicked"
+    return 0
+}
+
 # no_failed_results FILE TEST: fail if any structured result line of FILE (`result:
 # name=... pass=0`, printed by the kernel's tests) says it failed; they are shown.
 no_failed_results() {
-    grep -E "result: .* pass=0" "$1" && fail "a $2 result failed (above)"
+    awk -v tag="result: " -v want="pass=0" -f "$FIELDS_AWK" "$1" && fail "a $2 result failed (above)"
     return 0
 }
 
@@ -197,11 +267,13 @@ dd_dump() {
     [ -n "$DD_ID" ] || return 0
     dd_postmortem && return 0
     local before
-    before=$(grep -c "dump: \|: state: " "$(console_of bulkhead)" 2>/dev/null)
+    before=$(wc -l <"$(console_of bulkhead)" 2>/dev/null)
     xenstore-write "/local/domain/$DD_ID/control/dump" 1 2>/dev/null || return 0
     sleep 3
     echo "--- driver domain state:"
-    if ! grep "dump: \|: state: " "$(console_of bulkhead)" | tail -n +$((${before:-0} + 1)) | grep .; then
+    tail -n +$((${before:-0} + 1)) "$(console_of bulkhead)" >/tmp/dump-answer
+    grep "dump: \|: state: " /tmp/dump-answer
+    if ! events /tmp/dump-answer dump; then
         # It did not answer: what it did last, from its flight recorder (a halt that no
         # interrupt ended shows as a last event `halt`, with the timer it armed before).
         echo "--- no answer to the dump request; its flight recorder:"
@@ -376,9 +448,7 @@ start_shared_dd() {
         return 0
     fi
     start_hvm_dd "$SHARED_DEVS" "$SHARED_CMDLINE"
-    expect "$log" "storage: nvme0n1p5 \"epsilon\"" 240 "Bulkhead did not find the guest partitions"
-    expect "$log" "net0 \(.*\): e1000e" 60 "Bulkhead did not bring up the e1000e"
-    expect "$log" "watching /local/domain/$DD_ID/backend" 60 "xenbus watcher not started"
+    dd_ready 240
 }
 
 # offer_dd: this scenario is done with the shared driver domain; the next may take it.
@@ -412,29 +482,25 @@ disk = [ 'format=raw,vdev=xvda,access=rw,backend=bulkhead,target=$2' ]
 CFG
 }
 
-# same_after FIRST LAST HEAP_SLACK: two of Bulkhead's "map slots in use N, of them N
-# persistent, ..., ports open N, heap N B in use" lines (a device's "released" line or a
-# state dump's "resources" line; say after the first and the last cycle): ring mappings
-# and event channels must be equal, the heap may grow by less than HEAP_SLACK bytes
-# (allocator blocks, xenstore buffers; a leak of per-device state would be kilobytes
-# per cycle).
+# same_after FIRST LAST HEAP_SLACK: two of Bulkhead's event lines with map_slots,
+# persistent_slots, ports and heap_b (a device's `device-released`, or a state dump's
+# `dump`; say after the first and the last cycle): ring mappings and event channels must
+# be equal, the heap may grow by less than HEAP_SLACK bytes (allocator blocks, xenstore
+# buffers; a leak of per-device state would be kilobytes per cycle).
 same_after() {
-    local s
-    s=${1##*released; }
-    note "first: ${s##*resources: }"
-    s=${2##*released; }
-    note "last:  ${s##*resources: }"
+    note "first: $(echo "$1" | sed 's/.*name=[a-z-]* //')"
+    note "last:  $(echo "$2" | sed 's/.*name=[a-z-]* //')"
     local a b
     # Ring mappings (in use, less the persistent grants other devices keep while they
     # work) and event channels must be equal.
-    a=$(($(echo "$1" | sed 's/.*map slots in use \([0-9]*\),.*/\1/') - $(echo "$1" | sed 's/.*of them \([0-9]*\) persistent.*/\1/')))
-    b=$(($(echo "$2" | sed 's/.*map slots in use \([0-9]*\),.*/\1/') - $(echo "$2" | sed 's/.*of them \([0-9]*\) persistent.*/\1/')))
+    a=$(($(echo "$1" | field map_slots) - $(echo "$1" | field persistent_slots)))
+    b=$(($(echo "$2" | field map_slots) - $(echo "$2" | field persistent_slots)))
     [ "$a" = "$b" ] || fail "ring mappings grew over the cycles: $a -> $b"
-    a=$(echo "$1" | sed "s/.*ports open \([0-9]*\),.*/\1/")
-    b=$(echo "$2" | sed "s/.*ports open \([0-9]*\),.*/\1/")
+    a=$(echo "$1" | field ports)
+    b=$(echo "$2" | field ports)
     [ "$a" = "$b" ] || fail "ports open grew over the cycles: $a -> $b"
-    a=$(echo "$1" | sed 's/.*heap \([0-9]*\) B.*/\1/')
-    b=$(echo "$2" | sed 's/.*heap \([0-9]*\) B.*/\1/')
+    a=$(echo "$1" | field heap_b)
+    b=$(echo "$2" | field heap_b)
     [ $((b - a)) -lt "$3" ] || fail "heap grew over the cycles: $a -> $b B"
 }
 
@@ -513,7 +579,7 @@ CFG
     POLL_S=0.1 poll 240 test -s "$dlog" || fail "the Linux driver domain printed nothing"
     # shellcheck disable=SC2034 # for the caller
     LDD_FIRST_MS=$(( ($(date +%s%N) - LDD_T0) / 1000000 ))
-    POLL_S=0.1 expect "$dlog" "linux-dd: ready" 240 "Linux driver domain did not come up"
+    POLL_S=0.1 expect_result "$dlog" 240 "Linux driver domain did not come up" linux-dd step=ready >/dev/null
     # shellcheck disable=SC2034 # for the caller
     LDD_READY_MS=$(( ($(date +%s%N) - LDD_T0) / 1000000 ))
     grep "linux-dd:" "$dlog"

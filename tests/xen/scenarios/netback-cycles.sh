@@ -19,27 +19,27 @@ on_crash = "preserve"
 CFG
 rm -f "$(console_of netc)"
 xl create /tmp/netc.cfg || fail "xl create netc failed"
-expect "$(console_of netc)" "linux-netcycle: ready" 300 "netc did not start"
+expect_result "$(console_of netc)" 300 "netc did not start" linux-netcycle step=ready
 g=$(xl domid netc)
 mac=00:16:3e:c0:00:01
 for c in $(seq 1 10); do
     xl network-attach netc backend=bulkhead "mac=$mac" || fail "network-attach $c failed"
-    wait_for "$(console_of netc)" "linux-netcycle: attach $c: " 120 >/dev/null \
+    poll_live 120 quietly results "$(console_of netc)" linux-netcycle step=attach "n=$c" \
         || fail "attach $c: the guest did not report a working eth0; its console ends: $(tail -3 "$(console_of netc)")"
-    grep "linux-netcycle: attach $c: " "$(console_of netc)" | grep -q "gateway 10.0.2.2 answered" \
-        || fail "attach $c: $(grep "attach $c: " "$(console_of netc)")"
+    results "$(console_of netc)" linux-netcycle step=attach "n=$c" gateway=10.0.2.2 answered=1 >/dev/null \
+        || fail "attach $c: $(results "$(console_of netc)" linux-netcycle step=attach "n=$c")"
     xl network-detach netc "$mac" || fail "network-detach $c failed"
-    poll_live 60 at_least "$c" "$log" "vif-$g-[0-9]*: released" || fail "detach $c: Bulkhead did not release the vif"
-    wait_for "$(console_of netc)" "linux-netcycle: detached $c" 60 >/dev/null \
+    poll_live 60 at_least_events "$c" "$log" device-released "dev~^vif-$g-[0-9]+$" || fail "detach $c: Bulkhead did not release the vif"
+    poll_live 60 quietly results "$(console_of netc)" linux-netcycle step=detached "n=$c" \
         || fail "detach $c: the guest still has eth0; its console ends: $(tail -3 "$(console_of netc)")"
     note "cycle $c: attached (Connected), DHCP and gateway ping in the guest, detached, released, gone in the guest"
 done
-first=$(grep "vif-$g-[0-9]*: released" "$log" | head -1)
-last=$(grep "vif-$g-[0-9]*: released" "$log" | tail -1)
+first=$(events "$log" device-released "dev~^vif-$g-[0-9]+$" | head -1)
+last=$(events "$log" device-released "dev~^vif-$g-[0-9]+$" | tail -1)
 same_after "$first" "$last" 8192
-grep "queue closed" "$log" | tail -1
+events "$log" vif-closed | tail -1
 xl destroy netc || fail "xl destroy netc failed"
-grep -E "PANIC|panicked" "$log" && fail "Bulkhead panicked"
+no_panic "$log"
 dom0_healthy
 offer_dd
 echo "netback-cycles: ok"

@@ -12,11 +12,11 @@
 # On failure, take the guests away first so Bulkhead logs each queue's counters.
 net_fail() {
     dd_dump
-    for g in net1 net2; do grep -a "linux-net:" "$(console_of $g)" | tail -6 | sed "s/^/$g: /"; done
+    for g in net1 net2; do grep -a "linux-net:\|result: " "$(console_of $g)" | tail -6 | sed "s/^/$g: /"; done
     xl destroy net1 2>/dev/null
     xl destroy net2 2>/dev/null
     sleep 5
-    grep -E "queue closed|switch" "$log" | tail -12
+    { events "$log" vif-closed; grep -a "switch" "$log"; } | tail -12
     fail "$*"
 }
 start_shared_dd
@@ -28,15 +28,17 @@ xl create /tmp/net1.cfg || fail "xl create net1 failed"
 xl create /tmp/net2.cfg || fail "xl create net2 failed"
 g1=$(xl domid net1)
 g2=$(xl domid net2)
-expect "$log" "vif-$g1-0: backend Connected" 240 "net1's vif never Connected"
-expect "$log" "vif-$g2-0: backend Connected" 240 "net2's vif never Connected"
-grep -E "vif-($g1|$g2)-0: vif" "$log"
-grep -qE "vif-$g2-0: vif$g2.0 connected: .* 2 queue\(s\)" "$log" \
+expect_event "$log" 240 "net1's vif never Connected" device-state "dev=vif-$g1-0" backend=Connected
+expect_event "$log" 240 "net2's vif never Connected" device-state "dev=vif-$g2-0" backend=Connected
+events "$log" vif-connected "dev~^vif-($g1|$g2)-0$"
+events "$log" vif-connected "dev=vif-$g2-0" queues=2 >/dev/null \
     || fail "net2 (2 vCPUs, max_queues=2) did not get two queues"
-grep -qE "vif-$g1-0: vif$g1.0 connected: .*, rate [0-9]+ bytes per [0-9]+ us" "$log" \
+events "$log" vif-connected "dev=vif-$g1-0" "rate_bytes~^[1-9][0-9]*$" "rate_period_us~^[1-9][0-9]*$" >/dev/null \
     || fail "net1's rate= did not reach Bulkhead"
-expect "$(console_of net1)" "linux-net: (listening|FAIL)" 300 "net1 did not get going"
-grep -q "linux-net: FAIL" "$(console_of net1)" && fail "net1: $(grep 'linux-net: FAIL' "$(console_of net1)")"
+# step_or_fail GUEST STEP: GUEST's console has result STEP, or its failure.
+step_or_fail() { reached "$(console_of "$1")" linux-net "$2"; }
+poll_live 300 step_or_fail net1 listening || fail "net1 did not get going"
+results "$(console_of net1)" linux-net pass=0 >/dev/null && fail "net1: $(results "$(console_of net1)" linux-net pass=0 | field why)"
 # dom0's own NIC on the outer network, with a TCP sink for the guest → outside figure. Over
 # IPv6: QEMU's user network (IPv6 off) sits on the same hub and would answer an IPv4 TCP
 # handshake to any address itself.
@@ -57,59 +59,60 @@ while True:
         break
     h.update(d)
     n += len(d)
-print(f"sink: {n} bytes in {int((time.monotonic() - t0) * 1000)} ms sha256 {h.hexdigest()}")
+print(f"result: name=sink bytes={n} ms={int((time.monotonic() - t0) * 1000)} sha256={h.hexdigest()}")
 PY
 sink=$!
 xenstore-write "/local/domain/$g2/data/sink" fd00::200 || fail "cannot tell net2 the sink"
 # The receiver's address, as it published it, goes to the sender.
 ip1=$(xenstore-read "/local/domain/$g1/data/ip") || fail "net1 published no address"
 xenstore-write "/local/domain/$g2/data/peer" "$ip1" || fail "cannot tell net2 its peer"
-wait_for "$(console_of net2)" "linux-net: (sent in|FAIL)" 240 >/dev/null || net_fail "net2 did not finish sending"
-wait_for "$(console_of net1)" "linux-net: (received|FAIL)" 120 >/dev/null || net_fail "net1 did not finish receiving"
+poll_live 240 step_or_fail net2 sent || net_fail "net2 did not finish sending"
+poll_live 120 step_or_fail net1 received || net_fail "net1 did not finish receiving"
 for g in net1 net2; do
-    grep "linux-net:" "$(console_of $g)" | sed "s/^/$g: /"
+    grep -a "linux-net:\|result: " "$(console_of $g)" | sed "s/^/$g: /"
 done
 for g in net1 net2; do
-    grep -q "linux-net: FAIL" "$(console_of $g)" && fail "$g: $(grep 'linux-net: FAIL' "$(console_of $g)")"
+    results "$(console_of $g)" linux-net pass=0 >/dev/null && fail "$g: $(results "$(console_of $g)" linux-net pass=0 | field why)"
 done
 for g in net1 net2; do
-    grep -q "linux-net: address 10\.0\.2\.[0-9]*/255.255.255.0 gateway 10.0.2.2" "$(console_of $g)" || fail "$g got no lease from QEMU's user network"
-    grep "linux-net: gateway" "$(console_of $g)" | grep -q "3 packets received" || fail "$g could not ping the gateway"
+    results "$(console_of $g)" linux-net step=lease "addr~^10[.]0[.]2[.][0-9]+$" netmask=255.255.255.0 gateway=10.0.2.2 >/dev/null \
+        || fail "$g got no lease from QEMU's user network"
+    results "$(console_of $g)" linux-net step=ping to=10.0.2.2 received=3 >/dev/null || fail "$g could not ping the gateway"
 done
-grep "linux-net: peer" "$(console_of net2)" | grep -q "5 packets received" || fail "net2 could not ping net1"
-sent=$(grep -o "sending 16777216 bytes sha256 [0-9a-f]*" "$(console_of net2)" | awk '{print $5}')
-got=$(grep -o "received [0-9]* bytes sha256 [0-9a-f]*" "$(console_of net1)" | awk '{print $2, $5}')
+results "$(console_of net2)" linux-net step=ping "to=$ip1" received=5 >/dev/null || fail "net2 could not ping net1"
+sent=$(results "$(console_of net2)" linux-net step=sending bytes=16777216 | field sha256)
+got="$(results "$(console_of net1)" linux-net step=received | field bytes) $(results "$(console_of net1)" linux-net step=received | field sha256)"
 { [ -n "$sent" ] && [ "$got" = "16777216 $sent" ]; } || fail "16 MiB transfer: sent sha256 $sent, received $got"
-ms=$(grep -o "sent in [0-9]* ms" "$(console_of net2)" | awk '{print $3}')
+ms=$(results "$(console_of net2)" linux-net step=sent | field ms)
 echo "figure: netback: guest to guest TCP through Bulkhead's switch: 16 MiB in $ms ms, $(awk -v ms="$ms" 'BEGIN { if (ms > 0) printf "%.0f", 16777216 * 8 / ms / 1000; else print "n/a" }') Mbit/s"
-wait_for "$(console_of net2)" "linux-net: (sent to the outside|FAIL)" 240 >/dev/null || net_fail "net2 did not send to the outside"
-grep -q "linux-net: FAIL" "$(console_of net2)" && { grep "linux-net:" "$(console_of net2)" | tail -4; net_fail "net2: $(grep 'linux-net: FAIL' "$(console_of net2)")"; }
+poll_live 240 step_or_fail net2 sent-outside || net_fail "net2 did not send to the outside"
+results "$(console_of net2)" linux-net pass=0 >/dev/null && { grep -a "linux-net:\|result: " "$(console_of net2)" | tail -4; net_fail "net2: $(results "$(console_of net2)" linux-net pass=0 | field why)"; }
 wait $sink
 cat /tmp/sink.out
-want=$(grep -o "sending 16777216 bytes to fd00::200 sha256 [0-9a-f]*" "$(console_of net2)" | awk '{print $7}')
-got=$(sed -n 's/^sink: \([0-9]*\) bytes in \([0-9]*\) ms sha256 \([0-9a-f]*\)/\1 \3/p' /tmp/sink.out)
+want=$(results "$(console_of net2)" linux-net step=sending-outside to=fd00::200 bytes=16777216 | field sha256)
+got="$(results /tmp/sink.out sink | field bytes) $(results /tmp/sink.out sink | field sha256)"
 { [ -n "$want" ] && [ "$got" = "16777216 $want" ]; } || fail "16 MiB to the outside: sent sha256 $want, received $got"
-ms=$(sed -n 's/^sink: [0-9]* bytes in \([0-9]*\) ms.*/\1/p' /tmp/sink.out)
+ms=$(results /tmp/sink.out sink | field ms)
 echo "figure: netback: guest to outside (TCP over IPv6 through Bulkhead's switch and the e1000e to dom0): 16 MiB in $ms ms, $(awk -v ms="$ms" 'BEGIN { if (ms > 0) printf "%.0f", 16777216 * 8 / ms / 1000; else print "n/a" }') Mbit/s"
 
 for g in net1 net2; do
     out=$(xl destroy $g 2>&1) || fail "xl destroy $g failed: $out"
     echo "$out" | grep -q "timed out" && fail "xl destroy $g: $out"
 done
-devices() { grep -o "vif-[0-9]*-[0-9]*: $1" "$log" | cut -d: -f1 | sort -u; }
-all_released() { [ "$(devices "new backend device")" = "$(devices released)" ]; }
-poll_live 60 all_released || fail "Bulkhead did not release every vif: $(devices 'new backend device' | tr '\n' ' ')/ $(devices released | tr '\n' ' ')"
-grep "queue closed" "$log"
+devices() { events "$log" "$1" "dev~^vif-" | field_each dev | sort -u; }
+all_released() { [ "$(devices device-new)" = "$(devices device-released)" ]; }
+poll_live 60 all_released || fail "Bulkhead did not release every vif: $(devices device-new | tr '\n' ' ')/ $(devices device-released | tr '\n' ' ')"
+events "$log" vif-closed
 # Large sends reached Bulkhead as GSO packets from the sender.
-grep "vif$g2.0/q[01]: queue closed" "$log" | grep -qE "\([1-9][0-9]* gso" || fail "no GSO packets from net2"
+events "$log" vif-closed "queue~^vif${g2}[.]0/q[01]$" "tx_gso~^[1-9]" >/dev/null || fail "no GSO packets from net2"
 # And net2's large sends to net1 went straight from its pages into net1's buffers (one
 # copy), at least while net1 had nothing else waiting.
-straight=$(grep -E "vif$g1\.0(/q[0-9])?: queue closed" "$log" | sed -n 's/.*(\([0-9]*\) straight from another guest.*/\1/p' | awk '{n += $1} END {print n + 0}')
+straight=$(events "$log" vif-closed "queue~^vif${g1}[.]0(/q[0-9])?$" | field_each rx_direct | awk '{n += $1} END {print n + 0}')
 echo "figure: netback: packets copied straight from net2's pages into net1's buffers: $straight"
 [ "$straight" -gt 0 ] || fail "no packet went straight from one guest to the other"
-grep "released" "$log" | tail -1 | grep -q "map slots in use 0," || fail "grant mappings left behind: $(grep released "$log" | tail -1)"
+events "$log" device-released | tail -1 | field map_slots | grep -qx 0 || fail "grant mappings left behind: $(events "$log" device-released | tail -1)"
 xenstore-ls "/local/domain/$dd/backend/vif" 2>/dev/null | grep -q . && fail "backend directories left behind"
-grep -E "PANIC|panicked" "$log" && fail "Bulkhead panicked"
+no_panic "$log"
 dom0_healthy
 offer_dd
 echo "netback: ok"

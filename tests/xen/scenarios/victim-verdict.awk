@@ -1,42 +1,22 @@
-# The hostile scenarios' verdict on the victim (hostile-lib.sh): awk -v max=LIMIT_MS -f
-# victim-verdict.awk WINDOWS DETAILS PHASES. Prints one line per failure ("disk gap",
-# "ping gap", "disk errors", each with the phase's line) and one "explained:" line per
-# gap over the limit that Xen's scheduling covers: Bulkhead's loop window for the phase
-# (its `loop window:` line, control/mark) shows its vCPU waiting for a physical CPU,
-# runnable but not run, over that gap. What the wait does not cover must be within the
-# limit. The victim's phase starts after the mark (dom0 writes the mark first, the
-# victim looks every 200 ms), by an offset from 0 to SLACK ms unknown here: the wait
-# counts only where it covers the gap whatever the offset. No explanation either when
-# the window has none, or Bulkhead ran more than half of it (then its own work, a
-# flood's say, used up its share of the CPUs), or its slowest poll ended inside the gap.
+# The hostile scenarios' verdict on the victim (hostile-lib.sh):
+#   awk -v lib=1 -v max=LIMIT_MS -f fields.awk -f victim-verdict.awk WINDOWS VICTIM
+# WINDOWS holds Bulkhead's `loop-window` event lines (control/mark, one per phase), VICTIM
+# the victim's `result: name=victim phase=...` lines. Prints one line per failure ("disk
+# gap", "ping gap", "disk errors", each with the phase's line) and one "explained:" line
+# per gap over the limit that Xen's scheduling covers: Bulkhead's loop window for the
+# phase shows its vCPU waiting for a physical CPU, runnable but not run, over that gap.
+# What the wait does not cover must be within the limit. The victim's phase starts after
+# the mark (dom0 writes the mark first, the victim looks every 200 ms), by an offset
+# from 0 to SLACK ms unknown here: the wait counts only where it covers the gap whatever
+# the offset. No explanation either when the window has none, or Bulkhead ran more than
+# half of it (then its own work, a flood's say, used up its share of the CPUs), or its
+# slowest poll ended inside the gap.
 BEGIN { SLACK = 500 }
-# The guests' consoles end lines with CR LF.
-{ sub(/\r$/, "") }
 
-# The phase name of a victim line: after "victim: phase ", up to `end`.
-function phase_name(line, end,    s) {
-    s = line
-    sub(/^victim: phase /, "", s)
-    return substr(s, 1, index(s, end) - 1)
-}
-function mark_of(name,    m) {
-    m = name
-    gsub(/[^A-Za-z0-9._-]/, "_", m)
-    return m
-}
-function field(line, key,    i, n, kv, f) {
-    n = split(line, f, " ")
-    for (i = 1; i <= n; i++) {
-        split(f[i], kv, "=")
-        if (kv[1] == key) return kv[2]
-    }
-    return ""
-}
-# A gap of `gap` ms from `from` s into phase `name`: "" if within the limit or explained
+# A gap of `gap` ms from `from` s into phase `m`: "" if within the limit or explained
 # (then the explanation is printed), else the failure.
-function judge(kind, name, gap, from, line,    m, w, e, lo, hi, a, b, cover, p) {
+function judge(kind, m, gap, from, line,    w, e, lo, hi, a, b, cover, p) {
     if (gap <= max) return ""
-    m = mark_of(name)
     if (m in WAIT && from != "-" && RUN[m] * 2 <= LEN[m]) {
         w = WAIT[m]; e = WEND[m]
         a = from * 1000; b = a + gap
@@ -50,7 +30,7 @@ function judge(kind, name, gap, from, line,    m, w, e, lo, hi, a, b, cover, p) 
         p = PEND[m]
         if (POLL[m] > max / 4 && p >= a && p - SLACK <= b) cover = 0
         if (gap - cover <= max) {
-            printf "explained: phase %s: %s gap %d ms from %s s; Bulkhead's vCPU waited %d ms for a physical CPU, until %d ms into its window (it ran %d ms of %d): Xen did not run it (%d ms of the gap left, limit %d)\n", name, kind, gap, from, w, e, RUN[m], LEN[m], gap - cover, max
+            printf "explained: phase %s: %s gap %d ms from %s s; Bulkhead's vCPU waited %d ms for a physical CPU, until %d ms into its window (it ran %d ms of %d): Xen did not run it (%d ms of the gap left, limit %d)\n", m, kind, gap, from, w, e, RUN[m], LEN[m], gap - cover, max
             return ""
         }
     }
@@ -58,39 +38,29 @@ function judge(kind, name, gap, from, line,    m, w, e, lo, hi, a, b, cover, p) 
 }
 
 FILENAME == ARGV[1] {
-    if ($0 ~ /loop window: /) {
-        m = field($0, "mark")
-        WAIT[m] = field($0, "cpu_wait_ms") + 0
-        WEND[m] = field($0, "cpu_wait_end_ms") + 0
-        RUN[m] = field($0, "running_ms") + 0
-        LEN[m] = field($0, "length_ms") + 0
-        POLL[m] = field($0, "slowest_poll_ms") + 0
-        PEND[m] = field($0, "poll_end_ms") + 0
+    if (parse($0, "event: ", F) && F["name"] == "loop-window") {
+        m = F["mark"]
+        WAIT[m] = F["cpu_wait_ms"] + 0
+        WEND[m] = F["cpu_wait_end_ms"] + 0
+        RUN[m] = F["running_ms"] + 0
+        LEN[m] = F["length_ms"] + 0
+        POLL[m] = F["slowest_poll_ms"] + 0
+        PEND[m] = F["poll_end_ms"] + 0
     }
     next
 }
-FILENAME == ARGV[2] {
-    n = phase_name($0, " detail: ")
-    if (match($0, /disk gap from [0-9.-]+/)) { split(substr($0, RSTART, RLENGTH), f, " "); DFROM[n] = f[4] }
-    if (match($0, /ping gap from [0-9.-]+/)) { split(substr($0, RSTART, RLENGTH), f, " "); PFROM[n] = f[4] }
-    next
-}
-$0 ~ /phase (start|idle):/ { next }
 {
-    n = phase_name($0, ": ")
-    if (match($0, /errors, longest gap [0-9]+/)) {
-        split(substr($0, RSTART, RLENGTH), f, " ")
-        r = judge("disk", n, f[4] + 0, (n in DFROM) ? DFROM[n] : "-", $0)
-        if (r != "") bad = bad r "\n"
-    }
-    if (match($0, /\(longest gap [0-9]+ ms\)$/)) {
-        split(substr($0, RSTART, RLENGTH), f, " ")
-        r = judge("ping", n, f[3] + 0, (n in PFROM) ? PFROM[n] : "-", $0)
-        if (r != "") bad = bad r "\n"
-    }
-    if (match($0, /ops, [0-9]+ errors/)) {
-        split(substr($0, RSTART, RLENGTH), f, " ")
-        if (f[2] + 0 > 0) bad = bad "disk errors " $0 "\n"
-    }
+    if (!parse($0, "result: ", F) || F["name"] != "victim" || !("phase" in F)) next
+    m = F["phase"]
+    # Before the hostile guest: not judged.
+    if (m == "start" || m == "idle") next
+    line = $0
+    sub(/\r$/, "", line)
+    sub(/.*result: /, "", line)
+    r = judge("disk", m, F["disk_gap_ms"] + 0, F["disk_gap_from_s"], line)
+    if (r != "") bad = bad r "\n"
+    r = judge("ping", m, F["ping_gap_ms"] + 0, F["ping_gap_from_s"], line)
+    if (r != "") bad = bad r "\n"
+    if (F["disk_errors"] + 0 > 0) bad = bad "disk errors " line "\n"
 }
 END { printf "%s", bad }

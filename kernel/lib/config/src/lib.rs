@@ -233,6 +233,25 @@ pub enum ConfigError<'a> {
     },
 }
 
+impl ConfigError<'_> {
+    /// The option the error is about.
+    pub fn option(&self) -> &str {
+        match self {
+            ConfigError::Unknown(k) | ConfigError::TestOnly(k) => k,
+            ConfigError::BadValue { key, .. } => key,
+        }
+    }
+
+    /// What is wrong with it, as one word: `unknown`, `test-only` or `bad-value`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConfigError::Unknown(_) => "unknown",
+            ConfigError::TestOnly(_) => "test-only",
+            ConfigError::BadValue { .. } => "bad-value",
+        }
+    }
+}
+
 impl fmt::Display for ConfigError<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -524,14 +543,8 @@ mod tests {
         let p = parse("loglevel=loud heartbeat=-1 heap=12Q selftest=maybe loglevel heap=1K");
         assert!(!parse("test-xen-peer=32752").is_ok());
         assert!(!parse("test-xen-peer").is_ok());
-        let keys: heapless::Vec<&str, 8> = p
-            .errors
-            .iter()
-            .map(|e| match e {
-                ConfigError::BadValue { key, .. } => *key,
-                ConfigError::Unknown(k) | ConfigError::TestOnly(k) => k,
-            })
-            .collect();
+        let keys: heapless::Vec<&str, 8> = p.errors.iter().map(|e| e.option()).collect();
+        assert!(p.errors.iter().all(|e| e.kind() == "bad-value"));
         assert_eq!(
             keys.as_slice(),
             &[
@@ -556,6 +569,21 @@ mod tests {
             s.as_str(),
             "unknown option 'nosuch'; option 'loglevel': bad value 'loud', expected off|error|warn|info|debug|trace"
         );
+    }
+
+    #[test]
+    fn errors_name_their_option_and_kind() {
+        let p = parse("nosuch loglevel=loud");
+        assert_eq!(
+            (p.errors[0].option(), p.errors[0].kind()),
+            ("nosuch", "unknown")
+        );
+        assert_eq!(
+            (p.errors[1].option(), p.errors[1].kind()),
+            ("loglevel", "bad-value")
+        );
+        let t = ConfigError::TestOnly("test-storage");
+        assert_eq!((t.option(), t.kind()), ("test-storage", "test-only"));
     }
 
     #[test]

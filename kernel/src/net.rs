@@ -208,9 +208,9 @@ fn virtio_up(h: &Handle, f: &Function, name: &str) -> Result<Port, String> {
     let nic = VirtioNet::new(t, KernelDma, &mut SpinClock, vectors).map_err(|e| format!("{e}"))?;
     crate::event!(
         "nic-up",
-        "dev={name} bdf={bdf} driver=virtio-net mac={} link={:?} features={:#x} irq={} pin={} vector={v:#x}",
+        "dev={name} bdf={bdf} driver=virtio-net mac={} link_mbps={} features={:#x} irq={} pin={} vector={v:#x}",
         nic.mac(),
-        nic.link(),
+        nic.link().mbps(),
         nic.features,
         if use_msix { "msix" } else { "intx" },
         if use_msix { 0 } else { f.interrupt_line },
@@ -264,10 +264,10 @@ fn e1000e_up(h: &Handle, f: &Function, name: &str) -> Result<Port, String> {
     );
     crate::event!(
         "nic-up",
-        "dev={name} bdf={bdf} driver=e1000e model=82574L mac={} mac_from={} link={:?} irq={} pin={} vector={v:#x}",
+        "dev={name} bdf={bdf} driver=e1000e model=82574L mac={} mac_from={} link_mbps={} irq={} pin={} vector={v:#x}",
         nic.mac(),
         quoted(nic.mac_source),
-        nic.link(),
+        nic.link().mbps(),
         if use_msix {
             "msix"
         } else if msi {

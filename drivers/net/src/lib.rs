@@ -51,6 +51,16 @@ pub enum Link {
     Up { mbps: u32 },
 }
 
+impl Link {
+    /// The speed, 0 while the link is down (one field of an event line).
+    pub fn mbps(self) -> u32 {
+        match self {
+            Link::Down => 0,
+            Link::Up { mbps } => mbps,
+        }
+    }
+}
+
 /// What the device can do for us.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Offloads {

@@ -271,16 +271,9 @@ async fn serve(
         if life.stopping() {
             break;
         }
-        // An event storm (notifications without requests): keep the port masked a while.
-        if let Some(delay) = storm.after_wake(queue.stats.requests + queue.stats.errors != seen) {
-            super::events::mask(port);
-            h.sleep(delay).await;
-            let _ = super::events::unmask(port);
-            if life.stopping() {
-                break;
-            }
+        if !life.next_wake(&xen, &h, port, &mut storm, queue.stats.requests + queue.stats.errors != seen).await {
+            break;
         }
-        xen.waiters.wait(port).await;
     }
     let persistent = match guest.as_mut() {
         Guest::Persistent(p) => {

@@ -200,7 +200,8 @@ async fn dumps(xen: XenRef, node: String, fabric: FabricRef) {
 async fn marks(xen: XenRef, node: String) {
     let mut name = String::from("start");
     each_value(&xen, &node, "mark", "loop windows", async |v| {
-        let next = mark_name(v);
+        // dom0's bytes as one field of the event line.
+        let next = format!("{}", bulkhead_event::word(v, 64));
         if next.is_empty() || next == name {
             return;
         }
@@ -222,20 +223,6 @@ async fn marks(xen: XenRef, node: String) {
     .await;
 }
 
-/// A mark's name as logged: dom0's bytes cut to 64, anything but letters, digits and
-/// `.-_` made `_` (one field of a key=value line).
-fn mark_name(v: &str) -> String {
-    v.chars()
-        .take(64)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
 
 /// `test-triggers`: faults on demand for the fault-isolation tests (dom0 writes the node;
 /// a driver domain in service never has this option).

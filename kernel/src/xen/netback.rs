@@ -349,16 +349,9 @@ async fn serve_ctrl(
         if life.stopping() {
             break;
         }
-        // An event storm (notifications without requests): keep the port masked a while.
-        if let Some(delay) = storm.after_wake(ring.indexes().req_cons != seen) {
-            super::events::mask(port);
-            h.sleep(delay).await;
-            let _ = super::events::unmask(port);
-            if life.stopping() {
-                break;
-            }
+        if !life.next_wake(&xen, &h, port, &mut storm, ring.indexes().req_cons != seen).await {
+            break;
         }
-        xen.waiters.wait(port).await;
     }
     let s = steering.borrow();
     xen.guest_info(

@@ -36,6 +36,32 @@ impl Lifeline {
     }
 }
 
+impl Lifeline {
+    /// The end of one pass of a ring's task: if the wake-up that started it brought no
+    /// work (`worked` false) often enough to be an event storm, keep the port masked a
+    /// while (`storm` decides how long), then wait for the ring's next notification.
+    /// False when the owner asked the task to stop meanwhile.
+    pub async fn next_wake(
+        &self,
+        xen: &XenRef,
+        h: &bulkhead_executor::Handle,
+        port: Port,
+        storm: &mut bulkhead_xen::storm::Storm,
+        worked: bool,
+    ) -> bool {
+        if let Some(delay) = storm.after_wake(worked) {
+            super::events::mask(port);
+            h.sleep(delay).await;
+            let _ = super::events::unmask(port);
+            if self.stopping() {
+                return false;
+            }
+        }
+        xen.waiters.wait(port).await;
+        true
+    }
+}
+
 /// The owner's half: the task serving the ring whose event channel is `port`.
 pub struct Running {
     port: Port,

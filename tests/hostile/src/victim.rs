@@ -358,10 +358,11 @@ pub fn run(dev: &str, target: &str) -> Result<String> {
         // throughput, the longest time without a completed disk I/O and without a ping
         // answer, where each began (seconds into the phase, `-` if none ended), and
         // whether this guest itself was kept from running meanwhile (a stall to explain,
-        // not to count). The phase is named as Bulkhead names dom0's mark for it.
+        // not to count).
         println!(
             "result: name=victim phase={} secs={:.1} disk_kibs={} disk_ops={} disk_errors={} disk_gap_ms={} disk_gap_from_s={} pings={} answered={} ping_gap_ms={} ping_gap_from_s={} overslept_ms={} stolen_ms={}",
-            mark_name(&phase),
+            // As Bulkhead names dom0's mark for it, so the verdict can pair them.
+            bulkhead_event::word(&phase, 64),
             secs,
             (w.disk_bytes as f64 / 1024.0 / secs.max(0.001)) as u64,
             w.disk_ops,
@@ -381,20 +382,4 @@ pub fn run(dev: &str, target: &str) -> Result<String> {
         phase = now;
         *current.lock().unwrap() = phase.clone();
     }
-}
-
-/// A phase's name as Bulkhead logs dom0's mark for it (kernel/src/xen/control.rs): cut
-/// to 64, anything but letters, digits and `.-_` made `_`, so the verdict can pair them.
-fn mark_name(phase: &str) -> String {
-    phase
-        .chars()
-        .take(64)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }

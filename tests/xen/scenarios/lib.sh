@@ -504,6 +504,20 @@ same_after() {
     [ $((b - a)) -lt "$3" ] || fail "heap grew over the cycles: $a -> $b B"
 }
 
+# all_released KIND BACKEND-PATTERN: after the guests went, every KIND device (vbd, vif)
+# Bulkhead took on was released (within 60 s, scaled), the last release left no grant
+# mapped, and no backend directory of KIND matching BACKEND-PATTERN (grep) is left.
+all_released() {
+    poll_live 60 released_every "$1" \
+        || fail "Bulkhead did not release every $1: $(devices_of "$1" device-new | tr '\n' ' ')/ $(devices_of "$1" device-released | tr '\n' ' ')"
+    events "$log" device-released | tail -1 | field map_slots | grep -qx 0 \
+        || fail "grant mappings left behind: $(events "$log" device-released | tail -1)"
+    xenstore-ls "/local/domain/$DD_ID/backend/$1" 2>/dev/null | grep -q "$2" && fail "backend directories left behind"
+    return 0
+}
+devices_of() { events "$log" "$2" "dev~^$1-" | field_each dev | sort -u; }
+released_every() { [ "$(devices_of "$1" device-new)" = "$(devices_of "$1" device-released)" ]; }
+
 # dom0_test_nic: the name of dom0's NIC on the outer test network (tests/xen/run.sh gives
 # it MAC 52:54:00:00:d0:00).
 dom0_test_nic() {

@@ -49,6 +49,28 @@ impl<T: fmt::Display> fmt::Display for Quoted<T> {
     }
 }
 
+/// Text as one unquoted field value: its first `max` characters, each one that is not
+/// an ASCII letter, a digit or one of `.-_` written as `_` (a name dom0 wrote into
+/// xenstore, a test's phase).
+pub fn word(text: &str, max: usize) -> Word<'_> {
+    Word(text, max)
+}
+
+pub struct Word<'a>(&'a str, usize);
+
+impl fmt::Display for Word<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars().take(self.1) {
+            f.write_char(if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            })?;
+        }
+        Ok(())
+    }
+}
+
 /// The fields of a structured line with `tag` ([`EVENT`] or [`RESULT`]), wherever the tag
 /// stands on the line; None if the line has no such tag, a field is not `key=value`, a
 /// quote is not closed, or no field is `name`.
@@ -138,6 +160,14 @@ mod tests {
         assert_eq!(f.get("why"), Some(""));
         assert_eq!(f.get("n"), Some("3"));
         assert_eq!(f.get("missing"), None);
+    }
+
+    #[test]
+    fn a_word_is_one_field() {
+        assert_eq!(format!("{}", word("net-gso 5", 64)), "net-gso_5");
+        assert_eq!(format!("{}", word("a=b \"c\"\n", 64)), "a_b__c__");
+        assert_eq!(format!("{}", word("abcdef", 3)), "abc");
+        assert_eq!(format!("{}", word("", 3)), "");
     }
 
     #[test]

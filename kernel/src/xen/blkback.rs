@@ -271,7 +271,8 @@ async fn serve(
         if life.stopping() {
             break;
         }
-        if !life.next_wake(&xen, &h, port, &mut storm, queue.stats.requests + queue.stats.errors != seen).await {
+        let worked = queue.stats.requests + queue.stats.errors != seen;
+        if !life.next_wake(&xen, &h, port, &mut storm, worked).await {
             break;
         }
     }

@@ -223,7 +223,6 @@ async fn marks(xen: XenRef, node: String) {
     .await;
 }
 
-
 /// `test-triggers`: faults on demand for the fault-isolation tests (dom0 writes the node;
 /// a driver domain in service never has this option).
 #[cfg(feature = "test-hooks")]

@@ -349,7 +349,8 @@ async fn serve_ctrl(
         if life.stopping() {
             break;
         }
-        if !life.next_wake(&xen, &h, port, &mut storm, ring.indexes().req_cons != seen).await {
+        let worked = ring.indexes().req_cons != seen;
+        if !life.next_wake(&xen, &h, port, &mut storm, worked).await {
             break;
         }
     }

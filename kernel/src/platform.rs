@@ -51,7 +51,10 @@ const DEBUG_EXIT_PORT: u16 = 0xf4;
 const EXIT_SUCCESS: u32 = 0;
 const EXIT_FAILURE: u32 = 1;
 
-fn leave(reason: ShutdownReason, code: u32) -> ! {
+/// Leave as `reason` (its event line says `stop reason=NAME`; no time prefix: this is
+/// also the panic path's way out).
+fn leave(reason: ShutdownReason, name: &str, code: u32) -> ! {
+    stop_event(name);
     x86_64::instructions::interrupts::disable();
     if hv::present() {
         let e = hv::sched_shutdown(reason as u32);
@@ -60,20 +63,22 @@ fn leave(reason: ShutdownReason, code: u32) -> ! {
         arch::outl(DEBUG_EXIT_PORT, code);
         // Still here: no isa-debug-exit device. Nothing else to do but stop.
     }
-    crate::println!("{}name=stop reason=halted", bulkhead_event::EVENT);
+    stop_event("halted");
     arch::halt_forever()
+}
+
+fn stop_event(reason: &str) {
+    crate::println!("{}name=stop reason={reason}", bulkhead_event::EVENT);
 }
 
 /// Clean exit: the domain powers off (QEMU exits with status 1).
 pub fn poweroff() -> ! {
-    crate::println!("{}name=stop reason=poweroff", bulkhead_event::EVENT);
-    leave(ShutdownReason::Poweroff, EXIT_SUCCESS)
+    leave(ShutdownReason::Poweroff, "poweroff", EXIT_SUCCESS)
 }
 
 /// The toolstack asked for a reboot (xl applies `on_reboot=`).
 pub fn reboot() -> ! {
-    crate::println!("{}name=stop reason=reboot", bulkhead_event::EVENT);
-    leave(ShutdownReason::Reboot, EXIT_SUCCESS)
+    leave(ShutdownReason::Reboot, "reboot", EXIT_SUCCESS)
 }
 
 /// The kernel's panic report (machine::rt calls it): the message and where, on every
@@ -112,6 +117,5 @@ pub fn report_panic(info: &PanicInfo, nested: bool) -> ! {
 /// Failure exit: the domain is reported crashed (QEMU exits with status 3).
 pub fn crash() -> ! {
     crate::hw::silence_for_crash();
-    crate::println!("{}name=stop reason=crashed", bulkhead_event::EVENT);
-    leave(ShutdownReason::Crash, EXIT_FAILURE)
+    leave(ShutdownReason::Crash, "crashed", EXIT_FAILURE)
 }

@@ -16,7 +16,6 @@ impl Log for Logger {
         if !self.enabled(r.metadata()) {
             return;
         }
-        let ns = crate::time::now_ns();
         let level = match r.level() {
             Level::Error => "ERROR",
             Level::Warn => "WARN ",
@@ -33,17 +32,9 @@ impl Log for Logger {
         } else {
             (component, ": ")
         };
+        let stamp = Stamp::now();
         super::with(|c| {
-            let _ = writeln!(
-                c,
-                "[{:5}.{:06}] {} {}{}{}",
-                ns / 1_000_000_000,
-                (ns / 1000) % 1_000_000,
-                level,
-                component,
-                sep,
-                r.args()
-            );
+            let _ = writeln!(c, "{stamp} {} {}{}{}", level, component, sep, r.args());
         });
     }
 
@@ -53,16 +44,30 @@ impl Log for Logger {
 /// An event line (`bulkhead_event`): `[seconds.micros] event: name=NAME fields`, printed
 /// at every log level, since tests and operators' tools read them. Written by `event!`.
 pub fn event(name: &str, fields: core::fmt::Arguments) {
-    let ns = crate::time::now_ns();
+    let stamp = Stamp::now();
     super::with(|c| {
-        let _ = writeln!(
-            c,
-            "[{:5}.{:06}] {}name={name} {fields}",
-            ns / 1_000_000_000,
-            (ns / 1000) % 1_000_000,
-            bulkhead_event::EVENT,
-        );
+        let _ = writeln!(c, "{stamp} {}name={name} {fields}", bulkhead_event::EVENT);
     });
+}
+
+/// A line's time since boot, `[seconds.micros]`, the prefix of log and event lines.
+struct Stamp(u64);
+
+impl Stamp {
+    fn now() -> Stamp {
+        Stamp(crate::time::now_ns())
+    }
+}
+
+impl core::fmt::Display for Stamp {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "[{:5}.{:06}]",
+            self.0 / 1_000_000_000,
+            (self.0 / 1000) % 1_000_000
+        )
+    }
 }
 
 pub fn init(level: LevelFilter) {

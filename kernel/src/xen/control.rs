@@ -155,17 +155,8 @@ async fn each_value(
 async fn dumps(xen: XenRef, node: String, fabric: FabricRef) {
     each_value(&xen, &node, "dump", "state dumps", async |_| {
         let _ = xen.store.write(Tx::NONE, &node, "").await;
-        // Taken first, so the dump's own buffers are not in it; the same figures as a
-        // device's `device-released` event (a test compares the two).
-        let (slots, persistent, ports, u) = {
-            let slots = xen.slots.borrow();
-            (
-                slots.in_use(),
-                slots.cached_total(),
-                xen.ports.borrow().len(),
-                crate::mem::usage(),
-            )
-        };
+        // Taken first, so the dump's own buffers are not in it.
+        let resources = xen.resources();
         let mut o = String::new();
         fabric.borrow().render(&mut o);
         crate::status::render(&mut o);
@@ -178,12 +169,7 @@ async fn dumps(xen: XenRef, node: String, fabric: FabricRef) {
             super::hv::SENDS.load(core::sync::atomic::Ordering::Relaxed),
             super::hv::SEND_CALLS.load(core::sync::atomic::Ordering::Relaxed)
         );
-        crate::event!(
-            "dump",
-            "map_slots={slots} persistent_slots={persistent} ports={ports} heap_b={} memory_kib={}",
-            u.heap_used,
-            u.in_use_bytes() / 1024
-        );
+        crate::event!("dump", "{resources}");
         xen.dump.raise();
     })
     .await;

@@ -390,16 +390,12 @@ async fn device(
                 }
             }
             crate::status::remove(&format!("{id}"));
-            let heap = crate::mem::usage().heap_used;
-            let slots = xen.slots.borrow();
             crate::event!(
                 "device-released",
-                "dev={id} map_slots={} persistent_slots={} domain={} domain_persistent={} ports={} heap_b={heap}",
-                slots.in_use(),
-                slots.cached_total(),
+                "dev={id} domain={} domain_persistent={} {}",
                 id.frontend,
-                slots.cached(id.frontend),
-                xen.ports.borrow().len()
+                xen.slots.borrow().cached(id.frontend),
+                xen.resources()
             );
             return;
         }

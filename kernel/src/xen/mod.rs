@@ -78,6 +78,25 @@ const GUEST_LOGS_KEPT: usize = 256;
 
 pub type XenRef = Rc<Xen>;
 
+/// See [`Xen::resources`].
+pub struct Resources {
+    map_slots: usize,
+    persistent_slots: usize,
+    ports: usize,
+    heap_b: usize,
+    memory_kib: usize,
+}
+
+impl core::fmt::Display for Resources {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "map_slots={} persistent_slots={} ports={} heap_b={} memory_kib={}",
+            self.map_slots, self.persistent_slots, self.ports, self.heap_b, self.memory_kib
+        )
+    }
+}
+
 fn budget_of(
     map: &RefCell<alloc::collections::BTreeMap<u16, bulkhead_xen::budget::LogBudget>>,
     dom: u16,
@@ -166,31 +185,42 @@ impl Xen {
         budget_of(&self.guest_logs, dom, GUEST_LOG_BURST, GUEST_LOG_REFILL_NS)
     }
 
-    /// Log an information line guest `dom` caused, within its own budget for those.
-    pub fn guest_info(&self, dom: u16, what: core::fmt::Arguments) {
+    /// The budget of domain `dom` for information lines (its own, apart from warnings).
+    fn guest_infos(&self, dom: u16) -> bulkhead_xen::budget::LogBudget {
         budget_of(
             &self.guest_infos,
             dom,
             GUEST_INFO_BURST,
             GUEST_INFO_REFILL_NS,
         )
-        .info(what);
+    }
+
+    /// Log an information line guest `dom` caused, within its own budget for those.
+    pub fn guest_info(&self, dom: u16, what: core::fmt::Arguments) {
+        self.guest_infos(dom).info(what);
     }
 
     /// Print an event line (`event!`) guest `dom` caused, within the same budget as its
     /// information lines.
     pub fn guest_event(&self, dom: u16, name: &str, fields: core::fmt::Arguments) {
-        let budget = budget_of(
-            &self.guest_infos,
-            dom,
-            GUEST_INFO_BURST,
-            GUEST_INFO_REFILL_NS,
-        );
-        if let Some(refused) = budget.allow() {
-            if refused > 0 {
-                log::info!("{refused} line(s) about domain {dom} were only counted");
-            }
-            crate::console::logger::event(name, fields);
+        self.guest_infos(dom)
+            .write(|| crate::console::logger::event(name, fields));
+    }
+
+    /// What this domain holds now, as the fields `map_slots`, `persistent_slots`
+    /// (of them, persistent grants kept mapped), `ports`, `heap_b` and `memory_kib` (all
+    /// memory in use by Bulkhead's own count): the same figures
+    /// for a device's `device-released` event and a state dump's `dump` (a test compares
+    /// the two).
+    pub fn resources(&self) -> Resources {
+        let slots = self.slots.borrow();
+        let u = crate::mem::usage();
+        Resources {
+            map_slots: slots.in_use(),
+            persistent_slots: slots.cached_total(),
+            ports: self.ports.borrow().len(),
+            heap_b: u.heap_used,
+            memory_kib: u.in_use_bytes() / 1024,
         }
     }
 

@@ -83,11 +83,18 @@ impl LogBudget {
     /// Write an information line (a device's state, a connection made or closed) if
     /// the budget allows, first saying how many were only counted.
     pub fn info(&self, what: core::fmt::Arguments) {
+        self.write(|| log::info!("{what}"));
+    }
+
+    /// Run `write`, which writes one line of information by other means than the log
+    /// (the kernel's event lines), if the budget allows, first saying how many were only
+    /// counted: the same budget and count as [`LogBudget::info`].
+    pub fn write(&self, write: impl FnOnce()) {
         if let Some(refused) = self.allow() {
             if refused > 0 {
                 log::info!("{refused} line(s) about this guest were only counted");
             }
-            log::info!("{what}");
+            write();
         }
     }
 

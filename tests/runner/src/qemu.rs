@@ -48,8 +48,11 @@ pub struct Scenario {
     /// Substrings that must appear in this order (later ones on the same or later lines):
     /// the banner and the peer's own lines, not the kernel's log sentences.
     pub expect: Vec<String>,
-    /// Substrings that must not appear anywhere.
+    /// Substrings that must not appear anywhere (a panic, the peer's failure).
     pub forbid: Vec<&'static str>,
+    /// Structured lines that must not appear (see [`Want`]): a test that must not run,
+    /// an option that must not be offered.
+    pub absent: Vec<Want>,
     /// Structured lines (`result:` or `event:` `name=NAME key=value ...`, see [`Want`])
     /// that must appear, in any order, each given as its name and the fields it must
     /// carry. Apart from these, any result line with `pass=0` fails the scenario.
@@ -105,6 +108,19 @@ impl Want {
     }
 }
 
+/// The first of `absent` that one of `lines` is, if any.
+pub fn check_absent(lines: &[String], absent: &[Want]) -> Option<String> {
+    absent
+        .iter()
+        .find(|w| lines.iter().any(|l| w.matches(l)))
+        .map(|w| {
+            format!(
+                "a {}line name={} with {:?} is there",
+                w.tag, w.name, w.fields
+            )
+        })
+}
+
 /// Why `lines` do not satisfy `wants`, if they do not: a wanted line missing, or any
 /// result line saying `pass=0`.
 pub fn check_wants(lines: &[String], wants: &[Want]) -> Option<String> {
@@ -157,6 +173,7 @@ fn selftest(name: &'static str, image: Image, mem_mib: u32, entered: &'static st
         mem_mib,
         expect: vec!["Bulkhead ".to_string()],
         forbid: vec!["PANIC", "ERROR"],
+        absent: vec![],
         wants,
         end: End::Exit(EXIT_POWEROFF),
         timeout: Duration::from_secs(60),
@@ -270,6 +287,7 @@ fn storage(
         mem_mib: 64,
         expect: vec![],
         forbid: vec!["PANIC"],
+        absent: vec![],
         wants,
         end: End::Exit(EXIT_POWEROFF),
         timeout: Duration::from_secs(90),
@@ -327,6 +345,7 @@ fn network(
         mem_mib: 64,
         expect,
         forbid: vec!["PANIC", "[peer] FAIL"],
+        absent: vec![],
         wants: vec![
             event(
                 "nic-up",
@@ -342,6 +361,34 @@ fn network(
         end: End::After(done, 1),
         timeout: Duration::from_secs(60),
         net: Some(net),
+    }
+}
+
+/// A scenario that must end with the domain crashed (`stop reason=crashed`, QEMU's
+/// status 3), on a `pc` with 32 MiB and no devices.
+fn crashes(
+    name: &'static str,
+    image: Image,
+    cmdline: &'static str,
+    forbid: Vec<&'static str>,
+    mut wants: Vec<Want>,
+    absent: Vec<Want>,
+) -> Scenario {
+    wants.push(event("stop", &[("reason", "crashed")]));
+    Scenario {
+        name,
+        machine: "pc",
+        nvme_disk: false,
+        image,
+        cmdline,
+        mem_mib: 32,
+        expect: vec![],
+        forbid,
+        absent,
+        wants,
+        end: End::Exit(EXIT_CRASH),
+        timeout: Duration::from_secs(60),
+        net: None,
     }
 }
 
@@ -424,16 +471,12 @@ pub fn scenarios() -> Vec<Scenario> {
         selftest("selftest-multiboot-32m", Image::Multiboot, 32, "multiboot"),
         selftest("selftest-pvh-32m", Image::Pvh, 32, "pvh"),
         selftest("selftest-multiboot-1g", Image::Multiboot, 1024, "multiboot"),
-        Scenario {
-            name: "unknown-option",
-            machine: "pc",
-            nvme_disk: false,
-            image: Image::Multiboot,
-            cmdline: "selftest frobnicate=1 loglevel=loud",
-            mem_mib: 32,
-            expect: vec![],
-            forbid: vec!["result: name=selftest", "PANIC"],
-            wants: vec![
+        crashes(
+            "unknown-option",
+            Image::Multiboot,
+            "selftest frobnicate=1 loglevel=loud",
+            vec!["PANIC"],
+            vec![
                 event(
                     "config-error",
                     &[("option", "frobnicate"), ("kind", "unknown")],
@@ -444,71 +487,43 @@ pub fn scenarios() -> Vec<Scenario> {
                 ),
                 // What it would have taken, listed.
                 event("config-option", &[("option", "loglevel")]),
-                event("stop", &[("reason", "crashed")]),
             ],
-            end: End::Exit(EXIT_CRASH),
-            timeout: Duration::from_secs(60),
-            net: None,
-        },
-        Scenario {
-            name: "forced-panic",
-            machine: "pc",
-            nvme_disk: false,
-            image: Image::Multiboot,
-            cmdline: "test-panic",
-            mem_mib: 32,
-            expect: vec![],
-            forbid: vec![],
-            wants: vec![
+            vec![want("selftest", &[])],
+        ),
+        crashes(
+            "forced-panic",
+            Image::Multiboot,
+            "test-panic",
+            vec![],
+            vec![
                 event("ready", &[]),
                 event(
                     "panic",
                     &[("message", "test-panic requested on the command line")],
                 ),
-                event("stop", &[("reason", "crashed")]),
             ],
-            end: End::Exit(EXIT_CRASH),
-            timeout: Duration::from_secs(60),
-            net: None,
-        },
-        Scenario {
-            name: "guard-page-fault",
-            machine: "pc",
-            nvme_disk: false,
-            image: Image::Pvh,
-            cmdline: "test-fault",
-            mem_mib: 32,
-            expect: vec![],
-            forbid: vec!["returned"],
-            wants: vec![
-                // The fault handler's panic names the guard page it hit.
-                event(
-                    "panic",
-                    &[("message", "~hit the guard page below the boot stack")],
-                ),
-                event("stop", &[("reason", "crashed")]),
-            ],
-            end: End::Exit(EXIT_CRASH),
-            timeout: Duration::from_secs(60),
-            net: None,
-        },
-        Scenario {
-            // The shipped image has none of the test hooks and refuses their options
-            // as it refuses a bad value.
-            name: "shipped-refuses-test-options",
-            machine: "pc",
-            nvme_disk: false,
-            image: Image::Shipped,
-            cmdline: "selftest test-storage",
-            mem_mib: 32,
-            expect: vec![],
-            forbid: vec![
-                "result: name=selftest",
-                "name=storage-test",
-                "event: name=config-option option=selftest ",
-                "PANIC",
-            ],
-            wants: vec![
+            vec![],
+        ),
+        crashes(
+            "guard-page-fault",
+            Image::Pvh,
+            "test-fault",
+            vec!["returned"],
+            // The fault handler's panic names the guard page it hit.
+            vec![event(
+                "panic",
+                &[("message", "~hit the guard page below the boot stack")],
+            )],
+            vec![],
+        ),
+        // The shipped image has none of the test hooks and refuses their options as it
+        // refuses a bad value.
+        crashes(
+            "shipped-refuses-test-options",
+            Image::Shipped,
+            "selftest test-storage",
+            vec!["PANIC"],
+            vec![
                 event(
                     "config-error",
                     &[("option", "selftest"), ("kind", "test-only")],
@@ -517,12 +532,13 @@ pub fn scenarios() -> Vec<Scenario> {
                     "config-error",
                     &[("option", "test-storage"), ("kind", "test-only")],
                 ),
-                event("stop", &[("reason", "crashed")]),
             ],
-            end: End::Exit(EXIT_CRASH),
-            timeout: Duration::from_secs(60),
-            net: None,
-        },
+            vec![
+                want("selftest", &[]),
+                want("storage-test", &[]),
+                event("config-option", &[("option", "selftest")]),
+            ],
+        ),
         Scenario {
             name: "event-loop-heartbeat",
             machine: "pc",
@@ -532,6 +548,7 @@ pub fn scenarios() -> Vec<Scenario> {
             mem_mib: 32,
             expect: vec![],
             forbid: vec!["PANIC", "ERROR"],
+            absent: vec![],
             wants: vec![
                 event("ready", &[]),
                 event("heartbeat", &[("up_s", "1")]),
@@ -734,6 +751,8 @@ pub fn run(
         format!("missing expected line containing {:?}", s.expect[next])
     } else if let Some(why) = check_wants(&lines, &s.wants) {
         why
+    } else if let Some(why) = check_absent(&lines, &s.absent) {
+        why
     } else if let Some(f) = s
         .forbid
         .iter()
@@ -825,6 +844,10 @@ mod tests {
         )
         .is_some());
         assert!(check_wants(&lines, &[event("panic", &[("nosuch", "~")])]).is_some());
+        // Absent lines: any line that is one fails, text that merely holds it does not.
+        assert!(check_absent(&lines, &[event("panic", &[])]).is_some());
+        assert_eq!(check_absent(&lines, &[event("nvme0", &[])]), None);
+        assert_eq!(check_absent(&lines, &[want("panic", &[])]), None);
         let mut failing = lines.clone();
         failing.push("result: name=selftest check=heap pass=0".into());
         assert!(check_wants(&failing, &[targets])

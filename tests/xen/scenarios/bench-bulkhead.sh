@@ -36,7 +36,7 @@ report raw_rr4k_qd1_iops=rr4k_qd1_iops raw_rr4k_qd32_iops=rr4k_qd32_iops raw_seq
 workloads part:delta part:epsilon
 # Memory in use as Bulkhead counts it (image, tables, buffers, the heap's used part; not
 # the map slots it gave back to Xen).
-state_dump || fail "no state dump"
+POLL_S=0.1 state_dump 30 || fail "no state dump"
 result dd_mem_used_kib "$(events "$log" dump | tail -1 | field memory_kib)"
 guests_down
 DD_ID=

@@ -156,16 +156,7 @@ probe() {
     [ "$PROBE" != 0 ] || return 0
     echo "bench-probe: $1: at $(date +%s.%N | cut -c1-14) s, driver domain vCPU $(dd_cpu) s, guests $(vcpu_s bench1) s and $(vcpu_s bench2) s"
     [ "$SIDE" = bulkhead ] || return 0
-    state_dump || echo "bench-probe: no dump for $1"
-}
-# state_dump: ask Bulkhead for a state dump (control/dump) and wait until its console has
-# it; status 1 if none came within 30 s.
-state_dump() {
-    local log n
-    log=$(console_of bulkhead)
-    n=$(count_events "$log" dump)
-    xenstore-write "/local/domain/$DD_ID/control/dump" 1
-    POLL_S=0.1 poll_live 30 at_least_events $((n + 1)) "$log" dump
+    POLL_S=0.1 state_dump 30 || echo "bench-probe: no dump for $1"
 }
 # sample_start, sample_stop LABEL: with BENCH_PROBE=2 on Bulkhead's side, where the driver
 # domain's CPU is meanwhile: xenctx reads its instruction pointer from outside, as often

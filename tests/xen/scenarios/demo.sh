@@ -62,9 +62,7 @@ echo "backend/vbd/$g/51712 and backend/vif/$g/0 under /local/domain/$DD_ID: stat
 
 title "xl list: the driver domain next to dom0 and the guest"
 command xl list
-n=$(count_events "$log" dump)
-xenstore-write "/local/domain/$DD_ID/control/dump" 1
-poll_live 30 at_least_events $((n + 1)) "$log" dump || fail "Bulkhead answered no state dump (control/dump)"
+state_dump 30 || fail "Bulkhead answered no state dump (control/dump)"
 line=$(events "$log" dump | tail -1)
 used=$(echo "$line" | field memory_kib)
 [ -n "$used" ] || fail "no memory figure in: $line"

@@ -121,9 +121,8 @@ stall_report() {
 rm -f "$(console_of victim)" "$(console_of hostile)"
 xl create /tmp/victim.cfg || fail "xl create victim failed"
 vid=$(xl domid victim)
-# shellcheck disable=SC2317 # called through poll_live
-victim_up() { results "$(console_of victim)" victim step=ready >/dev/null || results "$(console_of victim)" "~victim$" pass=0 >/dev/null; }
-poll_live 300 victim_up || fail "the victim did not start"
+# The victim's results: its probe's (victim) or its init script's (linux-victim).
+poll_live 300 reached "$(console_of victim)" "~victim$" ready || fail "the victim did not start"
 results "$(console_of victim)" "~victim$" pass=0 && hostile_fail "the victim failed (above)"
 rm -f /tmp/stall-snapshot
 stall_watch "$vid" &
@@ -132,9 +131,7 @@ trap stall_report EXIT
 log_from=$(wc -l <"$log")
 phase idle
 sleep 1
-n=$(count_events "$log" dump)
-xenstore-write "/local/domain/$dd/control/dump" 1 || fail "cannot ask Bulkhead for a state dump"
-poll_live 60 at_least_events $((n + 1)) "$log" dump || hostile_fail "Bulkhead did not dump its state"
+state_dump 60 || hostile_fail "Bulkhead did not dump its state"
 before=$(events "$log" dump | tail -1)
 note "before the hostile guest: ${before#*name=dump }"
 
@@ -224,9 +221,7 @@ esac
 stall_report
 # The driver domain's own account of the attacks: its slowest task poll and its longest
 # wait for a physical CPU (the status page's "event loop" line).
-n=$(count_events "$log" dump)
-xenstore-write "/local/domain/$dd/control/dump" 1
-poll_live 60 at_least_events $((n + 1)) "$log" dump && note "Bulkhead: $(grep -a "dump: event loop: " "$log" | tail -1 | sed 's/.*dump: //')"
+state_dump 60 && note "Bulkhead: $(grep -a "dump: event loop: " "$log" | tail -1 | sed 's/.*dump: //')"
 # The victim's figures: every phase (one result line each), with its disk throughput
 # against the quiet one's; where each phase's longest gaps began and whether the victim
 # itself was kept from running are in the same lines (for explaining a stall).

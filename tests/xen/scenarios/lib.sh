@@ -147,8 +147,6 @@ no_domain() { ! xl domid "$1" >/dev/null 2>&1; }
 # xs_is PATH VALUE: the xenstore node holds VALUE.
 xs_is() { [ "$(xenstore-read "$1" 2>/dev/null)" = "$2" ]; }
 
-# at_least N FILE PATTERN: FILE has N or more lines matching PATTERN (grep -E).
-at_least() { [ "$(grep -cE "$3" "$2" 2>/dev/null)" -ge "$1" ]; }
 
 # crashed NAME: xl shows the domain crashed.
 crashed() { xl list "$1" 2>/dev/null | awk 'NR == 2 { exit !($5 ~ /c/) }'; }
@@ -260,6 +258,17 @@ no_failed_results() {
 
 # The driver domain's console log (xenconsoled, PV console ring).
 console_of() { echo "$CONSOLE/guest-$1.log"; }
+
+# state_dump SECONDS: ask the driver domain ($DD_ID) for a state dump (control/dump)
+# and wait until its console has the dump's event line (`dump`, with the resources in
+# use); status 1 if none came within SECONDS (scaled).
+state_dump() {
+    local log n
+    log=$(console_of bulkhead)
+    n=$(count_events "$log" dump)
+    xenstore-write "/local/domain/$DD_ID/control/dump" 1 || return 1
+    poll_live "$1" at_least_events $((n + 1)) "$log" dump
+}
 
 # dd_dump: ask the driver domain for a state dump (control/dump) and print it: the switch,
 # the status lines, every backend queue's rings and event channels. For failure paths.

@@ -11,7 +11,7 @@ use alloc::vec::Vec;
 
 use bulkhead_xen::abi::{GrantRef, Port};
 pub use bulkhead_xenbus::keys::Keys;
-use bulkhead_xenbus::keys::{optional, required};
+use bulkhead_xenbus::keys::{optional, queue_dir, required};
 
 use crate::abi::{Protocol, VDISK_CDROM, VDISK_READONLY, VDISK_REMOVABLE};
 
@@ -178,11 +178,7 @@ pub async fn read_frontend(keys: &mut impl Keys, offer: &Offer) -> Result<Fronte
     let persistent = offer.persistent && optional(keys, "feature-persistent", 0).await? == 1;
     let mut queues = Vec::with_capacity(nq as usize);
     for q in 0..nq {
-        let dir = if nq == 1 {
-            String::new()
-        } else {
-            format!("queue-{q}/")
-        };
+        let dir = queue_dir(nq, q);
         let mut refs = Vec::with_capacity(1 << order);
         if order == 0 {
             refs.push(required(keys, &format!("{dir}ring-ref")).await?);

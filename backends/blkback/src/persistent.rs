@@ -8,21 +8,11 @@ use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 
 use bulkhead_xen::abi::{DomId, GrantRef};
-use bulkhead_xen::grants::Mapping;
+use bulkhead_xen::grants::{GrantMapper, Mapping};
 
 use bulkhead_block::Span;
 
 use crate::io::{DmaPages, GrantFault, GuestMemory, Piece, Transfer};
-
-/// Mapping grants into our address space and copying through the mappings.
-pub trait GrantMapper {
-    /// Map `dom`'s grants read-write; one result per reference (None: refused or no
-    /// slot).
-    fn map(&mut self, dom: DomId, grefs: &[GrantRef]) -> Vec<Option<Mapping>>;
-    fn unmap(&mut self, maps: &[Mapping]);
-    fn copy_from(&mut self, m: &Mapping, offset: usize, dst: &mut [u8]);
-    fn copy_to(&mut self, m: &Mapping, offset: usize, src: &[u8]);
-}
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PersistentStats {

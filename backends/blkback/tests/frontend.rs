@@ -2,6 +2,9 @@
 //! fake hypervisor), a shared ring in memory, and a disk in memory. Requests go through
 //! the same ring, decoder, grant-copy builder and data path the kernel uses.
 
+mod common;
+use common::LIMITS;
+
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::rc::Rc;
@@ -11,14 +14,12 @@ use bulkhead_blkback::io::{
     copy_ops, op_gref, DmaPages, Geometry, GrantFault, GuestMemory, Piece, Transfer,
     BATCH_MAX_BYTES,
 };
-use bulkhead_blkback::persistent::{GrantMapper, Persistent};
+use bulkhead_blkback::persistent::Persistent;
 use bulkhead_blkback::queue::Queue;
-use bulkhead_blkback::request::{encode, encode_discard, encode_indirect, Limits, Segment};
+use bulkhead_blkback::request::{encode, encode_discard, encode_indirect, Segment};
 use bulkhead_blkback::ring::{self, FrontRing, VecRing};
 use bulkhead_block::{BlockDevice, BlockError, Features, Io, Span};
-use bulkhead_xen::abi::{self as xabi, DomId, GrantRef};
-use bulkhead_xen::fake::FakeXen;
-use bulkhead_xen::grants::Mapping;
+use bulkhead_xen::fake::{FakeMapper, FakeXen};
 use bulkhead_xen::Hypervisor;
 use bulkhead_xenbus::keys::fake::run;
 
@@ -107,64 +108,6 @@ impl Guest {
             self.xen.borrow_mut().local_frame(f, &page);
         }
         self.copy(pieces, true)
-    }
-}
-
-/// Maps grants through the fake hypervisor at made-up addresses.
-struct FakeMapper {
-    xen: Rc<RefCell<FakeXen>>,
-    free: Vec<u64>,
-}
-
-impl GrantMapper for FakeMapper {
-    fn map(&mut self, dom: DomId, grefs: &[GrantRef]) -> Vec<Option<Mapping>> {
-        grefs
-            .iter()
-            .map(|&gref| {
-                let addr = self.free.pop()?;
-                let mut op = [xabi::MapGrantRef {
-                    host_addr: addr,
-                    flags: xabi::GNTMAP_HOST_MAP,
-                    gref,
-                    dom,
-                    ..Default::default()
-                }];
-                self.xen.borrow_mut().grant_map(&mut op).unwrap();
-                if op[0].status != 0 {
-                    self.free.push(addr);
-                    return None;
-                }
-                Some(Mapping {
-                    addr,
-                    handle: op[0].handle,
-                    dom,
-                    gref,
-                    readonly: false,
-                })
-            })
-            .collect()
-    }
-    fn unmap(&mut self, maps: &[Mapping]) {
-        for m in maps {
-            let mut op = [xabi::UnmapGrantRef {
-                host_addr: m.addr,
-                handle: m.handle,
-                ..Default::default()
-            }];
-            self.xen.borrow_mut().grant_unmap(&mut op).unwrap();
-            assert_eq!(op[0].status, 0);
-            self.free.push(m.addr);
-        }
-    }
-    fn copy_from(&mut self, m: &Mapping, offset: usize, dst: &mut [u8]) {
-        let xen = self.xen.borrow();
-        let page = xen.mapped_page(m.addr).expect("mapped");
-        dst.copy_from_slice(&page[offset..offset + dst.len()]);
-    }
-    fn copy_to(&mut self, m: &Mapping, offset: usize, src: &[u8]) {
-        let mut xen = self.xen.borrow_mut();
-        let page = xen.mapped_page_mut(m.addr).expect("mapped");
-        page[offset..offset + src.len()].copy_from_slice(src);
     }
 }
 
@@ -304,14 +247,6 @@ impl BlockDevice for MemDisk {
     }
 }
 
-const LIMITS: Limits = Limits {
-    max_indirect_segments: 256,
-    barrier: true,
-    flush: true,
-    discard: true,
-    secure_discard: false,
-};
-
 /// The frontend's side: publishes requests into the shared ring and reads responses.
 struct Rig {
     front: FrontRing,
@@ -370,10 +305,7 @@ impl Rig {
         self.guest = Box::new(Probed {
             inner: Persistent::new(
                 GUEST,
-                FakeMapper {
-                    xen: self.xen.clone(),
-                    free: (0..64).map(|i| 0x8000_0000 + i * 4096).collect(),
-                },
+                FakeMapper::new(self.xen.clone(), 64),
                 Guest {
                     xen: self.xen.clone(),
                     copies: self.copies.clone(),

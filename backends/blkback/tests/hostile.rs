@@ -1,10 +1,13 @@
 //! blkback against frontends that attack it rather than use it. Each test is a finding
 //! of the hostile-guest review (issue 16) and fails on the code before its fix.
 
+mod common;
+use common::LIMITS;
+
 use bulkhead_blkback::abi::*;
 use bulkhead_blkback::io::{Geometry, GrantFault, GuestMemory, Piece};
 use bulkhead_blkback::queue::Queue;
-use bulkhead_blkback::request::{encode, Limits};
+use bulkhead_blkback::request::encode;
 use bulkhead_blkback::ring;
 use bulkhead_block::{BlockDevice, BlockError, Features};
 use bulkhead_ring::Republishing;
@@ -61,14 +64,6 @@ impl GuestMemory for Revoked {
         })
     }
 }
-
-const LIMITS: Limits = Limits {
-    max_indirect_segments: 256,
-    barrier: true,
-    flush: true,
-    discard: true,
-    secure_discard: false,
-};
 
 /// Finding 2 of the hostile-guest review: a frontend that re-publishes invalid requests from inside the backend's
 /// ring read (as fast as they are answered) must not keep `serve_available` from

@@ -8,7 +8,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use bulkhead_xen::abi::{GrantRef, Port};
-use bulkhead_xenbus::keys::{flag, optional, required, Keys};
+use bulkhead_xenbus::keys::{flag, optional, queue_dir, required, Keys};
 
 use crate::rate::Rate;
 
@@ -220,13 +220,7 @@ pub async fn read_frontend(keys: &mut impl Keys, offer: &Offer) -> Result<Fronte
     }
     let mut queues = Vec::with_capacity(nq as usize);
     for q in 0..nq {
-        // One queue: the keys sit in the frontend directory itself (netfront writes them
-        // flat even when it wrote multi-queue-num-queues = 1).
-        let dir = if nq == 1 {
-            String::new()
-        } else {
-            format!("queue-{q}/")
-        };
+        let dir = queue_dir(nq, q);
         let tx_ref = required(keys, &format!("{dir}tx-ring-ref")).await?;
         let rx_ref = required(keys, &format!("{dir}rx-ring-ref")).await?;
         let (tx_event, rx_event) = match keys.get(&format!("{dir}event-channel-tx")).await {

@@ -723,40 +723,8 @@ impl<M: RingMemory> VifQueue<M> {
                 }
             }
         }
-        // The GSO extra slot takes the second request (after the first data slot).
-        let extra_at = gso.map(|_| 1);
-        let data_reqs: Vec<RxRequest> = reqs
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| Some(*i) != extra_at)
-            .map(|(_, r)| *r)
-            .collect();
-        let mut responses = Vec::with_capacity(need);
-        for (i, (r, &len)) in data_reqs.iter().zip(&lens).enumerate() {
-            let mut flags = if i + 1 < lens.len() {
-                NETRXF_MORE_DATA
-            } else {
-                0
-            };
-            if i == 0 {
-                flags |= first_flags;
-                if gso.is_some() {
-                    flags |= NETRXF_EXTRA_INFO;
-                }
-            }
-            responses.push(
-                rx::RxResponse {
-                    id: r.id,
-                    offset: 0,
-                    flags,
-                    status: len as i16,
-                }
-                .encode(),
-            );
-            if let (0, Some(g)) = (i, gso) {
-                responses.push(rx::gso_extra(g));
-            }
-        }
+        let data_reqs = rx::data_requests(&reqs, gso.is_some());
+        let responses = rx::responses(&data_reqs, &lens, first_flags, gso);
         let body_to = pieces
             .iter()
             .zip(at)
@@ -774,7 +742,8 @@ impl<M: RingMemory> VifQueue<M> {
             },
             body_to,
             responses,
-            extra_at,
+            // The extra-info response follows the first data slot's.
+            extra_at: gso.map(|_| 1),
             len,
         })
     }

@@ -91,16 +91,47 @@ pub struct Placement {
 /// `first_flags` are the checksum flags for the first slot.
 pub fn place(len: usize, first_flags: u16, gso: Option<Gso>, reqs: &[RxRequest]) -> Placement {
     debug_assert_eq!(reqs.len(), slots_needed(len, gso.is_some()));
-    let data_slots = len.div_ceil(PAGE_SIZE).max(1);
-    let mut pieces = Vec::with_capacity(data_slots);
-    let mut responses = Vec::with_capacity(reqs.len());
-    let mut reqs = reqs.iter();
-    let mut left = len;
-    for i in 0..data_slots {
-        let r = reqs.next().expect("enough requests");
-        let n = left.min(PAGE_SIZE);
-        left -= n;
-        let mut flags = if i + 1 < data_slots {
+    let data = data_requests(reqs, gso.is_some());
+    let lens: Vec<usize> = (0..len.div_ceil(PAGE_SIZE).max(1))
+        .map(|i| (len - i * PAGE_SIZE).min(PAGE_SIZE))
+        .collect();
+    let pieces = data
+        .iter()
+        .zip(&lens)
+        .map(|(r, &n)| Piece {
+            gref: r.gref,
+            offset: 0,
+            len: n as u16,
+        })
+        .collect();
+    Placement {
+        pieces,
+        responses: responses(&data, &lens, first_flags, gso),
+    }
+}
+
+/// The requests of a packet's chain that take its bytes: all but the GSO extra-info
+/// slot's, which is the second (the frontend ignores its id).
+pub fn data_requests(reqs: &[RxRequest], gso: bool) -> Vec<RxRequest> {
+    reqs.iter()
+        .enumerate()
+        .filter(|&(i, _)| !(gso && i == 1))
+        .map(|(_, r)| *r)
+        .collect()
+}
+
+/// The responses of a packet laid into the slots of `data` (see [`data_requests`]) with
+/// `lens` bytes each, in ring order: MORE_DATA on all but the last, the checksum flags
+/// on the first and, with GSO, the extra-info slot right after it.
+pub fn responses(
+    data: &[RxRequest],
+    lens: &[usize],
+    first_flags: u16,
+    gso: Option<Gso>,
+) -> Vec<[u8; RX_RESPONSE_SIZE]> {
+    let mut out = Vec::with_capacity(lens.len() + gso.is_some() as usize);
+    for (i, (r, &n)) in data.iter().zip(lens).enumerate() {
+        let mut flags = if i + 1 < lens.len() {
             NETRXF_MORE_DATA
         } else {
             0
@@ -111,12 +142,7 @@ pub fn place(len: usize, first_flags: u16, gso: Option<Gso>, reqs: &[RxRequest])
                 flags |= NETRXF_EXTRA_INFO;
             }
         }
-        pieces.push(Piece {
-            gref: r.gref,
-            offset: 0,
-            len: n as u16,
-        });
-        responses.push(
+        out.push(
             RxResponse {
                 id: r.id,
                 offset: 0,
@@ -125,15 +151,11 @@ pub fn place(len: usize, first_flags: u16, gso: Option<Gso>, reqs: &[RxRequest])
             }
             .encode(),
         );
-        if i == 0 {
-            if let Some(g) = gso {
-                // The extra slot uses up a request; the frontend ignores its id.
-                reqs.next().expect("enough requests");
-                responses.push(gso_extra(g));
-            }
+        if let (0, Some(g)) = (i, gso) {
+            out.push(gso_extra(g));
         }
     }
-    Placement { pieces, responses }
+    out
 }
 
 /// Turn a placement's responses into errors (the copy failed): the chain stays intact so

@@ -1,7 +1,7 @@
 //! netback against a model of Linux netfront: granted pages in memory, the TX and RX
 //! rings driven from the frontend side, every byte checked.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use bulkhead_netback::abi::*;
 use bulkhead_netback::packet::Packet;
@@ -12,6 +12,7 @@ use bulkhead_netback::rate::Rate;
 use bulkhead_netback::rx::{RxRequest, RxResponse};
 use bulkhead_netback::tx::{Gso, TxSlot};
 use bulkhead_ring::{shared_init, BackRing, FrontRing, RingMemory, VecRing};
+use bulkhead_testsupport::GrantPages;
 use bulkhead_xen::copy::{Forward, GrantFault, GuestMemory, Piece, ReadsAndWrites};
 
 /// A packet as netfront reassembles it: its bytes, the first response's flags and the GSO
@@ -20,39 +21,14 @@ type Received = (Vec<u8>, u16, Option<(u16, u8)>);
 
 const MAC: [u8; 6] = [0x00, 0x16, 0x3e, 0x00, 0x00, 0x01];
 
-/// The guest's granted pages.
-#[derive(Default)]
-struct Pages(HashMap<u32, Vec<u8>>);
+/// The guest's granted pages; a copy that leaves its page or does not cover its buffer
+/// is a bug of netback's, and panics.
+type Pages = GrantPages;
 
-impl GuestMemory for Pages {
-    fn read(&mut self, pieces: &[Piece], buf: &mut [u8]) -> Result<(), GrantFault> {
-        let mut at = 0;
-        for p in pieces {
-            let page = self.0.get(&p.gref).ok_or(GrantFault {
-                gref: p.gref,
-                status: -4,
-            })?;
-            let (o, n) = (p.offset as usize, p.len as usize);
-            buf[at..at + n].copy_from_slice(&page[o..o + n]);
-            at += n;
-        }
-        assert_eq!(at, buf.len());
-        Ok(())
-    }
-    fn write(&mut self, pieces: &[Piece], buf: &[u8]) -> Result<(), GrantFault> {
-        let mut at = 0;
-        for p in pieces {
-            let page = self.0.get_mut(&p.gref).ok_or(GrantFault {
-                gref: p.gref,
-                status: -4,
-            })?;
-            let (o, n) = (p.offset as usize, p.len as usize);
-            page[o..o + n].copy_from_slice(&buf[at..at + n]);
-            at += n;
-        }
-        assert_eq!(at, buf.len());
-        Ok(())
-    }
+fn pages() -> Pages {
+    let mut p = GrantPages::new();
+    p.strict = true;
+    p
 }
 
 /// Guest memory that counts the batched copies (each is one hypercall in the kernel).
@@ -196,7 +172,7 @@ impl Rig {
             q: VifQueue::new("vif7.0".into(), txr, rxr, MAC, features, rate),
             tx,
             rx,
-            pages: Pages::default(),
+            pages: pages(),
             next_gref: 100,
         }
     }
@@ -206,7 +182,7 @@ impl Rig {
         self.next_gref += 1;
         let mut page = vec![0u8; 4096];
         page[offset..offset + bytes.len()].copy_from_slice(bytes);
-        self.pages.0.insert(g, page);
+        self.pages.insert(g, page);
         g
     }
 
@@ -374,13 +350,11 @@ impl Rig {
         // Posted buffers' ids are their gref mod 256 and grefs are unique per test.
         let g = self
             .pages
-            .0
-            .keys()
-            .copied()
+            .refs()
             .filter(|g| (g % 256) as u16 == id)
             .max()
             .unwrap();
-        &self.pages.0[&g]
+        self.pages.page(g).unwrap()
     }
 }
 
@@ -468,7 +442,7 @@ fn spoofed_and_unreadable_packets_are_dropped_and_counted() {
     let ids = r.send(&frame(MAC, 60, 5), 0, 0, None);
     // Revoke the second packet's page.
     let last = r.next_gref - 1;
-    r.pages.0.remove(&last);
+    r.pages.revoke(last);
     let good = frame(MAC, 70, 6);
     r.send(&good, 0, 0, None);
     let out = r.transmit(0);
@@ -562,7 +536,7 @@ fn a_pass_both_ways_is_one_copy() {
         r.send(f, 3000, 0, None); // the third crosses its page: two slots
     }
     // The second send's first page is revoked.
-    r.pages.0.remove(&(100 + 1));
+    r.pages.revoke(100 + 1);
     let inbound: Vec<Vec<u8>> = (0..2)
         .map(|i| frame([2, 0, 0, 0, 0, 9], 1514 + 3000 * i, 50 + i as u8))
         .collect();
@@ -1042,8 +1016,8 @@ fn a_request_producer_moving_backwards_is_fatal_not_a_panic() {
     rxr.memory().armed.set(true);
     let mut q = VifQueue::new("vif9.0".into(), txr, rxr, MAC, ALL, None);
     let mut pending = VecDeque::from([Packet::plain(frame([2, 0, 0, 0, 0, 1], 6000, 1))]);
-    let mut pages = Pages::default();
-    pages.0.insert(100, vec![0; 4096]);
+    let mut pages = pages();
+    pages.insert(100, vec![0; 4096]);
     let r = q.receive(&mut pages, &mut pending);
     assert!(r.is_err(), "{r:?}");
 }
@@ -1168,8 +1142,8 @@ fn a_receiver_that_cannot_take_it_now_gets_it_the_usual_way() {
     assert_eq!((empty.q.in_flight(), no_gso.q.in_flight()), (0, 0));
     // The guest rewrites its source MAC after the head was checked: the rest is copied
     // after the head as checked, never the head again.
-    let first_page = *a.pages.0.keys().min().unwrap();
-    a.pages.0.get_mut(&first_page).unwrap()[6..12].copy_from_slice(&[9; 6]);
+    let first_page = a.pages.refs().min().unwrap();
+    a.pages.page_mut(first_page).unwrap()[6..12].copy_from_slice(&[9; 6]);
     let (mut read, _) = a.pages.read_new_and_write(&[&body.pieces], &[]);
     let rest = read.pop().unwrap().unwrap();
     assert!(body.complete(head.clone(), &rest[1..]).is_none(), "short");
@@ -1201,7 +1175,7 @@ fn a_revoked_grant_fails_a_direct_copy_once() {
     b.post(64);
     let (_, ids, head, body) = large_send(&mut a, 100);
     let d = b.q.rx_direct(&head, &body).unwrap();
-    b.pages.0.remove(&d.body_to[5].gref);
+    b.pages.revoke(d.body_to[5].gref);
     let (done, _) = forward(&mut a.pages, &mut b.pages, &head, &body.pieces, &d);
     assert!(done.is_err());
     a.q.tx_body_done(body, true);
@@ -1281,7 +1255,7 @@ fn a_small_packet_goes_straight_into_a_quiet_receiver() {
     let p = Packet::plain(f.clone());
     let d = b.q.rx_direct_whole(&p).expect("an idle receiver takes it");
     assert!(d.body_to.is_empty());
-    let mut from = Pages::default();
+    let mut from = pages();
     let mut m = TwoDomains {
         from: &mut from,
         to: &mut b.pages,

@@ -138,8 +138,27 @@ pub mod testing {
         }
     }
 
-    /// DMA into the memory a device model holds (its state shared with the test).
+    /// DMA into the memory a device model holds (its state shared with the test). The
+    /// state names its memory with [`model_memory!`](crate::model_memory).
     pub struct ModelDma<S>(pub Rc<RefCell<S>>);
+
+    /// `model_memory!(State, mem)`: a device model's state `State` keeps the physical
+    /// memory its device reaches in its field `mem`, which [`ModelDma`] then reaches.
+    #[macro_export]
+    macro_rules! model_memory {
+        ($state:ty, $field:ident) => {
+            impl ::core::convert::AsRef<$crate::testing::PhysMem> for $state {
+                fn as_ref(&self) -> &$crate::testing::PhysMem {
+                    &self.$field
+                }
+            }
+            impl ::core::convert::AsMut<$crate::testing::PhysMem> for $state {
+                fn as_mut(&mut self) -> &mut $crate::testing::PhysMem {
+                    &mut self.$field
+                }
+            }
+        };
+    }
 
     impl<S: AsRef<PhysMem> + AsMut<PhysMem>> Dma for ModelDma<S> {
         fn alloc(&mut self, bytes: usize) -> Result<u64, NoMemory> {

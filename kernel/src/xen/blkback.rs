@@ -9,7 +9,7 @@ use alloc::vec::Vec;
 
 use bulkhead_blkback::io::{DmaPages, Geometry, GrantFault, GuestMemory, Piece, Transfer};
 use bulkhead_blkback::negotiate::{self, DiskInfo, Offer};
-use bulkhead_blkback::persistent::{GrantMapper, Persistent};
+use bulkhead_blkback::persistent::Persistent;
 use bulkhead_blkback::queue::Queue;
 use bulkhead_blkback::ring::BackRing;
 use bulkhead_block::Span;
@@ -17,7 +17,7 @@ use bulkhead_block::{BlockDevice, Target};
 use bulkhead_event::quoted;
 use bulkhead_executor::Handle;
 use bulkhead_xen::abi::{DomId, Port};
-use bulkhead_xen::grants::Mapping;
+use bulkhead_xen::grants::{GrantMapper, Mapping};
 use bulkhead_xen::Hypervisor;
 use bulkhead_xenbus::{DeviceId, State};
 use bulkhead_xenstore::client::Tx;

@@ -2,78 +2,41 @@
 //! producer index it chooses, served through persistent grants or grant copies, against
 //! a disk in memory that may reach mapped pages itself (DMA). No input may panic; every
 //! request taken is answered exactly once; the disk never reaches a page that is not
-//! mapped, nor past a page's end.
+//! mapped, nor past a page's end; nothing stays mapped after the release.
 #![no_main]
 
 use bulkhead_blkback::abi::Protocol;
 use std::cell::RefCell;
-use std::collections::HashSet;
 use std::rc::Rc;
 
 use bulkhead_blkback::io::Geometry;
-use bulkhead_blkback::persistent::{GrantMapper, Persistent};
+use bulkhead_blkback::persistent::Persistent;
 use bulkhead_blkback::queue::Queue;
 use bulkhead_blkback::request::Limits;
 use bulkhead_blkback::ring::{self, RingMemory, VecRing};
 use bulkhead_block::{BlockDevice, BlockError, Features, Io, Span};
-use bulkhead_xen::grants::Mapping;
-use bulkhead_xenbus::keys::fake::run;
 use bulkhead_testsupport::GrantPages;
+use bulkhead_xen::fake::{FakeMapper, FakeXen};
+use bulkhead_xenbus::keys::fake::run;
 use libfuzzer_sys::fuzz_target;
 
-/// Maps grants 1..=48 (fewer than the copier reaches: the cache meets refusals); the
-/// pages mapped right now are in `mapped`.
-struct Mapper {
-    next: u64,
-    mapped: Rc<RefCell<HashSet<u64>>>,
-}
-
-impl GrantMapper for Mapper {
-    fn map(&mut self, dom: u16, grefs: &[u32]) -> Vec<Option<Mapping>> {
-        grefs
-            .iter()
-            .map(|&gref| {
-                (1..=48).contains(&gref).then(|| {
-                    self.next += 4096;
-                    self.mapped.borrow_mut().insert(self.next);
-                    Mapping {
-                        addr: self.next,
-                        handle: gref,
-                        dom,
-                        gref,
-                        readonly: false,
-                    }
-                })
-            })
-            .collect()
-    }
-    fn unmap(&mut self, maps: &[Mapping]) {
-        for m in maps {
-            assert!(self.mapped.borrow_mut().remove(&m.addr), "unmapped twice");
-        }
-    }
-    fn copy_from(&mut self, _: &Mapping, offset: usize, dst: &mut [u8]) {
-        assert!(offset + dst.len() <= 4096);
-        dst.fill(0x5a);
-    }
-    fn copy_to(&mut self, _: &Mapping, offset: usize, src: &[u8]) {
-        assert!(offset + src.len() <= 4096);
-    }
-}
-
-/// The disk's blocks, and the mapped pages if it reaches memory itself.
-struct Disk(Vec<u8>, Option<Rc<RefCell<HashSet<u64>>>>);
+/// The disk's blocks, and the hypervisor whose mapped pages it reaches if it reaches
+/// memory itself.
+struct Disk(Vec<u8>, Option<Rc<RefCell<FakeXen>>>);
 
 impl Disk {
     fn dma(&mut self, lba: u64, spans: &[Span]) -> Result<(), BlockError> {
-        let mapped = self.1.as_ref().expect("spans only where taken").borrow();
+        let xen = self.1.as_ref().expect("spans only where taken").borrow();
         let mut len = 0;
         for s in spans {
             assert!(
-                mapped.contains(&(s.addr & !4095)),
+                xen.mapped_page(s.addr & !4095).is_some(),
                 "the device reached a page that is not mapped"
             );
-            assert!((s.addr & 4095) as usize + s.len <= 4096, "a span crosses its page");
+            assert!(
+                (s.addr & 4095) as usize + s.len <= 4096,
+                "a span crosses its page"
+            );
             len += s.len;
         }
         let o = lba as usize * 512;
@@ -171,20 +134,25 @@ fuzz_target!(|data: &[u8]| {
         block_size: 512,
     };
     let mut q = Queue::new("fuzz".into(), ring, protocol, limits, geometry, read_only);
-    let mapped = Rc::new(RefCell::new(HashSet::new()));
-    let reach = (data[6] & 8 != 0).then(|| mapped.clone());
+    let xen = Rc::new(RefCell::new(FakeXen::new(0)));
+    let reach = (data[6] & 8 != 0).then(|| xen.clone());
     let mut disk = Disk(vec![0; 8192 * 512], reach);
-    // Grants 1..=64 are readable and writable pages; any other reference faults.
+    // Grants 1..=64 are readable and writable pages for copies; any other reference
+    // faults. Fewer map (48 granted through the fake hypervisor, which numbers them
+    // from 9) into fewer slots (40): the cache meets refusals and a full pool.
     let copier = GrantPages::numbered(64);
     let r = if persistent {
-        let mapper = Mapper {
-            next: 0,
-            mapped: mapped.clone(),
-        };
-        let mut guest = Persistent::new(7, mapper, copier, 32);
+        for _ in 0..48 {
+            xen.borrow_mut().foreign_grant(7, &[], false);
+        }
+        let mut guest = Persistent::new(7, FakeMapper::new(xen.clone(), 40), copier, 32);
         let r = run(q.serve_available(&mut disk, &mut guest, 64));
         guest.release();
-        assert!(mapped.borrow().is_empty(), "a mapping outlived its release");
+        assert_eq!(
+            xen.borrow().mapped_count(),
+            0,
+            "a mapping outlived its release"
+        );
         r
     } else {
         let mut guest = copier;

@@ -53,6 +53,11 @@ impl GrantPages {
         self.pages.remove(&gref);
     }
 
+    /// The references that name a page, in no order.
+    pub fn refs(&self) -> impl Iterator<Item = u32> + '_ {
+        self.pages.keys().copied()
+    }
+
     pub fn page(&self, gref: u32) -> Option<&[u8]> {
         self.pages.get(&gref).map(Vec::as_slice)
     }

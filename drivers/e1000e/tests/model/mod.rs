@@ -228,14 +228,4 @@ impl Mmio for Regs {
     }
 }
 
-impl AsRef<PhysMem> for State {
-    fn as_ref(&self) -> &PhysMem {
-        &self.mem
-    }
-}
-
-impl AsMut<PhysMem> for State {
-    fn as_mut(&mut self) -> &mut PhysMem {
-        &mut self.mem
-    }
-}
+bulkhead_hw::model_memory!(State, mem);

@@ -37,6 +37,17 @@ pub async fn flag(keys: &mut impl Keys, key: &str, default: bool) -> Result<bool
     }
 }
 
+/// Where queue `q` of `queues` keeps its keys, relative to the frontend's directory: the
+/// directory itself for a single queue (blkfront and netfront write them flat then,
+/// even beside `multi-queue-num-queues = 1`), else `queue-N/`.
+pub fn queue_dir(queues: u32, q: u32) -> String {
+    if queues == 1 {
+        String::new()
+    } else {
+        format!("queue-{q}/")
+    }
+}
+
 /// An in-memory directory for negotiation tests (feature `fake`).
 #[cfg(any(test, feature = "fake"))]
 pub mod fake {
@@ -72,5 +83,17 @@ pub mod fake {
             Poll::Ready(v) => v,
             Poll::Pending => panic!("waited, though every fake here is in memory"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_queue_is_flat_and_more_have_directories() {
+        assert_eq!(queue_dir(1, 0), "");
+        assert_eq!(queue_dir(4, 0), "queue-0/");
+        assert_eq!(queue_dir(4, 3), "queue-3/");
     }
 }

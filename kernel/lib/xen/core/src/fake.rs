@@ -2,11 +2,13 @@
 //! grants backed by byte pages, and our grant table in memory.
 
 use alloc::collections::BTreeMap;
+use alloc::rc::Rc;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::cell::RefCell;
 
 use crate::abi::{self, DomId, GrantEntryV1, GrantRef, Port};
-use crate::grants::GrantTableMemory;
+use crate::grants::{GrantMapper, GrantTableMemory, Mapping};
 use crate::{Errno, Hypervisor};
 
 pub struct FakeXen {
@@ -102,6 +104,91 @@ impl FakeXen {
             return Err(Errno(-14));
         }
         Ok(())
+    }
+}
+
+/// Maps other domains' grants through a shared [`FakeXen`] into a fixed pool of
+/// made-up addresses, as the kernel maps them into its ballooned slots: a grant Xen
+/// refuses, or one that finds the pool used up, maps to None. The pages it reaches are
+/// the granting domain's own ([`FakeXen::mapped_page`]), so a test sees every write.
+pub struct FakeMapper {
+    pub xen: Rc<RefCell<FakeXen>>,
+    free: Vec<u64>,
+}
+
+impl FakeMapper {
+    /// Where the pool's slots start (above any frame the tests use).
+    pub const BASE: u64 = 0x8000_0000;
+
+    pub fn new(xen: Rc<RefCell<FakeXen>>, slots: usize) -> FakeMapper {
+        let free = (0..slots as u64)
+            .rev()
+            .map(|i| Self::BASE + i * 4096)
+            .collect();
+        FakeMapper { xen, free }
+    }
+}
+
+impl GrantMapper for FakeMapper {
+    fn map(&mut self, dom: DomId, grefs: &[GrantRef]) -> Vec<Option<Mapping>> {
+        grefs
+            .iter()
+            .map(|&gref| {
+                let addr = self.free.pop()?;
+                let mut op = [abi::MapGrantRef {
+                    host_addr: addr,
+                    flags: abi::GNTMAP_HOST_MAP,
+                    gref,
+                    dom,
+                    ..Default::default()
+                }];
+                self.xen.borrow_mut().grant_map(&mut op).expect("hypercall");
+                if op[0].status != 0 {
+                    self.free.push(addr);
+                    return None;
+                }
+                Some(Mapping {
+                    addr,
+                    handle: op[0].handle,
+                    dom,
+                    gref,
+                    readonly: false,
+                })
+            })
+            .collect()
+    }
+
+    /// Panics where Xen would refuse: a mapping unmapped twice or never made.
+    fn unmap(&mut self, maps: &[Mapping]) {
+        for m in maps {
+            let mut op = [abi::UnmapGrantRef {
+                host_addr: m.addr,
+                handle: m.handle,
+                ..Default::default()
+            }];
+            self.xen
+                .borrow_mut()
+                .grant_unmap(&mut op)
+                .expect("hypercall");
+            assert_eq!(
+                op[0].status, 0,
+                "unmap of a grant not mapped at {:#x}",
+                m.addr
+            );
+            self.free.push(m.addr);
+        }
+    }
+
+    fn copy_from(&mut self, m: &Mapping, offset: usize, dst: &mut [u8]) {
+        let xen = self.xen.borrow();
+        let page = xen.mapped_page(m.addr).expect("mapped");
+        dst.copy_from_slice(&page[offset..offset + dst.len()]);
+    }
+
+    fn copy_to(&mut self, m: &Mapping, offset: usize, src: &[u8]) {
+        let mut xen = self.xen.borrow_mut();
+        let page = xen.mapped_page_mut(m.addr).expect("mapped");
+        page[offset..offset + src.len()].copy_from_slice(src);
     }
 }
 

@@ -141,6 +141,18 @@ pub struct Mapping {
     pub readonly: bool,
 }
 
+/// Mapping other domains' grants into our address space and copying through the
+/// mappings: the persistent grants of blkback keep pages mapped this way. The kernel's
+/// mapper uses the ballooned slots below; tests use [`crate::fake::FakeMapper`].
+pub trait GrantMapper {
+    /// Map `dom`'s grants read-write; one result per reference (None: refused or no
+    /// slot).
+    fn map(&mut self, dom: DomId, grefs: &[GrantRef]) -> Vec<Option<Mapping>>;
+    fn unmap(&mut self, maps: &[Mapping]);
+    fn copy_from(&mut self, m: &Mapping, offset: usize, dst: &mut [u8]);
+    fn copy_to(&mut self, m: &Mapping, offset: usize, src: &[u8]);
+}
+
 /// Guest-physical page addresses with nothing behind them, to map grants into.
 /// Slots kept free for rings beyond what registered devices reserve: a device being
 /// added finds room even while every other is busy.

@@ -12,7 +12,7 @@ use bulkhead_netback::rate::Rate;
 use bulkhead_netback::rx::{RxRequest, RxResponse};
 use bulkhead_netback::tx::{Gso, TxSlot};
 use bulkhead_ring::{shared_init, BackRing, FrontRing, RingMemory, VecRing};
-use bulkhead_testsupport::GrantPages;
+use bulkhead_testsupport::{Batches, GrantPages};
 use bulkhead_xen::copy::{Forward, GrantFault, GuestMemory, Piece, ReadsAndWrites};
 
 /// A packet as netfront reassembles it: its bytes, the first response's flags and the GSO
@@ -29,50 +29,6 @@ fn pages() -> Pages {
     let mut p = GrantPages::new();
     p.strict = true;
     p
-}
-
-/// Guest memory that counts the batched copies (each is one hypercall in the kernel).
-struct Batches<'a> {
-    pages: &'a mut Pages,
-    reads: usize,
-    writes: usize,
-    /// Passes that copied both ways in one go.
-    both: usize,
-}
-
-impl GuestMemory for Batches<'_> {
-    fn read(&mut self, pieces: &[Piece], buf: &mut [u8]) -> Result<(), GrantFault> {
-        self.pages.read(pieces, buf)
-    }
-    fn write(&mut self, pieces: &[Piece], buf: &[u8]) -> Result<(), GrantFault> {
-        self.pages.write(pieces, buf)
-    }
-    fn read_all(&mut self, jobs: &mut [(&[Piece], &mut [u8])]) -> Vec<Result<(), GrantFault>> {
-        self.reads += 1;
-        jobs.iter_mut()
-            .map(|(p, b)| self.pages.read(p, b))
-            .collect()
-    }
-    fn write_all(&mut self, jobs: &[(&[Piece], &[u8])]) -> Vec<Result<(), GrantFault>> {
-        self.writes += 1;
-        jobs.iter().map(|(p, b)| self.pages.write(p, b)).collect()
-    }
-    fn read_new_and_write(
-        &mut self,
-        reads: &[&[Piece]],
-        writes: &[(&[Piece], &[u8])],
-    ) -> bulkhead_xen::copy::ReadsAndWrites {
-        self.both += 1;
-        let r = reads
-            .iter()
-            .map(|p| {
-                let mut b = vec![0u8; p.iter().map(|x| x.len as usize).sum()];
-                self.pages.read(p, &mut b).map(|()| b)
-            })
-            .collect();
-        let w = writes.iter().map(|(p, b)| self.pages.write(p, b)).collect();
-        (r, w)
-    }
 }
 
 /// Two guests' pages, as Xen sees them when we copy between them: the sender's
@@ -393,25 +349,15 @@ fn a_batch_of_packets_is_one_copy_each_way() {
         r.send(f, 0, 0, None);
     }
     let mut out = Vec::new();
-    let mut m = Batches {
-        pages: &mut r.pages,
-        reads: 0,
-        writes: 0,
-        both: 0,
-    };
-    r.q.transmit(&mut m, 0, 64, &mut out).unwrap();
-    assert_eq!((m.reads, out.len()), (1, 5));
+    r.pages.batches = Batches::default();
+    r.q.transmit(&mut r.pages, 0, 64, &mut out).unwrap();
+    assert_eq!((r.pages.batches.reads, out.len()), (1, 5));
     assert!(out.iter().zip(&frames).all(|(p, f)| &p.data == f));
     r.post(5);
     let mut pending: VecDeque<Packet> = out.into_iter().collect();
-    let mut m = Batches {
-        pages: &mut r.pages,
-        reads: 0,
-        writes: 0,
-        both: 0,
-    };
-    r.q.receive(&mut m, &mut pending).unwrap();
-    assert_eq!((m.writes, pending.len()), (1, 0));
+    r.pages.batches = Batches::default();
+    r.q.receive(&mut r.pages, &mut pending).unwrap();
+    assert_eq!((r.pages.batches.writes, pending.len()), (1, 0));
     let got: Vec<Vec<u8>> = r.received().into_iter().map(|g| g.0).collect();
     assert_eq!(got, frames);
 }
@@ -545,14 +491,14 @@ fn a_pass_both_ways_is_one_copy() {
     let taken = r.q.tx_take(0, 64, false).unwrap();
     let placed = r.q.rx_place(&mut pending).unwrap();
     assert!(pending.is_empty());
-    let mut m = Batches {
-        pages: &mut r.pages,
+    r.pages.batches = Batches::default();
+    let (read, written) = r.pages.read_new_and_write(&taken.jobs(), &placed.jobs());
+    let one_pass = Batches {
         reads: 0,
         writes: 0,
-        both: 0,
+        both: 1,
     };
-    let (read, written) = m.read_new_and_write(&taken.jobs(), &placed.jobs());
-    assert_eq!((m.both, m.reads, m.writes), (1, 0, 0));
+    assert_eq!(r.pages.batches, one_pass);
     let mut out = Vec::new();
     let pass = r.q.tx_finish(taken, read, &mut out);
     assert!(pass.notify);

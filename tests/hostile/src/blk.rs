@@ -23,9 +23,7 @@ pub struct Blk {
 
 /// The backend's state, as a number (0 if unreadable).
 pub fn be_state(xs: &mut Xs, be: &str) -> u32 {
-    xs.read(&format!("{be}/state"))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    xs.number(&format!("{be}/state")).unwrap_or(0)
 }
 
 /// Connect to vbd `devid` as blkfront does: one ring page, one event channel, state
@@ -33,8 +31,7 @@ pub fn be_state(xs: &mut Xs, be: &str) -> u32 {
 pub fn connect(xs: &mut Xs, g: &Grants, ev: &Events, devid: u32) -> Result<Blk> {
     let fe = format!("device/vbd/{devid}");
     let backend: u16 = xs
-        .read(&format!("{fe}/backend-id"))
-        .and_then(|s| s.parse().ok())
+        .number(&format!("{fe}/backend-id"))
         .ok_or("no backend-id")?;
     let be = xs.read(&format!("{fe}/backend")).ok_or("no backend path")?;
     // Start over from a clean frontend state (a previous attack may have left any).
@@ -130,12 +127,7 @@ impl Blk {
 
     /// Close as a frontend does (Closing, Closed) and wait for the backend to follow.
     pub fn close(self, xs: &mut Xs, g: &Grants) {
-        let _ = xs.write_str(&format!("{}/state", self.fe), "5");
-        xs.wait(&format!("{}/state", self.be), 20, |s| {
-            matches!(s, Some("5") | Some("6"))
-        });
-        let _ = xs.write_str(&format!("{}/state", self.fe), "6");
-        xs.wait(&format!("{}/state", self.be), 20, |s| s == Some("6"));
+        xs.close_frontend(&self.fe, &self.be);
         g.free(self.ring);
         g.free(self.data);
     }
@@ -188,10 +180,7 @@ pub fn ahead(xs: &mut Xs, g: &Grants, ev: &Events, devid: u32) -> Result<String>
 /// wrong answer.
 pub fn requests(xs: &mut Xs, g: &Grants, ev: &Events, devid: u32) -> Result<String> {
     let mut b = connect(xs, g, ev, devid)?;
-    let sectors: u64 = xs
-        .read(&format!("{}/sectors", b.be))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let sectors: u64 = xs.number(&format!("{}/sectors", b.be)).unwrap_or(0);
     let ro = xs.read(&format!("{}/mode", b.be)).as_deref() == Some("r");
     let d = b.data.grefs.clone();
     let seg = |gref| Segment {
@@ -367,8 +356,7 @@ pub fn requests(xs: &mut Xs, g: &Grants, ev: &Events, devid: u32) -> Result<Stri
 pub fn discard(xs: &mut Xs, g: &Grants, ev: &Events, devid: u32) -> Result<String> {
     let mut b = connect(xs, g, ev, devid)?;
     let sectors: u64 = xs
-        .read(&format!("{}/sectors", b.be))
-        .and_then(|s| s.parse().ok())
+        .number(&format!("{}/sectors", b.be))
         .ok_or("no sectors")?;
     if xs.read(&format!("{}/mode", b.be)).as_deref() != Some("w") {
         b.close(xs, g);
@@ -460,8 +448,7 @@ pub fn values(xs: &mut Xs, g: &Grants, ev: &Events, devid: u32) -> Result<String
     let fe = format!("device/vbd/{devid}");
     let be = xs.read(&format!("{fe}/backend")).ok_or("no backend path")?;
     let backend: u16 = xs
-        .read(&format!("{fe}/backend-id"))
-        .and_then(|s| s.parse().ok())
+        .number(&format!("{fe}/backend-id"))
         .ok_or("no backend-id")?;
     let ring = g.alloc(backend, 1, true)?;
     let port = ev.unbound(backend)?;
@@ -580,8 +567,7 @@ pub fn pgrants(
 ) -> Result<String> {
     let fe = format!("device/vbd/{devid}");
     let backend: u16 = xs
-        .read(&format!("{fe}/backend-id"))
-        .and_then(|s| s.parse().ok())
+        .number(&format!("{fe}/backend-id"))
         .ok_or("no backend-id")?;
     let be = xs.read(&format!("{fe}/backend")).ok_or("no backend path")?;
     xs.write_str(&format!("{fe}/state"), "1")?;
@@ -649,12 +635,7 @@ pub fn pgrants(
     xs.wait("data/release", hold, |s| s == Some("1"));
     let _ = xs.write_str("data/holding", "0");
     let alive = be_state(xs, &be) == 4;
-    let _ = xs.write_str(&format!("{fe}/state"), "5");
-    xs.wait(&format!("{be}/state"), 20, |s| {
-        matches!(s, Some("5") | Some("6"))
-    });
-    let _ = xs.write_str(&format!("{fe}/state"), "6");
-    xs.wait(&format!("{be}/state"), 20, |s| s == Some("6"));
+    xs.close_frontend(&fe, &be);
     for k in ["multi-queue-num-queues", "feature-persistent"] {
         xs.rm(&format!("{fe}/{k}"));
     }
@@ -674,8 +655,7 @@ pub fn pgrants(
 pub fn revoke(xs: &mut Xs, g: &Grants, ev: &Events, devid: u32) -> Result<String> {
     let mut b = connect(xs, g, ev, devid)?;
     let backend: u16 = xs
-        .read(&format!("{}/backend-id", b.fe))
-        .and_then(|s| s.parse().ok())
+        .number(&format!("{}/backend-id", b.fe))
         .ok_or("no backend-id")?;
     let ro = g.alloc(backend, 1, false)?;
     let seg = |gref| Segment {

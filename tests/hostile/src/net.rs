@@ -38,8 +38,7 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
 pub fn connect(xs: &mut Xs, g: &Grants, ev: &Events, devid: u32, ctrl: bool) -> Result<Vif> {
     let fe = format!("device/vif/{devid}");
     let backend: u16 = xs
-        .read(&format!("{fe}/backend-id"))
-        .and_then(|s| s.parse().ok())
+        .number(&format!("{fe}/backend-id"))
         .ok_or("no backend-id")?;
     let be = xs.read(&format!("{fe}/backend")).ok_or("no backend path")?;
     let mac = xs
@@ -197,12 +196,7 @@ impl Vif {
     }
 
     pub fn close(self, xs: &mut Xs, g: &Grants) {
-        let _ = xs.write_str(&format!("{}/state", self.fe), "5");
-        xs.wait(&format!("{}/state", self.be), 20, |s| {
-            matches!(s, Some("5") | Some("6"))
-        });
-        let _ = xs.write_str(&format!("{}/state", self.fe), "6");
-        xs.wait(&format!("{}/state", self.be), 20, |s| s == Some("6"));
+        xs.close_frontend(&self.fe, &self.be);
         g.free(self.rings);
         g.free(self.data);
     }

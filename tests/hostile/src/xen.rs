@@ -76,6 +76,11 @@ impl Xs {
         )
     }
 
+    /// `path`'s value as a number; None when it is missing or not one.
+    pub fn number<T: std::str::FromStr>(&mut self, path: &str) -> Option<T> {
+        self.read(path)?.parse().ok()
+    }
+
     pub fn write(&mut self, path: &str, value: &[u8]) -> Result<()> {
         self.request(MsgType::Write, &[&Self::path(path), value])
             .map(|_| ())
@@ -102,6 +107,17 @@ impl Xs {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Close a device as a frontend does: Closing, then Closed, each time waiting (20 s
+    /// at most) for the backend at `be` to follow.
+    pub fn close_frontend(&mut self, fe: &str, be: &str) {
+        let _ = self.write_str(&format!("{fe}/state"), "5");
+        self.wait(&format!("{be}/state"), 20, |s| {
+            matches!(s, Some("5") | Some("6"))
+        });
+        let _ = self.write_str(&format!("{fe}/state"), "6");
+        self.wait(&format!("{be}/state"), 20, |s| s == Some("6"));
     }
 }
 

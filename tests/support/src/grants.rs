@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use bulkhead_xen::copy::{GrantFault, GuestMemory, Piece};
+use bulkhead_xen::copy::{total, GrantFault, GuestMemory, Piece, ReadsAndWrites};
 
 pub const PAGE: usize = 4096;
 
@@ -22,6 +22,18 @@ pub struct GrantPages {
     pub strict: bool,
     /// The status a copy of an unknown reference fails with.
     pub unknown_status: i16,
+    /// Batched copies made so far: each is one grant-copy hypercall in the kernel.
+    pub batches: Batches,
+}
+
+/// Batched copy calls by kind: reads ([`GuestMemory::read_all`], also behind
+/// `read_new`), writes ([`GuestMemory::write_all`]) and both ways at once
+/// ([`GuestMemory::read_new_and_write`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Batches {
+    pub reads: usize,
+    pub writes: usize,
+    pub both: usize,
 }
 
 impl GrantPages {
@@ -30,6 +42,7 @@ impl GrantPages {
             pages: HashMap::new(),
             strict: false,
             unknown_status: BAD_GNTREF,
+            batches: Batches::default(),
         }
     }
 
@@ -117,6 +130,33 @@ impl GuestMemory for GrantPages {
         }
         Ok(())
     }
+
+    fn read_all(&mut self, jobs: &mut [(&[Piece], &mut [u8])]) -> Vec<Result<(), GrantFault>> {
+        self.batches.reads += 1;
+        jobs.iter_mut().map(|(p, b)| self.read(p, b)).collect()
+    }
+
+    fn write_all(&mut self, jobs: &[(&[Piece], &[u8])]) -> Vec<Result<(), GrantFault>> {
+        self.batches.writes += 1;
+        jobs.iter().map(|(p, b)| self.write(p, b)).collect()
+    }
+
+    fn read_new_and_write(
+        &mut self,
+        reads: &[&[Piece]],
+        writes: &[(&[Piece], &[u8])],
+    ) -> ReadsAndWrites {
+        self.batches.both += 1;
+        let r = reads
+            .iter()
+            .map(|p| {
+                let mut b = vec![0u8; total(p)];
+                self.read(p, &mut b).map(|()| b)
+            })
+            .collect();
+        let w = writes.iter().map(|(p, b)| self.write(p, b)).collect();
+        (r, w)
+    }
 }
 
 /// Reached only by copies (no device reaches these pages by address).
@@ -151,6 +191,22 @@ mod tests {
         );
         g.revoke(2);
         assert!(g.read(&[piece(2, 0, 1)], &mut [0]).is_err());
+    }
+
+    #[test]
+    fn counts_each_batch_once() {
+        let mut g = GrantPages::numbered(2);
+        let _ = g.read_new(&[&[piece(1, 0, 4)], &[piece(2, 0, 4)]]);
+        let _ = g.write_all(&[(&[piece(1, 0, 2)], b"ab")]);
+        let (r, w) = g.read_new_and_write(&[&[piece(1, 0, 2)]], &[(&[piece(2, 0, 1)], b"z")]);
+        assert_eq!(r[0].as_deref(), Ok(&b"ab"[..]));
+        assert!(w[0].is_ok());
+        let want = Batches {
+            reads: 1,
+            writes: 1,
+            both: 1,
+        };
+        assert_eq!(g.batches, want);
     }
 
     #[test]

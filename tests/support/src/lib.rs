@@ -10,5 +10,5 @@ mod grants;
 mod rng;
 
 pub use disk::MemDisk;
-pub use grants::{GrantPages, PAGE};
+pub use grants::{Batches, GrantPages, PAGE};
 pub use rng::XorShift;

@@ -491,6 +491,24 @@ disk = [ 'format=raw,vdev=xvda,access=rw,backend=bulkhead,target=$2' ]
 CFG
 }
 
+# guest_step SECONDS DOMAIN ROLE STEP N WHY: wait (SECONDS, scaled) until the guest
+# DOMAIN's console has `result: name=linux-ROLE step=STEP n=N`; else fail with WHY and the
+# end of that console.
+guest_step() {
+    local con
+    con=$(console_of "$2")
+    poll_live "$1" quietly results "$con" "linux-$3" "step=$4" "n=$5" \
+        || fail "$6; its console ends: $(tail -3 "$con")"
+}
+
+# same_after_cycles LOG DEV HEAP_SLACK: same_after over the first and the last
+# device-released events in LOG whose dev field is DEV (a test as `events` takes).
+same_after_cycles() {
+    local all
+    all=$(events "$1" device-released "$2")
+    same_after "$(echo "$all" | head -1)" "$(echo "$all" | tail -1)" "$3"
+}
+
 # same_after FIRST LAST HEAP_SLACK: two of Bulkhead's event lines with map_slots,
 # persistent_slots, ports and heap_b (a device's `device-released`, or a state dump's
 # `dump`; say after the first and the last cycle): ring mappings and event channels must

@@ -24,19 +24,15 @@ g=$(xl domid netc)
 mac=00:16:3e:c0:00:01
 for c in $(seq 1 10); do
     xl network-attach netc backend=bulkhead "mac=$mac" || fail "network-attach $c failed"
-    poll_live 120 quietly results "$(console_of netc)" linux-netcycle step=attach "n=$c" \
-        || fail "attach $c: the guest did not report a working eth0; its console ends: $(tail -3 "$(console_of netc)")"
+    guest_step 120 netc netcycle attach "$c" "attach $c: the guest did not report a working eth0"
     results "$(console_of netc)" linux-netcycle step=attach "n=$c" gateway=10.0.2.2 answered=1 >/dev/null \
         || fail "attach $c: $(results "$(console_of netc)" linux-netcycle step=attach "n=$c")"
     xl network-detach netc "$mac" || fail "network-detach $c failed"
     poll_live 60 at_least_events "$c" "$log" device-released "dev~^vif-$g-[0-9]+$" || fail "detach $c: Bulkhead did not release the vif"
-    poll_live 60 quietly results "$(console_of netc)" linux-netcycle step=detached "n=$c" \
-        || fail "detach $c: the guest still has eth0; its console ends: $(tail -3 "$(console_of netc)")"
+    guest_step 60 netc netcycle detached "$c" "detach $c: the guest still has eth0"
     note "cycle $c: attached (Connected), DHCP and gateway ping in the guest, detached, released, gone in the guest"
 done
-first=$(events "$log" device-released "dev~^vif-$g-[0-9]+$" | head -1)
-last=$(events "$log" device-released "dev~^vif-$g-[0-9]+$" | tail -1)
-same_after "$first" "$last" 8192
+same_after_cycles "$log" "dev~^vif-$g-[0-9]+$" 8192
 events "$log" vif-closed | tail -1
 xl destroy netc || fail "xl destroy netc failed"
 no_panic "$log"

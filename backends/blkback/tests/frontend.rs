@@ -18,7 +18,8 @@ use bulkhead_blkback::persistent::Persistent;
 use bulkhead_blkback::queue::Queue;
 use bulkhead_blkback::request::{encode, encode_discard, encode_indirect, Segment};
 use bulkhead_blkback::ring::{self, FrontRing, VecRing};
-use bulkhead_block::{BlockDevice, BlockError, Features, Io, Span};
+use bulkhead_block::Span;
+use bulkhead_testsupport::MemDisk;
 use bulkhead_xen::fake::{FakeMapper, FakeXen};
 use bulkhead_xen::Hypervisor;
 use bulkhead_xenbus::keys::fake::run;
@@ -111,142 +112,6 @@ impl Guest {
     }
 }
 
-struct MemDisk {
-    data: Vec<u8>,
-    bs: u32,
-    flushes: u32,
-    fail_io: bool,
-    /// Device calls, and a block whose I/O fails (a bad sector).
-    reads: u32,
-    writes: u32,
-    bad_lba: Option<u64>,
-    /// Each `transfer_all` call: how many transfers it carried, and a log of device
-    /// events ("b2" a batch of two, "f" a flush) in the order they happened.
-    batches: Vec<usize>,
-    events: Vec<String>,
-    /// Whether the disk reaches memory by address (a DMA-capable device): then the
-    /// fake hypervisor's mapped grants are what it reaches, and only while mapped.
-    reach: Option<Rc<RefCell<FakeXen>>>,
-    /// Transfers it moved straight to or from spans.
-    direct: u32,
-}
-
-impl MemDisk {
-    /// Move `len` bytes at `lba` to or from spans of mapped grants, as DMA would.
-    fn dma(&mut self, lba: u64, spans: &[Span], write: bool) -> Result<(), BlockError> {
-        self.direct += 1;
-        let len: usize = spans.iter().map(|s| s.len).sum();
-        if self.fail_io || self.hits_bad(lba, len) {
-            return Err(BlockError::Io);
-        }
-        let xen = self.reach.clone().expect("spans only where taken");
-        let mut xen = xen.borrow_mut();
-        let mut o = lba as usize * self.bs as usize;
-        for s in spans {
-            let page = s.addr & !4095;
-            let off = (s.addr & 4095) as usize;
-            let mem = xen
-                .mapped_page_mut(page)
-                .expect("the device reached a page that is not mapped");
-            let disk = self
-                .data
-                .get_mut(o..o + s.len)
-                .ok_or(BlockError::OutOfRange)?;
-            if write {
-                disk.copy_from_slice(&mem[off..off + s.len]);
-            } else {
-                mem[off..off + s.len].copy_from_slice(disk);
-            }
-            o += s.len;
-        }
-        Ok(())
-    }
-
-    fn hits_bad(&self, lba: u64, len: usize) -> bool {
-        self.bad_lba
-            .is_some_and(|b| b >= lba && b < lba + (len / self.bs as usize) as u64)
-    }
-}
-
-impl BlockDevice for MemDisk {
-    fn block_size(&self) -> u32 {
-        self.bs
-    }
-    fn blocks(&self) -> u64 {
-        (self.data.len() / self.bs as usize) as u64
-    }
-    fn features(&self) -> Features {
-        Features {
-            flush: true,
-            discard: true,
-            write_zeroes: false,
-            volatile_cache: true,
-        }
-    }
-    async fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
-        self.reads += 1;
-        if self.fail_io || self.hits_bad(lba, buf.len()) {
-            return Err(BlockError::Io);
-        }
-        let o = lba as usize * self.bs as usize;
-        buf.copy_from_slice(
-            self.data
-                .get(o..o + buf.len())
-                .ok_or(BlockError::OutOfRange)?,
-        );
-        Ok(())
-    }
-    async fn write(&mut self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
-        self.writes += 1;
-        if self.fail_io || self.hits_bad(lba, buf.len()) {
-            return Err(BlockError::Io);
-        }
-        let o = lba as usize * self.bs as usize;
-        self.data
-            .get_mut(o..o + buf.len())
-            .ok_or(BlockError::OutOfRange)?
-            .copy_from_slice(buf);
-        Ok(())
-    }
-    async fn flush(&mut self) -> Result<(), BlockError> {
-        self.flushes += 1;
-        self.events.push("f".into());
-        Ok(())
-    }
-    /// Completes a batch's transfers last to first, as a device with many commands in
-    /// flight may: nothing may depend on their order.
-    async fn transfer_all(&mut self, ios: &mut [Io<'_>]) -> Vec<Result<(), BlockError>> {
-        self.batches.push(ios.len());
-        self.events.push(format!("b{}", ios.len()));
-        let mut out = vec![Ok(()); ios.len()];
-        for (i, io) in ios.iter_mut().enumerate().rev() {
-            out[i] = match io {
-                Io::Read { lba, buf } => self.read(*lba, buf).await,
-                Io::Write { lba, buf } => self.write(*lba, buf).await,
-                Io::ReadTo { lba, spans } => self.dma(*lba, spans, false),
-                Io::WriteFrom { lba, spans } => self.dma(*lba, spans, true),
-            };
-        }
-        out
-    }
-    /// Pages of mapped memory, each piece within its page (what the fake can reach).
-    fn takes_spans(&self, spans: &[Span]) -> bool {
-        self.reach.is_some()
-            && spans
-                .iter()
-                .all(|s| (s.addr & 4095) as usize + s.len <= 4096)
-    }
-    async fn discard(&mut self, lba: u64, blocks: u64) -> Result<(), BlockError> {
-        let o = lba as usize * self.bs as usize;
-        let n = blocks as usize * self.bs as usize;
-        self.data
-            .get_mut(o..o + n)
-            .ok_or(BlockError::OutOfRange)?
-            .fill(0);
-        Ok(())
-    }
-}
-
 /// The frontend's side: publishes requests into the shared ring and reads responses.
 struct Rig {
     front: FrontRing,
@@ -262,19 +127,8 @@ impl Rig {
     fn new(protocol: Protocol, disk_bytes: usize, bs: u32, read_only: bool) -> Rig {
         let ring = ring::attach(VecRing::new(1), protocol).unwrap();
         let front = FrontRing::new(ring.memory(), protocol.layout());
-        let disk = MemDisk {
-            data: vec![0; disk_bytes],
-            bs,
-            flushes: 0,
-            fail_io: false,
-            reads: 0,
-            writes: 0,
-            bad_lba: None,
-            batches: Vec::new(),
-            events: Vec::new(),
-            reach: None,
-            direct: 0,
-        };
+        assert_eq!(disk_bytes % bs as usize, 0);
+        let disk = MemDisk::new((disk_bytes / bs as usize) as u64, bs);
         let geo = Geometry {
             sectors: disk_bytes as u64 / 512,
             block_size: bs,

@@ -1,11 +1,17 @@
-//! A disk in memory behind `BlockDevice`, for backends' tests and fuzzers.
+//! A disk in memory behind `BlockDevice`, for backends' tests and fuzzers: the one the
+//! blkback tests, the blkif fuzz targets and the runner's fuzzer all use.
 
-use bulkhead_block::{BlockDevice, BlockError, Features};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use bulkhead_block::{BlockDevice, BlockError, Features, Io, Span};
+use bulkhead_xen::fake::FakeXen;
 
 /// `blocks` blocks of `block_size` bytes in memory. A device call outside the disk is an
 /// `OutOfRange` error, or, when `strict`, a panic: for a fuzzer whose oracle is that the
-/// backend checks every range before the device sees it. Counts its calls.
-#[derive(Clone, Debug)]
+/// backend checks every range before the device sees it. Counts its calls, and may
+/// reach memory itself (DMA) through a fake hypervisor's mapped grants.
+#[derive(Clone)]
 pub struct MemDisk {
     pub data: Vec<u8>,
     pub block_size: u32,
@@ -13,10 +19,22 @@ pub struct MemDisk {
     pub strict: bool,
     /// Every call fails with `Io` (a dead device).
     pub fail_io: bool,
+    /// A block whose reads and writes fail with `Io` (a bad sector).
+    pub bad_lba: Option<u64>,
     pub reads: u32,
     pub writes: u32,
     pub flushes: u32,
     pub discards: u32,
+    /// Each `transfer_all` call: how many transfers it carried.
+    pub batches: Vec<usize>,
+    /// Device calls in the order they came: "b2" a batch of two, "f" a flush.
+    pub events: Vec<String>,
+    /// Whether the disk reaches memory by address (a DMA-capable device): then the
+    /// fake hypervisor's mapped grants are what it reaches, and only while mapped
+    /// (reaching any other page panics).
+    pub reach: Option<Rc<RefCell<FakeXen>>>,
+    /// Transfers it moved straight to or from spans.
+    pub direct: u32,
 }
 
 impl MemDisk {
@@ -33,10 +51,15 @@ impl MemDisk {
             },
             strict: false,
             fail_io: false,
+            bad_lba: None,
             reads: 0,
             writes: 0,
             flushes: 0,
             discards: 0,
+            batches: Vec::new(),
+            events: Vec::new(),
+            reach: None,
+            direct: 0,
         }
     }
 
@@ -62,6 +85,48 @@ impl MemDisk {
             }
         }
     }
+
+    /// Where `len` bytes from `lba` are, or the error a device reports for them.
+    fn io_range(
+        &self,
+        lba: u64,
+        len: usize,
+        what: &str,
+    ) -> Result<core::ops::Range<usize>, BlockError> {
+        let r = self.range(lba, len, what)?;
+        let bad = self
+            .bad_lba
+            .is_some_and(|b| b >= lba && b < lba + (len / self.block_size as usize) as u64);
+        if self.fail_io || bad {
+            return Err(BlockError::Io);
+        }
+        Ok(r)
+    }
+
+    /// Move the bytes at `lba` to or from spans of mapped grants, as DMA would.
+    fn dma(&mut self, lba: u64, spans: &[Span], write: bool) -> Result<(), BlockError> {
+        self.direct += 1;
+        let len = spans.iter().map(|s| s.len).sum();
+        let at = self.io_range(lba, len, "DMA")?.start;
+        let xen = self.reach.clone().expect("spans only where taken");
+        let mut xen = xen.borrow_mut();
+        let mut o = at;
+        for s in spans {
+            let off = (s.addr & 4095) as usize;
+            assert!(off + s.len <= 4096, "a span crosses its page");
+            let mem = xen
+                .mapped_page_mut(s.addr & !4095)
+                .expect("the device reached a page that is not mapped");
+            let disk = &mut self.data[o..o + s.len];
+            if write {
+                disk.copy_from_slice(&mem[off..off + s.len]);
+            } else {
+                mem[off..off + s.len].copy_from_slice(disk);
+            }
+            o += s.len;
+        }
+        Ok(())
+    }
 }
 
 impl BlockDevice for MemDisk {
@@ -76,39 +141,59 @@ impl BlockDevice for MemDisk {
     }
     async fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
         self.reads += 1;
-        let r = self.range(lba, buf.len(), "read")?;
-        if self.fail_io {
-            return Err(BlockError::Io);
-        }
+        let r = self.io_range(lba, buf.len(), "read")?;
         buf.copy_from_slice(&self.data[r]);
         Ok(())
     }
     async fn write(&mut self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
         self.writes += 1;
-        let r = self.range(lba, buf.len(), "write")?;
-        if self.fail_io {
-            return Err(BlockError::Io);
-        }
+        let r = self.io_range(lba, buf.len(), "write")?;
         self.data[r].copy_from_slice(buf);
         Ok(())
     }
     async fn flush(&mut self) -> Result<(), BlockError> {
         self.flushes += 1;
+        self.events.push("f".into());
         if self.fail_io {
             return Err(BlockError::Io);
         }
         Ok(())
     }
+    /// Completes a batch's transfers last to first, as a device with many commands in
+    /// flight may: nothing may depend on their order.
+    async fn transfer_all(&mut self, ios: &mut [Io<'_>]) -> Vec<Result<(), BlockError>> {
+        self.batches.push(ios.len());
+        self.events.push(format!("b{}", ios.len()));
+        let mut out = vec![Ok(()); ios.len()];
+        for (i, io) in ios.iter_mut().enumerate().rev() {
+            out[i] = match io {
+                Io::Read { lba, buf } => self.read(*lba, buf).await,
+                Io::Write { lba, buf } => self.write(*lba, buf).await,
+                Io::ReadTo { lba, spans } => self.dma(*lba, spans, false),
+                Io::WriteFrom { lba, spans } => self.dma(*lba, spans, true),
+            };
+        }
+        out
+    }
+    /// Pages of mapped memory, each piece within its page (what the fake can reach).
+    fn takes_spans(&self, spans: &[Span]) -> bool {
+        self.reach.is_some()
+            && spans
+                .iter()
+                .all(|s| (s.addr & 4095) as usize + s.len <= 4096)
+    }
+    /// Discarded blocks read back as zeros.
     async fn discard(&mut self, lba: u64, blocks: u64) -> Result<(), BlockError> {
         self.discards += 1;
         let len = blocks
             .checked_mul(self.block_size as u64)
             .and_then(|l| usize::try_from(l).ok())
             .ok_or(BlockError::OutOfRange)?;
-        self.range(lba, len, "discard")?;
+        let r = self.range(lba, len, "discard")?;
         if self.fail_io {
             return Err(BlockError::Io);
         }
+        self.data[r].fill(0);
         Ok(())
     }
 }

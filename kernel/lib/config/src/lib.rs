@@ -501,21 +501,7 @@ mod tests {
                 test_fault: false,
                 calibrate: true,
                 test_xen_peer: Some(0),
-                test_triggers: false,
-                nvme_irq: NvmeIrq::MsiX,
-                test_storage: false,
-                test_nvme_timeout: false,
-                bench_storage_secs: 0,
-                mgmt: Mgmt::Off,
-                mgmt_gw: None,
-                gso_min_size: None,
-                gso_max_segs: None,
-                vif_queue_bytes: None,
-                net_queued_bytes: None,
-                vif_rx_stall_secs: None,
-                grant_cache_per_domain: None,
-                vif_flood_rate: None,
-                vif_mtu: None,
+                ..Config::default()
             }
         );
     }

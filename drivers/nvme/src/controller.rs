@@ -106,6 +106,36 @@ pub fn run_polled<M: Mmio>(
     }
 }
 
+/// An admin command run to completion ([`run_polled`] within the admin timeout): its
+/// result (DW0), or the error naming `what`.
+fn admin_command<M: Mmio>(
+    admin: &mut QueuePair,
+    dma: &impl Dma,
+    mmio: &M,
+    clock: &mut impl Clock,
+    cmd: Command,
+    what: &'static str,
+) -> Result<u32, Error> {
+    run_polled(admin, dma, mmio, clock, cmd, ADMIN_TIMEOUT_US, what)?.result()
+}
+
+/// Tell the controller about I/O queue pair `q` (its completion queue, interrupting at
+/// `vector` or polled, then its submission queue): at bring-up and again after a reset.
+fn create_pair<M: Mmio>(
+    admin: &mut QueuePair,
+    dma: &impl Dma,
+    mmio: &M,
+    clock: &mut impl Clock,
+    q: &QueuePair,
+    vector: Option<u16>,
+) -> Result<(), Error> {
+    let cq = Command::create_cq(q.qid, q.entries, q.cq_base, vector);
+    admin_command(admin, dma, mmio, clock, cq, "create I/O CQ")?;
+    let sq = Command::create_sq(q.qid, q.entries, q.sq_base, q.qid);
+    admin_command(admin, dma, mmio, clock, sq, "create I/O SQ")?;
+    Ok(())
+}
+
 impl<M: Mmio> Controller<M> {
     pub fn init(
         mmio: M,
@@ -183,29 +213,25 @@ impl<M: Mmio> Controller<M> {
         buf: u64,
     ) -> Result<(ControllerInfo, Vec<Namespace>), Error> {
         let mut page = [0u8; 4096];
-        run_polled(
+        admin_command(
             admin,
             dma,
             mmio,
             clock,
             Command::identify(1, 0, buf),
-            ADMIN_TIMEOUT_US,
             "identify controller",
-        )?
-        .result()?;
+        )?;
         dma.read(buf, &mut page);
         let info = identify::controller(&page, PAGE_SIZE);
         dma.write(buf, &[0u8; 4096]);
-        run_polled(
+        admin_command(
             admin,
             dma,
             mmio,
             clock,
             Command::identify(2, 0, buf),
-            ADMIN_TIMEOUT_US,
             "namespace list",
-        )?
-        .result()?;
+        )?;
         dma.read(buf, &mut page);
         let ids = identify::active_namespaces(&page);
         let mut namespaces = Vec::new();
@@ -214,16 +240,14 @@ impl<M: Mmio> Controller<M> {
             .filter(|n| *n <= info.namespaces.max(1))
             .take(1024)
         {
-            run_polled(
+            admin_command(
                 admin,
                 dma,
                 mmio,
                 clock,
                 Command::identify(0, nsid, buf),
-                ADMIN_TIMEOUT_US,
                 "identify namespace",
-            )?
-            .result()?;
+            )?;
             dma.read(buf, &mut page);
             namespaces.push(identify::namespace(nsid, &page)?);
         }
@@ -237,16 +261,14 @@ impl<M: Mmio> Controller<M> {
         cfg: &Config,
     ) -> Result<(), Error> {
         let want = cfg.io_queues.max(1);
-        let granted = run_polled(
+        let granted = admin_command(
             &mut self.admin,
             dma,
             &self.mmio,
             clock,
             Command::set_queue_count(want),
-            ADMIN_TIMEOUT_US,
             "set features: number of queues",
-        )?
-        .result()?;
+        )?;
         let nsq = (granted & 0xffff) as u16 + 1;
         let ncq = (granted >> 16) as u16 + 1;
         let n = want.min(nsq).min(ncq);
@@ -254,31 +276,7 @@ impl<M: Mmio> Controller<M> {
         for i in 0..n {
             let qid = i + 1;
             let q = QueuePair::new(dma, qid, entries, self.cap.doorbell_stride)?;
-            let vector = (cfg.vector)(i);
-            let cq = Command::create_cq(qid, entries, q.cq_base, vector);
-            let sq = Command::create_sq(qid, entries, q.sq_base, qid);
-            let r = run_polled(
-                &mut self.admin,
-                dma,
-                &self.mmio,
-                clock,
-                cq,
-                ADMIN_TIMEOUT_US,
-                "create I/O CQ",
-            )
-            .and_then(|c| c.result())
-            .and_then(|_| {
-                run_polled(
-                    &mut self.admin,
-                    dma,
-                    &self.mmio,
-                    clock,
-                    sq,
-                    ADMIN_TIMEOUT_US,
-                    "create I/O SQ",
-                )
-            })
-            .and_then(|c| c.result());
+            let r = create_pair(&mut self.admin, dma, &self.mmio, clock, &q, (cfg.vector)(i));
             if let Err(e) = r {
                 q.release(dma);
                 if self.io.is_empty() {
@@ -316,43 +314,17 @@ impl<M: Mmio> Controller<M> {
         );
         wait_ready(&self.mmio, clock, true, self.cap.timeout_ms)?;
         let n = self.io.len() as u16;
-        run_polled(
+        admin_command(
             &mut self.admin,
             dma,
             &self.mmio,
             clock,
             Command::set_queue_count(n),
-            ADMIN_TIMEOUT_US,
             "set features: number of queues",
-        )?
-        .result()?;
-        for i in 0..self.io.len() {
-            let (qid, entries, cq_base, sq_base) = {
-                let q = &self.io[i];
-                (q.qid, q.entries, q.cq_base, q.sq_base)
-            };
-            let cq = Command::create_cq(qid, entries, cq_base, (self.vector)(i as u16));
-            run_polled(
-                &mut self.admin,
-                dma,
-                &self.mmio,
-                clock,
-                cq,
-                ADMIN_TIMEOUT_US,
-                "create I/O CQ",
-            )?
-            .result()?;
-            let sq = Command::create_sq(qid, entries, sq_base, qid);
-            run_polled(
-                &mut self.admin,
-                dma,
-                &self.mmio,
-                clock,
-                sq,
-                ADMIN_TIMEOUT_US,
-                "create I/O SQ",
-            )?
-            .result()?;
+        )?;
+        for (i, q) in self.io.iter().enumerate() {
+            let vector = (self.vector)(i as u16);
+            create_pair(&mut self.admin, dma, &self.mmio, clock, q, vector)?;
         }
         Ok(lost)
     }

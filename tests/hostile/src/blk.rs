@@ -29,19 +29,8 @@ pub fn be_state(xs: &mut Xs, be: &str) -> u32 {
 /// Connect to vbd `devid` as blkfront does: one ring page, one event channel, state
 /// Initialised; wait for the backend's Connected.
 pub fn connect(xs: &mut Xs, g: &Grants, ev: &Events, devid: u32) -> Result<Blk> {
-    let fe = format!("device/vbd/{devid}");
-    let backend: u16 = xs
-        .number(&format!("{fe}/backend-id"))
-        .ok_or("no backend-id")?;
-    let be = xs.read(&format!("{fe}/backend")).ok_or("no backend path")?;
-    // Start over from a clean frontend state (a previous attack may have left any).
-    xs.write_str(&format!("{fe}/state"), "1")?;
-    if !xs.wait(&format!("{be}/state"), 30, |s| s == Some("2")) {
-        return Err(format!(
-            "backend not in InitWait (state {})",
-            be_state(xs, &be)
-        ));
-    }
+    let (fe, be, backend) = xs.ends("vbd", devid)?;
+    xs.restart(&fe, &be)?;
     let ring = g.alloc(backend, 1, true)?;
     let data = g.alloc(backend, 4, true)?;
     let mut mem = Page(ring.base);
@@ -445,11 +434,7 @@ pub fn flap(xs: &mut Xs, g: &Grants, ev: &Events, devid: u32, secs: u64) -> Resu
 /// Hostile values in the frontend's nodes: for each, the backend must refuse to
 /// connect (state Closing or stays InitWait), never crash.
 pub fn values(xs: &mut Xs, g: &Grants, ev: &Events, devid: u32) -> Result<String> {
-    let fe = format!("device/vbd/{devid}");
-    let be = xs.read(&format!("{fe}/backend")).ok_or("no backend path")?;
-    let backend: u16 = xs
-        .number(&format!("{fe}/backend-id"))
-        .ok_or("no backend-id")?;
+    let (fe, be, backend) = xs.ends("vbd", devid)?;
     let ring = g.alloc(backend, 1, true)?;
     let port = ev.unbound(backend)?;
     let big = vec![b'7'; 2000];
@@ -565,15 +550,8 @@ pub fn pgrants(
     pages: usize,
     hold: u64,
 ) -> Result<String> {
-    let fe = format!("device/vbd/{devid}");
-    let backend: u16 = xs
-        .number(&format!("{fe}/backend-id"))
-        .ok_or("no backend-id")?;
-    let be = xs.read(&format!("{fe}/backend")).ok_or("no backend path")?;
-    xs.write_str(&format!("{fe}/state"), "1")?;
-    if !xs.wait(&format!("{be}/state"), 30, |s| s == Some("2")) {
-        return Err("backend not in InitWait".into());
-    }
+    let (fe, be, backend) = xs.ends("vbd", devid)?;
+    xs.restart(&fe, &be)?;
     let mut rings = g.alloc(backend, 4, true)?;
     let data = g.alloc(backend, pages, true)?;
     let mut qs = Vec::new();
@@ -654,9 +632,7 @@ pub fn pgrants(
 /// answer (and nothing else happen).
 pub fn revoke(xs: &mut Xs, g: &Grants, ev: &Events, devid: u32) -> Result<String> {
     let mut b = connect(xs, g, ev, devid)?;
-    let backend: u16 = xs
-        .number(&format!("{}/backend-id", b.fe))
-        .ok_or("no backend-id")?;
+    let (_, _, backend) = xs.ends("vbd", devid)?;
     let ro = g.alloc(backend, 1, false)?;
     let seg = |gref| Segment {
         gref,

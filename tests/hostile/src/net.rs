@@ -36,19 +36,12 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
 }
 
 pub fn connect(xs: &mut Xs, g: &Grants, ev: &Events, devid: u32, ctrl: bool) -> Result<Vif> {
-    let fe = format!("device/vif/{devid}");
-    let backend: u16 = xs
-        .number(&format!("{fe}/backend-id"))
-        .ok_or("no backend-id")?;
-    let be = xs.read(&format!("{fe}/backend")).ok_or("no backend path")?;
+    let (fe, be, backend) = xs.ends("vif", devid)?;
     let mac = xs
         .read(&format!("{fe}/mac"))
         .and_then(|m| parse_mac(&m))
         .ok_or("no mac")?;
-    xs.write_str(&format!("{fe}/state"), "1")?;
-    if !xs.wait(&format!("{be}/state"), 30, |s| s == Some("2")) {
-        return Err("backend not in InitWait".into());
-    }
+    xs.restart(&fe, &be)?;
     let mut rings = g.alloc(backend, 3, true)?;
     let data = g.alloc(backend, 18, false)?;
     let mut tx = Page(rings.base);

@@ -109,6 +109,30 @@ impl Xs {
         }
     }
 
+    /// Device `kind`/`devid` (vbd, vif) as its frontend finds it: its own directory, its
+    /// backend's, and the backend's domain.
+    pub fn ends(&mut self, kind: &str, devid: u32) -> Result<(String, String, u16)> {
+        let fe = format!("device/{kind}/{devid}");
+        let backend = self
+            .number(&format!("{fe}/backend-id"))
+            .ok_or("no backend-id")?;
+        let be = self
+            .read(&format!("{fe}/backend"))
+            .ok_or("no backend path")?;
+        Ok((fe, be, backend))
+    }
+
+    /// Start a connection over: the frontend back to Initialising (a previous attack may
+    /// have left it in any state), then wait (30 s at most) for the backend's InitWait.
+    pub fn restart(&mut self, fe: &str, be: &str) -> Result<()> {
+        self.write_str(&format!("{fe}/state"), "1")?;
+        if !self.wait(&format!("{be}/state"), 30, |s| s == Some("2")) {
+            let state = self.read(&format!("{be}/state"));
+            return Err(format!("backend not in InitWait (state {state:?})"));
+        }
+        Ok(())
+    }
+
     /// Close a device as a frontend does: Closing, then Closed, each time waiting (20 s
     /// at most) for the backend at `be` to follow.
     pub fn close_frontend(&mut self, fe: &str, be: &str) {

@@ -133,6 +133,43 @@ pub trait Nic {
     fn counters(&self) -> Counters;
 }
 
+/// Checks every NIC driver's tests share (feature `testing`), run against its device
+/// model.
+#[cfg(any(test, feature = "testing"))]
+pub mod testing {
+    extern crate alloc;
+
+    use alloc::vec::Vec;
+
+    use super::Nic;
+
+    /// `rounds` rounds of `per_round` frames of growing length (60 bytes up), more
+    /// frames over the rounds than a ring holds: `offer` gives each round's frames to
+    /// the device model, the driver must hand every one back whole and in order, so
+    /// its buffers come back to the device. Returns the frames received.
+    pub fn receives_in_rounds(
+        nic: &mut impl Nic,
+        rounds: u8,
+        per_round: usize,
+        frame: impl Fn(usize, u8) -> Vec<u8>,
+        mut offer: impl FnMut(Vec<Vec<u8>>),
+    ) -> usize {
+        let mut total = 0;
+        for round in 0..rounds {
+            let want: Vec<Vec<u8>> = (0..per_round)
+                .map(|i| frame(60 + i, round ^ i as u8))
+                .collect();
+            offer(want.clone());
+            let mut got = Vec::new();
+            nic.receive(&mut |f| got.push(f.to_vec()));
+            assert_eq!(got, want, "round {round}");
+            total += got.len();
+        }
+        assert_eq!(nic.counters().rx_frames, total as u64);
+        total
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

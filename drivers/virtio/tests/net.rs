@@ -2,6 +2,7 @@
 
 mod model;
 
+use bulkhead_net::testing::receives_in_rounds;
 use bulkhead_net::{Checksum, Link, MacAddr, Nic, TxError};
 use bulkhead_virtio::net::VirtioNet;
 use bulkhead_virtio::transport::{status, Transport};
@@ -106,22 +107,12 @@ fn refuses_bad_lengths_and_reports_a_full_ring() {
 #[test]
 fn receives_in_order_and_recycles_buffers() {
     let (s, mut nic) = up();
-    for round in 0..5u8 {
-        // More frames than buffers over the rounds: buffers must come back.
-        for i in 0..100u8 {
-            s.borrow_mut()
-                .inbound
-                .push_back(frame(60 + i as usize, round ^ i));
-        }
-        s.borrow_mut().deliver();
-        let mut got = Vec::new();
-        nic.receive(&mut |f| got.push(f.to_vec()));
-        assert_eq!(got.len(), 100);
-        for (i, g) in got.iter().enumerate() {
-            assert_eq!(*g, frame(60 + i, round ^ i as u8));
-        }
-    }
-    assert_eq!(nic.counters().rx_frames, 500);
+    // 500 frames over the rounds, more than its buffers: they must come back.
+    receives_in_rounds(&mut nic, 5, 100, frame, |frames| {
+        let mut m = s.borrow_mut();
+        m.inbound.extend(frames);
+        m.deliver();
+    });
 }
 
 #[test]

@@ -114,6 +114,16 @@ fn frame(src: [u8; 6], len: usize, seed: u8) -> Vec<u8> {
 }
 
 impl Rig {
+    /// A receiver that offers scatter-gather and nothing else (no GSO, no checksum
+    /// offload), with no rate limit.
+    fn sg_only() -> Rig {
+        let sg = RxFeatures {
+            sg: true,
+            ..Default::default()
+        };
+        Rig::new(sg, None)
+    }
+
     fn new(features: RxFeatures, rate: Option<Rate>) -> Rig {
         let fresh = || {
             let mut m = VecRing::new(1);
@@ -588,13 +598,7 @@ fn gso_reaches_a_gso_frontend_whole_and_others_segmented() {
         NETRXF_CSUM_BLANK | NETRXF_DATA_VALIDATED
     );
 
-    let mut r = Rig::new(
-        RxFeatures {
-            sg: true,
-            ..Default::default()
-        },
-        None,
-    );
+    let mut r = Rig::sg_only();
     r.post(64);
     let mut pending = VecDeque::from([p]);
     r.q.receive(&mut r.pages, &mut pending).unwrap();
@@ -812,13 +816,7 @@ fn a_large_send_is_cut_as_buffers_come() {
             kind: GSO_TYPE_TCPV4,
         }),
     };
-    let mut r = Rig::new(
-        RxFeatures {
-            sg: true,
-            ..Default::default()
-        },
-        None,
-    );
+    let mut r = Rig::sg_only();
     let mut pending = VecDeque::from([p]);
     let mut stream = Vec::new();
     for _ in 0..3 {
@@ -1070,13 +1068,7 @@ fn a_receiver_that_cannot_take_it_now_gets_it_the_usual_way() {
         empty.q.rx_direct(&head, &body).is_none(),
         "no buffers posted"
     );
-    let mut no_gso = Rig::new(
-        RxFeatures {
-            sg: true,
-            ..Default::default()
-        },
-        None,
-    );
+    let mut no_gso = Rig::sg_only();
     no_gso.post(64);
     assert!(no_gso.q.rx_direct(&head, &body).is_none(), "must be cut");
     let mut busy = receiver();

@@ -122,14 +122,14 @@ impl Storage {
     /// `bench-storage`: the local ceiling blkback is compared against (`make bench`) — 4
     /// KiB random reads one at a time and 32 at once, then 1 MiB sequential reads, straight
     /// on the first namespace through the same driver, lock and batches the backends use,
-    /// `secs` seconds each. Reads only. One result line, `bench-storage: ...`, the
-    /// benchmark's scenario reads.
+    /// `secs` seconds each. Reads only. One `bench-storage` event with the figures, or
+    /// with `error=` why there are none: the benchmark's scenario reads it.
     pub async fn bench(&self, secs: u32) {
         let (Some(disk), Some(ns)) = (
             self.disks.first(),
             self.namespaces.first().and_then(|n| n.first()),
         ) else {
-            warn!("bench-storage: no NVMe namespace");
+            crate::event!("bench-storage", "error=no-namespace");
             return;
         };
         let name = disk.lock().await.name.clone();
@@ -162,7 +162,7 @@ impl Storage {
                     .rw_all(&self.h, ns.nsid, &mut ios, true)
                     .await;
                 if let Some(Err(e)) = results.into_iter().find(Result::is_err) {
-                    warn!("bench-storage: read failed: {e}");
+                    bench_failed(&e);
                     return;
                 }
                 n += depth as u64;
@@ -182,18 +182,27 @@ impl Storage {
                 .rw(&self.h, false, ns.nsid, lba, &mut big, true)
                 .await
             {
-                warn!("bench-storage: read failed: {e}");
+                bench_failed(&e);
                 return;
             }
             lba += chunk;
             bytes += 1 << 20;
         }
         let mibs = (bytes * 1_000_000_000 / (self.h.now() - start).max(1)) >> 20;
-        crate::println!(
-            "bench-storage: {name}n{}: rr4k_qd1_iops={} rr4k_qd32_iops={} seqread_mibs={mibs}",
+        crate::event!(
+            "bench-storage",
+            "disk={name}n{} rr4k_qd1_iops={} rr4k_qd32_iops={} seqread_mibs={mibs}",
             ns.nsid,
             iops[0],
             iops[1]
         );
     }
+}
+
+fn bench_failed(e: &dyn core::fmt::Display) {
+    crate::event!(
+        "bench-storage",
+        "error=read-failed why={}",
+        bulkhead_event::quoted(e)
+    );
 }

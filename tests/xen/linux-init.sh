@@ -74,7 +74,8 @@ progress() {
 
 # The benchmark's commands (tests/xen/scenarios/bench-lib.sh sends them): dom0 writes
 # "N VERB ARGS" to this domain's data/cmd, the answer is one console line
-# "linux-ROLE: N done: key=value ...". fio comes from the linux-initrd-fio.img ramdisk.
+# "result: name=linux-ROLE cmd=N key=value ...". fio comes from the
+# linux-initrd-fio.img ramdisk.
 #   fio DISK RW BS DEPTH SECS    O_DIRECT, libaio, over 64 MiB: iops= mibs= p50us= p99us=
 #                                (completion latency; the reads' or the writes' figures)
 #   tcp HOST STREAMS SECS [-R]   iperf3 to HOST's server (-R: HOST sends): mbits= as
@@ -170,7 +171,7 @@ bench_commands() {
             r="ok=1" ;;
         *) r="error=unknown-command:$verb" ;;
         esac
-        say "$n done: $r"
+        result "cmd=$n $r"
     done
 }
 

@@ -30,8 +30,7 @@ POLL_S=0.1 expect "$DD_COM1" "Bulkhead [0-9]" 240 "no banner on COM1"
 result dd_first_line_ms "$(ms_since "$DD_T0")"
 POLL_S=0.1 expect_event "$log" 240 "xenbus watcher not started" backend-watch "home=/local/domain/$DD_ID" >/dev/null
 result dd_ready_ms "$(ms_since "$DD_T0")"
-line=$(wait_for "$log" "^bench-storage: " $((SECS * 3 + 120))) || fail "no bench-storage figure"
-R=${line#*: *: }
+R=$(expect_event "$log" $((SECS * 3 + 120)) "no bench-storage figure" bench-storage)
 report raw_rr4k_qd1_iops=rr4k_qd1_iops raw_rr4k_qd32_iops=rr4k_qd32_iops raw_seqread_mibs=seqread_mibs
 workloads part:delta part:epsilon
 # Memory in use as Bulkhead counts it (image, tables, buffers, the heap's used part; not

@@ -29,13 +29,14 @@ send() {
     id=$(xl domid "$who") || fail "no domain $who"
     xenstore-write "/local/domain/$id/data/cmd" "$N $*" || fail "cannot send $who a command"
 }
-# reply WHO N: waits for the answer to command N; R is its key=value words.
+# reply WHO N: waits for the answer to command N, a `result: name=linux-ROLE cmd=N ...`
+# line; R is that line.
 reply() {
-    local f line
+    local f
     f=$(console_of "$1")
-    line=$(wait_for "$f" ": $2 done: " $((SECS * 3 + 90))) \
+    poll_live $((SECS * 3 + 90)) quietly results "$f" "~^linux-" "cmd=$2" \
         || fail "$1 did not answer command $2 ($(grep -a "linux-" "$f" | tail -2 | tr '\n' ' '))"
-    R=${line#*done: }
+    R=$(results "$f" "~^linux-" "cmd=$2" | head -1)
 }
 # ask WHO COMMAND...: send, then reply.
 ask() {
@@ -43,16 +44,17 @@ ask() {
     send "$@"
     reply "$who" "$N"
 }
-# key NAME: the value of NAME=... in R.
-key() { echo "$R" | tr ' ' '\n' | sed -n "s/^$1=//p" | head -1; }
+# key NAME: the value of NAME=... in R (a structured line).
+key() { echo "$R" | field "$1"; }
 # report METRIC=KEY...: one result line per pair from R, or its error for each.
 report() {
     local m
     for m in "$@"; do
-        case "$R" in
-        *error=*) result_error "${m%%=*}" "$(key error)" ;;
-        *) result "${m%%=*}" "$(key "${m#*=}")" ;;
-        esac
+        if [ -n "$(key error)" ]; then
+            result_error "${m%%=*}" "$(key error)"
+        else
+            result "${m%%=*}" "$(key "${m#*=}")"
+        fi
     done
 }
 

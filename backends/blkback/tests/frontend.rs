@@ -19,7 +19,7 @@ use bulkhead_blkback::queue::Queue;
 use bulkhead_blkback::request::{encode, encode_discard, encode_indirect, Segment};
 use bulkhead_blkback::ring::{self, FrontRing, VecRing};
 use bulkhead_block::Span;
-use bulkhead_testsupport::MemDisk;
+use bulkhead_testsupport::{MemDisk, XorShift};
 use bulkhead_xen::fake::{FakeMapper, FakeXen};
 use bulkhead_xen::Hypervisor;
 use bulkhead_xenbus::keys::fake::run;
@@ -480,13 +480,8 @@ fn four_k_logical_blocks() {
 /// lands outside the disk, and the ring stays usable.
 #[test]
 fn random_requests() {
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rng = XorShift::new(0x9e37_79b9_7f4a_7c15);
+    let mut next = move || rng.next_u64();
     for protocol in [Protocol::X86_64, Protocol::X86_32] {
         let mut rig = Rig::new(protocol, 256 * 512, 512, false);
         let grefs: Vec<u32> = (0..4).map(|i| rig.page(&pattern(4096, i))).collect();

@@ -141,6 +141,24 @@ fn run_of(
     segs[h].is_some_and(|sh| same_stream(&frames[h], &sh.l, f, l))
 }
 
+/// True when frame `f`, parsed or not (a truncated or mangled frame included), starts
+/// with the addresses of run `r`'s stream: MAC addresses and type, IP protocol and
+/// addresses, ports, at the places they have in the run's first frame.
+fn raw_of(runs: &[Run], frames: &[Vec<u8>], segs: &[Option<Segment>], r: usize, f: &[u8]) -> bool {
+    let h = runs[r].frames[0];
+    let Some(sh) = segs[h] else {
+        return false;
+    };
+    let head = &frames[h];
+    let (proto, addrs) = if sh.l.v6 {
+        (sh.l.l3 + 6, sh.l.l3 + 8..sh.l.l3 + 40)
+    } else {
+        (sh.l.l3 + 9, sh.l.l3 + 12..sh.l.l3 + 20)
+    };
+    let same = |at: core::ops::Range<usize>| f.get(at.clone()) == head.get(at);
+    same(0..ETH_HLEN) && same(proto..proto + 1) && same(addrs) && same(sh.l.l4..sh.l.l4 + 4)
+}
+
 /// What coalescing did so far (for the driver domain's state dump).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -175,13 +193,15 @@ pub fn coalesce(mut frames: Vec<Vec<u8>>, stats: &mut Stats) -> Vec<Packet> {
     for i in 0..frames.len() {
         let Some(s) = segs[i] else {
             // Not for merging. A TCP frame of an open stream (a FIN, a pure ACK, a
-            // segment with a bad checksum) closes that stream's run: nothing of it may
-            // pass it.
-            if let Ok(l) = packet::layers(&frames[i]) {
-                if l.proto == PROTO_TCP && l.end >= l.l4 + 4 {
-                    open.retain(|&r| !run_of(&runs, &frames, &segs, r, &frames[i], &l));
-                }
-            }
+            // segment with a bad checksum, one cut short) closes that stream's run:
+            // nothing of it may pass it.
+            let l = packet::layers(&frames[i])
+                .ok()
+                .filter(|l| l.proto == PROTO_TCP && l.end >= l.l4 + 4);
+            open.retain(|&r| {
+                !(raw_of(&runs, &frames, &segs, r, &frames[i])
+                    || l.is_some_and(|l| run_of(&runs, &frames, &segs, r, &frames[i], &l)))
+            });
             out.push(Out::Frame(i));
             continue;
         };
@@ -551,13 +571,8 @@ mod tests {
     /// (merged packets cut back exactly), and never panics.
     #[test]
     fn mangled_batches_come_back_whole() {
-        let mut x: u32 = 12345;
-        let mut rnd = |n: u32| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x % n
-        };
+        let mut rng = bulkhead_testsupport::XorShift::new(12345);
+        let mut rnd = |n: u32| rng.below(n as u64) as u32;
         let mut merged = 0;
         for round in 0..300 {
             let mut segs: Vec<Seg> = Vec::new();
@@ -593,11 +608,18 @@ mod tests {
             }
             let out = coalesce(frames.clone(), &mut Stats::default());
             // Each stream's frames in order; a stream as the coalescer tells them apart
-            // (MAC addresses, IP version, source port: a mangled MAC makes another one).
+            // (MAC addresses and type, IP protocol and addresses, ports), so a mangled
+            // MAC, protocol or address makes another one.
             let key = |f: &Vec<u8>| -> Vec<u8> {
-                let at = if f.get(12) == Some(&0x86) { 54 } else { 34 };
+                let (proto, addrs, l4) = if f.get(12) == Some(&0x86) {
+                    (20, 22..54, 54)
+                } else {
+                    (23, 26..34, 34)
+                };
                 let mut k = f.get(..14).unwrap_or(f).to_vec();
-                k.extend(f.get(at..at + 2).unwrap_or(&[]));
+                k.extend(f.get(proto..proto + 1).unwrap_or(&[]));
+                k.extend(f.get(addrs).unwrap_or(&[]));
+                k.extend(f.get(l4..l4 + 4).unwrap_or(&[]));
                 k
             };
             let back: Vec<Vec<u8>> = out.iter().flat_map(expand).collect();

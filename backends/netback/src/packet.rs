@@ -502,13 +502,11 @@ pub(crate) mod tests {
 
     #[test]
     fn the_wide_sum_equals_the_word_sum() {
-        let mut x: u32 = 7;
+        let mut rng = bulkhead_testsupport::XorShift::new(7);
         for n in 0..600 {
             let b: Vec<u8> = (0..n)
                 .map(|i| {
-                    x ^= x << 13;
-                    x ^= x >> 17;
-                    x ^= x << 5;
+                    let x = rng.next_u64();
                     // Runs of 0xff push the sum through every fold.
                     if n % 3 == 0 {
                         0xff
@@ -681,16 +679,9 @@ pub(crate) mod tests {
         let arp = vec![0xffu8; 42];
         assert_eq!(layers(&arp), Err(PacketError::NotTcpUdp));
         // Arbitrary bytes never panic.
-        let mut x: u32 = 99;
+        let mut rng = bulkhead_testsupport::XorShift::new(99);
         for n in 0..2000 {
-            let mut f: Vec<u8> = (0..(n % 120))
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 17;
-                    x ^= x << 5;
-                    x as u8
-                })
-                .collect();
+            let mut f: Vec<u8> = rng.bytes(n % 120);
             if f.len() > 14 {
                 f[12] = 0x08;
                 f[13] = 0;

@@ -360,13 +360,8 @@ mod tests {
 
     #[test]
     fn random_slots_never_panic_and_accepted_packets_are_consistent() {
-        let mut seed = 0x1234_5678_9abc_def1u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = bulkhead_testsupport::XorShift::new(0x1234_5678_9abc_def1);
+        let mut next = move || rng.next_u64();
         for _ in 0..20000 {
             let n = (next() % 24) as usize;
             let mut rest: Vec<[u8; 12]> = Vec::new();

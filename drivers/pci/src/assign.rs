@@ -501,13 +501,8 @@ mod tests {
     /// Any set of BARs either fits without overlap or is refused; never a panic.
     #[test]
     fn random_sets_fit_without_overlap_or_are_refused() {
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = bulkhead_testsupport::XorShift::new(0x9e37_79b9_7f4a_7c15);
+        let mut next = || rng.next_u64();
         let w = window();
         let (mut fitted, mut refused) = (0, 0);
         for _ in 0..2000 {

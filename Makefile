@@ -52,6 +52,7 @@ test: test-host test-qemu test-xen
 
 # Host tier: formatting, clippy over the whole workspace (the kernel included; warnings
 # are errors), shellcheck over every script at every severity (.shellcheckrc), the
+# kernel's layering (tests/layers.py: no import cycle, unsafe only in machine/), the
 # logic crates' tests (plain `cargo test` at the root never builds the kernel), then
 # time-bounded fuzzing of the parsers of guest-controlled data.
 FUZZ_SECONDS ?= 20
@@ -60,6 +61,7 @@ test-host: runner
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p bulkhead --features test-hooks -- -D warnings
 	shellcheck -S style .ci/run $$(find tests -name '*.sh' -not -path '*/target/*')
+	tests/layers.py kernel/src
 	$(CARGO) test
 	tests/xen/scenarios/fields.test.sh
 	tests/xen/scenarios/victim-verdict.test.sh

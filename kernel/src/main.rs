@@ -262,7 +262,7 @@ fn start(protocol: u64, magic: u64, info: u64) -> ! {
     }
     arch::gdt::init();
     interrupts::init();
-    let clock = time::calibrate();
+    let clock = time::calibrate(machine::hv::tsc_khz());
     info!("time: TSC {} kHz (from {clock})", time::tsc_khz());
 
     let report = match mem::init(&boot, config.heap_bytes) {
@@ -273,7 +273,7 @@ fn start(protocol: u64, magic: u64, info: u64) -> ! {
         fatal(format_args!("apic: cannot map the local APIC: {e}"));
     }
     let apic_khz = apic::calibrate(10);
-    interrupts::register(interrupts::VECTOR_APIC_TIMER, timer_interrupt);
+    interrupts::register(arch::vectors::VECTOR_APIC_TIMER, timer_interrupt);
     info!(
         "apic: id {}, version {:#x}, timer {} kHz",
         apic::id(),

@@ -187,7 +187,7 @@ fn virtio_up(h: &Handle, f: &Function, name: &str) -> Result<Port, String> {
     };
     // MSI-X when the device has it (one CPU vector for configuration, receive and
     // transmit), else INTx.
-    let (v, signal) = crate::arch::vectors::alloc_vector().ok_or("out of interrupt vectors")?;
+    let (v, signal) = crate::arch::interrupts::alloc_vector().ok_or("out of interrupt vectors")?;
     h.watch(signal);
     let use_msix =
         crate::hw::msix_setup(bdf, &mut maps, &[(0, Some(v)), (1, Some(v)), (2, Some(v))]).is_ok();
@@ -233,7 +233,7 @@ fn e1000e_up(h: &Handle, f: &Function, name: &str) -> Result<Port, String> {
     pci::with(|cs| bulkhead_pci::enable_memory(cs, bdf));
     bulkhead_e1000e::quiesce(&regs);
     SpinClock.pause(bulkhead_e1000e::QUIET_AFTER_MASK_US);
-    let (v, signal) = crate::arch::vectors::alloc_vector().ok_or("out of interrupt vectors")?;
+    let (v, signal) = crate::arch::interrupts::alloc_vector().ok_or("out of interrupt vectors")?;
     h.watch(signal);
     // MSI-X (one entry for every cause), else MSI, else INTx. MSI-X first: the 82574's
     // MSI cannot be masked per vector, and Xen then defers the CPU's end-of-interrupt

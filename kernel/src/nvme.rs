@@ -141,7 +141,8 @@ fn bring_up(h: &Handle, f: &Function, name: &str, mode: IrqMode) -> Result<Disk,
             if f.interrupt_pin == 0 || f.interrupt_line == 0 || f.interrupt_line == 0xff {
                 return Err("no INTx line assigned by firmware".into());
             }
-            let (v, s) = crate::arch::vectors::alloc_vector().ok_or("out of interrupt vectors")?;
+            let (v, s) =
+                crate::arch::interrupts::alloc_vector().ok_or("out of interrupt vectors")?;
             h.watch(s);
             crate::arch::ioapic::route_intx(f.interrupt_line, v, crate::arch::apic::id() as u8)?;
             gsi = Some(f.interrupt_line);
@@ -163,7 +164,8 @@ fn bring_up(h: &Handle, f: &Function, name: &str, mode: IrqMode) -> Result<Disk,
                     "MSI not available".into()
                 });
             }
-            let (v, s) = crate::arch::vectors::alloc_vector().ok_or("out of interrupt vectors")?;
+            let (v, s) =
+                crate::arch::interrupts::alloc_vector().ok_or("out of interrupt vectors")?;
             h.watch(s);
             let r = if mode == IrqMode::MsiX {
                 // Entry 0 (admin queue, polled) stays masked; entry 1 serves I/O queue 1.

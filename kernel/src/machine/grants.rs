@@ -17,36 +17,14 @@ use bulkhead_xen::copy::{
 use bulkhead_xen::grants::{GrantTable, GrantTableMemory, MapSlots, Mapping};
 use bulkhead_xen::Errno;
 
-use super::hv;
-
-/// Where the map slots are (set once by `init`): what `is_slot` checks an address
-/// against, without a second copy of the slot list `MapSlots` keeps.
-enum SlotSet {
-    /// Every page of a window of unpopulated address space.
-    Window { base: u64, bytes: u64 },
-    /// Frames given back to Xen, their addresses sorted.
-    Frames(Vec<u64>),
-}
-
-static SLOTS: spin::Once<SlotSet> = spin::Once::new();
-
-/// Whether `addr` is the start of a map slot.
-pub(in crate::machine) fn is_slot(addr: u64) -> bool {
-    match SLOTS.get() {
-        Some(SlotSet::Window { base, bytes }) => addr
-            .checked_sub(*base)
-            .is_some_and(|o| o < *bytes && o.is_multiple_of(4096)),
-        Some(SlotSet::Frames(f)) => f.binary_search(&addr).is_ok(),
-        None => false,
-    }
-}
+use super::{hv, slots};
 
 /// Copy bytes out of the grant `m` maps (a persistent grant), from `offset`. Panics if
 /// its address is not a slot or the range leaves the page: both would be our bug. The
 /// frontend may write the page meanwhile; bytes are copied, never referenced.
 pub fn copy_from_slot(m: &Mapping, offset: usize, dst: &mut [u8]) {
     assert!(
-        is_slot(m.addr) && offset + dst.len() <= 4096,
+        slots::is_slot(m.addr) && offset + dst.len() <= 4096,
         "not a mapped grant slot range"
     );
     // SAFETY: a slot holds only grant pages this domain mapped (the cache unmaps only
@@ -66,7 +44,7 @@ pub fn copy_from_slot(m: &Mapping, offset: usize, dst: &mut [u8]) {
 pub fn copy_to_slot(m: &Mapping, offset: usize, src: &[u8]) {
     assert!(!m.readonly, "write to a read-only grant mapping");
     assert!(
-        is_slot(m.addr) && offset + src.len() <= 4096,
+        slots::is_slot(m.addr) && offset + src.len() <= 4096,
         "not a mapped grant slot range"
     );
     // SAFETY: as for `copy_from_slot`, and the mapping is writable.
@@ -92,7 +70,7 @@ impl MappedRing {
     pub fn new(pages: Vec<u64>) -> Option<MappedRing> {
         pages
             .iter()
-            .all(|&a| is_slot(a))
+            .all(|&a| slots::is_slot(a))
             .then_some(MappedRing { pages })
     }
 
@@ -253,10 +231,7 @@ pub fn init() -> Result<(GrantTable<TableMemory>, MapSlots), SetupError> {
     // the map work all guests together can cause (MapSlots shares it out per domain).
     let (slots, place): (Vec<u64>, &str) = match crate::mem::grant_window() {
         Some(w) => {
-            SLOTS.call_once(|| SlotSet::Window {
-                base: w,
-                bytes: crate::mem::GRANT_WINDOW_BYTES,
-            });
+            slots::set_window(w, crate::mem::GRANT_WINDOW_BYTES);
             (
                 (0..crate::mem::GRANT_WINDOW_BYTES)
                     .step_by(4096)
@@ -277,9 +252,7 @@ pub fn init() -> Result<(GrantTable<TableMemory>, MapSlots), SetupError> {
             crate::mem::note_ballooned(done);
             // Frames Xen did not take stay populated RAM: never map grants over them.
             let slots: Vec<u64> = gpfns[..done].iter().map(|g| g << 12).collect();
-            let mut sorted = slots.clone();
-            sorted.sort_unstable();
-            SLOTS.call_once(|| SlotSet::Frames(sorted));
+            slots::set_frames(slots.clone());
             (slots, "in RAM given back to Xen")
         }
     };

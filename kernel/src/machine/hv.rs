@@ -11,7 +11,7 @@ use super::hypercall::{op, op_array};
 
 /// The hypercalls the rest of the kernel may make. Those that make Xen write our memory
 /// where an argument says are checked here: a grant is mapped and unmapped only at a map
-/// slot (`grants::is_slot`), and grant copies are refused (only the machine's
+/// slot (`slots::is_slot`), and grant copies are refused (only the machine's
 /// `GrantCopier` makes them, through [`grant_copy`], into buffers it checked hold every
 /// piece).
 pub struct Hv;
@@ -105,7 +105,7 @@ impl Hypervisor for Hv {
     }
 
     fn grant_map(&mut self, ops: &mut [abi::MapGrantRef]) -> Result<(), Errno> {
-        if !ops.iter().all(|o| super::grants::is_slot(o.host_addr)) {
+        if !ops.iter().all(|o| super::slots::is_slot(o.host_addr)) {
             return Err(EINVAL);
         }
         // SAFETY: the argument is the repr(C) layout (bulkhead_xen::abi) Xen takes for
@@ -123,7 +123,7 @@ impl Hypervisor for Hv {
     }
 
     fn grant_unmap(&mut self, ops: &mut [abi::UnmapGrantRef]) -> Result<(), Errno> {
-        if !ops.iter().all(|o| super::grants::is_slot(o.host_addr)) {
+        if !ops.iter().all(|o| super::slots::is_slot(o.host_addr)) {
             return Err(EINVAL);
         }
         // SAFETY: the argument is the repr(C) layout (bulkhead_xen::abi) Xen takes for
@@ -329,8 +329,10 @@ pub struct XenInfo {
 
 impl XenInfo {
     /// The MSR that installs the hypercall page.
-    pub(in crate::machine) fn hypercall_msr(&self) -> u32 {
-        self.hypercall_msr
+    /// Ask Xen to fill the hypercall page. Must run before any hypercall.
+    pub fn install_hypercalls(&self) {
+        // SAFETY: hypercall_msr is the MSR Xen's own CPUID leaf named.
+        unsafe { super::hypercall::install(self.hypercall_msr) }
     }
 }
 

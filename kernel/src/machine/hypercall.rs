@@ -26,12 +26,16 @@ static READY: AtomicBool = AtomicBool::new(false);
 /// Returned when a hypercall is attempted before the page exists (not under Xen).
 pub const ENOSYS: Errno = Errno(-38);
 
-/// Ask Xen to fill the hypercall page, through the MSR its CPUID leaves named.
-pub fn install(xen: &super::hv::XenInfo) {
-    let msr = xen.hypercall_msr();
+/// Ask Xen to fill the hypercall page, through MSR `msr`.
+///
+/// # Safety
+/// `msr` must be the hypercall MSR Xen's CPUID leaves named (`hv::XenInfo`, which
+/// calls this): any other MSR is written with the page's address.
+pub(in crate::machine) unsafe fn install(msr: u32) {
     let page = core::ptr::addr_of!(hypercall_page) as u64;
-    // SAFETY: writing the hypercall MSR makes Xen overwrite our reserved, page-aligned
-    // .hypercall_page (identity-mapped, so virtual = physical) and nothing else.
+    // SAFETY: by the caller's promise `msr` is Xen's hypercall MSR: writing it makes
+    // Xen overwrite our reserved, page-aligned .hypercall_page (identity-mapped, so
+    // virtual = physical) and nothing else.
     unsafe { Msr::new(msr).write(page) };
     READY.store(true, Ordering::Release);
 }

@@ -19,6 +19,7 @@ pub mod runstate;
 #[cfg(feature = "test-hooks")]
 pub mod selftest;
 pub mod shared;
+mod slots;
 pub mod time;
 pub mod trace;
 

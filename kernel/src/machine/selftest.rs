@@ -17,7 +17,7 @@ use bulkhead_executor::Handle;
 use bulkhead_mm::paging::Flags;
 use bulkhead_mm::PAGE_SIZE;
 
-use crate::arch::{apic, interrupts};
+use crate::arch::{apic, interrupts, vectors};
 use crate::{mem, println, time};
 
 core::arch::global_asm!(include_str!("selftest_state.S"), options(att_syntax));
@@ -237,15 +237,15 @@ fn check_mmio() -> CheckResult {
 }
 
 fn check_soft_interrupt() -> CheckResult {
-    let before = interrupts::COUNT[interrupts::VECTOR_SELFTEST as usize].load(Ordering::Relaxed);
+    let before = interrupts::COUNT[vectors::VECTOR_SELFTEST as usize].load(Ordering::Relaxed);
     // SAFETY: selftest_state only touches its own stack frame, the red zone below it and
     // xmm registers, all of which it declares by being an ordinary C function.
     let lost = unsafe { selftest_state(0) };
-    let after = interrupts::COUNT[interrupts::VECTOR_SELFTEST as usize].load(Ordering::Relaxed);
+    let after = interrupts::COUNT[vectors::VECTOR_SELFTEST as usize].load(Ordering::Relaxed);
     ensure!(
         after == before + 1,
         "vector {:#x} handler ran {} times",
-        interrupts::VECTOR_SELFTEST,
+        vectors::VECTOR_SELFTEST,
         after - before
     );
     ensure!(
@@ -254,7 +254,7 @@ fn check_soft_interrupt() -> CheckResult {
     );
     Ok(detail(format_args!(
         "int {:#x}: xmm0-15 and red zone intact",
-        interrupts::VECTOR_SELFTEST
+        vectors::VECTOR_SELFTEST
     )))
 }
 
@@ -333,7 +333,7 @@ fn report(name: &str, r: CheckResult, passed: &mut u32, failed: &mut u32) {
 
 /// Register what the self-test needs before interrupts are enabled.
 pub fn prepare() {
-    interrupts::register(interrupts::VECTOR_SELFTEST, selftest_vector);
+    interrupts::register(vectors::VECTOR_SELFTEST, selftest_vector);
 }
 
 /// Run every check, print the verdict, and power off (success) or crash (failure).

@@ -29,9 +29,10 @@ pub fn now_ns() -> u64 {
     (ticks as u128 * 1_000_000 / khz as u128) as u64
 }
 
-/// Find the TSC frequency; returns where it came from.
-pub fn calibrate() -> &'static str {
-    let (khz, source) = if let Some(k) = super::hv::tsc_khz() {
+/// Find the TSC frequency, given the one Xen guarantees if it told one
+/// (`hv::tsc_khz`); returns where it came from.
+pub fn calibrate(xen_khz: Option<u64>) -> &'static str {
+    let (khz, source) = if let Some(k) = xen_khz {
         (k, "xen cpuid")
     } else if let Some(k) = arch::cpu::tsc_khz_from_cpuid() {
         (k, "cpuid 0x15")

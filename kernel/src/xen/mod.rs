@@ -24,15 +24,15 @@ use bulkhead_xen::grants::{GrantTable, MapSlots};
 use bulkhead_xen::Errno;
 
 pub use crate::machine::grants;
+use crate::machine::hv;
 pub use crate::machine::hv::detect;
-use crate::machine::{hv, hypercall};
 
 pub use hv::Hv;
 
 /// Ask Xen to fill the hypercall page. Must run before any hypercall.
 pub fn init_hypercalls() {
     if let Some(x) = detect() {
-        hypercall::install(x);
+        x.install_hypercalls();
     }
 }
 

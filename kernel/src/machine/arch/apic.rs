@@ -5,7 +5,7 @@
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use x86_64::registers::model_specific::Msr;
 
-use super::interrupts::{VECTOR_APIC_TIMER, VECTOR_SPURIOUS};
+use super::vectors::{VECTOR_APIC_TIMER, VECTOR_SPURIOUS};
 
 const IA32_APIC_BASE: u32 = 0x1b;
 const REG_ID: usize = 0x20;

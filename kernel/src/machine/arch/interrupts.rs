@@ -6,17 +6,15 @@
 //! interrupts disabled on the interrupt IST stack and must not allocate or take locks the
 //! interrupted code could hold; they signal the event loop instead.
 
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use spin::Once;
 use x86_64::structures::DescriptorTablePointer;
 use x86_64::VirtAddr;
 
-use super::gdt;
+use bulkhead_executor::Signal;
 
-pub const VECTOR_APIC_TIMER: u8 = 0x20;
-/// Raised by `int` in the self-test to check state preservation across an interrupt.
-pub const VECTOR_SELFTEST: u8 = 0x81;
-pub const VECTOR_SPURIOUS: u8 = 0xff;
+use super::vectors::{DEVICE_VECTORS, FIRST_DEVICE_VECTOR, VECTOR_SELFTEST, VECTOR_SPURIOUS};
+use super::{gdt, ioapic};
 
 /// Register state saved by isr.S, lowest address first.
 #[repr(C)]
@@ -232,4 +230,29 @@ fn exception(frame: &InterruptFrame) -> ! {
         "CPU exception {v} ({name}), error code {:#x}, at rip {:#x}, rsp {:#x}, rflags {:#x}",
         frame.error_code, frame.rip, frame.rsp, frame.rflags
     );
+}
+
+/// Each device vector's event-loop signal (the handler only raises it; the driver's task
+/// does the work).
+static DEVICE_SIGNALS: [Signal; DEVICE_VECTORS] = [const { Signal::new() }; DEVICE_VECTORS];
+static NEXT_VECTOR: AtomicU8 = AtomicU8::new(0);
+
+fn device_interrupt(f: &mut InterruptFrame) {
+    // Level-triggered INTx: silence the pin until the driver has serviced the device.
+    ioapic::mask_for_vector(f.vector as u8);
+    let i = (f.vector as usize).wrapping_sub(FIRST_DEVICE_VECTOR as usize);
+    if let Some(s) = DEVICE_SIGNALS.get(i) {
+        s.raise();
+    }
+}
+
+/// A fresh device vector and the signal it raises.
+pub fn alloc_vector() -> Option<(u8, &'static Signal)> {
+    let i = NEXT_VECTOR.fetch_add(1, Ordering::Relaxed) as usize;
+    if i >= DEVICE_VECTORS {
+        return None;
+    }
+    let v = FIRST_DEVICE_VECTOR + i as u8;
+    register(v, device_interrupt);
+    Some((v, &DEVICE_SIGNALS[i]))
 }

@@ -8,7 +8,7 @@
 
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
-use crate::arch::interrupts::InterruptFrame;
+use super::vectors::FIRST_DEVICE_VECTOR;
 
 const BASE: u64 = 0xfec0_0000;
 const REG_VER: u32 = 0x01;
@@ -66,7 +66,7 @@ pub fn route_intx(gsi: u8, vector: u8, apic_id: u8) -> Result<(), &'static str> 
     }
     let b = base().ok_or("no I/O APIC")?;
     let slot = vector
-        .checked_sub(super::vectors::FIRST_DEVICE_VECTOR)
+        .checked_sub(FIRST_DEVICE_VECTOR)
         .ok_or("not a device vector")? as usize;
     GSI_OF_VECTOR
         .get(slot)
@@ -87,9 +87,9 @@ fn set_mask(gsi: u8, masked: bool) {
     }
 }
 
-/// From the interrupt handler: mask the pin behind `frame.vector`, if it is INTx.
-pub fn mask_for_vector(frame: &InterruptFrame) {
-    let slot = (frame.vector as usize).wrapping_sub(super::vectors::FIRST_DEVICE_VECTOR as usize);
+/// From the interrupt handler: mask the pin behind device vector `vector`, if it is INTx.
+pub fn mask_for_vector(vector: u8) {
+    let slot = (vector as usize).wrapping_sub(FIRST_DEVICE_VECTOR as usize);
     if let Some(g) = GSI_OF_VECTOR.get(slot) {
         let gsi = g.load(Ordering::Acquire);
         if gsi != 0xff {

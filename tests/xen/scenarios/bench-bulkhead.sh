@@ -8,15 +8,23 @@
 SIDE=bulkhead
 DD_NAME=bulkhead
 
+# startup_figures PREFIX [WHAT]: the start of the Bulkhead instance just created, as
+# PREFIX_xl_create_ms (xl create's own time), PREFIX_first_line_ms (its first console
+# line, the banner) and PREFIX_ready_ms (its backend-watch event: ready to serve), from
+# xl create; WHAT names the instance in a failure.
+startup_figures() {
+    result "$1_xl_create_ms" "$DD_CREATED_MS"
+    POLL_S=0.1 expect "$DD_COM1" "Bulkhead [0-9]" 240 "no banner on COM1${2:-}"
+    result "$1_first_line_ms" "$(ms_since "$DD_T0")"
+    POLL_S=0.1 expect_event "$log" 240 "xenbus watcher not started${2:-}" backend-watch "home=/local/domain/$DD_ID" >/dev/null
+    result "$1_ready_ms" "$(ms_since "$DD_T0")"
+}
+
 # The start-up figures of the fallback path (xl-configs/driverdomain-multiboot.cfg:
 # hvmloader, SeaBIOS and QEMU's multiboot option ROM before Bulkhead), the same devices,
 # up to one guest's disk Connected; then that instance goes.
 start_multiboot_dd "00:03.0 00:04.0" "loglevel=info" "memory=32"
-result mb_xl_create_ms "$DD_CREATED_MS"
-POLL_S=0.1 expect "$DD_COM1" "Bulkhead [0-9]" 240 "no banner on COM1 (multiboot path)"
-result mb_first_line_ms "$(ms_since "$DD_T0")"
-POLL_S=0.1 expect_event "$log" 240 "xenbus watcher not started (multiboot path)" backend-watch "home=/local/domain/$DD_ID" >/dev/null
-result mb_ready_ms "$(ms_since "$DD_T0")"
+startup_figures mb " (multiboot path)"
 bench_guest bench1 bulkhead part:delta fd00::11
 result mb_guest_disk_connected_ms "$GUEST_CONNECTED_MS"
 xl destroy bench1
@@ -25,11 +33,7 @@ timeout "$(scaled 60)" xl shutdown -w bulkhead >/dev/null 2>&1 || xl destroy bul
 
 # The measured instance: driverdomain.cfg as shipped (no firmware).
 start_hvm_dd "00:03.0 00:04.0" "bench-storage=$SECS" "memory=32"
-result dd_xl_create_ms "$DD_CREATED_MS"
-POLL_S=0.1 expect "$DD_COM1" "Bulkhead [0-9]" 240 "no banner on COM1"
-result dd_first_line_ms "$(ms_since "$DD_T0")"
-POLL_S=0.1 expect_event "$log" 240 "xenbus watcher not started" backend-watch "home=/local/domain/$DD_ID" >/dev/null
-result dd_ready_ms "$(ms_since "$DD_T0")"
+startup_figures dd
 R=$(expect_event "$log" $((SECS * 3 + 120)) "no bench-storage figure" bench-storage)
 report raw_rr4k_qd1_iops=rr4k_qd1_iops raw_rr4k_qd32_iops=rr4k_qd32_iops raw_seqread_mibs=seqread_mibs
 workloads part:delta part:epsilon

@@ -22,6 +22,7 @@ pub mod coalesce;
 pub mod ctrl;
 pub mod limits;
 pub mod negotiate;
+pub mod pace;
 pub mod packet;
 pub mod queue;
 pub mod rate;

@@ -16,6 +16,7 @@ use core::pin::Pin;
 use bulkhead_executor::{first, yield_now, Handle};
 use bulkhead_netback::ctrl::{self, Steering};
 use bulkhead_netback::negotiate::{self, Frontend, Offer, Settings};
+use bulkhead_netback::pace::{HeadFirst, Heads, Wakeups};
 use bulkhead_netback::packet::Packet;
 use bulkhead_netback::queue::{
     Body, Carrier, Direct, RxFeatures, Sent, VifQueue, RX_LAYOUT, TX_LAYOUT,
@@ -388,29 +389,13 @@ async fn serve(
     let mut out = Vec::new();
     let mut fatal = None;
     let mut dumped = xen.dump.generation();
-    let mut storm = bulkhead_xen::storm::Storm::new();
-    let mut backed_off = false;
-    // Packets moved either way or refused: a wake-up that changes none of these, and
-    // posts no new receive buffers, was for nothing (see bulkhead_xen::storm).
-    let moved = |s: &bulkhead_netback::queue::Stats| {
-        s.tx_packets + s.tx_errors + s.tx_spoofed + s.rx_packets + s.rx_dropped
+    // Whether wake-ups find work (the storm back-off), and whether large sends are taken
+    // head first: bulkhead_netback::pace decides both.
+    let mut wakeups = {
+        let q = queue.borrow();
+        Wakeups::new(q.stats.moved(), q.rings().1.indexes().req_prod)
     };
-    let mut seen = moved(&queue.borrow().stats);
-    // Only the guest's own notifications are judged: packets the switch queues for it
-    // wake this task too, and while the guest has no buffers posted those wake-ups
-    // move nothing (judging them masked a receiving guest's ports for up to 64 ms
-    // under load, and its TCP collapsed).
-    let mut guest_woke = false;
-    // The furthest receive-buffer producer index seen: a notification that posts
-    // buffers beyond it is work even when no packet waits for them; one that only
-    // moves the index back and forth is not.
-    let mut rx_high = queue.borrow().rings().1.indexes().req_prod;
-    // Large sends are taken head first (for a copy straight into another guest) unless
-    // recent ones all went elsewhere (the uplink): then each would cost a second copy
-    // hypercall for nothing. Passes in a row whose heads went nowhere straight, and
-    // until when heads are off.
-    let mut heads_missed = 0u32;
-    let mut heads_off_until = 0u64;
+    let mut head_first = HeadFirst::default();
     while !life.stopping() {
         // Borrowed for this pass only: other queues' tasks lay packets into this one
         // between passes (`Peer`), so it is given back before every await.
@@ -423,8 +408,8 @@ async fn serve(
                 q.describe(),
                 inbox.len(),
                 inbox.dropped.get(),
-                storm.spurious,
-                storm.backoffs,
+                wakeups.storm().spurious,
+                wakeups.storm().backoffs,
                 super::events::describe(&xen, ports.0),
                 super::events::describe(&xen, ports.1),
             );
@@ -436,7 +421,7 @@ async fn serve(
         // Guest → switch and switch → guest, their copies in one hypercall (each
         // costs a driver domain under nested TCG as much as copying 100 KiB); the
         // bodies of large sends taken head first in a second one (`switch_sent`).
-        let taken = match q.tx_take(now, TX_BUDGET, now >= heads_off_until) {
+        let taken = match q.tx_take(now, TX_BUDGET, head_first.wanted(now)) {
             Ok(t) => t,
             Err(e) => {
                 fatal = Some(e.0);
@@ -461,17 +446,7 @@ async fn serve(
             &xen, &fabric, port, now, &mut q, &mut guest, &mut out, &mut tell,
         );
         pass.notify |= notify;
-        match heads {
-            Heads::None => {}
-            Heads::Straight => heads_missed = 0,
-            Heads::Missed => {
-                heads_missed += 1;
-                if heads_missed >= HEADS_MISSED_MAX {
-                    heads_missed = 0;
-                    heads_off_until = now + HEADS_OFF_NS;
-                }
-            }
-        }
+        head_first.record(now, heads);
         // The TX answers' notification waits for the RX answers so that both go in
         // one hypercall (with split channels they are two ports), with the receivers'
         // of packets laid straight into their buffers.
@@ -542,29 +517,14 @@ async fn serve(
         }
         // An event storm (notifications without packets): keep the ports masked a while;
         // packets for the guest wait in its inbox meanwhile.
-        // The pass right after a backoff was not a wake-up: it only serves what came
-        // meanwhile, then the task waits as usual.
-        // Packets left waiting in the inbox are not work: a guest that posts no receive
-        // buffers would otherwise turn the backoff off for ever.
-        let posted = {
+        let delay = {
             let rx = q.rings().1;
-            let p = rx.indexes().req_prod;
-            let ahead = (p.wrapping_sub(rx_high) as i32) > 0 && rx.unconsumed().is_ok();
-            if ahead {
-                rx_high = p;
-            }
-            ahead
+            wakeups.before_wait(
+                q.stats.moved(),
+                rx.indexes().req_prod,
+                rx.unconsumed().is_ok(),
+            )
         };
-        let work = moved(&q.stats) != seen || posted;
-        // Work after any wake-up ends a storm; an empty one counts only when the guest
-        // caused it.
-        let delay = if backed_off || !(guest_woke || work) {
-            None
-        } else {
-            storm.after_wake(work)
-        };
-        backed_off = false;
-        guest_woke = false;
         let (stall_at, carrier) = (q.rx_stall_at(), q.carrier());
         drop(q);
         if let Some(delay) = delay {
@@ -580,8 +540,7 @@ async fn serve(
             if ports.1 != ports.0 {
                 let _ = super::events::unmask(ports.1);
             }
-            backed_off = true;
-            seen = moved(&queue.borrow().stats);
+            wakeups.backed_off(queue.borrow().stats.moved());
             continue;
         }
         // The guest's ports first: `first` says which woke the task.
@@ -599,8 +558,8 @@ async fn serve(
             waits.push(Box::pin(h.sleep_until(stall_at)));
         }
         waits.push(Box::pin(xen.dump.wait(dumped)));
-        guest_woke = first(waits).await < guest_ports;
-        seen = moved(&queue.borrow().stats);
+        let by_guest = first(waits).await < guest_ports;
+        wakeups.woke(by_guest, queue.borrow().stats.moved());
     }
     // No other task may reach this queue once its rings are unmapped below.
     xen.vifs.borrow_mut().remove(&(port, index));
@@ -633,20 +592,6 @@ async fn serve(
         xen.ports.borrow().len(),
     ));
     life.finished();
-}
-
-/// Passes in a row whose large sends, taken head first, all went elsewhere than
-/// straight into another guest before heads are off for `HEADS_OFF_NS`.
-const HEADS_MISSED_MAX: u32 = 8;
-const HEADS_OFF_NS: u64 = 100_000_000;
-
-/// What became of a pass's large sends taken head first.
-enum Heads {
-    None,
-    /// At least one went straight into another guest.
-    Straight,
-    /// None did.
-    Missed,
 }
 
 /// A large send laid straight into a receiver's buffers, its copy not yet made.

@@ -328,7 +328,6 @@ pub struct XenInfo {
 }
 
 impl XenInfo {
-    /// The MSR that installs the hypercall page.
     /// Ask Xen to fill the hypercall page. Must run before any hypercall.
     pub fn install_hypercalls(&self) {
         // SAFETY: hypercall_msr is the MSR Xen's own CPUID leaf named.

@@ -61,7 +61,9 @@ fuzz_target!(|data: &[u8]| {
     disk.reach = (data[6] & 8 != 0).then(|| xen.clone());
     // Grants 1..=64 are readable and writable pages for copies; any other reference
     // faults. Fewer map (48 granted through the fake hypervisor, which numbers them
-    // from 9) into fewer slots (40): the cache meets refusals and a full pool.
+    // from 9) into 40 slots: the cache meets refusals, and a full pool when a request's
+    // grants are mapped before older ones are evicted (the cache may then hold more
+    // than its 32 for a moment).
     let copier = GrantPages::numbered(64);
     let r = if persistent {
         for _ in 0..48 {

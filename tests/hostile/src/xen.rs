@@ -128,7 +128,8 @@ impl Xs {
         self.write_str(&format!("{fe}/state"), "1")?;
         if !self.wait(&format!("{be}/state"), 30, |s| s == Some("2")) {
             let state = self.read(&format!("{be}/state"));
-            return Err(format!("backend not in InitWait (state {state:?})"));
+            let state = state.as_deref().unwrap_or("none");
+            return Err(format!("backend not in InitWait (state {state})"));
         }
         Ok(())
     }

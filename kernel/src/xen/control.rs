@@ -8,6 +8,7 @@ use alloc::rc::Rc;
 use alloc::string::String;
 
 use bulkhead_executor::Handle;
+use bulkhead_xenbus::control::Shutdown;
 use bulkhead_xenstore::client::Tx;
 use log::{error, info, warn};
 
@@ -66,12 +67,14 @@ pub async fn run(
             Ok(Some(v)) => v,
             _ => continue,
         };
-        let reboot = match req.trim_end_matches('\0') {
-            "" => continue,
-            "poweroff" | "halt" => false,
-            "reboot" => true,
-            other => {
-                warn!("control: ignoring shutdown request {other:?}");
+        let asked = match Shutdown::parse(&req) {
+            Ok(Some(s)) => s,
+            Ok(None) => continue,
+            Err(_unknown) => {
+                warn!(
+                    "control: ignoring shutdown request {:?}",
+                    req.trim_end_matches('\0')
+                );
                 let _ = xen.store.write(Tx::NONE, &node, "").await;
                 continue;
             }
@@ -81,7 +84,7 @@ pub async fn run(
         let t0 = h.now();
         info!(
             "control: {} requested: closing {} backend device(s), then flushing the disks",
-            req.trim_end_matches('\0'),
+            asked.as_str(),
             devices.live()
         );
         devices.stop_all();
@@ -110,12 +113,11 @@ pub async fn run(
             "shutdown",
             "ms={} then={}",
             (h.now() - t0) / 1_000_000,
-            if reboot { "reboot" } else { "poweroff" }
+            asked.as_str()
         );
-        if reboot {
-            crate::platform::reboot();
-        } else {
-            crate::platform::poweroff();
+        match asked {
+            Shutdown::Reboot => crate::platform::reboot(),
+            Shutdown::Poweroff => crate::platform::poweroff(),
         }
     }
 }

@@ -203,17 +203,6 @@ async fn list(xen: &XenRef) -> Result<Vec<(Kind, String, Vec<String>)>, bulkhead
     Ok(out)
 }
 
-/// The frontend path the toolstack must have written for this device; anything else is
-/// refused (a backend never follows a path it did not expect).
-fn expected_frontend(id: &DeviceId) -> String {
-    format!(
-        "/local/domain/{}/device/{}/{}",
-        id.frontend,
-        id.kind.as_str(),
-        id.devid
-    )
-}
-
 /// What one device task carries between events.
 struct Device {
     xen: XenRef,
@@ -242,33 +231,25 @@ async fn device(
     // map-slot pool (no guest's persistent grants can take it).
     let _rings = RingReserve::new(&xen);
     let store = &xen.store;
-    let frontend = match store.read_opt(Tx::NONE, &format!("{be}/frontend")).await {
-        Ok(Some(f)) if f == expected_frontend(&id) => f,
-        Ok(Some(f)) => {
-            warn!(
-                "{id}: frontend path {f:?} is not {:?}; ignoring the device",
-                expected_frontend(&id)
-            );
-            return;
-        }
-        Ok(None) => {
-            warn!("{id}: no frontend node; ignoring the device");
-            return;
-        }
-        Err(e) => {
-            warn!("{id}: cannot read the frontend node: {e}");
+    // What the toolstack wrote must name this very device (bulkhead_xenbus checks it).
+    let read = |k: &'static str| {
+        let p = format!("{be}/{k}");
+        async move { store.read_opt(Tx::NONE, &p).await }
+    };
+    let (fe, fe_id) = match (read("frontend").await, read("frontend-id").await) {
+        (Ok(fe), Ok(fe_id)) => (fe, fe_id),
+        (Err(e), _) | (_, Err(e)) => {
+            warn!("{id}: cannot read the frontend nodes: {e}");
             return;
         }
     };
-    let fe_id = store
-        .read_opt(Tx::NONE, &format!("{be}/frontend-id"))
-        .await
-        .ok()
-        .flatten();
-    if fe_id.as_deref() != Some(format!("{}", id.frontend).as_str()) {
-        warn!("{id}: frontend-id {fe_id:?} does not match the directory; ignoring the device");
-        return;
-    }
+    let frontend = match id.check_toolstack(fe.as_deref(), fe_id.as_deref()) {
+        Ok(f) => f,
+        Err(why) => {
+            warn!("{id}: {why}; ignoring the device");
+            return;
+        }
+    };
 
     // The transport's limits, before InitWait.
     let keys = match id.kind {

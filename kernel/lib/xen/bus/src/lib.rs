@@ -13,6 +13,7 @@
 
 extern crate alloc;
 
+pub mod control;
 pub mod keys;
 pub mod pace;
 
@@ -118,6 +119,40 @@ impl DeviceId {
             self.frontend,
             self.devid
         )
+    }
+
+    /// The frontend directory the toolstack must have named for this device
+    /// (`/local/domain/F/device/vbd/D`): a backend never follows another path.
+    pub fn frontend_path(&self) -> String {
+        alloc::format!(
+            "/local/domain/{}/device/{}/{}",
+            self.frontend,
+            self.kind.as_str(),
+            self.devid
+        )
+    }
+
+    /// Check what the toolstack wrote in the backend directory (dom0's input, read as
+    /// is; None: absent): `frontend` must be [`Self::frontend_path`] and `frontend-id`
+    /// the frontend's domain, in its canonical spelling. The frontend path, or why the
+    /// device is to be ignored.
+    pub fn check_toolstack(
+        &self,
+        frontend: Option<&str>,
+        frontend_id: Option<&str>,
+    ) -> Result<String, String> {
+        let want = self.frontend_path();
+        match frontend {
+            Some(f) if f == want => {}
+            Some(f) => return Err(alloc::format!("frontend path {f:?} is not {want:?}")),
+            None => return Err("no frontend node".into()),
+        }
+        if frontend_id != Some(alloc::format!("{}", self.frontend).as_str()) {
+            return Err(alloc::format!(
+                "frontend-id {frontend_id:?} does not match the directory"
+            ));
+        }
+        Ok(want)
     }
 
     /// Parse a path at or below a device directory, absolute (`/local/domain/N/backend/...`
@@ -470,6 +505,28 @@ mod tests {
             kind: Kind::Vbd,
             frontend: fe,
             devid,
+        }
+    }
+
+    #[test]
+    fn the_toolstacks_nodes_must_name_this_device() {
+        let id = vbd(5, 51712);
+        let path = "/local/domain/5/device/vbd/51712";
+        assert_eq!(id.check_toolstack(Some(path), Some("5")), Ok(path.into()));
+        // Another domain's or another device's frontend, a relative path, none.
+        for bad in [
+            "/local/domain/6/device/vbd/51712",
+            "/local/domain/5/device/vbd/51728",
+            "/local/domain/5/device/vif/51712",
+            "device/vbd/51712",
+            "",
+        ] {
+            assert!(id.check_toolstack(Some(bad), Some("5")).is_err(), "{bad}");
+        }
+        assert!(id.check_toolstack(None, Some("5")).is_err());
+        // frontend-id: the same domain, spelled canonically, and present.
+        for bad in [Some("6"), Some("05"), Some("5\0"), Some(" 5"), None] {
+            assert!(id.check_toolstack(Some(path), bad).is_err(), "{bad:?}");
         }
     }
 

@@ -723,8 +723,8 @@ impl<M: RingMemory> VifQueue<M> {
                 }
             }
         }
-        let data_reqs = rx::data_requests(&reqs, gso.is_some());
-        let responses = rx::responses(&data_reqs, &lens, first_flags, gso);
+        let data_reqs: Vec<RxRequest> = rx::data_requests(&reqs, gso.is_some()).copied().collect();
+        let responses = rx::responses(data_reqs.iter().zip(lens.iter().copied()), first_flags, gso);
         let body_to = pieces
             .iter()
             .zip(at)

@@ -91,14 +91,12 @@ pub struct Placement {
 /// `first_flags` are the checksum flags for the first slot.
 pub fn place(len: usize, first_flags: u16, gso: Option<Gso>, reqs: &[RxRequest]) -> Placement {
     debug_assert_eq!(reqs.len(), slots_needed(len, gso.is_some()));
-    let data = data_requests(reqs, gso.is_some());
-    let lens: Vec<usize> = (0..len.div_ceil(PAGE_SIZE).max(1))
-        .map(|i| (len - i * PAGE_SIZE).min(PAGE_SIZE))
-        .collect();
-    let pieces = data
-        .iter()
-        .zip(&lens)
-        .map(|(r, &n)| Piece {
+    // Each data slot's request and how many bytes it takes: whole pages, then the rest.
+    let slots = data_requests(reqs, gso.is_some())
+        .zip((0..len.div_ceil(PAGE_SIZE).max(1)).map(|i| (len - i * PAGE_SIZE).min(PAGE_SIZE)));
+    let pieces = slots
+        .clone()
+        .map(|(r, n)| Piece {
             gref: r.gref,
             offset: 0,
             len: n as u16,
@@ -106,37 +104,38 @@ pub fn place(len: usize, first_flags: u16, gso: Option<Gso>, reqs: &[RxRequest])
         .collect();
     Placement {
         pieces,
-        responses: responses(&data, &lens, first_flags, gso),
+        responses: responses(slots, first_flags, gso),
     }
 }
 
 /// The requests of a packet's chain that take its bytes: all but the GSO extra-info
 /// slot's, which is the second (the frontend ignores its id).
-pub fn data_requests(reqs: &[RxRequest], gso: bool) -> Vec<RxRequest> {
+pub fn data_requests(reqs: &[RxRequest], gso: bool) -> impl Iterator<Item = &RxRequest> + Clone {
     reqs.iter()
         .enumerate()
-        .filter(|&(i, _)| !(gso && i == 1))
-        .map(|(_, r)| *r)
-        .collect()
+        .filter(move |&(i, _)| !(gso && i == 1))
+        .map(|(_, r)| r)
 }
 
-/// The responses of a packet laid into the slots of `data` (see [`data_requests`]) with
-/// `lens` bytes each, in ring order: MORE_DATA on all but the last, the checksum flags
-/// on the first and, with GSO, the extra-info slot right after it.
-pub fn responses(
-    data: &[RxRequest],
-    lens: &[usize],
+/// The responses of a packet laid into its data slots (each slot's request, see
+/// [`data_requests`], and the bytes it took), in ring order: MORE_DATA on all but the
+/// last, the checksum flags on the first and, with GSO, the extra-info slot right after
+/// it.
+pub fn responses<'a>(
+    slots: impl Iterator<Item = (&'a RxRequest, usize)>,
     first_flags: u16,
     gso: Option<Gso>,
 ) -> Vec<[u8; RX_RESPONSE_SIZE]> {
-    let mut out = Vec::with_capacity(lens.len() + gso.is_some() as usize);
-    for (i, (r, &n)) in data.iter().zip(lens).enumerate() {
-        let mut flags = if i + 1 < lens.len() {
+    let mut slots = slots.peekable();
+    let mut out = Vec::with_capacity(slots.size_hint().1.unwrap_or(0) + gso.is_some() as usize);
+    let mut first = true;
+    while let Some((r, n)) = slots.next() {
+        let mut flags = if slots.peek().is_some() {
             NETRXF_MORE_DATA
         } else {
             0
         };
-        if i == 0 {
+        if first {
             flags |= first_flags;
             if gso.is_some() {
                 flags |= NETRXF_EXTRA_INFO;
@@ -151,9 +150,10 @@ pub fn responses(
             }
             .encode(),
         );
-        if let (0, Some(g)) = (i, gso) {
+        if let (true, Some(g)) = (first, gso) {
             out.push(gso_extra(g));
         }
+        first = false;
     }
     out
 }

@@ -137,11 +137,16 @@ echo $(( tier_timeout - 200 * slow100 / 100 )) >"$share/budget"
 # nested triple fault").
 tcg_thread=${XEN_TCG_THREAD:-multi}
 # Fixed PCI addresses: 00:03.0 is the NVMe that dom0 hands to the driver domain.
+# iommu=no-sharept: QEMU's TCG answers the VMX EPT capability MSR with zeros on this SVM
+# CPU, so Xen would share its NPT tables with the emulated VT-d IOMMU, a pairing no real
+# machine has, and then no IOTLB invalidation reaches the IOMMU when a page leaves a
+# domain's p2m: a device kept writing a grant Bulkhead had unmapped
+# (docs/grant-dma-2026-12-04.md). Separate IOMMU tables are flushed on every unmap.
 # shellcheck disable=SC2054 # the commas are QEMU's option syntax
 qemu_args=(-M q35 -cpu qemu64,+svm,+npt -smp 2 -m 4096 -accel "tcg,thread=$tcg_thread" -display none -no-reboot
     -device intel-iommu,intremap=on,caching-mode=on
     -kernel "$img/xen"
-    -append "console=com1 com1=115200 dom0_mem=1G,max:1G loglvl=all guest_loglvl=all"
+    -append "console=com1 com1=115200 dom0_mem=1G,max:1G loglvl=all guest_loglvl=all iommu=no-sharept"
     -initrd "$img/vmlinuz console=hvc0 root=/dev/vda rw init=/sbin/bulkhead-dom0-init quiet,$img/initrd.img"
     -drive "file=$nvme_img,if=none,id=nvm,format=raw" -device nvme,serial=bulkhead0,drive=nvm,addr=3
     -drive "file=$img/rootfs.img,if=none,id=root,format=raw,snapshot=on" -device virtio-blk-pci,drive=root,addr=6

@@ -342,19 +342,19 @@ impl GuestMemory for Guest {
 /// Whether the NVMe controller reads and writes persistently mapped grants itself (no
 /// copy, as Linux's blkback does) instead of a buffer of ours. The slot's address is this
 /// domain's physical address of the guest's page, which Xen also maps in the domain's
-/// IOMMU context when it maps the grant; a grant handed to the device stays mapped
-/// (pinned, see `Persistent`) until the device has answered.
+/// IOMMU context when it maps the grant (and removes, flushing the IOTLB, when we unmap
+/// it); a grant handed to the device stays mapped (pinned, see `Persistent`) until the
+/// device has answered, and a guest cannot take back a grant we hold mapped.
 ///
-/// Off, because it corrupted memory in the Xen tier (2026-12-04, Xen 4.17 in QEMU 7.2
-/// with an emulated Intel IOMMU): with it on, `blkback-cycles` failed in 2 of 3 runs (a
-/// guest's read never answered after several attach/detach cycles, once followed by Xen
-/// panicking in `_put_page_type` while destroying that PV guest: one of its page tables
-/// held garbage); with it off and everything else equal, 3 of 3 passed. What fits is a
-/// device write through a stale IOMMU translation: a slot unmapped after one cycle and
-/// mapped to another grant in the next still led the device to the old page, which the
-/// guest had meanwhile reused. Until that is understood (Xen's IOTLB flush on grant unmap,
-/// or QEMU's model of it), the one copy stays. The data path behind it is host-tested.
-const GRANT_DMA: bool = false;
+/// It was off from 2026-12-04 to 2026-12-06 because it corrupted memory in the Xen tier.
+/// The cause was the emulated machine's, not ours (docs/grant-dma-2026-12-04.md): QEMU's
+/// TCG answers the VMX EPT capability MSR with zeros on its SVM CPU, so Xen judged the
+/// NPT tables shareable with the emulated VT-d IOMMU, and with them shared no IOTLB
+/// invalidation reached the IOMMU when a grant was unmapped (QEMU's trace of a whole
+/// `blkback-cycles` run: none), so a slot mapped again still led the device to the old
+/// page. The tier now boots Xen with `iommu=no-sharept` (separate IOMMU tables, each
+/// unmap invalidated); a real host never pairs NPT with VT-d.
+const GRANT_DMA: bool = true;
 
 impl DmaPages for Guest {
     fn dma_pages(

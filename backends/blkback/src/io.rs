@@ -178,11 +178,17 @@ pub fn continues(run: &[&Transfer], next: &Transfer, block_size: u32) -> bool {
         && total + next.bytes <= MERGE_MAX_BYTES
 }
 
-/// Largest amount of data one queue has in flight at once (the buffers of the runs
-/// served together): what a frontend's requests can make this driver domain hold per
-/// queue, whatever it publishes. The same as one merged I/O, so serving requests at
-/// once costs no more memory than merging them did.
-pub const BATCH_MAX_BYTES: usize = MERGE_MAX_BYTES;
+/// Largest amount of data one queue has in flight at once: eight merged I/Os, what a
+/// guest reading 1 MiB at queue depth 8 keeps waiting (Linux's blkback keeps all of it
+/// in flight too). Only the runs that go through buffers of ours cost this driver
+/// domain memory, and those are bounded apart ([`BUFFERED_MAX_BYTES`]).
+pub const BATCH_MAX_BYTES: usize = 8 * MERGE_MAX_BYTES;
+
+/// Largest amount of buffers of ours one queue's transfers hold at once (those whose
+/// guest pages the device cannot reach itself): what a frontend's requests can make
+/// this driver domain allocate per queue, whatever it publishes. The same as one merged
+/// I/O, so serving requests at once costs no more memory than merging them did.
+pub const BUFFERED_MAX_BYTES: usize = MERGE_MAX_BYTES;
 
 /// A stretch of a run that goes to the device as one transfer: transfers `first..end` of
 /// the run, bytes `at..at + len` of its buffer. A run splits into several only around a
@@ -205,18 +211,75 @@ struct Part {
 /// of its data in the guest's pages, which it then must not use: it got an error). A
 /// guest copy that fails costs only its own request; a device failure on a merged I/O
 /// is retried request by request, so each gets its own status.
+///
+/// Buffers are what the frontend's requests make this driver domain hold, so at most
+/// [`BUFFERED_MAX_BYTES`] of them (or one run's, if larger) are in use at once: the runs
+/// that need more wait for the next round, after the device answered the first. Direct
+/// runs hold only the guest's own pages and all go in the first round.
 pub async fn transfer_runs<D: BlockDevice, G: DmaPages + ?Sized>(
     runs: &[Vec<&Transfer>],
     dev: &mut D,
     guest: &mut G,
 ) -> Vec<Vec<Result<Done, Failure>>> {
+    let mut out: Vec<Option<Vec<Result<Done, Failure>>>> = vec![None; runs.len()];
+    let mut pending: Vec<usize> = (0..runs.len()).collect();
+    while !pending.is_empty() {
+        let these: Vec<Vec<&Transfer>> = pending.iter().map(|&i| runs[i].clone()).collect();
+        let offered = guest.dma_pages(&these, &mut |sp| dev.takes_spans(sp));
+        let mut now: Vec<usize> = Vec::new();
+        let mut direct: Vec<Option<Vec<Span>>> = Vec::new();
+        let mut later: Vec<usize> = Vec::new();
+        let mut buffered = 0usize;
+        for (&i, d) in pending.iter().zip(offered) {
+            if d.is_none() {
+                let bytes: usize = runs[i].iter().map(|t| t.bytes).sum();
+                if buffered > 0 && buffered + bytes > BUFFERED_MAX_BYTES {
+                    later.push(i);
+                    continue;
+                }
+                buffered += bytes;
+            }
+            now.push(i);
+            direct.push(d);
+        }
+        let round: Vec<Vec<&Transfer>> = now.iter().map(|&i| runs[i].clone()).collect();
+        let results = serve_round(&round, &direct, dev, guest).await;
+        // Every transfer of the round has ended: the device no longer touches the
+        // guest's pages.
+        guest.release_dma();
+        for (i, r) in now.into_iter().zip(results) {
+            out[i] = Some(r);
+        }
+        pending = later;
+    }
+    // Every round serves at least one run, so every run has its results; this is only
+    // what a run without them would answer.
+    out.into_iter()
+        .zip(runs)
+        .map(|(r, run)| {
+            r.unwrap_or_else(|| {
+                run.iter()
+                    .map(|_| Err(fail(RSP_ERROR, "no result")))
+                    .collect()
+            })
+        })
+        .collect()
+}
+
+/// One round of [`transfer_runs`]: `direct` has each run's spans if the device moves it
+/// itself.
+async fn serve_round<D: BlockDevice, G: DmaPages + ?Sized>(
+    runs: &[Vec<&Transfer>],
+    direct: &[Option<Vec<Span>>],
+    dev: &mut D,
+    guest: &mut G,
+) -> Vec<Vec<Result<Done, Failure>>> {
     let mut out: Vec<Vec<Option<Result<Done, Failure>>>> =
         runs.iter().map(|r| vec![None; r.len()]).collect();
-    // Runs the device moves itself: one span per piece, the run's transfers in order.
-    let direct = guest.dma_pages(runs, &mut |sp| dev.takes_spans(sp));
+    // A buffer for each run the device does not move itself.
     let mut bufs: Vec<Vec<u8>> = runs
         .iter()
-        .zip(&direct)
+        .zip(direct)
         .map(|(r, d)| match d {
             Some(_) => Vec::new(),
             None => vec![0u8; r.iter().map(|t| t.bytes).sum()],
@@ -225,7 +288,7 @@ pub async fn transfer_runs<D: BlockDevice, G: DmaPages + ?Sized>(
     // Gather every write's data; a request whose pages cannot be read fails alone.
     let copied = {
         let mut jobs: Vec<(&[Piece], &mut [u8])> = Vec::new();
-        for ((run, buf), d) in runs.iter().zip(bufs.iter_mut()).zip(&direct) {
+        for ((run, buf), d) in runs.iter().zip(bufs.iter_mut()).zip(direct) {
             if !run[0].write || d.is_some() {
                 continue;
             }
@@ -386,8 +449,6 @@ pub async fn transfer_runs<D: BlockDevice, G: DmaPages + ?Sized>(
             at += t.bytes;
         }
     }
-    // Every transfer has ended: the device no longer touches the guest's pages.
-    guest.release_dma();
     out.into_iter()
         .map(|r| {
             r.into_iter()

@@ -154,7 +154,8 @@ impl<M: RingMemory> Queue<M> {
                     // that overlaps one taken already (blkif would allow reordering
                     // them, but a guest that reuses a block without waiting keeps the
                     // order it gave), up to BATCH_MAX_BYTES: runs of contiguous
-                    // transfers, each one device I/O, all in flight at once.
+                    // transfers, each one device I/O, all in flight at once (those
+                    // through buffers of ours in rounds, see `transfer_runs`).
                     let mut runs: Vec<Vec<&Transfer>> = Vec::new();
                     let mut idx: Vec<Vec<usize>> = Vec::new();
                     let mut bytes = 0usize;

@@ -12,7 +12,7 @@ use std::rc::Rc;
 use bulkhead_blkback::abi::*;
 use bulkhead_blkback::io::{
     copy_ops, op_gref, DmaPages, Geometry, GrantFault, GuestMemory, Piece, Transfer,
-    BATCH_MAX_BYTES,
+    BATCH_MAX_BYTES, BUFFERED_MAX_BYTES,
 };
 use bulkhead_blkback::persistent::Persistent;
 use bulkhead_blkback::queue::Queue;
@@ -159,7 +159,7 @@ impl Rig {
         self.guest = Box::new(Probed {
             inner: Persistent::new(
                 GUEST,
-                FakeMapper::new(self.xen.clone(), 64),
+                FakeMapper::new(self.xen.clone(), capacity.max(64)),
                 Guest {
                     xen: self.xen.clone(),
                     copies: self.copies.clone(),
@@ -673,9 +673,9 @@ fn a_flush_ends_a_batch_and_waits_for_it() {
 #[test]
 fn a_batch_holds_at_most_its_bytes() {
     let mut rig = Rig::new(Protocol::X86_64, 64 << 20, 512, false);
-    // 11-segment (44 KiB) writes, none contiguous with another: the 32 of one ring
-    // batch are more than BATCH_MAX_BYTES, so they reach the device in several
-    // batches, each within the limit.
+    // 11-segment (44 KiB) writes, none contiguous with another, all through buffers
+    // (no persistent grants): the 32 of one ring batch need more buffers than
+    // BUFFERED_MAX_BYTES, so they reach the device in several rounds, each within it.
     let page = rig.page(&pattern(4096, 9));
     let segs: Vec<Segment> = (0..11).map(|_| seg(page, 0, 7)).collect();
     let mut served = 0;
@@ -691,9 +691,92 @@ fn a_batch_holds_at_most_its_bytes() {
     assert_eq!(served, 64);
     let per = 11 * 4096;
     let b = &rig.disk.batches;
-    assert!(b.iter().all(|&n| n * per <= BATCH_MAX_BYTES), "{b:?}");
-    assert!(b.len() > 2, "32 requests of 44 KiB exceed one batch: {b:?}");
+    assert!(b.iter().all(|&n| n * per <= BUFFERED_MAX_BYTES), "{b:?}");
+    assert!(b.len() > 2, "32 requests of 44 KiB exceed one round: {b:?}");
     assert_eq!(b.iter().sum::<usize>(), 64);
+}
+
+/// `n` reads of 128 pages (512 KiB) each, none contiguous with another, by indirect
+/// requests into fresh pages; returns the pages of each.
+fn big_reads(rig: &mut Rig, n: u64) -> Vec<Vec<u32>> {
+    let mut all = Vec::new();
+    for i in 0..n {
+        let dst: Vec<u32> = (0..128).map(|_| rig.page(&[])).collect();
+        let mut table = Vec::new();
+        for g in &dst {
+            table.extend_from_slice(&g.to_le_bytes());
+            table.extend_from_slice(&[0, 7, 0, 0]);
+        }
+        let ind = rig.page(&table);
+        rig.submit(&encode_indirect(
+            Protocol::X86_64,
+            OP_READ,
+            i,
+            i * 2048,
+            128,
+            &[ind],
+        ));
+        all.push(dst);
+    }
+    all
+}
+
+#[test]
+fn direct_transfers_beyond_the_buffer_bound_are_all_in_flight_at_once() {
+    // Four 512 KiB reads (2 MiB, twice BUFFERED_MAX_BYTES) into persistently mapped
+    // pages the device reaches: no buffer of ours is needed, so all four go to the
+    // device together (a guest reading 1 MiB at queue depth 8 keeps 8 MiB waiting).
+    let mut rig = Rig::new(Protocol::X86_64, 8 << 20, 512, false);
+    for (i, b) in rig.disk.data.iter_mut().enumerate() {
+        *b = (i / 4096) as u8 ^ (i as u8);
+    }
+    rig.disk.reach = Some(rig.xen.clone());
+    let probe = rig.persistent(1024);
+    let dst = big_reads(&mut rig, 4);
+    let r = rig.serve();
+    assert_eq!(r.len(), 4);
+    assert!(r.iter().all(|x| x.2 == RSP_OKAY), "{r:?}");
+    assert_eq!(rig.disk.batches, [4], "one round, all four in flight");
+    assert_eq!(rig.disk.direct, 4);
+    assert_eq!(rig.copies(), 0);
+    const { assert!(4 * (512 << 10) > BUFFERED_MAX_BYTES && 4 * (512 << 10) <= BATCH_MAX_BYTES) };
+    for (i, pages) in dst.iter().enumerate() {
+        for (k, &g) in pages.iter().enumerate() {
+            let at = i * 2048 * 512 + k * 4096;
+            assert_eq!(
+                rig.guest_page(g),
+                &rig.disk.data[at..at + 4096],
+                "read {i} page {k}"
+            );
+        }
+    }
+    assert_eq!(probe.borrow().unwrap().stats.direct, 4 * 128);
+}
+
+#[test]
+fn the_same_reads_through_buffers_go_in_rounds_within_the_buffer_bound() {
+    // As above without persistent grants: every byte through a buffer of ours, at most
+    // BUFFERED_MAX_BYTES of them at once: two rounds of two, every byte right.
+    let mut rig = Rig::new(Protocol::X86_64, 8 << 20, 512, false);
+    for (i, b) in rig.disk.data.iter_mut().enumerate() {
+        *b = (i / 4096) as u8 ^ (i as u8);
+    }
+    let dst = big_reads(&mut rig, 4);
+    let r = rig.serve();
+    assert_eq!(r.len(), 4);
+    assert!(r.iter().all(|x| x.2 == RSP_OKAY), "{r:?}");
+    assert_eq!(rig.disk.batches, [2, 2]);
+    assert_eq!(rig.disk.direct, 0);
+    for (i, pages) in dst.iter().enumerate() {
+        for (k, &g) in pages.iter().enumerate() {
+            let at = i * 2048 * 512 + k * 4096;
+            assert_eq!(
+                rig.guest_page(g),
+                &rig.disk.data[at..at + 4096],
+                "read {i} page {k}"
+            );
+        }
+    }
 }
 
 #[test]

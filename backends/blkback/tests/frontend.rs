@@ -148,6 +148,16 @@ impl Rig {
         }
     }
 
+    /// A page of indirect segments, one whole page (sectors 0-7) per grant.
+    fn indirect_table(&mut self, grefs: &[u32]) -> u32 {
+        let mut table = Vec::new();
+        for g in grefs {
+            table.extend_from_slice(&g.to_le_bytes());
+            table.extend_from_slice(&[0, 7, 0, 0]);
+        }
+        self.page(&table)
+    }
+
     fn copies(&self) -> usize {
         *self.copies.borrow()
     }
@@ -322,12 +332,7 @@ fn indirect_request_of_200_segments() {
     let mut rig = Rig::new(Protocol::X86_64, 4 << 20, 512, false);
     let pages: Vec<Vec<u8>> = (0..200).map(|i| pattern(4096, i as u8)).collect();
     let grefs: Vec<u32> = pages.iter().map(|p| rig.page(p)).collect();
-    let mut table = Vec::new();
-    for g in &grefs {
-        table.extend_from_slice(&g.to_le_bytes());
-        table.extend_from_slice(&[0, 7, 0, 0]);
-    }
-    let ind = rig.page(&table);
+    let ind = rig.indirect_table(&grefs);
     rig.submit(&encode_indirect(
         Protocol::X86_64,
         OP_WRITE,
@@ -342,12 +347,7 @@ fn indirect_request_of_200_segments() {
 
     // Read it back into fresh pages with another indirect request.
     let dst: Vec<u32> = (0..200).map(|_| rig.page(&[])).collect();
-    let mut table = Vec::new();
-    for g in &dst {
-        table.extend_from_slice(&g.to_le_bytes());
-        table.extend_from_slice(&[0, 7, 0, 0]);
-    }
-    let ind = rig.page(&table);
+    let ind = rig.indirect_table(&dst);
     rig.submit(&encode_indirect(
         Protocol::X86_64,
         OP_READ,
@@ -702,12 +702,7 @@ fn big_reads(rig: &mut Rig, n: u64) -> Vec<Vec<u32>> {
     let mut all = Vec::new();
     for i in 0..n {
         let dst: Vec<u32> = (0..128).map(|_| rig.page(&[])).collect();
-        let mut table = Vec::new();
-        for g in &dst {
-            table.extend_from_slice(&g.to_le_bytes());
-            table.extend_from_slice(&[0, 7, 0, 0]);
-        }
-        let ind = rig.page(&table);
+        let ind = rig.indirect_table(&dst);
         rig.submit(&encode_indirect(
             Protocol::X86_64,
             OP_READ,

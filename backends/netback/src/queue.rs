@@ -770,6 +770,39 @@ impl<M: RingMemory> VifQueue<M> {
         }
     }
 
+    /// [`Self::rx_direct_done`] ahead of the copy, as if it succeeded, for a packet laid
+    /// from our memory ([`Self::rx_direct_whole`]): the only guest pages its copy
+    /// touches are this receiver's own buffers. The answers are then published by the
+    /// same hypercall as the copy, after the bytes ([`Self::rx_publish_later`]), and the
+    /// notification goes in it too: one VM exit instead of two. Should the copy fail,
+    /// this receiver made its own buffers unwritable: it is told a packet is there and
+    /// finds what its own pages held (nobody else's bytes), and
+    /// [`Self::rx_direct_unwritten`] counts the packet as dropped. Returns its length.
+    pub fn rx_direct_ahead(&mut self, d: Direct) -> usize {
+        let len = d.len;
+        self.rx_direct_done(d, true);
+        len
+    }
+
+    /// A packet answered by [`Self::rx_direct_ahead`] whose copy failed: dropped, not
+    /// received.
+    pub fn rx_direct_unwritten(&mut self, len: usize) {
+        self.stats.rx_packets -= 1;
+        self.stats.rx_direct -= 1;
+        self.stats.rx_bytes -= len as u64;
+        self.stats.rx_dropped += 1;
+    }
+
+    /// The RX ring's producer index covering the answers given so far, for the caller
+    /// to have written after the copies they describe (`BackRing::publish_later`); the
+    /// frontend must then be told whatever it asked for (counted here). None: nothing
+    /// new to publish.
+    pub fn rx_publish_later(&mut self) -> Option<u32> {
+        let v = self.rx.publish_later()?;
+        self.stats.notifies += 1;
+        Some(v)
+    }
+
     /// Publish the RX answers given so far; true when the frontend must be told.
     pub fn rx_push(&mut self) -> bool {
         let notify = self.rx.push();

@@ -1183,6 +1183,66 @@ fn a_netfront_sized_send_fits_the_receivers_slot_limit() {
     assert_eq!(b.received()[0].0, f);
 }
 
+/// A small packet laid from our memory is answered ahead of its copy: the answer stays
+/// invisible until the producer index the caller writes after the bytes (Xen's copy in
+/// the kernel), and a copy that then fails counts the packet dropped, not received.
+#[test]
+fn a_small_packet_answered_ahead_shows_only_once_its_index_is_written() {
+    use bulkhead_ring::{RingMemory, RSP_PROD};
+    let mut b = receiver();
+    b.post(4);
+    let f = frame([2, 0, 0, 0, 0, 9], 90, 3);
+    let p = Packet::plain(f.clone());
+    let d = b.q.rx_direct_whole(&p).expect("an idle receiver takes it");
+    let head_to = d.head_to;
+    assert_eq!(b.q.rx_direct_ahead(d), f.len());
+    let index = b.q.rx_publish_later().expect("an answer to publish");
+    assert_eq!(index, 1);
+    // Answered, not yet published: the frontend sees nothing (the bytes are not there
+    // yet either).
+    assert!(b.received().is_empty());
+    let mut from = pages();
+    let mut m = TwoDomains {
+        from: &mut from,
+        to: &mut b.pages,
+        ops: 0,
+    };
+    let (_, done) = m.read_new_and_forward(
+        &[],
+        &[Forward {
+            to: 2,
+            head: &p.data,
+            head_to,
+            body: &[],
+            body_to: &[],
+        }],
+    );
+    assert!(done[0].is_ok());
+    // Xen writes the index after the bytes.
+    b.q.rings_mut().1.memory_mut().store_u32(RSP_PROD, index);
+    assert_eq!(b.received(), vec![(f.clone(), 0, None)]);
+    assert_eq!(b.q.rx_publish_later(), None, "nothing new");
+    assert!(!b.q.rx_push(), "published already");
+    assert_eq!((b.q.stats.rx_packets, b.q.stats.rx_direct), (1, 1));
+    // A second one whose copy fails (the receiver revoked its buffer): dropped.
+    let d = b.q.rx_direct_whole(&p).expect("room for another");
+    let len = b.q.rx_direct_ahead(d);
+    b.q.rx_direct_unwritten(len);
+    assert_eq!(
+        (
+            b.q.stats.rx_packets,
+            b.q.stats.rx_direct,
+            b.q.stats.rx_dropped
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(b.q.stats.rx_bytes, f.len() as u64);
+    // Its index was never written: a later push publishes it.
+    assert_eq!(b.q.rx_publish_later(), Some(2));
+    b.q.rx_push();
+    assert_eq!(b.q.rings().1.indexes().rsp_prod, 2);
+}
+
 /// A small packet copied whole goes straight into an idle receiver's buffer in one
 /// slot (one operation from our buffer); a receiver that sent lately is known as such.
 #[test]

@@ -211,6 +211,18 @@ impl<M: RingMemory> BackRing<M> {
         new.wrapping_sub(event) < new.wrapping_sub(old)
     }
 
+    /// The responses queued since the last publication, for a caller that has the
+    /// index written for it after other writes it must follow: Xen's grant copy writes
+    /// it in the same batch as the data the responses describe, so the frontend, which
+    /// may look at any time, never sees an answer before its bytes. The value to write
+    /// at [`RSP_PROD`], or None when nothing is new; nothing is written here (if the
+    /// write never happens, the next [`Self::push`] makes it). The frontend must then be
+    /// told whatever its `rsp_event` says: that index cannot be checked against one not
+    /// yet written (it may ask for an event after this look and before the write).
+    pub fn publish_later(&mut self) -> Option<u32> {
+        (self.mem.load_u32(RSP_PROD) != self.rsp_prod_pvt).then_some(self.rsp_prod_pvt)
+    }
+
     /// Before sleeping: ask for an event on the next request, then look again so a
     /// request published in between is not missed (RING_FINAL_CHECK_FOR_REQUESTS).
     pub fn final_check(&mut self) -> Result<bool, RingError> {
@@ -449,6 +461,32 @@ mod tests {
 
     fn publish(r: &mut BackRing<VecRing>, prod: u32) {
         r.mem.store_u32(REQ_PROD, prod);
+    }
+
+    #[test]
+    fn publish_later_writes_nothing_and_push_still_can() {
+        let mut r = ring();
+        assert_eq!(r.publish_later(), None);
+        publish(&mut r, 2);
+        r.take().unwrap().unwrap();
+        r.take().unwrap().unwrap();
+        r.respond(&[1]);
+        r.respond(&[2]);
+        assert_eq!(r.publish_later(), Some(2));
+        // The shared index is the caller's to write: untouched here.
+        assert_eq!(r.indexes().rsp_prod, 0);
+        // Written by someone else (Xen's copy): nothing new any more.
+        r.mem.store_u32(RSP_PROD, 2);
+        assert_eq!(r.publish_later(), None);
+        assert!(!r.push());
+        // A write that never happened: the next push makes it.
+        publish(&mut r, 3);
+        r.take().unwrap().unwrap();
+        r.respond(&[3]);
+        assert_eq!(r.publish_later(), Some(3));
+        r.mem.store_u32(RSP_EVENT, 3);
+        assert!(r.push());
+        assert_eq!(r.indexes().rsp_prod, 3);
     }
 
     #[test]

@@ -12,7 +12,8 @@ use core::sync::atomic::{fence, AtomicU16, AtomicU64, Ordering};
 
 use bulkhead_xen::abi::{self, DomId, GrantRef};
 use bulkhead_xen::copy::{
-    copy_ops, forward_ops, total, Forward, GrantFault, GuestMemory, Piece, ReadsAndWrites,
+    copy_ops, forward_ops, publish_op, total, Forward, GrantFault, GuestMemory, Piece, Publish,
+    ReadsAndWrites,
 };
 use bulkhead_xen::grants::{GrantTable, GrantTableMemory, MapSlots, Mapping};
 use bulkhead_xen::Errno;
@@ -312,6 +313,62 @@ impl GrantCopier {
         bulkhead_xen::copy::issue(copy, jobs)
     }
 
+    /// `forwards` (each from our buffer or this domain's grants into another domain's),
+    /// then the ring indexes of `publish` (written after every byte, so each receiver
+    /// sees its answers only with their data), then a notification of each of `ports`:
+    /// one multicall (`hv::grant_copy_then_send`). Each forward's result; a failed
+    /// publication is logged (its ring's next push writes the index). With nothing to
+    /// copy, only the notifications.
+    pub fn forward_publish_notify(
+        &mut self,
+        forwards: &[Forward],
+        publish: &[Publish],
+        ports: &[abi::Port],
+    ) -> Vec<Result<(), GrantFault>> {
+        for f in forwards {
+            fits(core::slice::from_ref(&f.head_to), f.head.len());
+        }
+        let dom = self.dom;
+        // The values Xen copies from: alive and unmoved until the call returns.
+        let values: Vec<u32> = publish.iter().map(|p| p.value).collect();
+        let jobs = forwards
+            .iter()
+            .map(|f| {
+                (
+                    f.body.first().map_or(f.head_to.gref, |p| p.gref),
+                    forward_ops(dom, f, f.head.as_ptr() as u64),
+                )
+            })
+            .chain(
+                publish
+                    .iter()
+                    .zip(&values)
+                    .map(|(p, v)| (p.ring, alloc::vec![publish_op(p, v as *const u32 as u64)])),
+            );
+        let mut sent = false;
+        let copy = |ops: &mut [abi::GrantCopy]| {
+            sent = true;
+            let t0 = super::time::now_ns();
+            let done = hv::grant_copy_then_send(ops, ports);
+            COPIES.add(ops, super::time::now_ns().saturating_sub(t0));
+            done
+        };
+        let mut results = bulkhead_xen::copy::issue(copy, jobs);
+        if !sent {
+            hv::evtchn_send_all(ports.iter().copied());
+        }
+        // Only a receiver that revoked its own ring fails here (counted, not logged: a
+        // guest decides how often); its next push writes the index again.
+        let unpublished = results
+            .split_off(forwards.len())
+            .iter()
+            .filter(|r| r.is_err())
+            .count();
+        COPIES.published[0].fetch_add(publish.len() as u64, Ordering::Relaxed);
+        COPIES.published[1].fetch_add(unpublished as u64, Ordering::Relaxed);
+        results
+    }
+
     /// Buffers for `jobs` (not zeroed) and where in each the bytes land: a large one
     /// `pad` bytes in, where it takes one copy operation per guest page instead of two
     /// (`aligning_pad` says why), moved down once copied (`settle`).
@@ -392,6 +449,8 @@ pub struct CopyCounters {
     /// From guests [0], to guests [1] and between two guests [2].
     ops: [AtomicU64; 3],
     bytes: [AtomicU64; 3],
+    /// Ring indexes written by a copy after the data (`Publish`), and those that failed.
+    published: [AtomicU64; 2],
 }
 
 impl CopyCounters {
@@ -401,6 +460,7 @@ impl CopyCounters {
             ns: AtomicU64::new(0),
             ops: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
             bytes: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+            published: [AtomicU64::new(0), AtomicU64::new(0)],
         }
     }
 
@@ -424,7 +484,7 @@ impl CopyCounters {
     pub fn describe(&self) -> String {
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
         format!(
-            "{} calls in {} ms; from guests {} ops, {} KiB; to guests {} ops, {} KiB; between guests {} ops, {} KiB",
+            "{} calls in {} ms; from guests {} ops, {} KiB; to guests {} ops, {} KiB; between guests {} ops, {} KiB; ring indexes published after their data {} ({} failed)",
             r(&self.calls),
             r(&self.ns) / 1_000_000,
             r(&self.ops[0]),
@@ -432,7 +492,9 @@ impl CopyCounters {
             r(&self.ops[1]),
             r(&self.bytes[1]) / 1024,
             r(&self.ops[2]),
-            r(&self.bytes[2]) / 1024
+            r(&self.bytes[2]) / 1024,
+            r(&self.published[0]),
+            r(&self.published[1])
         )
     }
 }

@@ -218,6 +218,70 @@ pub fn evtchn_send_all(ports: impl IntoIterator<Item = Port>) {
     }
 }
 
+/// Grant copies, then notifications, in one multicall: one VM exit where a pass that
+/// lays packets into other guests' buffers would take two (about 130 us each under
+/// nested TCG). Xen runs a multicall's entries in order, so every copy is done before
+/// any port is told. For `GrantCopier` only, as [`grant_copy`]. The copy's own error, if
+/// any (the notifications are sent either way; their failures are ignored, as in
+/// [`evtchn_send_all`]).
+pub(in crate::machine) fn grant_copy_then_send(
+    ops: &mut [abi::GrantCopy],
+    ports: &[Port],
+) -> Result<(), Errno> {
+    use core::sync::atomic::Ordering::Relaxed;
+    let mut ports: alloc::vec::Vec<Port> = ports.to_vec();
+    ports.sort_unstable();
+    ports.dedup();
+    if ports.is_empty() || NO_MULTICALL.load(Relaxed) {
+        let r = grant_copy(ops);
+        evtchn_send_all(ports);
+        return r;
+    }
+    let mut args: alloc::vec::Vec<PortArg> = ports.iter().map(|&port| PortArg { port }).collect();
+    let mut calls = alloc::vec![MulticallEntry {
+        op: abi::HYPERVISOR_GRANT_TABLE_OP,
+        result: 0,
+        args: [
+            abi::GNTTABOP_COPY,
+            ops.as_mut_ptr() as u64,
+            ops.len() as u64,
+            0,
+            0,
+            0
+        ],
+    }];
+    calls.extend(args.iter_mut().map(|a| MulticallEntry {
+        op: abi::HYPERVISOR_EVENT_CHANNEL_OP,
+        result: 0,
+        args: [abi::EVTCHNOP_SEND, a as *mut PortArg as u64, 0, 0, 0, 0],
+    }));
+    // SAFETY: `calls` is an array of `multicall_entry` as Xen lays it out: the first
+    // points at `ops`, grant-copy operations whose local ranges the caller vouches for
+    // (as for `grant_copy`), the others at live `PortArg`s in `args`; all outlive the
+    // call.
+    let r = unsafe {
+        super::hypercall::call3(
+            HYPERVISOR_MULTICALL,
+            calls.as_mut_ptr() as u64,
+            calls.len() as u64,
+            0,
+        )
+    };
+    if r.is_err() {
+        // Not offered (Xen before 4.16 refuses multicalls from HVM): one by one.
+        NO_MULTICALL.store(true, Relaxed);
+        let r = grant_copy(ops);
+        evtchn_send_all(ports);
+        return r;
+    }
+    SENDS.fetch_add(ports.len() as u64, Relaxed);
+    SEND_CALLS.fetch_add(1, Relaxed);
+    match calls[0].result {
+        e if e < 0 => Err(Errno(e)),
+        _ => Ok(()),
+    }
+}
+
 pub fn hvm_get_param(index: u32) -> Result<u64, Errno> {
     let mut p = abi::HvmParam {
         domid: DOMID_SELF,

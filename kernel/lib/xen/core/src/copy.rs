@@ -205,6 +205,39 @@ pub fn forward_ops(from: DomId, f: &Forward, head_at: u64) -> Vec<GrantCopy> {
     ops
 }
 
+/// A 32-bit ring index to write into a page another domain granted us (its shared
+/// ring), as the last operation of a copy batch: after every byte the answers it
+/// publishes describe (Xen runs a batch's operations in order), so the frontend never
+/// sees an answer before its data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Publish {
+    pub to: DomId,
+    pub ring: GrantRef,
+    /// Byte offset of the index in the ring page.
+    pub offset: u16,
+    pub value: u32,
+}
+
+/// The operation that writes `p.value`, held in our memory at guest-physical address
+/// `local` (4 bytes inside one page), at `p.offset` of the ring page `p.ring`.
+pub fn publish_op(p: &Publish, local: u64) -> GrantCopy {
+    GrantCopy {
+        source: GrantCopyPtr {
+            u: local / PAGE_SIZE as u64,
+            domid: DOMID_SELF,
+            offset: (local % PAGE_SIZE as u64) as u16,
+        },
+        dest: GrantCopyPtr {
+            u: p.ring as u64,
+            domid: p.to,
+            offset: p.offset,
+        },
+        len: 4,
+        flags: abi::GNTCOPY_DEST_GREF,
+        status: 0,
+    }
+}
+
 /// The guest-piece of each op, for reporting which grant failed.
 pub fn op_gref(op: &GrantCopy) -> GrantRef {
     if op.flags & abi::GNTCOPY_SOURCE_GREF != 0 {
@@ -330,6 +363,39 @@ mod tests {
         let named: Vec<_> = r.iter().map(|r| r.map_err(|f| f.gref)).collect();
         assert_eq!(named, [Err(g1), Err(9)]);
         assert_eq!(&x.local(10)[..4], b"ours");
+    }
+
+    #[test]
+    fn a_publication_writes_four_bytes_at_its_offset_after_the_data() {
+        let (mut x, g1, _) = xen();
+        let ring = x.foreign_grant(3, &[0u8; 16], false);
+        // The index (7, little-endian) held at offset 8 of our frame 10.
+        x.local_frame(10, &[0, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0]);
+        let p = Publish {
+            to: 3,
+            ring,
+            offset: 8,
+            value: 7,
+        };
+        let op = publish_op(&p, 10 * 4096 + 8);
+        assert_eq!((op.source.u, op.source.offset, op.len), (10, 8, 4));
+        let mut write = copy_ops(
+            3,
+            &[Piece {
+                gref: g1,
+                offset: 0,
+                len: 4,
+            }],
+            11 * 4096,
+            true,
+        );
+        write.push(op);
+        let r = issue(|ops| x.grant_copy(ops), [(g1, write)].into_iter());
+        assert_eq!(r, [Ok(())]);
+        assert_eq!(&x.foreign_page(3, g1).unwrap()[..4], b"ours");
+        let page = x.foreign_page(3, ring).unwrap();
+        assert_eq!(&page[8..12], &7u32.to_le_bytes());
+        assert_eq!(&page[..8], &[0u8; 8], "nothing else of the ring written");
     }
 
     #[test]

@@ -775,9 +775,12 @@ impl<M: RingMemory> VifQueue<M> {
     /// touches are this receiver's own buffers. The answers are then published by the
     /// same hypercall as the copy, after the bytes ([`Self::rx_publish_later`]), and the
     /// notification goes in it too: one VM exit instead of two. Should the copy fail,
-    /// this receiver made its own buffers unwritable: it is told a packet is there and
-    /// finds what its own pages held (nobody else's bytes), and
-    /// [`Self::rx_direct_unwritten`] counts the packet as dropped. Returns its length.
+    /// the receiver is told a packet is there and finds what its own pages held
+    /// (nobody else's bytes), and [`Self::rx_direct_unwritten`] counts the packet as
+    /// dropped. A copy into a guest's granted page fails when that guest revoked or
+    /// broke the grant, or when dom0 paged or shared that page out (`GNTST_eagain`;
+    /// not a setup a driver domain serves): the receiver's own doing or its host's,
+    /// never the sender's. Returns its length.
     pub fn rx_direct_ahead(&mut self, d: Direct) -> usize {
         let len = d.len;
         self.rx_direct_done(d, true);

@@ -316,15 +316,15 @@ impl GrantCopier {
     /// `forwards` (each from our buffer or this domain's grants into another domain's),
     /// then the ring indexes of `publish` (written after every byte, so each receiver
     /// sees its answers only with their data), then a notification of each of `ports`:
-    /// one multicall (`hv::grant_copy_then_send`). Each forward's result; a failed
-    /// publication is logged (its ring's next push writes the index). With nothing to
-    /// copy, only the notifications.
+    /// one multicall (`hv::grant_copy_then_send`). Each forward's result, and whether
+    /// each publication was made (the caller then pushes the ring itself). With nothing
+    /// to copy, only the notifications.
     pub fn forward_publish_notify(
         &mut self,
         forwards: &[Forward],
         publish: &[Publish],
         ports: &[abi::Port],
-    ) -> Vec<Result<(), GrantFault>> {
+    ) -> (Vec<Result<(), GrantFault>>, Vec<bool>) {
         for f in forwards {
             fits(core::slice::from_ref(&f.head_to), f.head.len());
         }
@@ -358,15 +358,21 @@ impl GrantCopier {
             hv::evtchn_send_all(ports.iter().copied());
         }
         // Only a receiver that revoked its own ring fails here (counted, not logged: a
-        // guest decides how often); its next push writes the index again.
-        let unpublished = results
-            .split_off(forwards.len())
-            .iter()
-            .filter(|r| r.is_err())
-            .count();
+        // guest decides how often).
+        let published: Vec<bool> = if sent {
+            results
+                .split_off(forwards.len())
+                .iter()
+                .map(|r| r.is_ok())
+                .collect()
+        } else {
+            results.truncate(forwards.len());
+            alloc::vec![false; publish.len()]
+        };
+        let failed = published.iter().filter(|&&ok| !ok).count();
         COPIES.published[0].fetch_add(publish.len() as u64, Ordering::Relaxed);
-        COPIES.published[1].fetch_add(unpublished as u64, Ordering::Relaxed);
-        results
+        COPIES.published[1].fetch_add(failed as u64, Ordering::Relaxed);
+        (results, published)
     }
 
     /// Buffers for `jobs` (not zeroed) and where in each the bytes land: a large one

@@ -612,7 +612,8 @@ async fn serve(
 #[derive(Default)]
 struct Ahead {
     packets: Vec<AheadPacket>,
-    publish: Vec<Publish>,
+    /// Each receiver's index to publish, and the receiver.
+    publish: Vec<(Publish, Peer)>,
 }
 
 struct AheadPacket {
@@ -642,7 +643,15 @@ impl Ahead {
                 body_to: &[],
             })
             .collect();
-        let done = guest.forward_publish_notify(&forwards, &self.publish, ports);
+        let publish: Vec<Publish> = self.publish.iter().map(|p| p.0).collect();
+        let (done, published) = guest.forward_publish_notify(&forwards, &publish, ports);
+        // An index Xen did not write (the receiver revoked its ring, or the call
+        // failed): published the usual way, so its buffers do not wait for a next packet.
+        for ((_, peer), ok) in self.publish.iter().zip(published) {
+            if !ok && peer.queue.borrow_mut().rx_push() {
+                let _ = Hv.evtchn_send(peer.port);
+            }
+        }
         for (i, a) in self.packets.into_iter().enumerate() {
             // (A result missing would be a bug of the copier's: taken as a failure.)
             if done.get(i).is_some_and(|r| r.is_ok()) {
@@ -766,12 +775,15 @@ fn switch_sent(
         }
         for p in peers {
             if let Some(value) = p.queue.borrow_mut().rx_publish_later() {
-                ahead.publish.push(Publish {
-                    to: p.dom,
-                    ring: p.rx_ring,
-                    offset: bulkhead_ring::RSP_PROD as u16,
-                    value,
-                });
+                ahead.publish.push((
+                    Publish {
+                        to: p.dom,
+                        ring: p.rx_ring,
+                        offset: bulkhead_ring::RSP_PROD as u16,
+                        value,
+                    },
+                    p.clone(),
+                ));
                 // Told whatever it asked: its event index cannot be checked against an
                 // index not yet written.
                 tell.push(p.port);

@@ -207,8 +207,10 @@ pub fn forward_ops(from: DomId, f: &Forward, head_at: u64) -> Vec<GrantCopy> {
 
 /// A 32-bit ring index to write into a page another domain granted us (its shared
 /// ring), as the last operation of a copy batch: after every byte the answers it
-/// publishes describe (Xen runs a batch's operations in order), so the frontend never
-/// sees an answer before its data.
+/// publishes describe (Xen runs a batch's operations in order, one `memcpy` after
+/// another, with no barrier between them: x86 keeps one CPU's stores in order, so the
+/// frontend never sees an answer before its data; a port to a weakly ordered
+/// architecture could not rely on this).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Publish {
     pub to: DomId,

@@ -236,8 +236,6 @@ pub struct VifQueue<M: RingMemory> {
     rx_was_waiting: bool,
     /// `stats.rx_packets` at that time.
     rx_progress_count: u64,
-    /// When a packet was last taken from the guest.
-    tx_last_at: u64,
     pub stats: Stats,
 }
 
@@ -279,7 +277,6 @@ impl<M: RingMemory> VifQueue<M> {
             rx_progress_at: 0,
             rx_was_waiting: false,
             rx_progress_count: 0,
-            tx_last_at: 0,
             stats: Stats::default(),
         }
     }
@@ -370,7 +367,6 @@ impl<M: RingMemory> VifQueue<M> {
                 }
             }
             done += 1;
-            self.tx_last_at = now;
             let mut broken = None;
             let tx_ring = &mut self.tx;
             let parsed = tx::parse(first, || match tx_ring.take() {
@@ -655,11 +651,6 @@ impl<M: RingMemory> VifQueue<M> {
     /// from our buffer.
     pub fn rx_direct_whole(&mut self, p: &Packet) -> Option<Direct> {
         self.lay_direct(p, &[], p.data.len())
-    }
-
-    /// True when this queue took a packet from its guest after `t`.
-    pub fn sent_since(&self, t: u64) -> bool {
-        self.tx_last_at > t
     }
 
     fn lay_direct(&mut self, head: &Packet, pieces: &[Piece], len: usize) -> Option<Direct> {

@@ -707,7 +707,7 @@ fn switch_sent(
                 let len = p.data.len();
                 let d = fabric.borrow_mut().route(now, from, &p.data, len);
                 if let Decision::Unicast(to) = d {
-                    if let Some((peer, direct)) = place_small(xen, fabric, to, &p, now) {
+                    if let Some((peer, direct)) = place_small(xen, fabric, to, &p) {
                         straight.push(Straight {
                             head: p,
                             body: None,
@@ -865,35 +865,21 @@ fn switch_sent(
     (q.tx_push(), heads, ahead)
 }
 
-/// A receiver that has not sent for this long takes small packets straight from the
-/// sender's pass (it has no pass of its own coming that would carry them for free).
-const QUIET_RECEIVER_NS: u64 = 10_000_000;
-
 /// Lay a small packet copied whole into the buffers of port `to`'s queue for it, if
-/// that queue is a vif's that can take it now, has nothing queued ahead of it, and has
-/// sent nothing lately: a receiver that only receives (UDP, a ping's target) then needs
-/// no pass of its own and no notification hypercall of its own per packet. Not for a
-/// queue that is sending (a TCP sender getting its ACKs): its own pass copies them in
-/// the same hypercall as what it sends, where laying them from here would cost this
-/// pass a second copy hypercall.
-fn place_small(
-    xen: &XenRef,
-    fabric: &FabricRef,
-    to: PortId,
-    p: &Packet,
-    now: u64,
-) -> Option<(Peer, Direct)> {
+/// that queue is a vif's that can take it now and has nothing queued ahead of it: the
+/// receiver then needs no pass of its own and no hypercall of its own for it. This
+/// costs the sender's pass no hypercall either: its copy goes with the pass's
+/// notifications ([`Ahead`]), or, when the pass copies large sends' bodies, with those.
+/// (Before the copies went with the notifications, only receivers that had sent
+/// nothing for 10 ms took packets this way: a TCP sender's ACKs rode its own pass's
+/// copy for free, and laying them here cost the ACKing pass a second copy hypercall.)
+fn place_small(xen: &XenRef, fabric: &FabricRef, to: PortId, p: &Packet) -> Option<(Peer, Direct)> {
     let (index, inbox) = fabric.borrow().queue_of(to, &p.data, p.data.len())?;
     if !inbox.is_empty() || inbox.is_closed() {
         return None;
     }
     let peer = xen.vifs.borrow().get(&(to, index))?.clone();
-    let mut q = peer.queue.try_borrow_mut().ok()?;
-    if q.sent_since(now.saturating_sub(QUIET_RECEIVER_NS)) {
-        return None;
-    }
-    let direct = q.rx_direct_whole(p)?;
-    drop(q);
+    let direct = peer.queue.try_borrow_mut().ok()?.rx_direct_whole(p)?;
     Some((peer, direct))
 }
 

@@ -214,12 +214,18 @@ net() {
     local first=${m# }
     first=${first%%=*}
     probe "before $first"
-    local c1 c2
+    local c0 c1 c2
     if [ "$PROBE" != 0 ]; then
         ask bench1 counters
         c1=$R
         ask bench2 counters
         c2=$R
+        # Linux's driver domain: what its vifs handed the guests (Bulkhead's state
+        # dumps count the same per queue).
+        if [ "$SIDE" = linux ]; then
+            ask "$DD_NAME" counters
+            c0=$R
+        fi
     fi
     sample_start
     ask bench1 "$@"
@@ -230,6 +236,10 @@ net() {
         echo "bench-probe: $first: bench1 counters before: $c1; after: $R"
         ask bench2 counters
         echo "bench-probe: $first: bench2 counters before: $c2; after: $R"
+        if [ "$SIDE" = linux ]; then
+            ask "$DD_NAME" counters
+            echo "bench-probe: $first: $DD_NAME counters before: $c0; after: $R"
+        fi
         R=$answer
         echo "bench-probe: $first: $R"
     fi

@@ -603,7 +603,7 @@ async fn serve(
     life.finished();
 }
 
-/// Small packets laid into quiet receivers' buffers and answered ahead of their copy
+/// Small packets laid straight into receivers' buffers and answered ahead of their copy
 /// (`VifQueue::rx_direct_ahead`): their copies, then each receiver's RX index, then the
 /// pass's notifications, in one multicall at the end of the pass. Under nested TCG each
 /// hypercall of the driver domain is a VM exit of about 130 us, and a 64-byte datagram

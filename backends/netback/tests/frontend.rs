@@ -78,7 +78,7 @@ fn forward(
     to: &mut Pages,
     head: &Packet,
     body: &[Piece],
-    d: &bulkhead_netback::queue::Direct,
+    (head_to, body_to): (Piece, &[Piece]),
 ) -> (Result<(), GrantFault>, usize) {
     let mut m = TwoDomains { from, to, ops: 0 };
     let (_, mut done) = m.read_new_and_forward(
@@ -86,9 +86,9 @@ fn forward(
         &[Forward {
             to: 2,
             head: &head.data,
-            head_to: d.head_to,
+            head_to,
             body,
-            body_to: &d.body_to,
+            body_to,
         }],
     );
     (done.pop().unwrap(), m.ops)
@@ -1026,7 +1026,13 @@ fn a_large_send_goes_straight_into_an_idle_receiver() {
     let d =
         b.q.rx_direct(&head, &body)
             .expect("an idle receiver takes it");
-    let (done, ops) = forward(&mut a.pages, &mut b.pages, &head, &body.pieces, &d);
+    let (done, ops) = forward(
+        &mut a.pages,
+        &mut b.pages,
+        &head,
+        &body.pieces,
+        (d.head_to, &d.body_to),
+    );
     // 60054 bytes from offset 3000: 1096, 14 pages, 1614; the head takes 256 of the
     // first piece: one operation for it and one per remaining piece.
     assert_eq!(ops, 17);
@@ -1114,7 +1120,13 @@ fn a_revoked_grant_fails_a_direct_copy_once() {
     let (_, ids, head, body) = large_send(&mut a, 100);
     let d = b.q.rx_direct(&head, &body).unwrap();
     b.pages.revoke(d.body_to[5].gref);
-    let (done, _) = forward(&mut a.pages, &mut b.pages, &head, &body.pieces, &d);
+    let (done, _) = forward(
+        &mut a.pages,
+        &mut b.pages,
+        &head,
+        &body.pieces,
+        (d.head_to, &d.body_to),
+    );
     assert!(done.is_err());
     a.q.tx_body_done(body, true);
     a.q.tx_push();
@@ -1131,7 +1143,13 @@ fn a_revoked_grant_fails_a_direct_copy_once() {
     // The next send from the same guest goes straight through.
     let (f, _, head, body) = large_send(&mut a, 0);
     let d = b.q.rx_direct(&head, &body).unwrap();
-    let (done, _) = forward(&mut a.pages, &mut b.pages, &head, &body.pieces, &d);
+    let (done, _) = forward(
+        &mut a.pages,
+        &mut b.pages,
+        &head,
+        &body.pieces,
+        (d.head_to, &d.body_to),
+    );
     b.q.rx_direct_done(d, done.is_ok());
     b.q.rx_push();
     assert_eq!(b.received()[0].0, f);
@@ -1174,7 +1192,13 @@ fn a_netfront_sized_send_fits_the_receivers_slot_limit() {
         panic!("a large send is taken head first")
     };
     let d = b.q.rx_direct(&head, &body).expect("fits");
-    let (done, ops) = forward(&mut a.pages, &mut b.pages, &head, &body.pieces, &d);
+    let (done, ops) = forward(
+        &mut a.pages,
+        &mut b.pages,
+        &head,
+        &body.pieces,
+        (d.head_to, &d.body_to),
+    );
     assert_eq!(ops, 18, "one operation per piece, the head's included");
     b.q.rx_direct_done(d, done.is_ok());
     b.q.rx_push();
@@ -1201,23 +1225,8 @@ fn a_small_packet_answered_ahead_shows_only_once_its_index_is_written() {
     // Answered, not yet published: the frontend sees nothing (the bytes are not there
     // yet either).
     assert!(b.received().is_empty());
-    let mut from = pages();
-    let mut m = TwoDomains {
-        from: &mut from,
-        to: &mut b.pages,
-        ops: 0,
-    };
-    let (_, done) = m.read_new_and_forward(
-        &[],
-        &[Forward {
-            to: 2,
-            head: &p.data,
-            head_to,
-            body: &[],
-            body_to: &[],
-        }],
-    );
-    assert!(done[0].is_ok());
+    let (done, _) = forward(&mut pages(), &mut b.pages, &p, &[], (head_to, &[]));
+    assert!(done.is_ok());
     // Xen writes the index after the bytes.
     b.q.rings_mut().1.memory_mut().store_u32(RSP_PROD, index);
     assert_eq!(b.received(), vec![(f.clone(), 0, None)]);
@@ -1253,24 +1262,9 @@ fn a_small_packet_goes_straight_into_a_quiet_receiver() {
     let p = Packet::plain(f.clone());
     let d = b.q.rx_direct_whole(&p).expect("an idle receiver takes it");
     assert!(d.body_to.is_empty());
-    let mut from = pages();
-    let mut m = TwoDomains {
-        from: &mut from,
-        to: &mut b.pages,
-        ops: 0,
-    };
-    let (_, done) = m.read_new_and_forward(
-        &[],
-        &[Forward {
-            to: 2,
-            head: &p.data,
-            head_to: d.head_to,
-            body: &[],
-            body_to: &d.body_to,
-        }],
-    );
-    assert_eq!(m.ops, 1);
-    b.q.rx_direct_done(d, done[0].is_ok());
+    let (done, ops) = forward(&mut pages(), &mut b.pages, &p, &[], (d.head_to, &d.body_to));
+    assert_eq!(ops, 1);
+    b.q.rx_direct_done(d, done.is_ok());
     assert!(b.q.rx_push());
     assert_eq!(b.received(), vec![(f, 0, None)]);
     assert_eq!(b.q.stats.rx_direct, 1);

@@ -219,7 +219,7 @@ impl<M: RingMemory> BackRing<M> {
     /// write never happens, the next [`Self::push`] makes it). The frontend must then be
     /// told whatever its `rsp_event` says: that index cannot be checked against one not
     /// yet written (it may ask for an event after this look and before the write).
-    pub fn publish_later(&mut self) -> Option<u32> {
+    pub fn publish_later(&self) -> Option<u32> {
         (self.mem.load_u32(RSP_PROD) != self.rsp_prod_pvt).then_some(self.rsp_prod_pvt)
     }
 

@@ -304,13 +304,38 @@ impl GrantCopier {
     fn issue(
         jobs: impl Iterator<Item = (abi::GrantRef, Vec<abi::GrantCopy>)>,
     ) -> Vec<Result<(), GrantFault>> {
+        Self::issue_by(hv::grant_copy, jobs)
+    }
+
+    /// As [`Self::issue`], the hypercall made by `call` (a grant copy alone, or one
+    /// with notifications after it).
+    fn issue_by(
+        call: impl FnOnce(&mut [abi::GrantCopy]) -> Result<(), Errno>,
+        jobs: impl Iterator<Item = (abi::GrantRef, Vec<abi::GrantCopy>)>,
+    ) -> Vec<Result<(), GrantFault>> {
         let copy = |ops: &mut [abi::GrantCopy]| {
             let t0 = super::time::now_ns();
-            let done = hv::grant_copy(ops);
+            let done = call(ops);
             COPIES.add(ops, super::time::now_ns().saturating_sub(t0));
             done
         };
         bulkhead_xen::copy::issue(copy, jobs)
+    }
+
+    /// Each of `forwards` as a job of `dom`'s: the grant to name if it fails, and its
+    /// operations (our head buffer checked to hold what goes to `head_to`; jobs are
+    /// all taken before the hypercall is made).
+    fn forward_jobs<'a>(
+        dom: DomId,
+        forwards: &'a [Forward],
+    ) -> impl Iterator<Item = (abi::GrantRef, Vec<abi::GrantCopy>)> + 'a {
+        forwards.iter().map(move |f| {
+            fits(core::slice::from_ref(&f.head_to), f.head.len());
+            (
+                f.body.first().map_or(f.head_to.gref, |p| p.gref),
+                forward_ops(dom, f, f.head.as_ptr() as u64),
+            )
+        })
     }
 
     /// `forwards` (each from our buffer or this domain's grants into another domain's),
@@ -325,50 +350,31 @@ impl GrantCopier {
         publish: &[Publish],
         ports: &[abi::Port],
     ) -> (Vec<Result<(), GrantFault>>, Vec<bool>) {
-        for f in forwards {
-            fits(core::slice::from_ref(&f.head_to), f.head.len());
-        }
-        let dom = self.dom;
         // The values Xen copies from: alive and unmoved until the call returns.
         let values: Vec<u32> = publish.iter().map(|p| p.value).collect();
-        let jobs = forwards
-            .iter()
-            .map(|f| {
-                (
-                    f.body.first().map_or(f.head_to.gref, |p| p.gref),
-                    forward_ops(dom, f, f.head.as_ptr() as u64),
-                )
-            })
-            .chain(
-                publish
-                    .iter()
-                    .zip(&values)
-                    .map(|(p, v)| (p.ring, alloc::vec![publish_op(p, v as *const u32 as u64)])),
-            );
+        let jobs = Self::forward_jobs(self.dom, forwards).chain(
+            publish
+                .iter()
+                .zip(&values)
+                .map(|(p, v)| (p.ring, alloc::vec![publish_op(p, v as *const u32 as u64)])),
+        );
         let mut sent = false;
-        let copy = |ops: &mut [abi::GrantCopy]| {
+        let call = |ops: &mut [abi::GrantCopy]| {
             sent = true;
-            let t0 = super::time::now_ns();
-            let done = hv::grant_copy_then_send(ops, ports);
-            COPIES.add(ops, super::time::now_ns().saturating_sub(t0));
-            done
+            hv::grant_copy_then_send(ops, ports)
         };
-        let mut results = bulkhead_xen::copy::issue(copy, jobs);
+        let mut results = Self::issue_by(call, jobs);
         if !sent {
+            // Nothing to copy (every forward and publication has an operation: none).
             hv::evtchn_send_all(ports.iter().copied());
         }
         // Only a receiver that revoked its own ring fails here (counted, not logged: a
         // guest decides how often).
-        let published: Vec<bool> = if sent {
-            results
-                .split_off(forwards.len())
-                .iter()
-                .map(|r| r.is_ok())
-                .collect()
-        } else {
-            results.truncate(forwards.len());
-            alloc::vec![false; publish.len()]
-        };
+        let published: Vec<bool> = results
+            .split_off(forwards.len())
+            .iter()
+            .map(|r| r.is_ok())
+            .collect();
         let failed = published.iter().filter(|&&ok| !ok).count();
         COPIES.published[0].fetch_add(publish.len() as u64, Ordering::Relaxed);
         COPIES.published[1].fetch_add(failed as u64, Ordering::Relaxed);
@@ -546,20 +552,7 @@ impl GuestMemory for GrantCopier {
         self.read_new_and_write(jobs, &[]).0
     }
     fn read_new_and_forward(&mut self, reads: &[&[Piece]], forwards: &[Forward]) -> ReadsAndWrites {
-        for f in forwards {
-            fits(core::slice::from_ref(&f.head_to), f.head.len());
-        }
-        let dom = self.dom;
-        Self::reads_and(
-            dom,
-            reads,
-            forwards.iter().map(|f| {
-                (
-                    f.body.first().map_or(f.head_to.gref, |p| p.gref),
-                    forward_ops(dom, f, f.head.as_ptr() as u64),
-                )
-            }),
-        )
+        Self::reads_and(self.dom, reads, Self::forward_jobs(self.dom, forwards))
     }
     fn read_new_and_write(
         &mut self,

@@ -173,6 +173,57 @@ struct MulticallEntry {
 /// Set once Xen refused a multicall: notifications go one hypercall each from then on.
 static NO_MULTICALL: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
+/// Run `head` (if any), then a notification of each of `ports`, in one multicall. The
+/// entries with their results, or None when Xen refused the multicall: then none ran,
+/// and from now on callers go one hypercall at a time.
+///
+/// # Safety
+/// `head`'s arguments must be what Xen takes for its hypercall, pointing at memory that
+/// is alive and the caller's for the call.
+unsafe fn multicall_then_send(
+    head: Option<MulticallEntry>,
+    ports: &[Port],
+) -> Option<alloc::vec::Vec<MulticallEntry>> {
+    use core::sync::atomic::Ordering::Relaxed;
+    if NO_MULTICALL.load(Relaxed) {
+        return None;
+    }
+    let mut args: alloc::vec::Vec<PortArg> = ports.iter().map(|&port| PortArg { port }).collect();
+    let mut calls: alloc::vec::Vec<MulticallEntry> = head.into_iter().collect();
+    calls.extend(args.iter_mut().map(|a| MulticallEntry {
+        op: abi::HYPERVISOR_EVENT_CHANNEL_OP,
+        result: 0,
+        args: [abi::EVTCHNOP_SEND, a as *mut PortArg as u64, 0, 0, 0, 0],
+    }));
+    // SAFETY: `calls` is an array of `multicall_entry` as Xen lays it out: `head` as the
+    // caller vouches, the others each pointing at a live `PortArg` in `args`; both
+    // outlive the call.
+    let r = unsafe {
+        super::hypercall::call3(
+            HYPERVISOR_MULTICALL,
+            calls.as_mut_ptr() as u64,
+            calls.len() as u64,
+            0,
+        )
+    };
+    if r.is_err() {
+        // Not offered (Xen before 4.16 refuses multicalls from HVM).
+        NO_MULTICALL.store(true, Relaxed);
+        return None;
+    }
+    SENDS.fetch_add(ports.len() as u64, Relaxed);
+    SEND_CALLS.fetch_add(1, Relaxed);
+    Some(calls)
+}
+
+/// `ports` sorted, each once.
+fn each_once(ports: impl IntoIterator<Item = Port>) -> alloc::vec::Vec<Port> {
+    let mut ports: alloc::vec::Vec<Port> = ports.into_iter().collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
 /// Notify every port in `ports` once (at most a handful: a queue's TX and RX ports,
 /// the same port twice without split channels), in one hypercall when there are
 /// several. A driver domain's hypercall costs about 130 us under nested TCG, as much as
@@ -180,38 +231,10 @@ static NO_MULTICALL: core::sync::atomic::AtomicBool = core::sync::atomic::Atomic
 /// the guest's ports. Failures are ignored, as for one notification (the port is gone
 /// with its guest).
 pub fn evtchn_send_all(ports: impl IntoIterator<Item = Port>) {
-    use core::sync::atomic::Ordering::Relaxed;
-    let mut ports: alloc::vec::Vec<Port> = ports.into_iter().collect();
-    ports.sort_unstable();
-    ports.dedup();
-    if ports.len() > 1 && !NO_MULTICALL.load(Relaxed) {
-        let mut args: alloc::vec::Vec<PortArg> =
-            ports.iter().map(|&port| PortArg { port }).collect();
-        let mut calls: alloc::vec::Vec<MulticallEntry> = args
-            .iter_mut()
-            .map(|a| MulticallEntry {
-                op: abi::HYPERVISOR_EVENT_CHANNEL_OP,
-                result: 0,
-                args: [abi::EVTCHNOP_SEND, a as *mut PortArg as u64, 0, 0, 0, 0],
-            })
-            .collect();
-        // SAFETY: `calls` is an array of `multicall_entry` as Xen lays it out, each
-        // pointing at a live `PortArg` in `args`; both outlive the call.
-        let r = unsafe {
-            super::hypercall::call3(
-                HYPERVISOR_MULTICALL,
-                calls.as_mut_ptr() as u64,
-                calls.len() as u64,
-                0,
-            )
-        };
-        if r.is_ok() {
-            SENDS.fetch_add(ports.len() as u64, Relaxed);
-            SEND_CALLS.fetch_add(1, Relaxed);
-            return;
-        }
-        // Not offered (Xen before 4.16 refuses multicalls from HVM): one by one.
-        NO_MULTICALL.store(true, Relaxed);
+    let ports = each_once(ports);
+    // SAFETY: no entry of the caller's; the notifications' arguments are the callee's.
+    if ports.len() > 1 && unsafe { multicall_then_send(None, &ports) }.is_some() {
+        return;
     }
     for p in ports {
         let _ = Hv.evtchn_send(p);
@@ -228,58 +251,33 @@ pub(in crate::machine) fn grant_copy_then_send(
     ops: &mut [abi::GrantCopy],
     ports: &[Port],
 ) -> Result<(), Errno> {
-    use core::sync::atomic::Ordering::Relaxed;
-    let mut ports: alloc::vec::Vec<Port> = ports.to_vec();
-    ports.sort_unstable();
-    ports.dedup();
-    if ports.is_empty() || NO_MULTICALL.load(Relaxed) {
-        let r = grant_copy(ops);
-        evtchn_send_all(ports);
-        return r;
+    let ports = each_once(ports.iter().copied());
+    if !ports.is_empty() {
+        let copy = MulticallEntry {
+            op: abi::HYPERVISOR_GRANT_TABLE_OP,
+            result: 0,
+            args: [
+                abi::GNTTABOP_COPY,
+                ops.as_mut_ptr() as u64,
+                ops.len() as u64,
+                0,
+                0,
+                0,
+            ],
+        };
+        // SAFETY: `copy` points at `ops`, grant-copy operations alive and exclusively
+        // ours for the call, whose local ranges the caller vouches for (as for
+        // `grant_copy`).
+        if let Some(calls) = unsafe { multicall_then_send(Some(copy), &ports) } {
+            return match calls[0].result {
+                e if e < 0 => Err(Errno(e)),
+                _ => Ok(()),
+            };
+        }
     }
-    let mut args: alloc::vec::Vec<PortArg> = ports.iter().map(|&port| PortArg { port }).collect();
-    let mut calls = alloc::vec![MulticallEntry {
-        op: abi::HYPERVISOR_GRANT_TABLE_OP,
-        result: 0,
-        args: [
-            abi::GNTTABOP_COPY,
-            ops.as_mut_ptr() as u64,
-            ops.len() as u64,
-            0,
-            0,
-            0
-        ],
-    }];
-    calls.extend(args.iter_mut().map(|a| MulticallEntry {
-        op: abi::HYPERVISOR_EVENT_CHANNEL_OP,
-        result: 0,
-        args: [abi::EVTCHNOP_SEND, a as *mut PortArg as u64, 0, 0, 0, 0],
-    }));
-    // SAFETY: `calls` is an array of `multicall_entry` as Xen lays it out: the first
-    // points at `ops`, grant-copy operations whose local ranges the caller vouches for
-    // (as for `grant_copy`), the others at live `PortArg`s in `args`; all outlive the
-    // call.
-    let r = unsafe {
-        super::hypercall::call3(
-            HYPERVISOR_MULTICALL,
-            calls.as_mut_ptr() as u64,
-            calls.len() as u64,
-            0,
-        )
-    };
-    if r.is_err() {
-        // Not offered (Xen before 4.16 refuses multicalls from HVM): one by one.
-        NO_MULTICALL.store(true, Relaxed);
-        let r = grant_copy(ops);
-        evtchn_send_all(ports);
-        return r;
-    }
-    SENDS.fetch_add(ports.len() as u64, Relaxed);
-    SEND_CALLS.fetch_add(1, Relaxed);
-    match calls[0].result {
-        e if e < 0 => Err(Errno(e)),
-        _ => Ok(()),
-    }
+    let r = grant_copy(ops);
+    evtchn_send_all(ports);
+    r
 }
 
 pub fn hvm_get_param(index: u32) -> Result<u64, Errno> {

@@ -158,14 +158,14 @@ bench_commands() {
         ping) r=$(bench_ping "$@") ;;
         mem) r=$(free -k | awk '/^Mem:/ { print "used_kib=" $3 }') ;;
         # What the guest's kernel did so far (BENCH_PROBE: deltas around a workload):
-        # interrupts; of them Xen event channels, and netfront's TX-completion and RX
-        # events; context switches; CPU time by kind; TCP segments; UDP datagrams taken
+        # interrupts; of them Xen event channels, netfront's TX-completion and RX events
+        # (a Linux driver domain: netback's) and blkfront's (blkback's); context switches; CPU time by kind; TCP segments; UDP datagrams taken
         # by sockets and dropped for a full socket buffer; packets and drops of its eth*
         # (a guest's netfront) and vif* (a Linux driver domain's netback) interfaces.
         counters)
             r="intr=$(awk '/^intr/ { print $2 }' /proc/stat) $(awk '{ n = 0; for (i = 2; i <= NF && $i ~ /^[0-9]+$/; i++) n += $i }
-                /xen-dyn|xen-percpu/ { e += n } /-tx$/ { tx += n } /-rx$/ { rx += n }
-                END { printf "evt=%d evtx=%d evrx=%d", e, tx, rx }' /proc/interrupts) ctxt=$(awk '/^ctxt/ { print $2 }' /proc/stat) $(awk '/^cpu / { printf "user=%s sys=%s idle=%s irq=%s softirq=%s steal=%s", $2 + $3, $4, $5 + $6, $7, $8, $9 }' /proc/stat) $(awk '/^Tcp:/ { if (!h) { for (i = 1; i <= NF; i++) k[i] = $i; h = 1 } else for (i = 1; i <= NF; i++) if (k[i] == "InSegs" || k[i] == "OutSegs") printf "%s=%s ", k[i], $i }' /proc/net/snmp)$(awk '/^Udp:/ { if (!h) { for (i = 1; i <= NF; i++) k[i] = $i; h = 1 } else for (i = 1; i <= NF; i++) if (k[i] == "InDatagrams" || k[i] == "RcvbufErrors") printf "Udp%s=%s ", k[i], $i }' /proc/net/snmp)$(sed 's/:/ /' /proc/net/dev | awk '$1 ~ /^(eth|vif)/ { p = substr($1, 1, 3); rx[p] += $3; rxd[p] += $5; tx[p] += $11; txd[p] += $13 }
+                /xen-dyn|xen-percpu/ { e += n } /-tx$/ { tx += n } /-rx$/ { rx += n } /blkif/ { blk += n }
+                END { printf "evt=%d evtx=%d evrx=%d evblk=%d", e, tx, rx, blk }' /proc/interrupts) ctxt=$(awk '/^ctxt/ { print $2 }' /proc/stat) $(awk '/^cpu / { printf "user=%s sys=%s idle=%s irq=%s softirq=%s steal=%s", $2 + $3, $4, $5 + $6, $7, $8, $9 }' /proc/stat) $(awk '/^Tcp:/ { if (!h) { for (i = 1; i <= NF; i++) k[i] = $i; h = 1 } else for (i = 1; i <= NF; i++) if (k[i] == "InSegs" || k[i] == "OutSegs") printf "%s=%s ", k[i], $i }' /proc/net/snmp)$(awk '/^Udp:/ { if (!h) { for (i = 1; i <= NF; i++) k[i] = $i; h = 1 } else for (i = 1; i <= NF; i++) if (k[i] == "InDatagrams" || k[i] == "RcvbufErrors") printf "Udp%s=%s ", k[i], $i }' /proc/net/snmp)$(sed 's/:/ /' /proc/net/dev | awk '$1 ~ /^(eth|vif)/ { p = substr($1, 1, 3); rx[p] += $3; rxd[p] += $5; tx[p] += $11; txd[p] += $13 }
                 END { for (p in rx) printf "%s_rx=%d %s_rxdrop=%d %s_tx=%d %s_txdrop=%d ", p, rx[p], p, rxd[p], p, tx[p], p, txd[p] }')" ;;
         quiesce)
             for d in /sys/bus/pci/drivers/e1000e/0000:* /sys/bus/pci/drivers/nvme/0000:*; do

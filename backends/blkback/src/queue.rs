@@ -24,6 +24,8 @@ pub struct Stats {
     pub read_bytes: u64,
     pub written_bytes: u64,
     pub notifies: u64,
+    /// Batches taken from the ring, each answered with one push of its responses.
+    pub batches: u64,
     /// Requests served as part of another's device I/O (merged).
     pub merged: u64,
 }
@@ -120,6 +122,7 @@ impl<M: RingMemory> Queue<M> {
             }
             taken += batch.len();
             self.stats.requests += batch.len() as u64;
+            self.stats.batches += 1;
             let mut results: Vec<Option<(u64, u8, i16)>> = alloc::vec![None; batch.len()];
             // Check every plain read/write first (each stands or falls alone).
             let mut prepared: Vec<Option<Transfer>> = alloc::vec![None; batch.len()];
@@ -219,6 +222,20 @@ impl<M: RingMemory> Queue<M> {
             self.stats.notifies += 1;
         }
         Ok(notify)
+    }
+
+    /// One line for a state dump: the ring's indexes and what was served through it.
+    pub fn describe(&self) -> String {
+        let s = &self.stats;
+        alloc::format!(
+            "ring {}; {} requests in {} batches ({} merged), {} errors, {} notifies",
+            self.ring.indexes(),
+            s.requests,
+            s.batches,
+            s.merged,
+            s.errors,
+            s.notifies
+        )
     }
 
     fn account(&mut self, req: &Request, r: Result<Done, Failure>) -> (u64, u8, i16) {

@@ -21,7 +21,7 @@ use bulkhead_xen::grants::{GrantMapper, Mapping};
 use bulkhead_xen::Hypervisor;
 use bulkhead_xenbus::{DeviceId, State};
 use bulkhead_xenstore::client::Tx;
-use log::error;
+use log::{error, info};
 
 use super::grants::GrantCopier;
 use super::ring::{self, MappedRing};
@@ -230,9 +230,21 @@ async fn serve(
     h: Handle,
 ) {
     let mut storm = bulkhead_xen::storm::Storm::new();
+    let mut dumped = xen.dump.generation();
+    let mut wakeups = 0u64;
     loop {
         if life.stopping() {
             break;
+        }
+        if xen.dump.generation() != dumped {
+            dumped = xen.dump.generation();
+            info!(
+                "{}: state: {}; {wakeups} wake-ups ({} empty, {} storm backoffs)",
+                queue.name,
+                queue.describe(),
+                storm.spurious,
+                storm.backoffs
+            );
         }
         let seen = queue.stats.requests + queue.stats.errors;
         let r = match queue
@@ -272,9 +284,13 @@ async fn serve(
             break;
         }
         let worked = queue.stats.requests + queue.stats.errors != seen;
-        if !life.next_wake(&xen, &h, port, &mut storm, worked).await {
+        if !life
+            .next_wake(&xen, &h, port, &mut storm, worked, Some(dumped))
+            .await
+        {
             break;
         }
+        wakeups += 1;
     }
     let persistent = match guest.as_mut() {
         Guest::Persistent(p) => {

@@ -359,7 +359,10 @@ async fn serve_ctrl(
             break;
         }
         let worked = ring.indexes().req_cons != seen;
-        if !life.next_wake(&xen, &h, port, &mut storm, worked).await {
+        if !life
+            .next_wake(&xen, &h, port, &mut storm, worked, None)
+            .await
+        {
             break;
         }
     }

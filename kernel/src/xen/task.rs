@@ -4,8 +4,11 @@
 //! event channel so the task looks at once; the task unmaps and unbinds what it holds,
 //! then says it is done, which wakes the owner (no polling).
 
+use alloc::boxed::Box;
 use alloc::rc::Rc;
 use core::cell::Cell;
+use core::future::Future;
+use core::pin::Pin;
 
 use bulkhead_executor::Notify;
 use bulkhead_xen::abi::Port;
@@ -39,8 +42,9 @@ impl Lifeline {
 impl Lifeline {
     /// The end of one pass of a ring's task: if the wake-up that started it brought no
     /// work (`worked` false) often enough to be an event storm, keep the port masked a
-    /// while (`storm` decides how long), then wait for the ring's next notification.
-    /// False when the owner asked the task to stop meanwhile.
+    /// while (`storm` decides how long), then wait for the ring's next notification, or
+    /// for a state dump after `dumped` (the dump generation the task last logged) when
+    /// it logs its state in dumps. False when the owner asked the task to stop meanwhile.
     pub async fn next_wake(
         &self,
         xen: &XenRef,
@@ -48,6 +52,7 @@ impl Lifeline {
         port: Port,
         storm: &mut bulkhead_xen::storm::Storm,
         worked: bool,
+        dumped: Option<u64>,
     ) -> bool {
         if let Some(delay) = storm.after_wake(worked) {
             super::events::mask(port);
@@ -57,7 +62,16 @@ impl Lifeline {
                 return false;
             }
         }
-        xen.waiters.wait(port).await;
+        match dumped {
+            Some(seen) => {
+                bulkhead_executor::first(alloc::vec![
+                    Box::pin(xen.waiters.wait(port)) as Pin<Box<dyn Future<Output = ()> + '_>>,
+                    Box::pin(xen.dump.wait(seen)),
+                ])
+                .await;
+            }
+            None => xen.waiters.wait(port).await,
+        }
         true
     }
 }

@@ -111,17 +111,11 @@ outside_up() {
 storage() {
     ask bench1 fio /dev/xvda randread 4k 1 "$SECS"
     report rr4k_qd1_iops=iops rr4k_qd1_p50_us=p50us rr4k_qd1_p99_us=p99us
-    local g0
-    g0=$(vcpu_s bench1)
-    probe "before rr4k_qd32_iops"
-    ask bench1 fio /dev/xvda randread 4k 32 "$SECS"
-    probe "after rr4k_qd32_iops"
-    report rr4k_qd32_iops=iops
+    probed rr4k_qd32_iops=iops -- fio /dev/xvda randread 4k 32 "$SECS"
     # How busy the guest's own vCPU was: a guest that issues no faster than this is the
     # limit, whatever its driver domain.
-    result guest_cpu_busy_rr4k_qd32_pct "$(awk -v a="$g0" -v b="$(vcpu_s bench1)" -v s="$SECS" 'BEGIN { printf "%.0f", (b - a) / s * 100 }')"
-    ask bench1 fio /dev/xvda randwrite 4k 32 "$SECS"
-    report rw4k_qd32_iops=iops
+    result guest_cpu_busy_rr4k_qd32_pct "$(awk -v a="$WORK_CPU0" -v b="$WORK_CPU1" -v s="$SECS" 'BEGIN { printf "%.0f", (b - a) / s * 100 }')"
+    probed rw4k_qd32_iops=iops -- fio /dev/xvda randwrite 4k 32 "$SECS"
     local c0
     c0=$(dd_cpu)
     ask bench1 fio /dev/xvda read 1M 8 "$SECS"
@@ -156,7 +150,9 @@ both() {
 # where its packets went and who was busy.
 probe() {
     [ "$PROBE" != 0 ] || return 0
-    echo "bench-probe: $1: at $(date +%s.%N | cut -c1-14) s, driver domain vCPU $(dd_cpu) s, guests $(vcpu_s bench1) s and $(vcpu_s bench2) s"
+    # dom0's and every domain's vCPU seconds too: what the guests lose to stealing goes
+    # somewhere (2 physical CPUs' time, less all domains', is Xen's and idle).
+    echo "bench-probe: $1: at $(date +%s.%N | cut -c1-14) s, driver domain vCPU $(dd_cpu) s, guests $(vcpu_s bench1) s and $(vcpu_s bench2) s, dom0 $(vcpu_s Domain-0) s, all domains $(xl list | awk 'NR > 1 { t += $6 } END { printf "%.1f", t }') s"
     [ "$SIDE" = bulkhead ] || return 0
     POLL_S=0.1 state_dump 30 || echo "bench-probe: no dump for $1"
 }
@@ -203,8 +199,9 @@ sample_stop() {
     fi
     sed "s/^/bench-sample: $1 /" /tmp/samples
 }
-# net METRIC=KEY... -- COMMAND...: one network workload in bench1, probed before and after.
-net() {
+# probed METRIC=KEY... -- COMMAND...: one workload in bench1, probed before and after;
+# WORK_CPU0 and WORK_CPU1 are bench1's vCPU seconds just before and after it.
+probed() {
     local m=
     while [ "$1" != -- ]; do
         m="$m $1"
@@ -228,7 +225,9 @@ net() {
         fi
     fi
     sample_start
+    WORK_CPU0=$(vcpu_s bench1)
     ask bench1 "$@"
+    WORK_CPU1=$(vcpu_s bench1)
     sample_stop "$first"
     if [ "$PROBE" != 0 ]; then
         local answer=$R
@@ -252,16 +251,16 @@ net() {
 network() {
     local peer c0
     peer=$(xenstore-read "/local/domain/$(xl domid bench2)/data/ip") || fail "bench2 published no address"
-    net tcp_g2g_1_mbits=mbits -- tcp "$peer" 1 "$SECS"
+    probed tcp_g2g_1_mbits=mbits -- tcp "$peer" 1 "$SECS"
     c0=$(dd_cpu)
-    net tcp_g2g_3_mbits=mbits -- tcp "$peer" 3 "$SECS"
+    probed tcp_g2g_3_mbits=mbits -- tcp "$peer" 3 "$SECS"
     cost tcp_g2g_cpu_s_per_gib "$c0" "$(awk -v m="$(key mbits)" 'BEGIN { print m / 8 / 1.048576 }')"
-    net tcp_g2out_1_mbits=mbits -- tcp "$OUTSIDE" 1 "$SECS"
-    net tcp_g2out_3_mbits=mbits -- tcp "$OUTSIDE" 3 "$SECS"
-    net tcp_out2g_1_mbits=mbits -- tcp "$OUTSIDE" 1 "$SECS" -R
-    net tcp_out2g_3_mbits=mbits -- tcp "$OUTSIDE" 3 "$SECS" -R
-    net udp64_g2g_pps=pps -- udp "$peer" "$SECS"
-    net ping_g2g_p50_ms=p50ms ping_g2g_p99_ms=p99ms -- ping "$peer" 100
+    probed tcp_g2out_1_mbits=mbits -- tcp "$OUTSIDE" 1 "$SECS"
+    probed tcp_g2out_3_mbits=mbits -- tcp "$OUTSIDE" 3 "$SECS"
+    probed tcp_out2g_1_mbits=mbits -- tcp "$OUTSIDE" 1 "$SECS" -R
+    probed tcp_out2g_3_mbits=mbits -- tcp "$OUTSIDE" 3 "$SECS" -R
+    probed udp64_g2g_pps=pps -- udp "$peer" "$SECS"
+    probed ping_g2g_p50_ms=p50ms ping_g2g_p99_ms=p99ms -- ping "$peer" 100
 }
 
 # workloads: both guests (bench1 on the first partition, bench2 on the second), then every

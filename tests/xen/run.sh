@@ -8,7 +8,7 @@
 #                                       table, build/bench/results.json and ratios.png;
 #                                       BENCH_PARTS ("storage network") the workloads,
 #                                       BENCH_PROBE=1 vCPU seconds and a driver-domain
-#                                       state dump around each network workload, 2 also
+#                                       state dump around each probed workload, 2 also
 #                                       xenctx samples (for finding where it goes)
 #   tests/xen/run.sh --demo             interactive: demo.sh, then a dom0 shell (make run)
 #

@@ -129,6 +129,12 @@ pub fn attach_xen(ring: XenConsole) {
     });
 }
 
+/// Free bytes in the Xen console ring, or `None` before it is attached (the port sinks
+/// never drop output).
+pub fn ring_room() -> Option<usize> {
+    without_interrupts(|| CONSOLE.lock().xen.as_ref().map(|x| x.room() as usize))
+}
+
 /// Names of the active sinks, for the banner.
 pub fn sinks() -> heapless::String<48> {
     let c = CONSOLE.lock();

@@ -49,6 +49,15 @@ impl XenConsole {
         })
     }
 
+    /// Free bytes in the output ring now (xenconsoled frees more as it reads).
+    pub fn room(&self) -> u32 {
+        let used = self
+            .page
+            .read_u32(OUT_PROD)
+            .wrapping_sub(self.page.read_u32(OUT_CONS));
+        OUT_SIZE.saturating_sub(used)
+    }
+
     pub fn put(&mut self, b: u8) {
         // The index fields are u32s shared with xenconsoled (volatile, `SharedPage`); the
         // producer index is published after the byte (fence below).

@@ -21,7 +21,7 @@ use bulkhead_xen::grants::{GrantMapper, Mapping};
 use bulkhead_xen::Hypervisor;
 use bulkhead_xenbus::{DeviceId, State};
 use bulkhead_xenstore::client::Tx;
-use log::{error, info};
+use log::error;
 
 use super::grants::GrantCopier;
 use super::ring::{self, MappedRing};
@@ -238,12 +238,15 @@ async fn serve(
         }
         if xen.dump.generation() != dumped {
             dumped = xen.dump.generation();
-            info!(
-                "{}: state: {}; {wakeups} wake-ups ({} empty, {} storm backoffs)",
-                queue.name,
-                queue.describe(),
-                storm.spurious,
-                storm.backoffs
+            super::dump::line(
+                "xen::blkback",
+                format!(
+                    "{}: state: {}; {wakeups} wake-ups ({} empty, {} storm backoffs)",
+                    queue.name,
+                    queue.describe(),
+                    storm.spurious,
+                    storm.backoffs
+                ),
             );
         }
         let seen = queue.stats.requests + queue.stats.errors;

@@ -34,7 +34,10 @@ pub async fn run(
     test_triggers: bool,
 ) {
     let dir = format!("{}/control", xen.home());
-    h.spawn("dump", dumps(xen.clone(), format!("{dir}/dump"), fabric));
+    h.spawn(
+        "dump",
+        dumps(xen.clone(), h.clone(), format!("{dir}/dump"), fabric),
+    );
     h.spawn("mark", marks(xen.clone(), format!("{dir}/mark")));
     #[cfg(feature = "test-hooks")]
     if test_triggers {
@@ -153,26 +156,35 @@ async fn each_value(
 /// `control/dump`: anything written there makes the switch, the status lines and every
 /// backend queue log their state once (ring indexes, event-channel bits, waiting
 /// packets), then an event line `dump` with the resources in use (map slots, ports,
-/// heap, memory), for an operator or a test chasing a stall or a leak.
-async fn dumps(xen: XenRef, node: String, fabric: FabricRef) {
+/// heap, memory), for an operator or a test chasing a stall or a leak. The lines are
+/// written as the console ring has room (`super::dump`), the event line last.
+async fn dumps(xen: XenRef, h: Handle, node: String, fabric: FabricRef) {
+    const TARGET: &str = "xen::control";
     each_value(&xen, &node, "dump", "state dumps", async |_| {
         let _ = xen.store.write(Tx::NONE, &node, "").await;
         // Taken first, so the dump's own buffers are not in it.
         let resources = xen.resources();
+        super::dump::begin();
         let mut o = String::new();
         fabric.borrow().render(&mut o);
         crate::status::render(&mut o);
         for line in o.lines() {
-            info!("dump: {line}");
+            super::dump::line(TARGET, format!("dump: {line}"));
         }
-        info!(
-            "dump: grant copies: {}; notifications sent {} in {} hypercalls",
-            super::grants::COPIES.describe(),
-            super::hv::SENDS.load(core::sync::atomic::Ordering::Relaxed),
-            super::hv::SEND_CALLS.load(core::sync::atomic::Ordering::Relaxed)
+        super::dump::line(
+            TARGET,
+            format!(
+                "dump: grant copies: {}; notifications sent {} in {} hypercalls",
+                super::grants::COPIES.describe(),
+                super::hv::SENDS.load(core::sync::atomic::Ordering::Relaxed),
+                super::hv::SEND_CALLS.load(core::sync::atomic::Ordering::Relaxed)
+            ),
         );
-        crate::event!("dump", "{resources}");
+        // The queue tasks add their lines at their next pass.
         xen.dump.raise();
+        let closing = format!("{resources}");
+        super::dump::write_out(&h, closing.len() + 64).await;
+        crate::event!("dump", "{closing}");
     })
     .await;
 }

@@ -6,6 +6,7 @@
 pub mod blkback;
 pub mod control;
 pub mod devices;
+pub mod dump;
 pub mod events;
 pub mod netback;
 #[cfg(feature = "test-hooks")]

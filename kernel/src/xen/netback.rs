@@ -28,7 +28,6 @@ use bulkhead_xen::grants::Mapping;
 use bulkhead_xen::Hypervisor;
 use bulkhead_xenbus::DeviceId;
 use bulkhead_xenstore::client::Tx;
-use log::info;
 
 use super::grants::GrantCopier;
 use super::ring::{self, MappedRing};
@@ -413,16 +412,19 @@ async fn serve(
         let mut q = queue.borrow_mut();
         if xen.dump.generation() != dumped {
             dumped = xen.dump.generation();
-            info!(
-                "{}: state: {}; inbox {} packet(s) ({} dropped); {} empty wake-ups, {} storm backoffs; tx {}, rx {}",
-                q.name,
-                q.describe(),
-                inbox.len(),
-                inbox.dropped.get(),
-                wakeups.storm().spurious,
-                wakeups.storm().backoffs,
-                super::events::describe(&xen, ports.0),
-                super::events::describe(&xen, ports.1),
+            super::dump::line(
+                "xen::netback",
+                format!(
+                    "{}: state: {}; inbox {} packet(s) ({} dropped); {} empty wake-ups, {} storm backoffs; tx {}, rx {}",
+                    q.name,
+                    q.describe(),
+                    inbox.len(),
+                    inbox.dropped.get(),
+                    wakeups.storm().spurious,
+                    wakeups.storm().backoffs,
+                    super::events::describe(&xen, ports.0),
+                    super::events::describe(&xen, ports.1),
+                ),
             );
         }
         // This pass reads both rings whole: notifications so far are answered by it.

@@ -152,7 +152,9 @@ probe() {
     [ "$PROBE" != 0 ] || return 0
     # dom0's and every domain's vCPU seconds too: what the guests lose to stealing goes
     # somewhere (2 physical CPUs' time, less all domains', is Xen's and idle).
-    echo "bench-probe: $1: at $(date +%s.%N | cut -c1-14) s, driver domain vCPU $(dd_cpu) s, guests $(vcpu_s bench1) s and $(vcpu_s bench2) s, dom0 $(vcpu_s Domain-0) s, all domains $(xl list | awk 'NR > 1 { t += $6 } END { printf "%.1f", t }') s"
+    # Of dom0's: its processes' own CPU seconds by name (those with 1 s or more; the
+    # device model of an HVM driver domain is qemu-system-i386).
+    echo "bench-probe: $1: at $(date +%s.%N | cut -c1-14) s, driver domain vCPU $(dd_cpu) s, guests $(vcpu_s bench1) s and $(vcpu_s bench2) s, dom0 $(vcpu_s Domain-0) s, all domains $(xl list | awk 'NR > 1 { t += $6 } END { printf "%.1f", t }') s; dom0 processes: $(ps -eo times=,comm= | awk '{ t[$2] += $1 } END { for (c in t) if (t[c] >= 1) printf "%s=%d ", c, t[c] }')"
     [ "$SIDE" = bulkhead ] || return 0
     POLL_S=0.1 state_dump 30 || echo "bench-probe: no dump for $1"
 }

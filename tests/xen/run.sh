@@ -9,7 +9,9 @@
 #                                       BENCH_PARTS ("storage network") the workloads,
 #                                       BENCH_PROBE=1 vCPU seconds and a driver-domain
 #                                       state dump around each probed workload, 2 also
-#                                       xenctx samples (for finding where it goes)
+#                                       xenctx samples (for finding where it goes); a
+#                                       run that failed after a triple fault's retry
+#                                       runs again in a fresh boot
 #   tests/xen/run.sh --demo             interactive: demo.sh, then a dom0 shell (make run)
 #
 # The dom0 image is built once by build-dom0.sh and cached outside the repository, keyed
@@ -127,12 +129,16 @@ if [ $demo -eq 0 ]; then
 else
     slow100=100
 fi
+# limits N: QEMU's limit for a boot that runs N scenarios, and dom0's budget inside it.
 # dom0 must finish (and report) well inside QEMU's own limit; the rest is boot and shutdown.
 # The benchmark: about 10 minutes a run of each side on the development machine.
-base=2400
-[ $bench -eq 1 ] && base=$((600 + 1200 * ${#SCENARIOS[@]} / 2))
-tier_timeout=${XEN_TIER_TIMEOUT:-$((base * slow100 / 100))}
-echo $(( tier_timeout - 200 * slow100 / 100 )) >"$share/budget"
+limits() {
+    local base=2400
+    [ $bench -eq 1 ] && base=$((600 + 1200 * $1 / 2))
+    tier_timeout=${XEN_TIER_TIMEOUT:-$((base * slow100 / 100))}
+    echo $(( tier_timeout - 200 * slow100 / 100 )) >"$share/budget"
+}
+limits ${#SCENARIOS[@]}
 # XEN_TCG_THREAD=single runs both emulated CPUs on one host thread (see docs/testing.md, "The
 # nested triple fault").
 tcg_thread=${XEN_TCG_THREAD:-multi}
@@ -170,9 +176,6 @@ fi
 # The commit the image was built from, for the benchmark's report (taken now: the tree
 # may change while the run goes on).
 commit="$(cd "$root" && git rev-parse --short HEAD 2>/dev/null || echo unknown)$(cd "$root" && git diff --quiet HEAD 2>/dev/null || echo -dirty)"
-echo "xen tier: booting Xen + dom0 in QEMU for: ${SCENARIOS[*]}"
-start=$(date +%s)
-set +e
 # XEN_DEBUG=1: the serial line is also a socket (build/xen-serial.sock: Ctrl-A three times
 # switches input to Xen, whose debug keys 'd' 'i' 'q' 'r' dump CPUs, IRQs, domains and
 # run queues into serial.log) and the QEMU monitor listens on build/qemu-monitor.sock.
@@ -182,17 +185,53 @@ if [ "${XEN_DEBUG:-0}" = 1 ]; then
     serial=(-chardev "socket,id=ser0,path=$root/build/xen-serial.sock,server=on,wait=off,logfile=$logs/serial.log,logappend=on"
         -serial chardev:ser0 -monitor "unix:$root/build/qemu-monitor.sock,server=on,wait=off")
 fi
-timeout "$tier_timeout" "$QEMU" "${qemu_args[@]}" "${serial[@]}" \
-    </dev/null >>"$logs/serial.log" 2>&1
-qrc=$?
-set -e
-secs=$(( $(date +%s) - start ))
-cp -r "$share/out/." "$logs/" 2>/dev/null || true
-
-echo "xen tier: QEMU ran ${secs}s (exit $qrc, limit ${tier_timeout}s); logs in $logs"
-# QEMU's own last words (a device model's failed assertion aborts the whole run).
-if [ $qrc -ne 0 ]; then
-    grep -a -E "^qemu-system|Assertion" "$logs/serial.log" | tail -5 | sed 's/^/xen tier: qemu said: /' || true
+# boot: Xen + dom0 in QEMU, dom0 running the scenarios of $share/scenarios.list; their
+# logs and results are copied into $logs.
+boot() {
+    start=$(date +%s)
+    set +e
+    timeout "$tier_timeout" "$QEMU" "${qemu_args[@]}" "${serial[@]}" \
+        </dev/null >>"$logs/serial.log" 2>&1
+    qrc=$?
+    set -e
+    secs=$(( $(date +%s) - start ))
+    cp -r "$share/out/." "$logs/" 2>/dev/null || true
+    echo "xen tier: QEMU ran ${secs}s (exit $qrc, limit ${tier_timeout}s); logs in $logs"
+    # QEMU's own last words (a device model's failed assertion aborts the whole run).
+    if [ $qrc -ne 0 ]; then
+        grep -a -E "^qemu-system|Assertion" "$logs/serial.log" | tail -5 | sed 's/^/xen tier: qemu said: /' || true
+    fi
+}
+echo "xen tier: booting Xen + dom0 in QEMU for: ${SCENARIOS[*]}"
+boot
+# The benchmark only: a run that still failed after dom0-run.sh retried it for a triple
+# fault runs once more, in a fresh boot. After such a fault the retry in the same boot
+# has been seen to crawl (the next driver domain took minutes to its first line:
+# docs/triple-fault-2026-12-02.md), and a benchmark run is worth a boot; the tests keep
+# one boot (their retries passed), and every retry is reported below either way.
+if [ $bench -eq 1 ]; then
+    again=()
+    for s in "${SCENARIOS[@]}"; do
+        grep -q "^PASS $s " "$logs/results" 2>/dev/null && continue
+        grep -q "^dom0-run: $s: attempt" "$logs/retries" 2>/dev/null && again+=("$s")
+    done
+    if [ ${#again[@]} -gt 0 ]; then
+        echo "xen tier: failed after a triple fault, again in a fresh boot: ${again[*]}"
+        # The first boot's results of every other scenario and its retries are kept.
+        printf '%s\n' "${again[@]}" | awk 'NR == FNR { again[$1] = 1; next } !again[$2]' - "$logs/results" >"$logs/results.first-boot" || true
+        mv "$logs/retries" "$logs/retries.first-boot"
+        rm -f "$logs/results"
+        rm -rf "$share/out"
+        mkdir -p "$share/out/console"
+        printf '%s\n' "${again[@]}" >"$share/scenarios.list"
+        limits ${#again[@]}
+        boot
+        cat "$logs/results.first-boot" "$logs/results" 2>/dev/null >"$logs/results.all" || true
+        mv "$logs/results.all" "$logs/results"
+        cat "$logs/retries.first-boot" "$logs/retries" 2>/dev/null >"$logs/retries.all" || true
+        mv "$logs/retries.all" "$logs/retries"
+        rm -f "$logs/results.first-boot" "$logs/retries.first-boot"
+    fi
 fi
 grep -h "^figure:" "$logs"/*.log 2>/dev/null | sed 's/^/xen tier: /' || true
 # The benchmark's figures (tests/xen/scenarios/bench-lib.sh): medians, ratios, the chart.

@@ -187,19 +187,31 @@ if [ "${XEN_DEBUG:-0}" = 1 ]; then
 fi
 # boot: Xen + dom0 in QEMU, dom0 running the scenarios of $share/scenarios.list; their
 # logs and results are copied into $logs.
+# dom0_done is 0 when a boot's dom0 did not finish; secs sums the boots' QEMU seconds.
+dom0_done=1
+secs=0
 boot() {
-    start=$(date +%s)
+    local t0 off b
+    t0=$(date +%s)
+    # This boot's part of serial.log (a second boot appends to the first's).
+    off=$(wc -c <"$logs/serial.log" 2>/dev/null || echo 0)
     set +e
     timeout "$tier_timeout" "$QEMU" "${qemu_args[@]}" "${serial[@]}" \
         </dev/null >>"$logs/serial.log" 2>&1
     qrc=$?
     set -e
-    secs=$(( $(date +%s) - start ))
+    b=$(( $(date +%s) - t0 ))
+    secs=$((secs + b))
     cp -r "$share/out/." "$logs/" 2>/dev/null || true
-    echo "xen tier: QEMU ran ${secs}s (exit $qrc, limit ${tier_timeout}s); logs in $logs"
+    echo "xen tier: QEMU ran ${b}s (exit $qrc, limit ${tier_timeout}s); logs in $logs"
     # QEMU's own last words (a device model's failed assertion aborts the whole run).
     if [ $qrc -ne 0 ]; then
-        grep -a -E "^qemu-system|Assertion" "$logs/serial.log" | tail -5 | sed 's/^/xen tier: qemu said: /' || true
+        tail -c +$((off + 1)) "$logs/serial.log" | grep -a -E "^qemu-system|Assertion" | tail -5 | sed 's/^/xen tier: qemu said: /' || true
+    fi
+    if ! tail -c +$((off + 1)) "$logs/serial.log" | grep -q "BULKHEAD-DOM0-DONE"; then
+        echo "xen tier: dom0 never finished; last serial lines:"
+        tail -30 "$logs/serial.log" | sed 's/^/     | /'
+        dom0_done=0
     fi
 }
 echo "xen tier: booting Xen + dom0 in QEMU for: ${SCENARIOS[*]}"
@@ -217,16 +229,22 @@ if [ $bench -eq 1 ]; then
     done
     if [ ${#again[@]} -gt 0 ]; then
         echo "xen tier: failed after a triple fault, again in a fresh boot: ${again[*]}"
-        # The first boot's results of every other scenario and its retries are kept.
-        printf '%s\n' "${again[@]}" | awk 'NR == FNR { again[$1] = 1; next } !again[$2]' - "$logs/results" >"$logs/results.first-boot" || true
+        # The first boot's results and retries are kept, and each such run's log as
+        # NAME.first-boot.log.
+        mv "$logs/results" "$logs/results.first-boot"
         mv "$logs/retries" "$logs/retries.first-boot"
-        rm -f "$logs/results"
+        for s in "${again[@]}"; do cp "$logs/$s.log" "$logs/$s.first-boot.log" 2>/dev/null || true; done
         rm -rf "$share/out"
         mkdir -p "$share/out/console"
         printf '%s\n' "${again[@]}" >"$share/scenarios.list"
         limits ${#again[@]}
         boot
-        cat "$logs/results.first-boot" "$logs/results" 2>/dev/null >"$logs/results.all" || true
+        # Every other scenario's first result; a rerun's second one, or its first when
+        # the second boot gave none.
+        touch "$logs/results"
+        printf '%s\n' "${again[@]}" | awk 'NR == FNR { again[$1] = 1; next }
+            FILENAME ~ /first-boot$/ { if (!again[$2] || !($2 in second)) print; next }
+            { second[$2] = 1; print }' - "$logs/results" "$logs/results.first-boot" >"$logs/results.all"
         mv "$logs/results.all" "$logs/results"
         cat "$logs/retries.first-boot" "$logs/retries" 2>/dev/null >"$logs/retries.all" || true
         mv "$logs/retries.all" "$logs/retries"
@@ -289,11 +307,7 @@ if printf '%s\n' "${SCENARIOS[@]}" | grep -qx dd-lifecycle && grep -q "^PASS dd-
     done
     [ $failed -eq 0 ] && echo "xen tier: dd-lifecycle's acknowledged writes are on the host's NVMe image"
 fi
-if ! grep -q "BULKHEAD-DOM0-DONE" "$logs/serial.log"; then
-    echo "xen tier: dom0 never finished; last serial lines:"
-    tail -30 "$logs/serial.log" | sed 's/^/     | /'
-    failed=1
-fi
+[ $dom0_done -eq 1 ] || failed=1
 sed 's/^/xen tier: /' "$logs/calibration" 2>/dev/null || true
 echo "xen tier: wall time $(( $(date +%s) - start0 )) s (QEMU ${secs} s; ${#SCENARIOS[@]} scenarios)"
 [ $failed -eq 0 ] && echo "xen tier: all scenarios passed" || echo "xen tier: FAILED"

@@ -12,7 +12,8 @@ use bulkhead_xen::Hypervisor;
 use crate::machine::shared::{HvmPage, SharedPage};
 
 const OUT_OFFSET: usize = 1024;
-const OUT_SIZE: u32 = 2048;
+/// The output ring's size in bytes.
+pub const OUT_SIZE: u32 = 2048;
 const OUT_CONS: usize = 3080;
 const OUT_PROD: usize = 3084;
 

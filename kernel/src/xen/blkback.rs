@@ -26,7 +26,7 @@ use log::error;
 use super::grants::GrantCopier;
 use super::ring::{self, MappedRing};
 use super::store::DirKeys;
-use super::task::{Lifeline, Running};
+use super::task::{Lifeline, Running, Woke};
 use super::{Hv, XenRef};
 use crate::nvme::Volume;
 use crate::storage::Storage;
@@ -231,7 +231,9 @@ async fn serve(
 ) {
     let mut storm = bulkhead_xen::storm::Storm::new();
     let mut dumped = xen.dump.generation();
+    // The guest's wake-ups, and whether the current pass was started by a dump instead.
     let mut wakeups = 0u64;
+    let mut by_dump = false;
     loop {
         if life.stopping() {
             break;
@@ -287,13 +289,19 @@ async fn serve(
             break;
         }
         let worked = queue.stats.requests + queue.stats.errors != seen;
-        if !life
-            .next_wake(&xen, &h, port, &mut storm, worked, Some(dumped))
+        // A pass a dump started is not the guest's: not judged for storms.
+        let judged = (!by_dump).then_some(worked);
+        match life
+            .next_wake(&xen, &h, port, &mut storm, judged, Some(dumped))
             .await
         {
-            break;
+            Woke::Stopping => break,
+            Woke::Port => {
+                by_dump = false;
+                wakeups += 1;
+            }
+            Woke::Dump => by_dump = true,
         }
-        wakeups += 1;
     }
     let persistent = match guest.as_mut() {
         Guest::Persistent(p) => {

@@ -23,6 +23,7 @@ struct Outbox {
     open: bool,
 }
 
+/// Task context only (no interrupt handler adds dump lines): a plain spin lock.
 static OUTBOX: Mutex<Outbox> = Mutex::new(Outbox {
     lines: VecDeque::new(),
     bytes: 0,
@@ -34,7 +35,7 @@ const OUTBOX_BYTES: usize = 64 * 1024;
 /// Room kept beyond a line's text: its prefix (time, level, component) and the marker
 /// the console writes after dropped bytes.
 const PREFIX_ROOM: usize = 128;
-/// The dump ends when no line came for this long (a queue task adds its line at its
+/// The dump ends when no line was written for this long (a queue task adds its line at its
 /// next pass, after the batch it is serving) ...
 const QUIET_NS: Nanos = 300_000_000;
 /// ... or this long after it began, whatever the ring does (xenconsoled gone: the rest
@@ -69,8 +70,10 @@ fn pop() -> Option<(&'static str, String)> {
     l
 }
 
+/// Room for a line of `len` bytes, or the whole ring for one longer than that.
 fn fits(len: usize) -> bool {
-    crate::console::ring_room().is_none_or(|r| r >= len + PREFIX_ROOM)
+    let want = (len + PREFIX_ROOM).min(crate::console::xen::OUT_SIZE as usize);
+    crate::console::ring_room().is_none_or(|r| r >= want)
 }
 
 /// Write the outbox out as the ring has room, until nothing new came for `QUIET_NS`,

@@ -32,7 +32,7 @@ use bulkhead_xenstore::client::Tx;
 use super::grants::GrantCopier;
 use super::ring::{self, MappedRing};
 use super::store::DirKeys;
-use super::task::{Lifeline, Running};
+use super::task::{Lifeline, Running, Woke};
 use super::{Hv, XenRef};
 use bulkhead_fabric::{FabricRef, Inbox};
 
@@ -358,9 +358,10 @@ async fn serve_ctrl(
             break;
         }
         let worked = ring.indexes().req_cons != seen;
-        if !life
-            .next_wake(&xen, &h, port, &mut storm, worked, None)
+        if life
+            .next_wake(&xen, &h, port, &mut storm, Some(worked), None)
             .await
+            == Woke::Stopping
         {
             break;
         }

@@ -39,40 +39,60 @@ impl Lifeline {
     }
 }
 
+/// What ended a ring task's wait ([`Lifeline::next_wake`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Woke {
+    /// The owner asked the task to stop.
+    Stopping,
+    /// The ring's event channel (or a kick from the owner).
+    Port,
+    /// A state dump: the pass it starts is the task's, not the guest's, and is not
+    /// judged for storms.
+    Dump,
+}
+
 impl Lifeline {
-    /// The end of one pass of a ring's task: if the wake-up that started it brought no
-    /// work (`worked` false) often enough to be an event storm, keep the port masked a
-    /// while (`storm` decides how long), then wait for the ring's next notification, or
-    /// for a state dump after `dumped` (the dump generation the task last logged) when
-    /// it logs its state in dumps. False when the owner asked the task to stop meanwhile.
+    /// The end of one pass of a ring's task: if the guest's wake-up that started it
+    /// brought no work (`worked` false; `None` for a pass the guest did not start)
+    /// often enough to be an event storm, keep the port masked a while (`storm`
+    /// decides how long), then wait for the ring's next notification, or for a state
+    /// dump after `dumped` (the dump generation the task last logged) when it logs its
+    /// state in dumps.
     pub async fn next_wake(
         &self,
         xen: &XenRef,
         h: &bulkhead_executor::Handle,
         port: Port,
         storm: &mut bulkhead_xen::storm::Storm,
-        worked: bool,
+        worked: Option<bool>,
         dumped: Option<u64>,
-    ) -> bool {
-        if let Some(delay) = storm.after_wake(worked) {
+    ) -> Woke {
+        if let Some(delay) = worked.and_then(|w| storm.after_wake(w)) {
             super::events::mask(port);
             h.sleep(delay).await;
             let _ = super::events::unmask(port);
             if self.stopping() {
-                return false;
+                return Woke::Stopping;
             }
         }
         match dumped {
             Some(seen) => {
-                bulkhead_executor::first(alloc::vec![
+                let which = bulkhead_executor::first(alloc::vec![
                     Box::pin(xen.waiters.wait(port)) as Pin<Box<dyn Future<Output = ()> + '_>>,
                     Box::pin(xen.dump.wait(seen)),
                 ])
                 .await;
+                if which == 0 {
+                    Woke::Port
+                } else {
+                    Woke::Dump
+                }
             }
-            None => xen.waiters.wait(port).await,
+            None => {
+                xen.waiters.wait(port).await;
+                Woke::Port
+            }
         }
-        true
     }
 }
 

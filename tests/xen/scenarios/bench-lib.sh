@@ -114,7 +114,7 @@ storage() {
     probed rr4k_qd32_iops=iops -- fio /dev/xvda randread 4k 32 "$SECS"
     # How busy the guest's own vCPU was: a guest that issues no faster than this is the
     # limit, whatever its driver domain.
-    result guest_cpu_busy_rr4k_qd32_pct "$(awk -v a="$WORK_CPU0" -v b="$WORK_CPU1" -v s="$SECS" 'BEGIN { printf "%.0f", (b - a) / s * 100 }')"
+    result guest_cpu_busy_rr4k_qd32_pct "$(awk -v a="$WORK_CPU0" -v b="$WORK_CPU1" -v s="$WORK_S" 'BEGIN { printf "%.0f", (b - a) / s * 100 }')"
     probed rw4k_qd32_iops=iops -- fio /dev/xvda randwrite 4k 32 "$SECS"
     local c0
     c0=$(dd_cpu)
@@ -202,7 +202,8 @@ sample_stop() {
     sed "s/^/bench-sample: $1 /" /tmp/samples
 }
 # probed METRIC=KEY... -- COMMAND...: one workload in bench1, probed before and after;
-# WORK_CPU0 and WORK_CPU1 are bench1's vCPU seconds just before and after it.
+# WORK_CPU0 and WORK_CPU1 are bench1's vCPU seconds just before and after it, WORK_S
+# the seconds between them (the workload, its start and the wait for its answer).
 probed() {
     local m=
     while [ "$1" != -- ]; do
@@ -227,9 +228,12 @@ probed() {
         fi
     fi
     sample_start
+    local t0
+    t0=$(date +%s%N)
     WORK_CPU0=$(vcpu_s bench1)
     ask bench1 "$@"
     WORK_CPU1=$(vcpu_s bench1)
+    WORK_S=$(awk -v t="$(($(date +%s%N) - t0))" 'BEGIN { printf "%.2f", t / 1e9 }')
     sample_stop "$first"
     if [ "$PROBE" != 0 ]; then
         local answer=$R

@@ -194,7 +194,7 @@ boot() {
     local t0 off b
     t0=$(date +%s)
     # This boot's part of serial.log (a second boot appends to the first's).
-    off=$(wc -c <"$logs/serial.log" 2>/dev/null || echo 0)
+    off=$(stat -c %s "$logs/serial.log" 2>/dev/null || echo 0)
     set +e
     timeout "$tier_timeout" "$QEMU" "${qemu_args[@]}" "${serial[@]}" \
         </dev/null >>"$logs/serial.log" 2>&1

@@ -238,8 +238,7 @@ async fn serve(
         if life.stopping() {
             break;
         }
-        if xen.dump.generation() != dumped {
-            dumped = xen.dump.generation();
+        if xen.dump.take_newer(&mut dumped) {
             super::dump::line(
                 "xen::blkback",
                 format!(

@@ -411,8 +411,7 @@ async fn serve(
         // Borrowed for this pass only: other queues' tasks lay packets into this one
         // between passes (`Peer`), so it is given back before every await.
         let mut q = queue.borrow_mut();
-        if xen.dump.generation() != dumped {
-            dumped = xen.dump.generation();
+        if xen.dump.take_newer(&mut dumped) {
             super::dump::line(
                 "xen::netback",
                 format!(

@@ -72,6 +72,13 @@ impl Broadcast {
         }
     }
 
+    /// Whether a request newer than `seen` came; if so, `seen` becomes the latest (the
+    /// listener answers it now).
+    pub fn take_newer(&self, seen: &mut u64) -> bool {
+        let now = self.generation.get();
+        core::mem::replace(seen, now) != now
+    }
+
     /// Wait for a request newer than `seen`.
     pub fn wait(&self, seen: u64) -> BroadcastWait<'_> {
         BroadcastWait(self, seen)
@@ -176,6 +183,10 @@ mod tests {
         assert_eq!(count.0.load(core::sync::atomic::Ordering::Relaxed), 1);
         assert!(pin!(b.wait(seen)).poll(&mut cx).is_ready());
         assert!(pin!(b.wait(b.generation())).poll(&mut cx).is_pending());
+        let mut answered = seen;
+        assert!(b.take_newer(&mut answered));
+        assert_eq!(answered, b.generation());
+        assert!(!b.take_newer(&mut answered));
     }
 
     #[test]

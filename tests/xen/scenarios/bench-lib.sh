@@ -44,6 +44,16 @@ ask() {
     send "$@"
     reply "$who" "$N"
 }
+# work WHO COMMAND...: a workload (SECS seconds at least): send, sleep through its
+# nominal length, then reply. dom0's polling for the answer is short-lived processes
+# (date, awk, sleep, xl) in a PV dom0 under nested TCG, and during a workload they would
+# take CPU time from the guests being measured.
+work() {
+    local who=$1
+    send "$@"
+    sleep "$SECS"
+    reply "$who" "$N"
+}
 # key NAME: the value of NAME=... in R (a structured line).
 key() { echo "$R" | field "$1"; }
 # report METRIC=KEY...: one result line per pair from R, or its error for each.
@@ -109,7 +119,7 @@ outside_up() {
 
 # storage: the guests' disk figures (bench1 alone, then both at once).
 storage() {
-    ask bench1 fio /dev/xvda randread 4k 1 "$SECS"
+    work bench1 fio /dev/xvda randread 4k 1 "$SECS"
     report rr4k_qd1_iops=iops rr4k_qd1_p50_us=p50us rr4k_qd1_p99_us=p99us
     probed rr4k_qd32_iops=iops -- fio /dev/xvda randread 4k 32 "$SECS"
     # How busy the guest's own vCPU was: a guest that issues no faster than this is the
@@ -118,11 +128,11 @@ storage() {
     probed rw4k_qd32_iops=iops -- fio /dev/xvda randwrite 4k 32 "$SECS"
     local c0
     c0=$(dd_cpu)
-    ask bench1 fio /dev/xvda read 1M 8 "$SECS"
+    work bench1 fio /dev/xvda read 1M 8 "$SECS"
     report seqread_mibs=mibs
     cost seqread_cpu_s_per_gib "$c0" "$(key mibs)"
     c0=$(dd_cpu)
-    ask bench1 fio /dev/xvda write 1M 8 "$SECS"
+    work bench1 fio /dev/xvda write 1M 8 "$SECS"
     report seqwrite_mibs=mibs
     cost seqwrite_cpu_s_per_gib "$c0" "$(key mibs)"
     both two_guests_rr4k_qd32_iops iops fio /dev/xvda randread 4k 32 "$SECS"
@@ -135,6 +145,7 @@ both() {
     send bench1 "$@"
     n1=$N
     send bench2 "$@"
+    sleep "$SECS"
     reply bench1 "$n1"
     a=$(key "$k")
     [ -n "$a" ] || { result_error "$m" "bench1:$(key error)"; return; }
@@ -231,7 +242,7 @@ probed() {
     local t0
     t0=$(date +%s%N)
     WORK_CPU0=$(vcpu_s bench1)
-    ask bench1 "$@"
+    work bench1 "$@"
     WORK_CPU1=$(vcpu_s bench1)
     WORK_S=$(awk -v t="$(($(date +%s%N) - t0))" 'BEGIN { printf "%.2f", t / 1e9 }')
     sample_stop "$first"

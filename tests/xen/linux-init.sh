@@ -145,12 +145,24 @@ next_command() {
         [ $((n % 5)) -eq 0 ] && wait=$(awk -v w="$wait" 'BEGIN { print (w * 2 <= 1.6 ? w * 2 : w) }')
     done
 }
+# cpu_ticks: this guest's CPU time so far by kind, 1/100 s: user (nice too), system,
+# idle (iowait too), softirq, steal (runnable, but Xen ran another vCPU).
+cpu_ticks() { awk '/^cpu / { print $2 + $3, $4, $5 + $6, $8, $9 }' /proc/stat; }
+# during T0: what this guest's CPU did since cpu_ticks gave T0, as answer fields: a
+# workload's answer carries them, so a benchmark guest that was not running can be told
+# waiting for I/O (idle) from waiting for a physical CPU (steal).
+during() {
+    echo "$1" | awk -v now="$(cpu_ticks)" '{ split(now, b, " ")
+        printf "cpu_user=%d cpu_sys=%d cpu_idle=%d cpu_softirq=%d cpu_steal=%d", b[1] - $1, b[2] - $2, b[3] - $3, b[4] - $4, b[5] - $5 }'
+}
 bench_commands() {
+    local t0
     while next_command 0.2; do
         # shellcheck disable=SC2086 # split the command into its words
         set -- $CMD
         n=$1 verb=$2
         shift 2
+        t0=$(cpu_ticks)
         case "$verb" in
         fio) r=$(bench_fio "$@") ;;
         tcp) r=$(bench_tcp "$@") ;;
@@ -174,6 +186,7 @@ bench_commands() {
             r="ok=1" ;;
         *) r="error=unknown-command:$verb" ;;
         esac
+        case "$verb" in fio | tcp | udp | ping) r="$r $(during "$t0")" ;; esac
         result "cmd=$n $r"
     done
 }

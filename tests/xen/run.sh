@@ -230,10 +230,11 @@ if [ $bench -eq 1 ]; then
     if [ ${#again[@]} -gt 0 ]; then
         echo "xen tier: failed after a triple fault, again in a fresh boot: ${again[*]}"
         # The first boot's results and retries are kept, and each such run's log as
-        # NAME.first-boot.log.
+        # NAME.first-boot.txt (not .log: the report reads bench-*.log, and a first
+        # boot's partial figures would count as one more run).
         mv "$logs/results" "$logs/results.first-boot"
         mv "$logs/retries" "$logs/retries.first-boot"
-        for s in "${again[@]}"; do cp "$logs/$s.log" "$logs/$s.first-boot.log" 2>/dev/null || true; done
+        for s in "${again[@]}"; do cp "$logs/$s.log" "$logs/$s.first-boot.txt" 2>/dev/null || true; done
         rm -rf "$share/out"
         mkdir -p "$share/out/console"
         printf '%s\n' "${again[@]}" >"$share/scenarios.list"

@@ -80,7 +80,8 @@ progress() {
 #                                (completion latency; the reads' or the writes' figures)
 #   tcp HOST STREAMS SECS [-R]   iperf3 to HOST's server (-R: HOST sends): mbits= as
 #                                the receiver counted
-#   udp HOST SECS                64-byte datagrams at no rate limit: pps= received
+#   udp HOST SECS [RATE]         64-byte datagrams, RATE a second (none: no limit): pps=
+#                                received, sent_pps= sent, lost_pct=
 #   ping HOST COUNT              COUNT pings 0.1 s apart: p50ms= p99ms= lost=
 #   mem                          used_kib= (free's "used": no page cache, no ramdisk)
 #   quiesce                      the NVMe and the NIC let go by their drivers (they reset
@@ -112,10 +113,12 @@ bench_tcp() {
         END { print "mbits=" v " retr=" r }' /tmp/iperf.out
 }
 bench_udp() {
-    iperf3 -c "$1" -u -l 64 -b 0 -t "$2" >/tmp/iperf.out 2>&1 || { echo "error=iperf3:$(tail -1 /tmp/iperf.out | tr ' ' _)"; return; }
-    # The receiver's "lost/total" datagrams.
-    awk -v secs="$2" '/receiver/ { for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+\/[0-9]+$/) { split($i, lt, "/"); v = int((lt[2] - lt[1]) / secs) } }
-        END { print "pps=" v }' /tmp/iperf.out
+    # RATE: datagrams a second, as iperf3's bit rate of their 64-byte payloads (0: none).
+    iperf3 -c "$1" -u -l 64 -b $((${3:-0} * 512)) -t "$2" >/tmp/iperf.out 2>&1 || { echo "error=iperf3:$(tail -1 /tmp/iperf.out | tr ' ' _)"; return; }
+    # The "lost/total" datagrams of the receiver's line (pps=, taken by its socket) and
+    # of the sender's (sent_pps=, what it sent); lost_pct=: the receiver's share lost.
+    awk -v secs="$2" '/receiver|sender/ { for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+\/[0-9]+$/) { split($i, lt, "/"); if (/receiver/) { got = 1; v = int((lt[2] - lt[1]) / secs); l = lt[2] > 0 ? lt[1] * 100 / lt[2] : 100 } else s = int(lt[2] / secs) } }
+        END { if (got) printf "pps=%d sent_pps=%d lost_pct=%.2f\n", v, s, l; else print "error=iperf3:no-receiver-figures" }' /tmp/iperf.out
 }
 bench_ping() {
     ping -c "$2" -i 0.1 -W 2 "$1" 2>&1 | sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p' | sort -n | awk -v want="$2" '

@@ -74,7 +74,14 @@ const METRICS: &[Metric] = &[
     ),
     m(
         "guest_cpu_busy_rr4k_qd32_pct",
-        "  the guest's own vCPU busy during it",
+        "  the guest's own vCPU busy during it (its /proc/stat)",
+        "%",
+        Neither,
+        None,
+    ),
+    m(
+        "guest_cpu_idle_rr4k_qd32_pct",
+        "  the guest's own vCPU idle (waiting for I/O) during it",
         "%",
         Neither,
         None,
@@ -200,7 +207,21 @@ const METRICS: &[Metric] = &[
     ),
     m(
         "udp64_g2g_pps",
-        "UDP 64-byte datagrams guest → guest, received",
+        "UDP 64-byte datagrams guest → guest at no rate limit, received",
+        "pkt/s",
+        Higher,
+        Some(Goal::Ratio(1.0)),
+    ),
+    m(
+        "udp64_g2g_sent_pps",
+        "  sent meanwhile (the receiver's socket dropped the rest)",
+        "pkt/s",
+        Neither,
+        None,
+    ),
+    m(
+        "udp64_g2g_under1pct_pps",
+        "UDP 64-byte datagrams guest → guest, highest rate received with under 1% lost",
         "pkt/s",
         Higher,
         Some(Goal::Ratio(1.0)),

@@ -285,6 +285,9 @@ udp_capacity() {
         return
     fi
     [ "$rate" -le "$hi" ] || rate=$hi
+    # Every trial's answer (and the one at no limit, R now) in the log, with the
+    # sender's CPU split: what stopped the sender, and where the loss began.
+    echo "bench-udp: side=$SIDE run=$RUN rate=none $(echo "$R" | sed 's/.*cmd=[0-9]* //')"
     while [ $i -lt $UDP_TRIALS ]; do
         i=$((i + 1))
         work bench1 udp "$1" "$SECS" "$rate"

@@ -9,7 +9,22 @@ cd /host/scenarios || exit 1
 # takes to show. Generous ones here (the tier measures the machine first: dom0-run.sh).
 SLOW100=300
 export SLOW100
-if sh ./demo.sh; then
+# Xen's console ring starts empty, so a triple fault found after the demo is its own.
+xl dmesg -c >/dev/null 2>&1
+ok=0
+sh ./demo.sh && ok=1
+# HVM domains triple-fault now and then under nested TCG (QEMU's software CPU running
+# Xen running them), at Xen's own code, not the domain's: the emulator's fault, as the
+# Xen tier's retries (dom0-run.sh) and docs/triple-fault-2026-12-02.md show. The demo
+# says so and runs once more from a clean slate, as the tier does.
+fault=$(xl dmesg 2>/dev/null | grep "Triple fault" | head -1)
+if [ $ok = 0 ] && [ -n "$fault" ]; then
+    printf '\n\033[1m== %s: the emulator'"'"'s nested triple fault (docs/triple-fault-2026-12-02.md), not an error of the domain; the demo once more:\033[0m\n' "$fault"
+    for d in $(xl list | awk 'NR > 2 { print $1 }'); do timeout 120 xl destroy "$d" 2>/dev/null; done
+    xl dmesg -c >/dev/null 2>&1
+    sh ./demo.sh && ok=1
+fi
+if [ $ok = 1 ]; then
     done="the guest's file system and network went through Bulkhead"
 else
     done="the demo FAILED (above); consoles in build/xen-share/out/console"

@@ -301,6 +301,12 @@ udp_capacity() {
         fi
         rate=$(((lo + hi) / 2))
     done
+    # No rate passed: the receiver lost 1% or more even at the lowest one tried, which
+    # is a finding, not a figure of 0.
+    if [ "$best" = 0 ]; then
+        result_error "$m" "no-rate-under-1pct-down-to-$hi"
+        return
+    fi
     result "$m" "$best"
 }
 

@@ -251,16 +251,14 @@ async fn serve(
             );
         }
         let seen = queue.stats.requests + queue.stats.errors;
+        // Each batch's answers are told to the frontend as they are published.
         let r = match queue
-            .serve_available(&mut volume, guest.as_mut(), REQUESTS_PER_TURN)
+            .serve_notifying(&mut volume, guest.as_mut(), REQUESTS_PER_TURN, &mut || {
+                let _ = Hv.evtchn_send(port);
+            })
             .await
         {
-            Ok(notify) => {
-                if notify {
-                    let _ = Hv.evtchn_send(port);
-                }
-                queue.final_check()
-            }
+            Ok(()) => queue.final_check(),
             Err(e) => Err(e),
         };
         match r {

@@ -7,10 +7,30 @@ cd /host/scenarios || exit 1
 # shellcheck disable=SC1091 # the scenarios' lib.sh, beside this script in dom0
 . ./lib.sh # dd_dump
 : >/host/out/results
-# The whole tier has a time budget (run.sh writes it): a scenario gets at most what is left
-# of it, so one that hangs cannot use up the outer QEMU timeout and hide every result.
-budget=$(cat /host/budget 2>/dev/null || echo 1300)
+# The whole tier has a deadline on the host's clock (run.sh writes it, and keeps
+# /host/host-clock current): a scenario gets at most what is left of it, so one that
+# hangs cannot use up the outer QEMU timeout and hide every result. The host's clock,
+# not dom0's: under a slow emulator dom0's clock has been seen to fall far behind the
+# host's, and a budget counted on it outlived QEMU's limit (run.sh, limits).
+host_now() { cat /host/host-clock 2>/dev/null || date +%s; }
 tier_start=$(date +%s)
+host_start=$(host_now)
+deadline=$(cat /host/host-deadline 2>/dev/null || echo $((host_start + 1300)))
+# clocks: how far each clock got since dom0-run started (both in the log, for run.sh).
+clocks() { echo "dom0 clock $(($(date +%s) - tier_start)) s, host clock $(($(host_now) - host_start)) s"; }
+# stop_at PID: stop PID (a `timeout` running a scenario: it passes the signal on to the
+# scenario's processes) when the host's clock reaches the deadline; /tmp/deadline-hit
+# tells the caller why it ended.
+stop_at() {
+    while kill -0 "$1" 2>/dev/null; do
+        if [ "$(host_now)" -ge "$deadline" ]; then
+            : >/tmp/deadline-hit
+            kill -TERM "$1" 2>/dev/null
+            return
+        fi
+        sleep 2
+    done
+}
 
 # How fast this machine runs, measured here before every scenario (a run's speed changes
 # as it goes: other load on the host, the emulator's caches): a fixed awk loop on each of
@@ -81,7 +101,7 @@ attempt() {
     written=$(sed -n '1s/^# timeout: \([0-9]*\)$/\1/p' "./$script.sh")
     written=${written:-${SCENARIO_TIMEOUT:-420}}
     limit=$(scaled "$written")
-    left=$((budget - (start - tier_start)))
+    left=$((deadline - $(host_now)))
     [ "$left" -lt "$limit" ] && limit=$left
     if [ "$limit" -lt 60 ]; then
         rc=125
@@ -95,8 +115,17 @@ attempt() {
     # Xen's console ring starts empty, so a triple fault found later is this attempt's.
     xl dmesg -c >/dev/null 2>&1
     echo "(not started)" >/tmp/scenario-step
-    { echo "dom0-run: $CAL; this scenario's limit ${limit} s"; timeout "$limit" sh "./$script.sh"; } >"/host/out/$1.log" 2>&1
+    echo "dom0-run: $CAL; this scenario's limit ${limit} s ($(clocks))" >"/host/out/$1.log"
+    rm -f /tmp/deadline-hit
+    timeout "$limit" sh "./$script.sh" >>"/host/out/$1.log" 2>&1 &
+    pid=$!
+    stop_at $pid &
+    watcher=$!
+    wait $pid
     rc=$?
+    kill $watcher 2>/dev/null
+    wait $watcher 2>/dev/null
+    [ -e /tmp/deadline-hit ] && rc=126
     secs=$(($(date +%s) - start))
     # A scenario that passed its driver domain on (offer_dd) must leave it running: one
     # that stopped as the scenario ended (a crash, a triple fault) fails the scenario,
@@ -128,7 +157,7 @@ attempt() {
 
 # shellcheck disable=SC2013 # one scenario name per line, no spaces
 for name in $(cat /host/scenarios.list); do
-    echo "dom0-run: === $name === (at $(($(date +%s) - tier_start)) s)"
+    echo "dom0-run: === $name === (at $(($(date +%s) - tier_start)) s; $(clocks))"
     # Scenarios see which attempt they are (a retry finds what the failed one wrote).
     export ATTEMPT=1
     attempt "$name"
@@ -137,7 +166,7 @@ for name in $(cat /host/scenarios.list); do
     # other path (docs/testing.md notes the evidence). A failure with such a fault is
     # retried, at most twice, and every retry is reported; any other failure fails at once.
     n=1
-    while [ $rc -ne 0 ] && [ $rc -ne 125 ] && [ $n -le 2 ] && xl dmesg 2>/dev/null | grep -q "Triple fault"; do
+    while [ $rc -ne 0 ] && [ $rc -ne 125 ] && [ $rc -ne 126 ] && [ $n -le 2 ] && xl dmesg 2>/dev/null | grep -q "Triple fault"; do
         fault=$(xl dmesg | grep "Triple fault" | head -1)
         cp "/host/out/$name.log" "/host/out/$name.attempt-$n.txt"
         rm -rf "/host/out/$name.attempt-$n.console"
@@ -150,11 +179,14 @@ for name in $(cat /host/scenarios.list); do
     if [ $rc -eq 0 ]; then
         echo "PASS $name (${secs}s)" | tee -a /host/out/results
     elif [ $rc -eq 125 ]; then
-        echo "FAIL $name (0s): not run, the tier's ${budget}s budget is used up" | tee -a /host/out/results
+        echo "FAIL $name (0s): not run, the tier's time is used up ($(clocks))" | tee -a /host/out/results
+    elif [ $rc -eq 126 ]; then
+        echo "FAIL $name (${secs}s): stopped at the tier's deadline ($(clocks)); it got to: $(cat /tmp/scenario-step)" | tee -a /host/out/results
     else
         why=$(grep '^FAIL:' "/host/out/$name.log" | head -1 | cut -c7-)
         [ $rc -eq 124 ] && why="timed out after ${limit} s (${written} s written; $CAL); it got to: $(cat /tmp/scenario-step); ${why}"
         echo "FAIL $name (${secs}s): ${why:-exit status $rc}" | tee -a /host/out/results
     fi
 done
+echo "dom0-run: clocks: $(clocks)" | tee /host/out/clocks
 echo "dom0-run: done"

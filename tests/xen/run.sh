@@ -214,11 +214,11 @@ boot() {
     # replaced once a second; dom0-run.sh stops starting scenarios, and stops a running
     # one, when it reaches host-deadline.
     echo $((t0 + dom0_share)) >"$share/host-deadline"
-    date +%s >"$share/host-clock"
     # (It ends with run.sh, whichever way that goes: a background job of a script
     # ignores Ctrl-C.)
-    (while kill -0 $$ 2>/dev/null && sleep 1; do
+    (while kill -0 $$ 2>/dev/null; do
         if date +%s >"$share/host-clock.new"; then mv -f "$share/host-clock.new" "$share/host-clock" || :; fi
+        sleep 1
     done) &
     ticker=$!
     # This boot's part of serial.log (a second boot appends to the first's).

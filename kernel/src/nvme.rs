@@ -6,17 +6,21 @@ use alloc::format;
 use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::cell::{RefCell, RefMut};
+use core::future::Future;
+use core::ops::DerefMut;
 
 use bulkhead_block::{
     BlockDevice, BlockError, Extent, Features, Io, Listed, ListedPartition, Span,
 };
 use bulkhead_event::quoted;
-use bulkhead_executor::{Handle, Mutex, Signal};
+use bulkhead_executor::{Broadcast, Handle, Mutex};
 use bulkhead_nvme::batch::{self, Batch, Memory, Split, Transfer};
 use bulkhead_nvme::cmd::{Command, Completion};
 use bulkhead_nvme::controller::{Config, Controller};
 use bulkhead_nvme::gpt::{self, Partition};
 use bulkhead_nvme::identify::Namespace;
+use bulkhead_nvme::owners::{Owners, Ticket};
 use bulkhead_nvme::pool::{Buffer, Pool};
 use bulkhead_nvme::prp::Pages;
 use bulkhead_nvme::recovery;
@@ -64,13 +68,20 @@ const IO_TIMEOUT_NS: u64 = 10_000_000_000;
 pub struct Disk {
     pub name: String,
     /// Its PCI function: bus mastering goes off when the driver gives up on commands that
-    /// move data in memory it is about to hand back (`rw_all`, direct transfers).
+    /// move data in memory it is about to hand back ([`transfer`], direct transfers).
     bdf: bulkhead_pci::Bdf,
     ctrl: Controller<BarMmio>,
     dma: KernelDma,
     pool: Pool,
     mode: IrqMode,
-    signal: Option<&'static Signal>,
+    /// Whose each command in flight on the I/O queue is: several callers (each guest's
+    /// vbds, each a batch) have commands at the device at once, and take the queue only
+    /// to submit and to reap ([`transfer`]).
+    owners: Owners,
+    /// Raised at each interrupt (a task forwards the vector's signal, which wakes one
+    /// waiter only) and whenever a caller reaped another's completions or reset the
+    /// controller: every caller waiting on the device looks again.
+    woken: Rc<Broadcast>,
     /// INTx: the I/O APIC pin to unmask after servicing.
     gsi: Option<u8>,
     timeout_ns: u64,
@@ -228,6 +239,16 @@ fn bring_up(h: &Handle, f: &Function, name: &str, mode: IrqMode) -> Result<Disk,
             ns.bytes() >> 20
         );
     }
+    let woken = Rc::new(Broadcast::default());
+    if let Some(s) = signal {
+        let w = woken.clone();
+        h.spawn("nvme-irq", async move {
+            loop {
+                s.wait().await;
+                w.raise();
+            }
+        });
+    }
     Ok(Disk {
         name: String::from(name),
         bdf,
@@ -235,7 +256,8 @@ fn bring_up(h: &Handle, f: &Function, name: &str, mode: IrqMode) -> Result<Disk,
         dma,
         pool,
         mode,
-        signal,
+        owners: Owners::new(),
+        woken,
         gsi,
         timeout_ns: IO_TIMEOUT_NS,
         #[cfg(feature = "test-hooks")]
@@ -249,21 +271,26 @@ impl Disk {
         &self.ctrl.namespaces
     }
 
+    /// Wait for command `cid` of `t` (the lock on the disk is held meanwhile: other
+    /// callers' completions go to their stash).
     async fn wait(
         &mut self,
         h: &Handle,
+        t: &Ticket,
         cid: u16,
         what: &'static str,
     ) -> Result<Completion, Error> {
         let deadline = h.now() + self.timeout_ns;
         loop {
-            let mut got = None;
-            let q = &mut self.ctrl.io[0];
-            q.reap(&self.dma, &self.ctrl.mmio, |c| {
-                if c.cid == cid {
-                    got = Some(c);
-                }
-            });
+            let seen = self.woken.generation();
+            let got = self
+                .owners
+                .reap(t, &mut self.ctrl.io[0], &self.dma, &self.ctrl.mmio)
+                .into_iter()
+                .find(|c| c.cid == cid);
+            if self.owners.take_handed() {
+                self.woken.raise();
+            }
             if let Some(g) = self.gsi {
                 crate::arch::ioapic::unmask(g);
             }
@@ -273,25 +300,17 @@ impl Disk {
             if h.now() > deadline {
                 return Err(Error::Timeout { what });
             }
-            self.until_completion(h).await;
-        }
-    }
-
-    /// Between two looks at the completion queue: until the device's interrupt (or a
-    /// moment, when polled). A completion that raced the last look has already raised
-    /// the signal; the timeout bounds a lost interrupt.
-    async fn until_completion(&self, h: &Handle) {
-        match (self.mode, self.signal) {
-            (IrqMode::Poll, _) | (_, None) => h.sleep(20_000).await,
-            (_, Some(s)) => {
-                let _ = h.timeout(100_000_000, s.wait()).await;
-            }
+            until_woken(h, self.mode, &self.woken, seen).await;
         }
     }
 
     /// Reset the controller (every command in flight is dropped and its buffers are ours
     /// again); returns how many were in flight.
     fn reset_controller(&mut self) -> Result<usize, Error> {
+        // Every caller's commands are gone, whatever the reset's outcome: each submits
+        // its own again at its next look (`Batch::catch_up`), woken now.
+        self.owners.reset();
+        self.woken.raise();
         let lost = self.ctrl.reset(&self.dma, &mut SpinClock)?;
         if matches!(self.mode, IrqMode::Msi | IrqMode::Intx) {
             // Reset masked vector 0 (INTMS) again.
@@ -311,18 +330,21 @@ impl Disk {
         }
     }
 
-    /// Give up on the controller (see `failed`).
+    /// Give up on the controller (see `failed`). Its DMA stops first: other callers'
+    /// commands still out may point into memory they hand back once they see it failed.
     pub fn fail(&mut self, why: &str) {
         if !self.failed {
+            self.stop_dma();
             // Its disks answer every request with an error from here on.
             error!("{}: {why}; the controller is failed", self.name);
             crate::event!("nvme-failed", "dev={} why={}", self.name, quoted(why));
+            self.woken.raise();
         }
         self.failed = true;
     }
 
     /// Submit one command and wait (flush, write zeroes, deallocate; reads and writes go
-    /// in batches, `rw_all`). A command that times out is aborted; if the controller
+    /// in batches, [`transfer`]). A command that times out is aborted; if the controller
     /// cannot abort it, the controller is reset. Either way it is re-issued once (its
     /// buffers are still ours), and only a second failure reaches the caller.
     /// Test only: whether to lose the command about to be submitted (once).
@@ -351,6 +373,19 @@ impl Disk {
         what: &'static str,
     ) -> Result<u32, Error> {
         // The policy is bulkhead_nvme::recovery's; this follows it.
+        let t = self.owners.join();
+        let r = self.run_ticket(h, &t, cmd, what).await;
+        self.owners.leave(t);
+        r
+    }
+
+    async fn run_ticket(
+        &mut self,
+        h: &Handle,
+        t: &Ticket,
+        cmd: Command,
+        what: &'static str,
+    ) -> Result<u32, Error> {
         let mut recovery = recovery::Command::new();
         loop {
             let cid = if self.take_lost() {
@@ -358,7 +393,8 @@ impl Disk {
             } else {
                 self.ctrl.io[0].submit(&self.dma, &self.ctrl.mmio, cmd)?
             };
-            let e = match self.wait(h, cid, what).await {
+            self.owners.submitted(t, cid);
+            let e = match self.wait(h, t, cid, what).await {
                 Ok(c) => return c.result(),
                 Err(e @ Error::Timeout { .. }) => e,
                 Err(e) => return Err(e),
@@ -378,7 +414,7 @@ impl Disk {
                 .ctrl
                 .abort(&self.dma, &mut SpinClock, 1, cid)
                 .unwrap_or(false);
-            let completed = aborted && self.wait(h, cid, what).await.is_ok();
+            let completed = aborted && self.wait(h, t, cid, what).await.is_ok();
             match recovery.abort_result(completed) {
                 recovery::AfterAbort::Reissue => {
                     crate::event!("nvme-reissue", "dev={} what={what} after=abort", self.name);
@@ -418,12 +454,8 @@ impl Disk {
         r.pop().unwrap_or(Err(Error::Invalid("no result")))
     }
 
-    /// Serve every transfer of `ios` on namespace `nsid` with as many commands in flight
-    /// as the I/O queue and the DMA pool allow (`bulkhead_nvme::batch`), each transfer
-    /// split into commands of at most one pool buffer; one result per transfer. If the
-    /// controller stops answering for `timeout_ns`, it is reset and what was in flight
-    /// is issued again (the device no longer writes those buffers); a second time, the
-    /// controller is failed.
+    /// [`transfer`] with this caller alone on the disk (the self-test, the storage
+    /// bench, a partition table's read at bring-up).
     pub async fn rw_all(
         &mut self,
         h: &Handle,
@@ -431,159 +463,9 @@ impl Disk {
         ios: &mut [Io<'_>],
         check: bool,
     ) -> Vec<Result<(), Error>> {
-        let mut out: Vec<Result<(), Error>> = alloc::vec![Ok(()); ios.len()];
-        if self.failed {
-            out.iter_mut().for_each(|r| *r = Err(Error::Fatal));
-            return out;
-        }
-        let Some(ns) = self.ctrl.namespace(nsid).cloned() else {
-            out.iter_mut()
-                .for_each(|r| *r = Err(Error::Invalid("no such namespace")));
-            return out;
-        };
-        // The caller's memory is identity-mapped RAM (all of the kernel's is: heap,
-        // image, stacks; so are the grants it maps), so its address is what the device
-        // is given (batch::split decides where it cannot be).
-        let pieces: Vec<Option<Vec<(u64, usize)>>> =
-            ios.iter().map(|io| io.spans().map(prp_pieces)).collect();
-        let transfers: Vec<Transfer> = ios
-            .iter()
-            .zip(&pieces)
-            .map(|(io, p)| Transfer {
-                write: io.is_write(),
-                lba: io.lba(),
-                len: io.len(),
-                memory: match (p, io.as_ptr()) {
-                    (Some(p), _) => Memory::Pieces(p),
-                    (None, Some(at)) => Memory::Buffer(at as u64),
-                    (None, None) => Memory::Copied,
-                },
-            })
-            .collect();
-        let Split {
-            ops,
-            owner,
-            refused,
-        } = batch::split(
-            &transfers,
-            nsid,
-            ns.blocks,
-            ns.block_size,
-            self.pool.buffer_bytes(),
-            check,
-        );
-        for (r, e) in out.iter_mut().zip(refused) {
-            if let Some(e) = e {
-                *r = Err(e);
-            }
-        }
-        let mut batch = Batch::new(ops);
-        let mut watch = recovery::BatchWatch::new(h.now(), self.timeout_ns);
-        while !batch.done() {
-            {
-                let lose = self.take_lost();
-                let Disk {
-                    ctrl, dma, pool, ..
-                } = self;
-                let q = &mut ctrl.io[0];
-                let fill = |i: usize, b: &Buffer| {
-                    let (k, at, l) = owner[i];
-                    if let Io::Write { buf, .. } = &ios[k] {
-                        dma.write(b.data, &buf[at..at + l]);
-                    }
-                };
-                // Test only: the commands queued here stay unseen until the next
-                // doorbell, so this loses a command only if the batch fits in this one
-                // submission (the self-test's single 64 KiB read does).
-                if lose {
-                    batch.queue_up(q, pool, dma, fill);
-                } else {
-                    batch.submit(q, pool, dma, &ctrl.mmio, fill);
-                }
-            }
-            let ended = {
-                let Disk {
-                    ctrl, dma, pool, ..
-                } = self;
-                batch.reap(&mut ctrl.io[0], pool, dma, &ctrl.mmio, |i, b| {
-                    let (k, at, l) = owner[i];
-                    if let Io::Read { buf, .. } = &mut ios[k] {
-                        dma.read(b.data, &mut buf[at..at + l]);
-                    }
-                })
-            };
-            if let Some(g) = self.gsi {
-                crate::arch::ioapic::unmask(g);
-            }
-            if batch.done() {
-                break;
-            }
-            match watch.look(h.now(), ended, batch.in_flight()) {
-                recovery::Verdict::Wait => {}
-                recovery::Verdict::GiveUp(why) => {
-                    // Commands still out may point into the caller's memory, which it
-                    // takes back when this returns: the device must not touch it again.
-                    self.stop_dma();
-                    batch.fail_rest(
-                        &mut self.pool,
-                        Error::Timeout {
-                            what: "read or write",
-                        },
-                        false,
-                    );
-                    self.fail(&match why {
-                        // Nothing in flight and nothing submitted: the DMA pool lost
-                        // its buffers to commands given up on earlier.
-                        recovery::GiveUp::NoBuffers => {
-                            String::from("no DMA buffer left for a command")
-                        }
-                        recovery::GiveUp::TimedOutAfterReset { stuck } => {
-                            format!("{stuck} command(s) timed out again after a controller reset")
-                        }
-                    });
-                    break;
-                }
-                recovery::Verdict::Reset { stuck } => {
-                    crate::event!(
-                        "nvme-timeout",
-                        "dev={} what=batch commands={stuck} timeout_ms={} action=reset",
-                        self.name,
-                        self.timeout_ns / 1_000_000
-                    );
-                    match self.reset_controller() {
-                        Ok(_) => {
-                            let n = batch.requeue_in_flight(&mut self.pool);
-                            crate::event!("nvme-reset", "dev={} dropped={n}", self.name);
-                            crate::event!(
-                                "nvme-reissue",
-                                "dev={} what=batch after=reset",
-                                self.name
-                            );
-                        }
-                        Err(e) => {
-                            self.stop_dma();
-                            batch.fail_rest(&mut self.pool, Error::Fatal, false);
-                            self.fail(&format!("controller reset failed: {e}"));
-                            break;
-                        }
-                    }
-                    watch.reset_done(h.now());
-                    continue;
-                }
-            }
-            if ended > 0 {
-                continue;
-            }
-            self.until_completion(h).await;
-        }
-        let mut results = batch.results().into_iter();
-        for (k, _, _) in owner {
-            let r = results.next().unwrap_or(Err(Error::Invalid("no result")));
-            if out[k].is_ok() {
-                out[k] = r;
-            }
-        }
-        out
+        let cell = RefCell::new(self);
+        let lock = || core::future::ready(RefMut::map(cell.borrow_mut(), |d| &mut **d));
+        transfer(lock, h, nsid, ios, check).await
     }
 
     /// Before the domain goes: flush every namespace's volatile cache, then a normal
@@ -699,6 +581,208 @@ impl Disk {
     }
 }
 
+/// Between two looks at the completion queue: until the disk's waiters are woken (an
+/// interrupt, another caller's reaping or reset; see `Disk::woken`) after `seen`, or a
+/// moment when polled. The timeout bounds a lost interrupt.
+async fn until_woken(h: &Handle, mode: IrqMode, woken: &Broadcast, seen: u64) {
+    if mode == IrqMode::Poll {
+        h.sleep(20_000).await;
+    } else {
+        let _ = h.timeout(100_000_000, woken.wait(seen)).await;
+    }
+}
+
+/// Serve every transfer of `ios` on namespace `nsid` of the disk `lock` gives, with as
+/// many commands in flight as the I/O queue and the DMA pool allow
+/// (`bulkhead_nvme::batch`), each transfer split into commands of at most one pool
+/// buffer; one result per transfer. The disk is held only to submit and to reap, never
+/// while waiting, so other callers' batches are at the device at the same time
+/// (`bulkhead_nvme::owners`). If the controller stops answering this batch for
+/// `timeout_ns`, it is reset and what was in flight is issued again (every caller's);
+/// a second time, the controller is failed.
+pub async fn transfer<G, F>(
+    lock: impl Fn() -> F,
+    h: &Handle,
+    nsid: u32,
+    ios: &mut [Io<'_>],
+    check: bool,
+) -> Vec<Result<(), Error>>
+where
+    F: Future<Output = G>,
+    G: DerefMut<Target = Disk>,
+{
+    let mut out: Vec<Result<(), Error>> = alloc::vec![Ok(()); ios.len()];
+    let (ns, buffer_bytes, woken, mode, timeout_ns) = {
+        let d = lock().await;
+        if d.failed {
+            out.iter_mut().for_each(|r| *r = Err(Error::Fatal));
+            return out;
+        }
+        let Some(ns) = d.ctrl.namespace(nsid).cloned() else {
+            out.iter_mut()
+                .for_each(|r| *r = Err(Error::Invalid("no such namespace")));
+            return out;
+        };
+        (
+            ns,
+            d.pool.buffer_bytes(),
+            d.woken.clone(),
+            d.mode,
+            d.timeout_ns,
+        )
+    };
+    // The caller's memory is identity-mapped RAM (all of the kernel's is: heap, image,
+    // stacks; so are the grants it maps), so its address is what the device is given
+    // (batch::split decides where it cannot be).
+    let pieces: Vec<Option<Vec<(u64, usize)>>> =
+        ios.iter().map(|io| io.spans().map(prp_pieces)).collect();
+    let transfers: Vec<Transfer> = ios
+        .iter()
+        .zip(&pieces)
+        .map(|(io, p)| Transfer {
+            write: io.is_write(),
+            lba: io.lba(),
+            len: io.len(),
+            memory: match (p, io.as_ptr()) {
+                (Some(p), _) => Memory::Pieces(p),
+                (None, Some(at)) => Memory::Buffer(at as u64),
+                (None, None) => Memory::Copied,
+            },
+        })
+        .collect();
+    let Split {
+        ops,
+        owner,
+        refused,
+    } = batch::split(
+        &transfers,
+        nsid,
+        ns.blocks,
+        ns.block_size,
+        buffer_bytes,
+        check,
+    );
+    for (r, e) in out.iter_mut().zip(refused) {
+        if let Some(e) = e {
+            *r = Err(e);
+        }
+    }
+    let mut batch = Batch::new(ops, &mut lock().await.owners);
+    let mut watch = recovery::BatchWatch::new(h.now(), timeout_ns);
+    loop {
+        let (seen, ended) = {
+            let mut guard = lock().await;
+            let d: &mut Disk = &mut guard;
+            if d.failed {
+                // Another caller gave up on the controller (its DMA is stopped).
+                batch.fail_rest(&mut d.pool, Error::Fatal, false);
+                break;
+            }
+            let seen = d.woken.generation();
+            let lose = d.take_lost();
+            let Disk {
+                ctrl,
+                dma,
+                pool,
+                owners,
+                woken,
+                gsi,
+                ..
+            } = d;
+            let q = &mut ctrl.io[0];
+            let fill = |i: usize, b: &Buffer| {
+                let (k, at, l) = owner[i];
+                if let Io::Write { buf, .. } = &ios[k] {
+                    dma.write(b.data, &buf[at..at + l]);
+                }
+            };
+            // Test only: the commands queued here stay unseen until the next doorbell,
+            // so this loses a command only if the batch fits in this one submission
+            // (the self-test's single 64 KiB read does).
+            if lose {
+                batch.queue_up(q, owners, pool, dma, fill);
+            } else {
+                batch.submit(q, owners, pool, dma, &ctrl.mmio, fill);
+            }
+            let ended = batch.reap(q, owners, pool, dma, &ctrl.mmio, |i, b| {
+                let (k, at, l) = owner[i];
+                if let Io::Read { buf, .. } = &mut ios[k] {
+                    dma.read(b.data, &mut buf[at..at + l]);
+                }
+            });
+            if owners.take_handed() {
+                woken.raise();
+            }
+            if let Some(g) = *gsi {
+                crate::arch::ioapic::unmask(g);
+            }
+            if batch.done() {
+                break;
+            }
+            match watch.look(h.now(), ended, batch.in_flight()) {
+                recovery::Verdict::Wait => {}
+                recovery::Verdict::GiveUp(why) => {
+                    // Commands still out may point into the caller's memory, which it
+                    // takes back when this returns: `fail` stops the device's DMA.
+                    d.fail(&match why {
+                        // Nothing in flight and nothing submitted: the DMA pool lost
+                        // its buffers to commands given up on earlier.
+                        recovery::GiveUp::NoBuffers => {
+                            String::from("no DMA buffer left for a command")
+                        }
+                        recovery::GiveUp::TimedOutAfterReset { stuck } => {
+                            format!("{stuck} command(s) timed out again after a controller reset")
+                        }
+                    });
+                    batch.fail_rest(
+                        &mut d.pool,
+                        Error::Timeout {
+                            what: "read or write",
+                        },
+                        false,
+                    );
+                    break;
+                }
+                recovery::Verdict::Reset { stuck } => {
+                    crate::event!(
+                        "nvme-timeout",
+                        "dev={} what=batch commands={stuck} timeout_ms={} action=reset",
+                        d.name,
+                        d.timeout_ns / 1_000_000
+                    );
+                    match d.reset_controller() {
+                        Ok(_) => {
+                            let n = batch.catch_up(&d.owners, &mut d.pool);
+                            crate::event!("nvme-reset", "dev={} dropped={n}", d.name);
+                            crate::event!("nvme-reissue", "dev={} what=batch after=reset", d.name);
+                        }
+                        Err(e) => {
+                            d.fail(&format!("controller reset failed: {e}"));
+                            batch.fail_rest(&mut d.pool, Error::Fatal, false);
+                            break;
+                        }
+                    }
+                    watch.reset_done(h.now());
+                    continue;
+                }
+            }
+            (seen, ended)
+        };
+        if ended > 0 {
+            continue;
+        }
+        until_woken(h, mode, &woken, seen).await;
+    }
+    let mut results = batch.results(&mut lock().await.owners).into_iter();
+    for (k, _, _) in owner {
+        let r = results.next().unwrap_or(Err(Error::Invalid("no result")));
+        if out[k].is_ok() {
+            out[k] = r;
+        }
+    }
+    out
+}
+
 fn block_error(e: Error) -> BlockError {
     match e {
         Error::Invalid(_) => BlockError::OutOfRange,
@@ -761,8 +845,8 @@ impl BlockDevice for Volume {
                 Err(e) => out[k] = Err(e),
             }
         }
-        let mut d = self.disk.lock().await;
-        let results = d.rw_all(&self.h, self.nsid, &mut mapped, true).await;
+        let disk = &self.disk;
+        let results = transfer(|| disk.lock(), &self.h, self.nsid, &mut mapped, true).await;
         for (k, r) in owner.into_iter().zip(results) {
             out[k] = r.map_err(block_error);
         }

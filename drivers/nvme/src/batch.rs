@@ -9,11 +9,16 @@
 //! submission, `drain` copies a read's data out after a successful completion. Buffers
 //! go back to the pool as their commands complete, so an empty pool or a full queue is
 //! back-pressure: the batch submits more at the next `submit`.
+//!
+//! A batch shares its queue with other callers' batches and single commands
+//! ([`crate::owners`]): it takes only its own completions, and after a controller reset
+//! (whoever asked for it) it submits again whatever it had in flight.
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use crate::cmd::Command;
+use crate::owners::{Owners, Ticket};
 use crate::pool::{Buffer, Pool};
 use crate::prp::Pages;
 use crate::queue::QueuePair;
@@ -43,16 +48,20 @@ pub struct Batch {
     /// Command id -> (operation, its buffer).
     in_flight: BTreeMap<u16, (usize, Buffer)>,
     results: Vec<Option<Result<(), Error>>>,
+    ticket: Ticket,
 }
 
 impl Batch {
-    pub fn new(ops: Vec<Op>) -> Batch {
+    /// A batch on a queue whose commands `owners` records (it leaves in
+    /// [`Batch::results`]).
+    pub fn new(ops: Vec<Op>, owners: &mut Owners) -> Batch {
         let n = ops.len();
         Batch {
             ops,
             pending: (0..n).rev().collect(),
             in_flight: BTreeMap::new(),
             results: (0..n).map(|_| None).collect(),
+            ticket: owners.join(),
         }
     }
 
@@ -76,12 +85,13 @@ impl Batch {
     pub fn submit(
         &mut self,
         q: &mut QueuePair,
+        owners: &mut Owners,
         pool: &mut Pool,
         dma: &impl Dma,
         mmio: &impl Mmio,
         fill: impl FnMut(usize, &Buffer),
     ) -> usize {
-        let n = self.queue_up(q, pool, dma, fill);
+        let n = self.queue_up(q, owners, pool, dma, fill);
         if n > 0 {
             q.ring(dma, mmio);
         }
@@ -93,10 +103,12 @@ impl Batch {
     pub fn queue_up(
         &mut self,
         q: &mut QueuePair,
+        owners: &mut Owners,
         pool: &mut Pool,
         dma: &impl Dma,
         mut fill: impl FnMut(usize, &Buffer),
     ) -> usize {
+        self.catch_up(owners, pool);
         let mut n = 0;
         while let Some(&i) = self.pending.last() {
             let op = &self.ops[i];
@@ -130,6 +142,7 @@ impl Batch {
             let cmd = Command::rw(op.write, op.nsid, op.lba, op.blocks, prp.prp1, prp.prp2);
             match q.submit_quiet(dma, cmd) {
                 Ok(cid) => {
+                    owners.submitted(&self.ticket, cid);
                     self.in_flight.insert(cid, (i, b));
                     n += 1;
                 }
@@ -144,19 +157,21 @@ impl Batch {
         n
     }
 
-    /// Take the queue's new completions; each ends its operation. `drain(op, buffer)`
-    /// copies a successful read's data out. Returns how many operations ended. The batch
-    /// owns the queue while it runs: a completion for a command not its own is dropped.
+    /// Take this batch's completions (those another caller reaped for it, and the
+    /// queue's new ones; the others' go to their stash); each ends its operation.
+    /// `drain(op, buffer)` copies a successful read's data out. Returns how many
+    /// operations ended.
     pub fn reap(
         &mut self,
         q: &mut QueuePair,
+        owners: &mut Owners,
         pool: &mut Pool,
         dma: &impl Dma,
         mmio: &impl Mmio,
         mut drain: impl FnMut(usize, &Buffer),
     ) -> usize {
-        let mut ended = Vec::new();
-        q.reap(dma, mmio, |c| ended.push(c));
+        self.catch_up(owners, pool);
+        let ended = owners.reap(&self.ticket, q, dma, mmio);
         let mut n = 0;
         for c in ended {
             let Some((i, b)) = self.in_flight.remove(&c.cid) else {
@@ -173,9 +188,13 @@ impl Batch {
         n
     }
 
-    /// After the controller was reset (every command in flight dropped): their buffers
-    /// go back and their operations are submitted again, first. Returns how many.
-    pub fn requeue_in_flight(&mut self, pool: &mut Pool) -> usize {
+    /// After a controller reset (this caller's or another's, [`Owners::reset`]): every
+    /// command this batch had in flight was dropped, so their buffers go back and their
+    /// operations are submitted again, first. Returns how many.
+    pub fn catch_up(&mut self, owners: &Owners, pool: &mut Pool) -> usize {
+        if !owners.catch_up(&mut self.ticket) {
+            return 0;
+        }
         let dropped = core::mem::take(&mut self.in_flight);
         let n = dropped.len();
         let mut ops: Vec<usize> = Vec::with_capacity(n);
@@ -204,8 +223,10 @@ impl Batch {
         }
     }
 
-    /// Each operation's result, in operation order (call once `done`).
-    pub fn results(self) -> Vec<Result<(), Error>> {
+    /// Each operation's result, in operation order (call once `done`); the batch
+    /// leaves `owners`.
+    pub fn results(self, owners: &mut Owners) -> Vec<Result<(), Error>> {
+        owners.leave(self.ticket);
         self.results
             .into_iter()
             .map(|r| r.unwrap_or(Err(Error::Invalid("operation never ended"))))

@@ -17,6 +17,7 @@ pub mod cmd;
 pub mod controller;
 pub mod gpt;
 pub mod identify;
+pub mod owners;
 pub mod pool;
 pub mod prp;
 pub mod queue;

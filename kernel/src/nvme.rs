@@ -854,6 +854,10 @@ impl BlockDevice for Volume {
     }
     /// Any memory PRPs describe (the commands a transfer is split into are sub-ranges,
     /// which PRPs then describe too).
+    /// Every clone reaches the same disk, whose lock is held only to submit and reap.
+    fn lane(&self) -> Option<Self> {
+        Some(self.clone())
+    }
     fn takes_spans(&self, spans: &[Span]) -> bool {
         let pieces = prp_pieces(spans);
         let len = pieces.iter().map(|p| p.1).sum();

@@ -9,6 +9,9 @@
 
 use alloc::vec;
 use alloc::vec::Vec;
+use core::cell::{Cell, RefCell};
+use core::future::poll_fn;
+use core::task::{Poll, Waker};
 
 use bulkhead_block::{BlockDevice, BlockError, Io, Span};
 
@@ -34,7 +37,8 @@ pub trait DmaPages: GuestMemory {
     /// For each run, one span per piece of its transfers in order (the piece's page,
     /// mapped, at its offset), or None if any of its pieces cannot be offered or `takes`
     /// (the device) refuses the spans. Every span handed out stays mapped until
-    /// [`DmaPages::release_dma`]: the device may be writing it.
+    /// [`DmaPages::release_dma`] of its pieces: the device may be writing it (several
+    /// batches of a ring may hold spans at once, each releasing its own).
     fn dma_pages(
         &mut self,
         runs: &[Vec<&Transfer>],
@@ -42,8 +46,9 @@ pub trait DmaPages: GuestMemory {
     ) -> Vec<Option<Vec<Span>>> {
         runs.iter().map(|_| None).collect()
     }
-    /// The device is done with every span handed out.
-    fn release_dma(&mut self) {}
+    /// The device is done with the spans handed out for `pieces` (those of the runs
+    /// that were offered, as many times as they were).
+    fn release_dma(&mut self, _pieces: &[Piece]) {}
 }
 
 /// The device as this vbd exposes it.
@@ -186,9 +191,77 @@ pub const BATCH_MAX_BYTES: usize = 8 * MERGE_MAX_BYTES;
 
 /// Largest amount of buffers of ours one queue's transfers hold at once (those whose
 /// guest pages the device cannot reach itself): what a frontend's requests can make
-/// this driver domain allocate per queue, whatever it publishes. The same as one merged
-/// I/O, so serving requests at once costs no more memory than merging them did.
+/// this driver domain allocate per queue, whatever it publishes, however many of its
+/// batches are at the device ([`Budget`]). The same as one merged I/O, so serving
+/// requests at once costs no more memory than merging them did.
 pub const BUFFERED_MAX_BYTES: usize = MERGE_MAX_BYTES;
+
+/// The bytes of buffers one queue's batches may hold at once, shared by the batches
+/// served at the same time: a round takes what its buffered runs need before they are
+/// allocated and gives it back when it ends, waiting while the others hold too much.
+/// A single run larger than the whole budget goes alone, when nothing else holds any.
+pub struct Budget {
+    total: usize,
+    used: Cell<usize>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl Budget {
+    pub fn new(total: usize) -> Budget {
+        Budget {
+            total,
+            used: Cell::new(0),
+            waiters: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> usize {
+        self.used.get()
+    }
+
+    /// Take `n` bytes if they fit (or if nothing is held at all).
+    fn try_take(&self, n: usize) -> bool {
+        let used = self.used.get();
+        if used == 0 || used + n <= self.total {
+            self.used.set(used + n);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Take `n` bytes, waiting until they fit.
+    async fn take(&self, n: usize) {
+        poll_fn(|cx| {
+            if self.try_take(n) {
+                return Poll::Ready(());
+            }
+            let mut w = self.waiters.borrow_mut();
+            if !w.iter().any(|x| x.will_wake(cx.waker())) {
+                w.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    fn give(&self, n: usize) {
+        self.used.set(self.used.get().saturating_sub(n));
+        for w in core::mem::take(&mut *self.waiters.borrow_mut()) {
+            w.wake();
+        }
+    }
+}
+
+/// Bytes taken from a [`Budget`], given back when dropped (whatever way the round ends).
+struct Held<'a>(&'a Budget, usize);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.give(self.1);
+    }
+}
 
 /// A stretch of a run that goes to the device as one transfer: transfers `first..end` of
 /// the run, bytes `at..at + len` of its buffer. A run splits into several only around a
@@ -212,20 +285,28 @@ struct Part {
 /// guest copy that fails costs only its own request; a device failure on a merged I/O
 /// is retried request by request, so each gets its own status.
 ///
-/// Buffers are what the frontend's requests make this driver domain hold, so at most
-/// [`BUFFERED_MAX_BYTES`] of them (or one run's, if larger) are in use at once: the runs
-/// that need more wait for the next round, after the device answered the first. Direct
-/// runs hold only the guest's own pages and all go in the first round.
+/// Buffers are what the frontend's requests make this driver domain hold, so the
+/// queue's [`Budget`] bounds them (at most [`BUFFERED_MAX_BYTES`], or one run's if
+/// larger, across all of its batches at the device): the runs that do not fit wait for
+/// the next round, after the device answered the first, or, when nothing of this
+/// batch fits, for another batch to give its buffers back. Direct runs hold only the
+/// guest's own pages and all go in the first round.
+///
+/// The guest's memory is shared with the ring's other batches served at the same time:
+/// it is borrowed only between two waits, never across one.
 pub async fn transfer_runs<D: BlockDevice, G: DmaPages + ?Sized>(
     runs: &[Vec<&Transfer>],
     dev: &mut D,
-    guest: &mut G,
+    guest: &RefCell<&mut G>,
+    budget: &Budget,
 ) -> Vec<Vec<Result<Done, Failure>>> {
     let mut out: Vec<Option<Vec<Result<Done, Failure>>>> = vec![None; runs.len()];
     let mut pending: Vec<usize> = (0..runs.len()).collect();
     while !pending.is_empty() {
         let these: Vec<Vec<&Transfer>> = pending.iter().map(|&i| runs[i].clone()).collect();
-        let offered = guest.dma_pages(&these, &mut |sp| dev.takes_spans(sp));
+        let offered = guest
+            .borrow_mut()
+            .dma_pages(&these, &mut |sp| dev.takes_spans(sp));
         let mut now: Vec<usize> = Vec::new();
         let mut direct: Vec<Option<Vec<Span>>> = Vec::new();
         let mut later: Vec<usize> = Vec::new();
@@ -233,7 +314,7 @@ pub async fn transfer_runs<D: BlockDevice, G: DmaPages + ?Sized>(
         for (&i, d) in pending.iter().zip(offered) {
             if d.is_none() {
                 let bytes: usize = runs[i].iter().map(|t| t.bytes).sum();
-                if buffered > 0 && buffered + bytes > BUFFERED_MAX_BYTES {
+                if !budget.try_take(bytes) {
                     later.push(i);
                     continue;
                 }
@@ -242,11 +323,31 @@ pub async fn transfer_runs<D: BlockDevice, G: DmaPages + ?Sized>(
             now.push(i);
             direct.push(d);
         }
+        if now.is_empty() {
+            // Every run left goes through buffers and the other batches hold the
+            // budget: wait for room for the first.
+            let first = later.remove(0);
+            let bytes: usize = runs[first].iter().map(|t| t.bytes).sum();
+            budget.take(bytes).await;
+            buffered = bytes;
+            now.push(first);
+            direct.push(None);
+        }
+        let held = Held(budget, buffered);
         let round: Vec<Vec<&Transfer>> = now.iter().map(|&i| runs[i].clone()).collect();
         let results = serve_round(&round, &direct, dev, guest).await;
+        drop(held);
         // Every transfer of the round has ended: the device no longer touches the
-        // guest's pages.
-        guest.release_dma();
+        // guest's pages it was offered.
+        let offered_pieces: Vec<Piece> = round
+            .iter()
+            .zip(&direct)
+            .filter(|(_, d)| d.is_some())
+            .flat_map(|(run, _)| run.iter().flat_map(|t| t.pieces.iter().copied()))
+            .collect();
+        if !offered_pieces.is_empty() {
+            guest.borrow_mut().release_dma(&offered_pieces);
+        }
         for (i, r) in now.into_iter().zip(results) {
             out[i] = Some(r);
         }
@@ -272,7 +373,7 @@ async fn serve_round<D: BlockDevice, G: DmaPages + ?Sized>(
     runs: &[Vec<&Transfer>],
     direct: &[Option<Vec<Span>>],
     dev: &mut D,
-    guest: &mut G,
+    guest: &RefCell<&mut G>,
 ) -> Vec<Vec<Result<Done, Failure>>> {
     let mut out: Vec<Vec<Option<Result<Done, Failure>>>> =
         runs.iter().map(|r| vec![None; r.len()]).collect();
@@ -302,7 +403,7 @@ async fn serve_round<D: BlockDevice, G: DmaPages + ?Sized>(
         if jobs.is_empty() {
             Vec::new()
         } else {
-            guest.read_all(&mut jobs)
+            guest.borrow_mut().read_all(&mut jobs)
         }
     };
     let mut copied = copied.into_iter();
@@ -401,7 +502,7 @@ async fn serve_round<D: BlockDevice, G: DmaPages + ?Sized>(
         let written = if jobs.is_empty() {
             Vec::new()
         } else {
-            guest.write_all(&jobs)
+            guest.borrow_mut().write_all(&jobs)
         };
         for ((r, k), w) in owners.into_iter().zip(written) {
             out[r][k] = Some(
@@ -440,6 +541,7 @@ async fn serve_round<D: BlockDevice, G: DmaPages + ?Sized>(
                 let buf = &mut bufs[p.run][at..at + t.bytes];
                 match dev.read(t.lba, buf).await {
                     Ok(()) => guest
+                        .borrow_mut()
                         .write(&t.pieces, buf)
                         .map(|_| moved(t))
                         .map_err(|_| fail(RSP_ERROR, "cannot copy into the guest's pages")),
@@ -481,7 +583,8 @@ pub async fn execute<D: BlockDevice, G: DmaPages + ?Sized>(
     geo: &Geometry,
     read_only: bool,
     dev: &mut D,
-    guest: &mut G,
+    guest: &RefCell<&mut G>,
+    budget: &Budget,
 ) -> Result<Done, Failure> {
     match &req.body {
         Body::Flush => {
@@ -509,7 +612,7 @@ pub async fn execute<D: BlockDevice, G: DmaPages + ?Sized>(
             dev.flush().await.map_err(device_failure)?;
             let mut done = Done::default();
             if !segments.is_empty() {
-                done = one(&placed(true, *sector, segments, geo)?, dev, guest).await?;
+                done = one(&placed(true, *sector, segments, geo)?, dev, guest, budget).await?;
                 dev.flush().await.map_err(device_failure)?;
             }
             Ok(done)
@@ -519,8 +622,15 @@ pub async fn execute<D: BlockDevice, G: DmaPages + ?Sized>(
             sector,
             segments,
         } => {
-            let t = check_rw(*write, *sector, segments, geo, read_only, guest)?;
-            one(&t, dev, guest).await
+            let t = check_rw(
+                *write,
+                *sector,
+                segments,
+                geo,
+                read_only,
+                &mut **guest.borrow_mut(),
+            )?;
+            one(&t, dev, guest, budget).await
         }
     }
 }
@@ -528,10 +638,38 @@ pub async fn execute<D: BlockDevice, G: DmaPages + ?Sized>(
 async fn one<D: BlockDevice, G: DmaPages + ?Sized>(
     t: &Transfer,
     dev: &mut D,
-    guest: &mut G,
+    guest: &RefCell<&mut G>,
+    budget: &Budget,
 ) -> Result<Done, Failure> {
-    let mut r = transfer_runs(&[vec![t]], dev, guest).await;
+    let mut r = transfer_runs(&[vec![t]], dev, guest, budget).await;
     r.pop()
         .and_then(|mut v| v.pop())
         .unwrap_or(Err(fail(RSP_ERROR, "no result")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::pin::pin;
+    use core::task::{Context, Waker};
+
+    #[test]
+    fn a_budget_lets_batches_share_it_and_makes_the_one_that_does_not_fit_wait() {
+        let b = Budget::new(100);
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(b.try_take(60));
+        assert!(b.try_take(40), "up to the whole budget");
+        let mut third = pin!(b.take(10));
+        assert!(third.as_mut().poll(&mut cx).is_pending(), "full: it waits");
+        let held = Held(&b, 60);
+        drop(held);
+        assert!(third.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(b.used(), 50);
+        b.give(50);
+        // A run larger than the whole budget goes, alone.
+        assert!(b.try_take(250));
+        assert!(!b.try_take(1));
+        b.give(250);
+        assert_eq!(b.used(), 0);
+    }
 }

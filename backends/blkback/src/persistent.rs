@@ -4,7 +4,7 @@
 //! recently used grants not needed by the current request are unmapped, and pieces that
 //! still find no room go through grant copies (never an error).
 
-use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use bulkhead_xen::abi::{DomId, GrantRef};
@@ -32,9 +32,10 @@ pub struct Persistent<M: GrantMapper, C: GuestMemory> {
     capacity: usize,
     /// gref -> (mapping, stamp of the request that last used it)
     cache: BTreeMap<GrantRef, (Mapping, u64)>,
-    /// Grants handed to the device ([`DmaPages::dma_pages`]): never unmapped until
-    /// released, whatever else needs room.
-    pinned: BTreeSet<GrantRef>,
+    /// Grants handed to the device ([`DmaPages::dma_pages`]), with how many runs hold
+    /// each (a ring's batches at the device at once may share a page): never unmapped
+    /// until every one released it, whatever else needs room.
+    pinned: BTreeMap<GrantRef, u32>,
     stamp: u64,
     pub stats: PersistentStats,
 }
@@ -47,7 +48,7 @@ impl<M: GrantMapper, C: GuestMemory> Persistent<M, C> {
             fallback,
             capacity,
             cache: BTreeMap::new(),
-            pinned: BTreeSet::new(),
+            pinned: BTreeMap::new(),
             stamp: 0,
             stats: PersistentStats::default(),
         }
@@ -82,7 +83,7 @@ impl<M: GrantMapper, C: GuestMemory> Persistent<M, C> {
             let in_use = self
                 .cache
                 .iter()
-                .filter(|(g, (_, s))| *s == now || self.pinned.contains(g))
+                .filter(|(g, (_, s))| *s == now || self.pinned.contains_key(g))
                 .count();
             want.truncate(self.capacity.saturating_sub(in_use));
             let got: Vec<Mapping> = self
@@ -97,7 +98,7 @@ impl<M: GrantMapper, C: GuestMemory> Persistent<M, C> {
                 let mut old: Vec<(u64, GrantRef)> = self
                     .cache
                     .iter()
-                    .filter(|(g, (_, s))| *s < now && !self.pinned.contains(g))
+                    .filter(|(g, (_, s))| *s < now && !self.pinned.contains_key(g))
                     .map(|(g, (_, s))| (*s, *g))
                     .collect();
                 old.sort_unstable();
@@ -242,7 +243,9 @@ impl<M: GrantMapper, C: GuestMemory> DmaPages for Persistent<M, C> {
                 out.push(None);
                 continue;
             }
-            self.pinned.extend(pieces.map(|p| p.gref));
+            for p in pieces {
+                *self.pinned.entry(p.gref).or_insert(0) += 1;
+            }
             self.stats.hits += spans.len() as u64;
             self.stats.direct += spans.len() as u64;
             out.push(Some(spans));
@@ -250,8 +253,15 @@ impl<M: GrantMapper, C: GuestMemory> DmaPages for Persistent<M, C> {
         out
     }
 
-    fn release_dma(&mut self) {
-        self.pinned.clear();
+    fn release_dma(&mut self, pieces: &[Piece]) {
+        for p in pieces {
+            if let Some(n) = self.pinned.get_mut(&p.gref) {
+                *n -= 1;
+                if *n == 0 {
+                    self.pinned.remove(&p.gref);
+                }
+            }
+        }
     }
 }
 

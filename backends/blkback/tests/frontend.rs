@@ -276,8 +276,8 @@ impl DmaPages for Probed {
         self.report();
         r
     }
-    fn release_dma(&mut self) {
-        self.inner.release_dma();
+    fn release_dma(&mut self, pieces: &[Piece]) {
+        self.inner.release_dma(pieces);
         self.report();
     }
 }
@@ -1073,4 +1073,269 @@ fn each_batch_is_told_to_the_frontend_before_the_next_goes_to_the_device() {
         answered += 1;
     }
     assert_eq!(answered, 40, "each request answered once");
+}
+
+/// Poll `f` until it ends (the lanes' device below makes it wait a few polls).
+fn run_polled<T>(f: impl std::future::Future<Output = T>) -> T {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    for _ in 0..1_000_000 {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+    panic!("never ended")
+}
+
+/// Pending once.
+async fn one_poll() {
+    let mut yielded = false;
+    std::future::poll_fn(|_| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
+/// The rig's disk behind handles that share it (`BlockDevice::lane`): each call's
+/// transfers are done at once but end only after `delay` more polls (the caller's own
+/// handle is slow, the lanes quick), so batches at the device together end in another
+/// order than they went. Logs each call with its handle, and the most calls in flight at
+/// once.
+#[derive(Clone)]
+struct Lanes {
+    disk: Rc<RefCell<MemDisk>>,
+    handle: u8,
+    delay: usize,
+    handles: Rc<std::cell::Cell<u8>>,
+    log: Rc<RefCell<Vec<String>>>,
+    in_flight: Rc<std::cell::Cell<usize>>,
+    most: Rc<std::cell::Cell<usize>>,
+}
+
+impl Lanes {
+    fn new(disk: MemDisk, delay: usize) -> Lanes {
+        Lanes {
+            disk: Rc::new(RefCell::new(disk)),
+            handle: 0,
+            delay,
+            handles: Rc::new(std::cell::Cell::new(0)),
+            log: Rc::new(RefCell::new(Vec::new())),
+            in_flight: Rc::new(std::cell::Cell::new(0)),
+            most: Rc::new(std::cell::Cell::new(0)),
+        }
+    }
+
+    /// One call at the device: logged as `what` with the calls in flight beside it.
+    async fn at_device(&self, what: String) {
+        let n = self.in_flight.get() + 1;
+        self.in_flight.set(n);
+        self.most.set(self.most.get().max(n));
+        self.log
+            .borrow_mut()
+            .push(format!("h{} {what} (with {})", self.handle, n - 1));
+        for _ in 0..self.delay {
+            one_poll().await;
+        }
+        self.in_flight.set(self.in_flight.get() - 1);
+    }
+}
+
+impl bulkhead_block::BlockDevice for Lanes {
+    fn block_size(&self) -> u32 {
+        self.disk.borrow().block_size()
+    }
+    fn blocks(&self) -> u64 {
+        self.disk.borrow().blocks()
+    }
+    fn features(&self) -> bulkhead_block::Features {
+        self.disk.borrow().features()
+    }
+    async fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), bulkhead_block::BlockError> {
+        let r = run(self.disk.borrow_mut().read(lba, buf));
+        self.at_device("read".into()).await;
+        r
+    }
+    async fn write(&mut self, lba: u64, buf: &[u8]) -> Result<(), bulkhead_block::BlockError> {
+        let r = run(self.disk.borrow_mut().write(lba, buf));
+        self.at_device("write".into()).await;
+        r
+    }
+    async fn flush(&mut self) -> Result<(), bulkhead_block::BlockError> {
+        let r = run(self.disk.borrow_mut().flush());
+        self.at_device("flush".into()).await;
+        r
+    }
+    async fn discard(&mut self, lba: u64, blocks: u64) -> Result<(), bulkhead_block::BlockError> {
+        let r = run(self.disk.borrow_mut().discard(lba, blocks));
+        self.at_device("discard".into()).await;
+        r
+    }
+    async fn transfer_all(
+        &mut self,
+        ios: &mut [bulkhead_block::Io<'_>],
+    ) -> Vec<Result<(), bulkhead_block::BlockError>> {
+        let r = run(self.disk.borrow_mut().transfer_all(ios));
+        self.at_device(format!("batch of {}", ios.len())).await;
+        r
+    }
+    fn lane(&self) -> Option<Self> {
+        self.handles.set(self.handles.get() + 1);
+        Some(Lanes {
+            handle: self.handles.get(),
+            delay: 0,
+            ..self.clone()
+        })
+    }
+}
+
+/// A rig on a ring of `pages` pages (32 entries, one batch's worth, each).
+fn rig_of(pages: usize) -> Rig {
+    let p = Protocol::X86_64;
+    let mut rig = Rig::new(p, 1 << 20, 512, false);
+    let ring = ring::attach(VecRing::new(pages), p).unwrap();
+    rig.front = FrontRing::new(ring.memory(), p.layout());
+    let geo = Geometry {
+        sectors: (1 << 20) / 512,
+        block_size: 512,
+    };
+    rig.queue = Queue::new("vbd-7-51712".into(), ring, p, LIMITS, geo, false);
+    rig
+}
+
+/// Serve `rig`'s ring through `dev`; the responses in the order published.
+fn serve_lanes(rig: &mut Rig, dev: &mut Lanes) -> Vec<(u64, u8, i16)> {
+    let mem = rig.queue.ring_mut().memory_mut();
+    rig.front.want_response_event(mem);
+    let Rig { queue, guest, .. } = rig;
+    run_polled(queue.serve_notifying(dev, guest.as_mut(), usize::MAX, &mut || {}))
+        .expect("ring intact");
+    let mem = rig.queue.ring_mut().memory_mut();
+    let mut out = Vec::new();
+    while let Some(r) = rig.front.get(mem) {
+        out.push((
+            u64::from_le_bytes(r[..8].try_into().unwrap()),
+            r[8],
+            i16::from_le_bytes([r[10], r[11]]),
+        ));
+    }
+    out
+}
+
+#[test]
+fn a_batch_taken_while_another_is_at_the_device_goes_beside_it_and_is_answered_when_it_ends() {
+    let p = Protocol::X86_64;
+    let mut rig = rig_of(2);
+    let content: Vec<Vec<u8>> = (0..40u8).map(|k| pattern(512, k)).collect();
+    let mut dev = Lanes::new(MemDisk::new(2048, 512), 50);
+    for (k, c) in content.iter().enumerate() {
+        dev.disk.borrow_mut().data[k * 4096..k * 4096 + 512].copy_from_slice(c);
+    }
+    // 40 reads, far apart: the first 32 one batch (the slow handle), the last 8 the
+    // next, beside it (a quick one), which ends first.
+    let pages: Vec<u32> = (0..40).map(|_| rig.page(&[0u8; 4096])).collect();
+    for (id, &g) in pages.iter().enumerate() {
+        rig.submit(&encode(
+            p,
+            OP_READ,
+            id as u64,
+            id as u64 * 8,
+            &[seg(g, 0, 0)],
+        ));
+    }
+    let answers = serve_lanes(&mut rig, &mut dev);
+    assert_eq!(
+        *dev.log.borrow(),
+        ["h0 batch of 32 (with 0)", "h1 batch of 8 (with 1)"],
+        "the second batch went to the device while the first was there"
+    );
+    let ids: Vec<u64> = answers.iter().map(|a| a.0).collect();
+    let want: Vec<u64> = (32..40).chain(0..32).collect();
+    assert_eq!(ids, want, "answered as each batch ended, each request once");
+    assert!(answers.iter().all(|a| a.2 == RSP_OKAY));
+    for (k, &g) in pages.iter().enumerate() {
+        assert_eq!(rig.guest_page(g)[..512], content[k][..], "read {k}");
+    }
+    assert_eq!(rig.queue.stats.batches, 2);
+}
+
+#[test]
+fn a_flush_waits_for_every_batch_before_it_and_nothing_goes_beside_it() {
+    let p = Protocol::X86_64;
+    let mut rig = rig_of(4);
+    let mut dev = Lanes::new(MemDisk::new(2048, 512), 20);
+    let g = rig.page(&pattern(4096, 3));
+    let mut id = 0u64;
+    let mut put = |rig: &mut Rig, raw: Vec<u8>| {
+        rig.submit(&raw);
+        id += 1;
+    };
+    // Batch 1: 32 writes. Batch 2: a flush among reads. Batch 3: more reads, which
+    // may not go beside batch 2.
+    for k in 0..32u64 {
+        put(&mut rig, encode(p, OP_WRITE, k, k * 8, &[seg(g, 0, 0)]));
+    }
+    put(&mut rig, encode(p, OP_READ, 100, 500, &[seg(g, 0, 0)]));
+    put(&mut rig, encode(p, OP_FLUSH_DISKCACHE, 101, 0, &[]));
+    for k in 0..38u64 {
+        put(
+            &mut rig,
+            encode(p, OP_READ, 200 + k, 600 + k * 8, &[seg(g, 0, 0)]),
+        );
+    }
+    let answers = serve_lanes(&mut rig, &mut dev);
+    let log = dev.log.borrow().clone();
+    assert_eq!(answers.len(), 32 + 2 + 38);
+    assert_eq!(rig.queue.stats.batches, 3);
+    assert!(answers.iter().all(|a| a.2 == RSP_OKAY), "{answers:?}");
+    let flush = log
+        .iter()
+        .position(|l| l.contains("flush"))
+        .expect("a flush");
+    assert!(
+        log[flush].ends_with("(with 0)"),
+        "the flush went alone: {log:?}"
+    );
+    assert!(
+        log[..flush].iter().any(|l| l.contains("batch of 32")),
+        "the writes before it went first: {log:?}"
+    );
+    assert!(
+        log.iter().all(|l| l.ends_with("(with 0)")),
+        "nothing went beside the batch with the flush: {log:?}"
+    );
+    let flush_answer = answers.iter().position(|a| a.0 == 101).unwrap();
+    let last_write = answers.iter().rposition(|a| a.0 < 32).unwrap();
+    assert!(
+        last_write < flush_answer,
+        "the writes were answered before the flush"
+    );
+}
+
+#[test]
+fn a_batch_that_overlaps_one_at_the_device_waits_for_it() {
+    let p = Protocol::X86_64;
+    let mut rig = rig_of(2);
+    let mut dev = Lanes::new(MemDisk::new(2048, 512), 20);
+    let data = pattern(4096, 9);
+    let g = rig.page(&data);
+    // 32 writes, then 8 reads of what the last write wrote.
+    for k in 0..32u64 {
+        rig.submit(&encode(p, OP_WRITE, k, k * 8, &[seg(g, 0, 7)]));
+    }
+    let back: Vec<u32> = (0..8).map(|_| rig.page(&[0u8; 4096])).collect();
+    for (k, &b) in back.iter().enumerate() {
+        rig.submit(&encode(p, OP_READ, 100 + k as u64, 31 * 8, &[seg(b, 0, 7)]));
+    }
+    let answers = serve_lanes(&mut rig, &mut dev);
+    assert_eq!(answers.len(), 40);
+    assert!(answers.iter().all(|a| a.2 == RSP_OKAY));
+    assert_eq!(dev.most.get(), 1, "{:?}", dev.log.borrow());
+    for &b in &back {
+        assert_eq!(rig.guest_page(b), data, "the read saw the write before it");
+    }
 }

@@ -90,6 +90,18 @@ pub trait BlockDevice {
             out
         }
     }
+
+    /// Another handle on the same device, for a batch served beside this one's (a
+    /// blkif ring keeps several batches at the device at once: requests that arrive
+    /// while one is in flight need not wait for all of it). Both see the same blocks and
+    /// may have transfers in flight at the same time. The default has none: the device
+    /// serves one caller at a time.
+    fn lane(&self) -> Option<Self>
+    where
+        Self: Sized,
+    {
+        None
+    }
 }
 
 /// Memory a device reaches by DMA without a copy: `len` bytes at physical address

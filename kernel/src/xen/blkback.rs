@@ -396,9 +396,9 @@ impl DmaPages for Guest {
             _ => runs.iter().map(|_| None).collect(),
         }
     }
-    fn release_dma(&mut self) {
+    fn release_dma(&mut self, pieces: &[Piece]) {
         if let Guest::Persistent(p) = self {
-            p.release_dma()
+            p.release_dma(pieces)
         }
     }
 }

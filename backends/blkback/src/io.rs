@@ -650,6 +650,7 @@ async fn one<D: BlockDevice, G: DmaPages + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use core::future::Future;
     use core::pin::pin;
     use core::task::{Context, Waker};
 

@@ -306,12 +306,21 @@ impl Disk {
 
     /// Reset the controller (every command in flight is dropped and its buffers are ours
     /// again); returns how many were in flight.
+    /// A reset that fails fails the controller (its DMA stopped first): it may never
+    /// have been disabled, and other callers must not take back memory its commands
+    /// point into as if they had been dropped.
     fn reset_controller(&mut self) -> Result<usize, Error> {
-        // Every caller's commands are gone, whatever the reset's outcome: each submits
-        // its own again at its next look (`Batch::catch_up`), woken now.
+        let lost = match self.ctrl.reset(&self.dma, &mut SpinClock) {
+            Ok(lost) => lost,
+            Err(e) => {
+                self.fail(&format!("controller reset failed: {e}"));
+                return Err(e);
+            }
+        };
+        // Every caller's commands are gone: each submits its own again at its next
+        // look (`Batch::catch_up`), woken now.
         self.owners.reset();
         self.woken.raise();
-        let lost = self.ctrl.reset(&self.dma, &mut SpinClock)?;
         if matches!(self.mode, IrqMode::Msi | IrqMode::Intx) {
             // Reset masked vector 0 (INTMS) again.
             self.ctrl.unmask_vector(0);
@@ -668,7 +677,9 @@ where
         }
     }
     let mut batch = Batch::new(ops, &mut lock().await.owners);
-    let mut watch = recovery::BatchWatch::new(h.now(), timeout_ns);
+    // Started at the first look that holds the disk: waiting for the lock (another
+    // caller's flush holds it through its own wait) is not this batch stalling.
+    let mut watch: Option<recovery::BatchWatch> = None;
     loop {
         let (seen, ended) = {
             let mut guard = lock().await;
@@ -677,6 +688,12 @@ where
                 // Another caller gave up on the controller (its DMA is stopped).
                 batch.fail_rest(&mut d.pool, Error::Fatal, false);
                 break;
+            }
+            let now = h.now();
+            let watch = watch.get_or_insert_with(|| recovery::BatchWatch::new(now, timeout_ns));
+            if batch.catch_up(&d.owners, &mut d.pool) > 0 {
+                // Another caller's reset: this batch's commands go again.
+                watch.restart(now);
             }
             let seen = d.woken.generation();
             let lose = d.take_lost();
@@ -690,20 +707,8 @@ where
                 ..
             } = d;
             let q = &mut ctrl.io[0];
-            let fill = |i: usize, b: &Buffer| {
-                let (k, at, l) = owner[i];
-                if let Io::Write { buf, .. } = &ios[k] {
-                    dma.write(b.data, &buf[at..at + l]);
-                }
-            };
-            // Test only: the commands queued here stay unseen until the next doorbell,
-            // so this loses a command only if the batch fits in this one submission
-            // (the self-test's single 64 KiB read does).
-            if lose {
-                batch.queue_up(q, owners, pool, dma, fill);
-            } else {
-                batch.submit(q, owners, pool, dma, &ctrl.mmio, fill);
-            }
+            // Reap first: a completion another caller reaped for this batch must end
+            // its operation before the command id is used again (`Batch::submit`).
             let ended = batch.reap(q, owners, pool, dma, &ctrl.mmio, |i, b| {
                 let (k, at, l) = owner[i];
                 if let Io::Read { buf, .. } = &mut ios[k] {
@@ -719,14 +724,37 @@ where
             if batch.done() {
                 break;
             }
-            match watch.look(h.now(), ended, batch.in_flight()) {
+            let fill = |i: usize, b: &Buffer| {
+                let (k, at, l) = owner[i];
+                if let Io::Write { buf, .. } = &ios[k] {
+                    dma.write(b.data, &buf[at..at + l]);
+                }
+            };
+            // Test only: the commands queued here stay unseen until the next doorbell,
+            // so this loses a command only if the batch fits in this one submission
+            // (the self-test's single 64 KiB read does).
+            if lose {
+                batch.queue_up(q, owners, pool, dma, fill);
+            } else {
+                batch.submit(q, owners, pool, dma, &ctrl.mmio, fill);
+            }
+            if batch.done() {
+                // Every operation left was refused before any command.
+                break;
+            }
+            if batch.in_flight() == 0 && owners.in_flight() > 0 {
+                // Nothing of its own out: it waits for buffers or queue slots others
+                // hold, whose own watches judge them.
+                watch.restart(now);
+            }
+            match watch.look(now, ended, batch.in_flight()) {
                 recovery::Verdict::Wait => {}
                 recovery::Verdict::GiveUp(why) => {
                     // Commands still out may point into the caller's memory, which it
                     // takes back when this returns: `fail` stops the device's DMA.
                     d.fail(&match why {
-                        // Nothing in flight and nothing submitted: the DMA pool lost
-                        // its buffers to commands given up on earlier.
+                        // Nothing in flight anywhere and nothing submitted: the DMA pool
+                        // lost its buffers to commands given up on earlier.
                         recovery::GiveUp::NoBuffers => {
                             String::from("no DMA buffer left for a command")
                         }
@@ -750,25 +778,23 @@ where
                         d.name,
                         d.timeout_ns / 1_000_000
                     );
-                    match d.reset_controller() {
-                        Ok(_) => {
-                            let n = batch.catch_up(&d.owners, &mut d.pool);
-                            crate::event!("nvme-reset", "dev={} dropped={n}", d.name);
-                            crate::event!("nvme-reissue", "dev={} what=batch after=reset", d.name);
-                        }
-                        Err(e) => {
-                            d.fail(&format!("controller reset failed: {e}"));
-                            batch.fail_rest(&mut d.pool, Error::Fatal, false);
-                            break;
-                        }
+                    // A reset that fails has failed the controller: the next look ends
+                    // the batch.
+                    if d.reset_controller().is_ok() {
+                        let n = batch.catch_up(&d.owners, &mut d.pool);
+                        crate::event!("nvme-reset", "dev={} dropped={n}", d.name);
+                        crate::event!("nvme-reissue", "dev={} what=batch after=reset", d.name);
                     }
-                    watch.reset_done(h.now());
+                    watch.reset_done(now);
                     continue;
                 }
             }
             (seen, ended)
         };
         if ended > 0 {
+            // Progress: look again at once, but after every other task had its turn
+            // (another caller may be waiting for the disk, or for buffers).
+            bulkhead_executor::yield_now().await;
             continue;
         }
         until_woken(h, mode, &woken, seen).await;

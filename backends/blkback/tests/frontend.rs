@@ -19,7 +19,7 @@ use bulkhead_blkback::queue::Queue;
 use bulkhead_blkback::request::{encode, encode_discard, encode_indirect, Segment};
 use bulkhead_blkback::ring::{self, FrontRing, VecRing};
 use bulkhead_block::Span;
-use bulkhead_testsupport::{MemDisk, XorShift};
+use bulkhead_testsupport::{MemDisk, SharedDisk, XorShift};
 use bulkhead_xen::fake::{FakeMapper, FakeXen};
 use bulkhead_xen::Hypervisor;
 use bulkhead_xenbus::keys::fake::run;
@@ -1075,7 +1075,7 @@ fn each_batch_is_told_to_the_frontend_before_the_next_goes_to_the_device() {
     assert_eq!(answered, 40, "each request answered once");
 }
 
-/// Poll `f` until it ends (the lanes' device below makes it wait a few polls).
+/// Poll `f` until it ends (`SharedDisk` makes it wait a few polls).
 fn run_polled<T>(f: impl std::future::Future<Output = T>) -> T {
     let mut f = std::pin::pin!(f);
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
@@ -1085,112 +1085,6 @@ fn run_polled<T>(f: impl std::future::Future<Output = T>) -> T {
         }
     }
     panic!("never ended")
-}
-
-/// Pending once.
-async fn one_poll() {
-    let mut yielded = false;
-    std::future::poll_fn(|_| {
-        if yielded {
-            std::task::Poll::Ready(())
-        } else {
-            yielded = true;
-            std::task::Poll::Pending
-        }
-    })
-    .await
-}
-
-/// The rig's disk behind handles that share it (`BlockDevice::lane`): each call's
-/// transfers are done at once but end only after `delay` more polls (the caller's own
-/// handle is slow, the lanes quick), so batches at the device together end in another
-/// order than they went. Logs each call with its handle, and the most calls in flight at
-/// once.
-#[derive(Clone)]
-struct Lanes {
-    disk: Rc<RefCell<MemDisk>>,
-    handle: u8,
-    delay: usize,
-    handles: Rc<std::cell::Cell<u8>>,
-    log: Rc<RefCell<Vec<String>>>,
-    in_flight: Rc<std::cell::Cell<usize>>,
-    most: Rc<std::cell::Cell<usize>>,
-}
-
-impl Lanes {
-    fn new(disk: MemDisk, delay: usize) -> Lanes {
-        Lanes {
-            disk: Rc::new(RefCell::new(disk)),
-            handle: 0,
-            delay,
-            handles: Rc::new(std::cell::Cell::new(0)),
-            log: Rc::new(RefCell::new(Vec::new())),
-            in_flight: Rc::new(std::cell::Cell::new(0)),
-            most: Rc::new(std::cell::Cell::new(0)),
-        }
-    }
-
-    /// One call at the device: logged as `what` with the calls in flight beside it.
-    async fn at_device(&self, what: String) {
-        let n = self.in_flight.get() + 1;
-        self.in_flight.set(n);
-        self.most.set(self.most.get().max(n));
-        self.log
-            .borrow_mut()
-            .push(format!("h{} {what} (with {})", self.handle, n - 1));
-        for _ in 0..self.delay {
-            one_poll().await;
-        }
-        self.in_flight.set(self.in_flight.get() - 1);
-    }
-}
-
-impl bulkhead_block::BlockDevice for Lanes {
-    fn block_size(&self) -> u32 {
-        self.disk.borrow().block_size()
-    }
-    fn blocks(&self) -> u64 {
-        self.disk.borrow().blocks()
-    }
-    fn features(&self) -> bulkhead_block::Features {
-        self.disk.borrow().features()
-    }
-    async fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), bulkhead_block::BlockError> {
-        let r = run(self.disk.borrow_mut().read(lba, buf));
-        self.at_device("read".into()).await;
-        r
-    }
-    async fn write(&mut self, lba: u64, buf: &[u8]) -> Result<(), bulkhead_block::BlockError> {
-        let r = run(self.disk.borrow_mut().write(lba, buf));
-        self.at_device("write".into()).await;
-        r
-    }
-    async fn flush(&mut self) -> Result<(), bulkhead_block::BlockError> {
-        let r = run(self.disk.borrow_mut().flush());
-        self.at_device("flush".into()).await;
-        r
-    }
-    async fn discard(&mut self, lba: u64, blocks: u64) -> Result<(), bulkhead_block::BlockError> {
-        let r = run(self.disk.borrow_mut().discard(lba, blocks));
-        self.at_device("discard".into()).await;
-        r
-    }
-    async fn transfer_all(
-        &mut self,
-        ios: &mut [bulkhead_block::Io<'_>],
-    ) -> Vec<Result<(), bulkhead_block::BlockError>> {
-        let r = run(self.disk.borrow_mut().transfer_all(ios));
-        self.at_device(format!("batch of {}", ios.len())).await;
-        r
-    }
-    fn lane(&self) -> Option<Self> {
-        self.handles.set(self.handles.get() + 1);
-        Some(Lanes {
-            handle: self.handles.get(),
-            delay: 0,
-            ..self.clone()
-        })
-    }
 }
 
 /// A rig on a ring of `pages` pages (32 entries, one batch's worth, each).
@@ -1208,7 +1102,7 @@ fn rig_of(pages: usize) -> Rig {
 }
 
 /// Serve `rig`'s ring through `dev`; the responses in the order published.
-fn serve_lanes(rig: &mut Rig, dev: &mut Lanes) -> Vec<(u64, u8, i16)> {
+fn serve_lanes(rig: &mut Rig, dev: &mut SharedDisk) -> Vec<(u64, u8, i16)> {
     let mem = rig.queue.ring_mut().memory_mut();
     rig.front.want_response_event(mem);
     let Rig { queue, guest, .. } = rig;
@@ -1231,7 +1125,7 @@ fn a_batch_taken_while_another_is_at_the_device_goes_beside_it_and_is_answered_w
     let p = Protocol::X86_64;
     let mut rig = rig_of(2);
     let content: Vec<Vec<u8>> = (0..40u8).map(|k| pattern(512, k)).collect();
-    let mut dev = Lanes::new(MemDisk::new(2048, 512), 50);
+    let mut dev = SharedDisk::new(MemDisk::new(2048, 512), 50);
     for (k, c) in content.iter().enumerate() {
         dev.disk.borrow_mut().data[k * 4096..k * 4096 + 512].copy_from_slice(c);
     }
@@ -1267,7 +1161,7 @@ fn a_batch_taken_while_another_is_at_the_device_goes_beside_it_and_is_answered_w
 fn a_flush_waits_for_every_batch_before_it_and_nothing_goes_beside_it() {
     let p = Protocol::X86_64;
     let mut rig = rig_of(4);
-    let mut dev = Lanes::new(MemDisk::new(2048, 512), 20);
+    let mut dev = SharedDisk::new(MemDisk::new(2048, 512), 20);
     let g = rig.page(&pattern(4096, 3));
     let mut id = 0u64;
     let mut put = |rig: &mut Rig, raw: Vec<u8>| {
@@ -1320,7 +1214,7 @@ fn a_flush_waits_for_every_batch_before_it_and_nothing_goes_beside_it() {
 fn a_batch_that_overlaps_one_at_the_device_waits_for_it() {
     let p = Protocol::X86_64;
     let mut rig = rig_of(2);
-    let mut dev = Lanes::new(MemDisk::new(2048, 512), 20);
+    let mut dev = SharedDisk::new(MemDisk::new(2048, 512), 20);
     let data = pattern(4096, 9);
     let g = rig.page(&data);
     // 32 writes, then 8 reads of what the last write wrote.

@@ -79,7 +79,8 @@ impl Batch {
     }
 
     /// Submit what fits (free queue slots, free buffers) and ring the doorbell once;
-    /// returns how many were submitted. An operation larger than a buffer fails at once;
+    /// returns how many were submitted (none while completions another caller reaped
+    /// for this batch wait for [`Batch::reap`]: reap before submitting). An operation larger than a buffer fails at once;
     /// so does one whose PRP cannot be built. `fill(op, buffer)` puts a write's data in
     /// its buffer.
     pub fn submit(
@@ -109,6 +110,12 @@ impl Batch {
         mut fill: impl FnMut(usize, &Buffer),
     ) -> usize {
         self.catch_up(owners, pool);
+        if owners.has_stash(&self.ticket) {
+            // A completion another caller reaped for this batch is waiting: its command
+            // id is free in the queue again, and a command submitted now could take it
+            // while the old completion still names it. Reap first.
+            return 0;
+        }
         let mut n = 0;
         while let Some(&i) = self.pending.last() {
             let op = &self.ops[i];
@@ -143,7 +150,8 @@ impl Batch {
             match q.submit_quiet(dma, cmd) {
                 Ok(cid) => {
                     owners.submitted(&self.ticket, cid);
-                    self.in_flight.insert(cid, (i, b));
+                    let old = self.in_flight.insert(cid, (i, b));
+                    debug_assert!(old.is_none(), "command id {cid} was still this batch's");
                     n += 1;
                 }
                 Err(_) => {

@@ -93,6 +93,11 @@ impl Owners {
         mine
     }
 
+    /// Whether completions another caller reaped for `t` wait in its stash.
+    pub fn has_stash(&self, t: &Ticket) -> bool {
+        self.stash.get(&t.id).is_some_and(|v| !v.is_empty())
+    }
+
     /// The controller was reset: every command in flight is gone, and so is every
     /// completion not yet taken.
     pub fn reset(&mut self) {

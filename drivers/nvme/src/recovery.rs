@@ -118,6 +118,13 @@ impl BatchWatch {
         }
     }
 
+    /// The batch was not stalled on its own: another caller's reset re-queued its
+    /// commands, or it had none out while others held every buffer. A new deadline;
+    /// whether it already had its reset stays.
+    pub fn restart(&mut self, now: u64) {
+        self.deadline = now.saturating_add(self.timeout_ns);
+    }
+
     /// The controller was reset and the batch's commands re-queued: a new deadline.
     pub fn reset_done(&mut self, now: u64) {
         self.reset_done = true;
@@ -171,5 +178,22 @@ mod tests {
         // A clock near the end of time does not wrap the deadline.
         let mut w = BatchWatch::new(u64::MAX - 1, 10);
         assert_eq!(w.look(u64::MAX, 0, 3), Verdict::Wait);
+    }
+
+    #[test]
+    fn another_callers_reset_restarts_the_clock_without_spending_this_batchs_reset() {
+        let mut w = BatchWatch::new(0, 10);
+        // Another caller reset the controller at 9: this batch's commands went again.
+        w.restart(9);
+        assert_eq!(w.look(15, 0, 2), Verdict::Wait);
+        assert_eq!(w.look(20, 0, 2), Verdict::Reset { stuck: 2 });
+        w.reset_done(20);
+        // Once its own reset is spent, a restart does not earn it another.
+        w.restart(25);
+        assert_eq!(w.look(34, 0, 2), Verdict::Wait);
+        assert_eq!(
+            w.look(36, 0, 2),
+            Verdict::GiveUp(GiveUp::TimedOutAfterReset { stuck: 2 })
+        );
     }
 }

@@ -682,3 +682,44 @@ fn a_caller_that_leaves_with_commands_out_leaves_nothing_behind() {
         .all(|r| *r == Err(Error::Fatal)));
     assert_eq!(owners.in_flight(), 0, "its ids are no one's");
 }
+
+#[test]
+fn a_batch_submits_nothing_while_a_completion_reaped_for_it_waits() {
+    // The queue frees a command id when anyone reaps its completion; the owner must
+    // take that completion before its next command can take the id.
+    let (mut c, mut dma, _clock, _m) = up(1024, 64);
+    let mut owners = Owners::new();
+    let mut pool = Pool::new(&mut dma, 8, 8192).unwrap();
+    let mut ba = Batch::new((0..3).map(|k| read_op(k * 16, 16)).collect(), &mut owners);
+    let mut bb = Batch::new(vec![read_op(500, 16)], &mut owners);
+    // Two buffers left: B takes one, A the other (one command of its three).
+    let mut spare: Vec<_> = (0..6).map(|_| pool.take().unwrap()).collect();
+    let q = &mut c.io[0];
+    assert_eq!(
+        bb.submit(q, &mut owners, &mut pool, &dma, &c.mmio, |_, _| {}),
+        1
+    );
+    assert_eq!(
+        ba.submit(q, &mut owners, &mut pool, &dma, &c.mmio, |_, _| {}),
+        1
+    );
+    assert_eq!(
+        bb.reap(q, &mut owners, &mut pool, &dma, &c.mmio, |_, _| {}),
+        1
+    );
+    assert!(owners.take_handed(), "B reaped A's completion for it");
+    pool.give(spare.pop().unwrap());
+    assert_eq!(
+        ba.submit(q, &mut owners, &mut pool, &dma, &c.mmio, |_, _| {}),
+        0,
+        "not while its completion waits"
+    );
+    assert_eq!(
+        ba.reap(q, &mut owners, &mut pool, &dma, &c.mmio, |_, _| {}),
+        1
+    );
+    assert!(ba.submit(q, &mut owners, &mut pool, &dma, &c.mmio, |_, _| {}) > 0);
+    for b in spare {
+        pool.give(b);
+    }
+}

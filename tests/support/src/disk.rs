@@ -1,8 +1,11 @@
 //! A disk in memory behind `BlockDevice`, for backends' tests and fuzzers: the one the
 //! blkback tests, the blkif fuzz targets and the runner's fuzzer all use.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::pin;
 use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 
 use bulkhead_block::{BlockDevice, BlockError, Features, Io, Span};
 use bulkhead_xen::fake::FakeXen;
@@ -195,5 +198,122 @@ impl BlockDevice for MemDisk {
         }
         self.data[r].fill(0);
         Ok(())
+    }
+}
+
+/// A [`MemDisk`] behind handles that share it ([`BlockDevice::lane`]), for a data path
+/// with several batches at the device at once. Each call moves its data at once but
+/// ends only after `delay` more polls (the first handle's delay; the lanes it hands out
+/// end at once), so batches at the device together end in another order than they
+/// went. Logs each call with its handle and how many others were in flight beside it
+/// ("h1 batch of 8 (with 1)"), and keeps the most in flight at once.
+#[derive(Clone)]
+pub struct SharedDisk {
+    pub disk: Rc<RefCell<MemDisk>>,
+    /// 0 for the first handle; lanes are numbered from 1.
+    pub handle: u8,
+    pub delay: usize,
+    handles: Rc<Cell<u8>>,
+    pub log: Rc<RefCell<Vec<String>>>,
+    in_flight: Rc<Cell<usize>>,
+    pub most: Rc<Cell<usize>>,
+}
+
+impl SharedDisk {
+    pub fn new(disk: MemDisk, delay: usize) -> SharedDisk {
+        SharedDisk {
+            disk: Rc::new(RefCell::new(disk)),
+            handle: 0,
+            delay,
+            handles: Rc::new(Cell::new(0)),
+            log: Rc::new(RefCell::new(Vec::new())),
+            in_flight: Rc::new(Cell::new(0)),
+            most: Rc::new(Cell::new(0)),
+        }
+    }
+
+    /// One call at the device, after its data moved: logged as `what`.
+    async fn at_device(&self, what: String) {
+        let n = self.in_flight.get() + 1;
+        self.in_flight.set(n);
+        self.most.set(self.most.get().max(n));
+        self.log
+            .borrow_mut()
+            .push(format!("h{} {what} (with {})", self.handle, n - 1));
+        for _ in 0..self.delay {
+            pending_once().await;
+        }
+        self.in_flight.set(self.in_flight.get() - 1);
+    }
+}
+
+/// Pending once (the poller polls again: the tests' and fuzzers' loops do).
+async fn pending_once() {
+    let mut yielded = false;
+    core::future::poll_fn(|cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// A [`MemDisk`] call, which never waits.
+fn now<T>(f: impl Future<Output = T>) -> T {
+    match pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => v,
+        Poll::Pending => unreachable!("the disk in memory never waits"),
+    }
+}
+
+impl BlockDevice for SharedDisk {
+    fn block_size(&self) -> u32 {
+        self.disk.borrow().block_size()
+    }
+    fn blocks(&self) -> u64 {
+        self.disk.borrow().blocks()
+    }
+    fn features(&self) -> Features {
+        self.disk.borrow().features()
+    }
+    async fn read(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        let r = now(self.disk.borrow_mut().read(lba, buf));
+        self.at_device("read".into()).await;
+        r
+    }
+    async fn write(&mut self, lba: u64, buf: &[u8]) -> Result<(), BlockError> {
+        let r = now(self.disk.borrow_mut().write(lba, buf));
+        self.at_device("write".into()).await;
+        r
+    }
+    async fn flush(&mut self) -> Result<(), BlockError> {
+        let r = now(self.disk.borrow_mut().flush());
+        self.at_device("flush".into()).await;
+        r
+    }
+    async fn discard(&mut self, lba: u64, blocks: u64) -> Result<(), BlockError> {
+        let r = now(self.disk.borrow_mut().discard(lba, blocks));
+        self.at_device("discard".into()).await;
+        r
+    }
+    async fn transfer_all(&mut self, ios: &mut [Io<'_>]) -> Vec<Result<(), BlockError>> {
+        let r = now(self.disk.borrow_mut().transfer_all(ios));
+        self.at_device(format!("batch of {}", ios.len())).await;
+        r
+    }
+    fn takes_spans(&self, spans: &[Span]) -> bool {
+        self.disk.borrow().takes_spans(spans)
+    }
+    fn lane(&self) -> Option<Self> {
+        self.handles.set(self.handles.get() + 1);
+        Some(SharedDisk {
+            handle: self.handles.get(),
+            delay: 0,
+            ..self.clone()
+        })
     }
 }

@@ -58,6 +58,15 @@ fn overlaps(a: &[(u64, u64)], b: &[(u64, u64)]) -> bool {
     a.iter().any(|x| b.iter().any(|y| x.0 < y.1 && y.0 < x.1))
 }
 
+/// The blocks a transfer touches, [first, end), for blocks of `bs` bytes.
+fn blocks(t: &Transfer, bs: u32) -> (u64, u64) {
+    (
+        t.lba,
+        t.lba
+            .saturating_add((t.bytes as u64).div_ceil(u64::from(bs))),
+    )
+}
+
 /// The device a batch in flight uses: the caller's own, or another handle on it.
 enum LaneDevice<'a, D> {
     Given(&'a mut D),
@@ -312,11 +321,10 @@ impl<M: RingMemory> Queue<M> {
                 },
             }
         }
-        let bs = u64::from(self.geometry.block_size);
         let ranges = prepared
             .iter()
             .flatten()
-            .map(|t| (t.lba, t.lba.saturating_add((t.bytes as u64).div_ceil(bs))))
+            .map(|t| blocks(t, self.geometry.block_size))
             .collect();
         // A request with neither an early status nor a transfer is a flush, barrier or
         // discard: it needs everything before it done.
@@ -421,6 +429,8 @@ async fn serve_batch<D: BlockDevice, G: DmaPages + ?Sized>(
         let mut runs: Vec<Vec<&Transfer>> = Vec::new();
         let mut idx: Vec<Vec<usize>> = Vec::new();
         let mut bytes = 0usize;
+        // The blocks of every transfer taken into `runs`.
+        let mut taken: Vec<(u64, u64)> = Vec::new();
         let mut k = i;
         while k < n {
             if answered_early(k) {
@@ -433,15 +443,11 @@ async fn serve_batch<D: BlockDevice, G: DmaPages + ?Sized>(
             if bytes > 0 && bytes + t.bytes > BATCH_MAX_BYTES {
                 break;
             }
-            let bs = u64::from(geometry.block_size);
-            let end = t.lba.saturating_add((t.bytes as u64).div_ceil(bs));
-            if runs
-                .iter()
-                .flatten()
-                .any(|o| o.lba < end && t.lba < o.lba.saturating_add((o.bytes as u64).div_ceil(bs)))
-            {
+            let these = blocks(t, geometry.block_size);
+            if overlaps(&taken, &[these]) {
                 break;
             }
+            taken.push(these);
             bytes += t.bytes;
             match runs.last_mut() {
                 Some(run) if continues(run, t, geometry.block_size) => {

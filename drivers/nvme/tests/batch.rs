@@ -451,6 +451,28 @@ fn direct_operations_reach_scattered_pages_in_the_order_given() {
     }
 }
 
+/// `batch.submit` on the controller's I/O queue, moving no data.
+fn submit(
+    batch: &mut Batch,
+    c: &mut Controller<Model>,
+    owners: &mut Owners,
+    pool: &mut Pool,
+    dma: &ModelDma<model::State>,
+) -> usize {
+    batch.submit(&mut c.io[0], owners, pool, dma, &c.mmio, |_, _| {})
+}
+
+/// `batch.reap` on the controller's I/O queue, moving no data.
+fn reap(
+    batch: &mut Batch,
+    c: &mut Controller<Model>,
+    owners: &mut Owners,
+    pool: &mut Pool,
+    dma: &ModelDma<model::State>,
+) -> usize {
+    batch.reap(&mut c.io[0], owners, pool, dma, &c.mmio, |_, _| {})
+}
+
 /// Two callers' batches on one queue, each looking in turn (the kernel's vbds of two
 /// guests): what one reaps for the other waits in the other's stash.
 fn run_two(
@@ -526,28 +548,8 @@ fn a_reset_one_caller_asks_for_makes_every_caller_submit_again() {
     let mut bb = Batch::new(b.clone(), &mut owners);
     // Both have commands at a controller that never answers (B one: the pool is empty).
     m.0.borrow_mut().silent = true;
-    assert_eq!(
-        ba.submit(
-            &mut c.io[0],
-            &mut owners,
-            &mut pool,
-            &dma,
-            &c.mmio,
-            |_, _| {}
-        ),
-        5
-    );
-    assert_eq!(
-        bb.submit(
-            &mut c.io[0],
-            &mut owners,
-            &mut pool,
-            &dma,
-            &c.mmio,
-            |_, _| {}
-        ),
-        1
-    );
+    assert_eq!(submit(&mut ba, &mut c, &mut owners, &mut pool, &dma), 5);
+    assert_eq!(submit(&mut bb, &mut c, &mut owners, &mut pool, &dma), 1);
     assert_eq!(pool.available(), 0);
     // The first caller's watch gives up waiting and resets the controller.
     m.0.borrow_mut().silent = false;
@@ -583,34 +585,10 @@ fn a_completion_stashed_before_a_reset_never_ends_the_command_that_reuses_its_id
     let mut pool = Pool::new(&mut dma, 8, 8192).unwrap();
     let mut ba = Batch::new(vec![read_op(0, 16)], &mut owners);
     let mut bb = Batch::new(vec![read_op(100, 16), read_op(200, 16)], &mut owners);
-    ba.submit(
-        &mut c.io[0],
-        &mut owners,
-        &mut pool,
-        &dma,
-        &c.mmio,
-        |_, _| {},
-    );
-    bb.submit(
-        &mut c.io[0],
-        &mut owners,
-        &mut pool,
-        &dma,
-        &c.mmio,
-        |_, _| {},
-    );
+    submit(&mut ba, &mut c, &mut owners, &mut pool, &dma);
+    submit(&mut bb, &mut c, &mut owners, &mut pool, &dma);
     // A reaps all three completions: B's wait in its stash...
-    assert_eq!(
-        ba.reap(
-            &mut c.io[0],
-            &mut owners,
-            &mut pool,
-            &dma,
-            &c.mmio,
-            |_, _| {}
-        ),
-        1
-    );
+    assert_eq!(reap(&mut ba, &mut c, &mut owners, &mut pool, &dma), 1);
     assert!(owners.take_handed());
     // ...when another caller resets the controller. The ids are free again; B submits
     // its commands anew (they take the same ids) at a controller that does not answer.
@@ -622,37 +600,10 @@ fn a_completion_stashed_before_a_reset_never_ends_the_command_that_reuses_its_id
         (0..5).map(|k| read_op(300 + k * 16, 16)).collect(),
         &mut owners,
     );
+    assert_eq!(submit(&mut bc, &mut c, &mut owners, &mut pool, &dma), 5);
+    assert_eq!(submit(&mut bb, &mut c, &mut owners, &mut pool, &dma), 2);
     assert_eq!(
-        bc.submit(
-            &mut c.io[0],
-            &mut owners,
-            &mut pool,
-            &dma,
-            &c.mmio,
-            |_, _| {}
-        ),
-        5
-    );
-    assert_eq!(
-        bb.submit(
-            &mut c.io[0],
-            &mut owners,
-            &mut pool,
-            &dma,
-            &c.mmio,
-            |_, _| {}
-        ),
-        2
-    );
-    assert_eq!(
-        bb.reap(
-            &mut c.io[0],
-            &mut owners,
-            &mut pool,
-            &dma,
-            &c.mmio,
-            |_, _| {}
-        ),
+        reap(&mut bb, &mut c, &mut owners, &mut pool, &dma),
         0,
         "nothing completed since the reset"
     );
@@ -666,14 +617,7 @@ fn a_caller_that_leaves_with_commands_out_leaves_nothing_behind() {
     let mut pool = Pool::new(&mut dma, 4, 8192).unwrap();
     let mut ba = Batch::new((0..4).map(|k| read_op(k * 16, 16)).collect(), &mut owners);
     m.0.borrow_mut().silent = true;
-    ba.submit(
-        &mut c.io[0],
-        &mut owners,
-        &mut pool,
-        &dma,
-        &c.mmio,
-        |_, _| {},
-    );
+    submit(&mut ba, &mut c, &mut owners, &mut pool, &dma);
     assert_eq!(owners.in_flight(), 4);
     ba.fail_rest(&mut pool, Error::Fatal, false);
     assert!(ba
@@ -694,31 +638,18 @@ fn a_batch_submits_nothing_while_a_completion_reaped_for_it_waits() {
     let mut bb = Batch::new(vec![read_op(500, 16)], &mut owners);
     // Two buffers left: B takes one, A the other (one command of its three).
     let mut spare: Vec<_> = (0..6).map(|_| pool.take().unwrap()).collect();
-    let q = &mut c.io[0];
-    assert_eq!(
-        bb.submit(q, &mut owners, &mut pool, &dma, &c.mmio, |_, _| {}),
-        1
-    );
-    assert_eq!(
-        ba.submit(q, &mut owners, &mut pool, &dma, &c.mmio, |_, _| {}),
-        1
-    );
-    assert_eq!(
-        bb.reap(q, &mut owners, &mut pool, &dma, &c.mmio, |_, _| {}),
-        1
-    );
+    assert_eq!(submit(&mut bb, &mut c, &mut owners, &mut pool, &dma), 1);
+    assert_eq!(submit(&mut ba, &mut c, &mut owners, &mut pool, &dma), 1);
+    assert_eq!(reap(&mut bb, &mut c, &mut owners, &mut pool, &dma), 1);
     assert!(owners.take_handed(), "B reaped A's completion for it");
     pool.give(spare.pop().unwrap());
     assert_eq!(
-        ba.submit(q, &mut owners, &mut pool, &dma, &c.mmio, |_, _| {}),
+        submit(&mut ba, &mut c, &mut owners, &mut pool, &dma),
         0,
         "not while its completion waits"
     );
-    assert_eq!(
-        ba.reap(q, &mut owners, &mut pool, &dma, &c.mmio, |_, _| {}),
-        1
-    );
-    assert!(ba.submit(q, &mut owners, &mut pool, &dma, &c.mmio, |_, _| {}) > 0);
+    assert_eq!(reap(&mut ba, &mut c, &mut owners, &mut pool, &dma), 1);
+    assert!(submit(&mut ba, &mut c, &mut owners, &mut pool, &dma) > 0);
     for b in spare {
         pool.give(b);
     }

@@ -10,6 +10,7 @@ use bulkhead_executor::{LoopWatch, Nanos, Window};
 use log::warn;
 use spin::Mutex;
 
+use crate::machine::trace::{self, Counts};
 use crate::machine::{runstate, time};
 
 const WARN: Nanos = 500_000_000;
@@ -21,6 +22,8 @@ struct State {
     runnable: Option<u64>,
     /// Its running total when the current window began.
     window_running: Option<u64>,
+    /// The flight recorder's counts when the current window began.
+    window_counts: Counts,
     last_warn: Option<Nanos>,
     unsaid: u64,
 }
@@ -30,6 +33,11 @@ static STATE: Mutex<State> = Mutex::new(State {
     watch: LoopWatch::new(),
     runnable: None,
     window_running: None,
+    window_counts: Counts {
+        vectors: 0,
+        halts: 0,
+        hypercalls: 0,
+    },
     last_warn: None,
     unsaid: 0,
 });
@@ -88,14 +96,16 @@ pub fn polled(task: &'static str, now: Nanos, took: Nanos) {
     }
 }
 
-/// End the current window: what it saw, and how long this vCPU ran in it (None without
-/// a runstate area).
-pub fn take_window() -> (Window, Option<Nanos>) {
+/// End the current window: what it saw, how long this vCPU ran in it (None without a
+/// runstate area), and the interrupts, halts and hypercalls in it.
+pub fn take_window() -> (Window, Option<Nanos>, Counts) {
     let mut s = STATE.lock();
     let running = runstate::running_ns();
     let before = core::mem::replace(&mut s.window_running, running);
     let ran = running.zip(before).map(|(r, b)| r.saturating_sub(b));
-    (s.watch.take_window(time::now_ns()), ran)
+    let now = trace::counts();
+    let counts = now.since(core::mem::replace(&mut s.window_counts, now));
+    (s.watch.take_window(time::now_ns()), ran, counts)
 }
 
 fn say(s: &mut State, now: Nanos, what: core::fmt::Arguments) {

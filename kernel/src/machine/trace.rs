@@ -45,7 +45,43 @@ pub static RECORDER: Recorder = Recorder {
     entries: [const { [const { AtomicU64::new(0) }; 3] }; ENTRIES],
 };
 
+/// Events of each kind ever recorded, indexed by `Event as usize` (0 unused): the
+/// `loop-window` event line reports each window's share (`counts`), so a run can say how
+/// many interrupts, halts and hypercalls a workload cost, the VM exits the nested-TCG
+/// fault rides on (docs/triple-fault-2026-12-02.md). Apart from the recorder's page,
+/// whose layout tests/xen/trace.py reads.
+static COUNTS: [AtomicU64; 7] = [const { AtomicU64::new(0) }; 7];
+
+/// Interrupts and exceptions taken, halts, and hypercalls made since boot.
+#[derive(Clone, Copy, Default)]
+pub struct Counts {
+    pub vectors: u64,
+    pub halts: u64,
+    pub hypercalls: u64,
+}
+
+pub fn counts() -> Counts {
+    let c = |e: Event| COUNTS[e as usize].load(Ordering::Relaxed);
+    Counts {
+        vectors: c(Event::Vector),
+        halts: c(Event::Halt),
+        hypercalls: c(Event::Hypercall),
+    }
+}
+
+impl Counts {
+    /// What happened between `earlier` and `self`.
+    pub fn since(self, earlier: Counts) -> Counts {
+        Counts {
+            vectors: self.vectors.wrapping_sub(earlier.vectors),
+            halts: self.halts.wrapping_sub(earlier.halts),
+            hypercalls: self.hypercalls.wrapping_sub(earlier.hypercalls),
+        }
+    }
+}
+
 pub fn record(event: Event, arg: u32, at: u64) {
+    COUNTS[event as usize].fetch_add(1, Ordering::Relaxed);
     let r = &RECORDER;
     let n = r.count.fetch_add(1, Ordering::Relaxed) as usize;
     let e = &r.entries[n % ENTRIES];

@@ -205,18 +205,21 @@ async fn marks(xen: XenRef, node: String) {
         if next.is_empty() || next == name {
             return;
         }
-        let (w, ran) = crate::loopwatch::take_window();
+        let (w, ran, counts) = crate::loopwatch::take_window();
         let ms = |ns: u64| ns / 1_000_000;
         crate::event!(
             "loop-window",
-            "mark={name} length_ms={} running_ms={} cpu_wait_ms={} cpu_wait_end_ms={} slowest_poll_ms={} poll_task={} poll_end_ms={}",
+            "mark={name} length_ms={} running_ms={} cpu_wait_ms={} cpu_wait_end_ms={} slowest_poll_ms={} poll_task={} poll_end_ms={} vectors={} halts={} hypercalls={}",
             ms(crate::time::now_ns().saturating_sub(w.since)),
             ran.map_or(String::from("-"), |r| format!("{}", ms(r))),
             ms(w.longest_wait),
             ms(w.wait_ended),
             ms(w.slowest_poll),
             if w.poll_task.is_empty() { "-" } else { w.poll_task },
-            ms(w.poll_ended)
+            ms(w.poll_ended),
+            counts.vectors,
+            counts.halts,
+            counts.hypercalls
         );
         name = next;
     })

@@ -288,12 +288,7 @@ impl Disk {
                 .reap(t, &mut self.ctrl.io[0], &self.dma, &self.ctrl.mmio)
                 .into_iter()
                 .find(|c| c.cid == cid);
-            if self.owners.take_handed() {
-                self.woken.raise();
-            }
-            if let Some(g) = self.gsi {
-                crate::arch::ioapic::unmask(g);
-            }
+            after_reap(&mut self.owners, &self.woken, self.gsi);
             if let Some(c) = got {
                 return Ok(c);
             }
@@ -593,6 +588,17 @@ impl Disk {
 /// Between two looks at the completion queue: until the disk's waiters are woken (an
 /// interrupt, another caller's reaping or reset; see `Disk::woken`) after `seen`, or a
 /// moment when polled. The timeout bounds a lost interrupt.
+/// After any caller reaped the I/O queue: the other callers whose completions it took
+/// look again, and the INTx pin (masked while the controller asserts it) is open again.
+fn after_reap(owners: &mut Owners, woken: &Broadcast, gsi: Option<u8>) {
+    if owners.take_handed() {
+        woken.raise();
+    }
+    if let Some(g) = gsi {
+        crate::arch::ioapic::unmask(g);
+    }
+}
+
 async fn until_woken(h: &Handle, mode: IrqMode, woken: &Broadcast, seen: u64) {
     if mode == IrqMode::Poll {
         h.sleep(20_000).await;
@@ -715,12 +721,7 @@ where
                     dma.read(b.data, &mut buf[at..at + l]);
                 }
             });
-            if owners.take_handed() {
-                woken.raise();
-            }
-            if let Some(g) = *gsi {
-                crate::arch::ioapic::unmask(g);
-            }
+            after_reap(owners, woken, *gsi);
             if batch.done() {
                 break;
             }

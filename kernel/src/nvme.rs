@@ -585,9 +585,6 @@ impl Disk {
     }
 }
 
-/// Between two looks at the completion queue: until the disk's waiters are woken (an
-/// interrupt, another caller's reaping or reset; see `Disk::woken`) after `seen`, or a
-/// moment when polled. The timeout bounds a lost interrupt.
 /// After any caller reaped the I/O queue: the other callers whose completions it took
 /// look again, and the INTx pin (masked while the controller asserts it) is open again.
 fn after_reap(owners: &mut Owners, woken: &Broadcast, gsi: Option<u8>) {
@@ -599,6 +596,9 @@ fn after_reap(owners: &mut Owners, woken: &Broadcast, gsi: Option<u8>) {
     }
 }
 
+/// Between two looks at the completion queue: until the disk's waiters are woken (an
+/// interrupt, another caller's reaping or reset; see `Disk::woken`) after `seen`, or a
+/// moment when polled. The timeout bounds a lost interrupt.
 async fn until_woken(h: &Handle, mode: IrqMode, woken: &Broadcast, seen: u64) {
     if mode == IrqMode::Poll {
         h.sleep(20_000).await;
@@ -879,12 +879,12 @@ impl BlockDevice for Volume {
         }
         out
     }
-    /// Any memory PRPs describe (the commands a transfer is split into are sub-ranges,
-    /// which PRPs then describe too).
     /// Every clone reaches the same disk, whose lock is held only to submit and reap.
     fn lane(&self) -> Option<Self> {
         Some(self.clone())
     }
+    /// Any memory PRPs describe (the commands a transfer is split into are sub-ranges,
+    /// which PRPs then describe too).
     fn takes_spans(&self, spans: &[Span]) -> bool {
         let pieces = prp_pieces(spans);
         let len = pieces.iter().map(|p| p.1).sum();

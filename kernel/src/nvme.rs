@@ -271,34 +271,6 @@ impl Disk {
         &self.ctrl.namespaces
     }
 
-    /// Wait for command `cid` of `t` (the lock on the disk is held meanwhile: other
-    /// callers' completions go to their stash).
-    async fn wait(
-        &mut self,
-        h: &Handle,
-        t: &Ticket,
-        cid: u16,
-        what: &'static str,
-    ) -> Result<Completion, Error> {
-        let deadline = h.now() + self.timeout_ns;
-        loop {
-            let seen = self.woken.generation();
-            let got = self
-                .owners
-                .reap(t, &mut self.ctrl.io[0], &self.dma, &self.ctrl.mmio)
-                .into_iter()
-                .find(|c| c.cid == cid);
-            after_reap(&mut self.owners, &self.woken, self.gsi);
-            if let Some(c) = got {
-                return Ok(c);
-            }
-            if h.now() > deadline {
-                return Err(Error::Timeout { what });
-            }
-            until_woken(h, self.mode, &self.woken, seen).await;
-        }
-    }
-
     /// Reset the controller (every command in flight is dropped and its buffers are ours
     /// again); returns how many were in flight.
     /// A reset that fails fails the controller (its DMA stopped first): it may never
@@ -347,10 +319,6 @@ impl Disk {
         self.failed = true;
     }
 
-    /// Submit one command and wait (flush, write zeroes, deallocate; reads and writes go
-    /// in batches, [`transfer`]). A command that times out is aborted; if the controller
-    /// cannot abort it, the controller is reset. Either way it is re-issued once (its
-    /// buffers are still ours), and only a second failure reaches the caller.
     /// Test only: whether to lose the command about to be submitted (once).
     fn take_lost(&mut self) -> bool {
         #[cfg(feature = "test-hooks")]
@@ -359,78 +327,11 @@ impl Disk {
         false
     }
 
+    /// [`command`] with this caller alone on the disk (shutdown, the self-test).
     async fn run(&mut self, h: &Handle, cmd: Command, what: &'static str) -> Result<u32, Error> {
-        if self.failed {
-            return Err(Error::Fatal);
-        }
-        let r = self.run_once(h, cmd, what).await;
-        if let Err(e @ (Error::Timeout { .. } | Error::Fatal)) = &r {
-            self.fail(&format!("{what}: {e} after abort and reset"));
-        }
-        r
-    }
-
-    async fn run_once(
-        &mut self,
-        h: &Handle,
-        cmd: Command,
-        what: &'static str,
-    ) -> Result<u32, Error> {
-        // The policy is bulkhead_nvme::recovery's; this follows it.
-        let t = self.owners.join();
-        let r = self.run_ticket(h, &t, cmd, what).await;
-        self.owners.leave(t);
-        r
-    }
-
-    async fn run_ticket(
-        &mut self,
-        h: &Handle,
-        t: &Ticket,
-        cmd: Command,
-        what: &'static str,
-    ) -> Result<u32, Error> {
-        let mut recovery = recovery::Command::new();
-        loop {
-            let cid = if self.take_lost() {
-                self.ctrl.io[0].submit_quiet(&self.dma, cmd)?
-            } else {
-                self.ctrl.io[0].submit(&self.dma, &self.ctrl.mmio, cmd)?
-            };
-            self.owners.submitted(t, cid);
-            let e = match self.wait(h, t, cid, what).await {
-                Ok(c) => return c.result(),
-                Err(e @ Error::Timeout { .. }) => e,
-                Err(e) => return Err(e),
-            };
-            if recovery.timed_out() == recovery::OnTimeout::Fail {
-                return Err(e);
-            }
-            // Ask the controller to abort it; re-issue it if that completes it, else
-            // reset the controller first (recovery::Policy decides).
-            crate::event!(
-                "nvme-timeout",
-                "dev={} what={what} cid={cid} commands=1 timeout_ms={} action=abort",
-                self.name,
-                self.timeout_ns / 1_000_000
-            );
-            let aborted = self
-                .ctrl
-                .abort(&self.dma, &mut SpinClock, 1, cid)
-                .unwrap_or(false);
-            let completed = aborted && self.wait(h, t, cid, what).await.is_ok();
-            match recovery.abort_result(completed) {
-                recovery::AfterAbort::Reissue => {
-                    crate::event!("nvme-reissue", "dev={} what={what} after=abort", self.name);
-                }
-                recovery::AfterAbort::ResetThenReissue => {
-                    // The abort did not complete the command.
-                    let lost = self.reset_controller()?;
-                    crate::event!("nvme-reset", "dev={} dropped={lost}", self.name);
-                    crate::event!("nvme-reissue", "dev={} what={what} after=reset", self.name);
-                }
-            }
-        }
+        let cell = RefCell::new(self);
+        let lock = || core::future::ready(RefMut::map(cell.borrow_mut(), |d| &mut **d));
+        command(lock, h, cmd, what).await
     }
 
     #[cfg(feature = "test-hooks")] // the storage test's
@@ -513,40 +414,6 @@ impl Disk {
         Ok(())
     }
 
-    /// Dataset Management / deallocate (discard), when supported (ONCS bit 2).
-    pub async fn deallocate(
-        &mut self,
-        h: &Handle,
-        nsid: u32,
-        lba: u64,
-        blocks: u64,
-    ) -> Result<(), Error> {
-        if !self.ctrl.info.dsm {
-            return Err(Error::Invalid("deallocate not supported"));
-        }
-        let list = self.dma.alloc(PAGE_SIZE)?;
-        let mut ranges = Vec::new();
-        let (mut l, mut left) = (lba, blocks);
-        while left > 0 && ranges.len() < 256 * 16 {
-            let n = left.min(u32::MAX as u64);
-            ranges.extend_from_slice(&0u32.to_le_bytes());
-            ranges.extend_from_slice(&(n as u32).to_le_bytes());
-            ranges.extend_from_slice(&l.to_le_bytes());
-            l += n;
-            left -= n;
-        }
-        self.dma.write(list, &ranges);
-        let r = self
-            .run(
-                h,
-                Command::deallocate(nsid, (ranges.len() / 16) as u16, list),
-                "deallocate",
-            )
-            .await;
-        self.dma.free(list, PAGE_SIZE);
-        r.map(|_| ())
-    }
-
     pub fn features(&self) -> Features {
         let i = &self.ctrl.info;
         Features {
@@ -582,6 +449,256 @@ impl Disk {
             buf.copy_from_slice(head.get(o..o + buf.len()).ok_or(())?);
             Ok(())
         })
+    }
+}
+
+/// Dataset Management / deallocate (discard) of `blocks` from `lba` on namespace `nsid`,
+/// when the controller has it (ONCS bit 2): one [`command`], its range list in a DMA
+/// page of its own until the command is done.
+pub async fn deallocate<G, F>(
+    lock: impl Fn() -> F,
+    h: &Handle,
+    nsid: u32,
+    lba: u64,
+    blocks: u64,
+) -> Result<(), Error>
+where
+    F: Future<Output = G>,
+    G: DerefMut<Target = Disk>,
+{
+    let list = {
+        let d = lock().await;
+        if !d.ctrl.info.dsm {
+            return Err(Error::Invalid("deallocate not supported"));
+        }
+        d.dma.alloc(PAGE_SIZE)?
+    };
+    let mut ranges = Vec::new();
+    let (mut l, mut left) = (lba, blocks);
+    while left > 0 && ranges.len() < 256 * 16 {
+        let n = left.min(u32::MAX as u64);
+        ranges.extend_from_slice(&0u32.to_le_bytes());
+        ranges.extend_from_slice(&(n as u32).to_le_bytes());
+        ranges.extend_from_slice(&l.to_le_bytes());
+        l += n;
+        left -= n;
+    }
+    lock().await.dma.write(list, &ranges);
+    let cmd = Command::deallocate(nsid, (ranges.len() / 16) as u16, list);
+    let r = command(&lock, h, cmd, "deallocate").await;
+    // Done, or given up on with the controller failed (its DMA stopped): either way the
+    // device no longer reads the list.
+    lock().await.dma.free(list, PAGE_SIZE);
+    r.map(|_| ())
+}
+
+/// One command that moves no data of a caller's (flush, write zeroes, deallocate; reads
+/// and writes go in batches, [`transfer`]) on the disk `lock` gives. Like [`transfer`] it
+/// holds the disk only to submit, to reap, to abort and to reset, never while waiting:
+/// one guest's slow flush does not hold up the batches of the others. A command that
+/// times out is aborted; if the controller cannot abort it, the controller is reset.
+/// Either way it is issued again once, and only a second timeout reaches the caller
+/// (the controller is then failed). A reset another caller made drops it too: it is
+/// issued again at once, which is not its failure. A full queue (other callers'
+/// commands in every slot) is waited out.
+pub async fn command<G, F>(
+    lock: impl Fn() -> F,
+    h: &Handle,
+    cmd: Command,
+    what: &'static str,
+) -> Result<u32, Error>
+where
+    F: Future<Output = G>,
+    G: DerefMut<Target = Disk>,
+{
+    let (mut t, woken, mode, timeout_ns) = {
+        let mut d = lock().await;
+        if d.failed {
+            return Err(Error::Fatal);
+        }
+        (d.owners.join(), d.woken.clone(), d.mode, d.timeout_ns)
+    };
+    let waits = Waits {
+        h,
+        woken: &woken,
+        mode,
+        timeout_ns,
+    };
+    let r = command_ticket(&lock, &waits, &mut t, cmd, what).await;
+    let mut d = lock().await;
+    d.owners.leave(t);
+    if let Err(e @ Error::Timeout { .. }) = &r {
+        d.fail(&format!("{what}: {e} after abort and reset"));
+    }
+    r
+}
+
+/// How a caller waits on the disk (the disk's, copied out so the caller need not hold
+/// it to wait).
+struct Waits<'a> {
+    h: &'a Handle,
+    woken: &'a Broadcast,
+    mode: IrqMode,
+    timeout_ns: u64,
+}
+
+/// What became of one command while its caller waited.
+enum Outcome {
+    Completed(Completion),
+    /// A controller reset (another caller's) dropped it.
+    Dropped,
+    TimedOut,
+    /// The controller was failed meanwhile.
+    Failed,
+}
+
+async fn command_ticket<G, F>(
+    lock: &impl Fn() -> F,
+    w: &Waits<'_>,
+    t: &mut Ticket,
+    cmd: Command,
+    what: &'static str,
+) -> Result<u32, Error>
+where
+    F: Future<Output = G>,
+    G: DerefMut<Target = Disk>,
+{
+    // The policy is bulkhead_nvme::recovery's; this follows it.
+    let mut recovery = recovery::Command::new();
+    loop {
+        let cid = submit_one(lock, w, t, cmd).await?;
+        match completion(lock, w, t, cid).await {
+            Outcome::Completed(c) => return c.result(),
+            Outcome::Dropped => continue,
+            Outcome::Failed => return Err(Error::Fatal),
+            Outcome::TimedOut => {}
+        }
+        let e = Error::Timeout { what };
+        if recovery.timed_out() == recovery::OnTimeout::Fail {
+            return Err(e);
+        }
+        // Ask the controller to abort it; re-issue it if that completes it, else reset
+        // the controller first (recovery::Policy decides).
+        let aborted = {
+            let mut guard = lock().await;
+            let d: &mut Disk = &mut guard;
+            crate::event!(
+                "nvme-timeout",
+                "dev={} what={what} cid={cid} commands=1 timeout_ms={} action=abort",
+                d.name,
+                d.timeout_ns / 1_000_000
+            );
+            d.ctrl
+                .abort(&d.dma, &mut SpinClock, 1, cid)
+                .unwrap_or(false)
+        };
+        let completed = aborted
+            && match completion(lock, w, t, cid).await {
+                Outcome::Completed(_) => true,
+                Outcome::Failed => return Err(Error::Fatal),
+                Outcome::Dropped | Outcome::TimedOut => false,
+            };
+        let mut d = lock().await;
+        match recovery.abort_result(completed) {
+            recovery::AfterAbort::Reissue => {
+                crate::event!("nvme-reissue", "dev={} what={what} after=abort", d.name);
+            }
+            recovery::AfterAbort::ResetThenReissue => {
+                // The abort did not complete the command.
+                let lost = d.reset_controller()?;
+                // This caller's own command is among those dropped: issued again below.
+                d.owners.catch_up(t);
+                crate::event!("nvme-reset", "dev={} dropped={lost}", d.name);
+                crate::event!("nvme-reissue", "dev={} what={what} after=reset", d.name);
+            }
+        }
+    }
+}
+
+/// Submit `cmd` for `t` (waiting while other callers' commands fill the queue); its
+/// command id.
+async fn submit_one<G, F>(
+    lock: &impl Fn() -> F,
+    w: &Waits<'_>,
+    t: &mut Ticket,
+    cmd: Command,
+) -> Result<u16, Error>
+where
+    F: Future<Output = G>,
+    G: DerefMut<Target = Disk>,
+{
+    loop {
+        let seen = w.woken.generation();
+        {
+            let mut guard = lock().await;
+            let d: &mut Disk = &mut guard;
+            if d.failed {
+                return Err(Error::Fatal);
+            }
+            // Resets before this submission drop nothing of it.
+            d.owners.catch_up(t);
+            let lose = d.take_lost();
+            let q = &mut d.ctrl.io[0];
+            let r = if lose {
+                q.submit_quiet(&d.dma, cmd)
+            } else {
+                q.submit(&d.dma, &d.ctrl.mmio, cmd)
+            };
+            match r {
+                Ok(cid) => {
+                    d.owners.submitted(t, cid);
+                    return Ok(cid);
+                }
+                // Slots free as the others' commands complete; with none of theirs out,
+                // a full queue would never empty.
+                Err(Error::QueueFull) if d.owners.in_flight() > 0 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        until_woken(w.h, w.mode, w.woken, seen).await;
+    }
+}
+
+/// Wait for command `cid` of `t` to complete, for at most the disk's timeout; the disk is
+/// held only to reap.
+async fn completion<G, F>(lock: &impl Fn() -> F, w: &Waits<'_>, t: &mut Ticket, cid: u16) -> Outcome
+where
+    F: Future<Output = G>,
+    G: DerefMut<Target = Disk>,
+{
+    let deadline = w.h.now() + w.timeout_ns;
+    loop {
+        let seen = w.woken.generation();
+        {
+            let mut guard = lock().await;
+            let d: &mut Disk = &mut guard;
+            if d.failed {
+                return Outcome::Failed;
+            }
+            if d.owners.catch_up(t) {
+                return Outcome::Dropped;
+            }
+            let Disk {
+                ctrl,
+                dma,
+                owners,
+                woken,
+                gsi,
+                ..
+            } = d;
+            let got = owners
+                .reap(t, &mut ctrl.io[0], dma, &ctrl.mmio)
+                .into_iter()
+                .find(|c| c.cid == cid);
+            after_reap(owners, woken, *gsi);
+            if let Some(c) = got {
+                return Outcome::Completed(c);
+            }
+        }
+        if w.h.now() > deadline {
+            return Outcome::TimedOut;
+        }
+        until_woken(w.h, w.mode, w.woken, seen).await;
     }
 }
 
@@ -684,7 +801,8 @@ where
     }
     let mut batch = Batch::new(ops, &mut lock().await.owners);
     // Started at the first look that holds the disk: waiting for the lock (another
-    // caller's flush holds it through its own wait) is not this batch stalling.
+    // caller's abort or reset holds it while it spins on the admin queue) is not this
+    // batch stalling.
     let mut watch: Option<recovery::BatchWatch> = None;
     loop {
         let (seen, ended) = {
@@ -891,16 +1009,19 @@ impl BlockDevice for Volume {
         Pages::of_pieces(&pieces, 0, len).is_some()
     }
     async fn flush(&mut self) -> Result<(), BlockError> {
-        let mut d = self.disk.lock().await;
-        d.flush(&self.h, self.nsid).await.map_err(block_error)
+        let disk = &self.disk;
+        command(|| disk.lock(), &self.h, Command::flush(self.nsid), "flush")
+            .await
+            .map(|_| ())
+            .map_err(block_error)
     }
     async fn discard(&mut self, lba: u64, blocks: u64) -> Result<(), BlockError> {
         let dev = self.extent.map_blocks(lba, blocks, true)?;
         if !self.features.discard {
             return Err(BlockError::Unsupported);
         }
-        let mut d = self.disk.lock().await;
-        d.deallocate(&self.h, self.nsid, dev, blocks)
+        let disk = &self.disk;
+        deallocate(|| disk.lock(), &self.h, self.nsid, dev, blocks)
             .await
             .map_err(block_error)
     }

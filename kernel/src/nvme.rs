@@ -24,6 +24,7 @@ use bulkhead_nvme::owners::{Owners, Ticket};
 use bulkhead_nvme::pool::{Buffer, Pool};
 use bulkhead_nvme::prp::Pages;
 use bulkhead_nvme::recovery;
+use bulkhead_nvme::single::{self, Look, Submitted};
 use bulkhead_nvme::{Clock, Dma, Error, PAGE_SIZE};
 use bulkhead_pci::Function;
 use log::{error, info, warn};
@@ -635,24 +636,18 @@ where
             if d.failed {
                 return Err(Error::Fatal);
             }
-            // Resets before this submission drop nothing of it.
-            d.owners.catch_up(t);
-            let lose = d.take_lost();
-            let q = &mut d.ctrl.io[0];
-            let r = if lose {
-                q.submit_quiet(&d.dma, cmd)
-            } else {
-                q.submit(&d.dma, &d.ctrl.mmio, cmd)
-            };
-            match r {
-                Ok(cid) => {
-                    d.owners.submitted(t, cid);
-                    return Ok(cid);
-                }
-                // Slots free as the others' commands complete; with none of theirs out,
-                // a full queue would never empty.
-                Err(Error::QueueFull) if d.owners.in_flight() > 0 => {}
-                Err(e) => return Err(e),
+            let quiet = d.take_lost();
+            match single::submit(
+                &mut d.ctrl.io[0],
+                &mut d.owners,
+                t,
+                &d.dma,
+                &d.ctrl.mmio,
+                cmd,
+                quiet,
+            )? {
+                Submitted::Cid(cid) => return Ok(cid),
+                Submitted::Full => {}
             }
         }
         until_woken(w.h, w.mode, w.woken, seen).await;
@@ -675,9 +670,6 @@ where
             if d.failed {
                 return Outcome::Failed;
             }
-            if d.owners.catch_up(t) {
-                return Outcome::Dropped;
-            }
             let Disk {
                 ctrl,
                 dma,
@@ -686,13 +678,12 @@ where
                 gsi,
                 ..
             } = d;
-            let got = owners
-                .reap(t, &mut ctrl.io[0], dma, &ctrl.mmio)
-                .into_iter()
-                .find(|c| c.cid == cid);
+            let look = single::look(&mut ctrl.io[0], owners, t, dma, &ctrl.mmio, cid);
             after_reap(owners, woken, *gsi);
-            if let Some(c) = got {
-                return Outcome::Completed(c);
+            match look {
+                Look::Completed(c) => return Outcome::Completed(c),
+                Look::Dropped => return Outcome::Dropped,
+                Look::Pending => {}
             }
         }
         if w.h.now() > deadline {

@@ -23,6 +23,7 @@ pub mod prp;
 pub mod queue;
 pub mod recovery;
 pub mod regs;
+pub mod single;
 
 use core::fmt;
 

@@ -1,0 +1,152 @@
+//! One command (a flush) on the I/O queue beside other callers' batches, against the
+//! controller model: its completion reaches it whoever reaps it, a reset drops it and
+//! says so, a queue full of others' commands is waited out.
+
+mod model;
+
+use bulkhead_nvme::batch::{Batch, Op};
+use bulkhead_nvme::cmd::Command;
+use bulkhead_nvme::controller::{Config, Controller};
+use bulkhead_nvme::owners::Owners;
+use bulkhead_nvme::pool::Pool;
+use bulkhead_nvme::single::{self, Look, Submitted};
+use bulkhead_nvme::Error;
+use model::{FakeClock, Model, ModelDma, BLOCK};
+
+fn up(entries: u16) -> (Controller<Model>, ModelDma<model::State>, FakeClock, Model) {
+    let m = Model::new(1024);
+    let mut dma = ModelDma(m.0.clone());
+    let mut clock = FakeClock::default();
+    let cfg = Config {
+        io_queues: 1,
+        io_entries: entries,
+        vector: |_| None,
+        max_transfer: 2 << 20,
+    };
+    let c = Controller::init(m.clone(), &mut dma, &mut clock, &cfg).expect("bring-up");
+    (c, dma, clock, m)
+}
+
+fn reads(n: u64) -> Vec<Op> {
+    (0..n)
+        .map(|k| Op {
+            write: false,
+            nsid: 1,
+            lba: k * 8,
+            blocks: 8,
+            bytes: 8 * BLOCK,
+            direct: None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_flush_beside_a_batch_gets_its_completion_whoever_reaps_it() {
+    let (mut c, mut dma, _clock, m) = up(64);
+    m.0.borrow_mut().reverse = true;
+    let mut owners = Owners::new();
+    let mut pool = Pool::new(&mut dma, 8, 8192).unwrap();
+    let mut batch = Batch::new(reads(6), &mut owners);
+    let mut t = owners.join();
+    assert_eq!(
+        batch.submit(&mut c.io[0], &mut owners, &mut pool, &dma, &c.mmio, |_, _| {}),
+        6
+    );
+    let q = &mut c.io[0];
+    let Ok(Submitted::Cid(cid)) =
+        single::submit(q, &mut owners, &mut t, &dma, &c.mmio, Command::flush(1), false)
+    else {
+        panic!("the flush was not submitted");
+    };
+    // The batch reaps first: it finds the flush's completion and hands it over.
+    batch.reap(&mut c.io[0], &mut owners, &mut pool, &dma, &c.mmio, |_, _| {});
+    assert!(batch.done());
+    assert!(owners.take_handed(), "the batch reaped the flush's completion");
+    match single::look(&mut c.io[0], &mut owners, &mut t, &dma, &c.mmio, cid) {
+        Look::Completed(done) => assert_eq!(done.result(), Ok(0)),
+        other => panic!("the flush's completion was lost: {other:?}"),
+    }
+    assert_eq!(m.0.borrow().flushes, 1);
+    assert!(batch.results(&mut owners).iter().all(Result::is_ok));
+    owners.leave(t);
+    assert_eq!(owners.in_flight(), 0);
+}
+
+#[test]
+fn a_reset_drops_the_command_and_the_next_look_says_so() {
+    let (mut c, dma, mut clock, m) = up(64);
+    let mut owners = Owners::new();
+    let mut t = owners.join();
+    m.0.borrow_mut().silent = true;
+    let q = &mut c.io[0];
+    let Ok(Submitted::Cid(cid)) =
+        single::submit(q, &mut owners, &mut t, &dma, &c.mmio, Command::flush(1), false)
+    else {
+        panic!("the flush was not submitted");
+    };
+    assert_eq!(
+        single::look(&mut c.io[0], &mut owners, &mut t, &dma, &c.mmio, cid),
+        Look::Pending
+    );
+    // Another caller's watch resets the controller.
+    m.0.borrow_mut().silent = false;
+    c.reset(&dma, &mut clock).expect("reset");
+    owners.reset();
+    assert_eq!(
+        single::look(&mut c.io[0], &mut owners, &mut t, &dma, &c.mmio, cid),
+        Look::Dropped
+    );
+    // Submitted again, it completes.
+    let q = &mut c.io[0];
+    let Ok(Submitted::Cid(cid)) =
+        single::submit(q, &mut owners, &mut t, &dma, &c.mmio, Command::flush(1), false)
+    else {
+        panic!("the flush was not submitted again");
+    };
+    assert!(matches!(
+        single::look(&mut c.io[0], &mut owners, &mut t, &dma, &c.mmio, cid),
+        Look::Completed(_)
+    ));
+}
+
+#[test]
+fn a_queue_full_of_others_commands_is_waited_out() {
+    // 8 entries: 7 commands at most on the queue.
+    let (mut c, mut dma, _clock, _m) = up(8);
+    let mut owners = Owners::new();
+    let mut pool = Pool::new(&mut dma, 16, 8192).unwrap();
+    let mut batch = Batch::new(reads(7), &mut owners);
+    let mut t = owners.join();
+    assert_eq!(
+        batch.submit(&mut c.io[0], &mut owners, &mut pool, &dma, &c.mmio, |_, _| {}),
+        7
+    );
+    // Their completions are posted, but their slots are free only once reaped.
+    let q = &mut c.io[0];
+    assert_eq!(
+        single::submit(q, &mut owners, &mut t, &dma, &c.mmio, Command::flush(1), false),
+        Ok(Submitted::Full)
+    );
+    batch.reap(&mut c.io[0], &mut owners, &mut pool, &dma, &c.mmio, |_, _| {});
+    let q = &mut c.io[0];
+    assert!(matches!(
+        single::submit(q, &mut owners, &mut t, &dma, &c.mmio, Command::flush(1), false),
+        Ok(Submitted::Cid(_))
+    ));
+}
+
+#[test]
+fn a_full_queue_with_no_other_callers_commands_out_is_an_error() {
+    // Nothing of anyone's recorded in flight would ever free a slot: waiting would be
+    // for ever.
+    let (mut c, dma, _clock, m) = up(8);
+    m.0.borrow_mut().silent = true;
+    let mut owners = Owners::new();
+    let mut t = owners.join();
+    let q = &mut c.io[0];
+    while q.submit(&dma, &c.mmio, Command::flush(1)).is_ok() {}
+    assert_eq!(
+        single::submit(q, &mut owners, &mut t, &dma, &c.mmio, Command::flush(1), false),
+        Err(Error::QueueFull)
+    );
+}

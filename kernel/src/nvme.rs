@@ -468,7 +468,7 @@ where
     G: DerefMut<Target = Disk>,
 {
     let list = {
-        let d = lock().await;
+        let mut d = lock().await;
         if !d.ctrl.info.dsm {
             return Err(Error::Invalid("deallocate not supported"));
         }

@@ -49,19 +49,42 @@ fn a_flush_beside_a_batch_gets_its_completion_whoever_reaps_it() {
     let mut batch = Batch::new(reads(6), &mut owners);
     let mut t = owners.join();
     assert_eq!(
-        batch.submit(&mut c.io[0], &mut owners, &mut pool, &dma, &c.mmio, |_, _| {}),
+        batch.submit(
+            &mut c.io[0],
+            &mut owners,
+            &mut pool,
+            &dma,
+            &c.mmio,
+            |_, _| {}
+        ),
         6
     );
     let q = &mut c.io[0];
-    let Ok(Submitted::Cid(cid)) =
-        single::submit(q, &mut owners, &mut t, &dma, &c.mmio, Command::flush(1), false)
-    else {
+    let Ok(Submitted::Cid(cid)) = single::submit(
+        q,
+        &mut owners,
+        &mut t,
+        &dma,
+        &c.mmio,
+        Command::flush(1),
+        false,
+    ) else {
         panic!("the flush was not submitted");
     };
     // The batch reaps first: it finds the flush's completion and hands it over.
-    batch.reap(&mut c.io[0], &mut owners, &mut pool, &dma, &c.mmio, |_, _| {});
+    batch.reap(
+        &mut c.io[0],
+        &mut owners,
+        &mut pool,
+        &dma,
+        &c.mmio,
+        |_, _| {},
+    );
     assert!(batch.done());
-    assert!(owners.take_handed(), "the batch reaped the flush's completion");
+    assert!(
+        owners.take_handed(),
+        "the batch reaped the flush's completion"
+    );
     match single::look(&mut c.io[0], &mut owners, &mut t, &dma, &c.mmio, cid) {
         Look::Completed(done) => assert_eq!(done.result(), Ok(0)),
         other => panic!("the flush's completion was lost: {other:?}"),
@@ -79,9 +102,15 @@ fn a_reset_drops_the_command_and_the_next_look_says_so() {
     let mut t = owners.join();
     m.0.borrow_mut().silent = true;
     let q = &mut c.io[0];
-    let Ok(Submitted::Cid(cid)) =
-        single::submit(q, &mut owners, &mut t, &dma, &c.mmio, Command::flush(1), false)
-    else {
+    let Ok(Submitted::Cid(cid)) = single::submit(
+        q,
+        &mut owners,
+        &mut t,
+        &dma,
+        &c.mmio,
+        Command::flush(1),
+        false,
+    ) else {
         panic!("the flush was not submitted");
     };
     assert_eq!(
@@ -98,9 +127,15 @@ fn a_reset_drops_the_command_and_the_next_look_says_so() {
     );
     // Submitted again, it completes.
     let q = &mut c.io[0];
-    let Ok(Submitted::Cid(cid)) =
-        single::submit(q, &mut owners, &mut t, &dma, &c.mmio, Command::flush(1), false)
-    else {
+    let Ok(Submitted::Cid(cid)) = single::submit(
+        q,
+        &mut owners,
+        &mut t,
+        &dma,
+        &c.mmio,
+        Command::flush(1),
+        false,
+    ) else {
         panic!("the flush was not submitted again");
     };
     assert!(matches!(
@@ -118,19 +153,49 @@ fn a_queue_full_of_others_commands_is_waited_out() {
     let mut batch = Batch::new(reads(7), &mut owners);
     let mut t = owners.join();
     assert_eq!(
-        batch.submit(&mut c.io[0], &mut owners, &mut pool, &dma, &c.mmio, |_, _| {}),
+        batch.submit(
+            &mut c.io[0],
+            &mut owners,
+            &mut pool,
+            &dma,
+            &c.mmio,
+            |_, _| {}
+        ),
         7
     );
     // Their completions are posted, but their slots are free only once reaped.
     let q = &mut c.io[0];
     assert_eq!(
-        single::submit(q, &mut owners, &mut t, &dma, &c.mmio, Command::flush(1), false),
+        single::submit(
+            q,
+            &mut owners,
+            &mut t,
+            &dma,
+            &c.mmio,
+            Command::flush(1),
+            false
+        ),
         Ok(Submitted::Full)
     );
-    batch.reap(&mut c.io[0], &mut owners, &mut pool, &dma, &c.mmio, |_, _| {});
+    batch.reap(
+        &mut c.io[0],
+        &mut owners,
+        &mut pool,
+        &dma,
+        &c.mmio,
+        |_, _| {},
+    );
     let q = &mut c.io[0];
     assert!(matches!(
-        single::submit(q, &mut owners, &mut t, &dma, &c.mmio, Command::flush(1), false),
+        single::submit(
+            q,
+            &mut owners,
+            &mut t,
+            &dma,
+            &c.mmio,
+            Command::flush(1),
+            false
+        ),
         Ok(Submitted::Cid(_))
     ));
 }
@@ -146,7 +211,15 @@ fn a_full_queue_with_no_other_callers_commands_out_is_an_error() {
     let q = &mut c.io[0];
     while q.submit(&dma, &c.mmio, Command::flush(1)).is_ok() {}
     assert_eq!(
-        single::submit(q, &mut owners, &mut t, &dma, &c.mmio, Command::flush(1), false),
+        single::submit(
+            q,
+            &mut owners,
+            &mut t,
+            &dma,
+            &c.mmio,
+            Command::flush(1),
+            false
+        ),
         Err(Error::QueueFull)
     );
 }

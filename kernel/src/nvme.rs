@@ -579,10 +579,22 @@ where
             return Err(e);
         }
         // Ask the controller to abort it; re-issue it if that completes it, else reset
-        // the controller first (recovery::Policy decides).
+        // the controller first (recovery::Policy decides). Each step looks first at
+        // what changed while this caller waited for the disk: the command may have
+        // completed after all (its id then free, perhaps another caller's by now: not
+        // to be aborted), another caller's reset may have dropped it, or the controller
+        // may have been failed.
         let aborted = {
             let mut guard = lock().await;
             let d: &mut Disk = &mut guard;
+            if d.failed {
+                return Err(Error::Fatal);
+            }
+            match look(d, t, cid) {
+                Look::Completed(c) => return c.result(),
+                Look::Dropped => continue,
+                Look::Pending => {}
+            }
             crate::event!(
                 "nvme-timeout",
                 "dev={} what={what} cid={cid} commands=1 timeout_ms={} action=abort",
@@ -597,12 +609,21 @@ where
             && match completion(lock, w, t, cid).await {
                 Outcome::Completed(_) => true,
                 Outcome::Failed => return Err(Error::Fatal),
-                Outcome::Dropped | Outcome::TimedOut => false,
+                Outcome::Dropped => continue,
+                Outcome::TimedOut => false,
             };
         let mut d = lock().await;
+        if d.failed {
+            return Err(Error::Fatal);
+        }
         match recovery.abort_result(completed) {
             recovery::AfterAbort::Reissue => {
                 crate::event!("nvme-reissue", "dev={} what={what} after=abort", d.name);
+            }
+            recovery::AfterAbort::ResetThenReissue if d.owners.catch_up(t) => {
+                // Another caller reset the controller meanwhile: the command is gone
+                // already, and a second reset would drop every caller's again.
+                crate::event!("nvme-reissue", "dev={} what={what} after=reset", d.name);
             }
             recovery::AfterAbort::ResetThenReissue => {
                 // The abort did not complete the command.
@@ -670,17 +691,7 @@ where
             if d.failed {
                 return Outcome::Failed;
             }
-            let Disk {
-                ctrl,
-                dma,
-                owners,
-                woken,
-                gsi,
-                ..
-            } = d;
-            let look = single::look(&mut ctrl.io[0], owners, t, dma, &ctrl.mmio, cid);
-            after_reap(owners, woken, *gsi);
-            match look {
+            match look(d, t, cid) {
                 Look::Completed(c) => return Outcome::Completed(c),
                 Look::Dropped => return Outcome::Dropped,
                 Look::Pending => {}
@@ -691,6 +702,22 @@ where
         }
         until_woken(w.h, w.mode, w.woken, seen).await;
     }
+}
+
+/// One look for the completion of `t`'s command `cid` (`single::look`), then what every
+/// reap is followed by.
+fn look(d: &mut Disk, t: &mut Ticket, cid: u16) -> Look {
+    let Disk {
+        ctrl,
+        dma,
+        owners,
+        woken,
+        gsi,
+        ..
+    } = d;
+    let found = single::look(&mut ctrl.io[0], owners, t, dma, &ctrl.mmio, cid);
+    after_reap(owners, woken, *gsi);
+    found
 }
 
 /// After any caller reaped the I/O queue: the other callers whose completions it took

@@ -7,7 +7,7 @@ mod model;
 use bulkhead_nvme::batch::{Batch, Op};
 use bulkhead_nvme::cmd::Command;
 use bulkhead_nvme::controller::{Config, Controller};
-use bulkhead_nvme::owners::Owners;
+use bulkhead_nvme::owners::{Owners, Ticket};
 use bulkhead_nvme::pool::Pool;
 use bulkhead_nvme::single::{self, Look, Submitted};
 use bulkhead_nvme::Error;
@@ -40,6 +40,48 @@ fn reads(n: u64) -> Vec<Op> {
         .collect()
 }
 
+/// `single::submit` of a flush on the controller's I/O queue.
+fn flush(
+    c: &mut Controller<Model>,
+    owners: &mut Owners,
+    t: &mut Ticket,
+    dma: &ModelDma<model::State>,
+) -> Result<Submitted, Error> {
+    single::submit(
+        &mut c.io[0],
+        owners,
+        t,
+        dma,
+        &c.mmio,
+        Command::flush(1),
+        false,
+    )
+}
+
+/// A flush submitted; its command id.
+fn flush_cid(
+    c: &mut Controller<Model>,
+    owners: &mut Owners,
+    t: &mut Ticket,
+    dma: &ModelDma<model::State>,
+) -> u16 {
+    match flush(c, owners, t, dma) {
+        Ok(Submitted::Cid(cid)) => cid,
+        other => panic!("the flush was not submitted: {other:?}"),
+    }
+}
+
+/// `single::look` on the controller's I/O queue.
+fn look(
+    c: &mut Controller<Model>,
+    owners: &mut Owners,
+    t: &mut Ticket,
+    dma: &ModelDma<model::State>,
+    cid: u16,
+) -> Look {
+    single::look(&mut c.io[0], owners, t, dma, &c.mmio, cid)
+}
+
 #[test]
 fn a_flush_beside_a_batch_gets_its_completion_whoever_reaps_it() {
     let (mut c, mut dma, _clock, m) = up(64);
@@ -59,18 +101,7 @@ fn a_flush_beside_a_batch_gets_its_completion_whoever_reaps_it() {
         ),
         6
     );
-    let q = &mut c.io[0];
-    let Ok(Submitted::Cid(cid)) = single::submit(
-        q,
-        &mut owners,
-        &mut t,
-        &dma,
-        &c.mmio,
-        Command::flush(1),
-        false,
-    ) else {
-        panic!("the flush was not submitted");
-    };
+    let cid = flush_cid(&mut c, &mut owners, &mut t, &dma);
     // The batch reaps first: it finds the flush's completion and hands it over.
     batch.reap(
         &mut c.io[0],
@@ -85,7 +116,7 @@ fn a_flush_beside_a_batch_gets_its_completion_whoever_reaps_it() {
         owners.take_handed(),
         "the batch reaped the flush's completion"
     );
-    match single::look(&mut c.io[0], &mut owners, &mut t, &dma, &c.mmio, cid) {
+    match look(&mut c, &mut owners, &mut t, &dma, cid) {
         Look::Completed(done) => assert_eq!(done.result(), Ok(0)),
         other => panic!("the flush's completion was lost: {other:?}"),
     }
@@ -101,45 +132,17 @@ fn a_reset_drops_the_command_and_the_next_look_says_so() {
     let mut owners = Owners::new();
     let mut t = owners.join();
     m.0.borrow_mut().silent = true;
-    let q = &mut c.io[0];
-    let Ok(Submitted::Cid(cid)) = single::submit(
-        q,
-        &mut owners,
-        &mut t,
-        &dma,
-        &c.mmio,
-        Command::flush(1),
-        false,
-    ) else {
-        panic!("the flush was not submitted");
-    };
-    assert_eq!(
-        single::look(&mut c.io[0], &mut owners, &mut t, &dma, &c.mmio, cid),
-        Look::Pending
-    );
+    let cid = flush_cid(&mut c, &mut owners, &mut t, &dma);
+    assert_eq!(look(&mut c, &mut owners, &mut t, &dma, cid), Look::Pending);
     // Another caller's watch resets the controller.
     m.0.borrow_mut().silent = false;
     c.reset(&dma, &mut clock).expect("reset");
     owners.reset();
-    assert_eq!(
-        single::look(&mut c.io[0], &mut owners, &mut t, &dma, &c.mmio, cid),
-        Look::Dropped
-    );
+    assert_eq!(look(&mut c, &mut owners, &mut t, &dma, cid), Look::Dropped);
     // Submitted again, it completes.
-    let q = &mut c.io[0];
-    let Ok(Submitted::Cid(cid)) = single::submit(
-        q,
-        &mut owners,
-        &mut t,
-        &dma,
-        &c.mmio,
-        Command::flush(1),
-        false,
-    ) else {
-        panic!("the flush was not submitted again");
-    };
+    let cid = flush_cid(&mut c, &mut owners, &mut t, &dma);
     assert!(matches!(
-        single::look(&mut c.io[0], &mut owners, &mut t, &dma, &c.mmio, cid),
+        look(&mut c, &mut owners, &mut t, &dma, cid),
         Look::Completed(_)
     ));
 }
@@ -164,17 +167,8 @@ fn a_queue_full_of_others_commands_is_waited_out() {
         7
     );
     // Their completions are posted, but their slots are free only once reaped.
-    let q = &mut c.io[0];
     assert_eq!(
-        single::submit(
-            q,
-            &mut owners,
-            &mut t,
-            &dma,
-            &c.mmio,
-            Command::flush(1),
-            false
-        ),
+        flush(&mut c, &mut owners, &mut t, &dma),
         Ok(Submitted::Full)
     );
     batch.reap(
@@ -185,17 +179,8 @@ fn a_queue_full_of_others_commands_is_waited_out() {
         &c.mmio,
         |_, _| {},
     );
-    let q = &mut c.io[0];
     assert!(matches!(
-        single::submit(
-            q,
-            &mut owners,
-            &mut t,
-            &dma,
-            &c.mmio,
-            Command::flush(1),
-            false
-        ),
+        flush(&mut c, &mut owners, &mut t, &dma),
         Ok(Submitted::Cid(_))
     ));
 }
@@ -211,15 +196,7 @@ fn a_full_queue_with_no_other_callers_commands_out_is_an_error() {
     let q = &mut c.io[0];
     while q.submit(&dma, &c.mmio, Command::flush(1)).is_ok() {}
     assert_eq!(
-        single::submit(
-            q,
-            &mut owners,
-            &mut t,
-            &dma,
-            &c.mmio,
-            Command::flush(1),
-            false
-        ),
+        flush(&mut c, &mut owners, &mut t, &dma),
         Err(Error::QueueFull)
     );
 }

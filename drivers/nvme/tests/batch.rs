@@ -3,31 +3,16 @@
 //! many, a reset with commands in flight.
 
 mod model;
+mod queue;
 
 use bulkhead_nvme::batch::{Batch, Op};
-use bulkhead_nvme::controller::{Config, Controller};
+use bulkhead_nvme::controller::Controller;
 use bulkhead_nvme::owners::Owners;
 use bulkhead_nvme::pool::Pool;
 use bulkhead_nvme::prp::Pages;
 use bulkhead_nvme::{Dma, Error};
-use model::{FakeClock, Model, ModelDma, BLOCK};
-
-fn up(
-    blocks: usize,
-    entries: u16,
-) -> (Controller<Model>, ModelDma<model::State>, FakeClock, Model) {
-    let m = Model::new(blocks);
-    let mut dma = ModelDma(m.0.clone());
-    let mut clock = FakeClock::default();
-    let cfg = Config {
-        io_queues: 1,
-        io_entries: entries,
-        vector: |_| None,
-        max_transfer: 2 << 20,
-    };
-    let c = Controller::init(m.clone(), &mut dma, &mut clock, &cfg).expect("bring-up");
-    (c, dma, clock, m)
-}
+use model::{Model, ModelDma, BLOCK};
+use queue::{reap, submit, up};
 
 fn read_op(lba: u64, blocks: u32) -> Op {
     Op {
@@ -214,28 +199,8 @@ fn commands_dropped_by_a_reset_are_submitted_again() {
     let mut batch = Batch::new(ops.clone(), &mut owners);
     // The controller takes the first four and never answers.
     m.0.borrow_mut().silent = true;
-    assert_eq!(
-        batch.submit(
-            &mut c.io[0],
-            &mut owners,
-            &mut pool,
-            &dma,
-            &c.mmio,
-            |_, _| {}
-        ),
-        4
-    );
-    assert_eq!(
-        batch.reap(
-            &mut c.io[0],
-            &mut owners,
-            &mut pool,
-            &dma,
-            &c.mmio,
-            |_, _| {}
-        ),
-        0
-    );
+    assert_eq!(submit(&mut batch, &mut c, &mut owners, &mut pool, &dma), 4);
+    assert_eq!(reap(&mut batch, &mut c, &mut owners, &mut pool, &dma), 0);
     m.0.borrow_mut().silent = false;
     c.reset(&dma, &mut clock).expect("reset");
     assert_eq!(
@@ -261,14 +226,7 @@ fn a_controller_given_up_on_ends_every_operation_once() {
     let ops: Vec<Op> = (0..5).map(|k| read_op(k * 16, 16)).collect();
     let mut batch = Batch::new(ops, &mut owners);
     m.0.borrow_mut().silent = true;
-    batch.submit(
-        &mut c.io[0],
-        &mut owners,
-        &mut pool,
-        &dma,
-        &c.mmio,
-        |_, _| {},
-    );
+    submit(&mut batch, &mut c, &mut owners, &mut pool, &dma);
     batch.fail_rest(&mut pool, Error::Fatal, false);
     assert!(batch.done());
     assert_eq!(
@@ -449,28 +407,6 @@ fn direct_operations_reach_scattered_pages_in_the_order_given() {
             "page {k}"
         );
     }
-}
-
-/// `batch.submit` on the controller's I/O queue, moving no data.
-fn submit(
-    batch: &mut Batch,
-    c: &mut Controller<Model>,
-    owners: &mut Owners,
-    pool: &mut Pool,
-    dma: &ModelDma<model::State>,
-) -> usize {
-    batch.submit(&mut c.io[0], owners, pool, dma, &c.mmio, |_, _| {})
-}
-
-/// `batch.reap` on the controller's I/O queue, moving no data.
-fn reap(
-    batch: &mut Batch,
-    c: &mut Controller<Model>,
-    owners: &mut Owners,
-    pool: &mut Pool,
-    dma: &ModelDma<model::State>,
-) -> usize {
-    batch.reap(&mut c.io[0], owners, pool, dma, &c.mmio, |_, _| {})
 }
 
 /// Two callers' batches on one queue, each looking in turn (the kernel's vbds of two

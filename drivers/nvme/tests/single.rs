@@ -3,29 +3,17 @@
 //! says so, a queue full of others' commands is waited out.
 
 mod model;
+mod queue;
 
 use bulkhead_nvme::batch::{Batch, Op};
 use bulkhead_nvme::cmd::Command;
-use bulkhead_nvme::controller::{Config, Controller};
+use bulkhead_nvme::controller::Controller;
 use bulkhead_nvme::owners::{Owners, Ticket};
 use bulkhead_nvme::pool::Pool;
 use bulkhead_nvme::single::{self, Look, Submitted};
 use bulkhead_nvme::Error;
-use model::{FakeClock, Model, ModelDma, BLOCK};
-
-fn up(entries: u16) -> (Controller<Model>, ModelDma<model::State>, FakeClock, Model) {
-    let m = Model::new(1024);
-    let mut dma = ModelDma(m.0.clone());
-    let mut clock = FakeClock::default();
-    let cfg = Config {
-        io_queues: 1,
-        io_entries: entries,
-        vector: |_| None,
-        max_transfer: 2 << 20,
-    };
-    let c = Controller::init(m.clone(), &mut dma, &mut clock, &cfg).expect("bring-up");
-    (c, dma, clock, m)
-}
+use model::{Model, ModelDma, BLOCK};
+use queue::{reap, submit, up};
 
 fn reads(n: u64) -> Vec<Op> {
     (0..n)
@@ -84,33 +72,16 @@ fn look(
 
 #[test]
 fn a_flush_beside_a_batch_gets_its_completion_whoever_reaps_it() {
-    let (mut c, mut dma, _clock, m) = up(64);
+    let (mut c, mut dma, _clock, m) = up(1024, 64);
     m.0.borrow_mut().reverse = true;
     let mut owners = Owners::new();
     let mut pool = Pool::new(&mut dma, 8, 8192).unwrap();
     let mut batch = Batch::new(reads(6), &mut owners);
     let mut t = owners.join();
-    assert_eq!(
-        batch.submit(
-            &mut c.io[0],
-            &mut owners,
-            &mut pool,
-            &dma,
-            &c.mmio,
-            |_, _| {}
-        ),
-        6
-    );
+    assert_eq!(submit(&mut batch, &mut c, &mut owners, &mut pool, &dma), 6);
     let cid = flush_cid(&mut c, &mut owners, &mut t, &dma);
     // The batch reaps first: it finds the flush's completion and hands it over.
-    batch.reap(
-        &mut c.io[0],
-        &mut owners,
-        &mut pool,
-        &dma,
-        &c.mmio,
-        |_, _| {},
-    );
+    reap(&mut batch, &mut c, &mut owners, &mut pool, &dma);
     assert!(batch.done());
     assert!(
         owners.take_handed(),
@@ -128,7 +99,7 @@ fn a_flush_beside_a_batch_gets_its_completion_whoever_reaps_it() {
 
 #[test]
 fn a_reset_drops_the_command_and_the_next_look_says_so() {
-    let (mut c, dma, mut clock, m) = up(64);
+    let (mut c, dma, mut clock, m) = up(1024, 64);
     let mut owners = Owners::new();
     let mut t = owners.join();
     m.0.borrow_mut().silent = true;
@@ -150,35 +121,18 @@ fn a_reset_drops_the_command_and_the_next_look_says_so() {
 #[test]
 fn a_queue_full_of_others_commands_is_waited_out() {
     // 8 entries: 7 commands at most on the queue.
-    let (mut c, mut dma, _clock, _m) = up(8);
+    let (mut c, mut dma, _clock, _m) = up(1024, 8);
     let mut owners = Owners::new();
     let mut pool = Pool::new(&mut dma, 16, 8192).unwrap();
     let mut batch = Batch::new(reads(7), &mut owners);
     let mut t = owners.join();
-    assert_eq!(
-        batch.submit(
-            &mut c.io[0],
-            &mut owners,
-            &mut pool,
-            &dma,
-            &c.mmio,
-            |_, _| {}
-        ),
-        7
-    );
+    assert_eq!(submit(&mut batch, &mut c, &mut owners, &mut pool, &dma), 7);
     // Their completions are posted, but their slots are free only once reaped.
     assert_eq!(
         flush(&mut c, &mut owners, &mut t, &dma),
         Ok(Submitted::Full)
     );
-    batch.reap(
-        &mut c.io[0],
-        &mut owners,
-        &mut pool,
-        &dma,
-        &c.mmio,
-        |_, _| {},
-    );
+    reap(&mut batch, &mut c, &mut owners, &mut pool, &dma);
     assert!(matches!(
         flush(&mut c, &mut owners, &mut t, &dma),
         Ok(Submitted::Cid(_))
@@ -189,7 +143,7 @@ fn a_queue_full_of_others_commands_is_waited_out() {
 fn a_full_queue_with_no_other_callers_commands_out_is_an_error() {
     // Nothing of anyone's recorded in flight would ever free a slot: waiting would be
     // for ever.
-    let (mut c, dma, _clock, m) = up(8);
+    let (mut c, dma, _clock, m) = up(1024, 8);
     m.0.borrow_mut().silent = true;
     let mut owners = Owners::new();
     let mut t = owners.join();

@@ -512,18 +512,12 @@ where
     F: Future<Output = G>,
     G: DerefMut<Target = Disk>,
 {
-    let (mut t, woken, mode, timeout_ns) = {
+    let (mut t, waits) = {
         let mut d = lock().await;
         if d.failed {
             return Err(Error::Fatal);
         }
-        (d.owners.join(), d.woken.clone(), d.mode, d.timeout_ns)
-    };
-    let waits = Waits {
-        h,
-        woken: &woken,
-        mode,
-        timeout_ns,
+        (d.owners.join(), Waits::of(h, &d))
     };
     let r = command_ticket(&lock, &waits, &mut t, cmd, what).await;
     let mut d = lock().await;
@@ -538,9 +532,31 @@ where
 /// it to wait).
 struct Waits<'a> {
     h: &'a Handle,
-    woken: &'a Broadcast,
+    woken: Rc<Broadcast>,
     mode: IrqMode,
     timeout_ns: u64,
+}
+
+impl<'a> Waits<'a> {
+    fn of(h: &'a Handle, d: &Disk) -> Waits<'a> {
+        Waits {
+            h,
+            woken: d.woken.clone(),
+            mode: d.mode,
+            timeout_ns: d.timeout_ns,
+        }
+    }
+
+    /// Between two looks at the completion queue: until the disk's waiters are woken (an
+    /// interrupt, another caller's reaping or reset; see `Disk::woken`) after `seen`, or
+    /// a moment when polled. The timeout bounds a lost interrupt.
+    async fn until_woken(&self, seen: u64) {
+        if self.mode == IrqMode::Poll {
+            self.h.sleep(20_000).await;
+        } else {
+            let _ = self.h.timeout(100_000_000, self.woken.wait(seen)).await;
+        }
+    }
 }
 
 /// What became of one command while its caller waited.
@@ -671,7 +687,7 @@ where
                 Submitted::Full => {}
             }
         }
-        until_woken(w.h, w.mode, w.woken, seen).await;
+        w.until_woken(seen).await;
     }
 }
 
@@ -700,7 +716,7 @@ where
         if w.h.now() > deadline {
             return Outcome::TimedOut;
         }
-        until_woken(w.h, w.mode, w.woken, seen).await;
+        w.until_woken(seen).await;
     }
 }
 
@@ -731,17 +747,6 @@ fn after_reap(owners: &mut Owners, woken: &Broadcast, gsi: Option<u8>) {
     }
 }
 
-/// Between two looks at the completion queue: until the disk's waiters are woken (an
-/// interrupt, another caller's reaping or reset; see `Disk::woken`) after `seen`, or a
-/// moment when polled. The timeout bounds a lost interrupt.
-async fn until_woken(h: &Handle, mode: IrqMode, woken: &Broadcast, seen: u64) {
-    if mode == IrqMode::Poll {
-        h.sleep(20_000).await;
-    } else {
-        let _ = h.timeout(100_000_000, woken.wait(seen)).await;
-    }
-}
-
 /// Serve every transfer of `ios` on namespace `nsid` of the disk `lock` gives, with as
 /// many commands in flight as the I/O queue and the DMA pool allow
 /// (`bulkhead_nvme::batch`), each transfer split into commands of at most one pool
@@ -762,7 +767,7 @@ where
     G: DerefMut<Target = Disk>,
 {
     let mut out: Vec<Result<(), Error>> = alloc::vec![Ok(()); ios.len()];
-    let (ns, buffer_bytes, woken, mode, timeout_ns) = {
+    let (ns, buffer_bytes, w) = {
         let d = lock().await;
         if d.failed {
             out.iter_mut().for_each(|r| *r = Err(Error::Fatal));
@@ -773,13 +778,7 @@ where
                 .for_each(|r| *r = Err(Error::Invalid("no such namespace")));
             return out;
         };
-        (
-            ns,
-            d.pool.buffer_bytes(),
-            d.woken.clone(),
-            d.mode,
-            d.timeout_ns,
-        )
+        (ns, d.pool.buffer_bytes(), Waits::of(h, &d))
     };
     // The caller's memory is identity-mapped RAM (all of the kernel's is: heap, image,
     // stacks; so are the grants it maps), so its address is what the device is given
@@ -832,7 +831,7 @@ where
                 break;
             }
             let now = h.now();
-            let watch = watch.get_or_insert_with(|| recovery::BatchWatch::new(now, timeout_ns));
+            let watch = watch.get_or_insert_with(|| recovery::BatchWatch::new(now, w.timeout_ns));
             if batch.catch_up(&d.owners, &mut d.pool) > 0 {
                 // Another caller's reset: this batch's commands go again.
                 watch.restart(now);
@@ -934,7 +933,7 @@ where
             bulkhead_executor::yield_now().await;
             continue;
         }
-        until_woken(h, mode, &woken, seen).await;
+        w.until_woken(seen).await;
     }
     let mut results = batch.results(&mut lock().await.owners).into_iter();
     for (k, _, _) in owner {

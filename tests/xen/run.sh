@@ -12,6 +12,14 @@
 #                                       xenctx samples (for finding where it goes); a
 #                                       run that failed after a triple fault's retry
 #                                       runs again in a fresh boot
+#   tests/xen/run.sh --ab BASE.elf      the benchmark's Bulkhead side only, this tree's
+#                                       image against BASE.elf (another commit's
+#                                       build/bulkhead.elf), BENCH_RUNS runs each in one
+#                                       boot in the order A B B A A B ..., so that a
+#                                       machine whose speed drifts (it does, two- to
+#                                       threefold within minutes) slows both alike;
+#                                       prints each metric's medians, their ratio and
+#                                       each pair's ratio (build/bench/ab.md)
 #   tests/xen/run.sh --demo             interactive: demo.sh, then a dom0 shell (make run)
 #
 # The dom0 image is built once by build-dom0.sh and cached outside the repository, keyed
@@ -44,6 +52,21 @@ if [ "${1:-}" = --bench ]; then
     SCENARIOS=()
     for k in $(seq 1 "${BENCH_RUNS:-3}"); do SCENARIOS+=("bench-linux@$k" "bench-bulkhead@$k"); done
 fi
+ab=
+if [ "${1:-}" = --ab ]; then
+    bench=1
+    ab=$(realpath "${2:?--ab needs the image to compare with}")
+    [ -f "$ab" ] || { echo "xen tier: $ab: no such image"; exit 1; }
+    shift 2
+    SCENARIOS=()
+    for k in $(seq 1 "${BENCH_RUNS:-3}"); do
+        if [ $((k % 2)) = 1 ]; then
+            SCENARIOS+=("bench-base@$k" "bench-bulkhead@$k")
+        else
+            SCENARIOS+=("bench-bulkhead@$k" "bench-base@$k")
+        fi
+    done
+fi
 [ $# -gt 0 ] && SCENARIOS=("$@")
 QEMU=${QEMU:-qemu-system-x86_64}
 cache_root=${BULKHEAD_CACHE:-$HOME/.cache/bulkhead}
@@ -65,10 +88,13 @@ images="bulkhead"
 [ $demo -eq 1 ] || images="bulkhead bulkhead-test"
 rm -rf "$share" "$logs"
 mkdir -p "$share/out/console" "$logs"
+# (--ab: the image compared with this tree's as base.elf.)
+[ -z "$ab" ] || images="$images base"
 for name in $images; do
     elf="$root/build/$name.elf"
+    [ "$name" != base ] || elf=$ab
     [ -f "$elf" ] || { echo "xen tier: build/$name.elf missing (run make image test-image)"; exit 1; }
-    cp "$elf" "$share/"
+    cp "$elf" "$share/$name.elf"
     # Text symbols for xenctx (a stuck driver domain is sampled with it on failures).
     # xenctx symbolizes stack words only between _stext and _etext.
     nm -n -C --defined-only "$elf" | awk '$2 ~ /^[tT]$/' >"$share/text.map"
@@ -284,7 +310,13 @@ if [ $bench -eq 1 ]; then
 fi
 grep -h "^figure:" "$logs"/*.log 2>/dev/null | sed 's/^/xen tier: /' || true
 # The benchmark's figures (tests/xen/scenarios/bench-lib.sh): medians, ratios, the chart.
-if [ $bench -eq 1 ]; then
+if [ -n "$ab" ]; then
+    mkdir -p "$root/build/bench"
+    cat "$logs"/bench-*.log 2>/dev/null | grep -a "^bench: " >"$root/build/bench/raw.txt" || true
+    base_commit=$(git -C "$(dirname "$ab")" rev-parse --short HEAD 2>/dev/null || echo "$ab")
+    "$runner" bench-ab "$root/build/bench/raw.txt" "$base_commit" "$commit" | tee "$root/build/bench/ab.md" \
+        || echo "xen tier: the A/B report failed"
+elif [ $bench -eq 1 ]; then
     mkdir -p "$root/build/bench"
     cat "$logs"/bench-*.log 2>/dev/null | grep -a "^bench: " >"$root/build/bench/raw.txt" || true
     "$runner" bench-report "$root/build/bench/raw.txt" "$root/build/bench" \

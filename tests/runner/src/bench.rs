@@ -349,8 +349,6 @@ const CEILINGS: &[(&str, &str, &str)] = &[
     ("pct_seqread", "seqread_mibs", "raw_seqread_mibs"),
 ];
 
-pub const SIDES: [&str; 2] = ["linux", "bulkhead"];
-
 /// Figures by (side, metric): the runs' values in run order; and the errors reported.
 #[derive(Default, Debug)]
 pub struct Figures {
@@ -388,8 +386,10 @@ impl Figures {
                 )),
             }
         }
+        // Every side's (an A/B run's "base" too, `ab`).
+        let sides: Vec<String> = f.values.keys().map(|(s, _)| s.clone()).collect();
         for (pct, guest, raw) in CEILINGS {
-            for side in SIDES {
+            for side in sides.iter().map(String::as_str) {
                 let (Some(g), Some(r)) = (f.get(side, guest), f.get(side, raw)) else {
                     continue;
                 };
@@ -638,6 +638,74 @@ unset key
 plot DATA using 2:0:(1):2:($0 - 0.35):($0 + 0.35):($2 >= 1 ? 0x2e8b57 : 0xc0392b):ytic(3) with boxxyerror lc rgb variable
 "#;
 
+/// The A/B report (tests/xen/run.sh --ab): Bulkhead at this tree's commit against
+/// Bulkhead at another (side "base"), run in one boot in the order A B B A ...: each
+/// metric's medians, their ratio (turned so that higher is better for this tree's), and
+/// the ratio of each pair of runs with the same number, which ran back to back. A
+/// Markdown table; figures only, no verdict.
+pub fn ab(f: &Figures, base: &str, head: &str) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "A/B on emulated hardware under TCG: Bulkhead at {head} against Bulkhead at {base} (base), {} and {} runs in one boot. Ratio: {head} ÷ {base}, turned so that higher is better for {head}; each pair's ran back to back.\n",
+        f.runs("base"),
+        f.runs("bulkhead")
+    );
+    let _ = writeln!(
+        t,
+        "| metric | unit | {base} | {head} | ratio | pairs (runs) |\n|---|---|---:|---:|---:|---|"
+    );
+    for mt in METRICS {
+        let (a, b) = (f.median("base", mt.name), f.median("bulkhead", mt.name));
+        if a.is_none() && b.is_none() {
+            continue;
+        }
+        let r = match (a, b) {
+            (Some(a), Some(b)) => ratio(mt.better, a, b),
+            _ => None,
+        };
+        let pairs: Vec<String> = f
+            .get("bulkhead", mt.name)
+            .into_iter()
+            .flatten()
+            .filter_map(|(run, hv)| {
+                let (_, bv) = f.get("base", mt.name)?.iter().find(|(k, _)| k == run)?;
+                let p = ratio(mt.better, *bv, *hv)?;
+                Some(format!(
+                    "{run}: {p:.2}× ({} → {})",
+                    fmt(Some(*bv)),
+                    fmt(Some(*hv))
+                ))
+            })
+            .collect();
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} | {} | {} |",
+            mt.label.trim(),
+            mt.unit,
+            fmt(a),
+            fmt(b),
+            r.map_or("-".into(), |r| format!("{r:.2}×")),
+            pairs.join("; ")
+        );
+    }
+    for e in &f.errors {
+        let _ = writeln!(t, "\nerror: {e}");
+    }
+    t
+}
+
+/// `bulkhead-testrun bench-ab RAW BASE HEAD`: the A/B report of RAW's figures.
+pub fn run_ab(raw: &Path, base: &str, head: &str) -> Result<(), String> {
+    let text = std::fs::read_to_string(raw).map_err(|e| format!("{}: {e}", raw.display()))?;
+    let f = Figures::parse(&text);
+    print!("{}", ab(&f, base, head));
+    if f.runs("base") == 0 || f.runs("bulkhead") == 0 {
+        return Err("no figures from one of the two sides".into());
+    }
+    Ok(())
+}
+
 /// `bulkhead-testrun bench-report RAW OUTDIR COMMIT`.
 pub fn run(raw: &Path, out: &Path, commit: &str) -> Result<(), String> {
     let text = std::fs::read_to_string(raw).map_err(|e| format!("{}: {e}", raw.display()))?;
@@ -753,6 +821,41 @@ bench: side=bulkhead run=1 metric=mb_ready_ms value=8000
         );
         let mb = line("| multiboot fallback: xl create of the driver domain → serving |");
         assert!(mb.contains("1.50×"), "{mb}");
+    }
+
+    #[test]
+    fn the_ab_report_compares_two_images_run_by_run() {
+        let f = Figures::parse(
+            "bench: side=base run=1 metric=rr4k_qd32_iops value=1000
+bench: side=bulkhead run=1 metric=rr4k_qd32_iops value=1500
+bench: side=bulkhead run=2 metric=rr4k_qd32_iops value=800
+bench: side=base run=2 metric=rr4k_qd32_iops value=400
+bench: side=base run=1 metric=ping_g2g_p50_ms value=4
+bench: side=bulkhead run=1 metric=ping_g2g_p50_ms value=8
+bench: side=base run=1 metric=raw_rr4k_qd32_iops value=10000
+",
+        );
+        let t = ab(&f, "old", "new");
+        let line = |start: &str| {
+            t.lines()
+                .find(|l| l.starts_with(start))
+                .unwrap()
+                .to_string()
+        };
+        // Medians 700 and 1150; the pairs 1.5× and 2×, by run number, not by order.
+        let qd32 = line("| guest 4 KiB random read QD32 |");
+        assert!(
+            qd32.contains("| 700 | 1150 | 1.64× | 1: 1.50× (1000 → 1500); 2: 2.00× (400 → 800) |"),
+            "{qd32}"
+        );
+        // Lower is better: twice the latency is half as good.
+        assert!(line("| ping guest → guest p50 |").contains("| 0.50× |"));
+        // The base side's share of its own NVMe is derived too (10%).
+        assert!(
+            line("| guest 4 KiB random read QD32, % of own NVMe figure |").contains("| 10.0 | - |")
+        );
+        // Rows with no figure on either side are left out.
+        assert!(!t.contains("sequential write"));
     }
 
     #[test]

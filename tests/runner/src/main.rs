@@ -12,6 +12,7 @@
 //!   bulkhead-testrun fuzz blkif|switch|netif <s>  time-bounded fuzzing: blkback's requests, the L2 switch,
 //!                                                 netback's TX parser
 //!   bulkhead-testrun bench-report <raw> <outdir> <commit>
+//!   bulkhead-testrun bench-ab <raw> <base-commit> <commit>
 //!                                                 `make bench`'s table, results.json and chart
 //!
 //! Environment: QEMU (default qemu-system-x86_64), BULKHEAD_TEST_LOGS (default
@@ -28,7 +29,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn usage() -> ExitCode {
-    eprintln!("usage: bulkhead-testrun qemu <test-elf> <test-pvh-elf> <shipped-elf> [scenario...] | calibrate <elf> [parallel] | make-disk <img> | verify-disk <img> [--no-storage-test] | initramfs-overlay <out> <base> <path=file>... | fuzz blkif|switch|netif <seconds> | bench-report <raw> <outdir> <commit>");
+    eprintln!("usage: bulkhead-testrun qemu <test-elf> <test-pvh-elf> <shipped-elf> [scenario...] | calibrate <elf> [parallel] | make-disk <img> | verify-disk <img> [--no-storage-test] | initramfs-overlay <out> <base> <path=file>... | fuzz blkif|switch|netif <seconds> | bench-report <raw> <outdir> <commit> | bench-ab <raw> <base-commit> <commit>");
     ExitCode::from(2)
 }
 
@@ -62,6 +63,7 @@ fn main() -> ExitCode {
         Some("bench-report") if args.len() == 4 => {
             bench::run(args[1].as_ref(), args[2].as_ref(), &args[3])
         }
+        Some("bench-ab") if args.len() == 4 => bench::run_ab(args[1].as_ref(), &args[2], &args[3]),
         Some("initramfs-overlay") if args.len() >= 4 => {
             initramfs_overlay(&args[1], &args[2], &args[3..])
         }

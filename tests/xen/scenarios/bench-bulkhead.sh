@@ -5,7 +5,8 @@
 # straight on the namespace) is the storage ceiling. First a short boot by the multiboot
 # fallback, for its start-up figures.
 . ./bench-lib.sh
-SIDE=bulkhead
+# bench-base.sh runs this with another image as side "base" (run.sh --ab).
+SIDE=${AB_SIDE:-bulkhead}
 DD_NAME=bulkhead
 
 # startup_figures PREFIX [WHAT]: the start of the Bulkhead instance just created, as

@@ -179,7 +179,7 @@ probe() {
     # Of dom0's: its processes' own CPU seconds by name (those with 1 s or more; the
     # device model of an HVM driver domain is qemu-system-i386).
     echo "bench-probe: $1: at $(date +%s.%N | cut -c1-14) s, driver domain vCPU $(dd_cpu) s, guests $(vcpu_s bench1) s and $(vcpu_s bench2) s, dom0 $(vcpu_s Domain-0) s, all domains $(xl list | awk 'NR > 1 { t += $6 } END { printf "%.1f", t }') s; dom0 processes: $(ps -eo times=,comm= | awk '{ t[$2] += $1 } END { for (c in t) if (t[c] >= 1) printf "%s=%d ", c, t[c] }')"
-    [ "$SIDE" = bulkhead ] || return 0
+    [ "$SIDE" != linux ] || return 0
     POLL_S=0.1 state_dump 30 || echo "bench-probe: no dump for $1"
 }
 # sample_start, sample_stop LABEL: with BENCH_PROBE=2 on Bulkhead's side, where the driver
@@ -205,7 +205,7 @@ sample_start() {
         SAMPLER=$!
         return 0
     fi
-    [ "$PROBE" = 2 ] && [ "$SIDE" = bulkhead ] || return 0
+    [ "$PROBE" = 2 ] && [ "$SIDE" != linux ] || return 0
     (while :; do "$xenctx" -s "$(dd_map)" "$DD_ID" 0 2>/dev/null | sed -n 's/^rip: *[0-9a-f]* *//p'; done) >/tmp/samples &
     SAMPLER=$!
 }
@@ -287,12 +287,13 @@ udp_capacity() {
     [ "$rate" -le "$hi" ] || rate=$hi
     # Every trial's answer (and the one at no limit, R now) in the log, with the
     # sender's CPU split: what stopped the sender, and where the loss began.
-    echo "bench-udp: side=$SIDE run=$RUN rate=none $(echo "$R" | sed 's/.*cmd=[0-9]* //')"
+    said() { echo "bench-udp: side=$SIDE run=$RUN rate=$1 $(echo "$R" | sed 's/.*cmd=[0-9]* //')"; }
+    said none
     while [ $i -lt $UDP_TRIALS ]; do
         i=$((i + 1))
         work bench1 udp "$1" "$SECS" "$rate"
         [ -z "$(key error)" ] || { result_error "$m" "$(key error)"; return; }
-        echo "bench-udp: side=$SIDE run=$RUN rate=$rate $(echo "$R" | sed 's/.*cmd=[0-9]* //')"
+        said "$rate"
         if awk -v l="$(key lost_pct)" 'BEGIN { exit !(l < 1) }'; then
             lo=$rate
             best=$(key pps)

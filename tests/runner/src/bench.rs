@@ -5,7 +5,7 @@
 //! (`ratios.png`, by gnuplot when it is installed). Figures only: nothing here fails a
 //! run because a number is low; it fails when figures are missing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -387,7 +387,7 @@ impl Figures {
             }
         }
         // Every side's (an A/B run's "base" too, `ab`).
-        let sides: Vec<String> = f.values.keys().map(|(s, _)| s.clone()).collect();
+        let sides: BTreeSet<String> = f.values.keys().map(|(s, _)| s.clone()).collect();
         for (pct, guest, raw) in CEILINGS {
             for side in sides.iter().map(String::as_str) {
                 let (Some(g), Some(r)) = (f.get(side, guest), f.get(side, raw)) else {
@@ -509,6 +509,20 @@ pub struct Report {
     pub missing: Vec<&'static str>,
 }
 
+/// One row of a table (the report's, the A/B's): the metric, its two sides' figures,
+/// their ratio, and the last column.
+fn row(out: &mut String, mt: &Metric, a: Option<f64>, b: Option<f64>, r: Option<f64>, last: &str) {
+    let _ = writeln!(
+        out,
+        "| {} | {} | {} | {} | {} | {last} |",
+        mt.label.trim(),
+        mt.unit,
+        fmt(a),
+        fmt(b),
+        r.map_or("-".into(), |r| format!("{r:.2}×")),
+    );
+}
+
 pub fn report(f: &Figures, date: &str, commit: &str) -> Report {
     let mut table = String::new();
     let _ = writeln!(
@@ -534,21 +548,9 @@ pub fn report(f: &Figures, date: &str, commit: &str) -> Report {
         if l.is_none() || b.is_none() {
             missing.push(mt.name);
         }
-        let r = match (l, b) {
-            (Some(l), Some(b)) => ratio(mt.better, l, b),
-            _ => None,
-        };
+        let r = l.zip(b).and_then(|(l, b)| ratio(mt.better, l, b));
         let goal = mt.goal.map(|g| verdict(g, b, r));
-        let _ = writeln!(
-            table,
-            "| {} | {} | {} | {} | {} | {} |",
-            mt.label.trim(),
-            mt.unit,
-            fmt(l),
-            fmt(b),
-            r.map_or("-".into(), |r| format!("{r:.2}×")),
-            goal.clone().unwrap_or_default()
-        );
+        row(&mut table, mt, l, b, r, goal.as_deref().unwrap_or_default());
         let runs = |side: &str| {
             f.get(side, mt.name)
                 .map(|v| {
@@ -638,6 +640,12 @@ unset key
 plot DATA using 2:0:(1):2:($0 - 0.35):($0 + 0.35):($2 >= 1 ? 0x2e8b57 : 0xc0392b):ytic(3) with boxxyerror lc rgb variable
 "#;
 
+/// The figures of the raw `bench:` lines in `raw`.
+fn read(raw: &Path) -> Result<Figures, String> {
+    let text = std::fs::read_to_string(raw).map_err(|e| format!("{}: {e}", raw.display()))?;
+    Ok(Figures::parse(&text))
+}
+
 /// The A/B report (tests/xen/run.sh --ab): Bulkhead at this tree's commit against
 /// Bulkhead at another (side "base"), run in one boot in the order A B B A ...: each
 /// metric's medians, their ratio (turned so that higher is better for this tree's), and
@@ -660,10 +668,7 @@ pub fn ab(f: &Figures, base: &str, head: &str) -> String {
         if a.is_none() && b.is_none() {
             continue;
         }
-        let r = match (a, b) {
-            (Some(a), Some(b)) => ratio(mt.better, a, b),
-            _ => None,
-        };
+        let r = a.zip(b).and_then(|(a, b)| ratio(mt.better, a, b));
         let pairs: Vec<String> = f
             .get("bulkhead", mt.name)
             .into_iter()
@@ -678,16 +683,7 @@ pub fn ab(f: &Figures, base: &str, head: &str) -> String {
                 ))
             })
             .collect();
-        let _ = writeln!(
-            t,
-            "| {} | {} | {} | {} | {} | {} |",
-            mt.label.trim(),
-            mt.unit,
-            fmt(a),
-            fmt(b),
-            r.map_or("-".into(), |r| format!("{r:.2}×")),
-            pairs.join("; ")
-        );
+        row(&mut t, mt, a, b, r, &pairs.join("; "));
     }
     for e in &f.errors {
         let _ = writeln!(t, "\nerror: {e}");
@@ -697,8 +693,7 @@ pub fn ab(f: &Figures, base: &str, head: &str) -> String {
 
 /// `bulkhead-testrun bench-ab RAW BASE HEAD`: the A/B report of RAW's figures.
 pub fn run_ab(raw: &Path, base: &str, head: &str) -> Result<(), String> {
-    let text = std::fs::read_to_string(raw).map_err(|e| format!("{}: {e}", raw.display()))?;
-    let f = Figures::parse(&text);
+    let f = read(raw)?;
     print!("{}", ab(&f, base, head));
     if f.runs("base") == 0 || f.runs("bulkhead") == 0 {
         return Err("no figures from one of the two sides".into());
@@ -708,8 +703,7 @@ pub fn run_ab(raw: &Path, base: &str, head: &str) -> Result<(), String> {
 
 /// `bulkhead-testrun bench-report RAW OUTDIR COMMIT`.
 pub fn run(raw: &Path, out: &Path, commit: &str) -> Result<(), String> {
-    let text = std::fs::read_to_string(raw).map_err(|e| format!("{}: {e}", raw.display()))?;
-    let f = Figures::parse(&text);
+    let f = read(raw)?;
     let date = std::process::Command::new("date")
         .arg("-u")
         .arg("+%Y-%m-%d %H:%M UTC")

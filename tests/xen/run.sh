@@ -310,15 +310,15 @@ if [ $bench -eq 1 ]; then
 fi
 grep -h "^figure:" "$logs"/*.log 2>/dev/null | sed 's/^/xen tier: /' || true
 # The benchmark's figures (tests/xen/scenarios/bench-lib.sh): medians, ratios, the chart.
-if [ -n "$ab" ]; then
+if [ $bench -eq 1 ]; then
     mkdir -p "$root/build/bench"
     cat "$logs"/bench-*.log 2>/dev/null | grep -a "^bench: " >"$root/build/bench/raw.txt" || true
+fi
+if [ -n "$ab" ]; then
     base_commit=$(git -C "$(dirname "$ab")" rev-parse --short HEAD 2>/dev/null || echo "$ab")
     "$runner" bench-ab "$root/build/bench/raw.txt" "$base_commit" "$commit" | tee "$root/build/bench/ab.md" \
         || echo "xen tier: the A/B report failed"
 elif [ $bench -eq 1 ]; then
-    mkdir -p "$root/build/bench"
-    cat "$logs"/bench-*.log 2>/dev/null | grep -a "^bench: " >"$root/build/bench/raw.txt" || true
     "$runner" bench-report "$root/build/bench/raw.txt" "$root/build/bench" \
         "$commit" \
         || echo "xen tier: the benchmark report failed"

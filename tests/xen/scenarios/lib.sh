@@ -6,7 +6,7 @@ XLCFG=/host/xl-configs
 # The shipped image (for run.sh --ab's bench-base.sh, the one compared with it), and the
 # test image: the same kernel with its test hooks (the options in
 # bulkhead_config::TEST_OPTIONS, which the shipped one refuses).
-IMAGE=/host/${AB_IMAGE:-bulkhead}.elf
+IMAGE=/host/${AB_SIDE:-bulkhead}.elf
 TEST_IMAGE=/host/bulkhead-test.elf
 # image_for CMDLINE: the image a driver domain with CMDLINE runs: the test image when it
 # asks for a test hook, else the shipped one.

@@ -148,6 +148,30 @@ next_command() {
         [ $((n % 5)) -eq 0 ] && wait=$(awk -v w="$wait" 'BEGIN { print (w * 2 <= 1.6 ? w * 2 : w) }')
     done
 }
+# counters: the `counters` command's fields, each file read once: interrupts, context
+# switches and CPU time by kind (/proc/stat); of the interrupts, Xen event channels,
+# netfront's TX-completion and RX events (a Linux driver domain: netback's) and blkfront's
+# (blkback's) (/proc/interrupts); TCP segments, UDP datagrams taken by sockets and dropped
+# for a full socket buffer (/proc/net/snmp); packets and drops of its eth* (a guest's
+# netfront) and vif* (a Linux driver domain's netback) interfaces (/proc/net/dev).
+counters() {
+    awk '/^intr / { printf "intr=%s ", $2 } /^ctxt / { printf "ctxt=%s ", $2 }
+        /^cpu / { printf "user=%s sys=%s idle=%s irq=%s softirq=%s steal=%s ", $2 + $3, $4, $5 + $6, $7, $8, $9 }' /proc/stat
+    awk '{ n = 0; for (i = 2; i <= NF && $i ~ /^[0-9]+$/; i++) n += $i }
+        /xen-dyn|xen-percpu/ { e += n } /-tx$/ { tx += n } /-rx$/ { rx += n } /blkif/ { blk += n }
+        END { printf "evt=%d evtx=%d evrx=%d evblk=%d ", e, tx, rx, blk }' /proc/interrupts
+    # Each of Tcp: and Udp: is a line of names, then a line of values.
+    awk '/^(Tcp|Udp):/ {
+            if (!($1 in named)) { named[$1] = 1; for (i = 1; i <= NF; i++) key[$1 i] = $i; next }
+            for (i = 1; i <= NF; i++) {
+                k = key[$1 i]
+                if (k == "InSegs" || k == "OutSegs") printf "%s=%s ", k, $i
+                if ($1 == "Udp:" && (k == "InDatagrams" || k == "RcvbufErrors")) printf "Udp%s=%s ", k, $i
+            }
+        }' /proc/net/snmp
+    sed 's/:/ /' /proc/net/dev | awk '$1 ~ /^(eth|vif)/ { p = substr($1, 1, 3); rx[p] += $3; rxd[p] += $5; tx[p] += $11; txd[p] += $13 }
+        END { for (p in rx) printf "%s_rx=%d %s_rxdrop=%d %s_tx=%d %s_txdrop=%d ", p, rx[p], p, rxd[p], p, tx[p], p, txd[p] }'
+}
 # cpu_ticks: this guest's CPU time so far by kind, 1/100 s: user (nice too), system,
 # idle (iowait too), softirq, steal (runnable, but Xen ran another vCPU).
 cpu_ticks() { awk '/^cpu / { print $2 + $3, $4, $5 + $6, $8, $9 }' /proc/stat; }
@@ -172,16 +196,9 @@ bench_commands() {
         udp) r=$(bench_udp "$@") ;;
         ping) r=$(bench_ping "$@") ;;
         mem) r=$(free -k | awk '/^Mem:/ { print "used_kib=" $3 }') ;;
-        # What the guest's kernel did so far (BENCH_PROBE: deltas around a workload):
-        # interrupts; of them Xen event channels, netfront's TX-completion and RX events
-        # (a Linux driver domain: netback's) and blkfront's (blkback's); context switches; CPU time by kind; TCP segments; UDP datagrams taken
-        # by sockets and dropped for a full socket buffer; packets and drops of its eth*
-        # (a guest's netfront) and vif* (a Linux driver domain's netback) interfaces.
+        # What the guest's kernel did so far (BENCH_PROBE: deltas around a workload).
         counters)
-            r="intr=$(awk '/^intr/ { print $2 }' /proc/stat) $(awk '{ n = 0; for (i = 2; i <= NF && $i ~ /^[0-9]+$/; i++) n += $i }
-                /xen-dyn|xen-percpu/ { e += n } /-tx$/ { tx += n } /-rx$/ { rx += n } /blkif/ { blk += n }
-                END { printf "evt=%d evtx=%d evrx=%d evblk=%d", e, tx, rx, blk }' /proc/interrupts) ctxt=$(awk '/^ctxt/ { print $2 }' /proc/stat) $(awk '/^cpu / { printf "user=%s sys=%s idle=%s irq=%s softirq=%s steal=%s", $2 + $3, $4, $5 + $6, $7, $8, $9 }' /proc/stat) $(awk '/^Tcp:/ { if (!h) { for (i = 1; i <= NF; i++) k[i] = $i; h = 1 } else for (i = 1; i <= NF; i++) if (k[i] == "InSegs" || k[i] == "OutSegs") printf "%s=%s ", k[i], $i }' /proc/net/snmp)$(awk '/^Udp:/ { if (!h) { for (i = 1; i <= NF; i++) k[i] = $i; h = 1 } else for (i = 1; i <= NF; i++) if (k[i] == "InDatagrams" || k[i] == "RcvbufErrors") printf "Udp%s=%s ", k[i], $i }' /proc/net/snmp)$(sed 's/:/ /' /proc/net/dev | awk '$1 ~ /^(eth|vif)/ { p = substr($1, 1, 3); rx[p] += $3; rxd[p] += $5; tx[p] += $11; txd[p] += $13 }
-                END { for (p in rx) printf "%s_rx=%d %s_rxdrop=%d %s_tx=%d %s_txdrop=%d ", p, rx[p], p, rxd[p], p, tx[p], p, txd[p] }')" ;;
+            r=$(counters) ;;
         quiesce)
             for d in /sys/bus/pci/drivers/e1000e/0000:* /sys/bus/pci/drivers/nvme/0000:*; do
                 [ -e "$d" ] && echo "${d##*/}" >"${d%/*}/unbind"

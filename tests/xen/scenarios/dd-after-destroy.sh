@@ -15,8 +15,7 @@ xl_list_ms() {
     xl list >/dev/null && xl list >/dev/null && xl list >/dev/null
     echo $((($(date +%s%N) - t0) / 1000000))
 }
-start_hvm_dd "00:03.0 00:04.0" "loglevel=info" "memory=32"
-expect_event "$log" 300 "the NIC did not come up" nic-up >/dev/null
+start_nic_dd "the NIC did not come up"
 before=$(xl_list_ms)
 # Frames on the NIC's network while nobody drives it.
 dev=$(dom0_test_nic) || fail "dom0 has no NIC on the test network"
@@ -24,7 +23,7 @@ ip link set "$dev" up
 busybox arping -c 5 -w 5 -I "$dev" 10.0.2.99 >/dev/null 2>&1
 xl destroy bulkhead || fail "xl destroy failed"
 busybox arping -c 5 -w 5 -I "$dev" 10.0.2.99 >/dev/null 2>&1
-start_multiboot_dd "00:03.0 00:04.0" "loglevel=info" "memory=32"
+start_multiboot_dd "$SHARED_DEVS" "loglevel=info" "memory=32"
 POLL_S=1 expect "$DD_COM1" "Bulkhead [0-9]" 600 "no banner from the instance after the destroyed one" >/dev/null
 # From its xl create (DD_T0), after settle_nic's instance.
 banner=$((($(date +%s%N) - DD_T0) / 1000000000))

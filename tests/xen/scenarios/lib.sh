@@ -444,24 +444,27 @@ start_multiboot_dd() {
     DD_ID=$(xl domid bulkhead)
 }
 
-# The passed-through e1000e (the outer QEMU's; dom0 sees it at this address).
-NIC_BDF=00:04.0
 # settle_nic: a driver domain that died without running its own stop (a triple fault, xl
 # destroy) leaves the e1000e signalling an interrupt nobody clears, and the next instance
 # started through firmware (driverdomain-multiboot.cfg) then crawls with the whole nested
 # machine: banner after 140-153 s instead of 17 s (docs/triple-fault-2026-12-02.md, "The
 # crawl, reproduced"). On real hardware pciback's function-level reset clears the NIC;
-# QEMU 7.2's e1000e has none, and dom0 cannot tell such a NIC from a quiet one (pciback's
-# reset leaves its PCI status without Interrupt Status: seen in dd-after-destroy). So every
+# QEMU 7.2's e1000e has none, and dom0 cannot tell such a NIC from a quiet one (after a
+# destroy pciback's reset leaves its PCI status without Interrupt Status). So every
 # firmware-path start with the NIC comes after a direct-boot instance (which copes:
 # Bulkhead silences the NIC in its own bring-up) brought the NIC up and stopped the
-# operator's way, which leaves it quiet: 11-20 s, and each such start finds the NIC alike.
+# operator's way, which leaves it quiet: 30-35 s, and each such start finds the NIC alike.
 settle_nic() {
     note "a direct-boot instance brings up the e1000e and stops, so the firmware-path one finds it quiet"
-    start_hvm_dd "$SHARED_DEVS" "loglevel=info" "memory=32"
-    expect_event "$log" 300 "the instance that quiets the NIC did not bring it up" nic-up >/dev/null
+    start_nic_dd "the instance that quiets the NIC did not bring it up"
     DD_ID=
     timeout "$(scaled 60)" xl shutdown -w bulkhead >/dev/null 2>&1 || fail "the instance that quiets the NIC did not shut down"
+}
+# start_nic_dd WHAT: a direct-boot Bulkhead (driverdomain.cfg, memory=32) with the NVMe and
+# the e1000e, waited for until its NIC is up (fail with WHAT if it does not come up).
+start_nic_dd() {
+    start_hvm_dd "$SHARED_DEVS" "loglevel=info" "memory=32"
+    expect_event "$log" 300 "$1" nic-up >/dev/null
 }
 
 # The shared driver domain: the scenarios that test serving (blkback, blkback-cycles,
@@ -469,7 +472,9 @@ settle_nic() {
 # owns the NVMe and the e1000e: one HVM boot (firmware and all) instead of four. The first
 # starts it; each passes it on with offer_dd when it has passed; dom0-run.sh shuts it
 # down before any other scenario, and after a failure (the next one then starts afresh).
-SHARED_DEVS="00:03.0 00:04.0"
+# The passed-through e1000e (the outer QEMU's; dom0 sees it at this address).
+NIC_BDF=00:04.0
+SHARED_DEVS="00:03.0 $NIC_BDF"
 # vif-rx-stall: the hostile scenario's vif without receive buffers loses its carrier in
 # 15 s rather than Linux's 60.
 SHARED_CMDLINE="mgmt=dhcp vif-rx-stall=15"

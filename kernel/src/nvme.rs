@@ -79,7 +79,7 @@ pub struct Disk {
     /// vbds, each a batch) have commands at the device at once, and take the queue only
     /// to submit and to reap ([`transfer`]).
     owners: Owners,
-    /// Raised at each interrupt (a task forwards the vector's signal, which wakes one
+    /// Raised at each interrupt (the vector's signal is hooked to it: a signal wakes one
     /// waiter only) and whenever a caller reaped another's completions or reset the
     /// controller: every caller waiting on the device looks again.
     woken: Rc<Broadcast>,
@@ -155,7 +155,6 @@ fn bring_up(h: &Handle, f: &Function, name: &str, mode: IrqMode) -> Result<Disk,
             }
             let (v, s) =
                 crate::arch::interrupts::alloc_vector().ok_or("out of interrupt vectors")?;
-            h.watch(s);
             crate::arch::ioapic::route_intx(f.interrupt_line, v, crate::arch::apic::id() as u8)?;
             gsi = Some(f.interrupt_line);
             (Some(v), Some(s))
@@ -178,7 +177,6 @@ fn bring_up(h: &Handle, f: &Function, name: &str, mode: IrqMode) -> Result<Disk,
             }
             let (v, s) =
                 crate::arch::interrupts::alloc_vector().ok_or("out of interrupt vectors")?;
-            h.watch(s);
             let r = if mode == IrqMode::MsiX {
                 // Entry 0 (admin queue, polled) stays masked; entry 1 serves I/O queue 1.
                 crate::hw::msix_setup(bdf, &mut maps, &[(0, None), (1, Some(v))])
@@ -242,13 +240,9 @@ fn bring_up(h: &Handle, f: &Function, name: &str, mode: IrqMode) -> Result<Disk,
     }
     let woken = Rc::new(Broadcast::default());
     if let Some(s) = signal {
+        // Every caller waiting on the disk looks again, in the same pass of the loop.
         let w = woken.clone();
-        h.spawn("nvme-irq", async move {
-            loop {
-                s.wait().await;
-                w.raise();
-            }
-        });
+        h.on_raise(s, move || w.raise());
     }
     Ok(Disk {
         name: String::from(name),

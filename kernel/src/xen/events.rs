@@ -2,7 +2,8 @@
 //! that waits on each port.
 //!
 //! The callback (interrupt context) scans the shared-info bitmaps into `PENDING` and
-//! raises `EVENTS`; the `xen-events` task then marks each port fired and wakes its waiter.
+//! raises `EVENTS`; its hook in the event loop (`dispatch`) then marks each port fired and
+//! wakes its waiter.
 //! A port that fired stays masked until its task waits on it again (late EOI, see
 //! `bulkhead_xen::events::scan`): an event storm costs an interrupt per task turn.
 
@@ -220,20 +221,18 @@ impl Future for PortWait<'_> {
     }
 }
 
-/// The `xen-events` task: turn recorded ports into wake-ups.
-pub async fn dispatch(xen: XenRef) {
-    loop {
-        EVENTS.wait().await;
-        PENDING.drain(|p| {
-            xen.ports.borrow_mut().fired(p);
-            // Ports nobody waits on (the console's, acknowledging output) are only
-            // counted: logging them would print, notify and fire again forever. The
-            // callback left the port masked; nobody will wait to unmask it.
-            if !xen.waiters.fire(p) {
-                if let Some(s) = shared() {
-                    ev::release(&s, p);
-                }
+/// Turn the recorded ports into wake-ups: `EVENTS`' hook in the loop (see
+/// `Handle::on_raise`), so a port's task runs in the same pass its event is seen.
+pub fn dispatch(xen: &XenRef) {
+    PENDING.drain(|p| {
+        xen.ports.borrow_mut().fired(p);
+        // Ports nobody waits on (the console's, acknowledging output) are only
+        // counted: logging them would print, notify and fire again forever. The
+        // callback left the port masked; nobody will wait to unmask it.
+        if !xen.waiters.fire(p) {
+            if let Some(s) = shared() {
+                ev::release(&s, p);
             }
-        });
-    }
+        }
+    });
 }

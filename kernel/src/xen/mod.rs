@@ -138,7 +138,6 @@ impl core::fmt::Display for InitError {
 /// running. Returns once our domain id and home path are known.
 pub async fn init(h: &bulkhead_executor::Handle) -> Result<XenRef, InitError> {
     events::init().map_err(InitError::Events)?;
-    h.watch(&events::EVENTS);
     let (grants, slots) = grants::init().map_err(InitError::Grants)?;
     let (store, store_port) = store::connect().map_err(InitError::Store)?;
     let mut ports = Ports::default();
@@ -156,7 +155,8 @@ pub async fn init(h: &bulkhead_executor::Handle) -> Result<XenRef, InitError> {
         guest_infos: RefCell::new(alloc::collections::BTreeMap::new()),
         vifs: Default::default(),
     });
-    h.spawn("xen-events", events::dispatch(xen.clone()));
+    let x = xen.clone();
+    h.on_raise(&events::EVENTS, move || events::dispatch(&x));
     h.spawn("xenstore", store::pump(xen.clone(), h.clone(), store_port));
     let domid: u16 = xen
         .store

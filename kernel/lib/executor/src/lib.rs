@@ -135,7 +135,11 @@ struct Shared {
     timer_seq: u64,
     spawned: Vec<(&'static str, BoxFuture)>,
     signals: Vec<&'static Signal>,
+    hooks: Vec<(&'static Signal, Hook)>,
 }
+
+/// What the loop runs for a raised signal (`Handle::on_raise`).
+type Hook = Box<dyn FnMut()>;
 
 /// Given to tasks: spawn, sleep, read the clock, watch signals.
 #[derive(Clone)]
@@ -159,6 +163,16 @@ impl Handle {
         if !s.signals.iter().any(|x| core::ptr::eq(*x, signal)) {
             s.signals.push(signal);
         }
+    }
+
+    /// Run `f` in the loop whenever `signal` was raised (once per raise seen, the signal
+    /// then cleared), before the tasks it wakes are polled: for an interrupt that only
+    /// fans out wake-ups (a disk's completion wakes every caller waiting on it; the event
+    /// channel upcall wakes each port's waiter). A task that forwarded it would cost one
+    /// more pass of the loop per interrupt, before the woken tasks run. `f` must be
+    /// short and bounded; nobody may also `wait` on a hooked signal.
+    pub fn on_raise(&self, signal: &'static Signal, f: impl FnMut() + 'static) {
+        self.shared.borrow_mut().hooks.push((signal, Box::new(f)));
     }
 
     /// Complete once the clock reaches `deadline`.
@@ -256,6 +270,7 @@ impl Executor {
             timer_seq: 0,
             spawned: Vec::new(),
             signals: Vec::new(),
+            hooks: Vec::new(),
         };
         Executor {
             tasks: BTreeMap::new(),
@@ -309,6 +324,18 @@ impl Executor {
                 }
             }
         }
+        drop(s);
+        // Taken out while they run: a hook may use the handle (spawn, read the clock).
+        let mut hooks = core::mem::take(&mut self.handle.shared.borrow_mut().hooks);
+        for (sig, f) in hooks.iter_mut() {
+            if sig.raised.swap(false, Ordering::AcqRel) {
+                self.stats.signal_wakes += 1;
+                f();
+            }
+        }
+        let mut s = self.handle.shared.borrow_mut();
+        hooks.append(&mut s.hooks);
+        s.hooks = hooks;
     }
 
     fn fire_timers(&mut self) -> Option<Nanos> {
@@ -327,20 +354,21 @@ impl Executor {
     }
 
     fn any_signal_raised(shared: &Rc<RefCell<Shared>>) -> bool {
-        shared
-            .borrow()
-            .signals
+        let s = shared.borrow();
+        s.signals
             .iter()
             .any(|s| s.is_raised() && s.waker.lock().is_some())
+            || s.hooks.iter().any(|(s, _)| s.is_raised())
     }
 
     /// Run until every task has finished.
     pub fn run(&mut self, idle: &mut impl Idle) {
         loop {
-            self.adopt_spawned();
             idle.take_interrupts();
             self.fire_signals();
             let next_deadline = self.fire_timers();
+            // After the hooks: a task one spawned runs in this pass.
+            self.adopt_spawned();
             let mut ran = false;
             // One pass polls the tasks ready when it starts; a task woken meanwhile (one
             // that yields, or one woken by another) waits for the next pass. Between
@@ -595,6 +623,63 @@ mod tests {
         assert_eq!(idle.waits, 0, "the loop never idled");
         let at = at.expect("the interrupt never reached its task");
         assert!(at <= 6, "delivered only after {at} passes");
+    }
+
+    /// Broadcast waiters, one per task, each counting its wake-up in `woke`.
+    fn spawn_broadcast_waiters(h: &Handle, b: &Rc<Broadcast>, n: usize, woke: &Rc<Cell<u32>>) {
+        for _ in 0..n {
+            let (b, w) = (b.clone(), woke.clone());
+            h.spawn("waiter", async move {
+                let seen = b.generation();
+                b.wait(seen).await;
+                w.set(w.get() + 1);
+            });
+        }
+    }
+
+    /// An interrupt hook wakes its waiters before the pass that sees the signal: no
+    /// forwarding task, no extra pass between the interrupt and the tasks it is for.
+    #[test]
+    fn a_hooked_signal_wakes_its_waiters_in_the_pass_that_sees_it() {
+        static IRQ: Signal = Signal::new();
+        let (mut ex, mut idle) = setup();
+        idle.irq = Some(&IRQ);
+        let h = ex.handle();
+        let b = Rc::new(Broadcast::default());
+        let b2 = b.clone();
+        h.on_raise(&IRQ, move || b2.raise());
+        let woke = Rc::new(Cell::new(0));
+        spawn_broadcast_waiters(&h, &b, 2, &woke);
+        ex.run(&mut idle);
+        assert_eq!(woke.get(), 2);
+        assert_eq!(idle.waits, 1);
+        // Pass 1 polls the waiters, pass 2 finds nothing and idles (the interrupt comes),
+        // pass 3 runs the hook and then the waiters.
+        assert_eq!(idle.takes, 3, "the woken waiters waited for another pass");
+        assert_eq!(b.generation(), 1, "one raise, one hook run");
+        assert!(!IRQ.is_raised(), "the hook consumed the signal");
+        assert_eq!(ex.stats.signal_wakes, 1);
+    }
+
+    /// A raised hooked signal counts as pending (the loop must not halt past it), and a
+    /// hook may use the handle (here it spawns the task that counts the raise).
+    #[test]
+    fn a_hooked_signal_keeps_the_loop_awake_and_may_spawn() {
+        static IRQ: Signal = Signal::new();
+        let (mut ex, mut idle) = setup();
+        let h = ex.handle();
+        let woke = Rc::new(Cell::new(0));
+        let (w2, h2) = (woke.clone(), h.clone());
+        h.on_raise(&IRQ, move || {
+            let w = w2.clone();
+            h2.spawn("late", async move { w.set(w.get() + 1) });
+        });
+        assert!(!Executor::any_signal_raised(&h.shared));
+        IRQ.raise();
+        assert!(Executor::any_signal_raised(&h.shared));
+        ex.run(&mut idle);
+        assert_eq!(woke.get(), 1);
+        assert!(!Executor::any_signal_raised(&h.shared));
     }
 
     #[test]

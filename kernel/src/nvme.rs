@@ -242,7 +242,7 @@ fn bring_up(h: &Handle, f: &Function, name: &str, mode: IrqMode) -> Result<Disk,
     if let Some(s) = signal {
         // Every caller waiting on the disk looks again, in the same pass of the loop.
         let w = woken.clone();
-        h.on_raise(s, move || w.raise());
+        h.on_raise("nvme-irq", s, move || w.raise());
     }
     Ok(Disk {
         name: String::from(name),

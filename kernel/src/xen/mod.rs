@@ -156,7 +156,7 @@ pub async fn init(h: &bulkhead_executor::Handle) -> Result<XenRef, InitError> {
         vifs: Default::default(),
     });
     let x = xen.clone();
-    h.on_raise(&events::EVENTS, move || events::dispatch(&x));
+    h.on_raise("xen-events", &events::EVENTS, move || events::dispatch(&x));
     h.spawn("xenstore", store::pump(xen.clone(), h.clone(), store_port));
     let domid: u16 = xen
         .store

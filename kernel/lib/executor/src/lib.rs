@@ -135,7 +135,7 @@ struct Shared {
     timer_seq: u64,
     spawned: Vec<(&'static str, BoxFuture)>,
     signals: Vec<&'static Signal>,
-    hooks: Vec<(&'static Signal, Hook)>,
+    hooks: Vec<(&'static str, &'static Signal, Hook)>,
 }
 
 /// What the loop runs for a raised signal (`Handle::on_raise`).
@@ -160,6 +160,10 @@ impl Handle {
     /// Make the loop check `signal` after every idle period. Signals are watched forever.
     pub fn watch(&self, signal: &'static Signal) {
         let mut s = self.shared.borrow_mut();
+        assert!(
+            !s.hooks.iter().any(|(_, x, _)| core::ptr::eq(*x, signal)),
+            "a hooked signal is not waited on"
+        );
         if !s.signals.iter().any(|x| core::ptr::eq(*x, signal)) {
             s.signals.push(signal);
         }
@@ -170,9 +174,16 @@ impl Handle {
     /// fans out wake-ups (a disk's completion wakes every caller waiting on it; the event
     /// channel upcall wakes each port's waiter). A task that forwarded it would cost one
     /// more pass of the loop per interrupt, before the woken tasks run. `f` must be
-    /// short and bounded; nobody may also `wait` on a hooked signal.
-    pub fn on_raise(&self, signal: &'static Signal, f: impl FnMut() + 'static) {
-        self.shared.borrow_mut().hooks.push((signal, Box::new(f)));
+    /// short and bounded; its time is reported to [`Idle::polled`] under `name`, as a
+    /// task's poll is. Nobody may also `wait` on a hooked signal (its raise would be the
+    /// hook's). A hook keeps no task alive: once every task has finished, the loop ends.
+    pub fn on_raise(&self, name: &'static str, signal: &'static Signal, f: impl FnMut() + 'static) {
+        let mut s = self.shared.borrow_mut();
+        assert!(
+            !s.signals.iter().any(|x| core::ptr::eq(*x, signal)),
+            "a watched signal is not hooked"
+        );
+        s.hooks.push((name, signal, Box::new(f)));
     }
 
     /// Complete once the clock reaches `deadline`.
@@ -314,7 +325,7 @@ impl Executor {
         }
     }
 
-    fn fire_signals(&mut self) {
+    fn fire_signals(&mut self, idle: &mut impl Idle) {
         let s = self.handle.shared.borrow();
         for sig in s.signals.iter() {
             if sig.is_raised() {
@@ -327,10 +338,13 @@ impl Executor {
         drop(s);
         // Taken out while they run: a hook may use the handle (spawn, read the clock).
         let mut hooks = core::mem::take(&mut self.handle.shared.borrow_mut().hooks);
-        for (sig, f) in hooks.iter_mut() {
+        for (name, sig, f) in hooks.iter_mut() {
             if sig.raised.swap(false, Ordering::AcqRel) {
                 self.stats.signal_wakes += 1;
+                let t0 = self.handle.now();
                 f();
+                let now = self.handle.now();
+                idle.polled(name, now, now.saturating_sub(t0));
             }
         }
         let mut s = self.handle.shared.borrow_mut();
@@ -358,14 +372,14 @@ impl Executor {
         s.signals
             .iter()
             .any(|s| s.is_raised() && s.waker.lock().is_some())
-            || s.hooks.iter().any(|(s, _)| s.is_raised())
+            || s.hooks.iter().any(|(_, s, _)| s.is_raised())
     }
 
-    /// Run until every task has finished.
+    /// Run until every task has finished (hooks do not count: they only wake tasks).
     pub fn run(&mut self, idle: &mut impl Idle) {
         loop {
             idle.take_interrupts();
-            self.fire_signals();
+            self.fire_signals(idle);
             let next_deadline = self.fire_timers();
             // After the hooks: a task one spawned runs in this pass.
             self.adopt_spawned();
@@ -647,7 +661,7 @@ mod tests {
         let h = ex.handle();
         let b = Rc::new(Broadcast::default());
         let b2 = b.clone();
-        h.on_raise(&IRQ, move || b2.raise());
+        h.on_raise("irq", &IRQ, move || b2.raise());
         let woke = Rc::new(Cell::new(0));
         spawn_broadcast_waiters(&h, &b, 2, &woke);
         ex.run(&mut idle);
@@ -659,6 +673,11 @@ mod tests {
         assert_eq!(b.generation(), 1, "one raise, one hook run");
         assert!(!IRQ.is_raised(), "the hook consumed the signal");
         assert_eq!(ex.stats.signal_wakes, 1);
+        assert_eq!(
+            idle.polls.iter().filter(|p| p.0 == "irq").count(),
+            1,
+            "the hook's run is reported like a poll"
+        );
     }
 
     /// A raised hooked signal counts as pending (the loop must not halt past it), and a
@@ -670,7 +689,7 @@ mod tests {
         let h = ex.handle();
         let woke = Rc::new(Cell::new(0));
         let (w2, h2) = (woke.clone(), h.clone());
-        h.on_raise(&IRQ, move || {
+        h.on_raise("irq", &IRQ, move || {
             let w = w2.clone();
             h2.spawn("late", async move { w.set(w.get() + 1) });
         });

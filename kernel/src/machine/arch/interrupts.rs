@@ -232,8 +232,8 @@ fn exception(frame: &InterruptFrame) -> ! {
     );
 }
 
-/// Each device vector's event-loop signal (the handler only raises it; the driver's task
-/// does the work).
+/// Each device vector's event-loop signal (the handler only raises it; the driver's task,
+/// or its hook in the loop, does the work).
 static DEVICE_SIGNALS: [Signal; DEVICE_VECTORS] = [const { Signal::new() }; DEVICE_VECTORS];
 static NEXT_VECTOR: AtomicU8 = AtomicU8::new(0);
 

@@ -48,11 +48,22 @@ ask() {
 # nominal length, then reply. dom0's polling for the answer is short-lived processes
 # (date, awk, sleep, xl) in a PV dom0 under nested TCG, and during a workload they would
 # take CPU time from the guests being measured.
+# On Bulkhead's sides each workload is a loop window of its own (control/mark): the
+# driver domain's console gets a loop-window line per workload with the interrupts,
+# halts and hypercalls it cost, counts that do not drift with the machine's speed.
 work() {
     local who=$1
+    dd_mark "$(echo "$*" | tr -c 'A-Za-z0-9\n' - | cut -c1-60)"
     send "$@"
     sleep "$SECS"
     reply "$who" "$N"
+    dd_mark between
+}
+dd_mark() {
+    [ "$DD_NAME" = bulkhead ] || return 0
+    local id
+    id=$(xl domid "$DD_NAME" 2>/dev/null) || return 0
+    xenstore-write "/local/domain/$id/control/mark" "$1" 2>/dev/null || true
 }
 # key NAME: the value of NAME=... in R (a structured line).
 key() { echo "$R" | field "$1"; }
@@ -155,6 +166,7 @@ storage() {
 both() {
     local m=$1 k=$2 n1 a b
     shift 2
+    dd_mark "$(echo "both $*" | tr -c 'A-Za-z0-9\n' - | cut -c1-60)"
     send bench1 "$@"
     n1=$N
     send bench2 "$@"
@@ -163,6 +175,7 @@ both() {
     a=$(key "$k")
     [ -n "$a" ] || { result_error "$m" "bench1:$(key error)"; return; }
     reply bench2 "$N"
+    dd_mark between
     b=$(key "$k")
     [ -n "$b" ] || { result_error "$m" "bench2:$(key error)"; return; }
     result "$m" "$(awk -v a="$a" -v b="$b" 'BEGIN { print a + b }')"

@@ -2,7 +2,9 @@
 //! namespaces and GPT partitions, shared by all backends. An xl disk line's `target=`
 //! names a [`Volume`] here.
 
+use alloc::format;
 use alloc::rc::Rc;
+use alloc::string::String;
 use alloc::vec::Vec;
 
 use bulkhead_block::{Features, Io, Listed, Lookup, Target};
@@ -123,7 +125,9 @@ impl Storage {
     /// KiB random reads one at a time and 32 at once, then 1 MiB sequential reads, straight
     /// on the first namespace through the same driver, lock and batches the backends use,
     /// `secs` seconds each. Reads only. One `bench-storage` event with the figures, or
-    /// with `error=` why there are none: the benchmark's scenario reads it.
+    /// with `error=` why there are none: the benchmark's scenario reads it. Each figure
+    /// also has what it cost (`Cost`): divided by the reads, counts that drift less
+    /// with the machine's speed than the figures do.
     pub async fn bench(&self, secs: u32) {
         let (Some(disk), Some(ns)) = (
             self.disks.first(),
@@ -145,8 +149,10 @@ impl Storage {
             (seed % slots) * per
         };
         let mut iops = [0u64; 2];
-        for (figure, depth) in iops.iter_mut().zip([1usize, 32]) {
+        let mut costs = [String::new(), String::new(), String::new()];
+        for ((figure, cost), depth) in iops.iter_mut().zip(&mut costs).zip([1usize, 32]) {
             let mut buf = alloc::vec![0u8; 4096 * depth];
+            let c0 = Cost::now();
             let (start, mut n) = (self.h.now(), 0u64);
             while self.h.now() - start < span {
                 let mut ios: Vec<Io> = buf
@@ -168,10 +174,12 @@ impl Storage {
                 n += depth as u64;
             }
             *figure = n * 1_000_000_000 / (self.h.now() - start).max(1);
+            *cost = c0.since(&format!("qd{depth}"), n);
         }
         let mut big = alloc::vec![0u8; 1 << 20];
         let chunk = (1 << 20) / bs;
         let (start, mut bytes, mut lba) = (self.h.now(), 0u64, 0u64);
+        let c0 = Cost::now();
         while self.h.now() - start < span {
             if lba + chunk > ns.blocks {
                 lba = 0;
@@ -189,13 +197,49 @@ impl Storage {
             bytes += 1 << 20;
         }
         let mibs = (bytes * 1_000_000_000 / (self.h.now() - start).max(1)) >> 20;
+        costs[2] = c0.since("seq", bytes >> 20);
         crate::event!(
             "bench-storage",
-            "disk={name}n{} rr4k_qd1_iops={} rr4k_qd32_iops={} seqread_mibs={mibs}",
+            "disk={name}n{} rr4k_qd1_iops={} rr4k_qd32_iops={} seqread_mibs={mibs} {} {} {}",
             ns.nsid,
             iops[0],
-            iops[1]
+            iops[1],
+            costs[0],
+            costs[1],
+            costs[2]
         );
+    }
+}
+
+/// What a stretch of the storage bench cost: this vCPU's running time (from Xen's
+/// runstate) and the interrupts, halts and hypercalls taken (the flight recorder's
+/// counts), each a VM exit or the cause of one.
+struct Cost {
+    counts: crate::machine::trace::Counts,
+    running: Option<u64>,
+}
+
+impl Cost {
+    fn now() -> Cost {
+        Cost {
+            counts: crate::machine::trace::counts(),
+            running: crate::machine::runstate::running_ns(),
+        }
+    }
+
+    /// The fields `P_units= P_running_us= P_vectors= P_halts= P_hypercalls=` for the
+    /// stretch since `self`, in which `units` reads (or MiB) were done.
+    fn since(&self, p: &str, units: u64) -> String {
+        let end = Cost::now();
+        let c = end.counts.since(self.counts);
+        let running = match (end.running, self.running) {
+            (Some(e), Some(b)) => format!("{}", e.saturating_sub(b) / 1000),
+            _ => String::from("-"),
+        };
+        format!(
+            "{p}_units={units} {p}_running_us={running} {p}_vectors={} {p}_halts={} {p}_hypercalls={}",
+            c.vectors, c.halts, c.hypercalls
+        )
     }
 }
 

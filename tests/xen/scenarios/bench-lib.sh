@@ -53,17 +53,17 @@ ask() {
 # halts and hypercalls it cost, counts that do not drift with the machine's speed.
 work() {
     local who=$1
-    dd_mark "$(echo "$*" | tr -c 'A-Za-z0-9\n' - | cut -c1-60)"
+    dd_mark "$*"
     send "$@"
     sleep "$SECS"
     reply "$who" "$N"
     dd_mark between
 }
+# dd_mark TEXT: Bulkhead's (DD_ID's) next loop window, named TEXT as one word.
 dd_mark() {
-    [ "$DD_NAME" = bulkhead ] || return 0
-    local id
-    id=$(xl domid "$DD_NAME" 2>/dev/null) || return 0
-    xenstore-write "/local/domain/$id/control/mark" "$1" 2>/dev/null || true
+    [ "$DD_NAME" = bulkhead ] && [ -n "${DD_ID:-}" ] || return 0
+    xenstore-write "/local/domain/$DD_ID/control/mark" \
+        "$(echo "$1" | tr -c 'A-Za-z0-9\n' - | cut -c1-60)" 2>/dev/null || true
 }
 # key NAME: the value of NAME=... in R (a structured line).
 key() { echo "$R" | field "$1"; }
@@ -166,7 +166,7 @@ storage() {
 both() {
     local m=$1 k=$2 n1 a b
     shift 2
-    dd_mark "$(echo "both $*" | tr -c 'A-Za-z0-9\n' - | cut -c1-60)"
+    dd_mark "both $*"
     send bench1 "$@"
     n1=$N
     send bench2 "$@"
